@@ -1,0 +1,124 @@
+"""Settings shared by every service.
+
+Each service subclasses :class:`ServiceSettings` with its own env prefix (``WEMCP_CATALOG_`` ...).
+The infrastructure URLs and the telemetry settings are read from the unprefixed names every operator
+knows (``DATABASE_URL``, ``NATS_URL``, ``REDIS_URL``, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``LOG_LEVEL``),
+so one environment configures the whole platform.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wemcp.common.errors import ConfigError
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _alias(prefix: str, name: str) -> AliasChoices:
+    return AliasChoices(f"{prefix}{name}", name)
+
+
+class ServiceSettings(BaseSettings):
+    """Base for every service's settings. Subclasses set ``model_config`` with their env prefix
+    and add their own fields; the shared fields below keep working through the unprefixed names."""
+
+    model_config = SettingsConfigDict(env_prefix="WEMCP_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "wemcp"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/wemcp",
+        validation_alias=AliasChoices("DATABASE_URL", "WEMCP_DATABASE_URL"),
+    )
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "WEMCP_NATS_URL")
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "WEMCP_REDIS_URL")
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", validation_alias=AliasChoices("LOG_LEVEL", "WEMCP_LOG_LEVEL")
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", validation_alias=AliasChoices("LOG_FORMAT", "WEMCP_LOG_FORMAT")
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "WEMCP_OTEL_ENDPOINT"),
+    )
+    # How long JetStream waits for an ack before redelivering; short in tests, 30 s in production.
+    bus_ack_wait_seconds: float = Field(
+        default=30.0, gt=0, validation_alias=AliasChoices("WEMCP_BUS_ACK_WAIT_SECONDS", "BUS_ACK_WAIT_SECONDS")
+    )
+    startup_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: str) -> str:
+        return _check_url(v, {"postgresql", "postgres", "postgresql+asyncpg"}, "DATABASE_URL")
+
+    @field_validator("nats_url")
+    @classmethod
+    def _check_nats_url(cls, v: str) -> str:
+        return _check_url(v, {"nats", "tls"}, "NATS_URL")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str) -> str:
+        return _check_url(v, {"redis", "rediss", "unix"}, "REDIS_URL")
+
+    @cached_property
+    def async_database_url(self) -> str:
+        """The URL in SQLAlchemy's asyncpg dialect form."""
+        scheme, rest = self.database_url.split("://", 1)
+        return f"postgresql+asyncpg://{rest}" if scheme != "postgresql+asyncpg" else self.database_url
+
+    @cached_property
+    def plain_database_url(self) -> str:
+        """The URL as libpq and asyncpg.connect() understand it."""
+        return "postgresql://" + self.database_url.split("://", 1)[1]
+
+
+def _check_url(value: str, schemes: set[str], name: str) -> str:
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a non-numeric port
+    except ValueError as exc:
+        raise ValueError(f"malformed URL ({exc})") from None
+    if parts.scheme not in schemes:
+        raise ValueError(f"scheme must be one of {sorted(schemes)}, got {parts.scheme or 'none'!r}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("URL has no host")
+    return value
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build settings, turning a validation failure into one line that names the setting."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(cls, exc)) from None
+
+
+def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> str:
+    prefix = cls.model_config.get("env_prefix", "") or ""
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        info = cls.model_fields.get(field)
+        env_name = f"{prefix}{field}".upper()
+        alias = getattr(info, "validation_alias", None) if info else None
+        if isinstance(alias, AliasChoices):
+            env_name = " or ".join(str(c) for c in alias.choices)
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{env_name}: {msg}")
+    return "invalid configuration: " + "; ".join(parts)

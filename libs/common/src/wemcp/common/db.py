@@ -1,0 +1,87 @@
+"""Async SQLAlchemy glue: one engine per process, one Postgres schema per service.
+
+Every service declares its models on a base made by :func:`declarative_base_for` so that all its
+tables live in its own schema; no service reads another's tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+from wemcp.common.errors import ConfigError
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def declarative_base_for(schema: str) -> type[DeclarativeBase]:
+    """A declarative base whose tables live in ``schema``."""
+
+    class Base(DeclarativeBase):
+        metadata = MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+    Base.__name__ = f"{schema.title()}Base"
+    return Base
+
+
+def to_async_url(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return url if scheme == "postgresql+asyncpg" else f"postgresql+asyncpg://{rest}"
+
+
+def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
+    return create_async_engine(
+        to_async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        **kwargs,
+    )
+
+
+def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def check_database(engine: AsyncEngine, timeout: float) -> None:
+    """Fail fast, with one line naming DATABASE_URL, when the database cannot be reached."""
+    where = _where(str(engine.url))
+    try:
+        async with asyncio.timeout(timeout):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except TimeoutError:
+        raise ConfigError(f"DATABASE_URL: no answer from {where} within {timeout:g} s") from None
+    except Exception as exc:  # the driver raises many types; the line must name the setting
+        raise ConfigError(f"DATABASE_URL: cannot connect to {where}: {_first_line(exc)}") from None
+
+
+@asynccontextmanager
+async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session inside one transaction: committed on success, rolled back on error."""
+    async with factory() as session, session.begin():
+        yield session
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url.replace("+asyncpg", ""))
+    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return (msg[0] if msg else type(exc).__name__)[:300]

@@ -1,0 +1,49 @@
+"""Event contracts: pure Pydantic models, one module per aggregate.
+
+Changes are additive only: new optional fields, never renamed or removed ones; a breaking change is
+a new ``schema_version``. ``ALL_EVENTS`` maps each subject to its class.
+"""
+
+from wemcp.common.events.base import STREAMS, Event, StreamSpec
+from wemcp.common.events.calls import McpCallCompleted
+from wemcp.common.events.crawler import CrawlerDiscovered
+from wemcp.common.events.servers import (
+    ServerDeployed,
+    ServerDeployFailed,
+    ServerDeploying,
+    ServerDisabled,
+    ServerEnabled,
+    ServerSubmitted,
+)
+from wemcp.common.events.users import UserRegistered
+
+ALL_EVENTS: dict[str, type[Event]] = {
+    cls.subject: cls
+    for cls in (
+        ServerSubmitted,
+        ServerDeploying,
+        ServerDeployed,
+        ServerDeployFailed,
+        ServerDisabled,
+        ServerEnabled,
+        McpCallCompleted,
+        UserRegistered,
+        CrawlerDiscovered,
+    )
+}
+
+__all__ = [
+    "ALL_EVENTS",
+    "STREAMS",
+    "CrawlerDiscovered",
+    "Event",
+    "McpCallCompleted",
+    "ServerDeployFailed",
+    "ServerDeployed",
+    "ServerDeploying",
+    "ServerDisabled",
+    "ServerEnabled",
+    "ServerSubmitted",
+    "StreamSpec",
+    "UserRegistered",
+]

@@ -1,0 +1,32 @@
+"""Completed MCP calls (stream ``CALLS``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from wemcp.common.events.base import Event
+
+
+class McpCallCompleted(Event):
+    """One MCP request finished at the gateway. Never carries argument values.
+
+    Emitted by gateway, off the hot path; consumed by ratelimit (daily usage), crawler (request
+    logs) and catalog (call counters)."""
+
+    subject: ClassVar[str] = "mcp.call.completed"
+    stream: ClassVar[str] = "CALLS"
+
+    user_id: UUID | None = None
+    server_slug: str
+    agent_id: UUID | None = None
+    method: str
+    tool: str | None = None
+    key_source: Literal["request", "vault", "oauth", "system", "none"] = "none"
+    metered: bool = True
+    in_agent_run: bool = False
+    status: Literal["ok", "error", "refused", "timeout"] = "ok"
+    error_code: int | None = None
+    latency_ms: float
+    request_bytes: int = 0
+    response_bytes: int = 0

@@ -1,0 +1,105 @@
+"""HTTP glue shared by every service: problem+json errors, request ids, access logs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wemcp.common.errors import AppError
+from wemcp.common.logging import get_logger
+
+PROBLEM_JSON = "application/problem+json"
+log = get_logger("wemcp.http")
+
+
+def problem(status: int, title: str, detail: str, *, type_: str = "about:blank",
+            instance: str | None = None, headers: dict[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        where = loc[0] if loc else "body"
+        field = ".".join(loc[1:]) if where in {"body", "query", "path", "header"} else ".".join(loc)
+        out.append({"field": field, "in": where, "message": err.get("msg", ""), "type": err.get("type", "")})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, type_=exc.type_, instance=request.url.path,
+                       headers=exc.headers or None, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem(400, "Bad Request", "the request body is not valid JSON",
+                           instance=request.url.path, errors=errors)
+        detail = "; ".join(f"{e['field'] or e['in']}: {e['message']}" for e in errors[:5])
+        return problem(422, "Unprocessable Content", detail, instance=request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not Found", 405: "Method Not Allowed", 401: "Unauthorized", 403: "Forbidden"}.get(
+            exc.status_code, "Error")
+        return problem(exc.status_code, title, str(exc.detail), instance=request.url.path,
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path, method=request.method)
+        return problem(500, "Internal Server Error", "an unexpected error occurred; it has been logged",
+                       instance=request.url.path)
+
+
+class RequestContextMiddleware:
+    """Pure ASGI: a request id on every request and response, and one access log line."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for k, v in scope.get("headers", []):
+            if k == b"x-request-id":
+                request_id = v.decode("latin-1")[:100]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = {"code": 500}
+        start = time.perf_counter()
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            path = scope.get("path", "")
+            if path not in ("/healthz", "/readyz"):
+                ms = round((time.perf_counter() - start) * 1000, 2)
+                level = "warning" if status["code"] >= 500 else "info"
+                getattr(log, level)("http_request", method=scope.get("method"), path=path,
+                                    status=status["code"], ms=ms, request_id=request_id)

@@ -1,0 +1,111 @@
+"""structlog set-up: JSON lines in production, trace and span ids on every line, secrets redacted.
+
+Redaction works on keys (``authorization``, ``token``, ``api_key``, ``password``, ``secret`` ...) and on
+values that look like credentials (``Bearer ...``, ``key=...`` in URLs, platform keys ``wmk_...``), so a
+handler that logs a whole header dict or a URL with ``?key=`` still leaks nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+
+REDACTED = "[redacted]"
+
+_SECRET_KEY = re.compile(
+    r"(authori[sz]ation|cookie|token|secret|password|passwd|api[_-]?key|apikey|private[_-]?key|"
+    r"client[_-]?secret|credential|x-wemcp-env-|upstream[_-]?key|kek)",
+    re.IGNORECASE,
+)
+_SECRET_VALUE_PATTERNS = [
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
+    (re.compile(r"(?i)([?&](?:key|token|api_key|access_token|apikey|secret)=)[^&\s#\"']+"), r"\1" + REDACTED),
+    (re.compile(r"\bwmk_[A-Za-z0-9_-]{8,}"), "wmk_" + REDACTED),
+    (re.compile(r"(?i)(postgres(?:ql)?(?:\+asyncpg)?://[^:/@\s]+:)[^@\s]+@"), r"\1" + REDACTED + "@"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "jwt:" + REDACTED),
+]
+
+
+def redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        for pattern, repl in _SECRET_VALUE_PATTERNS:
+            value = pattern.sub(repl, value)
+        return value
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if _is_secret_key(k) and v not in (None, "") else redact_value(v))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(v) for v in value)
+    return value
+
+
+def _is_secret_key(key: Any) -> bool:
+    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+
+
+def redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key, value in list(event_dict.items()):
+        if _is_secret_key(key) and value not in (None, ""):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = redact_value(value)
+    return event_dict
+
+
+def add_trace_ids(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict["trace_id"] = format(ctx.trace_id, "032x")
+        event_dict["span_id"] = format(ctx.span_id, "016x")
+    return event_dict
+
+
+def configure_logging(service: str, level: str = "info", fmt: str = "json") -> None:
+    """Route structlog and the standard library (uvicorn, sqlalchemy, faststream) through one
+    pipeline. Safe to call more than once."""
+    def add_service(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        add_service,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
+        redact_processor,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access", "httpx", "httpx2", "httpcore", "asyncio", "nats"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str | None = None) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,256 @@
+"""The composition root every service shares.
+
+A service describes itself with a :class:`ServiceSpec` (routers, event subscriptions, whether it
+owns tables or uses Redis, start/stop hooks). :class:`Runtime` opens what the spec needs, failing
+fast with one line that names the setting; :func:`run_service` serves it with uvicorn in the same
+event loop and closes everything on SIGINT/SIGTERM. Tests use :func:`running` to get the same app
+in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from faststream.nats import NatsBroker
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from wemcp.common.bus import Handler, create_broker, ensure_streams, subscribe
+from wemcp.common.config import ServiceSettings
+from wemcp.common.db import check_database, make_engine, make_session_factory
+from wemcp.common.errors import ConfigError
+from wemcp.common.events.base import Event
+from wemcp.common.http import RequestContextMiddleware, install_error_handlers
+from wemcp.common.logging import configure_logging, get_logger
+from wemcp.common.outbox import OutboxRelay, OutboxTables
+from wemcp.common.telemetry import TracingMiddleware, setup_telemetry
+
+log = get_logger("wemcp.service")
+Hook = Callable[["Runtime"], Awaitable[None]]
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    title: str
+    routers: Sequence[APIRouter] = ()
+    tables: OutboxTables | None = None
+    subscriptions: Sequence[tuple[type[Event], Handler[Any]]] = ()
+    uses_database: bool = True
+    uses_bus: bool = True
+    uses_redis: bool = False
+    on_start: Sequence[Hook] = ()
+    on_stop: Sequence[Hook] = ()
+    version: str = "0.1.0"
+    configure_app: Callable[[FastAPI], None] | None = None
+    # The gateway serves its own aggregated /healthz and merged /openapi.json.
+    default_health: bool = True
+    openapi_url: str | None = "/openapi.json"
+
+
+@dataclass
+class Runtime:
+    """Everything a request handler or event handler may need, built once per process."""
+
+    spec: ServiceSpec
+    settings: ServiceSettings
+    engine: AsyncEngine | None = None
+    sessions: async_sessionmaker[AsyncSession] | None = None
+    broker: NatsBroker | None = None
+    relay: OutboxRelay | None = None
+    redis: Redis | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def open(self) -> None:
+        s = self.settings
+        try:
+            if self.spec.uses_database:
+                self.engine = make_engine(s.database_url, pool_size=s.db_pool_size)
+                self._stack.push_async_callback(self.engine.dispose)
+                await check_database(self.engine, s.startup_timeout_seconds)
+                self.sessions = make_session_factory(self.engine)
+                if self.spec.tables is not None:
+                    await self._check_migrated(self.spec.tables.schema)
+            if self.spec.uses_redis:
+                self.redis = Redis.from_url(s.redis_url, socket_connect_timeout=s.startup_timeout_seconds)
+                self._stack.push_async_callback(self.redis.aclose)
+                try:
+                    await asyncio.wait_for(self.redis.ping(), s.startup_timeout_seconds)
+                except Exception as exc:
+                    raise ConfigError(f"REDIS_URL: cannot connect to {_where(s.redis_url)}: "
+                                      f"{_first_line(exc)}") from None
+            if self.spec.uses_bus:
+                await self._open_bus()
+            for hook in self.spec.on_start:
+                await hook(self)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open_bus(self) -> None:
+        s = self.settings
+        broker = create_broker(s.nats_url, self.spec.name)
+        for event_cls, handler in self.spec.subscriptions:
+            if self.sessions is None or self.spec.tables is None:
+                raise RuntimeError(f"{self.spec.name}: subscriptions need the database and outbox tables")
+            subscribe(broker, event_cls, handler, service=self.spec.name, sessions=self.sessions,
+                      tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds)
+        try:
+            await asyncio.wait_for(broker.connect(), s.startup_timeout_seconds)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await broker.stop()
+            raise ConfigError(f"NATS_URL: cannot connect to {_where(s.nats_url)}: {_first_line(exc)}") from None
+        self.broker = broker
+        self._stack.push_async_callback(broker.stop)
+        js = broker.connection.jetstream()
+        try:
+            await asyncio.wait_for(ensure_streams(js), s.startup_timeout_seconds)
+        except Exception as exc:
+            raise ConfigError(f"NATS_URL: JetStream is not available at {_where(s.nats_url)} "
+                              f"(start nats-server with -js): {_first_line(exc)}") from None
+        await broker.start()
+        if self.spec.tables is not None and self.engine is not None:
+            self.relay = OutboxRelay(self.engine, self.spec.tables, js, listen_dsn=s.plain_database_url)
+            await self.relay.start()
+            self._stack.push_async_callback(self.relay.stop)
+
+    async def _check_migrated(self, schema: str) -> None:
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(text(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = :s AND table_name = 'outbox'"),
+                {"s": schema})).first()
+        if not found:
+            raise ConfigError(f"DATABASE_URL: schema {schema!r} is not migrated; run `make migrate` "
+                              f"(or `wemcp-dev migrate`) first")
+
+    async def close(self) -> None:
+        for hook in reversed(self.spec.on_stop):
+            with contextlib.suppress(Exception):
+                await hook(self)
+        await self._stack.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+
+        async def timed(name: str, coro: Awaitable[Any]) -> None:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            try:
+                await asyncio.wait_for(coro, 2.0)
+                checks[name] = {"status": "ok", "ms": round((loop.time() - t0) * 1000, 2)}
+            except Exception as exc:
+                checks[name] = {"status": "error", "error": _first_line(exc)}
+
+        jobs = []
+        if self.engine is not None:
+            async def db() -> None:
+                assert self.engine is not None
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            jobs.append(timed("database", db()))
+        if self.broker is not None:
+            async def nats() -> None:
+                assert self.broker is not None
+                if not self.broker.connection.is_connected:
+                    raise ConnectionError("not connected")
+                await self.broker.connection.flush(timeout=1)
+            jobs.append(timed("nats", nats()))
+        if self.redis is not None:
+            jobs.append(timed("redis", self.redis.ping()))
+        await asyncio.gather(*jobs)
+        ok = all(c["status"] == "ok" for c in checks.values())
+        return {"status": "ok" if ok else "degraded", "service": self.spec.name, "checks": checks}
+
+
+def build_app(spec: ServiceSpec, runtime: Runtime) -> FastAPI:
+    app = FastAPI(title=spec.title, version=spec.version, openapi_url=spec.openapi_url,
+                  docs_url="/docs" if spec.openapi_url else None, redoc_url=None)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+
+    if spec.default_health:
+        @app.get("/healthz", tags=["health"], include_in_schema=False)
+        async def healthz(request: Request) -> JSONResponse:
+            report = await request.app.state.runtime.health()
+            return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    for router in spec.routers:
+        app.include_router(router)
+    if spec.configure_app is not None:
+        spec.configure_app(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(TracingMiddleware, service=spec.name)
+    return app
+
+
+@asynccontextmanager
+async def running(spec: ServiceSpec, settings: ServiceSettings) -> AsyncIterator[FastAPI]:
+    """The service's app with its runtime open, for tests and embedding."""
+    runtime = Runtime(spec, settings)
+    await runtime.open()
+    try:
+        yield build_app(spec, runtime)
+    finally:
+        await runtime.close()
+
+
+def run_service(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettings]) -> int:
+    """Console entry point: returns an exit code; a configuration problem is one line on stderr."""
+    try:
+        settings = settings_factory()
+    except ConfigError as exc:
+        print(f"wemcp-{spec.name}: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(spec.name, settings.log_level, settings.log_format)
+    setup_telemetry(spec.name, settings.otel_endpoint)
+    try:
+        return asyncio.run(_serve(spec, settings))
+    except ConfigError as exc:
+        print(f"wemcp-{spec.name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
+    import uvicorn
+
+    runtime = Runtime(spec, settings)
+    await runtime.open()
+    app = build_app(spec, runtime)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="off", log_config=None,
+                            access_log=False, server_header=False, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    try:
+        await server.serve()
+    finally:
+        await runtime.close()
+    if not server.started:
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port} "
+                          f"(set WEMCP_{spec.name.upper()}_PORT)")
+    log.info("service_stopped", pid=os.getpid())
+    return 0
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return (msg[0] if msg else type(exc).__name__)[:300]

@@ -1,0 +1,182 @@
+"""The whole platform on one machine: infrastructure (embedded or given by URL), migrations and one
+process per service, supervised. ``make run`` and the end-to-end tests both use :class:`Stack`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2 as httpx
+
+from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis, free_port, port_open
+
+SERVICES: tuple[str, ...] = ("auth", "catalog", "goods", "deployer", "ratelimit", "crawler", "agents")
+MIGRATED: tuple[str, ...] = SERVICES  # every service but the gateway owns a schema
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115  (handed to the child)
+        self.proc = subprocess.Popen([sys.executable, "-m", f"wemcp.{self.name}.main"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    gateway_port: int = 8000
+    database_url: str | None = None
+    nats_url: str | None = None
+    redis_url: str | None = None
+    durable: bool = True
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+    postgres: EmbeddedPostgres | None = None
+    nats: EmbeddedNats | None = None
+    redis: EmbeddedRedis | None = None
+
+    # -- infrastructure -------------------------------------------------------------------------
+    def start_infra(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        if not self.database_url:
+            self.postgres = EmbeddedPostgres(self.data_dir / "postgres", durable=self.durable)
+            self.postgres.start()
+            self.database_url = self.postgres.url
+        if not self.nats_url:
+            self.nats = EmbeddedNats(self.data_dir / "nats")
+            self.nats.start()
+            self.nats_url = self.nats.url
+        if not self.redis_url:
+            self.redis = EmbeddedRedis(self.data_dir / "redis", persistent=self.durable)
+            self.redis.start()
+            self.redis_url = self.redis.url
+
+    def migrate(self, services: Iterable[str] = MIGRATED) -> None:
+        assert self.database_url
+        env = {**os.environ, "DATABASE_URL": self.database_url}
+        subprocess.run([sys.executable, "-m", "wemcp.devstack.cli", "migrate", *services], env=env, check=True)
+
+    def infra_env(self) -> dict[str, str]:
+        assert self.database_url and self.nats_url and self.redis_url
+        return {"DATABASE_URL": self.database_url, "NATS_URL": self.nats_url, "REDIS_URL": self.redis_url}
+
+    # -- services -------------------------------------------------------------------------------
+    def start_services(self, names: Iterable[str] = (*SERVICES, "gateway"), wait: float = 60.0) -> float:
+        """Start the named services (the gateway last) and wait until each answers /healthz 200.
+        Returns the seconds it took."""
+        t0 = time.monotonic()
+        names = list(names)
+        base_env = {**os.environ, **self.infra_env(), **self.extra_env}
+        base_env.setdefault("LOG_FORMAT", "json")
+        for name in names:
+            if name == "gateway":
+                continue
+            port = free_port()
+            env = {**base_env, f"WEMCP_{name.upper()}_PORT": str(port), f"WEMCP_{name.upper()}_HOST": "127.0.0.1"}
+            self.services[name] = ServiceProcess(name, port, self.data_dir / "logs" / f"{name}.log", env)
+        if "gateway" in names:
+            env = {**base_env, "WEMCP_GATEWAY_PORT": str(self.gateway_port), "WEMCP_GATEWAY_HOST": "127.0.0.1"}
+            for svc in SERVICES:
+                if svc in self.services:
+                    env[f"WEMCP_GATEWAY_{svc.upper()}_URL"] = self.services[svc].url
+            self.services["gateway"] = ServiceProcess("gateway", self.gateway_port,
+                                                      self.data_dir / "logs" / "gateway.log", env)
+        for name in names:
+            self.services[name].start()
+        self.wait_healthy(names, wait)
+        return time.monotonic() - t0
+
+    def wait_healthy(self, names: Iterable[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for name in list(pending):
+                    svc = self.services[name]
+                    if not svc.alive():
+                        raise RuntimeError(f"service {name} exited with code {svc.proc.returncode if svc.proc else '?'}"
+                                           f":\n{svc.log_tail()}")
+                    if port_open(svc.port):
+                        with contextlib.suppress(httpx.HTTPError):
+                            if client.get(f"{svc.url}/healthz").status_code == 200:
+                                pending.remove(name)
+                if pending and time.monotonic() > deadline:
+                    tails = "\n".join(f"--- {n}:\n{self.services[n].log_tail()}" for n in pending)
+                    raise TimeoutError(f"not healthy within {timeout:g} s: {', '.join(pending)}\n{tails}")
+                if pending:
+                    time.sleep(0.05)
+
+    def restart_service(self, name: str, wait: float = 30.0) -> None:
+        svc = self.services[name]
+        svc.stop()
+        svc.start()
+        self.wait_healthy([name], wait)
+
+    def stop_services(self) -> None:
+        # the gateway first, so nothing new comes in while the others drain
+        order = ["gateway", *[n for n in self.services if n != "gateway"]]
+        for name in order:
+            if name in self.services:
+                self.services[name].signal(signal.SIGTERM)
+        for name in order:
+            if name in self.services:
+                self.services[name].stop()
+
+    def stop(self) -> None:
+        self.stop_services()
+        for server in (self.redis, self.nats, self.postgres):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.stop()

@@ -1,0 +1,1 @@
+"""WeMcp agents service: agents, model providers and the OpenAI-compatible tool loop."""

@@ -1,0 +1,1 @@
+"""WeMcp crawler service: discovery crawls, health probes and request logs."""

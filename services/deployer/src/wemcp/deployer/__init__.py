@@ -1,0 +1,1 @@
+"""WeMcp deployer service: deployments of submitted MCP servers: local sandbox, Aliyun FC, Tencent SCF, Kubernetes."""

@@ -1,0 +1,56 @@
+"""Composition root of the gateway (``wemcp-gateway``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2 as httpx
+
+from wemcp.common.service import Runtime, ServiceSpec, run_service
+from wemcp.gateway.api import router
+from wemcp.gateway.config import Settings, get_settings
+from wemcp.gateway.proxy import make_client
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    client: httpx.AsyncClient
+    urls: dict[str, str]
+    openapi_cache: tuple[float, dict[str, Any]] | None = field(default=None)
+
+
+async def _open(runtime: Runtime) -> None:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    client = make_client(settings.upstream_max_connections, settings.upstream_timeout_seconds,
+                         settings.upstream_connect_timeout_seconds)
+    runtime.extras["gateway"] = GatewayState(settings, client, settings.service_urls())
+
+
+async def _close(runtime: Runtime) -> None:
+    state = runtime.extras.get("gateway")
+    if state is not None:
+        await state.client.aclose()
+
+
+SPEC = ServiceSpec(
+    name="gateway",
+    title="WeMcp gateway",
+    routers=[router],
+    uses_database=False,
+    uses_redis=True,
+    on_start=[_open],
+    on_stop=[_close],
+    default_health=False,
+    openapi_url=None,
+)
+
+
+def run() -> int:
+    return run_service(SPEC, get_settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())

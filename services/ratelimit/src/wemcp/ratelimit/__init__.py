@@ -1,0 +1,1 @@
+"""WeMcp ratelimit service: quota policies, atomic daily counters and usage."""
