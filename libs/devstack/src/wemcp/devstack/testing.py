@@ -1,0 +1,188 @@
+"""pytest plugin: real Postgres (pgvector, pg_trgm), NATS JetStream and Redis for every test.
+
+Where a Docker engine answers, testcontainers starts them; otherwise the embedded servers from pip
+packages do (this machine). ``WEMCP_TEST_DATABASE_URL`` / ``WEMCP_TEST_NATS_URL`` /
+``WEMCP_TEST_REDIS_URL`` point the suite at servers you run yourself.
+
+Fixtures:
+    infra           session: URLs (+ handles of embedded servers), every schema migrated
+    clean_db        truncates every service table (not alembic_version) before the test
+    clean_bus       deletes every JetStream consumer and purges every stream before the test
+    clean_redis     FLUSHDB before the test
+    settings_for    builds a service's Settings pointed at the test infrastructure
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis
+from wemcp.devstack.stack import MIGRATED
+
+
+@dataclass
+class Infra:
+    database_url: str
+    nats_url: str
+    redis_url: str
+    workdir: Path
+    postgres: EmbeddedPostgres | None = None
+    nats: EmbeddedNats | None = None
+    redis: EmbeddedRedis | None = None
+
+    def env(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.database_url, "NATS_URL": self.nats_url, "REDIS_URL": self.redis_url}
+
+
+def _docker_available() -> bool:
+    if not shutil.which("docker") or os.environ.get("WEMCP_TEST_NO_DOCKER"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _containers(stack: list[Any]) -> tuple[str, str, str]:
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+    from testcontainers.postgres import PostgresContainer
+    from testcontainers.redis import RedisContainer
+
+    pg = PostgresContainer("pgvector/pgvector:pg17", username="postgres", password="postgres", dbname="wemcp")
+    pg.start()
+    stack.append(pg)
+    nats = DockerContainer("nats:2.10").with_command("-js").with_exposed_ports(4222)
+    nats.start()
+    stack.append(nats)
+    wait_for_logs(nats, "Server is ready")
+    redis = RedisContainer("redis:7")
+    redis.start()
+    stack.append(redis)
+    db = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+    return (db, f"nats://{nats.get_container_host_ip()}:{nats.get_exposed_port(4222)}",
+            f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0")
+
+
+async def _prepare_database(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_trgm;")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    workdir = Path(tempfile.mkdtemp(prefix="wemcp-test-"))
+    containers: list[Any] = []
+    pg = nats = redis = None
+    db_url = os.environ.get("WEMCP_TEST_DATABASE_URL")
+    nats_url = os.environ.get("WEMCP_TEST_NATS_URL")
+    redis_url = os.environ.get("WEMCP_TEST_REDIS_URL")
+    try:
+        if not (db_url and nats_url and redis_url) and _docker_available():
+            c_db, c_nats, c_redis = _containers(containers)
+            db_url, nats_url, redis_url = db_url or c_db, nats_url or c_nats, redis_url or c_redis
+        if not db_url:
+            pg = EmbeddedPostgres(workdir / "postgres", durable=False)
+            pg.start()
+            db_url = pg.url
+        if not nats_url:
+            nats = EmbeddedNats(workdir / "nats")
+            nats.start()
+            nats_url = nats.url
+        if not redis_url:
+            redis = EmbeddedRedis(workdir / "redis", persistent=False)
+            redis.start()
+            redis_url = redis.url
+        asyncio.run(_prepare_database(db_url))
+        from wemcp.common.migrations import upgrade
+
+        for service in MIGRATED:
+            upgrade(service, db_url)
+        yield Infra(db_url, nats_url, redis_url, workdir, pg, nats, redis)
+    finally:
+        for server in (redis, nats, pg):
+            if server is not None:
+                server.stop()
+        for c in reversed(containers):
+            c.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest_asyncio.fixture
+async def clean_db(infra: Infra) -> AsyncIterator[None]:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://" + infra.database_url.split("://", 1)[1])
+    try:
+        rows = await conn.fetch(
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY($1::text[]) "
+            "AND tablename <> 'alembic_version'", list(MIGRATED))
+        if rows:
+            names = ", ".join(f'"{r["schemaname"]}"."{r["tablename"]}"' for r in rows)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    yield
+
+
+@pytest_asyncio.fixture
+async def clean_bus(infra: Infra) -> AsyncIterator[None]:
+    import nats as nats_client
+
+    from wemcp.common.bus import ensure_streams
+    from wemcp.common.events.base import STREAMS
+
+    nc = await nats_client.connect(infra.nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        for spec in STREAMS:
+            for info in await js.consumers_info(spec.name):
+                await js.delete_consumer(spec.name, info.name)
+            await js.purge_stream(spec.name)
+    finally:
+        await nc.close()
+    yield
+
+
+@pytest_asyncio.fixture
+async def clean_redis(infra: Infra) -> AsyncIterator[None]:
+    from redis.asyncio import Redis
+
+    r = Redis.from_url(infra.redis_url)
+    try:
+        await r.flushdb()
+    finally:
+        await r.aclose()
+    yield
+
+
+@pytest.fixture
+def settings_for(infra: Infra) -> Callable[..., Any]:
+    """``settings_for(Settings, port=0, ...)``: a service's settings on the test infrastructure,
+    with a short JetStream ack wait so redeliveries happen within a test."""
+
+    def make(cls: type[Any], **overrides: Any) -> Any:
+        values: dict[str, Any] = {"database_url": infra.database_url, "nats_url": infra.nats_url,
+                                  "redis_url": infra.redis_url, "bus_ack_wait_seconds": 2.0,
+                                  "log_format": "console"}
+        values.update(overrides)
+        return cls(**values)
+
+    return make
