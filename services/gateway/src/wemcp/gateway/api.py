@@ -12,6 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from wemcp.common.errors import NotFound
+from wemcp.common.identity import Identity
 from wemcp.gateway.proxy import forward
 from wemcp.gateway.routing import owner_of
 
@@ -94,12 +95,21 @@ async def _merged_openapi(request: Request, gw: Any) -> dict[str, Any]:
 
 def _merge(doc: dict[str, Any], part: dict[str, Any], service: str) -> None:
     for path, item in part.get("paths", {}).items():
-        if path.startswith("/api/") or path.startswith("/v1/") or path.startswith("/mcp"):
+        if path.startswith(("/api/", "/v1/", "/v0.1/", "/mcp")):
             doc["paths"].setdefault(path, {}).update(item)
     for name, schema in part.get("components", {}).get("schemas", {}).items():
         doc["components"]["schemas"].setdefault(name, schema)
     for scheme, spec in part.get("components", {}).get("securitySchemes", {}).items():
         doc["components"].setdefault("securitySchemes", {}).setdefault(scheme, spec)
+
+
+async def _identity(request: Request) -> Identity | None:
+    """The verified caller, or None for anonymous calls. Verification (JWT, platform API keys) is
+    plugged in by the auth integration as ``GatewayState.verifier``."""
+    gw = _state(request)
+    if gw.verifier is None:
+        return None
+    return await gw.verifier(request)
 
 
 @router.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
@@ -109,4 +119,13 @@ async def route_api(path: str, request: Request) -> Response:
     if service is None:
         raise NotFound(f"no API at /api/v1/{path}")
     gw = _state(request)
-    return await forward(request, gw.client, service, gw.urls[service], gw.settings.max_body_bytes)
+    return await forward(request, gw.client, service, gw.urls[service], gw.settings.max_body_bytes,
+                         await _identity(request))
+
+
+@router.api_route("/v0.1/{path:path}", methods=["GET", "POST"], include_in_schema=False)
+async def route_registry(path: str, request: Request) -> Response:
+    """The official-registry-compatible API (``/v0.1/servers`` ...) is served by the catalog."""
+    gw = _state(request)
+    return await forward(request, gw.client, "catalog", gw.urls["catalog"], gw.settings.max_body_bytes,
+                         await _identity(request))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2 as httpx
+from starlette.requests import Request
 
+from wemcp.common.identity import Identity
 from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.gateway.api import router
 from wemcp.gateway.config import Settings, get_settings
@@ -19,6 +22,8 @@ class GatewayState:
     client: httpx.AsyncClient
     urls: dict[str, str]
     openapi_cache: tuple[float, dict[str, Any]] | None = field(default=None)
+    # Set by the auth integration: verifies a request's JWT or API key; None = anonymous.
+    verifier: Callable[[Request], Awaitable[Identity | None]] | None = None
 
 
 async def _open(runtime: Runtime) -> None:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from wemcp.common.errors import GatewayTimeout, PayloadTooLarge, ServiceUnavailable
+from wemcp.common.identity import IDENTITY_HEADERS, Identity
 from wemcp.common.logging import get_logger
 from wemcp.common.telemetry import inject_headers
 
@@ -49,12 +50,16 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
 
 
 async def forward(request: Request, client: httpx.AsyncClient, service: str, base_url: str,
-                  max_body: int) -> Response:
+                  max_body: int, identity: Identity | None = None) -> Response:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_body:
         raise PayloadTooLarge(f"the request body is larger than {max_body} bytes")
 
-    headers: dict[str, Any] = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    # A client never speaks for itself: identity headers come only from the gateway's verification.
+    headers: dict[str, Any] = {k: v for k, v in request.headers.items()
+                               if k.lower() not in HOP_BY_HOP and k.lower() not in IDENTITY_HEADERS}
+    if identity is not None:
+        headers.update(identity.headers())
     client_host = request.client.host if request.client else ""
     prior = request.headers.get("x-forwarded-for")
     headers["x-forwarded-for"] = f"{prior}, {client_host}" if prior else client_host
