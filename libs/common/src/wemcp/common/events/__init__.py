@@ -15,7 +15,7 @@ from wemcp.common.events.servers import (
     ServerEnabled,
     ServerSubmitted,
 )
-from wemcp.common.events.users import UserRegistered
+from wemcp.common.events.users import ApiKeyRevoked, SessionRevoked, UserRegistered, UserRoleChanged
 
 ALL_EVENTS: dict[str, type[Event]] = {
     cls.subject: cls
@@ -28,12 +28,16 @@ ALL_EVENTS: dict[str, type[Event]] = {
         ServerEnabled,
         McpCallCompleted,
         UserRegistered,
+        UserRoleChanged,
+        ApiKeyRevoked,
+        SessionRevoked,
         CrawlerDiscovered,
     )
 }
 
 __all__ = [
     "ALL_EVENTS",
+    "ApiKeyRevoked",
     "STREAMS",
     "CrawlerDiscovered",
     "Event",
@@ -44,6 +48,8 @@ __all__ = [
     "ServerDisabled",
     "ServerEnabled",
     "ServerSubmitted",
+    "SessionRevoked",
     "StreamSpec",
     "UserRegistered",
+    "UserRoleChanged",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar, Literal
 from uuid import UUID
 
@@ -20,3 +21,47 @@ class UserRegistered(Event):
     login: str
     role: Literal["user", "merchant", "admin", "superadmin"] = "user"
     provider: str | None = None
+
+
+class UserRoleChanged(Event):
+    """A user's role changed (an admin set it, or the user accepted an invite).
+
+    Emitted by auth; consumed by gateway (drops cached API-key identities of that user) and by any
+    service that keeps role-dependent state."""
+
+    subject: ClassVar[str] = "user.role_changed"
+    stream: ClassVar[str] = "USERS"
+
+    user_id: UUID
+    role: Literal["user", "merchant", "admin", "superadmin"]
+    previous_role: Literal["user", "merchant", "admin", "superadmin"] | None = None
+    actor_id: UUID | None = None
+
+
+class ApiKeyRevoked(Event):
+    """A platform API key was revoked by its owner (or an admin).
+
+    Emitted by auth; consumed by gateway (removes the key from its warm cache, so it is refused
+    within a second)."""
+
+    subject: ClassVar[str] = "user.api_key_revoked"
+    stream: ClassVar[str] = "USERS"
+
+    key_id: UUID
+    user_id: UUID
+    prefix: str = ""
+
+
+class SessionRevoked(Event):
+    """A login session (a refresh-token family) was revoked: logout, or refresh-token reuse.
+
+    Emitted by auth; consumed by gateway (refuses access tokens carrying this ``sid`` until
+    ``expires_at``, when they would have expired anyway)."""
+
+    subject: ClassVar[str] = "user.session_revoked"
+    stream: ClassVar[str] = "USERS"
+
+    user_id: UUID
+    session_id: UUID
+    reason: Literal["logout", "reuse", "admin"] = "logout"
+    expires_at: datetime | None = None
