@@ -1,19 +1,78 @@
-"""Composition root of the ratelimit service: `wemcp-ratelimit` serves its HTTP API and runs its consumers
-and outbox relay in one process."""
+"""Composition root of the ratelimit service: `wemcp-ratelimit` serves its HTTP API, consumes
+``mcp.call.completed`` into daily usage, answers quota decisions over NATS request/reply, publishes
+the policy snapshot every quota client reads, and relays its outbox — in one process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from wemcp.common.events.base import ProbeRecorded
+from wemcp.common.events.calls import McpCallCompleted
+from wemcp.common.logging import get_logger
 from wemcp.common.probes import make_probe_handler, probe_router
-from wemcp.common.service import ServiceSpec, run_service
+from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
+from wemcp.ratelimit import handlers
 from wemcp.ratelimit.api import router
-from wemcp.ratelimit.config import get_settings
+from wemcp.ratelimit.client import QuotaClient
+from wemcp.ratelimit.config import Settings, get_settings
 from wemcp.ratelimit.models import bus_tables, probe_receipts
+from wemcp.ratelimit.policy import SNAPSHOT_KEY, RedisPolicyCache
+from wemcp.ratelimit.remote import DecisionResponder
+from wemcp.ratelimit.service import default_limits, publish_policies
+
+log = get_logger("wemcp.ratelimit")
 
 SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),
+    (McpCallCompleted, handlers.on_mcp_call_completed),
 ]
+
+
+async def _start(rt: Runtime) -> None:
+    settings = rt.settings
+    assert isinstance(settings, Settings) and rt.redis is not None and rt.sessions is not None
+    handlers.configure(settings.day_zone)
+    await publish_policies(rt.sessions, rt.redis, settings)
+    cache = RedisPolicyCache(rt.redis, default_limits(settings), max_age=settings.policy_max_age_seconds)
+    await cache.start()
+    quota = QuotaClient.from_settings(rt.redis, cache, settings)
+    rt.extras.update(policy_cache=cache, quota=quota)
+    if rt.broker is not None:
+        responder = DecisionResponder(rt.broker.connection, quota, settings.decide_subject)
+        await responder.start()
+        rt.extras["responder"] = responder
+    rt.extras["snapshot_keeper"] = asyncio.get_running_loop().create_task(_keep_snapshot(rt, settings))
+
+
+async def _keep_snapshot(rt: Runtime, settings: Settings) -> None:
+    """Redis may be flushed or replaced: put the snapshot back when it is missing."""
+    assert rt.redis is not None and rt.sessions is not None
+    while True:
+        await asyncio.sleep(settings.policy_max_age_seconds / 2)
+        try:
+            if not await rt.redis.exists(SNAPSHOT_KEY):
+                await publish_policies(rt.sessions, rt.redis, settings)
+                log.warning("policy_snapshot_restored")
+        except Exception as exc:
+            log.warning("policy_snapshot_check_failed", error=str(exc)[:200])
+
+
+async def _stop(rt: Runtime) -> None:
+    task = rt.extras.pop("snapshot_keeper", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    responder = rt.extras.pop("responder", None)
+    if responder is not None:
+        with contextlib.suppress(Exception):
+            await responder.stop()
+    cache = rt.extras.pop("policy_cache", None)
+    if cache is not None:
+        await cache.aclose()
+
 
 SPEC = ServiceSpec(
     name="ratelimit",
@@ -22,6 +81,8 @@ SPEC = ServiceSpec(
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=True,
+    on_start=[_start],
+    on_stop=[_stop],
 )
 SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
 

@@ -1,7 +1,17 @@
-"""Tables of the ratelimit service, all in the ``ratelimit`` schema."""
+"""Tables of the ratelimit service, all in the ``ratelimit`` schema.
+
+Counters live in Redis (the hot path); Postgres holds what must survive losing Redis: the policies
+and the daily usage rows built from ``mcp.call.completed``.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, Index, Integer, String, func
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
 from wemcp.common.db import declarative_base_for
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table
@@ -9,3 +19,54 @@ from wemcp.common.probes import probe_table
 Base = declarative_base_for("ratelimit")
 bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
+
+DEFAULT_SUBJECT = "*"
+FREE_PLAN = ""
+
+
+class QuotaPolicy(Base):
+    """A default (``subject_id = '*'``) or an override for one server or agent.
+
+    ``plan`` is '' for the free tier; plans bought through goods will add rows with their plan id
+    (resolution then: subject+plan > default+plan > subject > default). A NULL limit inherits."""
+
+    __tablename__ = "quota_policies"
+    __table_args__ = (
+        CheckConstraint("subject_kind IN ('server', 'agent')", name="kind"),
+        CheckConstraint("per_user_daily IS NULL OR per_user_daily >= 0", name="per_user_daily"),
+        CheckConstraint("global_daily_cap IS NULL OR global_daily_cap >= 0", name="global_daily_cap"),
+    )
+
+    subject_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    plan: Mapped[str] = mapped_column(String(64), primary_key=True, default=FREE_PLAN)
+    per_user_daily: Mapped[int | None] = mapped_column(Integer)
+    global_daily_cap: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(String(500), default="")
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 onupdate=func.now())
+
+
+class DailyUsage(Base):
+    """Calls per (local day, user, subject), from ``mcp.call.completed``.
+
+    ``metered``: calls that consumed system-key quota. ``own_key`` and ``in_agent_run``: unmetered
+    calls. ``refused``: calls the quota (or anything else) refused."""
+
+    __tablename__ = "daily_usage"
+    __table_args__ = (Index("ix_daily_usage_user_day", "user_id", "day"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    metered: Mapped[int] = mapped_column(BigInteger, default=0)
+    own_key: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_agent_run: Mapped[int] = mapped_column(BigInteger, default=0)
+    refused: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms_sum: Mapped[float] = mapped_column(default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 onupdate=func.now())
