@@ -10,13 +10,13 @@ import json
 import sys
 
 from redis.asyncio import Redis
-
 from wemcp.ratelimit.client import QuotaClient
 from wemcp.ratelimit.policy import StaticPolicies
 
 
 async def main() -> None:
-    url, user, server, limit, callers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    url, user, server = sys.argv[1:4]
+    limit, callers = int(sys.argv[4]), int(sys.argv[5])
     redis = Redis.from_url(url, max_connections=callers)
     client = QuotaClient(redis, StaticPolicies(server_daily=limit), timeout=10.0)
     await redis.ping()

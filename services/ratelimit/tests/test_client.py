@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from redis.asyncio import Redis
-
 from wemcp.devstack.infra import free_port
 from wemcp.ratelimit.client import InvalidSubject, QuotaClient
 from wemcp.ratelimit.policy import Override, StaticPolicies
@@ -97,7 +96,8 @@ async def test_zone_is_configurable(redis):
     shanghai = client(redis, clock=Clock(at))
     utc = client(redis, clock=Clock(at), zone="UTC")
     assert shanghai.day().tag == "20260310" and utc.day().tag == "20260309"
-    assert (await utc.decide(uuid.uuid4(), "server", "x")).reset_at == datetime(2026, 3, 10, tzinfo=ZoneInfo("UTC"))
+    d = await utc.decide(uuid.uuid4(), "server", "x")
+    assert d.reset_at == datetime(2026, 3, 10, tzinfo=ZoneInfo("UTC"))
 
 
 async def test_own_key_calls_are_unmetered(redis):
@@ -117,7 +117,8 @@ async def test_agent_run_context_is_not_counted_and_bad_ones_are_counted(redis):
     q = client(redis, StaticPolicies(server_daily=3), clock=clock)
     user, agent = uuid.uuid4(), uuid.uuid4()
     key = QuotaClient.counter_key("server", "search", q.day().tag, str(user))
-    token = sign_run_context(SECRET, user_id=user, agent_id=agent, run_id="run-1", ttl_seconds=60, now=clock.now)
+    token = sign_run_context(SECRET, user_id=user, agent_id=agent, run_id="run-1", ttl_seconds=60,
+                             now=clock.now)
     for _ in range(10):
         d = await q.decide(user, "server", "search", in_agent_run_token=token)
         assert d.allowed and d.reason == "agent_run" and not d.counted
@@ -166,7 +167,8 @@ async def test_global_server_cap_protects_the_providers_quota(redis):
     users = [uuid.uuid4() for _ in range(4)]
     assert [(await q.decide(u, "server", "maps")).allowed for u in users] == [True, True, True, False]
     capped = await q.decide(users[3], "server", "maps")
-    assert capped.reason == "global_cap" and capped.retry_after and "platform-wide daily limit of 3" in capped.message
+    assert capped.reason == "global_cap" and capped.retry_after
+    assert "platform-wide daily limit of 3" in capped.message
     assert (await q.decide(users[3], "server", "other")).allowed  # the cap is per server
     assert await q.global_used_today("maps") == 3
 

@@ -1,0 +1,213 @@
+"""The ratelimit service in-process: policy admin API and invalidation, usage from mcp.call.completed,
+and the NATS request/reply decision path, against real Postgres, NATS and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx2 as httpx
+import nats
+import pytest
+from redis.asyncio import Redis
+from wemcp.common.events.calls import McpCallCompleted
+from wemcp.common.identity import Identity
+from wemcp.common.service import running
+from wemcp.ratelimit.client import InvalidSubject, QuotaClient
+from wemcp.ratelimit.config import Settings
+from wemcp.ratelimit.main import SPEC
+from wemcp.ratelimit.policy import Limits, RedisPolicyCache
+from wemcp.ratelimit.remote import NatsQuotaClient
+
+pytestmark = pytest.mark.usefixtures("clean_db", "clean_bus", "clean_redis")
+
+SECRET = "service-test-agent-run-secret-000"
+ADMIN = Identity(uuid.uuid4(), "admin").headers()
+USER_ID = uuid.uuid4()
+USER = Identity(USER_ID, "user").headers()
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def app(settings_for):
+    async with running(SPEC, settings_for(Settings, agent_run_secret=SECRET)) as app:
+        yield app
+
+
+@pytest.fixture
+async def http(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rl") as c:
+        yield c
+
+
+def is_problem(r, status: int) -> bool:
+    return r.status_code == status and r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_policies_need_an_admin(http):
+    assert is_problem(await http.get("/api/v1/policies"), 401)
+    assert is_problem(await http.get("/api/v1/policies", headers=USER), 403)
+    assert is_problem(await http.put("/api/v1/policies/servers/maps", json={"per_user_daily": 5},
+                                     headers=USER), 403)
+    r = await http.get("/api/v1/policies", headers=ADMIN)
+    assert r.status_code == 200
+    assert r.json()["defaults"] == {"server": {"per_user_daily": 1000, "global_daily_cap": None},
+                                    "agent": {"per_user_daily": 100, "global_daily_cap": None}}
+
+
+async def test_policy_change_reaches_a_gateways_client_without_waiting_for_expiry(http, infra):
+    redis = Redis.from_url(infra.redis_url)
+    # what a gateway process holds: its own cache, max age far beyond the test's patience
+    cache = RedisPolicyCache(redis, {"server": Limits(1000), "agent": Limits(100)}, max_age=600)
+    await cache.start()
+    try:
+        quota = QuotaClient(redis, cache)
+        assert cache.limits("server", "maps").per_user_daily == 1000
+        r = await http.put("/api/v1/policies/servers/maps", json={"per_user_daily": 2, "global_daily_cap": 50,
+                                                                 "note": "beta"}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json()["effective"] == {"per_user_daily": 2, "global_daily_cap": 50}
+        await wait_for(lambda: _limit_is(cache, "maps", 2), timeout=5)
+        user = uuid.uuid4()
+        assert [(await quota.decide(user, "server", "maps")).allowed for _ in range(3)] == [True, True, False]
+
+        r = await http.put("/api/v1/policies/defaults/agents", json={"per_user_daily": 7}, headers=ADMIN)
+        assert r.status_code == 200
+        await wait_for(lambda: _agent_limit_is(cache, 7), timeout=5)
+        listed = (await http.get("/api/v1/policies", headers=ADMIN)).json()
+        assert listed["defaults"]["agent"]["per_user_daily"] == 7
+        assert listed["overrides"] == [{"kind": "server", "id": "maps", "per_user_daily": 2,
+                                        "global_daily_cap": 50, "note": "beta"}]
+
+        assert (await http.delete("/api/v1/policies/servers/maps", headers=ADMIN)).status_code == 204
+        await wait_for(lambda: _limit_is(cache, "maps", 1000), timeout=5)
+        got = (await http.get("/api/v1/policies/servers/maps", headers=ADMIN)).json()
+        assert got["override"] is None and got["effective"]["per_user_daily"] == 1000
+    finally:
+        await cache.aclose()
+        await redis.aclose()
+
+
+async def _limit_is(cache, slug, n):
+    return cache.limits("server", slug).per_user_daily == n
+
+
+async def _agent_limit_is(cache, n):
+    return cache.limits("agent", str(uuid.uuid4())).per_user_daily == n
+
+
+async def test_bad_input_is_a_clean_4xx(http):
+    put = "/api/v1/policies/servers/maps"
+    assert is_problem(await http.put(put, json={"per_user_daily": -1}, headers=ADMIN), 422)
+    assert is_problem(await http.put(put, json={"per_user_daily": "many"}, headers=ADMIN), 422)
+    assert is_problem(await http.put(put, json={"unknown": 1}, headers=ADMIN), 422)
+    as_json = {**ADMIN, "content-type": "application/json"}
+    assert is_problem(await http.put(put, content=b"{not json", headers=as_json), 400)
+    assert is_problem(await http.put("/api/v1/policies/agents/a1", json={"global_daily_cap": 5},
+                                     headers=ADMIN), 422)
+    assert is_problem(await http.put("/api/v1/policies/tools/x", json={}, headers=ADMIN), 422)
+    assert is_problem(await http.put("/api/v1/policies/servers/a%20b", json={}, headers=ADMIN), 422)
+    assert is_problem(await http.delete("/api/v1/policies/servers/never-set", headers=ADMIN), 404)
+    assert is_problem(await http.get("/api/v1/usage/servers/maps?since=2026-02-01&until=2026-01-01",
+                                     headers=ADMIN), 422)
+    assert is_problem(await http.get("/api/v1/usage/servers/maps?since=yesterday", headers=ADMIN), 422)
+    assert is_problem(await http.get("/api/v1/me/usage?server=a%7Bb", headers=USER), 422)
+    assert is_problem(await http.get("/api/v1/me/usage", headers={"x-wemcp-user-id": "nope"}), 401)
+
+
+async def _publish(nc, events):
+    js = nc.jetstream()
+    for e in events:
+        await js.publish(e.subject, e.model_dump_json().encode(), headers={"Nats-Msg-Id": str(e.event_id)})
+
+
+async def test_usage_from_completed_calls_and_live_counters(app, http, infra):
+    quota = app.state.runtime.extras["quota"]
+    agent = uuid.uuid4()
+    for _ in range(3):  # the gateway admitted three system-key calls to maps
+        assert (await quota.decide(USER_ID, "server", "maps")).allowed
+    events = [McpCallCompleted(user_id=USER_ID, server_slug="maps", method="tools/call", key_source="system",
+                               latency_ms=10) for _ in range(3)]
+    events += [McpCallCompleted(user_id=USER_ID, server_slug="maps", method="tools/call", key_source="vault",
+                                metered=False, latency_ms=10) for _ in range(2)]
+    events += [McpCallCompleted(user_id=USER_ID, server_slug="maps", method="tools/call", key_source="system",
+                                agent_id=agent, in_agent_run=True, metered=False, latency_ms=10)]
+    events += [McpCallCompleted(user_id=USER_ID, server_slug="agent-x", agent_id=agent, method="tools/call",
+                                key_source="system", latency_ms=30)]
+    events += [McpCallCompleted(user_id=uuid.uuid4(), server_slug="maps", method="tools/call",
+                                status="refused", latency_ms=1)]
+    nc = await nats.connect(infra.nats_url)
+    try:
+        await _publish(nc, events)
+        await _publish(nc, events[:2])  # redelivered events are applied once
+    finally:
+        await nc.close()
+
+    async def mine():
+        r = await http.get("/api/v1/me/usage", headers=USER, params={"server": "weather"})
+        body = r.json()
+        maps = [s for s in body["servers"] if s["id"] == "maps"]
+        return body if maps and maps[0]["calls"] == 6 and body["agents"] else None
+
+    body = await wait_for(mine)
+    maps = next(s for s in body["servers"] if s["id"] == "maps")
+    assert maps == {"id": "maps", "used": 3, "limit": 1000, "remaining": 997, "calls": 6, "own_key": 2,
+                    "in_agent_run": 1, "refused": 0}
+    assert next(s for s in body["servers"] if s["id"] == "weather")["remaining"] == 1000
+    assert body["agents"][0]["id"] == str(agent) and body["agents"][0]["calls"] == 1
+    assert body["agents"][0]["limit"] == 100
+    assert body["source"] == "redis" and body["zone"] == "Asia/Shanghai"
+
+    async def per_day():
+        r = await http.get("/api/v1/usage/servers/maps", headers=ADMIN)
+        return r.json() if r.status_code == 200 and r.json()["days"] else None
+
+    report = await per_day()
+    (day,) = report["days"]
+    assert day["day"] == body["day"]
+    got = {k: day[k] for k in ("calls", "metered", "own_key", "in_agent_run", "refused", "users")}
+    assert got == {"calls": 7, "metered": 3, "own_key": 2, "in_agent_run": 1, "refused": 1, "users": 2}
+    assert report["global_used_today"] == 3
+    assert is_problem(await http.get("/api/v1/usage/servers/maps", headers=USER), 403)
+
+    # Redis lost: the counters are gone, the history is not
+    r = Redis.from_url(infra.redis_url)
+    await r.flushdb()
+    await r.aclose()
+    again = (await http.get("/api/v1/usage/servers/maps", headers=ADMIN)).json()
+    assert again["days"] == report["days"] and again["global_used_today"] == 0
+
+
+async def test_nats_request_reply_decides_on_the_same_counters(app, http, infra):
+    r = await http.put("/api/v1/policies/servers/search", json={"per_user_daily": 3}, headers=ADMIN)
+    assert r.status_code == 200
+    quota = app.state.runtime.extras["quota"]
+    await wait_for(lambda: _limit_is(app.state.runtime.extras["policy_cache"], "search", 3), timeout=5)
+    nc = await nats.connect(infra.nats_url)
+    try:
+        remote = NatsQuotaClient(nc)
+        user = uuid.uuid4()
+        first = await remote.decide(user, "server", "search")
+        assert (first.allowed, first.remaining, first.limit) == (True, 2, 3)
+        assert (await quota.decide(user, "server", "search")).remaining == 1
+        assert (await remote.decide(user, "server", "search")).remaining == 0
+        refused = await remote.decide(user, "server", "search")
+        assert not refused.allowed and refused.reason == "user_limit" and refused.retry_after > 0
+        assert (await remote.decide(user, "server", "search", key_source="request")).reason == "own_key"
+        with pytest.raises(InvalidSubject):
+            await remote.decide(user, "server", "bad id")
+        nobody = NatsQuotaClient(nc, "ratelimit.nobody-listens", timeout=0.2)
+        down = await nobody.decide(user, "server", "search")
+        assert not down.allowed and down.reason == "unavailable" and nobody.errors == 1
+    finally:
+        await nc.close()
