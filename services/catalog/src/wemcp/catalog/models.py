@@ -1,6 +1,34 @@
-"""Tables of the catalog service, all in the ``catalog`` schema."""
+"""Tables of the catalog service, all in the ``catalog`` schema.
+
+- ``servers`` is table A: one wide row per MCP server (source spec, status, owner, hand-kept and
+  deployment-filled fields, counters).
+- ``search_docs`` is table B: the search projection. Only the catalog's event handlers write it.
+- ``categories``, ``news`` and ``archives`` (uploaded source archives) complete the aggregate.
+"""
 
 from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+from sqlalchemy.orm import Mapped, mapped_column
 
 from wemcp.common.db import declarative_base_for
 from wemcp.common.outbox import outbox_tables
@@ -9,3 +37,127 @@ from wemcp.common.probes import probe_table
 Base = declarative_base_for("catalog")
 bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
+
+EMBEDDING_DIM = 384
+STATUSES = ("draft", "submitted", "deploying", "published", "failed", "disabled")
+
+
+class Server(Base):
+    """Table A."""
+
+    __tablename__ = "servers"
+    __table_args__ = (
+        UniqueConstraint("package_key", "version", name="uq_servers_package_version"),
+        Index("ix_servers_owner", "owner_id"),
+        Index("ix_servers_status", "status"),
+        Index("ix_servers_name", "name"),
+        Index("ix_servers_updated", "updated_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    name: Mapped[str] = mapped_column(String(200))  # registry style: io.github.user/weather
+    version: Mapped[str] = mapped_column(String(64))
+    package_key: Mapped[str] = mapped_column(String(400))  # "npm:@scope/pkg", "remote:https://..."
+    title: Mapped[str] = mapped_column(String(120))
+    description: Mapped[str] = mapped_column(Text, default="")
+    readme: Mapped[str] = mapped_column(Text, default="")
+    icon: Mapped[str] = mapped_column(String(500))
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    source_kind: Mapped[str] = mapped_column(String(20))  # server.json | mcpServers | openapi | archive | import
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(20), default="submitted")
+    status_detail: Mapped[str | None] = mapped_column(Text)
+    status_before_disable: Mapped[str | None] = mapped_column(String(20))
+    withdrawn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # hand-kept
+    category: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default=text("'{}'"))
+    featured: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # filled from deployment
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'"))
+    prompts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'"))
+    resources: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'"))
+    endpoints: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'"))
+    deploy_backend: Mapped[str | None] = mapped_column(String(40))
+    # counters
+    calls: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    stars: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # timestamps
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deployed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SearchDoc(Base):
+    """Table B: what search reads. A row exists once a server was deployed; ``enabled`` follows
+    server.disabled / server.enabled."""
+
+    __tablename__ = "search_docs"
+    __table_args__ = (
+        Index("ix_search_docs_tsv", "tsv", postgresql_using="gin"),
+        Index("ix_search_docs_trgm", "name_trgm", postgresql_using="gin",
+              postgresql_ops={"name_trgm": "gin_trgm_ops"}),
+        Index("ix_search_docs_embedding", "embedding", postgresql_using="hnsw",
+              postgresql_with={"m": 16, "ef_construction": 64},
+              postgresql_ops={"embedding": "vector_cosine_ops"}),
+        Index("ix_search_docs_category", "category"),
+        Index("ix_search_docs_tags", "tags", postgresql_using="gin"),
+        Index("ix_search_docs_published", "published_at"),
+    )
+
+    server_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("catalog.servers.id", ondelete="CASCADE"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    tsv: Mapped[Any] = mapped_column(TSVECTOR)
+    name_trgm: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM), nullable=True)
+    embedded_text_hash: Mapped[str | None] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default=text("'{}'"))
+    sort_name: Mapped[str] = mapped_column(String(200))
+    popularity: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    featured: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Category(Base):
+    __tablename__ = "categories"
+
+    slug: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    parent_slug: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("catalog.categories.slug", ondelete="RESTRICT"))
+    position: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+class News(Base):
+    __tablename__ = "news"
+    __table_args__ = (Index("ix_news_published", "published", "published_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(32))  # announcement | server_published
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text, default="")
+    server_slug: Mapped[str | None] = mapped_column(String(80))
+    published: Mapped[bool] = mapped_column(Boolean, default=True)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    author_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+
+
+class Archive(Base):
+    """An uploaded source archive (already checked: no traversal, bounded expansion)."""
+
+    __tablename__ = "archives"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    expanded_size: Mapped[int] = mapped_column(BigInteger)
+    entries: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(10))  # tar.gz | zip
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,121 @@
+"""Event handlers (the catalog worker). Each runs inside the consumer's transaction, exactly once
+in effect (see wemcp.common.bus). These are the only writers of table B."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wemcp.common.events.crawler import CrawlerDiscovered
+from wemcp.common.events.servers import (
+    ServerDeployed,
+    ServerDeployFailed,
+    ServerDeploying,
+    ServerDisabled,
+    ServerEnabled,
+)
+from wemcp.common.logging import get_logger
+from wemcp.catalog import service
+from wemcp.catalog.models import Server
+from wemcp.catalog.normalize import normalize_server_json
+from wemcp.catalog.projection import project, set_enabled_from_a
+from wemcp.catalog.schemas import ServerJson
+from wemcp.catalog.state import current
+
+log = get_logger("wemcp.catalog.handlers")
+
+
+async def _row(session: AsyncSession, event: ServerDeploying | ServerDeployed | ServerDeployFailed) -> Server | None:
+    row = (await session.execute(select(Server).where(Server.id == event.server_id).with_for_update())
+           ).scalar_one_or_none()
+    if row is None:
+        log.warning("event_for_unknown_server", subject=event.subject, server_id=str(event.server_id))
+    return row
+
+
+def _stale(row: Server, event: ServerDeploying | ServerDeployed | ServerDeployFailed) -> bool:
+    # Consumers of different subjects run independently: an older deploying/failed event that
+    # arrives after a newer deployed one must not roll the status back.
+    return row.deployed_at is not None and event.occurred_at <= row.deployed_at
+
+
+def _set_status(row: Server, status: str, detail: str | None) -> None:
+    if row.status == "disabled":
+        row.status_before_disable = status  # enabling later restores what deployment reached
+    else:
+        row.status = status
+    row.status_detail = detail
+    row.updated_at = func.now()
+
+
+async def on_server_deploying(event: ServerDeploying, session: AsyncSession) -> None:
+    row = await _row(session, event)
+    if row is None or _stale(row, event) or row.status == "published":
+        return
+    _set_status(row, "deploying", f"{event.step}: {event.detail}" if event.detail else event.step)
+
+
+async def on_server_deploy_failed(event: ServerDeployFailed, session: AsyncSession) -> None:
+    row = await _row(session, event)
+    if row is None or _stale(row, event):
+        return
+    _set_status(row, "failed", event.reason[:2000])
+
+
+async def on_server_deployed(event: ServerDeployed, session: AsyncSession) -> None:
+    row = await _row(session, event)
+    if row is None or _stale(row, event):
+        return
+    first_publish = row.published_at is None
+    row.tools = [t.model_dump(exclude_none=True) for t in event.tools]
+    row.prompts = [p.model_dump(exclude_none=True) for p in event.prompts]
+    row.resources = [r.model_dump(exclude_none=True) for r in event.resources]
+    row.endpoints = [e.model_dump() for e in event.endpoints]
+    row.deploy_backend = event.backend
+    row.deployed_at = event.occurred_at
+    if row.published_at is None:
+        row.published_at = func.now()
+    _set_status(row, "published", None)
+    await session.flush()
+    await session.refresh(row)
+    await project(session, row, current().embedder)
+    if first_publish:
+        await service.add_news(session, "server_published", f"New server: {row.title}",
+                               row.description[:500], server_slug=row.slug)
+
+
+async def on_server_disabled(event: ServerDisabled, session: AsyncSession) -> None:
+    await set_enabled_from_a(session, event.server_id)
+
+
+async def on_server_enabled(event: ServerEnabled, session: AsyncSession) -> None:
+    row = (await session.execute(select(Server).where(Server.id == event.server_id))).scalar_one_or_none()
+    if row is None:
+        return
+    if row.deployed_at is not None:
+        # Re-project fully: hand-kept fields (title, tags, category) may have changed meanwhile.
+        await project(session, row, current().embedder)
+    await set_enabled_from_a(session, event.server_id)
+
+
+async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession) -> None:
+    """A server the crawler found becomes a submission (owner-less) when its package is new."""
+    if not event.server_json:
+        return
+    try:
+        doc = ServerJson.model_validate({"description": event.description or "", **event.server_json})
+        n = normalize_server_json(doc, kind="import")
+    except Exception as exc:  # a bad discovery is not worth a redelivery loop
+        log.info("crawler_discovery_rejected", name=event.name, error=str(exc)[:300])
+        return
+    await service.submit(session, n, None, source_kind="import")
+
+
+SUBSCRIPTIONS_EVENTS = [
+    (ServerDeploying, on_server_deploying),
+    (ServerDeployed, on_server_deployed),
+    (ServerDeployFailed, on_server_deploy_failed),
+    (ServerDisabled, on_server_disabled),
+    (ServerEnabled, on_server_enabled),
+    (CrawlerDiscovered, on_crawler_discovered),
+]

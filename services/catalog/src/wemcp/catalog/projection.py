@@ -1,0 +1,75 @@
+"""Table B's row for a server, built from table A. Used only by the event handlers."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import func, literal, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wemcp.catalog.embedding import Embedder
+from wemcp.catalog.models import SearchDoc, Server
+from wemcp.catalog.text import index_text, trigram_text
+
+
+def embed_text(server: Server) -> str:
+    """What the vector represents: name, title, description and tools (names and descriptions)."""
+    tools = "; ".join(f"{t.get('name', '')}: {(t.get('description') or '')[:200]}" for t in (server.tools or [])[:30])
+    tail = server.name.split("/")[-1]
+    return f"{server.title} ({tail}). {server.description[:1500]} Tools: {tools}"[:4000]
+
+
+def _tools_text(server: Server) -> str:
+    return " ".join(f"{t.get('name', '')} {(t.get('description') or '')[:300]}" for t in (server.tools or [])[:50])
+
+
+async def project(session: AsyncSession, server: Server, embedder: Embedder | None, *,
+                  vector: list[float] | None = None) -> None:
+    """Upsert B from A. Re-embeds only when the embedded text changed (redeploys of the same
+    version cost no model call)."""
+    etext = embed_text(server)
+    ehash = hashlib.sha256(etext.encode()).hexdigest()
+    current = (await session.execute(
+        select(SearchDoc.embedded_text_hash).where(SearchDoc.server_id == server.id))).scalar_one_or_none()
+    values: dict[str, Any] = {
+        "server_id": server.id,
+        "enabled": server.status != "disabled",
+        "tsv": (func.setweight(func.to_tsvector(literal("simple"), index_text(server.title, server.slug,
+                                                                                server.name)), text("'A'"))
+                .op("||")(func.setweight(func.to_tsvector(literal("simple"), index_text(_tools_text(server),
+                                                                                         " ".join(server.tags or []))),
+                                         text("'B'")))
+                .op("||")(func.setweight(func.to_tsvector(literal("simple"), index_text(server.description)),
+                                         text("'C'")))),
+        "name_trgm": trigram_text(server.slug, server.name, server.title),
+        "category": server.category,
+        "tags": list(server.tags or []),
+        "sort_name": (server.title or server.slug).lower()[:200],
+        "popularity": int(server.calls or 0) + 10 * int(server.stars or 0),
+        "featured": bool(server.featured),
+        "published_at": server.published_at or func.now(),
+        "updated_at": func.now(),
+    }
+    if vector is not None:
+        values["embedding"], values["embedded_text_hash"] = vector, ehash
+    elif current != ehash and embedder is not None:
+        values["embedding"] = (await embedder.passages([etext]))[0]
+        values["embedded_text_hash"] = ehash
+    stmt = pg_insert(SearchDoc).values(**values)
+    stmt = stmt.on_conflict_do_update(index_elements=[SearchDoc.server_id],
+                                      set_={k: stmt.excluded[k] for k in values if k != "server_id"})
+    await session.execute(stmt)
+
+
+async def set_enabled_from_a(session: AsyncSession, server_id: Any) -> bool | None:
+    """B.enabled follows A's status. Reading A (not the event) makes the disabled/enabled consumers
+    order-independent: whichever runs last writes the current truth."""
+    status = (await session.execute(select(Server.status).where(Server.id == server_id))).scalar_one_or_none()
+    if status is None:
+        return None
+    enabled = status != "disabled"
+    await session.execute(SearchDoc.__table__.update().where(SearchDoc.server_id == server_id)
+                          .values(enabled=enabled, updated_at=func.now()))
+    return enabled

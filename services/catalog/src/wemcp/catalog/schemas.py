@@ -1,0 +1,276 @@
+"""HTTP shapes. Every field of a submission is bounded, so a bad one is a 422 naming that field."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from wemcp.common.pagination import PageRequest
+
+NAME_RE = r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,100}/[a-zA-Z0-9][a-zA-Z0-9._-]{0,100}$"
+SLUG_RE = r"^[a-z0-9][a-z0-9-]{0,63}$"
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=32,
+                                       pattern=r"^[\w\u3400-\u9fff][\w\u3400-\u9fff .+#-]*$")]
+Version = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
+                                           pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$"),
+                    AfterValidator(lambda v: _not_latest(v))]
+Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=500,
+                                       pattern=r"^https?://[^\s]+$")]
+EnvName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")]
+Short = Annotated[str, StringConstraints(max_length=500)]
+
+
+def _not_latest(v: str | None) -> str | None:
+    if v is not None and v.lower() in {"latest", "*", "next"}:
+        raise ValueError("pin an exact version, not a moving tag like 'latest'")
+    return v
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+# ---- server.json (the subset WeMcp keeps) -------------------------------------------------------
+
+class InputSpec(_Strict):
+    name: EnvName
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    isRequired: bool = False
+    isSecret: bool = False
+    default: Short | None = None
+    format: Literal["string", "number", "boolean", "filepath"] | None = None
+    choices: list[Short] | None = Field(default=None, max_length=50)
+    value: Short | None = None
+
+    @model_validator(mode="after")
+    def _no_secret_values(self) -> InputSpec:
+        # A secret's value is never stored: the platform fills it per call from the vault.
+        if self.isSecret:
+            self.default = None
+            self.value = None
+        return self
+
+
+class Argument(_Strict):
+    type: Literal["positional", "named"] = "positional"
+    name: Annotated[str, StringConstraints(max_length=100)] | None = None
+    value: Short | None = None
+    valueHint: Annotated[str, StringConstraints(max_length=100)] | None = None
+    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    isRequired: bool = False
+    isSecret: bool = False
+    default: Short | None = None
+
+
+class Transport(_Strict):
+    type: Literal["stdio", "streamable-http", "sse"] = "stdio"
+    url: Url | None = None
+
+
+class PackageSpec(_Strict):
+    registryType: Literal["npm", "pypi", "oci"]
+    identifier: Annotated[str, StringConstraints(min_length=1, max_length=214,
+                                                 pattern=r"^[@a-zA-Z0-9][a-zA-Z0-9@/._:-]*$")]
+    version: Version | None = None
+    runtimeHint: Literal["npx", "uvx", "docker", "node", "python", "pipx"] | None = None
+    transport: Transport = Field(default_factory=Transport)
+    packageArguments: list[Argument] = Field(default_factory=list, max_length=50)
+    environmentVariables: list[InputSpec] = Field(default_factory=list, max_length=50)
+
+
+class RemoteSpec(_Strict):
+    type: Literal["streamable-http", "sse"]
+    url: Url
+    headers: list[InputSpec] = Field(default_factory=list, max_length=30)
+
+
+class ServerJson(_Strict):
+    name: Annotated[str, StringConstraints(pattern=NAME_RE, max_length=200)]
+    title: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    description: Annotated[str, StringConstraints(max_length=2000)] = ""
+    version: Version | None = None
+    websiteUrl: Url | None = None
+    repository: dict[str, Annotated[str, StringConstraints(max_length=500)]] | None = None
+    packages: list[PackageSpec] = Field(default_factory=list, max_length=10)
+    remotes: list[RemoteSpec] = Field(default_factory=list, max_length=10)
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> ServerJson:
+        if not self.packages and not self.remotes:
+            raise ValueError("a server.json needs at least one entry in packages or remotes")
+        return self
+
+
+# ---- Claude desktop ----------------------------------------------------------------------------
+
+class McpServerEntry(_Strict):
+    command: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    args: list[Short] = Field(default_factory=list, max_length=100)
+    env: dict[EnvName, Short] = Field(default_factory=dict, max_length=50)
+    type: Literal["stdio", "http", "streamable-http", "sse"] | None = None
+    url: Url | None = None
+    headers: dict[Annotated[str, StringConstraints(min_length=1, max_length=100)], Short] = Field(
+        default_factory=dict, max_length=30)
+
+    @model_validator(mode="after")
+    def _command_or_url(self) -> McpServerEntry:
+        if not self.command and not self.url:
+            raise ValueError("give either a command (npx, uvx, docker) or a url")
+        return self
+
+
+# ---- the submission ----------------------------------------------------------------------------
+
+class ServerSubmit(_Strict):
+    """``POST /api/v1/servers``. Exactly one source: ``server_json``, ``mcp_servers``, ``openapi``
+    or ``openapi_url``. A bare server.json, a bare ``{"mcpServers": ...}`` object or a bare OpenAPI
+    document is recognised too."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    server_json: ServerJson | None = None
+    mcp_servers: dict[Annotated[str, StringConstraints(min_length=1, max_length=100)], McpServerEntry] | None = \
+        Field(default=None, min_length=1, max_length=1)
+    openapi: dict[str, Any] | None = None
+    openapi_url: Url | None = None
+    base_url: Url | None = None
+
+    name: Annotated[str, StringConstraints(pattern=NAME_RE, max_length=200)] | None = None
+    version: Version | None = None
+    title: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    readme: Annotated[str, StringConstraints(max_length=100_000)] | None = None
+    icon: Url | None = None
+    category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recognise_bare_documents(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        sources = {"server_json", "mcp_servers", "openapi", "openapi_url"}
+        if sources & data.keys() and not (isinstance(data.get("openapi"), str)):
+            return data
+        if "mcpServers" in data:
+            rest = {k: v for k, v in data.items() if k != "mcpServers"}
+            return {**rest, "mcp_servers": data["mcpServers"]}
+        if isinstance(data.get("openapi"), str) or "swagger" in data:
+            return {"openapi": data}
+        if "packages" in data or "remotes" in data or "$schema" in data:
+            return {"server_json": data}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ServerSubmit:
+        given = [n for n in ("server_json", "mcp_servers", "openapi", "openapi_url") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError("give exactly one source: server_json, mcp_servers (or a bare mcpServers "
+                             "object), openapi (or a bare OpenAPI document) or openapi_url"
+                             + (f"; got {', '.join(given)}" if given else ""))
+        return self
+
+
+class ArchiveManifest(_Strict):
+    """The small manifest that comes with an uploaded source archive."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: Annotated[str, StringConstraints(pattern=NAME_RE, max_length=200)]
+    version: Version
+    title: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    description: Annotated[str, StringConstraints(max_length=2000)] = ""
+    runtime: Literal["node", "python"]
+    entrypoint: Annotated[str, StringConstraints(min_length=1, max_length=200,
+                                                 pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")]
+    args: list[Short] = Field(default_factory=list, max_length=50)
+    environmentVariables: list[InputSpec] = Field(default_factory=list, max_length=50)
+    category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=10)
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        if ".." in v.split("/"):
+            raise ValueError("the entrypoint must stay inside the archive")
+        return v
+
+
+class SubmitAccepted(BaseModel):
+    id: UUID
+    slug: str
+    status: str
+    name: str
+    version: str
+    duplicate: bool = False
+
+
+class ServerUpdate(_Strict):
+    """``PATCH /api/v1/servers/{slug}``: owners edit presentation; admins also category/featured."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    title: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    readme: Annotated[str, StringConstraints(max_length=100_000)] | None = None
+    icon: Url | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=10)
+    category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
+    featured: bool | None = None
+
+
+class DisableRequest(_Strict):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+# ---- search ------------------------------------------------------------------------------------
+
+class SearchRequest(PageRequest):
+    query: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+    category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=10)
+    sort: Literal["relevance", "newest", "popular", "name"] = "relevance"
+    # Which retrievers take part; the product uses hybrid, the others exist to measure it.
+    mode: Literal["hybrid", "text", "fulltext", "trigram", "vector"] = "hybrid"
+
+
+class ServerSummary(BaseModel):
+    id: UUID
+    slug: str
+    name: str
+    title: str
+    description: str
+    icon: str
+    category: str | None
+    tags: list[str]
+    tools: list[str]
+    calls: int
+    stars: int
+    featured: bool
+    published_at: datetime | None
+    score: float | None = None
+
+
+class CategoryIn(_Strict):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    slug: Annotated[str, StringConstraints(pattern=SLUG_RE)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    parent: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
+    position: int = Field(default=0, ge=0, le=10_000)
+
+
+class NewsIn(_Strict):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    body: Annotated[str, StringConstraints(max_length=20_000)] = ""
+    published: bool = True
+
+
+def slugify(text: str, max_len: int = 60) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return (s[:max_len].strip("-")) or "server"

@@ -1,0 +1,390 @@
+"""Use cases of the catalog: submissions, owner and admin actions, detail, categories, news, feed
+and the registry-compatible feed. Every state change that others must know about stages its event
+in the same transaction (outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import httpx2 as httpx
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted
+from wemcp.common.identity import Identity
+from wemcp.common.outbox import add_event
+from wemcp.catalog.config import Settings
+from wemcp.catalog.models import Category, News, SearchDoc, Server, bus_tables
+from wemcp.catalog.normalize import Normalized, field_error
+from wemcp.catalog.schemas import ServerUpdate, slugify
+
+ICON = "https://api.dicebear.com/7.x/bottts/svg?seed={slug}"
+
+
+# ---- submission ----------------------------------------------------------------------------------
+
+async def fetch_openapi(url: str, settings: Settings, allow_private: bool = False) -> dict[str, Any]:
+    """Fetch an OpenAPI document by URL: http(s) only, public addresses only (no SSRF into the
+    platform's network), bounded size and time."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise field_error("openapi_url", "must be an http(s) URL")
+    if not allow_private:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443)
+        except socket.gaierror:
+            raise field_error("openapi_url", "the host does not resolve") from None
+        for info in infos:
+            ip = ipaddress.ip_address(info[4][0])
+            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+                raise field_error("openapi_url", "the host resolves to a private address")
+    limit = settings.max_json_body_bytes
+    try:
+        async with httpx.AsyncClient(timeout=settings.openapi_fetch_timeout_seconds, follow_redirects=False) as c:
+            async with c.stream("GET", url, headers={"Accept": "application/json"}) as r:
+                if r.status_code != 200:
+                    raise field_error("openapi_url", f"fetching it answered HTTP {r.status_code}")
+                buf = bytearray()
+                async for chunk in r.aiter_bytes():
+                    buf += chunk
+                    if len(buf) > limit:
+                        raise field_error("openapi_url", f"the document is larger than {limit} bytes")
+    except httpx.HTTPError as exc:
+        raise field_error("openapi_url", f"cannot fetch it: {type(exc).__name__}") from None
+    try:
+        doc = json.loads(bytes(buf))
+    except ValueError:
+        raise field_error("openapi_url", "the document is not JSON (YAML is not accepted yet)") from None
+    if not isinstance(doc, dict):
+        raise field_error("openapi_url", "the document is not a JSON object")
+    return doc
+
+
+async def _free_slug(session: AsyncSession, base: str) -> str:
+    base = slugify(base, 60)
+    taken = set((await session.execute(
+        select(Server.slug).where(or_(Server.slug == base, Server.slug.like(f"{base}-%"))))).scalars())
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+async def check_category(session: AsyncSession, slug: str | None, field: str = "category") -> None:
+    if slug is not None and (await session.get(Category, slug)) is None:
+        raise field_error(field, f"unknown category {slug!r}", "unknown_category")
+
+
+async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *,
+                 source_kind: str | None = None) -> tuple[Server, bool]:
+    """Store a submission as ``submitted`` and stage ``server.submitted``. Returns (row, duplicate).
+
+    The same package and version again is idempotent (the first row comes back, nothing is
+    emitted); a new version of a package its owner already listed resubmits that row."""
+    await check_category(session, n.category)
+    owner_id = owner.user_id if owner else None
+    existing = (await session.execute(
+        select(Server).where(Server.package_key == n.package_key).order_by(Server.created_at).limit(1)
+        .with_for_update())).scalar_one_or_none()
+    if existing is not None:
+        mine = owner is None or existing.owner_id in (None, owner_id) or owner.at_least("admin")
+        if not mine:
+            raise Conflict(f"{n.package_key} is already listed by another owner", extra={"slug": existing.slug})
+        if existing.version == n.version:
+            return existing, True
+        existing.version, existing.spec, existing.name = n.version, n.spec, n.name
+        existing.title, existing.description = n.title, n.description
+        if existing.status != "disabled":
+            existing.status, existing.status_detail = "submitted", None
+        existing.updated_at = func.now()
+        await session.flush()
+        await _emit_submitted(session, existing)
+        return existing, False
+
+    for attempt in range(5):
+        slug = await _free_slug(session, n.name.split("/")[-1])
+        stmt = pg_insert(Server).values(
+            slug=slug, name=n.name, version=n.version, package_key=n.package_key, title=n.title,
+            description=n.description, readme=n.readme, icon=n.icon or ICON.format(slug=slug),
+            owner_id=owner_id, source_kind=source_kind or n.source_kind, spec=n.spec, status="submitted",
+            category=n.category, tags=n.tags,
+        ).on_conflict_do_nothing(index_elements=[Server.package_key, Server.version]).returning(Server.id)
+        try:
+            async with session.begin_nested():
+                new_id = (await session.execute(stmt)).scalar_one_or_none()
+        except IntegrityError:  # the slug was taken between our look and our insert
+            if attempt == 4:
+                raise
+            continue
+        if new_id is None:  # a concurrent identical submission won
+            row = (await session.execute(select(Server).where(
+                Server.package_key == n.package_key, Server.version == n.version))).scalar_one()
+            return row, True
+        row = (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
+        await _emit_submitted(session, row)
+        return row, False
+    raise Conflict("could not allocate a slug; try again")
+
+
+async def _emit_submitted(session: AsyncSession, row: Server) -> None:
+    await add_event(session, bus_tables, ServerSubmitted(
+        server_id=row.id, slug=row.slug, name=row.name, version=row.version, owner_id=row.owner_id,
+        spec=row.spec))
+
+
+# ---- owner and admin actions ---------------------------------------------------------------------
+
+async def get_server(session: AsyncSession, slug: str, *, lock: bool = False) -> Server:
+    q = select(Server).where(Server.slug == slug)
+    if lock:
+        q = q.with_for_update()
+    row = (await session.execute(q)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no server {slug!r}")
+    return row
+
+
+def _can_manage(row: Server, who: Identity) -> bool:
+    return who.at_least("admin") or (row.owner_id is not None and row.owner_id == who.user_id)
+
+
+async def update_server(session: AsyncSession, slug: str, patch: ServerUpdate, who: Identity) -> Server:
+    row = await get_server(session, slug, lock=True)
+    if not _can_manage(row, who):
+        raise Forbidden("only the owner or an admin can change this server")
+    data = patch.model_dump(exclude_unset=True)
+    if "featured" in data and not who.at_least("admin"):
+        raise Forbidden("only an admin can feature a server")
+    if "category" in data:
+        await check_category(session, data["category"])
+    for k, v in data.items():
+        setattr(row, k, v)
+    row.updated_at = func.now()
+    await session.flush()
+    await session.refresh(row)
+    return row
+
+
+async def disable(session: AsyncSession, slug: str, who: Identity, reason: str | None, *,
+                  withdraw: bool = False) -> tuple[Server, bool]:
+    row = await get_server(session, slug, lock=True)
+    if withdraw and not _can_manage(row, who):
+        raise Forbidden("only the owner or an admin can withdraw this server")
+    if row.status == "disabled":
+        return row, False
+    row.status_before_disable, row.status = row.status, "disabled"
+    row.withdrawn = withdraw
+    row.status_detail = reason
+    row.updated_at = func.now()
+    await session.flush()
+    await add_event(session, bus_tables, ServerDisabled(server_id=row.id, slug=row.slug, reason=reason,
+                                                        actor_id=who.user_id))
+    return row, True
+
+
+async def enable(session: AsyncSession, slug: str, who: Identity) -> tuple[Server, bool]:
+    row = await get_server(session, slug, lock=True)
+    if row.status != "disabled":
+        return row, False
+    row.status = row.status_before_disable or "submitted"
+    row.status_before_disable, row.withdrawn, row.status_detail = None, False, None
+    row.updated_at = func.now()
+    await session.flush()
+    await add_event(session, bus_tables, ServerEnabled(server_id=row.id, slug=row.slug, actor_id=who.user_id))
+    return row, True
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+def visible_to(row: Server, who: Identity | None) -> bool:
+    if row.status == "published":
+        return True
+    return who is not None and _can_manage(row, who)
+
+
+def _public_inputs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for p in spec.get("packages") or []:
+        out += [{**e, "location": "env"} for e in p.get("environmentVariables") or []]
+    for r in spec.get("remotes") or []:
+        out += [{**h, "location": "header"} for h in r.get("headers") or []]
+    if spec.get("openapi"):
+        out += [{**i, "location": "env"} for i in spec["openapi"].get("inputs") or []]
+    if spec.get("archive"):
+        out += [{**e, "location": "env"} for e in spec["archive"].get("environmentVariables") or []]
+    for i in out:  # never echo a secret, even one that slipped into a spec
+        if i.get("isSecret"):
+            i.pop("default", None)
+            i.pop("value", None)
+    return out
+
+
+def connect_info(row: Server, settings: Settings) -> dict[str, Any]:
+    url = f"{settings.gateway_public_url.rstrip('/')}/mcp/{row.slug}"
+    return {
+        "url": url,
+        "transport": "streamable-http",
+        "auth": "Authorization: Bearer <your WeMcp API key>",
+        "inputs": [{"name": i["name"], "isSecret": bool(i.get("isSecret")), "isRequired": bool(i.get("isRequired"))}
+                   for i in _public_inputs(row.spec)],
+        "config": {"mcpServers": {row.slug: {"type": "streamable-http", "url": url,
+                                             "headers": {"Authorization": "Bearer ${WEMCP_API_KEY}"}}}},
+    }
+
+
+def spec_for_display(spec: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in spec.items() if k != "openapi"}
+    if spec.get("openapi"):
+        shown["openapi"] = {k: v for k, v in spec["openapi"].items() if k != "document"}
+    return shown
+
+
+def detail(row: Server, settings: Settings, searchable: bool | None) -> dict[str, Any]:
+    return {
+        "id": str(row.id), "slug": row.slug, "name": row.name, "version": row.version, "title": row.title,
+        "description": row.description, "readme": row.readme, "icon": row.icon, "owner_id": row.owner_id,
+        "status": row.status, "status_detail": row.status_detail, "withdrawn": row.withdrawn,
+        "source_kind": row.source_kind, "category": row.category, "tags": row.tags, "featured": row.featured,
+        "tools": row.tools, "prompts": row.prompts, "resources": row.resources, "calls": row.calls,
+        "stars": row.stars, "created_at": row.created_at, "updated_at": row.updated_at,
+        "published_at": row.published_at, "deployed_at": row.deployed_at, "searchable": bool(searchable),
+        "inputs": _public_inputs(row.spec), "spec": spec_for_display(row.spec),
+        "connect": connect_info(row, settings),
+    }
+
+
+async def is_searchable(session: AsyncSession, server_id: UUID) -> bool:
+    return bool((await session.execute(select(SearchDoc.enabled).where(SearchDoc.server_id == server_id)))
+                .scalar_one_or_none())
+
+
+# ---- categories ----------------------------------------------------------------------------------
+
+async def category_tree(session: AsyncSession) -> list[dict[str, Any]]:
+    cats = (await session.execute(select(Category).order_by(Category.position, Category.slug))).scalars().all()
+    counts = dict((await session.execute(
+        select(SearchDoc.category, func.count()).where(SearchDoc.enabled).group_by(SearchDoc.category))).all())
+    nodes = {c.slug: {"slug": c.slug, "name": c.name, "parent": c.parent_slug, "position": c.position,
+                      "count": 0, "own_count": int(counts.get(c.slug, 0)), "children": []} for c in cats}
+    roots = []
+    for c in cats:
+        node = nodes[c.slug]
+        parent = nodes.get(c.parent_slug) if c.parent_slug else None
+        (parent["children"] if parent else roots).append(node)
+
+    def total(node: dict[str, Any]) -> int:
+        node["count"] = node["own_count"] + sum(total(ch) for ch in node["children"])
+        return node["count"]
+
+    for r in roots:
+        total(r)
+    return roots
+
+
+async def category_and_descendants(session: AsyncSession, slug: str) -> list[str]:
+    rows = (await session.execute(select(Category.slug, Category.parent_slug))).all()
+    children: dict[str | None, list[str]] = {}
+    for s, p in rows:
+        children.setdefault(p, []).append(s)
+    out, todo = [], [slug]
+    while todo:
+        s = todo.pop()
+        if s in out:
+            continue
+        out.append(s)
+        todo += children.get(s, [])
+    return out
+
+
+async def put_category(session: AsyncSession, slug: str, name: str, parent: str | None, position: int) -> Category:
+    if parent is not None:
+        if parent in await category_and_descendants(session, slug):  # includes slug itself
+            raise field_error("parent", "a category cannot be its own ancestor")
+        await check_category(session, parent, "parent")
+    cat = await session.get(Category, slug)
+    if cat is None:
+        cat = Category(slug=slug, name=name, parent_slug=parent, position=position)
+        session.add(cat)
+    else:
+        cat.name, cat.parent_slug, cat.position = name, parent, position
+    await session.flush()
+    return cat
+
+
+async def delete_category(session: AsyncSession, slug: str) -> None:
+    cat = await session.get(Category, slug)
+    if cat is None:
+        raise NotFound(f"no category {slug!r}")
+    if (await session.execute(select(Category.slug).where(Category.parent_slug == slug).limit(1))).first():
+        raise Conflict("the category has children; move or delete them first")
+    if (await session.execute(select(Server.id).where(Server.category == slug).limit(1))).first():
+        raise Conflict("servers use this category; move them first")
+    await session.delete(cat)
+
+
+# ---- feed, news --------------------------------------------------------------------------------
+
+def today_bounds(zone: str, now: datetime | None = None) -> tuple[datetime, datetime, str]:
+    tz = ZoneInfo(zone)
+    local = (now or datetime.now(tz)).astimezone(tz)
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=1), start.date().isoformat()
+
+
+async def add_news(session: AsyncSession, kind: str, title: str, body: str = "", *, server_slug: str | None = None,
+                   published: bool = True, author_id: UUID | None = None) -> News:
+    item = News(kind=kind, title=title[:200], body=body, server_slug=server_slug, published=published,
+                author_id=author_id)
+    session.add(item)
+    await session.flush()
+    return item
+
+
+def bad_request_if(cond: bool, msg: str) -> None:
+    if cond:
+        raise BadRequest(msg)
+
+
+# ---- registry feed (/v0.1/servers) ------------------------------------------------------------
+
+def as_server_json(row: Server) -> dict[str, Any]:
+    spec = spec_for_display(row.spec)
+    doc = {k: v for k, v in spec.items() if k in {"name", "title", "description", "version", "websiteUrl",
+                                                  "repository", "packages", "remotes"}}
+    doc.update(name=row.name, version=row.version, title=row.title, description=row.description,
+               icons=[{"src": row.icon}])
+    doc["remotes"] = [*doc.get("remotes", [])]
+    return {"server": doc, "_meta": {"io.modelcontextprotocol.registry/official": {
+        "status": "active", "publishedAt": row.published_at, "updatedAt": row.updated_at, "isLatest": True},
+        "com.wemcp/catalog": {"slug": row.slug, "status": row.status, "tools": len(row.tools or [])}}}
+
+
+def registry_filter(search: str | None, updated_since: datetime | None) -> Any:
+    conds = [Server.status == "published"]
+    if search:
+        like = f"%{search.replace('%', '').replace('_', '')}%"
+        conds.append(or_(Server.name.ilike(like), Server.title.ilike(like), Server.description.ilike(like)))
+    if updated_since is not None:
+        conds.append(Server.updated_at >= updated_since)
+    return and_(*conds)
+
+
+async def touch_counters(session: AsyncSession, server_id: UUID, calls: int = 0, stars: int = 0) -> None:
+    await session.execute(update(Server).where(Server.id == server_id)
+                          .values(calls=Server.calls + calls, stars=Server.stars + stars))
+
+
+__all__ = ["Unprocessable"]

@@ -1,0 +1,53 @@
+"""Shared helpers of the catalog tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+
+from wemcp.common.events.base import Event
+
+USER = str(uuid.UUID(int=1))
+OTHER = str(uuid.UUID(int=2))
+ADMIN = str(uuid.UUID(int=99))
+
+
+def as_user(uid: str = USER, role: str = "user") -> dict[str, str]:
+    return {"X-WeMcp-User-Id": uid, "X-WeMcp-User-Role": role}
+
+
+def as_admin() -> dict[str, str]:
+    return as_user(ADMIN, "admin")
+
+
+async def publish(nats_url: str, event: Event) -> None:
+    """Publish a real event on JetStream, as the deployer would."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.publish(event.subject, event.model_dump_json().encode(),
+                         headers={"Nats-Msg-Id": str(event.event_id)})
+    finally:
+        await nc.close()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.02) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+def npm_submission(pkg: str = "@acme/weather-mcp", version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
+    return {"mcpServers": {"weather": {"command": "npx", "args": ["-y", f"{pkg}@{version}"],
+                                       "env": {"WEATHER_API_KEY": "sk-live-secret-123", "UNITS": "metric"}}},
+            **extra}
