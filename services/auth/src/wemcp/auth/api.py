@@ -1,5 +1,489 @@
+"""The auth service's HTTP API: the public part (under ``/api/v1``, reached through the gateway)
+and the internal part (``/internal/auth``, reachable only from the platform's network; the gateway
+never routes it)."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
 
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wemcp.auth import oauth, service
+from wemcp.auth.config import Settings
+from wemcp.auth.crypto import Keyring
+from wemcp.auth.models import ApiKey, Invite, OAuthApp, OAuthConnection, User, VaultSecret
+from wemcp.auth.schemas import (
+    SERVER_SLUG,
+    ApiKeyCreate,
+    InviteAccept,
+    InviteCreate,
+    LogoutIn,
+    MeUpdate,
+    OAuthAppCreate,
+    RefreshIn,
+    ResolveIn,
+    RoleUpdate,
+    SecretPut,
+)
+from wemcp.auth.tokens import RefreshReused, SigningKeys, family_of, revoke_family, rotate, start_session
+from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
+from wemcp.common.logging import get_logger
+
+log = get_logger("wemcp.auth.api")
 router = APIRouter(prefix="/api/v1", tags=["auth"])
+internal = APIRouter(prefix="/internal/auth", tags=["internal"], include_in_schema=False)
+PROVIDERS = ("github", "gitee", "google")
+REFRESH_COOKIE = "wemcp_refresh"
+_SERVER_RE = re.compile(SERVER_SLUG)
+
+
+@dataclass
+class AuthState:
+    settings: Settings
+    keyring: Keyring
+    keys: SigningKeys
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+
+
+def _st(request: Request) -> AuthState:
+    return request.app.state.runtime.extras["auth"]
+
+
+# -- failed sign-in throttling -------------------------------------------------------------------
+
+def _client_ip(request: Request) -> str:
+    # The gateway appends the address it saw as the last X-Forwarded-For entry.
+    fwd = request.headers.get("x-forwarded-for")
+    if fwd:
+        return fwd.split(",")[-1].strip()[:64]
+    return request.client.host if request.client else "unknown"
+
+
+async def _throttle(request: Request) -> None:
+    st = _st(request)
+    key = f"auth:login_fail:{_client_ip(request)}"
+    count = await st.redis.get(key)
+    if count is not None and int(count) >= st.settings.login_failures_allowed:
+        ttl = await st.redis.ttl(key)
+        raise TooManyRequests("too many failed sign-in attempts; try again later",
+                              headers={"Retry-After": str(max(int(ttl), 1))})
+
+
+async def _failed(request: Request) -> None:
+    st = _st(request)
+    key = f"auth:login_fail:{_client_ip(request)}"
+    # (EXPIRE NX needs Redis 7; the embedded server is older) the first failure opens the window
+    if await st.redis.incr(key) == 1:
+        await st.redis.expire(key, st.settings.login_failure_window_seconds)
+
+
+async def _guarded(request: Request, step: Any) -> Any:
+    """Run a sign-in step; a client error counts as a failed attempt."""
+    await _throttle(request)
+    try:
+        return await step()
+    except (BadRequest, Unauthorized, NotFound, Forbidden):
+        await _failed(request)
+        raise
+
+
+# -- keys and sign-in ----------------------------------------------------------------------------
+
+@router.get("/auth/jwks", summary="Public keys of access tokens (JWKS)")
+@router.get("/jwks", include_in_schema=False)
+async def jwks(request: Request) -> JSONResponse:
+    return JSONResponse(await _st(request).keys.published(), headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get("/auth/providers", summary="Sign-in providers that are configured")
+async def providers(request: Request) -> dict[str, Any]:
+    s = _st(request).settings
+    return {"providers": [p for p in PROVIDERS if s.provider(p).enabled]}  # type: ignore[union-attr]
+
+
+def _provider(st: AuthState, name: str) -> Any:
+    cfg = st.settings.provider(name)
+    if cfg is None:
+        raise NotFound(f"no sign-in provider {name!r}")
+    if not cfg.enabled:
+        raise NotFound(f"sign-in with {name} is not configured")
+    return cfg
+
+
+def _callback_url(st: AuthState, provider: str) -> str:
+    return f"{st.settings.public_url.rstrip('/')}/api/v1/auth/{provider}/callback"
+
+
+@router.get("/auth/{provider}/login", summary="Start signing in (redirects to the provider)")
+async def login(provider: str, request: Request, user: OptionalUser,
+                invite: str | None = Query(default=None, max_length=100)) -> RedirectResponse:
+    st = _st(request)
+    cfg = _provider(st, provider)
+    url = await oauth.begin(st.redis, cfg, cfg.client_secret, _callback_url(st, provider),
+                            st.settings.oauth_state_ttl_seconds, kind="login", provider=provider,
+                            link_user=str(user.user_id) if user else None, invite=invite)
+    return RedirectResponse(url, status_code=302)
+
+
+@router.post("/auth/{provider}/link", summary="Link another provider account to the signed-in user")
+async def link(provider: str, request: Request, user: CurrentUser) -> dict[str, str]:
+    st = _st(request)
+    cfg = _provider(st, provider)
+    url = await oauth.begin(st.redis, cfg, cfg.client_secret, _callback_url(st, provider),
+                            st.settings.oauth_state_ttl_seconds, kind="login", provider=provider,
+                            link_user=str(user.user_id), invite=None)
+    return {"authorization_url": url}
+
+
+@router.get("/auth/{provider}/callback", summary="The provider sends the browser back here")
+async def callback(provider: str, request: Request, code: str | None = None, state: str | None = None,
+                   error: str | None = Query(default=None, max_length=200)) -> Response:
+    st = _st(request)
+    cfg = _provider(st, provider)
+
+    async def run() -> tuple[User, bool, Any]:
+        flow = await oauth.take_state(st.redis, state)
+        if flow.get("kind") != "login" or flow.get("provider") != provider:
+            raise BadRequest("the state belongs to another sign-in")
+        if error:
+            raise BadRequest(f"the provider refused: {error}")
+        token = await oauth.exchange(cfg, cfg.client_secret, _callback_url(st, provider), code, flow.get("verifier"))
+        profile = await oauth.fetch_profile(provider, cfg, token)
+        link_user = uuid.UUID(flow["link_user"]) if flow.get("link_user") else None
+        async with st.sessions() as s, s.begin():
+            user, created = await service.sign_in(s, profile, link_user)
+            if flow.get("invite"):
+                user = await service.accept_invite(s, user.id, flow["invite"])
+            pair = await start_session(s, st.keys, user)
+        return user, created, pair
+
+    user, created, pair = await _guarded(request, run)
+    log.info("signed_in", provider=provider, user_id=str(user.id), created=created)
+    if st.settings.post_login_redirect:
+        resp: Response = RedirectResponse(st.settings.post_login_redirect, status_code=303)
+    else:
+        resp = JSONResponse({**pair.body(), "user": service.user_read(user), "created": created})
+    _set_refresh_cookie(st, resp, pair.refresh_token)
+    return resp
+
+
+def _set_refresh_cookie(st: AuthState, resp: Response, value: str) -> None:
+    resp.set_cookie(REFRESH_COOKIE, value, max_age=st.settings.refresh_ttl_seconds, httponly=True,
+                    secure=st.settings.public_url.startswith("https"), samesite="strict", path="/api/v1/auth")
+
+
+@router.post("/auth/refresh", summary="Exchange a refresh token for a new token pair (rotates it)")
+async def refresh(request: Request, body: RefreshIn | None = None) -> JSONResponse:
+    st = _st(request)
+    raw = (body.refresh_token if body else None) or request.cookies.get(REFRESH_COOKIE)
+
+    async def run() -> Any:
+        if not raw:
+            raise Unauthorized("no refresh token")
+        try:
+            async with st.sessions() as s, s.begin():
+                return await rotate(s, st.keys, raw)
+        except RefreshReused as reuse:
+            async with st.sessions() as s, s.begin():
+                await revoke_family(s, st.settings, reuse.family, reuse.user_id, "reuse")
+            log.warning("refresh_token_reuse", user_id=str(reuse.user_id), session_id=str(reuse.family))
+            raise Unauthorized("refresh token reuse detected; the session was revoked, sign in again") from None
+
+    pair = await _guarded(request, run)
+    resp = JSONResponse(pair.body())
+    _set_refresh_cookie(st, resp, pair.refresh_token)
+    return resp
+
+
+@router.post("/auth/logout", status_code=204, summary="Revoke this session (or every session)")
+async def logout(request: Request, user: OptionalUser, body: LogoutIn | None = None) -> Response:
+    st = _st(request)
+    raw = (body.refresh_token if body else None) or request.cookies.get(REFRESH_COOKIE)
+    async with st.sessions() as s, s.begin():
+        if body is not None and body.all:
+            if user is None:
+                raise Unauthorized("sign in first")
+            from wemcp.auth.models import RefreshToken
+            families = (await s.execute(select(RefreshToken.family_id).where(
+                RefreshToken.user_id == user.user_id, RefreshToken.revoked_at.is_(None)).distinct())).scalars().all()
+            for fam in families:
+                await revoke_family(s, st.settings, fam, user.user_id, "logout")
+        elif raw:
+            found = await family_of(s, raw)
+            if found is None:
+                raise Unauthorized("unknown refresh token")
+            await revoke_family(s, st.settings, found[0], found[1], "logout")
+        else:
+            raise BadRequest("give the refresh token (body or cookie), or all=true")
+    resp = Response(status_code=204)
+    resp.delete_cookie(REFRESH_COOKIE, path="/api/v1/auth")
+    return resp
+
+
+# -- me, users, roles ----------------------------------------------------------------------------
+
+@router.get("/me", summary="The signed-in user")
+async def get_me(request: Request, user: CurrentUser) -> dict[str, Any]:
+    async with _st(request).sessions() as s:
+        return await service.me(s, user.user_id)
+
+
+@router.patch("/me", summary="Change one's display name")
+async def patch_me(request: Request, user: CurrentUser, body: MeUpdate) -> dict[str, Any]:
+    async with _st(request).sessions() as s, s.begin():
+        row = await s.get(User, user.user_id)
+        if row is None:
+            raise NotFound("no such user")
+        if body.name is not None:
+            row.name = body.name
+    async with _st(request).sessions() as s:
+        return await service.me(s, user.user_id)
+
+
+@router.get("/users/{user_id}", summary="A user (admins)")
+async def get_user(user_id: uuid.UUID, request: Request, admin: AdminUser) -> dict[str, Any]:
+    async with _st(request).sessions() as s:
+        return await service.me(s, user_id)
+
+
+@router.put("/users/{user_id}/role", summary="Set a user's role (admins; never one's own)")
+async def put_role(user_id: uuid.UUID, body: RoleUpdate, request: Request, actor: CurrentUser) -> dict[str, Any]:
+    async with _st(request).sessions() as s, s.begin():
+        user = await service.set_role(s, actor.user_id, user_id, body.role)
+        return service.user_read(user)
+
+
+# -- invites -------------------------------------------------------------------------------------
+
+@router.post("/invites", status_code=201, summary="Invite someone with a role (merchants, admins)")
+async def create_invite(body: InviteCreate, request: Request, actor: CurrentUser) -> dict[str, Any]:
+    st = _st(request)
+    async with st.sessions() as s, s.begin():
+        invite, code = await service.create_invite(s, actor.user_id, body.role, body.email,
+                                                   body.expires_in_hours or st.settings.invite_default_ttl_hours)
+    # The code is shown once; only its hash is stored. E-mail delivery is the caller's (no mailer yet).
+    return {"id": str(invite.id), "code": code, "role": invite.role, "email": invite.email,
+            "url": f"{st.settings.public_url.rstrip('/')}/invite/{code}",
+            "expires_at": invite.expires_at.isoformat()}
+
+
+@router.get("/invites", summary="Invites I created")
+async def list_invites(request: Request, actor: CurrentUser) -> dict[str, Any]:
+    async with _st(request).sessions() as s:
+        rows = (await s.execute(select(Invite).where(Invite.created_by == actor.user_id)
+                                .order_by(Invite.created_at.desc()).limit(200))).scalars().all()
+    items = [{"id": str(i.id), "role": i.role, "email": i.email, "expires_at": i.expires_at.isoformat(),
+              "used_at": i.used_at.isoformat() if i.used_at else None} for i in rows]
+    return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
+
+
+@router.post("/invites/accept", summary="Accept an invite (grants its role)")
+async def accept_invite(body: InviteAccept, request: Request, user: CurrentUser) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async with _st(request).sessions() as s, s.begin():
+            return service.user_read(await service.accept_invite(s, user.user_id, body.code))
+    return await _guarded(request, run)
+
+
+# -- platform API keys ---------------------------------------------------------------------------
+
+@router.post("/api-keys", status_code=201, summary="Create a platform API key (shown once)")
+async def create_api_key(body: ApiKeyCreate, request: Request, user: CurrentUser) -> dict[str, Any]:
+    servers = None if body.servers is None else sorted(set(body.servers))
+    for slug in servers or ():
+        if not _SERVER_RE.match(slug):
+            raise BadRequest(f"not a server slug: {slug[:100]!r}")
+    async with _st(request).sessions() as s, s.begin():
+        key, raw = await service.create_api_key(s, user.user_id, body.name, servers, body.expires_at)
+        return {**service.api_key_read(key), "key": raw}
+
+
+@router.get("/api-keys", summary="My platform API keys (never the keys themselves)")
+async def list_api_keys(request: Request, user: CurrentUser) -> dict[str, Any]:
+    async with _st(request).sessions() as s:
+        rows = (await s.execute(select(ApiKey).where(ApiKey.user_id == user.user_id)
+                                .order_by(ApiKey.created_at.desc()))).scalars().all()
+    items = [service.api_key_read(k) for k in rows]
+    return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
+
+
+@router.delete("/api-keys/{key_id}", status_code=204, summary="Revoke a platform API key")
+async def revoke_api_key(key_id: uuid.UUID, request: Request, user: CurrentUser) -> Response:
+    async with _st(request).sessions() as s, s.begin():
+        await service.revoke_api_key(s, user.user_id, key_id)
+    return Response(status_code=204)
+
+
+# -- the vault -----------------------------------------------------------------------------------
+
+@router.put("/vault", summary="Save one of my upstream secrets for a server (write-only)")
+async def put_secret(body: SecretPut, request: Request, user: CurrentUser) -> dict[str, Any]:
+    st = _st(request)
+    async with st.sessions() as s, s.begin():
+        row = await service.put_secret(s, st.keyring, user.user_id, body.server, body.name, body.value)
+        return service.secret_read(row)
+
+
+@router.get("/vault", summary="My saved secrets, masked")
+async def list_secrets(request: Request, user: CurrentUser,
+                       server: str | None = Query(default=None, pattern=SERVER_SLUG)) -> dict[str, Any]:
+    async with _st(request).sessions() as s:
+        q = select(VaultSecret).where(VaultSecret.user_id == user.user_id)
+        if server:
+            q = q.where(VaultSecret.server == server)
+        rows = (await s.execute(q.order_by(VaultSecret.server, VaultSecret.name))).scalars().all()
+    items = [service.secret_read(r) for r in rows]
+    return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
+
+
+@router.delete("/vault", status_code=204, summary="Delete one of my secrets")
+async def delete_secret(request: Request, user: CurrentUser, server: str = Query(pattern=SERVER_SLUG),
+                        name: str = Query(max_length=128)) -> Response:
+    async with _st(request).sessions() as s, s.begin():
+        row = (await s.execute(select(VaultSecret).where(VaultSecret.user_id == user.user_id,
+                                                         VaultSecret.server == server,
+                                                         VaultSecret.name == name))).scalar_one_or_none()
+        if row is None:
+            raise NotFound("no such secret")
+        await s.delete(row)
+    return Response(status_code=204)
+
+
+# -- third-party OAuth apps and connections ------------------------------------------------------
+
+@router.post("/oauth/apps", status_code=201, summary="Configure a third-party OAuth 2.0 provider (admins)")
+async def create_app(body: OAuthAppCreate, request: Request, admin: AdminUser) -> dict[str, Any]:
+    st = _st(request)
+    async with st.sessions() as s, s.begin():
+        if (await s.execute(select(OAuthApp.id).where(OAuthApp.slug == body.slug))).first():
+            raise Conflict(f"an OAuth app {body.slug!r} exists")
+        app_id = uuid.uuid4()
+        app = OAuthApp(id=app_id, slug=body.slug, name=body.name, authorize_url=str(body.authorize_url),
+                       token_url=str(body.token_url), client_id=body.client_id,
+                       client_secret_sealed=st.keyring.seal(body.client_secret.encode(),
+                                                            service.app_secret_context(app_id)),
+                       scope=body.scope, pkce=body.pkce, token_endpoint_auth_method=body.token_endpoint_auth_method,
+                       servers=body.servers, created_by=admin.user_id)
+        s.add(app)
+        await s.flush()
+        return service.app_read(app)
+
+
+@router.get("/oauth/apps", summary="Configured third-party OAuth providers")
+async def list_apps(request: Request, user: CurrentUser) -> dict[str, Any]:
+    async with _st(request).sessions() as s:
+        rows = (await s.execute(select(OAuthApp).order_by(OAuthApp.slug))).scalars().all()
+    items = [service.app_read(a) for a in rows]
+    return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
+
+
+def _connect_callback(st: AuthState, slug: str) -> str:
+    return f"{st.settings.public_url.rstrip('/')}/api/v1/connections/{slug}/callback"
+
+
+@router.post("/connections/{slug}/start", summary="Start connecting a third-party account")
+async def connect_start(slug: str, request: Request, user: CurrentUser) -> dict[str, str]:
+    st = _st(request)
+    async with st.sessions() as s:
+        app = await service.app_by_slug(s, slug)
+    secret = st.keyring.open(app.client_secret_sealed, service.app_secret_context(app.id)).decode()
+    url = await oauth.begin(st.redis, app, secret, _connect_callback(st, slug), st.settings.oauth_state_ttl_seconds,
+                            kind="connect", app=slug, user=str(user.user_id))
+    return {"authorization_url": url}
+
+
+@router.get("/connections/{slug}/callback", summary="The third party sends the browser back here")
+async def connect_callback(slug: str, request: Request, code: str | None = None, state: str | None = None,
+                           error: str | None = Query(default=None, max_length=200)) -> Response:
+    st = _st(request)
+
+    async def run() -> dict[str, Any]:
+        flow = await oauth.take_state(st.redis, state)
+        if flow.get("kind") != "connect" or flow.get("app") != slug:
+            raise BadRequest("the state belongs to another flow")
+        if error:
+            raise BadRequest(f"the provider refused: {error}")
+        async with st.sessions() as s:
+            app = await service.app_by_slug(s, slug)
+        secret = st.keyring.open(app.client_secret_sealed, service.app_secret_context(app.id)).decode()
+        token = await oauth.exchange(app, secret, _connect_callback(st, slug), code, flow.get("verifier"))
+        async with st.sessions() as s, s.begin():
+            row = await service.save_connection(s, st.keyring, uuid.UUID(flow["user"]), app, token)
+            return _connection_read(app, row)
+
+    body = await _guarded(request, run)
+    if st.settings.post_login_redirect:
+        return RedirectResponse(f"{st.settings.post_login_redirect}?{urlencode({'connected': slug})}", 303)
+    return JSONResponse(body)
+
+
+def _connection_read(app: OAuthApp, row: OAuthConnection) -> dict[str, Any]:
+    return {"app": app.slug, "name": app.name, "servers": app.servers, "scope": row.scope,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+            "connected_at": row.created_at.isoformat(), "needs_reconnect": row.refresh_failed_at is not None}
+
+
+@router.get("/connections", summary="My connected third-party accounts (never the tokens)")
+async def list_connections(request: Request, user: CurrentUser) -> dict[str, Any]:
+    async with _st(request).sessions() as s:
+        rows = (await s.execute(select(OAuthConnection, OAuthApp).join(OAuthApp).where(
+            OAuthConnection.user_id == user.user_id).order_by(OAuthApp.slug))).all()
+    items = [_connection_read(app, conn) for conn, app in rows]
+    return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
+
+
+@router.delete("/connections/{slug}", status_code=204, summary="Disconnect a third-party account")
+async def delete_connection(slug: str, request: Request, user: CurrentUser) -> Response:
+    async with _st(request).sessions() as s, s.begin():
+        app = await service.app_by_slug(s, slug)
+        row = (await s.execute(select(OAuthConnection).where(OAuthConnection.user_id == user.user_id,
+                                                             OAuthConnection.app_id == app.id))).scalar_one_or_none()
+        if row is None:
+            raise NotFound("not connected")
+        await s.delete(row)
+    return Response(status_code=204)
+
+
+# -- internal API (gateway only) -----------------------------------------------------------------
+
+@internal.get("/jwks")
+async def internal_jwks(request: Request) -> dict[str, Any]:
+    return await _st(request).keys.published()
+
+
+@internal.post("/api-keys/resolve")
+async def resolve(body: ResolveIn, request: Request) -> dict[str, Any]:
+    async with _st(request).sessions() as s:
+        found = await service.resolve_api_key(s, body.key_hash)
+    if found is None:
+        raise NotFound("no such key")
+    return found
+
+
+@internal.get("/vault/{user_id}")
+async def internal_vault(user_id: uuid.UUID, request: Request, server: str = Query(pattern=SERVER_SLUG)) -> dict[str, Any]:
+    st = _st(request)
+    async with st.sessions() as s:
+        values = await service.read_secrets(s, st.keyring, user_id, server)
+    return {"user_id": str(user_id), "server": server, "values": values}
+
+
+@internal.get("/connections/{user_id}/{slug}")
+async def internal_connection(user_id: uuid.UUID, slug: str, request: Request) -> dict[str, Any]:
+    from wemcp.auth.connections import current_token
+
+    token, row = await current_token(_st(request), user_id, slug)
+    return {"access_token": token["access_token"], "token_type": token.get("token_type", "Bearer"),
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None}
+
+

@@ -1,27 +1,55 @@
-"""Composition root of the auth service: `wemcp-auth` serves its HTTP API and runs its consumers
-and outbox relay in one process."""
+"""Composition root of the auth service: `wemcp-auth` serves its HTTP API (public under /api/v1,
+internal under /internal/auth) and relays its outbox in one process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+from wemcp.auth.api import AuthState, internal, router
+from wemcp.auth.config import Settings, get_settings
+from wemcp.auth.connections import refresher
+from wemcp.auth.crypto import Keyring
+from wemcp.auth.models import bus_tables, probe_receipts
+from wemcp.auth.tokens import SigningKeys
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.probes import make_probe_handler, probe_router
-from wemcp.common.service import ServiceSpec, run_service
+from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
-from wemcp.auth.api import router
-from wemcp.auth.config import get_settings
-from wemcp.auth.models import bus_tables, probe_receipts
 
 SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),
 ]
 
+
+async def _open(runtime: Runtime) -> None:
+    settings = runtime.settings
+    assert isinstance(settings, Settings) and runtime.sessions is not None and runtime.redis is not None
+    keyring = Keyring.from_settings(settings.keks, settings.active_kek, settings.dev_kek_file)
+    keys = SigningKeys(runtime.sessions, keyring, settings)
+    await keys.ensure()
+    state = AuthState(settings, keyring, keys, runtime.sessions, runtime.redis)
+    runtime.extras["auth"] = state
+    runtime.extras["auth_refresher"] = asyncio.create_task(refresher(state), name="auth-connection-refresher")
+
+
+async def _close(runtime: Runtime) -> None:
+    task = runtime.extras.pop("auth_refresher", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 SPEC = ServiceSpec(
     name="auth",
     title="WeMcp auth",
-    routers=[router, probe_router(bus_tables, probe_receipts)],
+    routers=[router, internal, probe_router(bus_tables, probe_receipts)],
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=True,
+    on_start=[_open],
+    on_stop=[_close],
 )
 SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
 

@@ -31,6 +31,13 @@ class Settings(ServiceSettings):
     upstream_max_connections: int = Field(default=200, ge=1)
     health_timeout_seconds: float = Field(default=2.0, gt=0)
 
+    # Identity (see identity.py): must match the auth service's WEMCP_AUTH_JWT_ISSUER / _AUDIENCE.
+    jwt_issuer: str = "wemcp"
+    jwt_audience: str = "wemcp"
+    jwks_refresh_seconds: float = Field(default=300.0, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=5.0, ge=0)
+    api_key_cache_ttl_seconds: float = Field(default=300.0, gt=0)
+
     def service_urls(self) -> dict[str, str]:
         return {name: getattr(self, f"{name}_url").rstrip("/") for name in SERVICES}
 

@@ -13,6 +13,7 @@ from wemcp.common.identity import Identity
 from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.gateway.api import router
 from wemcp.gateway.config import Settings, get_settings
+from wemcp.gateway.identity import Verifier
 from wemcp.gateway.proxy import make_client
 
 
@@ -31,12 +32,23 @@ async def _open(runtime: Runtime) -> None:
     assert isinstance(settings, Settings)
     client = make_client(settings.upstream_max_connections, settings.upstream_timeout_seconds,
                          settings.upstream_connect_timeout_seconds)
-    runtime.extras["gateway"] = GatewayState(settings, client, settings.service_urls())
+    state = GatewayState(settings, client, settings.service_urls())
+    verifier = Verifier(client, state.urls["auth"], issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                        jwks_refresh_seconds=settings.jwks_refresh_seconds,
+                        jwks_min_refetch_seconds=settings.jwks_min_refetch_seconds,
+                        api_key_ttl_seconds=settings.api_key_cache_ttl_seconds)
+    if runtime.broker is not None:
+        await verifier.subscribe(runtime.broker.connection)
+    await verifier.refresh_jwks()  # warm; a failure here is retried on the first token
+    state.verifier = verifier
+    runtime.extras["gateway"] = state
 
 
 async def _close(runtime: Runtime) -> None:
     state = runtime.extras.get("gateway")
     if state is not None:
+        if isinstance(state.verifier, Verifier):
+            await state.verifier.close()
         await state.client.aclose()
 
 

@@ -1,0 +1,88 @@
+"""Third-party OAuth connections: hand out a current access token, refreshing it before it
+expires (on read, and in a background loop so idle connections stay fresh)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import or_, select
+
+from wemcp.auth import oauth, service
+from wemcp.auth.models import OAuthApp, OAuthConnection
+from wemcp.auth.tokens import now
+from wemcp.common.errors import Conflict, NotFound
+from wemcp.common.logging import get_logger
+
+if TYPE_CHECKING:
+    from wemcp.auth.api import AuthState
+
+log = get_logger("wemcp.auth.connections")
+
+
+async def _refresh_locked(st: AuthState, conn: OAuthConnection, app: OAuthApp, force: bool) -> dict[str, Any]:
+    """With the connection row locked: the token, refreshed when it expires within the margin."""
+    ctx = service.connection_context(conn.user_id, app.id)
+    token = json.loads(st.keyring.open(conn.token_sealed, ctx))
+    margin = timedelta(seconds=st.settings.connection_refresh_margin_seconds)
+    due = conn.expires_at is not None and conn.expires_at - margin <= now()
+    if not (due or force) or not token.get("refresh_token"):
+        return token
+    secret = st.keyring.open(app.client_secret_sealed, service.app_secret_context(app.id)).decode()
+    try:
+        new = await oauth.refresh(app, secret, token)
+    except Exception as exc:
+        conn.refresh_failed_at = now()
+        log.warning("connection_refresh_failed", app=app.slug, user_id=str(conn.user_id), error=type(exc).__name__)
+        return token
+    conn.token_sealed = st.keyring.seal(json.dumps(new).encode(), ctx)
+    conn.expires_at, conn.scope = service.token_expiry(new), new.get("scope", conn.scope)
+    conn.updated_at, conn.refresh_failed_at = now(), None
+    log.info("connection_refreshed", app=app.slug, user_id=str(conn.user_id))
+    return new
+
+
+async def current_token(st: AuthState, user_id: uuid.UUID, slug: str) -> tuple[dict[str, Any], OAuthConnection]:
+    async with st.sessions() as s, s.begin():
+        app = await service.app_by_slug(s, slug)
+        conn = (await s.execute(select(OAuthConnection).where(
+            OAuthConnection.user_id == user_id, OAuthConnection.app_id == app.id).with_for_update())).scalar_one_or_none()
+        if conn is None:
+            raise NotFound(f"the user has not connected {slug}")
+        token = await _refresh_locked(st, conn, app, force=False)
+        if conn.expires_at is not None and conn.expires_at <= now():
+            raise Conflict(f"the {slug} connection expired and could not be refreshed; reconnect it")
+        return token, conn
+
+
+async def refresh_due(st: AuthState) -> int:
+    """Refresh every connection that expires within the margin; returns how many were tried."""
+    horizon = now() + timedelta(seconds=st.settings.connection_refresh_margin_seconds)
+    retry_after = now() - timedelta(minutes=10)
+    async with st.sessions() as s:
+        ids = (await s.execute(select(OAuthConnection.id).where(
+            OAuthConnection.expires_at.is_not(None), OAuthConnection.expires_at <= horizon,
+            or_(OAuthConnection.refresh_failed_at.is_(None), OAuthConnection.refresh_failed_at < retry_after))
+            .limit(500))).scalars().all()
+    for conn_id in ids:
+        async with st.sessions() as s, s.begin():
+            row = (await s.execute(select(OAuthConnection, OAuthApp).join(OAuthApp)
+                                   .where(OAuthConnection.id == conn_id)
+                                   .with_for_update(of=OAuthConnection, skip_locked=True))).first()
+            if row is not None:
+                await _refresh_locked(st, row[0], row[1], force=False)
+    return len(ids)
+
+
+async def refresher(st: AuthState) -> None:
+    while True:
+        try:
+            await refresh_due(st)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("connection_refresher_failed", error=str(exc)[:200])
+        await asyncio.sleep(st.settings.connection_refresh_interval_seconds)

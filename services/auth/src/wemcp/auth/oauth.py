@@ -1,0 +1,126 @@
+"""OAuth 2.0 client side with authlib: login through GitHub, Gitee and Google, and third-party
+connections (any OAuth 2.0 provider an admin configures).
+
+The authorization-code flow keeps its ``state`` (and the PKCE ``code_verifier``) server-side in
+Redis, single-use and short-lived, so any auth process can finish a flow another one started and a
+callback replayed with the same state is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.common.security import generate_token
+from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+from redis.asyncio import Redis
+
+from wemcp.auth.config import ProviderConfig
+from wemcp.common.errors import BadGateway, BadRequest
+from wemcp.common.logging import get_logger
+
+log = get_logger("wemcp.auth.oauth")
+STATE_KEY = "auth:oauth_state:{}"
+HTTP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    provider: str
+    subject: str
+    login: str
+    name: str | None
+    email: str | None
+    avatar_url: str | None
+    raw: dict[str, Any]
+
+
+def client_for(cfg: ProviderConfig | Any, client_secret: str, redirect_uri: str) -> AsyncOAuth2Client:
+    return AsyncOAuth2Client(
+        client_id=cfg.client_id, client_secret=client_secret, scope=cfg.scope or None, redirect_uri=redirect_uri,
+        token_endpoint_auth_method=cfg.token_endpoint_auth_method,
+        code_challenge_method="S256" if cfg.pkce else None, timeout=HTTP_TIMEOUT,
+    )
+
+
+async def begin(redis: Redis, cfg: Any, client_secret: str, redirect_uri: str, ttl: int,
+                **flow: Any) -> str:
+    """The provider's authorization URL; ``flow`` (who, why) is kept with the state."""
+    state = secrets.token_urlsafe(32)
+    verifier = generate_token(64) if cfg.pkce else None
+    async with client_for(cfg, client_secret, redirect_uri) as client:
+        url, _ = client.create_authorization_url(cfg.authorize_url, state=state, code_verifier=verifier)
+    await redis.set(STATE_KEY.format(state), json.dumps({**flow, "verifier": verifier}), ex=ttl)
+    return url
+
+
+async def take_state(redis: Redis, state: str | None) -> dict[str, Any]:
+    """The flow a ``state`` belongs to, consumed (a second callback with it fails)."""
+    if not state or len(state) > 200:
+        raise BadRequest("missing or malformed state")
+    raw = await redis.getdel(STATE_KEY.format(state))
+    if raw is None:
+        raise BadRequest("unknown or expired state; start the sign-in again")
+    return json.loads(raw)
+
+
+async def exchange(cfg: Any, client_secret: str, redirect_uri: str, code: str | None,
+                   verifier: str | None) -> dict[str, Any]:
+    if not code or len(code) > 2000:
+        raise BadRequest("missing or malformed code")
+    async with client_for(cfg, client_secret, redirect_uri) as client:
+        try:
+            token = await client.fetch_token(cfg.token_url, grant_type="authorization_code", code=code,
+                                             code_verifier=verifier, headers={"Accept": "application/json"})
+        except OAuthError as exc:
+            raise BadRequest(f"the provider refused the code ({exc.error})") from None
+        except Exception as exc:
+            log.warning("oauth_token_exchange_failed", token_url=cfg.token_url, error=type(exc).__name__)
+            raise BadGateway("the provider's token endpoint did not answer usefully") from None
+    if not token.get("access_token"):
+        raise BadRequest("the provider returned no access token")
+    return dict(token)
+
+
+async def refresh(cfg: Any, client_secret: str, token: dict[str, Any]) -> dict[str, Any]:
+    async with client_for(cfg, client_secret, "") as client:
+        new = await client.refresh_token(cfg.token_url, refresh_token=token["refresh_token"])
+    merged = dict(new)
+    merged.setdefault("refresh_token", token["refresh_token"])  # providers may not rotate it
+    return merged
+
+
+async def fetch_profile(provider: str, cfg: ProviderConfig, token: dict[str, Any]) -> Profile:
+    async with AsyncOAuth2Client(client_id=cfg.client_id, token=token, timeout=HTTP_TIMEOUT) as client:
+        try:
+            r = await client.get(cfg.userinfo_url, headers={"Accept": "application/json"})
+            if r.status_code != 200:
+                raise BadGateway(f"the provider's profile endpoint answered {r.status_code}")
+            data = r.json()
+            if provider == "github" and not data.get("email") and cfg.emails_url:
+                e = await client.get(cfg.emails_url, headers={"Accept": "application/json"})
+                if e.status_code == 200:
+                    primary = [m for m in e.json() if m.get("primary") and m.get("verified")]
+                    data["email"] = primary[0]["email"] if primary else None
+        except BadGateway:
+            raise
+        except Exception as exc:
+            log.warning("oauth_profile_failed", provider=provider, error=type(exc).__name__)
+            raise BadGateway("the provider's profile endpoint did not answer usefully") from None
+    return profile_from(provider, data)
+
+
+def profile_from(provider: str, data: dict[str, Any]) -> Profile:
+    if provider == "google":
+        subject = str(data.get("sub") or "")
+        email = data.get("email") if data.get("email_verified", True) else None
+        login = (email or "").split("@")[0] or f"google-{subject[-8:]}"
+        name, avatar = data.get("name"), data.get("picture")
+    else:  # github and gitee share the shape: login, id, avatar_url, name, email
+        subject = str(data.get("id") or "")
+        login, name, email, avatar = data.get("login") or "", data.get("name"), data.get("email"), data.get("avatar_url")
+    if not subject:
+        raise BadGateway("the provider's profile has no stable id")
+    return Profile(provider, subject, str(login)[:80], name, email, avatar or None, data)
