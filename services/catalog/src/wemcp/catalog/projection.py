@@ -5,13 +5,18 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import func, literal, select, text
+from sqlalchemy import Text, cast, func, literal, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.catalog.embedding import Embedder
 from wemcp.catalog.models import SearchDoc, Server
 from wemcp.catalog.text import index_text, trigram_text
+
+
+def _weighted(tokens: str, weight: str) -> Any:
+    return func.setweight(func.to_tsvector(literal_column("'simple'::regconfig"), cast(literal(tokens), Text)),
+                          literal_column(f"'{weight}'::\"char\""))
 
 
 def embed_text(server: Server) -> str:
@@ -36,13 +41,9 @@ async def project(session: AsyncSession, server: Server, embedder: Embedder | No
     values: dict[str, Any] = {
         "server_id": server.id,
         "enabled": server.status != "disabled",
-        "tsv": (func.setweight(func.to_tsvector(literal("simple"), index_text(server.title, server.slug,
-                                                                                server.name)), text("'A'"))
-                .op("||")(func.setweight(func.to_tsvector(literal("simple"), index_text(_tools_text(server),
-                                                                                         " ".join(server.tags or []))),
-                                         text("'B'")))
-                .op("||")(func.setweight(func.to_tsvector(literal("simple"), index_text(server.description)),
-                                         text("'C'")))),
+        "tsv": _weighted(index_text(server.title, server.slug, server.name), "A")
+        .op("||")(_weighted(index_text(_tools_text(server), " ".join(server.tags or [])), "B"))
+        .op("||")(_weighted(index_text(server.description), "C")),
         "name_trgm": trigram_text(server.slug, server.name, server.title),
         "category": server.category,
         "tags": list(server.tags or []),
