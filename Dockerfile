@@ -1,0 +1,60 @@
+# syntax=docker/dockerfile:1.7
+# One image recipe for every WeMcp service:
+#   docker build --build-arg SERVICE=catalog -t wemcp/catalog .
+# The builder stage is identical for all services (SERVICE is declared only in the final stage), so
+# building all eight reuses one cached dependency layer.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- builder: the uv workspace, installed (not editable) into /app/.venv ----------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+# the same uv as the Makefile's UV_VERSION
+RUN pip install uv==0.13.8
+WORKDIR /src
+COPY pyproject.toml uv.lock .python-version ./
+COPY libs ./libs
+COPY services ./services
+# --no-editable: the packages (with their migrations) land in the venv, so the runtime stage needs
+# nothing but /app/.venv.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --all-packages --no-dev --no-editable
+
+# ---- runtime ----------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 wemcp \
+ && useradd --system --uid 10001 --gid wemcp --home-dir /home/wemcp --create-home \
+        --shell /usr/sbin/nologin wemcp \
+ && mkdir -p /var/lib/wemcp \
+ && chown wemcp:wemcp /var/lib/wemcp
+COPY --from=builder /app/.venv /app/.venv
+COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/wemcp-entrypoint
+COPY --chmod=0644 deploy/docker/healthcheck.py /usr/local/lib/wemcp/healthcheck.py
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    LOG_FORMAT=json
+
+ARG SERVICE
+# Fail the build early on a missing or unknown service name.
+RUN test -n "${SERVICE}" \
+ && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('wemcp.${SERVICE}.main') is None)"
+# The entrypoint derives WEMCP_<SERVICE>_HOST=0.0.0.0 and WEMCP_<SERVICE>_PORT=8000 from SERVICE
+# (a Dockerfile cannot upper-case a build argument); set either explicitly to override.
+ENV SERVICE=${SERVICE}
+LABEL org.opencontainers.image.title="wemcp-${SERVICE}" \
+      org.opencontainers.image.description="WeMcp ${SERVICE} service"
+
+# Relative data paths of the services (.data/..., .wemcp/...) resolve here; mount a volume to keep them.
+WORKDIR /var/lib/wemcp
+USER wemcp:wemcp
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "/usr/local/lib/wemcp/healthcheck.py"]
+ENTRYPOINT ["wemcp-entrypoint"]
+CMD ["sh", "-c", "exec python -m wemcp.${SERVICE}.main"]

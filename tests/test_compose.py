@@ -1,0 +1,625 @@
+"""Static checks of the container deployment (no Docker engine runs here).
+
+docker-compose.yml, the Dockerfile, .dockerignore and the configuration under deploy/ are parsed and
+cross-checked against the code: the compose settings are fed through the image's entrypoint into
+each service's real settings class, the dashboard's metric names are tied to the instrument names
+the shared library emits, and the entrypoint and healthcheck scripts are executed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import http.server
+import importlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from wemcp.common.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+ENTRYPOINT = ROOT / "deploy" / "docker" / "entrypoint.sh"
+HEALTHCHECK = ROOT / "deploy" / "docker" / "healthcheck.py"
+CONTAINER_PORT = 8000
+SERVICE_DIRS = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file())
+INFRA = {"postgres", "nats", "redis"}
+# Images without any tool to run a probe in (distroless); they are started, not probed.
+NO_HEALTHCHECK_OK = {"otel-collector": "distroless image: no shell or wget; health_check extension on :13133"}
+CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+
+# OpenTelemetry instrument (name, unit) -> the Prometheus series the collector's exporter produces.
+METRICS = {
+    ("http.server.duration", "ms"): "http_server_duration_milliseconds_bucket",
+    ("bus.messages", None): "bus_messages_total",
+    ("outbox.published", None): "outbox_published_total",
+    ("outbox.lag", "ms"): "outbox_lag_milliseconds_bucket",
+}
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def interpolate(value: Any) -> str:
+    """Compose variable interpolation with every variable unset: the defaults apply."""
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        if m.group(2) and m.group(2).endswith("?"):
+            raise AssertionError(f"{value!r} requires a variable to be set")
+        return m.group(3) or ""
+
+    return _VAR.sub(repl, str(value))
+
+
+def env_of(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): interpolate(v) for k, v in env.items()}
+
+
+def depends_of(svc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    deps = svc.get("depends_on") or {}
+    if isinstance(deps, list):  # short form: no condition
+        return {name: {} for name in deps}
+    return {name: (spec or {}) for name, spec in deps.items()}
+
+
+def healthcheck_test(svc: dict[str, Any]) -> list[str] | None:
+    hc = svc.get("healthcheck")
+    if not hc or hc.get("disable"):
+        return None
+    test = hc.get("test")
+    if isinstance(test, str):
+        return ["CMD-SHELL", test]
+    if not test or test[0] == "NONE":
+        return None
+    return [str(x) for x in test]
+
+
+def published_ports(svc: dict[str, Any]) -> dict[int, int]:
+    """container port -> host port (defaults interpolated)."""
+    out: dict[int, int] = {}
+    for p in svc.get("ports") or []:
+        if isinstance(p, dict):
+            out[int(p["target"])] = int(interpolate(p.get("published", p["target"])))
+            continue
+        parts = interpolate(p).split("/")[0].split(":")
+        out[int(parts[-1])] = int(parts[-2]) if len(parts) > 1 else int(parts[-1])
+    return out
+
+
+def bind_mounts(svc: dict[str, Any]) -> list[tuple[Path, str]]:
+    mounts = []
+    for v in svc.get("volumes") or []:
+        if isinstance(v, dict):
+            if v.get("type") == "bind":
+                mounts.append(((ROOT / v["source"]).resolve(), v["target"]))
+            continue
+        src, target = v.split(":")[:2]
+        if src.startswith((".", "/")):
+            mounts.append(((ROOT / src).resolve(), target))
+    return mounts
+
+
+def mount_target(svc: dict[str, Any], host_path: Path) -> str:
+    for src, target in bind_mounts(svc):
+        if src == host_path.resolve():
+            return target
+    raise AssertionError(f"{host_path.relative_to(ROOT)} is not mounted")
+
+
+def load_yaml(path: Path) -> Any:
+    assert path.is_file(), f"{path.relative_to(ROOT)} is missing"
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = load_yaml(COMPOSE_FILE)
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict) and data["services"]
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def one_shot(services: dict[str, dict[str, Any]]) -> set[str]:
+    """Services something waits for to *complete*."""
+    return {
+        dep
+        for svc in services.values()
+        for dep, spec in depends_of(svc).items()
+        if spec.get("condition") == "service_completed_successfully"
+    }
+
+
+def wemcp_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The long-running services built from our Dockerfile."""
+    done = one_shot(services)
+    return {
+        name: svc for name, svc in services.items() if isinstance(svc.get("build"), dict) and name not in done
+    }
+
+
+def run_entrypoint(
+    env: dict[str, str], *cmd: str, path_prefix: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": (f"{path_prefix}:" if path_prefix else "") + os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), *cmd], env={**base, **env}, capture_output=True, text=True, timeout=20
+    )
+
+
+def container_env(name: str, svc: dict[str, Any]) -> dict[str, str]:
+    """The environment a service process sees: compose's, then the entrypoint's defaults."""
+    proc = run_entrypoint({**env_of(svc), "SERVICE": svc["build"]["args"]["SERVICE"]}, "env")
+    assert proc.returncode == 0, proc.stderr
+    env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    return {k: v for k, v in env.items() if k != "PATH"}
+
+
+# -- docker-compose.yml -----------------------------------------------------------------------------
+
+
+def test_every_service_has_build_or_image(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        assert svc.get("build") or svc.get("image"), f"{name}: neither build nor image"
+        if isinstance(svc.get("build"), dict):
+            assert (
+                ROOT / svc["build"].get("context", ".") / svc["build"].get("dockerfile", "Dockerfile")
+            ).is_file()
+
+
+def test_long_running_services_have_healthchecks(services: dict[str, dict[str, Any]]) -> None:
+    done = one_shot(services)
+    assert done == {"migrate"}
+    for name, svc in services.items():
+        if name in done:
+            assert str(svc.get("restart", "no")) == "no", f"{name} is one-shot and must not restart"
+            continue
+        test = healthcheck_test(svc)
+        if name in NO_HEALTHCHECK_OK:
+            assert test is None, f"{name} has a healthcheck now: drop it from NO_HEALTHCHECK_OK"
+            continue
+        assert test and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, f"{name}: no healthcheck"
+
+
+def test_wemcp_services_are_the_services_directory(services: dict[str, dict[str, Any]]) -> None:
+    ours = wemcp_services(services)
+    assert sorted(ours) == SERVICE_DIRS
+    for name, svc in ours.items():
+        build = svc["build"]
+        assert Path(ROOT / build.get("context", ".")).resolve() == ROOT, name
+        assert build.get("dockerfile", "Dockerfile") == "Dockerfile", name
+        assert build.get("args", {}).get("SERVICE") == name, f"{name} builds SERVICE={build.get('args')}"
+        assert "command" not in svc and "entrypoint" not in svc, f"{name} must run the image's CMD"
+        assert str(svc.get("user", "")).split(":")[0] not in ("root", "0"), f"{name} runs as root"
+        assert healthcheck_test(svc) == ["CMD", "python", "/usr/local/lib/wemcp/healthcheck.py"], name
+
+
+@pytest.mark.parametrize("name", SERVICE_DIRS)
+def test_service_settings(
+    services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = services[name]
+    env = container_env(name, svc)
+    required = {"NATS_URL", "REDIS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "LOG_LEVEL"}
+    required |= set() if name == "gateway" else {"DATABASE_URL"}
+    assert required <= set(env_of(svc)), f"{name} lacks {sorted(required - set(env_of(svc)))}"
+
+    # infrastructure URLs name the compose services and their ports
+    expected_hosts = {
+        "NATS_URL": ("nats", 4222),
+        "REDIS_URL": ("redis", 6379),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": ("otel-collector", 4318),
+        "DATABASE_URL": ("postgres", 5432),
+    }
+    for key, (host, port) in expected_hosts.items():
+        if key in env:
+            parts = urlsplit(env[key])
+            assert (parts.hostname, parts.port) == (host, port), f"{name} {key}={env[key]}"
+            assert host in services
+    if name != "gateway":
+        deps = depends_of(svc)
+        for infra in INFRA:
+            assert deps.get(infra, {}).get("condition") == "service_healthy", (
+                f"{name} does not wait for {infra}"
+            )
+        assert deps.get("migrate", {}).get("condition") == "service_completed_successfully", name
+
+    # the real settings class accepts that environment and listens on 0.0.0.0:8000
+    for key in list(os.environ):
+        if key.startswith("WEMCP_") or key in {
+            "DATABASE_URL",
+            "NATS_URL",
+            "REDIS_URL",
+            "LOG_LEVEL",
+            "LOG_FORMAT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        }:
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(importlib.import_module(f"wemcp.{name}.config").Settings)
+    assert (settings.host, settings.port) == ("0.0.0.0", CONTAINER_PORT)
+    assert urlsplit(settings.nats_url).hostname == "nats"
+    assert settings.otel_endpoint == "http://otel-collector:4318"
+    if name != "gateway":
+        assert urlsplit(settings.database_url).hostname == "postgres"
+    else:
+        others = [s for s in SERVICE_DIRS if s != "gateway"]
+        assert settings.service_urls() == {s: f"http://{s}:{CONTAINER_PORT}" for s in others}
+
+
+def test_gateway(services: dict[str, dict[str, Any]]) -> None:
+    gw = services["gateway"]
+    env = env_of(gw)
+    deps = depends_of(gw)
+    for svc in (s for s in SERVICE_DIRS if s != "gateway"):
+        assert env.get(f"WEMCP_GATEWAY_{svc.upper()}_URL") == f"http://{svc}:{CONTAINER_PORT}", svc
+        assert svc in services
+        assert deps.get(svc, {}).get("condition") == "service_healthy", f"gateway does not wait for {svc}"
+    assert published_ports(gw).get(CONTAINER_PORT) == 8000
+
+
+def test_depends_on(services: dict[str, dict[str, Any]]) -> None:
+    done = one_shot(services)
+    for name, svc in services.items():
+        for dep, spec in depends_of(svc).items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            assert spec.get("condition") in CONDITIONS, f"{name} -> {dep}: no condition"
+            if spec["condition"] == "service_healthy":
+                assert healthcheck_test(services[dep]), (
+                    f"{name} waits for {dep} healthy, which has no healthcheck"
+                )
+            if spec["condition"] == "service_completed_successfully":
+                assert dep in done
+    # no cycles
+    state: dict[str, int] = {}
+
+    def visit(n: str, trail: tuple[str, ...]) -> None:
+        assert state.get(n) != 1, f"dependency cycle: {' -> '.join((*trail, n))}"
+        if state.get(n) == 2:
+            return
+        state[n] = 1
+        for dep in depends_of(services[n]):
+            visit(dep, (*trail, n))
+        state[n] = 2
+
+    for n in services:
+        visit(n, ())
+
+
+def test_migrate(services: dict[str, dict[str, Any]]) -> None:
+    mig = services["migrate"]
+    assert mig["build"].get("dockerfile", "Dockerfile") == "Dockerfile"
+    assert mig["build"]["args"]["SERVICE"] in SERVICE_DIRS
+    cmd = mig["command"] if isinstance(mig["command"], list) else shlex.split(mig["command"])
+    assert cmd == ["python", "-m", "wemcp.devstack.cli", "migrate"]
+    assert env_of(mig)["DATABASE_URL"] == env_of(services["catalog"])["DATABASE_URL"]
+    assert depends_of(mig)["postgres"]["condition"] == "service_healthy"
+
+
+def test_infrastructure(services: dict[str, dict[str, Any]]) -> None:
+    pg = services["postgres"]
+    assert pg["image"] == "pgvector/pgvector:pg17"
+    init_dir = next(src for src, target in bind_mounts(pg) if target == "/docker-entrypoint-initdb.d")
+    sql = "\n".join(p.read_text() for p in sorted(init_dir.glob("*.sql"))).lower()
+    assert re.search(r"create database wemcp\b", sql)
+    assert re.search(r"create extension if not exists vector\b", sql)
+    assert re.search(r"create extension if not exists pg_trgm\b", sql)
+    db_url = urlsplit(env_of(services["catalog"])["DATABASE_URL"])
+    assert db_url.path == "/wemcp"
+    assert db_url.password == env_of(pg)["POSTGRES_PASSWORD"]
+    assert "POSTGRES_DB" not in env_of(pg)  # the init script creates wemcp
+    # pg_isready over TCP: the socket-only server that runs the init scripts must not count as ready
+    assert "-h" in " ".join(healthcheck_test(pg) or [])
+
+    nats = services["nats"]
+    args = nats["command"] if isinstance(nats["command"], list) else shlex.split(nats["command"])
+    assert "-js" in args and args[args.index("-sd") + 1] == "/data"
+    assert args[args.index("-m") + 1] == "8222"
+    assert "8222/healthz" in " ".join(healthcheck_test(nats) or [])
+    # the plain nats tag is a scratch image: a wget healthcheck needs the alpine variant
+    assert nats["image"].startswith("nats:2.10") and "alpine" in nats["image"]
+
+    redis = services["redis"]
+    assert redis["image"].split(":")[0] == "redis" and redis["image"].split(":")[1].startswith("7")
+    rargs = " ".join(redis["command"]) if isinstance(redis["command"], list) else redis["command"]
+    assert "--appendonly yes" in rargs
+
+
+def test_bind_mounts_exist(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        for src, _target in bind_mounts(svc):
+            assert src.exists(), f"{name} mounts missing {src}"
+            assert ROOT in src.parents, f"{name} mounts {src} outside the repository"
+
+
+def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
+    expected = {
+        "gateway": (8000, 8000),
+        "jaeger": (16686, 16686),
+        "prometheus": (9090, 9090),
+        "grafana": (3000, 3000),
+    }
+    for name, (container, host) in expected.items():
+        assert published_ports(services[name]).get(container) == host, name
+    doc = (ROOT / "docs" / "containers.md").read_text()
+    assert "docker compose up --build" in doc
+    for _name, (_c, host) in expected.items():
+        assert str(host) in doc
+
+
+# -- Dockerfile, .dockerignore, entrypoint, healthcheck ---------------------------------------------
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[tuple[str, str]]] = [[]]
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instr, _, rest = line.partition(" ")
+        if instr.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((instr.upper(), rest.strip()))
+    return stages[1:]
+
+
+def test_dockerfile() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2, "multi-stage build expected"
+    everything = [i for s in stages for i in s]
+    final = stages[-1]
+    runs = " ".join(rest for instr, rest in everything if instr == "RUN")
+    uv_version = re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    assert uv_version and f"pip install uv=={uv_version.group(1)}" in runs
+    assert re.search(r"uv sync --frozen --all-packages --no-dev\b", runs)
+
+    kinds = [instr for instr, _ in final]
+    assert "ARG" in kinds and any(rest.split("=")[0] == "SERVICE" for instr, rest in final if instr == "ARG")
+    users = [rest for instr, rest in final if instr == "USER"]
+    assert users, "no USER in the final stage"
+    assert users[-1].split(":")[0] not in ("root", "0"), "the image runs as root"
+    assert kinds.index("USER") < kinds.index("CMD")
+    assert ("EXPOSE", str(CONTAINER_PORT)) in final
+    health = [rest for instr, rest in final if instr == "HEALTHCHECK"]
+    assert health and "/usr/local/lib/wemcp/healthcheck.py" in health[-1] and "NONE" not in health[-1]
+    cmd = [rest for instr, rest in final if instr == "CMD"][-1]
+    assert "python -m wemcp.${SERVICE}.main" in " ".join(json.loads(cmd))
+    entry = [rest for instr, rest in final if instr == "ENTRYPOINT"][-1]
+    assert json.loads(entry) == ["wemcp-entrypoint"]
+
+    # what COPY takes from the build context exists and is not excluded by .dockerignore
+    ignore = [
+        ln.strip()
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
+    copied: dict[str, str] = {}
+    for instr, rest in everything:
+        if instr != "COPY" or "--from=" in rest:
+            continue
+        parts = [p for p in rest.split() if not p.startswith("--")]
+        for src in parts[:-1]:
+            assert (ROOT / src).exists(), f"COPY {src}: missing"
+            assert not any(
+                fnmatch.fnmatch(src, pat) or src.startswith(pat.rstrip("/") + "/")
+                for pat in ignore
+                if not pat.startswith("!")
+            ), f"COPY {src} is excluded by .dockerignore"
+            copied[src] = parts[-1]
+    assert copied.get("deploy/docker/healthcheck.py") == "/usr/local/lib/wemcp/healthcheck.py"
+    assert copied.get("deploy/docker/entrypoint.sh", "").endswith("/wemcp-entrypoint")
+
+
+def test_dockerignore() -> None:
+    patterns = {
+        ln.strip().lstrip("/").removeprefix("**/")
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    }
+    for must in (
+        ".venv",
+        ".tools",
+        ".data",
+        ".git",
+        "node_modules",
+        "__pycache__",
+        ".pytest_cache",
+        ".mypy_cache",
+        ".ruff_cache",
+    ):
+        assert must in patterns, f".dockerignore does not exclude {must}"
+    for needed in ("pyproject.toml", "uv.lock", "libs", "services", "deploy/docker"):
+        assert needed not in patterns
+
+
+def test_entrypoint_sets_host_and_port() -> None:
+    proc = run_entrypoint({"SERVICE": "catalog"}, "env")
+    assert proc.returncode == 0, proc.stderr
+    env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    assert env["WEMCP_CATALOG_HOST"] == "0.0.0.0" and env["WEMCP_CATALOG_PORT"] == "8000"
+    # explicit settings win
+    proc = run_entrypoint({"SERVICE": "catalog", "WEMCP_CATALOG_PORT": "9001"}, "env")
+    assert "WEMCP_CATALOG_PORT=9001" in proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize("service", ["", "cat;touch /tmp/x", "Catalog", "../x"])
+def test_entrypoint_rejects_bad_service(service: str) -> None:
+    proc = run_entrypoint({"SERVICE": service}, "env")
+    assert proc.returncode == 64, (proc.stdout, proc.stderr)
+
+
+def test_entrypoint_default_command(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "ARGS $*"\n')
+    fake.chmod(0o755)
+    proc = run_entrypoint({"SERVICE": "goods"}, path_prefix=str(tmp_path))
+    assert proc.stdout.strip() == "ARGS -m wemcp.goods.main", proc.stderr
+    # the Dockerfile's CMD, as Docker passes it to the entrypoint
+    cmd = json.loads([rest for instr, rest in dockerfile_stages()[-1] if instr == "CMD"][-1])
+    proc = run_entrypoint({"SERVICE": "goods"}, *cmd, path_prefix=str(tmp_path))
+    assert proc.stdout.strip() == "ARGS -m wemcp.goods.main", proc.stderr
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[int, dict[str, int]]]:
+    state = {"status": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code = state["status"] if self.path == "/healthz" else 404
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"status": "ok"}')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_healthcheck(env: dict[str, str]) -> int:
+    return subprocess.run(
+        [sys.executable, str(HEALTHCHECK)],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        capture_output=True,
+        timeout=20,
+    ).returncode
+
+
+def test_healthcheck_script(health_server: tuple[int, dict[str, int]]) -> None:
+    port, state = health_server
+    env = {"SERVICE": "catalog", "WEMCP_CATALOG_PORT": str(port)}
+    assert run_healthcheck(env) == 0
+    state["status"] = 503
+    assert run_healthcheck(env) == 1
+    state["status"] = 200
+    assert run_healthcheck({"SERVICE": "goods", "WEMCP_GOODS_PORT": str(port)}) == 0
+    assert (
+        run_healthcheck({"SERVICE": "goods", "WEMCP_CATALOG_PORT": str(port), "WEMCP_GOODS_PORT": "1"}) == 1
+    )
+
+
+# -- telemetry ------------------------------------------------------------------------------------
+
+
+def collector_config(services: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    path = ROOT / "deploy" / "otel" / "collector.yaml"
+    cfg = load_yaml(path)
+    target = mount_target(services["otel-collector"], path)
+    assert f"--config={target}" in services["otel-collector"].get("command", []), (
+        "collector reads another file"
+    )
+    return cfg
+
+
+def test_collector_config(services: dict[str, dict[str, Any]]) -> None:
+    cfg = collector_config(services)
+    protocols = cfg["receivers"]["otlp"]["protocols"]
+    assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
+    assert protocols["http"]["endpoint"] == "0.0.0.0:4318"
+    svc = cfg["service"]
+    for ext in svc.get("extensions", []):
+        assert ext in cfg.get("extensions", {}), f"undefined extension {ext}"
+    pipelines = svc["pipelines"]
+    for pname, pipe in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            for comp in pipe.get(kind, []):
+                assert comp in (cfg.get(kind) or {}), f"pipeline {pname}: undefined {kind[:-1]} {comp}"
+        assert pipe.get("receivers") and pipe.get("exporters"), pname
+
+    traces = [e for e in pipelines["traces"]["exporters"] if e.split("/")[0] in ("otlp", "otlphttp")]
+    assert traces, "traces are not exported over OTLP"
+    host, port = cfg["exporters"][traces[0]]["endpoint"].rsplit(":", 1)
+    assert host.split("//")[-1] == "jaeger" and port == "4317"
+    assert (
+        interpolate(services["jaeger"].get("environment", {}).get("COLLECTOR_OTLP_ENABLED", "true")) == "true"
+    )
+    assert services["jaeger"]["image"].startswith("jaegertracing/all-in-one")
+
+    prom = [e for e in pipelines["metrics"]["exporters"] if e.split("/")[0] == "prometheus"]
+    assert prom, "metrics are not exported to Prometheus"
+    assert cfg["exporters"][prom[0]]["endpoint"].endswith(":8889")
+    assert cfg["exporters"][prom[0]].get("resource_to_telemetry_conversion", {}).get("enabled") is True
+
+
+def test_prometheus_config(services: dict[str, dict[str, Any]]) -> None:
+    path = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    cfg = load_yaml(path)
+    target_path = mount_target(services["prometheus"], path)
+    assert f"--config.file={target_path}" in services["prometheus"]["command"]
+    targets = {
+        t for job in cfg["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]
+    }
+    assert "otel-collector:8889" in targets
+
+
+def test_grafana(services: dict[str, dict[str, Any]]) -> None:
+    graf = services["grafana"]
+    prov = ROOT / "deploy" / "grafana" / "provisioning"
+    assert mount_target(graf, prov) == "/etc/grafana/provisioning"
+    sources = [
+        ds for f in sorted((prov / "datasources").glob("*.y*ml")) for ds in load_yaml(f)["datasources"]
+    ]
+    prom = [ds for ds in sources if ds["type"] == "prometheus"]
+    assert (
+        prom and urlsplit(prom[0]["url"]).hostname == "prometheus" and urlsplit(prom[0]["url"]).port == 9090
+    )
+    uid = prom[0]["uid"]
+
+    providers = [p for f in sorted((prov / "dashboards").glob("*.y*ml")) for p in load_yaml(f)["providers"]]
+    dash_dir = ROOT / "deploy" / "grafana" / "dashboards"
+    assert providers and providers[0]["options"]["path"] == mount_target(graf, dash_dir)
+    dashboards = sorted(dash_dir.glob("*.json"))
+    assert dashboards
+    dash = json.loads(dashboards[0].read_text())
+    panels = [p for p in dash["panels"] if p.get("type") != "row"]
+    assert len(panels) >= 4
+    exprs = []
+    for p in panels:
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            assert (t.get("datasource") or p["datasource"])["uid"] == uid, p["title"]
+            exprs.append(t["expr"])
+    text = "\n".join(exprs)
+    assert re.search(r"by \([^)]*service_name", text), "no per-service breakdown"
+    assert "http_response_status_code" in text and "consumer, outcome" in text
+
+    # each series comes from an instrument the code really emits, with that unit
+    code = "\n".join(p.read_text() for p in (ROOT / "libs" / "common" / "src").rglob("*.py"))
+    for (instrument, unit), series in METRICS.items():
+        assert series in text, f"dashboard lacks {series}"
+        m = re.search(rf'create_\w+\(\s*"{re.escape(instrument)}"(?P<args>[^)]*)\)', code)
+        assert m, f"the code no longer emits {instrument}"
+        if unit:
+            assert f'unit="{unit}"' in m.group("args"), f"{instrument} changed its unit"
