@@ -39,6 +39,8 @@ async def redis(infra):
 
 
 def client(redis, policies=None, **kw) -> QuotaClient:
+    # a generous timeout: a burst of 100 callers opens 100 connections on a busy 2-core test machine
+    kw.setdefault("timeout", 5.0)
     return QuotaClient(redis, policies or StaticPolicies(), run_context_secret=SECRET, **kw)
 
 
