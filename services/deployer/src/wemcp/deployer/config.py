@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from wemcp.common.config import ServiceSettings, load_settings
@@ -11,6 +13,56 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WEMCP_DEPLOYER_", extra="ignore", populate_by_name=True)
 
     service_name: str = "deployer"
+    port: int = Field(default=8004, ge=0, le=65535)
+
+    # Where packages are installed (one prefix per package@version), caches and run directories live.
+    # It must be readable by the sandbox uids (not under a 0700 directory such as /root).
+    data_dir: Path = Path(".data/deployer")
+    # Uploaded source archives (`<sha256>.tar.gz` / `.zip`); archive specs may only name files in here.
+    archive_dir: Path = Path(".data/archives")
+    default_backend: str = "local"
+
+    # The stdio→HTTP bridge of the local backend: loopback only. 0 picks a free port at start.
+    bridge_host: str = "127.0.0.1"
+    bridge_port: int = Field(default=8710, ge=0, le=65535)
+    # Endpoints announced in server.deployed; defaults to http://{bridge_host}:{port}.
+    bridge_public_url: str | None = None
+
+    # Sandbox: "auto" probes bubblewrap, then falls back to the restricted subprocess.
+    sandbox: str = Field(default="auto", pattern="^(auto|bwrap|restricted)$")
+    sandbox_memory_mb: int = Field(default=1024, ge=64)
+    sandbox_cpu_seconds: int = Field(default=3600, ge=1)
+    sandbox_max_processes: int = Field(default=64, ge=4)
+    sandbox_max_open_files: int = Field(default=256, ge=16)
+    sandbox_uid_base: int = Field(default=200000, ge=1000)
+
+    idle_seconds: float = Field(default=600.0, gt=0)
+    reap_interval_seconds: float = Field(default=15.0, gt=0)
+    start_timeout_seconds: float = Field(default=60.0, gt=0)
+    call_timeout_seconds: float = Field(default=120.0, gt=0)
+    install_timeout_seconds: float = Field(default=600.0, gt=0)
+    max_children_per_server: int = Field(default=16, ge=1)
+    max_concurrent_deploys: int = Field(default=2, ge=1)
+
+    # SSRF: remotes on private/loopback/link-local addresses are refused unless listed here
+    # (hostnames or CIDRs, comma separated).
+    remote_allow: str = ""
+
+    npm_registry: str | None = None
+    pip_index_url: str | None = None
+    # Base interpreter for per-package venvs (must be readable by the sandbox uid).
+    venv_python: str = "/usr/bin/python3"
+
+    # Cloud backends: live calls only with credentials and this explicit opt-in.
+    cloud_live: bool = False
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def allow_list(self) -> list[str]:
+        return [x.strip() for x in self.remote_allow.split(",") if x.strip()]
 
 
 @lru_cache

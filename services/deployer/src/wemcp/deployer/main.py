@@ -1,19 +1,43 @@
-"""Composition root of the deployer service: `wemcp-deployer` serves its HTTP API and runs its consumers
-and outbox relay in one process."""
+"""Composition root of the deployer service: `wemcp-deployer` serves its HTTP API, runs its consumers,
+its deployment worker and the local backend's bridge, and relays its outbox, in one process."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from wemcp.common.events.base import ProbeRecorded
+from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted
 from wemcp.common.probes import make_probe_handler, probe_router
-from wemcp.common.service import ServiceSpec, run_service
+from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
 from wemcp.deployer.api import router
-from wemcp.deployer.config import get_settings
+from wemcp.deployer.config import Settings, get_settings
+from wemcp.deployer.handlers import on_server_disabled, on_server_enabled, on_server_submitted
 from wemcp.deployer.models import bus_tables, probe_receipts
+from wemcp.deployer.service import Orchestrator
 
 SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),
+    (ServerSubmitted, on_server_submitted),
+    (ServerDisabled, on_server_disabled),
+    (ServerEnabled, on_server_enabled),
 ]
+
+
+async def start_worker(runtime: Runtime) -> None:
+    assert runtime.sessions is not None
+    settings = runtime.settings if isinstance(runtime.settings, Settings) else Settings(
+        **runtime.settings.model_dump())
+    orch = Orchestrator(runtime.sessions, cast(Settings, settings))
+    await orch.start()
+    runtime.extras["orchestrator"] = orch
+
+
+async def stop_worker(runtime: Runtime) -> None:
+    orch = runtime.extras.pop("orchestrator", None)
+    if orch is not None:
+        await orch.stop()
+
 
 SPEC = ServiceSpec(
     name="deployer",
@@ -22,6 +46,8 @@ SPEC = ServiceSpec(
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=False,
+    on_start=[start_worker],
+    on_stop=[stop_worker],
 )
 SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
 

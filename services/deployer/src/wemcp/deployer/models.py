@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Index, Integer, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
 from wemcp.common.db import declarative_base_for
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table
@@ -9,3 +17,40 @@ from wemcp.common.probes import probe_table
 Base = declarative_base_for("deployer")
 bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
+
+class Deployment(Base):
+    """One row per server (by slug): the desired state, the last attempt and its outcome."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    server_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    slug: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    name: Mapped[str] = mapped_column(String(300), nullable=False, default="")
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    backend: Mapped[str] = mapped_column(String(40), nullable=False, default="local")
+    # queued | deploying | deployed | failed | stopping | disabled
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="queued")
+    desired: Mapped[str] = mapped_column(String(20), nullable=False, default="running")  # running | stopped
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, default=list)
+    endpoint: Mapped[str | None] = mapped_column(Text)
+    transport: Mapped[str | None] = mapped_column(String(40))
+    protocol_versions: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
+    package_version: Mapped[str | None] = mapped_column(String(100))
+    introspection: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    reason: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now(),
+                                                 onupdate=func.now())
+    deployed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_deployments_work", "updated_at", postgresql_where=text("status IN ('queued', 'deploying', 'stopping')")),
+        {"comment": "deployments of submitted servers"},
+    )
+

@@ -1,0 +1,1 @@
+"""Deployment backends behind one interface (:class:`wemcp.deployer.backends.base.Deployer`)."""

@@ -1,0 +1,114 @@
+"""The local backend: install into an isolated prefix, run sandboxed, bridge stdio to HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, RuntimeStatus, Target
+from wemcp.deployer.bridge import Bridge, Hosted
+from wemcp.deployer.child import ChildError, Command
+from wemcp.deployer.install import Installed, Installer, InstallError
+from wemcp.deployer.spec import DeploySpec, base_env, package_argv
+
+
+class LocalDeployer:
+    name = "local"
+
+    def __init__(self, installer: Installer, bridge: Bridge) -> None:
+        self.installer = installer
+        self.bridge = bridge
+
+    def plan(self, target: Target) -> Plan:
+        spec = target.spec
+        if spec.package is not None:
+            pkg = spec.package
+            kind = pkg.registry_type
+            ref = f"{pkg.identifier}@{pkg.version or 'latest'}"
+            prefix = self.installer.prefix_for(kind, pkg.identifier, pkg.version or "latest")
+            install = (f"npm install --prefix {prefix} {ref}" if kind == "npm"
+                       else f"uv venv {prefix} && uv pip install {pkg.identifier}=={pkg.version or '*'}")
+        else:
+            assert spec.archive is not None
+            kind = "archive"
+            install = f"extract archive {spec.archive.sha256 or spec.archive.path} and install its dependencies"
+        return Plan(backend=self.name, slug=target.slug, kind=kind, actions=[
+            install,
+            f"run in sandbox ({self.bridge.caps.mode}; network {'on' if spec.network else 'off'})",
+            f"bridge stdio to {self.bridge.endpoint(target.slug)}",
+        ])
+
+    async def _install(self, spec: DeploySpec) -> Installed:
+        try:
+            if spec.package is not None:
+                return await self.installer.install(spec.package)
+            assert spec.archive is not None
+            return await self.installer.install_archive(spec.archive)
+        except InstallError as exc:
+            raise DeployError(str(exc), exc.tail) from None
+
+    def hosted_for(self, target: Target, installed: Installed) -> Hosted:
+        spec = target.spec
+        declared = {e.name for e in spec.env_vars()}
+        static = base_env(spec)
+        pkg = spec.package
+
+        def make_command(env: dict[str, str]) -> Command:
+            values = {**static, **env}
+            args = package_argv(pkg, values) if pkg is not None else []
+            return Command(argv=[*installed.argv, *args], root=Path(installed.root), env=values, network=spec.network)
+
+        return Hosted(slug=target.slug, make_command=make_command, allowed_env=declared,
+                      secret_env=spec.secret_names())
+
+    async def deploy(self, target: Target, progress: Progress) -> Outcome:
+        await progress("installing", self.plan(target).actions[0])
+        installed = await self._install(target.spec)
+        await progress("installed", f"version {installed.version}" + (" (cached)" if installed.cached else ""))
+        await self.bridge.unregister(target.slug)  # a redeploy replaces every child of the old version
+        self.bridge.register(self.hosted_for(target, installed))
+        await progress("starting", f"sandbox {self.bridge.caps.mode}")
+        try:
+            # Start once without any caller's secrets: this is also the child introspection uses.
+            child = await self.bridge.child_for(target.slug, {})
+        except ChildError as exc:
+            await self.bridge.unregister(target.slug)
+            missing = [e.name for e in target.spec.env_vars() if e.is_required and e.default is None]
+            reason = f"the server crashed at start: {exc}"
+            if missing:
+                reason += f" (it may need {', '.join(missing)}; servers should start without secrets)"
+            raise DeployError(reason, exc.tail) from None
+        return Outcome(endpoint=self.bridge.endpoint(target.slug), transport="streamable-http",
+                       package_version=installed.version, introspect_url=self.bridge.endpoint(target.slug),
+                       handshake_version=(child.init_result or {}).get("protocolVersion"))
+
+    async def restore(self, target: Target) -> None:
+        """Re-register an already deployed server after a restart (children start on the next call)."""
+        installed = await self._install(target.spec)
+        self.bridge.register(self.hosted_for(target, installed))
+
+    async def status(self, slug: str) -> RuntimeStatus:
+        hosted = self.bridge.hosted.get(slug)
+        if hosted is None:
+            return RuntimeStatus("stopped")
+        alive = [c for c in hosted.children.values() if c.alive]
+        return RuntimeStatus("running" if alive else "idle", replicas=len(alive),
+                             detail={"pids": [c.proc.pid for c in alive if c.proc], "sandbox": self.bridge.caps.mode})
+
+    async def logs(self, slug: str, lines: int = 100) -> str:
+        hosted = self.bridge.hosted.get(slug)
+        if hosted is None:
+            return ""
+        parts = [c.tail(lines) for c in hosted.children.values()]
+        return "\n".join(p for p in parts if p) or hosted.last_tail
+
+    async def scale(self, slug: str, replicas: int) -> None:
+        hosted = self.bridge.hosted.get(slug)
+        if hosted is None:
+            raise DeployError(f"{slug} is not deployed here")
+        if replicas == 0:
+            await self.bridge.scale_to_zero(hosted)
+        else:
+            await self.bridge.child_for(slug, {})  # children per credential set start on demand
+
+    async def undeploy(self, slug: str) -> None:
+        await self.bridge.unregister(slug)

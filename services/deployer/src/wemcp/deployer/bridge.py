@@ -1,0 +1,357 @@
+"""The local backend's stdio → Streamable HTTP (and legacy SSE) bridge, on loopback.
+
+``POST /s/{slug}/mcp`` speaks Streamable HTTP in both protocol eras: the 2025 revisions
+(``initialize`` → ``Mcp-Session-Id``) and 2026-07-28 (stateless; ``server/discover``). ``GET
+/s/{slug}/sse`` + ``POST /s/{slug}/messages`` is the 2024-11-05 SSE transport.
+
+One child per credential set: a caller's values for the server's declared variables arrive as
+``X-WeMcp-Env-<NAME>`` headers (the gateway fills them from the vault; logs redact that prefix);
+children are keyed by a hash of those values, so callers with different secrets never share a
+process. Children are started on demand, stopped after ``idle_seconds`` without calls (scale to
+zero; sessions survive, the next call starts a fresh child) and restarted after a crash with
+backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from wemcp.common.logging import get_logger
+from wemcp.deployer import sandbox
+from wemcp.deployer.child import ChildError, Command, StdioChild
+
+log = get_logger("wemcp.deployer.bridge")
+ENV_HEADER = "x-wemcp-env-"
+MODERN = "2026-07-28"
+
+
+class Backoff(Exception):
+    def __init__(self, retry_after: float, reason: str) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Hosted:
+    slug: str
+    make_command: Callable[[dict[str, str]], Command]  # credential values → command
+    allowed_env: set[str]
+    secret_env: set[str]
+    children: dict[str, StdioChild] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=lambda: collections.defaultdict(asyncio.Lock))
+    crashes: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=20))
+    last_tail: str = ""
+
+
+@dataclass
+class Session:
+    slug: str
+    key: str
+    env: dict[str, str]
+    queue: asyncio.Queue[dict[str, Any]] | None = None  # legacy SSE only
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class Bridge:
+    def __init__(self, *, caps: sandbox.Capabilities, limits: sandbox.Limits, run_dir: Path, host: str = "127.0.0.1",
+                 port: int = 0, public_url: str | None = None, idle_seconds: float = 600.0,
+                 reap_interval: float = 15.0, start_timeout: float = 60.0, call_timeout: float = 120.0,
+                 max_children: int = 16, uid_base: int = 200000) -> None:
+        self.caps = caps
+        self.limits = limits
+        self.run_dir = run_dir
+        self.host, self.port = host, port
+        self.public_url = public_url
+        self.idle_seconds = idle_seconds
+        self.reap_interval = reap_interval
+        self.start_timeout = start_timeout
+        self.call_timeout = call_timeout
+        self.max_children = max_children
+        self.uid_base = uid_base
+        self.hosted: dict[str, Hosted] = {}
+        self.sessions: dict[str, Session] = {}
+        self._free_uids = collections.deque(range(uid_base, uid_base + 60000))
+        self._server: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.app = Starlette(routes=[
+            Route("/s/{slug}/mcp", self._mcp, methods=["POST", "GET", "DELETE"]),
+            Route("/s/{slug}/sse", self._sse, methods=["GET"]),
+            Route("/s/{slug}/messages", self._messages, methods=["POST"]),
+            Route("/healthz", lambda r: JSONResponse({"status": "ok", "servers": len(self.hosted)})),
+        ])
+
+    # ------------------------------------------------------------------ process lifecycle
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(512)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
+                                timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock])))
+        self._tasks.append(asyncio.create_task(self._reaper()))
+        for _ in range(200):
+            if self._server.started:
+                break
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        for slug in list(self.hosted):
+            await self.unregister(slug)
+        if self._server is not None:
+            self._server.should_exit = True
+        self._tasks[1].cancel() if len(self._tasks) > 1 else None
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(t, 5)
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def endpoint(self, slug: str, transport: str = "streamable-http") -> str:
+        return f"{self.base_url}/s/{slug}/" + ("mcp" if transport == "streamable-http" else "sse")
+
+    def register(self, hosted: Hosted) -> None:
+        old = self.hosted.get(hosted.slug)
+        if old is not None:
+            hosted.children, hosted.crashes = old.children, old.crashes
+        self.hosted[hosted.slug] = hosted
+
+    async def unregister(self, slug: str) -> None:
+        hosted = self.hosted.pop(slug, None)
+        for sid in [k for k, s in self.sessions.items() if s.slug == slug]:
+            self.sessions.pop(sid, None)
+        if hosted is not None:
+            await self.scale_to_zero(hosted)
+
+    async def scale_to_zero(self, hosted: Hosted) -> None:
+        children = list(hosted.children.items())
+        hosted.children.clear()
+        for _key, child in children:
+            await self._stop_child(child)
+
+    async def _stop_child(self, child: StdioChild) -> None:
+        await child.stop()
+        if child.uid is not None:
+            self._free_uids.append(child.uid)
+
+    async def child_for(self, slug: str, env: dict[str, str]) -> StdioChild:
+        hosted = self.hosted.get(slug)
+        if hosted is None:
+            raise KeyError(slug)
+        key = credential_key(env)
+        child = hosted.children.get(key)
+        if child is not None and child.alive:
+            return child
+        async with hosted.locks[key]:
+            child = hosted.children.get(key)
+            if child is not None and child.alive:
+                return child
+            now = time.monotonic()
+            if child is not None:  # it died on its own: a crash
+                hosted.crashes.append(now)
+                hosted.last_tail = child.tail()
+                hosted.children.pop(key, None)
+                await self._stop_child(child)
+            recent = [t for t in hosted.crashes if now - t < 120]
+            if len(recent) >= 2:
+                wait = min(0.5 * 2 ** (len(recent) - 2), 60.0)
+                if now - recent[-1] < wait:
+                    raise Backoff(wait - (now - recent[-1]), "the server keeps crashing; restarting with backoff")
+            if len(hosted.children) >= self.max_children:
+                raise Backoff(5.0, "too many credential sets are active on this server")
+            uid = self._free_uids.popleft() if self.caps.own_uid else None
+            child = StdioChild(hosted.make_command(env), caps=self.caps, limits=self.limits, uid=uid,
+                               run_dir=self.run_dir / f"{slug}-{uuid.uuid4().hex[:8]}",
+                               secrets=[v for k, v in env.items() if k in hosted.secret_env],
+                               start_timeout=self.start_timeout)
+            try:
+                await child.start()
+            except ChildError as exc:
+                hosted.crashes.append(time.monotonic())
+                hosted.last_tail = exc.tail
+                if uid is not None:
+                    self._free_uids.append(uid)
+                raise
+            hosted.children[key] = child
+            log.info("child_started", slug=slug, pid=child.proc.pid if child.proc else None,
+                     children=len(hosted.children))
+            return child
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_interval)
+            await self.reap_once()
+
+    async def reap_once(self) -> int:
+        now = time.monotonic()
+        stopped = 0
+        for hosted in list(self.hosted.values()):
+            for key, child in list(hosted.children.items()):
+                if child.in_flight == 0 and now - child.last_used > self.idle_seconds:
+                    hosted.children.pop(key, None)
+                    await self._stop_child(child)
+                    stopped += 1
+        for sid, s in list(self.sessions.items()):
+            if s.queue is None and now - s.last_used > max(self.idle_seconds, 3600):
+                self.sessions.pop(sid, None)
+        return stopped
+
+    # ------------------------------------------------------------------ protocol
+    async def handle(self, slug: str, env: dict[str, str], msg: dict[str, Any]) -> dict[str, Any] | None:
+        method, mid = msg.get("method"), msg.get("id")
+        if method is None or mid is None:
+            return None  # notifications and responses stop here: the bridge owns the child's handshake
+        if method == "ping":
+            return {"jsonrpc": "2.0", "id": mid, "result": {}}
+        try:
+            child = await self.child_for(slug, env)
+        except ChildError as exc:
+            return _error(mid, -32603, f"the server could not start: {exc}")
+        except Backoff as exc:
+            return _error(mid, -32603, f"{exc} (retry in {exc.retry_after:.1f} s)")
+        init = child.init_result or {}
+        if method == "initialize":
+            return {"jsonrpc": "2.0", "id": mid, "result": init}
+        if method == "server/discover":
+            result = {"supportedVersions": [MODERN], "capabilities": init.get("capabilities", {}),
+                      "serverInfo": init.get("serverInfo"), "resultType": "complete"}
+            if init.get("instructions"):
+                result["instructions"] = init["instructions"]
+            return {"jsonrpc": "2.0", "id": mid, "result": result}
+        try:
+            return await child.forward(msg, self.call_timeout)
+        except ChildError as exc:
+            return _error(mid, -32603, str(exc))
+
+    def _env_from(self, request: Request, hosted: Hosted) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for k, v in request.headers.items():
+            if k.startswith(ENV_HEADER):
+                name = k[len(ENV_HEADER):].upper().replace("-", "_")
+                if name not in hosted.allowed_env:
+                    raise ValueError(f"{name} is not a variable this server declares")
+                env[name] = v
+        return env
+
+    async def _mcp(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        hosted = self.hosted.get(slug)
+        if hosted is None:
+            return JSONResponse({"error": f"no hosted server {slug!r}"}, status_code=404)
+        if request.method == "GET":
+            return Response(status_code=405, headers={"Allow": "POST, DELETE"})
+        sid = request.headers.get("mcp-session-id")
+        if request.method == "DELETE":
+            if sid:
+                self.sessions.pop(sid, None)
+            return Response(status_code=204)
+        try:
+            env = self._env_from(request, hosted)
+            body = json.loads(await request.body())
+        except ValueError as exc:
+            return JSONResponse(_error(None, -32700, f"bad request: {exc}"), status_code=400)
+        session: Session | None = None
+        if sid:
+            session = self.sessions.get(sid)
+            if session is None or session.slug != slug:
+                return JSONResponse(_error(None, -32001, "unknown or expired session"), status_code=404)
+            if env and credential_key(env) != session.key:
+                return JSONResponse(_error(None, -32600, "credentials differ from the session's"), status_code=400)
+            env = session.env
+            session.last_used = time.monotonic()
+        messages = body if isinstance(body, list) else [body]
+        if not messages or not all(isinstance(m, dict) for m in messages):
+            return JSONResponse(_error(None, -32600, "invalid JSON-RPC message"), status_code=400)
+        replies = [r for r in await asyncio.gather(*(self.handle(slug, env, m) for m in messages)) if r is not None]
+        headers = {}
+        if any(m.get("method") == "initialize" for m in messages) and not sid:
+            new = uuid.uuid4().hex
+            self.sessions[new] = Session(slug, credential_key(env), env)
+            headers["mcp-session-id"] = new
+        if not replies:
+            return Response(status_code=202, headers=headers)
+        payload = replies if isinstance(body, list) else replies[0]
+        return JSONResponse(payload, headers=headers)
+
+    async def _sse(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        hosted = self.hosted.get(slug)
+        if hosted is None:
+            return JSONResponse({"error": f"no hosted server {slug!r}"}, status_code=404)
+        try:
+            env = self._env_from(request, hosted)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        sid = uuid.uuid4().hex
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sessions[sid] = Session(slug, credential_key(env), env, queue)
+
+        async def stream() -> Any:
+            try:
+                yield f"event: endpoint\ndata: /s/{slug}/messages?session_id={sid}\n\n"
+                while True:
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), 15)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: message\ndata: {json.dumps(msg, separators=(',', ':'))}\n\n"
+            finally:
+                self.sessions.pop(sid, None)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _messages(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        session = self.sessions.get(request.query_params.get("session_id", ""))
+        if session is None or session.slug != slug or session.queue is None:
+            return JSONResponse({"error": "unknown session"}, status_code=404)
+        try:
+            msg = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        if not isinstance(msg, dict):
+            return JSONResponse({"error": "invalid JSON-RPC message"}, status_code=400)
+        session.last_used = time.monotonic()
+        queue = session.queue
+
+        async def run() -> None:
+            reply = await self.handle(slug, session.env, msg)
+            if reply is not None:
+                await queue.put(reply)
+
+        asyncio.create_task(run())
+        return Response(status_code=202)
+
+
+def credential_key(env: dict[str, str]) -> str:
+    """Children are keyed by the *values* of a caller's variables, kept only as a hash."""
+    return hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
+
+
+def _error(mid: Any, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": mid, "error": {"code": code, "message": message}}

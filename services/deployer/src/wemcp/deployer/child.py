@@ -1,0 +1,225 @@
+"""One stdio MCP server process and the thin JSON-RPC plumbing around it.
+
+The bridge reads only what it must from each line: ``id`` and ``method``. It performs the
+initialize handshake itself once per process (so many client sessions reuse one warm child) and
+rewrites request ids so clients never collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wemcp.common.logging import get_logger, redact_value
+from wemcp.deployer import sandbox
+
+log = get_logger("wemcp.deployer.child")
+HANDSHAKE_VERSION = "2025-11-25"
+MAX_LINE = 16 * 1024 * 1024
+
+
+class ChildError(Exception):
+    """The server process failed; ``str()`` is user-actionable, ``tail`` the redacted output."""
+
+    def __init__(self, message: str, tail: str = "") -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
+@dataclass
+class Command:
+    argv: list[str]
+    root: Path  # read-only code root
+    env: dict[str, str]
+    network: bool = False
+
+
+class StdioChild:
+    def __init__(self, command: Command, *, caps: sandbox.Capabilities, limits: sandbox.Limits, uid: int | None,
+                 run_dir: Path, secrets: list[str] | None = None, start_timeout: float = 60.0) -> None:
+        self.command = command
+        self.caps = caps
+        self.limits = limits
+        self.uid = uid
+        self.run_dir = run_dir
+        self.secrets = [s for s in (secrets or []) if len(s) >= 4]
+        self.start_timeout = start_timeout
+        self.proc: asyncio.subprocess.Process | None = None
+        self.init_result: dict[str, Any] | None = None
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+        self._write_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_used = time.monotonic()
+        self.started_at = 0.0
+        self.in_flight = 0
+        self.exited = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> dict[str, Any]:
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.uid is not None and self.caps.own_uid:
+            os.chown(self.run_dir, self.uid, self.uid)
+        launch = sandbox.build_launch(self.caps, self.command.argv, root=self.command.root, home=self.run_dir,
+                                      env=self.command.env, limits=self.limits, network=self.command.network,
+                                      uid=self.uid)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *launch.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=launch.env, cwd=launch.cwd, preexec_fn=launch.preexec,
+                limit=MAX_LINE)
+        except OSError as exc:
+            raise ChildError(f"the server command could not be started: {exc.strerror or exc}") from None
+        self.started_at = time.monotonic()
+        self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr()),
+                       asyncio.create_task(self._wait())]
+        try:
+            result = await self.request("initialize", {
+                "protocolVersion": HANDSHAKE_VERSION, "capabilities": {},
+                "clientInfo": {"name": "wemcp-bridge", "version": "0.1.0"}}, timeout=self.start_timeout)
+        except ChildError as exc:
+            await asyncio.sleep(0.05)  # let the stderr reader drain the last lines
+            tail = self.tail()
+            await self.stop()
+            raise ChildError(str(exc) + " during start-up; see the log tail", tail) from None
+        if result.get("error", {}).get("code") == -32001:
+            tail = self.tail()
+            await self.stop()
+            raise ChildError(f"the server did not answer initialize within {self.start_timeout:g} s; "
+                             "it must speak MCP over stdio (and print nothing else on stdout)", tail)
+        if "error" in result:
+            await self.stop()
+            raise ChildError(f"the server refused initialize: {result['error'].get('message', '')[:300]}",
+                             self.tail())
+        self.init_result = result.get("result") or {}
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return self.init_result
+
+    async def _wait(self) -> None:
+        assert self.proc is not None
+        await self.proc.wait()
+        self.exited.set()
+        err = ChildError(f"the server process exited (code {self.proc.returncode})", self.tail())
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(sandbox.kill_tree, self.proc.pid, uid=self.uid if self.caps.own_uid else None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 5)
+        elif self.uid is not None and self.caps.own_uid:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(sandbox.kill_tree, -1, uid=self.uid)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ io
+    def tail(self, lines: int = 40) -> str:
+        text = "\n".join(list(self.stderr_tail)[-lines:])
+        return redact(text, self.secrets)
+
+    async def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while True:
+            line = await self.proc.stderr.readline()
+            if not line:
+                return
+            self.stderr_tail.append(line.decode("utf-8", "replace").rstrip()[:2000])
+
+    async def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while True:
+            try:
+                line = await self.proc.stdout.readline()
+            except ValueError:  # a line over MAX_LINE
+                self.stderr_tail.append("[bridge] dropped an oversized line from stdout")
+                continue
+            if not line:
+                return
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                # Servers that print banners on stdout: keep it as log output, not protocol.
+                self.stderr_tail.append(line.decode("utf-8", "replace").rstrip()[:2000])
+                continue
+            if not isinstance(msg, dict):
+                continue
+            if "method" in msg:
+                if "id" in msg:  # a server→client request: nobody to ask on a shared child
+                    await self.send({"jsonrpc": "2.0", "id": msg["id"],
+                                     "error": {"code": -32601, "message": "not supported by the bridge"}})
+                continue  # notifications (logs, list_changed, progress) are not routed
+            fut = self._pending.pop(msg.get("id"), None) if isinstance(msg.get("id"), int) else None
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        if not self.alive:
+            raise ChildError("the server process is not running", self.tail())
+        assert self.proc is not None and self.proc.stdin is not None
+        data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        async with self._write_lock:
+            try:
+                self.proc.stdin.write(data)
+                await self.proc.stdin.drain()
+            except (ConnectionError, BrokenPipeError) as exc:
+                raise ChildError("the server process closed its input", self.tail()) from exc
+
+    async def forward(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send a client request with a fresh id; return the reply with the client's id restored."""
+        client_id = msg.get("id")
+        self._next_id += 1
+        internal = self._next_id
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[internal] = fut
+        self.in_flight += 1
+        self.last_used = time.monotonic()
+        try:
+            await self.send({**msg, "id": internal})
+            reply = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            with contextlib.suppress(ChildError):
+                await self.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                 "params": {"requestId": internal, "reason": "timeout"}})
+            return {"jsonrpc": "2.0", "id": client_id,
+                    "error": {"code": -32001, "message": f"the server did not answer within {timeout:g} s"}}
+        finally:
+            self._pending.pop(internal, None)
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+        reply["id"] = client_id
+        return reply
+
+    async def request(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": 0, "method": method}
+        if params is not None:
+            msg["params"] = params
+        return await self.forward(msg, timeout)
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "[redacted]")
+    return str(redact_value(text))

@@ -1,0 +1,383 @@
+"""Installing packages into isolated prefixes: one directory per ``registry/name@version``, built in
+a temporary directory and renamed into place, so a half-finished install is never used and a second
+deploy of the same version costs nothing (idempotent)."""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wemcp.deployer.spec import Archive, Package
+
+MAX_ARCHIVE_BYTES = 50 * 1024 * 1024
+MAX_ARCHIVE_FILES = 5000
+
+
+class InstallError(Exception):
+    def __init__(self, message: str, tail: str = "") -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
+@dataclass
+class Installed:
+    root: Path  # the read-only code root the sandbox sees
+    argv: list[str]  # the command, before package arguments
+    version: str | None
+    cached: bool
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:120]
+
+
+async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
+                                                start_new_session=True)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        await proc.wait()
+        return -1, f"timed out after {timeout:g} s"
+    return proc.returncode or 0, out.decode("utf-8", "replace")
+
+
+class Installer:
+    def __init__(self, data_dir: Path, *, archive_dir: Path, venv_python: str, npm_registry: str | None = None,
+                 pip_index_url: str | None = None, timeout: float = 600.0, uv: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.archive_dir = archive_dir
+        self.venv_python = venv_python
+        self.npm_registry = npm_registry
+        self.pip_index_url = pip_index_url
+        self.timeout = timeout
+        self.uv = uv or shutil.which("uv") or _sibling_uv()
+        self.pkgs = data_dir / "pkgs"
+        self.cache = data_dir / "cache"
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _env(self) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.cache / "home"),
+               "npm_config_cache": str(self.cache / "npm"), "npm_config_update_notifier": "false",
+               "npm_config_fund": "false", "npm_config_audit": "false",
+               "UV_CACHE_DIR": str(self.cache / "uv"), "UV_NO_PROGRESS": "1", "UV_PYTHON_DOWNLOADS": "never"}
+        if self.npm_registry:
+            env["npm_config_registry"] = self.npm_registry
+        if self.pip_index_url:
+            env["UV_INDEX_URL"] = self.pip_index_url
+        # Installs run on the deployer's own network path: keep its proxy and CA settings.
+        for k, v in os.environ.items():
+            if (k.lower() in ("http_proxy", "https_proxy", "no_proxy", "all_proxy") or "CA_CERT" in k
+                    or k in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+                    or (k.startswith(("PIP_", "UV_", "npm_config_")) and k not in env)):
+                env[k] = v
+        userrc = Path.home() / ".npmrc"
+        if userrc.exists() and "npm_config_userconfig" not in env:
+            env["npm_config_userconfig"] = str(userrc)
+        (self.cache / "home").mkdir(parents=True, exist_ok=True)
+        return env
+
+    def prefix_for(self, kind: str, name: str, version: str) -> Path:
+        return self.pkgs / kind / f"{_safe(name)}@{_safe(version)}"
+
+    async def install(self, pkg: Package) -> Installed:
+        version = pkg.version if pkg.version and pkg.version != "latest" else None
+        if version:
+            final = self.prefix_for(pkg.registry_type, pkg.identifier, version)
+            marker = final / ".wemcp.json"
+            if marker.exists():
+                meta = json.loads(marker.read_text())
+                return Installed(final, meta["argv"], meta["version"], cached=True)
+        lock = self._locks.setdefault(f"{pkg.registry_type}:{pkg.identifier}:{version}", asyncio.Lock())
+        async with lock:
+            if version and (self.prefix_for(pkg.registry_type, pkg.identifier, version) / ".wemcp.json").exists():
+                return await self.install(pkg)
+            if pkg.registry_type == "pypi" and version:
+                # venvs hard-code their own path: build in place; the marker, written last, makes it valid
+                final = self.prefix_for("pypi", pkg.identifier, version)
+                shutil.rmtree(final, ignore_errors=True)
+                final.mkdir(parents=True)
+                try:
+                    resolved, argv_rel = await self._pypi(pkg, version, final)
+                except BaseException:
+                    shutil.rmtree(final, ignore_errors=True)
+                    raise
+                argv = [a.replace("{ROOT}", str(final)) for a in argv_rel]
+                _world_readable(final)
+                (final / ".wemcp.json").write_text(json.dumps({"argv": argv, "version": resolved}))
+                return Installed(final, argv, resolved, cached=False)
+            tmp = self.pkgs / ".tmp" / uuid.uuid4().hex
+            tmp.mkdir(parents=True)
+            try:
+                if pkg.registry_type == "npm":
+                    resolved, argv_rel = await self._npm(pkg, version, tmp)
+                else:
+                    resolved, argv_rel = await self._pypi(pkg, version, tmp)
+                final = self.prefix_for(pkg.registry_type, pkg.identifier, resolved)
+                argv = [a.replace("{ROOT}", str(final)) for a in argv_rel]
+                (tmp / ".wemcp.json").write_text(json.dumps({"argv": argv, "version": resolved}))
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if (final / ".wemcp.json").exists():
+                    return Installed(final, argv, resolved, cached=True)
+                shutil.rmtree(final, ignore_errors=True)
+                if pkg.registry_type == "pypi":
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return await self.install(pkg.model_copy(update={"version": resolved}))
+                os.rename(tmp, final)
+                _world_readable(final)
+                return Installed(final, argv, resolved, cached=False)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    async def _npm(self, pkg: Package, version: str | None, prefix: Path) -> tuple[str, list[str]]:
+        npm = shutil.which("npm")
+        if not npm:
+            raise InstallError("npm is not installed on the deployer host")
+        ref = f"{pkg.identifier}@{version or 'latest'}"
+        code, out = await _run([npm, "install", "--prefix", str(prefix), "--no-save", "--omit=dev",
+                                "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error", ref],
+                               env=self._env(), timeout=self.timeout)
+        if code != 0:
+            raise InstallError(_npm_reason(pkg, version, out), _tail(out))
+        pj = prefix / "node_modules" / pkg.identifier / "package.json"
+        meta = json.loads(pj.read_text())
+        bins = meta.get("bin") or {}
+        if isinstance(bins, str):
+            bins = {pkg.identifier.split("/")[-1]: bins}
+        if not bins:
+            raise InstallError(f"npm package {pkg.identifier}@{meta.get('version')} declares no executable "
+                               "(package.json has no \"bin\"); it cannot be started as a stdio server")
+        short = pkg.identifier.split("/")[-1]
+        rel = bins.get(short) or bins.get(pkg.identifier) or next(iter(bins.values()))
+        entry = f"{{ROOT}}/node_modules/{pkg.identifier}/{rel}"
+        return meta["version"], [shutil.which("node") or "/usr/bin/node", entry]
+
+    async def _venv(self, prefix: Path, requirements: list[str]) -> str:
+        if not self.uv:
+            raise InstallError("uv is not available on the deployer host")
+        code, out = await _run([self.uv, "venv", "--python", self.venv_python, "--no-project", "-q", str(prefix)],
+                               env=self._env(), timeout=self.timeout)
+        if code != 0:
+            raise InstallError("could not create a Python environment for the server", _tail(out))
+        if requirements:
+            code, out = await _run([self.uv, "pip", "install", "--python", str(prefix / "bin" / "python"),
+                                    "--no-progress", *requirements], env=self._env(), timeout=self.timeout)
+            if code != 0:
+                raise InstallError(_pip_reason(requirements, out), _tail(out))
+        return out
+
+    async def _pypi(self, pkg: Package, version: str | None, prefix: Path) -> tuple[str, list[str]]:
+        req = f"{pkg.identifier}=={version}" if version else pkg.identifier
+        await self._venv(prefix, [req])
+        base = re.sub(r"\[.*\]$", "", pkg.identifier)
+        norm = re.sub(r"[-_.]+", "_", base).lower()
+        dist = None
+        for d in (prefix / "lib").glob("python*/site-packages/*.dist-info"):
+            name, _, ver = d.name[: -len(".dist-info")].rpartition("-")
+            if re.sub(r"[-_.]+", "_", name).lower() == norm:
+                dist, resolved = d, ver
+                break
+        if dist is None:
+            raise InstallError(f"{pkg.identifier} installed but its metadata was not found")
+        scripts: dict[str, str] = {}
+        ep = dist / "entry_points.txt"
+        if ep.exists():
+            cp = configparser.ConfigParser(interpolation=None)
+            cp.read_string(ep.read_text())
+            if cp.has_section("console_scripts"):
+                scripts = dict(cp.items("console_scripts"))
+        if not scripts:
+            raise InstallError(f"PyPI package {pkg.identifier}=={resolved} declares no console script; "
+                               "it cannot be started as a stdio server")
+        script = base.lower() if base.lower() in scripts else next(iter(scripts))
+        return resolved, [f"{{ROOT}}/bin/{script}"]
+
+    # ------------------------------------------------------------------ source archives
+    def archive_file(self, archive: Archive) -> Path:
+        if archive.path:
+            path = (self.archive_dir / archive.path).resolve()
+            if self.archive_dir.resolve() not in path.parents:
+                raise InstallError("archive.path must name a file inside the archive store")
+        else:
+            matches = [p for ext in (".tar.gz", ".tgz", ".zip") if (p := self.archive_dir / f"{archive.sha256}{ext}").exists()]
+            if not matches:
+                raise InstallError(f"no uploaded archive with sha256 {archive.sha256}; upload it again")
+            path = matches[0]
+        if not path.is_file():
+            raise InstallError("the uploaded archive was not found; upload it again")
+        return path
+
+    async def install_archive(self, archive: Archive) -> Installed:
+        src = self.archive_file(archive)
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()
+        if archive.sha256 and digest != archive.sha256:
+            raise InstallError("the uploaded archive does not match its sha256; upload it again")
+        manifest_key = hashlib.sha256(archive.manifest.model_dump_json().encode()).hexdigest()[:12]
+        final = self.pkgs / "archive" / f"{digest[:32]}-{manifest_key}"
+        marker = final / ".wemcp.json"
+        if marker.exists():
+            meta = json.loads(marker.read_text())
+            return Installed(Path(meta["cwd"]), meta["argv"], meta["version"], cached=True)
+        lock = self._locks.setdefault(f"archive:{final.name}", asyncio.Lock())
+        async with lock:
+            if marker.exists():
+                return await self.install_archive(archive)
+            shutil.rmtree(final, ignore_errors=True)
+            code_dir = final / "src"
+            code_dir.mkdir(parents=True)
+            try:
+                await asyncio.to_thread(safe_extract, src, code_dir)
+                m = archive.manifest
+                if m.command in ("python", "python3"):
+                    reqs = list(m.requirements)
+                    if not reqs and (code_dir / "requirements.txt").exists():
+                        reqs = ["-r", str(code_dir / "requirements.txt")]
+                    await self._venv(final / "venv", reqs)
+                    argv = [str(final / "venv" / "bin" / "python"), *m.args]
+                elif m.command == "node":
+                    if (code_dir / "package.json").exists():
+                        code, out = await _run([shutil.which("npm") or "npm", "install", "--omit=dev", "--ignore-scripts",
+                                                "--no-audit", "--no-fund", "--loglevel=error"], env=self._env(),
+                                               cwd=code_dir, timeout=self.timeout)
+                        if code != 0:
+                            raise InstallError("npm install of the archive's dependencies failed", _tail(out))
+                    argv = [shutil.which("node") or "/usr/bin/node", *m.args]
+                else:
+                    exe = (code_dir / m.command).resolve()
+                    if code_dir.resolve() not in exe.parents or not exe.is_file():
+                        raise InstallError(f"manifest.command {m.command!r} is not a file in the archive")
+                    exe.chmod(0o755)
+                    argv = [str(exe), *m.args]
+                marker.write_text(json.dumps({"argv": argv, "version": digest[:12], "cwd": str(code_dir)}))
+                _world_readable(final)
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+            return Installed(code_dir, argv, digest[:12], cached=False)
+
+
+def safe_extract(src: Path, dest: Path) -> None:
+    """Extract refusing absolute paths, ``..``, links, devices, too many files or too many bytes."""
+    total = 0
+    dest_r = dest.resolve()
+
+    def check(name: str, size: int) -> Path:
+        nonlocal total
+        total += size
+        if total > MAX_ARCHIVE_BYTES:
+            raise InstallError(f"the archive unpacks to more than {MAX_ARCHIVE_BYTES // 2**20} MiB")
+        target = (dest / name).resolve()
+        if name.startswith("/") or (target != dest_r and dest_r not in target.parents):
+            raise InstallError(f"the archive contains a path outside its root: {name!r}")
+        return target
+
+    if zipfile.is_zipfile(src):
+        with zipfile.ZipFile(src) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_ARCHIVE_FILES:
+                raise InstallError("the archive has too many files")
+            for info in infos:
+                target = check(info.filename, info.file_size)
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise InstallError(f"the archive contains a symbolic link: {info.filename!r}")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as fin, open(target, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+        return
+    try:
+        tf = tarfile.open(src)
+    except tarfile.TarError:
+        raise InstallError("the uploaded file is neither a .tar.gz nor a .zip archive") from None
+    with tf:
+        members = tf.getmembers()
+        if len(members) > MAX_ARCHIVE_FILES:
+            raise InstallError("the archive has too many files")
+        for m in members:
+            target = check(m.name, m.size)
+            if m.issym() or m.islnk():
+                raise InstallError(f"the archive contains a link: {m.name!r}")
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif m.isfile():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fin = tf.extractfile(m)
+                assert fin is not None
+                with fin, open(target, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+            else:
+                raise InstallError(f"the archive contains a special file: {m.name!r}")
+
+
+def _world_readable(root: Path) -> None:
+    """The sandbox uid must read (never write) the installed code."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            p = os.path.join(dirpath, d)
+            with contextlib.suppress(OSError):
+                if not os.path.islink(p):
+                    os.chmod(p, (os.stat(p).st_mode | 0o555) & ~0o022)
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            with contextlib.suppress(OSError):
+                if not os.path.islink(p):
+                    os.chmod(p, (os.stat(p).st_mode | 0o444) & ~0o022)
+    with contextlib.suppress(OSError):
+        os.chmod(root, 0o755)
+
+
+def _tail(out: str, lines: int = 30) -> str:
+    return "\n".join(out.strip().splitlines()[-lines:])
+
+
+def _npm_reason(pkg: Package, version: str | None, out: str) -> str:
+    ref = f"{pkg.identifier}@{version or 'latest'}"
+    if "E404" in out or "404 Not Found" in out:
+        return f"npm package {pkg.identifier} does not exist on the registry; check the package name"
+    if "ETARGET" in out or "No matching version" in out:
+        return f"npm package {pkg.identifier} has no version {version!r}; publish it or pick an existing version"
+    if "ENOTFOUND" in out or "ECONNREFUSED" in out or "ETIMEDOUT" in out:
+        return "the npm registry could not be reached; the deployment will succeed when it is back"
+    return f"npm install {ref} failed; see the log tail"
+
+
+def _pip_reason(reqs: list[str], out: str) -> str:
+    low = out.lower()
+    if "not found in the package registry" in low or "no solution found" in low and "there is no version" not in low \
+            and "was not found" in low:
+        return f"PyPI package {reqs[0]} does not exist; check the package name"
+    if "there is no version of" in low or "no matching distribution" in low:
+        return f"{reqs[0]}: no such version on PyPI; pick an existing version"
+    if "because" in low and "depends on" in low:
+        return f"{reqs[0]}: its dependencies cannot be resolved; see the log tail"
+    return f"installing {' '.join(reqs)} failed; see the log tail"
+
+
+def _sibling_uv() -> str | None:
+    import sys
+
+    for cand in (Path(sys.executable).parent / "uv", Path(sys.prefix).parent / ".tools" / "bin" / "uv"):
+        if cand.exists():
+            return str(cand)
+    return None
+
+
+def describe(installed: Installed) -> dict[str, Any]:
+    return {"root": str(installed.root), "argv": installed.argv, "version": installed.version}

@@ -1,0 +1,307 @@
+"""Use cases: the deployment worker (claim → install → start → introspect → publish) and its state.
+
+The event handlers only record intent in ``deployments`` (one transaction with the ``queued`` step's
+event) and wake the worker after commit; the worker does the slow part outside any consumer's
+transaction, so progress events reach the catalog while a deployment runs. A worker claims a row
+with a lease (``FOR UPDATE SKIP LOCKED``); a lease that expires (the process died) is claimed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDeployFailed, ServerDeploying
+from wemcp.common.logging import get_logger
+from wemcp.common.outbox import add_event
+from wemcp.deployer import sandbox
+from wemcp.deployer.backends.base import Deployer, DeployError, Outcome, Target
+from wemcp.deployer.backends.local import LocalDeployer
+from wemcp.deployer.backends.remote import RemoteDeployer
+from wemcp.deployer.bridge import MODERN, Bridge
+from wemcp.deployer.child import redact
+from wemcp.deployer.config import Settings
+from wemcp.deployer.install import Installer
+from wemcp.deployer.introspect import Listing, introspect
+from wemcp.deployer.models import Deployment, bus_tables
+from wemcp.deployer.spec import SpecError, parse_spec
+
+log = get_logger("wemcp.deployer")
+LEASE_SECONDS = 60
+MAX_STEPS = 60
+_current: Orchestrator | None = None
+
+
+def current() -> Orchestrator | None:
+    return _current
+
+
+def step(name: str, detail: str | None = None) -> dict[str, Any]:
+    return {"step": name, "detail": detail, "at": datetime.now(UTC).isoformat()}
+
+
+class Superseded(Exception):
+    """A newer submission (or a disable) replaced the one being deployed."""
+
+
+class Orchestrator:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        data = settings.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o755)
+        self.caps = sandbox.probe(settings.sandbox)
+        self.limits = sandbox.Limits(settings.sandbox_memory_mb, settings.sandbox_cpu_seconds,
+                                     settings.sandbox_max_processes, settings.sandbox_max_open_files)
+        run_dir = data / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o711)
+        self.bridge = Bridge(caps=self.caps, limits=self.limits, run_dir=run_dir, host=settings.bridge_host,
+                             port=settings.bridge_port, public_url=settings.bridge_public_url,
+                             idle_seconds=settings.idle_seconds, reap_interval=settings.reap_interval_seconds,
+                             start_timeout=settings.start_timeout_seconds, call_timeout=settings.call_timeout_seconds,
+                             max_children=settings.max_children_per_server, uid_base=settings.sandbox_uid_base)
+        self.installer = Installer(data, archive_dir=settings.archive_dir.resolve(), venv_python=settings.venv_python,
+                                   npm_registry=settings.npm_registry, pip_index_url=settings.pip_index_url,
+                                   timeout=settings.install_timeout_seconds)
+        self.local = LocalDeployer(self.installer, self.bridge)
+        self.remote = RemoteDeployer(settings.allow_list)
+        self.backends: dict[str, Deployer] = {"local": self.local, "remote": self.remote}
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(settings.max_concurrent_deploys)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        global _current
+        await self.bridge.start()
+        log.info("deployer_started", sandbox=self.caps.mode, own_uid=self.caps.own_uid, netns=self.caps.netns,
+                 notes=self.caps.notes, bridge=self.bridge.base_url)
+        await self._restore()
+        self._loop_task = asyncio.create_task(self._loop(), name="deployer-worker")
+        _current = self
+
+    async def stop(self) -> None:
+        global _current
+        if _current is self:
+            _current = None
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._loop_task
+        for t in list(self._running.values()):
+            t.cancel()
+        for t in list(self._running.values()):
+            with contextlib.suppress(BaseException):
+                await t
+        await self.bridge.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def wake_after_commit(self, session: AsyncSession) -> None:
+        from sqlalchemy import event
+
+        event.listen(session.sync_session, "after_commit", lambda _s: self.wake(), once=True)
+
+    async def _restore(self) -> None:
+        """Deployed local servers come back after a restart (their children start on the next call)."""
+        async with self.sessions() as s:
+            rows = (await s.execute(select(Deployment).where(Deployment.status == "deployed",
+                                                             Deployment.backend == "local"))).scalars().all()
+        for row in rows:
+            with contextlib.suppress(Exception):
+                await self.local.restore(Target(row.slug, row.server_id, parse_spec(row.spec), row.generation))
+
+    # ------------------------------------------------------------------ the worker
+    async def _loop(self) -> None:
+        while True:
+            try:
+                while await self._claim_stop() or await self._claim_deploy():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("deployer_loop_failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def _claim_deploy(self) -> bool:
+        if self._slots.locked():
+            return False
+        async with self.sessions() as s, s.begin():
+            row = (await s.execute(text(
+                "UPDATE deployer.deployments SET status = 'deploying', lease_owner = :o, "
+                f"lease_until = now() + interval '{LEASE_SECONDS} seconds', updated_at = now() "
+                "WHERE id = (SELECT id FROM deployer.deployments WHERE desired = 'running' AND "
+                "(status = 'queued' OR (status = 'deploying' AND lease_until < now())) "
+                "ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, slug, generation"),
+                {"o": self.owner})).first()
+        if row is None:
+            return False
+        await self._slots.acquire()
+        task = asyncio.create_task(self._deploy(row.id, row.slug, row.generation))
+        self._running[row.slug] = task
+        task.add_done_callback(lambda _t, slug=row.slug: (self._running.pop(slug, None), self._slots.release()))
+        return True
+
+    async def _claim_stop(self) -> bool:
+        async with self.sessions() as s, s.begin():
+            row = (await s.execute(text(
+                "UPDATE deployer.deployments SET status = 'stopping', lease_owner = :o, "
+                f"lease_until = now() + interval '{LEASE_SECONDS} seconds', updated_at = now() "
+                "WHERE id = (SELECT id FROM deployer.deployments WHERE desired = 'stopped' AND "
+                "(status IN ('queued', 'deployed', 'failed') OR (status IN ('deploying', 'stopping') "
+                "AND (lease_until < now() OR lease_owner = :o))) "
+                "ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, slug, backend"),
+                {"o": self.owner})).first()
+        if row is None:
+            return False
+        running = self._running.get(row.slug)
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(BaseException):
+                await running
+        for backend in self.backends.values():
+            with contextlib.suppress(Exception):
+                await backend.undeploy(row.slug)
+        async with self.sessions() as s, s.begin():
+            d = await s.get(Deployment, row.id, with_for_update=True)
+            if d is not None and d.desired == "stopped":
+                d.status = "disabled"
+                d.lease_owner = None
+                d.steps = [*d.steps, step("stopped", "the server was disabled; nothing of it runs")][-MAX_STEPS:]
+        log.info("deployment_stopped", slug=row.slug)
+        return True
+
+    async def _deploy(self, dep_id: uuid.UUID, slug: str, generation: int) -> None:
+        t0 = time.perf_counter()
+        async with self.sessions() as s:
+            d = await s.get(Deployment, dep_id)
+            assert d is not None
+            raw_spec, server_id = d.spec, d.server_id
+
+        async def progress(name: str, detail: str | None = None) -> None:
+            await self._record(dep_id, generation, name, detail)
+
+        backend: Deployer | None = None
+        try:
+            spec = parse_spec(raw_spec)
+            target = Target(slug, server_id, spec, generation)
+            backend = self.remote if spec.kind == "remote" else self.backends[self.settings.default_backend]
+            await progress("planning", "; ".join(backend.plan(target).actions))
+            outcome = await backend.deploy(target, progress)
+            await progress("introspecting", outcome.introspect_url and "listing tools, prompts and resources")
+            listing, versions = await self._introspect(outcome, remote=backend is self.remote)
+            await self._finish_ok(dep_id, generation, backend.name, outcome, listing, versions,
+                                  round(time.perf_counter() - t0, 2))
+        except Superseded:
+            log.info("deployment_superseded", slug=slug)
+        except asyncio.CancelledError:
+            raise
+        except (DeployError, SpecError) as exc:
+            tail = getattr(exc, "tail", "")
+            if backend is self.local:
+                tail = tail or await self.local.logs(slug)
+                await self.local.undeploy(slug)
+            await self._finish_failed(dep_id, generation, str(exc), tail)
+        except Exception as exc:
+            tail = ""
+            if backend is self.local:
+                tail = await self.local.logs(slug)
+                await self.local.undeploy(slug)
+            reason = (f"the server started but listing its tools failed: {_first_line(exc)}"
+                      if backend is not None else f"deployment failed: {_first_line(exc)}")
+            log.warning("deployment_failed", slug=slug, error=_first_line(exc))
+            await self._finish_failed(dep_id, generation, reason, tail)
+
+    async def _introspect(self, outcome: Outcome, *, remote: bool) -> tuple[Listing, list[str]]:
+        assert outcome.introspect_url
+        if remote:
+            listing = await introspect(outcome.introspect_url, mode="auto", headers=outcome.introspect_headers,
+                                       transport=outcome.transport)
+            return listing, [listing.protocol_version]
+        listing = await introspect(outcome.introspect_url, mode="legacy")
+        versions = [listing.protocol_version]
+        with contextlib.suppress(Exception):
+            modern = await introspect(outcome.introspect_url, mode=MODERN, timeout=20)
+            if [t.name for t in modern.tools] == [t.name for t in listing.tools]:
+                versions.append(MODERN)
+        return listing, versions
+
+    # ------------------------------------------------------------------ state
+    async def _locked(self, s: AsyncSession, dep_id: uuid.UUID, generation: int) -> Deployment:
+        d = await s.get(Deployment, dep_id, with_for_update=True, populate_existing=True)
+        if d is None or d.generation != generation or d.desired != "running":
+            raise Superseded()
+        return d
+
+    async def _record(self, dep_id: uuid.UUID, generation: int, name: str, detail: str | None) -> None:
+        async with self.sessions() as s, s.begin():
+            d = await self._locked(s, dep_id, generation)
+            d.steps = [*d.steps, step(name, detail)][-MAX_STEPS:]
+            d.lease_until = datetime.now(UTC).replace(microsecond=0) + _lease()
+            await add_event(s, bus_tables, ServerDeploying(server_id=d.server_id, slug=d.slug, deployment_id=d.id,
+                                                           step=name, detail=detail, backend=d.backend))
+
+    async def _finish_ok(self, dep_id: uuid.UUID, generation: int, backend: str, outcome: Outcome, listing: Listing,
+                         versions: list[str], seconds: float) -> None:
+        async with self.sessions() as s, s.begin():
+            d = await self._locked(s, dep_id, generation)
+            d.status, d.backend = "deployed", backend
+            d.endpoint, d.transport = outcome.endpoint, outcome.transport
+            d.protocol_versions, d.package_version = versions, outcome.package_version
+            d.introspection = {"server_name": listing.server_name, "server_version": listing.server_version,
+                               "tools": [t.model_dump() for t in listing.tools],
+                               "prompts": [p.model_dump() for p in listing.prompts],
+                               "resources": [r.model_dump() for r in listing.resources]}
+            d.reason, d.log_tail, d.lease_owner = None, "", None
+            d.deployed_at = datetime.now(UTC)
+            d.steps = [*d.steps, step("deployed", f"{len(listing.tools)} tools, {len(listing.prompts)} prompts, "
+                                                  f"{len(listing.resources)} resources in {seconds} s")][-MAX_STEPS:]
+            await add_event(s, bus_tables, ServerDeployed(
+                server_id=d.server_id, slug=d.slug, deployment_id=d.id, backend=backend,
+                endpoints=[Endpoint(url=outcome.endpoint, transport=outcome.transport)]
+                + ([Endpoint(url=self.bridge.endpoint(d.slug, "sse"), transport="sse")] if backend == "local" else []),
+                protocol_versions=versions, package_version=outcome.package_version,
+                tools=listing.tools, prompts=listing.prompts, resources=listing.resources))
+        log.info("deployment_deployed", dep_id=str(dep_id), tools=len(listing.tools), seconds=seconds)
+
+    async def _finish_failed(self, dep_id: uuid.UUID, generation: int, reason: str, tail: str) -> None:
+        tail = redact(tail or "", [])[-8000:]
+        try:
+            async with self.sessions() as s, s.begin():
+                d = await self._locked(s, dep_id, generation)
+                d.status, d.reason, d.log_tail, d.lease_owner = "failed", reason, tail, None
+                d.steps = [*d.steps, step("failed", reason)][-MAX_STEPS:]
+                await add_event(s, bus_tables, ServerDeployFailed(server_id=d.server_id, slug=d.slug,
+                                                                  deployment_id=d.id, reason=reason, log_tail=tail))
+        except Superseded:
+            return
+        log.info("deployment_failed", dep_id=str(dep_id), reason=reason)
+
+
+def _lease() -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=LEASE_SECONDS)
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return _first_line(exc.exceptions[0])
+    msg = str(exc).strip().splitlines()
+    return (msg[0] if msg else type(exc).__name__)[:300]

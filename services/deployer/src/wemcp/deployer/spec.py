@@ -1,0 +1,211 @@
+"""The normalised source spec the catalog puts into ``server.submitted`` (a subset of the official
+registry's ``server.json``), parsed strictly so a bad submission fails with a reason a user can act on.
+
+Shape::
+
+    {"packages": [{"registryType": "npm"|"pypi"|"oci", "identifier", "version", "runtimeHint",
+                   "transport": {"type": "stdio"|"streamable-http"|"sse"},
+                   "packageArguments": [{"type": "positional"|"named", "name", "value", "default"}],
+                   "environmentVariables": [{"name", "isRequired", "isSecret", "default"}]}],
+     "remotes": [{"type": "streamable-http"|"sse", "url", "headers": [{"name", "value", "isSecret"}]}],
+     "archive": {"sha256": "<hex>" | "path": "<name inside the archive store>",
+                 "manifest": {"command": "python"|"node"|..., "args": [...], "env": {...},
+                              "requirements": ["pkg==1.0", ...]}},
+     "network": false}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NPM_NAME = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
+_PYPI_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9,._-]+\])?$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class SpecError(ValueError):
+    """The spec cannot be deployed; the message says what to change."""
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class EnvVar(_M):
+    name: str
+    description: str | None = None
+    is_required: bool = Field(default=False, alias="isRequired")
+    is_secret: bool = Field(default=False, alias="isSecret")
+    default: str | None = None
+    value: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _ENV_NAME.match(v):
+            raise ValueError(f"environment variable name {v!r} is not a valid identifier")
+        return v
+
+
+class Argument(_M):
+    type: Literal["positional", "named"] = "positional"
+    name: str | None = None
+    value: str | None = None
+    default: str | None = None
+    value_hint: str | None = Field(default=None, alias="valueHint")
+
+
+class Transport(_M):
+    type: Literal["stdio", "streamable-http", "sse"] = "stdio"
+    url: str | None = None
+
+
+class Package(_M):
+    registry_type: Literal["npm", "pypi", "oci"] = Field(alias="registryType")
+    identifier: str
+    version: str | None = None
+    runtime_hint: str | None = Field(default=None, alias="runtimeHint")
+    transport: Transport = Transport()
+    package_arguments: list[Argument] = Field(default_factory=list, alias="packageArguments")
+    runtime_arguments: list[Argument] = Field(default_factory=list, alias="runtimeArguments")
+    environment_variables: list[EnvVar] = Field(default_factory=list, alias="environmentVariables")
+
+    @model_validator(mode="after")
+    def _check(self) -> Package:
+        if self.registry_type == "npm" and not _NPM_NAME.match(self.identifier):
+            raise ValueError(f"{self.identifier!r} is not a valid npm package name")
+        if self.registry_type == "pypi" and not _PYPI_NAME.match(self.identifier):
+            raise ValueError(f"{self.identifier!r} is not a valid PyPI project name")
+        if self.version is not None and self.version != "latest" and not _VERSION.match(self.version):
+            raise ValueError(f"version {self.version!r} is not an exact version")
+        return self
+
+
+class Header(_M):
+    name: str
+    value: str | None = None
+    is_secret: bool = Field(default=False, alias="isSecret")
+    is_required: bool = Field(default=False, alias="isRequired")
+
+
+class Remote(_M):
+    type: Literal["streamable-http", "sse"] = "streamable-http"
+    url: str
+    headers: list[Header] = Field(default_factory=list)
+
+
+class Manifest(_M):
+    command: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    requirements: list[str] = Field(default_factory=list)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str) -> str:
+        if v not in ("python", "python3", "node") and not re.match(r"^[A-Za-z0-9._/-]+$", v):
+            raise ValueError("manifest.command must be python, node or a relative path inside the archive")
+        if v.startswith("/") or ".." in v.split("/"):
+            raise ValueError("manifest.command must stay inside the archive")
+        return v
+
+
+class Archive(_M):
+    sha256: str | None = None
+    path: str | None = None
+    manifest: Manifest
+
+    @model_validator(mode="after")
+    def _check(self) -> Archive:
+        if not (self.sha256 or self.path):
+            raise ValueError("archive needs sha256 or path")
+        if self.sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError("archive.sha256 must be 64 lowercase hex digits")
+        if self.path and (self.path.startswith("/") or ".." in self.path.split("/") or "\\" in self.path):
+            raise ValueError("archive.path must be a file name inside the archive store")
+        return self
+
+
+class DeploySpec(_M):
+    packages: list[Package] = Field(default_factory=list)
+    remotes: list[Remote] = Field(default_factory=list)
+    archive: Archive | None = None
+    network: bool = False
+
+    @property
+    def kind(self) -> str:
+        """What will be deployed: the first package, else the archive, else the first remote."""
+        if self.packages:
+            return self.packages[0].registry_type
+        if self.archive is not None:
+            return "archive"
+        return "remote"
+
+    @property
+    def package(self) -> Package | None:
+        return self.packages[0] if self.packages else None
+
+    def env_vars(self) -> list[EnvVar]:
+        return list(self.package.environment_variables) if self.package else []
+
+    def secret_names(self) -> set[str]:
+        return {e.name for e in self.env_vars() if e.is_secret}
+
+
+def parse_spec(raw: dict[str, Any]) -> DeploySpec:
+    try:
+        spec = DeploySpec.model_validate(raw or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        raise SpecError(f"the server spec is invalid at {where}: {first['msg'].removeprefix('Value error, ')}") \
+            from None
+    if not (spec.packages or spec.remotes or spec.archive):
+        raise SpecError("the server spec has no packages, remotes or archive: nothing to deploy")
+    pkg = spec.package
+    if pkg is not None:
+        if pkg.registry_type == "oci":
+            raise SpecError("OCI images are not hosted by the local backend yet; publish the server to npm or "
+                            "PyPI, upload a source archive, or register a remote URL")
+        if pkg.transport.type != "stdio":
+            raise SpecError(f"package transport {pkg.transport.type!r} is not supported for hosting; "
+                            "hosted packages must speak stdio (the platform bridges it to HTTP)")
+    return spec
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """Replace ``{NAME}`` placeholders; unknown names stay as they are."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def package_argv(pkg: Package, values: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for arg in pkg.package_arguments:
+        value = arg.value if arg.value is not None else arg.default
+        if arg.type == "named":
+            if not arg.name:
+                continue
+            if value is None:
+                out.append(arg.name)
+            else:
+                out.extend([arg.name, fill(value, values)])
+        elif value is not None:
+            out.append(fill(value, values))
+    return out
+
+
+def base_env(spec: DeploySpec) -> dict[str, str]:
+    """Non-secret values and defaults declared by the spec (secrets come per credential set)."""
+    env: dict[str, str] = {}
+    for var in spec.env_vars():
+        v = var.value if var.value is not None else var.default
+        if v is not None and not var.is_secret:
+            env[var.name] = v
+    if spec.archive is not None:
+        env.update(spec.archive.manifest.env)
+    return env

@@ -1,0 +1,84 @@
+"""Deployer test helpers: the service in-process on the real infrastructure, events published to JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import nats
+import pytest
+import pytest_asyncio
+
+from wemcp.common.events.base import Event
+from wemcp.common.service import running
+from wemcp.deployer.config import Settings
+from wemcp.deployer.main import SPEC
+
+REPO = Path(__file__).resolve().parents[3]
+# Installed packages and the npm/uv caches persist between runs (a repo-ignored path), so only the
+# first run downloads; every run still installs into fresh prefixes when a version is new.
+CACHE_DIR = REPO / ".data" / "deployer-test"
+
+
+async def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    value = None
+    while loop.time() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+
+
+class Harness:
+    def __init__(self, app: Any, infra: Any) -> None:
+        self.app = app
+        self.infra = infra
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://deployer")
+
+    @property
+    def orch(self) -> Any:
+        return self.app.state.runtime.extras["orchestrator"]
+
+    async def publish(self, event: Event) -> None:
+        nc = await nats.connect(self.infra.nats_url)
+        try:
+            await nc.jetstream().publish(event.subject, event.model_dump_json().encode(),
+                                         headers={"Nats-Msg-Id": str(event.event_id)})
+        finally:
+            await nc.close()
+
+    async def deployment(self, slug: str) -> dict[str, Any] | None:
+        r = await self.client.get(f"/api/v1/deployments/{slug}")
+        return r.json() if r.status_code == 200 else None
+
+    async def until_status(self, slug: str, *statuses: str, timeout: float = 240.0) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            d = await self.deployment(slug)
+            return d if d and d["status"] in statuses else None
+        return await wait_for(check, timeout=timeout, interval=0.2)
+
+    async def outbox(self, subject: str | None = None) -> list[dict[str, Any]]:
+        import json
+
+        from sqlalchemy import select
+
+        from wemcp.deployer.models import bus_tables
+        async with self.app.state.runtime.sessions() as s:
+            q = select(bus_tables.outbox.c.subject, bus_tables.outbox.c.payload).order_by(bus_tables.outbox.c.id)
+            rows = (await s.execute(q)).all()
+        return [{"subject": r.subject, **json.loads(r.payload)} for r in rows if subject in (None, r.subject)]
+
+
+def deployer_settings(settings_for: Any, tmp_path: Path, **overrides: Any) -> Settings:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {"data_dir": CACHE_DIR, "archive_dir": tmp_path / "archives", "bridge_port": 0,
+                              "start_timeout_seconds": 60.0, "reap_interval_seconds": 0.5}
+    values.update(overrides)
+    return settings_for(Settings, **values)
