@@ -1,0 +1,111 @@
+"""Operator commands (``wemcp-auth-admin`` or ``python -m wemcp.auth.admin``).
+
+    create-superadmin [--login admin] [--email E]  the first superadmin (or promote an existing
+                                                    login) and a new platform API key, printed
+                                                    alone on the last line of output
+    rotate-signing-key                              a new JWT signing key; the old one stays
+                                                    published until its tokens expired
+    rotate-kek                                      re-wrap every data key under WEMCP_AUTH_ACTIVE_KEK
+    generate-kek [--id ID]                          print a new "id:base64" KEK for WEMCP_AUTH_KEKS
+
+It reads the same settings as the service (DATABASE_URL, WEMCP_AUTH_KEKS ...). Exit codes: 0 ok,
+2 configuration problem, 1 other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wemcp.auth import service
+from wemcp.auth.config import get_settings
+from wemcp.auth.crypto import Keyring
+from wemcp.auth.models import OAuthApp, OAuthConnection, SigningKey, User, VaultSecret, bus_tables
+from wemcp.auth.tokens import create_signing_key
+from wemcp.common.db import make_engine, make_session_factory
+from wemcp.common.errors import ConfigError
+from wemcp.common.events.users import UserRoleChanged
+from wemcp.common.outbox import add_event
+
+
+async def create_superadmin(sessions: async_sessionmaker[AsyncSession], login: str,
+                            email: str | None) -> tuple[User, str, bool]:
+    async with sessions() as s, s.begin():
+        user = (await s.execute(select(User).where(User.login == login).with_for_update())).scalar_one_or_none()
+        created = user is None
+        if user is None:
+            user = await service.create_user(s, login=login, email=email, role="superadmin", provider="admin-cli")
+        elif user.role != "superadmin":
+            previous, user.role = user.role, "superadmin"
+            await add_event(s, bus_tables, UserRoleChanged(user_id=user.id, role="superadmin",
+                                                           previous_role=previous))  # type: ignore[arg-type]
+        _, raw = await service.create_api_key(s, user.id, "admin-cli", None, None)
+    return user, raw, created
+
+
+async def rotate_kek(sessions: async_sessionmaker[AsyncSession], keyring: Keyring) -> int:
+    """Re-wrap every sealed value's data key under the active KEK; returns how many changed."""
+    changed = 0
+    columns = ((VaultSecret, "sealed"), (OAuthConnection, "token_sealed"), (OAuthApp, "client_secret_sealed"),
+               (SigningKey, "private_sealed"))
+    for model, column in columns:
+        async with sessions() as s, s.begin():
+            for row in (await s.execute(select(model).with_for_update())).scalars():
+                old = getattr(row, column)
+                new = keyring.rewrap(old)
+                if new != old:
+                    setattr(row, column, new)
+                    changed += 1
+    return changed
+
+
+async def _main(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.command == "generate-kek":
+        print(Keyring.generate_spec(args.id))
+        return 0
+    keyring = Keyring.from_settings(settings.keks, settings.active_kek, settings.dev_kek_file)
+    engine = make_engine(settings.database_url, pool_size=2)
+    sessions = make_session_factory(engine)
+    try:
+        if args.command == "create-superadmin":
+            user, raw, created = await create_superadmin(sessions, args.login, args.email)
+            print(f"{'created' if created else 'found'} superadmin {user.login} ({user.id})", file=sys.stderr)
+            print("the API key below is shown once; keep it safe", file=sys.stderr)
+            print(raw)
+        elif args.command == "rotate-signing-key":
+            async with sessions() as s, s.begin():
+                kid = await create_signing_key(s, keyring)
+            print(kid)
+        elif args.command == "rotate-kek":
+            print(f"re-wrapped {await rotate_kek(sessions, keyring)} values under {keyring.active}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wemcp-auth-admin", description="WeMcp auth operator commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("create-superadmin")
+    p.add_argument("--login", default="admin")
+    p.add_argument("--email", default=None)
+    sub.add_parser("rotate-signing-key")
+    sub.add_parser("rotate-kek")
+    g = sub.add_parser("generate-kek")
+    g.add_argument("--id", default="k1")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(_main(args))
+    except ConfigError as exc:
+        print(f"wemcp-auth-admin: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""The operator command creates the first superadmin and prints an API key on its last line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from wemcp.auth.testing import as_user
+
+
+async def test_create_superadmin_prints_a_working_key_last(client, infra, auth_settings):
+    env = {**os.environ, "DATABASE_URL": infra.database_url, "WEMCP_AUTH_KEKS": auth_settings.keks,
+           "WEMCP_AUTH_ACTIVE_KEK": "k1", "LOG_FORMAT": "console"}
+    cmd = [sys.executable, "-m", "wemcp.auth.admin", "create-superadmin", "--login", "root"]
+    out = await asyncio.to_thread(subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    key = out.stdout.strip().splitlines()[-1]
+    assert key.startswith("wmk_")
+    from wemcp.auth.tokens import sha256
+    found = await client.post("/internal/auth/api-keys/resolve", json={"key_hash": sha256(key)})
+    assert found.status_code == 200 and found.json()["role"] == "superadmin" and found.json()["login"] == "root"
+    # run again: the same account, a second key
+    out2 = await asyncio.to_thread(subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=60)
+    key2 = out2.stdout.strip().splitlines()[-1]
+    assert key2 != key
+    me = await client.get("/api/v1/me", headers=as_user({"id": found.json()["user_id"], "role": "superadmin",
+                                                        "login": "root"}))
+    assert me.json()["role"] == "superadmin"
+    bad = await asyncio.to_thread(subprocess.run, cmd, env={**env, "WEMCP_AUTH_KEKS": "broken"},
+                                  capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "WEMCP_AUTH_KEKS" in bad.stderr
