@@ -53,24 +53,25 @@ SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/:+-]{0,199}$")
 Reason = Literal["counted", "own_key", "agent_run", "user_limit", "global_cap", "unavailable"]
 
 # KEYS[1] the caller's counter, KEYS[2] (servers only) the global counter.
-# ARGV[1] per-user limit (-1 = unlimited), ARGV[2] global cap (-1 = none), ARGV[3] TTL in seconds (the rest of
-# the day plus a grace hour; relative, so an injected clock works against a real Redis).
-# Returns {allowed 0/1, user count, global count, reason 0 ok / 1 user limit / 2 global cap}.
+# ARGV[1] per-user limit (-1 = unlimited), ARGV[2] global cap (-1 = none), ARGV[3] TTL in seconds
+# (the rest of the day plus a grace hour; relative, so an injected clock works against a real Redis).
+# Returns one integer, user count * 3 + code (0 allowed, 1 per-user limit, 2 global cap): a single
+# RESP integer is the cheapest reply for the client to parse.
 DECIDE_LUA = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local limit = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local gused = 0
 if #KEYS > 1 then gused = tonumber(redis.call('GET', KEYS[2]) or '0') end
-if limit >= 0 and used >= limit then return {0, used, gused, 1} end
-if #KEYS > 1 and cap >= 0 and gused >= cap then return {0, used, gused, 2} end
+if limit >= 0 and used >= limit then return used * 3 + 1 end
+if #KEYS > 1 and cap >= 0 and gused >= cap then return used * 3 + 2 end
 used = redis.call('INCR', KEYS[1])
 if used == 1 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 if #KEYS > 1 then
   gused = redis.call('INCR', KEYS[2])
   if gused == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
 end
-return {1, used, gused, 0}
+return used * 3
 """
 
 
@@ -253,13 +254,13 @@ class QuotaClient:
                 math.ceil(day.end - now) + KEY_GRACE_SECONDS]
         try:
             async with asyncio.timeout(self.timeout):
-                allowed, used, _gused, code = await self._script(keys=keys, args=args)
+                used, code = divmod(await self._script(keys=keys, args=args), 3)
         except (RedisError, OSError, TimeoutError) as exc:
             return self._unavailable(exc, user, what, limit, day, run_error)
 
         wait = max(1, math.ceil(day.end - now))
         remaining = None if limit is None else max(limit - int(used), 0)
-        if allowed:
+        if code == 0:
             self.stats.counted += 1
             msg = (f"{remaining} of {limit} free calls to {what} left today" if limit is not None
                    else f"calls to {what} are not limited per user")

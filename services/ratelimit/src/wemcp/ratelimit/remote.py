@@ -8,6 +8,7 @@ Kept for callers that must not talk to Redis themselves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -33,14 +34,24 @@ class DecisionResponder:
     def __init__(self, nc: NatsClient, quota: QuotaClient, subject: str) -> None:
         self.nc, self.quota, self.subject = nc, quota, subject
         self.sub: Subscription | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.sub = await self.nc.subscribe(self.subject, queue=QUEUE_GROUP, cb=self._on_request)
+        self.sub = await self.nc.subscribe(self.subject, queue=QUEUE_GROUP, cb=self._dispatch)
 
     async def stop(self) -> None:
         if self.sub is not None:
             await self.sub.unsubscribe()
             self.sub = None
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _dispatch(self, msg: Msg) -> None:
+        # nats-py runs a subscription's callbacks one at a time; a decision waits on Redis, so answer
+        # each request in its own task or the responder serialises every caller behind one round trip.
+        task = asyncio.get_running_loop().create_task(self._on_request(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _on_request(self, msg: Msg) -> None:
         try:
