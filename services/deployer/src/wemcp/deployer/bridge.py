@@ -40,6 +40,9 @@ from wemcp.deployer.child import ChildError, Command, StdioChild
 log = get_logger("wemcp.deployer.bridge")
 ENV_HEADER = "x-wemcp-env-"
 MODERN = "2026-07-28"
+VERSION_META = "io.modelcontextprotocol/protocolVersion"
+CACHEABLE = {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read",
+             "server/discover"}
 
 
 class Backoff(Exception):
@@ -237,14 +240,25 @@ class Bridge:
             return {"jsonrpc": "2.0", "id": mid, "result": init}
         if method == "server/discover":
             result = {"supportedVersions": [MODERN], "capabilities": init.get("capabilities", {}),
-                      "serverInfo": init.get("serverInfo"), "resultType": "complete"}
+                      "serverInfo": init.get("serverInfo"), "resultType": "complete", "ttlMs": 0,
+                      "cacheScope": "private"}
             if init.get("instructions"):
                 result["instructions"] = init["instructions"]
             return {"jsonrpc": "2.0", "id": mid, "result": result}
         try:
-            return await child.forward(msg, self.call_timeout)
+            reply = await child.forward(msg, self.call_timeout)
         except ChildError as exc:
             return _error(mid, -32603, str(exc))
+        params = msg.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if isinstance(meta, dict) and meta.get(VERSION_META) == MODERN and isinstance(reply.get("result"), dict):
+            # a handshake-era child answering a 2026-07-28 request: add the envelope fields it requires
+            result = reply["result"]
+            result.setdefault("resultType", "complete")
+            if method in CACHEABLE:
+                result.setdefault("ttlMs", 0)
+                result.setdefault("cacheScope", "private")
+        return reply
 
     def _env_from(self, request: Request, hosted: Hosted) -> dict[str, str]:
         env: dict[str, str] = {}

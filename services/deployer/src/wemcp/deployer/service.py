@@ -237,8 +237,8 @@ class Orchestrator:
         listing = await introspect(outcome.introspect_url, mode="legacy")
         versions = [listing.protocol_version]
         with contextlib.suppress(Exception):
-            modern = await introspect(outcome.introspect_url, mode=MODERN, timeout=20)
-            if [t.name for t in modern.tools] == [t.name for t in listing.tools]:
+            modern = await introspect(outcome.introspect_url, mode="auto", timeout=20)
+            if modern.protocol_version == MODERN and [t.name for t in modern.tools] == [t.name for t in listing.tools]:
                 versions.append(MODERN)
         return listing, versions
 
