@@ -1,0 +1,130 @@
+"""A source archive of a tiny MCP server written here, and deployments that must fail with a reason
+a user can act on (and leave nothing running)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import textwrap
+import uuid
+from pathlib import Path
+
+from deployer_testkit import wait_for  # noqa: F401
+
+from wemcp.common.events.servers import ServerSubmitted
+
+TINY_SERVER = textwrap.dedent('''
+    from mcp.server.mcpserver import MCPServer
+
+    app = MCPServer("tiny")
+
+    @app.tool()
+    def shout(text: str) -> str:
+        """Upper-case the text."""
+        return text.upper()
+
+    @app.prompt()
+    def greet(name: str) -> str:
+        return f"Say hello to {name}"
+
+    if __name__ == "__main__":
+        app.run()
+''')
+
+
+def make_archive(directory: Path, files: dict[str, str]) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    (directory / f"{digest}.tar.gz").write_bytes(buf.getvalue())
+    return digest
+
+
+async def test_source_archive_deploys_with_its_tools(deployer, tmp_path):
+    h = deployer
+    digest = make_archive(tmp_path / "archives", {"server.py": TINY_SERVER})
+    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["server.py"],
+                                                         "requirements": ["mcp==2.3.0"]}}}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="tiny", name="Tiny", spec=spec))
+    d = await h.until_status("tiny", "deployed", "failed")
+    assert d["status"] == "deployed", (d["reason"], d["logs"])
+    assert [t["name"] for t in d["tools"]] == ["shout"]
+    assert d["tools"][0]["input_schema"]["properties"]["text"]["type"] == "string"
+    assert [p["name"] for p in d["prompts"]] == ["greet"]
+    assert d["package_version"] == digest[:12]
+
+
+async def test_package_that_does_not_exist_fails_with_reason(deployer):
+    h = deployer
+    spec = {"packages": [{"registryType": "npm", "identifier": f"@wemcp-nonexistent/no-such-pkg-{uuid.uuid4().hex[:8]}",
+                          "version": "1.0.0"}]}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="ghost", name="Ghost", spec=spec))
+    d = await h.until_status("ghost", "failed", "deployed")
+    assert d["status"] == "failed"
+    assert "does not exist" in d["reason"] and "check the package name" in d["reason"]
+    failed = [e for e in await h.outbox("server.deploy_failed") if e["slug"] == "ghost"]
+    assert len(failed) == 1 and failed[0]["reason"] == d["reason"]
+
+
+async def test_pypi_version_that_does_not_exist_fails_with_reason(deployer):
+    h = deployer
+    spec = {"packages": [{"registryType": "pypi", "identifier": "mcp-server-time", "version": "0.0.0.1"}]}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="badver", name="Bad", spec=spec))
+    d = await h.until_status("badver", "failed", "deployed")
+    assert "no such version" in d["reason"], d["reason"]
+
+
+async def test_server_that_crashes_at_start_fails_with_redacted_log_tail(deployer, tmp_path):
+    h = deployer
+    crash = ('import os, sys\n'
+             'print("booting with key " + os.environ.get("DEMO_API_KEY", "none"), file=sys.stderr)\n'
+             'print("Authorization: Bearer sk-live-abcdef123456", file=sys.stderr)\n'
+             'raise SystemExit("config file /etc/tiny.conf missing")\n')
+    digest = make_archive(tmp_path / "archives", {"crash.py": crash})
+    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["crash.py"]}}}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="crashy", name="Crashy", spec=spec))
+    d = await h.until_status("crashy", "failed", "deployed")
+    assert d["status"] == "failed"
+    assert "crashed at start" in d["reason"] and "exited (code 1)" in d["reason"], d["reason"]
+    assert "config file /etc/tiny.conf missing" in d["logs"]
+    assert "sk-live-abcdef123456" not in d["logs"] and "[redacted]" in d["logs"]
+    assert d["runtime"]["state"] == "stopped"
+    assert "crashy" not in h.orch.bridge.hosted
+
+
+async def test_invalid_spec_fails_at_once(deployer):
+    h = deployer
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="bad-spec", name="Bad",
+                                    spec={"packages": [{"registryType": "npm", "identifier": "Not A Name!"}]}))
+    d = await h.until_status("bad-spec", "failed")
+    assert "not a valid npm package name" in d["reason"]
+
+
+async def test_archive_with_path_traversal_is_refused(deployer, tmp_path):
+    h = deployer
+    digest = make_archive(tmp_path / "archives", {"../escape.py": "print(1)"})
+    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["escape.py"]}}}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="escape", name="Escape", spec=spec))
+    d = await h.until_status("escape", "failed")
+    assert "outside its root" in d["reason"]
+    assert not (h.orch.installer.pkgs / "escape.py").exists()
+
+
+async def test_unknown_deployment_is_problem_json(deployer):
+    r = await deployer.client.get("/api/v1/deployments/nope")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    r = await deployer.client.post("/api/v1/deployments/plan", json={"slug": "x", "spec": {"packages": []}})
+    assert r.status_code == 400 and "nothing to deploy" in r.json()["detail"]
+    r = await deployer.client.post("/api/v1/deployments/plan", content=b"{not json",
+                                  headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    r = await deployer.client.post("/api/v1/deployments/plan", json={
+        "slug": "t", "spec": {"packages": [{"registryType": "npm", "identifier": "left-pad", "version": "1.3.0"}]}})
+    assert r.status_code == 200 and "npm install" in r.json()["actions"][0]
