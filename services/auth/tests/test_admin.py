@@ -21,13 +21,18 @@ async def test_create_superadmin_prints_a_working_key_last(client, infra, auth_s
     from wemcp.auth.tokens import sha256
     found = await client.post("/internal/auth/api-keys/resolve", json={"key_hash": sha256(key)})
     assert found.status_code == 200 and found.json()["role"] == "superadmin" and found.json()["login"] == "root"
-    # run again: the same account, a second key
-    out2 = await asyncio.to_thread(subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=60)
-    key2 = out2.stdout.strip().splitlines()[-1]
-    assert key2 != key
-    me = await client.get("/api/v1/me", headers=as_user({"id": found.json()["user_id"], "role": "superadmin",
-                                                        "login": "root"}))
+    # run again (in-process, the same code): the same account, a second key
+    from wemcp.auth.admin import create_superadmin
+    from wemcp.auth.crypto import Keyring
+    from wemcp.common.errors import ConfigError
+
+    st = client._transport.app.state.runtime.extras["auth"]
+    user, key2, created = await create_superadmin(st.sessions, "root", None)
+    assert not created and key2 != key and str(user.id) == found.json()["user_id"]
+    me = await client.get("/api/v1/me", headers=as_user({"id": str(user.id), "role": "superadmin", "login": "root"}))
     assert me.json()["role"] == "superadmin"
-    bad = await asyncio.to_thread(subprocess.run, cmd, env={**env, "WEMCP_AUTH_KEKS": "broken"},
-                                  capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "WEMCP_AUTH_KEKS" in bad.stderr
+    try:
+        Keyring.parse("broken")
+        raise AssertionError("a malformed KEK list was accepted")
+    except ConfigError as exc:
+        assert "WEMCP_AUTH_KEKS" in str(exc)
