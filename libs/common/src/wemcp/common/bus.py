@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -39,6 +40,16 @@ from wemcp.common.telemetry import extract_context, meter, tracer
 log = get_logger("wemcp.bus")
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E, AsyncSession], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a service consumes: the event class, its handler and how many run at once."""
+
+    event: type[Event]
+    handler: Handler[Any]
+    max_workers: int = 1
+    durable: str | None = None
 
 DUPLICATE_WINDOW_SECONDS = 15 * 60
 _REDELIVERY_BACKOFF = (0.5, 1, 2, 5, 10, 30, 60)
@@ -89,8 +100,15 @@ def subscribe(
     tables: OutboxTables,
     ack_wait: float = 30.0,
     durable: str | None = None,
+    max_workers: int = 1,
 ) -> str:
-    """Register ``handler`` for ``event_cls`` as a durable JetStream pull consumer."""
+    """Register ``handler`` for ``event_cls`` as a durable JetStream pull consumer.
+
+    ``max_workers=1`` (the default) handles one message at a time, in stream order — what
+    order-sensitive consumers need (a ``server.disabled`` followed by ``server.enabled``). Consumers
+    whose handlers commute (usage counters, request logs) raise it: each handler commits its own
+    transaction, so concurrent handlers let Postgres group their commits, which is where the
+    throughput is (one fsync per event otherwise)."""
     durable = durable or consumer_name(service, event_cls)
     span_tracer = tracer(f"wemcp.{service}.bus")
     handled = meter(f"wemcp.{service}.bus").create_counter(
@@ -155,14 +173,18 @@ def subscribe(
         event_cls.subject,
         stream=JStream(name=stream_name, declare=False),
         durable=durable,
-        pull_sub=PullSub(batch_size=16, timeout=1.0),
+        # batch_size=1: nats-py's lingering fetch returns on the first message only when the
+        # batch is full, so a larger batch would hold a lone event until the fetch timeout.
+        pull_sub=PullSub(batch_size=1, timeout=5.0),
         ack_policy=AckPolicy.MANUAL,
+        max_workers=max_workers,
         config=ConsumerConfig(
             durable_name=durable,
             ack_policy=JsAckPolicy.EXPLICIT,
             ack_wait=ack_wait,
             deliver_policy=DeliverPolicy.ALL,
             max_deliver=-1,
+            max_ack_pending=max(64, 4 * max_workers),
             filter_subject=event_cls.subject,
         ),
         title=durable,

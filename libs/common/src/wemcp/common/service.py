@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from wemcp.common.bus import Handler, create_broker, ensure_streams, subscribe
+from wemcp.common.bus import Handler, Subscription, create_broker, ensure_streams, subscribe
 from wemcp.common.config import ServiceSettings
 from wemcp.common.db import check_database, make_engine, make_session_factory
 from wemcp.common.errors import ConfigError
@@ -46,7 +46,8 @@ class ServiceSpec:
     title: str
     routers: Sequence[APIRouter] = ()
     tables: OutboxTables | None = None
-    subscriptions: Sequence[tuple[type[Event], Handler[Any]]] = ()
+    # (EventClass, handler) pairs or Subscription(...) for more control (concurrency, durable name)
+    subscriptions: Sequence[tuple[type[Event], Handler[Any]] | Subscription] = ()
     uses_database: bool = True
     uses_bus: bool = True
     uses_redis: bool = False
@@ -102,11 +103,13 @@ class Runtime:
     async def _open_bus(self) -> None:
         s = self.settings
         broker = create_broker(s.nats_url, self.spec.name)
-        for event_cls, handler in self.spec.subscriptions:
+        for sub in self.spec.subscriptions:
             if self.sessions is None or self.spec.tables is None:
                 raise RuntimeError(f"{self.spec.name}: subscriptions need the database and outbox tables")
-            subscribe(broker, event_cls, handler, service=self.spec.name, sessions=self.sessions,
-                      tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds)
+            sub = sub if isinstance(sub, Subscription) else Subscription(*sub)
+            subscribe(broker, sub.event, sub.handler, service=self.spec.name, sessions=self.sessions,
+                      tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds, durable=sub.durable,
+                      max_workers=sub.max_workers)
         try:
             await asyncio.wait_for(broker.connect(), s.startup_timeout_seconds)
         except Exception as exc:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
-from wemcp.common.bus import consumer_name
+from wemcp.common.bus import Subscription, consumer_name
 
 if TYPE_CHECKING:
     from wemcp.common.service import ServiceSpec
@@ -23,8 +23,11 @@ def service_info_router(spec: ServiceSpec) -> APIRouter:
             "service": spec.name,
             "title": spec.title,
             "version": spec.version,
-            "consumes": [{"subject": cls.subject, "durable": consumer_name(spec.name, cls)}
-                         for cls, _ in spec.subscriptions],
+            "consumes": [{"subject": sub.event.subject,
+                          "durable": sub.durable or consumer_name(spec.name, sub.event),
+                          "max_workers": sub.max_workers}
+                         for sub in (s if isinstance(s, Subscription) else Subscription(*s)
+                                     for s in spec.subscriptions)],
             "outbox": spec.tables.schema if spec.tables else None,
             "relayed_events": runtime.relay.published_total if runtime.relay else 0,
         }
