@@ -13,10 +13,9 @@ from redis.asyncio import Redis
 from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.identity import Identity
 from wemcp.common.service import running
-from wemcp.ratelimit.client import InvalidSubject, QuotaClient
+from wemcp.ratelimit.client import InvalidSubject, open_quota_client
 from wemcp.ratelimit.config import Settings
 from wemcp.ratelimit.main import SPEC
-from wemcp.ratelimit.policy import Limits, RedisPolicyCache
 from wemcp.ratelimit.remote import NatsQuotaClient
 
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_bus", "clean_redis")
@@ -65,13 +64,12 @@ async def test_policies_need_an_admin(http):
                                     "agent": {"per_user_daily": 100, "global_daily_cap": None}}
 
 
-async def test_policy_change_reaches_a_gateways_client_without_waiting_for_expiry(http, infra):
+async def test_policy_change_reaches_a_gateways_client_without_waiting_for_expiry(http, infra, settings_for):
     redis = Redis.from_url(infra.redis_url)
-    # what a gateway process holds: its own cache, max age far beyond the test's patience
-    cache = RedisPolicyCache(redis, {"server": Limits(1000), "agent": Limits(100)}, max_age=600)
-    await cache.start()
+    # what a gateway process holds: its own client and cache, max age far beyond the test's patience
+    quota = await open_quota_client(redis, settings_for(Settings, policy_max_age_seconds=600))
+    cache = quota.policies
     try:
-        quota = QuotaClient(redis, cache)
         assert cache.limits("server", "maps").per_user_daily == 1000
         r = await http.put("/api/v1/policies/servers/maps", json={"per_user_daily": 2, "global_daily_cap": 50,
                                                                  "note": "beta"}, headers=ADMIN)
@@ -94,7 +92,7 @@ async def test_policy_change_reaches_a_gateways_client_without_waiting_for_expir
         got = (await http.get("/api/v1/policies/servers/maps", headers=ADMIN)).json()
         assert got["override"] is None and got["effective"]["per_user_daily"] == 1000
     finally:
-        await cache.aclose()
+        await quota.aclose()
         await redis.aclose()
 
 

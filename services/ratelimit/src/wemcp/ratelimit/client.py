@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from wemcp.ratelimit.policy import Limits, PolicySource
+from wemcp.ratelimit.policy import Limits, PolicySource, RedisPolicyCache
 from wemcp.ratelimit.runcontext import InvalidRunContext, verify_run_context
 
 log = logging.getLogger("wemcp.ratelimit.client")
@@ -191,6 +191,12 @@ class QuotaClient:
                    unavailable_retry_after=settings.unavailable_retry_after_seconds,
                    **({"clock": clock} if clock else {}))
 
+    async def aclose(self) -> None:
+        """Stops the policy cache's listener (the Redis client belongs to the caller)."""
+        closer = getattr(self.policies, "aclose", None)
+        if closer is not None:
+            await closer()
+
     # -- the day -----------------------------------------------------------------------------
     def day(self, now: float | None = None) -> _Day:
         now = self.clock() if now is None else now
@@ -310,3 +316,12 @@ class QuotaClient:
     async def global_used_today(self, slug: str) -> int:
         v = await self.redis.get(self.cap_key("server", slug, self.day().tag))
         return int(v) if v is not None else 0
+
+
+async def open_quota_client(redis: Redis, settings: Any,
+                            clock: Callable[[], float] | None = None) -> QuotaClient:
+    """What the gateway calls in its lifespan: a client on the service's live policies
+    (``settings`` is :class:`wemcp.ratelimit.config.Settings`). Close it with ``await client.aclose()``."""
+    cache = RedisPolicyCache(redis, settings.default_limits(), max_age=settings.policy_max_age_seconds)
+    await cache.start()
+    return QuotaClient.from_settings(redis, cache, settings, clock)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 from wemcp.common.config import ServiceSettings, load_settings
+from wemcp.ratelimit.policy import Limits
 
 
 class Settings(ServiceSettings):
@@ -33,6 +34,11 @@ class Settings(ServiceSettings):
     # NATS request/reply alternative to the in-process client.
     decide_subject: str = "ratelimit.decide"
     policy_max_age_seconds: float = Field(default=30.0, gt=0)
+
+    def default_limits(self) -> dict[str, Limits]:
+        """The defaults used until an admin stores their own."""
+        return {"server": Limits(self.server_daily_default, self.server_global_cap_default),
+                "agent": Limits(self.agent_daily_default, None)}
 
     @field_validator("day_zone")
     @classmethod

@@ -15,12 +15,12 @@ from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
 from wemcp.ratelimit import handlers
 from wemcp.ratelimit.api import router
-from wemcp.ratelimit.client import QuotaClient
+from wemcp.ratelimit.client import open_quota_client
 from wemcp.ratelimit.config import Settings, get_settings
 from wemcp.ratelimit.models import bus_tables, probe_receipts
-from wemcp.ratelimit.policy import SNAPSHOT_KEY, RedisPolicyCache
+from wemcp.ratelimit.policy import SNAPSHOT_KEY
 from wemcp.ratelimit.remote import DecisionResponder
-from wemcp.ratelimit.service import default_limits, publish_policies
+from wemcp.ratelimit.service import publish_policies
 
 log = get_logger("wemcp.ratelimit")
 
@@ -35,10 +35,8 @@ async def _start(rt: Runtime) -> None:
     assert isinstance(settings, Settings) and rt.redis is not None and rt.sessions is not None
     handlers.configure(settings.day_zone)
     await publish_policies(rt.sessions, rt.redis, settings)
-    cache = RedisPolicyCache(rt.redis, default_limits(settings), max_age=settings.policy_max_age_seconds)
-    await cache.start()
-    quota = QuotaClient.from_settings(rt.redis, cache, settings)
-    rt.extras.update(policy_cache=cache, quota=quota)
+    quota = await open_quota_client(rt.redis, settings)
+    rt.extras.update(policy_cache=quota.policies, quota=quota)
     if rt.broker is not None:
         responder = DecisionResponder(rt.broker.connection, quota, settings.decide_subject)
         await responder.start()
@@ -69,9 +67,10 @@ async def _stop(rt: Runtime) -> None:
     if responder is not None:
         with contextlib.suppress(Exception):
             await responder.stop()
-    cache = rt.extras.pop("policy_cache", None)
-    if cache is not None:
-        await cache.aclose()
+    rt.extras.pop("policy_cache", None)
+    quota = rt.extras.pop("quota", None)
+    if quota is not None:
+        await quota.aclose()
 
 
 SPEC = ServiceSpec(

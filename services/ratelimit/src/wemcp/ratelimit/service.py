@@ -19,13 +19,8 @@ from wemcp.ratelimit.repository import PolicyRepository, UsageRepository
 NIL_USER = uuid.UUID(int=0)  # anonymous calls are recorded under the nil UUID
 
 
-def default_limits(settings: Settings) -> dict[str, Limits]:
-    return {"server": Limits(settings.server_daily_default, settings.server_global_cap_default),
-            "agent": Limits(settings.agent_daily_default, None)}
-
-
 async def load_policy_set(session: AsyncSession, settings: Settings) -> PolicySet:
-    defaults = default_limits(settings)
+    defaults = settings.default_limits()
     overrides: dict[tuple[str, str], Override] = {}
     for row in await PolicyRepository(session).all_free_tier():
         if row.subject_id == DEFAULT_SUBJECT:
