@@ -123,6 +123,16 @@ async def route_api(path: str, request: Request) -> Response:
                          await _identity(request))
 
 
+@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                  include_in_schema=False)
+async def route_openai(path: str, request: Request) -> Response:
+    """The OpenAI-compatible API (``/v1/chat/completions``, ``/v1/models``, ``/v1/agents/...``) is
+    served by the agents service; streaming responses pass through unbuffered."""
+    gw = _state(request)
+    return await forward(request, gw.client, "agents", gw.urls["agents"], gw.settings.max_body_bytes,
+                         await _identity(request))
+
+
 @router.api_route("/v0.1/{path:path}", methods=["GET", "POST"], include_in_schema=False)
 async def route_registry(path: str, request: Request) -> Response:
     """The official-registry-compatible API (``/v0.1/servers`` ...) is served by the catalog."""
