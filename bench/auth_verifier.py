@@ -28,13 +28,18 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.requests import Request
-
 from wemcp.gateway.identity import Verifier
 
 
 def _jwk(kid: str, key: Ed25519PrivateKey) -> dict:
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return {"kty": "OKP", "crv": "Ed25519", "x": jwt.utils.base64url_encode(raw).decode(), "kid": kid, "alg": "EdDSA"}
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": jwt.utils.base64url_encode(raw).decode(),
+        "kid": kid,
+        "alg": "EdDSA",
+    }
 
 
 def _pcts(samples: list[float]) -> str:
@@ -51,8 +56,16 @@ async def main(n: int) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/jwks"):
             return httpx.Response(200, json={"keys": [_jwk("k1", key)]})
-        return httpx.Response(200, json={"key_id": str(uuid.uuid4()), "user_id": str(user_id), "role": "user",
-                                         "login": "bench", "servers": None})
+        return httpx.Response(
+            200,
+            json={
+                "key_id": str(uuid.uuid4()),
+                "user_id": str(user_id),
+                "role": "user",
+                "login": "bench",
+                "servers": None,
+            },
+        )
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         v = Verifier(client, "http://auth", issuer="wemcp", audience="wemcp")
@@ -60,9 +73,23 @@ async def main(n: int) -> None:
         now = int(time.time())
 
         def token(i: int) -> str:
-            return jwt.encode({"iss": "wemcp", "aud": "wemcp", "sub": str(user_id), "role": "user", "login": "bench",
-                               "sid": str(user_id), "iat": now, "nbf": now, "exp": now + 600, "jti": str(i)},
-                              key, algorithm="EdDSA", headers={"kid": "k1"})
+            return jwt.encode(
+                {
+                    "iss": "wemcp",
+                    "aud": "wemcp",
+                    "sub": str(user_id),
+                    "role": "user",
+                    "login": "bench",
+                    "sid": str(user_id),
+                    "iat": now,
+                    "nbf": now,
+                    "exp": now + 600,
+                    "jti": str(i),
+                },
+                key,
+                algorithm="EdDSA",
+                headers={"kid": "k1"},
+            )
 
         tokens = [token(i) for i in range(n)]
         for t in tokens[:200]:  # warm up the code paths
@@ -99,7 +126,9 @@ async def main(n: int) -> None:
             await v(r)
             keyed.append(time.perf_counter() - t0)
 
-    print(f"machine: {os.cpu_count()} cpus (nproc), Python {platform.python_version()} on {platform.platform()}")
+    print(
+        f"machine: {os.cpu_count()} cpus (nproc), Python {platform.python_version()} on {platform.platform()}"
+    )
     print(f"method: {n} sequential calls each, time.perf_counter around one verifier call, one event loop")
     print(f"JWT EdDSA verify, cold (new token):     {_pcts(cold)}")
     print(f"JWT, warm (memoised token):             {_pcts(warm)}")

@@ -22,8 +22,13 @@ async def provider() -> AsyncIterator[LoopbackProvider]:
     port = free_port()
     async with serve(p.app(), port) as url:
         p.base_url = url
-        p.profile = {"login": "octocat", "id": 583231, "avatar_url": "https://avatars.example/u/583231",
-                     "name": "The Octocat", "email": "octocat@example.com"}
+        p.profile = {
+            "login": "octocat",
+            "id": 583231,
+            "avatar_url": "https://avatars.example/u/583231",
+            "name": "The Octocat",
+            "email": "octocat@example.com",
+        }
         yield p
 
 
@@ -32,10 +37,18 @@ KEKS = f"{Keyring.generate_spec('k1')},{Keyring.generate_spec('k2')}"
 
 @pytest.fixture
 def auth_settings(settings_for, provider, tmp_path) -> Settings:
-    return settings_for(Settings, keks=KEKS, active_kek="k1", dev_kek_file=str(tmp_path / "kek"),
-                        public_url="http://wemcp.test", github=provider.config(pkce=True),
-                        gitee=provider.config(pkce=False), google=provider.config(pkce=True, google=True),
-                        login_failures_allowed=5, connection_refresh_margin_seconds=120)
+    return settings_for(
+        Settings,
+        keks=KEKS,
+        active_kek="k1",
+        dev_kek_file=str(tmp_path / "kek"),
+        public_url="http://wemcp.test",
+        github=provider.config(pkce=True),
+        gitee=provider.config(pkce=False),
+        google=provider.config(pkce=True, google=True),
+        login_failures_allowed=5,
+        connection_refresh_margin_seconds=120,
+    )
 
 
 @pytest_asyncio.fixture
@@ -46,7 +59,7 @@ async def auth_app(auth_settings, clean_db, clean_bus, clean_redis) -> AsyncIter
 
 @pytest_asyncio.fixture
 async def client(auth_app) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=auth_app), base_url="http://wemcp.test") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=auth_app), base_url="http://wemcp.test"
+    ) as c:
         yield c
-
-

@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 from sqlalchemy import select, text
-
 from wemcp.auth import service
 from wemcp.auth.models import OAuthConnection, VaultSecret
 from wemcp.auth.testing import CLIENT_ID, CLIENT_SECRET, as_user, browser_login
@@ -40,8 +39,11 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(client):
     client.cookies.clear()
     assert (await client.post("/api/v1/auth/refresh", json={"refresh_token": "nope"})).status_code == 401
     assert (await client.post("/api/v1/auth/refresh", json={"refresh_token": 5})).status_code == 422
-    assert (await client.post("/api/v1/auth/refresh", content=b"{not json",
-                              headers={"content-type": "application/json"})).status_code == 400
+    assert (
+        await client.post(
+            "/api/v1/auth/refresh", content=b"{not json", headers={"content-type": "application/json"}
+        )
+    ).status_code == 400
 
 
 async def test_roles_nobody_raises_their_own(client, auth_app):
@@ -53,16 +55,26 @@ async def test_roles_nobody_raises_their_own(client, auth_app):
     for headers in (as_user(me), {**as_user(me), "x-wemcp-user-role": "superadmin"}):
         r = await client.put(f"/api/v1/users/{me['id']}/role", json={"role": "admin"}, headers=headers)
         assert r.status_code == 403
-    forged = await client.put(f"/api/v1/users/{admin['id']}/role", json={"role": "user"},
-                              headers={**as_user(me), "x-wemcp-user-role": "superadmin"})
+    forged = await client.put(
+        f"/api/v1/users/{admin['id']}/role",
+        json={"role": "user"},
+        headers={**as_user(me), "x-wemcp-user-role": "superadmin"},
+    )
     assert forged.status_code == 403
     # an admin cannot raise themselves, nor make admins, nor touch another admin
-    assert (await client.put(f"/api/v1/users/{admin['id']}/role", json={"role": "superadmin"},
-                             headers=as_user(admin))).status_code == 403
-    assert (await client.put(f"/api/v1/users/{me['id']}/role", json={"role": "admin"},
-                             headers=as_user(admin))).status_code == 403
-    assert (await client.put(f"/api/v1/users/{other_admin['id']}/role", json={"role": "user"},
-                             headers=as_user(admin))).status_code == 403
+    assert (
+        await client.put(
+            f"/api/v1/users/{admin['id']}/role", json={"role": "superadmin"}, headers=as_user(admin)
+        )
+    ).status_code == 403
+    assert (
+        await client.put(f"/api/v1/users/{me['id']}/role", json={"role": "admin"}, headers=as_user(admin))
+    ).status_code == 403
+    assert (
+        await client.put(
+            f"/api/v1/users/{other_admin['id']}/role", json={"role": "user"}, headers=as_user(admin)
+        )
+    ).status_code == 403
     ok = await client.put(f"/api/v1/users/{me['id']}/role", json={"role": "merchant"}, headers=as_user(admin))
     assert ok.status_code == 200 and ok.json()["role"] == "merchant"
     bad = await client.put(f"/api/v1/users/{me['id']}/role", json={"role": "god"}, headers=as_user(admin))
@@ -78,10 +90,15 @@ async def test_invites_grant_a_role_once_and_expire(client, auth_app):
     plain = await _user(client, st, "plain")
     newcomer = await _user(client, st, "newcomer")
     late = await _user(client, st, "late")
-    assert (await client.post("/api/v1/invites", json={"role": "user"}, headers=as_user(plain))).status_code == 403
-    assert (await client.post("/api/v1/invites", json={"role": "admin"}, headers=as_user(merchant))).status_code == 403
-    inv = await client.post("/api/v1/invites", json={"role": "merchant", "email": "a@b.example"},
-                            headers=as_user(merchant))
+    assert (
+        await client.post("/api/v1/invites", json={"role": "user"}, headers=as_user(plain))
+    ).status_code == 403
+    assert (
+        await client.post("/api/v1/invites", json={"role": "admin"}, headers=as_user(merchant))
+    ).status_code == 403
+    inv = await client.post(
+        "/api/v1/invites", json={"role": "merchant", "email": "a@b.example"}, headers=as_user(merchant)
+    )
     assert inv.status_code == 201, inv.text
     code = inv.json()["code"]
     assert code in inv.json()["url"]
@@ -95,14 +112,17 @@ async def test_invites_grant_a_role_once_and_expire(client, auth_app):
     inv2 = (await client.post("/api/v1/invites", json={"role": "merchant"}, headers=as_user(merchant))).json()
     async with st.sessions() as s, s.begin():
         await s.execute(text("UPDATE auth.invites SET expires_at = now() - interval '1 second'"))
-    assert (await client.post("/api/v1/invites/accept", json={"code": inv2["code"]},
-                              headers=as_user(late))).status_code == 404
+    assert (
+        await client.post("/api/v1/invites/accept", json={"code": inv2["code"]}, headers=as_user(late))
+    ).status_code == 404
 
 
 async def test_invite_link_at_sign_in(client, auth_app, provider):
     st = auth_app.state.runtime.extras["auth"]
     admin = await _user(client, st, "boss", "admin")
-    code = (await client.post("/api/v1/invites", json={"role": "merchant"}, headers=as_user(admin))).json()["code"]
+    code = (await client.post("/api/v1/invites", json={"role": "merchant"}, headers=as_user(admin))).json()[
+        "code"
+    ]
     r = await browser_login(client, "github", query=f"?invite={code}")
     assert r.status_code == 200 and r.json()["user"]["role"] == "merchant"
 
@@ -112,8 +132,11 @@ async def test_vault_is_write_only_masked_and_never_logged(client, auth_app, cap
     user = await _user(client, st, "keeper")
     secret = "sk-live-THIS-IS-A-VERY-SECRET-VALUE-1234"
     caplog.set_level(logging.DEBUG)
-    put = await client.put("/api/v1/vault", json={"server": "io.github.x/weather", "name": "WEATHER_API_KEY",
-                                                  "value": secret}, headers=as_user(user))
+    put = await client.put(
+        "/api/v1/vault",
+        json={"server": "io.github.x/weather", "name": "WEATHER_API_KEY", "value": secret},
+        headers=as_user(user),
+    )
     assert put.status_code == 200, put.text
     assert put.json()["value"] == "****1234"
     listed = await client.get("/api/v1/vault", headers=as_user(user))
@@ -126,19 +149,28 @@ async def test_vault_is_write_only_masked_and_never_logged(client, auth_app, cap
         dump = json.dumps([row.sealed, row.masked])
     assert "VERY-SECRET" not in dump and row.sealed.startswith("v1.k1.")
     # the gateway's internal read returns it
-    internal = await client.get(f"/internal/auth/vault/{user['id']}", params={"server": "io.github.x/weather"})
+    internal = await client.get(
+        f"/internal/auth/vault/{user['id']}", params={"server": "io.github.x/weather"}
+    )
     assert internal.json()["values"] == {"WEATHER_API_KEY": secret}
     # another user sees nothing of it
     other = await _user(client, st, "nosy")
     assert (await client.get("/api/v1/vault", headers=as_user(other))).json()["items"] == []
-    assert (await client.get(f"/internal/auth/vault/{other['id']}",
-                             params={"server": "io.github.x/weather"})).json()["values"] == {}
+    assert (
+        await client.get(f"/internal/auth/vault/{other['id']}", params={"server": "io.github.x/weather"})
+    ).json()["values"] == {}
     assert secret not in caplog.text
-    bad = await client.put("/api/v1/vault", json={"server": "../etc", "name": "X", "value": "v"},
-                           headers=as_user(user))
+    bad = await client.put(
+        "/api/v1/vault", json={"server": "../etc", "name": "X", "value": "v"}, headers=as_user(user)
+    )
     assert bad.status_code == 422 and secret not in bad.text
-    assert (await client.delete("/api/v1/vault", params={"server": "io.github.x/weather", "name": "WEATHER_API_KEY"},
-                                headers=as_user(user))).status_code == 204
+    assert (
+        await client.delete(
+            "/api/v1/vault",
+            params={"server": "io.github.x/weather", "name": "WEATHER_API_KEY"},
+            headers=as_user(user),
+        )
+    ).status_code == 204
 
 
 async def test_kek_rotation_rewraps_without_losing_values(client, auth_app, auth_settings):
@@ -147,8 +179,11 @@ async def test_kek_rotation_rewraps_without_losing_values(client, auth_app, auth
 
     st = auth_app.state.runtime.extras["auth"]
     user = await _user(client, st, "rotator")
-    await client.put("/api/v1/vault", json={"server": "maps", "name": "KEY", "value": "value-under-k1-0000"},
-                     headers=as_user(user))
+    await client.put(
+        "/api/v1/vault",
+        json={"server": "maps", "name": "KEY", "value": "value-under-k1-0000"},
+        headers=as_user(user),
+    )
     k2 = Keyring.parse(auth_settings.keks, "k2")
     n = await rotate_kek(st.sessions, k2)
     assert n >= 2  # the secret and the signing key
@@ -163,9 +198,16 @@ async def test_third_party_connection_tokens_are_sealed_and_refreshed(client, au
     st = auth_app.state.runtime.extras["auth"]
     admin = await _user(client, st, "ops", "admin")
     user = await _user(client, st, "netdisk-user")
-    app_body = {"slug": "baidu-netdisk", "name": "Baidu Netdisk", "authorize_url": f"{provider.base_url}/authorize",
-                "token_url": f"{provider.base_url}/token", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                "scope": "basic netdisk", "servers": ["baidu-netdisk"]}
+    app_body = {
+        "slug": "baidu-netdisk",
+        "name": "Baidu Netdisk",
+        "authorize_url": f"{provider.base_url}/authorize",
+        "token_url": f"{provider.base_url}/token",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "scope": "basic netdisk",
+        "servers": ["baidu-netdisk"],
+    }
     assert (await client.post("/api/v1/oauth/apps", json=app_body, headers=as_user(user))).status_code == 403
     created = await client.post("/api/v1/oauth/apps", json=app_body, headers=as_user(admin))
     assert created.status_code == 201 and CLIENT_SECRET not in created.text
@@ -183,6 +225,7 @@ async def test_third_party_connection_tokens_are_sealed_and_refreshed(client, au
     async with st.sessions() as s, s.begin():
         await s.execute(text("UPDATE auth.oauth_connections SET expires_at = now() + interval '60 seconds'"))
     from wemcp.auth.connections import refresh_due
+
     assert await refresh_due(st) == 1
     assert provider.token_requests[-1]["grant_type"] == "refresh_token"
     got2 = (await client.get(f"/internal/auth/connections/{user['id']}/baidu-netdisk")).json()
@@ -192,4 +235,6 @@ async def test_third_party_connection_tokens_are_sealed_and_refreshed(client, au
     assert row.expires_at > datetime.now(UTC) + timedelta(minutes=30)
     assert got2["access_token"] not in row.token_sealed
     mine = (await client.get("/api/v1/connections", headers=as_user(user))).json()["items"]
-    assert mine[0]["app"] == "baidu-netdisk" and "token" not in json.dumps(mine).replace("needs_reconnect", "")
+    assert mine[0]["app"] == "baidu-netdisk" and "token" not in json.dumps(mine).replace(
+        "needs_reconnect", ""
+    )

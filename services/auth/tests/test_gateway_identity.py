@@ -17,7 +17,6 @@ import jwt
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from wemcp.auth.testing import as_user, browser_login, serve
 from wemcp.common.service import running
 from wemcp.devstack.infra import free_port
@@ -31,8 +30,12 @@ async def stack(auth_app, settings_for) -> AsyncIterator[dict[str, Any]]:
     async with serve(auth_app, port) as auth_url:
         gw_settings = settings_for(GatewaySettings, auth_url=auth_url, jwks_min_refetch_seconds=0.2)
         async with running(GATEWAY, gw_settings) as gw:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://wemcp.test") as c, \
-                    httpx.AsyncClient(transport=httpx.ASGITransport(app=auth_app), base_url="http://wemcp.test") as a:
+            async with (
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://wemcp.test") as c,
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=auth_app), base_url="http://wemcp.test"
+                ) as a,
+            ):
                 yield {"gw": c, "auth": a, "verifier": gw.state.runtime.extras["gateway"].verifier}
 
 
@@ -65,24 +68,36 @@ async def test_bad_tokens_are_refused_with_401_problem(stack):
     claims = jwt.decode(good, options={"verify_signature": False})
     kid = jwt.get_unverified_header(good)["kid"]
     now = int(time.time())
-    forged = jwt.encode(claims | {"role": "superadmin"}, Ed25519PrivateKey.generate(), algorithm="EdDSA",
-                        headers={"kid": kid})
+    forged = jwt.encode(
+        claims | {"role": "superadmin"}, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid}
+    )
     expired_claims = claims | {"iat": now - 4000, "nbf": now - 4000, "exp": now - 3000}
     h, p, s = good.split(".")
     tampered = f"{h}.{_b64(claims | {'role': 'superadmin'})}.{s}"
     alg_none = f"{_b64({'alg': 'none', 'kid': kid, 'typ': 'JWT'})}.{_b64(claims)}."
     # HS256 "signed" with the public key (the classic algorithm confusion)
     jwks = (await stack["auth"].get("/api/v1/auth/jwks")).json()
-    hs256 = jwt.encode(claims, json.dumps(jwks["keys"][0]).encode() + b"-" * 32, algorithm="HS256",
-                       headers={"kid": kid})
+    hs256 = jwt.encode(
+        claims, json.dumps(jwks["keys"][0]).encode() + b"-" * 32, algorithm="HS256", headers={"kid": kid}
+    )
     es256 = jwt.encode(claims, generate_private_key(SECP256R1()), algorithm="ES256", headers={"kid": kid})
     unknown_kid = jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": "nope"})
-    wrong_aud = jwt.encode(claims | {"aud": "other"}, Ed25519PrivateKey.generate(), algorithm="EdDSA",
-                           headers={"kid": kid})
-    cases = {"forged": forged, "tampered": tampered, "alg_none": alg_none, "hs256": hs256, "es256": es256,
-             "unknown_kid": unknown_kid, "wrong_aud": wrong_aud, "garbage": "not.a.jwt",
-             "expired_unsigned": jwt.encode(expired_claims, Ed25519PrivateKey.generate(), algorithm="EdDSA",
-                                            headers={"kid": kid})}
+    wrong_aud = jwt.encode(
+        claims | {"aud": "other"}, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid}
+    )
+    cases = {
+        "forged": forged,
+        "tampered": tampered,
+        "alg_none": alg_none,
+        "hs256": hs256,
+        "es256": es256,
+        "unknown_kid": unknown_kid,
+        "wrong_aud": wrong_aud,
+        "garbage": "not.a.jwt",
+        "expired_unsigned": jwt.encode(
+            expired_claims, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid}
+        ),
+    }
     for name, token in cases.items():
         r = await stack["gw"].get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 401, (name, r.status_code, r.text)
@@ -100,8 +115,12 @@ async def test_expired_genuine_token_is_refused(stack, auth_app):
     active = await keys.current()
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     now = int(time.time())
-    expired = jwt.encode(claims | {"iat": now - 4000, "nbf": now - 4000, "exp": now - 3000}, active.key,
-                         algorithm="EdDSA", headers={"kid": active.kid})
+    expired = jwt.encode(
+        claims | {"iat": now - 4000, "nbf": now - 4000, "exp": now - 3000},
+        active.key,
+        algorithm="EdDSA",
+        headers={"kid": active.kid},
+    )
     r = await stack["gw"].get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"})
     assert r.status_code == 401 and "expired" in r.json()["detail"]
 
@@ -111,7 +130,9 @@ async def test_signing_key_rotation_is_picked_up_on_unknown_kid(stack, auth_app)
 
     st = auth_app.state.runtime.extras["auth"]
     old = await _signed_in(stack)
-    assert (await stack["gw"].get("/api/v1/me", headers={"Authorization": f"Bearer {old['access_token']}"})).status_code == 200
+    assert (
+        await stack["gw"].get("/api/v1/me", headers={"Authorization": f"Bearer {old['access_token']}"})
+    ).status_code == 200
     async with st.sessions() as s, s.begin():
         new_kid = await create_signing_key(s, st.keyring)
     await st.keys.load()
@@ -128,23 +149,30 @@ async def test_signing_key_rotation_is_picked_up_on_unknown_kid(stack, auth_app)
 async def test_api_key_revocation_reaches_the_gateway_within_a_second(stack):
     body = await _signed_in(stack)
     user = body["user"]
-    created = await stack["auth"].post("/api/v1/api-keys", headers=as_user(user),
-                                       json={"name": "laptop", "servers": ["weather", "maps"]})
+    created = await stack["auth"].post(
+        "/api/v1/api-keys", headers=as_user(user), json={"name": "laptop", "servers": ["weather", "maps"]}
+    )
     assert created.status_code == 201, created.text
     key = created.json()["key"]
     assert key.startswith("wmk_") and created.json()["prefix"] == key[:12]
     listed = (await stack["auth"].get("/api/v1/api-keys", headers=as_user(user))).json()["items"]
     assert listed[0]["prefix"] == key[:12] and "key" not in listed[0] and key not in json.dumps(listed)
 
-    for how in ({"headers": {"Authorization": f"Bearer {key}"}}, {"headers": {"X-API-Key": key}},
-                {"params": {"key": key}}):
+    for how in (
+        {"headers": {"Authorization": f"Bearer {key}"}},
+        {"headers": {"X-API-Key": key}},
+        {"params": {"key": key}},
+    ):
         r = await stack["gw"].get("/api/v1/me", **how)
         assert r.status_code == 200, (how, r.text)
         assert r.json()["id"] == user["id"]
 
     # the verifier exposes the scope for the MCP router
     from starlette.requests import Request
-    req = Request({"type": "http", "headers": [(b"x-api-key", key.encode())], "query_string": b"", "state": {}})
+
+    req = Request(
+        {"type": "http", "headers": [(b"x-api-key", key.encode())], "query_string": b"", "state": {}}
+    )
     ident = await stack["verifier"](req)
     assert str(ident.user_id) == user["id"] and req.state.api_key.allows("maps")
     assert not req.state.api_key.allows("other")
@@ -188,13 +216,18 @@ async def test_role_change_evicts_cached_api_key_identity(stack, auth_app):
         admin = await service.create_user(s, login="root", role="superadmin")
         admin_id = admin.id
     user = admin_body["user"]
-    key = (await stack["auth"].post("/api/v1/api-keys", headers=as_user(user), json={"name": "k"})).json()["key"]
+    key = (await stack["auth"].post("/api/v1/api-keys", headers=as_user(user), json={"name": "k"})).json()[
+        "key"
+    ]
     r = await stack["gw"].get("/api/v1/me", headers={"X-API-Key": key})
     assert r.status_code == 200
     ident = await stack["verifier"].verify_api_key(key)
     assert ident[0].role == "user"
-    put = await stack["auth"].put(f"/api/v1/users/{user['id']}/role", json={"role": "merchant"},
-                                  headers={"x-wemcp-user-id": str(admin_id), "x-wemcp-user-role": "superadmin"})
+    put = await stack["auth"].put(
+        f"/api/v1/users/{user['id']}/role",
+        json={"role": "merchant"},
+        headers={"x-wemcp-user-id": str(admin_id), "x-wemcp-user-role": "superadmin"},
+    )
     assert put.status_code == 200, put.text
     t0 = time.monotonic()
     while (await stack["verifier"].verify_api_key(key))[0].role != "merchant":

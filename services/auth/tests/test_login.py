@@ -43,7 +43,13 @@ async def test_first_github_login_creates_user_from_profile_and_issues_tokens(cl
 
 
 async def test_gitee_without_pkce_and_google_profile_mapping(client, provider):
-    provider.profile = {"login": "gitee-user", "id": new_id(), "avatar_url": None, "name": "码云用户", "email": None}
+    provider.profile = {
+        "login": "gitee-user",
+        "id": new_id(),
+        "avatar_url": None,
+        "name": "码云用户",
+        "email": None,
+    }
     r = await browser_login(client, "gitee")
     assert r.status_code == 200, r.text
     user = r.json()["user"]
@@ -53,17 +59,31 @@ async def test_gitee_without_pkce_and_google_profile_mapping(client, provider):
     assert user["avatar_url"] == f"https://api.dicebear.com/7.x/bottts/svg?seed={user['id']}"
     assert user["name"] == "码云用户"
 
-    provider.profile = {"id": new_id(), "email": "someone@gmail.example", "name": "Some One",
-                        "avatar_url": "https://lh3.example/p.png"}
+    provider.profile = {
+        "id": new_id(),
+        "email": "someone@gmail.example",
+        "name": "Some One",
+        "avatar_url": "https://lh3.example/p.png",
+    }
     g = await browser_login(client, "google")
     assert g.status_code == 200, g.text
     gu = g.json()["user"]
-    assert (gu["login"], gu["email"], gu["avatar_url"]) == ("someone", "someone@gmail.example", "https://lh3.example/p.png")
+    assert (gu["login"], gu["email"], gu["avatar_url"]) == (
+        "someone",
+        "someone@gmail.example",
+        "https://lh3.example/p.png",
+    )
 
 
 async def test_github_hidden_email_is_read_from_the_emails_endpoint(client, provider):
-    provider.profile = {"login": "private", "id": new_id(), "avatar_url": None, "name": None, "email": None,
-                        "private_email": "hidden@example.com"}
+    provider.profile = {
+        "login": "private",
+        "id": new_id(),
+        "avatar_url": None,
+        "name": None,
+        "email": None,
+        "private_email": "hidden@example.com",
+    }
     r = await browser_login(client, "github")
     assert r.json()["user"]["email"] == "hidden@example.com"
 
@@ -83,7 +103,6 @@ async def test_one_account_links_several_providers(client, provider):
     # a provider account already linked elsewhere cannot be stolen by linking
     provider.profile = {"login": "other", "id": new_id(), "avatar_url": None, "name": None, "email": None}
     other = (await browser_login(client, "github")).json()["user"]
-    provider.profile = {"id": int(parse_qs("")or 0) or 0}  # placeholder replaced below
     provider.profile = {"login": "octocat", "id": 583231, "avatar_url": None, "name": None, "email": None}
     steal = await browser_login(client, "github", headers=as_user(other))
     assert steal.status_code == 409

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from wemcp.auth import service
 from wemcp.auth.config import get_settings
 from wemcp.auth.crypto import Keyring
@@ -33,17 +32,23 @@ from wemcp.common.events.users import UserRoleChanged
 from wemcp.common.outbox import add_event
 
 
-async def create_superadmin(sessions: async_sessionmaker[AsyncSession], login: str,
-                            email: str | None) -> tuple[User, str, bool]:
+async def create_superadmin(
+    sessions: async_sessionmaker[AsyncSession], login: str, email: str | None
+) -> tuple[User, str, bool]:
     async with sessions() as s, s.begin():
-        user = (await s.execute(select(User).where(User.login == login).with_for_update())).scalar_one_or_none()
+        user = (
+            await s.execute(select(User).where(User.login == login).with_for_update())
+        ).scalar_one_or_none()
         created = user is None
         if user is None:
-            user = await service.create_user(s, login=login, email=email, role="superadmin", provider="admin-cli")
+            user = await service.create_user(
+                s, login=login, email=email, role="superadmin", provider="admin-cli"
+            )
         elif user.role != "superadmin":
             previous, user.role = user.role, "superadmin"
-            await add_event(s, bus_tables, UserRoleChanged(user_id=user.id, role="superadmin",
-                                                           previous_role=previous))  # type: ignore[arg-type]
+            await add_event(
+                s, bus_tables, UserRoleChanged(user_id=user.id, role="superadmin", previous_role=previous)
+            )  # type: ignore[arg-type]
         _, raw = await service.create_api_key(s, user.id, "admin-cli", None, None)
     return user, raw, created
 
@@ -51,8 +56,12 @@ async def create_superadmin(sessions: async_sessionmaker[AsyncSession], login: s
 async def rotate_kek(sessions: async_sessionmaker[AsyncSession], keyring: Keyring) -> int:
     """Re-wrap every sealed value's data key under the active KEK; returns how many changed."""
     changed = 0
-    columns = ((VaultSecret, "sealed"), (OAuthConnection, "token_sealed"), (OAuthApp, "client_secret_sealed"),
-               (SigningKey, "private_sealed"))
+    columns = (
+        (VaultSecret, "sealed"),
+        (OAuthConnection, "token_sealed"),
+        (OAuthApp, "client_secret_sealed"),
+        (SigningKey, "private_sealed"),
+    )
     for model, column in columns:
         async with sessions() as s, s.begin():
             for row in (await s.execute(select(model).with_for_update())).scalars():

@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from wemcp.auth import oauth, service
 from wemcp.auth.config import Settings
 from wemcp.auth.crypto import Keyring
@@ -61,6 +60,7 @@ def _st(request: Request) -> AuthState:
 
 # -- failed sign-in throttling -------------------------------------------------------------------
 
+
 def _client_ip(request: Request) -> str:
     # The gateway appends the address it saw as the last X-Forwarded-For entry.
     fwd = request.headers.get("x-forwarded-for")
@@ -75,8 +75,10 @@ async def _throttle(request: Request) -> None:
     count = await st.redis.get(key)
     if count is not None and int(count) >= st.settings.login_failures_allowed:
         ttl = await st.redis.ttl(key)
-        raise TooManyRequests("too many failed sign-in attempts; try again later",
-                              headers={"Retry-After": str(max(int(ttl), 1))})
+        raise TooManyRequests(
+            "too many failed sign-in attempts; try again later",
+            headers={"Retry-After": str(max(int(ttl), 1))},
+        )
 
 
 async def _failed(request: Request) -> None:
@@ -98,6 +100,7 @@ async def _guarded(request: Request, step: Any) -> Any:
 
 
 # -- keys and sign-in ----------------------------------------------------------------------------
+
 
 @router.get("/auth/jwks", summary="Public keys of access tokens (JWKS)")
 @router.get("/jwks", include_in_schema=False)
@@ -125,13 +128,25 @@ def _callback_url(st: AuthState, provider: str) -> str:
 
 
 @router.get("/auth/{provider}/login", summary="Start signing in (redirects to the provider)")
-async def login(provider: str, request: Request, user: OptionalUser,
-                invite: str | None = Query(default=None, max_length=100)) -> RedirectResponse:
+async def login(
+    provider: str,
+    request: Request,
+    user: OptionalUser,
+    invite: str | None = Query(default=None, max_length=100),
+) -> RedirectResponse:
     st = _st(request)
     cfg = _provider(st, provider)
-    url = await oauth.begin(st.redis, cfg, cfg.client_secret, _callback_url(st, provider),
-                            st.settings.oauth_state_ttl_seconds, kind="login", provider=provider,
-                            link_user=str(user.user_id) if user else None, invite=invite)
+    url = await oauth.begin(
+        st.redis,
+        cfg,
+        cfg.client_secret,
+        _callback_url(st, provider),
+        st.settings.oauth_state_ttl_seconds,
+        kind="login",
+        provider=provider,
+        link_user=str(user.user_id) if user else None,
+        invite=invite,
+    )
     return RedirectResponse(url, status_code=302)
 
 
@@ -139,15 +154,28 @@ async def login(provider: str, request: Request, user: OptionalUser,
 async def link(provider: str, request: Request, user: CurrentUser) -> dict[str, str]:
     st = _st(request)
     cfg = _provider(st, provider)
-    url = await oauth.begin(st.redis, cfg, cfg.client_secret, _callback_url(st, provider),
-                            st.settings.oauth_state_ttl_seconds, kind="login", provider=provider,
-                            link_user=str(user.user_id), invite=None)
+    url = await oauth.begin(
+        st.redis,
+        cfg,
+        cfg.client_secret,
+        _callback_url(st, provider),
+        st.settings.oauth_state_ttl_seconds,
+        kind="login",
+        provider=provider,
+        link_user=str(user.user_id),
+        invite=None,
+    )
     return {"authorization_url": url}
 
 
 @router.get("/auth/{provider}/callback", summary="The provider sends the browser back here")
-async def callback(provider: str, request: Request, code: str | None = None, state: str | None = None,
-                   error: str | None = Query(default=None, max_length=200)) -> Response:
+async def callback(
+    provider: str,
+    request: Request,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = Query(default=None, max_length=200),
+) -> Response:
     st = _st(request)
     cfg = _provider(st, provider)
 
@@ -157,7 +185,9 @@ async def callback(provider: str, request: Request, code: str | None = None, sta
             raise BadRequest("the state belongs to another sign-in")
         if error:
             raise BadRequest(f"the provider refused: {error}")
-        token = await oauth.exchange(cfg, cfg.client_secret, _callback_url(st, provider), code, flow.get("verifier"))
+        token = await oauth.exchange(
+            cfg, cfg.client_secret, _callback_url(st, provider), code, flow.get("verifier")
+        )
         profile = await oauth.fetch_profile(provider, cfg, token)
         link_user = uuid.UUID(flow["link_user"]) if flow.get("link_user") else None
         async with st.sessions() as s, s.begin():
@@ -178,8 +208,15 @@ async def callback(provider: str, request: Request, code: str | None = None, sta
 
 
 def _set_refresh_cookie(st: AuthState, resp: Response, value: str) -> None:
-    resp.set_cookie(REFRESH_COOKIE, value, max_age=st.settings.refresh_ttl_seconds, httponly=True,
-                    secure=st.settings.public_url.startswith("https"), samesite="strict", path="/api/v1/auth")
+    resp.set_cookie(
+        REFRESH_COOKIE,
+        value,
+        max_age=st.settings.refresh_ttl_seconds,
+        httponly=True,
+        secure=st.settings.public_url.startswith("https"),
+        samesite="strict",
+        path="/api/v1/auth",
+    )
 
 
 @router.post("/auth/refresh", summary="Exchange a refresh token for a new token pair (rotates it)")
@@ -197,7 +234,9 @@ async def refresh(request: Request, body: RefreshIn | None = None) -> JSONRespon
             async with st.sessions() as s, s.begin():
                 await revoke_family(s, st.settings, reuse.family, reuse.user_id, "reuse")
             log.warning("refresh_token_reuse", user_id=str(reuse.user_id), session_id=str(reuse.family))
-            raise Unauthorized("refresh token reuse detected; the session was revoked, sign in again") from None
+            raise Unauthorized(
+                "refresh token reuse detected; the session was revoked, sign in again"
+            ) from None
 
     pair = await _guarded(request, run)
     resp = JSONResponse(pair.body())
@@ -214,8 +253,18 @@ async def logout(request: Request, user: OptionalUser, body: LogoutIn | None = N
             if user is None:
                 raise Unauthorized("sign in first")
             from wemcp.auth.models import RefreshToken
-            families = (await s.execute(select(RefreshToken.family_id).where(
-                RefreshToken.user_id == user.user_id, RefreshToken.revoked_at.is_(None)).distinct())).scalars().all()
+
+            families = (
+                (
+                    await s.execute(
+                        select(RefreshToken.family_id)
+                        .where(RefreshToken.user_id == user.user_id, RefreshToken.revoked_at.is_(None))
+                        .distinct()
+                    )
+                )
+                .scalars()
+                .all()
+            )
             for fam in families:
                 await revoke_family(s, st.settings, fam, user.user_id, "logout")
         elif raw:
@@ -231,6 +280,7 @@ async def logout(request: Request, user: OptionalUser, body: LogoutIn | None = N
 
 
 # -- me, users, roles ----------------------------------------------------------------------------
+
 
 @router.get("/me", summary="The signed-in user")
 async def get_me(request: Request, user: CurrentUser) -> dict[str, Any]:
@@ -257,7 +307,9 @@ async def get_user(user_id: uuid.UUID, request: Request, admin: AdminUser) -> di
 
 
 @router.put("/users/{user_id}/role", summary="Set a user's role (admins; never one's own)")
-async def put_role(user_id: uuid.UUID, body: RoleUpdate, request: Request, actor: CurrentUser) -> dict[str, Any]:
+async def put_role(
+    user_id: uuid.UUID, body: RoleUpdate, request: Request, actor: CurrentUser
+) -> dict[str, Any]:
     async with _st(request).sessions() as s, s.begin():
         user = await service.set_role(s, actor.user_id, user_id, body.role)
         return service.user_read(user)
@@ -265,25 +317,54 @@ async def put_role(user_id: uuid.UUID, body: RoleUpdate, request: Request, actor
 
 # -- invites -------------------------------------------------------------------------------------
 
+
 @router.post("/invites", status_code=201, summary="Invite someone with a role (merchants, admins)")
 async def create_invite(body: InviteCreate, request: Request, actor: CurrentUser) -> dict[str, Any]:
     st = _st(request)
     async with st.sessions() as s, s.begin():
-        invite, code = await service.create_invite(s, actor.user_id, body.role, body.email,
-                                                   body.expires_in_hours or st.settings.invite_default_ttl_hours)
+        invite, code = await service.create_invite(
+            s,
+            actor.user_id,
+            body.role,
+            body.email,
+            body.expires_in_hours or st.settings.invite_default_ttl_hours,
+        )
     # The code is shown once; only its hash is stored. E-mail delivery is the caller's (no mailer yet).
-    return {"id": str(invite.id), "code": code, "role": invite.role, "email": invite.email,
-            "url": f"{st.settings.public_url.rstrip('/')}/invite/{code}",
-            "expires_at": invite.expires_at.isoformat()}
+    return {
+        "id": str(invite.id),
+        "code": code,
+        "role": invite.role,
+        "email": invite.email,
+        "url": f"{st.settings.public_url.rstrip('/')}/invite/{code}",
+        "expires_at": invite.expires_at.isoformat(),
+    }
 
 
 @router.get("/invites", summary="Invites I created")
 async def list_invites(request: Request, actor: CurrentUser) -> dict[str, Any]:
     async with _st(request).sessions() as s:
-        rows = (await s.execute(select(Invite).where(Invite.created_by == actor.user_id)
-                                .order_by(Invite.created_at.desc()).limit(200))).scalars().all()
-    items = [{"id": str(i.id), "role": i.role, "email": i.email, "expires_at": i.expires_at.isoformat(),
-              "used_at": i.used_at.isoformat() if i.used_at else None} for i in rows]
+        rows = (
+            (
+                await s.execute(
+                    select(Invite)
+                    .where(Invite.created_by == actor.user_id)
+                    .order_by(Invite.created_at.desc())
+                    .limit(200)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    items = [
+        {
+            "id": str(i.id),
+            "role": i.role,
+            "email": i.email,
+            "expires_at": i.expires_at.isoformat(),
+            "used_at": i.used_at.isoformat() if i.used_at else None,
+        }
+        for i in rows
+    ]
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
 
@@ -292,10 +373,12 @@ async def accept_invite(body: InviteAccept, request: Request, user: CurrentUser)
     async def run() -> dict[str, Any]:
         async with _st(request).sessions() as s, s.begin():
             return service.user_read(await service.accept_invite(s, user.user_id, body.code))
+
     return await _guarded(request, run)
 
 
 # -- platform API keys ---------------------------------------------------------------------------
+
 
 @router.post("/api-keys", status_code=201, summary="Create a platform API key (shown once)")
 async def create_api_key(body: ApiKeyCreate, request: Request, user: CurrentUser) -> dict[str, Any]:
@@ -311,8 +394,15 @@ async def create_api_key(body: ApiKeyCreate, request: Request, user: CurrentUser
 @router.get("/api-keys", summary="My platform API keys (never the keys themselves)")
 async def list_api_keys(request: Request, user: CurrentUser) -> dict[str, Any]:
     async with _st(request).sessions() as s:
-        rows = (await s.execute(select(ApiKey).where(ApiKey.user_id == user.user_id)
-                                .order_by(ApiKey.created_at.desc()))).scalars().all()
+        rows = (
+            (
+                await s.execute(
+                    select(ApiKey).where(ApiKey.user_id == user.user_id).order_by(ApiKey.created_at.desc())
+                )
+            )
+            .scalars()
+            .all()
+        )
     items = [service.api_key_read(k) for k in rows]
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
@@ -326,6 +416,7 @@ async def revoke_api_key(key_id: uuid.UUID, request: Request, user: CurrentUser)
 
 # -- the vault -----------------------------------------------------------------------------------
 
+
 @router.put("/vault", summary="Save one of my upstream secrets for a server (write-only)")
 async def put_secret(body: SecretPut, request: Request, user: CurrentUser) -> dict[str, Any]:
     st = _st(request)
@@ -335,8 +426,9 @@ async def put_secret(body: SecretPut, request: Request, user: CurrentUser) -> di
 
 
 @router.get("/vault", summary="My saved secrets, masked")
-async def list_secrets(request: Request, user: CurrentUser,
-                       server: str | None = Query(default=None, pattern=SERVER_SLUG)) -> dict[str, Any]:
+async def list_secrets(
+    request: Request, user: CurrentUser, server: str | None = Query(default=None, pattern=SERVER_SLUG)
+) -> dict[str, Any]:
     async with _st(request).sessions() as s:
         q = select(VaultSecret).where(VaultSecret.user_id == user.user_id)
         if server:
@@ -347,12 +439,22 @@ async def list_secrets(request: Request, user: CurrentUser,
 
 
 @router.delete("/vault", status_code=204, summary="Delete one of my secrets")
-async def delete_secret(request: Request, user: CurrentUser, server: str = Query(pattern=SERVER_SLUG),
-                        name: str = Query(max_length=128)) -> Response:
+async def delete_secret(
+    request: Request,
+    user: CurrentUser,
+    server: str = Query(pattern=SERVER_SLUG),
+    name: str = Query(max_length=128),
+) -> Response:
     async with _st(request).sessions() as s, s.begin():
-        row = (await s.execute(select(VaultSecret).where(VaultSecret.user_id == user.user_id,
-                                                         VaultSecret.server == server,
-                                                         VaultSecret.name == name))).scalar_one_or_none()
+        row = (
+            await s.execute(
+                select(VaultSecret).where(
+                    VaultSecret.user_id == user.user_id,
+                    VaultSecret.server == server,
+                    VaultSecret.name == name,
+                )
+            )
+        ).scalar_one_or_none()
         if row is None:
             raise NotFound("no such secret")
         await s.delete(row)
@@ -361,6 +463,7 @@ async def delete_secret(request: Request, user: CurrentUser, server: str = Query
 
 # -- third-party OAuth apps and connections ------------------------------------------------------
 
+
 @router.post("/oauth/apps", status_code=201, summary="Configure a third-party OAuth 2.0 provider (admins)")
 async def create_app(body: OAuthAppCreate, request: Request, admin: AdminUser) -> dict[str, Any]:
     st = _st(request)
@@ -368,12 +471,22 @@ async def create_app(body: OAuthAppCreate, request: Request, admin: AdminUser) -
         if (await s.execute(select(OAuthApp.id).where(OAuthApp.slug == body.slug))).first():
             raise Conflict(f"an OAuth app {body.slug!r} exists")
         app_id = uuid.uuid4()
-        app = OAuthApp(id=app_id, slug=body.slug, name=body.name, authorize_url=str(body.authorize_url),
-                       token_url=str(body.token_url), client_id=body.client_id,
-                       client_secret_sealed=st.keyring.seal(body.client_secret.encode(),
-                                                            service.app_secret_context(app_id)),
-                       scope=body.scope, pkce=body.pkce, token_endpoint_auth_method=body.token_endpoint_auth_method,
-                       servers=body.servers, created_by=admin.user_id)
+        app = OAuthApp(
+            id=app_id,
+            slug=body.slug,
+            name=body.name,
+            authorize_url=str(body.authorize_url),
+            token_url=str(body.token_url),
+            client_id=body.client_id,
+            client_secret_sealed=st.keyring.seal(
+                body.client_secret.encode(), service.app_secret_context(app_id)
+            ),
+            scope=body.scope,
+            pkce=body.pkce,
+            token_endpoint_auth_method=body.token_endpoint_auth_method,
+            servers=body.servers,
+            created_by=admin.user_id,
+        )
         s.add(app)
         await s.flush()
         return service.app_read(app)
@@ -397,14 +510,27 @@ async def connect_start(slug: str, request: Request, user: CurrentUser) -> dict[
     async with st.sessions() as s:
         app = await service.app_by_slug(s, slug)
     secret = st.keyring.open(app.client_secret_sealed, service.app_secret_context(app.id)).decode()
-    url = await oauth.begin(st.redis, app, secret, _connect_callback(st, slug), st.settings.oauth_state_ttl_seconds,
-                            kind="connect", app=slug, user=str(user.user_id))
+    url = await oauth.begin(
+        st.redis,
+        app,
+        secret,
+        _connect_callback(st, slug),
+        st.settings.oauth_state_ttl_seconds,
+        kind="connect",
+        app=slug,
+        user=str(user.user_id),
+    )
     return {"authorization_url": url}
 
 
 @router.get("/connections/{slug}/callback", summary="The third party sends the browser back here")
-async def connect_callback(slug: str, request: Request, code: str | None = None, state: str | None = None,
-                           error: str | None = Query(default=None, max_length=200)) -> Response:
+async def connect_callback(
+    slug: str,
+    request: Request,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = Query(default=None, max_length=200),
+) -> Response:
     st = _st(request)
 
     async def run() -> dict[str, Any]:
@@ -428,16 +554,28 @@ async def connect_callback(slug: str, request: Request, code: str | None = None,
 
 
 def _connection_read(app: OAuthApp, row: OAuthConnection) -> dict[str, Any]:
-    return {"app": app.slug, "name": app.name, "servers": app.servers, "scope": row.scope,
-            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
-            "connected_at": row.created_at.isoformat(), "needs_reconnect": row.refresh_failed_at is not None}
+    return {
+        "app": app.slug,
+        "name": app.name,
+        "servers": app.servers,
+        "scope": row.scope,
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        "connected_at": row.created_at.isoformat(),
+        "needs_reconnect": row.refresh_failed_at is not None,
+    }
 
 
 @router.get("/connections", summary="My connected third-party accounts (never the tokens)")
 async def list_connections(request: Request, user: CurrentUser) -> dict[str, Any]:
     async with _st(request).sessions() as s:
-        rows = (await s.execute(select(OAuthConnection, OAuthApp).join(OAuthApp).where(
-            OAuthConnection.user_id == user.user_id).order_by(OAuthApp.slug))).all()
+        rows = (
+            await s.execute(
+                select(OAuthConnection, OAuthApp)
+                .join(OAuthApp)
+                .where(OAuthConnection.user_id == user.user_id)
+                .order_by(OAuthApp.slug)
+            )
+        ).all()
     items = [_connection_read(app, conn) for conn, app in rows]
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
@@ -446,8 +584,13 @@ async def list_connections(request: Request, user: CurrentUser) -> dict[str, Any
 async def delete_connection(slug: str, request: Request, user: CurrentUser) -> Response:
     async with _st(request).sessions() as s, s.begin():
         app = await service.app_by_slug(s, slug)
-        row = (await s.execute(select(OAuthConnection).where(OAuthConnection.user_id == user.user_id,
-                                                             OAuthConnection.app_id == app.id))).scalar_one_or_none()
+        row = (
+            await s.execute(
+                select(OAuthConnection).where(
+                    OAuthConnection.user_id == user.user_id, OAuthConnection.app_id == app.id
+                )
+            )
+        ).scalar_one_or_none()
         if row is None:
             raise NotFound("not connected")
         await s.delete(row)
@@ -455,6 +598,7 @@ async def delete_connection(slug: str, request: Request, user: CurrentUser) -> R
 
 
 # -- internal API (gateway only) -----------------------------------------------------------------
+
 
 @internal.get("/jwks")
 async def internal_jwks(request: Request) -> dict[str, Any]:
@@ -471,7 +615,9 @@ async def resolve(body: ResolveIn, request: Request) -> dict[str, Any]:
 
 
 @internal.get("/vault/{user_id}")
-async def internal_vault(user_id: uuid.UUID, request: Request, server: str = Query(pattern=SERVER_SLUG)) -> dict[str, Any]:
+async def internal_vault(
+    user_id: uuid.UUID, request: Request, server: str = Query(pattern=SERVER_SLUG)
+) -> dict[str, Any]:
     st = _st(request)
     async with st.sessions() as s:
         values = await service.read_secrets(s, st.keyring, user_id, server)
@@ -483,7 +629,8 @@ async def internal_connection(user_id: uuid.UUID, slug: str, request: Request) -
     from wemcp.auth.connections import current_token
 
     token, row = await current_token(_st(request), user_id, slug)
-    return {"access_token": token["access_token"], "token_type": token.get("token_type", "Bearer"),
-            "expires_at": row.expires_at.isoformat() if row.expires_at else None}
-
-
+    return {
+        "access_token": token["access_token"],
+        "token_type": token.get("token_type", "Bearer"),
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+    }

@@ -7,7 +7,6 @@ from functools import lru_cache
 
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
-
 from wemcp.common.config import ServiceSettings, load_settings
 
 
@@ -31,28 +30,41 @@ class ProviderConfig(BaseModel):
 
 
 def _github() -> ProviderConfig:
-    return ProviderConfig(authorize_url="https://github.com/login/oauth/authorize",
-                          token_url="https://github.com/login/oauth/access_token",
-                          userinfo_url="https://api.github.com/user", emails_url="https://api.github.com/user/emails",
-                          scope="read:user user:email", pkce=True)
+    return ProviderConfig(
+        authorize_url="https://github.com/login/oauth/authorize",
+        token_url="https://github.com/login/oauth/access_token",
+        userinfo_url="https://api.github.com/user",
+        emails_url="https://api.github.com/user/emails",
+        scope="read:user user:email",
+        pkce=True,
+    )
 
 
 def _gitee() -> ProviderConfig:
     # Gitee documents no PKCE support: state only.
-    return ProviderConfig(authorize_url="https://gitee.com/oauth/authorize", token_url="https://gitee.com/oauth/token",
-                          userinfo_url="https://gitee.com/api/v5/user", scope="user_info emails", pkce=False)
+    return ProviderConfig(
+        authorize_url="https://gitee.com/oauth/authorize",
+        token_url="https://gitee.com/oauth/token",
+        userinfo_url="https://gitee.com/api/v5/user",
+        scope="user_info emails",
+        pkce=False,
+    )
 
 
 def _google() -> ProviderConfig:
-    return ProviderConfig(authorize_url="https://accounts.google.com/o/oauth2/v2/auth",
-                          token_url="https://oauth2.googleapis.com/token",
-                          userinfo_url="https://openidconnect.googleapis.com/v1/userinfo",
-                          scope="openid email profile", pkce=True)
+    return ProviderConfig(
+        authorize_url="https://accounts.google.com/o/oauth2/v2/auth",
+        token_url="https://oauth2.googleapis.com/token",
+        userinfo_url="https://openidconnect.googleapis.com/v1/userinfo",
+        scope="openid email profile",
+        pkce=True,
+    )
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="WEMCP_AUTH_", extra="ignore", populate_by_name=True,
-                                      env_nested_delimiter="__")
+    model_config = SettingsConfigDict(
+        env_prefix="WEMCP_AUTH_", extra="ignore", populate_by_name=True, env_nested_delimiter="__"
+    )
 
     service_name: str = "auth"
     port: int = Field(default=8001, ge=0, le=65535)

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
-
 from wemcp.auth import oauth, service
 from wemcp.auth.models import OAuthApp, OAuthConnection
 from wemcp.auth.tokens import now
@@ -36,7 +35,9 @@ async def _refresh_locked(st: AuthState, conn: OAuthConnection, app: OAuthApp, f
         new = await oauth.refresh(app, secret, token)
     except Exception as exc:
         conn.refresh_failed_at = now()
-        log.warning("connection_refresh_failed", app=app.slug, user_id=str(conn.user_id), error=type(exc).__name__)
+        log.warning(
+            "connection_refresh_failed", app=app.slug, user_id=str(conn.user_id), error=type(exc).__name__
+        )
         return token
     conn.token_sealed = st.keyring.seal(json.dumps(new).encode(), ctx)
     conn.expires_at, conn.scope = service.token_expiry(new), new.get("scope", conn.scope)
@@ -45,11 +46,18 @@ async def _refresh_locked(st: AuthState, conn: OAuthConnection, app: OAuthApp, f
     return new
 
 
-async def current_token(st: AuthState, user_id: uuid.UUID, slug: str) -> tuple[dict[str, Any], OAuthConnection]:
+async def current_token(
+    st: AuthState, user_id: uuid.UUID, slug: str
+) -> tuple[dict[str, Any], OAuthConnection]:
     async with st.sessions() as s, s.begin():
         app = await service.app_by_slug(s, slug)
-        conn = (await s.execute(select(OAuthConnection).where(
-            OAuthConnection.user_id == user_id, OAuthConnection.app_id == app.id).with_for_update())).scalar_one_or_none()
+        conn = (
+            await s.execute(
+                select(OAuthConnection)
+                .where(OAuthConnection.user_id == user_id, OAuthConnection.app_id == app.id)
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
         if conn is None:
             raise NotFound(f"the user has not connected {slug}")
         token = await _refresh_locked(st, conn, app, force=False)
@@ -63,15 +71,34 @@ async def refresh_due(st: AuthState) -> int:
     horizon = now() + timedelta(seconds=st.settings.connection_refresh_margin_seconds)
     retry_after = now() - timedelta(minutes=10)
     async with st.sessions() as s:
-        ids = (await s.execute(select(OAuthConnection.id).where(
-            OAuthConnection.expires_at.is_not(None), OAuthConnection.expires_at <= horizon,
-            or_(OAuthConnection.refresh_failed_at.is_(None), OAuthConnection.refresh_failed_at < retry_after))
-            .limit(500))).scalars().all()
+        ids = (
+            (
+                await s.execute(
+                    select(OAuthConnection.id)
+                    .where(
+                        OAuthConnection.expires_at.is_not(None),
+                        OAuthConnection.expires_at <= horizon,
+                        or_(
+                            OAuthConnection.refresh_failed_at.is_(None),
+                            OAuthConnection.refresh_failed_at < retry_after,
+                        ),
+                    )
+                    .limit(500)
+                )
+            )
+            .scalars()
+            .all()
+        )
     for conn_id in ids:
         async with st.sessions() as s, s.begin():
-            row = (await s.execute(select(OAuthConnection, OAuthApp).join(OAuthApp)
-                                   .where(OAuthConnection.id == conn_id)
-                                   .with_for_update(of=OAuthConnection, skip_locked=True))).first()
+            row = (
+                await s.execute(
+                    select(OAuthConnection, OAuthApp)
+                    .join(OAuthApp)
+                    .where(OAuthConnection.id == conn_id)
+                    .with_for_update(of=OAuthConnection, skip_locked=True)
+                )
+            ).first()
             if row is not None:
                 await _refresh_locked(st, row[0], row[1], force=False)
     return len(ids)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from wemcp.common.errors import ConfigError
 from wemcp.common.logging import get_logger
 
@@ -77,8 +76,11 @@ class Keyring:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(f"dev:{_b64(AESGCM.generate_key(256))}")
-            log.warning("dev_kek_generated", path=str(path),
-                        hint="set WEMCP_AUTH_KEKS in production; this file protects every vault value")
+            log.warning(
+                "dev_kek_generated",
+                path=str(path),
+                hint="set WEMCP_AUTH_KEKS in production; this file protects every vault value",
+            )
         return cls.parse(path.read_text().strip(), active)
 
     @staticmethod

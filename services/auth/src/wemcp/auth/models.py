@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Boolean, DateTime, ForeignKey, String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
-
 from wemcp.common.db import declarative_base_for
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table
@@ -44,7 +43,9 @@ class UserIdentity(Base):
     __table_args__ = (UniqueConstraint("provider", "subject", name="uq_identities_provider_subject"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False, index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     provider: Mapped[str] = mapped_column(String(40), nullable=False)
     subject: Mapped[str] = mapped_column(String(200), nullable=False)
     login: Mapped[str | None] = mapped_column(String(200))
@@ -62,7 +63,9 @@ class RefreshToken(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     family_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False, index=True)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False, index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -87,7 +90,9 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False, index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     prefix: Mapped[str] = mapped_column(String(20), nullable=False)
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
@@ -105,7 +110,9 @@ class Invite(Base):
     code_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     role: Mapped[str] = mapped_column(String(20), nullable=False)
     email: Mapped[str | None] = mapped_column(String(320))
-    created_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False)
+    created_by: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False
+    )
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -117,10 +124,14 @@ class VaultSecret(Base):
     key wrapped by the KEK (see crypto.py). Only the mask is readable without the KEK."""
 
     __tablename__ = "vault_secrets"
-    __table_args__ = (UniqueConstraint("user_id", "server", "name", name="uq_vault_secrets_user_server_name"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "server", "name", name="uq_vault_secrets_user_server_name"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False
+    )
     server: Mapped[str] = mapped_column(String(200), nullable=False)
     name: Mapped[str] = mapped_column(String(128), nullable=False)
     sealed: Mapped[str] = mapped_column(Text, nullable=False)
@@ -143,7 +154,9 @@ class OAuthApp(Base):
     client_secret_sealed: Mapped[str] = mapped_column(Text, nullable=False)
     scope: Mapped[str] = mapped_column(Text, nullable=False, default="")
     pkce: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
-    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40), nullable=False, default="client_secret_post")
+    token_endpoint_auth_method: Mapped[str] = mapped_column(
+        String(40), nullable=False, default="client_secret_post"
+    )
     servers: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = _now()
@@ -156,8 +169,12 @@ class OAuthConnection(Base):
     __table_args__ = (UniqueConstraint("user_id", "app_id", name="uq_oauth_connections_user_app"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False)
-    app_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("auth.oauth_apps.id", ondelete="CASCADE"), nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False
+    )
+    app_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("auth.oauth_apps.id", ondelete="CASCADE"), nullable=False
+    )
     token_sealed: Mapped[str] = mapped_column(Text, nullable=False)
     scope: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)

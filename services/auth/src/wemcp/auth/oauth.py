@@ -16,7 +16,6 @@ from typing import Any
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from redis.asyncio import Redis
-
 from wemcp.auth.config import ProviderConfig
 from wemcp.common.errors import BadGateway, BadRequest
 from wemcp.common.logging import get_logger
@@ -39,14 +38,17 @@ class Profile:
 
 def client_for(cfg: ProviderConfig | Any, client_secret: str, redirect_uri: str) -> AsyncOAuth2Client:
     return AsyncOAuth2Client(
-        client_id=cfg.client_id, client_secret=client_secret, scope=cfg.scope or None, redirect_uri=redirect_uri,
+        client_id=cfg.client_id,
+        client_secret=client_secret,
+        scope=cfg.scope or None,
+        redirect_uri=redirect_uri,
         token_endpoint_auth_method=cfg.token_endpoint_auth_method,
-        code_challenge_method="S256" if cfg.pkce else None, timeout=HTTP_TIMEOUT,
+        code_challenge_method="S256" if cfg.pkce else None,
+        timeout=HTTP_TIMEOUT,
     )
 
 
-async def begin(redis: Redis, cfg: Any, client_secret: str, redirect_uri: str, ttl: int,
-                **flow: Any) -> str:
+async def begin(redis: Redis, cfg: Any, client_secret: str, redirect_uri: str, ttl: int, **flow: Any) -> str:
     """The provider's authorization URL; ``flow`` (who, why) is kept with the state."""
     state = secrets.token_urlsafe(32)
     verifier = generate_token(64) if cfg.pkce else None
@@ -66,14 +68,20 @@ async def take_state(redis: Redis, state: str | None) -> dict[str, Any]:
     return json.loads(raw)
 
 
-async def exchange(cfg: Any, client_secret: str, redirect_uri: str, code: str | None,
-                   verifier: str | None) -> dict[str, Any]:
+async def exchange(
+    cfg: Any, client_secret: str, redirect_uri: str, code: str | None, verifier: str | None
+) -> dict[str, Any]:
     if not code or len(code) > 2000:
         raise BadRequest("missing or malformed code")
     async with client_for(cfg, client_secret, redirect_uri) as client:
         try:
-            token = await client.fetch_token(cfg.token_url, grant_type="authorization_code", code=code,
-                                             code_verifier=verifier, headers={"Accept": "application/json"})
+            token = await client.fetch_token(
+                cfg.token_url,
+                grant_type="authorization_code",
+                code=code,
+                code_verifier=verifier,
+                headers={"Accept": "application/json"},
+            )
         except OAuthError as exc:
             raise BadRequest(f"the provider refused the code ({exc.error})") from None
         except Exception as exc:
@@ -120,7 +128,12 @@ def profile_from(provider: str, data: dict[str, Any]) -> Profile:
         name, avatar = data.get("name"), data.get("picture")
     else:  # github and gitee share the shape: login, id, avatar_url, name, email
         subject = str(data.get("id") or "")
-        login, name, email, avatar = data.get("login") or "", data.get("name"), data.get("email"), data.get("avatar_url")
+        login, name, email, avatar = (
+            data.get("login") or "",
+            data.get("name"),
+            data.get("email"),
+            data.get("avatar_url"),
+        )
     if not subject:
         raise BadGateway("the provider's profile has no stable id")
     return Profile(provider, subject, str(login)[:80], name, email, avatar or None, data)

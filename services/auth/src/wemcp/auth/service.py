@@ -13,9 +13,17 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-
 from wemcp.auth.crypto import Keyring, mask
-from wemcp.auth.models import ApiKey, Invite, OAuthApp, OAuthConnection, User, UserIdentity, VaultSecret, bus_tables
+from wemcp.auth.models import (
+    ApiKey,
+    Invite,
+    OAuthApp,
+    OAuthConnection,
+    User,
+    UserIdentity,
+    VaultSecret,
+    bus_tables,
+)
 from wemcp.auth.oauth import Profile
 from wemcp.auth.tokens import now, sha256
 from wemcp.common.errors import Conflict, Forbidden, NotFound
@@ -33,6 +41,7 @@ def fallback_avatar(user_id: uuid.UUID) -> str:
 
 # -- users and sign-in ---------------------------------------------------------------------------
 
+
 async def _free_login(session: AsyncSession, wanted: str, provider: str) -> str:
     base = re.sub(r"[^A-Za-z0-9_.-]", "-", wanted).strip("-.")[:60] or "user"
     for candidate in (base, f"{base}-{provider}", *(f"{base}-{secrets.token_hex(3)}" for _ in range(5))):
@@ -41,23 +50,52 @@ async def _free_login(session: AsyncSession, wanted: str, provider: str) -> str:
     raise Conflict("could not find a free login name")
 
 
-async def create_user(session: AsyncSession, *, login: str, name: str | None = None, email: str | None = None,
-                      avatar_url: str | None = None, role: str = "user", provider: str | None = None) -> User:
+async def create_user(
+    session: AsyncSession,
+    *,
+    login: str,
+    name: str | None = None,
+    email: str | None = None,
+    avatar_url: str | None = None,
+    role: str = "user",
+    provider: str | None = None,
+) -> User:
     user_id = uuid.uuid4()
-    user = User(id=user_id, login=await _free_login(session, login, provider or "local"), name=name, email=email,
-                avatar_url=avatar_url or fallback_avatar(user_id), role=role)
+    user = User(
+        id=user_id,
+        login=await _free_login(session, login, provider or "local"),
+        name=name,
+        email=email,
+        avatar_url=avatar_url or fallback_avatar(user_id),
+        role=role,
+    )
     session.add(user)
     await session.flush()
-    await add_event(session, bus_tables, UserRegistered(user_id=user.id, login=user.login, role=role,  # type: ignore[arg-type]
-                                                        provider=provider))
+    await add_event(
+        session,
+        bus_tables,
+        UserRegistered(
+            user_id=user.id,
+            login=user.login,
+            role=role,  # type: ignore[arg-type]
+            provider=provider,
+        ),
+    )
     return user
 
 
-async def sign_in(session: AsyncSession, profile: Profile, link_user_id: uuid.UUID | None) -> tuple[User, bool]:
+async def sign_in(
+    session: AsyncSession, profile: Profile, link_user_id: uuid.UUID | None
+) -> tuple[User, bool]:
     """The user behind a provider profile: found by the linked identity, linked to the signed-in
     user, or created. Returns (user, created)."""
-    ident = (await session.execute(select(UserIdentity).where(
-        UserIdentity.provider == profile.provider, UserIdentity.subject == profile.subject))).scalar_one_or_none()
+    ident = (
+        await session.execute(
+            select(UserIdentity).where(
+                UserIdentity.provider == profile.provider, UserIdentity.subject == profile.subject
+            )
+        )
+    ).scalar_one_or_none()
     if ident is not None:
         if link_user_id is not None and ident.user_id != link_user_id:
             raise Conflict(f"this {profile.provider} account is already linked to another user")
@@ -73,12 +111,25 @@ async def sign_in(session: AsyncSession, profile: Profile, link_user_id: uuid.UU
         if user is None:
             raise NotFound("the account to link to no longer exists")
     else:
-        user = await create_user(session, login=profile.login or f"{profile.provider}-{profile.subject}",
-                                 name=profile.name, email=profile.email, avatar_url=profile.avatar_url,
-                                 provider=profile.provider)
+        user = await create_user(
+            session,
+            login=profile.login or f"{profile.provider}-{profile.subject}",
+            name=profile.name,
+            email=profile.email,
+            avatar_url=profile.avatar_url,
+            provider=profile.provider,
+        )
         created = True
-    session.add(UserIdentity(user_id=user.id, provider=profile.provider, subject=profile.subject,
-                             login=profile.login, email=profile.email, profile=_safe_profile(profile.raw)))
+    session.add(
+        UserIdentity(
+            user_id=user.id,
+            provider=profile.provider,
+            subject=profile.subject,
+            login=profile.login,
+            email=profile.email,
+            profile=_safe_profile(profile.raw),
+        )
+    )
     await session.flush()
     return user, created
 
@@ -92,16 +143,39 @@ async def me(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]:
     user = await session.get(User, user_id)
     if user is None:
         raise NotFound("no such user")
-    idents = (await session.execute(select(UserIdentity).where(UserIdentity.user_id == user_id)
-                                    .order_by(UserIdentity.created_at))).scalars().all()
-    return {**user_read(user), "identities": [
-        {"provider": i.provider, "login": i.login, "email": i.email, "linked_at": i.created_at.isoformat()}
-        for i in idents]}
+    idents = (
+        (
+            await session.execute(
+                select(UserIdentity).where(UserIdentity.user_id == user_id).order_by(UserIdentity.created_at)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return {
+        **user_read(user),
+        "identities": [
+            {
+                "provider": i.provider,
+                "login": i.login,
+                "email": i.email,
+                "linked_at": i.created_at.isoformat(),
+            }
+            for i in idents
+        ],
+    }
 
 
 def user_read(user: User) -> dict[str, Any]:
-    return {"id": str(user.id), "login": user.login, "name": user.name, "email": user.email,
-            "avatar_url": user.avatar_url, "role": user.role, "created_at": user.created_at.isoformat()}
+    return {
+        "id": str(user.id),
+        "login": user.login,
+        "name": user.name,
+        "email": user.email,
+        "avatar_url": user.avatar_url,
+        "role": user.role,
+        "created_at": user.created_at.isoformat(),
+    }
 
 
 async def _actor(session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -114,10 +188,14 @@ async def _actor(session: AsyncSession, user_id: uuid.UUID) -> User:
 
 # -- roles and invites ---------------------------------------------------------------------------
 
+
 def _can_grant(actor_role: str, role: str) -> bool:
     # Nobody hands out more than they hold; only a superadmin makes another superadmin.
-    return ROLE_RANK[role] <= ROLE_RANK[actor_role] if actor_role == "superadmin" else (
-        ROLE_RANK[role] <= ROLE_RANK[actor_role] and role != "superadmin")
+    return (
+        ROLE_RANK[role] <= ROLE_RANK[actor_role]
+        if actor_role == "superadmin"
+        else (ROLE_RANK[role] <= ROLE_RANK[actor_role] and role != "superadmin")
+    )
 
 
 async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.UUID, role: str) -> User:
@@ -126,29 +204,46 @@ async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.U
     actor = await _actor(session, actor_id)
     if ROLE_RANK[actor.role] < ROLE_RANK["admin"]:
         raise Forbidden("this needs the admin role")
-    target = (await session.execute(select(User).where(User.id == target_id).with_for_update())).scalar_one_or_none()
+    target = (
+        await session.execute(select(User).where(User.id == target_id).with_for_update())
+    ).scalar_one_or_none()
     if target is None:
         raise NotFound("no such user")
-    if actor.role != "superadmin" and (ROLE_RANK[target.role] >= ROLE_RANK[actor.role]
-                                       or ROLE_RANK[role] >= ROLE_RANK[actor.role]):
+    if actor.role != "superadmin" and (
+        ROLE_RANK[target.role] >= ROLE_RANK[actor.role] or ROLE_RANK[role] >= ROLE_RANK[actor.role]
+    ):
         raise Forbidden("you can only change roles below your own")
     if target.role != role:
         previous, target.role, target.updated_at = target.role, role, now()
-        await add_event(session, bus_tables, UserRoleChanged(user_id=target.id, role=role, previous_role=previous,  # type: ignore[arg-type]
-                                                             actor_id=actor.id))
+        await add_event(
+            session,
+            bus_tables,
+            UserRoleChanged(
+                user_id=target.id,
+                role=role,
+                previous_role=previous,  # type: ignore[arg-type]
+                actor_id=actor.id,
+            ),
+        )
     return target
 
 
-async def create_invite(session: AsyncSession, actor_id: uuid.UUID, role: str, email: str | None,
-                        ttl_hours: int) -> tuple[Invite, str]:
+async def create_invite(
+    session: AsyncSession, actor_id: uuid.UUID, role: str, email: str | None, ttl_hours: int
+) -> tuple[Invite, str]:
     actor = await _actor(session, actor_id)
     if ROLE_RANK[actor.role] < ROLE_RANK["merchant"]:
         raise Forbidden("only merchants and admins invite")
     if not _can_grant(actor.role, role):
         raise Forbidden(f"a {actor.role} cannot invite a {role}")
     code = "wmi_" + secrets.token_urlsafe(24)
-    invite = Invite(code_hash=sha256(code), role=role, email=email, created_by=actor.id,
-                    expires_at=now() + timedelta(hours=ttl_hours))
+    invite = Invite(
+        code_hash=sha256(code),
+        role=role,
+        email=email,
+        created_by=actor.id,
+        expires_at=now() + timedelta(hours=ttl_hours),
+    )
     session.add(invite)
     await session.flush()
     return invite, code
@@ -156,36 +251,64 @@ async def create_invite(session: AsyncSession, actor_id: uuid.UUID, role: str, e
 
 async def accept_invite(session: AsyncSession, user_id: uuid.UUID, code: str) -> User:
     """Single use, atomically: two accepts of one code race on one UPDATE and one wins."""
-    row = (await session.execute(
-        update(Invite).where(Invite.code_hash == sha256(code), Invite.used_at.is_(None), Invite.expires_at > now())
-        .values(used_at=now(), used_by=user_id).returning(Invite.role, Invite.created_by))).first()
+    row = (
+        await session.execute(
+            update(Invite)
+            .where(Invite.code_hash == sha256(code), Invite.used_at.is_(None), Invite.expires_at > now())
+            .values(used_at=now(), used_by=user_id)
+            .returning(Invite.role, Invite.created_by)
+        )
+    ).first()
     if row is None:
         raise NotFound("the invite is unknown, used or expired")
     role, inviter = row
     user = (await session.execute(select(User).where(User.id == user_id).with_for_update())).scalar_one()
     if ROLE_RANK[role] > ROLE_RANK[user.role]:  # an invite never lowers a role
         previous, user.role, user.updated_at = user.role, role, now()
-        await add_event(session, bus_tables, UserRoleChanged(user_id=user.id, role=role, previous_role=previous,  # type: ignore[arg-type]
-                                                             actor_id=inviter))
+        await add_event(
+            session,
+            bus_tables,
+            UserRoleChanged(
+                user_id=user.id,
+                role=role,
+                previous_role=previous,  # type: ignore[arg-type]
+                actor_id=inviter,
+            ),
+        )
     return user
 
 
 # -- platform API keys ---------------------------------------------------------------------------
 
-async def create_api_key(session: AsyncSession, user_id: uuid.UUID, name: str, servers: list[str] | None,
-                         expires_at: datetime | None) -> tuple[ApiKey, str]:
+
+async def create_api_key(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    name: str,
+    servers: list[str] | None,
+    expires_at: datetime | None,
+) -> tuple[ApiKey, str]:
     await _actor(session, user_id)
     raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(user_id=user_id, name=name, prefix=raw[:12], key_hash=sha256(raw), servers=servers,
-                 expires_at=expires_at)
+    key = ApiKey(
+        user_id=user_id,
+        name=name,
+        prefix=raw[:12],
+        key_hash=sha256(raw),
+        servers=servers,
+        expires_at=expires_at,
+    )
     session.add(key)
     await session.flush()
     return key, raw
 
 
 async def revoke_api_key(session: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUID) -> None:
-    key = (await session.execute(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id)
-                                 .with_for_update())).scalar_one_or_none()
+    key = (
+        await session.execute(
+            select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id).with_for_update()
+        )
+    ).scalar_one_or_none()
     if key is None:
         raise NotFound("no such API key")
     if key.revoked_at is None:
@@ -194,37 +317,59 @@ async def revoke_api_key(session: AsyncSession, user_id: uuid.UUID, key_id: uuid
 
 
 def api_key_read(key: ApiKey) -> dict[str, Any]:
-    return {"id": str(key.id), "name": key.name, "prefix": key.prefix, "servers": key.servers,
-            "created_at": key.created_at.isoformat(),
-            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None}
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "prefix": key.prefix,
+        "servers": key.servers,
+        "created_at": key.created_at.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
 
 
 async def resolve_api_key(session: AsyncSession, key_hash: str) -> dict[str, Any] | None:
-    row = (await session.execute(select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(
-        ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))).first()
+    row = (
+        await session.execute(
+            select(ApiKey, User)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        )
+    ).first()
     if row is None:
         return None
     key, user = row
     if user.disabled or (key.expires_at is not None and key.expires_at <= now()):
         return None
-    return {"key_id": str(key.id), "user_id": str(user.id), "role": user.role, "login": user.login,
-            "servers": key.servers, "expires_at": key.expires_at.isoformat() if key.expires_at else None}
+    return {
+        "key_id": str(key.id),
+        "user_id": str(user.id),
+        "role": user.role,
+        "login": user.login,
+        "servers": key.servers,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+    }
 
 
 # -- the vault -----------------------------------------------------------------------------------
+
 
 def _vault_context(user_id: uuid.UUID, server: str, name: str) -> str:
     return f"vault:{user_id}:{server}:{name}"
 
 
-async def put_secret(session: AsyncSession, keyring: Keyring, user_id: uuid.UUID, server: str, name: str,
-                     value: str) -> VaultSecret:
+async def put_secret(
+    session: AsyncSession, keyring: Keyring, user_id: uuid.UUID, server: str, name: str, value: str
+) -> VaultSecret:
     await _actor(session, user_id)
     sealed = keyring.seal(value.encode(), _vault_context(user_id, server, name))
-    row = (await session.execute(select(VaultSecret).where(
-        VaultSecret.user_id == user_id, VaultSecret.server == server, VaultSecret.name == name)
-        .with_for_update())).scalar_one_or_none()
+    row = (
+        await session.execute(
+            select(VaultSecret)
+            .where(VaultSecret.user_id == user_id, VaultSecret.server == server, VaultSecret.name == name)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
     if row is None:
         row = VaultSecret(user_id=user_id, server=server, name=name, sealed=sealed, masked=mask(value))
         session.add(row)
@@ -235,16 +380,31 @@ async def put_secret(session: AsyncSession, keyring: Keyring, user_id: uuid.UUID
 
 
 def secret_read(row: VaultSecret) -> dict[str, Any]:
-    return {"server": row.server, "name": row.name, "value": row.masked, "updated_at": row.updated_at.isoformat()}
+    return {
+        "server": row.server,
+        "name": row.name,
+        "value": row.masked,
+        "updated_at": row.updated_at.isoformat(),
+    }
 
 
-async def read_secrets(session: AsyncSession, keyring: Keyring, user_id: uuid.UUID, server: str) -> dict[str, str]:
-    rows = (await session.execute(select(VaultSecret).where(
-        VaultSecret.user_id == user_id, VaultSecret.server == server))).scalars().all()
+async def read_secrets(
+    session: AsyncSession, keyring: Keyring, user_id: uuid.UUID, server: str
+) -> dict[str, str]:
+    rows = (
+        (
+            await session.execute(
+                select(VaultSecret).where(VaultSecret.user_id == user_id, VaultSecret.server == server)
+            )
+        )
+        .scalars()
+        .all()
+    )
     return {r.name: keyring.open(r.sealed, _vault_context(user_id, server, r.name)).decode() for r in rows}
 
 
 # -- third-party OAuth apps and connections ------------------------------------------------------
+
 
 def app_secret_context(app_id: uuid.UUID) -> str:
     return f"oauth-app:{app_id}"
@@ -255,10 +415,19 @@ def connection_context(user_id: uuid.UUID, app_id: uuid.UUID) -> str:
 
 
 def app_read(app: OAuthApp) -> dict[str, Any]:
-    return {"id": str(app.id), "slug": app.slug, "name": app.name, "authorize_url": app.authorize_url,
-            "token_url": app.token_url, "client_id": app.client_id, "scope": app.scope, "pkce": app.pkce,
-            "token_endpoint_auth_method": app.token_endpoint_auth_method, "servers": app.servers,
-            "client_secret": "****"}
+    return {
+        "id": str(app.id),
+        "slug": app.slug,
+        "name": app.name,
+        "authorize_url": app.authorize_url,
+        "token_url": app.token_url,
+        "client_id": app.client_id,
+        "scope": app.scope,
+        "pkce": app.pkce,
+        "token_endpoint_auth_method": app.token_endpoint_auth_method,
+        "servers": app.servers,
+        "client_secret": "****",
+    }
 
 
 async def app_by_slug(session: AsyncSession, slug: str) -> OAuthApp:
@@ -268,15 +437,22 @@ async def app_by_slug(session: AsyncSession, slug: str) -> OAuthApp:
     return app
 
 
-async def save_connection(session: AsyncSession, keyring: Keyring, user_id: uuid.UUID, app: OAuthApp,
-                          token: dict[str, Any]) -> OAuthConnection:
+async def save_connection(
+    session: AsyncSession, keyring: Keyring, user_id: uuid.UUID, app: OAuthApp, token: dict[str, Any]
+) -> OAuthConnection:
     sealed = keyring.seal(json.dumps(token).encode(), connection_context(user_id, app.id))
     expires = token_expiry(token)
-    row = (await session.execute(select(OAuthConnection).where(
-        OAuthConnection.user_id == user_id, OAuthConnection.app_id == app.id).with_for_update())).scalar_one_or_none()
+    row = (
+        await session.execute(
+            select(OAuthConnection)
+            .where(OAuthConnection.user_id == user_id, OAuthConnection.app_id == app.id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
     if row is None:
-        row = OAuthConnection(user_id=user_id, app_id=app.id, token_sealed=sealed, scope=token.get("scope"),
-                              expires_at=expires)
+        row = OAuthConnection(
+            user_id=user_id, app_id=app.id, token_sealed=sealed, scope=token.get("scope"), expires_at=expires
+        )
         session.add(row)
     else:
         row.token_sealed, row.scope, row.expires_at = sealed, token.get("scope"), expires

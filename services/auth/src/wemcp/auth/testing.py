@@ -41,19 +41,31 @@ class LoopbackProvider:
     expires_in: int = 3600
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/authorize", self.authorize), Route("/token", self.token, methods=["POST"]),
-            Route("/user", self.user), Route("/user/emails", self.emails), Route("/userinfo", self.userinfo),
-        ])
+        return Starlette(
+            routes=[
+                Route("/authorize", self.authorize),
+                Route("/token", self.token, methods=["POST"]),
+                Route("/user", self.user),
+                Route("/user/emails", self.emails),
+                Route("/userinfo", self.userinfo),
+            ]
+        )
 
     async def authorize(self, request: Request) -> RedirectResponse:
         q = dict(request.query_params)
         self.authorize_requests.append(q)
         code = secrets.token_urlsafe(16)
-        self.codes[code] = {"client_id": q.get("client_id"), "redirect_uri": q.get("redirect_uri"),
-                            "challenge": q.get("code_challenge"), "method": q.get("code_challenge_method"),
-                            "profile": dict(self.profile), "used": False}
-        return RedirectResponse(f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q.get('state', '')})}", 302)
+        self.codes[code] = {
+            "client_id": q.get("client_id"),
+            "redirect_uri": q.get("redirect_uri"),
+            "challenge": q.get("code_challenge"),
+            "method": q.get("code_challenge_method"),
+            "profile": dict(self.profile),
+            "used": False,
+        }
+        return RedirectResponse(
+            f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q.get('state', '')})}", 302
+        )
 
     def _error(self, error: str, status: int = 400) -> JSONResponse:
         return JSONResponse({"error": error}, status_code=status)
@@ -62,8 +74,15 @@ class LoopbackProvider:
         at, rt = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         self.access[at] = profile
         self.refresh[rt] = profile
-        return JSONResponse({"access_token": at, "token_type": "bearer", "expires_in": self.expires_in,
-                             "refresh_token": rt, "scope": "read"})
+        return JSONResponse(
+            {
+                "access_token": at,
+                "token_type": "bearer",
+                "expires_in": self.expires_in,
+                "refresh_token": rt,
+                "scope": "read",
+            }
+        )
 
     async def token(self, request: Request) -> JSONResponse:
         form = dict(await request.form())
@@ -110,21 +129,35 @@ class LoopbackProvider:
         p = self._who(request)
         if p is None:
             return self._error("invalid_token", 401)
-        return JSONResponse({"sub": str(p["id"]), "email": p.get("email"), "email_verified": True,
-                             "name": p.get("name"), "picture": p.get("avatar_url")})
+        return JSONResponse(
+            {
+                "sub": str(p["id"]),
+                "email": p.get("email"),
+                "email_verified": True,
+                "name": p.get("name"),
+                "picture": p.get("avatar_url"),
+            }
+        )
 
     def config(self, *, pkce: bool, google: bool = False) -> ProviderConfig:
-        return ProviderConfig(client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
-                              authorize_url=f"{self.base_url}/authorize", token_url=f"{self.base_url}/token",
-                              userinfo_url=f"{self.base_url}/{'userinfo' if google else 'user'}",
-                              emails_url=None if google else f"{self.base_url}/user/emails", scope="read", pkce=pkce)
+        return ProviderConfig(
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            authorize_url=f"{self.base_url}/authorize",
+            token_url=f"{self.base_url}/token",
+            userinfo_url=f"{self.base_url}/{'userinfo' if google else 'user'}",
+            emails_url=None if google else f"{self.base_url}/user/emails",
+            scope="read",
+            pkce=pkce,
+        )
 
 
 @asynccontextmanager
 async def serve(app: Any, port: int) -> AsyncIterator[str]:
     """An ASGI app on a real loopback port, in this event loop."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False)
+    )
     task = asyncio.create_task(server.serve())
     deadline = asyncio.get_running_loop().time() + 10
     while not server.started:
@@ -140,11 +173,20 @@ async def serve(app: Any, port: int) -> AsyncIterator[str]:
 
 def as_user(user: dict[str, Any]) -> dict[str, str]:
     """The identity headers the gateway sets after verifying a caller."""
-    return {"x-wemcp-user-id": user["id"], "x-wemcp-user-role": user["role"], "x-wemcp-user-login": user["login"]}
+    return {
+        "x-wemcp-user-id": user["id"],
+        "x-wemcp-user-role": user["role"],
+        "x-wemcp-user-login": user["login"],
+    }
 
 
-async def browser_login(client: httpx.AsyncClient, provider_name: str = "github", *,
-                        headers: dict[str, str] | None = None, query: str = "") -> httpx.Response:
+async def browser_login(
+    client: httpx.AsyncClient,
+    provider_name: str = "github",
+    *,
+    headers: dict[str, str] | None = None,
+    query: str = "",
+) -> httpx.Response:
     """Walk a browser through: /login -> provider /authorize -> /callback. Returns the callback
     response."""
     start = await client.get(f"/api/v1/auth/{provider_name}/login{query}", headers=headers or {})

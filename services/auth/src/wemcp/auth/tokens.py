@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from wemcp.auth.config import Settings
 from wemcp.auth.crypto import Keyring
 from wemcp.auth.models import RefreshToken, SigningKey, User, bus_tables
@@ -58,7 +57,9 @@ class SigningKeys:
     """The active signing key and the published set, reloaded from the database periodically so
     that a rotation done by another process (or the admin command) is picked up."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: Keyring, settings: Settings) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], keyring: Keyring, settings: Settings
+    ) -> None:
         self.sessions = sessions
         self.keyring = keyring
         self.settings = settings
@@ -79,7 +80,9 @@ class SigningKeys:
     async def load(self) -> None:
         grace = timedelta(seconds=self.settings.access_ttl_seconds + 120)
         async with self.sessions() as s:
-            rows = (await s.execute(select(SigningKey).order_by(SigningKey.created_at.desc()))).scalars().all()
+            rows = (
+                (await s.execute(select(SigningKey).order_by(SigningKey.created_at.desc()))).scalars().all()
+            )
         published, active = [], None
         for row in rows:
             if row.retired_at is None and active is None:
@@ -94,9 +97,15 @@ class SigningKeys:
         self.active, self.jwks, self._loaded_at = active, {"keys": published}, time.monotonic()
 
     async def current(self) -> _Active:
-        if self.active is None or time.monotonic() - self._loaded_at > self.settings.signing_key_reload_seconds:
+        if (
+            self.active is None
+            or time.monotonic() - self._loaded_at > self.settings.signing_key_reload_seconds
+        ):
             async with self._lock:
-                if self.active is None or time.monotonic() - self._loaded_at > self.settings.signing_key_reload_seconds:
+                if (
+                    self.active is None
+                    or time.monotonic() - self._loaded_at > self.settings.signing_key_reload_seconds
+                ):
                     await self.load()
         assert self.active is not None
         return self.active
@@ -109,9 +118,18 @@ class SigningKeys:
         active = await self.current()
         iat = int(time.time())
         ttl = self.settings.access_ttl_seconds
-        claims = {"iss": self.settings.jwt_issuer, "aud": self.settings.jwt_audience, "sub": str(user.id),
-                  "role": user.role, "login": user.login, "sid": str(session_id), "iat": iat, "nbf": iat,
-                  "exp": iat + ttl, "jti": uuid.uuid4().hex}
+        claims = {
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
+            "sub": str(user.id),
+            "role": user.role,
+            "login": user.login,
+            "sid": str(session_id),
+            "iat": iat,
+            "nbf": iat,
+            "exp": iat + ttl,
+            "jti": uuid.uuid4().hex,
+        }
         token = jwt.encode(claims, active.key, algorithm=ALG, headers={"kid": active.kid, "typ": "at+jwt"})
         return token, ttl
 
@@ -120,17 +138,25 @@ async def create_signing_key(session: AsyncSession, keyring: Keyring) -> str:
     """A new active key; the previous active key is retired (still published for a grace period)."""
     key = Ed25519PrivateKey.generate()
     kid = f"k{int(time.time())}-{secrets.token_hex(4)}"
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     await session.execute(update(SigningKey).where(SigningKey.retired_at.is_(None)).values(retired_at=now()))
-    session.add(SigningKey(kid=kid, alg=ALG, private_sealed=keyring.seal(pem, f"signing-key:{kid}"),
-                           public_jwk=_public_jwk(kid, key)))
+    session.add(
+        SigningKey(
+            kid=kid,
+            alg=ALG,
+            private_sealed=keyring.seal(pem, f"signing-key:{kid}"),
+            public_jwk=_public_jwk(kid, key),
+        )
+    )
     await session.flush()
     log.info("signing_key_created", kid=kid)
     return kid
 
 
 # -- refresh tokens ------------------------------------------------------------------------------
+
 
 @dataclass
 class TokenPair:
@@ -140,14 +166,24 @@ class TokenPair:
     session_id: uuid.UUID
 
     def body(self) -> dict[str, Any]:
-        return {"access_token": self.access_token, "token_type": "Bearer", "expires_in": self.expires_in,
-                "refresh_token": self.refresh_token}
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+        }
 
 
 def _new_refresh(session: AsyncSession, user_id: uuid.UUID, family: uuid.UUID, ttl: int) -> str:
     raw = "wmr_" + secrets.token_urlsafe(32)
-    session.add(RefreshToken(token_hash=sha256(raw), family_id=family, user_id=user_id,
-                             expires_at=now() + timedelta(seconds=ttl)))
+    session.add(
+        RefreshToken(
+            token_hash=sha256(raw),
+            family_id=family,
+            user_id=user_id,
+            expires_at=now() + timedelta(seconds=ttl),
+        )
+    )
     return raw
 
 
@@ -166,8 +202,11 @@ class RefreshReused(Exception):
 async def rotate(session: AsyncSession, keys: SigningKeys, raw: str) -> TokenPair:
     """Exchange a refresh token for a new pair. Raises :class:`RefreshReused` (the caller revokes
     the family in its own committed transaction) or Unauthorized."""
-    row = (await session.execute(select(RefreshToken).where(RefreshToken.token_hash == sha256(raw))
-                                 .with_for_update())).scalar_one_or_none()
+    row = (
+        await session.execute(
+            select(RefreshToken).where(RefreshToken.token_hash == sha256(raw)).with_for_update()
+        )
+    ).scalar_one_or_none()
     if row is None:
         raise Unauthorized("unknown refresh token")
     if row.used_at is not None or row.revoked_at is not None:
@@ -183,18 +222,32 @@ async def rotate(session: AsyncSession, keys: SigningKeys, raw: str) -> TokenPai
     return TokenPair(access, new_raw, ttl, row.family_id)
 
 
-async def revoke_family(session: AsyncSession, settings: Settings, family: uuid.UUID, user_id: uuid.UUID,
-                        reason: str) -> int:
-    result = await session.execute(update(RefreshToken).where(
-        RefreshToken.family_id == family, RefreshToken.revoked_at.is_(None)).values(revoked_at=now()))
+async def revoke_family(
+    session: AsyncSession, settings: Settings, family: uuid.UUID, user_id: uuid.UUID, reason: str
+) -> int:
+    result = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now())
+    )
     # Access tokens of this session stay valid until they expire; the gateway refuses them earlier.
-    await add_event(session, bus_tables, SessionRevoked(
-        user_id=user_id, session_id=family, reason=reason,  # type: ignore[arg-type]
-        expires_at=now() + timedelta(seconds=settings.access_ttl_seconds)))
+    await add_event(
+        session,
+        bus_tables,
+        SessionRevoked(
+            user_id=user_id,
+            session_id=family,
+            reason=reason,  # type: ignore[arg-type]
+            expires_at=now() + timedelta(seconds=settings.access_ttl_seconds),
+        ),
+    )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def family_of(session: AsyncSession, raw: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    row = (await session.execute(select(RefreshToken.family_id, RefreshToken.user_id)
-                                 .where(RefreshToken.token_hash == sha256(raw)))).first()
+    row = (
+        await session.execute(
+            select(RefreshToken.family_id, RefreshToken.user_id).where(RefreshToken.token_hash == sha256(raw))
+        )
+    ).first()
     return (row[0], row[1]) if row else None

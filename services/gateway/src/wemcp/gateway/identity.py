@@ -31,7 +31,6 @@ import httpx2 as httpx
 import jwt
 from jwt.algorithms import OKPAlgorithm
 from starlette.requests import Request
-
 from wemcp.common.errors import ServiceUnavailable, Unauthorized
 from wemcp.common.identity import ROLE_RANK, Identity
 from wemcp.common.logging import get_logger
@@ -71,9 +70,19 @@ def _invalid(detail: str = "invalid credentials") -> Unauthorized:
 
 
 class Verifier:
-    def __init__(self, client: httpx.AsyncClient, auth_url: str, *, issuer: str, audience: str,
-                 jwks_refresh_seconds: float = 300.0, jwks_min_refetch_seconds: float = 5.0,
-                 api_key_ttl_seconds: float = 300.0, cache_size: int = 50_000, leeway: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        auth_url: str,
+        *,
+        issuer: str,
+        audience: str,
+        jwks_refresh_seconds: float = 300.0,
+        jwks_min_refetch_seconds: float = 5.0,
+        api_key_ttl_seconds: float = 300.0,
+        cache_size: int = 50_000,
+        leeway: float = 30.0,
+    ) -> None:
         self.client = client
         self.auth_url = auth_url.rstrip("/")
         self.issuer, self.audience, self.leeway = issuer, audience, leeway
@@ -83,9 +92,9 @@ class Verifier:
         self._keys: dict[str, Any] = {}
         self._jwks_at = 0.0
         self._jwks_lock = asyncio.Lock()
-        self._tokens = _Lru(cache_size)          # token -> (Identity, exp, sid)
-        self._api_keys = _Lru(cache_size)        # sha256 -> (Identity | None, ApiKeyGrant | None, until)
-        self._key_ids: dict[str, str] = {}      # key id -> sha256
+        self._tokens = _Lru(cache_size)  # token -> (Identity, exp, sid)
+        self._api_keys = _Lru(cache_size)  # sha256 -> (Identity | None, ApiKeyGrant | None, until)
+        self._key_ids: dict[str, str] = {}  # key id -> sha256
         self._revoked_sessions: dict[str, float] = {}  # sid -> until (epoch seconds)
         self._nats: Any = None
         self._reconnects = 0
@@ -126,6 +135,7 @@ class Verifier:
             until = time.time() + 3600.0
             if data.get("expires_at"):
                 from datetime import datetime
+
                 until = datetime.fromisoformat(str(data["expires_at"])).timestamp() + self.leeway
             self._revoked_sessions[sid] = until
             for token, (_, _, token_sid) in list(self._tokens.items()):
@@ -174,10 +184,20 @@ class Verifier:
         if key is None:
             raise _invalid("the token was signed by an unknown key")
         try:
-            claims = jwt.decode(token, key, algorithms=ALGORITHMS, audience=self.audience, issuer=self.issuer,
-                                leeway=self.leeway, options={"require": ["exp", "iat", "sub", "iss", "aud"]})
-            ident = Identity(user_id=UUID(claims["sub"]), role=claims.get("role", "user"),
-                             login=str(claims.get("login", ""))[:100])
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+            ident = Identity(
+                user_id=UUID(claims["sub"]),
+                role=claims.get("role", "user"),
+                login=str(claims.get("login", ""))[:100],
+            )
         except jwt.ExpiredSignatureError:
             raise _invalid("the token expired") from None
         except (jwt.PyJWTError, ValueError, TypeError):
@@ -219,7 +239,11 @@ class Verifier:
             r.raise_for_status()
             keys: dict[str, Any] = {}
             for jwk in r.json().get("keys", []):
-                if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and isinstance(jwk.get("kid"), str):
+                if (
+                    jwk.get("kty") == "OKP"
+                    and jwk.get("crv") == "Ed25519"
+                    and isinstance(jwk.get("kid"), str)
+                ):
                     keys[jwk["kid"]] = OKPAlgorithm.from_jwk(jwk)
             self._keys = keys
             self._jwks_at = time.monotonic()
@@ -244,8 +268,9 @@ class Verifier:
 
     async def _resolve(self, digest: str, now: float) -> tuple[Identity | None, ApiKeyGrant | None, float]:
         try:
-            r = await self.client.post(f"{self.auth_url}/internal/auth/api-keys/resolve",
-                                       json={"key_hash": digest}, timeout=5.0)
+            r = await self.client.post(
+                f"{self.auth_url}/internal/auth/api-keys/resolve", json={"key_hash": digest}, timeout=5.0
+            )
         except httpx.HTTPError:
             raise ServiceUnavailable("cannot verify the API key right now") from None
         if r.status_code == 404:

@@ -23,13 +23,21 @@ JSONB = postgresql.JSONB
 
 
 def _ts(name: str, nullable: bool = False, default: bool = True) -> sa.Column:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable,
-                     server_default=sa.func.now() if default and not nullable else None)
+    return sa.Column(
+        name,
+        sa.DateTime(timezone=True),
+        nullable=nullable,
+        server_default=sa.func.now() if default and not nullable else None,
+    )
 
 
 def _user_fk(name: str = "user_id", table: str = "") -> sa.Column:
-    return sa.Column(name, UUID, sa.ForeignKey(f"{SCHEMA}.users.id", ondelete="CASCADE",
-                                               name=f"fk_{table}_{name}_users"), nullable=False)
+    return sa.Column(
+        name,
+        UUID,
+        sa.ForeignKey(f"{SCHEMA}.users.id", ondelete="CASCADE", name=f"fk_{table}_{name}_users"),
+        nullable=False,
+    )
 
 
 def upgrade() -> None:
@@ -42,7 +50,8 @@ def upgrade() -> None:
         sa.Column("avatar_url", sa.Text, nullable=False),
         sa.Column("role", sa.String(20), nullable=False, server_default="user"),
         sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
-        _ts("created_at"), _ts("updated_at"),
+        _ts("created_at"),
+        _ts("updated_at"),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
         sa.UniqueConstraint("login", name="uq_users_login"),
         sa.CheckConstraint("role IN ('user','merchant','admin','superadmin')", name="ck_users_role"),
@@ -129,7 +138,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(128), nullable=False),
         sa.Column("sealed", sa.Text, nullable=False),
         sa.Column("masked", sa.String(40), nullable=False),
-        _ts("created_at"), _ts("updated_at"),
+        _ts("created_at"),
+        _ts("updated_at"),
         sa.PrimaryKeyConstraint("id", name="pk_vault_secrets"),
         sa.UniqueConstraint("user_id", "server", "name", name="uq_vault_secrets_user_server_name"),
         schema=SCHEMA,
@@ -145,7 +155,9 @@ def upgrade() -> None:
         sa.Column("client_secret_sealed", sa.Text, nullable=False),
         sa.Column("scope", sa.Text, nullable=False, server_default=""),
         sa.Column("pkce", sa.Boolean, nullable=False, server_default=sa.true()),
-        sa.Column("token_endpoint_auth_method", sa.String(40), nullable=False, server_default="client_secret_post"),
+        sa.Column(
+            "token_endpoint_auth_method", sa.String(40), nullable=False, server_default="client_secret_post"
+        ),
         sa.Column("servers", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
         sa.Column("created_by", UUID),
         _ts("created_at"),
@@ -157,13 +169,20 @@ def upgrade() -> None:
         "oauth_connections",
         sa.Column("id", UUID, nullable=False),
         _user_fk(table="oauth_connections"),
-        sa.Column("app_id", UUID, sa.ForeignKey(f"{SCHEMA}.oauth_apps.id", ondelete="CASCADE",
-                                                name="fk_oauth_connections_app_id_oauth_apps"), nullable=False),
+        sa.Column(
+            "app_id",
+            UUID,
+            sa.ForeignKey(
+                f"{SCHEMA}.oauth_apps.id", ondelete="CASCADE", name="fk_oauth_connections_app_id_oauth_apps"
+            ),
+            nullable=False,
+        ),
         sa.Column("token_sealed", sa.Text, nullable=False),
         sa.Column("scope", sa.Text),
         sa.Column("expires_at", sa.DateTime(timezone=True)),
         sa.Column("refresh_failed_at", sa.DateTime(timezone=True)),
-        _ts("created_at"), _ts("updated_at"),
+        _ts("created_at"),
+        _ts("updated_at"),
         sa.PrimaryKeyConstraint("id", name="pk_oauth_connections"),
         sa.UniqueConstraint("user_id", "app_id", name="uq_oauth_connections_user_app"),
         schema=SCHEMA,
@@ -172,6 +191,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("oauth_connections", "oauth_apps", "vault_secrets", "invites", "api_keys", "signing_keys",
-                 "refresh_tokens", "identities", "users"):
+    for name in (
+        "oauth_connections",
+        "oauth_apps",
+        "vault_secrets",
+        "invites",
+        "api_keys",
+        "signing_keys",
+        "refresh_tokens",
+        "identities",
+        "users",
+    ):
         op.drop_table(name, schema=SCHEMA)
