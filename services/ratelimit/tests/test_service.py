@@ -13,9 +13,11 @@ from redis.asyncio import Redis
 from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.identity import Identity
 from wemcp.common.service import running
-from wemcp.ratelimit.client import InvalidSubject, open_quota_client
+from wemcp.devstack.infra import free_port
+from wemcp.ratelimit.client import InvalidSubject, QuotaClient, open_quota_client
 from wemcp.ratelimit.config import Settings
 from wemcp.ratelimit.main import SPEC
+from wemcp.ratelimit.policy import SNAPSHOT_KEY
 from wemcp.ratelimit.remote import NatsQuotaClient
 
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_bus", "clean_redis")
@@ -185,6 +187,20 @@ async def test_usage_from_completed_calls_and_live_counters(app, http, infra):
     again = (await http.get("/api/v1/usage/servers/maps", headers=ADMIN)).json()
     assert again["days"] == report["days"] and again["global_used_today"] == 0
 
+    # Redis unreachable: /me/usage answers from the usage rows instead of failing
+    live = app.state.runtime.extras["quota"]
+    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    app.state.runtime.extras["quota"] = QuotaClient(dead, live.policies)
+    try:
+        r = await http.get("/api/v1/me/usage", headers=USER)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["source"] == "database"
+        assert next(s for s in body["servers"] if s["id"] == "maps")["used"] == 3
+    finally:
+        app.state.runtime.extras["quota"] = live
+        await dead.aclose()
+
 
 async def test_nats_request_reply_decides_on_the_same_counters(app, http, infra):
     r = await http.put("/api/v1/policies/servers/search", json={"per_user_daily": 3}, headers=ADMIN)
@@ -209,3 +225,40 @@ async def test_nats_request_reply_decides_on_the_same_counters(app, http, infra)
         assert not down.allowed and down.reason == "unavailable" and nobody.errors == 1
     finally:
         await nc.close()
+
+
+async def test_lost_snapshot_is_restored_and_stale_caches_reload(settings_for, infra):
+    """Redis flushed (or replaced): the service writes the policy snapshot back, and a client whose
+    pub/sub message was lost still converges by reloading when its copy is older than max age."""
+    settings = settings_for(Settings, policy_max_age_seconds=0.4)
+    async with running(SPEC, settings) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rl") as http:
+            r = await http.put("/api/v1/policies/servers/slow", json={"per_user_daily": 9}, headers=ADMIN)
+            assert r.status_code == 200
+        redis = Redis.from_url(infra.redis_url)
+        try:
+            await redis.flushdb()
+            assert await redis.get(SNAPSHOT_KEY) is None
+
+            async def restored():
+                raw = await redis.get(SNAPSHOT_KEY)
+                return raw is not None and b'"slow"' in raw
+
+            await wait_for(restored, timeout=5)
+            # a client that never heard an announcement: its first look is the snapshot
+            quota = await open_quota_client(redis, settings)
+            try:
+                assert quota.policies.limits("server", "slow").per_user_daily == 9
+                # the service changes the snapshot behind its back, without announcing it
+                await redis.set(SNAPSHOT_KEY, b'{"version": 1, "overrides": '
+                                              b'[{"kind": "server", "id": "slow", "per_user_daily": 4}]}')
+
+                async def reloaded():
+                    await quota.decide(uuid.uuid4(), "server", "slow")  # a look schedules the reload
+                    return quota.policies.limits("server", "slow").per_user_daily == 4
+
+                await wait_for(reloaded, timeout=5)
+            finally:
+                await quota.aclose()
+        finally:
+            await redis.aclose()

@@ -50,7 +50,7 @@ async def list_policies(request: Request, _: AdminUser) -> PoliciesRead:
     return PoliciesRead(
         defaults={k: LimitsRead(per_user_daily=v.per_user_daily, global_daily_cap=v.global_daily_cap)
                   for k, v in ps.defaults.items()},
-        overrides=[OverrideRead(kind=k, id=i, per_user_daily=o.per_user_daily,  # type: ignore[arg-type]
+        overrides=[OverrideRead(kind=k, id=i, per_user_daily=o.per_user_daily,
                                 global_daily_cap=o.global_daily_cap, note=rows[(k, i)].note)
                    for (k, i), o in ps.overrides.items()])
 
@@ -77,9 +77,9 @@ async def get_policy(request: Request, kind: KindPath, subject_id: SubjectId,
     eff = ps.limits(k, subject_id)
     override = None
     if row is not None and subject_id != DEFAULT_SUBJECT:
-        override = OverrideRead(kind=k, id=subject_id, per_user_daily=row.per_user_daily,  # type: ignore[arg-type]
+        override = OverrideRead(kind=k, id=subject_id, per_user_daily=row.per_user_daily,
                                 global_daily_cap=row.global_daily_cap, note=row.note)
-    return SubjectPolicyRead(kind=k, id=subject_id,  # type: ignore[arg-type]
+    return SubjectPolicyRead(kind=k, id=subject_id,
                              effective=LimitsRead(per_user_daily=eff.per_user_daily,
                                                   global_daily_cap=eff.global_daily_cap), override=override)
 

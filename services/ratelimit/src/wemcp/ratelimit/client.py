@@ -189,7 +189,7 @@ class QuotaClient:
         return cls(redis=redis, policies=policies, zone=settings.day_zone, fail_closed=settings.fail_closed,
                    timeout=settings.redis_timeout_seconds, run_context_secret=secret,
                    unavailable_retry_after=settings.unavailable_retry_after_seconds,
-                   **({"clock": clock} if clock else {}))
+                   clock=clock or time.time)
 
     async def aclose(self) -> None:
         """Stops the policy cache's listener (the Redis client belongs to the caller)."""
