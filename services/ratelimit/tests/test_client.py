@@ -175,6 +175,14 @@ async def test_global_server_cap_protects_the_providers_quota(redis):
     assert await q.global_used_today("maps") == 3
 
 
+async def test_a_zero_limit_refuses_with_its_own_message(redis):
+    q = client(redis, StaticPolicies(overrides=[("server", "paid-only", Override(per_user_daily=0))]))
+    d = await q.decide(uuid.uuid4(), "server", "paid-only")
+    assert not d.allowed and d.reason == "user_limit" and d.retry_after
+    assert "offers no free calls" in d.message
+    assert (await q.decide(uuid.uuid4(), "server", "paid-only", key_source="request")).allowed
+
+
 async def test_unreachable_redis_fails_closed_by_default_and_open_when_configured(redis):
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
     try:

@@ -274,6 +274,11 @@ class QuotaClient:
                             run_error)
         self.stats.refused += 1
         reset = day.reset_at.strftime("%Y-%m-%d %H:%M")
+        if code == 1 and limit == 0:
+            msg = (f"{what} offers no free calls on the platform key; add your own API key to call it "
+                   f"(policies are re-read at {reset} {self.zone} at the latest).")
+            return Decision(False, "user_limit", limit, 0, day.reset_at, wait, msg, False, int(used),
+                            run_error)
         if code == 1:
             msg = (f"You have used all {limit} free calls to {what} for today on the platform key. "
                    f"The quota resets at {reset} {self.zone} (in {_fmt_wait(wait)}); "
