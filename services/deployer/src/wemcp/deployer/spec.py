@@ -10,7 +10,8 @@ Shape::
      "remotes": [{"type": "streamable-http"|"sse", "url", "headers": [{"name", "value", "isSecret"}]}],
      "archive": {"sha256": "<hex>" | "path": "<name inside the archive store>",
                  "manifest": {"command": "python"|"node"|..., "args": [...], "env": {...},
-                              "requirements": ["pkg==1.0", ...]}},
+                              "requirements": ["pkg==1.0", ...]},
+                 "environmentVariables": [...same as packages...]},
      "network": false}
 """
 
@@ -119,6 +120,7 @@ class Archive(_M):
     sha256: str | None = None
     path: str | None = None
     manifest: Manifest
+    environment_variables: list[EnvVar] = Field(default_factory=list, alias="environmentVariables")
 
     @model_validator(mode="after")
     def _check(self) -> Archive:
@@ -151,7 +153,9 @@ class DeploySpec(_M):
         return self.packages[0] if self.packages else None
 
     def env_vars(self) -> list[EnvVar]:
-        return list(self.package.environment_variables) if self.package else []
+        if self.package:
+            return list(self.package.environment_variables)
+        return list(self.archive.environment_variables) if self.archive else []
 
     def secret_names(self) -> set[str]:
         return {e.name for e in self.env_vars() if e.is_secret}

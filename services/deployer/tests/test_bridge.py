@@ -1,0 +1,157 @@
+"""The bridge: one child per credential set (secrets never shared), scale to zero, legacy SSE, SSRF on remotes."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+
+import httpx2 as httpx
+import psutil
+import pytest
+from deployer_testkit import wait_for
+from mcp import Client
+from test_e2e_archive_and_failures import make_archive
+
+from wemcp.common.events.servers import ServerSubmitted
+from wemcp.deployer.ssrf import UnsafeUrl, check_url
+
+WHO = textwrap.dedent('''
+    import os
+    from mcp.server.mcpserver import MCPServer
+
+    app = MCPServer("who")
+
+    @app.tool()
+    def whoami() -> str:
+        return f"{os.getpid()}:{os.environ.get('DEMO_TOKEN', '-')}"
+
+    if __name__ == "__main__":
+        app.run()
+''')
+
+
+async def _call(url: str, headers: dict[str, str]) -> str:
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        init = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+            headers={"accept": "application/json, text/event-stream"})
+        assert init.status_code == 200, init.text
+        sid = init.headers["mcp-session-id"]
+        r = await http.post(url, json={"jsonrpc": "2.0", "id": "abc", "method": "tools/call",
+                                       "params": {"name": "whoami", "arguments": {}}},
+                            headers={"mcp-session-id": sid, "accept": "application/json, text/event-stream"})
+        body = r.json()
+        assert body["id"] == "abc"  # the client's id comes back although the child saw another
+        return body["result"]["content"][0]["text"]
+
+
+@pytest.mark.parametrize("deployer", [{"idle_seconds": 6.0}], indirect=True)
+async def test_one_child_per_credential_set_and_scale_to_zero(deployer, tmp_path):
+    h = deployer
+    digest = make_archive(tmp_path / "archives", {"who.py": WHO})
+    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["who.py"],
+                                                         "requirements": ["mcp==2.3.0"]},
+                        "environmentVariables": [{"name": "DEMO_TOKEN", "isSecret": True}]}}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="who", name="Who", spec=spec))
+    d = await h.until_status("who", "deployed", "failed")
+    assert d["status"] == "deployed", d["reason"]
+    hosted = h.orch.bridge.hosted["who"]
+
+    alice = await _call(d["endpoint"], {"x-wemcp-env-demo-token": "alice-secret-1"})
+    bob = await _call(d["endpoint"], {"x-wemcp-env-demo-token": "bob-secret-2"})
+    alice2 = await _call(d["endpoint"], {"x-wemcp-env-demo-token": "alice-secret-1"})
+    a_pid, a_tok = alice.split(":")
+    b_pid, b_tok = bob.split(":")
+    assert a_tok == "alice-secret-1" and b_tok == "bob-secret-2"
+    assert a_pid != b_pid  # different processes (and uids): bob's child never saw alice's secret
+    assert alice2.split(":")[0] == a_pid  # the same credential set reuses its warm child
+    if h.orch.caps.own_uid:
+        uids = {psutil.Process(c.proc.pid).uids().real for c in hosted.children.values()}
+        assert len(uids) == len(hosted.children)
+
+    # undeclared variables are refused
+    async with httpx.AsyncClient() as http:
+        r = await http.post(d["endpoint"], json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                            headers={"x-wemcp-env-path": "/evil"})
+        assert r.status_code == 400
+
+    # idle children are reaped (scale to zero); the next call starts a fresh one
+    await wait_for(lambda: _no_children(h), timeout=15)
+    again = await _call(d["endpoint"], {"x-wemcp-env-demo-token": "alice-secret-1"})
+    assert again.split(":")[1] == "alice-secret-1" and again.split(":")[0] != a_pid
+
+
+async def _no_children(h):
+    return not h.orch.bridge.hosted["who"].children
+
+
+async def test_legacy_sse_transport_and_crash_restart(deployer):
+    h = deployer
+    spec = {"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",
+                          "version": "2026.8.31"}]}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="ev-sse", name="Ev", spec=spec))
+    d = await h.until_status("ev-sse", "deployed", "failed")
+    assert d["status"] == "deployed", d["reason"]
+    sse_url = d["endpoint"].removesuffix("/mcp") + "/sse"
+    from mcp.client.sse import sse_client
+
+    async with Client(sse_client(sse_url), mode="legacy") as c:
+        tools = await c.list_tools()
+        assert any(t.name == "echo" for t in tools.tools)
+    # kill the child behind the bridge's back: the next call starts a new one
+    child = next(iter(h.orch.bridge.hosted["ev-sse"].children.values()))
+    old = child.proc.pid
+    child.proc.kill()
+    await child.exited.wait()
+    async with Client(d["endpoint"], mode="legacy") as c:
+        r = await c.call_tool("echo", {"message": "back"})
+        assert "back" in r.content[0].text
+    new = next(iter(h.orch.bridge.hosted["ev-sse"].children.values())).proc.pid
+    assert new != old
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:5432/mcp", "http://localhost/mcp", "http://169.254.169.254/",
+                                 "http://10.0.0.8/mcp", "http://[::1]/mcp", "file:///etc/passwd",
+                                 "http://user:pw@example.com/"])
+async def test_ssrf_check_refuses_private_targets(url):
+    with pytest.raises(UnsafeUrl):
+        await check_url(url)
+
+
+async def test_ssrf_allow_list_permits_named_networks():
+    assert await check_url("http://127.0.0.1:9/mcp", ["127.0.0.0/8"]) == ["127.0.0.1"]
+
+
+async def test_remote_server_is_registered_after_check_and_introspected(settings_for, infra, tmp_path, clean_db,
+                                                                         clean_bus):
+    """A real Streamable HTTP server on loopback (allowed by the allow-list setting) is registered, not hosted."""
+    from deployer_testkit import Harness, deployer_settings
+
+    from wemcp.common.service import running
+    from wemcp.deployer.main import SPEC
+
+    # the bridge of one deployer serves as "a remote" for another deployer
+    (tmp_path / "archives").mkdir()
+    async with running(SPEC, deployer_settings(settings_for, tmp_path, remote_allow="127.0.0.0/8")) as app:
+        h = Harness(app, infra)
+        spec = {"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",
+                              "version": "2026.8.31"}]}
+        await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="hosted", name="H", spec=spec))
+        hosted = await h.until_status("hosted", "deployed", "failed")
+        await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="remote", name="R",
+                                        spec={"remotes": [{"type": "streamable-http", "url": hosted["endpoint"]}]}))
+        d = await h.until_status("remote", "deployed", "failed")
+        assert d["status"] == "deployed", d["reason"]
+        assert d["backend"] == "remote" and d["endpoint"] == hosted["endpoint"]
+        assert {t["name"] for t in d["tools"]} == {t["name"] for t in hosted["tools"]}
+        assert d["protocol_versions"] == ["2026-07-28"]
+        await h.client.aclose()
+    async with running(SPEC, deployer_settings(settings_for, tmp_path)) as app:
+        h = Harness(app, infra)
+        await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="remote2", name="R",
+                                        spec={"remotes": [{"url": "http://127.0.0.1:1/mcp"}]}))
+        d = await h.until_status("remote2", "failed")
+        assert "non-public address" in d["reason"]
+        assert json.dumps(d).count("127.0.0.1:1") >= 1
+        await h.client.aclose()
