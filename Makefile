@@ -8,13 +8,14 @@ PY := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: run test install migrate infra lint typecheck bench clean-data help
+.PHONY: run test install migrate infra admin lint typecheck bench clean-data help
 
 help:
 	@echo "make run       start everything (embedded Postgres/NATS/Redis unless DATABASE_URL/NATS_URL/REDIS_URL are set)"
 	@echo "make test      unit, integration and end-to-end tests on real infrastructure"
 	@echo "make migrate   apply every service's migrations to DATABASE_URL"
 	@echo "make infra     only the infrastructure, printing URLs to export"
+	@echo "make admin     (with make run going) create the first superadmin; prints an API key on the last line"
 	@echo "make lint      ruff;  make typecheck  mypy;  make bench  benchmarks"
 
 # uv itself, pinned, in a private folder: nothing is installed outside the repository.
@@ -36,6 +37,9 @@ infra: install
 
 migrate: install
 	$(PY) -m wemcp.devstack.cli migrate
+
+admin: install
+	$(PY) -m wemcp.devstack.cli admin
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

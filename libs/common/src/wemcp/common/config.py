@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wemcp.common.errors import ConfigError
@@ -31,6 +31,8 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WEMCP_", extra="ignore", populate_by_name=True)
 
     service_name: str = "wemcp"
+    environment: Literal["development", "production"] = Field(
+        default="development", validation_alias=AliasChoices("WEMCP_ENV", "environment"))
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
@@ -76,6 +78,16 @@ class ServiceSettings(BaseSettings):
     def _check_redis_url(cls, v: str) -> str:
         return _check_url(v, {"redis", "rediss", "unix"}, "REDIS_URL")
 
+    @model_validator(mode="after")
+    def _production_needs_explicit_infrastructure(self) -> ServiceSettings:
+        # In production a forgotten URL must not silently fall back to localhost.
+        if self.environment == "production":
+            missing = [env for name, env in (("database_url", "DATABASE_URL"), ("nats_url", "NATS_URL"),
+                                             ("redis_url", "REDIS_URL")) if name not in self.model_fields_set]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} must be set when WEMCP_ENV=production")
+        return self
+
     @cached_property
     def async_database_url(self) -> str:
         """The URL in SQLAlchemy's asyncpg dialect form."""
@@ -113,12 +125,16 @@ def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> 
     prefix = cls.model_config.get("env_prefix", "") or ""
     parts = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a model-level rule: its message names the settings itself
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
+        field = str(err["loc"][0])
         info = cls.model_fields.get(field)
-        env_name = f"{prefix}{field}".upper()
-        alias = getattr(info, "validation_alias", None) if info else None
-        if isinstance(alias, AliasChoices):
-            env_name = " or ".join(str(c) for c in alias.choices)
+        if info is None:
+            env_name = field.upper()  # the error is located at the alias actually used (NATS_URL)
+        else:
+            alias = info.validation_alias
+            env_name = str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"{prefix}{field}".upper()
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{env_name}: {msg}")
     return "invalid configuration: " + "; ".join(parts)

@@ -3,6 +3,7 @@
     wemcp-dev run        infrastructure + migrations + every service, gateway on :8000 (make run)
     wemcp-dev infra      only the infrastructure, printing the URLs to export
     wemcp-dev migrate    apply every service's migrations to DATABASE_URL
+    wemcp-dev admin      create the first superadmin on the running stack; prints an API key last
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.migrate()
         print("starting services ...", flush=True)
         stack.start_services((*SERVICES, "gateway"), wait=args.wait)
+        stack.write_env_file()
         print(_banner(stack, time.monotonic() - t0), flush=True)
         while not stop.wait(0.5):
             for name, svc in stack.services.items():
@@ -92,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         print("stopping ...", flush=True)
         stack.stop()
+        stack.env_file.unlink(missing_ok=True)
         print("stopped.", flush=True)
 
 
@@ -123,6 +126,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    """Create (or reuse) the first superadmin on the running stack; the API key is the last line."""
+    import subprocess
+
+    env = dict(os.environ)
+    env_file = Path(args.data_dir).resolve() / "stack.env"
+    if "DATABASE_URL" not in env:
+        if not env_file.exists():
+            print("wemcp-dev admin: no running stack found (start it with `make run`, or set DATABASE_URL)",
+                  file=sys.stderr)
+            return 2
+        for line in env_file.read_text().splitlines():
+            key, _, value = line.partition("=")
+            env.setdefault(key, value)
+    return subprocess.run([sys.executable, "-m", "wemcp.auth.admin", "create-superadmin", "--login", args.login],
+                          env=env, check=False).returncode
+
+
 def _check_urls() -> None:
     # Fail fast on a malformed URL before starting anything.
     overrides = {k.lower(): v for k in ("DATABASE_URL", "NATS_URL", "REDIS_URL") if (v := os.environ.get(k))}
@@ -142,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     p_infra = sub.add_parser("infra", help="run only Postgres, NATS and Redis")
     p_infra.add_argument("--data-dir", default=str(_repo_root() / ".data"))
     p_infra.set_defaults(func=cmd_infra)
+    p_admin = sub.add_parser("admin", help="create the first superadmin and print an API key (last line)")
+    p_admin.add_argument("--login", default=os.environ.get("WEMCP_ADMIN_LOGIN", "admin"))
+    p_admin.add_argument("--data-dir", default=str(_repo_root() / ".data"))
+    p_admin.set_defaults(func=cmd_admin)
     p_mig = sub.add_parser("migrate", help="apply migrations to DATABASE_URL")
     p_mig.add_argument("services", nargs="*")
     p_mig.set_defaults(func=cmd_migrate)

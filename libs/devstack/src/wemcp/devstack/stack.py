@@ -112,6 +112,17 @@ class Stack:
         assert self.database_url and self.nats_url and self.redis_url
         return {"DATABASE_URL": self.database_url, "NATS_URL": self.nats_url, "REDIS_URL": self.redis_url}
 
+    @property
+    def env_file(self) -> Path:
+        """Written while the stack runs, so operator commands (``make admin``) find it."""
+        return self.data_dir / "stack.env"
+
+    def write_env_file(self) -> None:
+        env = {**self.infra_env(), "WEMCP_AUTH_DEV_KEK_FILE": str(self.data_dir / "auth-dev-kek"),
+               "WEMCP_GATEWAY_URL": f"http://127.0.0.1:{self.gateway_port}"}
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        self.env_file.chmod(0o600)
+
     # -- services -------------------------------------------------------------------------------
     def start_services(self, names: Iterable[str] = (*SERVICES, "gateway"), wait: float = 60.0) -> float:
         """Start the named services (the gateway last) and wait until each answers /healthz 200.
@@ -120,6 +131,8 @@ class Stack:
         names = list(names)
         base_env = {**os.environ, **self.infra_env(), **self.extra_env}
         base_env.setdefault("LOG_FORMAT", "json")
+        # auth's development key-encryption key lives with the data it protects
+        base_env.setdefault("WEMCP_AUTH_DEV_KEK_FILE", str(self.data_dir / "auth-dev-kek"))
         for name in names:
             if name == "gateway":
                 continue
