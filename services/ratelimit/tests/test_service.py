@@ -180,6 +180,19 @@ async def test_usage_from_completed_calls_and_live_counters(app, http, infra):
     assert report["global_used_today"] == 3
     assert is_problem(await http.get("/api/v1/usage/servers/maps", headers=USER), 403)
 
+    page = (await http.post("/api/v1/usage/search", json={"page_size": 1}, headers=ADMIN)).json()
+    assert (page["total"], page["page"], page["page_size"]) == (1, 1, 1)
+    assert page["items"][0] == {"id": "maps", "calls": 7, "metered": 3, "own_key": 2, "in_agent_run": 1,
+                                "refused": 1, "errors": 0, "users": 2}
+    agents = (await http.post("/api/v1/usage/search", json={"kind": "agent", "day": body["day"]},
+                              headers=ADMIN)).json()
+    assert [a["id"] for a in agents["items"]] == [str(agent)]
+    old = await http.post("/api/v1/usage/search", json={"day": "2020-01-01"}, headers=ADMIN)
+    assert old.json()["total"] == 0
+    assert is_problem(await http.post("/api/v1/usage/search", json={"page": 0}, headers=ADMIN), 422)
+    assert is_problem(await http.post("/api/v1/usage/search", json={"kind": "tool"}, headers=ADMIN), 422)
+    assert is_problem(await http.post("/api/v1/usage/search", json={}, headers=USER), 403)
+
     # Redis lost: the counters are gone, the history is not
     r = Redis.from_url(infra.redis_url)
     await r.flushdb()

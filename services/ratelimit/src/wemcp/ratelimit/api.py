@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from wemcp.common.errors import NotFound
 from wemcp.common.identity import AdminUser, CurrentUser
+from wemcp.common.pagination import Page
 from wemcp.ratelimit import service
 from wemcp.ratelimit.client import QuotaClient
 from wemcp.ratelimit.models import DEFAULT_SUBJECT
-from wemcp.ratelimit.repository import PolicyRepository
+from wemcp.ratelimit.repository import PolicyRepository, UsageRepository
 from wemcp.ratelimit.schemas import (
     KIND_OF,
     SUBJECT_PATTERN,
@@ -20,7 +21,9 @@ from wemcp.ratelimit.schemas import (
     OverrideRead,
     PoliciesRead,
     PolicyUpdate,
+    SubjectDayUsage,
     SubjectPolicyRead,
+    UsageSearch,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["ratelimit"])
@@ -123,3 +126,12 @@ async def subject_usage(request: Request, kind: KindPath, subject_id: SubjectId,
                         since: date | None = None, until: date | None = None) -> dict[str, Any]:
     async with _rt(request).sessions() as s:
         return await service.subject_usage(s, _quota(request), KIND_OF[kind], subject_id, since, until)
+
+
+@router.post("/usage/search", response_model=Page[SubjectDayUsage],
+             summary="One day's usage per server or agent, busiest first (admin)")
+async def search_usage(request: Request, body: UsageSearch, _: AdminUser) -> Page[SubjectDayUsage]:
+    day = body.day or _quota(request).day().date
+    async with _rt(request).sessions() as s:
+        items, total = await UsageRepository(s).per_subject(body.kind, day, body.offset, body.limit)
+    return Page.of([SubjectDayUsage(**i) for i in items], total, body)

@@ -85,3 +85,21 @@ class UsageRepository:
                             users=int(users),
                             avg_latency_ms=round(float(lat) / int(calls), 2) if calls else 0.0))
         return out
+
+    async def per_subject(self, kind: str, day: date, offset: int,
+                          limit: int) -> tuple[list[dict[str, Any]], int]:
+        """One day's totals per server (or agent), busiest first."""
+        u = DailyUsage
+        where = (u.subject_kind == kind, u.day == day)
+        total = (await self.session.execute(
+            select(func.count(func.distinct(u.subject_id))).where(*where))).scalar_one()
+        calls = func.sum(u.calls).label("calls")
+        rows = await self.session.execute(
+            select(u.subject_id, calls, func.sum(u.metered), func.sum(u.own_key), func.sum(u.in_agent_run),
+                   func.sum(u.refused), func.sum(u.errors), func.count(u.user_id))
+            .where(*where).group_by(u.subject_id).order_by(calls.desc(), u.subject_id)
+            .offset(offset).limit(limit))
+        items = [dict(id=sid, calls=int(c), metered=int(m), own_key=int(o), in_agent_run=int(a),
+                      refused=int(r), errors=int(e), users=int(n))
+                 for sid, c, m, o, a, r, e, n in rows.all()]
+        return items, int(total)

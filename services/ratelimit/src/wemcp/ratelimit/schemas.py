@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from wemcp.common.pagination import PageRequest
 
 KindPath = Literal["servers", "agents"]
 KIND_OF: dict[str, str] = {"servers": "server", "agents": "agent"}
@@ -44,3 +46,21 @@ class SubjectPolicyRead(BaseModel):
     id: str
     effective: LimitsRead
     override: OverrideRead | None
+
+
+class UsageSearch(PageRequest):
+    """Body of ``POST /api/v1/usage/search``: one day's usage per server or agent, busiest first."""
+
+    kind: Literal["server", "agent"] = "server"
+    day: date | None = Field(default=None, description="local day; default today")
+
+
+class SubjectDayUsage(BaseModel):
+    id: str
+    calls: int
+    metered: int
+    own_key: int
+    in_agent_run: int
+    refused: int
+    errors: int
+    users: int
