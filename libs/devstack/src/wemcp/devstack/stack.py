@@ -112,6 +112,16 @@ class Stack:
         assert self.database_url and self.nats_url and self.redis_url
         return {"DATABASE_URL": self.database_url, "NATS_URL": self.nats_url, "REDIS_URL": self.redis_url}
 
+    def _local_secret(self, name: str) -> str:
+        """A random secret generated once per data directory (development stacks only)."""
+        import secrets
+
+        path = self.data_dir / name
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     @property
     def env_file(self) -> Path:
         """Written while the stack runs, so operator commands (``make admin``) find it."""
@@ -119,6 +129,7 @@ class Stack:
 
     def write_env_file(self) -> None:
         env = {**self.infra_env(), "WEMCP_AUTH_DEV_KEK_FILE": str(self.data_dir / "auth-dev-kek"),
+               "AGENT_RUN_SECRET": self._local_secret("agent-run-secret"),
                "WEMCP_GATEWAY_URL": f"http://127.0.0.1:{self.gateway_port}"}
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         self.env_file.chmod(0o600)
@@ -133,6 +144,8 @@ class Stack:
         base_env.setdefault("LOG_FORMAT", "json")
         # auth's development key-encryption key lives with the data it protects
         base_env.setdefault("WEMCP_AUTH_DEV_KEK_FILE", str(self.data_dir / "auth-dev-kek"))
+        # agents sign run contexts that gateway and ratelimit verify: one shared secret per stack
+        base_env.setdefault("AGENT_RUN_SECRET", self._local_secret("agent-run-secret"))
         for name in names:
             if name == "gateway":
                 continue
