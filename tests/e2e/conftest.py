@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.stack import SERVICES, Stack
 

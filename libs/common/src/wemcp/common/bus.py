@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import nats.js.errors
 from faststream.middlewares import AckPolicy
-from faststream.nats import ConsumerConfig, DeliverPolicy, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats import AckPolicy as JsAckPolicy
+from faststream.nats import ConsumerConfig, DeliverPolicy, JStream, NatsBroker, NatsMessage, PullSub
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -31,7 +31,6 @@ from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from wemcp.common.events.base import STREAMS, Event
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import OutboxTables

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
-
 from wemcp.common.errors import ConfigError
 
 NAMING_CONVENTION = {
@@ -57,7 +56,7 @@ def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def check_database(engine: AsyncEngine, timeout: float) -> None:
+async def check_database(engine: AsyncEngine, timeout: float) -> None:  # noqa: ASYNC109
     """Fail fast, with one line naming DATABASE_URL, when the database cannot be reached."""
     where = _where(str(engine.url))
     try:

@@ -32,7 +32,7 @@ def _banner(stack: object, took: float) -> str:
     from wemcp.devstack.stack import Stack
 
     assert isinstance(stack, Stack)
-    lines = ["", "WeMcp is up  (healthy in %.1f s)" % took, ""]
+    lines = ["", f"WeMcp is up  (healthy in {took:.1f} s)", ""]
     lines.append(f"  gateway     http://127.0.0.1:{stack.gateway_port}   (API docs: /docs, health: /healthz)")
     for name, svc in stack.services.items():
         if name != "gateway":

@@ -140,7 +140,7 @@ class EmbeddedPostgres:
                 "-c", "shared_buffers=128MB", "-c", "listen_addresses=127.0.0.1"]
         if not self.durable:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115  (owned by the process)
+        log = open(self.data_dir / "postgres.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True,
                                      **run_as)  # type: ignore[call-overload]
         log.close()
@@ -164,7 +164,8 @@ class EmbeddedPostgres:
         return out.stdout.strip()
 
     def _bootstrap(self) -> None:
-        if self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'") != "1":
+        # PG_DATABASE is our own constant, not input
+        if self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'") != "1":  # noqa: S608
             self._psql(f'CREATE DATABASE "{PG_DATABASE}"')
         self._psql("CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_trgm;", PG_DATABASE)
 
@@ -211,7 +212,7 @@ class EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
-        log = open(self.store_dir.parent / f"{self.store_dir.name}.log", "ab")  # noqa: SIM115
+        log = open(self.store_dir.parent / f"{self.store_dir.name}.log", "ab")
         self.proc = subprocess.Popen(
             [self.binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
             stdout=log, stderr=log, start_new_session=True)

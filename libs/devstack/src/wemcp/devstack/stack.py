@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2 as httpx
-
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis, free_port, port_open
 
 SERVICES: tuple[str, ...] = ("auth", "catalog", "goods", "deployer", "ratelimit", "crawler", "agents")
@@ -35,7 +34,7 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115  (handed to the child)
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", f"wemcp.{self.name}.main"], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis
 from wemcp.devstack.stack import MIGRATED
 
@@ -60,7 +59,8 @@ def _containers(stack: list[Any]) -> tuple[str, str, str]:
     from testcontainers.postgres import PostgresContainer
     from testcontainers.redis import RedisContainer
 
-    pg = PostgresContainer("pgvector/pgvector:pg17", username="postgres", password="postgres", dbname="wemcp")
+    pg = PostgresContainer("pgvector/pgvector:pg17", username="postgres", password="postgres",  # noqa: S106  (throwaway container)
+                           dbname="wemcp")
     pg.start()
     stack.append(pg)
     nats = DockerContainer("nats:2.10").with_command("-js").with_exposed_ports(4222)
@@ -144,7 +144,6 @@ async def clean_db(infra: Infra) -> AsyncIterator[None]:
 @pytest_asyncio.fixture
 async def clean_bus(infra: Infra) -> AsyncIterator[None]:
     import nats as nats_client
-
     from wemcp.common.bus import ensure_streams
     from wemcp.common.events.base import STREAMS
 

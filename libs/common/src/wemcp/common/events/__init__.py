@@ -37,8 +37,8 @@ ALL_EVENTS: dict[str, type[Event]] = {
 
 __all__ = [
     "ALL_EVENTS",
-    "ApiKeyRevoked",
     "STREAMS",
+    "ApiKeyRevoked",
     "CrawlerDiscovered",
     "Event",
     "McpCallCompleted",

@@ -6,7 +6,6 @@ from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
-
 from wemcp.common.events.base import Event
 
 
