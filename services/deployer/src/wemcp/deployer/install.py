@@ -150,7 +150,7 @@ class Installer:
             raise InstallError("npm is not installed on the deployer host")
         ref = f"{pkg.identifier}@{version or 'latest'}"
         code, out = await _run([npm, "install", "--prefix", str(prefix), "--no-save", "--omit=dev",
-                                "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error", ref],
+                                "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", ref],
                                env=self._env(), timeout=self.timeout)
         if code != 0:
             raise InstallError(_npm_reason(pkg, version, out), _tail(out))
