@@ -24,7 +24,6 @@ import uuid
 from pathlib import Path
 
 import psutil
-
 from wemcp.deployer import sandbox
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.backends.local import LocalDeployer
@@ -87,7 +86,7 @@ async def main(idle: int) -> None:
             await local.undeploy(f"hot{i}{j}")
         print(f"| {kind} | {cold:.1f} | {warm:.1f} | {statistics.median(hots):.2f} | {n} |")
     print()
-    print(f"| kind | idle servers | RSS per idle server MiB (median) | servers per GiB |")
+    print("| kind | idle servers | RSS per idle server MiB (median) | servers per GiB |")
     print("|---|---|---|---|")
     for i, (kind, spec) in enumerate(KINDS.items()):
         rss = []

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import sys
 
 import pytest
 import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).parent))  # deployer_testkit (pytest runs in importlib mode)
-from deployer_testkit import Harness, deployer_settings  # noqa: E402
-
+from deployer_testkit import Harness, deployer_settings
 from wemcp.common.service import running
 from wemcp.deployer.main import SPEC
 

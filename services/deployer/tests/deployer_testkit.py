@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import nats
-import pytest
-import pytest_asyncio
-
 from wemcp.common.events.base import Event
-from wemcp.common.service import running
 from wemcp.deployer.config import Settings
-from wemcp.deployer.main import SPEC
 
 REPO = Path(__file__).resolve().parents[3]
 # Installed packages and the npm/uv caches persist between runs (a repo-ignored path), so only the
@@ -68,7 +61,6 @@ class Harness:
         import json
 
         from sqlalchemy import select
-
         from wemcp.deployer.models import bus_tables
         async with self.app.state.runtime.sessions() as s:
             q = select(bus_tables.outbox.c.subject, bus_tables.outbox.c.payload).order_by(bus_tables.outbox.c.id)

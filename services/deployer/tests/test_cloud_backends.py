@@ -16,7 +16,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
 from wemcp.deployer.backends.base import DeployError, Target
 from wemcp.deployer.backends.cloud import AliyunFcDeployer, CloudCredentials, TencentScfDeployer
 from wemcp.deployer.backends.kubernetes import manifests

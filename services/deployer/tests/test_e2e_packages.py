@@ -6,9 +6,8 @@ from __future__ import annotations
 import uuid
 
 import psutil
-from mcp import Client
-
 from deployer_testkit import wait_for
+from mcp import Client
 from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted
 
 EVERYTHING = {"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from wemcp.common.events.servers import ServerDeployFailed, ServerDeploying, ServerDisabled, ServerEnabled, \
-    ServerSubmitted
+from wemcp.common.events.servers import (
+    ServerDeployFailed,
+    ServerDeploying,
+    ServerDisabled,
+    ServerEnabled,
+    ServerSubmitted,
+)
 from wemcp.common.outbox import add_event
 from wemcp.deployer import service
 from wemcp.deployer.models import Deployment, bus_tables

@@ -360,8 +360,8 @@ def _npm_reason(pkg: Package, version: str | None, out: str) -> str:
 
 def _pip_reason(reqs: list[str], out: str) -> str:
     low = out.lower()
-    if "not found in the package registry" in low or "no solution found" in low and "there is no version" not in low \
-            and "was not found" in low:
+    if "not found in the package registry" in low or ("no solution found" in low and "there is no version" not in low \
+            and "was not found" in low):
         return f"PyPI package {reqs[0]} does not exist; check the package name"
     if "there is no version of" in low or "no matching distribution" in low:
         return f"{reqs[0]}: no such version on PyPI; pick an existing version"

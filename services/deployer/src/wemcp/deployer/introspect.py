@@ -8,7 +8,6 @@ from typing import Any
 
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-
 from wemcp.common.events.servers import PromptInfo, ResourceInfo, ToolInfo
 
 
@@ -71,7 +70,7 @@ async def _tools(client: Client) -> list[ToolInfo]:
     return tools
 
 
-def _SseTransport(url: str, headers: dict[str, str] | None) -> Any:  # noqa: N802
+def _SseTransport(url: str, headers: dict[str, str] | None) -> Any:
     from mcp.client.sse import sse_client
 
     return sse_client(url, headers=headers)

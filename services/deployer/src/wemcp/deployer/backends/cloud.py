@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
-
 from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, RuntimeStatus, Target
 from wemcp.deployer.signing import acs3_sign, tc3_sign
 from wemcp.deployer.spec import DeploySpec
