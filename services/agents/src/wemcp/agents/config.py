@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
-
 from wemcp.common.config import ServiceSettings, load_settings
 
 
@@ -11,6 +11,35 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WEMCP_AGENTS_", extra="ignore", populate_by_name=True)
 
     service_name: str = "agents"
+    port: int = Field(default=8007, ge=0, le=65535)
+
+    # MCP tools `{"type": "mcp", "ref": slug}` are called at `<gateway_url>/mcp/<slug>`.
+    gateway_url: str = "http://127.0.0.1:8000"
+    # Encrypts model-provider API keys at rest (AES-256-GCM, key = SHA-256 of this value).
+    # Unset: providers without a key still work; storing a key is refused with a clear error.
+    provider_key_secret: SecretStr | None = None
+    # Shared with the gateway and ratelimit: signs the agent-run context sent with every MCP call.
+    agent_run_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("WEMCP_AGENT_RUN_SECRET", "AGENT_RUN_SECRET",
+                                                    "agent_run_secret"))
+    agent_run_ttl_seconds: int = Field(default=900, gt=0)
+
+    # The tool loop.
+    max_tool_rounds: int = Field(default=8, ge=1, le=64)  # default per request
+    max_tool_rounds_limit: int = Field(default=16, ge=1, le=64)  # what a request may ask for
+    provider_timeout_seconds: float = Field(default=60.0, gt=0)  # per provider read (between chunks)
+    provider_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    mcp_timeout_seconds: float = Field(default=30.0, gt=0)  # connect + list, and each tools/call
+    tool_output_max_chars: int = Field(default=20_000, ge=100)  # what the model sees of one result
+    # Responses-style `server_url` tools may point at private/loopback addresses (tests, dev).
+    allow_private_server_urls: bool = False
+
+    @field_validator("provider_key_secret", "agent_run_secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return v
 
 
 @lru_cache

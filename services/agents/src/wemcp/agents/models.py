@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, LargeBinary, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
 from wemcp.common.db import declarative_base_for
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table
@@ -9,3 +16,42 @@ from wemcp.common.probes import probe_table
 Base = declarative_base_for("agents")
 bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
+
+
+class ModelProvider(Base):
+    """An OpenAI-compatible endpoint registered by an admin. The API key is stored sealed
+    (AES-256-GCM, see crypto.py) and never returned."""
+
+    __tablename__ = "model_providers"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    base_url: Mapped[str] = mapped_column(String(500))
+    api_key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    models: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 onupdate=func.now())
+
+
+class Agent(Base):
+    """A saved agent: model, instructions, MCP servers and their tool allow-lists."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    owner_kind: Mapped[str] = mapped_column(String(16), default="user")  # user | merchant
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    model: Mapped[str] = mapped_column(String(200))
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    # [{"ref": slug, "allowed_tools": [...] | null} | {"server_url": url, "server_label": ..., ...}]
+    mcp_servers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    visibility: Mapped[str] = mapped_column(String(16), default="private")  # private | public
+    max_tool_rounds: Mapped[int | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 onupdate=func.now())

@@ -1,0 +1,274 @@
+"""The MCP side of the tool loop: one connection per MCP server named in a request, their tools
+offered to the model as functions, and the calls the model makes.
+
+Servers by ``ref`` (a catalog slug) are reached through the gateway at ``<gateway_url>/mcp/<slug>``
+with the caller's credentials (their ``Authorization`` header as the gateway verified it, and the
+identity headers) and a signed agent-run context (``X-WeMcp-Agent-Run``), so the gateway resolves
+the caller's own upstream keys and does not meter the calls. Responses-style ``server_url`` servers
+are called directly with the headers the request gave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import re
+import socket
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx2 as httpx
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from wemcp.agents.config import Settings
+from wemcp.agents.errors import BadGateway, BadRequest, GatewayTimeout, oai
+from wemcp.common.logging import get_logger
+
+log = get_logger("wemcp.agents.mcp")
+SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$", re.IGNORECASE)
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+@dataclass
+class McpServerSpec:
+    label: str
+    url: str
+    headers: dict[str, str]
+    allowed_tools: list[str] | None
+    param: str  # where it came from in the request, for error messages
+    ref: str | None = None
+
+
+@dataclass
+class McpCall:
+    """One MCP call made during a run; reported in the completion's ``mcp_calls``."""
+
+    round: int
+    server: str
+    tool: str
+    arguments: Any
+    status: str  # ok | error | invalid_arguments | not_allowed | timeout | unavailable
+    latency_ms: float
+    output: str = ""
+    ref: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round": self.round, "server": self.server, "ref": self.ref, "tool": self.tool,
+                "arguments": self.arguments, "status": self.status, "latency_ms": self.latency_ms,
+                "output": self.output[:2000]}
+
+
+@dataclass
+class _Tool:
+    spec: McpServerSpec
+    name: str  # the server's name for it
+    client: Client
+    definition: dict[str, Any]
+
+
+def _status_in(exc: BaseException) -> int | None:
+    """The HTTP status hidden in an exception (group) raised while connecting."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        e = seen.pop()
+        if isinstance(e, httpx.HTTPStatusError):
+            return e.response.status_code
+        if isinstance(e, BaseExceptionGroup):
+            seen.extend(e.exceptions)
+        m = re.search(r"\b(40[0-9]|41[0-9]|42[0-9]|50[0-9])\b", str(e))
+        if m and ("status" in str(e).lower() or "http" in str(e).lower()):
+            return int(m.group(1))
+        for nxt in (e.__cause__, e.__context__):
+            if nxt is not None and nxt not in seen:
+                seen.append(nxt)
+    return None
+
+
+def _timed_out(exc: BaseException) -> bool:
+    seen: list[BaseException] = [exc]
+    while seen:
+        e = seen.pop()
+        if isinstance(e, (TimeoutError, httpx.TimeoutException)):
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            seen.extend(e.exceptions)
+        for nxt in (e.__cause__, e.__context__):
+            if nxt is not None and nxt not in seen:
+                seen.append(nxt)
+    return False
+
+
+async def check_public_url(url: str, param: str, allow_private: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise oai(BadRequest, f"{param}: server_url must be an http(s) URL", "invalid_server_url", param=param)
+    if allow_private:
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
+                                                             type=socket.SOCK_STREAM)
+    except OSError:
+        raise oai(BadRequest, f"{param}: cannot resolve {parts.hostname!r}", "invalid_server_url",
+                  param=param) from None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0])
+        if not ip.is_global:
+            raise oai(BadRequest, f"{param}: {parts.hostname!r} is a private address; external MCP servers "
+                      "must be public", "invalid_server_url", param=param)
+
+
+def tool_name(label: str, tool: str) -> str:
+    return f"{_UNSAFE.sub('_', label)[:24]}__{_UNSAFE.sub('_', tool)}"[:64]
+
+
+def _result_text(result: Any, limit: int) -> str:
+    parts: list[str] = []
+    for c in result.content or []:
+        text = getattr(c, "text", None)
+        parts.append(text if isinstance(text, str) else json.dumps(c.model_dump(mode="json", exclude_none=True)))
+    if not parts and getattr(result, "structured_content", None) is not None:
+        parts.append(json.dumps(result.structured_content))
+    out = "\n".join(parts)
+    return out if len(out) <= limit else out[:limit] + f"... [cut at {limit} characters]"
+
+
+@dataclass
+class McpHub:
+    specs: list[McpServerSpec]
+    settings: Settings
+    tools: dict[str, _Tool] = field(default_factory=dict)
+    calls: list[McpCall] = field(default_factory=list)
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    async def __aenter__(self) -> McpHub:
+        try:
+            # One after another: each client's task group must close in the task that opened it.
+            for spec in self.specs:
+                await self._connect(spec)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await self._stack.aclose()
+        except Exception as e:  # a server that vanished must not turn an answer into an error
+            log.info("mcp_close_failed", error=type(e).__name__)
+
+    async def _connect(self, spec: McpServerSpec) -> None:
+        timeout = self.settings.mcp_timeout_seconds
+        http = httpx.AsyncClient(headers=spec.headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+                                 follow_redirects=False)
+        what = f"MCP server {spec.ref!r}" if spec.ref else f"MCP server {spec.label!r} ({urlsplit(spec.url).netloc})"
+        inner = AsyncExitStack()
+        inner.push_async_callback(http.aclose)
+        try:
+            async with asyncio.timeout(timeout):
+                client = await inner.enter_async_context(
+                    Client(streamable_http_client(spec.url, http_client=http), read_timeout_seconds=timeout))
+                listed = []
+                cursor = None
+                while True:
+                    page = await client.list_tools(cursor=cursor)
+                    listed.extend(page.tools)
+                    cursor = page.next_cursor
+                    if not cursor or len(listed) > 1000:
+                        break
+        except Exception as exc:
+            await _quiet_close(inner)
+            status = _status_in(exc)
+            if spec.ref and status == 404:
+                raise oai(BadRequest, f"{spec.param}: unknown MCP server ref {spec.ref!r}: the catalog has no "
+                          "such server (check the slug)", "unknown_mcp_ref", param=spec.param) from None
+            if status in (401, 403):
+                raise oai(BadRequest, f"{spec.param}: {what} refused the credentials ({status})",
+                          "mcp_unauthorized", param=spec.param) from None
+            if status == 429:
+                raise oai(BadGateway, f"{spec.param}: {what} refused the call: quota exhausted (429)",
+                          "mcp_rate_limited", param=spec.param) from None
+            if isinstance(exc, TimeoutError) or _timed_out(exc):
+                raise oai(GatewayTimeout, f"{spec.param}: {what} did not answer within {timeout:g} s",
+                          "mcp_timeout", param=spec.param) from None
+            log.warning("mcp_connect_failed", server=spec.label, error=type(exc).__name__, status=status)
+            raise oai(BadGateway, f"{spec.param}: cannot reach {what}"
+                      + (f" (HTTP {status})" if status else f" ({type(exc).__name__})"),
+                      "mcp_unavailable", param=spec.param) from None
+        self._stack.push_async_callback(_quiet_close, inner)
+        names = {t.name for t in listed}
+        if spec.allowed_tools is not None:
+            missing = [n for n in spec.allowed_tools if n not in names]
+            if missing:
+                raise oai(BadRequest, f"{spec.param}.allowed_tools: {what} has no tool named "
+                          f"{', '.join(map(repr, missing[:5]))} (it offers {', '.join(sorted(names))[:300]})",
+                          "unknown_mcp_tool", param=f"{spec.param}.allowed_tools")
+        for t in listed:
+            if spec.allowed_tools is not None and t.name not in spec.allowed_tools:
+                continue
+            name = tool_name(spec.label, t.name)
+            if name in self.tools:
+                raise oai(BadRequest, f"{spec.param}: two MCP servers share the label {spec.label!r}; "
+                          "give one a server_label", "duplicate_mcp_label", param=spec.param)
+            schema = t.input_schema if isinstance(t.input_schema, dict) else {"type": "object"}
+            self.tools[name] = _Tool(spec, t.name, client, {"type": "function", "function": {
+                "name": name, "description": (t.description or t.title or t.name)[:1024], "parameters": schema}})
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [t.definition for t in self.tools.values()]
+
+    def owns(self, name: str) -> bool:
+        return name in self.tools
+
+    async def call(self, round_no: int, name: str, raw_arguments: str | None) -> str:
+        """Runs one tool call and returns what the model reads back. Never raises for the tool's
+        own failures: the model gets the error text and may try again."""
+        tool = self.tools[name]
+        label, ref = tool.spec.label, tool.spec.ref
+        t0 = time.perf_counter()
+
+        def record(status: str, output: str, args: Any) -> str:
+            self.calls.append(McpCall(round_no, label, tool.name, args, status,
+                                      round((time.perf_counter() - t0) * 1000, 2), output, ref))
+            return output
+
+        try:
+            args = json.loads(raw_arguments) if raw_arguments and raw_arguments.strip() else {}
+            if not isinstance(args, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            return record("invalid_arguments", f"error: the arguments for {name} are not a valid JSON object "
+                          f"({str(exc)[:120]}); call the tool again with a JSON object matching its schema",
+                          raw_arguments)
+        try:
+            result = await tool.client.call_tool(tool.name, args,
+                                                 read_timeout_seconds=self.settings.mcp_timeout_seconds)
+        except MCPError as exc:
+            return record("error", f"error: {tool.name} failed: {exc.error.message[:500]}", args)
+        except Exception as exc:
+            if _timed_out(exc):
+                return record("timeout", f"error: {tool.name} did not answer within "
+                              f"{self.settings.mcp_timeout_seconds:g} s", args)
+            log.warning("mcp_call_failed", server=label, tool=tool.name, error=type(exc).__name__)
+            return record("unavailable", f"error: {tool.name} could not be called ({type(exc).__name__})", args)
+        text = _result_text(result, self.settings.tool_output_max_chars)
+        if result.is_error:
+            return record("error", f"error: {text}", args)
+        return record("ok", text, args)
+
+
+async def _quiet_close(stack: AsyncExitStack) -> None:
+    try:
+        await stack.aclose()
+    except BaseException as exc:
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        log.info("mcp_close_failed", error=type(exc).__name__)
+
+
+def gateway_url_for(base: str, slug: str) -> str:
+    return f"{base.rstrip('/')}/mcp/{quote(slug, safe='')}"

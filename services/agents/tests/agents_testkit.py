@@ -1,0 +1,361 @@
+"""Test doubles for what the platform cannot reach, each a real protocol server on loopback:
+
+- :class:`ScriptedModel`: an OpenAI-compatible model server (``/v1/chat/completions``, streamed
+  and not) that makes real tool calls, decided deterministically from the conversation.
+- :class:`StdioUpstream`: a real MCP server over stdio (``mcp-server-time`` from PyPI) held open by
+  a task of its own.
+- :class:`McpRouter`: stands in for the gateway's ``/mcp/{slug}`` router (being built elsewhere):
+  it proxies to the stdio upstream, records what the agents service sent, verifies the signed run
+  context and asks the real ratelimit quota client whether the call counts.
+- :func:`external_server`: an MCP server (MCPServer, Streamable HTTP) that wants an API key header,
+  for Responses-style ``server_url`` tools.
+- :class:`Jwks`: the auth service's JWKS endpoint, so the real gateway verifies tokens we mint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import mcp.types as types
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+from mcp import Client, StdioServerParameters
+from mcp.server.lowlevel import Server
+from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+REPO = Path(__file__).resolve().parents[3]
+TIME_VERSION = "2026.10.19"
+
+
+# -- serving ----------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def serve(app: Any, port: int, lifespan: str = "off") -> AsyncIterator[str]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_config=None,
+                                           access_log=False))
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if task.done() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+# -- the model ------------------------------------------------------------------------------------------
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _tool(tools: list[dict[str, Any]], suffix: str) -> str | None:
+    for t in tools:
+        name = (t.get("function") or {}).get("name", "")
+        if name == suffix or name.endswith("__" + suffix):
+            return name
+    return None
+
+
+@dataclass
+class ScriptedModel:
+    """Decides from the last user message (keywords TIME, BADARGS, LOOP, SLOW, WEATHER, ADD) and the
+    tool results after it. Records every request."""
+
+    slow_seconds: float = 6.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    auth_headers: list[str | None] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
+
+    def decide(self, body: dict[str, Any]) -> dict[str, Any]:
+        """{"content": str} or {"tool_calls": [(name, raw_arguments)]}"""
+        msgs = body["messages"]
+        last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+        question = _text(msgs[last_user]["content"])
+        results = [_text(m.get("content")) for m in msgs[last_user + 1:] if m["role"] == "tool"]
+        tools = body.get("tools") or []
+        system = " ".join(_text(m.get("content")) for m in msgs if m["role"] == "system")
+        get_time, convert = _tool(tools, "get_current_time"), _tool(tools, "convert_time")
+        if "LOOP" in question:
+            return {"tool_calls": [(get_time, '{"timezone": "UTC"}')]}
+        if "BADARGS" in question:
+            if not results:
+                return {"tool_calls": [(get_time, '{"timezone": "UTC"')]}  # cut short: not JSON
+            if len(results) == 1:
+                assert "not a valid JSON object" in results[0], results
+                return {"tool_calls": [(get_time, '{"timezone": "UTC"}')]}
+            return {"content": "UTC now: " + json.loads(results[-1])["datetime"]}
+        if "WEATHER" in question:
+            return {"tool_calls": [("get_weather", '{"city": "Paris"}')]}
+        if "ADD" in question:
+            add = _tool(tools, "add")
+            if not results:
+                return {"tool_calls": [(add, '{"a": 2, "b": 40}')]}
+            return {"content": f"The sum is {results[-1]}."}
+        if "TIME" in question:
+            if get_time is None or convert is None:
+                return {"content": "I have no time tools."}
+            if not results:
+                return {"tool_calls": [(get_time, '{"timezone": "America/New_York"}')]}
+            if len(results) == 1:
+                hhmm = json.loads(results[0])["datetime"][11:16]
+                return {"tool_calls": [(convert, json.dumps({"source_timezone": "America/New_York", "time": hhmm,
+                                                             "target_timezone": "Asia/Tokyo"}))]}
+            r = json.loads(results[1])
+            return {"content": f"When it is {r['source']['datetime'][11:16]} in New York, "
+                               f"it is {r['target']['datetime'][11:16]} in Tokyo."}
+        prefix = f"[{system}] " if system else ""
+        return {"content": f"{prefix}You said: {question}"}
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        self.auth_headers.append(request.headers.get("authorization"))
+        question = _text([m for m in body["messages"] if m["role"] == "user"][-1]["content"])
+        if "SLOW" in question:
+            await asyncio.sleep(self.slow_seconds)
+        d = self.decide(body)
+        cid, model = "cmpl-" + uuid.uuid4().hex[:8], body["model"]
+        calls = [{"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function",
+                  "function": {"name": n, "arguments": a}} for n, a in d.get("tool_calls", [])]
+        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        if not body.get("stream"):
+            msg: dict[str, Any] = {"role": "assistant", "content": d.get("content")}
+            if calls:
+                msg["tool_calls"] = calls
+            return JSONResponse({"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+                                 "choices": [{"index": 0, "message": msg,
+                                              "finish_reason": "tool_calls" if calls else "stop"}],
+                                 "usage": usage})
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return b"data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": 0,
+                                           "model": model, "choices": [{"index": 0, "delta": delta,
+                                                                         "finish_reason": finish}]}).encode() + b"\n\n"
+
+        async def events() -> AsyncIterator[bytes]:
+            yield chunk({"role": "assistant", "content": ""})
+            if d.get("content"):
+                for piece in re.findall(r"\S+\s*", d["content"]):
+                    yield chunk({"content": piece})
+                    await asyncio.sleep(0)
+            for i, c in enumerate(calls):
+                args = c["function"]["arguments"]
+                yield chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                                             "function": {"name": c["function"]["name"], "arguments": ""}}]})
+                half = len(args) // 2
+                for part in (args[:half], args[half:]):
+                    yield chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
+            yield chunk({}, "tool_calls" if calls else "stop")
+            yield b"data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model,
+                                           "choices": [], "usage": usage}).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+# -- a real MCP server over stdio ----------------------------------------------------------------------
+def install_time_server(dest: Path) -> Path:
+    uv = shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
+    subprocess.run([uv, "venv", "-q", str(dest)], check=True, capture_output=True, timeout=120)
+    subprocess.run([uv, "pip", "install", "-q", "--python", str(dest / "bin" / "python"),
+                    f"mcp-server-time=={TIME_VERSION}"], check=True, capture_output=True, timeout=300)
+    exe = dest / "bin" / "mcp-server-time"
+    assert exe.exists(), "mcp-server-time did not install"
+    return exe
+
+
+class StdioUpstream:
+    """One stdio MCP client, opened and closed by its own task (anyio scopes stay in one task)."""
+
+    def __init__(self, command: str, args: list[str]) -> None:
+        self.params = StdioServerParameters(command=command, args=args)
+        self.client: Client | None = None
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self.calls: list[str] = []
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._hold())
+        await asyncio.wait_for(self._ready.wait(), 60)
+        if self._error:
+            raise self._error
+
+    async def _hold(self) -> None:
+        try:
+            async with Client(self.params) as client:
+                self.client = client
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task:
+            await self._task
+
+
+# -- the gateway's MCP router, as the agents service sees it ---------------------------------------------
+class McpRouter:
+    """``/mcp/{slug}``: ``time`` proxies to the stdio upstream; anything else is 404 like an unknown
+    slug. For every ``tools/call`` it records the headers and the quota decision made with the real
+    ratelimit client (``in_agent_run_token`` = the ``X-WeMcp-Agent-Run`` header)."""
+
+    def __init__(self, upstream: StdioUpstream, quota: Any) -> None:
+        self.upstream = upstream
+        self.quota = quota
+        self.seen: list[dict[str, Any]] = []
+        server: Server[Any] = Server("router-time", on_list_tools=self._list, on_call_tool=self._call)
+        self.manager = StreamableHTTPSessionManager(
+            app=server, json_response=True, stateless=True,
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    async def _list(self, ctx: Any, params: Any) -> types.ListToolsResult:
+        assert self.upstream.client is not None
+        return await self.upstream.client.list_tools()
+
+    async def _call(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        assert self.upstream.client is not None
+        self.upstream.calls.append(params.name)
+        return await self.upstream.client.call_tool(params.name, params.arguments or {})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        async with self.manager.run():
+            yield
+
+
+
+class _RouterEndpoint:
+    def __init__(self, router: McpRouter) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        r = self.router
+        request = Request(scope, receive)
+        slug = scope["path_params"]["slug"]
+        if slug != "time":
+            await JSONResponse({"title": "Not Found", "status": 404, "detail": f"no server {slug!r}"},
+                               status_code=404, media_type="application/problem+json")(scope, receive, send)
+            return
+        body = await request.body()
+        try:
+            msg = json.loads(body) if body else {}
+        except ValueError:
+            msg = {}
+        if isinstance(msg, dict) and msg.get("method") == "tools/call":
+            user = request.headers.get("x-wemcp-user-id")
+            token = request.headers.get("x-wemcp-agent-run")
+            decision = await r.quota.decide(user, "server", slug, "system", in_agent_run_token=token)
+            r.seen.append({"user": user, "authorization": request.headers.get("authorization"),
+                           "run_token": token, "tool": msg["params"]["name"], "reason": decision.reason,
+                           "counted": decision.counted})
+            if not decision.allowed:
+                await JSONResponse(decision.problem(), status_code=429)(scope, receive, send)
+                return
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await r.manager.handle_request(scope, replay, send)
+
+
+def router_app(router: McpRouter) -> Starlette:
+    return Starlette(routes=[Route("/mcp/{slug}", _RouterEndpoint(router), methods=["GET", "POST", "DELETE"])],
+                     lifespan=router.lifespan)
+
+
+# -- an external MCP server for server_url tools --------------------------------------------------------
+def external_server(api_key: str) -> Any:
+    srv = MCPServer("calc")
+
+    @srv.tool()
+    def add(a: int, b: int) -> str:
+        """Add two integers."""
+        return str(a + b)
+
+    inner = srv.streamable_http_app(streamable_http_path="/mcp", stateless_http=True, json_response=True,
+                                    transport_security=TransportSecuritySettings(
+                                        enable_dns_rebinding_protection=False))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"x-api-key", b"").decode() != api_key:
+            await JSONResponse({"error": "bad key"}, status_code=401)(scope, receive, send)
+            return
+        await inner(scope, receive, send)
+
+    return app
+
+
+# -- identity: the auth service's JWKS, so the real gateway verifies our tokens -------------------------
+class Jwks:
+    def __init__(self) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        self.kid = "test-" + uuid.uuid4().hex[:6]
+
+    def app(self) -> Starlette:
+        jwk = json.loads(OKPAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": self.kid, "alg": "EdDSA", "use": "sig"})
+
+        async def jwks(request: Request) -> JSONResponse:
+            return JSONResponse({"keys": [jwk]})
+
+        return Starlette(routes=[Route("/internal/auth/jwks", jwks)])
+
+    def token(self, user_id: uuid.UUID, role: str = "user", login: str = "tester") -> str:
+        now = int(time.time())
+        return jwt.encode({"sub": str(user_id), "role": role, "login": login, "iss": "wemcp", "aud": "wemcp",
+                           "iat": now, "exp": now + 3600}, self.key, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+def tmpdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

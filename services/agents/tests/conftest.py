@@ -1,0 +1,120 @@
+"""Fixtures of the agents tests: the whole path on loopback — the real gateway (identity verified
+from JWTs we mint) → the agents service → a scripted OpenAI-compatible model server, and MCP calls →
+a stand-in for the gateway's MCP router → ``mcp-server-time`` over stdio."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+sys.path.insert(0, str(Path(__file__).parent))  # agents_testkit (pytest runs in importlib mode)
+from agents_testkit import (
+    Jwks,
+    McpRouter,
+    ScriptedModel,
+    StdioUpstream,
+    external_server,
+    install_time_server,
+    router_app,
+    serve,
+    tmpdir,
+)
+from wemcp.agents.config import Settings
+from wemcp.agents.main import SPEC
+from wemcp.common.service import running
+from wemcp.devstack.infra import free_port
+from wemcp.gateway.config import Settings as GatewaySettings
+from wemcp.gateway.main import SPEC as GATEWAY
+from wemcp.ratelimit.client import QuotaClient
+from wemcp.ratelimit.policy import StaticPolicies
+
+RUN_SECRET = "agent-run-secret-for-tests-0123456789"
+PROVIDER_SECRET = "provider-key-secret-for-tests-0123"
+EXTERNAL_KEY = "calc-key-1234"
+
+
+@pytest.fixture(scope="session")
+def time_exe() -> Path:
+    return install_time_server(tmpdir("wemcp-agents-time-") / "venv")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def time_upstream(time_exe: Path) -> AsyncIterator[StdioUpstream]:
+    up = StdioUpstream(str(time_exe), ["--local-timezone", "UTC"])
+    await up.start()
+    try:
+        yield up
+    finally:
+        await up.stop()
+
+
+@dataclass
+class Platform:
+    gateway: str  # base URL of the real gateway
+    agents: str  # base URL of the agents service itself
+    external: str  # an MCP server wanting X-Api-Key
+    model: ScriptedModel
+    router: McpRouter
+    upstream: StdioUpstream
+    jwks: Jwks
+    http: httpx.AsyncClient
+    app: Any
+    user_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    admin_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    model_url: str = ""
+
+    def auth(self, user_id: uuid.UUID | None = None, role: str = "user") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.jwks.token(user_id or self.user_id, role)}"}
+
+    @property
+    def user_token(self) -> str:
+        return self.jwks.token(self.user_id)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return self.auth(self.admin_id, "admin")
+
+    async def add_provider(self, name: str = "local", base_url: str | None = None,
+                           models: list[str] | None = None, api_key: str | None = "sk-test-provider-key") -> dict:
+        r = await self.http.post("/api/v1/model-providers", headers=self.admin, json={
+            "name": name, "base_url": base_url or self.model_url, "models": models or ["scripted-1"],
+            **({"api_key": api_key} if api_key else {})})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+@pytest_asyncio.fixture
+async def platform(settings_for, infra, clean_db, clean_redis, time_upstream) -> AsyncIterator[Platform]:
+    model, jwks = ScriptedModel(), Jwks()
+    redis = Redis.from_url(infra.redis_url)
+    quota = QuotaClient(redis, StaticPolicies(), run_context_secret=RUN_SECRET)
+    router = McpRouter(time_upstream, quota)
+    async with (
+        serve(model.app(), free_port()) as model_url,
+        serve(router_app(router), free_port(), lifespan="on") as router_url,
+        serve(external_server(EXTERNAL_KEY), free_port(), lifespan="on") as external_url,
+        serve(jwks.app(), free_port()) as jwks_url,
+    ):
+        settings = settings_for(Settings, gateway_url=router_url, agent_run_secret=RUN_SECRET,
+                                provider_key_secret=PROVIDER_SECRET, allow_private_server_urls=True,
+                                provider_timeout_seconds=3.0, mcp_timeout_seconds=10.0)
+        async with running(SPEC, settings) as app, serve(app, free_port()) as agents_url:
+            gw_settings = settings_for(GatewaySettings, auth_url=jwks_url, agents_url=agents_url)
+            async with running(GATEWAY, gw_settings) as gw, serve(gw, free_port()) as gw_url, \
+                    httpx.AsyncClient(base_url=gw_url, timeout=30) as http:
+                p = Platform(gw_url, agents_url, external_url + "/mcp", model, router, time_upstream, jwks, http, app,
+                             model_url=model_url + "/v1")
+                try:
+                    yield p
+                finally:
+                    time_upstream.calls.clear()
+    await redis.aclose()
