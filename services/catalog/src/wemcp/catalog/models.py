@@ -105,6 +105,8 @@ class SearchDoc(Base):
         Index("ix_search_docs_category", "category"),
         Index("ix_search_docs_tags", "tags", postgresql_using="gin"),
         Index("ix_search_docs_published", "published_at"),
+        Index("ix_search_docs_popularity", "popularity"),
+        Index("ix_search_docs_sort_name", "sort_name"),
     )
 
     server_id: Mapped[uuid.UUID] = mapped_column(

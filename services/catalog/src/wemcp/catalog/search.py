@@ -13,7 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.catalog.config import Settings
 from wemcp.catalog.schemas import SearchRequest
+import re
+
 from wemcp.catalog.text import tsquery_text
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
 
 SORTS = {
     "relevance": "f.score DESC, d.popularity DESC, d.server_id",
@@ -50,11 +54,16 @@ async def search(session: AsyncSession, req: SearchRequest, settings: Settings, 
     params.update(limit=req.limit, offset=req.offset)
     query = req.query.strip()
     if not query:
+        total = (await session.execute(text(f"SELECT count(*) FROM catalog.search_docs d WHERE {where}"),
+                                       params)).scalar_one()
         rows = (await session.execute(text(f"""
-            SELECT {ITEM_COLUMNS}, NULL::float AS score, count(*) OVER () AS total
-            FROM catalog.search_docs d JOIN catalog.servers s ON s.id = d.server_id
-            WHERE {where} ORDER BY {BROWSE_SORTS[req.sort]} LIMIT :limit OFFSET :offset"""), params)).mappings().all()
-        return _items(rows)
+            WITH page AS (SELECT d.server_id, NULL::float AS score, d.featured, d.popularity, d.published_at,
+                                 d.sort_name, row_number() OVER (ORDER BY {BROWSE_SORTS[req.sort]}) AS pos
+                          FROM catalog.search_docs d WHERE {where}
+                          ORDER BY {BROWSE_SORTS[req.sort]} LIMIT :limit OFFSET :offset)
+            SELECT {ITEM_COLUMNS}, page.score FROM page JOIN catalog.servers s ON s.id = page.server_id
+            ORDER BY page.pos"""), params)).mappings().all()
+        return _items(rows, total)
 
     k = settings.search_candidates
     params.update(k=k, rrf=settings.rrf_k, q=query.lower())
@@ -67,7 +76,11 @@ async def search(session: AsyncSession, req: SearchRequest, settings: Settings, 
             FROM catalog.search_docs d, to_tsquery('simple', :tsq) q
             WHERE d.tsv @@ q AND {where}
             ORDER BY ts_rank_cd(d.tsv, q) DESC, d.server_id LIMIT :k)""")
-    if mode in {"hybrid", "text", "trigram"}:
+    # Trigrams catch misspelled *names*: short Latin-script queries. Chinese text has no useful
+    # trigrams here and long queries are sentences (full-text and vector handle both), and the
+    # trigram scan is the slowest retriever (measured), so it runs only where it can help.
+    name_like = len(query) >= 3 and len(query.split()) <= 4 and not _CJK.search(query)
+    if mode in {"hybrid", "text", "trigram"} and (name_like or mode == "trigram"):
         await session.execute(text("SELECT set_config('pg_trgm.word_similarity_threshold', :t, true)"),
                               {"t": str(settings.trigram_threshold)})
         parts.append(f"""(SELECT d.server_id,
@@ -88,15 +101,21 @@ async def search(session: AsyncSession, req: SearchRequest, settings: Settings, 
     union = " UNION ALL ".join(parts)
     rows = (await session.execute(text(f"""
         WITH hits AS ({union}),
-        f AS (SELECT server_id, sum(1.0 / (:rrf + r)) AS score FROM hits GROUP BY server_id)
-        SELECT {ITEM_COLUMNS}, f.score::float AS score, count(*) OVER () AS total
-        FROM f JOIN catalog.search_docs d ON d.server_id = f.server_id JOIN catalog.servers s ON s.id = f.server_id
-        ORDER BY {SORTS[req.sort]} LIMIT :limit OFFSET :offset"""), params)).mappings().all()
-    return _items(rows)
-
-
-def _items(rows: Any) -> tuple[list[dict[str, Any]], int]:
+        f AS (SELECT server_id, sum(1.0 / (:rrf + r)) AS score FROM hits GROUP BY server_id),
+        page AS (SELECT f.server_id, f.score, count(*) OVER () AS total,
+                        row_number() OVER (ORDER BY {SORTS[req.sort]}) AS pos
+                 FROM f JOIN catalog.search_docs d ON d.server_id = f.server_id
+                 ORDER BY {SORTS[req.sort]} LIMIT :limit OFFSET :offset)
+        SELECT {ITEM_COLUMNS}, page.score::float AS score, page.total
+        FROM page JOIN catalog.servers s ON s.id = page.server_id ORDER BY page.pos"""), params)).mappings().all()
     total = int(rows[0]["total"]) if rows else 0
+    if not rows and req.offset:
+        total = (await session.execute(text(f"WITH hits AS ({union}) SELECT count(DISTINCT server_id) FROM hits"),
+                                       params)).scalar_one()
+    return _items(rows, total)
+
+
+def _items(rows: Any, total: int) -> tuple[list[dict[str, Any]], int]:
     items = []
     for r in rows:
         item = dict(r)
