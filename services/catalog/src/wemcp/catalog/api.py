@@ -10,11 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import String, cast, func, select
-
-from wemcp.common.db import transaction
-from wemcp.common.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
-from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
-from wemcp.common.pagination import Page
 from wemcp.catalog import search as search_mod
 from wemcp.catalog import service
 from wemcp.catalog.archive import check_archive
@@ -33,6 +28,10 @@ from wemcp.catalog.schemas import (
     SubmitAccepted,
 )
 from wemcp.catalog.state import current
+from wemcp.common.db import transaction
+from wemcp.common.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
+from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
+from wemcp.common.pagination import Page
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
 registry_router = APIRouter(prefix="/v0.1", tags=["registry"])

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-
+from wemcp.catalog import service
+from wemcp.catalog.models import Server
+from wemcp.catalog.normalize import normalize_server_json
+from wemcp.catalog.projection import project, set_enabled_from_a
+from wemcp.catalog.schemas import ServerJson
+from wemcp.catalog.state import current
 from wemcp.common.events.crawler import CrawlerDiscovered
 from wemcp.common.events.servers import (
     ServerDeployed,
@@ -15,12 +20,6 @@ from wemcp.common.events.servers import (
     ServerEnabled,
 )
 from wemcp.common.logging import get_logger
-from wemcp.catalog import service
-from wemcp.catalog.models import Server
-from wemcp.catalog.normalize import normalize_server_json
-from wemcp.catalog.projection import project, set_enabled_from_a
-from wemcp.catalog.schemas import ServerJson
-from wemcp.catalog.state import current
 
 log = get_logger("wemcp.catalog.handlers")
 

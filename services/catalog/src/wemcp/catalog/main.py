@@ -4,17 +4,16 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-
-from wemcp.common.events.base import ProbeRecorded
-from wemcp.common.probes import make_probe_handler, probe_router
-from wemcp.common.service import ServiceSpec, run_service
-from wemcp.common.service_info import service_info_router
 from wemcp.catalog.api import internal_router, registry_router, router
 from wemcp.catalog.config import get_settings
 from wemcp.catalog.handlers import SUBSCRIPTIONS_EVENTS
 from wemcp.catalog.limits import BodyLimitMiddleware
 from wemcp.catalog.models import bus_tables, probe_receipts
 from wemcp.catalog.state import current, on_start, on_stop
+from wemcp.common.events.base import ProbeRecorded
+from wemcp.common.probes import make_probe_handler, probe_router
+from wemcp.common.service import ServiceSpec, run_service
+from wemcp.common.service_info import service_info_router
 
 SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from wemcp.common.errors import Unprocessable
 from wemcp.catalog.schemas import (
     NAME_RE,
     ArchiveManifest,
@@ -24,6 +23,7 @@ from wemcp.catalog.schemas import (
     ServerSubmit,
     slugify,
 )
+from wemcp.common.errors import Unprocessable
 
 SECRET_HINT = re.compile(r"(key|token|secret|passw|pwd|credential|auth|cookie|private)", re.I)
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -6,15 +6,15 @@ tags) inside its own query so the indexes do the work; RRF adds ``1 / (k + rank)
 
 from __future__ import annotations
 
+# ruff: noqa: S608  -- the f-strings splice fixed SQL fragments chosen from constants (sort
+# orders, filters, retriever lists); every value from a request is a bound parameter.
+import re
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-
 from wemcp.catalog.config import Settings
 from wemcp.catalog.schemas import SearchRequest
-import re
-
 from wemcp.catalog.text import tsquery_text
 
 _CJK = re.compile(r"[\u3400-\u9fff]")

@@ -19,15 +19,14 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
-from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted
-from wemcp.common.identity import Identity
-from wemcp.common.outbox import add_event
 from wemcp.catalog.config import Settings
 from wemcp.catalog.models import Category, News, SearchDoc, Server, bus_tables
 from wemcp.catalog.normalize import Normalized, field_error
 from wemcp.catalog.schemas import ServerUpdate, slugify
+from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted
+from wemcp.common.identity import Identity
+from wemcp.common.outbox import add_event
 
 ICON = "https://api.dicebear.com/7.x/bottts/svg?seed={slug}"
 

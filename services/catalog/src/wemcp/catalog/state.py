@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from wemcp.common.service import Runtime
 from wemcp.catalog.config import Settings
 from wemcp.catalog.embedding import CachedQueries, Embedder, make_embedder
+from wemcp.common.service import Runtime
 
 
 @dataclass

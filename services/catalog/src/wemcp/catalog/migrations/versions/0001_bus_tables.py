@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
-
 from wemcp.common.migrations import create_bus_tables, drop_bus_tables
 
 revision: str = "catalog_0001"
