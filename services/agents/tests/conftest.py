@@ -71,13 +71,18 @@ class Platform:
     user_id: uuid.UUID = field(default_factory=uuid.uuid4)
     admin_id: uuid.UUID = field(default_factory=uuid.uuid4)
     model_url: str = ""
+    _user_token: str = ""
 
     def auth(self, user_id: uuid.UUID | None = None, role: str = "user") -> dict[str, str]:
+        if user_id is None and role == "user":
+            return {"Authorization": f"Bearer {self.user_token}"}
         return {"Authorization": f"Bearer {self.jwks.token(user_id or self.user_id, role)}"}
 
     @property
     def user_token(self) -> str:
-        return self.jwks.token(self.user_id)
+        if not self._user_token:
+            self._user_token = self.jwks.token(self.user_id)
+        return self._user_token
 
     @property
     def admin(self) -> dict[str, str]:

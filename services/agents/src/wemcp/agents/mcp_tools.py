@@ -163,8 +163,16 @@ class McpHub:
 
     async def _connect(self, spec: McpServerSpec) -> None:
         timeout = self.settings.mcp_timeout_seconds
+        # The SDK folds HTTP statuses into JSON-RPC errors; keep them to tell 404 (unknown ref) and
+        # 401/403 (credentials) from other failures.
+        statuses: list[int] = []
+
+        async def keep_status(response: httpx.Response) -> None:
+            if response.status_code >= 400:
+                statuses.append(response.status_code)
+
         http = httpx.AsyncClient(headers=spec.headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-                                 follow_redirects=False)
+                                 follow_redirects=False, event_hooks={"response": [keep_status]})
         what = f"MCP server {spec.ref!r}" if spec.ref else f"MCP server {spec.label!r} ({urlsplit(spec.url).netloc})"
         inner = AsyncExitStack()
         inner.push_async_callback(http.aclose)
@@ -182,7 +190,7 @@ class McpHub:
                         break
         except Exception as exc:
             await _quiet_close(inner)
-            status = _status_in(exc)
+            status = statuses[0] if statuses else _status_in(exc)
             if spec.ref and status == 404:
                 raise oai(BadRequest, f"{spec.param}: unknown MCP server ref {spec.ref!r}: the catalog has no "
                           "such server (check the slug)", "unknown_mcp_ref", param=spec.param) from None
