@@ -153,3 +153,19 @@ async def test_remote_server_is_registered_after_check_and_introspected(settings
         assert "non-public address" in d["reason"]
         assert json.dumps(d).count("127.0.0.1:1") >= 1
         await h.client.aclose()
+
+
+def test_sandbox_uids_are_leased_machine_wide(tmp_path):
+    """Two deployers (two pools over one lock directory) never hold the same uid; a released uid is
+    free again for the other."""
+    from wemcp.deployer.bridge import UidPool
+
+    a = UidPool(300000, 3, lock_dir=tmp_path)
+    b = UidPool(300000, 3, lock_dir=tmp_path)
+    held_a = {a.acquire(), a.acquire()}
+    held_b = {b.acquire()}
+    assert held_a.isdisjoint(held_b) and len(held_a | held_b) == 3
+    with pytest.raises(RuntimeError):
+        b.acquire()
+    a.release(min(held_a))
+    assert b.acquire() == min(held_a)

@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +46,39 @@ VERSION_META = "io.modelcontextprotocol/protocolVersion"
 CACHEABLE = {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read",
              "server/discover"}
 
+
+
+
+class UidPool:
+    """Sandbox uids, leased machine-wide with one ``flock`` per uid: two deployer processes on the same
+    host never hand one uid to two children (two children sharing a uid could read each other's
+    ``/proc/<pid>/environ``, i.e. another user's secrets). A lease dies with its holder's process."""
+
+    def __init__(self, base: int, size: int, lock_dir: Path | None = None) -> None:
+        self._free = collections.deque(range(base, base + size))
+        self._held: dict[int, int] = {}
+        self.lock_dir = lock_dir or Path(tempfile.gettempdir()) / "wemcp-sandbox-uids"
+
+    def acquire(self) -> int:
+        self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for _ in range(len(self._free)):
+            uid = self._free.popleft()
+            fd = os.open(self.lock_dir / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another deployer holds it
+                os.close(fd)
+                self._free.append(uid)
+                continue
+            self._held[uid] = fd
+            return uid
+        raise RuntimeError("no free sandbox uid")
+
+    def release(self, uid: int) -> None:
+        fd = self._held.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the lock
+            self._free.append(uid)
 
 class Backoff(Exception):
     def __init__(self, retry_after: float, reason: str) -> None:
@@ -89,7 +125,7 @@ class Bridge:
         self.uid_base = uid_base
         self.hosted: dict[str, Hosted] = {}
         self.sessions: dict[str, Session] = {}
-        self._free_uids = collections.deque(range(uid_base, uid_base + 60000))
+        self._uids = UidPool(uid_base, 60000)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.app = Starlette(routes=[
@@ -157,7 +193,7 @@ class Bridge:
     async def _stop_child(self, child: StdioChild) -> None:
         await child.stop()
         if child.uid is not None:
-            self._free_uids.append(child.uid)
+            self._uids.release(child.uid)
 
     async def child_for(self, slug: str, env: dict[str, str]) -> StdioChild:
         hosted = self.hosted.get(slug)
@@ -184,7 +220,7 @@ class Bridge:
                     raise Backoff(wait - (now - recent[-1]), "the server keeps crashing; restarting with backoff")
             if len(hosted.children) >= self.max_children:
                 raise Backoff(5.0, "too many credential sets are active on this server")
-            uid = self._free_uids.popleft() if self.caps.own_uid else None
+            uid = self._uids.acquire() if self.caps.own_uid else None
             child = StdioChild(hosted.make_command(env), caps=self.caps, limits=self.limits, uid=uid,
                                run_dir=self.run_dir / f"{slug}-{uuid.uuid4().hex[:8]}",
                                secrets=[v for k, v in env.items() if k in hosted.secret_env],
@@ -195,7 +231,7 @@ class Bridge:
                 hosted.crashes.append(time.monotonic())
                 hosted.last_tail = exc.tail
                 if uid is not None:
-                    self._free_uids.append(uid)
+                    self._uids.release(uid)
                 raise
             hosted.children[key] = child
             log.info("child_started", slug=slug, pid=child.proc.pid if child.proc else None,
