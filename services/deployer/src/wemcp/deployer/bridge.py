@@ -128,6 +128,7 @@ class Bridge:
         self._uids = UidPool(uid_base, 60000)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._inflight: set[asyncio.Task[Any]] = set()
         self.app = Starlette(routes=[
             Route("/s/{slug}/mcp", self._mcp, methods=["POST", "GET", "DELETE"]),
             Route("/s/{slug}/sse", self._sse, methods=["GET"]),
@@ -393,7 +394,10 @@ class Bridge:
             if reply is not None:
                 await queue.put(reply)
 
-        asyncio.create_task(run())
+        # keep a reference: the loop holds tasks weakly, and a collected task would drop the reply
+        task = asyncio.create_task(run())
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
         return Response(status_code=202)
 
 
