@@ -9,6 +9,7 @@ import httpx2 as httpx
 import nats
 import pytest
 from sqlalchemy import func, select, update
+
 from wemcp.common.config import ServiceSettings
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.outbox import add_event

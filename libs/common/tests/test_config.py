@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from wemcp.common.config import ServiceSettings, load_settings
 from wemcp.common.errors import ConfigError
 from wemcp.devstack.infra import free_port

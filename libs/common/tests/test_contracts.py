@@ -13,6 +13,7 @@ import pytest
 import structlog
 from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
+
 from wemcp.common.errors import Conflict, NotFound, TooManyRequests
 from wemcp.common.events import ALL_EVENTS, STREAMS, ServerDisabled
 from wemcp.common.events.doc import render

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from wemcp.common.events.base import STREAMS, Event
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import OutboxTables

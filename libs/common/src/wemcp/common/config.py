@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from wemcp.common.errors import ConfigError
 
 S = TypeVar("S", bound=BaseSettings)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+
 from wemcp.common.errors import ConfigError
 
 NAMING_CONVENTION = {

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import Depends, Request
+
 from wemcp.common.errors import Forbidden, Unauthorized
 
 Role = Literal["user", "merchant", "admin", "superadmin"]

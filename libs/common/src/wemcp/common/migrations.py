@@ -17,6 +17,7 @@ from alembic.config import Config
 from sqlalchemy import MetaData, pool, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import create_async_engine
+
 from wemcp.common.db import to_async_url
 
 

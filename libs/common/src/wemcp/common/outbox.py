@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
 from wemcp.common.events.base import Event
 from wemcp.common.logging import get_logger
 from wemcp.common.telemetry import inject_headers, meter

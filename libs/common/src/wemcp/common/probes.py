@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, func, select
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.outbox import OutboxTables, add_event
 

@@ -25,6 +25,7 @@ from faststream.nats import NatsBroker
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
 from wemcp.common.bus import Handler, Subscription, create_broker, ensure_streams, subscribe
 from wemcp.common.config import ServiceSettings
 from wemcp.common.db import check_database, make_engine, make_session_factory

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
+
 from wemcp.common.bus import Subscription, consumer_name
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2 as httpx
+
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis, free_port, port_open
 
 SERVICES: tuple[str, ...] = ("auth", "catalog", "goods", "deployer", "ratelimit", "crawler", "agents")

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis
 from wemcp.devstack.stack import MIGRATED
 
@@ -144,6 +145,7 @@ async def clean_db(infra: Infra) -> AsyncIterator[None]:
 @pytest_asyncio.fixture
 async def clean_bus(infra: Infra) -> AsyncIterator[None]:
     import nats as nats_client
+
     from wemcp.common.bus import ensure_streams
     from wemcp.common.events.base import STREAMS
 

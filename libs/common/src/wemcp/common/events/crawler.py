@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from pydantic import Field
+
 from wemcp.common.events.base import Event
 
 

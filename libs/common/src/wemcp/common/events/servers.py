@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
+
 from wemcp.common.events.base import Event
 
 
