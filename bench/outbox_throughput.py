@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy import func, select
+
 from wemcp.common.bus import Subscription
 from wemcp.common.config import ServiceSettings
 from wemcp.common.events.base import ProbeRecorded
@@ -43,6 +44,7 @@ from wemcp.goods.models import bus_tables as goods_tables
 async def reset_probes(nats_url: str) -> None:
     """Each run starts on an empty PROBES stream: a new durable replays the stream from the start."""
     import nats as nats_client
+
     from wemcp.common.bus import ensure_streams
 
     nc = await nats_client.connect(nats_url)

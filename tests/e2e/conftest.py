@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.stack import SERVICES, Stack
 

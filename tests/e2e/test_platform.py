@@ -9,6 +9,7 @@ import time
 import httpx2 as httpx
 import nats
 import pytest
+
 from wemcp.devstack.stack import SERVICES, Stack
 
 pytestmark = pytest.mark.e2e

@@ -121,6 +121,21 @@ def create_bus_tables(schema: str) -> None:
     )
 
 
+def create_probe_receipts(schema: str) -> None:
+    """The table behind the bus canaries (:mod:`wemcp.common.probes`)."""
+    op.create_table(
+        "probe_receipts",
+        sa.Column("event_id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("note", sa.String(200), nullable=False, server_default=""),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("handled_by_pid", sa.Integer, nullable=False),
+        sa.PrimaryKeyConstraint("event_id", name="pk_probe_receipts"),
+        schema=schema,
+    )
+
+
 def drop_bus_tables(schema: str) -> None:
     op.drop_table("dead_letters", schema=schema)
     op.drop_table("processed_events", schema=schema)

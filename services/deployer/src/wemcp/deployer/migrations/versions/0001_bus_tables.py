@@ -7,10 +7,9 @@ Create Date: 2026-11-24
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
-from wemcp.common.migrations import create_bus_tables, drop_bus_tables
+
+from wemcp.common.migrations import create_bus_tables, create_probe_receipts, drop_bus_tables
 
 revision: str = "deployer_0001"
 down_revision: str | None = None
@@ -22,17 +21,7 @@ SCHEMA = "deployer"
 
 def upgrade() -> None:
     create_bus_tables(SCHEMA)
-    op.create_table(
-        "probe_receipts",
-        sa.Column("event_id", postgresql.UUID(as_uuid=True), nullable=False),
-        sa.Column("seq", sa.BigInteger, nullable=False),
-        sa.Column("note", sa.String(200), nullable=False, server_default=""),
-        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.Column("handled_by_pid", sa.Integer, nullable=False),
-        sa.PrimaryKeyConstraint("event_id", name="pk_probe_receipts"),
-        schema=SCHEMA,
-    )
+    create_probe_receipts(SCHEMA)
 
 
 def downgrade() -> None:
