@@ -13,6 +13,7 @@ import httpx2 as httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+
 from wemcp.common.errors import GatewayTimeout, PayloadTooLarge, ServiceUnavailable
 from wemcp.common.identity import IDENTITY_HEADERS, Identity
 from wemcp.common.logging import get_logger
