@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from wemcp.common.config import ServiceSettings, load_settings
@@ -37,6 +37,24 @@ class Settings(ServiceSettings):
     jwks_refresh_seconds: float = Field(default=300.0, gt=0)
     jwks_min_refetch_seconds: float = Field(default=5.0, ge=0)
     api_key_cache_ttl_seconds: float = Field(default=300.0, gt=0)
+
+    # The MCP router (mcp.py, wiring.py; docs/services/gateway.md).
+    mcp_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    mcp_body_timeout_seconds: float = Field(default=10.0, gt=0)  # the whole body, or 408 (slow loris)
+    mcp_keepalive_seconds: float = Field(default=15.0, gt=0)  # SSE comment lines on idle streams
+    mcp_session_idle_seconds: float = Field(default=1800.0, gt=0)
+    mcp_max_sessions: int = Field(default=100_000, ge=1)
+    mcp_allow_anonymous: bool = True  # no credentials: calls on the system key under the nil user
+    mcp_upstream_timeout_seconds: float = Field(default=120.0, gt=0)
+    # {"slug": {"NAME": "value"}}: system keys from the environment (a secret store's injection);
+    # the auth vault's system principal (nil user id) is read too when system_keys_from_vault.
+    system_keys: SecretStr | None = None
+    system_keys_from_vault: bool = True
+    key_cache_ttl_seconds: float = Field(default=10.0, gt=0)
+    openapi_allow_hosts: list[str] = Field(default_factory=list)  # "host" or "host:port", skip SSRF check
+    call_event_queue: int = Field(default=10_000, ge=1)
+    route_replay_wait_seconds: float = Field(default=10.0, ge=0)
+    quota_enabled: bool = True
 
     def service_urls(self) -> dict[str, str]:
         return {name: getattr(self, f"{name}_url").rstrip("/") for name in SERVICES}

@@ -15,6 +15,8 @@ from wemcp.gateway.api import router
 from wemcp.gateway.config import Settings, get_settings
 from wemcp.gateway.identity import Verifier
 from wemcp.gateway.proxy import make_client
+from wemcp.gateway.rest import router as mcp_rest_router
+from wemcp.gateway.wiring import close_mcp, install_mcp_routes, open_mcp
 
 
 @dataclass
@@ -55,11 +57,12 @@ async def _close(runtime: Runtime) -> None:
 SPEC = ServiceSpec(
     name="gateway",
     title="WeMcp gateway",
-    routers=[router],
+    routers=[mcp_rest_router, router],
     uses_database=False,
     uses_redis=True,
-    on_start=[_open],
-    on_stop=[_close],
+    on_start=[_open, open_mcp],
+    on_stop=[close_mcp, _close],
+    configure_app=install_mcp_routes,
     default_health=False,
     openapi_url=None,
 )

@@ -1,0 +1,794 @@
+"""The MCP router: ``/mcp/{slug}`` (Streamable HTTP, both eras), ``/mcp/{slug}/sse`` (legacy SSE),
+``/mcp/bundles/{id}`` (several servers as one, tools named ``<slug>__<tool>``).
+
+A thin forwarder written as raw ASGI endpoints: it parses the JSON-RPC message only to read what it
+must (method, id, tool name), decides identity, key, quota, then forwards the client's own bytes
+when the eras match and streams the upstream's reply back unbuffered. See docs/services/gateway.md.
+
+Clients of the 2025 revisions get a *gateway* session (``Mcp-Session-Id`` minted here, bound to the
+caller and the server); it multiplexes onto pooled upstream sessions (see upstream.py), or onto
+stateless 2026-07-28 requests when the upstream speaks that era. Clients of 2026-07-28 need no
+session at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import orjson
+from starlette.requests import Request
+
+from wemcp.common.errors import AppError
+from wemcp.common.identity import Identity
+from wemcp.common.logging import get_logger
+from wemcp.gateway.calls import CallRecord
+from wemcp.gateway.keys import Resolved
+from wemcp.gateway.routes import MODERN, Route
+from wemcp.gateway.upstream import (
+    CAPS_META,
+    INFO_META,
+    LEGACY_VERSION,
+    SERVER_INFO_META,
+    UpstreamError,
+    final_response,
+    parse_messages,
+)
+
+log = get_logger("wemcp.gateway.mcp")
+HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+SEP = "__"
+JSON = b"application/json"
+
+
+class Refused(Exception):
+    """An HTTP-level refusal, rendered as problem+json."""
+
+    def __init__(self, status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.headers = status, title, detail, headers or {}
+
+
+@dataclass
+class ClientSession:
+    sid: str
+    target: str  # slug, or "bundle:<id>"
+    user_key: str
+    identity: Identity | None
+    protocol_version: str
+    capabilities: dict[str, Any]
+    client_info: dict[str, Any]
+    queue: asyncio.Queue[bytes] | None = None  # legacy SSE transport: replies travel on the stream
+    stream: asyncio.Queue[bytes] | None = None  # the open GET stream of a 2025 session
+    last_used: float = field(default_factory=time.monotonic)
+
+
+# -- small ASGI helpers -----------------------------------------------------------------------------------
+async def respond(send: Any, status: int, body: bytes, ctype: bytes = JSON,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    h = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+    if headers:
+        h.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": h})
+    await send({"type": "http.response.body", "body": body})
+
+
+def rpc_error(req_id: Any, code: int, message: str, data: Any = None) -> bytes:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "error": err})
+
+
+def rpc_result(req_id: Any, result: Any) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "result": result})
+
+
+def problem(status: int, title: str, detail: str) -> bytes:
+    return orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+
+
+def hdrs(d: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in d.items()]
+
+
+def header(scope: dict[str, Any], name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+class TooLarge(Exception):
+    pass
+
+
+class Disconnected(Exception):
+    pass
+
+
+async def read_body(scope: dict[str, Any], receive: Any, limit: int, timeout: float) -> bytes:
+    declared = header(scope, b"content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(timeout):  # a client trickling bytes (slow loris) gets 408
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise Disconnected
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def classify(msg: Any) -> str | None:
+    """'request', 'notification', 'response' or None (not JSON-RPC 2.0)."""
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
+        return None
+    if isinstance(msg.get("method"), str):
+        if "id" not in msg:
+            return "notification"
+        return "request" if isinstance(msg["id"], (str, int)) and not isinstance(msg["id"], bool) else None
+    if "id" in msg and ("result" in msg or "error" in msg):
+        return "response"
+    return None
+
+
+class McpRouter:
+    def __init__(self, gw: Any) -> None:
+        self.gw = gw
+        self.sessions: dict[str, ClientSession] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap(), name="gateway-session-reaper")
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reaper
+
+    async def _reap(self) -> None:
+        idle = self.gw.settings.mcp_session_idle_seconds
+        while True:
+            await asyncio.sleep(min(idle / 4, 30.0))
+            cutoff = time.monotonic() - idle
+            for sid in [s for s, c in self.sessions.items() if c.last_used < cutoff and c.queue is None]:
+                self.sessions.pop(sid, None)
+
+    def on_route_change(self, route: Route, subject: str) -> None:
+        self.gw.upstream.retire(route.slug)
+        if subject == "server.disabled":
+            for sid in [s for s, c in self.sessions.items() if c.target == route.slug]:
+                self._end(self.sessions.pop(sid))
+
+    @staticmethod
+    def _end(sess: ClientSession) -> None:
+        for q in (sess.queue, sess.stream):
+            if q is not None:
+                with contextlib.suppress(asyncio.QueueFull):
+                    q.put_nowait(b"")  # ends the SSE stream
+
+    # -- shared steps ---------------------------------------------------------------------------------
+    async def identify(self, scope: dict[str, Any]) -> tuple[Identity | None, Any]:
+        verifier = self.gw.verifier
+        if verifier is None:
+            return None, None
+        request = Request(scope)
+        try:
+            ident = await verifier(request)
+        except AppError as exc:
+            raise Refused(exc.status, exc.title, exc.detail, exc.headers) from None
+        grant = scope.get("state", {}).get("api_key")
+        if ident is None and not self.gw.settings.mcp_allow_anonymous:
+            raise Refused(401, "Unauthorized", "sign in: Authorization: Bearer <token or API key>, or ?key=",
+                          {"WWW-Authenticate": "Bearer"})
+        return ident, grant
+
+    def route_for(self, slug: str, grant: Any) -> Route:
+        route = self.gw.routes.get(slug)
+        if route is None:
+            raise Refused(404, "Not Found", f"no server {slug!r}")
+        if not route.enabled:
+            raise Refused(403, "Forbidden", f"the server {slug!r} is disabled")
+        if not route.routable:
+            raise Refused(503, "Service Unavailable", f"the server {slug!r} is not deployed yet",
+                          {"Retry-After": "5"})
+        if grant is not None and not grant.allows(slug):
+            raise Refused(403, "Forbidden", f"this API key is not allowed to call {slug!r}")
+        return route
+
+    async def decide(self, ident: Identity | None, slug: str, resolved: Resolved,
+                     scope: dict[str, Any]) -> Any:
+        """The quota decision for a tools/call (None when no quota client is wired)."""
+        quota = self.gw.quota
+        if quota is None:
+            return None
+        user = ident.user_id if ident is not None else UUID(int=0)
+        return await quota.decide(user, "server", slug, resolved.source,
+                                  in_agent_run_token=header(scope, b"x-wemcp-agent-run"))
+
+    def record(self, ident: Identity | None, slug: str, method: str, tool: str | None, resolved: Resolved | None,
+               decision: Any, status: str, code: int | None, t0: float, nin: int, nout: int,
+               agent_run: bool = False) -> None:
+        metered = bool(decision is not None and decision.counted) if decision is not None else \
+            not (resolved is not None and resolved.own_key)
+        self.gw.recorder.record(CallRecord(
+            user_id=ident.user_id if ident is not None else None, server_slug=slug, method=method, tool=tool,
+            key_source=resolved.source if resolved is not None else "none", metered=metered,
+            in_agent_run=bool(decision is not None and decision.reason == "agent_run") or agent_run,
+            status=status, error_code=code, latency_ms=(time.perf_counter() - t0) * 1000,
+            request_bytes=nin, response_bytes=nout))
+
+    # -- /mcp/{slug}: Streamable HTTP ---------------------------------------------------------------------
+    async def streamable(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        slug = scope["path_params"]["slug"]
+        try:
+            await self._streamable(scope, receive, send, slug)
+        except Refused as r:
+            await respond(send, r.status, problem(r.status, r.title, r.detail), b"application/problem+json",
+                          hdrs(r.headers))
+        except TooLarge:
+            limit = self.gw.settings.mcp_max_body_bytes
+            await respond(send, 413, problem(413, "Payload Too Large", f"the body is larger than {limit} bytes"),
+                          b"application/problem+json", [(b"connection", b"close")])
+        except TimeoutError:
+            await respond(send, 408, problem(408, "Request Timeout", "the request body arrived too slowly"),
+                          b"application/problem+json", [(b"connection", b"close")])
+        except Disconnected:
+            return
+
+    async def _streamable(self, scope: dict[str, Any], receive: Any, send: Any, target: str,
+                          bundle: bool = False) -> None:
+        method = scope["method"]
+        ident, grant = await self.identify(scope)
+        user_key = str(ident.user_id) if ident is not None else "anon"
+        if method == "GET":
+            sess = self._session(scope, target, user_key)
+            if sess is None:
+                await respond(send, 405, problem(405, "Method Not Allowed",
+                                                 "GET opens a stream only inside a 2025 session"),
+                              b"application/problem+json", [(b"allow", b"POST, DELETE")])
+                return
+            sess.stream = asyncio.Queue(1)
+            await self._keepalive_stream(send, receive, sess.stream)
+            return
+        if method == "DELETE":
+            sid = header(scope, b"mcp-session-id")
+            sess = self.sessions.get(sid or "")
+            if sess is None or sess.user_key != user_key or sess.target != target:
+                await respond(send, 404, rpc_error(None, -32600, "Session not found"))
+                return
+            self._end(self.sessions.pop(sess.sid))
+            await respond(send, 200, b"")
+            return
+        if method != "POST":
+            await respond(send, 405, problem(405, "Method Not Allowed", "use POST"), b"application/problem+json",
+                          [(b"allow", b"GET, POST, DELETE")])
+            return
+        route = None if bundle else self.route_for(target, grant)
+        if bundle:
+            await self.gw.bundles.check(target, ident)
+        raw = await read_body(scope, receive, self.gw.settings.mcp_max_body_bytes,
+                              self.gw.settings.mcp_body_timeout_seconds)
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            await respond(send, 400, rpc_error(None, -32700, "Parse error: the body is not JSON"))
+            return
+        if isinstance(msg, list):
+            await respond(send, 400, rpc_error(None, -32600, "Invalid Request: batches are not supported"))
+            return
+        kind = classify(msg)
+        if kind is None:
+            await respond(send, 400, rpc_error(msg.get("id") if isinstance(msg, dict) else None, -32600,
+                                               "Invalid Request: not a JSON-RPC 2.0 message"))
+            return
+        pv = header(scope, b"mcp-protocol-version")
+        client_modern = pv is not None and pv not in HANDSHAKE_VERSIONS
+        if client_modern and pv != MODERN:
+            await respond(send, 400, rpc_error(msg.get("id"), -32022, "Unsupported protocol version",
+                                               {"supported": [MODERN], "requested": pv}))
+            return
+        sess: ClientSession | None = None
+        extra: list[tuple[bytes, bytes]] = []
+        if not client_modern:
+            if kind == "request" and msg["method"] == "initialize":
+                await self._initialize(send, msg, target, route, ident, user_key, scope)
+                return
+            sess = self._session(scope, target, user_key)
+            if sess is None:
+                sid = header(scope, b"mcp-session-id")
+                if sid is None:
+                    await respond(send, 400, rpc_error(msg.get("id"), -32600,
+                                                       "Bad Request: no Mcp-Session-Id; send initialize first"))
+                else:
+                    await respond(send, 404, rpc_error(msg.get("id"), -32600, "Session not found"))
+                return
+            sess.last_used = time.monotonic()
+            extra.append((b"mcp-session-id", sess.sid.encode()))
+        if kind != "request":
+            await respond(send, 202, b"", headers=extra)  # notifications and replies end here
+            return
+        if bundle:
+            body = await self.bundle_rpc(target, ident, user_key, msg, scope, client_modern, sess)
+            await respond(send, 200, body, headers=extra)
+            return
+        assert route is not None
+        await self._forward(send, scope, route, ident, user_key, msg, raw, client_modern, sess, extra)
+
+    def _session(self, scope: dict[str, Any], target: str, user_key: str) -> ClientSession | None:
+        sid = header(scope, b"mcp-session-id")
+        if not sid:
+            return None
+        sess = self.sessions.get(sid)
+        # A session id is bound to its caller and server: another user's id is simply unknown.
+        if sess is None or sess.user_key != user_key or sess.target != target:
+            return None
+        return sess
+
+    async def _initialize(self, send: Any, msg: dict[str, Any], target: str, route: Route | None,
+                          ident: Identity | None, user_key: str, scope: dict[str, Any],
+                          queue: asyncio.Queue[bytes] | None = None) -> ClientSession | None:
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        asked = str(params.get("protocolVersion") or LEGACY_VERSION)
+        version = asked if asked in HANDSHAKE_VERSIONS else LEGACY_VERSION
+        try:
+            info = await self.server_info(target, route, ident, user_key, scope, version)
+        except UpstreamError as exc:
+            body = rpc_error(msg["id"], exc.code, f"upstream: {exc}")
+            if queue is None:
+                await respond(send, 200, body)
+            else:
+                queue.put_nowait(body)
+            return None
+        if len(self.sessions) >= self.gw.settings.mcp_max_sessions:
+            oldest = min(self.sessions.values(), key=lambda s: s.last_used)
+            self.sessions.pop(oldest.sid, None)
+        sid = secrets.token_hex(16)
+        sess = ClientSession(sid, target, user_key, ident, version, dict(params.get("capabilities") or {}),
+                             dict(params.get("clientInfo") or {}), queue)
+        self.sessions[sid] = sess
+        result = {"protocolVersion": version, "capabilities": info["capabilities"], "serverInfo": info["serverInfo"]}
+        if info.get("instructions"):
+            result["instructions"] = info["instructions"]
+        body = rpc_result(msg["id"], result)
+        if queue is None:
+            await respond(send, 200, body, headers=[(b"mcp-session-id", sid.encode())])
+        else:
+            queue.put_nowait(body)
+        return sess
+
+    async def server_info(self, target: str, route: Route | None, ident: Identity | None, user_key: str,
+                          scope: dict[str, Any], version: str = LEGACY_VERSION) -> dict[str, Any]:
+        """capabilities / serverInfo / instructions of a target, for initialize and server/discover."""
+        if route is None:  # a bundle
+            return {"capabilities": {"tools": {"listChanged": False}},
+                    "serverInfo": {"name": f"wemcp-bundle-{target.split(':', 1)[1]}", "version": "1"}}
+        if route.kind == "openapi":
+            return {"capabilities": {"tools": {"listChanged": False}},
+                    "serverInfo": {"name": route.slug, "version": "openapi"}}
+        up = self.gw.upstream
+        resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
+        if await up.is_modern(route, resolved):
+            d = await up.discover(route, resolved)
+            meta = d.get("_meta") or {}
+            return {"capabilities": d.get("capabilities") or {},
+                    "serverInfo": meta.get(SERVER_INFO_META) or {"name": route.slug, "version": ""},
+                    "instructions": d.get("instructions")}
+        sess = await up.legacy_session(route, resolved, user_key, version)
+        r = sess.init_result
+        return {"capabilities": r.get("capabilities") or {}, "serverInfo": r.get("serverInfo") or {},
+                "instructions": r.get("instructions")}
+
+    async def _forward(self, send: Any, scope: dict[str, Any], route: Route, ident: Identity | None,
+                       user_key: str, msg: dict[str, Any], raw: bytes, client_modern: bool,
+                       sess: ClientSession | None, extra: list[tuple[bytes, bytes]]) -> None:
+        t0 = time.perf_counter()
+        req_id = msg["id"]
+        method = msg["method"]
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        tool = params.get("name") if method == "tools/call" and isinstance(params.get("name"), str) else None
+        if method == "ping":
+            await respond(send, 200, rpc_result(req_id, {}), headers=extra)
+            return
+        resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
+        if client_modern and method == "server/discover":
+            await respond(send, 200, await self._discover(route, ident, user_key, scope, req_id), headers=extra)
+            return
+        decision = None
+        if method == "tools/call":
+            if resolved.missing:
+                body = rpc_error(req_id, -32602, f"{route.slug} needs {', '.join(resolved.missing)}: send "
+                                 f"X-WeMcp-Env-<NAME> headers or save your key in the vault",
+                                 {"missing": list(resolved.missing)})
+                self.record(ident, route.slug, method, tool, resolved, None, "error", -32602, t0, len(raw), len(body))
+                await respond(send, 200, body, headers=extra)
+                return
+            decision = await self.decide(ident, route.slug, resolved, scope)
+            if decision is not None:
+                extra = extra + hdrs(decision.headers())
+                if not decision.allowed:
+                    body = rpc_error(req_id, **_err(decision.jsonrpc_error()))
+                    self.record(ident, route.slug, method, tool, resolved, decision, "refused",
+                                decision.jsonrpc_error()["code"], t0, len(raw), len(body))
+                    await respond(send, 200, body, headers=extra)
+                    return
+        if route.kind == "openapi":
+            body = await self._openapi_rpc(route, resolved, msg)
+            if tool is not None:
+                self.record(ident, route.slug, method, tool, resolved, decision,
+                            "error" if b'"error"' in body[:64] else "ok", None, t0, len(raw), len(body))
+            await respond(send, 200, body, headers=extra)
+            return
+        up = self.gw.upstream
+        try:
+            resp = await up.send(route, resolved, user_key, msg, raw, client_modern=client_modern,
+                                 client_caps=sess.capabilities if sess else None,
+                                 client_info=sess.client_info if sess else None,
+                                 legacy_version=sess.protocol_version if sess else LEGACY_VERSION)
+        except UpstreamError as exc:
+            body = rpc_error(req_id, exc.code, f"upstream: {exc}")
+            if tool is not None:
+                self.record(ident, route.slug, method, tool, resolved, decision,
+                            "timeout" if exc.timeout else "error", exc.code, t0, len(raw), len(body))
+            await respond(send, 200, body, headers=extra)
+            return
+        ctype = resp.headers.get("content-type", "application/json")
+        if client_modern and route.modern is False:
+            # a 2025 upstream answering a 2026-07-28 client: the reply needs the modern result fields
+            try:
+                body = await up.read(resp)
+                reply = final_response(parse_messages(body, ctype), req_id)
+            except Exception:
+                reply = None
+            if reply is None:
+                body = rpc_error(req_id, -32002, "upstream: no JSON-RPC reply")
+            else:
+                if isinstance(reply.get("result"), dict):
+                    reply["result"] = modernize(method, reply["result"])
+                body = orjson.dumps(reply)
+            if tool is not None:
+                self.record(ident, route.slug, method, tool, resolved, decision,
+                            "error" if "error" in (reply or {"error": 1}) else "ok", None, t0, len(raw), len(body))
+            await respond(send, 200, body, headers=extra)
+            return
+        out = [(b"content-type", ctype.encode("latin-1"))] + extra
+        status = resp.status
+        nout = 0
+        outcome, code = "ok", None
+        try:
+            if "text/event-stream" in ctype:
+                out += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+                await send({"type": "http.response.start", "status": status, "headers": out})
+                async for chunk in resp.content.iter_any():
+                    nout += len(chunk)
+                    if outcome == "ok" and b'"error":{' in chunk:
+                        outcome = "error"
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                body = await resp.read()
+                nout = len(body)
+                if b'"error"' in body:
+                    outcome = "error"
+                    with contextlib.suppress(Exception):
+                        code = orjson.loads(body).get("error", {}).get("code")
+                out.append((b"content-length", str(nout).encode()))
+                await send({"type": "http.response.start", "status": status, "headers": out})
+                await send({"type": "http.response.body", "body": body})
+        except (asyncio.TimeoutError, OSError, Exception) as exc:  # upstream broke mid-stream
+            outcome = "timeout" if isinstance(exc, asyncio.TimeoutError) else "error"
+            log.warning("upstream_stream_broken", server=route.slug, error=type(exc).__name__)
+        finally:
+            resp.release()
+        if tool is not None:
+            self.record(ident, route.slug, method, tool, resolved, decision, outcome, code, t0, len(raw), nout)
+
+    async def _discover(self, route: Route, ident: Identity | None, user_key: str, scope: dict[str, Any],
+                        req_id: Any) -> bytes:
+        try:
+            info = await self.server_info(route.slug, route, ident, user_key, scope)
+        except UpstreamError as exc:
+            return rpc_error(req_id, exc.code, f"upstream: {exc}")
+        return discover_result(req_id, info)
+
+    async def _openapi_rpc(self, route: Route, resolved: Resolved, msg: dict[str, Any]) -> bytes:
+        req_id, method = msg["id"], msg["method"]
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        tools = self.gw.openapi
+        if method == "tools/list":
+            return rpc_result(req_id, {"tools": tools.tools(route)})
+        if method == "tools/call":
+            try:
+                return rpc_result(req_id, await tools.call(route, resolved, str(params.get("name")),
+                                                           params.get("arguments") or {}))
+            except KeyError:
+                return rpc_error(req_id, -32602, f"Unknown tool: {params.get('name')}")
+        if method in ("prompts/list", "resources/list", "resources/templates/list"):
+            key = {"prompts/list": "prompts", "resources/list": "resources"}.get(method, "resourceTemplates")
+            return rpc_result(req_id, {key: []})
+        return rpc_error(req_id, -32601, f"Method not found: {method}")
+
+    # -- keep-alives -----------------------------------------------------------------------------------------
+    async def _keepalive_stream(self, send: Any, receive: Any, queue: asyncio.Queue[bytes] | None = None,
+                                first: bytes | None = None) -> None:
+        """An SSE stream: ``first`` (the legacy endpoint event), then queued messages, and a comment
+        line every ``mcp_keepalive_seconds`` so idle proxies keep it open. Ends when the client
+        goes away or ``b""`` is queued (server disabled, session deleted)."""
+        queue = queue if queue is not None else asyncio.Queue(1)
+
+        async def watch_disconnect() -> None:
+            with contextlib.suppress(Exception):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(b"")
+
+        watcher = asyncio.create_task(watch_disconnect())
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no")]})
+        every = self.gw.settings.mcp_keepalive_seconds
+        try:
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            while True:
+                try:
+                    item: bytes | None = await asyncio.wait_for(queue.get(), every)
+                except TimeoutError:
+                    item = None
+                if item == b"":
+                    break
+                chunk = b": ping\n\n" if item is None else b"event: message\ndata: " + item + b"\n\n"
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError:
+            pass
+        finally:
+            watcher.cancel()
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b""})
+
+    # -- /mcp/{slug}/sse + /messages: the 2024-11-05 SSE transport ----------------------------------------
+    async def sse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        slug = scope["path_params"]["slug"]
+        try:
+            ident, grant = await self.identify(scope)
+            self.route_for(slug, grant)
+        except Refused as r:
+            await respond(send, r.status, problem(r.status, r.title, r.detail), b"application/problem+json",
+                          hdrs(r.headers))
+            return
+        user_key = str(ident.user_id) if ident is not None else "anon"
+        sid = secrets.token_hex(16)
+        queue: asyncio.Queue[bytes] = asyncio.Queue(256)
+        self.sessions[sid] = ClientSession(sid, slug, user_key, ident, "2024-11-05", {}, {}, queue)
+        endpoint = f"/mcp/{slug}/messages?session_id={sid}".encode()
+
+        try:
+            await self._keepalive_stream(send, receive, queue, b"event: endpoint\ndata: " + endpoint + b"\n\n")
+        finally:
+            self.sessions.pop(sid, None)
+
+    async def sse_messages(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        slug = scope["path_params"]["slug"]
+        qs = scope.get("query_string", b"").decode("latin-1")
+        sid = next((p[11:] for p in qs.split("&") if p.startswith("session_id=")), "")
+        sess = self.sessions.get(sid)
+        if sess is None or sess.target != slug or sess.queue is None:
+            await respond(send, 404, problem(404, "Not Found", "unknown session"), b"application/problem+json")
+            return
+        try:
+            raw = await read_body(scope, receive, self.gw.settings.mcp_max_body_bytes,
+                                  self.gw.settings.mcp_body_timeout_seconds)
+        except TooLarge:
+            await respond(send, 413, problem(413, "Payload Too Large", "the body is too large"),
+                          b"application/problem+json")
+            return
+        except (TimeoutError, Disconnected):
+            await respond(send, 408, problem(408, "Request Timeout", "the body arrived too slowly"),
+                          b"application/problem+json")
+            return
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            await respond(send, 400, rpc_error(None, -32700, "Parse error"))
+            return
+        kind = classify(msg)
+        if kind is None:
+            await respond(send, 400, rpc_error(None, -32600, "Invalid Request"))
+            return
+        sess.last_used = time.monotonic()
+        await respond(send, 202, b"Accepted", b"text/plain")
+        if kind == "request":
+            asyncio.create_task(self._sse_reply(sess, msg, raw, scope))
+
+    async def _sse_reply(self, sess: ClientSession, msg: dict[str, Any], raw: bytes, scope: dict[str, Any]) -> None:
+        """Answer one message of a legacy SSE session: the reply goes onto the session's stream."""
+        assert sess.queue is not None
+        collected: list[dict[str, Any]] = []
+
+        async def fake_send(m: dict[str, Any]) -> None:
+            if m["type"] == "http.response.start":
+                collected.append({"headers": dict(m.get("headers", []))})
+            elif m.get("body"):
+                collected[-1].setdefault("chunks", []).append(m["body"])
+
+        try:
+            route = self.route_for(sess.target, None)
+            if msg["method"] == "initialize":
+                await self._initialize(None, msg, sess.target, route, sess.identity, sess.user_key, scope, sess.queue)
+                return
+            await self._forward(fake_send, scope, route, sess.identity, sess.user_key, msg, raw, False,
+                                sess, [])
+            if not collected:
+                return
+            ctype = collected[0]["headers"].get(b"content-type", b"application/json").decode()
+            body = b"".join(collected[0].get("chunks", []))
+            reply = final_response(parse_messages(body, ctype), msg["id"])
+            out = orjson.dumps(reply) if reply is not None else rpc_error(msg["id"], -32603, "no reply")
+        except Refused as r:
+            out = rpc_error(msg["id"], -32000, r.detail)
+        except Exception as exc:
+            log.warning("sse_reply_failed", server=sess.target, error=type(exc).__name__)
+            out = rpc_error(msg["id"], -32603, "internal error")
+        with contextlib.suppress(asyncio.QueueFull):
+            sess.queue.put_nowait(out)
+
+    # -- /mcp/bundles/{id} -------------------------------------------------------------------------------------
+    async def bundle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        bid = scope["path_params"]["bid"]
+        try:
+            await self._streamable(scope, receive, send, f"bundle:{bid}", bundle=True)
+        except Refused as r:
+            await respond(send, r.status, problem(r.status, r.title, r.detail), b"application/problem+json",
+                          hdrs(r.headers))
+        except TooLarge:
+            await respond(send, 413, problem(413, "Payload Too Large", "the body is too large"),
+                          b"application/problem+json")
+        except TimeoutError:
+            await respond(send, 408, problem(408, "Request Timeout", "the body arrived too slowly"),
+                          b"application/problem+json")
+        except Disconnected:
+            return
+
+    async def bundle_rpc(self, target: str, ident: Identity | None, user_key: str, msg: dict[str, Any],
+                         scope: dict[str, Any], client_modern: bool, sess: ClientSession | None) -> bytes:
+        req_id, method = msg["id"], msg["method"]
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        slugs = await self.gw.bundles.servers(target.split(":", 1)[1])
+        if method == "ping":
+            return rpc_result(req_id, {})
+        if method == "server/discover":
+            return discover_result(req_id, await self.server_info(target, None, ident, user_key, scope))
+        if method == "tools/list":
+            async def one(slug: str) -> list[dict[str, Any]]:
+                try:
+                    route = self.route_for(slug, None)
+                    tools = await self.list_tools(route, ident, user_key, scope)
+                except (Refused, UpstreamError) as exc:
+                    log.info("bundle_member_skipped", server=slug, error=str(exc)[:200])
+                    return []
+                return [{**t, "name": f"{slug}{SEP}{t['name']}"} for t in tools]
+            lists = await asyncio.gather(*(one(s) for s in slugs))
+            return rpc_result(req_id, {"tools": [t for lst in lists for t in lst]})
+        if method == "tools/call":
+            name = str(params.get("name") or "")
+            slug, sep, tool = name.partition(SEP)
+            if not sep or slug not in slugs:
+                return rpc_error(req_id, -32602, f"Unknown tool: {name}")
+            try:
+                route = self.route_for(slug, None)
+            except Refused as r:
+                return rpc_error(req_id, -32000, r.detail)
+            reply = await self.call_tool(route, ident, user_key, tool, params.get("arguments") or {}, scope)
+            return orjson.dumps({"jsonrpc": "2.0", "id": req_id,
+                                 **({"error": reply["error"]} if "error" in reply else {"result": reply["result"]})})
+        if method in ("prompts/list", "resources/list", "resources/templates/list"):
+            key = {"prompts/list": "prompts", "resources/list": "resources"}.get(method, "resourceTemplates")
+            return rpc_result(req_id, {key: []})
+        return rpc_error(req_id, -32601, f"Method not found: {method}")
+
+    # -- the gateway as a client (REST, bundles) ----------------------------------------------------------------
+    async def list_tools(self, route: Route, ident: Identity | None, user_key: str,
+                         scope: dict[str, Any]) -> list[dict[str, Any]]:
+        resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
+        if route.kind == "openapi":
+            return self.gw.openapi.tools(route)
+        reply = await self.gw.upstream.call(route, resolved, user_key, "tools/list", {})
+        if "error" in reply:
+            raise UpstreamError(str(reply["error"].get("message")), int(reply["error"].get("code", -32603)))
+        return list(reply["result"].get("tools") or [])
+
+    async def call_tool(self, route: Route, ident: Identity | None, user_key: str, tool: str,
+                        arguments: dict[str, Any], scope: dict[str, Any]) -> dict[str, Any]:
+        """One tools/call made by the gateway (REST try-it-out, bundles): key, quota, event; returns
+        the JSON-RPC reply ({"result"} or {"error"}) plus "_decision" when one was made."""
+        t0 = time.perf_counter()
+        resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
+        if resolved.missing:
+            return {"error": {"code": -32602, "message": f"{route.slug} needs {', '.join(resolved.missing)}",
+                              "data": {"missing": list(resolved.missing)}}}
+        decision = await self.decide(ident, route.slug, resolved, scope)
+        if decision is not None and not decision.allowed:
+            self.record(ident, route.slug, "tools/call", tool, resolved, decision, "refused",
+                        decision.jsonrpc_error()["code"], t0, 0, 0)
+            return {"error": decision.jsonrpc_error(), "_decision": decision}
+        try:
+            if route.kind == "openapi":
+                reply = {"result": await self.gw.openapi.call(route, resolved, tool, arguments)}
+            else:
+                reply = await self.gw.upstream.call(route, resolved, user_key, "tools/call",
+                                                    {"name": tool, "arguments": arguments})
+        except KeyError:
+            reply = {"error": {"code": -32602, "message": f"Unknown tool: {tool}"}}
+        except UpstreamError as exc:
+            self.record(ident, route.slug, "tools/call", tool, resolved, decision,
+                        "timeout" if exc.timeout else "error", exc.code, t0, 0, 0)
+            return {"error": {"code": exc.code, "message": f"upstream: {exc}"}, "_decision": decision}
+        self.record(ident, route.slug, "tools/call", tool, resolved, decision,
+                    "error" if "error" in reply else "ok", reply.get("error", {}).get("code"), t0, 0,
+                    len(orjson.dumps(reply)))
+        reply["_decision"] = decision
+        return reply
+
+
+LIST_METHODS = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})
+
+
+def modernize(method: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A 2025 result, shaped for a 2026-07-28 client (which requires ``resultType``, and on lists
+    the cache hints)."""
+    result.setdefault("resultType", "complete")
+    if method in LIST_METHODS:
+        result.setdefault("cacheScope", "private")
+        result.setdefault("ttlMs", 0)
+    return result
+
+
+def discover_result(req_id: Any, info: dict[str, Any]) -> bytes:
+    result: dict[str, Any] = {"supportedVersions": [MODERN], "capabilities": info["capabilities"],
+                              "resultType": "complete", "cacheScope": "private", "ttlMs": 0,
+                              "_meta": {SERVER_INFO_META: info["serverInfo"]}}
+    if info.get("instructions"):
+        result["instructions"] = info["instructions"]
+    return rpc_result(req_id, result)
+
+
+def _err(e: dict[str, Any]) -> dict[str, Any]:
+    return {"code": e["code"], "message": e["message"], "data": e.get("data")}
+
+
+class _Headers:
+    """A read-only, case-insensitive view of an ASGI scope's headers (no copy per request)."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.scope = scope
+
+    def items(self) -> Any:
+        for k, v in self.scope["headers"]:
+            yield k.decode("latin-1"), v.decode("latin-1")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = header(self.scope, name.lower().encode("latin-1"))
+        return default if value is None else value
+
+
+# re-exported for type checkers of callers
+__all__ = ["McpRouter", "CAPS_META", "INFO_META"]

@@ -1,0 +1,122 @@
+"""REST for the web frontend, served by the gateway itself (ahead of the catalog catch-all):
+
+- ``GET /api/v1/servers/{slug}/tools``: the server's tools (from ``server.deployed``'s introspection,
+  or live from the server when the event carried none, or the OpenAPI operations);
+- ``POST /api/v1/servers/{slug}/tools/{tool}/call`` ``{"arguments": {...}}``: try it out, with the
+  same key resolution, quota and call event as an MCP call;
+- ``POST /api/v1/bundles`` ``{"servers": [...], "name"}`` / ``GET /api/v1/bundles/{id}``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from wemcp.common.errors import AppError, BadGateway, NotFound, Unauthorized, Unprocessable
+from wemcp.common.http import problem
+from wemcp.common.identity import Identity
+from wemcp.gateway.mcp import Refused, _Headers
+from wemcp.gateway.upstream import UpstreamError
+
+router = APIRouter(prefix="/api/v1", tags=["mcp"])
+Slug = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Tool = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class BundleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    servers: list[str] = Field(min_length=1, max_length=50)
+    name: str = Field(default="", max_length=100)
+
+
+def _mcp(request: Request) -> Any:
+    return request.app.state.runtime.extras["mcp"]
+
+
+async def _caller(request: Request, mcp: Any) -> tuple[Identity | None, Any]:
+    try:
+        return await mcp.router.identify(request.scope)
+    except Refused as r:
+        raise _as_error(r) from None
+
+
+def _as_error(r: Refused) -> AppError:
+    err = AppError(r.detail, headers=r.headers)
+    err.status, err.title = r.status, r.title  # type: ignore[misc]
+    return err
+
+
+@router.get("/servers/{slug}/tools")
+async def list_tools(slug: Slug, request: Request) -> dict[str, Any]:
+    mcp = _mcp(request)
+    ident, grant = await _caller(request, mcp)
+    try:
+        route = mcp.router.route_for(slug, grant)
+    except Refused as r:
+        raise _as_error(r) from None
+    if route.kind == "mcp" and route.tools:
+        tools = [{"name": t["name"], "title": t.get("title"), "description": t.get("description"),
+                  "inputSchema": t.get("input_schema") or t.get("inputSchema") or {}} for t in route.tools]
+    else:
+        try:
+            tools = await mcp.router.list_tools(route, ident, str(ident.user_id) if ident else "anon", request.scope)
+        except UpstreamError as exc:
+            raise BadGateway(f"the server did not list its tools: {exc}") from None
+    return {"server": slug, "items": tools, "total": len(tools)}
+
+
+@router.post("/servers/{slug}/tools/{tool}/call")
+async def call_tool(slug: Slug, tool: Tool, body: ToolCall, request: Request) -> JSONResponse:
+    mcp = _mcp(request)
+    ident, grant = await _caller(request, mcp)
+    try:
+        route = mcp.router.route_for(slug, grant)
+    except Refused as r:
+        raise _as_error(r) from None
+    reply = await mcp.router.call_tool(route, ident, str(ident.user_id) if ident else "anon", tool,
+                                       body.arguments, request.scope)
+    decision = reply.pop("_decision", None)
+    headers = decision.headers() if decision is not None else {}
+    if "error" in reply:
+        err = reply["error"]
+        if decision is not None and not decision.allowed:
+            p = decision.problem()
+            return JSONResponse(p, status_code=p["status"], headers=headers, media_type="application/problem+json")
+        code = err.get("code")
+        if code == -32602 and "missing" in (err.get("data") or {}):
+            raise Unprocessable(err["message"], extra={"missing": err["data"]["missing"]})
+        if code == -32602:
+            raise NotFound(err["message"])
+        return problem(502, "Bad Gateway", str(err.get("message")), headers=headers, code=code)
+    result = reply["result"]
+    key_source = (await mcp.keys.resolve(route, ident.user_id if ident else None, _Headers(request.scope))).source
+    return JSONResponse({"server": slug, "tool": tool, "key_source": key_source, "result": result},
+                        headers=headers)
+
+
+@router.post("/bundles", status_code=201)
+async def create_bundle(body: BundleCreate, request: Request) -> dict[str, Any]:
+    mcp = _mcp(request)
+    ident, _ = await _caller(request, mcp)
+    if ident is None:
+        raise Unauthorized("sign in to create a bundle")
+    doc = await mcp.bundles.create(ident, body.servers, body.name)
+    return {**doc, "url": f"/mcp/bundles/{doc['id']}"}
+
+
+@router.get("/bundles/{bid}")
+async def get_bundle(bid: Annotated[str, Path(max_length=40)], request: Request) -> dict[str, Any]:
+    mcp = _mcp(request)
+    ident, _ = await _caller(request, mcp)
+    doc = await mcp.bundles.get(bid)
+    if doc is None or ident is None or doc["owner"] != str(ident.user_id):
+        raise NotFound("no such bundle")
+    return {**doc, "url": f"/mcp/bundles/{doc['id']}"}

@@ -1,0 +1,257 @@
+"""The route table: server slug -> where and how to call it, warm in memory (no query per call).
+
+Fed by the ``SERVERS`` stream: ``server.submitted`` (the spec: declared inputs, remote headers, an
+OpenAPI document), ``server.deployed`` (endpoints, protocol versions, tools), ``server.disabled`` /
+``server.enabled``. Each gateway process reads the stream with an *ordered ephemeral consumer*
+(no durable state on the server, every instance sees every event, in stream order) and applies
+each event in memory the moment it arrives, so a disable is enforced within milliseconds.
+
+The stream keeps 30 days of events. So that a server deployed long ago still routes after a
+restart, the folded routes are also written to the JetStream KV bucket ``wemcp_gateway_routes``
+(one key per slug, with the stream sequence of the last event applied). At start a process loads
+the bucket, then replays the stream from the start, skipping events at or below a route's
+sequence; it waits (bounded) until the replay has caught up before it reports ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from wemcp.common.logging import get_logger
+
+log = get_logger("wemcp.gateway.routes")
+KV_BUCKET = "wemcp_gateway_routes"
+MODERN = "2026-07-28"
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SUBJECTS = ("server.submitted", "server.deployed", "server.disabled", "server.enabled")
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    secret: bool = False
+    required: bool = False
+    default: str | None = None
+
+
+@dataclass
+class Route:
+    slug: str
+    server_id: str = ""
+    enabled: bool = True
+    kind: str = "pending"  # pending | mcp | openapi
+    hosted: bool = True  # behind the deployer bridge: inputs travel as X-WeMcp-Env-<NAME>
+    endpoint: str | None = None
+    transport: str = "streamable-http"
+    modern: bool | None = None  # the upstream speaks 2026-07-28 (None: unknown, probe once)
+    inputs: list[Input] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)  # remote headers with {NAME}s
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    openapi: dict[str, Any] | None = None  # {"baseUrl", "document", "inputs"}
+    seq: int = 0  # stream sequence of the last event applied
+    generation: int = 0  # bumped on every change; pooled upstream sessions die with it
+
+    @property
+    def routable(self) -> bool:
+        return self.enabled and (self.kind == "openapi" or (self.kind == "mcp" and bool(self.endpoint)))
+
+    @property
+    def secret_inputs(self) -> list[Input]:
+        return [i for i in self.inputs if i.secret]
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        return orjson.dumps(d)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Route:
+        d = orjson.loads(raw)
+        d["inputs"] = [Input(**i) for i in d.get("inputs", [])]
+        d["headers"] = [tuple(h) for h in d.get("headers", [])]
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def inputs_of(spec: dict[str, Any]) -> tuple[list[Input], list[tuple[str, str]], bool, dict[str, Any] | None]:
+    """Declared inputs of a normalised spec: package/archive environment variables, remote headers
+    and URL placeholders, OpenAPI security inputs. Returns (inputs, remote headers, hosted, openapi)."""
+    found: dict[str, Input] = {}
+
+    def add(name: str, secret: bool = False, required: bool = False, default: str | None = None) -> None:
+        if name not in found:
+            found[name] = Input(name, bool(secret), bool(required), default)
+
+    hosted = True
+    headers: list[tuple[str, str]] = []
+    for pkg in spec.get("packages") or []:
+        for env in pkg.get("environmentVariables") or []:
+            add(env["name"], env.get("isSecret", False), env.get("isRequired", False), env.get("default"))
+        for arg in (pkg.get("packageArguments") or []) + (pkg.get("runtimeArguments") or []):
+            for name in PLACEHOLDER.findall(str(arg.get("value") or "")):
+                add(name, True, True)
+    archive = spec.get("archive") or {}
+    for env in archive.get("environmentVariables") or []:
+        add(env["name"], env.get("isSecret", False), env.get("isRequired", False), env.get("default"))
+    remotes = spec.get("remotes") or []
+    if remotes and not spec.get("packages") and not archive:
+        hosted = False
+        remote = remotes[0]
+        for name in PLACEHOLDER.findall(remote.get("url", "")):
+            add(name, True, True)
+        for h in remote.get("headers") or []:
+            value = str(h.get("value") or "")
+            names = PLACEHOLDER.findall(value)
+            for name in names:
+                add(name, h.get("isSecret", True), h.get("isRequired", True))
+            if not names and not value:  # a header the user supplies whole: input named after it
+                env = re.sub(r"[^A-Za-z0-9_]", "_", h["name"]).upper()
+                add(env, h.get("isSecret", True), h.get("isRequired", False))
+                value = "{" + env + "}"
+            headers.append((h["name"], value))
+    openapi = spec.get("openapi")
+    if openapi:
+        hosted = False
+        for i in openapi.get("inputs") or []:
+            add(i["name"], i.get("isSecret", True), i.get("isRequired", False))
+    return list(found.values()), headers, hosted, openapi
+
+
+class RouteTable:
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.ready = asyncio.Event()
+        self.listeners: list[Callable[[Route, str], None]] = []  # (route, subject) after a change
+        self._js: Any = None
+        self._kv: Any = None
+        self._sub: Any = None
+        self._last_seq = 0
+        self._target_seq = 0
+        self._writes: set[asyncio.Task[Any]] = set()
+
+    def get(self, slug: str) -> Route | None:
+        return self.routes.get(slug)
+
+    # -- folding events ----------------------------------------------------------------------------
+    def apply(self, subject: str, data: dict[str, Any], seq: int = 0) -> Route | None:
+        slug = data.get("slug")
+        if not isinstance(slug, str) or not slug:
+            return None
+        route = self.routes.get(slug)
+        if route is not None and seq and seq <= route.seq:
+            return None  # already folded (from the KV snapshot)
+        route = route or Route(slug=slug)
+        route.server_id = str(data.get("server_id") or route.server_id)
+        if subject == "server.submitted":
+            inputs, headers, hosted, openapi = inputs_of(data.get("spec") or {})
+            route.inputs, route.headers, route.hosted = inputs, headers, hosted
+            if openapi:
+                route.kind, route.openapi = "openapi", openapi
+                route.tools = []
+            elif route.kind == "openapi":
+                route.kind, route.openapi = "pending", None
+        elif subject == "server.deployed":
+            eps = data.get("endpoints") or []
+            if eps:
+                route.endpoint = eps[0]["url"]
+                route.transport = eps[0].get("transport", "streamable-http")
+            if route.kind != "openapi":
+                route.kind = "mcp"
+            versions = data.get("protocol_versions") or []
+            route.modern = (MODERN in versions) if versions else None
+            route.tools = data.get("tools") or route.tools
+        elif subject == "server.disabled":
+            route.enabled = False
+        elif subject == "server.enabled":
+            route.enabled = True
+        else:
+            return None
+        if seq:
+            route.seq = seq
+        route.generation += 1
+        self.routes[slug] = route
+        for listener in self.listeners:
+            try:
+                listener(route, subject)
+            except Exception:
+                log.exception("route_listener_failed", slug=slug)
+        return route
+
+    # -- the bus -------------------------------------------------------------------------------------
+    async def start(self, nc: Any, *, wait_seconds: float = 10.0) -> None:
+        from nats.js.api import DeliverPolicy, KeyValueConfig
+
+        js = nc.jetstream()
+        self._js = js
+        try:
+            self._kv = await js.create_key_value(KeyValueConfig(bucket=KV_BUCKET, history=1,
+                                                                description="gateway route table"))
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._kv = await js.key_value(KV_BUCKET)
+        if self._kv is not None:
+            await self._load_snapshot()
+        info = await js.stream_info("SERVERS")
+        self._target_seq = info.state.last_seq if info.state.messages else 0
+        if self._target_seq == 0 or self._target_seq <= max((r.seq for r in self.routes.values()), default=0):
+            self.ready.set()
+        self._sub = await js.subscribe("server.>", stream="SERVERS", cb=self._on_msg, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.ALL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), wait_seconds)
+        if not self.ready.is_set():
+            log.warning("route_replay_slow", at=self._last_seq, target=self._target_seq)
+        log.info("routes_loaded", routes=len(self.routes), seq=self._last_seq)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    async def _load_snapshot(self) -> None:
+        try:
+            keys = await self._kv.keys()
+        except Exception:  # an empty bucket raises NoKeysError
+            return
+        for key in keys:
+            with contextlib.suppress(Exception):
+                entry = await self._kv.get(key)
+                if entry.value:
+                    route = Route.from_json(entry.value)
+                    self.routes[route.slug] = route
+
+    async def _on_msg(self, msg: Any) -> None:
+        seq = msg.metadata.sequence.stream
+        self._last_seq = seq
+        subject = msg.subject
+        if subject in SUBJECTS:
+            try:
+                route = self.apply(subject, orjson.loads(msg.data), seq)
+            except Exception as exc:
+                route = None
+                log.warning("route_event_ignored", subject=subject, seq=seq, error=type(exc).__name__)
+            if route is not None and self._kv is not None:
+                task = asyncio.create_task(self._persist(route))
+                self._writes.add(task)
+                task.add_done_callback(self._writes.discard)
+        if not self.ready.is_set() and (seq >= self._target_seq or msg.metadata.num_pending == 0):
+            self.ready.set()
+
+    async def _persist(self, route: Route) -> None:
+        try:
+            await self._kv.put(route.slug, route.to_json())
+        except Exception as exc:
+            log.warning("route_persist_failed", slug=route.slug, error=type(exc).__name__)
+
+
+def now() -> float:
+    return time.monotonic()

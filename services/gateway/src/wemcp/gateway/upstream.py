@@ -1,0 +1,301 @@
+"""Talking to upstream MCP servers, in whichever protocol era they speak.
+
+- One ``aiohttp`` client with a keep-alive connection pool for every upstream. A TCP connection
+  carries no MCP state and no secret of its own (credentials travel on each request's headers), so
+  connections are shared; *MCP sessions* are not.
+- **2026-07-28 upstreams** are stateless: each request is one POST; nothing to pool but sockets.
+- **2025 upstreams** need a session (``initialize`` → ``Mcp-Session-Id``). Sessions are pooled per
+  ``(server, route generation, user, key source, fingerprint of the credential values)``: reused
+  by every client session of that user with those credentials, never shared between users or
+  between different secrets. A session the upstream forgot (404) is re-opened once transparently.
+  A route change (disable, redeploy) bumps the generation, which retires its sessions.
+- The era of an upstream comes from ``server.deployed``'s ``protocol_versions``; when unknown, one
+  ``server/discover`` probe decides and is remembered on the route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from wemcp.common.logging import get_logger
+from wemcp.gateway.keys import Resolved, fill
+from wemcp.gateway.routes import MODERN, Route
+
+log = get_logger("wemcp.gateway.upstream")
+LEGACY_VERSION = "2025-11-25"
+PV_META = "io.modelcontextprotocol/protocolVersion"
+CAPS_META = "io.modelcontextprotocol/clientCapabilities"
+INFO_META = "io.modelcontextprotocol/clientInfo"
+SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
+GATEWAY_INFO = {"name": "wemcp-gateway", "version": "0.1.0"}
+NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+class UpstreamError(Exception):
+    def __init__(self, message: str, code: int = -32603, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.timeout = timeout
+
+
+@dataclass
+class LegacySession:
+    session_id: str | None
+    protocol_version: str
+    init_result: dict[str, Any]
+    created: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+
+
+def parse_messages(body: bytes, content_type: str) -> list[dict[str, Any]]:
+    """JSON-RPC messages of an upstream reply: a JSON body or the ``data:`` lines of an SSE body."""
+    if "text/event-stream" in content_type:
+        out: list[dict[str, Any]] = []
+        data: list[bytes] = []
+        for line in body.split(b"\n"):
+            line = line.rstrip(b"\r")
+            if line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" "))
+            elif not line and data:
+                with contextlib.suppress(Exception):
+                    out.append(orjson.loads(b"\n".join(data)))
+                data = []
+        if data:
+            with contextlib.suppress(Exception):
+                out.append(orjson.loads(b"\n".join(data)))
+        return out
+    if not body.strip():
+        return []
+    parsed = orjson.loads(body)
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def final_response(msgs: list[dict[str, Any]], req_id: Any) -> dict[str, Any] | None:
+    for m in msgs:
+        if m.get("id") == req_id and ("result" in m or "error" in m):
+            return m
+    return None
+
+
+class Upstream:
+    def __init__(self, *, max_connections: int = 512, timeout: float = 60.0, connect_timeout: float = 3.0,
+                 max_sessions: int = 10_000) -> None:
+        self.timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        self.max_connections = max_connections
+        self.max_sessions = max_sessions
+        self.http: aiohttp.ClientSession | None = None
+        self.sessions: dict[tuple[Any, ...], LegacySession] = {}
+        self._locks: dict[tuple[Any, ...], asyncio.Lock] = {}
+        self._discover: dict[tuple[str, int], dict[str, Any]] = {}
+        self.opened = 0  # legacy upstream sessions opened (tests: pooling means few)
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=60,
+                                         ttl_dns_cache=60, enable_cleanup_closed=True)
+        self.http = aiohttp.ClientSession(connector=connector, timeout=self.timeout, auto_decompress=False,
+                                          skip_auto_headers=("User-Agent",), json_serialize=lambda o: orjson.dumps(o).decode())
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    def retire(self, slug: str) -> None:
+        """Forget every pooled session and cached discovery of a server (disabled or redeployed)."""
+        for key in [k for k in self.sessions if k[0] == slug]:
+            self.sessions.pop(key, None)
+            self._locks.pop(key, None)
+        for key in [k for k in self._discover if k[0] == slug]:
+            self._discover.pop(key, None)
+
+    # -- request shape -----------------------------------------------------------------------------
+    @staticmethod
+    def target(route: Route, resolved: Resolved) -> tuple[str, dict[str, str]]:
+        """The URL and credential headers for this caller (placeholders filled)."""
+        assert route.endpoint is not None
+        headers: dict[str, str] = {"content-type": "application/json",
+                                   "accept": "application/json, text/event-stream"}
+        if route.hosted:
+            for name, value in resolved.values.items():
+                headers[f"x-wemcp-env-{name.lower()}"] = value
+            return route.endpoint, headers
+        for name, template in route.headers:
+            value = fill(template, resolved.values)
+            if "{" not in value:
+                headers[name] = value
+        return fill(route.endpoint, resolved.values), headers
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        assert self.http is not None
+        try:
+            return await self.http.post(url, data=body, headers=headers, allow_redirects=False)
+        except asyncio.TimeoutError:
+            raise UpstreamError("the server did not answer in time", -32001, timeout=True) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"the server is unreachable ({type(exc).__name__})", -32002) from None
+
+    async def read(self, resp: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await resp.read()
+        except asyncio.TimeoutError:
+            raise UpstreamError("the server did not answer in time", -32001, timeout=True) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"the server broke the connection ({type(exc).__name__})", -32002) from None
+        finally:
+            resp.release()
+
+    # -- era --------------------------------------------------------------------------------------------
+    async def is_modern(self, route: Route, resolved: Resolved) -> bool:
+        if route.modern is None:
+            try:
+                await self.discover(route, resolved)
+                route.modern = True
+            except UpstreamError as exc:
+                if exc.timeout or exc.code == -32002:
+                    raise
+                route.modern = False
+        return route.modern
+
+    async def discover(self, route: Route, resolved: Resolved) -> dict[str, Any]:
+        """The upstream's ``server/discover`` result (2026-07-28), cached per route generation."""
+        key = (route.slug, route.generation)
+        hit = self._discover.get(key)
+        if hit is not None:
+            return hit
+        url, headers = self.target(route, resolved)
+        headers.update({"mcp-protocol-version": MODERN, "mcp-method": "server/discover"})
+        body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {"_meta": {
+            PV_META: MODERN, CAPS_META: {}, INFO_META: GATEWAY_INFO}}})
+        resp = await self.post(url, body, headers)
+        status, ctype = resp.status, resp.headers.get("content-type", "")
+        raw = await self.read(resp)
+        if status >= 400 and "json" not in ctype and "event-stream" not in ctype:
+            raise UpstreamError(f"server/discover answered HTTP {status}", -32600)
+        msg = final_response(parse_messages(raw, ctype), 0)
+        if msg is None or "result" not in msg or MODERN not in (msg["result"].get("supportedVersions") or []):
+            raise UpstreamError("the server does not speak 2026-07-28", -32600)
+        self._discover[key] = msg["result"]
+        return msg["result"]
+
+    # -- 2025 sessions ---------------------------------------------------------------------------------
+    async def legacy_session(self, route: Route, resolved: Resolved, user_key: str,
+                             protocol_version: str = LEGACY_VERSION, *, fresh: bool = False) -> LegacySession:
+        key = (route.slug, route.generation, user_key, resolved.source, resolved.fingerprint, protocol_version)
+        sess = self.sessions.get(key)
+        if sess is not None and not fresh:
+            sess.last_used = time.monotonic()
+            return sess
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            sess = self.sessions.get(key)
+            if sess is not None and not fresh:
+                return sess
+            if fresh and sess is not None:
+                self.sessions.pop(key, None)
+            sess = await self._initialize(route, resolved, protocol_version)
+            if len(self.sessions) >= self.max_sessions:  # drop the least recently used
+                oldest = min(self.sessions, key=lambda k: self.sessions[k].last_used)
+                self.sessions.pop(oldest, None)
+            self.sessions[key] = sess
+            self.opened += 1
+            return sess
+
+    async def _initialize(self, route: Route, resolved: Resolved, protocol_version: str) -> LegacySession:
+        url, headers = self.target(route, resolved)
+        body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": protocol_version, "capabilities": {}, "clientInfo": GATEWAY_INFO}})
+        resp = await self.post(url, body, headers)
+        sid = resp.headers.get("mcp-session-id")
+        status, ctype = resp.status, resp.headers.get("content-type", "")
+        raw = await self.read(resp)
+        msg = final_response(parse_messages(raw, ctype), 0) if ("json" in ctype or "event-stream" in ctype) else None
+        if msg is None or "result" not in msg:
+            detail = (msg or {}).get("error", {}).get("message") if msg else f"HTTP {status}"
+            raise UpstreamError(f"the server refused initialize: {detail}", -32002)
+        result = msg["result"]
+        pv = str(result.get("protocolVersion") or protocol_version)
+        h2 = dict(headers)
+        h2["mcp-protocol-version"] = pv
+        if sid:
+            h2["mcp-session-id"] = sid
+        r2 = await self.post(url, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', h2)
+        await self.read(r2)
+        log.info("upstream_session_opened", server=route.slug, protocol_version=pv)
+        return LegacySession(sid, pv, result)
+
+    # -- one request, as a client of the upstream ----------------------------------------------------------
+    async def send(self, route: Route, resolved: Resolved, user_key: str, msg: dict[str, Any],
+                   raw: bytes | None, *, client_modern: bool, client_caps: dict[str, Any] | None = None,
+                   client_info: dict[str, Any] | None = None,
+                   legacy_version: str = LEGACY_VERSION) -> aiohttp.ClientResponse:
+        """Forward one JSON-RPC message; returns the unread upstream response (the caller streams
+        it back or reads it). ``raw`` is the client's own bytes, forwarded untouched when the eras
+        match."""
+        method = msg.get("method", "")
+        modern = await self.is_modern(route, resolved)
+        url, headers = self.target(route, resolved)
+        if modern:
+            headers["mcp-protocol-version"] = MODERN
+            headers["mcp-method"] = method
+            pname = NAME_PARAM.get(method)
+            params = msg.get("params") if isinstance(msg.get("params"), dict) else None
+            if pname and params is not None and isinstance(params.get(pname), str):
+                headers["mcp-name"] = params[pname]
+            if client_modern and raw is not None:
+                body = raw
+            else:
+                p = dict(params or {})
+                meta = dict(p.get("_meta") or {})
+                meta.setdefault(PV_META, MODERN)
+                meta.setdefault(CAPS_META, client_caps or {})
+                meta.setdefault(INFO_META, client_info or GATEWAY_INFO)
+                p["_meta"] = meta
+                body = orjson.dumps({**msg, "params": p})
+            return await self.post(url, body, headers)
+        # a 2025 upstream: through the pooled session of this user and these credentials
+        if client_modern:
+            params = msg.get("params")
+            if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
+                meta = {k: v for k, v in params["_meta"].items()
+                        if k not in (PV_META, CAPS_META, INFO_META)}
+                p = {**params, "_meta": meta} if meta else {k: v for k, v in params.items() if k != "_meta"}
+                body = orjson.dumps({**msg, "params": p})
+            else:
+                body = raw if raw is not None else orjson.dumps(msg)
+        else:
+            body = raw if raw is not None else orjson.dumps(msg)
+        for attempt in (0, 1):
+            sess = await self.legacy_session(route, resolved, user_key, legacy_version, fresh=attempt == 1)
+            h = dict(headers)
+            h["mcp-protocol-version"] = sess.protocol_version
+            if sess.session_id:
+                h["mcp-session-id"] = sess.session_id
+            resp = await self.post(url, body, h)
+            if resp.status == 404 and attempt == 0 and sess.session_id:
+                resp.release()  # the upstream forgot the session (restart, idle expiry): open another
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    async def call(self, route: Route, resolved: Resolved, user_key: str, method: str,
+                   params: dict[str, Any] | None, req_id: Any = 1) -> dict[str, Any]:
+        """One request made by the gateway itself (REST, bundles, legacy SSE): the parsed response."""
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": req_id, "method": method}
+        if params is not None:
+            msg["params"] = params
+        resp = await self.send(route, resolved, user_key, msg, None, client_modern=False)
+        status, ctype = resp.status, resp.headers.get("content-type", "")
+        raw = await self.read(resp)
+        try:
+            out = final_response(parse_messages(raw, ctype), req_id)
+        except Exception:
+            out = None
+        if out is None:
+            raise UpstreamError(f"the server answered HTTP {status} without a JSON-RPC response", -32002)
+        return out

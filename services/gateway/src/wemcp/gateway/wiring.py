@@ -1,0 +1,214 @@
+"""Wiring of the MCP router into the gateway's runtime: the parts, their start and stop, the raw ASGI
+routes (ahead of FastAPI's own), and the bundle store.
+
+``open_mcp`` runs after ``main._open`` (it reads ``GatewayState.verifier`` at call time, so a verifier
+set or replaced later — the auth wiring, a test — is honoured).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import orjson
+from fastapi import FastAPI
+from starlette.routing import Route as StarletteRoute
+
+from wemcp.common.errors import BadRequest, Forbidden, NotFound
+from wemcp.common.identity import Identity
+from wemcp.common.logging import get_logger
+from wemcp.gateway.calls import CallRecorder
+from wemcp.gateway.keys import KeyResolver
+from wemcp.gateway.mcp import McpRouter, Refused
+from wemcp.gateway.openapi import OpenApiTools
+from wemcp.gateway.routes import RouteTable
+from wemcp.gateway.upstream import Upstream
+
+log = get_logger("wemcp.gateway.wiring")
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+class Bundles:
+    """A user's chosen set of servers, served as one MCP server. Stored in Redis
+    (``gateway:bundle:<id>``); the gateway keeps a short in-memory cache."""
+
+    def __init__(self, redis: Any, ttl: float = 30.0) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    async def create(self, owner: Identity, servers: list[str], name: str = "") -> dict[str, Any]:
+        if not servers or len(servers) > 50 or len(set(servers)) != len(servers):
+            raise BadRequest("give 1 to 50 distinct server slugs")
+        bad = [s for s in servers if not _SLUG.match(s) or "__" in s]
+        if bad:
+            raise BadRequest(f"invalid server slugs: {bad[:5]}")
+        bid = secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+        doc = {"id": bid, "owner": str(owner.user_id), "servers": servers, "name": name[:100]}
+        await self.redis.set(f"gateway:bundle:{bid}", orjson.dumps(doc))
+        return doc
+
+    async def get(self, bid: str) -> dict[str, Any] | None:
+        hit = self._cache.get(bid)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        doc = None
+        if re.fullmatch(r"[A-Za-z0-9]{1,40}", bid):
+            raw = await self.redis.get(f"gateway:bundle:{bid}")
+            doc = json.loads(raw) if raw else None
+        self._cache[bid] = (now + self.ttl, doc)
+        return doc
+
+    async def check(self, target: str, ident: Identity | None) -> None:
+        doc = await self.get(target.split(":", 1)[1])
+        if doc is None:
+            raise Refused(404, "Not Found", "no such bundle")
+        if ident is None or str(ident.user_id) != doc["owner"]:
+            raise Refused(403, "Forbidden", "this bundle belongs to another user")
+
+    async def servers(self, bid: str) -> list[str]:
+        doc = await self.get(bid)
+        return list(doc["servers"]) if doc else []
+
+
+@dataclass
+class Mcp:
+    """Everything the MCP router needs; ``runtime.extras["mcp"]``."""
+
+    state: Any  # GatewayState
+    routes: RouteTable
+    keys: KeyResolver
+    upstream: Upstream
+    openapi: OpenApiTools
+    recorder: CallRecorder
+    bundles: Bundles
+    quota: Any = None
+    router: McpRouter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.router = McpRouter(self)
+
+    @property
+    def settings(self) -> Any:
+        return self.state.settings
+
+    @property
+    def verifier(self) -> Any:
+        return self.state.verifier
+
+
+def _system_keys(settings: Any) -> dict[str, dict[str, str]]:
+    raw = settings.system_keys.get_secret_value() if settings.system_keys else ""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {str(k): {str(n): str(v) for n, v in vals.items()} for k, vals in data.items()}
+    except (ValueError, AttributeError):
+        raise ValueError("WEMCP_GATEWAY_SYSTEM_KEYS must be JSON: {\"slug\": {\"NAME\": \"value\"}}") from None
+
+
+async def open_mcp(runtime: Any) -> None:
+    state = runtime.extras["gateway"]
+    s = state.settings
+    upstream = Upstream(max_connections=s.upstream_max_connections, timeout=s.mcp_upstream_timeout_seconds,
+                        connect_timeout=s.upstream_connect_timeout_seconds)
+    await upstream.start()
+    keys = KeyResolver(upstream.http, state.urls["auth"], system_keys=_system_keys(s), ttl=s.key_cache_ttl_seconds,
+                       system_from_vault=s.system_keys_from_vault)
+    tools = OpenApiTools(s.openapi_allow_hosts)
+    await tools.start()
+    quota = None
+    if s.quota_enabled and runtime.redis is not None:
+        from wemcp.ratelimit.client import open_quota_client
+        from wemcp.ratelimit.config import Settings as RatelimitSettings
+
+        quota = await open_quota_client(runtime.redis, RatelimitSettings(
+            database_url=s.database_url, nats_url=s.nats_url, redis_url=s.redis_url))
+    mcp = Mcp(state, RouteTable(), keys, upstream, tools, CallRecorder(s.call_event_queue), Bundles(runtime.redis),
+              quota)
+    mcp.routes.listeners.append(mcp.router.on_route_change)
+    runtime.extras["mcp"] = mcp
+    if runtime.broker is not None:
+        nc = runtime.broker.connection
+        await mcp.routes.start(nc, wait_seconds=s.route_replay_wait_seconds)
+        mcp.recorder.start(nc.jetstream())
+    mcp.router.start()
+
+
+async def close_mcp(runtime: Any) -> None:
+    mcp: Mcp | None = runtime.extras.get("mcp")
+    if mcp is None:
+        return
+    await mcp.router.stop()
+    await mcp.recorder.stop()
+    await mcp.routes.stop()
+    if mcp.quota is not None:
+        await mcp.quota.aclose()
+    await mcp.openapi.close()
+    await mcp.upstream.close()
+
+
+class _Endpoint:
+    """A raw ASGI endpoint bound lazily to the running router (routes are built before start)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        mcp: Mcp = scope["app"].state.runtime.extras["mcp"]
+        await getattr(mcp.router, self.name)(scope, receive, send)
+
+
+class _Agents:
+    """``/mcp/agents/{id}``: served by the agents service; the gateway only forwards."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from starlette.requests import Request
+
+        from wemcp.common.errors import AppError
+        from wemcp.gateway.proxy import forward
+
+        runtime = scope["app"].state.runtime
+        gw = runtime.extras["gateway"]
+        request = Request(scope, receive)
+        try:
+            ident = await gw.verifier(request) if gw.verifier is not None else None
+            response = await forward(request, gw.client, "agents", gw.urls["agents"], gw.settings.max_body_bytes,
+                                     ident)
+        except AppError as exc:
+            from wemcp.common.http import problem
+
+            response = problem(exc.status, exc.title, exc.detail, headers=exc.headers)
+        await response(scope, receive, send)
+
+
+def install_mcp_routes(app: FastAPI) -> None:
+    """The MCP paths as raw ASGI routes, first in the table: no FastAPI dependency solving on the hot
+    path, and both ``/mcp/{slug}`` and ``/mcp/{slug}/`` match (no redirect)."""
+    methods = ["GET", "POST", "DELETE"]
+    routes = [
+        StarletteRoute("/mcp/agents/{agent_id}", _Agents(), methods=methods),
+        StarletteRoute("/mcp/agents/{agent_id}/", _Agents(), methods=methods),
+        StarletteRoute("/mcp/bundles/{bid}", _Endpoint("bundle"), methods=methods),
+        StarletteRoute("/mcp/bundles/{bid}/", _Endpoint("bundle"), methods=methods),
+        StarletteRoute("/mcp/{slug}", _Endpoint("streamable"), methods=methods),
+        StarletteRoute("/mcp/{slug}/", _Endpoint("streamable"), methods=methods),
+        StarletteRoute("/mcp/{slug}/sse", _Endpoint("sse"), methods=["GET"]),
+        StarletteRoute("/mcp/{slug}/messages", _Endpoint("sse_messages"), methods=["POST"]),
+        StarletteRoute("/mcp/{slug}/messages/", _Endpoint("sse_messages"), methods=["POST"]),
+    ]
+    app.router.routes[0:0] = routes
+
+
+def user_of(ident: Identity | None) -> UUID | None:
+    return ident.user_id if ident is not None else None
+
+
+__all__ = ["Mcp", "open_mcp", "close_mcp", "install_mcp_routes", "Bundles", "Forbidden", "NotFound"]

@@ -1,0 +1,99 @@
+"""Real MCP servers for the gateway's tests and benches (the official SDK's MCPServer on loopback).
+
+``mode="both"``: the SDK serves both eras (2026-07-28 stateless by the ``MCP-Protocol-Version``
+header, the 2025 revisions with ``Mcp-Session-Id``). ``mode="legacy"``: a 2025-only server, as
+older SDKs are: a 2026-07-28 request is refused with HTTP 400 and a JSON-RPC error, so clients and
+the gateway fall back to the initialize handshake.
+
+Tools: ``echo``, ``add``, ``whoami`` (reports the credential it received: the ``X-Api-Key`` header
+or, for hosted servers behind the deployer bridge, the ``X-WeMcp-Env-API_KEY`` header), ``slow``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+
+
+def build_server(name: str = "upstream") -> MCPServer:
+    mcp = MCPServer(name)
+
+    @mcp.tool()
+    def echo(text: str) -> str:
+        """Echo the text back."""
+        return text
+
+    @mcp.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @mcp.tool()
+    def whoami(ctx: Context) -> str:
+        """The credential this call carried (for key-resolution tests)."""
+        req = ctx.request_context.request
+        headers = getattr(req, "headers", {}) or {}
+        return json.dumps({"api_key": headers.get("x-api-key") or headers.get("x-wemcp-env-api_key"),
+                           "session": headers.get("mcp-session-id")})
+
+    @mcp.tool()
+    async def slow(seconds: float) -> str:
+        """Sleep, then answer."""
+        await asyncio.sleep(min(seconds, 30))
+        return "done"
+
+    return mcp
+
+
+class LegacyOnly:
+    """ASGI wrapper: refuses the 2026-07-28 era like a 2025-only server."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for k, v in scope.get("headers", []):
+                if k == b"mcp-protocol-version" and v.startswith(b"2026"):
+                    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+                        "code": -32600, "message": "Bad Request: Unsupported protocol version"}}).encode()
+                    await send({"type": "http.response.start", "status": 400,
+                                "headers": [(b"content-type", b"application/json")]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve_upstream(mode: str = "both", *, json_response: bool = True, port: int | None = None,
+                         name: str = "upstream") -> AsyncIterator[str]:
+    """Serve a test server on loopback; yields its Streamable HTTP URL (``.../mcp``)."""
+    app: Any = build_server(name).streamable_http_app(json_response=json_response)
+    if mode == "legacy":
+        app = LegacyOnly(app)
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.should_exit = True
+        await task
