@@ -9,6 +9,7 @@ gateway's network and read identity with the dependencies below; they never pars
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 from uuid import UUID
@@ -65,7 +66,7 @@ def _required(request: Request) -> Identity:
     return ident
 
 
-def require_role(role: Role):  # type: ignore[no-untyped-def]
+def require_role(role: Role) -> Callable[[Request], Identity]:
     """``Depends(require_role("admin"))``: 401 when anonymous, 403 when the role is too low."""
 
     def dep(request: Request) -> Identity:
