@@ -28,6 +28,7 @@ from agents_testkit import (
     serve,
     tmpdir,
 )
+
 from wemcp.agents.config import Settings
 from wemcp.agents.main import SPEC
 from wemcp.common.service import running

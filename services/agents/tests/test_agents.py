@@ -13,6 +13,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from test_chat_completions import TIME_Q, check_time_answer
+
 from wemcp.ratelimit.client import QuotaClient
 
 AGENT = {"name": "Time Helper", "description": "Answers time questions", "model": "scripted-1",
@@ -63,7 +64,8 @@ async def test_agent_chat_with_openai_client(platform):
     await p.add_provider()
     a = await make_agent(p)
     c = openai.AsyncOpenAI(base_url=f"{p.gateway}/v1/agents/{a['id']}", api_key=p.user_token, max_retries=0)
-    r = await c.chat.completions.with_raw_response.create(model="ignored", messages=[{"role": "user", "content": TIME_Q}])
+    r = await c.chat.completions.with_raw_response.create(model="ignored",
+                                                          messages=[{"role": "user", "content": TIME_Q}])
     assert r.headers["x-ratelimit-limit"] == "100" and r.headers["x-ratelimit-remaining"] == "99"
     done = r.parse()
     check_time_answer(done.choices[0].message.content)

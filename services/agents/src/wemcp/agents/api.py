@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+
 from wemcp.agents import service
 from wemcp.agents.errors import BadRequest, oai
 from wemcp.agents.loop import sse

@@ -4,6 +4,7 @@ from functools import lru_cache
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
+
 from wemcp.common.config import ServiceSettings, load_settings
 
 

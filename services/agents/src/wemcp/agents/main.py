@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from starlette.routing import Route
+
 from wemcp.agents.api import openai_router, router
 from wemcp.agents.config import Settings, get_settings
 from wemcp.agents.mcp_server import AgentMcpEndpoint

@@ -22,6 +22,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
+
 from wemcp.agents import service
 from wemcp.agents.models import Agent
 from wemcp.common.errors import AppError, NotFound, Unauthorized

@@ -25,6 +25,7 @@ import httpx2 as httpx
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+
 from wemcp.agents.config import Settings
 from wemcp.agents.errors import BadGateway, BadRequest, GatewayTimeout, oai
 from wemcp.common.logging import get_logger

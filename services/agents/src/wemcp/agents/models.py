@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Boolean, DateTime, LargeBinary, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
+
 from wemcp.common.db import declarative_base_for
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table

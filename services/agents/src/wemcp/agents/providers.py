@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx2 as httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.agents.config import Settings
 from wemcp.agents.crypto import SealError, unseal
 from wemcp.agents.errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ServiceUnavailable, oai

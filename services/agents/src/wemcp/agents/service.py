@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from wemcp.agents.config import Settings
 from wemcp.agents.crypto import seal
 from wemcp.agents.errors import NotFound, TooManyRequests, oai
