@@ -27,6 +27,16 @@ NAMING_CONVENTION = {
 }
 
 
+def service_metadata(schema: str) -> MetaData:
+    """Metadata whose tables live in ``schema``. Declare a service's base as::
+
+        class Base(DeclarativeBase):
+            metadata = service_metadata("catalog")
+
+    (a class statement, which type checkers understand as a base class)."""
+    return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
 def declarative_base_for(schema: str) -> type[DeclarativeBase]:
     """A declarative base whose tables live in ``schema``."""
 

@@ -8,12 +8,17 @@ from typing import Any
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.orm import Mapped, mapped_column
-from wemcp.common.db import declarative_base_for
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from wemcp.common.db import service_metadata
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table
 
-Base = declarative_base_for("auth")
+
+class Base(DeclarativeBase):
+    metadata = service_metadata("auth")
+
+
 bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
 

@@ -8,12 +8,17 @@ from typing import Any
 
 from sqlalchemy import DateTime, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.orm import Mapped, mapped_column
-from wemcp.common.db import declarative_base_for
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from wemcp.common.db import service_metadata
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table
 
-Base = declarative_base_for("deployer")
+
+class Base(DeclarativeBase):
+    metadata = service_metadata("deployer")
+
+
 bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
 
@@ -49,7 +54,8 @@ class Deployment(Base):
     deployed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        Index("ix_deployments_work", "updated_at", postgresql_where=text("status IN ('queued', 'deploying', 'stopping')")),
+        Index("ix_deployments_work", "updated_at",
+              postgresql_where=text("status IN ('queued', 'deploying', 'stopping')")),
         {"comment": "deployments of submitted servers"},
     )
 

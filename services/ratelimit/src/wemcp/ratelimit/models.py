@@ -11,12 +11,17 @@ from datetime import date, datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, Index, Integer, String, func
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.orm import Mapped, mapped_column
-from wemcp.common.db import declarative_base_for
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from wemcp.common.db import service_metadata
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table
 
-Base = declarative_base_for("ratelimit")
+
+class Base(DeclarativeBase):
+    metadata = service_metadata("ratelimit")
+
+
 bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
 
