@@ -179,3 +179,20 @@ async def test_trace_context_travels_from_producer_to_consumer(settings_for):
             headers = (await s.execute(select(goods_tables.outbox.c.headers))).scalar_one()
     assert headers.get("traceparent", "").split("-")[1] == trace_id
     assert seen == [trace_id]
+
+
+async def test_handler_may_take_the_runtime(settings_for):
+    settings = settings_for(ServiceSettings)
+    seen = []
+    real = make_probe_handler(deployer_receipts)
+
+    async def with_runtime(event, session, runtime):
+        seen.append(runtime.spec.name)
+        await real(event, session)
+
+    async with running(producer_spec(), settings) as producer, \
+            running(consumer_spec(with_runtime), settings) as consumer:
+        async with producer.state.runtime.sessions() as s, s.begin():
+            await add_event(s, goods_tables, ProbeRecorded(seq=31, note="rt"))
+        await wait_for(lambda: _len_is(consumer, "rt", 1))
+        assert seen == ["deployer"] and consumer.state.runtime.spec.name == "deployer"

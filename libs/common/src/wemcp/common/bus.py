@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from wemcp.common.telemetry import extract_context, meter, tracer
 
 log = get_logger("wemcp.bus")
 E = TypeVar("E", bound=Event)
-Handler = Callable[[E, AsyncSession], Awaitable[None]]
+Handler = Callable[..., Awaitable[None]]  # (event, session) or (event, session, runtime)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Subscription:
     """What a service consumes: the event class, its handler and how many run at once."""
 
     event: type[Event]
-    handler: Handler[Any]
+    handler: Handler
     max_workers: int = 1
     durable: str | None = None
 
@@ -93,7 +94,7 @@ def consumer_name(service: str, event_cls: type[Event]) -> str:
 def subscribe(
     broker: NatsBroker,
     event_cls: type[E],
-    handler: Handler[E],
+    handler: Handler,
     *,
     service: str,
     sessions: async_sessionmaker[AsyncSession],
@@ -101,6 +102,7 @@ def subscribe(
     ack_wait: float = 30.0,
     durable: str | None = None,
     max_workers: int = 1,
+    runtime: Any = None,
 ) -> str:
     """Register ``handler`` for ``event_cls`` as a durable JetStream pull consumer.
 
@@ -114,6 +116,9 @@ def subscribe(
     handled = meter(f"wemcp.{service}.bus").create_counter(
         "bus.messages", description="messages handled by outcome")
     handler_name = getattr(handler, "__qualname__", repr(handler))
+    # Handlers take (event, session) or (event, session, runtime) when they need the process's clients
+    # (an embedder, an HTTP client): passed explicitly rather than through module-level state.
+    wants_runtime = len(inspect.signature(handler).parameters) >= 3
 
     async def on_message(msg: NatsMessage) -> None:
         headers = dict(msg.headers or {})
@@ -149,7 +154,10 @@ def subscribe(
                     if inserted.first() is None:
                         outcome = "duplicate"
                     else:
-                        await handler(event, session)
+                        if wants_runtime:
+                            await handler(event, session, runtime)
+                        else:
+                            await handler(event, session)
                         outcome = "ok"
             except Exception as exc:
                 span.record_exception(exc)

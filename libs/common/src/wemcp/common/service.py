@@ -47,7 +47,7 @@ class ServiceSpec:
     routers: Sequence[APIRouter] = ()
     tables: OutboxTables | None = None
     # (EventClass, handler) pairs or Subscription(...) for more control (concurrency, durable name)
-    subscriptions: Sequence[tuple[type[Event], Handler[Any]] | Subscription] = ()
+    subscriptions: Sequence[tuple[type[Event], Handler] | Subscription] = ()
     uses_database: bool = True
     uses_bus: bool = True
     uses_redis: bool = False
@@ -109,7 +109,7 @@ class Runtime:
             sub = sub if isinstance(sub, Subscription) else Subscription(*sub)
             subscribe(broker, sub.event, sub.handler, service=self.spec.name, sessions=self.sessions,
                       tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds, durable=sub.durable,
-                      max_workers=sub.max_workers)
+                      max_workers=sub.max_workers, runtime=self)
         try:
             await asyncio.wait_for(broker.connect(), s.startup_timeout_seconds)
         except Exception as exc:
