@@ -52,12 +52,13 @@ async def test_time_question_answered_through_two_mcp_rounds(platform):
     offered = {t["function"]["name"] for t in platform.model.requests[0]["tools"]}
     assert offered == {"time__get_current_time", "time__convert_time"}
     assert platform.model.auth_headers == ["Bearer sk-test-provider-key"] * 3
-    # the MCP calls went through the gateway path as the caller, with a valid run context: not counted
+    # the MCP calls went through the gateway path as the caller; a plain chat completion is not an agent
+    # run, so they carry no run context and count against the server's daily quota
     assert len(platform.router.seen) == 2
     for seen in platform.router.seen:
         assert seen["user"] == str(platform.user_id)
         assert seen["authorization"] == f"Bearer {platform.user_token}"
-        assert seen["reason"] == "agent_run" and seen["counted"] is False
+        assert seen["reason"] != "agent_run" and seen["counted"] is True
 
 
 async def test_streaming_answer_and_mcp_calls(platform):

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from test_chat_completions import TIME_Q, check_time_answer
 
 SDK = Path(__file__).resolve().parents[3] / "sdk"
-sys.path.insert(0, str(SDK / "python" / "src"))  # until sdk/python is a workspace member
 
 from wemcp.sdk import AsyncWeMcp, mcp, mcp_calls, mcp_server  # noqa: E402
 

@@ -146,6 +146,9 @@ class Stack:
         base_env.setdefault("WEMCP_AUTH_DEV_KEK_FILE", str(self.data_dir / "auth-dev-kek"))
         # agents sign run contexts that gateway and ratelimit verify: one shared secret per stack
         base_env.setdefault("AGENT_RUN_SECRET", self._local_secret("agent-run-secret"))
+        # model providers' API keys are sealed under this (development stacks only)
+        base_env.setdefault("WEMCP_AGENTS_PROVIDER_KEY_SECRET", self._local_secret("agents-provider-key-secret"))
+        base_env.setdefault("WEMCP_AGENTS_GATEWAY_URL", f"http://127.0.0.1:{self.gateway_port}")
         for name in names:
             if name == "gateway":
                 continue

@@ -146,13 +146,15 @@ async def list_agents(st: AgentsState, who: Identity, page: int, page_size: int,
 
 
 # -- runs ---------------------------------------------------------------------------------------
-def caller_for(st: AgentsState, who: Identity, authorization: str | None, agent_id: str) -> Caller:
-    """What MCP calls through the gateway carry: the caller's identity, their own credentials
-    (the gateway verifies them again) and a signed run context so the calls are not metered."""
+def caller_for(st: AgentsState, who: Identity, authorization: str | None, agent_id: str | None) -> Caller:
+    """What MCP calls through the gateway carry: the caller's identity and their own credentials (the
+    gateway verifies them again). Only a saved agent's run — itself metered at 100 calls a day — signs a
+    run context that makes its MCP calls unmetered; a plain chat completion's MCP calls count against
+    each server's daily quota like any other call, or the chat API would be a way around it."""
     headers = who.headers()
     if authorization:
         headers["authorization"] = authorization
-    if st.settings.agent_run_secret is not None:
+    if agent_id is not None and st.settings.agent_run_secret is not None:
         headers[HEADER_AGENT_RUN] = sign_run_context(
             st.settings.agent_run_secret.get_secret_value(), user_id=who.user_id, agent_id=agent_id,
             run_id=uuid.uuid4().hex, ttl_seconds=st.settings.agent_run_ttl_seconds)
@@ -183,7 +185,7 @@ class Prepared:
 
 
 def prepare_chat(st: AgentsState, raw: Any, who: Identity, authorization: str | None) -> Prepared:
-    caller = caller_for(st, who, authorization, "chat")
+    caller = caller_for(st, who, authorization, None)
     req = parse_request(raw, st.settings, caller)
     return Prepared(req, caller, [], req.model)
 
