@@ -4,12 +4,12 @@ queries in Chinese and English, with typos): hybrid must beat text-only and vect
 from __future__ import annotations
 
 from quality import load, recall_at_10
-from wemcp.catalog.state import current
+from wemcp.catalog.state import of
 
 
 async def test_hybrid_beats_text_only_and_vector_only(catalog):
     app, c = catalog
-    slug_to_pkg = await load(app.state.runtime.sessions, current().embedder)
+    slug_to_pkg = await load(app.state.runtime.sessions, of(app.state.runtime).embedder)
     results = {}
     for mode in ("fulltext", "trigram", "text", "vector", "hybrid"):
         results[mode], per_query = await recall_at_10(c, slug_to_pkg, mode)

@@ -27,7 +27,7 @@ from wemcp.catalog.schemas import (
     ServerUpdate,
     SubmitAccepted,
 )
-from wemcp.catalog.state import current
+from wemcp.catalog.state import from_request
 from wemcp.common.db import transaction
 from wemcp.common.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
@@ -61,8 +61,8 @@ async def submit_server(body: ServerSubmit, request: Request, who: CurrentUser) 
     (inline or by URL). Answers 202: deployment happens asynchronously."""
     fetched = None
     if body.openapi_url:
-        fetched = await service.fetch_openapi(body.openapi_url, current().settings,
-                                              allow_private=current().settings.allow_private_fetch)
+        settings = from_request(request).settings
+        fetched = await service.fetch_openapi(body.openapi_url, settings, allow_private=settings.allow_private_fetch)
     n = normalize(body, fetched)
     async with transaction(_sessions(request)) as s:
         row, dup = await service.submit(s, n, who)
@@ -74,7 +74,7 @@ async def submit_archive(request: Request, who: CurrentUser,
                          manifest: Annotated[str, Form(max_length=20_000)],
                          archive: Annotated[UploadFile, File()]) -> SubmitAccepted:
     """Submit a source archive (.tar.gz or .zip) with a small JSON manifest."""
-    settings = current().settings
+    settings = from_request(request).settings
     try:
         m = ArchiveManifest.model_validate_json(manifest)
     except ValidationError as exc:
@@ -123,7 +123,7 @@ async def import_registry(request: Request, who: AdminUser, body: dict[str, Any]
 @router.post("/servers/search", response_model=Page[ServerSummary])
 async def search_servers(body: SearchRequest, request: Request) -> Page[ServerSummary]:
     """Hybrid search over published, enabled servers; pagination, filters and sort in the body."""
-    state = current()
+    state = from_request(request)
     qvec = await state.queries.query(body.query) if body.query.strip() and body.mode in {"hybrid", "vector"} \
         else None
     async with _sessions(request)() as s, s.begin():
@@ -141,7 +141,7 @@ async def get_server(slug: str, request: Request, who: OptionalUser) -> dict[str
         if row is None or not service.visible_to(row, who):
             raise NotFound(f"no server {slug!r}")
         searchable = await service.is_searchable(s, row.id)
-    return service.detail(row, current().settings, searchable)
+    return service.detail(row, from_request(request).settings, searchable)
 
 
 @router.patch("/servers/{slug}")
@@ -149,7 +149,7 @@ async def update_server(slug: str, body: ServerUpdate, request: Request, who: Cu
     async with transaction(_sessions(request)) as s:
         row = await service.update_server(s, slug, body, who)
         searchable = await service.is_searchable(s, row.id)
-    return service.detail(row, current().settings, searchable)
+    return service.detail(row, from_request(request).settings, searchable)
 
 
 @router.post("/servers/{slug}/withdraw")
@@ -204,7 +204,7 @@ async def delete_category(slug: str, request: Request, who: AdminUser) -> Respon
 async def feed(request: Request, page: Annotated[int, Query(ge=1, le=10_000)] = 1,
                page_size: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     """Servers first published today (midnight to midnight in the configured zone)."""
-    settings = current().settings
+    settings = from_request(request).settings
     start, end, day = service.today_bounds(settings.feed_timezone)
     where = (SearchDoc.enabled, SearchDoc.published_at >= start, SearchDoc.published_at < end)
     async with _sessions(request)() as s:
@@ -288,6 +288,29 @@ async def registry_servers(request: Request,
     if more:
         meta["nextCursor"] = _encode_cursor(rows[-1].name, rows[-1].id)
     return {"servers": [service.as_server_json(r) for r in rows], "metadata": meta}
+
+
+@registry_router.get("/servers/{name:path}/versions")
+async def registry_server_versions(name: str, request: Request) -> dict[str, Any]:
+    """Every published version of one server (``name`` URL-encoded, ``io.github.user%2Fweather``,
+    as the official registry does; an unencoded slash works too), newest first."""
+    async with _sessions(request)() as s:
+        rows = await service.registry_versions(s, name)
+    if not rows:
+        raise NotFound(f"no published server named {name!r}")
+    return {"servers": [service.as_server_json(r, latest=i == 0) for i, r in enumerate(rows)],
+            "metadata": {"count": len(rows)}}
+
+
+@registry_router.get("/servers/{name:path}/versions/{version}")
+async def registry_server_version(name: str, version: str, request: Request) -> dict[str, Any]:
+    """One version of a server as ``server.json``; ``latest`` names the newest."""
+    async with _sessions(request)() as s:
+        rows = await service.registry_versions(s, name)
+    for i, r in enumerate(rows):
+        if version == r.version or (version == "latest" and i == 0):
+            return service.as_server_json(r, latest=i == 0)
+    raise NotFound(f"no published version {version!r} of {name!r}")
 
 
 # ---- internal (deployer) -------------------------------------------------------------------------

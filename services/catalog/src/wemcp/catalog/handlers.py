@@ -1,5 +1,6 @@
 """Event handlers (the catalog worker). Each runs inside the consumer's transaction, exactly once
-in effect (see wemcp.common.bus). These are the only writers of table B."""
+in effect (see wemcp.common.bus). These are the only writers of table B. Handlers that embed take
+the process's runtime as their third argument (the embedder lives in ``runtime.extras``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wemcp.catalog import service
 from wemcp.catalog.models import Server
 from wemcp.catalog.normalize import normalize_server_json
-from wemcp.catalog.projection import project, set_enabled_from_a
+from wemcp.catalog.projection import add_calls, project, set_enabled_from_a
 from wemcp.catalog.schemas import ServerJson
-from wemcp.catalog.state import current
+from wemcp.catalog.state import of
+from wemcp.common.bus import Handler, Subscription
+from wemcp.common.events.base import Event
+from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.events.crawler import CrawlerDiscovered
 from wemcp.common.events.servers import (
     ServerDeployed,
@@ -18,8 +22,10 @@ from wemcp.common.events.servers import (
     ServerDeploying,
     ServerDisabled,
     ServerEnabled,
+    ServerUpdated,
 )
 from wemcp.common.logging import get_logger
+from wemcp.common.service import Runtime
 
 log = get_logger("wemcp.catalog.handlers")
 
@@ -61,7 +67,7 @@ async def on_server_deploy_failed(event: ServerDeployFailed, session: AsyncSessi
     _set_status(row, "failed", event.reason[:2000])
 
 
-async def on_server_deployed(event: ServerDeployed, session: AsyncSession) -> None:
+async def on_server_deployed(event: ServerDeployed, session: AsyncSession, runtime: Runtime) -> None:
     row = await _row(session, event)
     if row is None or _stale(row, event):
         return
@@ -77,7 +83,7 @@ async def on_server_deployed(event: ServerDeployed, session: AsyncSession) -> No
     _set_status(row, "published", None)
     await session.flush()
     await session.refresh(row)
-    await project(session, row, current().embedder)
+    await project(session, row, of(runtime).embedder)
     if first_publish:
         await service.add_news(session, "server_published", f"New server: {row.title}",
                                row.description[:500], server_slug=row.slug)
@@ -87,14 +93,37 @@ async def on_server_disabled(event: ServerDisabled, session: AsyncSession) -> No
     await set_enabled_from_a(session, event.server_id)
 
 
-async def on_server_enabled(event: ServerEnabled, session: AsyncSession) -> None:
+async def on_server_enabled(event: ServerEnabled, session: AsyncSession, runtime: Runtime) -> None:
     row = (await session.execute(select(Server).where(Server.id == event.server_id))).scalar_one_or_none()
     if row is None:
         return
     if row.deployed_at is not None:
-        # Re-project fully: hand-kept fields (title, tags, category) may have changed meanwhile.
-        await project(session, row, current().embedder)
+        # Re-project fully (cheap when nothing embedded changed): B must match A, whatever happened.
+        await project(session, row, of(runtime).embedder)
     await set_enabled_from_a(session, event.server_id)
+
+
+async def on_server_updated(event: ServerUpdated, session: AsyncSession, runtime: Runtime) -> None:
+    """An owner/admin edit reaches B now, not on the next deployment. The row lock serialises this
+    with the deployed handler (another consumer); whichever runs last projects what A says then.
+    ``project`` re-embeds only when the embedded text (title, name, description, tools) changed."""
+    row = (await session.execute(select(Server).where(Server.id == event.server_id).with_for_update())
+           ).scalar_one_or_none()
+    if row is None or row.deployed_at is None:  # no B row before the first deployment
+        return
+    await project(session, row, of(runtime).embedder)
+
+
+# Which MCP requests count as a use of the server (initialize, tools/list ... do not).
+COUNTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+
+
+async def on_call_completed(event: McpCallCompleted, session: AsyncSession) -> None:
+    """Counts a call in A (and B's popularity, see ``add_calls``). Increments commute, so this
+    consumer runs several handlers at once."""
+    if event.method not in COUNTED_METHODS or event.status == "refused":
+        return
+    await add_calls(session, event.server_slug, 1)
 
 
 async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession) -> None:
@@ -110,11 +139,13 @@ async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession)
     await service.submit(session, n, None, source_kind="import")
 
 
-SUBSCRIPTIONS_EVENTS = [
+SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription] = [
     (ServerDeploying, on_server_deploying),
     (ServerDeployed, on_server_deployed),
     (ServerDeployFailed, on_server_deploy_failed),
     (ServerDisabled, on_server_disabled),
     (ServerEnabled, on_server_enabled),
+    (ServerUpdated, on_server_updated),
     (CrawlerDiscovered, on_crawler_discovered),
+    Subscription(McpCallCompleted, on_call_completed, max_workers=8),
 ]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from wemcp.catalog.api import internal_router, registry_router, router
-from wemcp.catalog.config import get_settings
+from wemcp.catalog.config import Settings, get_settings
 from wemcp.catalog.handlers import SUBSCRIPTIONS_EVENTS
 from wemcp.catalog.limits import BodyLimitMiddleware
 from wemcp.catalog.models import bus_tables, probe_receipts
-from wemcp.catalog.state import current, on_start, on_stop
+from wemcp.catalog.state import of, on_start, on_stop
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import ServiceSpec, run_service
@@ -21,8 +21,7 @@ SUBSCRIPTIONS = [
 ]
 
 
-def _limit_for(method: str, path: str) -> int | None:
-    settings = current().settings
+def _limit_for(settings: Settings, path: str) -> int | None:
     if path == "/api/v1/servers/archive":
         return settings.max_archive_bytes + 64 * 1024  # room for the manifest and multipart framing
     if path.startswith("/api/v1/") or path.startswith("/internal/"):
@@ -31,7 +30,11 @@ def _limit_for(method: str, path: str) -> int | None:
 
 
 def _configure(app: FastAPI) -> None:
-    app.add_middleware(BodyLimitMiddleware, limit_for=_limit_for)
+    # build_app runs after the runtime opened (on_start put the catalog's state in its extras)
+    def limit_for(method: str, path: str) -> int | None:
+        return _limit_for(of(app.state.runtime).settings, path)
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
 
 
 SPEC = ServiceSpec(

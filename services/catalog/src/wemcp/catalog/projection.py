@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import Text, cast, func, literal, literal_column, select
+from sqlalchemy import Text, cast, func, literal, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from wemcp.catalog.embedding import Embedder
@@ -73,3 +73,29 @@ async def set_enabled_from_a(session: AsyncSession, server_id: Any) -> bool | No
     await session.execute(SearchDoc.__table__.update().where(SearchDoc.server_id == server_id)
                           .values(enabled=enabled, updated_at=func.now()))
     return enabled
+
+
+def popularity_due(total: int, added: int) -> bool:
+    """Whether B's popularity should follow A's call counter after ``added`` calls brought it to
+    ``total``. Exact up to 100 calls, then every ~1 %: B's popularity column is indexed, so each
+    write is a non-HOT update that inserts into every index of B (HNSW, GIN) — per call that would
+    bloat the search table; this way B is written ~100 times per doubling of the count while the sort
+    order stays within 1 % of the truth. ``project`` writes the exact value whenever it runs."""
+    step = 1 << max(0, (total // 100).bit_length() - 1)  # a power of two <= total / 100: fixed per doubling
+    return total // step != (total - added) // step
+
+
+async def add_calls(session: AsyncSession, slug: str, n: int = 1) -> int | None:
+    """Add ``n`` calls to A's counter (row lock: concurrent increments serialise and each sees its
+    own total) and, when due, to B's popularity. Returns the new total (None: unknown server)."""
+    row = (await session.execute(update(Server).where(Server.slug == slug).values(calls=Server.calls + n)
+                                 .returning(Server.id, Server.calls, Server.stars)
+                                 .execution_options(synchronize_session=False))).first()
+    if row is None:
+        return None
+    server_id, total, stars = row
+    if popularity_due(int(total), n):
+        await session.execute(update(SearchDoc).where(SearchDoc.server_id == server_id)
+                              .values(popularity=int(total) + 10 * int(stars or 0))
+                              .execution_options(synchronize_session=False))
+    return int(total)

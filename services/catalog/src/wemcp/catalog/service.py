@@ -24,11 +24,12 @@ from wemcp.catalog.models import Category, News, SearchDoc, Server, bus_tables
 from wemcp.catalog.normalize import Normalized, field_error
 from wemcp.catalog.schemas import ServerUpdate, slugify
 from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
-from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted
+from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted, ServerUpdated
 from wemcp.common.identity import Identity
 from wemcp.common.outbox import add_event
 
 ICON = "https://api.dicebear.com/7.x/bottts/svg?seed={slug}"
+OPENAPI_ACCEPT = "application/json, application/yaml;q=0.9, application/x-yaml;q=0.9, text/yaml;q=0.9, */*;q=0.5"
 
 
 # ---- submission ----------------------------------------------------------------------------------
@@ -51,7 +52,7 @@ async def fetch_openapi(url: str, settings: Settings, allow_private: bool = Fals
     limit = settings.max_json_body_bytes
     try:
         async with httpx.AsyncClient(timeout=settings.openapi_fetch_timeout_seconds, follow_redirects=False) as c:
-            async with c.stream("GET", url, headers={"Accept": "application/json"}) as r:
+            async with c.stream("GET", url, headers={"Accept": OPENAPI_ACCEPT}) as r:
                 if r.status_code != 200:
                     raise field_error("openapi_url", f"fetching it answered HTTP {r.status_code}")
                 buf = bytearray()
@@ -61,13 +62,30 @@ async def fetch_openapi(url: str, settings: Settings, allow_private: bool = Fals
                         raise field_error("openapi_url", f"the document is larger than {limit} bytes")
     except httpx.HTTPError as exc:
         raise field_error("openapi_url", f"cannot fetch it: {type(exc).__name__}") from None
-    try:
-        doc = json.loads(bytes(buf))
-    except ValueError:
-        raise field_error("openapi_url", "the document is not JSON (YAML is not accepted yet)") from None
+    doc = parse_openapi_document(bytes(buf))
     if not isinstance(doc, dict):
-        raise field_error("openapi_url", "the document is not a JSON object")
+        raise field_error("openapi_url", "the document is not a JSON or YAML object")
     return doc
+
+
+def parse_openapi_document(raw: bytes) -> Any:
+    """JSON, else YAML (OpenAPI documents are often published as YAML). YAML is loaded safely
+    (no Python objects), aliases are refused (an alias bomb expands exponentially once the
+    document is serialised), and dates/other non-JSON scalars become strings."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        pass
+    import yaml
+
+    try:
+        text = raw.decode("utf-8")
+        if any(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise field_error("openapi_url", "YAML aliases (*refs) are not accepted", "yaml_alias")
+        doc = yaml.safe_load(text)
+    except (UnicodeDecodeError, yaml.YAMLError):
+        raise field_error("openapi_url", "the document is neither JSON nor YAML") from None
+    return json.loads(json.dumps(doc, default=str))
 
 
 async def _free_slug(session: AsyncSession, base: str) -> str:
@@ -170,10 +188,20 @@ async def update_server(session: AsyncSession, slug: str, patch: ServerUpdate, w
     if "category" in data:
         await check_category(session, data["category"])
     for k, v in data.items():
-        setattr(row, k, v)
+        if v is None and k != "category":  # only the category can be cleared
+            raise field_error(k, "cannot be null", "null_not_allowed")
+    changed = sorted(k for k, v in data.items() if getattr(row, k) != v)
+    if not changed:
+        return row
+    for k in changed:
+        setattr(row, k, data[k])
     row.updated_at = func.now()
     await session.flush()
     await session.refresh(row)
+    # The catalog's own worker re-projects B from A (same transaction: no edit is lost, none is
+    # projected before it commits).
+    await add_event(session, bus_tables, ServerUpdated(server_id=row.id, slug=row.slug, changed=changed,
+                                                       actor_id=who.user_id))
     return row
 
 
@@ -274,11 +302,11 @@ async def is_searchable(session: AsyncSession, server_id: UUID) -> bool:
 
 async def category_tree(session: AsyncSession) -> list[dict[str, Any]]:
     cats = (await session.execute(select(Category).order_by(Category.position, Category.slug))).scalars().all()
-    counts = dict((await session.execute(
+    counts: dict[str | None, int] = dict((await session.execute(
         select(SearchDoc.category, func.count()).where(SearchDoc.enabled).group_by(SearchDoc.category))).all())
     nodes = {c.slug: {"slug": c.slug, "name": c.name, "parent": c.parent_slug, "position": c.position,
                       "count": 0, "own_count": int(counts.get(c.slug, 0)), "children": []} for c in cats}
-    roots = []
+    roots: list[dict[str, Any]] = []
     for c in cats:
         node = nodes[c.slug]
         parent = nodes.get(c.parent_slug) if c.parent_slug else None
@@ -359,7 +387,16 @@ def bad_request_if(cond: bool, msg: str) -> None:
 
 # ---- registry feed (/v0.1/servers) ------------------------------------------------------------
 
-def as_server_json(row: Server) -> dict[str, Any]:
+async def registry_versions(session: AsyncSession, name: str) -> list[Server]:
+    """Published rows of one registry name, newest first. A package's new version replaces its row
+    (table A keeps one row per package), so older versions of the same package are not kept; rows
+    of other packages under the same name are other versions."""
+    return list((await session.execute(
+        select(Server).where(Server.name == name, Server.status == "published")
+        .order_by(Server.published_at.desc().nulls_last(), Server.updated_at.desc(), Server.id))).scalars())
+
+
+def as_server_json(row: Server, *, latest: bool = True) -> dict[str, Any]:
     spec = spec_for_display(row.spec)
     doc = {k: v for k, v in spec.items() if k in {"name", "title", "description", "version", "websiteUrl",
                                                   "repository", "packages", "remotes"}}
@@ -367,7 +404,7 @@ def as_server_json(row: Server) -> dict[str, Any]:
                icons=[{"src": row.icon}])
     doc["remotes"] = [*doc.get("remotes", [])]
     return {"server": doc, "_meta": {"io.modelcontextprotocol.registry/official": {
-        "status": "active", "publishedAt": row.published_at, "updatedAt": row.updated_at, "isLatest": True},
+        "status": "active", "publishedAt": row.published_at, "updatedAt": row.updated_at, "isLatest": latest},
         "com.wemcp/catalog": {"slug": row.slug, "status": row.status, "tools": len(row.tools or [])}}}
 
 

@@ -1,14 +1,19 @@
-"""Process-wide objects built in the service's start hook (event handlers have no request to read
-them from): the embedder and the query-vector cache."""
+"""Process-wide objects built in the service's start hook and kept in ``runtime.extras["catalog"]``:
+the settings, the embedder and the query-vector cache. Request handlers reach them through
+``request.app.state.runtime``; event handlers get the runtime as their third argument. No
+module-level state: two catalogs in one process (tests, benchmarks) never share an embedder."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from wemcp.catalog.config import Settings
 from wemcp.catalog.embedding import CachedQueries, Embedder, make_embedder
 from wemcp.common.service import Runtime
+
+KEY = "catalog"
 
 
 @dataclass
@@ -18,13 +23,15 @@ class CatalogState:
     queries: CachedQueries
 
 
-_state: CatalogState | None = None
-
-
-def current() -> CatalogState:
-    if _state is None:
+def of(runtime: Runtime) -> CatalogState:
+    state = runtime.extras.get(KEY)
+    if state is None:
         raise RuntimeError("catalog state is not initialised (the service's on_start hook did not run)")
-    return _state
+    return state
+
+
+def from_request(request: Any) -> CatalogState:
+    return of(request.app.state.runtime)
 
 
 def catalog_settings(runtime_settings: object) -> Settings:
@@ -35,7 +42,6 @@ def catalog_settings(runtime_settings: object) -> Settings:
 
 
 async def on_start(runtime: Runtime) -> None:
-    global _state
     from wemcp.catalog import text
 
     settings = catalog_settings(runtime.settings)
@@ -44,12 +50,11 @@ async def on_start(runtime: Runtime) -> None:
     warm = getattr(embedder, "warm_up", None)
     if warm is not None:
         await asyncio.to_thread(warm)
-    _state = CatalogState(settings, embedder, CachedQueries(embedder))
-    runtime.extras["catalog"] = _state
+    runtime.extras[KEY] = CatalogState(settings, embedder, CachedQueries(embedder))
 
 
 async def on_stop(runtime: Runtime) -> None:
-    state = runtime.extras.get("catalog")
+    state = runtime.extras.pop(KEY, None)
     close = getattr(getattr(state, "embedder", None), "aclose", None)
     if close is not None:
         await close()

@@ -14,6 +14,7 @@ from wemcp.common.events.servers import (
     ServerDisabled,
     ServerEnabled,
     ServerSubmitted,
+    ServerUpdated,
 )
 from wemcp.common.events.users import ApiKeyRevoked, SessionRevoked, UserRegistered, UserRoleChanged
 
@@ -26,6 +27,7 @@ ALL_EVENTS: dict[str, type[Event]] = {
         ServerDeployFailed,
         ServerDisabled,
         ServerEnabled,
+        ServerUpdated,
         McpCallCompleted,
         UserRegistered,
         UserRoleChanged,
@@ -48,6 +50,7 @@ __all__ = [
     "ServerDisabled",
     "ServerEnabled",
     "ServerSubmitted",
+    "ServerUpdated",
     "SessionRevoked",
     "StreamSpec",
     "UserRegistered",

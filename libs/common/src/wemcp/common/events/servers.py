@@ -110,6 +110,19 @@ class ServerDisabled(_ServerEvent):
     actor_id: UUID | None = None
 
 
+class ServerUpdated(_ServerEvent):
+    """The owner or an admin edited a server's hand-kept fields (title, description, tags, category,
+    featured ...) without a new deployment.
+
+    Emitted by catalog; consumed by catalog's worker (re-projects table B, re-embedding only when the
+    embedded text changed)."""
+
+    subject: ClassVar[str] = "server.updated"
+
+    changed: list[str] = Field(default_factory=list, description="names of the fields that changed")
+    actor_id: UUID | None = None
+
+
 class ServerEnabled(_ServerEvent):
     """A disabled server was enabled again. Emitted by catalog; consumed by the same parties as
     ``server.disabled``, which undo what they did."""
