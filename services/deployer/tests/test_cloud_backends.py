@@ -1,190 +1,401 @@
-"""Cloud backends offline: golden plans, signature known answers, and the signed requests checked by a
-loopback server that recomputes each signature from the raw request (method, path, headers, body)."""
+"""Cloud backends offline.
+
+- The signature code (`signing.py`, written from the clouds' specs, not the SDKs) reproduces the
+  clouds' own published examples; the same code is the verifier of the fake cloud.
+- plan() is golden and side-effect free.
+- The real code zips are built from the registries, their contents checked, and the FC zips are
+  extracted and *run* (bootstrap → bridge → stdio server) and introspected.
+- The official SDKs (alibabacloud-fc20230330, tencentcloud-sdk-python-scf) deploy to a loopback
+  HTTPS server that recomputes each SDK signature from the raw request and checks method, path and body.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import base64
+import datetime as dt
+import io
+import ipaddress
 import json
+import os
 import socket
+import stat
+import subprocess
+import sys
 import uuid
-from datetime import UTC, datetime
+import zipfile
+from pathlib import Path
 
+import httpx2
+import pytest
 import uvicorn
+from deployer_testkit import CACHE_DIR, wait_for
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import DeployError, Target
 from wemcp.deployer.backends.cloud import AliyunFcDeployer, CloudCredentials, TencentScfDeployer
-from wemcp.deployer.backends.kubernetes import manifests
-from wemcp.deployer.signing import acs3_sign, tc3_sign
+from wemcp.deployer.install import Installer
+from wemcp.deployer.introspect import introspect
+from wemcp.deployer.signing import acs3_sign, acs3_verify, tc3_sign, tc3_verify
 from wemcp.deployer.spec import parse_spec
+from wemcp.devstack.infra import free_port
 
-SPEC = parse_spec({"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",
-                                 "version": "2026.8.31"}]})
-TARGET = Target("everything", uuid.UUID(int=7), SPEC)
+NPM = parse_spec({"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",
+                                "version": "2026.8.31"}]})
+PYPI = parse_spec({"packages": [{"registryType": "pypi", "identifier": "mcp-server-time", "version": "2026.10.19"}]})
+TARGET = Target("everything", uuid.UUID(int=7), NPM)
+TIME = Target("time", uuid.UUID(int=8), PYPI)
 AK, SK = "LTAI-test-key", "test-secret-do-not-log"
+GOLDEN = Path(__file__).parent / "golden"
 
 
-def _h(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+# ------------------------------------------------------------------ published known-answer vectors
+# Aliyun, "V3版本请求体&签名机制" (help.aliyun.com/zh/sdk/product-overview/v3-request-structure-and-signature),
+# signature example: POST ecs RunInstances, empty body.
+ALIYUN_DOC = dict(method="POST", path="/", query={"ImageId": "win2019_1809_x64_dtc_zh-cn_40G_alibase_20230811.vhd",
+                                                  "RegionId": "cn-shanghai"},
+                  headers={"host": "ecs.cn-shanghai.aliyuncs.com", "x-acs-action": "RunInstances",
+                           "x-acs-version": "2014-05-26", "x-acs-date": "2023-10-26T10:22:32Z",
+                           "x-acs-signature-nonce": "3156853299f313e23d1673dc12e1703d"}, body=b"")
+ALIYUN_DOC_SIG = "06563a9e1b43f5dfe96b81484da74bceab24a1d853912eee15083a6f0f3283c0"
+# Tencent Cloud, "签名方法 v3" (cloud.tencent.com/document/api/213/30654): CVM DescribeInstances.
+TENCENT_DOC_PAYLOAD = b'{"Limit": 1, "Filters": [{"Values": ["\\u672a\\u547d\\u540d"], "Name": "instance-name"}]}'
+TENCENT_DOC_SIG = "72e494ea809ad7a8c8f7a4507b9bddcbaa8e581f516e8da2f66e2c5a96525168"
 
 
-def verify_acs3(method: str, path: str, headers: dict[str, str], body: bytes) -> bool:
-    """An independent reading of the ACS3-HMAC-SHA256 spec, used by the fake endpoint."""
-    auth = headers["authorization"]
-    signed = auth.split("SignedHeaders=")[1].split(",")[0].split(";")
-    canon = f"{method}\n{path}\n\n" + "".join(f"{k}:{headers[k].strip()}\n" for k in signed) + \
-        f"\n{';'.join(signed)}\n{_h(body)}"
-    sts = "ACS3-HMAC-SHA256\n" + _h(canon.encode())
-    return auth.endswith("Signature=" + hmac.new(SK.encode(), sts.encode(), hashlib.sha256).hexdigest()) \
-        and headers["x-acs-content-sha256"] == _h(body)
+def test_acs3_matches_aliyun_published_example_and_verifier_agrees():
+    h = acs3_sign(**ALIYUN_DOC, access_key_id="YourAccessKeyId", access_key_secret="YourAccessKeySecret")
+    assert h["authorization"] == (
+        "ACS3-HMAC-SHA256 Credential=YourAccessKeyId,SignedHeaders=host;x-acs-action;x-acs-content-sha256;"
+        "x-acs-date;x-acs-signature-nonce;x-acs-version,Signature=" + ALIYUN_DOC_SIG)
+    when = dt.datetime(2023, 10, 26, 10, 22, 32, tzinfo=dt.UTC).timestamp()
+    check = dict(method="POST", path="/", query=ALIYUN_DOC["query"], secrets={"YourAccessKeyId": "YourAccessKeySecret"},
+                 now=when)
+    assert acs3_verify(headers=h, body=b"", **check) is None
+    assert acs3_verify(headers=h, body=b"{}", **check) == "x-acs-content-sha256 does not match the body"
+    assert acs3_verify(headers={**h, "x-acs-action": "DeleteInstances"}, body=b"", **check) == "SignatureDoesNotMatch"
+    assert acs3_verify(headers=h, body=b"", **{**check, "now": when + 3600}) == "x-acs-date is too far from now"
 
 
-def verify_tc3(headers: dict[str, str], body: bytes) -> bool:
-    ts = int(headers["x-tc-timestamp"])
-    date = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
-    canon = f"POST\n/\n\ncontent-type:{headers['content-type']}\nhost:{headers['host']}\n\ncontent-type;host\n{_h(body)}"
-    sts = f"TC3-HMAC-SHA256\n{ts}\n{date}/scf/tc3_request\n{_h(canon.encode())}"
-    k = ("TC3" + SK).encode()
-    for part in (date, "scf", "tc3_request"):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    return headers["authorization"].endswith("Signature=" + hmac.new(k, sts.encode(), hashlib.sha256).hexdigest())
+def test_tc3_matches_tencent_published_example_and_verifier_agrees():
+    sig = tc3_sign(service="cvm", host="cvm.tencentcloudapi.com", action="DescribeInstances",
+                   payload=TENCENT_DOC_PAYLOAD, timestamp=1551113065,
+                   secret_id="AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE", secret_key="Gu5t9xGARNpq86cd98joQYCN3EXAMPLE")
+    assert sig["signature"] == TENCENT_DOC_SIG
+    assert sig["authorization"].startswith("TC3-HMAC-SHA256 Credential=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE/"
+                                           "2019-02-25/cvm/tc3_request, SignedHeaders=content-type;host, ")
+    headers = {"authorization": sig["authorization"], "content-type": "application/json; charset=utf-8",
+               "host": "cvm.tencentcloudapi.com", "x-tc-timestamp": "1551113065"}
+    check = dict(method="POST", path="/", query="", service="cvm", now=1551113065,
+                 secrets={"AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE": "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE"})
+    assert tc3_verify(headers=headers, body=TENCENT_DOC_PAYLOAD, **check) is None
+    assert tc3_verify(headers=headers, body=TENCENT_DOC_PAYLOAD + b" ", **check) == "AuthFailure.SignatureFailure"
+    assert tc3_verify(headers=headers, body=TENCENT_DOC_PAYLOAD, **{**check, "service": "scf"}) is not None
+
+
+# ------------------------------------------------------------------ golden plans
+def _golden(name: str, value: object) -> None:
+    path = GOLDEN / name
+    if os.environ.get("WEMCP_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
+    assert json.loads(json.dumps(value)) == json.loads(path.read_text()), f"{name} changed (WEMCP_UPDATE_GOLDEN=1)"
+
+
+def test_plans_are_golden_and_side_effect_free(tmp_path: Path):
+    before = set(tmp_path.iterdir())
+    fc = AliyunFcDeployer(account_id="123", region="cn-hangzhou").plan(TIME)
+    scf = TencentScfDeployer().plan(TARGET)
+    _golden("aliyun-fc.plan.json", {"actions": fc.actions, "requests": fc.requests, "s.yaml": fc.artifacts["s.yaml"]})
+    _golden("tencent-scf.plan.json", {"actions": scf.actions, "requests": scf.requests})
+    create = fc.requests[0]
+    assert (create["method"], create["path"]) == ("POST", "/2023-03-30/functions")
+    assert create["body"]["runtime"] == "custom.debian12"
+    assert create["body"]["customRuntimeConfig"] == {"command": ["/code/bootstrap"], "port": 8080}
+    assert create["body"]["internetAccess"] is False  # the spec did not ask for network
+    assert fc.artifacts["s.yaml"]["resources"]["wemcp-time"]["component"] == "fc3"
+    assert scf.requests[0]["body"]["Type"] == "HTTP" and scf.requests[0]["body"]["Runtime"] == "Nodejs18.15"
+    assert set(tmp_path.iterdir()) == before  # nothing written
+
+
+# ------------------------------------------------------------------ real code zips
+@pytest.fixture(scope="module")
+def builder(tmp_path_factory: pytest.TempPathFactory) -> ArtifactBuilder:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    work = tmp_path_factory.mktemp("artifacts")
+    return ArtifactBuilder(Installer(CACHE_DIR, archive_dir=work, venv_python="/usr/bin/python3"), work)
+
+
+def _extract(zip_path: Path, dest: Path) -> dict[str, int]:
+    modes = {}
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            zf.extract(info, dest)
+            mode = (info.external_attr >> 16) & 0o777
+            os.chmod(dest / info.filename, mode)
+            modes[info.filename] = mode
+    return modes
+
+
+async def _run_bootstrap(root: Path, entry: str) -> list[str]:
+    port = free_port()
+    proc = subprocess.Popen([str(root / entry)], env={"PATH": os.environ["PATH"], "WEMCP_BRIDGE_PORT": str(port)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        async def healthy() -> bool:
+            try:
+                async with httpx2.AsyncClient() as c:
+                    return (await c.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+            except httpx2.HTTPError:
+                assert proc.poll() is None, "the bootstrap exited"
+                return False
+        await wait_for(healthy, timeout=30)
+        listing = await introspect(f"http://127.0.0.1:{port}/mcp", timeout=60)
+        return [t.name for t in listing.tools]
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+async def test_code_zips_contain_the_server_and_run(builder: ArtifactBuilder, tmp_path: Path):
+    fc_py = await builder.build(PYPI, "aliyun-fc")
+    scf_py = await builder.build(PYPI, "tencent-scf")
+    fc_npm = await builder.build(NPM, "aliyun-fc")
+    # contents: the entry, the bridge, the package built for the cloud's interpreter
+    for z, entry, abi in ((fc_py, "bootstrap", "cpython-311"), (scf_py, "scf_bootstrap", "cpython-310")):
+        modes = _extract(z.path, tmp_path / z.path.stem)
+        assert modes[entry] == 0o755 and modes["wemcp_bridge.py"] == 0o644
+        assert z.version == "2026.10.19" and "python/mcp_server_time/__init__.py" in z.files
+        assert any(f.startswith("python/pydantic_core/") and abi in f for f in z.files), abi
+        script = (tmp_path / z.path.stem / entry).read_text()
+        port = 8080 if entry == "bootstrap" else 9000
+        assert f'--port "${{WEMCP_BRIDGE_PORT:-{port}}}" -- python3 server_entry.py' in script
+    npm_modes = _extract(fc_npm.path, tmp_path / "npm")
+    assert npm_modes["bootstrap"] == 0o755 and "wemcp_bridge.js" in npm_modes
+    assert "node_modules/@modelcontextprotocol/server-everything/package.json" in fc_npm.files
+    assert "exec node wemcp_bridge.js" in (tmp_path / "npm" / "bootstrap").read_text()
+    # run them as the function runtime would: bootstrap → bridge → stdio server, then introspect
+    assert sorted(await _run_bootstrap(tmp_path / fc_py.path.stem, "bootstrap")) == ["convert_time", "get_current_time"]
+    everything = await _run_bootstrap(tmp_path / "npm", "bootstrap")
+    assert "echo" in everything and len(everything) >= 10
+
+
+# ------------------------------------------------------------------ the SDKs against a loopback HTTPS cloud
+def _self_signed(tmp: Path) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
 
 
 class FakeCloud:
-    def __init__(self) -> None:
-        self.seen: list[dict] = []
+    """Answers like FC 3.0 (ROA, JSON) and SCF (POST /, X-TC-Action) after checking the signature."""
 
-        async def any_route(request: Request) -> JSONResponse:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.seen: list[dict] = []
+        self.functions: dict[str, dict] = {}
+        self.triggers: set[str] = set()
+        self.scf_polls = 0
+
+        async def any_route(request: Request) -> Response:
             body = await request.body()
             h = {k.lower(): v for k, v in request.headers.items()}
-            if "x-acs-action" in h:
-                h["host"] = h.get("host", "")
-                ok = verify_acs3(request.method, request.url.path, h, body)
-            else:
-                ok = verify_tc3(h, body)
-            self.seen.append({"method": request.method, "path": request.url.path, "headers": h,
-                              "body": json.loads(body or b"{}"), "valid": ok})
-            if not ok:
-                return JSONResponse({"Code": "SignatureDoesNotMatch"}, status_code=403)
-            return JSONResponse({"Response": {"RequestId": "r1"}} if "x-tc-action" in h else {"ok": True})
+            query = dict(request.query_params)
+            if "x-tc-action" in h:
+                reason = tc3_verify(method=request.method, path=request.url.path, query=request.url.query,
+                                    headers=h, body=body, service="scf", secrets={AK: SK})
+                self.seen.append({"cloud": "scf", "action": h["x-tc-action"], "method": request.method,
+                                  "path": request.url.path, "body": json.loads(body or b"{}"), "valid": reason is None,
+                                  "headers": h})
+                return self.scf(h["x-tc-action"], json.loads(body or b"{}"), reason)
+            reason = acs3_verify(method=request.method, path=request.url.path, query=query, headers=h, body=body,
+                                 secrets={AK: SK})
+            self.seen.append({"cloud": "fc", "action": h.get("x-acs-action"), "method": request.method,
+                              "path": request.url.path, "body": json.loads(body or b"{}"), "valid": reason is None,
+                              "headers": h})
+            return self.fc(request.method, request.url.path, json.loads(body or b"{}"), reason)
 
-        self.app = Starlette(routes=[Route("/{p:path}", any_route, methods=["GET", "POST", "DELETE"])])
+        self.app = Starlette(routes=[Route("/{p:path}", any_route, methods=["GET", "POST", "PUT", "DELETE"])])
 
-    async def __aenter__(self) -> str:
+    def fc(self, method: str, path: str, body: dict, reason: str | None) -> Response:
+        if reason:
+            return JSONResponse({"Code": "SignatureDoesNotMatch", "Message": reason, "RequestId": "r"}, 403)
+        parts = path.strip("/").split("/")  # 2023-03-30/functions[/name[/triggers[/name]]]
+        if method == "POST" and parts[1:] == ["functions"]:
+            if body["functionName"] in self.functions:
+                return JSONResponse({"Code": "FunctionAlreadyExists", "Message": "exists", "RequestId": "r"}, 409)
+            self.functions[body["functionName"]] = body
+            return JSONResponse({**{k: v for k, v in body.items() if k != "code"}, "state": "Active"})
+        if method == "PUT" and len(parts) == 3:
+            self.functions[parts[2]] = {**self.functions[parts[2]], **body}
+            return JSONResponse({"functionName": parts[2], "state": "Active"})
+        if method == "POST" and parts[3:] == ["triggers"]:
+            if parts[2] in self.triggers:
+                return JSONResponse({"Code": "TriggerAlreadyExists", "Message": "exists", "RequestId": "r"}, 409)
+            self.triggers.add(parts[2])
+            url = f"https://{parts[2]}-123.cn-hangzhou.fcapp.run"
+            return JSONResponse({**body, "httpTrigger": {"urlInternet": url}})
+        if method == "GET" and len(parts) == 3:
+            fn = self.functions.get(parts[2])
+            return JSONResponse({"functionName": parts[2], "state": "Active"} if fn else
+                                {"Code": "FunctionNotFound", "Message": "no", "RequestId": "r"}, 200 if fn else 404)
+        if method == "DELETE":
+            gone = self.triggers.discard(parts[2]) if len(parts) == 5 else self.functions.pop(parts[2], None)
+            return Response(status_code=204 if gone is not None or len(parts) == 5 else 404)
+        return JSONResponse({"Code": "NotFound", "Message": path, "RequestId": "r"}, 404)
+
+    def scf(self, action: str, body: dict, reason: str | None) -> Response:
+        def ok(**extra: object) -> JSONResponse:
+            return JSONResponse({"Response": {**extra, "RequestId": "r"}})
+
+        def err(code: str, msg: str) -> JSONResponse:
+            return JSONResponse({"Response": {"Error": {"Code": code, "Message": msg}, "RequestId": "r"}})
+
+        if reason:
+            return err("AuthFailure.SignatureFailure", reason)
+        fn = body.get("FunctionName", "")
+        if action == "CreateFunction":
+            if fn in self.functions:
+                return err("ResourceInUse.Function", "exists")
+            self.functions[fn] = body
+            return ok()
+        if action == "UpdateFunctionCode":
+            self.functions[fn]["Code"] = {"ZipFile": body["ZipFile"]}
+            return ok()
+        if action == "GetFunction":
+            self.scf_polls += 1  # first poll: still creating, so the backend must poll
+            return ok(FunctionName=fn, Status="Creating" if self.scf_polls == 1 else "Active")
+        if action == "CreateTrigger":
+            return ok(TriggerInfo={"TriggerName": "mcp", "Type": "apigw", "TriggerDesc": json.dumps(
+                {"service": {"subDomain": "service-abc-123.gz.apigw.tencentcs.com"},
+                 "release": {"environmentName": "release"}, "api": {"requestConfig": {"path": "/"}}})})
+        if action == "DeleteFunction":
+            return ok() if self.functions.pop(fn, None) else err("ResourceNotFound.Function", "no")
+        return err("InvalidAction", action)
+
+    async def __aenter__(self) -> tuple[str, str]:
+        cert, key = _self_signed(self.tmp)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, lifespan="off"))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, lifespan="off",
+                                                    ssl_certfile=cert, ssl_keyfile=key, timeout_graceful_shutdown=1))
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
-        while not self.server.started:
-            await asyncio.sleep(0.01)
-        return f"http://127.0.0.1:{self.port}"
+        await wait_for(lambda: asyncio.sleep(0, self.server.started), timeout=10, interval=0.01)
+        return f"https://127.0.0.1:{sock.getsockname()[1]}", cert
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.server.should_exit = True
         await self.task
 
 
-def test_acs3_known_answer():
-    h = acs3_sign(method="POST", path="/2023-03-30/functions", query={}, body=b'{"a":1}', access_key_id=AK,
-                  access_key_secret=SK, headers={"host": "1.cn-hangzhou.fc.aliyuncs.com", "x-acs-action": "CreateFunction",
-                                                 "x-acs-version": "2023-03-30", "x-acs-date": "2026-11-24T00:00:00Z",
-                                                 "x-acs-signature-nonce": "n1", "content-type": "application/json"})
-    assert h["authorization"] == (
-        "ACS3-HMAC-SHA256 Credential=LTAI-test-key,SignedHeaders=content-type;host;x-acs-action;"
-        "x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,"
-        "Signature=" + GOLDEN_ACS3)
+async def _progress_into(steps: list[str]):
+    async def progress(step: str, detail: str | None = None) -> None:
+        steps.append(detail or step)
+    return progress
 
 
-def test_tc3_known_answer():
-    sig = tc3_sign(service="scf", host="scf.tencentcloudapi.com", action="CreateFunction", payload=b'{"a":1}',
-                   timestamp=1764000000, secret_id="AKIDtest", secret_key=SK)
-    assert sig["authorization"] == ("TC3-HMAC-SHA256 Credential=AKIDtest/2025-11-24/scf/tc3_request, "
-                                    "SignedHeaders=content-type;host, Signature=" + GOLDEN_TC3)
+def _zip_names(b64: str) -> list[str]:
+    return zipfile.ZipFile(io.BytesIO(base64.b64decode(b64))).namelist()
 
 
-def test_plans_are_golden_and_side_effect_free():
-    fc = AliyunFcDeployer(account_id="123", region="cn-hangzhou").plan(TARGET)
-    assert [r["action"] for r in fc.requests] == ["CreateFunction", "CreateTrigger"]
-    create = fc.requests[0]
-    assert create["method"] == "POST" and create["path"] == "/2023-03-30/functions"
-    assert create["body"]["runtime"] == "custom.debian12"
-    assert create["body"]["customRuntimeConfig"]["port"] == 8080
-    assert "server-everything" in create["body"]["customRuntimeConfig"]["args"][0]
-    assert fc.artifacts["s.yaml"]["edition"] == "3.0.0"
-    assert fc.artifacts["s.yaml"]["resources"]["wemcp-everything"]["component"] == "fc3"
-    assert fc.artifacts["s.yaml"]["resources"]["wemcp-everything"]["props"]["sessionAffinity"] == "MCP_SSE"
-    scf = TencentScfDeployer().plan(TARGET)
-    assert scf.requests[0]["body"]["Type"] == "HTTP"
-    assert scf.artifacts["scf_bootstrap"].startswith("#!/bin/bash\n") and "--port 9000" in scf.artifacts["scf_bootstrap"]
-
-
-async def test_signed_requests_reach_a_loopback_cloud_and_verify():
-    fake = FakeCloud()
+async def test_official_sdks_deploy_to_a_loopback_https_cloud(builder: ArtifactBuilder, tmp_path: Path):
+    fake = FakeCloud(tmp_path)
     creds = CloudCredentials(AK, SK, "123")
-    async with fake as url:
-        fc = AliyunFcDeployer(account_id="123", credentials=creds, endpoint=url, live=True)
+    async with fake as (url, ca):
+        fc = AliyunFcDeployer(account_id="123", credentials=creds, endpoint=url, live=True, builder=builder, ca_file=ca)
         steps: list[str] = []
+        out = await fc.deploy(TIME, await _progress_into(steps))
+        assert [s for s in steps if s[0].isupper()] == ["CreateFunction", "CreateTrigger"]
+        assert out.endpoint == "https://wemcp-time-123.cn-hangzhou.fcapp.run/mcp"
+        assert out.package_version == "2026.10.19"
+        steps.clear()
+        await fc.deploy(TIME, await _progress_into(steps))  # idempotent: exists → update, trigger kept
+        assert [s for s in steps if s[0].isupper()] == ["CreateFunction", "UpdateFunction", "CreateTrigger"]
+        assert (await fc.status("time")).state == "running"
+        await fc.undeploy("time")
+        assert (await fc.status("time")).state == "stopped"
 
-        async def progress(step: str, detail: str | None = None) -> None:
-            steps.append(detail or step)
+        scf = TencentScfDeployer(credentials=creds, endpoint=url, live=True, builder=builder, ca_file=ca,
+                                 poll_interval=0.05)
+        steps.clear()
+        out = await scf.deploy(TIME, await _progress_into(steps))
+        assert [s for s in steps if s[0].isupper()] == ["CreateFunction", "GetFunction", "CreateTrigger"]
+        assert out.endpoint == "https://service-abc-123.gz.apigw.tencentcs.com/release/mcp"
+        steps.clear()
+        await scf.deploy(TIME, await _progress_into(steps))
+        assert "UpdateFunctionCode" in steps
+        await scf.undeploy("time")
+        assert "wemcp-time" not in fake.functions
 
-        out = await fc.deploy(TARGET, progress)
-        assert steps == ["CreateFunction", "CreateTrigger"]
-        assert out.endpoint.endswith(".fcapp.run/mcp")
-        scf = TencentScfDeployer(credentials=creds, endpoint=url, live=True)
-        await scf.deploy(TARGET, progress)
-        # a wrong secret is refused by the verifier: the check can fail
-        bad = AliyunFcDeployer(account_id="123", credentials=CloudCredentials(AK, "wrong", "123"), endpoint=url, live=True)
-        try:
-            await bad.deploy(TARGET, progress)
-            raise AssertionError("a bad signature was accepted")
-        except DeployError as exc:
-            assert "HTTP 403" in str(exc)
-    fc_seen = [s for s in fake.seen if "x-acs-action" in s["headers"]]
+        # a wrong secret: the SDK signs, the verifier refuses, the backend reports it
+        for bad in (AliyunFcDeployer(account_id="123", credentials=CloudCredentials(AK, "wrong", "1"), endpoint=url,
+                                     live=True, builder=builder, ca_file=ca),
+                    TencentScfDeployer(credentials=CloudCredentials(AK, "wrong", "1"), endpoint=url, live=True,
+                                       builder=builder, ca_file=ca)):
+            with pytest.raises(DeployError) as info:
+                await bad.deploy(TIME, await _progress_into([]))
+            assert "SignatureDoesNotMatch" in info.value.reason or "AuthFailure.SignatureFailure" in info.value.reason
+
+    fc_seen = [s for s in fake.seen if s["cloud"] == "fc"]
     assert [(s["method"], s["path"], s["valid"]) for s in fc_seen[:2]] == [
-        ("POST", "/2023-03-30/functions", True), ("POST", "/2023-03-30/functions/wemcp-everything/triggers", True)]
-    assert fc_seen[0]["body"]["functionName"] == "wemcp-everything"
-    tc_seen = [s for s in fake.seen if "x-tc-action" in s["headers"]]
-    assert [s["headers"]["x-tc-action"] for s in tc_seen] == ["CreateFunction", "CreateTrigger"]
-    assert all(s["valid"] for s in tc_seen)
+        ("POST", "/2023-03-30/functions", True), ("POST", "/2023-03-30/functions/wemcp-time/triggers", True)]
+    assert ("PUT", "/2023-03-30/functions/wemcp-time") in [(s["method"], s["path"]) for s in fc_seen]
+    assert fc_seen[-1]["valid"] is False and all(s["valid"] for s in fc_seen[:-1])
+    assert all(s["headers"]["authorization"].startswith("ACS3-HMAC-SHA256 ") for s in fc_seen)
+    # the body the SDK sent is the golden plan's body, with the real zip in place of the placeholder
+    plan = AliyunFcDeployer(account_id="123").plan(TIME).requests
+    sent = fc_seen[0]["body"]
+    assert {**sent, "code": {"zipFile": "<base64 of code.zip>"}} == plan[0]["body"]
+    assert {"bootstrap", "wemcp_bridge.py", "server_entry.py"} <= set(_zip_names(sent["code"]["zipFile"]))
+    assert fc_seen[1]["body"] == plan[1]["body"]
+
+    tc_seen = [s for s in fake.seen if s["cloud"] == "scf"]
+    assert [s["action"] for s in tc_seen[:4]] == ["CreateFunction", "GetFunction", "GetFunction", "CreateTrigger"]
+    assert all(s["valid"] for s in tc_seen[:-1]) and tc_seen[-1]["valid"] is False
+    assert all((s["method"], s["path"]) == ("POST", "/") for s in tc_seen)
+    assert tc_seen[0]["headers"]["x-tc-version"] == "2018-04-16"
+    assert tc_seen[0]["headers"]["x-tc-region"] == "ap-guangzhou"
+    splan = TencentScfDeployer().plan(TIME).requests
+    assert {**tc_seen[0]["body"], "Code": {"ZipFile": "<base64 of code.zip>"}} == splan[0]["body"]
+    assert "scf_bootstrap" in _zip_names(tc_seen[0]["body"]["Code"]["ZipFile"])
+    assert tc_seen[3]["body"] == splan[2]["body"]
+    assert "DeleteFunction" in [s["action"] for s in tc_seen]
     assert all(SK not in json.dumps(s) for s in fake.seen)  # the secret never travels
 
 
 async def test_cloud_deploy_refuses_without_opt_in():
-    fc = AliyunFcDeployer(account_id="1", credentials=CloudCredentials(AK, SK, "1"))
+    for backend in (AliyunFcDeployer(account_id="1", credentials=CloudCredentials(AK, SK, "1")),
+                    TencentScfDeployer(credentials=CloudCredentials(AK, SK, "1"))):
+        async def progress(step: str, detail: str | None = None) -> None:
+            raise AssertionError("nothing may be built or sent")
 
-    async def progress(step: str, detail: str | None = None) -> None:
-        raise AssertionError("nothing may be sent")
-
-    try:
-        await fc.deploy(TARGET, progress)
-        raise AssertionError("deployed without opt-in")
-    except DeployError as exc:
-        assert "CLOUD_LIVE" in str(exc)
+        with pytest.raises(DeployError) as info:
+            await backend.deploy(TARGET, progress)
+        assert "CLOUD_LIVE" in info.value.reason
 
 
-def test_kubernetes_manifests():
-    docs = manifests(TARGET)
-    kinds = [d["kind"] for d in docs]
-    assert kinds == ["Deployment", "Service", "NetworkPolicy"]
-    dep = docs[0]
-    assert dep["spec"]["selector"]["matchLabels"] == dep["spec"]["template"]["metadata"]["labels"] | {} or \
-        set(dep["spec"]["selector"]["matchLabels"].items()) <= set(dep["spec"]["template"]["metadata"]["labels"].items())
-    c = dep["spec"]["template"]["spec"]["containers"][0]
-    assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    assert docs[1]["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
-    kn = manifests(TARGET, knative=True)[0]
-    assert kn["apiVersion"] == "serving.knative.dev/v1"
-    assert kn["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "0"
-    assert all(len(d["metadata"]["name"]) <= 63 for d in docs)
-
-
-# Regression values of this implementation (frozen; the loopback verifier above checks the algorithm
-# independently). Official vectors from the clouds' docs could not be fetched from this machine.
-GOLDEN_ACS3 = "20d5ad45286515c25b5252812e746a308a8db99be9003040e6e51a00f6ff0071"
-GOLDEN_TC3 = "4c331affe4716a57e77b6e23e7a8f5956a4e0989deee45b24488593d83727e7a"
+def test_bridge_files_are_valid_programs():
+    from wemcp.deployer.artifacts import RUNTIME_DIR as root
+    assert subprocess.run(["node", "--check", str(root / "wemcp_bridge.js")]).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "py_compile", str(root / "wemcp_bridge.py")]).returncode == 0
+    assert os.stat(root / "wemcp_bridge.py").st_mode & stat.S_IRUSR

@@ -54,6 +54,14 @@ class Settings(ServiceSettings):
 
     # Cloud backends: live calls only with credentials and this explicit opt-in.
     cloud_live: bool = False
+    # Aliyun FC 3.0: account id (the endpoint is https://<account>.<region>.fc.aliyuncs.com unless
+    # ALIYUN_ENDPOINT is set); credentials from WEMCP_DEPLOYER_ALIYUN_KEY_ID / _SECRET.
+    aliyun_account_id: str = ""
+    aliyun_region: str = "cn-hangzhou"
+    aliyun_endpoint: str | None = None
+    # Tencent SCF; credentials from WEMCP_DEPLOYER_TENCENT_KEY_ID / _SECRET.
+    tencent_region: str = "ap-guangzhou"
+    tencent_endpoint: str | None = None
 
     @property
     def data_path(self) -> Path:

@@ -23,7 +23,9 @@ from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDeployFa
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import add_event
 from wemcp.deployer import sandbox
+from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import Deployer, DeployError, Outcome, Target
+from wemcp.deployer.backends.cloud import AliyunFcDeployer, TencentScfDeployer, credentials_from_env
 from wemcp.deployer.backends.local import LocalDeployer
 from wemcp.deployer.backends.remote import RemoteDeployer
 from wemcp.deployer.bridge import MODERN, Bridge
@@ -75,7 +77,16 @@ class Orchestrator:
                                    timeout=settings.install_timeout_seconds)
         self.local = LocalDeployer(self.installer, self.bridge)
         self.remote = RemoteDeployer(settings.allow_list)
-        self.backends: dict[str, Deployer] = {"local": self.local, "remote": self.remote}
+        builder = ArtifactBuilder(self.installer, data / "cloud-artifacts")
+        self.backends: dict[str, Deployer] = {
+            "local": self.local, "remote": self.remote,
+            "aliyun-fc": AliyunFcDeployer(account_id=settings.aliyun_account_id, region=settings.aliyun_region,
+                                          credentials=credentials_from_env("WEMCP_DEPLOYER_ALIYUN"),
+                                          endpoint=settings.aliyun_endpoint, live=settings.cloud_live, builder=builder),
+            "tencent-scf": TencentScfDeployer(region=settings.tencent_region,
+                                              credentials=credentials_from_env("WEMCP_DEPLOYER_TENCENT"),
+                                              endpoint=settings.tencent_endpoint, live=settings.cloud_live,
+                                              builder=builder)}
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None

@@ -1,41 +1,31 @@
-"""Serverless backends: Aliyun Function Compute 3.0 (custom runtime) and Tencent SCF (web function).
+"""Serverless backends through the clouds' official SDKs: Aliyun Function Compute 3.0
+(``alibabacloud-fc20230330``, custom runtime, ACS3-HMAC-SHA256) and Tencent SCF
+(``tencentcloud-sdk-python-scf``, web function, TC3-HMAC-SHA256).
 
-``plan()`` builds everything without side effects: the code artifact's layout (the package is
-installed into the zip by the same installer the local backend uses, plus a small stdio→HTTP bridge
-started by the runtime), ``s.yaml`` / the function configuration, and the exact signed API requests.
-``deploy()`` sends them only when ``WEMCP_DEPLOYER_CLOUD_LIVE=true`` and credentials are set; tests
-point ``endpoint`` at a loopback server that checks method, path, body and signature.
+``plan()`` is side-effect free: the function configuration, ``s.yaml`` and the exact request bodies the
+SDK will send (the code zip as a placeholder). ``deploy()`` builds the real code zip
+(:mod:`wemcp.deployer.artifacts`) and calls the SDK, only when ``live`` (``WEMCP_DEPLOYER_CLOUD_LIVE=true``)
+and credentials are set. ``endpoint`` (``https://host:port``) and ``ca_file`` point the SDKs elsewhere;
+the tests use a loopback HTTPS server that recomputes every signature.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import time
-import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx2
+from wemcp.deployer.artifacts import TARGETS, ArtifactBuilder, CodeZip
 from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, RuntimeStatus, Target
-from wemcp.deployer.signing import acs3_sign, tc3_sign
-from wemcp.deployer.spec import DeploySpec
+from wemcp.deployer.install import InstallError
 
-BRIDGE_PORT_FC = 8080
-BRIDGE_PORT_SCF = 9000
-
-
-def _start_command(spec: DeploySpec, port: int) -> str:
-    """The shell line the function runtime executes: the bundled bridge wrapping the stdio server."""
-    pkg = spec.package
-    if pkg is not None and pkg.registry_type == "npm":
-        inner = f"node /code/node_modules/{pkg.identifier}/$(node -p \"require('{pkg.identifier}/package.json').bin\")"
-    elif pkg is not None:
-        inner = f"/code/venv/bin/{pkg.identifier}"
-    else:
-        m = spec.archive.manifest if spec.archive else None
-        inner = " ".join([m.command, *m.args]) if m else "false"
-    return f"exec /code/bridge --port {port} -- {inner}"
+BRIDGE_PORT_FC = TARGETS["aliyun-fc"]["port"]
+BRIDGE_PORT_SCF = TARGETS["tencent-scf"]["port"]
+ZIP_PLACEHOLDER = "<base64 of code.zip>"
 
 
 @dataclass
@@ -45,170 +35,341 @@ class CloudCredentials:
     account_or_region: str
 
 
+def _split_endpoint(endpoint: str) -> tuple[str, str]:
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    return parts.scheme, parts.netloc
+
+
+async def _build(builder: ArtifactBuilder | None, target: Target, cloud: str, progress: Progress) -> CodeZip:
+    if builder is None:
+        raise DeployError(f"{cloud} needs an artifact builder (the deployer's installer) to build the code zip")
+    await progress("building", f"code.zip for {cloud}")
+    try:
+        code = await builder.build(target.spec, cloud)
+    except InstallError as exc:
+        raise DeployError(str(exc), exc.tail) from None
+    await progress("built", f"code.zip {code.path.stat().st_size // 1024} KiB, {len(code.files)} files, "
+                   f"version {code.version}")
+    return code
+
+
+# --------------------------------------------------------------------------------------- Aliyun FC 3.0
 class AliyunFcDeployer:
     name = "aliyun-fc"
     version = "2023-03-30"
 
-    def __init__(self, *, account_id: str = "", region: str = "cn-hangzhou", credentials: CloudCredentials | None = None,
-                 endpoint: str | None = None, live: bool = False) -> None:
+    def __init__(self, *, account_id: str = "", region: str = "cn-hangzhou",
+                 credentials: CloudCredentials | None = None, endpoint: str | None = None, live: bool = False,
+                 builder: ArtifactBuilder | None = None, ca_file: str | None = None) -> None:
         self.account_id, self.region = account_id, region
         self.credentials = credentials
         self.endpoint = endpoint or f"https://{account_id}.{region}.fc.aliyuncs.com"
         self.live = live
+        self.builder = builder
+        self.ca_file = ca_file
 
     def function_name(self, slug: str) -> str:
-        return f"wemcp-{slug}"[:64]
+        return f"wemcp-{slug}".replace(".", "-")[:64]
+
+    # The SDK models are the single source of the request bodies: plan() and deploy() both use them.
+    def _function_input(self, target: Target, zip_b64: str) -> Any:
+        from alibabacloud_fc20230330 import models as fc
+
+        return fc.CreateFunctionInput(
+            function_name=self.function_name(target.slug), runtime="custom.debian12", handler="index.handler",
+            description=f"WeMcp MCP server {target.slug} (stdio bridged to Streamable HTTP)",
+            memory_size=512, cpu=0.35, disk_size=512, timeout=300, instance_concurrency=20,
+            custom_runtime_config=fc.CustomRuntimeConfig(command=["/code/bootstrap"], port=BRIDGE_PORT_FC),
+            internet_access=target.spec.network, session_affinity="MCP_SSE",
+            environment_variables={"WEMCP_BRIDGE_PORT": str(BRIDGE_PORT_FC)},
+            code=fc.InputCodeLocation(zip_file=zip_b64))
+
+    def _trigger_input(self) -> Any:
+        from alibabacloud_fc20230330 import models as fc
+
+        return fc.CreateTriggerInput(trigger_name="http", trigger_type="http", qualifier="LATEST",
+                                     trigger_config=json.dumps({"authType": "anonymous",
+                                                                "methods": ["GET", "POST", "DELETE"],
+                                                                "disableURLInternet": False}))
 
     def plan(self, target: Target) -> Plan:
         fn = self.function_name(target.slug)
-        function = {
-            "functionName": fn, "runtime": "custom.debian12", "handler": "index.handler",
-            "memorySize": 512, "cpu": 0.35, "diskSize": 512, "timeout": 300, "instanceConcurrency": 20,
-            "customRuntimeConfig": {"command": ["/bin/sh", "-c"],
-                                    "args": [_start_command(target.spec, BRIDGE_PORT_FC)], "port": BRIDGE_PORT_FC},
-            "internetAccess": target.spec.network,
-            "code": {"zipFile": "<base64 of code.zip>"},
-        }
-        trigger = {"triggerName": "http", "triggerType": "http", "qualifier": "LATEST",
-                   "triggerConfig": json.dumps({"authType": "anonymous", "methods": ["GET", "POST", "DELETE"],
-                                                "disableURLInternet": False})}
+        function = self._function_input(target, ZIP_PLACEHOLDER).to_map()
+        trigger = self._trigger_input().to_map()
+        props = {k: v for k, v in function.items() if k not in ("code", "functionName")}
         s_yaml = {"edition": "3.0.0", "name": fn, "access": "default", "resources": {fn: {
-            "component": "fc3", "props": {"region": self.region, **{k: v for k, v in function.items() if k != "code"},
-                                          "code": "./code", "triggers": [{**trigger,
-                                                                          "triggerConfig": json.loads(trigger["triggerConfig"])}],
-                                          "sessionAffinity": "MCP_SSE"}}}}
-        requests = [self._request("CreateFunction", "POST", "/2023-03-30/functions", function),
-                    self._request("CreateTrigger", "POST", f"/2023-03-30/functions/{fn}/triggers", trigger)]
+            "component": "fc3", "props": {
+                "region": self.region, "functionName": fn, **props, "code": "./code",
+                "triggers": [{**trigger, "triggerConfig": json.loads(trigger["triggerConfig"])}]}}}}
+        base = f"/{self.version}/functions"
         return Plan(backend=self.name, slug=target.slug, kind=target.spec.kind,
-                    actions=["build code.zip: the package installed under /code plus the bridge",
-                             f"CreateFunction {fn} (custom.debian12, port {BRIDGE_PORT_FC})", "CreateTrigger http"],
-                    artifacts={"s.yaml": s_yaml, "code.zip": ["bridge", "node_modules/ | venv/", "bootstrap"]},
-                    requests=requests)
+                    actions=["build code.zip: the package for Debian 12 + wemcp_bridge + bootstrap",
+                             f"CreateFunction {fn} (custom.debian12, port {BRIDGE_PORT_FC}; "
+                             "UpdateFunction if it exists)",
+                             "CreateTrigger http (anonymous; kept if it exists)"],
+                    artifacts={"s.yaml": s_yaml, "code.zip": ["bootstrap", "wemcp_bridge.py | wemcp_bridge.js",
+                                                              "python/ | node_modules/", "server_entry.py (PyPI)"]},
+                    requests=[{"action": "CreateFunction", "method": "POST", "path": base, "body": function},
+                              {"action": "CreateTrigger", "method": "POST", "path": f"{base}/{fn}/triggers",
+                               "body": trigger}])
 
-    def _request(self, action: str, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return {"action": action, "method": method, "path": path,
-                "headers": {"x-acs-action": action, "x-acs-version": self.version,
-                            "content-type": "application/json"}, "body": body}
+    def client(self) -> Any:
+        from alibabacloud_fc20230330.client import Client
+        from alibabacloud_tea_openapi import utils_models
 
-    def signed(self, req: dict[str, Any], *, now: str | None = None, nonce: str | None = None) -> tuple[dict[str, str], bytes]:
         assert self.credentials is not None
-        body = json.dumps(req["body"], separators=(",", ":"), sort_keys=True).encode()
-        host = self.endpoint.split("://", 1)[1].split("/")[0]
-        headers = {**req["headers"], "host": host,
-                   "x-acs-date": now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                   "x-acs-signature-nonce": nonce or uuid.uuid4().hex}
-        return acs3_sign(method=req["method"], path=req["path"], query={}, headers=headers, body=body,
-                         access_key_id=self.credentials.key_id, access_key_secret=self.credentials.secret), body
+        scheme, host = _split_endpoint(self.endpoint)
+        return Client(utils_models.Config(access_key_id=self.credentials.key_id,
+                                          access_key_secret=self.credentials.secret, region_id=self.region,
+                                          endpoint=host, protocol=scheme, ca=self.ca_file,
+                                          connect_timeout=10_000, read_timeout=60_000))
 
-    async def send(self, req: dict[str, Any]) -> httpx2.Response:
-        headers, body = self.signed(req)
-        async with httpx2.AsyncClient(timeout=30) as http:
-            return await http.request(req["method"], self.endpoint + req["path"], content=body,
-                                      headers={k: v for k, v in headers.items() if k != "host"})
-
-    async def deploy(self, target: Target, progress: Progress) -> Outcome:
+    def _live(self) -> None:
         if not (self.live and self.credentials):
             raise DeployError("aliyun-fc deploys need credentials and WEMCP_DEPLOYER_CLOUD_LIVE=true")
-        for req in self.plan(target).requests:
-            await progress("calling", req["action"])
-            r = await self.send(req)
-            if r.status_code >= 300 and r.status_code != 409:  # 409: exists already (idempotent)
-                raise DeployError(f"Function Compute refused {req['action']}: HTTP {r.status_code} {r.text[:200]}")
-        fn = self.function_name(target.slug)
-        url = f"https://{fn}-{self.account_id}.{self.region}.fcapp.run/mcp"
-        return Outcome(endpoint=url, introspect_url=url)
+
+    async def deploy(self, target: Target, progress: Progress) -> Outcome:
+        from alibabacloud_fc20230330 import models as fc
+        from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
+
+        self._live()
+        code = await _build(self.builder, target, self.name, progress)
+        client, fn = self.client(), self.function_name(target.slug)
+        function = self._function_input(target, code.base64())
+        try:
+            await progress("calling", "CreateFunction")
+            try:
+                await client.create_function_async(fc.CreateFunctionRequest(body=function))
+            except AlibabaCloudException as exc:
+                if exc.status_code != 409:  # FunctionAlreadyExists: a redeploy updates it (idempotent)
+                    raise
+                await progress("calling", "UpdateFunction")
+                update = fc.UpdateFunctionInput().from_map({k: v for k, v in function.to_map().items()
+                                                             if k != "functionName"})
+                await client.update_function_async(fn, fc.UpdateFunctionRequest(body=update))
+            await progress("calling", "CreateTrigger")
+            url = None
+            try:
+                res = await client.create_trigger_async(fn, fc.CreateTriggerRequest(body=self._trigger_input()))
+                http = res.body.http_trigger if res.body else None
+                url = http.url_internet if http else None
+            except AlibabaCloudException as exc:
+                if exc.status_code != 409:  # TriggerAlreadyExists
+                    raise
+        except AlibabaCloudException as exc:
+            raise DeployError(f"Function Compute refused the deployment: HTTP {exc.status_code} {exc.code}: "
+                              f"{(exc.message or '')[:200]}") from None
+        url = (url or f"https://{fn}-{self.account_id}.{self.region}.fcapp.run").rstrip("/") + "/mcp"
+        return Outcome(endpoint=url, introspect_url=url, package_version=code.version)
 
     async def status(self, slug: str) -> RuntimeStatus:
-        return RuntimeStatus("unknown")
+        if not (self.live and self.credentials):
+            return RuntimeStatus("unknown")
+        from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
+
+        try:
+            res = await self.client().get_function_async(self.function_name(slug), _fc_get_request())
+        except AlibabaCloudException as exc:
+            return RuntimeStatus("stopped" if exc.status_code == 404 else "unknown", detail={"error": exc.code})
+        state = (res.body.state or "").lower() if res.body else ""
+        return RuntimeStatus("running" if state == "active" else state or "unknown", detail={"state": state})
 
     async def logs(self, slug: str, lines: int = 100) -> str:
-        return ""
+        return ""  # FC logs live in SLS (a log project configured per account); not fetched here
 
     async def scale(self, slug: str, replicas: int) -> None:
-        return None
+        return None  # FC scales per request (to zero when idle)
 
     async def undeploy(self, slug: str) -> None:
-        if self.live and self.credentials:
-            await self.send(self._request("DeleteFunction", "DELETE",
-                                          f"/2023-03-30/functions/{self.function_name(slug)}", {}))
+        if not (self.live and self.credentials):
+            return
+        from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
+
+        client, fn = self.client(), self.function_name(slug)
+        for call in (lambda: client.delete_trigger_async(fn, "http"), lambda: client.delete_function_async(fn)):
+            try:
+                await call()
+            except AlibabaCloudException as exc:
+                if exc.status_code != 404:
+                    raise DeployError(f"Function Compute refused the deletion: {exc.code}") from None
 
 
+def _fc_get_request() -> Any:
+    from alibabacloud_fc20230330 import models as fc
+
+    return fc.GetFunctionRequest()
+
+
+# --------------------------------------------------------------------------------------- Tencent SCF
 class TencentScfDeployer:
     name = "tencent-scf"
     version = "2018-04-16"
     host = "scf.tencentcloudapi.com"
 
     def __init__(self, *, region: str = "ap-guangzhou", credentials: CloudCredentials | None = None,
-                 endpoint: str | None = None, live: bool = False) -> None:
+                 endpoint: str | None = None, live: bool = False, builder: ArtifactBuilder | None = None,
+                 ca_file: str | None = None, poll_interval: float = 2.0, poll_timeout: float = 300.0) -> None:
         self.region = region
         self.credentials = credentials
         self.endpoint = endpoint or f"https://{self.host}"
         self.live = live
+        self.builder = builder
+        self.ca_file = ca_file
+        self.poll_interval, self.poll_timeout = poll_interval, poll_timeout
 
     def function_name(self, slug: str) -> str:
         return f"wemcp-{slug}".replace(".", "-")[:60]
 
+    def _create_body(self, target: Target, zip_b64: str) -> dict[str, Any]:
+        from tencentcloud.scf.v20180416 import models
+
+        kind = target.spec.kind
+        req = models.CreateFunctionRequest()
+        req._deserialize({
+            "FunctionName": self.function_name(target.slug), "Type": "HTTP",
+            "Runtime": "Nodejs18.15" if kind == "npm" else "Python3.10",
+            "Description": f"WeMcp MCP server {target.slug}", "MemorySize": 512, "Timeout": 900,
+            "InstallDependency": "FALSE", "Code": {"ZipFile": zip_b64},
+            "Environment": {"Variables": [{"Key": "WEMCP_BRIDGE_PORT", "Value": str(BRIDGE_PORT_SCF)}]},
+            "PublicNetConfig": {"PublicNetStatus": "ENABLE" if target.spec.network else "DISABLE"}})
+        return req._serialize()
+
+    def _trigger_body(self, slug: str) -> dict[str, Any]:
+        from tencentcloud.scf.v20180416 import models
+
+        req = models.CreateTriggerRequest()
+        req._deserialize({"FunctionName": self.function_name(slug), "TriggerName": "mcp", "Type": "apigw",
+                          "TriggerDesc": json.dumps({"api": {"authRequired": "FALSE",
+                                                             "requestConfig": {"method": "ANY"},
+                                                             "isIntegratedResponse": "FALSE"},
+                                                     "service": {"serviceName": "wemcp"},
+                                                     "release": {"environmentName": "release"}})})
+        return req._serialize()
+
     def plan(self, target: Target) -> Plan:
         fn = self.function_name(target.slug)
-        bootstrap = "#!/bin/bash\n" + _start_command(target.spec, BRIDGE_PORT_SCF) + "\n"
-        create = {"FunctionName": fn, "Type": "HTTP", "Runtime": "CustomRuntime" if not target.spec.package
-                  else ("Nodejs18.15" if target.spec.kind == "npm" else "Python3.10"),
-                  "MemorySize": 512, "Timeout": 900, "InstallDependency": "FALSE",
-                  "Code": {"ZipFile": "<base64 of code.zip>"}, "ProtocolType": "WS" if False else None,
-                  "Environment": {"Variables": []}, "PublicNetConfig": {"PublicNetStatus":
-                                                                        "ENABLE" if target.spec.network else "DISABLE"}}
-        create = {k: v for k, v in create.items() if v is not None}
-        trigger = {"FunctionName": fn, "TriggerName": "mcp", "Type": "apigw",
-                   "TriggerDesc": json.dumps({"api": {"authRequired": "FALSE", "requestConfig": {"method": "ANY"},
-                                                      "isIntegratedResponse": "FALSE"},
-                                              "service": {"serviceName": "wemcp"}, "release": {"environmentName": "release"}})}
         return Plan(backend=self.name, slug=target.slug, kind=target.spec.kind,
                     actions=["build code.zip with an executable scf_bootstrap listening on 9000",
-                             f"CreateFunction {fn} (web function)", "CreateTrigger"],
-                    artifacts={"scf_bootstrap": bootstrap},
-                    requests=[{"action": "CreateFunction", "body": create},
-                              {"action": "CreateTrigger", "body": trigger}])
+                             f"CreateFunction {fn} (web function; UpdateFunctionCode if it exists)",
+                             "GetFunction until Active", "CreateTrigger apigw"],
+                    artifacts={"code.zip": ["scf_bootstrap", "wemcp_bridge.py | wemcp_bridge.js",
+                                            "python/ | node_modules/", "server_entry.py (PyPI)"]},
+                    requests=[{"action": "CreateFunction", "body": self._create_body(target, ZIP_PLACEHOLDER)},
+                              {"action": "GetFunction", "body": {"FunctionName": fn}},
+                              {"action": "CreateTrigger", "body": self._trigger_body(target.slug)}])
 
-    def signed(self, req: dict[str, Any], *, timestamp: int | None = None) -> tuple[dict[str, str], bytes]:
+    def client(self) -> Any:
+        from tencentcloud.common.credential import Credential
+        from tencentcloud.common.profile.client_profile import ClientProfile
+        from tencentcloud.common.profile.http_profile import HttpProfile
+        from tencentcloud.scf.v20180416.scf_client import ScfClient
+
         assert self.credentials is not None
-        body = json.dumps(req["body"], separators=(",", ":"), sort_keys=True).encode()
-        ts = timestamp or int(time.time())
-        sig = tc3_sign(service="scf", host=self.host, action=req["action"], payload=body, timestamp=ts,
-                       secret_id=self.credentials.key_id, secret_key=self.credentials.secret)
-        return {"Authorization": sig["authorization"], "Content-Type": "application/json; charset=utf-8",
-                "Host": self.host, "X-TC-Action": req["action"], "X-TC-Timestamp": str(ts),
-                "X-TC-Version": self.version, "X-TC-Region": self.region}, body
+        scheme, host = _split_endpoint(self.endpoint)
+        profile = ClientProfile(httpProfile=HttpProfile(protocol=scheme, endpoint=host, reqTimeout=60,
+                                                        certification=self.ca_file))
+        return ScfClient(Credential(self.credentials.key_id, self.credentials.secret), self.region, profile)
 
-    async def send(self, req: dict[str, Any]) -> httpx2.Response:
-        headers, body = self.signed(req)
-        async with httpx2.AsyncClient(timeout=30) as http:
-            return await http.post(self.endpoint + "/", content=body, headers=headers)
+    async def _call(self, client: Any, action: str, body: dict[str, Any]) -> Any:
+        from tencentcloud.scf.v20180416 import models
+
+        req = getattr(models, f"{action}Request")()
+        req._deserialize(body)
+        return await asyncio.to_thread(getattr(client, action), req)  # the SDK client is synchronous (requests)
 
     async def deploy(self, target: Target, progress: Progress) -> Outcome:
+        from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
         if not (self.live and self.credentials):
             raise DeployError("tencent-scf deploys need credentials and WEMCP_DEPLOYER_CLOUD_LIVE=true")
-        for req in self.plan(target).requests:
-            await progress("calling", req["action"])
-            r = await self.send(req)
-            err = r.json().get("Response", {}).get("Error") if r.status_code == 200 else {"Message": r.text[:200]}
-            if err and "InUse" not in str(err.get("Code", "")):
-                raise DeployError(f"SCF refused {req['action']}: {err.get('Code')} {err.get('Message')}")
-        return Outcome(endpoint="(see the API gateway trigger URL)")
+        code = await _build(self.builder, target, self.name, progress)
+        client, fn = self.client(), self.function_name(target.slug)
+        try:
+            await progress("calling", "CreateFunction")
+            try:
+                await self._call(client, "CreateFunction", self._create_body(target, code.base64()))
+            except TencentCloudSDKException as exc:
+                if not str(exc.code).startswith("ResourceInUse"):
+                    raise
+                await progress("calling", "UpdateFunctionCode")
+                await self._call(client, "UpdateFunctionCode", {"FunctionName": fn, "ZipFile": code.base64()})
+            await progress("calling", "GetFunction")
+            await self._wait_active(client, fn)
+            await progress("calling", "CreateTrigger")
+            url = None
+            try:
+                res = await self._call(client, "CreateTrigger", self._trigger_body(target.slug))
+                url = _apigw_url(getattr(getattr(res, "TriggerInfo", None), "TriggerDesc", None))
+            except TencentCloudSDKException as exc:
+                if not str(exc.code).startswith("ResourceInUse"):
+                    raise
+        except TencentCloudSDKException as exc:
+            raise DeployError(f"SCF refused the deployment: {exc.code}: {(exc.message or '')[:200]}") from None
+        endpoint = (url.rstrip("/") + "/mcp") if url else "(see the API gateway trigger of " + fn + ")"
+        return Outcome(endpoint=endpoint, introspect_url=endpoint if url else None, package_version=code.version)
+
+    async def _wait_active(self, client: Any, fn: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.poll_timeout
+        while True:
+            res = await self._call(client, "GetFunction", {"FunctionName": fn})
+            status = getattr(res, "Status", None)
+            if status == "Active":
+                return
+            if status in ("CreateFailed", "UpdateFailed"):
+                reasons = getattr(res, "StatusReasons", None) or []
+                detail = "; ".join(f"{r.ErrorCode}: {r.ErrorMessage}" for r in reasons)
+                raise DeployError(f"SCF could not create {fn}: {status} {detail}".strip())
+            if loop.time() > deadline:
+                raise DeployError(f"SCF function {fn} still {status} after {self.poll_timeout:g} s")
+            await asyncio.sleep(self.poll_interval)
 
     async def status(self, slug: str) -> RuntimeStatus:
-        return RuntimeStatus("unknown")
+        if not (self.live and self.credentials):
+            return RuntimeStatus("unknown")
+        from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+        try:
+            res = await self._call(self.client(), "GetFunction", {"FunctionName": self.function_name(slug)})
+        except TencentCloudSDKException as exc:
+            return RuntimeStatus("stopped" if "NotFound" in str(exc.code) else "unknown",
+                                 detail={"error": exc.code})
+        return RuntimeStatus("running" if res.Status == "Active" else str(res.Status).lower(),
+                             detail={"status": res.Status})
 
     async def logs(self, slug: str, lines: int = 100) -> str:
-        return ""
+        return ""  # SCF logs live in CLS; not fetched here
 
     async def scale(self, slug: str, replicas: int) -> None:
-        return None
+        return None  # SCF scales per request
 
     async def undeploy(self, slug: str) -> None:
-        if self.live and self.credentials:
-            await self.send({"action": "DeleteFunction", "body": {"FunctionName": self.function_name(slug)}})
+        if not (self.live and self.credentials):
+            return
+        from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+        try:
+            await self._call(self.client(), "DeleteFunction", {"FunctionName": self.function_name(slug)})
+        except TencentCloudSDKException as exc:
+            if "NotFound" not in str(exc.code):
+                raise DeployError(f"SCF refused the deletion: {exc.code}") from None
+
+
+def _apigw_url(desc: str | None) -> str | None:
+    try:
+        d = json.loads(desc or "")
+        sub = d["service"]["subDomain"]
+        env = d.get("release", {}).get("environmentName", "release")
+        path = d.get("api", {}).get("requestConfig", {}).get("path", "/")
+        return f"https://{sub}/{env}{path}".rstrip("/")
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def credentials_from_env(prefix: str) -> CloudCredentials | None:
     key, secret = os.environ.get(f"{prefix}_KEY_ID"), os.environ.get(f"{prefix}_SECRET")
     return CloudCredentials(key, secret, os.environ.get(f"{prefix}_ACCOUNT", "")) if key and secret else None
+
+
+def work_dir_for(data_dir: Path) -> Path:
+    return data_dir / "cloud-artifacts"

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""stdio -> Streamable HTTP bridge shipped inside cloud code zips (standard library only).
+
+Usage: python3 wemcp_bridge.py --port 8080 -- <server command...>
+
+``POST /mcp``: JSON-RPC message(s) from the client. An ``initialize`` without a session starts a
+child (one per session, so sessions never share state) and answers with ``Mcp-Session-Id``; later
+requests carry that header. Requests are answered with ``application/json``; notifications and
+responses get 202. Requests the child sends to the client (sampling, roots...) are answered
+"not supported"; its notifications are dropped. ``DELETE /mcp`` ends the session and kills its
+child. ``GET /healthz`` for platform probes. Children idle longer than ``--idle`` seconds are
+stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Child:
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+                                     start_new_session=True)
+        self.lock = threading.Lock()
+        self.waiting: dict[str, tuple[threading.Event, list]] = {}
+        self.last_used = time.monotonic()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(msg, dict):
+                continue
+            if "method" in msg and "id" in msg:  # a request to the client: not routed
+                self.send({"jsonrpc": "2.0", "id": msg["id"],
+                           "error": {"code": -32601, "message": "not supported by this host"}})
+                continue
+            if "id" in msg:
+                slot = self.waiting.pop(json.dumps(msg["id"]), None)
+                if slot is not None:
+                    slot[1].append(msg)
+                    slot[0].set()
+        for event, _ in list(self.waiting.values()):
+            event.set()
+
+    def send(self, msg: dict) -> None:
+        assert self.proc.stdin is not None
+        with self.lock:
+            self.proc.stdin.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+            self.proc.stdin.flush()
+
+    def call(self, msg: dict, timeout: float) -> dict | None:
+        self.last_used = time.monotonic()
+        if "id" not in msg or "method" not in msg:
+            self.send(msg)
+            return None
+        event, box = threading.Event(), []
+        self.waiting[json.dumps(msg["id"])] = (event, box)
+        self.send(msg)
+        event.wait(timeout)
+        self.last_used = time.monotonic()
+        if box:
+            return box[0]
+        return {"jsonrpc": "2.0", "id": msg["id"],
+                "error": {"code": -32603, "message": "the server exited" if self.proc.poll() is not None
+                          else f"the server did not answer within {timeout:g} s"}}
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+
+
+class Bridge:
+    def __init__(self, argv: list[str], timeout: float, idle: float) -> None:
+        self.argv, self.timeout, self.idle = argv, timeout, idle
+        self.sessions: dict[str, Child] = {}
+        self.lock = threading.Lock()
+
+    def reap(self) -> None:
+        while True:
+            time.sleep(max(1.0, self.idle / 4))
+            now = time.monotonic()
+            with self.lock:
+                stale = [k for k, c in self.sessions.items() if now - c.last_used > self.idle]
+                children = [self.sessions.pop(k) for k in stale]
+            for c in children:
+                c.kill()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client hung up: not an error
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def make_handler(bridge: Bridge) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt: str, *args: object) -> None:
+            sys.stderr.write("wemcp-bridge: " + fmt % args + "\n")
+
+        def _reply(self, status: int, body: object = None, headers: dict[str, str] | None = None) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            if body is not None:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] == "/healthz":
+                self._reply(200, {"ok": True, "sessions": len(bridge.sessions)})
+            else:
+                self._reply(405, {"error": "use POST /mcp"}, {"Allow": "POST, DELETE"})
+
+        def do_DELETE(self) -> None:
+            sid = self.headers.get("Mcp-Session-Id", "")
+            with bridge.lock:
+                child = bridge.sessions.pop(sid, None)
+            if child is not None:
+                child.kill()
+            self._reply(200 if child else 404)
+
+        def do_POST(self) -> None:
+            if self.path.split("?")[0].rstrip("/") not in ("/mcp", ""):
+                self._reply(404, {"error": "not found"})
+                return
+            try:
+                payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            except ValueError:
+                self._reply(400, {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
+                return
+            batch = payload if isinstance(payload, list) else [payload]
+            sid = self.headers.get("Mcp-Session-Id")
+            headers: dict[str, str] = {}
+            if any(isinstance(m, dict) and m.get("method") == "initialize" for m in batch) and not sid:
+                sid = uuid.uuid4().hex
+                with bridge.lock:
+                    bridge.sessions[sid] = Child(bridge.argv)
+                headers["Mcp-Session-Id"] = sid
+            with bridge.lock:
+                child = bridge.sessions.get(sid or "")
+            if child is None:
+                self._reply(404 if sid else 400, {"jsonrpc": "2.0", "id": None,
+                                                  "error": {"code": -32600, "message": "unknown or missing session"}})
+                return
+            answers = [a for a in (child.call(m, bridge.timeout) for m in batch if isinstance(m, dict)) if a]
+            if not answers:
+                self._reply(202, None, headers)
+            else:
+                self._reply(200, answers if isinstance(payload, list) else answers[0], headers)
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in args:
+        sys.exit("usage: wemcp_bridge.py [--port N] [--host H] -- <server command...>")
+    cut = args.index("--")
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, default=int(os.environ.get("WEMCP_BRIDGE_PORT") or 8080))
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--idle", type=float, default=900.0)
+    opts = p.parse_args(args[:cut])
+    bridge = Bridge(args[cut + 1:], opts.timeout, opts.idle)
+    threading.Thread(target=bridge.reap, daemon=True).start()
+    server = _Server((opts.host, opts.port), make_handler(bridge))
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    sys.stderr.write(f"wemcp-bridge: listening on {opts.host}:{server.server_address[1]}\n")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in list(bridge.sessions.values()):
+            child.kill()
+
+
+if __name__ == "__main__":
+    main()
