@@ -1,28 +1,90 @@
-"""Kubernetes manifests per server."""
+"""Kubernetes manifests per server, validated offline against the Kubernetes JSON schemas shipped by
+`kubernetes-validate` (strict: unknown fields are errors), for several Kubernetes versions."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 
+import jsonschema
+import kubernetes_validate
+import pytest
+from kubernetes_validate.utils import schema_contents
+from referencing import Registry, Resource
 from wemcp.deployer.backends.base import Target
-from wemcp.deployer.backends.kubernetes import manifests
+from wemcp.deployer.backends.kubernetes import NODE_IMAGE, PYTHON_IMAGE, manifests
 from wemcp.deployer.spec import parse_spec
 
-SPEC = parse_spec({"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",
-                                 "version": "2026.8.31"}]})
-TARGET = Target("everything", uuid.UUID(int=7), SPEC)
+NPM = Target("everything", uuid.UUID(int=7), parse_spec({"packages": [{
+    "registryType": "npm", "identifier": "@modelcontextprotocol/server-everything", "version": "2026.8.31"}]}))
+PYPI = Target("time", uuid.UUID(int=8), parse_spec({"packages": [{
+    "registryType": "pypi", "identifier": "mcp-server-time", "version": "2026.10.19",
+    "packageArguments": [{"type": "named", "name": "--local-timezone", "value": "Asia/Shanghai"}]}]}))
+NETWORKED = Target("net", uuid.UUID(int=9), parse_spec({"network": True, "packages": [{
+    "registryType": "pypi", "identifier": "mcp-server-time", "version": "2026.10.19"}]}))
+VERSIONS = ["1.30.0", "1.37.0"]
 
 
-def test_kubernetes_manifests():
-    docs = manifests(TARGET)
-    assert [d["kind"] for d in docs] == ["Deployment", "Service", "NetworkPolicy"]
-    dep = docs[0]
-    labels = dep["spec"]["template"]["metadata"]["labels"]
-    assert set(dep["spec"]["selector"]["matchLabels"].items()) <= set(labels.items())
-    c = dep["spec"]["template"]["spec"]["containers"][0]
-    assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    assert docs[1]["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
-    kn = manifests(TARGET, knative=True)[0]
-    assert kn["apiVersion"] == "serving.knative.dev/v1"
-    assert kn["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "0"
-    assert all(len(d["metadata"]["name"]) <= 63 for d in docs)
+def _validate_as(obj: dict, schema_file: str, version: str) -> None:
+    """Validate a fragment (a PodSpec, an ObjectMeta) against one strict schema file."""
+    d = f"kubernetes-json-schema/v{version}-local-strict"
+    schema = schema_contents(f"{d}/{schema_file}", version)
+    registry = Resource.from_contents(schema_contents(f"{d}/_definitions.json", version)) @ (
+        Resource.from_contents(schema) @ Registry())
+    jsonschema.validators.Draft202012Validator(schema, registry=registry).validate(obj)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("target", [NPM, PYPI, NETWORKED], ids=["npm", "pypi", "network"])
+def test_every_manifest_validates_against_the_kubernetes_schemas(target: Target, version: str):
+    docs = manifests(target)
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["ConfigMap", "Deployment", "Service"] + ([] if target.spec.network else ["NetworkPolicy"])
+    for doc in docs:
+        assert kubernetes_validate.validate(doc, version, strict=True) == version.rsplit(".", 1)[0]
+    # Knative Service: not a core kind; its template embeds a PodSpec (plus Knative's own fields)
+    cm, kn, *policy = manifests(target, knative=True)
+    assert len(policy) == (0 if target.spec.network else 1)
+    kubernetes_validate.validate(cm, version, strict=True)
+    _validate_as(kn["metadata"], "objectmeta-meta-v1.json", version)
+    _validate_as(kn["spec"]["template"]["metadata"], "objectmeta-meta-v1.json", version)
+    pod = {k: v for k, v in kn["spec"]["template"]["spec"].items() if k not in ("containerConcurrency", "timeoutSeconds")}
+    _validate_as(pod, "podspec-v1.json", version)
+    assert kn["spec"]["template"]["spec"]["containerConcurrency"] == 20
+    assert [p["name"] for p in pod["containers"][0]["ports"]] == ["http1"]  # Knative: one port, named http1|h2c
+
+
+def test_the_schemas_catch_mistakes():
+    dep = manifests(NPM)[1]
+    bad = copy.deepcopy(dep)
+    bad["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] = "yes"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.37.0", strict=True)
+    bad = copy.deepcopy(dep)
+    bad["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"  # a typo: strict refuses it
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.37.0", strict=True)
+    kn_pod = manifests(NPM, knative=True)[1]["spec"]["template"]["spec"]
+    with pytest.raises(jsonschema.ValidationError):  # Knative's own fields are not PodSpec fields
+        _validate_as(kn_pod, "podspec-v1.json", "1.37.0")
+
+
+def test_manifests_run_the_package_confined_with_real_images():
+    cm, dep, svc, policy = manifests(PYPI)
+    pod = dep["spec"]["template"]["spec"]
+    init, server = pod["initContainers"][0], pod["containers"][0]
+    assert server["image"] == init["image"] == PYTHON_IMAGE and manifests(NPM)[1]["spec"]["template"]["spec"][
+        "containers"][0]["image"] == NODE_IMAGE
+    assert init["command"][-1] == "mcp-server-time==2026.10.19"
+    assert "/bridge/wemcp_bridge.py --port 8080 -- /code/python/bin/mcp-server-time --local-timezone Asia/Shanghai" \
+        in server["command"][-1]
+    assert set(cm["data"]) == {"wemcp_bridge.js", "wemcp_bridge.py"}
+    sc = server["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
+    assert pod["automountServiceAccountToken"] is False
+    assert set(dep["spec"]["selector"]["matchLabels"].items()) <= set(dep["spec"]["template"]["metadata"]["labels"].items())
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    egress = policy["spec"]["egress"]
+    assert "169.254.0.0/16" in egress[1]["to"][0]["ipBlock"]["except"]  # no cloud metadata, no cluster ranges
+    with pytest.raises(ValueError, match="image reference"):
+        manifests(PYPI, python_image="not an image")

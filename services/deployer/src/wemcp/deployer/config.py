@@ -62,6 +62,10 @@ class Settings(ServiceSettings):
     # Tencent SCF; credentials from WEMCP_DEPLOYER_TENCENT_KEY_ID / _SECRET.
     tencent_region: str = "ap-guangzhou"
     tencent_endpoint: str | None = None
+    # Kubernetes manifests (backends/kubernetes.py): runtime images (real, pullable references)
+    kubernetes_node_image: str = "docker.io/library/node:20-bookworm-slim"
+    kubernetes_python_image: str = "docker.io/library/python:3.11-slim-bookworm"
+    kubernetes_namespace: str = "wemcp-servers"
 
     @property
     def data_path(self) -> Path:

@@ -1,52 +1,113 @@
-"""Kubernetes manifests per server: a Deployment + Service (the bridge image runs the package), or a
-Knative Service that scales to zero. Generated only; applying them is the operator's choice."""
+"""Kubernetes manifests per server: a Deployment + Service (or a Knative Service that scales to zero),
+a ConfigMap with the stdio→HTTP bridge, and a NetworkPolicy. Generated only; applying them is the
+operator's choice. Validated offline against the Kubernetes JSON schemas in the tests.
+
+Images are real, pullable runtime images (settings ``KUBERNETES_NODE_IMAGE`` / ``KUBERNETES_PYTHON_IMAGE``):
+an init container installs the pinned package into an ``emptyDir`` (``npm install`` / ``pip install
+--target``), the server container runs the bridge from the ConfigMap around it, read-only root, non-root,
+all capabilities dropped.
+"""
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
 
+from wemcp.deployer.artifacts import RUNTIME_DIR
 from wemcp.deployer.backends.base import Target
+from wemcp.deployer.spec import base_env, package_argv
 
-IMAGE = "ghcr.io/wemcp/bridge-runtime:0.1"
+NODE_IMAGE = "docker.io/library/node:20-bookworm-slim"
+PYTHON_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
+# registry/name[:tag][@sha256:digest] (the distribution reference grammar, simplified)
+IMAGE_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
+                      r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+# private, loopback, link-local (cloud metadata) and CGNAT ranges stay unreachable with network off
+PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "127.0.0.0/8"]
 
 
-def _container(target: Target) -> dict[str, Any]:
+def _name(slug: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", f"mcp-{slug}".lower())[:63].rstrip("-")
+
+
+def _pod(target: Target, name: str, image: str, *, knative: bool) -> dict[str, Any]:
+    pkg = target.spec.package
+    if pkg is None or not pkg.version:
+        raise ValueError("kubernetes manifests host npm and PyPI packages at a pinned version")
+    args = package_argv(pkg, base_env(target.spec))
+    if pkg.registry_type == "npm":
+        install = ["npm", "install", "--prefix", "/code", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund",
+                   f"{pkg.identifier}@{pkg.version}"]
+        run = (f"exec node /bridge/wemcp_bridge.js --port 8080 -- npx --no-install --prefix /code "
+               f"{shlex.quote(pkg.identifier)} {shlex.join(args)}")
+        env = [{"name": "npm_config_cache", "value": "/tmp/npm"}, {"name": "HOME", "value": "/tmp"}]
+    else:
+        install = ["pip", "install", "--no-cache-dir", "--target", "/code/python", f"{pkg.identifier}=={pkg.version}"]
+        script = pkg.identifier.lower()
+        run = (f"exec python3 /bridge/wemcp_bridge.py --port 8080 -- /code/python/bin/{shlex.quote(script)} "
+               f"{shlex.join(args)}")
+        env = [{"name": "PYTHONPATH", "value": "/code/python"}, {"name": "HOME", "value": "/tmp"}]
+    security = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"}}
+    mounts = [{"name": "code", "mountPath": "/code"}, {"name": "tmp", "mountPath": "/tmp"}]
+    server: dict[str, Any] = {
+        "name": "server", "image": image, "command": ["/bin/sh", "-c", run.strip()], "env": env,
+        "ports": [{"containerPort": 8080, "name": "http1" if knative else "http", "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "securityContext": security,
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+        "volumeMounts": [*mounts, {"name": "bridge", "mountPath": "/bridge", "readOnly": True}]}
+    return {
+        "initContainers": [{"name": "install", "image": image, "command": install, "env": env,
+                            "securityContext": security, "volumeMounts": mounts,
+                            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}],
+        "containers": [server],
+        "volumes": [{"name": "code", "emptyDir": {"sizeLimit": "1Gi"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                    {"name": "bridge", "configMap": {"name": f"{name}-bridge"[:63]}}],
+        "automountServiceAccountToken": False, "enableServiceLinks": False,
+    }
+
+
+def manifests(target: Target, *, namespace: str = "wemcp-servers", knative: bool = False,
+              node_image: str = NODE_IMAGE, python_image: str = PYTHON_IMAGE) -> list[dict[str, Any]]:
     spec = target.spec
-    pkg = spec.package
-    ref = f"{pkg.registry_type}:{pkg.identifier}@{pkg.version}" if pkg else "archive"
-    return {"name": "server", "image": IMAGE, "args": ["--port", "8080", "--package", ref],
-            "ports": [{"containerPort": 8080, "name": "http"}],
-            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
-            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
-
-
-def manifests(target: Target, *, namespace: str = "wemcp-servers", knative: bool = False) -> list[dict[str, Any]]:
-    name = f"mcp-{target.slug}".replace(".", "-").replace("_", "-").lower()[:63]
+    image = node_image if spec.package is not None and spec.package.registry_type == "npm" else python_image
+    if not IMAGE_RE.match(image):
+        raise ValueError(f"not an image reference: {image!r}")
+    name = _name(target.slug)
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "wemcp",
               "wemcp.io/server-id": str(target.server_id)}
-    pod = {"containers": [_container(target)], "volumes": [{"name": "tmp", "emptyDir": {}}],
-           "automountServiceAccountToken": False}
+    pod = _pod(target, name, image, knative=knative)
+    bridge = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": f"{name}-bridge"[:63], "namespace": namespace, "labels": labels},
+              "data": {f: (RUNTIME_DIR / f).read_text() for f in ("wemcp_bridge.js", "wemcp_bridge.py")}}
+    out: list[dict[str, Any]] = [bridge]
     if knative:
-        return [{"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                 "metadata": {"name": name, "namespace": namespace, "labels": labels},
-                 "spec": {"template": {"metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "0"}},
-                                       "spec": pod}}}]
-    out: list[dict[str, Any]] = [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace,
-                                                                     "labels": labels},
-         "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-                  "template": {"metadata": {"labels": labels}, "spec": pod}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace, "labels": labels},
-         "spec": {"selector": {"app.kubernetes.io/name": name},
-                  "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-                  "sessionAffinity": "ClientIP"}},
-    ]
-    if not target.spec.network:
+        out.append({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                    "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                    "spec": {"template": {"metadata": {"labels": labels, "annotations": {
+                        "autoscaling.knative.dev/min-scale": "0", "autoscaling.knative.dev/max-scale": "5"}},
+                        "spec": {**pod, "containerConcurrency": 20, "timeoutSeconds": 300}}}})
+    else:
+        out += [
+            {"apiVersion": "apps/v1", "kind": "Deployment",
+             "metadata": {"name": name, "namespace": namespace, "labels": labels},
+             "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                      "template": {"metadata": {"labels": labels}, "spec": pod}}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+             "spec": {"selector": {"app.kubernetes.io/name": name},
+                      "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+                      "sessionAffinity": "ClientIP"}},
+        ]
+    if not spec.network:
+        # Egress only for the install (DNS + HTTPS to public registries); never into private ranges.
         out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                    "metadata": {"name": f"{name}-no-egress", "namespace": namespace},
+                    "metadata": {"name": f"{name}-egress"[:63], "namespace": namespace, "labels": labels},
                     "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}},
-                             "policyTypes": ["Egress"], "egress": []}})
+                             "policyTypes": ["Egress"],
+                             "egress": [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                                        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE}}],
+                                         "ports": [{"protocol": "TCP", "port": 443}]}]}})
     return out
