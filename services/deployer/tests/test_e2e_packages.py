@@ -82,3 +82,28 @@ async def test_pypi_mcp_server_time_deploys_and_answers(deployer):
     async with Client(d["endpoint"], mode="legacy") as c:
         r = await c.call_tool("get_current_time", {"timezone": "Asia/Shanghai"})
         assert "Asia/Shanghai" in r.content[0].text
+
+
+async def test_local_stdio_server_is_listed_once_without_secrets_and_not_hosted(deployer):
+    """"hosting": "local": users run it on their machines; the page still shows its tools."""
+    h = deployer
+    spec = {**TIME, "hosting": "local",
+            "packages": [{**TIME["packages"][0], "environmentVariables": [
+                {"name": "TIME_API_KEY", "isSecret": True, "isRequired": True}]}]}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="time-local", name="Time", spec=spec))
+    d = await h.until_status("time-local", "deployed", "failed")
+    assert d["status"] == "deployed", (d["reason"], d["logs"])
+    assert {t["name"] for t in d["tools"]} == {"get_current_time", "convert_time"}
+    assert d["tools"][0]["input_schema"]["type"] == "object"
+    assert d["endpoint"] is None and d["backend"] == "unhosted"
+    steps = [s["step"] for s in d["steps"]]
+    assert "introspecting" in steps and "stopped" in steps and steps[-1] == "deployed"
+    event = next(e for e in await h.outbox("server.deployed") if e["slug"] == "time-local")
+    assert event["endpoints"] == [] and event["backend"] == "unhosted"
+    assert {t["name"] for t in event["tools"]} == {"get_current_time", "convert_time"}
+    assert event["package_version"] == "2026.10.19"
+    # nothing of it runs or is routed here
+    assert "time-local" not in h.orch.bridge.hosted
+    r = await h.client.post("/api/v1/deployments/plan", json={"slug": "r", "spec": {
+        "remotes": [{"type": "streamable-http", "url": "https://example.com/mcp"}], "hosting": "local"}})
+    assert r.status_code == 400 and "never hosted" in r.text

@@ -36,6 +36,8 @@ from wemcp.deployer.introspect import Listing, introspect
 from wemcp.deployer.models import Deployment, bus_tables
 from wemcp.deployer.spec import SpecError, parse_spec
 
+UNHOSTED = "unhosted"  # the backend of "hosting": "local" servers: listed here, run by users
+
 log = get_logger("wemcp.deployer")
 LEASE_SECONDS = 60
 MAX_STEPS = 60
@@ -211,13 +213,20 @@ class Orchestrator:
         try:
             spec = parse_spec(raw_spec)
             target = Target(slug, server_id, spec, generation)
-            backend = self.remote if spec.kind == "remote" else self.backends[self.settings.default_backend]
+            if spec.hosting == "local":
+                backend = self.local  # listed once in the local sandbox, whatever the default backend
+            else:
+                backend = self.remote if spec.kind == "remote" else self.backends[self.settings.default_backend]
             await progress("planning", "; ".join(backend.plan(target).actions))
             outcome = await backend.deploy(target, progress)
             await progress("introspecting", outcome.introspect_url and "listing tools, prompts and resources")
             listing, versions = await self._introspect(outcome, remote=backend is self.remote)
-            await self._finish_ok(dep_id, generation, backend.name, outcome, listing, versions,
-                                  round(time.perf_counter() - t0, 2))
+            if spec.hosting == "local":
+                await self.local.undeploy(slug)  # runs on users' machines: nothing of it stays here
+                await progress("stopped", "listed once in the sandbox without secrets; users run it locally")
+                outcome = Outcome(endpoint="", transport="stdio", package_version=outcome.package_version)
+            await self._finish_ok(dep_id, generation, UNHOSTED if spec.hosting == "local" else backend.name, outcome,
+                                  listing, versions, round(time.perf_counter() - t0, 2))
         except Superseded:
             log.info("deployment_superseded", slug=slug)
         except asyncio.CancelledError:
@@ -272,7 +281,7 @@ class Orchestrator:
         async with self.sessions() as s, s.begin():
             d = await self._locked(s, dep_id, generation)
             d.status, d.backend = "deployed", backend
-            d.endpoint, d.transport = outcome.endpoint, outcome.transport
+            d.endpoint, d.transport = outcome.endpoint or None, outcome.transport
             d.protocol_versions, d.package_version = versions, outcome.package_version
             d.introspection = {"server_name": listing.server_name, "server_version": listing.server_version,
                                "tools": [t.model_dump() for t in listing.tools],
@@ -284,7 +293,7 @@ class Orchestrator:
                                                   f"{len(listing.resources)} resources in {seconds} s")][-MAX_STEPS:]
             await add_event(s, bus_tables, ServerDeployed(
                 server_id=d.server_id, slug=d.slug, deployment_id=d.id, backend=backend,
-                endpoints=[Endpoint(url=outcome.endpoint, transport=outcome.transport)]
+                endpoints=([Endpoint(url=outcome.endpoint, transport=outcome.transport)] if outcome.endpoint else [])
                 + ([Endpoint(url=self.bridge.endpoint(d.slug, "sse"), transport="sse")] if backend == "local" else []),
                 protocol_versions=versions, package_version=outcome.package_version,
                 tools=listing.tools, prompts=listing.prompts, resources=listing.resources))

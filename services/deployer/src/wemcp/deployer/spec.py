@@ -138,6 +138,10 @@ class DeploySpec(_M):
     remotes: list[Remote] = Field(default_factory=list)
     archive: Archive | None = None
     network: bool = False
+    # "hosted" (default): the platform runs the server and routes to it. "local": users run it on their
+    # own machines; the deployer runs it once in the sandbox without secrets to list its tools, prompts
+    # and resources, then stops it (server.deployed with no endpoints).
+    hosting: Literal["hosted", "local"] = "hosted"
 
     @property
     def kind(self) -> str:
@@ -171,6 +175,9 @@ def parse_spec(raw: dict[str, Any]) -> DeploySpec:
             from None
     if not (spec.packages or spec.remotes or spec.archive):
         raise SpecError("the server spec has no packages, remotes or archive: nothing to deploy")
+    if spec.hosting == "local" and spec.kind == "remote":
+        raise SpecError("hosting \"local\" is for stdio packages and archives users run themselves; "
+                        "a remote URL is never hosted: drop \"hosting\"")
     pkg = spec.package
     if pkg is not None:
         if pkg.registry_type == "oci":
