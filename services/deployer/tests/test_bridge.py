@@ -17,13 +17,16 @@ from wemcp.deployer.ssrf import UnsafeUrl, check_url
 
 WHO = textwrap.dedent('''
     import os
+    import uuid
     from mcp.server.mcpserver import MCPServer
+
+    BOOT = uuid.uuid4().hex  # one per process (pids repeat across bwrap's pid namespaces)
 
     app = MCPServer("who")
 
     @app.tool()
     def whoami() -> str:
-        return f"{os.getpid()}:{os.environ.get('DEMO_TOKEN', '-')}"
+        return f"{BOOT}:{os.environ.get('DEMO_TOKEN', '-')}"
 
     if __name__ == "__main__":
         app.run()

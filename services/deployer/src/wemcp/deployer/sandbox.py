@@ -75,10 +75,13 @@ def probe(requested: str = "auto") -> Capabilities:
     bwrap = shutil.which("bwrap")
     if requested in ("auto", "bwrap") and bwrap:
         try:
+            # As root, bubblewrap runs under the child's own uid (unprivileged user namespaces), so the
+            # per-uid process limit and kill-by-uid apply too: probe it exactly that way.
             r = subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "/bin/true"],
-                               capture_output=True, timeout=5, check=False)
+                               capture_output=True, timeout=5, check=False,
+                               preexec_fn=_as_uid(PROBE_UID) if root else None)
             if r.returncode == 0:
-                return Capabilities("bwrap", own_uid=False, netns=True, notes=notes)
+                return Capabilities("bwrap", own_uid=root, netns=True, notes=notes)
             notes.append(f"bwrap present but failed: {r.stderr.decode(errors='replace').strip()[:200]}")
         except (OSError, subprocess.SubprocessError) as exc:
             notes.append(f"bwrap failed: {exc}")
@@ -87,6 +90,17 @@ def probe(requested: str = "auto") -> Capabilities:
     if requested == "bwrap":
         raise RuntimeError("WEMCP_DEPLOYER_SANDBOX=bwrap but bubblewrap does not work here: " + "; ".join(notes))
     return Capabilities("restricted", own_uid=root, netns=netns, notes=notes)
+
+
+PROBE_UID = 199999
+
+
+def _as_uid(uid: int) -> Callable[[], None]:
+    def become() -> None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    return become
 
 
 @dataclass
@@ -104,7 +118,7 @@ def build_launch(caps: Capabilities, argv: list[str], *, root: Path, home: Path,
                 "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
                 "NODE_OPTIONS": f"--max-old-space-size={max(64, limits.memory_mb * 3 // 4)}"}
     full_env = {**base_env, **env}
-    use_uid = uid if caps.own_uid and caps.mode == "restricted" else None
+    use_uid = uid if caps.own_uid else None  # bwrap too: it then runs unprivileged as that uid
     use_netns = caps.mode == "restricted" and caps.netns and not network
 
     def preexec() -> None:
@@ -143,17 +157,21 @@ def build_launch(caps: Capabilities, argv: list[str], *, root: Path, home: Path,
     for k, v in full_env.items():
         bw += ["--setenv", k, v]
     # the interpreter may live outside the system dirs (a venv's base python)
-    for extra in _interpreter_dirs(argv):
+    for extra in _interpreter_dirs(argv, root):
         bw += ["--ro-bind-try", extra, extra]
     return Launch([*bw, "--", *argv], full_env, str(root), preexec)
 
 
-def _interpreter_dirs(argv: list[str]) -> list[str]:
-    out = []
-    if argv:
-        real = os.path.realpath(argv[0])
-        if not real.startswith(("/usr/", "/bin/", "/lib")):
-            out.append(os.path.dirname(os.path.dirname(real)))
+def _interpreter_dirs(argv: list[str], root: Path) -> list[str]:
+    """Read-only binds the command needs outside the code root: its own prefix (an archive's venv
+    next to its source) and, through symlinks, the base interpreter's prefix."""
+    out: list[str] = []
+    if argv and os.path.isabs(argv[0]):
+        for path in (os.path.abspath(argv[0]), os.path.realpath(argv[0])):
+            prefix = os.path.dirname(os.path.dirname(path))
+            inside = prefix == str(root) or prefix.startswith(str(root).rstrip("/") + "/")
+            if not path.startswith(("/usr/", "/bin/", "/lib")) and not inside and prefix not in out:
+                out.append(prefix)
     return out
 
 
@@ -195,3 +213,31 @@ def processes_of_uid(uid: int) -> list[int]:
         if p.info["uids"] and p.info["uids"].real == uid and p.info["status"] != psutil.STATUS_ZOMBIE:
             out.append(p.pid)
     return out
+
+
+def install_bwrap() -> int:
+    """Opt-in: install bubblewrap with apt-get (root, Debian/Ubuntu) and report what the probe sees."""
+    if shutil.which("bwrap") is None:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            print("install bubblewrap with your package manager (needs root; e.g. apt-get install bubblewrap)")
+            return 2
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "bubblewrap"]):
+            r = subprocess.run(argv, env=env, check=False)
+            if r.returncode != 0:
+                print(f"{' '.join(argv)} failed with exit code {r.returncode}")
+                return r.returncode
+    caps = probe("auto")
+    print(f"sandbox mode: {caps.mode}" + (f" ({'; '.join(caps.notes)})" if caps.notes else ""))
+    return 0 if caps.mode == "bwrap" else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["install-bwrap"]:
+        sys.exit(install_bwrap())
+    if sys.argv[1:] == ["probe"]:
+        print(probe("auto"))
+        sys.exit(0)
+    sys.exit("usage: python -m wemcp.deployer.sandbox install-bwrap | probe")
