@@ -45,6 +45,8 @@ from starlette.routing import Route
 
 REPO = Path(__file__).resolve().parents[3]
 TIME_VERSION = "2026.10.19"
+# the key the external (server_url) MCP server in the tests demands
+EXTERNAL_KEY = "calc-key-1234"
 
 
 # -- serving ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).parent))  # agents_testkit (pytest runs in importlib mode)
 from agents_testkit import (
+    EXTERNAL_KEY,
     Jwks,
     McpRouter,
     ScriptedModel,
@@ -40,7 +41,6 @@ from wemcp.ratelimit.policy import StaticPolicies
 
 RUN_SECRET = "agent-run-secret-for-tests-0123456789"
 PROVIDER_SECRET = "provider-key-secret-for-tests-0123"
-EXTERNAL_KEY = "calc-key-1234"
 
 
 @pytest.fixture(scope="session")
