@@ -57,7 +57,7 @@ async def fake_verifier(request: Request) -> Identity | None:
 async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off", access_log=False))
+                                           lifespan="off", access_log=False, timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -175,3 +175,29 @@ def text_of(result: Any) -> str:
 
 def loads(b: bytes | str) -> Any:
     return orjson.loads(b)
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(url: str, headers: dict[str, str] | None = None, mode: str = "auto") -> AsyncIterator[Any]:
+    """The official client with extra HTTP headers (credentials, X-WeMcp-Env-*)."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30.0, read=60.0)) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as c:
+            yield c
+
+
+async def set_quota(stack: Stack, server_daily: int | None) -> None:
+    """Replace the live policies with fixed ones (None: no quota client at all)."""
+    from wemcp.ratelimit.policy import StaticPolicies
+
+    quota = stack.mcp.quota
+    closer = getattr(quota.policies, "aclose", None)
+    if closer is not None:
+        await closer()
+    if server_daily is None:
+        stack.mcp.quota = None
+    else:
+        quota.policies = StaticPolicies(server_daily=server_daily)

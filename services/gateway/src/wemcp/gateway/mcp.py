@@ -157,6 +157,8 @@ class McpRouter:
         self._reaper = asyncio.create_task(self._reap(), name="gateway-session-reaper")
 
     async def stop(self) -> None:
+        for sess in list(self.sessions.values()):
+            self._end(sess)  # open SSE streams end, so the server can shut down
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(BaseException):

@@ -270,15 +270,23 @@ class Upstream:
                 body = raw if raw is not None else orjson.dumps(msg)
         else:
             body = raw if raw is not None else orjson.dumps(msg)
-        for attempt in (0, 1):
-            sess = await self.legacy_session(route, resolved, user_key, legacy_version, fresh=attempt == 1)
+        fresh = False
+        for attempt in range(4):
+            sess = await self.legacy_session(route, resolved, user_key, legacy_version, fresh=fresh)
+            fresh = False
             h = dict(headers)
             h["mcp-protocol-version"] = sess.protocol_version
             if sess.session_id:
                 h["mcp-session-id"] = sess.session_id
             resp = await self.post(url, body, h)
-            if resp.status == 404 and attempt == 0 and sess.session_id:
+            if attempt < 3 and resp.status == 404 and sess.session_id:
                 resp.release()  # the upstream forgot the session (restart, idle expiry): open another
+                fresh = True
+                continue
+            if attempt < 3 and resp.status >= 500 and time.monotonic() - sess.created < 2.0:
+                # SDK servers may still be finishing the handshake of a session just opened
+                resp.release()
+                await asyncio.sleep(0.05 * (attempt + 1))
                 continue
             return resp
         raise AssertionError("unreachable")

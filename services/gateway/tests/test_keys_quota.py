@@ -1,0 +1,111 @@
+"""Keys and quota: a hosted server that reports the key it received."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+
+import httpx2 as httpx
+import nats
+import pytest
+from mcp import Client
+
+from conftest import USERS, bearer, mcp_client, set_quota, text_of
+
+pytestmark = pytest.mark.asyncio
+SPEC = {"packages": [{"registryType": "npm", "identifier": "keyed-test", "version": "1.0.0",
+                      "environmentVariables": [{"name": "API_KEY", "isSecret": True, "isRequired": True}]}]}
+
+
+def whoami(result) -> dict:
+    return json.loads(text_of(result))
+
+
+async def test_no_key_system_key_vault_key_unmetered(stack, both_upstream, infra):
+    await stack.deploy("keyed", both_upstream, spec=SPEC)
+    await set_quota(stack, 2)
+    stack.auth.vault[(str(USERS["bob"]), "keyed")] = {"API_KEY": "bob-own-key"}
+    nc = await nats.connect(infra.nats_url)
+    events: list[dict] = []
+    sub = await nc.subscribe("mcp.call.completed", cb=functools.partial(_append, events))
+    try:
+        async with mcp_client(stack.url + "/mcp/keyed", bearer("alice")) as c:
+            r = await c.call_tool("whoami", {})
+            assert whoami(r)["api_key"] == "system-key-0001"
+            assert text_of(await c.call_tool("echo", {"text": "2"})) == "2"
+        # the third system-key call of the day: a JSON-RPC error inside MCP, with Retry-After
+        async with httpx.AsyncClient() as h:
+            r = await h.post(stack.url + "/mcp/keyed", headers={**bearer("alice"), "mcp-protocol-version": "2026-07-28"},
+                             json={"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+                                 "name": "echo", "arguments": {"text": "x"}, "_meta": {
+                                     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                     "io.modelcontextprotocol/clientCapabilities": {}}}})
+            assert r.status_code == 200
+            assert r.json()["error"]["code"] == -32029
+            assert int(r.headers["retry-after"]) > 0
+            assert r.headers["x-ratelimit-limit"] == "2" and r.headers["x-ratelimit-remaining"] == "0"
+            # REST try-it-out: HTTP 429 problem
+            r = await h.post(stack.url + "/api/v1/servers/keyed/tools/echo/call", headers=bearer("alice"),
+                             json={"arguments": {"text": "y"}})
+            assert r.status_code == 429, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert int(r.headers["retry-after"]) > 0
+        # bob's vault key: his key reaches the server, unmetered (more calls than the quota)
+        async with mcp_client(stack.url + "/mcp/keyed", bearer("bob"), mode="legacy") as c:
+            for _ in range(4):
+                assert whoami(await c.call_tool("whoami", {}))["api_key"] == "bob-own-key"
+        # a key sent with the request beats the vault
+        async with mcp_client(stack.url + "/mcp/keyed", {**bearer("bob"), "X-WeMcp-Env-API_KEY": "per-request"}) as c:
+            assert whoami(await c.call_tool("whoami", {}))["api_key"] == "per-request"
+        for _ in range(200):
+            if len(events) >= 9:
+                break
+            await asyncio.sleep(0.02)
+        calls = [e for e in events if e["server_slug"] == "keyed"]
+        by_source = {}
+        for e in calls:
+            by_source.setdefault((e["key_source"], e["metered"], e["status"]), 0)
+            by_source[(e["key_source"], e["metered"], e["status"])] += 1
+        assert by_source[("system", True, "ok")] == 2
+        assert by_source[("system", False, "refused")] == 2
+        assert by_source[("vault", False, "ok")] == 4
+        assert by_source[("request", False, "ok")] == 1
+        assert all("arguments" not in e and "bob-own-key" not in json.dumps(e) for e in calls)
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+
+
+async def _append(events, msg):
+    events.append(json.loads(msg.data))
+
+
+@pytest.mark.parametrize("kind,rounds,width", [("both", 25, 10)])
+async def test_two_users_1000_interleaved_calls_never_cross(stack, both_upstream, legacy_upstream, kind, rounds,
+                                                            width):
+    """1000 calls (4 clients x 250) of two users with different vault keys, interleaved, in both
+    client eras; through a 2026-07-28 upstream (per-request credentials) and through a 2025 upstream
+    (pooled upstream sessions)."""
+    await stack.deploy("keyed", both_upstream if kind == "both" else legacy_upstream, spec=SPEC)
+    await set_quota(stack, None)
+    stack.auth.vault[(str(USERS["alice"]), "keyed")] = {"API_KEY": "alice-secret"}
+    stack.auth.vault[(str(USERS["bob"]), "keyed")] = {"API_KEY": "bob-secret"}
+    seen: dict[str, list[str]] = {"alice": [], "bob": []}
+
+    async def user(name: str, mode: str) -> None:
+        async with mcp_client(stack.url + "/mcp/keyed", bearer(name), mode=mode) as c:
+            async def one() -> None:
+                seen[name].append(whoami(await c.call_tool("whoami", {}))["api_key"])
+            for _ in range(rounds * (10 // width)):
+                await asyncio.gather(*(one() for _ in range(width)))
+
+    async with asyncio.timeout(120):
+        await asyncio.gather(user("alice", "legacy"), user("bob", "auto"), user("alice", "auto"),
+                             user("bob", "legacy"))
+    assert len(seen["alice"]) == len(seen["bob"]) == 500
+    assert set(seen["alice"]) == {"alice-secret"} and set(seen["bob"]) == {"bob-secret"}
+    # warm caches: the vault is asked once per user, not per call
+    assert stack.auth.calls <= 4
+    if kind == "legacy":  # pooled: one upstream session per (user, key), not per call or client session
+        assert 2 <= stack.mcp.upstream.opened <= 4
