@@ -9,9 +9,7 @@ import json
 import httpx2 as httpx
 import nats
 import pytest
-from mcp import Client
-
-from conftest import USERS, bearer, mcp_client, set_quota, text_of
+from gateway_testkit import USERS, bearer, mcp_client, set_quota, text_of
 
 pytestmark = pytest.mark.asyncio
 SPEC = {"packages": [{"registryType": "npm", "identifier": "keyed-test", "version": "1.0.0",

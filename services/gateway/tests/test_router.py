@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import httpx2 as httpx
 import pytest
+from gateway_testkit import text_of
 from mcp import Client
-
-from conftest import bearer, text_of
 
 pytestmark = pytest.mark.asyncio
 
