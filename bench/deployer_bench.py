@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+
 from wemcp.deployer import sandbox
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.backends.local import LocalDeployer

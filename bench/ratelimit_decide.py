@@ -29,6 +29,7 @@ from pathlib import Path
 
 import nats
 from redis.asyncio import Redis
+
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis
 from wemcp.ratelimit.client import QuotaClient
 from wemcp.ratelimit.policy import StaticPolicies

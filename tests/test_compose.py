@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
 from wemcp.common.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 import pytest_asyncio
+
 from wemcp.auth.config import Settings
 from wemcp.auth.crypto import Keyring
 from wemcp.auth.main import SPEC

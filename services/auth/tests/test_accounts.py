@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 from sqlalchemy import select, text
+
 from wemcp.auth import service
 from wemcp.auth.models import OAuthConnection, VaultSecret
 from wemcp.auth.testing import CLIENT_ID, CLIENT_SECRET, as_user, browser_login

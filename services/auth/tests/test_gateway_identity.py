@@ -17,6 +17,7 @@ import jwt
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from wemcp.auth.testing import as_user, browser_login, serve
 from wemcp.common.service import running
 from wemcp.devstack.infra import free_port

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2 as httpx
 import jwt
 import pytest
+
 from wemcp.auth.testing import as_user, browser_login, new_id
 
 

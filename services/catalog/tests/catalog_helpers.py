@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
+
 from wemcp.common.events.base import Event
 
 USER = str(uuid.UUID(int=1))

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest_asyncio
+
 from wemcp.common.service import running
 
 sys.path.insert(0, str(Path(__file__).parent))  # catalog_helpers (pytest runs in importlib mode)

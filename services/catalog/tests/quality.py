@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func
+
 from wemcp.catalog.embedding import Embedder
 from wemcp.catalog.models import Server
 from wemcp.catalog.projection import embed_text, project

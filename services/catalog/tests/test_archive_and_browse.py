@@ -12,6 +12,7 @@ import zipfile
 
 from catalog_helpers import as_admin, as_user, publish, wait_for
 from sqlalchemy import func, select
+
 from wemcp.catalog.models import Archive, Server
 from wemcp.common.events.servers import ServerDeployed
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from catalog_helpers import OTHER, as_admin, as_user, publish, wait_for
 from sqlalchemy import func, select
+
 from wemcp.catalog.models import SearchDoc, Server, bus_tables
 from wemcp.catalog.projection import popularity_due
 from wemcp.catalog.state import of

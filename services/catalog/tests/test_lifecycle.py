@@ -9,6 +9,7 @@ import time
 import uuid
 
 from catalog_helpers import as_admin, as_user, publish, wait_for
+
 from wemcp.common.events.servers import (
     Endpoint,
     ServerDeployed,
@@ -123,6 +124,7 @@ async def test_deploy_failed_and_stale_events(catalog, infra):
 
 async def _processed(app, event_id) -> bool:
     from sqlalchemy import select
+
     from wemcp.catalog.models import bus_tables
     async with app.state.runtime.sessions() as s:
         return (await s.execute(select(bus_tables.processed.c.event_id).where(

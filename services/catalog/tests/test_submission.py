@@ -6,6 +6,7 @@ import json
 
 from catalog_helpers import ADMIN, OTHER, as_admin, as_user, npm_submission
 from sqlalchemy import func, select
+
 from wemcp.catalog.models import Server, bus_tables
 
 

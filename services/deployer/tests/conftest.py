@@ -12,6 +12,7 @@ import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).parent))  # deployer_testkit (pytest runs in importlib mode)
 from deployer_testkit import Harness, deployer_settings
+
 from wemcp.common.service import running
 from wemcp.deployer.main import SPEC
 

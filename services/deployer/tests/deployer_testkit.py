@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx2 as httpx
 import nats
+
 from wemcp.common.events.base import Event
 from wemcp.deployer.config import Settings
 
@@ -61,6 +62,7 @@ class Harness:
         import json
 
         from sqlalchemy import select
+
         from wemcp.deployer.models import bus_tables
         async with self.app.state.runtime.sessions() as s:
             q = select(bus_tables.outbox.c.subject, bus_tables.outbox.c.payload).order_by(bus_tables.outbox.c.id)

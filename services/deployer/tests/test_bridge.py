@@ -12,6 +12,7 @@ import pytest
 from deployer_testkit import wait_for
 from mcp import Client
 from test_e2e_archive_and_failures import make_archive
+
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.deployer.ssrf import UnsafeUrl, check_url
 
@@ -129,6 +130,7 @@ async def test_remote_server_is_registered_after_check_and_introspected(settings
                                                                          clean_bus):
     """A real Streamable HTTP server on loopback (allowed by the allow-list setting) is registered, not hosted."""
     from deployer_testkit import Harness, deployer_settings
+
     from wemcp.common.service import running
     from wemcp.deployer.main import SPEC
 

@@ -34,6 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
 from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import DeployError, Target
 from wemcp.deployer.backends.cloud import AliyunFcDeployer, CloudCredentials, TencentScfDeployer

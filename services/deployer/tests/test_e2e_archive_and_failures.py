@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from deployer_testkit import wait_for  # noqa: F401
+
 from wemcp.common.events.servers import ServerSubmitted
 
 TINY_SERVER = textwrap.dedent('''

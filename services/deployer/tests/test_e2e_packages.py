@@ -8,6 +8,7 @@ import uuid
 import psutil
 from deployer_testkit import wait_for
 from mcp import Client
+
 from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted
 
 EVERYTHING = {"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",

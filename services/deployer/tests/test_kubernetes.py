@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import schema_contents
 from referencing import Registry, Resource
+
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.backends.kubernetes import NODE_IMAGE, PYTHON_IMAGE, manifests
 from wemcp.deployer.spec import parse_spec

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from deployer_testkit import CACHE_DIR
+
 from wemcp.deployer import sandbox
 
 CAPS = sandbox.probe("restricted")

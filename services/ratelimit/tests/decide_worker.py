@@ -10,6 +10,7 @@ import json
 import sys
 
 from redis.asyncio import Redis
+
 from wemcp.ratelimit.client import QuotaClient
 from wemcp.ratelimit.policy import StaticPolicies
 

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from redis.asyncio import Redis
+
 from wemcp.devstack.infra import free_port
 from wemcp.ratelimit.client import InvalidSubject, QuotaClient
 from wemcp.ratelimit.policy import Override, StaticPolicies

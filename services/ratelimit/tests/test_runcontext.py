@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+
 from wemcp.ratelimit.runcontext import InvalidRunContext, sign_run_context, verify_run_context
 
 SECRET = "s" * 32

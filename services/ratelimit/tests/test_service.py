@@ -10,6 +10,7 @@ import httpx2 as httpx
 import nats
 import pytest
 from redis.asyncio import Redis
+
 from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.identity import Identity
 from wemcp.common.service import running

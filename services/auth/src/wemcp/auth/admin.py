@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from wemcp.auth import service
 from wemcp.auth.config import get_settings
 from wemcp.auth.crypto import Keyring

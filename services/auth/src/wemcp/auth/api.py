@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from wemcp.auth import oauth, service
 from wemcp.auth.config import Settings
 from wemcp.auth.crypto import Keyring

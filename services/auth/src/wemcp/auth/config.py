@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
+
 from wemcp.common.config import ServiceSettings, load_settings
 
 

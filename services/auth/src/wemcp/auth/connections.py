@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
+
 from wemcp.auth import oauth, service
 from wemcp.auth.models import OAuthApp, OAuthConnection
 from wemcp.auth.tokens import now

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from wemcp.common.errors import ConfigError
 from wemcp.common.logging import get_logger
 

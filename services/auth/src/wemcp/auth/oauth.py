@@ -16,6 +16,7 @@ from typing import Any
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from redis.asyncio import Redis
+
 from wemcp.auth.config import ProviderConfig
 from wemcp.common.errors import BadGateway, BadRequest
 from wemcp.common.logging import get_logger

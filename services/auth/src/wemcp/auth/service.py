@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.auth.crypto import Keyring, mask
 from wemcp.auth.models import (
     ApiKey,

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
+
 from wemcp.auth.config import ProviderConfig
 
 CLIENT_ID, CLIENT_SECRET = "wemcp-test-client", "test-client-secret-value"

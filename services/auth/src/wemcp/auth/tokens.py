@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from wemcp.auth.config import Settings
 from wemcp.auth.crypto import Keyring
 from wemcp.auth.models import RefreshToken, SigningKey, User, bus_tables

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import String, cast, func, select
+
 from wemcp.catalog import search as search_mod
 from wemcp.catalog import service
 from wemcp.catalog.archive import check_archive

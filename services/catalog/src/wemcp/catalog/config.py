@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
 from wemcp.common.config import ServiceSettings, load_settings
 
 

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import httpx2 as httpx
 import numpy as np
+
 from wemcp.catalog.config import Settings
 
 

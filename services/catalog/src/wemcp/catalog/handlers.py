@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.catalog import service
 from wemcp.catalog.models import Server
 from wemcp.catalog.normalize import normalize_server_json

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+
 from wemcp.catalog.api import internal_router, registry_router, router
 from wemcp.catalog.config import Settings, get_settings
 from wemcp.catalog.handlers import SUBSCRIPTIONS_EVENTS

@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
+
 from wemcp.common.db import declarative_base_for
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Text, cast, func, literal, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.catalog.embedding import Embedder
 from wemcp.catalog.models import SearchDoc, Server
 from wemcp.catalog.text import index_text, trigram_text

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
 from wemcp.common.pagination import PageRequest
 
 NAME_RE = r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,100}/[a-zA-Z0-9][a-zA-Z0-9._-]{0,100}$"

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.catalog.config import Settings
 from wemcp.catalog.schemas import SearchRequest
 from wemcp.catalog.text import tsquery_text

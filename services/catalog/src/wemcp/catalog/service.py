@@ -19,6 +19,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.catalog.config import Settings
 from wemcp.catalog.models import Category, News, SearchDoc, Server, bus_tables
 from wemcp.catalog.normalize import Normalized, field_error

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from sqlalchemy import select
+
 from wemcp.common.errors import BadRequest, NotFound, ServiceUnavailable
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.child import redact

@@ -35,6 +35,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
 from wemcp.common.logging import get_logger
 from wemcp.deployer import sandbox
 from wemcp.deployer.child import ChildError, Command, StdioChild

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
 from wemcp.common.config import ServiceSettings, load_settings
 
 

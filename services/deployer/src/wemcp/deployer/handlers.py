@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.common.events.servers import (
     ServerDeployFailed,
     ServerDeploying,

@@ -8,6 +8,7 @@ from typing import Any
 
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+
 from wemcp.common.events.servers import PromptInfo, ResourceInfo, ToolInfo
 
 

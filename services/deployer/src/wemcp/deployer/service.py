@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDeployFailed, ServerDeploying
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import add_event

@@ -6,6 +6,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+
 from wemcp.common.errors import NotFound
 from wemcp.common.identity import AdminUser, CurrentUser
 from wemcp.common.pagination import Page

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
 from wemcp.ratelimit.policy import Limits, PolicySource, RedisPolicyCache
 from wemcp.ratelimit.runcontext import InvalidRunContext, verify_run_context
 

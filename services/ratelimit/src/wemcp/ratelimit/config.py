@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
+
 from wemcp.common.config import ServiceSettings, load_settings
 from wemcp.ratelimit.policy import Limits
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.common.events.calls import McpCallCompleted
 from wemcp.ratelimit.config import Settings
 from wemcp.ratelimit.repository import UsageRepository

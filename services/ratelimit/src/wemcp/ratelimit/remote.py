@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
 from wemcp.ratelimit.client import Decision, InvalidSubject, QuotaClient
 
 log = logging.getLogger("wemcp.ratelimit.remote")

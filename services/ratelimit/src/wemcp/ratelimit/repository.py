@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from wemcp.ratelimit.models import DEFAULT_SUBJECT, FREE_PLAN, DailyUsage, QuotaPolicy
 
 

@@ -6,6 +6,7 @@ from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from wemcp.common.pagination import PageRequest
 
 KindPath = Literal["servers", "agents"]

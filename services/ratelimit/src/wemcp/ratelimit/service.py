@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from wemcp.common.errors import Unprocessable
 from wemcp.ratelimit.client import OWN_KEY_SOURCES, QuotaClient
 from wemcp.ratelimit.config import Settings
