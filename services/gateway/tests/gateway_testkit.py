@@ -69,7 +69,11 @@ async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await task
+        try:  # bounded: a stuck connection must not hang the test run's teardown
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            server.force_exit = True
+            raise AssertionError("the server did not shut down within 10 s") from None
 
 
 class FakeAuth:

@@ -85,7 +85,8 @@ async def serve_upstream(mode: str = "both", *, json_response: bool = True, port
     if mode == "legacy":
         app = LegacyOnly(app)
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -96,4 +97,8 @@ async def serve_upstream(mode: str = "both", *, json_response: bool = True, port
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         server.should_exit = True
-        await task
+        try:  # bounded: a stuck connection must not hang the test run's teardown
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            server.force_exit = True
+            raise AssertionError("the upstream did not shut down within 10 s") from None

@@ -79,7 +79,7 @@ async def _append(events, msg):
     events.append(json.loads(msg.data))
 
 
-@pytest.mark.parametrize("kind,rounds,width", [("both", 25, 10)])
+@pytest.mark.parametrize("kind,rounds,width", [("both", 25, 10), ("legacy", 10, 10)])
 async def test_two_users_1000_interleaved_calls_never_cross(stack, both_upstream, legacy_upstream, kind, rounds,
                                                             width):
     """1000 calls (4 clients x 250) of two users with different vault keys, interleaved, in both
@@ -101,7 +101,7 @@ async def test_two_users_1000_interleaved_calls_never_cross(stack, both_upstream
     async with asyncio.timeout(120):
         await asyncio.gather(user("alice", "legacy"), user("bob", "auto"), user("alice", "auto"),
                              user("bob", "legacy"))
-    assert len(seen["alice"]) == len(seen["bob"]) == 500
+    assert len(seen["alice"]) == len(seen["bob"]) == 2 * rounds * 10
     assert set(seen["alice"]) == {"alice-secret"} and set(seen["bob"]) == {"bob-secret"}
     # warm caches: the vault is asked once per user, not per call
     assert stack.auth.calls <= 4

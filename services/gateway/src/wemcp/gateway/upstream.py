@@ -50,8 +50,34 @@ class LegacySession:
     session_id: str | None
     protocol_version: str
     init_result: dict[str, Any]
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # credentials, for the DELETE at close
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
+
+
+class _Content:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def iter_any(self) -> Any:
+        yield self.body
+
+
+class Buffered:
+    """An upstream reply already read (and its JSON-RPC id restored), shaped like the parts of
+    ``aiohttp.ClientResponse`` the router uses."""
+
+    def __init__(self, status: int, ctype: str, body: bytes) -> None:
+        self.status, self.body = status, body
+        self.headers = {"content-type": ctype}
+        self.content = _Content(body)
+
+    async def read(self) -> bytes:
+        return self.body
+
+    def release(self) -> None:
+        pass
 
 
 def parse_messages(body: bytes, content_type: str) -> list[dict[str, Any]]:
@@ -95,6 +121,7 @@ class Upstream:
         self._locks: dict[tuple[Any, ...], asyncio.Lock] = {}
         self._discover: dict[tuple[str, int], dict[str, Any]] = {}
         self.opened = 0  # legacy upstream sessions opened (tests: pooling means few)
+        self._next_id = 0  # ids of requests forwarded on pooled sessions (unique per gateway)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=60,
@@ -102,9 +129,25 @@ class Upstream:
         self.http = aiohttp.ClientSession(connector=connector, timeout=self.timeout, auto_decompress=False,
                                           skip_auto_headers=("User-Agent",), json_serialize=lambda o: orjson.dumps(o).decode())
 
-    async def close(self) -> None:
-        if self.http is not None:
-            await self.http.close()
+    async def close(self, timeout: float = 2.0) -> None:
+        """End the pooled upstream sessions (DELETE, bounded) and the connection pool."""
+        if self.http is None:
+            return
+        pooled = [(k, s) for k, s in self.sessions.items() if s.session_id]
+        self.sessions.clear()
+        if pooled:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*(self._delete(s) for _, s in pooled), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await self.http.close()
+
+    async def _delete(self, sess: LegacySession) -> None:
+        assert self.http is not None and sess.session_id and sess.url
+        h = {"mcp-session-id": sess.session_id, "mcp-protocol-version": sess.protocol_version, **sess.headers}
+        async with self.http.delete(sess.url, headers=h, allow_redirects=False) as resp:
+            await resp.read()
 
     def retire(self, slug: str) -> None:
         """Forget every pooled session and cached discovery of a server (disabled or redeployed)."""
@@ -140,7 +183,7 @@ class Upstream:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"the server is unreachable ({type(exc).__name__})", -32002) from None
 
-    async def read(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def read(self, resp: Any) -> bytes:
         try:
             return await resp.read()
         except asyncio.TimeoutError:
@@ -185,19 +228,21 @@ class Upstream:
 
     # -- 2025 sessions ---------------------------------------------------------------------------------
     async def legacy_session(self, route: Route, resolved: Resolved, user_key: str,
-                             protocol_version: str = LEGACY_VERSION, *, fresh: bool = False) -> LegacySession:
+                             protocol_version: str = LEGACY_VERSION, *,
+                             stale: LegacySession | None = None) -> LegacySession:
+        """The pooled session of this key; ``stale``: the session the upstream just forgot (404),
+        replaced once however many concurrent requests saw it fail."""
         key = (route.slug, route.generation, user_key, resolved.source, resolved.fingerprint, protocol_version)
         sess = self.sessions.get(key)
-        if sess is not None and not fresh:
+        if sess is not None and sess is not stale:
             sess.last_used = time.monotonic()
             return sess
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             sess = self.sessions.get(key)
-            if sess is not None and not fresh:
+            if sess is not None and sess is not stale:
                 return sess
-            if fresh and sess is not None:
-                self.sessions.pop(key, None)
+            self.sessions.pop(key, None)
             sess = await self._initialize(route, resolved, protocol_version)
             if len(self.sessions) >= self.max_sessions:  # drop the least recently used
                 oldest = min(self.sessions, key=lambda k: self.sessions[k].last_used)
@@ -227,13 +272,14 @@ class Upstream:
         r2 = await self.post(url, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', h2)
         await self.read(r2)
         log.info("upstream_session_opened", server=route.slug, protocol_version=pv)
-        return LegacySession(sid, pv, result)
+        return LegacySession(sid, pv, result, url,
+                             {k: v for k, v in headers.items() if k not in ("content-type", "accept")})
 
     # -- one request, as a client of the upstream ----------------------------------------------------------
     async def send(self, route: Route, resolved: Resolved, user_key: str, msg: dict[str, Any],
                    raw: bytes | None, *, client_modern: bool, client_caps: dict[str, Any] | None = None,
                    client_info: dict[str, Any] | None = None,
-                   legacy_version: str = LEGACY_VERSION) -> aiohttp.ClientResponse:
+                   legacy_version: str = LEGACY_VERSION) -> Any:
         """Forward one JSON-RPC message; returns the unread upstream response (the caller streams
         it back or reads it). ``raw`` is the client's own bytes, forwarded untouched when the eras
         match."""
@@ -258,38 +304,64 @@ class Upstream:
                 p["_meta"] = meta
                 body = orjson.dumps({**msg, "params": p})
             return await self.post(url, body, headers)
-        # a 2025 upstream: through the pooled session of this user and these credentials
+        # a 2025 upstream: through the pooled session of this user and these credentials.
+        # Several client sessions of one user share this upstream session, and each numbers its
+        # requests from 0: forwarded as they are, two in-flight requests could carry the same id on
+        # one upstream session, and the upstream would answer one of them to the other (or drop
+        # it). So every request gets an id unique on the gateway, and the reply gets its id back.
+        out = msg
         if client_modern:
             params = msg.get("params")
             if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
                 meta = {k: v for k, v in params["_meta"].items()
                         if k not in (PV_META, CAPS_META, INFO_META)}
                 p = {**params, "_meta": meta} if meta else {k: v for k, v in params.items() if k != "_meta"}
-                body = orjson.dumps({**msg, "params": p})
-            else:
-                body = raw if raw is not None else orjson.dumps(msg)
+                out = {**msg, "params": p}
+        req_id = msg.get("id")
+        self._next_id += 1
+        uid = self._next_id
+        if "id" in msg:
+            out = {**out, "id": uid}
+            body = orjson.dumps(out)
         else:
-            body = raw if raw is not None else orjson.dumps(msg)
-        fresh = False
+            body = raw if raw is not None and out is msg else orjson.dumps(out)
+        stale: LegacySession | None = None
+        last_status = 0
         for attempt in range(4):
-            sess = await self.legacy_session(route, resolved, user_key, legacy_version, fresh=fresh)
-            fresh = False
+            sess = await self.legacy_session(route, resolved, user_key, legacy_version, stale=stale)
+            stale = None
             h = dict(headers)
             h["mcp-protocol-version"] = sess.protocol_version
             if sess.session_id:
                 h["mcp-session-id"] = sess.session_id
             resp = await self.post(url, body, h)
-            if attempt < 3 and resp.status == 404 and sess.session_id:
+            last_status = resp.status
+            if resp.status == 404 and sess.session_id:
                 resp.release()  # the upstream forgot the session (restart, idle expiry): open another
-                fresh = True
+                stale = sess
                 continue
-            if attempt < 3 and resp.status >= 500 and time.monotonic() - sess.created < 2.0:
+            if resp.status >= 500 and time.monotonic() - sess.created < 2.0:
                 # SDK servers may still be finishing the handshake of a session just opened
                 resp.release()
                 await asyncio.sleep(0.05 * (attempt + 1))
                 continue
-            return resp
-        raise AssertionError("unreachable")
+            if "id" not in msg:
+                return resp
+            status, ctype = resp.status, resp.headers.get("content-type", "")
+            data = await self.read(resp)
+            try:
+                reply = final_response(parse_messages(data, ctype), uid)
+            except Exception:
+                reply = None
+            if reply is None:
+                return Buffered(status if status >= 400 else 502, "application/json", orjson.dumps({
+                    "jsonrpc": "2.0", "id": req_id, "error": {
+                        "code": -32002, "message": f"upstream: HTTP {status} without a JSON-RPC reply"}}))
+            reply["id"] = req_id
+            return Buffered(200, "application/json", orjson.dumps(reply))
+        # never pass the upstream's 404 through: to the client it would mean *its* session is gone
+        return Buffered(200, "application/json", orjson.dumps({"jsonrpc": "2.0", "id": req_id, "error": {
+            "code": -32002, "message": f"upstream: the server keeps refusing its session (HTTP {last_status})"}}))
 
     async def call(self, route: Route, resolved: Resolved, user_key: str, method: str,
                    params: dict[str, Any] | None, req_id: Any = 1) -> dict[str, Any]:
