@@ -112,9 +112,26 @@ class Disconnected(Exception):
     pass
 
 
+DRAIN_CAP = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so the client sees the 413
+
+
+async def _drain(receive: Any, budget: int, timeout: float) -> None:
+    """Read and drop the rest of a refused body (bounded in bytes and time): a server that closes
+    while the client is still sending resets the connection, and the client never reads the 413."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while budget > 0:
+                msg = await receive()
+                if msg["type"] == "http.disconnect" or not msg.get("more_body"):
+                    return
+                budget -= len(msg.get("body", b""))
+
+
 async def read_body(scope: dict[str, Any], receive: Any, limit: int, timeout: float) -> bytes:
     declared = header(scope, b"content-length")
     if declared and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= DRAIN_CAP:
+            await _drain(receive, DRAIN_CAP, timeout)
         raise TooLarge
     chunks: list[bytes] = []
     size = 0
@@ -126,6 +143,8 @@ async def read_body(scope: dict[str, Any], receive: Any, limit: int, timeout: fl
             chunk = msg.get("body", b"")
             size += len(chunk)
             if size > limit:
+                if msg.get("more_body"):
+                    await _drain(receive, DRAIN_CAP - size, timeout)
                 raise TooLarge
             chunks.append(chunk)
             if not msg.get("more_body"):
@@ -471,6 +490,10 @@ class McpRouter:
             return
         out = [(b"content-type", ctype.encode("latin-1"))] + extra
         status = resp.status
+        if status == 404 and not client_modern:
+            # a stateless upstream answers e.g. an unknown method with 404 + its JSON-RPC error; to a
+            # 2025 client a 404 means "your session is gone", so the error travels on a 200
+            status = 200
         nout = 0
         outcome, code = "ok", None
         try:
