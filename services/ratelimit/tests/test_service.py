@@ -170,10 +170,12 @@ async def test_usage_from_completed_calls_and_live_counters(app, http, infra):
     assert body["source"] == "redis" and body["zone"] == "Asia/Shanghai"
 
     async def per_day():
+        # the other user's refused call is applied by a concurrent consumer: wait for all 7 events
         r = await http.get("/api/v1/usage/servers/maps", headers=ADMIN)
-        return r.json() if r.status_code == 200 and r.json()["days"] else None
+        days = r.json()["days"] if r.status_code == 200 else []
+        return r.json() if days and days[0]["calls"] >= 7 else None
 
-    report = await per_day()
+    report = await wait_for(per_day)
     (day,) = report["days"]
     assert day["day"] == body["day"]
     got = {k: day[k] for k in ("calls", "metered", "own_key", "in_agent_run", "refused", "users")}
