@@ -17,6 +17,7 @@ from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import ServiceSpec, running
 from wemcp.deployer.models import bus_tables as deployer_tables
 from wemcp.deployer.models import probe_receipts as deployer_receipts
+from wemcp.devstack.testing import wait_for
 from wemcp.goods.models import bus_tables as goods_tables
 from wemcp.goods.models import probe_receipts as goods_receipts
 
@@ -39,17 +40,6 @@ async def receipts(app, note: str | None = None) -> list[int]:
         if note is not None:
             q = q.where(deployer_receipts.c.note == note)
         return [r[0] for r in (await s.execute(q)).all()]
-
-
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        await asyncio.sleep(interval)
 
 
 async def test_committed_event_reaches_consumer_once(settings_for):

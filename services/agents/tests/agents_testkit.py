@@ -43,6 +43,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from wemcp.devstack.testing import wait_for as _wait_for
+
 REPO = Path(__file__).resolve().parents[3]
 TIME_VERSION = "2026.10.19"
 # the key the external (server_url) MCP server in the tests demands
@@ -67,18 +69,8 @@ async def serve(app: Any, port: int, lifespan: str = "off") -> AsyncIterator[str
         await task
 
 
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        await asyncio.sleep(interval)
-
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    return await _wait_for(predicate, timeout, interval)
 
 # -- the model ------------------------------------------------------------------------------------------
 def _text(content: Any) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
 
 from wemcp.common.events.base import Event
+from wemcp.devstack.testing import wait_for as _wait_for
 
 USER = str(uuid.UUID(int=1))
 OTHER = str(uuid.UUID(int=2))
@@ -35,17 +34,8 @@ async def publish(nats_url: str, event: Event) -> None:
         await nc.close()
 
 
-async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.02) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        await asyncio.sleep(interval)
-
+async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.02) -> Any:
+    return await _wait_for(predicate, timeout, interval)
 
 def npm_submission(pkg: str = "@acme/weather-mcp", version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
     return {"mcpServers": {"weather": {"command": "npx", "args": ["-y", f"{pkg}@{version}"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import nats
 
 from wemcp.common.events.base import Event
 from wemcp.deployer.config import Settings
+from wemcp.devstack.testing import wait_for as _wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 # Installed packages and the npm/uv caches persist between runs (a repo-ignored path), so only the
@@ -19,16 +19,7 @@ CACHE_DIR = REPO / ".data" / "deployer-test"
 
 
 async def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    value = None
-    while loop.time() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-
+    return await _wait_for(predicate, timeout, interval)
 
 class Harness:
     def __init__(self, app: Any, infra: Any) -> None:

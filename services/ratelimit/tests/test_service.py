@@ -3,7 +3,6 @@ and the NATS request/reply decision path, against real Postgres, NATS and Redis.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import httpx2 as httpx
@@ -15,6 +14,7 @@ from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.identity import Identity
 from wemcp.common.service import running
 from wemcp.devstack.infra import free_port
+from wemcp.devstack.testing import wait_for
 from wemcp.ratelimit.client import InvalidSubject, QuotaClient, open_quota_client
 from wemcp.ratelimit.config import Settings
 from wemcp.ratelimit.main import SPEC
@@ -27,17 +27,6 @@ SECRET = "service-test-agent-run-secret-000"
 ADMIN = Identity(uuid.uuid4(), "admin").headers()
 USER_ID = uuid.uuid4()
 USER = Identity(USER_ID, "user").headers()
-
-
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture

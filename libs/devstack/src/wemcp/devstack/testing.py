@@ -10,11 +10,15 @@ Fixtures:
     clean_bus       deletes every JetStream consumer and purges every stream before the test
     clean_redis     FLUSHDB before the test
     settings_for    builds a service's Settings pointed at the test infrastructure
+
+Helper:
+    wait_for        polls a condition (sync or async) until it is truthy, instead of sleeping
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import subprocess
@@ -29,6 +33,22 @@ import pytest_asyncio
 
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis
 from wemcp.devstack.stack import MIGRATED
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:  # noqa: ASYNC109
+    """Poll ``predicate`` (a function returning a value or an awaitable) until its value is truthy;
+    return that value, or fail the test with the last value seen after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        await asyncio.sleep(interval)
 
 
 @dataclass
