@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -214,8 +214,3 @@ async def _park(sessions: async_sessionmaker[AsyncSession], tables: OutboxTables
         await session.execute(insert(tables.dead_letters).values(
             consumer=consumer, subject=subject, payload=body.decode("utf-8", "replace"), error=error[:4000]))
 
-
-async def already_processed(session: AsyncSession, tables: OutboxTables, consumer: str, event_id: Any) -> bool:
-    row = await session.execute(select(tables.processed.c.event_id).where(
-        tables.processed.c.consumer == consumer, tables.processed.c.event_id == event_id))
-    return row.first() is not None

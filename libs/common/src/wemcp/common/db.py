@@ -1,7 +1,7 @@
 """Async SQLAlchemy glue: one engine per process, one Postgres schema per service.
 
-Every service declares its models on a base made by :func:`declarative_base_for` so that all its
-tables live in its own schema; no service reads another's tables.
+Every service declares its models on a base whose metadata comes from :func:`service_metadata`, so
+that all its tables live in its own schema; no service reads another's tables.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
 
 from wemcp.common.errors import ConfigError
 
@@ -35,16 +34,6 @@ def service_metadata(schema: str) -> MetaData:
 
     (a class statement, which type checkers understand as a base class)."""
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
-
-
-def declarative_base_for(schema: str) -> type[DeclarativeBase]:
-    """A declarative base whose tables live in ``schema``."""
-
-    class Base(DeclarativeBase):
-        metadata = MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
-
-    Base.__name__ = f"{schema.title()}Base"
-    return Base
 
 
 def to_async_url(url: str) -> str:

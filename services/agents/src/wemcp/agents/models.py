@@ -8,13 +8,16 @@ from typing import Any
 
 from sqlalchemy import Boolean, DateTime, LargeBinary, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import declarative_base_for
+from wemcp.common.db import service_metadata
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table
 
-Base = declarative_base_for("agents")
+
+class Base(DeclarativeBase):
+    metadata = service_metadata("agents")
+
 bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
 

@@ -28,13 +28,16 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import declarative_base_for
+from wemcp.common.db import service_metadata
 from wemcp.common.outbox import outbox_tables
 from wemcp.common.probes import probe_table
 
-Base = declarative_base_for("catalog")
+
+class Base(DeclarativeBase):
+    metadata = service_metadata("catalog")
+
 bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
 
