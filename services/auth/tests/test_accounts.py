@@ -239,3 +239,67 @@ async def test_third_party_connection_tokens_are_sealed_and_refreshed(client, au
     assert mine[0]["app"] == "baidu-netdisk" and "token" not in json.dumps(mine).replace(
         "needs_reconnect", ""
     )
+
+
+async def test_system_keys_admins_only_sealed_masked_and_announced(client, auth_app, infra, caplog):
+    """Admins set a server's system key (the platform's built-in upstream key): write-only, sealed,
+    masked on read; the gateway reads it under the nil user; every change (own keys too) announces
+    ``user.secret_changed`` without the value."""
+    import nats
+
+    st = auth_app.state.runtime.extras["auth"]
+    admin = await _user(client, st, "keymaster", "admin")
+    user = await _user(client, st, "plain")
+    secret = "sk-system-PLATFORM-KEY-9876"
+    caplog.set_level(logging.DEBUG)
+    nc = await nats.connect(infra.nats_url)
+    seen: list[dict] = []
+
+    async def on(msg) -> None:
+        seen.append(json.loads(msg.data))
+
+    await nc.subscribe("user.secret_changed", cb=on)
+    try:
+        body = {"server": "io.github.x/maps", "name": "MAPS_KEY", "value": secret}
+        for headers in (as_user(user), {**as_user(user), "x-wemcp-user-role": "admin"}):
+            assert (await client.put("/api/v1/vault/system", json=body, headers=headers)).status_code in (401, 403)
+        put = await client.put("/api/v1/vault/system", json=body, headers=as_user(admin))
+        assert put.status_code == 200, put.text
+        assert put.json()["value"] == "****9876"
+        listed = await client.get("/api/v1/vault/system", headers=as_user(admin))
+        assert [(i["server"], i["name"], i["value"]) for i in listed.json()["items"]] == [
+            ("io.github.x/maps", "MAPS_KEY", "****9876")]
+        assert (await client.get("/api/v1/vault/system", headers=as_user(user))).status_code == 403
+        # not the admin's own key, and not the user's
+        assert (await client.get("/api/v1/vault", headers=as_user(admin))).json()["items"] == []
+        internal = await client.get(f"/internal/auth/vault/{service.SYSTEM_USER}", params={"server": "io.github.x/maps"})
+        assert internal.json()["values"] == {"MAPS_KEY": secret}
+        # the system principal can never sign in or act
+        async with st.sessions() as s:
+            row = (await s.execute(text("SELECT disabled FROM auth.users WHERE id = :i"),
+                                   {"i": service.SYSTEM_USER})).scalar_one()
+        assert row is True
+        own = await client.put("/api/v1/vault", json={"server": "io.github.x/maps", "name": "MAPS_KEY",
+                                                      "value": "mine-0000"}, headers=as_user(user))
+        assert own.status_code == 200
+        gone = await client.delete("/api/v1/vault/system", params={"server": "io.github.x/maps", "name": "MAPS_KEY"},
+                                   headers=as_user(admin))
+        assert gone.status_code == 204
+        assert (await client.get(f"/internal/auth/vault/{service.SYSTEM_USER}",
+                                 params={"server": "io.github.x/maps"})).json()["values"] == {}
+        assert (await client.delete("/api/v1/vault/system", params={"server": "io.github.x/maps", "name": "MAPS_KEY"},
+                                    headers=as_user(admin))).status_code == 404
+
+        async def announced() -> bool:
+            return len(seen) >= 3
+
+        from wemcp.devstack.testing import wait_for
+
+        await wait_for(announced, timeout=5)
+        assert [(e["user_id"], e["server"], e["name"], e["action"]) for e in seen] == [
+            (str(service.SYSTEM_USER), "io.github.x/maps", "MAPS_KEY", "saved"),
+            (user["id"], "io.github.x/maps", "MAPS_KEY", "saved"),
+            (str(service.SYSTEM_USER), "io.github.x/maps", "MAPS_KEY", "deleted")]
+        assert secret not in caplog.text and not any(secret in json.dumps(e) for e in seen)
+    finally:
+        await nc.close()

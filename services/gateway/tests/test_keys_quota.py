@@ -10,6 +10,9 @@ import httpx2 as httpx
 import nats
 import pytest
 from gateway_testkit import USERS, bearer, mcp_client, set_quota, text_of
+from mcp.shared.exceptions import MCPError
+
+from wemcp.devstack.testing import wait_for
 
 pytestmark = pytest.mark.asyncio
 SPEC = {"packages": [{"registryType": "npm", "identifier": "keyed-test", "version": "1.0.0",
@@ -32,14 +35,20 @@ async def test_no_key_system_key_vault_key_unmetered(stack, both_upstream, infra
             r = await c.call_tool("whoami", {})
             assert whoami(r)["api_key"] == "system-key-0001"
             assert text_of(await c.call_tool("echo", {"text": "2"})) == "2"
-        # the third system-key call of the day: a JSON-RPC error inside MCP, with Retry-After
+        # the third system-key call of the day: HTTP 429 carrying the JSON-RPC error, with Retry-After;
+        # the official client surfaces it as the call's error
+        async with mcp_client(stack.url + "/mcp/keyed", bearer("alice")) as c:
+            with pytest.raises(MCPError) as refused:
+                await c.call_tool("echo", {"text": "3"})
+            assert refused.value.code == -32029, refused.value.error
         async with httpx.AsyncClient() as h:
-            r = await h.post(stack.url + "/mcp/keyed", headers={**bearer("alice"), "mcp-protocol-version": "2026-07-28"},
+            modern = {**bearer("alice"), "mcp-protocol-version": "2026-07-28"}
+            r = await h.post(stack.url + "/mcp/keyed", headers=modern,
                              json={"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
                                  "name": "echo", "arguments": {"text": "x"}, "_meta": {
                                      "io.modelcontextprotocol/protocolVersion": "2026-07-28",
                                      "io.modelcontextprotocol/clientCapabilities": {}}}})
-            assert r.status_code == 200
+            assert r.status_code == 429, r.text
             assert r.json()["error"]["code"] == -32029
             assert int(r.headers["retry-after"]) > 0
             assert r.headers["x-ratelimit-limit"] == "2" and r.headers["x-ratelimit-remaining"] == "0"
@@ -57,7 +66,7 @@ async def test_no_key_system_key_vault_key_unmetered(stack, both_upstream, infra
         async with mcp_client(stack.url + "/mcp/keyed", {**bearer("bob"), "X-WeMcp-Env-API_KEY": "per-request"}) as c:
             assert whoami(await c.call_tool("whoami", {}))["api_key"] == "per-request"
         for _ in range(200):
-            if len(events) >= 9:
+            if len(events) >= 10:
                 break
             await asyncio.sleep(0.02)
         calls = [e for e in events if e["server_slug"] == "keyed"]
@@ -66,7 +75,7 @@ async def test_no_key_system_key_vault_key_unmetered(stack, both_upstream, infra
             by_source.setdefault((e["key_source"], e["metered"], e["status"]), 0)
             by_source[(e["key_source"], e["metered"], e["status"])] += 1
         assert by_source[("system", True, "ok")] == 2
-        assert by_source[("system", False, "refused")] == 2
+        assert by_source[("system", False, "refused")] == 3
         assert by_source[("vault", False, "ok")] == 4
         assert by_source[("request", False, "ok")] == 1
         assert all("arguments" not in e and "bob-own-key" not in json.dumps(e) for e in calls)
@@ -107,3 +116,39 @@ async def test_two_users_1000_interleaved_calls_never_cross(stack, both_upstream
     assert stack.auth.calls <= 4
     if kind == "legacy":  # pooled: one upstream session per (user, key), not per call or client session
         assert 2 <= stack.mcp.upstream.opened <= 4
+
+
+async def test_saved_key_applies_at_once_through_secret_changed(stack, both_upstream):
+    """The key cache lives 30 s here; auth's ``user.secret_changed`` drops it for that user and server,
+    so a key saved (or deleted) in the vault is used by the very next call, and other users' warm
+    entries stay."""
+    from wemcp.common.events.users import SecretChanged
+
+    await stack.deploy("keyed", both_upstream, spec=SPEC)
+    await set_quota(stack, None)
+    alice, bob = str(USERS["alice"]), str(USERS["bob"])
+    stack.auth.vault[(alice, "keyed")] = {"API_KEY": "alice-old"}
+    stack.auth.vault[(bob, "keyed")] = {"API_KEY": "bob-key"}
+    async with mcp_client(stack.url + "/mcp/keyed", bearer("alice")) as a, \
+            mcp_client(stack.url + "/mcp/keyed", bearer("bob")) as b:
+        assert whoami(await a.call_tool("whoami", {}))["api_key"] == "alice-old"
+        assert whoami(await b.call_tool("whoami", {}))["api_key"] == "bob-key"
+        stack.auth.vault[(alice, "keyed")] = {"API_KEY": "alice-new"}
+        assert whoami(await a.call_tool("whoami", {}))["api_key"] == "alice-old"  # cached: no event yet
+        lookups = stack.mcp.keys.lookups
+        await stack.publish(SecretChanged(user_id=USERS["alice"], server="keyed", name="API_KEY"))
+
+        async def new_key() -> bool:
+            return whoami(await a.call_tool("whoami", {}))["api_key"] == "alice-new"
+
+        await wait_for(new_key, timeout=1.0)
+        assert whoami(await b.call_tool("whoami", {}))["api_key"] == "bob-key"
+        assert stack.mcp.keys.lookups - lookups <= 3  # alice's vault (+ OAuth) re-read; bob's entry untouched
+        # deleted: the system key applies again
+        del stack.auth.vault[(alice, "keyed")]
+        await stack.publish(SecretChanged(user_id=USERS["alice"], server="keyed", name="API_KEY", action="deleted"))
+
+        async def system_again() -> bool:
+            return whoami(await a.call_tool("whoami", {}))["api_key"] == "system-key-0001"
+
+        await wait_for(system_again, timeout=1.0)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wemcp.auth import oauth, service
 from wemcp.auth.config import Settings
 from wemcp.auth.crypto import Keyring
-from wemcp.auth.models import ApiKey, Invite, OAuthApp, OAuthConnection, User, VaultSecret
+from wemcp.auth.models import ApiKey, Invite, OAuthApp, OAuthConnection, User
 from wemcp.auth.schemas import (
     SERVER_SLUG,
     ApiKeyCreate,
@@ -431,11 +431,7 @@ async def list_secrets(
     request: Request, user: CurrentUser, server: str | None = Query(default=None, pattern=SERVER_SLUG)
 ) -> dict[str, Any]:
     async with _st(request).sessions() as s:
-        q = select(VaultSecret).where(VaultSecret.user_id == user.user_id)
-        if server:
-            q = q.where(VaultSecret.server == server)
-        rows = (await s.execute(q.order_by(VaultSecret.server, VaultSecret.name))).scalars().all()
-    items = [service.secret_read(r) for r in rows]
+        items = await service.list_secrets(s, user.user_id, server)
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
 
@@ -447,18 +443,45 @@ async def delete_secret(
     name: str = Query(max_length=128),
 ) -> Response:
     async with _st(request).sessions() as s, s.begin():
-        row = (
-            await s.execute(
-                select(VaultSecret).where(
-                    VaultSecret.user_id == user.user_id,
-                    VaultSecret.server == server,
-                    VaultSecret.name == name,
-                )
-            )
-        ).scalar_one_or_none()
-        if row is None:
-            raise NotFound("no such secret")
-        await s.delete(row)
+        await service.delete_secret(s, user.user_id, server, name)
+    return Response(status_code=204)
+
+
+# System keys: the platform's built-in upstream keys, one set per server, used when a caller has no
+# key of their own (metered by ratelimit). Same envelope encryption; write-only, masked on read.
+
+
+@router.put("/vault/system", summary="Set a server's system key (admins; write-only)")
+async def put_system_key(body: SecretPut, request: Request, admin: AdminUser) -> dict[str, Any]:
+    st = _st(request)
+    async with st.sessions() as s, s.begin():
+        await service.require_admin(s, admin.user_id)
+        row = await service.put_secret(s, st.keyring, service.SYSTEM_USER, body.server, body.name, body.value)
+        log.info("system_key_set", server=body.server, name=body.name, actor=str(admin.user_id))
+        return service.secret_read(row)
+
+
+@router.get("/vault/system", summary="System keys, masked (admins)")
+async def list_system_keys(
+    request: Request, admin: AdminUser, server: str | None = Query(default=None, pattern=SERVER_SLUG)
+) -> dict[str, Any]:
+    async with _st(request).sessions() as s:
+        await service.require_admin(s, admin.user_id)
+        items = await service.list_secrets(s, service.SYSTEM_USER, server)
+    return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
+
+
+@router.delete("/vault/system", status_code=204, summary="Delete a system key (admins)")
+async def delete_system_key(
+    request: Request,
+    admin: AdminUser,
+    server: str = Query(pattern=SERVER_SLUG),
+    name: str = Query(max_length=128),
+) -> Response:
+    async with _st(request).sessions() as s, s.begin():
+        await service.require_admin(s, admin.user_id)
+        await service.delete_secret(s, service.SYSTEM_USER, server, name)
+    log.info("system_key_deleted", server=server, name=name, actor=str(admin.user_id))
     return Response(status_code=204)
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.auth.crypto import Keyring, mask
@@ -28,7 +29,7 @@ from wemcp.auth.models import (
 from wemcp.auth.oauth import Profile
 from wemcp.auth.tokens import now, sha256
 from wemcp.common.errors import Conflict, Forbidden, NotFound
-from wemcp.common.events.users import ApiKeyRevoked, UserRegistered, UserRoleChanged
+from wemcp.common.events.users import ApiKeyRevoked, SecretChanged, UserRegistered, UserRoleChanged
 from wemcp.common.identity import ROLE_RANK
 from wemcp.common.outbox import add_event
 
@@ -199,6 +200,14 @@ def _can_grant(actor_role: str, role: str) -> bool:
     )
 
 
+async def require_admin(session: AsyncSession, actor_id: uuid.UUID) -> User:
+    """The actor is an admin as the database knows them now (not as a token minted earlier says)."""
+    actor = await _actor(session, actor_id)
+    if ROLE_RANK[actor.role] < ROLE_RANK["admin"]:
+        raise Forbidden("this needs the admin role")
+    return actor
+
+
 async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.UUID, role: str) -> User:
     if actor_id == target_id:
         raise Forbidden("nobody changes their own role")
@@ -359,10 +368,28 @@ def _vault_context(user_id: uuid.UUID, server: str, name: str) -> str:
     return f"vault:{user_id}:{server}:{name}"
 
 
+SYSTEM_USER = uuid.UUID(int=0)  # the principal owning admins' system keys (the gateway reads it)
+
+
+async def _system_principal(session: AsyncSession) -> None:
+    """The row that owns system keys: disabled, so it can never sign in, hold an API key or act."""
+    await session.execute(
+        pg_insert(User)
+        .values(id=SYSTEM_USER, login="wemcp-system", name="WeMcp system keys", avatar_url="", role="user",
+                disabled=True)
+        .on_conflict_do_nothing(index_elements=[User.id])
+    )
+
+
 async def put_secret(
     session: AsyncSession, keyring: Keyring, user_id: uuid.UUID, server: str, name: str, value: str
 ) -> VaultSecret:
-    await _actor(session, user_id)
+    """Save a user's own secret for a server, or (``user_id=SYSTEM_USER``, admins only — the caller
+    checks) a system key. The gateway is told by ``user.secret_changed`` (no value in it)."""
+    if user_id == SYSTEM_USER:
+        await _system_principal(session)
+    else:
+        await _actor(session, user_id)
     sealed = keyring.seal(value.encode(), _vault_context(user_id, server, name))
     row = (
         await session.execute(
@@ -377,7 +404,30 @@ async def put_secret(
     else:
         row.sealed, row.masked, row.updated_at = sealed, mask(value), now()
     await session.flush()
+    await add_event(session, bus_tables, SecretChanged(user_id=user_id, server=server, name=name))
     return row
+
+
+async def delete_secret(session: AsyncSession, user_id: uuid.UUID, server: str, name: str) -> None:
+    row = (
+        await session.execute(
+            select(VaultSecret)
+            .where(VaultSecret.user_id == user_id, VaultSecret.server == server, VaultSecret.name == name)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound("no such secret")
+    await session.delete(row)
+    await add_event(session, bus_tables, SecretChanged(user_id=user_id, server=server, name=name, action="deleted"))
+
+
+async def list_secrets(session: AsyncSession, user_id: uuid.UUID, server: str | None) -> list[dict[str, Any]]:
+    q = select(VaultSecret).where(VaultSecret.user_id == user_id)
+    if server:
+        q = q.where(VaultSecret.server == server)
+    rows = (await session.execute(q.order_by(VaultSecret.server, VaultSecret.name))).scalars().all()
+    return [secret_read(r) for r in rows]
 
 
 def secret_read(row: VaultSecret) -> dict[str, Any]:

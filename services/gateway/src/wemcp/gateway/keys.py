@@ -69,11 +69,33 @@ class KeyResolver:
         self._vault: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
         self._oauth: dict[tuple[str, str], tuple[float, str | None]] = {}
         self.lookups = 0  # cross-service calls made (for tests: warm means zero)
+        self._sub: Any = None
 
     def forget(self, slug: str | None = None, user_id: str | None = None) -> None:
         for cache in (self._vault, self._oauth):
             for key in [k for k in cache if (slug is None or k[1] == slug) and (user_id is None or k[0] == user_id)]:
                 cache.pop(key, None)
+
+    async def subscribe(self, nc: Any) -> None:
+        """Auth's ``user.secret_changed`` (core NATS; no values in it) drops the cached values of that
+        user (the nil UUID: the system keys) and server, so a saved or deleted key applies at once."""
+
+        async def on_message(msg: Any) -> None:
+            try:
+                data = orjson.loads(msg.data)
+                self.forget(slug=str(data["server"]), user_id=str(data["user_id"]))
+            except Exception as exc:
+                log.warning("secret_event_ignored", error=type(exc).__name__)
+
+        self._sub = await nc.subscribe("user.secret_changed", cb=on_message)
+
+    async def close(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the connection may already be closed
+                pass
 
     async def resolve(self, route: Route, user_id: UUID | None, headers: Any) -> Resolved:
         if not route.inputs:

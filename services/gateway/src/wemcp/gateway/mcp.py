@@ -447,7 +447,9 @@ class McpRouter:
                     body = rpc_error(req_id, **_err(decision.jsonrpc_error()))
                     self.record(ident, route.slug, method, tool, resolved, decision, "refused",
                                 decision.jsonrpc_error()["code"], t0, len(raw), len(body))
-                    await respond(send, 200, body, headers=extra)
+                    # HTTP 429 for proxies and plain HTTP clients; the JSON-RPC error in the body is
+                    # what MCP clients surface (the spec lets a non-2xx carry the error)
+                    await respond(send, 429, body, headers=extra)
                     return
         if route.kind == "openapi":
             body = await self._openapi_rpc(route, resolved, msg)

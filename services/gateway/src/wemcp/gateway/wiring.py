@@ -138,6 +138,7 @@ async def open_mcp(runtime: Any) -> None:
     if runtime.broker is not None:
         nc = runtime.broker.connection
         await mcp.routes.start(nc, wait_seconds=s.route_replay_wait_seconds)
+        await keys.subscribe(nc)
         mcp.recorder.start(nc.jetstream())
     mcp.router.start()
 
@@ -149,6 +150,7 @@ async def close_mcp(runtime: Any) -> None:
     await mcp.router.stop()
     await mcp.recorder.stop()
     await mcp.routes.stop()
+    await mcp.keys.close()
     if mcp.quota is not None:
         await mcp.quota.aclose()
     await mcp.openapi.close()

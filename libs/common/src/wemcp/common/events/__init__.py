@@ -16,7 +16,13 @@ from wemcp.common.events.servers import (
     ServerSubmitted,
     ServerUpdated,
 )
-from wemcp.common.events.users import ApiKeyRevoked, SessionRevoked, UserRegistered, UserRoleChanged
+from wemcp.common.events.users import (
+    ApiKeyRevoked,
+    SecretChanged,
+    SessionRevoked,
+    UserRegistered,
+    UserRoleChanged,
+)
 
 ALL_EVENTS: dict[str, type[Event]] = {
     cls.subject: cls
@@ -33,6 +39,7 @@ ALL_EVENTS: dict[str, type[Event]] = {
         UserRoleChanged,
         ApiKeyRevoked,
         SessionRevoked,
+        SecretChanged,
         CrawlerDiscovered,
     )
 }
@@ -44,6 +51,7 @@ __all__ = [
     "CrawlerDiscovered",
     "Event",
     "McpCallCompleted",
+    "SecretChanged",
     "ServerDeployFailed",
     "ServerDeployed",
     "ServerDeploying",

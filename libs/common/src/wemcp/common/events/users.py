@@ -65,3 +65,19 @@ class SessionRevoked(Event):
     session_id: UUID
     reason: Literal["logout", "reuse", "admin"] = "logout"
     expires_at: datetime | None = None
+
+
+class SecretChanged(Event):
+    """An upstream secret in the vault was saved or deleted: a user's own key for a server, or a
+    system key an admin set for a server (``user_id`` is the nil UUID). Never carries the value.
+
+    Emitted by auth; consumed by gateway (drops its cached key values for this user and server, so
+    the next call uses the new key within a second)."""
+
+    subject: ClassVar[str] = "user.secret_changed"
+    stream: ClassVar[str] = "USERS"
+
+    user_id: UUID
+    server: str
+    name: str
+    action: Literal["saved", "deleted"] = "saved"
