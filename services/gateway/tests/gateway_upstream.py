@@ -6,7 +6,8 @@ older SDKs are: a 2026-07-28 request is refused with HTTP 400 and a JSON-RPC err
 the gateway fall back to the initialize handshake.
 
 Tools: ``echo``, ``add``, ``whoami`` (reports the credential it received: the ``X-Api-Key`` header
-or, for hosted servers behind the deployer bridge, the ``X-WeMcp-Env-API_KEY`` header), ``slow``.
+or, for hosted servers behind the deployer bridge, the ``X-WeMcp-Env-API_KEY`` header, and the
+server's name), ``slow``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def build_server(name: str = "upstream") -> MCPServer:
         req = ctx.request_context.request
         headers = getattr(req, "headers", {}) or {}
         return json.dumps({"api_key": headers.get("x-api-key") or headers.get("x-wemcp-env-api_key"),
-                           "session": headers.get("mcp-session-id")})
+                           "session": headers.get("mcp-session-id"), "server": name})
 
     @mcp.tool()
     async def slow(seconds: float) -> str:

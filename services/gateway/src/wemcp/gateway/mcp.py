@@ -452,7 +452,7 @@ class McpRouter:
                     await respond(send, 429, body, headers=extra)
                     return
         if route.kind == "openapi":
-            body = await self._openapi_rpc(route, resolved, msg)
+            body = await self._openapi_rpc(route, resolved, msg, client_modern)
             if tool is not None:
                 self.record(ident, route.slug, method, tool, resolved, decision,
                             "error" if b'"error"' in body[:64] else "ok", None, t0, len(raw), len(body))
@@ -534,21 +534,22 @@ class McpRouter:
             return rpc_error(req_id, exc.code, f"upstream: {exc}")
         return discover_result(req_id, info)
 
-    async def _openapi_rpc(self, route: Route, resolved: Resolved, msg: dict[str, Any]) -> bytes:
+    async def _openapi_rpc(self, route: Route, resolved: Resolved, msg: dict[str, Any],
+                           modern: bool = False) -> bytes:
         req_id, method = msg["id"], msg["method"]
         params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
         tools = self.gw.openapi
         if method == "tools/list":
-            return rpc_result(req_id, {"tools": tools.tools(route)})
+            return result_for(req_id, method, {"tools": tools.tools(route)}, modern)
         if method == "tools/call":
             try:
-                return rpc_result(req_id, await tools.call(route, resolved, str(params.get("name")),
-                                                           params.get("arguments") or {}))
+                return result_for(req_id, method, await tools.call(route, resolved, str(params.get("name")),
+                                                                    params.get("arguments") or {}), modern)
             except KeyError:
                 return rpc_error(req_id, -32602, f"Unknown tool: {params.get('name')}")
         if method in ("prompts/list", "resources/list", "resources/templates/list"):
             key = {"prompts/list": "prompts", "resources/list": "resources"}.get(method, "resourceTemplates")
-            return rpc_result(req_id, {key: []})
+            return result_for(req_id, method, {key: []}, modern)
         return rpc_error(req_id, -32601, f"Method not found: {method}")
 
     # -- keep-alives -----------------------------------------------------------------------------------------
@@ -699,7 +700,7 @@ class McpRouter:
         params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
         slugs = await self.gw.bundles.servers(target.split(":", 1)[1])
         if method == "ping":
-            return rpc_result(req_id, {})
+            return result_for(req_id, method, {}, client_modern)
         if method == "server/discover":
             return discover_result(req_id, await self.server_info(target, None, ident, user_key, scope))
         if method == "tools/list":
@@ -712,7 +713,7 @@ class McpRouter:
                     return []
                 return [{**t, "name": f"{slug}{SEP}{t['name']}"} for t in tools]
             lists = await asyncio.gather(*(one(s) for s in slugs))
-            return rpc_result(req_id, {"tools": [t for lst in lists for t in lst]})
+            return result_for(req_id, method, {"tools": [t for lst in lists for t in lst]}, client_modern)
         if method == "tools/call":
             name = str(params.get("name") or "")
             slug, sep, tool = name.partition(SEP)
@@ -723,11 +724,12 @@ class McpRouter:
             except Refused as r:
                 return rpc_error(req_id, -32000, r.detail)
             reply = await self.call_tool(route, ident, user_key, tool, params.get("arguments") or {}, scope)
-            return orjson.dumps({"jsonrpc": "2.0", "id": req_id,
-                                 **({"error": reply["error"]} if "error" in reply else {"result": reply["result"]})})
+            if "error" in reply:
+                return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "error": reply["error"]})
+            return result_for(req_id, method, reply["result"], client_modern)
         if method in ("prompts/list", "resources/list", "resources/templates/list"):
             key = {"prompts/list": "prompts", "resources/list": "resources"}.get(method, "resourceTemplates")
-            return rpc_result(req_id, {key: []})
+            return result_for(req_id, method, {key: []}, client_modern)
         return rpc_error(req_id, -32601, f"Method not found: {method}")
 
     # -- the gateway as a client (REST, bundles) ----------------------------------------------------------------
@@ -785,6 +787,12 @@ def modernize(method: str, result: dict[str, Any]) -> dict[str, Any]:
         result.setdefault("cacheScope", "private")
         result.setdefault("ttlMs", 0)
     return result
+
+
+def result_for(req_id: Any, method: str, result: dict[str, Any], modern: bool) -> bytes:
+    """A result the gateway answers itself (bundles, OpenAPI servers), with the fields a
+    2026-07-28 client requires when it is one."""
+    return rpc_result(req_id, modernize(method, result) if modern else result)
 
 
 def discover_result(req_id: Any, info: dict[str, Any]) -> bytes:

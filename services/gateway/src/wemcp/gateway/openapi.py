@@ -8,8 +8,10 @@ document's security schemes): ``apiKey`` in a header, query or cookie; ``http`` 
 
 SSRF: requests go through a connector whose resolver refuses loopback, private, link-local,
 multicast and reserved addresses *at connect time* (so DNS rebinding after a check does not
-help), only http(s), no redirects followed, responses capped in size and time. Hosts listed in
-``WEMCP_GATEWAY_OPENAPI_ALLOW_HOSTS`` (tests, an internal API on purpose) skip the address check.
+help), only http(s), no redirects followed, responses capped in size and time. A host that is an
+IP literal never reaches a resolver (aiohttp connects to it directly), so it is checked before the
+request. Hosts listed in ``WEMCP_GATEWAY_OPENAPI_ALLOW_HOSTS`` (tests, an internal API on purpose)
+skip the address check.
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ def _public(ip: str) -> bool:
         addr = addr.ipv4_mapped
     return not (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
                 or addr.is_reserved or addr.is_unspecified)
+
+
+def _blocked_literal(host: str, port: int, allow: set[str]) -> bool:
+    """An IP-literal host that is not public and not allowed (literals bypass the resolver)."""
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return not (f"{host}:{port}" in allow or host in allow or _public(host))
 
 
 class SafeResolver(AbstractResolver):
@@ -197,8 +208,15 @@ class OpenApiTools:
                 headers[p["name"]] = text
         _auth(spec, resolved, headers, query, cookies)
         url = base + path
-        if urlsplit(url).scheme not in ("http", "https"):
-            return _result(f"refused: {urlsplit(url).scheme!r} is not http(s)", True)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            return _result(f"refused: {parts.scheme!r} is not http(s)", True)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return _result("refused: the base URL has an invalid port", True)
+        if _blocked_literal(parts.hostname or "", port, self.allow):
+            return _result(f"refused by SSRF protection: {parts.hostname} is not a public address", True)
         data = None
         if op["body"] and "body" in args:
             data = orjson.dumps(args["body"])
