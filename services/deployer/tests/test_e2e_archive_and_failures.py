@@ -10,7 +10,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from deployer_testkit import wait_for  # noqa: F401
+from deployer_testkit import wait_for
 
 from wemcp.common.events.servers import ServerSubmitted
 
@@ -128,3 +128,56 @@ async def test_unknown_deployment_is_problem_json(deployer):
     r = await deployer.client.post("/api/v1/deployments/plan", json={
         "slug": "t", "spec": {"packages": [{"registryType": "npm", "identifier": "left-pad", "version": "1.3.0"}]}})
     assert r.status_code == 200 and "npm install" in r.json()["actions"][0]
+
+
+async def test_archive_uploaded_to_the_catalog_is_fetched_and_deployed(deployer, tmp_path):
+    """The catalog's spec shape (runtime + entrypoint, dependencies from requirements.txt, the file
+    kept by the catalog): the deployer fetches it from the catalog's internal endpoint, checks its
+    digest, installs and introspects it; an unknown digest fails with a reason."""
+    import asyncio
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from wemcp.devstack.infra import free_port
+
+    store: dict[str, bytes] = {}
+    asked: list[str] = []
+    other = tmp_path / "catalog-side"
+    other.mkdir()
+    digest = make_archive(other, {"server.py": TINY_SERVER, "requirements.txt": "mcp==2.3.0\n"})
+    store[digest] = (other / f"{digest}.tar.gz").read_bytes()
+
+    async def archive(request):
+        sha = request.path_params["sha"]
+        asked.append(sha)
+        if sha not in store:
+            return Response(status_code=404)
+        return Response(store[sha], media_type="application/gzip")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/internal/archives/{sha}", archive)]),
+                                           host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_for(lambda: server.started, timeout=10)
+        deployer.app.state.runtime.extras["orchestrator"].installer.archive_source = f"http://127.0.0.1:{port}"
+        spec = {"name": "io.github.x/tiny", "version": "1.0.0", "packages": [], "remotes": [],
+                "archive": {"sha256": digest, "size": len(store[digest]), "runtime": "python",
+                            "entrypoint": "server.py", "args": [], "environmentVariables": []}}
+        await deployer.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="fetched", name="Tiny", spec=spec))
+        d = await deployer.until_status("fetched", "deployed", "failed")
+        assert d["status"] == "deployed", (d["reason"], d["logs"])
+        assert [t["name"] for t in d["tools"]] == ["shout"] and asked == [digest]
+        assert (tmp_path / "archives" / f"{digest}.tar.gz").read_bytes() == store[digest]
+
+        missing = "ab" * 32
+        spec["archive"] = {**spec["archive"], "sha256": missing}
+        await deployer.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="nofile", name="No", spec=spec))
+        d = await deployer.until_status("nofile", "failed", "deployed")
+        assert "upload it again" in d["reason"], d["reason"]
+    finally:
+        server.should_exit = True
+        await task

@@ -149,10 +149,14 @@ class Stack:
         # model providers' API keys are sealed under this (development stacks only)
         base_env.setdefault("WEMCP_AGENTS_PROVIDER_KEY_SECRET", self._local_secret("agents-provider-key-secret"))
         base_env.setdefault("WEMCP_AGENTS_GATEWAY_URL", f"http://127.0.0.1:{self.gateway_port}")
+        ports = {name: free_port() for name in names if name != "gateway"}
+        ports.update({n: p.port for n, p in self.services.items() if n not in ports})
+        if "catalog" in ports:  # the deployer fetches uploaded source archives from the catalog
+            base_env.setdefault("WEMCP_DEPLOYER_CATALOG_URL", f"http://127.0.0.1:{ports['catalog']}")
         for name in names:
             if name == "gateway":
                 continue
-            port = free_port()
+            port = ports[name]
             env = {**base_env, f"WEMCP_{name.upper()}_PORT": str(port), f"WEMCP_{name.upper()}_HOST": "127.0.0.1"}
             self.services[name] = ServiceProcess(name, port, self.data_dir / "logs" / f"{name}.log", env)
         if "gateway" in names:

@@ -20,6 +20,8 @@ class Settings(ServiceSettings):
     data_dir: Path = Path(".data/deployer")
     # Uploaded source archives (`<sha256>.tar.gz` / `.zip`); archive specs may only name files in here.
     archive_dir: Path = Path(".data/archives")
+    # The catalog, which keeps archives uploaded by users (internal endpoint); unset: only archive_dir.
+    catalog_url: str | None = "http://127.0.0.1:8002"
     default_backend: str = "local"
 
     # The stdio→HTTP bridge of the local backend: loopback only. 0 picks a free port at start.

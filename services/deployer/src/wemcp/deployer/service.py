@@ -77,7 +77,7 @@ class Orchestrator:
                              max_children=settings.max_children_per_server, uid_base=settings.sandbox_uid_base)
         self.installer = Installer(data, archive_dir=settings.archive_dir.resolve(), venv_python=settings.venv_python,
                                    npm_registry=settings.npm_registry, pip_index_url=settings.pip_index_url,
-                                   timeout=settings.install_timeout_seconds)
+                                   timeout=settings.install_timeout_seconds, archive_source=settings.catalog_url)
         self.local = LocalDeployer(self.installer, self.bridge)
         self.remote = RemoteDeployer(settings.allow_list)
         builder = ArtifactBuilder(self.installer, data / "cloud-artifacts")

@@ -117,15 +117,36 @@ class Manifest(_M):
 
 
 class Archive(_M):
+    """An uploaded source archive. Either the deployer's own ``manifest`` (command, args, env,
+    requirements), or the catalog's shape (``runtime`` python|node + ``entrypoint`` + ``args``: the
+    command is the runtime, its first argument the entrypoint; dependencies come from the archive's
+    requirements.txt / package.json)."""
+
     sha256: str | None = None
     path: str | None = None
-    manifest: Manifest
+    manifest: Manifest | None = None
+    runtime: Literal["python", "node"] | None = None
+    entrypoint: str | None = None
+    args: list[str] = Field(default_factory=list)
+    size: int | None = None
     environment_variables: list[EnvVar] = Field(default_factory=list, alias="environmentVariables")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalog_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("manifest") is None and data.get("runtime") and data.get("entrypoint"):
+            entry = str(data["entrypoint"])
+            if entry.startswith("/") or ".." in entry.split("/"):
+                raise ValueError("archive.entrypoint must stay inside the archive")
+            data = {**data, "manifest": {"command": data["runtime"], "args": [entry, *(data.get("args") or [])]}}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Archive:
         if not (self.sha256 or self.path):
             raise ValueError("archive needs sha256 or path")
+        if self.manifest is None:
+            raise ValueError("archive needs a manifest, or runtime and entrypoint")
         if self.sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ValueError("archive.sha256 must be 64 lowercase hex digits")
         if self.path and (self.path.startswith("/") or ".." in self.path.split("/") or "\\" in self.path):
@@ -217,6 +238,6 @@ def base_env(spec: DeploySpec) -> dict[str, str]:
         v = var.value if var.value is not None else var.default
         if v is not None and not var.is_secret:
             env[var.name] = v
-    if spec.archive is not None:
+    if spec.archive is not None and spec.archive.manifest is not None:
         env.update(spec.archive.manifest.env)
     return env
