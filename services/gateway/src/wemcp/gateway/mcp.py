@@ -364,7 +364,10 @@ class McpRouter:
 
     async def _initialize(self, send: Any, msg: dict[str, Any], target: str, route: Route | None,
                           ident: Identity | None, user_key: str, scope: dict[str, Any],
-                          queue: asyncio.Queue[bytes] | None = None) -> ClientSession | None:
+                          queue: asyncio.Queue[bytes] | None = None,
+                          existing: ClientSession | None = None) -> ClientSession | None:
+        """``existing``: the session of a legacy SSE stream, opened with the stream; its initialize
+        fills in what the client negotiated (no second session)."""
         params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
         asked = str(params.get("protocolVersion") or LEGACY_VERSION)
         version = asked if asked in HANDSHAKE_VERSIONS else LEGACY_VERSION
@@ -377,13 +380,19 @@ class McpRouter:
             else:
                 queue.put_nowait(body)
             return None
-        if len(self.sessions) >= self.gw.settings.mcp_max_sessions:
-            oldest = min(self.sessions.values(), key=lambda s: s.last_used)
-            self.sessions.pop(oldest.sid, None)
-        sid = secrets.token_hex(16)
-        sess = ClientSession(sid, target, user_key, ident, version, dict(params.get("capabilities") or {}),
-                             dict(params.get("clientInfo") or {}), queue)
-        self.sessions[sid] = sess
+        if existing is not None:
+            sess, sid = existing, existing.sid
+            sess.protocol_version = version
+            sess.capabilities = dict(params.get("capabilities") or {})
+            sess.client_info = dict(params.get("clientInfo") or {})
+        else:
+            if len(self.sessions) >= self.gw.settings.mcp_max_sessions:
+                oldest = min(self.sessions.values(), key=lambda s: s.last_used)
+                self.sessions.pop(oldest.sid, None)
+            sid = secrets.token_hex(16)
+            sess = ClientSession(sid, target, user_key, ident, version, dict(params.get("capabilities") or {}),
+                                 dict(params.get("clientInfo") or {}), queue)
+            self.sessions[sid] = sess
         result = {"protocolVersion": version, "capabilities": info["capabilities"], "serverInfo": info["serverInfo"]}
         if info.get("instructions"):
             result["instructions"] = info["instructions"]
@@ -659,7 +668,8 @@ class McpRouter:
         try:
             route = self.route_for(sess.target, None)
             if msg["method"] == "initialize":
-                await self._initialize(None, msg, sess.target, route, sess.identity, sess.user_key, scope, sess.queue)
+                await self._initialize(None, msg, sess.target, route, sess.identity, sess.user_key, scope, sess.queue,
+                                       existing=sess)
                 return
             await self._forward(fake_send, scope, route, sess.identity, sess.user_key, msg, raw, False,
                                 sess, [])
