@@ -9,19 +9,19 @@ through the gateway."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
 import sys
 import time
-import uuid
-from typing import Any
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx2 as httpx
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
+from e2e_kit import published, superadmin_key, user_key
+
 from wemcp.devstack.stack import Stack
+from wemcp.devstack.testing import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -40,53 +40,10 @@ SERVER_JSON = {
 }
 
 
-def _auth_env(stack: Stack) -> dict[str, str]:
-    assert stack.database_url
-    return {**os.environ, "DATABASE_URL": stack.database_url,
-            "WEMCP_AUTH_DEV_KEK_FILE": str(stack.data_dir / "auth-dev-kek")}
-
-
-def _superadmin_key(stack: Stack) -> str:
-    """The operator command, as documented (docs/services/auth.md): the key is the last stdout line."""
-    out = subprocess.run([sys.executable, "-m", "wemcp.auth.admin", "create-superadmin", "--login",
-                          "e2e-catalog-admin"], env=_auth_env(stack), capture_output=True, text=True,
-                         timeout=60, check=True)
-    key = out.stdout.strip().splitlines()[-1]
-    assert key.startswith("wmk_"), out.stdout + out.stderr
-    return key
-
-
-async def _user_key(stack: Stack) -> tuple[str, str]:
-    """A plain user and a platform API key, created with auth's own use cases (as its tests do)."""
-    from wemcp.auth import service as auth
-    from wemcp.common.db import make_engine, make_session_factory
-
-    assert stack.database_url
-    engine = make_engine(stack.database_url, pool_size=1)
-    try:
-        async with make_session_factory(engine)() as s, s.begin():
-            user = await auth.create_user(s, login=f"e2e-owner-{uuid.uuid4().hex[:6]}", role="user")
-            _, raw = await auth.create_api_key(s, user.id, "e2e", None, None)
-        return str(user.id), raw
-    finally:
-        await engine.dispose()
-
-
-async def _until(pred, timeout: float, interval: float = 0.01, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await pred()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"{what} not met within {timeout} s; last value: {last!r}")
-
-
 async def test_real_pypi_server_through_gateway_and_deployer(stack: Stack, gateway_url: str):
-    admin_key = _superadmin_key(stack)
-    user_id, user_key = await _user_key(stack)
-    user = {"Authorization": f"Bearer {user_key}"}
+    admin_key = superadmin_key(stack, "e2e-catalog-admin")
+    user_id, owner_key = await user_key(stack, "e2e-owner")
+    user = {"Authorization": f"Bearer {owner_key}"}
     admin = {"Authorization": f"Bearer {admin_key}"}
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as c:
         # identity comes from the credential, never from headers a client sets
@@ -101,17 +58,8 @@ async def test_real_pypi_server_through_gateway_and_deployer(stack: Stack, gatew
         slug = acc["slug"]
         assert acc["status"] == "submitted" and acc["name"] == NAME
 
-        last: dict[str, Any] = {}
-
-        async def published() -> dict[str, Any] | None:
-            d = await c.get(f"/api/v1/servers/{slug}", headers=user)
-            assert d.status_code == 200, d.text
-            last.update(d.json())
-            assert last["status"] != "failed", last["status_detail"]
-            return last if last["status"] == "published" and last["searchable"] else None
-
         t0 = time.monotonic()
-        detail = await _until(published, timeout=300, interval=0.5, what="published")
+        detail = await published(c, slug, user)
         print(f"\nsubmit → published through the real deployer: {time.monotonic() - t0:.1f} s")
         assert detail["owner_id"] == user_id
         assert {t["name"] for t in detail["tools"]} == {"get_current_time", "convert_time"}
@@ -141,7 +89,7 @@ async def test_real_pypi_server_through_gateway_and_deployer(stack: Stack, gatew
 
         async def counted() -> int:
             return int((await c.get(f"/api/v1/servers/{slug}")).json()["calls"])
-        assert await _until(counted, timeout=20, interval=0.1, what="call counted") >= 1
+        assert await wait_for(counted, timeout=20, interval=0.1) >= 1
         res = await c.post("/api/v1/servers/search", json={"sort": "popular", "page_size": 1})
         assert [i["slug"] for i in res.json()["items"]] == [slug]
 
@@ -160,7 +108,7 @@ async def test_real_pypi_server_through_gateway_and_deployer(stack: Stack, gatew
 
         async def gone() -> bool:
             return slug not in await top("current time in a time zone")
-        await _until(gone, timeout=5, what="gone from search")
+        await wait_for(gone, timeout=5)
         took = time.perf_counter() - t0
         print(f"e2e (gateway + real deployer) disable → gone from search: {took * 1000:.0f} ms")
         assert took < 1.0, f"took {took:.3f} s"
@@ -172,5 +120,5 @@ async def test_real_pypi_server_through_gateway_and_deployer(stack: Stack, gatew
 
         async def back() -> bool:
             return slug in await top("current time in a time zone")
-        await _until(back, timeout=5, what="back in search")
+        await wait_for(back, timeout=5)
         print(f"enable → back in search: {(time.perf_counter() - t0) * 1000:.0f} ms")

@@ -1,11 +1,13 @@
 // Runs against a live WeMcp platform (the pytest test services/agents/tests/test_sdks.py starts one):
-// WEMCP_BASE_URL, WEMCP_API_KEY, WEMCP_MODEL.
+// WEMCP_BASE_URL, WEMCP_API_KEY, WEMCP_MODEL, and WEMCP_TIME_REF (the slug of a hosted mcp-server-time;
+// default "time").
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { WeMcp, mcp, mcpCalls } from "../index.js";
 
 const client = new WeMcp({ maxRetries: 0 });
 const model = process.env.WEMCP_MODEL;
+const timeRef = process.env.WEMCP_TIME_REF ?? "time";
 const question = "TIME: what time is it in Tokyo, judging from New York?";
 const answer = /^When it is (\d\d):(\d\d) in New York, it is (\d\d):(\d\d) in Tokyo\.$/;
 
@@ -23,7 +25,7 @@ test("lists models", async () => {
 
 test("answers a time question through two MCP tool rounds", async () => {
   const done = await client.chat.completions.create({
-    model, messages: [{ role: "user", content: question }], tools: [mcp("time")],
+    model, messages: [{ role: "user", content: question }], tools: [mcp(timeRef)],
   });
   checkTokyo(done.choices[0].message.content);
   const calls = mcpCalls(done);
@@ -33,7 +35,7 @@ test("answers a time question through two MCP tool rounds", async () => {
 
 test("streams", async () => {
   const stream = await client.chat.completions.create({
-    model, messages: [{ role: "user", content: question }], tools: [mcp("time")], stream: true,
+    model, messages: [{ role: "user", content: question }], tools: [mcp(timeRef)], stream: true,
   });
   let text = "";
   let pieces = 0;
@@ -57,7 +59,7 @@ test("unknown ref is a 400", async () => {
 
 test("agents: create, chat, delete", async () => {
   const agent = await client.agents.create({ name: "Node Agent", model, instructions: "Be kind.",
-                                             mcp_servers: [{ ref: "time" }] });
+                                             mcp_servers: [{ ref: timeRef }] });
   const done = await client.agents.chat(agent.id, [{ role: "user", content: question }]);
   checkTokyo(done.choices[0].message.content);
   const listed = await client.agents.list();
