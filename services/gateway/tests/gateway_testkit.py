@@ -184,14 +184,16 @@ def loads(b: bytes | str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(url: str, headers: dict[str, str] | None = None, mode: str = "auto") -> AsyncIterator[Any]:
-    """The official client with extra HTTP headers (credentials, X-WeMcp-Env-*)."""
+async def mcp_client(url: str, headers: dict[str, str] | None = None, mode: str = "auto",
+                     **options: Any) -> AsyncIterator[Any]:
+    """The official client with extra HTTP headers (credentials, X-WeMcp-Env-*); ``options`` go to
+    ``Client`` (sampling/elicitation/roots/logging callbacks ...)."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
     async with httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30.0, read=60.0)) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as c:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode, **options) as c:
             yield c
 
 

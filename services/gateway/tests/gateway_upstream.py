@@ -7,7 +7,12 @@ the gateway fall back to the initialize handshake.
 
 Tools: ``echo``, ``add``, ``whoami`` (reports the credential it received: the ``X-Api-Key`` header
 or, for hosted servers behind the deployer bridge, the ``X-WeMcp-Env-API_KEY`` header, and the
-server's name), ``slow``.
+server's name), ``slow``. With ``interactive=True`` (served with ``json_response=False``, so the
+server can talk during a call) also tools that ask the client mid-call — ``summarise`` (sampling),
+``confirm`` (form elicitation), ``roots`` (roots/list) — and ``count`` (progress and log
+notifications). They use the SDK's resolvers, so the server asks in whichever way the request's era
+calls for: a standalone server-to-client request on the call's stream (2025 revisions) or an
+``InputRequiredResult`` the client answers by retrying (2026-07-28).
 """
 
 from __future__ import annotations
@@ -16,15 +21,67 @@ import asyncio
 import contextlib
 import json
 import socket
+import warnings
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from mcp.server.mcpserver import Context, MCPServer
+from mcp import MCPDeprecationWarning
+from mcp.server.mcpserver import Context, Elicit, ListRoots, MCPServer, Resolve, Sample
+from mcp_types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
+from pydantic import BaseModel
 
 
-def build_server(name: str = "upstream") -> MCPServer:
+class Confirmation(BaseModel):
+    name: str
+    ok: bool
+
+
+def ask_model(topic: str) -> Sample:
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text=f"summarise {topic}"))],
+                  max_tokens=64)
+
+
+def ask_user(topic: str) -> Elicit[Confirmation]:
+    return Elicit(f"go ahead with {topic}?", Confirmation)
+
+
+def ask_roots() -> ListRoots:
+    return ListRoots()
+
+
+def add_interactive_tools(mcp: MCPServer) -> None:
+    @mcp.tool()
+    def summarise(topic: str, reply: Annotated[CreateMessageResult, Resolve(ask_model)]) -> str:
+        """Asks the client's model (sampling/createMessage)."""
+        text = reply.content.text if isinstance(reply.content, TextContent) else "?"
+        return f"{reply.model} said: {text}"
+
+    @mcp.tool()
+    def confirm(topic: str, answer: Annotated[Confirmation, Resolve(ask_user)]) -> str:
+        """Asks the user (elicitation/create, form mode)."""
+        return f"{topic}: {answer.name} said {'yes' if answer.ok else 'no'}"
+
+    @mcp.tool()
+    def roots(listing: Annotated[ListRootsResult, Resolve(ask_roots)]) -> str:
+        """Asks the client for its roots (roots/list)."""
+        return ",".join(str(r.uri) for r in listing.roots)
+
+    @mcp.tool()
+    async def count(n: int, ctx: Context) -> str:
+        """Reports progress n times (and logs), then answers."""
+        for i in range(1, n + 1):
+            await ctx.report_progress(i, n, f"step {i}")
+        with warnings.catch_warnings():  # logging is deprecated in 2026-07-28; 2025 clients still get it
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await ctx.info(f"counted to {n}")
+        return f"counted {n}"
+
+
+def build_server(name: str = "upstream", *, interactive: bool = False) -> MCPServer:
     mcp = MCPServer(name)
+    if interactive:
+        add_interactive_tools(mcp)
 
     @mcp.tool()
     def echo(text: str) -> str:
@@ -80,9 +137,9 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def serve_upstream(mode: str = "both", *, json_response: bool = True, port: int | None = None,
-                         name: str = "upstream") -> AsyncIterator[str]:
+                         name: str = "upstream", interactive: bool = False) -> AsyncIterator[str]:
     """Serve a test server on loopback; yields its Streamable HTTP URL (``.../mcp``)."""
-    app: Any = build_server(name).streamable_http_app(json_response=json_response)
+    app: Any = build_server(name, interactive=interactive).streamable_http_app(json_response=json_response)
     if mode == "legacy":
         app = LegacyOnly(app)
     port = port or free_port()

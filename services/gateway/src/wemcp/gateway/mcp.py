@@ -29,6 +29,7 @@ from wemcp.common.identity import Identity
 from wemcp.common.logging import get_logger
 from wemcp.gateway.calls import CallRecord
 from wemcp.gateway.keys import Resolved
+from wemcp.gateway.relay import RELAYED, Channel, Relay
 from wemcp.gateway.routes import MODERN, Route
 from wemcp.gateway.upstream import (
     CAPS_META,
@@ -170,6 +171,8 @@ class McpRouter:
         self.gw = gw
         self.sessions: dict[str, ClientSession] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self.relay = Relay(gw.upstream, gw.settings.mcp_upstream_timeout_seconds)  # server → client, mid-call
+        self._tasks: set[asyncio.Task[None]] = set()  # legacy SSE replies in progress
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -182,6 +185,7 @@ class McpRouter:
             self._reaper.cancel()
             with contextlib.suppress(BaseException):
                 await self._reaper
+        await self.relay.stop()
 
     async def _reap(self) -> None:
         idle = self.gw.settings.mcp_session_idle_seconds
@@ -342,6 +346,8 @@ class McpRouter:
                 return
             sess.last_used = time.monotonic()
             extra.append((b"mcp-session-id", sess.sid.encode()))
+        if kind == "response" and sess is not None:  # the answer to a server's request (relay.py)
+            await self.relay.answer(sess.sid, msg)
         if kind != "request":
             await respond(send, 202, b"", headers=extra)  # notifications and replies end here
             return
@@ -372,7 +378,9 @@ class McpRouter:
         asked = str(params.get("protocolVersion") or LEGACY_VERSION)
         version = asked if asked in HANDSHAKE_VERSIONS else LEGACY_VERSION
         try:
-            info = await self.server_info(target, route, ident, user_key, scope, version)
+            info = await self.server_info(target, route, ident, user_key, scope, version,
+                                          params.get("capabilities") if isinstance(params.get("capabilities"), dict)
+                                          else None)
         except UpstreamError as exc:
             body = rpc_error(msg["id"], exc.code, f"upstream: {exc}")
             if queue is None:
@@ -404,7 +412,8 @@ class McpRouter:
         return sess
 
     async def server_info(self, target: str, route: Route | None, ident: Identity | None, user_key: str,
-                          scope: dict[str, Any], version: str = LEGACY_VERSION) -> dict[str, Any]:
+                          scope: dict[str, Any], version: str = LEGACY_VERSION,
+                          caps: dict[str, Any] | None = None) -> dict[str, Any]:
         """capabilities / serverInfo / instructions of a target, for initialize and server/discover."""
         if route is None:  # a bundle
             return {"capabilities": {"tools": {"listChanged": False}},
@@ -420,7 +429,7 @@ class McpRouter:
             return {"capabilities": d.get("capabilities") or {},
                     "serverInfo": meta.get(SERVER_INFO_META) or {"name": route.slug, "version": ""},
                     "instructions": d.get("instructions")}
-        sess = await up.legacy_session(route, resolved, user_key, version)
+        sess = await up.legacy_session(route, resolved, user_key, version, caps=caps)
         r = sess.init_result
         return {"capabilities": r.get("capabilities") or {}, "serverInfo": r.get("serverInfo") or {},
                 "instructions": r.get("instructions")}
@@ -439,6 +448,10 @@ class McpRouter:
         resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
         if client_modern and method == "server/discover":
             await respond(send, 200, await self._discover(route, ident, user_key, scope, req_id), headers=extra)
+            return
+        if client_modern and method in RELAYED and (state := self.relay.resumable(msg)) is not None:
+            # a retry answering the question of a parked call (relay.py): counted once, at its start
+            await self.relay.resume(Channel(send, extra), state, route, user_key, msg)
             return
         decision = None
         if method == "tools/call":
@@ -467,6 +480,14 @@ class McpRouter:
                             "error" if b'"error"' in body[:64] else "ok", None, t0, len(raw), len(body))
             await respond(send, 200, body, headers=extra)
             return
+        if method in RELAYED and (sess is not None or (client_modern and route.modern is not True)):
+            # the server may ask the client something during the call (relay.py)
+            def finish(status: str, code: int | None, nout: int) -> None:
+                if tool is not None:
+                    self.record(ident, route.slug, method, tool, resolved, decision, status, code, t0, len(raw), nout)
+            channel = Channel(send, extra, sess.queue if sess is not None else None)
+            if await self.relay.call(channel, route, resolved, user_key, msg, raw, client_modern, sess, finish):
+                return
         up = self.gw.upstream
         try:
             resp = await up.send(route, resolved, user_key, msg, raw, client_modern=client_modern,
@@ -652,7 +673,11 @@ class McpRouter:
         sess.last_used = time.monotonic()
         await respond(send, 202, b"Accepted", b"text/plain")
         if kind == "request":
-            asyncio.create_task(self._sse_reply(sess, msg, raw, scope))
+            task = asyncio.create_task(self._sse_reply(sess, msg, raw, scope))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind == "response":  # the answer to a server's request (relay.py)
+            await self.relay.answer(sess.sid, msg)
 
     async def _sse_reply(self, sess: ClientSession, msg: dict[str, Any], raw: bytes, scope: dict[str, Any]) -> None:
         """Answer one message of a legacy SSE session: the reply goes onto the session's stream."""

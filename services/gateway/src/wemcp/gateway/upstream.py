@@ -56,6 +56,29 @@ class LegacySession:
     last_used: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class Streaming:
+    """A 2025 upstream answering with an SSE stream (``send(..., stream=True)``): the caller reads
+    the messages (relay.py), restoring ``req_id`` on the reply to ``uid``; ``session`` is where
+    answers to the server's own requests go."""
+
+    resp: Any
+    session: LegacySession
+    uid: int
+    req_id: Any
+
+
+def caps_key(caps: dict[str, Any] | None) -> str:
+    """The client capabilities a pooled 2025 upstream session is opened with: the ones that let a
+    server ask the client (sampling, elicitation, roots) — so a server asks only clients that can
+    answer. ``roots.listChanged`` is not declared (the gateway does not relay that notification)."""
+    if not caps:
+        return ""
+    kept = {k: (v if k != "roots" else {}) for k, v in caps.items()
+            if k in ("sampling", "elicitation", "roots") and isinstance(v, dict)}
+    return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode() if kept else ""
+
+
 class _Content:
     def __init__(self, body: bytes) -> None:
         self.body = body
@@ -229,10 +252,13 @@ class Upstream:
     # -- 2025 sessions ---------------------------------------------------------------------------------
     async def legacy_session(self, route: Route, resolved: Resolved, user_key: str,
                              protocol_version: str = LEGACY_VERSION, *,
-                             stale: LegacySession | None = None) -> LegacySession:
+                             stale: LegacySession | None = None,
+                             caps: dict[str, Any] | None = None) -> LegacySession:
         """The pooled session of this key; ``stale``: the session the upstream just forgot (404),
-        replaced once however many concurrent requests saw it fail."""
-        key = (route.slug, route.generation, user_key, resolved.source, resolved.fingerprint, protocol_version)
+        replaced once however many concurrent requests saw it fail; ``caps``: the client's
+        capabilities (see ``caps_key``)."""
+        ck = caps_key(caps)
+        key = (route.slug, route.generation, user_key, resolved.source, resolved.fingerprint, ck, protocol_version)
         sess = self.sessions.get(key)
         if sess is not None and sess is not stale:
             sess.last_used = time.monotonic()
@@ -243,7 +269,7 @@ class Upstream:
             if sess is not None and sess is not stale:
                 return sess
             self.sessions.pop(key, None)
-            sess = await self._initialize(route, resolved, protocol_version)
+            sess = await self._initialize(route, resolved, protocol_version, orjson.loads(ck) if ck else {})
             if len(self.sessions) >= self.max_sessions:  # drop the least recently used
                 oldest = min(self.sessions, key=lambda k: self.sessions[k].last_used)
                 self.sessions.pop(oldest, None)
@@ -251,10 +277,11 @@ class Upstream:
             self.opened += 1
             return sess
 
-    async def _initialize(self, route: Route, resolved: Resolved, protocol_version: str) -> LegacySession:
+    async def _initialize(self, route: Route, resolved: Resolved, protocol_version: str,
+                          caps: dict[str, Any] | None = None) -> LegacySession:
         url, headers = self.target(route, resolved)
         body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": protocol_version, "capabilities": {}, "clientInfo": GATEWAY_INFO}})
+            "protocolVersion": protocol_version, "capabilities": caps or {}, "clientInfo": GATEWAY_INFO}})
         resp = await self.post(url, body, headers)
         sid = resp.headers.get("mcp-session-id")
         status, ctype = resp.status, resp.headers.get("content-type", "")
@@ -279,10 +306,11 @@ class Upstream:
     async def send(self, route: Route, resolved: Resolved, user_key: str, msg: dict[str, Any],
                    raw: bytes | None, *, client_modern: bool, client_caps: dict[str, Any] | None = None,
                    client_info: dict[str, Any] | None = None,
-                   legacy_version: str = LEGACY_VERSION) -> Any:
+                   legacy_version: str = LEGACY_VERSION, stream: bool = False) -> Any:
         """Forward one JSON-RPC message; returns the unread upstream response (the caller streams
         it back or reads it). ``raw`` is the client's own bytes, forwarded untouched when the eras
-        match."""
+        match. ``stream``: a 2025 upstream's SSE reply comes back as ``Streaming`` (relay.py reads
+        it: the server may ask the client something before it answers)."""
         method = msg.get("method", "")
         modern = await self.is_modern(route, resolved)
         url, headers = self.target(route, resolved)
@@ -310,9 +338,12 @@ class Upstream:
         # one upstream session, and the upstream would answer one of them to the other (or drop
         # it). So every request gets an id unique on the gateway, and the reply gets its id back.
         out = msg
+        caps = client_caps
         if client_modern:
             params = msg.get("params")
             if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
+                if caps is None and isinstance(params["_meta"].get(CAPS_META), dict):
+                    caps = params["_meta"][CAPS_META]
                 meta = {k: v for k, v in params["_meta"].items()
                         if k not in (PV_META, CAPS_META, INFO_META)}
                 p = {**params, "_meta": meta} if meta else {k: v for k, v in params.items() if k != "_meta"}
@@ -328,7 +359,7 @@ class Upstream:
         stale: LegacySession | None = None
         last_status = 0
         for attempt in range(4):
-            sess = await self.legacy_session(route, resolved, user_key, legacy_version, stale=stale)
+            sess = await self.legacy_session(route, resolved, user_key, legacy_version, stale=stale, caps=caps)
             stale = None
             h = dict(headers)
             h["mcp-protocol-version"] = sess.protocol_version
@@ -348,6 +379,8 @@ class Upstream:
             if "id" not in msg:
                 return resp
             status, ctype = resp.status, resp.headers.get("content-type", "")
+            if stream and "text/event-stream" in ctype:
+                return Streaming(resp, sess, uid, req_id)
             data = await self.read(resp)
             try:
                 reply = final_response(parse_messages(data, ctype), uid)
