@@ -1,15 +1,28 @@
-"""Tool-loop overhead of the agents service, excluding the model.
+"""Per-request latency of the agents service's tool loop, cold and warm (pooled MCP connections),
+excluding the model.
 
 Setup (all on loopback, one process): the scripted OpenAI-compatible model server from the agents
-tests (answers instantly), an MCP server (MCPServer over stateless Streamable HTTP, 2026-07-28) with
-the two tools the scripted model asks for, and the agents service's own loop (`Run` + `McpHub` +
-`ProviderClient`, no database, no gateway).
+tests (answers at once); an MCP server (MCPServer, stateless Streamable HTTP) serving
+``get_current_time``, ``convert_time`` and ``add`` at ``/mcp/time``, standing where the gateway's
+MCP router is (``gateway_url``), so the tools are ``{"type": "mcp", "ref": "time"}`` exactly as in
+production; and the agents service's own loop (``Run`` + ``McpHub`` + ``McpPool`` +
+``ProviderClient``; no database, no gateway in between). Every request is a saved agent's run as
+the gateway forwards it: identity headers, ``Authorization`` and a freshly signed run context.
 
-Measured, median of N runs each:
-  floor      the same HTTP work done by hand: 3 model calls + 2 tools/call on an open MCP client
-  loop       a two-round run through the agents loop (connect + tools/list + 3 model calls + 2 calls)
-  connect    McpHub open/close alone (MCP connect + tools/list)
-Overhead per round = (loop - floor - connect) / 2.
+Measured per request (parse + MCP clients + the loop + close), interleaved, p50 and p99:
+  1 round    "ADD": 2 model calls + 1 tools/call
+  2 rounds   "TIME": 3 model calls + 2 tools/call
+  cold       a new user for every request: a new pool entry (new connection, tools/list)
+  warm       the same user again: the pooled connection and tool list (within their TTLs)
+  floor      the same model calls and tool calls by hand on an already-open MCP client
+Loop overhead = warm - floor (per request; the per-round part is 2 rounds - 1 round).
+
+And the design choice (one tools/call per request, the same server, stateful for the session):
+  held session      a 2025 session opened once and kept (initialize once; the pool design not taken)
+  stateless pooled  McpHub open (per-request client, 2026-07-28, pooled connection and tool list)
+                    + the call + close (the design taken)
+  per-request conn  a new HTTP client + the SDK's auto negotiation + tools/list + the call + close
+                    (what every request paid before the pool)
 
     .venv/bin/python bench/agents_loop.py [N]
 """
@@ -23,10 +36,12 @@ import platform
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx2 as httpx
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
@@ -36,12 +51,17 @@ from agents_testkit import ScriptedModel, serve  # noqa: E402
 
 from wemcp.agents.config import Settings  # noqa: E402
 from wemcp.agents.loop import Caller, Run, parse_request  # noqa: E402
+from wemcp.agents.mcp_pool import McpPool  # noqa: E402
 from wemcp.agents.mcp_tools import McpHub  # noqa: E402
 from wemcp.agents.providers import ProviderClient, ResolvedModel  # noqa: E402
 from wemcp.devstack.infra import free_port  # noqa: E402
+from wemcp.ratelimit.runcontext import sign_run_context  # noqa: E402
+
+SECRET = "bench-agent-run-secret-0123456789"
+AGENT = str(uuid.uuid4())
 
 
-def time_server() -> object:
+def time_server(path: str = "/mcp/time", stateless: bool = True) -> object:
     srv = MCPServer("time")
 
     @srv.tool()
@@ -55,67 +75,134 @@ def time_server() -> object:
         return json.dumps({"source": {"datetime": "2026-11-24T09:30:00-05:00"},
                            "target": {"datetime": "2026-11-24T23:30:00+09:00"}})
 
-    return srv.streamable_http_app(streamable_http_path="/mcp", stateless_http=True, json_response=True,
+    @srv.tool()
+    def add(a: int, b: int) -> str:
+        """Add two integers."""
+        return str(a + b)
+
+    return srv.streamable_http_app(streamable_http_path=path, stateless_http=stateless, json_response=True,
                                    transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
 
 
-async def main(n: int) -> None:
-    model = ScriptedModel()
-    settings = Settings(database_url="postgresql://x@127.0.0.1/x")
-    async with serve(model.app(), free_port()) as model_url, serve(time_server(), free_port(), "on") as mcp_url:
-        provider = ProviderClient(settings)
-        resolved = ResolvedModel("bench", model_url + "/v1", "scripted-1", None)
-        raw = {"model": "scripted-1", "messages": [{"role": "user", "content": "TIME please"}],
-               "tools": [{"type": "mcp", "server_url": mcp_url + "/mcp", "server_label": "time"}]}
+def caller(user: str) -> Caller:
+    token = sign_run_context(SECRET, user_id=user, agent_id=AGENT, run_id=uuid.uuid4().hex)
+    return Caller({"x-wemcp-user-id": user, "x-wemcp-user-role": "user", "x-wemcp-user-login": "bench",
+                   "authorization": f"Bearer token-of-{user}"}, user, f"agent:{AGENT}",
+                  {"X-WeMcp-Agent-Run": token})
 
-        async def loop_once() -> float:
-            req = parse_request(raw, settings, Caller({}))
-            hub = McpHub(req.mcp_specs, settings)
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * len(s)) - 1))] * 1000
+
+
+async def main(n: int) -> None:
+    load_before = os.getloadavg()
+    model = ScriptedModel()
+    async with serve(model.app(), free_port()) as model_url, serve(time_server(), free_port(), "on") as gw, \
+            serve(time_server("/mcp/held", stateless=False), free_port(), "on") as stateful:
+        settings = Settings(database_url="postgresql://x@127.0.0.1/x", gateway_url=gw)
+        provider = ProviderClient(settings)
+        pool = McpPool(settings)
+        pool.start()
+        resolved = ResolvedModel("bench", model_url + "/v1", "scripted-1", None)
+        questions = {1: "ADD two and forty", 2: "TIME in Tokyo?"}
+        regular = str(uuid.uuid4())  # the user of the warm requests
+
+        async def request(rounds: int, user: str) -> float:
+            raw = {"model": "scripted-1", "messages": [{"role": "user", "content": questions[rounds]}],
+                   "tools": [{"type": "mcp", "ref": "time"}]}
             t0 = time.perf_counter()
-            async with hub:
+            req = parse_request(raw, settings, caller(user))
+            async with McpHub(req.mcp_specs, settings, pool) as hub:
                 out = await Run(req, resolved, hub, provider, settings, "scripted-1").complete()
             dt = time.perf_counter() - t0
-            assert out["tool_rounds"] == 2 and out["choices"][0]["message"]["content"].startswith("When it is")
+            assert out["tool_rounds"] == rounds and [c["status"] for c in out["mcp_calls"]] == ["ok"] * rounds, out
             return dt
 
-        async def connect_once() -> float:
-            req = parse_request(raw, settings, Caller({}))
+        def one_call_spec(user: str) -> list:
+            raw = {"model": "m", "messages": [{"role": "user", "content": "x"}],
+                   "tools": [{"type": "mcp", "ref": "time", "allowed_tools": ["add"]}]}
+            return parse_request(raw, settings, caller(user)).mcp_specs
+
+        async def stateless_pooled(user: str) -> float:
             t0 = time.perf_counter()
-            async with McpHub(req.mcp_specs, settings) as hub:
-                assert len(hub.definitions()) == 2
+            async with McpHub(one_call_spec(user), settings, pool) as hub:
+                assert (await hub.call(1, "time__add", '{"a": 2, "b": 40}')) == "42"
             return time.perf_counter() - t0
 
-        async with Client(mcp_url + "/mcp") as direct, httpx.AsyncClient() as http:
-            await direct.list_tools()
+        async def per_request_connection() -> float:
+            t0 = time.perf_counter()
+            async with httpx.AsyncClient(headers=caller(regular).headers) as h, \
+                    Client(streamable_http_client(gw + "/mcp/time", http_client=h)) as c:
+                await c.list_tools()
+                await c.call_tool("add", {"a": 2, "b": 40})
+            return time.perf_counter() - t0
 
-            async def floor_once() -> float:
+        async with Client(gw + "/mcp/time") as direct, httpx.AsyncClient() as http, \
+                httpx.AsyncClient(headers=caller(str(uuid.uuid4())).headers) as held_http, \
+                Client(streamable_http_client(stateful + "/mcp/held", http_client=held_http), mode="legacy") as held:
+            await direct.list_tools()
+            await held.list_tools()
+
+            async def held_session() -> float:
                 t0 = time.perf_counter()
-                body = {"model": "scripted-1", "messages": [{"role": "user", "content": "hi"}]}
+                await held.call_tool("add", {"a": 2, "b": 40})
+                return time.perf_counter() - t0
+            body = {"model": "scripted-1", "messages": [{"role": "user", "content": "hi"}]}
+
+            async def floor(rounds: int) -> float:
+                t0 = time.perf_counter()
                 await http.post(model_url + "/v1/chat/completions", json=body)
-                await direct.call_tool("get_current_time", {"timezone": "America/New_York"})
-                await http.post(model_url + "/v1/chat/completions", json=body)
-                await direct.call_tool("convert_time", {"source_timezone": "a", "time": "09:30",
-                                                        "target_timezone": "b"})
+                if rounds == 1:
+                    await direct.call_tool("add", {"a": 2, "b": 40})
+                else:
+                    await direct.call_tool("get_current_time", {"timezone": "America/New_York"})
+                    await http.post(model_url + "/v1/chat/completions", json=body)
+                    await direct.call_tool("convert_time", {"source_timezone": "America/New_York", "time": "09:30",
+                                                            "target_timezone": "Asia/Tokyo"})
                 await http.post(model_url + "/v1/chat/completions", json=body)
                 return time.perf_counter() - t0
 
-            for f in (floor_once, loop_once, connect_once):  # warm up
-                await f()
-            results: dict[str, list[float]] = {"floor": [], "loop": [], "connect": []}
-            for _ in range(n):  # interleaved, so drift hits all three alike
-                results["floor"].append(await floor_once())
-                results["loop"].append(await loop_once())
-                results["connect"].append(await connect_once())
+            for rounds in (1, 2):  # warm up every path
+                await floor(rounds)
+                await request(rounds, str(uuid.uuid4()))
+                await request(rounds, regular)
+            await stateless_pooled(regular)
+            await held_session()
+            await per_request_connection()
+            results: dict[str, list[float]] = {}
+            designs: dict[str, list[float]] = {}
+            for _ in range(n):  # interleaved, so drift hits every series alike
+                for rounds in (1, 2):
+                    label = f"{rounds} round{'s' if rounds > 1 else ''}"
+                    results.setdefault(f"{label} floor", []).append(await floor(rounds))
+                    results.setdefault(f"{label} cold", []).append(await request(rounds, str(uuid.uuid4())))
+                    results.setdefault(f"{label} warm", []).append(await request(rounds, regular))
+                designs.setdefault("held session", []).append(await held_session())
+                designs.setdefault("stateless pooled", []).append(await stateless_pooled(regular))
+                designs.setdefault("per-request conn", []).append(await per_request_connection())
+        entries = len(pool)
+        await pool.aclose()
         await provider.aclose()
+    load_after = os.getloadavg()
 
-    med = {k: statistics.median(v) * 1000 for k, v in results.items()}
-    p90 = {k: sorted(v)[int(len(v) * 0.9) - 1] * 1000 for k, v in results.items()}
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}, n={n}")
-    for k in ("floor", "loop", "connect"):
-        print(f"{k:8s} p50 {med[k]:7.2f} ms   p90 {p90[k]:7.2f} ms")
-    per_round = (med["loop"] - med["floor"] - med["connect"]) / 2
-    print(f"loop overhead per round (p50, excluding model and tool time): {per_round:.2f} ms")
-    print(f"per request: MCP connect + tools/list {med['connect']:.2f} ms")
+    print(f"load average (1/5/15 min): before {' '.join(f'{x:.2f}' for x in load_before)}, "
+          f"after {' '.join(f'{x:.2f}' for x in load_after)}")
+    print(f"{'per request':16s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    for k, v in results.items():
+        print(f"{k:16s} {statistics.median(v) * 1000:8.2f} {pct(v, 0.99):8.2f}")
+    med = {k: statistics.median(v) * 1000 for k, v in results.items()}
+    over1 = med["1 round warm"] - med["1 round floor"]
+    over2 = med["2 rounds warm"] - med["2 rounds floor"]
+    print(f"loop overhead per request, warm (p50, excluding model and tool time): 1 round {over1:.2f} ms, "
+          f"2 rounds {over2:.2f} ms; per extra round {over2 - over1:.2f} ms")
+    print(f"cold - warm (p50): 1 round {med['1 round cold'] - med['1 round warm']:.2f} ms, "
+          f"2 rounds {med['2 rounds cold'] - med['2 rounds warm']:.2f} ms; pool entries at the end: {entries}")
+    print(f"{'one tools/call':16s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    for k, v in designs.items():
+        print(f"{k:16s} {statistics.median(v) * 1000:8.2f} {pct(v, 0.99):8.2f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 - :class:`McpRouter`: stands in for the gateway's ``/mcp/{slug}`` router (being built elsewhere):
   it proxies to the stdio upstream, records what the agents service sent, verifies the signed run
   context and asks the real ratelimit quota client whether the call counts.
+- :class:`TcpProxy`: a TCP relay in front of the router that counts connections and can turn the
+  open ones into dead keep-alive connections.
 - :func:`external_server`: an MCP server (MCPServer, Streamable HTTP) that wants an API key header,
   for Responses-style ``server_url`` tools.
 - :class:`Jwks`: the auth service's JWKS endpoint, so the real gateway verifies tokens we mint.
@@ -49,6 +51,8 @@ REPO = Path(__file__).resolve().parents[3]
 TIME_VERSION = "2026.10.19"
 # the key the external (server_url) MCP server in the tests demands
 EXTERNAL_KEY = "calc-key-1234"
+# shared by the agents service and the router's quota client in the tests
+RUN_SECRET = "agent-run-secret-for-tests-0123456789"
 
 
 # -- serving ----------------------------------------------------------------------------------------
@@ -236,13 +240,16 @@ class StdioUpstream:
 # -- the gateway's MCP router, as the agents service sees it ---------------------------------------------
 class McpRouter:
     """``/mcp/{slug}``: ``time`` proxies to the stdio upstream; anything else is 404 like an unknown
-    slug. For every ``tools/call`` it records the headers and the quota decision made with the real
-    ratelimit client (``in_agent_run_token`` = the ``X-WeMcp-Agent-Run`` header)."""
+    slug, and a slug in ``disabled`` is 403 like a disabled server. For every ``tools/call`` it records
+    the headers and the quota decision made with the real ratelimit client (``in_agent_run_token`` =
+    the ``X-WeMcp-Agent-Run`` header) in ``seen``; every request at all goes to ``requests``."""
 
     def __init__(self, upstream: StdioUpstream, quota: Any) -> None:
         self.upstream = upstream
         self.quota = quota
         self.seen: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.disabled: set[str] = set()
         server: Server[Any] = Server("router-time", on_list_tools=self._list, on_call_tool=self._call)
         self.manager = StreamableHTTPSessionManager(
             app=server, json_response=True, stateless=True,
@@ -272,22 +279,34 @@ class _RouterEndpoint:
         r = self.router
         request = Request(scope, receive)
         slug = scope["path_params"]["slug"]
-        if slug != "time":
-            await JSONResponse({"title": "Not Found", "status": 404, "detail": f"no server {slug!r}"},
-                               status_code=404, media_type="application/problem+json")(scope, receive, send)
-            return
         body = await request.body()
         try:
             msg = json.loads(body) if body else {}
         except ValueError:
             msg = {}
+        method = msg.get("method") if isinstance(msg, dict) else None
+        r.requests.append({"slug": slug, "http": scope["method"], "method": method,
+                           "user": request.headers.get("x-wemcp-user-id"),
+                           "authorization": request.headers.get("authorization"),
+                           "run_token": request.headers.get("x-wemcp-agent-run"),
+                           "upstream_key": request.headers.get("x-upstream-authorization"),
+                           "version": request.headers.get("mcp-protocol-version"),
+                           "port": scope["client"][1] if scope.get("client") else None})
+        if slug != "time":
+            await JSONResponse({"title": "Not Found", "status": 404, "detail": f"no server {slug!r}"},
+                               status_code=404, media_type="application/problem+json")(scope, receive, send)
+            return
+        if slug in r.disabled:
+            await JSONResponse({"title": "Forbidden", "status": 403, "detail": f"the server {slug!r} is disabled"},
+                               status_code=403, media_type="application/problem+json")(scope, receive, send)
+            return
         if isinstance(msg, dict) and msg.get("method") == "tools/call":
             user = request.headers.get("x-wemcp-user-id")
             token = request.headers.get("x-wemcp-agent-run")
             decision = await r.quota.decide(user, "server", slug, "system", in_agent_run_token=token)
             r.seen.append({"user": user, "authorization": request.headers.get("authorization"),
                            "run_token": token, "tool": msg["params"]["name"], "reason": decision.reason,
-                           "counted": decision.counted})
+                           "counted": decision.counted, "port": r.requests[-1]["port"]})
             if not decision.allowed:
                 await JSONResponse(decision.problem(), status_code=429)(scope, receive, send)
                 return
@@ -308,6 +327,72 @@ def router_app(router: McpRouter) -> Starlette:
                      lifespan=router.lifespan)
 
 
+class TcpProxy:
+    """A TCP relay to ``127.0.0.1:<port>``. ``accepted`` counts the connections clients opened and
+    ``open`` those still open. :meth:`kill_idle` turns every open connection into a dead one that the
+    client cannot tell from a live one: it stays open, but the next request on it is swallowed and
+    the connection closed without an answer — what a keep-alive connection looks like after the
+    server or a middlebox dropped it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.accepted = 0
+        self.open = 0
+        self.swallowed = 0
+        self.dead_on_arrival = False  # new connections are dead from the start
+        self._dead: set[Any] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def kill_idle(self) -> None:
+        self._dead.update(self._writers)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.open += 1
+        self._writers.add(writer)
+        if self.dead_on_arrival:
+            self._dead.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            writer.close()
+            self.open -= 1
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, from_client: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if from_client and writer in self._dead:
+                        self.swallowed += 1
+                        return
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                for w in (writer, up_writer):
+                    w.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+        finally:
+            self._writers.discard(writer)
+            self._dead.discard(writer)
+            self.open -= 1
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for w in list(self._writers):
+                w.close()
+            await self._server.wait_closed()
+
+
 # -- an external MCP server for server_url tools --------------------------------------------------------
 def external_server(api_key: str) -> Any:
     srv = MCPServer("calc")
@@ -326,6 +411,50 @@ def external_server(api_key: str) -> Any:
             await JSONResponse({"error": "bad key"}, status_code=401)(scope, receive, send)
             return
         await inner(scope, receive, send)
+
+    return app
+
+
+def legacy_server(methods: list[str]) -> Any:
+    """An MCP server that speaks only the 2025 revisions (sessions, ``initialize``): anything sent
+    at 2026-07-28 is refused like an older server refuses an unknown method. Every JSON-RPC method
+    (or bare HTTP method) it receives is appended to ``methods``."""
+    srv = MCPServer("calc-2025")
+
+    @srv.tool()
+    def add(a: int, b: int) -> str:
+        """Add two integers."""
+        return str(a + b)
+
+    inner = srv.streamable_http_app(streamable_http_path="/mcp", json_response=True,
+                                    transport_security=TransportSecuritySettings(
+                                        enable_dns_rebinding_protection=False))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        body = await request.body()
+        try:
+            msg = json.loads(body) if body else {}
+        except ValueError:
+            msg = {}
+        methods.append(msg.get("method", scope["method"]) if isinstance(msg, dict) else scope["method"])
+        if request.headers.get("mcp-protocol-version") == "2026-07-28":
+            await JSONResponse({"jsonrpc": "2.0", "id": msg.get("id"), "error": {
+                "code": -32601, "message": "Method not found"}}, status_code=400)(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await inner(scope, replay, send)
 
     return app
 

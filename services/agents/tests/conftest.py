@@ -19,10 +19,12 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).parent))  # agents_testkit (pytest runs in importlib mode)
 from agents_testkit import (
     EXTERNAL_KEY,
+    RUN_SECRET,
     Jwks,
     McpRouter,
     ScriptedModel,
     StdioUpstream,
+    TcpProxy,
     external_server,
     install_time_server,
     router_app,
@@ -39,7 +41,6 @@ from wemcp.gateway.main import SPEC as GATEWAY
 from wemcp.ratelimit.client import QuotaClient
 from wemcp.ratelimit.policy import StaticPolicies
 
-RUN_SECRET = "agent-run-secret-for-tests-0123456789"
 PROVIDER_SECRET = "provider-key-secret-for-tests-0123"
 
 
@@ -66,6 +67,7 @@ class Platform:
     model: ScriptedModel
     router: McpRouter
     upstream: StdioUpstream
+    proxy: TcpProxy  # between the agents service and the router: the agents' MCP connections
     jwks: Jwks
     http: httpx.AsyncClient
     app: Any
@@ -99,7 +101,9 @@ class Platform:
 
 
 @pytest_asyncio.fixture
-async def platform(settings_for, infra, clean_db, clean_redis, time_upstream) -> AsyncIterator[Platform]:
+async def platform(request, settings_for, infra, clean_db, clean_redis, time_upstream) -> AsyncIterator[Platform]:
+    """The whole path; agents settings can be overridden per test with
+    ``@pytest.mark.parametrize("platform", [{...}], indirect=True)``."""
     model, jwks = ScriptedModel(), Jwks()
     redis = Redis.from_url(infra.redis_url)
     quota = QuotaClient(redis, StaticPolicies(), run_context_secret=RUN_SECRET)
@@ -110,17 +114,23 @@ async def platform(settings_for, infra, clean_db, clean_redis, time_upstream) ->
         serve(external_server(EXTERNAL_KEY), free_port(), lifespan="on") as external_url,
         serve(jwks.app(), free_port()) as jwks_url,
     ):
-        settings = settings_for(Settings, gateway_url=router_url, agent_run_secret=RUN_SECRET,
+        proxy = TcpProxy(int(router_url.rsplit(":", 1)[1]))
+        proxy_url = await proxy.start()
+        settings = settings_for(Settings, gateway_url=proxy_url, agent_run_secret=RUN_SECRET,
                                 provider_key_secret=PROVIDER_SECRET, allow_private_server_urls=True,
-                                provider_timeout_seconds=3.0, mcp_timeout_seconds=10.0)
-        async with running(SPEC, settings) as app, serve(app, free_port()) as agents_url:
-            gw_settings = settings_for(GatewaySettings, auth_url=jwks_url, agents_url=agents_url)
-            async with running(GATEWAY, gw_settings) as gw, serve(gw, free_port()) as gw_url, \
-                    httpx.AsyncClient(base_url=gw_url, timeout=30) as http:
-                p = Platform(gw_url, agents_url, external_url + "/mcp", model, router, time_upstream, jwks, http, app,
-                             model_url=model_url + "/v1")
-                try:
-                    yield p
-                finally:
-                    time_upstream.calls.clear()
+                                provider_timeout_seconds=3.0, mcp_timeout_seconds=10.0,
+                                **getattr(request, "param", {}))
+        try:
+            async with running(SPEC, settings) as app, serve(app, free_port()) as agents_url:
+                gw_settings = settings_for(GatewaySettings, auth_url=jwks_url, agents_url=agents_url)
+                async with running(GATEWAY, gw_settings) as gw, serve(gw, free_port()) as gw_url, \
+                        httpx.AsyncClient(base_url=gw_url, timeout=30) as http:
+                    p = Platform(gw_url, agents_url, external_url + "/mcp", model, router, time_upstream, proxy,
+                                 jwks, http, app, model_url=model_url + "/v1")
+                    try:
+                        yield p
+                    finally:
+                        time_upstream.calls.clear()
+        finally:
+            await proxy.stop()
     await redis.aclose()

@@ -32,6 +32,14 @@ class Settings(ServiceSettings):
     provider_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     mcp_timeout_seconds: float = Field(default=30.0, gt=0)  # connect + list, and each tools/call
     tool_output_max_chars: int = Field(default=20_000, ge=100)  # what the model sees of one result
+    # The MCP connection pool (mcp_pool.py): entries per (user, run scope, server, headers).
+    mcp_pool_max_entries: int = Field(default=512, ge=1)
+    mcp_pool_idle_seconds: float = Field(default=60.0, gt=0)  # an unused entry is closed after this
+    mcp_pool_connections: int = Field(default=8, ge=1)  # HTTP connections per entry
+    # Idle keep-alive connections are dropped before the server drops them (uvicorn: 5 s).
+    mcp_keepalive_seconds: float = Field(default=4.0, ge=0)
+    # How long a tools/list result is reused; short, so a disabled or changed server shows at once.
+    mcp_tools_ttl_seconds: float = Field(default=5.0, ge=0, le=60)
     # Responses-style `server_url` tools may point at private/loopback addresses (tests, dev).
     allow_private_server_urls: bool = False
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from wemcp.agents.config import Settings
 from wemcp.agents.errors import BadRequest, Unprocessable, oai
+from wemcp.agents.mcp_pool import pool_key
 from wemcp.agents.mcp_tools import SLUG, McpHub, McpServerSpec, check_public_url, gateway_url_for
 from wemcp.agents.providers import ProviderClient, ResolvedModel
 from wemcp.common.errors import AppError
@@ -47,7 +48,10 @@ class ChatRequest:
 class Caller:
     """Whose run this is and what the gateway needs to call MCP servers on their behalf."""
 
-    headers: dict[str, str]  # identity + Authorization + X-WeMcp-Agent-Run for the gateway
+    headers: dict[str, str]  # identity + Authorization, for the gateway
+    user_id: str = "anonymous"  # whose pooled MCP connections the run may use
+    scope: str = "chat"  # "chat", or "agent:<id>": plain completions and each agent pool apart
+    run_headers: dict[str, str] = field(default_factory=dict)  # X-WeMcp-Agent-Run: this run only
 
 
 def _bad(msg: str, param: str | None = None, code: str = "invalid_request") -> AppError:
@@ -85,12 +89,15 @@ def parse_mcp_tool(t: dict[str, Any], i: int, settings: Settings, caller: Caller
     if ref is not None:
         if not isinstance(ref, str) or not SLUG.match(ref):
             raise _bad(f"{param}.ref must be a server slug", f"{param}.ref", "unknown_mcp_ref")
-        return McpServerSpec(label or ref, gateway_url_for(settings.gateway_url, ref),
-                             {**headers, **caller.headers}, allowed, param, ref=ref)
+        gw_url, gw_headers = gateway_url_for(settings.gateway_url, ref), {**headers, **caller.headers}
+        return McpServerSpec(label or ref, gw_url, gw_headers, allowed, param, ref=ref,
+                             call_headers=dict(caller.run_headers),
+                             pool_key=pool_key(caller.user_id, caller.scope, gw_url, gw_headers))
     if not isinstance(url, str) or len(url) > 2000:
         raise _bad(f"{param}.server_url must be a URL", f"{param}.server_url")
     host = re.sub(r"[^A-Za-z0-9_-]", "_", (url.split("://", 1)[-1].split("/", 1)[0]))[:40]
-    return McpServerSpec(label or host, url, headers, allowed, param)
+    return McpServerSpec(label or host, url, headers, allowed, param,
+                         pool_key=pool_key(caller.user_id, caller.scope, url, headers))
 
 
 def parse_request(raw: Any, settings: Settings, caller: Caller, *, model_required: bool = True) -> ChatRequest:

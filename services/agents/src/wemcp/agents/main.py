@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from wemcp.agents.api import openai_router, router
 from wemcp.agents.config import Settings, get_settings
+from wemcp.agents.mcp_pool import McpPool
 from wemcp.agents.mcp_server import AgentMcpEndpoint
 from wemcp.agents.models import bus_tables, probe_receipts
 from wemcp.agents.providers import ProviderClient
@@ -32,7 +33,9 @@ async def _open(runtime: Runtime) -> None:
     provider = ProviderClient(settings)
     runtime.extras["agents_provider"] = provider
     quota = await open_agent_quota(runtime.redis, settings)
-    runtime.extras["agents"] = AgentsState(settings, runtime.sessions, provider, quota)
+    pool = McpPool(settings)
+    pool.start()
+    runtime.extras["agents"] = AgentsState(settings, runtime.sessions, provider, quota, pool)
     endpoint = AgentMcpEndpoint()
     await endpoint.start()
     runtime.extras[MCP_ENDPOINT_KEY] = endpoint
@@ -44,6 +47,7 @@ async def _close(runtime: Runtime) -> None:
         await endpoint.stop()
     state = runtime.extras.get("agents")
     if state is not None:
+        await state.pool.aclose()
         await state.quota.aclose()
     provider = runtime.extras.get("agents_provider")
     if provider is not None:

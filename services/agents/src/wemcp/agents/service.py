@@ -14,6 +14,7 @@ from wemcp.agents.config import Settings
 from wemcp.agents.crypto import seal
 from wemcp.agents.errors import NotFound, TooManyRequests, oai
 from wemcp.agents.loop import Caller, ChatRequest, Run, check_urls, parse_mcp_tool, parse_request
+from wemcp.agents.mcp_pool import McpPool
 from wemcp.agents.mcp_tools import McpHub
 from wemcp.agents.models import Agent, ModelProvider
 from wemcp.agents.providers import ProviderClient, resolve_model
@@ -33,6 +34,7 @@ class AgentsState:
     sessions: async_sessionmaker[AsyncSession]
     provider: ProviderClient
     quota: AgentQuota
+    pool: McpPool
 
 
 # -- providers ----------------------------------------------------------------------------------
@@ -150,15 +152,20 @@ def caller_for(st: AgentsState, who: Identity, authorization: str | None, agent_
     """What MCP calls through the gateway carry: the caller's identity and their own credentials (the
     gateway verifies them again). Only a saved agent's run — itself metered at 100 calls a day — signs a
     run context that makes its MCP calls unmetered; a plain chat completion's MCP calls count against
-    each server's daily quota like any other call, or the chat API would be a way around it."""
+    each server's daily quota like any other call, or the chat API would be a way around it.
+
+    The context names this run, so it goes on each MCP request (``run_headers``) and is not part of
+    what pooled connections are keyed by; the agent is (``scope``)."""
     headers = who.headers()
     if authorization:
         headers["authorization"] = authorization
+    run_headers = {}
     if agent_id is not None and st.settings.agent_run_secret is not None:
-        headers[HEADER_AGENT_RUN] = sign_run_context(
+        run_headers[HEADER_AGENT_RUN] = sign_run_context(
             st.settings.agent_run_secret.get_secret_value(), user_id=who.user_id, agent_id=agent_id,
             run_id=uuid.uuid4().hex, ttl_seconds=st.settings.agent_run_ttl_seconds)
-    return Caller(headers)
+    scope = "chat" if agent_id is None else f"agent:{agent_id}"
+    return Caller(headers, str(who.user_id), scope, run_headers)
 
 
 def agent_tools(agent: Agent) -> list[dict[str, Any]]:
@@ -210,7 +217,7 @@ async def start_run(st: AgentsState, p: Prepared) -> tuple[Run, McpHub]:
     await check_urls(p.req, st.settings)
     async with st.sessions() as s:
         model = await resolve_model(s, st.settings, p.model)
-    hub = McpHub(p.req.mcp_specs, st.settings)
+    hub = McpHub(p.req.mcp_specs, st.settings, st.pool)
     run = Run(p.req, model, hub, st.provider, st.settings, p.model, p.extra_messages)
     return run, hub
 
