@@ -174,3 +174,62 @@ def test_sandbox_uids_are_leased_machine_wide(tmp_path):
         b.acquire()
     a.release(min(held_a))
     assert b.acquire() == min(held_a)
+
+
+ECHO = textwrap.dedent('''
+    from mcp.server.mcpserver import MCPServer
+
+    app = MCPServer("echo")
+
+    @app.tool()
+    def echo(text: str) -> str:
+        return text
+
+    if __name__ == "__main__":
+        app.run()
+''')
+
+
+async def test_modern_requests_reach_a_handshake_era_child_and_keepalive_calls_do_not_stall(tmp_path):
+    """A 2026-07-28 request is answered by an SDK 2.x stdio child (which refuses the 2026 envelope
+    on a handshake-era connection: the bridge strips it), and calls on one keep-alive connection
+    take milliseconds (TCP_NODELAY on accepted sockets; without it each reply waited ~40 ms for
+    the client's delayed ACK)."""
+    import sys
+    import time
+    from pathlib import Path
+
+    from wemcp.deployer import sandbox
+    from wemcp.deployer.bridge import Bridge, Hosted
+    from wemcp.deployer.child import Command
+
+    (tmp_path / "echo.py").write_text(ECHO)
+    bridge = Bridge(caps=sandbox.Capabilities("restricted", own_uid=False, netns=False), limits=sandbox.Limits(),
+                    run_dir=tmp_path / "run")
+    bridge.register(Hosted(slug="echo", make_command=lambda env: Command(
+        argv=[sys.executable, str(tmp_path / "echo.py")], root=Path(tmp_path), env={}),
+        allowed_env=set(), secret_env=set()))
+    await bridge.start()
+    try:
+        url = bridge.endpoint("echo")
+        headers = {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "echo",
+                   "accept": "application/json, text/event-stream"}
+
+        def body(i: int) -> dict:
+            return {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+                "name": "echo", "arguments": {"text": f"hi-{i}"},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {},
+                          "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}}
+
+        async with httpx.AsyncClient(timeout=30) as http:
+            first = (await http.post(url, json=body(0), headers=headers)).json()
+            assert first["result"]["content"][0]["text"] == "hi-0", first
+            assert first["result"]["resultType"] == "complete"
+            t0 = time.perf_counter()
+            for i in range(1, 21):
+                r = (await http.post(url, json=body(i), headers=headers)).json()
+                assert r["id"] == i and r["result"]["content"][0]["text"] == f"hi-{i}", r
+            assert time.perf_counter() - t0 < 0.6  # 20 calls; ~0.8 s or more when replies stall
+    finally:
+        await bridge.close()

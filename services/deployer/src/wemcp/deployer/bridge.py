@@ -44,6 +44,7 @@ log = get_logger("wemcp.deployer.bridge")
 ENV_HEADER = "x-wemcp-env-"
 MODERN = "2026-07-28"
 VERSION_META = "io.modelcontextprotocol/protocolVersion"
+ENVELOPE_META = (VERSION_META, "io.modelcontextprotocol/clientCapabilities", "io.modelcontextprotocol/clientInfo")
 CACHEABLE = {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read",
              "server/discover"}
 
@@ -139,7 +140,10 @@ class Bridge:
 
     # ------------------------------------------------------------------ process lifecycle
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+        # accepted sockets inherit it. Without it a reply written in two parts (headers, body)
+        # waits for the client's delayed ACK: ~40 ms per call on a keep-alive connection.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         sock.listen(512)
@@ -282,13 +286,22 @@ class Bridge:
             if init.get("instructions"):
                 result["instructions"] = init["instructions"]
             return {"jsonrpc": "2.0", "id": mid, "result": result}
+        params = msg.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        modern = isinstance(meta, dict) and meta.get(VERSION_META) == MODERN
+        if modern:
+            # The child was initialized in the handshake era: the 2026-07-28 envelope keys mean
+            # nothing to it, and newer SDKs refuse a request that carries them (-32600).
+            rest = {k: v for k, v in meta.items() if k not in ENVELOPE_META}
+            p = {k: v for k, v in params.items() if k != "_meta"}
+            if rest:
+                p["_meta"] = rest
+            msg = {**msg, "params": p}
         try:
             reply = await child.forward(msg, self.call_timeout)
         except ChildError as exc:
             return _error(mid, -32603, str(exc))
-        params = msg.get("params")
-        meta = params.get("_meta") if isinstance(params, dict) else None
-        if isinstance(meta, dict) and meta.get(VERSION_META) == MODERN and isinstance(reply.get("result"), dict):
+        if modern and isinstance(reply.get("result"), dict):
             # a handshake-era child answering a 2026-07-28 request: add the envelope fields it requires
             result = reply["result"]
             result.setdefault("resultType", "complete")
