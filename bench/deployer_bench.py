@@ -58,7 +58,7 @@ def tree_rss(pid: int) -> int:
 
 
 async def main(idle: int) -> None:
-    base = Path(".data/bench-deployer").resolve()
+    base = Path(".data/bench-deployer").resolve()  # noqa: ASYNC240
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     os.chmod(base, 0o755)

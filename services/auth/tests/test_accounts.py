@@ -272,7 +272,8 @@ async def test_system_keys_admins_only_sealed_masked_and_announced(client, auth_
         assert (await client.get("/api/v1/vault/system", headers=as_user(user))).status_code == 403
         # not the admin's own key, and not the user's
         assert (await client.get("/api/v1/vault", headers=as_user(admin))).json()["items"] == []
-        internal = await client.get(f"/internal/auth/vault/{service.SYSTEM_USER}", params={"server": "io.github.x/maps"})
+        internal = await client.get(f"/internal/auth/vault/{service.SYSTEM_USER}",
+                                    params={"server": "io.github.x/maps"})
         assert internal.json()["values"] == {"MAPS_KEY": secret}
         # the system principal can never sign in or act
         async with st.sessions() as s:

@@ -73,7 +73,7 @@ async def test_bad_tokens_are_refused_with_401_problem(stack):
         claims | {"role": "superadmin"}, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid}
     )
     expired_claims = claims | {"iat": now - 4000, "nbf": now - 4000, "exp": now - 3000}
-    h, p, s = good.split(".")
+    h, _, s = good.split(".")
     tampered = f"{h}.{_b64(claims | {'role': 'superadmin'})}.{s}"
     alg_none = f"{_b64({'alg': 'none', 'kid': kid, 'typ': 'JWT'})}.{_b64(claims)}."
     # HS256 "signed" with the public key (the classic algorithm confusion)

@@ -49,7 +49,8 @@ def test_every_manifest_validates_against_the_kubernetes_schemas(target: Target,
     kubernetes_validate.validate(cm, version, strict=True)
     _validate_as(kn["metadata"], "objectmeta-meta-v1.json", version)
     _validate_as(kn["spec"]["template"]["metadata"], "objectmeta-meta-v1.json", version)
-    pod = {k: v for k, v in kn["spec"]["template"]["spec"].items() if k not in ("containerConcurrency", "timeoutSeconds")}
+    pod = {k: v for k, v in kn["spec"]["template"]["spec"].items()
+           if k not in ("containerConcurrency", "timeoutSeconds")}
     _validate_as(pod, "podspec-v1.json", version)
     assert kn["spec"]["template"]["spec"]["containerConcurrency"] == 20
     assert [p["name"] for p in pod["containers"][0]["ports"]] == ["http1"]  # Knative: one port, named http1|h2c
@@ -83,7 +84,8 @@ def test_manifests_run_the_package_confined_with_real_images():
     sc = server["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
     assert pod["automountServiceAccountToken"] is False
-    assert set(dep["spec"]["selector"]["matchLabels"].items()) <= set(dep["spec"]["template"]["metadata"]["labels"].items())
+    selector, labels = dep["spec"]["selector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"]
+    assert set(selector.items()) <= set(labels.items())
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     egress = policy["spec"]["egress"]
     assert "169.254.0.0/16" in egress[1]["to"][0]["ipBlock"]["except"]  # no cloud metadata, no cluster ranges

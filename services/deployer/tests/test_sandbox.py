@@ -106,10 +106,10 @@ async def test_loopback_services_unreachable_with_network_off(root, infra):
              "    s = socket.socket(); s.settimeout(2)\n"
              "    try:\n        s.connect(('127.0.0.1', port)); print('CONNECTED', port)\n"
              "    except OSError as e:\n        print('refused', port, e.errno)\n")
-    code, out = await run_confined(probe.format(pg=pg.port, nats=nats_port), root)
+    _, out = await run_confined(probe.format(pg=pg.port, nats=nats_port), root)
     assert "CONNECTED" not in out and out.count("refused") == 2, out
     # control: the same probe with the network on does connect, so the test can fail
-    code, out = await run_confined(probe.format(pg=pg.port, nats=nats_port), root, network=True)
+    _, out = await run_confined(probe.format(pg=pg.port, nats=nats_port), root, network=True)
     assert out.count("CONNECTED") == 2, out
 
 
@@ -121,7 +121,7 @@ async def test_fork_bomb_is_contained_and_platform_unaffected(root, infra):
             "    if pid == 0:\n        os.closerange(0, 3); time.sleep(30); os._exit(0)\n"
             "print('fork refused', n, 'times', flush=True)\n"
             "time.sleep(1)\n")
-    code, out = await run_confined(bomb, root, timeout=60)
+    _, out = await run_confined(bomb, root, timeout=60)
     assert "fork refused" in out and int(out.split()[2]) > 0, out
     assert sandbox.processes_of_uid(UID) == []  # killed with all its children
     conn = await asyncpg.connect("postgresql://" + infra.database_url.split("://", 1)[1])

@@ -23,7 +23,7 @@ class ProviderConfig(BaseModel):
     emails_url: str | None = None
     scope: str = ""
     pkce: bool = True
-    token_endpoint_auth_method: str = "client_secret_post"
+    token_endpoint_auth_method: str = "client_secret_post"  # noqa: S105
 
     @property
     def enabled(self) -> bool:
@@ -33,7 +33,7 @@ class ProviderConfig(BaseModel):
 def _github() -> ProviderConfig:
     return ProviderConfig(
         authorize_url="https://github.com/login/oauth/authorize",
-        token_url="https://github.com/login/oauth/access_token",
+        token_url="https://github.com/login/oauth/access_token",  # noqa: S106
         userinfo_url="https://api.github.com/user",
         emails_url="https://api.github.com/user/emails",
         scope="read:user user:email",
@@ -45,7 +45,7 @@ def _gitee() -> ProviderConfig:
     # Gitee documents no PKCE support: state only.
     return ProviderConfig(
         authorize_url="https://gitee.com/oauth/authorize",
-        token_url="https://gitee.com/oauth/token",
+        token_url="https://gitee.com/oauth/token",  # noqa: S106
         userinfo_url="https://gitee.com/api/v5/user",
         scope="user_info emails",
         pkce=False,
@@ -55,7 +55,7 @@ def _gitee() -> ProviderConfig:
 def _google() -> ProviderConfig:
     return ProviderConfig(
         authorize_url="https://accounts.google.com/o/oauth2/v2/auth",
-        token_url="https://oauth2.googleapis.com/token",
+        token_url="https://oauth2.googleapis.com/token",  # noqa: S106
         userinfo_url="https://openidconnect.googleapis.com/v1/userinfo",
         scope="openid email profile",
         pkce=True,

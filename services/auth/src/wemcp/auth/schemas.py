@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 Role = Literal["user", "merchant", "admin", "superadmin"]
 SERVER_SLUG = r"^[A-Za-z0-9][A-Za-z0-9._/@:-]{0,199}$"
-SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
+SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"  # noqa: S105
 
 
 class _In(BaseModel):
@@ -65,7 +65,7 @@ class OAuthAppCreate(_In):
     client_secret: str = Field(min_length=1, max_length=2000)
     scope: str = Field(default="", max_length=2000)
     pkce: bool = True
-    token_endpoint_auth_method: Literal["client_secret_post", "client_secret_basic"] = "client_secret_post"
+    token_endpoint_auth_method: Literal["client_secret_post", "client_secret_basic"] = "client_secret_post"  # noqa: S105
     servers: list[str] = Field(default_factory=list, max_length=200)
 
 

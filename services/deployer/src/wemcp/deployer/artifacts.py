@@ -122,7 +122,7 @@ class ArtifactBuilder:
         if code != 0:
             raise InstallError(_pip_reason([req], out), _tail(out))
         norm = re.sub(r"[-_.]+", "_", re.sub(r"\[.*\]$", "", name)).lower()
-        for d in target.glob("*.dist-info"):
+        for d in target.glob("*.dist-info"):  # noqa: ASYNC240
             dist, _, ver = d.name[: -len(".dist-info")].rpartition("-")
             if re.sub(r"[-_.]+", "_", dist).lower() == norm and (d / "entry_points.txt").exists():
                 cp = configparser.ConfigParser(interpolation=None)

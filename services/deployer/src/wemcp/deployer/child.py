@@ -186,7 +186,7 @@ class StdioChild:
             except (ConnectionError, BrokenPipeError) as exc:
                 raise ChildError("the server process closed its input", self.tail()) from exc
 
-    async def forward(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def forward(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
         """Send a client request with a fresh id; return the reply with the client's id restored."""
         client_id = msg.get("id")
         self._next_id += 1
@@ -211,7 +211,7 @@ class StdioChild:
         reply["id"] = client_id
         return reply
 
-    async def request(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    async def request(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": 0, "method": method}
         if params is not None:
             msg["params"] = params

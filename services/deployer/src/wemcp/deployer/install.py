@@ -43,7 +43,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:120]
 
 
-async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float) -> tuple[int, str]:
+async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float) -> tuple[int, str]:  # noqa: ASYNC109
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
                                                 start_new_session=True)
@@ -153,7 +153,8 @@ class Installer:
             raise InstallError("npm is not installed on the deployer host")
         ref = f"{pkg.identifier}@{version or 'latest'}"
         code, out = await _run([npm, "install", "--prefix", str(prefix), "--no-save", "--omit=dev",
-                                "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", ref],
+                                "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error",
+                                ref],
                                env=self._env(), timeout=self.timeout)
         if code != 0:
             raise InstallError(_npm_reason(pkg, version, out), _tail(out))
@@ -217,7 +218,8 @@ class Installer:
             if self.archive_dir.resolve() not in path.parents:
                 raise InstallError("archive.path must name a file inside the archive store")
         else:
-            matches = [p for ext in (".tar.gz", ".tgz", ".zip") if (p := self.archive_dir / f"{archive.sha256}{ext}").exists()]
+            candidates = (self.archive_dir / f"{archive.sha256}{ext}" for ext in (".tar.gz", ".tgz", ".zip"))
+            matches = [p for p in candidates if p.exists()]
             if not matches:
                 raise InstallError(f"no uploaded archive with sha256 {archive.sha256}; upload it again")
             path = matches[0]
@@ -283,7 +285,8 @@ class Installer:
                     argv = [str(final / "venv" / "bin" / "python"), *m.args]
                 elif m.command == "node":
                     if (code_dir / "package.json").exists():
-                        code, out = await _run([shutil.which("npm") or "npm", "install", "--omit=dev", "--ignore-scripts",
+                        npm = shutil.which("npm") or "npm"
+                        code, out = await _run([npm, "install", "--omit=dev", "--ignore-scripts",
                                                 "--no-audit", "--no-fund", "--loglevel=error"], env=self._env(),
                                                cwd=code_dir, timeout=self.timeout)
                         if code != 0:
@@ -372,7 +375,7 @@ def _world_readable(root: Path) -> None:
                 if not os.path.islink(p):
                     os.chmod(p, (os.stat(p).st_mode | 0o444) & ~0o022)
     with contextlib.suppress(OSError):
-        os.chmod(root, 0o755)
+        os.chmod(root, 0o755)  # noqa: S103
 
 
 def _tail(out: str, lines: int = 30) -> str:

