@@ -116,6 +116,12 @@ def configure_logging(service: str, level: str = "info", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # uvicorn's default log config gives its loggers handlers of their own and stops propagation,
+    # which would bypass this pipeline and its redaction: route them through the root handler
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        own = logging.getLogger(name)
+        own.handlers.clear()
+        own.propagate = True
     for noisy in ("uvicorn.access", "httpx", "httpx2", "httpcore", "asyncio", "nats"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
