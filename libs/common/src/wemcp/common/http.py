@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wemcp.common.errors import AppError
-from wemcp.common.logging import get_logger
+from wemcp.common.logging import get_logger, info_line
 
 PROBLEM_JSON = "application/problem+json"
 log = get_logger("wemcp.http")
@@ -100,6 +100,9 @@ class RequestContextMiddleware:
             path = scope.get("path", "")
             if path not in ("/healthz", "/readyz"):
                 ms = round((time.perf_counter() - start) * 1000, 2)
-                level = "warning" if status["code"] >= 500 else "info"
-                getattr(log, level)("http_request", method=scope.get("method"), path=path,
-                                    status=status["code"], ms=ms, request_id=request_id)
+                fields = {"method": scope.get("method"), "path": path, "status": status["code"], "ms": ms,
+                          "request_id": request_id}
+                if status["code"] >= 500:
+                    log.warning("http_request", **fields)
+                else:
+                    info_line("http_request", fields, log)
