@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -131,12 +132,93 @@ class Bridge:
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
-        self.app = Starlette(routes=[
-            Route("/s/{slug}/mcp", self._mcp, methods=["POST", "GET", "DELETE"]),
+        self.routes = Starlette(routes=[
+            Route("/s/{slug}/mcp", self._mcp, methods=["GET", "DELETE"]),
             Route("/s/{slug}/sse", self._sse, methods=["GET"]),
             Route("/s/{slug}/messages", self._messages, methods=["POST"]),
             Route("/healthz", lambda r: JSONResponse({"status": "ok", "servers": len(self.hosted)})),
         ])
+        self.app = self._asgi
+
+    async def _asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``POST /s/{slug}/mcp`` (every call) is served here as raw ASGI, the same steps as
+        :meth:`_mcp` without the framework's routing, request and response objects (a large share of
+        the bridge's CPU per call); everything else goes to the Starlette routes."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith("/s/") and path.endswith("/mcp"):
+                slug = path[3:-4]
+                if slug and "/" not in slug:
+                    await self._post(scope, receive, send, slug)
+                    return
+        await self.routes(scope, receive, send)
+
+    async def _post(self, scope: dict[str, Any], receive: Any, send: Any, slug: str) -> None:
+        async def reply(status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+            body = b"" if payload is None else _dumps(payload)
+            h = [(b"content-length", str(len(body)).encode())]
+            if payload is not None:
+                h.append((b"content-type", b"application/json"))
+            await send({"type": "http.response.start", "status": status, "headers": h + (headers or [])})
+            await send({"type": "http.response.body", "body": body})
+
+        hosted = self.hosted.get(slug)
+        if hosted is None:
+            await reply(404, {"error": f"no hosted server {slug!r}"})
+            return
+        sid = None
+        env: dict[str, str] = {}
+        try:
+            for k, v in scope["headers"]:
+                if k == b"mcp-session-id":
+                    sid = v.decode("latin-1")
+                elif k.startswith(b"x-wemcp-env-"):
+                    name = k[12:].decode("latin-1").upper().replace("-", "_")
+                    if name not in hosted.allowed_env:
+                        raise ValueError(f"{name} is not a variable this server declares")
+                    env[name] = v.decode("latin-1")
+            chunks = []
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = _loads(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        except ValueError as exc:
+            await reply(400, _error(None, -32700, f"bad request: {exc}"))
+            return
+        session: Session | None = None
+        if sid:
+            session = self.sessions.get(sid)
+            if session is None or session.slug != slug:
+                await reply(404, _error(None, -32001, "unknown or expired session"))
+                return
+            if env and credential_key(env) != session.key:
+                await reply(400, _error(None, -32600, "credentials differ from the session's"))
+                return
+            env = session.env
+            session.last_used = time.monotonic()
+        messages = body if isinstance(body, list) else [body]
+        if not messages or not all(isinstance(m, dict) for m in messages):
+            await reply(400, _error(None, -32600, "invalid JSON-RPC message"))
+            return
+        if len(messages) == 1:
+            one = await self.handle(slug, env, messages[0])
+            replies = [one] if one is not None else []
+        else:
+            replies = [r for r in await asyncio.gather(*(self.handle(slug, env, m) for m in messages))
+                       if r is not None]
+        headers = []
+        if not sid and any(m.get("method") == "initialize" for m in messages):
+            new = uuid.uuid4().hex
+            self.sessions[new] = Session(slug, credential_key(env), env)
+            headers.append((b"mcp-session-id", new.encode()))
+        if not replies:
+            await reply(202, None, headers)
+            return
+        await reply(200, replies if isinstance(body, list) else replies[0], headers)
 
     # ------------------------------------------------------------------ process lifecycle
     async def start(self) -> None:
@@ -149,8 +231,8 @@ class Bridge:
         sock.listen(512)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_config=None, access_log=False,
+                                server_header=False, timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock])))
@@ -321,44 +403,16 @@ class Bridge:
         return env
 
     async def _mcp(self, request: Request) -> Response:
+        """GET and DELETE on ``/s/{slug}/mcp`` (POST is served by :meth:`_post`)."""
         slug = request.path_params["slug"]
-        hosted = self.hosted.get(slug)
-        if hosted is None:
+        if slug not in self.hosted:
             return JSONResponse({"error": f"no hosted server {slug!r}"}, status_code=404)
         if request.method == "GET":
             return Response(status_code=405, headers={"Allow": "POST, DELETE"})
         sid = request.headers.get("mcp-session-id")
-        if request.method == "DELETE":
-            if sid:
-                self.sessions.pop(sid, None)
-            return Response(status_code=204)
-        try:
-            env = self._env_from(request, hosted)
-            body = json.loads(await request.body())
-        except ValueError as exc:
-            return JSONResponse(_error(None, -32700, f"bad request: {exc}"), status_code=400)
-        session: Session | None = None
         if sid:
-            session = self.sessions.get(sid)
-            if session is None or session.slug != slug:
-                return JSONResponse(_error(None, -32001, "unknown or expired session"), status_code=404)
-            if env and credential_key(env) != session.key:
-                return JSONResponse(_error(None, -32600, "credentials differ from the session's"), status_code=400)
-            env = session.env
-            session.last_used = time.monotonic()
-        messages = body if isinstance(body, list) else [body]
-        if not messages or not all(isinstance(m, dict) for m in messages):
-            return JSONResponse(_error(None, -32600, "invalid JSON-RPC message"), status_code=400)
-        replies = [r for r in await asyncio.gather(*(self.handle(slug, env, m) for m in messages)) if r is not None]
-        headers = {}
-        if any(m.get("method") == "initialize" for m in messages) and not sid:
-            new = uuid.uuid4().hex
-            self.sessions[new] = Session(slug, credential_key(env), env)
-            headers["mcp-session-id"] = new
-        if not replies:
-            return Response(status_code=202, headers=headers)
-        payload = replies if isinstance(body, list) else replies[0]
-        return JSONResponse(payload, headers=headers)
+            self.sessions.pop(sid, None)
+        return Response(status_code=204)
 
     async def _sse(self, request: Request) -> Response:
         slug = request.path_params["slug"]
@@ -417,7 +471,26 @@ class Bridge:
 
 def credential_key(env: dict[str, str]) -> str:
     """Children are keyed by the *values* of a caller's variables, kept only as a hash."""
+    if not env:
+        return _NO_CREDENTIALS
     return hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
+
+
+_NO_CREDENTIALS = hashlib.sha256(json.dumps([]).encode()).hexdigest()
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # what orjson refuses but json reads (NaN, integers over 64 bits)
+        return json.loads(data)
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # integers over 64 bits
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _error(mid: Any, code: int, message: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from wemcp.common.logging import get_logger, redact_value
 from wemcp.deployer import sandbox
 
@@ -158,7 +160,10 @@ class StdioChild:
             if not line:
                 return
             try:
-                msg = json.loads(line)
+                try:
+                    msg = orjson.loads(line)
+                except orjson.JSONDecodeError:  # NaN, integers over 64 bits: json still reads them
+                    msg = json.loads(line)
             except ValueError:
                 # Servers that print banners on stdout: keep it as log output, not protocol.
                 self.stderr_tail.append(line.decode("utf-8", "replace").rstrip()[:2000])
@@ -178,7 +183,10 @@ class StdioChild:
         if not self.alive:
             raise ChildError("the server process is not running", self.tail())
         assert self.proc is not None and self.proc.stdin is not None
-        data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        try:
+            data = orjson.dumps(msg) + b"\n"
+        except TypeError:  # integers over 64 bits
+            data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
         async with self._write_lock:
             try:
                 self.proc.stdin.write(data)
