@@ -31,7 +31,7 @@ from wemcp.common.config import ServiceSettings
 from wemcp.common.db import check_database, make_engine, make_session_factory
 from wemcp.common.errors import ConfigError
 from wemcp.common.events.base import Event
-from wemcp.common.http import RequestContextMiddleware, install_error_handlers
+from wemcp.common.http import RequestContextMiddleware, http_protocol, install_error_handlers
 from wemcp.common.logging import configure_logging, get_logger
 from wemcp.common.outbox import OutboxRelay, OutboxTables
 from wemcp.common.telemetry import TracingMiddleware, setup_telemetry
@@ -235,8 +235,10 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
     runtime = Runtime(spec, settings)
     await runtime.open()
     app = build_app(spec, runtime)
+    # http_protocol(): a reply's headers and body leave in one write (one system call, not two)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="off", log_config=None,
-                            access_log=False, server_header=False, timeout_graceful_shutdown=5)
+                            access_log=False, server_header=False, timeout_graceful_shutdown=5,
+                            http=http_protocol())
     server = uvicorn.Server(config)
     try:
         await server.serve()

@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from wemcp.common.http import http_protocol
 from wemcp.common.logging import get_logger
 from wemcp.deployer import sandbox
 from wemcp.deployer.child import ChildError, Command, StdioChild
@@ -232,7 +233,7 @@ class Bridge:
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_config=None, access_log=False,
-                                server_header=False, timeout_graceful_shutdown=2)
+                                server_header=False, timeout_graceful_shutdown=2, http=http_protocol())
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock])))
