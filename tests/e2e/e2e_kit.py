@@ -4,12 +4,10 @@ submissions through the gateway, and polling."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import httpx2 as httpx
 
 from wemcp.devstack.stack import Stack
-from wemcp.devstack.testing import wait_for
+from wemcp.devstack.testing import tar_gz, wait_for
 
 NODE_TOOLS = Path(__file__).resolve().parent / "node"
 
@@ -65,17 +63,6 @@ async def published(c: httpx.AsyncClient, slug: str, headers: dict[str, str], ti
         return last if last["status"] == "published" and last["searchable"] else None
 
     return await wait_for(done, timeout=timeout, interval=0.5)
-
-
-def tar_gz(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, content in files.items():
-            data = content.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 async def submit_archive(c: httpx.AsyncClient, headers: dict[str, str], manifest: dict[str, Any],

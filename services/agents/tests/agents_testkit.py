@@ -93,6 +93,20 @@ def _tool(tools: list[dict[str, Any]], suffix: str) -> str | None:
     return None
 
 
+def replaying(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that hands over a body already read, then the real one."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 @dataclass
 class ScriptedModel:
     """Decides from the last user message (keywords TIME, BADARGS, LOOP, SLOW, WEATHER, ADD) and the
@@ -310,16 +324,7 @@ class _RouterEndpoint:
             if not decision.allowed:
                 await JSONResponse(decision.problem(), status_code=429)(scope, receive, send)
                 return
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await r.manager.handle_request(scope, replay, send)
+        await r.manager.handle_request(scope, replaying(body, receive), send)
 
 
 def router_app(router: McpRouter) -> Starlette:
@@ -445,16 +450,7 @@ def legacy_server(methods: list[str]) -> Any:
             await JSONResponse({"jsonrpc": "2.0", "id": msg.get("id"), "error": {
                 "code": -32601, "message": "Method not found"}}, status_code=400)(scope, receive, send)
             return
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await inner(scope, replay, send)
+        await inner(scope, replaying(body, receive), send)
 
     return app
 

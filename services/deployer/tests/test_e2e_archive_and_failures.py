@@ -4,8 +4,6 @@ a user can act on (and leave nothing running)."""
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 from deployer_testkit import wait_for
 
 from wemcp.common.events.servers import ServerSubmitted
+from wemcp.devstack.testing import tar_gz
 
 TINY_SERVER = textwrap.dedent('''
     from mcp.server.mcpserver import MCPServer
@@ -34,15 +33,9 @@ TINY_SERVER = textwrap.dedent('''
 
 
 def make_archive(directory: Path, files: dict[str, str]) -> str:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, content in files.items():
-            data = content.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    digest = hashlib.sha256(buf.getvalue()).hexdigest()
-    (directory / f"{digest}.tar.gz").write_bytes(buf.getvalue())
+    data = tar_gz(files)
+    digest = hashlib.sha256(data).hexdigest()
+    (directory / f"{digest}.tar.gz").write_bytes(data)
     return digest
 
 

@@ -35,6 +35,21 @@ from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis
 from wemcp.devstack.stack import MIGRATED
 
 
+def tar_gz(files: dict[str, str]) -> bytes:
+    """A .tar.gz of text files (name -> content): the source archives tests submit and deploy."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:  # noqa: ASYNC109
     """Poll ``predicate`` (a function returning a value or an awaitable) until its value is truthy;
     return that value, or fail the test with the last value seen after ``timeout`` seconds."""

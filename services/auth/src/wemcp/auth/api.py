@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from redis.asyncio import Redis
 from sqlalchemy import select
@@ -418,71 +418,49 @@ async def revoke_api_key(key_id: uuid.UUID, request: Request, user: CurrentUser)
 # -- the vault -----------------------------------------------------------------------------------
 
 
-@router.put("/vault", summary="Save one of my upstream secrets for a server (write-only)")
-async def put_secret(body: SecretPut, request: Request, user: CurrentUser) -> dict[str, Any]:
-    st = _st(request)
-    async with st.sessions() as s, s.begin():
-        row = await service.put_secret(s, st.keyring, user.user_id, body.server, body.name, body.value)
+# The vault, at two addresses: `/vault` holds my own upstream secrets; `/vault/system` the system
+# keys (the platform's built-in upstream key of a server, used when a caller brings none and metered
+# by ratelimit), owned by the system principal and managed by admins. Same envelope encryption;
+# write-only, masked on read.
+
+
+async def _my_vault(user: CurrentUser) -> uuid.UUID:
+    return user.user_id
+
+
+async def _system_vault(request: Request, admin: AdminUser) -> uuid.UUID:
+    async with _st(request).sessions() as s:
+        await service.require_admin(s, admin.user_id)  # the role as the database knows it now
+    return service.SYSTEM_USER
+
+
+def _vault_routes(path: str, owner_of: Any, whose: str) -> None:
+    @router.put(path, summary=f"Save {whose} upstream secret for a server (write-only)")
+    async def put_secret(body: SecretPut, request: Request, owner: uuid.UUID = Depends(owner_of)) -> dict[str, Any]:
+        st = _st(request)
+        async with st.sessions() as s, s.begin():
+            row = await service.put_secret(s, st.keyring, owner, body.server, body.name, body.value)
+        log.info("vault_secret_saved", system=owner == service.SYSTEM_USER, server=body.server, name=body.name)
         return service.secret_read(row)
 
+    @router.get(path, summary=f"{whose.capitalize()} saved secrets, masked")
+    async def list_secrets(request: Request, owner: uuid.UUID = Depends(owner_of),
+                           server: str | None = Query(default=None, pattern=SERVER_SLUG)) -> dict[str, Any]:
+        async with _st(request).sessions() as s:
+            items = await service.list_secrets(s, owner, server)
+        return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
-@router.get("/vault", summary="My saved secrets, masked")
-async def list_secrets(
-    request: Request, user: CurrentUser, server: str | None = Query(default=None, pattern=SERVER_SLUG)
-) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
-        items = await service.list_secrets(s, user.user_id, server)
-    return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
-
-
-@router.delete("/vault", status_code=204, summary="Delete one of my secrets")
-async def delete_secret(
-    request: Request,
-    user: CurrentUser,
-    server: str = Query(pattern=SERVER_SLUG),
-    name: str = Query(max_length=128),
-) -> Response:
-    async with _st(request).sessions() as s, s.begin():
-        await service.delete_secret(s, user.user_id, server, name)
-    return Response(status_code=204)
+    @router.delete(path, status_code=204, summary=f"Delete {whose} secret")
+    async def delete_secret(request: Request, owner: uuid.UUID = Depends(owner_of),
+                            server: str = Query(pattern=SERVER_SLUG), name: str = Query(max_length=128)) -> Response:
+        async with _st(request).sessions() as s, s.begin():
+            await service.delete_secret(s, owner, server, name)
+        log.info("vault_secret_deleted", system=owner == service.SYSTEM_USER, server=server, name=name)
+        return Response(status_code=204)
 
 
-# System keys: the platform's built-in upstream keys, one set per server, used when a caller has no
-# key of their own (metered by ratelimit). Same envelope encryption; write-only, masked on read.
-
-
-@router.put("/vault/system", summary="Set a server's system key (admins; write-only)")
-async def put_system_key(body: SecretPut, request: Request, admin: AdminUser) -> dict[str, Any]:
-    st = _st(request)
-    async with st.sessions() as s, s.begin():
-        await service.require_admin(s, admin.user_id)
-        row = await service.put_secret(s, st.keyring, service.SYSTEM_USER, body.server, body.name, body.value)
-        log.info("system_key_set", server=body.server, name=body.name, actor=str(admin.user_id))
-        return service.secret_read(row)
-
-
-@router.get("/vault/system", summary="System keys, masked (admins)")
-async def list_system_keys(
-    request: Request, admin: AdminUser, server: str | None = Query(default=None, pattern=SERVER_SLUG)
-) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
-        await service.require_admin(s, admin.user_id)
-        items = await service.list_secrets(s, service.SYSTEM_USER, server)
-    return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
-
-
-@router.delete("/vault/system", status_code=204, summary="Delete a system key (admins)")
-async def delete_system_key(
-    request: Request,
-    admin: AdminUser,
-    server: str = Query(pattern=SERVER_SLUG),
-    name: str = Query(max_length=128),
-) -> Response:
-    async with _st(request).sessions() as s, s.begin():
-        await service.require_admin(s, admin.user_id)
-        await service.delete_secret(s, service.SYSTEM_USER, server, name)
-    log.info("system_key_deleted", server=server, name=name, actor=str(admin.user_id))
-    return Response(status_code=204)
+_vault_routes("/vault", _my_vault, "my")
+_vault_routes("/vault/system", _system_vault, "the system's (admins)")
 
 
 # -- third-party OAuth apps and connections ------------------------------------------------------

@@ -381,6 +381,16 @@ async def _system_principal(session: AsyncSession) -> None:
     )
 
 
+async def _secret_row(session: AsyncSession, user_id: uuid.UUID, server: str, name: str) -> VaultSecret | None:
+    return (
+        await session.execute(
+            select(VaultSecret)
+            .where(VaultSecret.user_id == user_id, VaultSecret.server == server, VaultSecret.name == name)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
 async def put_secret(
     session: AsyncSession, keyring: Keyring, user_id: uuid.UUID, server: str, name: str, value: str
 ) -> VaultSecret:
@@ -391,13 +401,7 @@ async def put_secret(
     else:
         await _actor(session, user_id)
     sealed = keyring.seal(value.encode(), _vault_context(user_id, server, name))
-    row = (
-        await session.execute(
-            select(VaultSecret)
-            .where(VaultSecret.user_id == user_id, VaultSecret.server == server, VaultSecret.name == name)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
+    row = await _secret_row(session, user_id, server, name)
     if row is None:
         row = VaultSecret(user_id=user_id, server=server, name=name, sealed=sealed, masked=mask(value))
         session.add(row)
@@ -409,13 +413,7 @@ async def put_secret(
 
 
 async def delete_secret(session: AsyncSession, user_id: uuid.UUID, server: str, name: str) -> None:
-    row = (
-        await session.execute(
-            select(VaultSecret)
-            .where(VaultSecret.user_id == user_id, VaultSecret.server == server, VaultSecret.name == name)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
+    row = await _secret_row(session, user_id, server, name)
     if row is None:
         raise NotFound("no such secret")
     await session.delete(row)
