@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+import nats
 import orjson
 
+import wemcp.gateway.calls as calls
 from wemcp.common.events.calls import McpCallCompleted
-from wemcp.gateway.calls import CallRecord, event_json
+from wemcp.gateway.calls import CallRecord, CallRecorder, event_json
 
 
 def test_event_json_is_the_contract():
@@ -26,3 +29,42 @@ def test_event_json_is_the_contract():
         assert ev.latency_ms == round(rec.latency_ms, 3)
         # nothing the model does not know (consumers ignore extras, but the event carries none)
         assert set(McpCallCompleted.model_validate_json(body).model_dump()) == set(orjson.loads(body))
+
+
+async def test_recorder_publishes_one_message_per_event_and_counts_refusals(infra, clean_bus):
+    """Acknowledgements are matched without waiting per event: every event lands once on the stream
+    (dedup by event id), ``published`` counts the acks; a refusal is retried, then counted as lost."""
+    nc = await nats.connect(infra.nats_url)
+    seen: list[bytes] = []
+
+    async def on_event(m: object) -> None:
+        seen.append(m.data)  # type: ignore[attr-defined]
+
+    sub = await nc.subscribe(McpCallCompleted.subject, cb=on_event)
+    rec = CallRecorder(retries=1, max_unacked=8)
+    rec.start(nc.jetstream())
+    try:
+        for i in range(50):
+            rec.record(CallRecord(None, "echo", "tools/call", "echo", "none", True, False, "ok", None, 1.0, i, 0))
+        for _ in range(200):
+            if rec.published == 50:
+                break
+            await asyncio.sleep(0.02)
+        assert rec.published == 50 and rec.failed == 0 and not rec._unacked
+        assert sorted(orjson.loads(d)["request_bytes"] for d in seen) == list(range(50))
+        # the stream refuses (another stream expected): retried once after backoff, then counted
+        old = calls.STREAM
+        calls.STREAM = "NO_SUCH_STREAM"
+        try:
+            rec.record(CallRecord(None, "echo", "tools/call", "echo", "none", True, False, "ok", None, 1.0, 0, 0))
+            for _ in range(200):
+                if rec.failed:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            calls.STREAM = old
+        assert rec.failed == 1 and rec.published == 50
+    finally:
+        await rec.stop()
+        await sub.unsubscribe()
+        await nc.close()
