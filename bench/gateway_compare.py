@@ -565,7 +565,9 @@ if __name__ == "__main__":
     if a.role == "echo":
         run_echo()
     elif a.role == "bridge":
-        asyncio.run(run_bridge(Path(a.port_file)))
+        import uvloop
+
+        uvloop.run(run_bridge(Path(a.port_file)))  # the deployer process runs on uvloop (deployer.main)
     elif a.role == "client":
         import uvloop
 
