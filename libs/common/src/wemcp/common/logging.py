@@ -7,6 +7,7 @@ handler that logs a whole header dict or a URL with ``?key=`` still leaks nothin
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import json
@@ -166,13 +167,34 @@ def info_line(event: str, fields: dict[str, Any], fallback: Any) -> None:
     out["timestamp"] = datetime.datetime.now(_UTC).isoformat().replace("+00:00", "Z")
     add_trace_ids(None, "", out)
     line = json.dumps(redact_processor(None, "", out), default=repr) + "\n"
-    handler = d[0]
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _write(d[0], line)
+        return
+    # Lines of one loop iteration leave in one write (a system call per line was a visible share of
+    # a busy gateway's CPU); they may follow lines logged later in the same iteration.
+    if not _held:
+        loop.call_soon(_write_held, d[0])
+    _held.append(line)
+
+
+_held: list[str] = []
+
+
+def _write_held(handler: logging.Handler) -> None:
+    lines = "".join(_held)
+    _held.clear()
+    _write(handler, lines)
+
+
+def _write(handler: logging.Handler, text: str) -> None:
     handler.acquire()
     try:
         stream = handler.stream  # type: ignore[attr-defined]
-        stream.write(line)
+        stream.write(text)
         stream.flush()
-    except Exception:  # as logging.Handler.handleError: a broken stream never breaks the request
-        handler.handleError(logging.makeLogRecord({"msg": event}))
+    except Exception:  # as logging.Handler.handleError: a broken stream never breaks the caller
+        handler.handleError(logging.makeLogRecord({"msg": "http_request"}))
     finally:
         handler.release()
