@@ -105,7 +105,7 @@ class RequestContextMiddleware:
                 if status["code"] >= 500:
                     log.warning("http_request", **fields)
                 else:
-                    info_line("http_request", fields, log)
+                    info_line("http_request", fields, log, "wemcp.http")
 
 
 class _CoalescingTransport:

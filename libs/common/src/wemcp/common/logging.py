@@ -142,7 +142,7 @@ _INFO = logging.INFO
 _UTC = datetime.UTC
 
 
-def info_line(event: str, fields: dict[str, Any], fallback: Any) -> None:
+def info_line(event: str, fields: dict[str, Any], fallback: Any, name: str) -> None:
     """One ``info`` line, rendered exactly as the pipeline of :func:`configure_logging` renders it
     (context variables, the fields, ``event``, ``service``, ``level``, ``timestamp``, trace and span
     ids, then the same redaction and JSON), but written straight to its handler: no structlog
@@ -152,11 +152,13 @@ def info_line(event: str, fields: dict[str, Any], fallback: Any) -> None:
     ``fallback`` (a structlog logger) as before."""
     d = _direct
     root = logging.root
+    logger = logging.getLogger(name)  # ``fallback``'s stdlib logger: its level and filters apply
     if (d is None or len(root.handlers) != 1 or root.handlers[0] is not d[0] or d[0].formatter is not d[1]
-            or structlog.get_config()["processors"] is not d[2]):
+            or structlog.get_config()["processors"] is not d[2] or d[0].filters or root.filters
+            or logger.filters or logger.handlers or not logger.propagate):
         fallback.info(event, **fields)
         return
-    if not root.isEnabledFor(_INFO):
+    if not logger.isEnabledFor(_INFO):
         return
     out: dict[str, Any] = {}
     structlog.contextvars.merge_contextvars(None, "", out)
