@@ -9,6 +9,7 @@ import httpx2 as httpx
 import pytest
 from gateway_testkit import text_of
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 pytestmark = pytest.mark.asyncio
 
@@ -58,7 +59,7 @@ async def test_disabled_server_refused_within_a_second(stack, both_upstream):
                 await asyncio.sleep(0.01)
         assert time.monotonic() - t0 < 1.0
         assert "disabled" in r.json()["detail"]
-        with pytest.raises(Exception):
+        with pytest.raises(MCPError):
             await c.call_tool("echo", {"text": "after"})
     await stack.enable("gone")
     await stack.wait_route("gone", lambda r: r.enabled)

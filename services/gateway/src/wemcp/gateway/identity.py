@@ -19,6 +19,7 @@ No credentials: anonymous (``None``). Credentials that do not verify: 401 proble
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -31,6 +32,7 @@ import httpx2 as httpx
 import jwt
 from jwt.algorithms import OKPAlgorithm
 from starlette.requests import Request
+
 from wemcp.common.errors import ServiceUnavailable, Unauthorized
 from wemcp.common.identity import ROLE_RANK, Identity
 from wemcp.common.logging import get_logger
@@ -109,10 +111,8 @@ class Verifier:
 
     async def close(self) -> None:
         if self._sub is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection may already be closed
                 await self._sub.unsubscribe()
-            except Exception:  # the connection may already be closed
-                pass
 
     async def _on_message(self, msg: Any) -> None:
         try:

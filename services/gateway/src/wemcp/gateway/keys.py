@@ -14,6 +14,7 @@ cross-service call; values live only in memory and are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -92,10 +93,8 @@ class KeyResolver:
     async def close(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection may already be closed
                 await sub.unsubscribe()
-            except Exception:  # the connection may already be closed
-                pass
 
     async def resolve(self, route: Route, user_id: UUID | None, headers: Any) -> Resolved:
         if not route.inputs:

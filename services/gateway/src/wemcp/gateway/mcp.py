@@ -116,7 +116,7 @@ class Disconnected(Exception):
 DRAIN_CAP = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so the client sees the 413
 
 
-async def _drain(receive: Any, budget: int, timeout: float) -> None:
+async def _drain(receive: Any, budget: int, timeout: float) -> None:  # noqa: ASYNC109 (a per-read bound)
     """Read and drop the rest of a refused body (bounded in bytes and time): a server that closes
     while the client is still sending resets the connection, and the client never reads the 413."""
     with contextlib.suppress(TimeoutError):
@@ -128,7 +128,7 @@ async def _drain(receive: Any, budget: int, timeout: float) -> None:
                 budget -= len(msg.get("body", b""))
 
 
-async def read_body(scope: dict[str, Any], receive: Any, limit: int, timeout: float) -> bytes:
+async def read_body(scope: dict[str, Any], receive: Any, limit: int, timeout: float) -> bytes:  # noqa: ASYNC109
     declared = header(scope, b"content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         if int(declared) <= DRAIN_CAP:
@@ -520,7 +520,7 @@ class McpRouter:
                             "error" if "error" in (reply or {"error": 1}) else "ok", None, t0, len(raw), len(body))
             await respond(send, 200, body, headers=extra)
             return
-        out = [(b"content-type", ctype.encode("latin-1"))] + extra
+        out = [(b"content-type", ctype.encode("latin-1")), *extra]
         status = resp.status
         if status == 404 and not client_modern:
             # a stateless upstream answers e.g. an unknown method with 404 + its JSON-RPC error; to a
@@ -548,7 +548,7 @@ class McpRouter:
                 out.append((b"content-length", str(nout).encode()))
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 await send({"type": "http.response.body", "body": body})
-        except (asyncio.TimeoutError, OSError, Exception) as exc:  # upstream broke mid-stream
+        except (TimeoutError, OSError, Exception) as exc:  # upstream broke mid-stream
             outcome = "timeout" if isinstance(exc, asyncio.TimeoutError) else "error"
             log.warning("upstream_stream_broken", server=route.slug, error=type(exc).__name__)
         finally:
@@ -861,4 +861,4 @@ class _Headers:
 
 
 # re-exported for type checkers of callers
-__all__ = ["McpRouter", "CAPS_META", "INFO_META"]
+__all__ = ["CAPS_META", "INFO_META", "McpRouter"]

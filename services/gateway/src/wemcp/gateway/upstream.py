@@ -150,9 +150,10 @@ class Upstream:
         connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=60,
                                          ttl_dns_cache=60, enable_cleanup_closed=True)
         self.http = aiohttp.ClientSession(connector=connector, timeout=self.timeout, auto_decompress=False,
-                                          skip_auto_headers=("User-Agent",), json_serialize=lambda o: orjson.dumps(o).decode())
+                                          skip_auto_headers=("User-Agent",),
+                                          json_serialize=lambda o: orjson.dumps(o).decode())
 
-    async def close(self, timeout: float = 2.0) -> None:
+    async def close(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (bounds each DELETE)
         """End the pooled upstream sessions (DELETE, bounded) and the connection pool."""
         if self.http is None:
             return
@@ -201,7 +202,7 @@ class Upstream:
         assert self.http is not None
         try:
             return await self.http.post(url, data=body, headers=headers, allow_redirects=False)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError("the server did not answer in time", -32001, timeout=True) from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"the server is unreachable ({type(exc).__name__})", -32002) from None
@@ -209,7 +210,7 @@ class Upstream:
     async def read(self, resp: Any) -> bytes:
         try:
             return await resp.read()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError("the server did not answer in time", -32001, timeout=True) from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"the server broke the connection ({type(exc).__name__})", -32002) from None
