@@ -233,3 +233,23 @@ async def test_modern_requests_reach_a_handshake_era_child_and_keepalive_calls_d
             assert time.perf_counter() - t0 < 0.6  # 20 calls; ~0.8 s or more when replies stall
     finally:
         await bridge.close()
+
+
+async def test_bridge_leaves_the_host_process_signal_handlers_alone(tmp_path):
+    """The bridge's embedded uvicorn must not take SIGINT/SIGTERM from the deployer it runs in
+    (uvicorn installs its own in ``capture_signals`` when serving in the main thread)."""
+    import signal
+    import threading
+
+    from wemcp.deployer import sandbox
+    from wemcp.deployer.bridge import Bridge
+
+    assert threading.current_thread() is threading.main_thread()  # where uvicorn would install them
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    bridge = Bridge(caps=sandbox.Capabilities("restricted", own_uid=False, netns=False), limits=sandbox.Limits(),
+                    run_dir=tmp_path / "run")
+    await bridge.start()
+    try:
+        assert {sig: signal.getsignal(sig) for sig in before} == before
+    finally:
+        await bridge.close()

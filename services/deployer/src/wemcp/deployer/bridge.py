@@ -25,7 +25,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,16 @@ class Session:
     env: dict[str, str]
     queue: asyncio.Queue[dict[str, Any]] | None = None  # legacy SSE only
     last_used: float = field(default_factory=time.monotonic)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """The bridge's uvicorn inside the deployer: the host process owns SIGINT/SIGTERM. (uvicorn >= 0.29
+    installs its handlers in ``capture_signals`` around ``serve``, in the main thread; the old
+    ``install_signal_handlers`` hook is gone.)"""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Bridge:
@@ -234,8 +244,7 @@ class Bridge:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_config=None, access_log=False,
                                 server_header=False, timeout_graceful_shutdown=2, http=http_protocol())
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = _EmbeddedServer(config)
         self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock])))
         self._tasks.append(asyncio.create_task(self._reaper()))
         for _ in range(200):
@@ -372,7 +381,7 @@ class Bridge:
         params = msg.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
         modern = isinstance(meta, dict) and meta.get(VERSION_META) == MODERN
-        if modern:
+        if modern and isinstance(params, dict) and isinstance(meta, dict):  # both are, whenever modern
             # The child was initialized in the handshake era: the 2026-07-28 envelope keys mean
             # nothing to it, and newer SDKs refuse a request that carries them (-32600).
             rest = {k: v for k, v in meta.items() if k not in ENVELOPE_META}
