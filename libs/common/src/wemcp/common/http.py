@@ -164,7 +164,7 @@ def http_protocol() -> Any:
         return "auto"
 
     class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
 

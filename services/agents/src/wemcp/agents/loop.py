@@ -217,8 +217,10 @@ class Run:
             data = await self.provider.complete(self.model, self._body(messages))
             _add_usage(self.usage, data.get("usage"))
             choice = data["choices"][0] if isinstance(data["choices"][0], dict) else {}
-            msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-            tool_calls = msg.get("tool_calls") if isinstance(msg.get("tool_calls"), list) else []
+            raw_msg = choice.get("message")
+            msg: dict[str, Any] = raw_msg if isinstance(raw_msg, dict) else {}
+            raw_calls = msg.get("tool_calls")
+            tool_calls: list[dict[str, Any]] = raw_calls if isinstance(raw_calls, list) else []
             mine, theirs = self._split(tool_calls)
             if not mine:
                 return self._completion(msg, choice.get("finish_reason") or "stop")

@@ -57,7 +57,7 @@ async def _close(runtime: Runtime) -> None:
 class _McpRoute:
     """Resolves the endpoint from the runtime at request time (the app is built after the hooks)."""
 
-    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+    async def __call__(self, scope, receive, send):
         await scope["app"].state.runtime.extras[MCP_ENDPOINT_KEY](scope, receive, send)
 
 

@@ -33,7 +33,7 @@ class RatelimitQuota:
         await self.client.aclose()
 
 
-async def open_agent_quota(redis, settings: Settings) -> RatelimitQuota:  # type: ignore[no-untyped-def]
+async def open_agent_quota(redis, settings: Settings) -> RatelimitQuota:
     # The ratelimit settings come from the same environment (WEMCP_RATELIMIT_DAY_ZONE ...);
     # the infrastructure URLs and the run secret are the agents service's own.
     rl = load_settings(RatelimitSettings, database_url=settings.database_url, nats_url=settings.nats_url,

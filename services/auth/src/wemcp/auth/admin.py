@@ -49,7 +49,7 @@ async def create_superadmin(
             previous, user.role = user.role, "superadmin"
             await add_event(
                 s, bus_tables, UserRoleChanged(user_id=user.id, role="superadmin", previous_role=previous)
-            )  # type: ignore[arg-type]
+            )
         _, raw = await service.create_api_key(s, user.id, "admin-cli", None, None)
     return user, raw, created
 

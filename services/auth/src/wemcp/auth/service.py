@@ -79,7 +79,7 @@ async def create_user(
         UserRegistered(
             user_id=user.id,
             login=user.login,
-            role=role,  # type: ignore[arg-type]
+            role=role,
             provider=provider,
         ),
     )
@@ -231,7 +231,7 @@ async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.U
             UserRoleChanged(
                 user_id=target.id,
                 role=role,
-                previous_role=previous,  # type: ignore[arg-type]
+                previous_role=previous,
                 actor_id=actor.id,
             ),
         )
@@ -281,7 +281,7 @@ async def accept_invite(session: AsyncSession, user_id: uuid.UUID, code: str) ->
             UserRoleChanged(
                 user_id=user.id,
                 role=role,
-                previous_role=previous,  # type: ignore[arg-type]
+                previous_role=previous,
                 actor_id=inviter,
             ),
         )

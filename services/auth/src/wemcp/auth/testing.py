@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2 as httpx
@@ -86,7 +86,8 @@ class LoopbackProvider:
         )
 
     async def token(self, request: Request) -> JSONResponse:
-        form = dict(await request.form())
+        # the token endpoint takes application/x-www-form-urlencoded: every value is a str (no UploadFile)
+        form = cast("dict[str, str]", dict(await request.form()))
         self.token_requests.append(form)
         client_id, secret = form.get("client_id"), form.get("client_secret")
         if "authorization" in request.headers:

@@ -238,7 +238,7 @@ async def revoke_family(
         SessionRevoked(
             user_id=user_id,
             session_id=family,
-            reason=reason,  # type: ignore[arg-type]
+            reason=reason,
             expires_at=now() + timedelta(seconds=settings.access_ttl_seconds),
         ),
     )

@@ -83,6 +83,11 @@ def _split_pypi(spec: str) -> tuple[str, str | None]:
     return re.split(r"[<>=!~\[]", spec, maxsplit=1)[0], None
 
 
+def _split_oci(spec: str) -> tuple[str, str | None]:
+    base, _, tag = spec.rpartition(":") if ":" in spec.split("/")[-1] else (spec, "", "")
+    return (base, tag or None) if tag else (spec, None)
+
+
 def _first_positional(args: list[str], value_flags: set[str]) -> int | None:
     i = 0
     while i < len(args):
@@ -113,11 +118,7 @@ def package_from_command(label: str, entry: McpServerEntry) -> dict[str, Any]:
         if not args or args[0] != "run":
             raise field_error(f"{where}.args", "docker needs `run [options] <image>`")
         args = args[1:]
-        registry, hint, flags = "oci", "docker", _DOCKER_VALUE_FLAGS
-
-        def splitter(s: str) -> tuple[str, str | None]:
-            base, _, tag = s.rpartition(":") if ":" in s.split("/")[-1] else (s, "", "")
-            return (base, tag or None) if tag else (s, None)
+        registry, hint, flags, splitter = "oci", "docker", _DOCKER_VALUE_FLAGS, _split_oci
     else:
         raise field_error(f"{where}.command",
                           f"unknown package registry for command {entry.command!r}: WeMcp hosts npm (npx), "
@@ -251,8 +252,9 @@ def normalize_openapi(doc: dict[str, Any], sub: ServerSubmit, where: str = "open
                                "description": f"{s.get('scheme', s.get('type'))} credential"})
     description = sub.description or str(info.get("description") or "")[:2000]
     name = sub.name or _name_for_url(base, title)
-    spec = {"name": name, "version": version, "title": title, "description": description, "packages": [],
-            "remotes": [], "openapi": {"baseUrl": base, "operations": ops, "inputs": inputs, "document": doc}}
+    spec: dict[str, Any] = {
+        "name": name, "version": version, "title": title, "description": description, "packages": [],
+        "remotes": [], "openapi": {"baseUrl": base, "operations": ops, "inputs": inputs, "document": doc}}
     return Normalized(name=name, version=version, title=title, description=description,
                       package_key=_package_key(spec), source_kind="openapi", spec=spec)
 

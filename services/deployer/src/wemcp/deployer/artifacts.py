@@ -20,6 +20,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from wemcp.deployer.install import Installer, InstallError, _pip_reason, _run, _tail
 from wemcp.deployer.spec import DeploySpec, base_env, package_argv
@@ -27,7 +28,13 @@ from wemcp.deployer.spec import DeploySpec, base_env, package_argv
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 
 # Where each cloud runs the code and which interpreter versions its images carry.
-TARGETS = {
+class Target(TypedDict):
+    entry: str  # the file name the cloud runs
+    port: int  # where the bridge listens
+    python: str  # the runtime's Python version, for the wheels
+
+
+TARGETS: dict[str, Target] = {
     # FC 3.0 custom.debian12: Debian 12 (Python 3.11, Node.js 20); the bridge listens on 8080.
     "aliyun-fc": {"entry": "bootstrap", "port": 8080, "python": "3.11"},
     # SCF web function: scf_bootstrap must listen on 9000; runtime Python3.10 / Nodejs18.15.

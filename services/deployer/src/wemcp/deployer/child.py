@@ -175,7 +175,8 @@ class StdioChild:
                     await self.send({"jsonrpc": "2.0", "id": msg["id"],
                                      "error": {"code": -32601, "message": "not supported by the bridge"}})
                 continue  # notifications (logs, list_changed, progress) are not routed
-            fut = self._pending.pop(msg.get("id"), None) if isinstance(msg.get("id"), int) else None
+            mid = msg.get("id")
+            fut = self._pending.pop(mid, None) if isinstance(mid, int) else None
             if fut is not None and not fut.done():
                 fut.set_result(msg)
 

@@ -353,10 +353,10 @@ def safe_extract(src: Path, dest: Path) -> None:
                 target.mkdir(parents=True, exist_ok=True)
             elif m.isfile():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fin = tf.extractfile(m)
-                assert fin is not None
-                with fin, open(target, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
+                member = tf.extractfile(m)
+                assert member is not None  # a regular file (m.isfile()) always has one
+                with member, open(target, "wb") as fout:
+                    shutil.copyfileobj(member, fout)
             else:
                 raise InstallError(f"the archive contains a special file: {m.name!r}")
 

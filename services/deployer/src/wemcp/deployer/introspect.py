@@ -44,14 +44,14 @@ async def introspect(url: str, *, mode: str = "legacy", headers: dict[str, str] 
             if caps is None or caps.tools is not None:
                 out.tools = await _tools(client)
             if caps is not None and caps.prompts is not None:
-                res = await client.list_prompts()
+                prompts = await client.list_prompts()
                 out.prompts = [PromptInfo(name=p.name, title=getattr(p, "title", None), description=p.description,
-                                          arguments=[_dump(a) for a in (p.arguments or [])]) for p in res.prompts]
+                                          arguments=[_dump(a) for a in (p.arguments or [])]) for p in prompts.prompts]
             if caps is not None and caps.resources is not None:
-                res = await client.list_resources()
+                resources = await client.list_resources()
                 out.resources = [ResourceInfo(uri=str(r.uri), name=r.name, title=getattr(r, "title", None),
                                               description=r.description, mime_type=r.mime_type)
-                                 for r in res.resources]
+                                 for r in resources.resources]
             return out
 
 
@@ -61,9 +61,10 @@ async def _tools(client: Client) -> list[ToolInfo]:
     for _ in range(50):
         res = await client.list_tools(cursor=cursor) if cursor else await client.list_tools()
         for t in res.tools:
+            output_schema = getattr(t, "output_schema", None)
             tools.append(ToolInfo(name=t.name, title=getattr(t, "title", None), description=t.description,
                                   input_schema=dict(t.input_schema or {}),
-                                  output_schema=dict(t.output_schema) if getattr(t, "output_schema", None) else None,
+                                  output_schema=dict(output_schema) if output_schema else None,
                                   annotations=_dump(t.annotations) or None))
         cursor = getattr(res, "next_cursor", None)
         if not cursor:

@@ -168,7 +168,13 @@ class Orchestrator:
         await self._slots.acquire()
         task = asyncio.create_task(self._deploy(row.id, row.slug, row.generation))
         self._running[row.slug] = task
-        task.add_done_callback(lambda _t, slug=row.slug: (self._running.pop(slug, None), self._slots.release()))
+        slug: str = row.slug
+
+        def done(_t: asyncio.Task[Any]) -> None:
+            self._running.pop(slug, None)
+            self._slots.release()
+
+        task.add_done_callback(done)
         return True
 
     async def _claim_stop(self) -> bool:
@@ -234,13 +240,15 @@ class Orchestrator:
             raise
         except (DeployError, SpecError) as exc:
             tail = getattr(exc, "tail", "")
-            if backend is self.local:
+            on_local = backend is self.local  # a plain bool: an `if ... is` would narrow self.local to backend's type
+            if on_local:
                 tail = tail or await self.local.logs(slug)
                 await self.local.undeploy(slug)
             await self._finish_failed(dep_id, generation, str(exc), tail)
         except Exception as exc:
             tail = ""
-            if backend is self.local:
+            on_local = backend is self.local
+            if on_local:
                 tail = await self.local.logs(slug)
                 await self.local.undeploy(slug)
             reason = (f"the server started but listing its tools failed: {_first_line(exc)}"

@@ -43,7 +43,7 @@ async def check_url(url: str, allow: list[str] | None = None) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise UnsafeUrl(f"the host {host!r} does not resolve; check the URL") from None
-    addrs = sorted({info[4][0] for info in infos})
+    addrs = sorted({str(info[4][0]) for info in infos})  # AF_INET/AF_INET6: the address is a str already
     for a in addrs:
         ip = ipaddress.ip_address(a.split("%")[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:

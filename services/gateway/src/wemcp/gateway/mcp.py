@@ -79,6 +79,12 @@ async def respond(send: Any, status: int, body: bytes, ctype: bytes = JSON,
     await send({"type": "http.response.body", "body": body})
 
 
+def params_of(msg: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-RPC message's params when they are an object, else a new empty dict."""
+    params = msg.get("params")
+    return params if isinstance(params, dict) else {}
+
+
 def rpc_error(req_id: Any, code: int, message: str, data: Any = None) -> bytes:
     err: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
@@ -329,7 +335,7 @@ class McpRouter:
             await respond(send, 400, rpc_error(msg.get("id"), -32022, "Unsupported protocol version",
                                                {"supported": [MODERN], "requested": pv}))
             return
-        sess: ClientSession | None = None
+        sess = None
         extra: list[tuple[bytes, bytes]] = []
         if not client_modern:
             if kind == "request" and msg["method"] == "initialize":
@@ -374,7 +380,7 @@ class McpRouter:
                           existing: ClientSession | None = None) -> ClientSession | None:
         """``existing``: the session of a legacy SSE stream, opened with the stream; its initialize
         fills in what the client negotiated (no second session)."""
-        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        params = params_of(msg)
         asked = str(params.get("protocolVersion") or LEGACY_VERSION)
         version = asked if asked in HANDSHAKE_VERSIONS else LEGACY_VERSION
         try:
@@ -440,7 +446,7 @@ class McpRouter:
         t0 = time.perf_counter()
         req_id = msg["id"]
         method = msg["method"]
-        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        params = params_of(msg)
         tool = params.get("name") if method == "tools/call" and isinstance(params.get("name"), str) else None
         if method == "ping":
             await respond(send, 200, rpc_result(req_id, {}), headers=extra)
@@ -567,7 +573,7 @@ class McpRouter:
     async def _openapi_rpc(self, route: Route, resolved: Resolved, msg: dict[str, Any],
                            modern: bool = False) -> bytes:
         req_id, method = msg["id"], msg["method"]
-        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        params = params_of(msg)
         tools = self.gw.openapi
         if method == "tools/list":
             return result_for(req_id, method, {"tools": tools.tools(route)}, modern)
@@ -732,7 +738,7 @@ class McpRouter:
     async def bundle_rpc(self, target: str, ident: Identity | None, user_key: str, msg: dict[str, Any],
                          scope: dict[str, Any], client_modern: bool, sess: ClientSession | None) -> bytes:
         req_id, method = msg["id"], msg["method"]
-        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        params = params_of(msg)
         slugs = await self.gw.bundles.servers(target.split(":", 1)[1])
         if method == "ping":
             return result_for(req_id, method, {}, client_modern)

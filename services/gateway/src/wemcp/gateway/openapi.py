@@ -20,7 +20,7 @@ import base64
 import ipaddress
 import re
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -29,6 +29,9 @@ from aiohttp.abc import AbstractResolver
 
 from wemcp.gateway.keys import Resolved
 from wemcp.gateway.routes import Route
+
+if TYPE_CHECKING:
+    from aiohttp.abc import ResolveResult
 
 METHODS = ("get", "post", "put", "patch", "delete")
 MAX_RESPONSE = 1024 * 1024
@@ -60,7 +63,8 @@ class SafeResolver(AbstractResolver):
         self.allow = allow
         self._inner = aiohttp.ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         infos = await self._inner.resolve(host, port, family)
         if f"{host}:{port}" in self.allow or host in self.allow:
             return infos

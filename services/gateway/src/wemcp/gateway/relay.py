@@ -202,7 +202,9 @@ class Relay:
         """A client's JSON-RPC response to a relayed request; False when it answers nothing this
         session was asked (unknown, already answered, or asked of another session)."""
         gid = msg.get("id")
-        w = self.waiting.get(gid) if isinstance(gid, str) else None
+        if not isinstance(gid, str):
+            return False
+        w = self.waiting.get(gid)
         if w is None or w.sid != sid:
             return False
         del self.waiting[gid]
@@ -285,7 +287,8 @@ class Relay:
         """2025 on both sides: the upstream's reply stream, relayed with the server's requests
         renamed to gateway ids."""
         mine: list[str] = []
-        status, code = "error", -32002
+        status: str = "error"
+        code: int | None = -32002
         try:
             async for m in iter_sse(resp.resp):
                 kind = _kind(m)
@@ -414,7 +417,8 @@ class Relay:
         if parked.timer is not None:
             parked.timer.cancel()
         params = msg.get("params") or {}
-        answers = params.get("inputResponses") if isinstance(params.get("inputResponses"), dict) else {}
+        raw_answers = params.get("inputResponses")
+        answers: dict[str, Any] = raw_answers if isinstance(raw_answers, dict) else {}
         for key, upstream_id in parked.asked.items():
             if key in answers:
                 await self._post(parked.stream.session, {"jsonrpc": "2.0", "id": upstream_id, "result": answers[key]})
@@ -422,15 +426,17 @@ class Relay:
                 await self._post(parked.stream.session, {"jsonrpc": "2.0", "id": upstream_id, "error": {
                     "code": -32603, "message": "the client did not answer"}})
         parked.asked = {}
-        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+        raw_meta = params.get("_meta")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         await self._pump(parked, channel, msg, meta.get("progressToken"))
 
     async def _pump(self, parked: Parked, channel: Channel, msg: dict[str, Any], token: Any = None) -> None:
         """Relay the parked call's stream to this request until the reply (the call is over) or the
         server's next question (the call is parked again)."""
         token = token if token is not None else parked.progress_token
-        status, code = "error", -32002
-        state = None
+        status: str = "error"
+        code: int | None = -32002
+        state: str | None = None
         try:
             async for m in parked.messages:
                 kind = _kind(m)
@@ -452,7 +458,7 @@ class Relay:
                 state = STATE_PREFIX + secrets.token_urlsafe(24)
                 self.parked[state] = parked
                 parked.timer = asyncio.get_running_loop().call_later(
-                    self.wait_seconds, lambda s=state: self._spawn(self._expire(s, "the client did not answer")))
+                    self.wait_seconds, lambda s: self._spawn(self._expire(s, "the client did not answer")), state)
                 await channel.final({"jsonrpc": "2.0", "id": msg["id"], "result": {
                     "resultType": "input_required", "requestState": state,
                     "inputRequests": {key: {"method": m.get("method"), "params": m.get("params") or {}}}}})

@@ -50,7 +50,7 @@ async def _caller(request: Request, mcp: Any) -> tuple[Identity | None, Any]:
 
 def _as_error(r: Refused) -> AppError:
     err = AppError(r.detail, headers=r.headers)
-    err.status, err.title = r.status, r.title  # type: ignore[misc]
+    err.status, err.title = r.status, r.title
     return err
 
 

@@ -18,6 +18,7 @@ from uuid import UUID
 import orjson
 from fastapi import FastAPI
 from starlette.routing import Route as StarletteRoute
+from starlette.types import Receive, Scope, Send
 
 from wemcp.common.errors import BadRequest, Forbidden, NotFound
 from wemcp.common.identity import Identity
@@ -233,7 +234,7 @@ class McpFastPath:
             fast = cls(fast, *args, **kwargs)
         self.fast = fast
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in _FAST_METHODS and not scope.get("root_path"):
             path: str = scope["path"]
             if path.startswith("/mcp/"):
@@ -254,7 +255,7 @@ def install_mcp_routes(app: FastAPI) -> None:
     path, and both ``/mcp/{slug}`` and ``/mcp/{slug}/`` match (no redirect). The busiest of them,
     ``/mcp/{slug}``, also gets a fast path around the framework's layers (:class:`McpFastPath`)."""
     build = app.build_middleware_stack
-    app.build_middleware_stack = lambda: McpFastPath(app, build())  # type: ignore[method-assign]
+    app.build_middleware_stack = lambda: McpFastPath(app, build())  # type: ignore[method-assign]  # wraps the stack it builds
     # FastAPI's native request telemetry (on whenever a tracer provider is installed) duplicates what
     # the runtime's TracingMiddleware records on every path (the server span, http.server.duration):
     # two spans per request, ~5 % of the gateway's CPU per call. The gateway keeps the runtime's.

@@ -67,7 +67,8 @@ class Child:
         if "id" not in msg or "method" not in msg:
             self.send(msg)
             return None
-        event, box = threading.Event(), []
+        event = threading.Event()
+        box: list[dict] = []
         self.waiting[json.dumps(msg["id"])] = (event, box)
         self.send(msg)
         event.wait(timeout)
