@@ -47,14 +47,14 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services" / "agents" / "tests"))
-from agents_testkit import ScriptedModel, serve  # noqa: E402
+from agents_testkit import ScriptedModel  # noqa: E402
 
 from wemcp.agents.config import Settings  # noqa: E402
 from wemcp.agents.loop import Caller, Run, parse_request  # noqa: E402
 from wemcp.agents.mcp_pool import McpPool  # noqa: E402
 from wemcp.agents.mcp_tools import McpHub  # noqa: E402
 from wemcp.agents.providers import ProviderClient, ResolvedModel  # noqa: E402
-from wemcp.devstack.infra import free_port  # noqa: E402
+from wemcp.devstack.testing import serve_app  # noqa: E402
 from wemcp.ratelimit.runcontext import sign_run_context  # noqa: E402
 
 SECRET = "bench-agent-run-secret-0123456789"
@@ -99,8 +99,8 @@ def pct(values: list[float], q: float) -> float:
 async def main(n: int) -> None:
     load_before = os.getloadavg()
     model = ScriptedModel()
-    async with serve(model.app(), free_port()) as model_url, serve(time_server(), free_port(), "on") as gw, \
-            serve(time_server("/mcp/held", stateless=False), free_port(), "on") as stateful:
+    async with serve_app(model.app()) as model_url, serve_app(time_server(), lifespan="on") as gw, \
+            serve_app(time_server("/mcp/held", stateless=False), lifespan="on") as stateful:
         settings = Settings(database_url="postgresql://x@127.0.0.1/x", gateway_url=gw)
         provider = ProviderClient(settings)
         pool = McpPool(settings)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in import
 from e2e_kit import node_tool, published, submit_archive, superadmin_key, user_key
 
 from wemcp.devstack.stack import Stack
-from wemcp.devstack.testing import wait_for
+from wemcp.devstack.testing import serve_app, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -265,12 +265,10 @@ async def test_system_key_then_1001st_refused_own_keys_unmetered_and_never_cross
 async def model(hosted: Hosted) -> AsyncIterator[Any]:
     """A scripted OpenAI-compatible model on loopback (the agents tests' own), registered by an admin."""
     sys.path.insert(0, str(ROOT / "services/agents/tests"))
-    from agents_testkit import ScriptedModel, serve
-
-    from wemcp.devstack.infra import free_port
+    from agents_testkit import ScriptedModel
 
     scripted = ScriptedModel()
-    async with serve(scripted.app(), free_port()) as url, httpx.AsyncClient(base_url=hosted.url, timeout=30) as c:
+    async with serve_app(scripted.app()) as url, httpx.AsyncClient(base_url=hosted.url, timeout=30) as c:
         r = await c.post("/api/v1/model-providers", headers=hosted.admin, json={
             "name": "loopback", "base_url": url + "/v1", "models": ["scripted-1"], "api_key": "sk-loopback-0001"})
         assert r.status_code == 201, r.text

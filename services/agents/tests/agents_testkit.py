@@ -32,7 +32,6 @@ from typing import Any
 
 import jwt
 import mcp.types as types
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 from mcp import Client, StdioServerParameters
@@ -56,23 +55,6 @@ RUN_SECRET = "agent-run-secret-for-tests-0123456789"
 
 
 # -- serving ----------------------------------------------------------------------------------------
-@contextlib.asynccontextmanager
-async def serve(app: Any, port: int, lifespan: str = "off") -> AsyncIterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_config=None,
-                                           access_log=False))
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
     return await _wait_for(predicate, timeout, interval)
 

@@ -28,14 +28,13 @@ from agents_testkit import (
     external_server,
     install_time_server,
     router_app,
-    serve,
     tmpdir,
 )
 
 from wemcp.agents.config import Settings
 from wemcp.agents.main import SPEC
 from wemcp.common.service import running
-from wemcp.devstack.infra import free_port
+from wemcp.devstack.testing import serve_app
 from wemcp.gateway.config import Settings as GatewaySettings
 from wemcp.gateway.main import SPEC as GATEWAY
 from wemcp.ratelimit.client import QuotaClient
@@ -109,10 +108,10 @@ async def platform(request, settings_for, infra, clean_db, clean_redis, time_ups
     quota = QuotaClient(redis, StaticPolicies(), run_context_secret=RUN_SECRET)
     router = McpRouter(time_upstream, quota)
     async with (
-        serve(model.app(), free_port()) as model_url,
-        serve(router_app(router), free_port(), lifespan="on") as router_url,
-        serve(external_server(EXTERNAL_KEY), free_port(), lifespan="on") as external_url,
-        serve(jwks.app(), free_port()) as jwks_url,
+        serve_app(model.app()) as model_url,
+        serve_app(router_app(router), lifespan="on") as router_url,
+        serve_app(external_server(EXTERNAL_KEY), lifespan="on") as external_url,
+        serve_app(jwks.app()) as jwks_url,
     ):
         proxy = TcpProxy(int(router_url.rsplit(":", 1)[1]))
         proxy_url = await proxy.start()
@@ -121,9 +120,9 @@ async def platform(request, settings_for, infra, clean_db, clean_redis, time_ups
                                 provider_timeout_seconds=3.0, mcp_timeout_seconds=10.0,
                                 **getattr(request, "param", {}))
         try:
-            async with running(SPEC, settings) as app, serve(app, free_port()) as agents_url:
+            async with running(SPEC, settings) as app, serve_app(app) as agents_url:
                 gw_settings = settings_for(GatewaySettings, auth_url=jwks_url, agents_url=agents_url)
-                async with running(GATEWAY, gw_settings) as gw, serve(gw, free_port()) as gw_url, \
+                async with running(GATEWAY, gw_settings) as gw, serve_app(gw) as gw_url, \
                         httpx.AsyncClient(base_url=gw_url, timeout=30) as http:
                     p = Platform(gw_url, agents_url, external_url + "/mcp", model, router, time_upstream, proxy,
                                  jwks, http, app, model_url=model_url + "/v1")

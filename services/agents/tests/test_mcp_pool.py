@@ -17,12 +17,12 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from agents_testkit import EXTERNAL_KEY, RUN_SECRET, legacy_server, serve, wait_for
+from agents_testkit import EXTERNAL_KEY, RUN_SECRET, legacy_server, wait_for
 from test_agents import make_agent
 from test_chat_completions import TIME_Q, TIME_TOOL, check_time_answer
 
 from wemcp.agents.mcp_pool import McpPool
-from wemcp.devstack.infra import free_port
+from wemcp.devstack.testing import serve_app
 from wemcp.ratelimit.runcontext import verify_run_context
 
 
@@ -200,7 +200,7 @@ async def test_server_url_servers_are_pooled_too_2025_ones_with_a_session_per_re
     await p.add_provider()
     seen: list[str] = []
     add_q = "ADD two and forty"
-    async with serve(legacy_server(seen), free_port(), lifespan="on") as legacy_url:
+    async with serve_app(legacy_server(seen), lifespan="on") as legacy_url:
         for _ in range(2):
             for url in (p.external, legacy_url + "/mcp"):
                 tool = {"type": "mcp", "server_url": url, "server_label": "calc",

@@ -12,16 +12,17 @@ import pytest_asyncio
 from wemcp.auth.config import Settings
 from wemcp.auth.crypto import Keyring
 from wemcp.auth.main import SPEC
-from wemcp.auth.testing import LoopbackProvider, serve
+from wemcp.auth.testing import LoopbackProvider
 from wemcp.common.service import running
 from wemcp.devstack.infra import free_port
+from wemcp.devstack.testing import serve_app
 
 
 @pytest_asyncio.fixture
 async def provider() -> AsyncIterator[LoopbackProvider]:
     p = LoopbackProvider()
     port = free_port()
-    async with serve(p.app(), port) as url:
+    async with serve_app(p.app(), port) as url:
         p.base_url = url
         p.profile = {
             "login": "octocat",

@@ -18,9 +18,10 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from wemcp.auth.testing import as_user, browser_login, serve
+from wemcp.auth.testing import as_user, browser_login
 from wemcp.common.service import running
 from wemcp.devstack.infra import free_port
+from wemcp.devstack.testing import serve_app
 from wemcp.gateway.config import Settings as GatewaySettings
 from wemcp.gateway.main import SPEC as GATEWAY
 
@@ -28,7 +29,7 @@ from wemcp.gateway.main import SPEC as GATEWAY
 @pytest_asyncio.fixture
 async def stack(auth_app, settings_for) -> AsyncIterator[dict[str, Any]]:
     port = free_port()
-    async with serve(auth_app, port) as auth_url:
+    async with serve_app(auth_app, port) as auth_url:
         gw_settings = settings_for(GatewaySettings, auth_url=auth_url, jwks_min_refetch_seconds=0.2)
         async with running(GATEWAY, gw_settings) as gw:
             async with (

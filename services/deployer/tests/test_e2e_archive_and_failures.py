@@ -8,10 +8,8 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from deployer_testkit import wait_for
-
 from wemcp.common.events.servers import ServerSubmitted
-from wemcp.devstack.testing import tar_gz
+from wemcp.devstack.testing import serve_app, tar_gz
 
 TINY_SERVER = textwrap.dedent('''
     from mcp.server.mcpserver import MCPServer
@@ -127,14 +125,9 @@ async def test_archive_uploaded_to_the_catalog_is_fetched_and_deployed(deployer,
     """The catalog's spec shape (runtime + entrypoint, dependencies from requirements.txt, the file
     kept by the catalog): the deployer fetches it from the catalog's internal endpoint, checks its
     digest, installs and introspects it; an unknown digest fails with a reason."""
-    import asyncio
-
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
-
-    from wemcp.devstack.infra import free_port
 
     store: dict[str, bytes] = {}
     asked: list[str] = []
@@ -150,13 +143,8 @@ async def test_archive_uploaded_to_the_catalog_is_fetched_and_deployed(deployer,
             return Response(status_code=404)
         return Response(store[sha], media_type="application/gzip")
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/internal/archives/{sha}", archive)]),
-                                           host="127.0.0.1", port=port, log_config=None, lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_for(lambda: server.started, timeout=10)
-        deployer.app.state.runtime.extras["orchestrator"].installer.archive_source = f"http://127.0.0.1:{port}"
+    async with serve_app(Starlette(routes=[Route("/internal/archives/{sha}", archive)])) as catalog_url:
+        deployer.app.state.runtime.extras["orchestrator"].installer.archive_source = catalog_url
         spec = {"name": "io.github.x/tiny", "version": "1.0.0", "packages": [], "remotes": [],
                 "archive": {"sha256": digest, "size": len(store[digest]), "runtime": "python",
                             "entrypoint": "server.py", "args": [], "environmentVariables": []}}
@@ -171,6 +159,3 @@ async def test_archive_uploaded_to_the_catalog_is_fetched_and_deployed(deployer,
         await deployer.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="nofile", name="No", spec=spec))
         d = await deployer.until_status("nofile", "failed", "deployed")
         assert "upload it again" in d["reason"], d["reason"]
-    finally:
-        server.should_exit = True
-        await task

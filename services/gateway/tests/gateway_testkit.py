@@ -17,7 +17,6 @@ from typing import Any
 import nats
 import orjson
 import pytest_asyncio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -27,7 +26,7 @@ from wemcp.common.errors import Unauthorized
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDisabled, ServerEnabled, ServerSubmitted
 from wemcp.common.identity import Identity
 from wemcp.common.service import Runtime, build_app
-from wemcp.devstack.infra import free_port
+from wemcp.devstack.testing import serve_app
 from wemcp.gateway.config import Settings
 from wemcp.gateway.main import SPEC
 
@@ -53,27 +52,6 @@ async def fake_verifier(request: Request) -> Identity | None:
     if not token.startswith("test-") or name not in USERS:
         raise Unauthorized("invalid credentials")
     return Identity(user_id=USERS[name], role="user", login=name)
-
-
-@contextlib.asynccontextmanager
-async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off", access_log=False, timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        try:  # bounded: a stuck connection must not hang the test run's teardown
-            await asyncio.wait_for(task, 10)
-        except TimeoutError:
-            server.force_exit = True
-            raise AssertionError("the server did not shut down within 10 s") from None
 
 
 class FakeAuth:

@@ -20,16 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import warnings
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import uvicorn
 from mcp import MCPDeprecationWarning
 from mcp.server.mcpserver import Context, Elicit, ListRoots, MCPServer, Resolve, Sample
 from mcp_types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
 from pydantic import BaseModel
+
+from wemcp.devstack.testing import serve_app
 
 
 class Confirmation(BaseModel):
@@ -129,12 +129,6 @@ class LegacyOnly:
         await self.app(scope, receive, send)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serve_upstream(mode: str = "both", *, json_response: bool = True, port: int | None = None,
                          name: str = "upstream", interactive: bool = False) -> AsyncIterator[str]:
@@ -142,21 +136,5 @@ async def serve_upstream(mode: str = "both", *, json_response: bool = True, port
     app: Any = build_server(name, interactive=interactive).streamable_http_app(json_response=json_response)
     if mode == "legacy":
         app = LegacyOnly(app)
-    port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        try:  # bounded: a stuck connection must not hang the test run's teardown
-            await asyncio.wait_for(task, 10)
-        except TimeoutError:
-            server.force_exit = True
-            raise AssertionError("the upstream did not shut down within 10 s") from None
+    async with serve_app(app, port, lifespan="on") as url:
+        yield url + "/mcp"

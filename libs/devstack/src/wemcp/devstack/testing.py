@@ -18,6 +18,7 @@ Helper:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import shutil
@@ -33,6 +34,40 @@ import pytest_asyncio
 
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis
 from wemcp.devstack.stack import MIGRATED
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, port: int | None = None, lifespan: str = "off") -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a loopback port, in this event loop; yields its base URL.
+    Start-up errors surface here; shutdown is bounded (a stuck connection must not hang a test run's
+    teardown). ``log_config=None``: the process's logging set-up stays as it is."""
+    import uvicorn
+
+    from wemcp.devstack.infra import free_port
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_config=None,
+                                           access_log=False, timeout_graceful_shutdown=2))
+    task = asyncio.create_task(server.serve())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while not server.started:
+        if task.done():
+            task.result()  # its exception, if it failed to start
+            raise RuntimeError(f"the server on port {port} stopped before it started")
+        if loop.time() > deadline:
+            server.force_exit = True
+            raise RuntimeError(f"the server on port {port} did not start within 15 s")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            server.force_exit = True
+            raise AssertionError(f"the server on port {port} did not shut down within 10 s") from None
 
 
 def tar_gz(files: dict[str, str]) -> bytes:

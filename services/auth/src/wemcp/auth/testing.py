@@ -5,19 +5,15 @@ to walk a browser through a sign-in. Not imported by the service itself."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import secrets
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2 as httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
@@ -152,25 +148,6 @@ class LoopbackProvider:
             scope="read",
             pkce=pkce,
         )
-
-
-@asynccontextmanager
-async def serve(app: Any, port: int) -> AsyncIterator[str]:
-    """An ASGI app on a real loopback port, in this event loop."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    deadline = asyncio.get_running_loop().time() + 10
-    while not server.started:
-        if task.done() or asyncio.get_running_loop().time() > deadline:
-            raise RuntimeError("server did not start")
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def as_user(user: dict[str, Any]) -> dict[str, str]:
