@@ -26,20 +26,15 @@ import asyncio
 import os
 import platform
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
+from benchkit import pct, with_catalog_infra
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services/catalog/tests"))
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 async def bulk_load(db_url: str, start: int, count: int, docs: list[dict], vecs: np.ndarray,
@@ -178,31 +173,10 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from wemcp.common.logging import configure_logging
-    from wemcp.common.migrations import upgrade
-    from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres
 
     configure_logging("bench", "warning", "console")
-    work = Path(tempfile.mkdtemp(prefix="wemcp-bench-catalog-"))
-    pg = EmbeddedPostgres(work / "pg", durable=True)
-    nats = EmbeddedNats(work / "nats")
-    pg.start()
-    nats.start()
-    try:
-        asyncio.run(_prepare(pg.url))
-        upgrade("catalog", pg.url)
-        lines = asyncio.run(run_all(args, pg.url, nats.url))
-    finally:
-        nats.stop()
-        pg.stop()
+    lines = with_catalog_infra("wemcp-bench-catalog-", lambda db, nats: run_all(args, db, nats))
     print("\n".join(lines))
-
-
-async def _prepare(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
-    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_trgm;")
-    await conn.close()
 
 
 async def run_all(args, db_url: str, nats_url: str) -> list[str]:

@@ -23,24 +23,11 @@ import asyncio
 import os
 import platform
 import statistics
-import tempfile
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
-
-async def _prepare(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
-    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_trgm;")
-    await conn.close()
+from benchkit import pct, with_catalog_infra
 
 
 async def _publish_all(nats_url: str, events: list) -> None:
@@ -167,22 +154,9 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from wemcp.common.logging import configure_logging
-    from wemcp.common.migrations import upgrade
-    from wemcp.devstack.infra import EmbeddedNats, EmbeddedPostgres
 
     configure_logging("bench", "warning", "console")
-    work = Path(tempfile.mkdtemp(prefix="wemcp-bench-catalog-updates-"))
-    pg = EmbeddedPostgres(work / "pg", durable=True)
-    nats = EmbeddedNats(work / "nats")
-    pg.start()
-    nats.start()
-    try:
-        asyncio.run(_prepare(pg.url))
-        upgrade("catalog", pg.url)
-        lines = asyncio.run(run(args, pg.url, nats.url))
-    finally:
-        nats.stop()
-        pg.stop()
+    lines = with_catalog_infra("wemcp-bench-catalog-updates-", lambda db, nats: run(args, db, nats))
     print("\n".join(lines))
 
 

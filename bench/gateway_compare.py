@@ -65,6 +65,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchkit import pct
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PY = sys.executable
@@ -236,14 +238,9 @@ async def run_client(url: str, mode: str, extra: dict[str, str], concurrency: in
     wall = time.perf_counter() - t0
     for c in conns:
         c.transport.close()
-    lat.sort()
     if errors or not lat:
         return {"errors": errors or ["no call completed"], "n": 0}
-
-    def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, round(p / 100 * (len(lat) - 1)))] * 1000
-
-    return {"p50": pct(50), "p99": pct(99), "rps": state["calls"] / wall, "n": state["calls"],
+    return {"p50": pct(lat, 50) * 1000, "p99": pct(lat, 99) * 1000, "rps": state["calls"] / wall, "n": state["calls"],
             "all": state["all"], "client_cpu": time.process_time() - cpu0, "errors": errors}
 
 

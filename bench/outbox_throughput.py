@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import pct
 from sqlalchemy import func, select
 
 from wemcp.common.bus import Subscription
@@ -54,12 +55,6 @@ async def reset_probes(nats_url: str) -> None:
         await js.delete_consumer("PROBES", info.name)
     await js.purge_stream("PROBES")
     await nc.close()
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    k = max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))
-    return values[k]
 
 
 async def run(n: int, concurrency: int, db_url: str, nats_url: str, workers: int = 1) -> dict[str, float]:

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
+from benchkit import pct
 from redis.asyncio import Redis
 
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis
@@ -51,11 +52,6 @@ async def responder_main(nats_url: str, redis_url: str) -> None:
     await responder.stop()
     await nc.close()
     await redis.aclose()
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 async def measure(call: Callable[[int], Awaitable[object]], concurrency: int,
