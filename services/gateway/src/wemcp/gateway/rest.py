@@ -19,6 +19,7 @@ from wemcp.common.errors import AppError, BadGateway, NotFound, Unauthorized, Un
 from wemcp.common.http import problem
 from wemcp.common.identity import Identity
 from wemcp.gateway.mcp import Refused, _Headers
+from wemcp.gateway.routes import Route
 from wemcp.gateway.upstream import UpstreamError
 
 router = APIRouter(prefix="/api/v1", tags=["mcp"])
@@ -54,14 +55,19 @@ def _as_error(r: Refused) -> AppError:
     return err
 
 
-@router.get("/servers/{slug}/tools")
-async def list_tools(slug: Slug, request: Request) -> dict[str, Any]:
+async def _routed(request: Request, slug: str) -> tuple[Any, Identity | None, Route]:
+    """The router, the caller and the server's route (refusals as problems, as over MCP)."""
     mcp = _mcp(request)
     ident, grant = await _caller(request, mcp)
     try:
-        route = mcp.router.route_for(slug, grant)
+        return mcp, ident, mcp.router.route_for(slug, grant)
     except Refused as r:
         raise _as_error(r) from None
+
+
+@router.get("/servers/{slug}/tools")
+async def list_tools(slug: Slug, request: Request) -> dict[str, Any]:
+    mcp, ident, route = await _routed(request, slug)
     if route.kind == "mcp" and route.tools:
         tools = [{"name": t["name"], "title": t.get("title"), "description": t.get("description"),
                   "inputSchema": t.get("input_schema") or t.get("inputSchema") or {}} for t in route.tools]
@@ -75,12 +81,7 @@ async def list_tools(slug: Slug, request: Request) -> dict[str, Any]:
 
 @router.post("/servers/{slug}/tools/{tool}/call")
 async def call_tool(slug: Slug, tool: Tool, body: ToolCall, request: Request) -> JSONResponse:
-    mcp = _mcp(request)
-    ident, grant = await _caller(request, mcp)
-    try:
-        route = mcp.router.route_for(slug, grant)
-    except Refused as r:
-        raise _as_error(r) from None
+    mcp, ident, route = await _routed(request, slug)
     reply = await mcp.router.call_tool(route, ident, str(ident.user_id) if ident else "anon", tool,
                                        body.arguments, request.scope)
     decision = reply.pop("_decision", None)
