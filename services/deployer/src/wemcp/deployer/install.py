@@ -212,17 +212,23 @@ class Installer:
         return resolved, [f"{{ROOT}}/bin/{script}"]
 
     # ------------------------------------------------------------------ source archives
+    def _stored(self, sha256: str) -> Path | None:
+        """The archive store's file for a digest, whichever of the accepted formats it is."""
+        for ext in (".tar.gz", ".tgz", ".zip"):
+            if (path := self.archive_dir / f"{sha256}{ext}").exists():
+                return path
+        return None
+
     def archive_file(self, archive: Archive) -> Path:
         if archive.path:
             path = (self.archive_dir / archive.path).resolve()
             if self.archive_dir.resolve() not in path.parents:
                 raise InstallError("archive.path must name a file inside the archive store")
         else:
-            candidates = (self.archive_dir / f"{archive.sha256}{ext}" for ext in (".tar.gz", ".tgz", ".zip"))
-            matches = [p for p in candidates if p.exists()]
-            if not matches:
+            stored = self._stored(str(archive.sha256))
+            if stored is None:
                 raise InstallError(f"no uploaded archive with sha256 {archive.sha256}; upload it again")
-            path = matches[0]
+            path = stored
         if not path.is_file():
             raise InstallError("the uploaded archive was not found; upload it again")
         return path
@@ -254,8 +260,7 @@ class Installer:
 
     async def install_archive(self, archive: Archive) -> Installed:
         assert archive.manifest is not None  # the spec model fills it from runtime + entrypoint
-        if archive.sha256 and not archive.path and not any(
-                (self.archive_dir / f"{archive.sha256}{ext}").exists() for ext in (".tar.gz", ".tgz", ".zip")):
+        if archive.sha256 and not archive.path and self._stored(archive.sha256) is None:
             await self.fetch_archive(archive.sha256)
         src = self.archive_file(archive)
         digest = hashlib.sha256(src.read_bytes()).hexdigest()
