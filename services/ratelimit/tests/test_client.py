@@ -208,3 +208,42 @@ async def test_invalid_subjects_are_rejected_before_redis(redis):
         with pytest.raises(InvalidSubject):
             await q.decide(uuid.uuid4(), kind, sid)
     assert await redis.dbsize() == 0
+
+
+async def test_concurrent_decisions_share_pipelines_and_each_counts_exactly_once(redis):
+    q = client(redis, StaticPolicies(server_daily=150))
+    user = uuid.uuid4()
+    out = await asyncio.gather(*(q.decide(user, "server", "batched") for _ in range(200)))
+    assert sorted(d.remaining for d in out if d.allowed) == list(range(150))
+    assert sum(not d.allowed for d in out) == 50
+    # 200 decisions in one loop iteration: far fewer pipelines than decisions, several per pipeline
+    assert q._script.batches < 20 and q._script.largest >= 16, (q._script.batches, q._script.largest)
+    key = QuotaClient.counter_key("server", "batched", q.day().tag, str(user))
+    assert int(await redis.get(key)) == 150
+
+
+async def test_a_flushed_script_cache_is_reloaded_and_nothing_is_counted_twice(redis):
+    q = client(redis)
+    user = uuid.uuid4()
+    assert (await q.decide(user, "server", "flushy")).used == 1
+    for size in (1, 30):  # the lone call and the pipelined batch each meet NOSCRIPT once
+        await redis.script_flush()
+        out = await asyncio.gather(*(q.decide(user, "server", "flushy") for _ in range(size)))
+        assert all(d.allowed and d.reason == "counted" for d in out)
+    key = QuotaClient.counter_key("server", "flushy", q.day().tag, str(user))
+    assert int(await redis.get(key)) == 1 + 1 + 30
+
+
+async def test_a_caller_that_timed_out_leaves_the_others_of_its_batch_answered(redis):
+    q = client(redis)
+    user = uuid.uuid4()
+    slow = asyncio.ensure_future(q.decide(user, "server", "timeouts"))
+    rest = [asyncio.ensure_future(q.decide(user, "server", "timeouts")) for _ in range(9)]
+    await asyncio.sleep(0)  # all ten are now waiting on the batch, which is not sent yet
+    assert len(q._script._pending) == 10
+    slow.cancel()  # gives up (as its timeout would) before the batch goes out
+    done = await asyncio.gather(*rest)
+    assert sorted(d.used or 0 for d in done) == list(range(1, 10))
+    assert slow.cancelled()
+    key = QuotaClient.counter_key("server", "timeouts", q.day().tag, str(user))
+    assert int(await redis.get(key)) == 9  # the one that gave up consumed nothing
