@@ -290,6 +290,27 @@ async def test_idle_connections_expire() -> None:
     await c.close()
 
 
+async def test_the_servers_keep_alive_timeout_is_honoured() -> None:
+    """``Keep-Alive: timeout=N``: reused until N - 1 s of idleness, then a fresh connection."""
+    async def handler(srv: Raw, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (req := await read_request(reader)) is not None:
+            srv.requests.append(req)
+            writer.write(reply(req[1], extra=b"Keep-Alive: timeout=1.2, max=100\r\n"))
+            await writer.drain()
+
+    c = H1Client(keepalive_seconds=60.0, timeout=2.0)
+    async with Raw(handler) as srv:
+        for body in (b"1", b"2"):  # back to back: one connection
+            async with await c.request("POST", srv.url, body) as resp:
+                assert await resp.read() == body
+        assert srv.accepted == 1
+        await asyncio.sleep(0.3)  # idle longer than 1.2 - 1 s: the server may be closing it
+        async with await c.request("POST", srv.url, b"3") as resp:
+            assert await resp.read() == b"3"
+        assert srv.accepted == 2 and len(srv.requests) == 3
+    await c.close()
+
+
 # -- bodies ----------------------------------------------------------------------------------------------------
 async def test_chunked_response_then_reuse(client: H1Client) -> None:
     async def handler(srv: Raw, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -242,8 +242,12 @@ class Bridge:
         sock.listen(512)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
+        # keep-alive 75 s (nginx's default), longer than the gateway keeps an idle upstream connection
+        # (60 s): the gateway never writes a call on a connection the bridge is closing at that instant
+        # (uvicorn's default, 5 s, made that race likely for servers called every few seconds)
         config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_config=None, access_log=False,
-                                server_header=False, timeout_graceful_shutdown=2, http=http_protocol())
+                                server_header=False, timeout_graceful_shutdown=2, http=http_protocol(),
+                                timeout_keep_alive=75)
         self._server = _EmbeddedServer(config)
         self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock])))
         self._tasks.append(asyncio.create_task(self._reaper()))

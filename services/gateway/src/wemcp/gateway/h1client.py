@@ -11,6 +11,8 @@ protocol callbacks), one timer per wait.
   (callers beyond that queue FIFO for a slot, bounded by their request timeout). A connection goes
   back to the pool as soon as its response has been received completely (before the body is read:
   it is kept on the response), so a response never read or never released does not leak it.
+- A server's ``Keep-Alive: timeout=N`` is honoured: its connection is not reused once it has been
+  idle for ``N - 1`` seconds (Node's servers close idle connections after 5 s and say so).
 - A request is never sent twice: a connection taken from the pool that turns out dead once the
   request was written raises ``ServerDisconnected`` (the request might not be idempotent).
 - Timeouts: ``connect_timeout`` for TCP+TLS (``ConnectError``); ``timeout`` (or the per-request one)
@@ -256,7 +258,7 @@ class _Conn(asyncio.Protocol):
     """One connection; the parser calls back into it as bytes arrive."""
 
     __slots__ = ("busy", "client", "close_delim", "closed", "fut", "hdrs", "head", "idle", "idle_since", "interim",
-                 "key", "loop", "parser", "paused", "reason", "resp", "timeout", "timer", "transport")
+                 "keepalive", "key", "loop", "parser", "paused", "reason", "resp", "timeout", "timer", "transport")
 
     def __init__(self, client: H1Client, key: str, loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
@@ -268,6 +270,7 @@ class _Conn(asyncio.Protocol):
         self.closed = False
         self.idle = False  # in the pool's idle list
         self.idle_since = 0.0
+        self.keepalive = client._keepalive  # how long it may stay idle (the server's Keep-Alive may shorten it)
         self.fut: asyncio.Future[Any] | None = None  # the caller waiting: for the headers, then for body data
         self.timer: asyncio.TimerHandle | None = None  # the headers timeout
         self.resp: H1Response | None = None
@@ -348,6 +351,9 @@ class _Conn(asyncio.Protocol):
         if timer is not None:
             self.timer = None
             timer.cancel()
+        ka = h.get("keep-alive")
+        if ka is not None:
+            self.keepalive = min(self.keepalive, _keepalive_hint(ka))
         if not self.head and status != 204 and status != 304 and "content-length" not in h:
             te = h.get("transfer-encoding")
             self.close_delim = te is None or not te.rstrip().lower().endswith("chunked")
@@ -468,6 +474,19 @@ class _Conn(asyncio.Protocol):
             self.client._closed_conn(self)
 
 
+def _keepalive_hint(value: str) -> float:
+    """Seconds a connection may stay idle given the server's ``Keep-Alive: timeout=N, max=M``: a
+    second less than it says (the close may already be on its way); unbounded when it says nothing."""
+    for part in value.split(","):
+        name, _, n = part.strip().partition("=")
+        if name.strip().lower() == "timeout":
+            try:
+                return max(float(n.strip()) - 1.0, 0.0)
+            except ValueError:
+                return float("inf")
+    return float("inf")
+
+
 def _expire(fut: asyncio.Future[Any], timeout: float) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError(f"no free connection within {timeout:g} s"))
@@ -560,7 +579,7 @@ class H1Client:
                 c.idle = False
                 if c.closed:
                     continue
-                if now - c.idle_since > self._keepalive:
+                if now - c.idle_since > c.keepalive:
                     c.close()
                     continue
                 conn = c

@@ -14,17 +14,19 @@ cross-service call; values live only in memory and are never logged.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 from uuid import UUID
 
-import aiohttp
 import orjson
 
 from wemcp.common.logging import get_logger
+from wemcp.gateway.h1client import H1Client
 from wemcp.gateway.routes import PLACEHOLDER, Route
 
 log = get_logger("wemcp.gateway.keys")
@@ -60,7 +62,7 @@ def request_values(headers: Any) -> dict[str, str]:
 
 
 class KeyResolver:
-    def __init__(self, http: aiohttp.ClientSession | None, auth_url: str, *, system_keys: dict[str, dict[str, str]],
+    def __init__(self, http: H1Client | None, auth_url: str, *, system_keys: dict[str, dict[str, str]],
                  ttl: float = 10.0, system_from_vault: bool = True) -> None:
         self.http = http
         self.auth_url = auth_url.rstrip("/")
@@ -149,10 +151,10 @@ class KeyResolver:
         if self.http is not None:
             self.lookups += 1
             try:
-                async with self.http.get(f"{self.auth_url}/internal/auth/vault/{user_id}",
-                                         params={"server": slug}, timeout=aiohttp.ClientTimeout(total=3)) as r:
+                url = f"{self.auth_url}/internal/auth/vault/{quote(user_id)}?{urlencode({'server': slug})}"
+                async with asyncio.timeout(3), await self.http.request("GET", url) as r:
                     if r.status == 200:
-                        body = await r.json(loads=orjson.loads)
+                        body = orjson.loads(await r.read())
                         values = {str(k): str(v) for k, v in (body.get("values") or {}).items()}
             except Exception as exc:  # auth down: own keys unknown, fall back (logged, no values)
                 log.warning("vault_lookup_failed", server=slug, error=type(exc).__name__)
@@ -172,10 +174,10 @@ class KeyResolver:
         if self.http is not None:
             self.lookups += 1
             try:
-                async with self.http.get(f"{self.auth_url}/internal/auth/connections/{user_id}/{slug}",
-                                         timeout=aiohttp.ClientTimeout(total=3)) as r:
+                url = f"{self.auth_url}/internal/auth/connections/{quote(user_id)}/{quote(slug, safe='')}"
+                async with asyncio.timeout(3), await self.http.request("GET", url) as r:
                     if r.status == 200:
-                        body = await r.json(loads=orjson.loads)
+                        body = orjson.loads(await r.read())
                         token = body.get("access_token") or None
             except Exception as exc:
                 log.warning("connection_lookup_failed", server=slug, error=type(exc).__name__)
