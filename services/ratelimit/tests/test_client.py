@@ -247,3 +247,49 @@ async def test_a_caller_that_timed_out_leaves_the_others_of_its_batch_answered(r
     assert slow.cancelled()
     key = QuotaClient.counter_key("server", "timeouts", q.day().tag, str(user))
     assert int(await redis.get(key)) == 9  # the one that gave up consumed nothing
+
+
+async def test_decide_ahead_only_far_from_the_limit_and_exact_in_one_process(redis):
+    q = client(redis, StaticPolicies(server_daily=100), ahead_margin=10)
+    user = uuid.uuid4()
+    assert q.decide_ahead(user, "server", "ahead") is None  # nothing known yet: decide first
+    first = await q.decide(user, "server", "ahead")
+    assert first.remaining == 99
+    assert q.decide_ahead(user, "server", "ahead", key_source="vault") is None  # unmetered anyway
+    assert q.decide_ahead(user, "server", "ahead", in_agent_run_token="t") is None
+    decisions, ahead = [first], []
+    while True:  # as the gateway does: ahead when it may, else the decision before the call
+        fut = q.decide_ahead(user, "server", "ahead")
+        batch = [fut] if fut is not None else []
+        while fut is not None and len(batch) < 20:  # many in flight at once, as under load
+            fut = q.decide_ahead(user, "server", "ahead")
+            if fut is not None:
+                batch.append(fut)
+        if batch:
+            ahead += await asyncio.gather(*batch)
+            continue
+        d = await q.decide(user, "server", "ahead")
+        decisions.append(d)
+        if not d.allowed:
+            break
+    allowed = [d for d in decisions + ahead if d.allowed]
+    assert sorted(d.remaining for d in allowed) == list(range(100))  # each unit once, none over
+    # most went ahead, all of them allowed and none closer to the limit than the margin allows
+    assert len(ahead) >= 80 and all(d.allowed for d in ahead) and min(d.remaining for d in ahead) >= 10 - 1
+    assert not decisions[-1].allowed and decisions[-1].reason == "user_limit"
+    assert q._ahead == {}
+    key = QuotaClient.counter_key("server", "ahead", q.day().tag, str(user))
+    assert int(await redis.get(key)) == 100
+
+
+async def test_decide_ahead_needs_a_fresh_count_and_never_with_a_global_cap(redis):
+    q = client(redis, StaticPolicies(server_daily=1000), ahead_margin=5, ahead_seconds=0.2)
+    user = uuid.uuid4()
+    await q.decide(user, "server", "fresh")
+    fut = q.decide_ahead(user, "server", "fresh")
+    assert fut is not None and (await fut).remaining == 998
+    await asyncio.sleep(0.25)
+    assert q.decide_ahead(user, "server", "fresh") is None  # the count is too old: decide first
+    capped = client(redis, StaticPolicies(server_daily=1000, server_global_cap=10_000), ahead_margin=5)
+    await capped.decide(user, "server", "capped")
+    assert capped.decide_ahead(user, "server", "capped") is None

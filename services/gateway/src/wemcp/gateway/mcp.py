@@ -243,6 +243,18 @@ class McpRouter:
             raise Refused(403, "Forbidden", f"this API key is not allowed to call {slug!r}")
         return route
 
+    def decide_ahead(self, ident: Identity | None, slug: str, resolved: Resolved,
+                     scope: dict[str, Any]) -> asyncio.Future[Any] | None:
+        """The quota decision under way alongside the call, when the caller is far from the limit
+        (``QuotaClient.decide_ahead``); None: ``await decide(...)`` before forwarding."""
+        quota = self.gw.quota
+        if quota is None:
+            return None
+        user = ident.user_id if ident is not None else UUID(int=0)
+        fut: asyncio.Future[Any] | None = quota.decide_ahead(
+            user, "server", slug, resolved.source, in_agent_run_token=header(scope, b"x-wemcp-agent-run"))
+        return fut
+
     async def decide(self, ident: Identity | None, slug: str, resolved: Resolved,
                      scope: dict[str, Any]) -> Any:
         """The quota decision for a tools/call (None when no quota client is wired)."""
@@ -364,6 +376,17 @@ class McpRouter:
         assert route is not None
         await self._forward(send, scope, route, ident, user_key, msg, raw, client_modern, sess, extra)
 
+    @staticmethod
+    async def _landed(ahead: asyncio.Future[Any], extra: list[tuple[bytes, bytes]],
+                      slug: str) -> tuple[Any, list[tuple[bytes, bytes]]]:
+        """A decision taken alongside the call, for its reply's rate-limit headers. Refused means the
+        caller's last calls came through other gateways faster than the margin (see the ratelimit
+        client): this call was already forwarded, so its answer goes out; it was not counted."""
+        decision = await ahead
+        if not decision.allowed:
+            log.warning("quota_refused_after_forwarding", server=slug, reason=decision.reason)
+        return decision, extra + hdrs(decision.headers())
+
     def _session(self, scope: dict[str, Any], target: str, user_key: str) -> ClientSession | None:
         sid = header(scope, b"mcp-session-id")
         if not sid:
@@ -460,6 +483,7 @@ class McpRouter:
             await self.relay.resume(Channel(send, extra), state, route, user_key, msg)
             return
         decision = None
+        ahead: asyncio.Future[Any] | None = None
         if method == "tools/call":
             if resolved.missing:
                 body = rpc_error(req_id, -32602, f"{route.slug} needs {', '.join(resolved.missing)}: send "
@@ -468,7 +492,11 @@ class McpRouter:
                 self.record(ident, route.slug, method, tool, resolved, None, "error", -32602, t0, len(raw), len(body))
                 await respond(send, 200, body, headers=extra)
                 return
-            decision = await self.decide(ident, route.slug, resolved, scope)
+            relayed = method in RELAYED and (sess is not None or (client_modern and route.modern is not True))
+            if route.kind != "openapi" and not relayed:  # the plain path below: may decide alongside
+                ahead = self.decide_ahead(ident, route.slug, resolved, scope)
+            if ahead is None:
+                decision = await self.decide(ident, route.slug, resolved, scope)
             if decision is not None:
                 extra = extra + hdrs(decision.headers())
                 if not decision.allowed:
@@ -501,12 +529,16 @@ class McpRouter:
                                  client_info=sess.client_info if sess else None,
                                  legacy_version=sess.protocol_version if sess else LEGACY_VERSION)
         except UpstreamError as exc:
+            if ahead is not None:
+                decision, extra = await self._landed(ahead, extra, route.slug)
             body = rpc_error(req_id, exc.code, f"upstream: {exc}")
             if tool is not None:
                 self.record(ident, route.slug, method, tool, resolved, decision,
                             "timeout" if exc.timeout else "error", exc.code, t0, len(raw), len(body))
             await respond(send, 200, body, headers=extra)
             return
+        if ahead is not None:
+            decision, extra = await self._landed(ahead, extra, route.slug)
         ctype = resp.headers.get("content-type", "application/json")
         if client_modern and route.modern is False:
             # a 2025 upstream answering a 2026-07-28 client: the reply needs the modern result fields

@@ -15,6 +15,14 @@ or gateway machines decide at once.
   Redis as one pipeline (:class:`_ScriptBatch`): one write and one read for all of them instead of a
   round trip each. Each script still runs atomically on its own, so exactness is unchanged; a lone
   decision is sent at once, so there is no added wait.
+- A caller far from their limit can be decided *alongside* the call instead of before it
+  (:meth:`QuotaClient.decide_ahead`): when this client saw, within the last ``ahead_seconds``, at
+  least ``ahead_margin`` calls left for that caller and subject beyond the decisions already in
+  flight, the decision starts and the caller forwards the call at once, awaiting the decision only
+  to put its headers on the reply. In one process this is exact (the margin covers everything in
+  flight). With several gateways sharing a caller's quota, a refusal can come late — after the
+  call was already forwarded — only if the other gateways used the whole margin within
+  ``ahead_seconds``; the overshoot is bounded by the calls in flight and never counted twice.
 - Redis unreachable or slow (``timeout``): system-key calls are refused by default
   (``fail_closed``), logged and counted in ``stats`` and the ``ratelimit.redis_errors`` metric.
 
@@ -244,9 +252,14 @@ class QuotaClient:
     timeout: float = 0.25
     unavailable_retry_after: int = 5
     run_context_secret: str | None = None
+    ahead_margin: int = 64  # decide_ahead: calls left beyond those in flight (0 turns it off)
+    ahead_seconds: float = 1.0  # decide_ahead: how fresh the last known count must be
     stats: QuotaStats = field(default_factory=QuotaStats)
 
     def __post_init__(self) -> None:
+        # counter key -> (when seen, calls left then) and -> decisions started ahead, not yet back
+        self._left: dict[str, tuple[float, int]] = {}
+        self._ahead: dict[str, int] = {}
         self._tz = ZoneInfo(self.zone)
         self._day: _Day | None = None
         self._script = _ScriptBatch(self.redis, DECIDE_LUA)
@@ -296,6 +309,34 @@ class QuotaClient:
         return f"ratelimit:cap:{{{kind}:{subject_id}}}:{day_tag}"
 
     # -- the decision ------------------------------------------------------------------------
+    def decide_ahead(self, user_id: UUID | str, subject_kind: SubjectKind, subject_id: str,
+                     key_source: KeySource | str = "system",
+                     in_agent_run_token: str | None = None) -> asyncio.Future[Decision] | None:
+        """The decision of a call that may be forwarded before it is known (see the module notes):
+        a future, already under way, when the caller is far enough from the limit; None when the
+        caller must ``await decide(...)`` first (near or past the limit, unknown, unmetered)."""
+        if self.ahead_margin <= 0 or key_source in OWN_KEY_SOURCES or in_agent_run_token:
+            return None
+        key = self.counter_key(subject_kind, subject_id, self.day().tag, str(user_id))
+        seen = self._left.get(key)
+        if seen is None or time.monotonic() - seen[0] > self.ahead_seconds:
+            return None
+        flying = self._ahead.get(key, 0)
+        if seen[1] - flying < self.ahead_margin:
+            return None
+        self._ahead[key] = flying + 1
+        fut = asyncio.ensure_future(self.decide(user_id, subject_kind, subject_id, key_source))
+
+        def landed(_: asyncio.Future[Decision]) -> None:
+            n = self._ahead.get(key, 1) - 1
+            if n > 0:
+                self._ahead[key] = n
+            else:
+                self._ahead.pop(key, None)
+
+        fut.add_done_callback(landed)
+        return fut
+
     async def decide(self, user_id: UUID | str, subject_kind: SubjectKind, subject_id: str,
                      key_source: KeySource | str = "system",
                      in_agent_run_token: str | None = None) -> Decision:
@@ -343,6 +384,16 @@ class QuotaClient:
 
         wait = max(1, math.ceil(day.end - now))
         remaining = None if limit is None else max(limit - int(used), 0)
+        if self.ahead_margin > 0 and cap is None:  # a platform-wide cap is shared: always decided first
+            left = self._left
+            if len(left) >= 100_000:  # bounded: forget everyone (they decide before the call once more)
+                left.clear()
+            t, n = time.monotonic(), remaining if remaining is not None else 1 << 62
+            seen = left.get(keys[0])
+            # replies of concurrent decisions may land out of order: a count above the one seen
+            # lately is not taken until that one is too old (a raised limit shows within a second)
+            if seen is None or n < seen[1] or t - seen[0] > self.ahead_seconds:
+                left[keys[0]] = (t, n)
         if code == 0:
             self.stats.counted += 1
             msg = (f"{remaining} of {limit} free calls to {what} left today" if limit is not None
