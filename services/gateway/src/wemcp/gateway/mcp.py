@@ -493,7 +493,10 @@ class McpRouter:
                 await respond(send, 200, body, headers=extra)
                 return
             relayed = method in RELAYED and (sess is not None or (client_modern and route.modern is not True))
-            if route.kind != "openapi" and not relayed:  # the plain path below: may decide alongside
+            # may decide alongside the call: the plain path below, or a 2025 session's call to a
+            # 2026-07-28 upstream answered on this POST (relay.py drives it; one reply, one decision)
+            if route.kind != "openapi" and (not relayed or (sess is not None and sess.queue is None
+                                                            and route.modern is True)):
                 ahead = self.decide_ahead(ident, route.slug, resolved, scope)
             if ahead is None:
                 decision = await self.decide(ident, route.slug, resolved, scope)
@@ -518,8 +521,9 @@ class McpRouter:
             # the server may ask the client something during the call (relay.py)
             def finish(status: str, code: int | None, nout: int) -> None:
                 if tool is not None:
-                    self.record(ident, route.slug, method, tool, resolved, decision, status, code, t0, len(raw), nout)
-            channel = Channel(send, extra, sess.queue if sess is not None else None)
+                    self.record(ident, route.slug, method, tool, resolved,
+                                channel.decided if ahead is not None else decision, status, code, t0, len(raw), nout)
+            channel = Channel(send, extra, sess.queue if sess is not None else None, decision=ahead)
             if await self.relay.call(channel, route, resolved, user_key, msg, raw, client_modern, sess, finish):
                 return
         up = self.gw.upstream

@@ -107,10 +107,23 @@ class Channel:
     the reply, SSE once something does), or a legacy SSE session's stream."""
 
     def __init__(self, send: Any, extra: list[tuple[bytes, bytes]], queue: asyncio.Queue[bytes] | None = None,
-                 modern: bool = False) -> None:
+                 modern: bool = False, decision: asyncio.Future[Any] | None = None) -> None:
         self.send, self.extra, self.queue, self.modern = send, extra, queue, modern
         self.started = False
         self.nout = 0
+        # a quota decision taken alongside the call (QuotaClient.decide_ahead): its headers go on the
+        # reply, so it is awaited just before the reply starts; ``decided`` is it, once known
+        self.pending = decision
+        self.decided: Any = None
+
+    async def _land(self) -> None:
+        fut, self.pending = self.pending, None
+        if fut is not None:
+            self.decided = d = await fut
+            if not d.allowed:
+                log.warning("quota_refused_after_forwarding", reason=d.reason)
+            self.extra = self.extra + [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                                       for k, v in d.headers().items()]
 
     async def message(self, body: bytes) -> None:
         self.nout += len(body)
@@ -118,6 +131,7 @@ class Channel:
             await self.queue.put(body)
             return
         if not self.started:
+            await self._land()
             self.started = True
             await self.send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
@@ -136,6 +150,7 @@ class Channel:
                 await self.send({"type": "http.response.body", "body": b""})
             return outcome
         self.nout += len(body)
+        await self._land()
         await self.send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *self.extra]})
         await self.send({"type": "http.response.body", "body": body})
