@@ -81,8 +81,10 @@ class TracingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        parent = extract_context(headers)
+        raw = scope.get("headers", [])
+        # most calls carry no trace context: then there is nothing to extract (a new trace starts)
+        parent = extract_context({k.decode("latin-1"): v.decode("latin-1") for k, v in raw}) \
+            if any(k in _CONTEXT_HEADERS for k, _ in raw) else None
         method = scope.get("method", "GET")
         path = scope.get("path", "")
         status_holder = {"code": 500}
@@ -106,6 +108,9 @@ class TracingMiddleware:
                     span.set_status(Status(StatusCode.ERROR))
                 self.duration.record((time.perf_counter() - start) * 1000,
                                      {"http.request.method": method, "http.response.status_code": code})
+
+
+_CONTEXT_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
 def _route_template(path: str) -> str:

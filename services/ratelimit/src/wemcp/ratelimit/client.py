@@ -96,9 +96,12 @@ class InvalidSubject(ValueError):
 class _ScriptBatch:
     """Runs one Lua script for many callers, auto-pipelined: calls made in the same event-loop
     iteration are sent as one pipeline of ``EVALSHA`` commands (one write, replies read together),
-    the way ioredis auto-pipelines. A lone call is one ``EVALSHA`` as before. ``NOSCRIPT`` (Redis
-    restarted or flushed its script cache) loads the script once and runs the affected calls again —
-    a refused ``EVALSHA`` ran nothing, so nothing is counted twice."""
+    the way ioredis auto-pipelines; while a pipeline is out, new calls gather and leave together
+    when it returns (one batch in flight: a call waits at most one round trip more, and only under
+    load — each write is also a wake-up of Redis, the dearest part of a decision on a busy machine).
+    A lone call is one ``EVALSHA``, sent at once. ``NOSCRIPT`` (Redis restarted or flushed its
+    script cache) loads the script once and runs the affected calls again — a refused ``EVALSHA``
+    ran nothing, so nothing is counted twice."""
 
     def __init__(self, redis: Redis, source: str) -> None:
         self.redis = redis
@@ -106,24 +109,33 @@ class _ScriptBatch:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._scheduled = False  # a flush is queued for the end of this loop iteration
         self.batches = 0  # pipelines sent (stats and tests)
         self.largest = 0  # most calls in one pipeline
 
     def __call__(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
         self._pending.append((keys, args, fut))
+        if not self._scheduled and not self._tasks:
+            self._scheduled = True
+            loop.call_soon(self._flush)
         return fut
 
     def _flush(self) -> None:
+        self._scheduled = False
         batch, self._pending = self._pending, []
         batch = [b for b in batch if not b[2].done()]  # a caller that gave up (timeout) sends nothing
         if batch:
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._pending and not self._scheduled:  # what gathered meanwhile leaves now, together
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
         self.batches += 1
