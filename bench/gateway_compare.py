@@ -110,6 +110,9 @@ async def run_bridge(port_file: Path) -> None:
     bridge.register(Hosted(slug="echo", make_command=lambda env: Command(argv=ECHO_CMD, root=BENCH, env={}),
                            allowed_env=set(), secret_env=set()))
     await bridge.start()
+    from wemcp.common.service import freeze_startup_objects
+
+    freeze_startup_objects()  # as run_service does in the deployer process
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -448,6 +451,7 @@ async def main(a: argparse.Namespace) -> None:
                        "WEMCP_GATEWAY_SYSTEM_KEYS_FROM_VAULT": "false",
                        "WEMCP_RATELIMIT_SERVER_DAILY_DEFAULT": str(10**9)}
                 env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+                env.update(kv.split("=", 1) for kv in a.gateway_env if "=" in kv)
                 args = [PY, "-m", "wemcp.gateway.main"]
                 if a.profile_gateway:
                     args = [PY, "-m", "cProfile", "-o", a.profile_gateway, "-m", "wemcp.gateway.main"]
@@ -523,11 +527,12 @@ async def main(a: argparse.Namespace) -> None:
     print(f"before: {before}\nafter:  {after}\ncpus: {os.cpu_count()}  python {sys.version.split()[0]}  "
           f"sandbox {sandbox_mode}  {a.seconds:g} s per cell after {a.warmup:g} s warm-up, "
           f"{a.rounds} round(s), median of rounds")
-    print("\n| path | c | p50 ms | p99 ms | calls/s |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n| path | c | p50 ms | p99 ms | calls/s | calls/s, every round |")
+    print("|---|---:|---:|---:|---:|---|")
     for c in levels:
         for r in rows:
-            print(f"| {r} | {c} | {med(r, c, 'p50'):.2f} | {med(r, c, 'p99'):.2f} | {med(r, c, 'rps'):.0f} |")
+            each = " ".join(f"{x['rps']:.0f}" for x in results[(r, c)])
+            print(f"| {r} | {c} | {med(r, c, 'p50'):.2f} | {med(r, c, 'p99'):.2f} | {med(r, c, 'rps'):.0f} | {each} |")
     print("\nCPU per call, ms (process CPU during the cell incl. warm-up / calls made; the stdio child is\n"
           "the proxy's descendants; nats+redis only on gateway rows):")
     print("\n| path | c | client | proxy | bridge | stdio child | nats+redis | total |")
@@ -554,6 +559,8 @@ if __name__ == "__main__":
     ap.add_argument("--rows", default=",".join(ALL_ROWS))
     ap.add_argument("--profile-gateway", default="", help="run the gateway under cProfile, write stats here")
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an extra environment variable for the gateway (ablations: what a part costs)")
     ap.add_argument("--port-file", default="")
     ap.add_argument("--url", default="")
     ap.add_argument("--mode", default="2026")
