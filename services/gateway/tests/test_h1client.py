@@ -61,6 +61,16 @@ async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
 Handler = Callable[["Raw", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+def answers_once(data: bytes) -> Handler:
+    """Reads one request, writes ``data`` (whatever it is), then waits for the client to close."""
+    async def handler(srv: Raw, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(data)
+        await closed_by_peer(reader)
+
+    return handler
+
+
 async def echo_handler(srv: Raw, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Keep-alive: answers each request with its body."""
     while (req := await read_request(reader)) is not None:
@@ -528,12 +538,7 @@ async def test_disconnect_mid_body(client: H1Client) -> None:
 
 
 async def test_garbage_response_is_a_protocol_error(client: H1Client) -> None:
-    async def handler(srv: Raw, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"SMTP ready\r\n\r\n")
-        await closed_by_peer(reader)
-
-    async with Raw(handler) as srv:
+    async with Raw(answers_once(b"SMTP ready\r\n\r\n")) as srv:
         with pytest.raises(ProtocolError):
             await client.request("GET", srv.url)
         assert client.connections == 0
@@ -681,12 +686,7 @@ async def test_cancellation_closes_the_connection(client: H1Client, phase: str) 
 
 
 async def test_release_before_the_end_closes_and_is_idempotent(client: H1Client) -> None:
-    async def handler(srv: Raw, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly some")
-        await closed_by_peer(reader)
-
-    async with Raw(handler) as srv:
+    async with Raw(answers_once(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly some")) as srv:
         resp = await client.request("GET", srv.url)
         resp.release()
         resp.release()
