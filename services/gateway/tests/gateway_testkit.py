@@ -132,6 +132,12 @@ async def stack(settings_for, clean_bus, clean_redis, infra) -> AsyncIterator[St
         runtime = Runtime(SPEC, settings)
         await runtime.open()
         runtime.extras["gateway"].verifier = fake_verifier
+        # The test clients, the upstreams and the gateway share this one event loop: a quota decision
+        # waits for the loop as much as for Redis, and on a loaded 2-core runner the production bound
+        # (0.25 s, then fail closed) measured the harness, not Redis — one relay test failed that way.
+        quota = runtime.extras["mcp"].quota
+        if quota is not None:
+            quota.timeout = 5.0
         app = build_app(SPEC, runtime)
         try:
             async with serve_app(app) as url:

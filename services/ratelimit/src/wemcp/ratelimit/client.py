@@ -96,12 +96,11 @@ class InvalidSubject(ValueError):
 class _ScriptBatch:
     """Runs one Lua script for many callers, auto-pipelined: calls made in the same event-loop
     iteration are sent as one pipeline of ``EVALSHA`` commands (one write, replies read together),
-    the way ioredis auto-pipelines; while a pipeline is out, new calls gather and leave together
-    when it returns (one batch in flight: a call waits at most one round trip more, and only under
-    load — each write is also a wake-up of Redis, the dearest part of a decision on a busy machine).
-    A lone call is one ``EVALSHA``, sent at once. ``NOSCRIPT`` (Redis restarted or flushed its
-    script cache) loads the script once and runs the affected calls again — a refused ``EVALSHA``
-    ran nothing, so nothing is counted twice."""
+    the way ioredis auto-pipelines; a batch never waits for another (holding calls back while one
+    pipeline was out made a decision wait for a stranger's round trip too, and under a loaded event
+    loop that crossed the decision timeout). A lone call is one ``EVALSHA``, sent at once.
+    ``NOSCRIPT`` (Redis restarted or flushed its script cache) loads the script once and runs the
+    affected calls again — a refused ``EVALSHA`` ran nothing, so nothing is counted twice."""
 
     def __init__(self, redis: Redis, source: str) -> None:
         self.redis = redis
@@ -117,7 +116,7 @@ class _ScriptBatch:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((keys, args, fut))
-        if not self._scheduled and not self._tasks:
+        if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
         return fut
@@ -129,13 +128,7 @@ class _ScriptBatch:
         if batch:
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._tasks.add(task)
-            task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._pending and not self._scheduled:  # what gathered meanwhile leaves now, together
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
         self.batches += 1
