@@ -29,7 +29,7 @@ from wemcp.common.identity import Identity
 from wemcp.common.logging import get_logger
 from wemcp.gateway.calls import CallRecord
 from wemcp.gateway.keys import Resolved
-from wemcp.gateway.relay import RELAYED, Channel, Relay
+from wemcp.gateway.relay import RELAYED, Channel, Relay, landed
 from wemcp.gateway.routes import MODERN, Route
 from wemcp.gateway.upstream import (
     CAPS_META,
@@ -376,17 +376,6 @@ class McpRouter:
         assert route is not None
         await self._forward(send, scope, route, ident, user_key, msg, raw, client_modern, sess, extra)
 
-    @staticmethod
-    async def _landed(ahead: asyncio.Future[Any], extra: list[tuple[bytes, bytes]],
-                      slug: str) -> tuple[Any, list[tuple[bytes, bytes]]]:
-        """A decision taken alongside the call, for its reply's rate-limit headers. Refused means the
-        caller's last calls came through other gateways faster than the margin (see the ratelimit
-        client): this call was already forwarded, so its answer goes out; it was not counted."""
-        decision = await ahead
-        if not decision.allowed:
-            log.warning("quota_refused_after_forwarding", server=slug, reason=decision.reason)
-        return decision, extra + hdrs(decision.headers())
-
     def _session(self, scope: dict[str, Any], target: str, user_key: str) -> ClientSession | None:
         sid = header(scope, b"mcp-session-id")
         if not sid:
@@ -484,6 +473,8 @@ class McpRouter:
             return
         decision = None
         ahead: asyncio.Future[Any] | None = None
+        # the server may ask the client something during the call (relay.py)
+        relayed = method in RELAYED and (sess is not None or (client_modern and route.modern is not True))
         if method == "tools/call":
             if resolved.missing:
                 body = rpc_error(req_id, -32602, f"{route.slug} needs {', '.join(resolved.missing)}: send "
@@ -492,7 +483,6 @@ class McpRouter:
                 self.record(ident, route.slug, method, tool, resolved, None, "error", -32602, t0, len(raw), len(body))
                 await respond(send, 200, body, headers=extra)
                 return
-            relayed = method in RELAYED and (sess is not None or (client_modern and route.modern is not True))
             # may decide alongside the call: the plain path below, or a 2025 session's call to a
             # 2026-07-28 upstream answered on this POST (relay.py drives it; one reply, one decision)
             if route.kind != "openapi" and (not relayed or (sess is not None and sess.queue is None
@@ -517,13 +507,12 @@ class McpRouter:
                             "error" if b'"error"' in body[:64] else "ok", None, t0, len(raw), len(body))
             await respond(send, 200, body, headers=extra)
             return
-        if method in RELAYED and (sess is not None or (client_modern and route.modern is not True)):
-            # the server may ask the client something during the call (relay.py)
+        if relayed:
             def finish(status: str, code: int | None, nout: int) -> None:
                 if tool is not None:
                     self.record(ident, route.slug, method, tool, resolved,
                                 channel.decided if ahead is not None else decision, status, code, t0, len(raw), nout)
-            channel = Channel(send, extra, sess.queue if sess is not None else None, decision=ahead)
+            channel = Channel(send, extra, sess.queue if sess is not None else None, decision=ahead, slug=route.slug)
             if await self.relay.call(channel, route, resolved, user_key, msg, raw, client_modern, sess, finish):
                 return
         up = self.gw.upstream
@@ -534,7 +523,8 @@ class McpRouter:
                                  legacy_version=sess.protocol_version if sess else LEGACY_VERSION)
         except UpstreamError as exc:
             if ahead is not None:
-                decision, extra = await self._landed(ahead, extra, route.slug)
+                decision, more = await landed(ahead, route.slug)
+                extra = extra + more
             body = rpc_error(req_id, exc.code, f"upstream: {exc}")
             if tool is not None:
                 self.record(ident, route.slug, method, tool, resolved, decision,
@@ -542,7 +532,8 @@ class McpRouter:
             await respond(send, 200, body, headers=extra)
             return
         if ahead is not None:
-            decision, extra = await self._landed(ahead, extra, route.slug)
+            decision, more = await landed(ahead, route.slug)
+            extra = extra + more
         ctype = resp.headers.get("content-type", "application/json")
         if client_modern and route.modern is False:
             # a 2025 upstream answering a 2026-07-28 client: the reply needs the modern result fields

@@ -102,28 +102,35 @@ def _kind(m: dict[str, Any]) -> str:
     return "response"
 
 
+async def landed(ahead: asyncio.Future[Any], slug: str) -> tuple[Any, list[tuple[bytes, bytes]]]:
+    """A quota decision taken alongside the call, and the rate-limit headers for its reply. Refused
+    means the caller's last calls came through other gateways faster than the margin (see the
+    ratelimit client): this call was already forwarded, so its answer goes out; it was not counted."""
+    decision = await ahead
+    if not decision.allowed:
+        log.warning("quota_refused_after_forwarding", server=slug, reason=decision.reason)
+    return decision, [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in decision.headers().items()]
+
+
 class Channel:
     """Where the messages of one call go: the POST's response (plain JSON when nothing comes before
     the reply, SSE once something does), or a legacy SSE session's stream."""
 
     def __init__(self, send: Any, extra: list[tuple[bytes, bytes]], queue: asyncio.Queue[bytes] | None = None,
-                 modern: bool = False, decision: asyncio.Future[Any] | None = None) -> None:
+                 modern: bool = False, decision: asyncio.Future[Any] | None = None, slug: str = "") -> None:
         self.send, self.extra, self.queue, self.modern = send, extra, queue, modern
         self.started = False
         self.nout = 0
         # a quota decision taken alongside the call (QuotaClient.decide_ahead): its headers go on the
         # reply, so it is awaited just before the reply starts; ``decided`` is it, once known
-        self.pending = decision
+        self.pending, self.slug = decision, slug
         self.decided: Any = None
 
     async def _land(self) -> None:
         fut, self.pending = self.pending, None
         if fut is not None:
-            self.decided = d = await fut
-            if not d.allowed:
-                log.warning("quota_refused_after_forwarding", reason=d.reason)
-            self.extra = self.extra + [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                                       for k, v in d.headers().items()]
+            self.decided, more = await landed(fut, self.slug)
+            self.extra = self.extra + more
 
     async def message(self, body: bytes) -> None:
         self.nout += len(body)
