@@ -301,10 +301,12 @@ def _zip_layout(data: bytes) -> tuple[int, int]:
                              "trailing_data")
     _, _, _, _, _, cd_size, cd_offset, _ = _EOCD.unpack_from(data, eocd)
     cd_end = eocd
-    if cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:  # zip64: locator, then the zip64 end record
-        loc = eocd - _EOCD64_LOCATOR.size
-        sig, _, rec_at, _ = _EOCD64_LOCATOR.unpack_from(data, loc) if loc >= 0 else (b"", 0, 0, 0)
-        if sig != b"PK\x06\x07" or rec_at + _EOCD64.size > loc or data[rec_at:rec_at + 4] != b"PK\x06\x06":
+    loc = eocd - _EOCD64_LOCATOR.size
+    # zip64 (also written by some tools, e.g. Info-ZIP streaming, when the values would fit): a
+    # locator just before the end record, pointing at the zip64 end record, which holds the real values
+    if loc >= 0 and data[loc:loc + 4] == b"PK\x06\x07":
+        _, _, rec_at, _ = _EOCD64_LOCATOR.unpack_from(data, loc)
+        if rec_at + _EOCD64.size > loc or data[rec_at:rec_at + 4] != b"PK\x06\x06":
             raise _corrupt("zip", "bad zip64 end record")
         rec = _EOCD64.unpack_from(data, rec_at)
         if rec_at + 12 + rec[1] != loc:

@@ -32,6 +32,7 @@ MAX_ARCHIVE_BYTES = 50 * 1024 * 1024  # expanded; also the largest stored archiv
 MAX_ARCHIVE_FILES = 5000
 ARCHIVE_LIMITS = ArchiveLimits(max_expanded=MAX_ARCHIVE_BYTES, max_entries=MAX_ARCHIVE_FILES)
 NO_BUILD = "WeMcp installs wheels only: packages are not built on the host"
+READER = "strict-1"  # wemcp.common.archives
 
 
 class InstallError(Exception):
@@ -288,7 +289,8 @@ class Installer:
         digest = hashlib.sha256(data).hexdigest()
         if archive.sha256 and digest != archive.sha256:
             raise InstallError("the uploaded archive does not match its sha256; upload it again")
-        manifest_key = hashlib.sha256(archive.manifest.model_dump_json().encode()).hexdigest()[:12]
+        # the reader's version is part of the key: prefixes extracted by the old, lenient one are not reused
+        manifest_key = hashlib.sha256(f"{READER}:{archive.manifest.model_dump_json()}".encode()).hexdigest()[:12]
         final = self.pkgs / "archive" / f"{digest[:32]}-{manifest_key}"
         marker = final / ".wemcp.json"
         if marker.exists():
@@ -414,8 +416,8 @@ def _pip_reason(reqs: list[str], out: str) -> str:
     m = (re.search(r"wheels are required for `([^`]+)`", out, re.I) or re.search(r"attempted to build `([^`]+)`", out)
          or re.search(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:==\S+)? has no usable wheels", out))
     if m:
-        return (f"{m.group(1)} has no wheel for this platform (only a source distribution); {NO_BUILD}. "
-                "Publish a wheel, or upload a source archive whose requirements have wheels")
+        return (f"{m.group(1)} has no wheel for this platform; {NO_BUILD}. Pick a version (or a "
+                "dependency) that publishes wheels")
     if "not found in the package registry" in low or ("no solution found" in low and "there is no version" not in low \
             and "was not found" in low):
         return f"PyPI package {reqs[0]} does not exist; check the package name"
