@@ -86,7 +86,7 @@ async def submit_archive(request: Request, who: CurrentUser,
     if len(data) > settings.max_archive_bytes:
         raise PayloadTooLarge(f"the archive is larger than {settings.max_archive_bytes} bytes")
     checked = check_archive(data, max_expanded=settings.max_archive_expanded_bytes,
-                            max_entries=settings.max_archive_entries)
+                            max_entries=settings.max_archive_entries, runtime=m.runtime)
     n = normalize_archive(m, checked.sha256, checked.size)
     async with transaction(_sessions(request)) as s:
         if await s.get(Archive, checked.sha256) is None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
+from wemcp.common.dependencies import DependencyRefused, check_requirement
 from wemcp.deployer.install import Installer, InstallError, _pip_reason, _run, _tail
 from wemcp.deployer.spec import DeploySpec, base_env, package_argv
 
@@ -122,7 +123,10 @@ class ArtifactBuilder:
         inst = self.installer
         if not inst.uv:
             raise InstallError("uv is not available on the deployer host")
-        req = f"{name}=={version}"
+        try:
+            req = check_requirement(f"{name}=={version}")
+        except DependencyRefused as exc:
+            raise InstallError(str(exc)) from None
         code, out = await _run([inst.uv, "pip", "install", "--no-progress", "--python", inst.venv_python,
                                 "--target", str(target), "--python-version", python, "--python-platform", PLATFORM,
                                 "--only-binary", ":all:", req], env=inst._env(), timeout=inst.timeout)

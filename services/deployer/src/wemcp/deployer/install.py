@@ -1,6 +1,13 @@
 """Installing packages into isolated prefixes: one directory per ``registry/name@version``, built in
 a temporary directory and renamed into place, so a half-finished install is never used and a second
-deploy of the same version costs nothing (idempotent)."""
+deploy of the same version costs nothing (idempotent).
+
+Installs run on the host, outside the sandbox, so they never run submitted code: Python packages
+and their dependencies install from wheels only (``--no-build``: no build backend runs), npm never
+runs lifecycle scripts (``--ignore-scripts``), and only plain registry requirements are installed
+(``wemcp.common.dependencies``: no options, paths, URLs or VCS references). Uploaded archives are
+extracted with the same strict reader the catalog checked them with (``wemcp.common.archives``),
+from the very bytes whose sha256 was checked."""
 
 from __future__ import annotations
 
@@ -12,17 +19,20 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import uuid
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wemcp.common.archives import ArchiveLimits, ArchiveRefused, detect_format, read_archive
+from wemcp.common.dependencies import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
 from wemcp.deployer.spec import Archive, Package
 
-MAX_ARCHIVE_BYTES = 50 * 1024 * 1024
+MAX_ARCHIVE_BYTES = 50 * 1024 * 1024  # expanded; also the largest stored archive file read
 MAX_ARCHIVE_FILES = 5000
+ARCHIVE_LIMITS = ArchiveLimits(max_expanded=MAX_ARCHIVE_BYTES, max_entries=MAX_ARCHIVE_FILES)
+NO_BUILD = "WeMcp installs wheels only: packages are not built on the host"
+READER = "strict-1"  # wemcp.common.archives
 
 
 class InstallError(Exception):
@@ -174,13 +184,19 @@ class Installer:
     async def _venv(self, prefix: Path, requirements: list[str]) -> str:
         if not self.uv:
             raise InstallError("uv is not available on the deployer host")
+        try:  # the catalog refused these already; a spec can reach the deployer by other routes
+            requirements = [check_requirement(r) for r in requirements]
+        except DependencyRefused as exc:
+            raise InstallError(str(exc)) from None
         code, out = await _run([self.uv, "venv", "--python", self.venv_python, "--no-project", "-q", str(prefix)],
                                env=self._env(), timeout=self.timeout)
         if code != 0:
             raise InstallError("could not create a Python environment for the server", _tail(out))
         if requirements:
+            # --no-build: wheels only, for the packages and every dependency (a build backend is code)
             code, out = await _run([self.uv, "pip", "install", "--python", str(prefix / "bin" / "python"),
-                                    "--no-progress", *requirements], env=self._env(), timeout=self.timeout)
+                                    "--no-progress", "--no-build", "--", *requirements],
+                                   env=self._env(), timeout=self.timeout)
             if code != 0:
                 raise InstallError(_pip_reason(requirements, out), _tail(out))
         return out
@@ -252,7 +268,10 @@ class Installer:
             raise InstallError(f"the catalog answered {r.status_code} for archive {sha256[:12]}; try again")
         if hashlib.sha256(r.content).hexdigest() != sha256:
             raise InstallError("the uploaded archive does not match its sha256; upload it again")
-        ext = ".zip" if r.headers.get("content-type", "").startswith("application/zip") else ".tar.gz"
+        try:
+            ext = "." + detect_format(r.content)
+        except ArchiveRefused as exc:
+            raise InstallError(f"the uploaded archive is refused: {exc}") from None
         self.archive_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.archive_dir / f".{sha256}.{uuid.uuid4().hex}.part"
         tmp.write_bytes(r.content)
@@ -263,10 +282,15 @@ class Installer:
         if archive.sha256 and not archive.path and self._stored(archive.sha256) is None:
             await self.fetch_archive(archive.sha256)
         src = self.archive_file(archive)
-        digest = hashlib.sha256(src.read_bytes()).hexdigest()
+        if src.stat().st_size > MAX_ARCHIVE_BYTES:
+            raise InstallError(f"the archive is larger than {MAX_ARCHIVE_BYTES // 2**20} MiB")
+        # hashed and extracted from these same bytes: what is extracted is what the digest names
+        data = src.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         if archive.sha256 and digest != archive.sha256:
             raise InstallError("the uploaded archive does not match its sha256; upload it again")
-        manifest_key = hashlib.sha256(archive.manifest.model_dump_json().encode()).hexdigest()[:12]
+        # the reader's version is part of the key: prefixes extracted by the old, lenient one are not reused
+        manifest_key = hashlib.sha256(f"{READER}:{archive.manifest.model_dump_json()}".encode()).hexdigest()[:12]
         final = self.pkgs / "archive" / f"{digest[:32]}-{manifest_key}"
         marker = final / ".wemcp.json"
         if marker.exists():
@@ -280,22 +304,20 @@ class Installer:
             code_dir = final / "src"
             code_dir.mkdir(parents=True)
             try:
-                await asyncio.to_thread(safe_extract, src, code_dir)
+                try:
+                    await asyncio.to_thread(read_archive, data, ARCHIVE_LIMITS, dest=code_dir)
+                except ArchiveRefused as exc:
+                    raise InstallError(f"the archive is refused: {exc}") from None
                 m = archive.manifest
                 if m.command in ("python", "python3"):
                     reqs = list(m.requirements)
-                    if not reqs and (code_dir / "requirements.txt").exists():
-                        reqs = ["-r", str(code_dir / "requirements.txt")]
+                    if not reqs and (code_dir / "requirements.txt").is_file():
+                        reqs = _archive_requirements(code_dir / "requirements.txt")
                     await self._venv(final / "venv", reqs)
                     argv = [str(final / "venv" / "bin" / "python"), *m.args]
                 elif m.command == "node":
-                    if (code_dir / "package.json").exists():
-                        npm = shutil.which("npm") or "npm"
-                        code, out = await _run([npm, "install", "--omit=dev", "--ignore-scripts",
-                                                "--no-audit", "--no-fund", "--loglevel=error"], env=self._env(),
-                                               cwd=code_dir, timeout=self.timeout)
-                        if code != 0:
-                            raise InstallError("npm install of the archive's dependencies failed", _tail(out))
+                    if (code_dir / "package.json").is_file():
+                        await self._npm_archive_deps(code_dir)
                     argv = [shutil.which("node") or "/usr/bin/node", *m.args]
                 else:
                     exe = (code_dir / m.command).resolve()
@@ -311,59 +333,48 @@ class Installer:
             return Installed(code_dir, argv, digest[:12], cached=False)
 
 
-def safe_extract(src: Path, dest: Path) -> None:
-    """Extract refusing absolute paths, ``..``, links, devices, too many files or too many bytes."""
-    total = 0
-    dest_r = dest.resolve()
+    async def _npm_archive_deps(self, code_dir: Path) -> None:
+        """The archive's package.json dependencies, registry packages only, installed next to its
+        code. npm runs in a directory holding nothing but a copy of package.json: a project
+        ``.npmrc`` (which can name the registry or the git binary) and a lockfile's arbitrary
+        ``resolved`` URLs never reach it; lifecycle scripts are off, the root's included."""
+        try:
+            manifest = json.loads((code_dir / "package.json").read_text("utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError("not an object")
+            check_package_json(manifest)
+        except DependencyRefused as exc:
+            raise InstallError(str(exc)) from None
+        except ValueError as exc:
+            raise InstallError(f"the archive's package.json is not valid JSON ({str(exc)[:100]})") from None
+        if not any(manifest.get(f) for f in ("dependencies", "optionalDependencies", "peerDependencies")):
+            return  # nothing to install (node_modules the archive ships, if any, stays as checked)
+        npm = shutil.which("npm") or "npm"
+        work = self.pkgs / ".tmp" / uuid.uuid4().hex
+        work.mkdir(parents=True)
+        try:
+            (work / "package.json").write_text(json.dumps(manifest))
+            code, out = await _run([npm, "install", "--prefix", str(work), "--omit=dev", "--ignore-scripts",
+                                    "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
+                                   env=self._env(), cwd=work, timeout=self.timeout)
+            if code != 0:
+                raise InstallError("npm install of the archive's dependencies failed", _tail(out))
+            if (work / "node_modules").is_dir():
+                shutil.rmtree(code_dir / "node_modules", ignore_errors=True)
+                os.rename(work / "node_modules", code_dir / "node_modules")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
-    def check(name: str, size: int) -> Path:
-        nonlocal total
-        total += size
-        if total > MAX_ARCHIVE_BYTES:
-            raise InstallError(f"the archive unpacks to more than {MAX_ARCHIVE_BYTES // 2**20} MiB")
-        target = (dest / name).resolve()
-        if name.startswith("/") or (target != dest_r and dest_r not in target.parents):
-            raise InstallError(f"the archive contains a path outside its root: {name!r}")
-        return target
 
-    if zipfile.is_zipfile(src):
-        with zipfile.ZipFile(src) as zf:
-            infos = zf.infolist()
-            if len(infos) > MAX_ARCHIVE_FILES:
-                raise InstallError("the archive has too many files")
-            for info in infos:
-                target = check(info.filename, info.file_size)
-                if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                    raise InstallError(f"the archive contains a symbolic link: {info.filename!r}")
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as fin, open(target, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
-        return
+def _archive_requirements(path: Path) -> list[str]:
+    """The requirements of an archive's requirements.txt, each a plain registry requirement (they
+    are passed to the installer as arguments, never as ``-r file``: no options, no includes)."""
     try:
-        tf = tarfile.open(src)
-    except tarfile.TarError:
-        raise InstallError("the uploaded file is neither a .tar.gz nor a .zip archive") from None
-    with tf:
-        members = tf.getmembers()
-        if len(members) > MAX_ARCHIVE_FILES:
-            raise InstallError("the archive has too many files")
-        for m in members:
-            target = check(m.name, m.size)
-            if m.issym() or m.islnk():
-                raise InstallError(f"the archive contains a link: {m.name!r}")
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif m.isfile():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                member = tf.extractfile(m)
-                assert member is not None  # a regular file (m.isfile()) always has one
-                with member, open(target, "wb") as fout:
-                    shutil.copyfileobj(member, fout)
-            else:
-                raise InstallError(f"the archive contains a special file: {m.name!r}")
+        return parse_requirements_txt(path.read_text("utf-8"))
+    except DependencyRefused as exc:
+        raise InstallError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise InstallError("the archive's requirements.txt is not UTF-8 text") from None
 
 
 def _world_readable(root: Path) -> None:
@@ -400,6 +411,13 @@ def _npm_reason(pkg: Package, version: str | None, out: str) -> str:
 
 def _pip_reason(reqs: list[str], out: str) -> str:
     low = out.lower()
+    # uv --no-build: "Wheels are required for `x` because building from source is disabled ...",
+    # "... attempted to build `x`", "x==1.0 has no usable wheels"
+    m = (re.search(r"wheels are required for `([^`]+)`", out, re.I) or re.search(r"attempted to build `([^`]+)`", out)
+         or re.search(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:==\S+)? has no usable wheels", out))
+    if m:
+        return (f"{m.group(1)} has no wheel for this platform; {NO_BUILD}. Pick a version (or a "
+                "dependency) that publishes wheels")
     if "not found in the package registry" in low or ("no solution found" in low and "there is no version" not in low \
             and "was not found" in low):
         return f"PyPI package {reqs[0]} does not exist; check the package name"

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from wemcp.common.dependencies import check_requirement
+
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NPM_NAME = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
 _PYPI_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9,._-]+\])?$")
@@ -114,6 +116,12 @@ class Manifest(_M):
         if v.startswith("/") or ".." in v.split("/"):
             raise ValueError("manifest.command must stay inside the archive")
         return v
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, v: list[str]) -> list[str]:
+        # registry packages only: no options, paths, URLs or VCS references (see wemcp.common.dependencies)
+        return [check_requirement(r) for r in v]
 
 
 class Archive(_M):

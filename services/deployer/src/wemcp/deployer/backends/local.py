@@ -25,8 +25,8 @@ class LocalDeployer:
             kind = pkg.registry_type
             ref = f"{pkg.identifier}@{pkg.version or 'latest'}"
             prefix = self.installer.prefix_for(kind, pkg.identifier, pkg.version or "latest")
-            install = (f"npm install --prefix {prefix} {ref}" if kind == "npm"
-                       else f"uv venv {prefix} && uv pip install {pkg.identifier}=={pkg.version or '*'}")
+            install = (f"npm install --prefix {prefix} --ignore-scripts {ref}" if kind == "npm"
+                       else f"uv venv {prefix} && uv pip install --no-build {pkg.identifier}=={pkg.version or '*'}")
         else:
             assert spec.archive is not None
             kind = "archive"
