@@ -52,7 +52,9 @@ CONFIGS = {
 
 
 def as_uid(uid: int) -> list[str]:
-    """The command prefix that runs a process as ``uid`` with no capabilities (root: nothing)."""
+    """The command prefix that runs a process as ``uid`` with no capabilities (root: nothing). (The
+    workspace's interpreter must be runnable by that uid; a pyenv under a 0700 /root here is exec'd by
+    setpriv before it drops its capabilities, and then finds the system's 3.11 standard library.)"""
     if uid == 0:
         return []
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
