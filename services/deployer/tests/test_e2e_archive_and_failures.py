@@ -166,9 +166,12 @@ async def test_archive_uploaded_to_the_catalog_is_fetched_and_deployed(deployer,
 @pytest.mark.parametrize("deployer", [{"sandbox": "bwrap", "bwrap": "/nonexistent/bwrap"}], indirect=True)
 async def test_without_a_working_sandbox_hosted_deploys_fail_with_the_fix(deployer, tmp_path):
     """Fail closed: no sandbox works here (bubblewrap required but missing), so nothing is installed or
-    started and the deploy fails with the one line naming the fix."""
+    started and the deploy fails with the one line naming the fix; the deployer itself stays up (remote
+    and OpenAPI servers need no sandbox)."""
     h = deployer
     assert h.orch.caps.mode == "none"
+    r = await h.client.get("/healthz")
+    assert r.status_code == 200
     marker = tmp_path / "ran"
     digest = make_archive(tmp_path / "archives", {"server.py": f"open({str(marker)!r}, 'w')\n"})
     spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["server.py"]}}}
