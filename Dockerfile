@@ -27,6 +27,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # ---- runtime ----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
+# bubblewrap: the deployer's sandbox for hosted servers (README.md#isolation; docker-compose.yml grants
+# the deployer container what it needs to run it unprivileged). Installed before SERVICE is declared,
+# so all eight images keep sharing this layer; the other services never run it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends bubblewrap \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 wemcp \
  && useradd --system --uid 10001 --gid wemcp --home-dir /home/wemcp --create-home \
         --shell /usr/sbin/nologin wemcp \

@@ -8,13 +8,14 @@ PY := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: run test install migrate infra admin lint typecheck bench clean-data help
+.PHONY: run test install sandbox-tools migrate infra admin lint typecheck bench clean-data help
 
 help:
 	@echo "make run       start everything (embedded Postgres/NATS/Redis unless DATABASE_URL/NATS_URL/REDIS_URL are set)"
 	@echo "make test      unit, integration and end-to-end tests on real infrastructure"
 	@echo "make migrate   apply every service's migrations to DATABASE_URL"
 	@echo "make infra     only the infrastructure, printing URLs to export"
+	@echo "make sandbox-tools  install bubblewrap (as root; run and test do it): the sandbox of hosted servers"
 	@echo "make admin     (with make run going) create the first superadmin; prints an API key on the last line"
 	@echo "make lint      ruff;  make typecheck  mypy;  make bench  benchmarks"
 
@@ -29,7 +30,21 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml s
 
 install: $(VENV)/.synced
 
-run: install
+# bubblewrap: the sandbox hosted servers run in (README.md#isolation). As root (CI, a fresh container)
+# it is installed with apt-get; otherwise one line says how, and the deployer refuses hosted servers
+# until it is there. Instant once installed.
+sandbox-tools:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing bubblewrap (the sandbox for hosted servers, README.md#isolation)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		out=$$( (apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap) 2>&1 ) \
+			|| { echo "$$out"; echo "apt-get install bubblewrap failed"; exit 1; }; \
+	else \
+		echo "wemcp: bubblewrap is missing, so hosted servers will be refused: install it as root (apt-get install bubblewrap, or your distribution's package) or run make as root; see README.md#isolation"; \
+	fi
+
+run: install sandbox-tools
 	$(PY) -m wemcp.devstack.cli run
 
 infra: install
@@ -41,7 +56,7 @@ migrate: install
 admin: install
 	$(PY) -m wemcp.devstack.cli admin
 
-test: install
+test: install sandbox-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -624,3 +624,41 @@ def test_grafana(services: dict[str, dict[str, Any]]) -> None:
         assert m, f"the code no longer emits {instrument}"
         if unit:
             assert f'unit="{unit}"' in m.group("args"), f"{instrument} changed its unit"
+
+
+# -- the deployer's sandbox (README.md#isolation) -----------------------------------------------------
+
+SANDBOX_PRIVILEGE = {"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"}
+BROAD = ("privileged", "cap_add", "devices", "pid", "userns_mode", "network_mode")
+
+
+def test_only_the_deployer_gets_the_sandbox_privilege(services: dict[str, dict[str, Any]]) -> None:
+    """The deployer runs bubblewrap unprivileged: exactly the namespace privilege, nothing broader,
+    and no other container gets any of it."""
+    for name, svc in services.items():
+        for key in BROAD:
+            assert key not in svc, f"{name}: {key} grants more than any service needs"
+        if name != "deployer":
+            assert not svc.get("security_opt"), f"{name} needs no sandbox privilege"
+    deployer = services["deployer"]
+    assert set(deployer.get("security_opt") or []) == SANDBOX_PRIVILEGE
+    assert str(deployer.get("user", "wemcp")).split(":")[0] not in ("root", "0")  # stays uid 10001
+    # the settings do not turn the probe off or point it elsewhere: bubblewrap from the image is used
+    env = container_env("deployer", deployer)
+    assert env.get("WEMCP_DEPLOYER_SANDBOX", "auto") in ("auto", "bwrap")
+    assert env.get("WEMCP_DEPLOYER_BWRAP", "bwrap") == "bwrap"
+    readme = (ROOT / "README.md").read_text()
+    assert "## Isolation" in readme and all(opt in readme for opt in SANDBOX_PRIVILEGE)
+
+
+def test_dockerfile_installs_bubblewrap() -> None:
+    final = dockerfile_stages()[-1]
+    kinds = [instr for instr, _ in final]
+    installs = [i for i, (instr, rest) in enumerate(final)
+                if instr == "RUN" and re.search(r"apt-get install\b[^&;]*\bbubblewrap\b", rest)]
+    assert installs, "the runtime image has no bubblewrap: hosted servers would be refused"
+    assert installs[0] < kinds.index("USER"), "apt-get must run before the image drops root"
+    assert "rm -rf /var/lib/apt/lists" in final[installs[0]][1]
+    # before ARG SERVICE: one shared layer for all service images
+    arg_service = next(i for i, (instr, rest) in enumerate(final) if instr == "ARG" and rest.startswith("SERVICE"))
+    assert installs[0] < arg_service

@@ -8,6 +8,8 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import pytest
+
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.devstack.testing import serve_app, tar_gz
 
@@ -159,3 +161,35 @@ async def test_archive_uploaded_to_the_catalog_is_fetched_and_deployed(deployer,
         await deployer.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="nofile", name="No", spec=spec))
         d = await deployer.until_status("nofile", "failed", "deployed")
         assert "upload it again" in d["reason"], d["reason"]
+
+
+@pytest.mark.parametrize("deployer", [{"sandbox": "bwrap", "bwrap": "/nonexistent/bwrap"}], indirect=True)
+async def test_without_a_working_sandbox_hosted_deploys_fail_with_the_fix(deployer, tmp_path):
+    """Fail closed: no sandbox works here (bubblewrap required but missing), so nothing is installed or
+    started and the deploy fails with the one line naming the fix; the deployer itself stays up (remote
+    and OpenAPI servers need no sandbox)."""
+    h = deployer
+    assert h.orch.caps.mode == "none"
+    r = await h.client.get("/healthz")
+    assert r.status_code == 200
+    marker = tmp_path / "ran"
+    digest = make_archive(tmp_path / "archives", {"server.py": f"open({str(marker)!r}, 'w')\n"})
+    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["server.py"]}}}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="unboxed", name="Unboxed", spec=spec))
+    d = await h.until_status("unboxed", "failed", "deployed")
+    assert d["reason"] == ("wemcp-deployer: no working sandbox (bubblewrap not found at /nonexistent/bwrap): "
+                           "install bubblewrap (make sandbox-tools, or apt-get install bubblewrap) or run the "
+                           "deployer as root; see README#isolation"), d["reason"]
+    failed = [e for e in await h.outbox("server.deploy_failed") if e["slug"] == "unboxed"]
+    assert len(failed) == 1 and failed[0]["reason"] == d["reason"]
+    assert not marker.exists() and "unboxed" not in h.orch.bridge.hosted
+
+
+async def test_hosted_server_asking_for_network_is_refused(deployer, tmp_path):
+    """Hosted servers have no network at all until the platform has an egress proxy."""
+    h = deployer
+    digest = make_archive(tmp_path / "archives", {"server.py": "print('never started')\n"})
+    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["server.py"]}}, "network": True}
+    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="wants-net", name="Net", spec=spec))
+    d = await h.until_status("wants-net", "failed", "deployed")
+    assert d["status"] == "failed" and "without network access" in d["reason"], d["reason"]

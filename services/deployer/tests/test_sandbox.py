@@ -1,12 +1,12 @@
-"""Both sandbox modes contain hostile code; the platform is unaffected. Every test runs on the restricted
-path and, where bubblewrap is installed (`python -m wemcp.deployer.sandbox install-bwrap`), on the bwrap
-path too (a bwrap that is installed but does not work fails the probe with its exact error)."""
+"""Both sandbox modes contain hostile code; the platform is unaffected. Every test runs on the bwrap path
+(`make test` installs bubblewrap through `make sandbox-tools`; one that is missing or broken shows up as
+the probe's refusal, with bwrap's own error) and, as root, on the restricted path too. Attacks on a
+real hosted server, and the deployer run as an unprivileged uid, are in tests/security/test_sandbox.py."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,13 +17,14 @@ from deployer_testkit import CACHE_DIR
 
 from wemcp.deployer import sandbox
 
-CAPS = sandbox.probe("restricted")
-MODES = ["restricted", *(["bwrap"] if shutil.which("bwrap") else [])]
+CAPS = sandbox.probe("bwrap")
+MODES = [*(["restricted"] if os.geteuid() == 0 else []), "bwrap"]  # restricted needs root
 
 
 @pytest.fixture(params=MODES, autouse=True)
 def caps(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> sandbox.Capabilities:
-    c = sandbox.probe(request.param)  # raises with bwrap's own error if it is installed but broken
+    c = sandbox.probe(request.param)
+    assert c.refusal is None, c.refusal  # bubblewrap missing or broken: the refusal says why
     monkeypatch.setitem(globals(), "CAPS", c)
     # a uid per mode: processes of one mode's fork bomb still being reaped must not count against the other
     monkeypatch.setitem(globals(), "UID", 260001 + MODES.index(request.param))
@@ -32,13 +33,13 @@ LIMITS = sandbox.Limits(memory_mb=256, cpu_seconds=30, max_processes=32, max_ope
 UID = 260001
 
 
-async def run_confined(code: str, tmp: Path, *, network: bool = False, timeout: float = 30) -> tuple[int, str]:
+async def run_confined(code: str, tmp: Path, *, timeout: float = 30) -> tuple[int, str]:
     home = CACHE_DIR / "run" / f"t-{os.getpid()}-{time.monotonic_ns()}"
     home.mkdir(parents=True, mode=0o700)
     if CAPS.own_uid:
         os.chown(home, UID, UID)
     launch = sandbox.build_launch(CAPS, ["/usr/bin/python3", "-c", code], root=tmp, home=home, env={},
-                                  limits=LIMITS, network=network, uid=UID)
+                                  limits=LIMITS, uid=UID)
     proc = await asyncio.create_subprocess_exec(*launch.argv, env=launch.env, cwd=launch.cwd,
                                                 preexec_fn=launch.preexec, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
@@ -59,12 +60,40 @@ def root(tmp_path: Path) -> Path:
 
 def test_probe_reports_a_working_mode(caps, request):
     assert caps.mode == request.node.callspec.params["caps"]
+    assert caps.netns
     if os.geteuid() == 0:
-        assert caps.own_uid and caps.netns
+        assert caps.own_uid
+    if caps.mode == "restricted":
+        assert caps.hide_proc, caps.notes  # a root deployer outside a container may mount a private /proc
     if caps.mode == "bwrap":
         argv = sandbox.build_launch(caps, ["/bin/true"], root=Path("/"), home=Path("/tmp"), env={},
-                                    limits=LIMITS, network=False, uid=UID).argv
-        assert "--unshare-all" in argv and "--share-net" not in argv and argv[argv.index("--") + 1] == "/bin/true"
+                                    limits=LIMITS, uid=UID).argv
+        assert {"--unshare-all", "--unshare-user", "--disable-userns", "--clearenv"} <= set(argv)
+        assert "--share-net" not in argv and argv[argv.index("--") + 1] == "/bin/true"
+        assert argv[argv.index("--proc") + 1] == "/proc"
+
+
+def test_without_bubblewrap_an_unprivileged_deployer_refuses(monkeypatch):
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 10001)
+    caps = sandbox.probe("auto", "/nonexistent/bwrap")
+    assert caps.mode == "none" and not caps.own_uid and not caps.netns
+    assert caps.refusal == ("wemcp-deployer: no working sandbox (bubblewrap not found at /nonexistent/bwrap): "
+                            "install bubblewrap (make sandbox-tools, or apt-get install bubblewrap) or run the "
+                            "deployer as root; see README#isolation")
+    with pytest.raises(sandbox.Unavailable, match="no working sandbox"):
+        sandbox.build_launch(caps, ["/bin/true"], root=Path("/"), home=Path("/tmp"), env={}, limits=LIMITS,
+                             uid=None)
+    # asking for the restricted sandbox explicitly says it needs root
+    assert "needs the deployer to run as root" in (sandbox.probe("restricted").refusal or "")
+
+
+def test_a_broken_bubblewrap_is_reported_with_its_error(root):
+    fake = root / "bwrap"  # where the probe's uid can run it (not the 0700 pytest tmp dir)
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    caps = sandbox.probe("bwrap", str(fake))
+    assert caps.mode == "none"
+    assert "bubblewrap does not work here: bwrap: No permissions to create new namespace" in (caps.refusal or "")
 
 
 async def test_environment_is_cleared(root):
@@ -98,7 +127,7 @@ async def test_cannot_write_outside_tmp(root):
     assert code == 0 and "wrote" in out
 
 
-async def test_loopback_services_unreachable_with_network_off(root, infra):
+async def test_loopback_services_unreachable(root, infra):
     pg = urlsplit(infra.database_url)
     nats_port = urlsplit(infra.nats_url).port
     probe = ("import socket\n"
@@ -108,8 +137,10 @@ async def test_loopback_services_unreachable_with_network_off(root, infra):
              "    except OSError as e:\n        print('refused', port, e.errno)\n")
     _, out = await run_confined(probe.format(pg=pg.port, nats=nats_port), root)
     assert "CONNECTED" not in out and out.count("refused") == 2, out
-    # control: the same probe with the network on does connect, so the test can fail
-    _, out = await run_confined(probe.format(pg=pg.port, nats=nats_port), root, network=True)
+    # control: the same probe outside the sandbox does connect, so the test can fail
+    plain = await asyncio.create_subprocess_exec("/usr/bin/python3", "-c", probe.format(pg=pg.port, nats=nats_port),
+                                                 stdout=asyncio.subprocess.PIPE)
+    out = (await plain.communicate())[0].decode()
     assert out.count("CONNECTED") == 2, out
 
 

@@ -41,7 +41,6 @@ class Command:
     argv: list[str]
     root: Path  # read-only code root
     env: dict[str, str]
-    network: bool = False
 
 
 class StdioChild:
@@ -71,9 +70,12 @@ class StdioChild:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.uid is not None and self.caps.own_uid:
             os.chown(self.run_dir, self.uid, self.uid)
-        launch = sandbox.build_launch(self.caps, self.command.argv, root=self.command.root, home=self.run_dir,
-                                      env=self.command.env, limits=self.limits, network=self.command.network,
-                                      uid=self.uid)
+        try:
+            launch = sandbox.build_launch(self.caps, self.command.argv, root=self.command.root, home=self.run_dir,
+                                          env=self.command.env, limits=self.limits, uid=self.uid)
+        except sandbox.Unavailable as exc:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise ChildError(str(exc)) from None
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *launch.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

@@ -30,8 +30,11 @@ class Settings(ServiceSettings):
     # Endpoints announced in server.deployed; defaults to http://{bridge_host}:{port}.
     bridge_public_url: str | None = None
 
-    # Sandbox: "auto" probes bubblewrap, then falls back to the restricted subprocess.
+    # Sandbox (README#isolation): "auto" uses bubblewrap where it works, else (root only) the restricted
+    # sandbox (own uid + empty network namespace); where neither works hosted servers are refused.
     sandbox: str = Field(default="auto", pattern="^(auto|bwrap|restricted)$")
+    # The bubblewrap binary: a name looked up on PATH or an absolute path.
+    bwrap: str = "bwrap"
     sandbox_memory_mb: int = Field(default=1024, ge=64)
     sandbox_cpu_seconds: int = Field(default=3600, ge=1)
     sandbox_max_processes: int = Field(default=64, ge=4)

@@ -1,17 +1,25 @@
-"""Running untrusted server code.
+"""Running untrusted server code — only where isolation holds (fail closed).
 
-Two modes, chosen by a start-up probe (:func:`probe`):
+:func:`probe` runs once at start and picks the first mode that works here, by launching ``/bin/true``
+with exactly the flags a server gets:
 
-- ``bwrap``: bubblewrap with every namespace unshared (network only when the spec asks), the system
-  mounted read-only, the server's own root read-only, a private ``/tmp``, all capabilities dropped,
-  ``--die-with-parent``.
-- ``restricted``: a plain child with a cleared environment, rlimits (address space, CPU, processes,
-  open files, no core files), its own session/process group, ``no_new_privs``, a parent-death
-  signal; when the deployer runs as root it also gets a uid of its own (so it cannot read 0600
-  files, write outside world-writable places or read another child's ``/proc/*/environ``) and,
-  with the network off, an empty network namespace (loopback services are unreachable).
+- ``bwrap``: bubblewrap, unprivileged (as root it runs under the child's own uid): new user, PID,
+  network (empty: no network at all), IPC, UTS and cgroup namespaces, nested user namespaces disabled,
+  a fresh ``/proc`` (no other process is visible), the system directories read-only, the server's
+  install root read-only, its own run directory and a private ``/tmp`` the only writable places,
+  nothing else of the host (the project's ``.data/`` — keys, secrets, databases — does not exist in
+  there), all capabilities dropped, ``--die-with-parent``, an environment of an explicit allow-list
+  plus the server's own inputs.
+- ``restricted`` (root without bubblewrap): a uid of its own per child (it cannot read 0600 files nor
+  another process's ``/proc/<pid>/environ``), an empty network namespace, a private mount namespace
+  whose ``/proc`` hides every other uid's processes (``hidepid``; skipped where mounting is denied —
+  the uid still guards ``environ``), ``no_new_privs``, a cleared environment.
+- ``none``: neither holds (not root and no working bubblewrap). Nothing is hosted: :func:`build_launch`
+  raises :class:`Unavailable` with :attr:`Capabilities.refusal`, the one line naming the fix. The
+  deployer itself still starts (remote and OpenAPI servers need no sandbox).
 
-Both are killed with all their descendants (:func:`kill_tree`).
+Every mode also gets rlimits (address space, CPU, processes, open files, no core files), a session of
+its own and a parent-death signal; all are killed with their descendants (:func:`kill_tree`).
 """
 
 from __future__ import annotations
@@ -23,18 +31,28 @@ import resource
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
+CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 SYSTEM_RO = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc/ssl", "/etc/ca-certificates",
              "/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime", "/etc/resolv.conf", "/etc/hosts",
              "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/usr/share/zoneinfo")
+FIX = ("install bubblewrap (make sandbox-tools, or apt-get install bubblewrap) or run the deployer as root; "
+       "see README#isolation")
+PROBE_UID = 199999
+
+
+class Unavailable(RuntimeError):
+    """No sandbox works here: nothing may be started. ``str()`` is the one-line refusal."""
 
 
 @dataclass(frozen=True)
@@ -47,52 +65,77 @@ class Limits:
 
 @dataclass
 class Capabilities:
-    mode: str  # bwrap | restricted
-    own_uid: bool  # can give each child a uid of its own
-    netns: bool  # can put the child in an empty network namespace
+    """What :func:`probe` found. The service only ever uses probe's answer; tests and benchmarks build
+    ``Capabilities("restricted", own_uid=False, netns=False)`` by hand to run a trusted child plainly."""
+
+    mode: str  # bwrap | restricted | none
+    own_uid: bool  # each child gets a uid of its own
+    netns: bool  # each child gets an empty network namespace
     notes: list[str] = field(default_factory=list)
+    bwrap: str = "bwrap"  # the bubblewrap binary (bwrap mode)
+    hide_proc: bool = False  # restricted: a private /proc that shows no other uid's processes
+
+    @property
+    def refusal(self) -> str | None:
+        """The one line the deployer logs at start and fails hosted deploys with; None when isolated."""
+        if self.mode != "none":
+            return None
+        return f"wemcp-deployer: no working sandbox ({'; '.join(self.notes) or 'unknown reason'}): {FIX}"
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _unshare_net() -> bool:
-    return _libc.unshare(CLONE_NEWNET) == 0
-
-
-def probe(requested: str = "auto") -> Capabilities:
-    """What this host allows. Runs tiny children; takes a few milliseconds."""
+def probe(requested: str = "auto", bwrap: str = "bwrap") -> Capabilities:
+    """The first mode that actually works here (``requested`` narrows the choice). Runs one or two
+    tiny children with the exact flags servers get; takes a few milliseconds."""
     notes: list[str] = []
     root = os.geteuid() == 0
-    netns = False
-    if root:
-        try:
-            r = subprocess.run(["/bin/true"], preexec_fn=lambda: None if _unshare_net() else os._exit(3),
-                               timeout=5, check=False)
-            netns = r.returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            netns = False
-    bwrap = shutil.which("bwrap")
-    if requested in ("auto", "bwrap") and bwrap:
-        try:
-            # As root, bubblewrap runs under the child's own uid (unprivileged user namespaces), so the
-            # per-uid process limit and kill-by-uid apply too: probe it exactly that way.
-            r = subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "/bin/true"],
-                               capture_output=True, timeout=5, check=False,
-                               preexec_fn=_as_uid(PROBE_UID) if root else None)
-            if r.returncode == 0:
-                return Capabilities("bwrap", own_uid=root, netns=True, notes=notes)
-            notes.append(f"bwrap present but failed: {r.stderr.decode(errors='replace').strip()[:200]}")
-        except (OSError, subprocess.SubprocessError) as exc:
-            notes.append(f"bwrap failed: {exc}")
-    elif requested in ("auto", "bwrap"):
-        notes.append("bwrap not installed (apt-get install bubblewrap)")
-    if requested == "bwrap":
-        raise RuntimeError("WEMCP_DEPLOYER_SANDBOX=bwrap but bubblewrap does not work here: " + "; ".join(notes))
-    return Capabilities("restricted", own_uid=root, netns=netns, notes=notes)
+    if requested in ("auto", "bwrap"):
+        path = shutil.which(bwrap)
+        if path is None:
+            notes.append(f"bubblewrap not found at {bwrap}" if "/" in bwrap else f"{bwrap} is not installed")
+        else:
+            caps = Capabilities("bwrap", own_uid=root, netns=True, bwrap=path)
+            error = _try(caps)
+            if error is None:
+                return caps
+            notes.append(f"bubblewrap does not work here: {error}")
+    if requested in ("auto", "restricted"):
+        if root:
+            caps = Capabilities("restricted", own_uid=True, netns=True, hide_proc=True)
+            error = _try(caps)
+            if error is not None:  # a container without mount rights: the uid alone guards /proc/<pid>/environ
+                caps = Capabilities("restricted", own_uid=True, netns=True, notes=[f"/proc not private: {error}"])
+                error = _try(caps)
+            if error is None:
+                return caps
+            notes.append(f"no uid and network namespace of its own: {error}")
+        elif requested == "restricted":
+            notes.append("the restricted sandbox needs the deployer to run as root")
+    return Capabilities("none", own_uid=False, netns=False, notes=notes)
 
 
-PROBE_UID = 199999
+def _try(caps: Capabilities) -> str | None:
+    """Start ``/bin/true`` exactly as a server would be started; None, or why it failed."""
+    base = Path(tempfile.mkdtemp(prefix="wemcp-probe-"))
+    try:
+        home = base / "home"
+        home.mkdir()
+        os.chmod(base, 0o755)  # noqa: S103  (the probe uid must reach its root)
+        uid = PROBE_UID if caps.own_uid else None
+        if uid is not None:
+            os.chown(home, uid, uid)
+        launch = build_launch(caps, ["/bin/true"], root=base, home=home, env={}, limits=Limits(), uid=uid)
+        r = subprocess.run(launch.argv, env=launch.env, cwd=launch.cwd, preexec_fn=launch.preexec,
+                           capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)[:200]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    if r.returncode != 0:
+        return (r.stderr.decode(errors="replace").strip() or f"exit code {r.returncode}")[:200]
+    return None
 
 
 def _as_uid(uid: int) -> Callable[[], None]:
@@ -111,21 +154,39 @@ class Launch:
     preexec: Callable[[], None]
 
 
+def _private_proc() -> bool:
+    """In the child's own mount namespace: stop mount propagation to the host, then a /proc of its
+    own that shows only its own uid's processes (``hidepid=invisible``, Linux 5.8+; else ``2``)."""
+    if _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return False
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    return any(_libc.mount(b"proc", b"/proc", b"proc", flags, opt) == 0 for opt in (b"hidepid=invisible", b"hidepid=2"))
+
+
 def build_launch(caps: Capabilities, argv: list[str], *, root: Path, home: Path, env: dict[str, str],
-                 limits: Limits, network: bool, uid: int | None) -> Launch:
-    """The command line and pre-exec hook that start ``argv`` confined. Pure apart from the hook."""
+                 limits: Limits, uid: int | None) -> Launch:
+    """The command line and pre-exec hook that start ``argv`` confined. Pure apart from the hook.
+    Raises :class:`Unavailable` where no sandbox works."""
+    if caps.mode == "none":
+        raise Unavailable(caps.refusal)
+    # The whole environment a server gets: this fixed allow-list plus its own inputs (the spec's env and
+    # the caller's values for declared variables). Nothing of the deployer's environment is inherited.
     base_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home),
                 "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
                 "NODE_OPTIONS": f"--max-old-space-size={max(64, limits.memory_mb * 3 // 4)}"}
     full_env = {**base_env, **env}
     use_uid = uid if caps.own_uid else None  # bwrap too: it then runs unprivileged as that uid
-    use_netns = caps.mode == "restricted" and caps.netns and not network
+    namespaces = (CLONE_NEWNET if caps.netns else 0) | (CLONE_NEWNS if caps.hide_proc else 0)
+    if caps.mode != "restricted":
+        namespaces = 0  # bubblewrap makes its own
 
     def preexec() -> None:
         # Runs in the child between fork and exec: only async-signal-safe-ish, allocation-light calls.
         os.setsid()
-        if use_netns and not _unshare_net():
+        if namespaces and _libc.unshare(namespaces) != 0:
             os._exit(126)
+        if caps.hide_proc and caps.mode == "restricted" and not _private_proc():
+            os._exit(125)
         as_bytes = limits.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_DATA, (as_bytes, as_bytes))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
@@ -146,20 +207,22 @@ def build_launch(caps: Capabilities, argv: list[str], *, root: Path, home: Path,
     if caps.mode != "bwrap":
         return Launch(list(argv), full_env, str(root), preexec)
 
-    bw = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--unshare-all",
-          "--cap-drop", "ALL", "--clearenv"]
-    if network:
-        bw.append("--share-net")
+    # --unshare-all: user, ipc, pid, net, uts, cgroup. --disable-userns (needs an explicit
+    # --unshare-user): the server cannot make namespaces of its own (less kernel surface).
+    bw = [caps.bwrap, "--die-with-parent", "--new-session", "--unshare-all", "--unshare-user", "--disable-userns",
+          "--cap-drop", "ALL", "--clearenv", "--hostname", "wemcp-sandbox"]
     for p in SYSTEM_RO:
         bw += ["--ro-bind-try", p, p]
     bw += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", str(root), str(root),  # noqa: S108
-           "--bind", str(home), str(home), "--chdir", str(root)]
-    for k, v in full_env.items():
-        bw += ["--setenv", k, v]
+           "--bind", str(home), str(home)]
     # the interpreter may live outside the system dirs (a venv's base python)
     for extra in _interpreter_dirs(argv, root):
         bw += ["--ro-bind-try", extra, extra]
-    return Launch([*bw, "--", *argv], full_env, str(root), preexec)
+    bw += ["--remount-ro", "/", "--chdir", str(root)]  # the sandbox's own root: nothing new appears in it
+    for k, v in full_env.items():
+        bw += ["--setenv", k, v]
+    # bwrap itself gets an empty environment: only --setenv reaches the server
+    return Launch([*bw, "--", *argv], {}, str(root), preexec)
 
 
 def _interpreter_dirs(argv: list[str], root: Path) -> list[str]:
@@ -215,29 +278,14 @@ def processes_of_uid(uid: int) -> list[int]:
     return out
 
 
-def install_bwrap() -> int:
-    """Opt-in: install bubblewrap with apt-get (root, Debian/Ubuntu) and report what the probe sees."""
-    if shutil.which("bwrap") is None:
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            print("install bubblewrap with your package manager (needs root; e.g. apt-get install bubblewrap)")
-            return 2
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "bubblewrap"]):
-            r = subprocess.run(argv, env=env, check=False)
-            if r.returncode != 0:
-                print(f"{' '.join(argv)} failed with exit code {r.returncode}")
-                return r.returncode
-    caps = probe("auto")
-    print(f"sandbox mode: {caps.mode}" + (f" ({'; '.join(caps.notes)})" if caps.notes else ""))
-    return 0 if caps.mode == "bwrap" else 1
-
-
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] == ["install-bwrap"]:
-        sys.exit(install_bwrap())
-    if sys.argv[1:] == ["probe"]:
-        print(probe("auto"))
-        sys.exit(0)
-    sys.exit("usage: python -m wemcp.deployer.sandbox install-bwrap | probe")
+    from wemcp.deployer.config import Settings
+
+    if sys.argv[1:] != ["probe"]:
+        sys.exit("usage: python -m wemcp.deployer.sandbox probe   (what the deployer's start-up probe picks here)")
+    settings = Settings()
+    found = probe(settings.sandbox, settings.bwrap)
+    print(found.refusal or f"sandbox mode: {found.mode}" + (f" ({'; '.join(found.notes)})" if found.notes else ""))
+    sys.exit(0 if found.refusal is None else 1)

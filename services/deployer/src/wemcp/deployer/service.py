@@ -23,16 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDeployFailed, ServerDeploying
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import add_event
-from wemcp.deployer import sandbox
 from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import Deployer, DeployError, Outcome, Target
 from wemcp.deployer.backends.cloud import AliyunFcDeployer, TencentScfDeployer, credentials_from_env
 from wemcp.deployer.backends.local import LocalDeployer
 from wemcp.deployer.backends.remote import RemoteDeployer
-from wemcp.deployer.bridge import MODERN, Bridge
+from wemcp.deployer.bridge import MODERN
 from wemcp.deployer.child import redact
 from wemcp.deployer.config import Settings
-from wemcp.deployer.install import Installer
 from wemcp.deployer.introspect import Listing, introspect
 from wemcp.deployer.models import Deployment, bus_tables
 from wemcp.deployer.spec import SpecError, parse_spec
@@ -62,23 +60,9 @@ class Orchestrator:
         self.sessions = sessions
         self.settings = settings
         data = settings.data_path
-        data.mkdir(parents=True, exist_ok=True)
-        os.chmod(data, 0o755)  # noqa: S103
-        self.caps = sandbox.probe(settings.sandbox)
-        self.limits = sandbox.Limits(settings.sandbox_memory_mb, settings.sandbox_cpu_seconds,
-                                     settings.sandbox_max_processes, settings.sandbox_max_open_files)
-        run_dir = data / "run"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(run_dir, 0o711)  # noqa: S103
-        self.bridge = Bridge(caps=self.caps, limits=self.limits, run_dir=run_dir, host=settings.bridge_host,
-                             port=settings.bridge_port, public_url=settings.bridge_public_url,
-                             idle_seconds=settings.idle_seconds, reap_interval=settings.reap_interval_seconds,
-                             start_timeout=settings.start_timeout_seconds, call_timeout=settings.call_timeout_seconds,
-                             max_children=settings.max_children_per_server, uid_base=settings.sandbox_uid_base)
-        self.installer = Installer(data, archive_dir=settings.archive_dir.resolve(), venv_python=settings.venv_python,
-                                   npm_registry=settings.npm_registry, pip_index_url=settings.pip_index_url,
-                                   timeout=settings.install_timeout_seconds, archive_source=settings.catalog_url)
-        self.local = LocalDeployer(self.installer, self.bridge)
+        self.local = LocalDeployer.from_settings(settings)
+        self.bridge, self.installer = self.local.bridge, self.local.installer
+        self.caps, self.limits = self.bridge.caps, self.bridge.limits
         self.remote = RemoteDeployer(settings.allow_list)
         builder = ArtifactBuilder(self.installer, data / "cloud-artifacts")
         self.backends: dict[str, Deployer] = {
@@ -102,6 +86,9 @@ class Orchestrator:
         await self.bridge.start()
         log.info("deployer_started", sandbox=self.caps.mode, own_uid=self.caps.own_uid, netns=self.caps.netns,
                  notes=self.caps.notes, bridge=self.bridge.base_url)
+        if self.caps.refusal:
+            # The deployer still serves remote and OpenAPI servers; every hosted deploy fails with this line.
+            log.error(self.caps.refusal)
         await self._restore()
         self._loop_task = asyncio.create_task(self._loop(), name="deployer-worker")
         _current = self

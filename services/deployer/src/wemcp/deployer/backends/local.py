@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from wemcp.deployer import sandbox
 from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, RuntimeStatus, Target
 from wemcp.deployer.bridge import Bridge, Hosted
 from wemcp.deployer.child import ChildError, Command
+from wemcp.deployer.config import Settings
 from wemcp.deployer.install import Installed, Installer, InstallError
 from wemcp.deployer.spec import DeploySpec, base_env, package_argv
 
@@ -17,6 +20,28 @@ class LocalDeployer:
     def __init__(self, installer: Installer, bridge: Bridge) -> None:
         self.installer = installer
         self.bridge = bridge
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalDeployer:
+        """The installer, the sandbox (probed here, once) and the bridge, as the service runs them."""
+        data = settings.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o755)  # noqa: S103
+        caps = sandbox.probe(settings.sandbox, settings.bwrap)
+        limits = sandbox.Limits(settings.sandbox_memory_mb, settings.sandbox_cpu_seconds,
+                                settings.sandbox_max_processes, settings.sandbox_max_open_files)
+        run_dir = data / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o711)  # noqa: S103
+        bridge = Bridge(caps=caps, limits=limits, run_dir=run_dir, host=settings.bridge_host,
+                        port=settings.bridge_port, public_url=settings.bridge_public_url,
+                        idle_seconds=settings.idle_seconds, reap_interval=settings.reap_interval_seconds,
+                        start_timeout=settings.start_timeout_seconds, call_timeout=settings.call_timeout_seconds,
+                        max_children=settings.max_children_per_server, uid_base=settings.sandbox_uid_base)
+        installer = Installer(data, archive_dir=settings.archive_dir.resolve(), venv_python=settings.venv_python,
+                              npm_registry=settings.npm_registry, pip_index_url=settings.pip_index_url,
+                              timeout=settings.install_timeout_seconds, archive_source=settings.catalog_url)
+        return cls(installer, bridge)
 
     def plan(self, target: Target) -> Plan:
         spec = target.spec
@@ -33,7 +58,7 @@ class LocalDeployer:
             install = f"extract archive {spec.archive.sha256 or spec.archive.path} and install its dependencies"
         return Plan(backend=self.name, slug=target.slug, kind=kind, actions=[
             install,
-            f"run in sandbox ({self.bridge.caps.mode}; network {'on' if spec.network else 'off'})",
+            f"run in sandbox ({self.bridge.caps.mode}; no network)",
             f"bridge stdio to {self.bridge.endpoint(target.slug)}",
         ])
 
@@ -55,12 +80,22 @@ class LocalDeployer:
         def make_command(env: dict[str, str]) -> Command:
             values = {**static, **env}
             args = package_argv(pkg, values) if pkg is not None else []
-            return Command(argv=[*installed.argv, *args], root=Path(installed.root), env=values, network=spec.network)
+            return Command(argv=[*installed.argv, *args], root=Path(installed.root), env=values)
 
         return Hosted(slug=target.slug, make_command=make_command, allowed_env=declared,
                       secret_env=spec.secret_names())
 
+    def check_hostable(self, spec: DeploySpec) -> None:
+        """Fail closed, before anything is installed: no working sandbox here, or a server that asks
+        for network (hosted servers have none until the platform has an egress proxy)."""
+        if self.bridge.caps.refusal:
+            raise DeployError(self.bridge.caps.refusal)
+        if spec.network:
+            raise DeployError("hosted servers run without network access here (\"network\": true needs the "
+                              "platform's egress proxy, not available yet); remove \"network\" or host it remotely")
+
     async def deploy(self, target: Target, progress: Progress) -> Outcome:
+        self.check_hostable(target.spec)
         await progress("installing", self.plan(target).actions[0])
         installed = await self._install(target.spec)
         await progress("installed", f"version {installed.version}" + (" (cached)" if installed.cached else ""))
@@ -83,6 +118,7 @@ class LocalDeployer:
 
     async def restore(self, target: Target) -> None:
         """Re-register an already deployed server after a restart (children start on the next call)."""
+        self.check_hostable(target.spec)
         installed = await self._install(target.spec)
         self.bridge.register(self.hosted_for(target, installed))
 
