@@ -85,7 +85,7 @@ def time_server(path: str = "/mcp/time", stateless: bool = True) -> object:
 
 
 def caller(user: str) -> Caller:
-    token = sign_run_context(SECRET, user_id=user, agent_id=AGENT, run_id=uuid.uuid4().hex)
+    token = sign_run_context(SECRET, user_id=user, agent_id=AGENT, run_id=uuid.uuid4().hex, servers=["time"])
     return Caller({"x-wemcp-user-id": user, "x-wemcp-user-role": "user", "x-wemcp-user-login": "bench",
                    "authorization": f"Bearer token-of-{user}"}, user, f"agent:{AGENT}",
                   {"X-WeMcp-Agent-Run": token})

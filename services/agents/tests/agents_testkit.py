@@ -91,7 +91,7 @@ def replaying(body: bytes, receive: Any) -> Any:
 
 @dataclass
 class ScriptedModel:
-    """Decides from the last user message (keywords TIME, BADARGS, LOOP, SLOW, WEATHER, ADD) and the
+    """Decides from the last user message (keywords TIME, EACH, BADARGS, LOOP, SLOW, WEATHER, ADD) and the
     tool results after it. Records every request."""
 
     slow_seconds: float = 6.0
@@ -119,6 +119,12 @@ class ScriptedModel:
                 assert "not a valid JSON object" in results[0], results
                 return {"tool_calls": [(get_time, '{"timezone": "UTC"}')]}
             return {"content": "UTC now: " + json.loads(results[-1])["datetime"]}
+        if "EACH" in question:  # the current time from every server that tells it, in one round
+            if not results:
+                clocks = [t["function"]["name"] for t in tools
+                          if t.get("function", {}).get("name", "").endswith("__get_current_time")]
+                return {"tool_calls": [(name, '{"timezone": "UTC"}') for name in clocks]}
+            return {"content": f"{len(results)} clocks read."}
         if "WEATHER" in question:
             return {"tool_calls": [("get_weather", '{"city": "Paris"}')]}
         if "ADD" in question:
@@ -235,10 +241,11 @@ class StdioUpstream:
 
 # -- the gateway's MCP router, as the agents service sees it ---------------------------------------------
 class McpRouter:
-    """``/mcp/{slug}``: ``time`` proxies to the stdio upstream; anything else is 404 like an unknown
-    slug, and a slug in ``disabled`` is 403 like a disabled server. For every ``tools/call`` it records
-    the headers and the quota decision made with the real ratelimit client (``in_agent_run_token`` =
-    the ``X-WeMcp-Agent-Run`` header) in ``seen``; every request at all goes to ``requests``."""
+    """``/mcp/{slug}``: the slugs in ``slugs`` (``time``; a test may add more) proxy to the stdio
+    upstream; anything else is 404 like an unknown slug, and a slug in ``disabled`` is 403 like a
+    disabled server. For every ``tools/call`` it records the headers, the slug and the quota decision
+    made with the real ratelimit client (``in_agent_run_token`` = the ``X-WeMcp-Agent-Run`` header) in
+    ``seen``; every request at all goes to ``requests``."""
 
     def __init__(self, upstream: StdioUpstream, quota: Any) -> None:
         self.upstream = upstream
@@ -246,6 +253,7 @@ class McpRouter:
         self.seen: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.disabled: set[str] = set()
+        self.slugs: set[str] = {"time"}
         server: Server[Any] = Server("router-time", on_list_tools=self._list, on_call_tool=self._call)
         self.manager = StreamableHTTPSessionManager(
             app=server, json_response=True, stateless=True,
@@ -288,7 +296,7 @@ class _RouterEndpoint:
                            "upstream_key": request.headers.get("x-upstream-authorization"),
                            "version": request.headers.get("mcp-protocol-version"),
                            "port": scope["client"][1] if scope.get("client") else None})
-        if slug != "time":
+        if slug not in r.slugs:
             await JSONResponse({"title": "Not Found", "status": 404, "detail": f"no server {slug!r}"},
                                status_code=404, media_type="application/problem+json")(scope, receive, send)
             return
@@ -302,7 +310,7 @@ class _RouterEndpoint:
             decision = await r.quota.decide(user, "server", slug, "system", in_agent_run_token=token)
             r.seen.append({"user": user, "authorization": request.headers.get("authorization"),
                            "run_token": token, "tool": msg["params"]["name"], "reason": decision.reason,
-                           "counted": decision.counted, "port": r.requests[-1]["port"]})
+                           "counted": decision.counted, "port": r.requests[-1]["port"], "slug": slug})
             if not decision.allowed:
                 await JSONResponse(decision.problem(), status_code=429)(scope, receive, send)
                 return

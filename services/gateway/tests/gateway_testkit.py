@@ -118,7 +118,9 @@ class Stack:
 
 
 @pytest_asyncio.fixture
-async def stack(settings_for, clean_bus, clean_redis, infra) -> AsyncIterator[Stack]:
+async def stack(request, settings_for, clean_bus, clean_redis, infra) -> AsyncIterator[Stack]:
+    """The gateway on loopback; its settings can be overridden per test with
+    ``@pytest.mark.parametrize("stack", [{...}], indirect=True)``."""
     fake = FakeAuth()
     async with serve_app(fake.app()) as auth_url:
         nc = await nats.connect(infra.nats_url)
@@ -128,7 +130,8 @@ async def stack(settings_for, clean_bus, clean_redis, infra) -> AsyncIterator[St
         settings = settings_for(Settings, port=0, auth_url=auth_url, key_cache_ttl_seconds=30.0,
                                 mcp_body_timeout_seconds=2.0, mcp_keepalive_seconds=0.5,
                                 openapi_allow_hosts=[], route_replay_wait_seconds=2.0,
-                                system_keys='{"keyed": {"API_KEY": "system-key-0001"}}')
+                                system_keys='{"keyed": {"API_KEY": "system-key-0001"}}',
+                                **getattr(request, "param", {}))
         runtime = Runtime(SPEC, settings)
         await runtime.open()
         runtime.extras["gateway"].verifier = fake_verifier

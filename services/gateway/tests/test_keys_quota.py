@@ -152,3 +152,32 @@ async def test_saved_key_applies_at_once_through_secret_changed(stack, both_upst
             return whoami(await a.call_tool("whoami", {}))["api_key"] == "system-key-0001"
 
         await wait_for(system_again, timeout=1.0)
+
+
+async def test_own_key_inputs_are_derived_and_survive_the_route_snapshot():
+    """``Route.needs`` (what own values must cover): required secrets and required header
+    placeholders; recomputed when a stored route is loaded, so routes stored before it existed get it."""
+    from wemcp.gateway.routes import Route, RouteTable
+
+    route = RouteTable().apply("server.submitted", {"slug": "pasted", "spec": {"remotes": [{
+        "type": "streamable-http", "url": "https://mcp.example.com/{ACCOUNT}/mcp", "headers": [
+            {"name": "X-Api-Key", "value": "{API_KEY}", "isSecret": True},
+            {"name": "X-Tenant", "value": "{TENANT}", "isSecret": False, "isRequired": True},
+            {"name": "X-Trace", "value": "{TRACE}", "isSecret": False, "isRequired": False}]}]}})
+    assert route is not None and route.needs == {"ACCOUNT", "API_KEY", "TENANT"}
+    assert "needs" not in json.loads(route.to_json())
+    assert Route.from_json(route.to_json()).needs == route.needs
+
+
+@pytest.mark.parametrize("stack", [{"environment": "production", "mcp_allow_anonymous": True}], indirect=True)
+async def test_anonymous_calls_can_be_enabled_in_production(stack, both_upstream):
+    await stack.deploy("plain", both_upstream)
+    async with httpx.AsyncClient() as h:
+        r = await h.post(stack.url + "/mcp/plain", headers={"mcp-protocol-version": "2026-07-28"},
+                         json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                             "name": "echo", "arguments": {"text": "x"}, "_meta": {
+                                 "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                 "io.modelcontextprotocol/clientCapabilities": {}}}})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-ratelimit-limit"] == "1000"  # metered, in the caller's own (address) bucket
+    assert await stack.mcp.quota.used_today("anon:127.0.0.1", [("server", "plain")]) == [1]

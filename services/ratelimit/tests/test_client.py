@@ -117,30 +117,37 @@ async def test_own_key_calls_are_unmetered(redis):
 
 async def test_agent_run_context_is_not_counted_and_bad_ones_are_counted(redis):
     clock = Clock(datetime(2026, 5, 1, 12, 0, tzinfo=SHANGHAI))
-    q = client(redis, StaticPolicies(server_daily=3), clock=clock)
+    q = client(redis, StaticPolicies(server_daily=4), clock=clock)
     user, agent = uuid.uuid4(), uuid.uuid4()
     key = QuotaClient.counter_key("server", "search", q.day().tag, str(user))
     token = sign_run_context(SECRET, user_id=user, agent_id=agent, run_id="run-1", ttl_seconds=60,
-                             now=clock.now)
+                             servers=["search", "maps"], now=clock.now)
     for _ in range(10):
         d = await q.decide(user, "server", "search", in_agent_run_token=token)
         assert d.allowed and d.reason == "agent_run" and not d.counted
     assert await redis.get(key) is None  # not a single unit consumed
 
     forged = sign_run_context("another-secret-not-ours-000000", user_id=user, agent_id=agent, run_id="r",
-                              now=clock.now)
-    other_users = sign_run_context(SECRET, user_id=uuid.uuid4(), agent_id=agent, run_id="r", now=clock.now)
+                              servers=["search"], now=clock.now)
+    other_users = sign_run_context(SECRET, user_id=uuid.uuid4(), agent_id=agent, run_id="r", servers=["search"],
+                                   now=clock.now)
+    # the context covers the agent's own servers only: a tool added to the run is counted
+    elsewhere = await q.decide(user, "server", "weather", in_agent_run_token=token)
+    assert elsewhere.counted and elsewhere.run_context_error == "other_server"
+    unscoped = sign_run_context(SECRET, user_id=user, agent_id=agent, run_id="r", now=clock.now)
+    assert (await q.decide(user, "agent", str(agent), in_agent_run_token=token)).counted
     head, payload, sig = token.split(".")
     tampered = f"{head}.{payload[:-2]}AA.{sig}"
-    expected = {forged: "bad_signature", other_users: "wrong_user", tampered: "bad_signature"}
+    expected = {forged: "bad_signature", other_users: "wrong_user", tampered: "bad_signature",
+                unscoped: "other_server"}
     for bad, why in expected.items():
         d = await q.decide(user, "server", "search", in_agent_run_token=bad)
         assert d.counted and d.reason == "counted" and d.run_context_error == why
-    assert int(await redis.get(key)) == 3
+    assert int(await redis.get(key)) == 4
     clock.now += 61  # the genuine token has expired: counted like any call, and refused now
     d = await q.decide(user, "server", "search", in_agent_run_token=token)
     assert not d.allowed and d.reason == "user_limit" and d.run_context_error == "expired"
-    assert q.stats.run_context_rejected == 4
+    assert q.stats.run_context_rejected == 7
 
 
 async def test_101st_agent_call_is_refused_with_retry_after_and_a_readable_message(redis):

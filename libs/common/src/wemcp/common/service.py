@@ -236,10 +236,12 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
     runtime = Runtime(spec, settings)
     await runtime.open()
     app = build_app(spec, runtime)
-    # http_protocol(): a reply's headers and body leave in one write (one system call, not two)
+    # http_protocol(): a reply's headers and body leave in one write (one system call, not two).
+    # proxy_headers=False: uvicorn would take the client address from X-Forwarded-For of any loopback
+    # peer; the client address is read in one place, from configured proxies only (clientaddr.py).
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="off", log_config=None,
                             access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                            http=http_protocol())
+                            http=http_protocol(), proxy_headers=False)
     server = uvicorn.Server(config)
     freeze_startup_objects()
     try:

@@ -47,7 +47,8 @@ async def serve_app(app: Any, port: int | None = None, lifespan: str = "off") ->
 
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_config=None,
-                                           access_log=False, timeout_graceful_shutdown=2))
+                                           access_log=False, timeout_graceful_shutdown=2,
+                                           proxy_headers=False))  # as services run (common/service.py)
     task = asyncio.create_task(server.serve())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 15

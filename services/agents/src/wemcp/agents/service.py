@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -148,11 +148,13 @@ async def list_agents(st: AgentsState, who: Identity, page: int, page_size: int,
 
 
 # -- runs ---------------------------------------------------------------------------------------
-def caller_for(st: AgentsState, who: Identity, authorization: str | None, agent_id: str | None) -> Caller:
+def caller_for(st: AgentsState, who: Identity, authorization: str | None, agent: Agent | None) -> Caller:
     """What MCP calls through the gateway carry: the caller's identity and their own credentials (the
     gateway verifies them again). Only a saved agent's run — itself metered at 100 calls a day — signs a
-    run context that makes its MCP calls unmetered; a plain chat completion's MCP calls count against
-    each server's daily quota like any other call, or the chat API would be a way around it.
+    run context that makes its MCP calls unmetered, and only calls to the servers the agent lists
+    (the context names them; the quota client counts a call to any other server); a plain chat
+    completion's MCP calls count against each server's daily quota like any other call, or the chat
+    API would be a way around it.
 
     The context names this run, so it goes on each MCP request (``run_headers``) and is not part of
     what pooled connections are keyed by; the agent is (``scope``)."""
@@ -160,11 +162,12 @@ def caller_for(st: AgentsState, who: Identity, authorization: str | None, agent_
     if authorization:
         headers["authorization"] = authorization
     run_headers = {}
-    if agent_id is not None and st.settings.agent_run_secret is not None:
+    if agent is not None and st.settings.agent_run_secret is not None:
         run_headers[HEADER_AGENT_RUN] = sign_run_context(
-            st.settings.agent_run_secret.get_secret_value(), user_id=who.user_id, agent_id=agent_id,
-            run_id=uuid.uuid4().hex, ttl_seconds=st.settings.agent_run_ttl_seconds)
-    scope = "chat" if agent_id is None else f"agent:{agent_id}"
+            st.settings.agent_run_secret.get_secret_value(), user_id=who.user_id, agent_id=agent.id,
+            run_id=uuid.uuid4().hex, servers=[m["ref"] for m in agent.mcp_servers if m.get("ref")],
+            ttl_seconds=st.settings.agent_run_ttl_seconds)
+    scope = "chat" if agent is None else f"agent:{agent.id}"
     return Caller(headers, str(who.user_id), scope, run_headers)
 
 
@@ -198,13 +201,15 @@ def prepare_chat(st: AgentsState, raw: Any, who: Identity, authorization: str | 
 
 
 def prepare_agent(st: AgentsState, raw: Any, who: Identity, authorization: str | None, agent: Agent) -> Prepared:
-    caller = caller_for(st, who, authorization, str(agent.id))
+    caller = caller_for(st, who, authorization, agent)
     if isinstance(raw, dict):
         raw = {**raw}
         raw.pop("model", None)  # the agent's model answers
         if "max_tool_rounds" not in raw and agent.max_tool_rounds:
             raw["max_tool_rounds"] = min(agent.max_tool_rounds, st.settings.max_tool_rounds_limit)
-    req = parse_request(raw, st.settings, caller, model_required=False)
+    # Tools the caller adds are theirs, not the agent's: their MCP calls carry no run context and are
+    # metered like any other call (the agent's pool scope is kept).
+    req = parse_request(raw, st.settings, replace(caller, run_headers={}), model_required=False)
     for i, t in enumerate(agent_tools(agent)):
         spec = parse_mcp_tool(t, i, st.settings, caller)
         spec.param = f"agent.mcp_servers[{i}]"

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from wemcp.common.clientaddr import ClientAddresses, parse_networks
 from wemcp.common.config import ServiceSettings, load_settings
 
 SERVICES = ("auth", "catalog", "goods", "deployer", "ratelimit", "crawler", "agents")
@@ -44,7 +46,15 @@ class Settings(ServiceSettings):
     mcp_keepalive_seconds: float = Field(default=15.0, gt=0)  # SSE comment lines on idle streams
     mcp_session_idle_seconds: float = Field(default=1800.0, gt=0)
     mcp_max_sessions: int = Field(default=100_000, ge=1)
-    mcp_allow_anonymous: bool = True  # no credentials: calls on the system key under the nil user
+    # No credentials on /mcp (and the REST tool calls): allowed, on the system key and counted per
+    # client address, when true; refused 401 (pointing at free_key_url) when false. Unset: off in
+    # production (WEMCP_ENV=production), on in development. See anonymous_allowed.
+    mcp_allow_anonymous: bool | None = None
+    free_key_url: str = "/api/v1/api-keys"  # where a signed-in user creates a free platform API key
+    # Client addresses (wemcp.common.clientaddr): proxies whose forwarding header is believed, as
+    # CIDRs (JSON list); none by default, so the address is the socket's peer.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     mcp_upstream_timeout_seconds: float = Field(default=120.0, gt=0)
     # {"slug": {"NAME": "value"}}: system keys from the environment (a secret store's injection);
     # the auth vault's system principal (nil user id) is read too when system_keys_from_vault.
@@ -55,6 +65,22 @@ class Settings(ServiceSettings):
     call_event_queue: int = Field(default=10_000, ge=1)
     route_replay_wait_seconds: float = Field(default=10.0, ge=0)
     quota_enabled: bool = True
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        parse_networks(v)
+        return v
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        if self.mcp_allow_anonymous is not None:
+            return self.mcp_allow_anonymous
+        return self.environment != "production"
+
+    @cached_property
+    def client_addresses(self) -> ClientAddresses:
+        return ClientAddresses(self.trusted_proxies, self.forwarded_header)
 
     def service_urls(self) -> dict[str, str]:
         return {name: getattr(self, f"{name}_url").rstrip("/") for name in SERVICES}

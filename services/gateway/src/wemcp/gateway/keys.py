@@ -4,9 +4,15 @@ Order, per input: a value sent with this request (``X-WeMcp-Env-<NAME>``) > the 
 in the vault (auth's internal API) > the user's OAuth connection to the server (fills the first
 secret input still empty) > the system key (set per server by admins) > the input's default.
 
-The call's ``key_source`` is the best source that supplied a *secret* input: ``request``,
-``vault``, ``oauth`` (own key: unmetered), ``system``, or ``none`` (nothing secret was needed or
-found; metered like the system key).
+The call's ``key_source`` decides the quota. It is an own key (``request``, ``vault`` or
+``oauth``, the best of them; unmetered) only when the caller's own values filled *every* input the
+server requires as a key (``Route.needs``: required secrets and required placeholders of a pasted
+config) and the platform filled nothing. Otherwise it is ``system`` (the platform's values were
+used) or ``none`` (they were not, e.g. a server that needs no key); both are metered. So a junk
+value for an optional secret, a partial set of own values, or values for a server that needs no key
+never make a call free. Values are not checked against the provider (the gateway cannot): the rule
+is about coverage — a caller who sends a wrong key of their own gets the provider's refusal, never
+the platform's key. Headers for names the server does not declare are ignored (not forwarded).
 
 Vault and OAuth lookups are cached per (user, server) for a short TTL, so a warm hot path makes no
 cross-service call; values live only in memory and are never logged.
@@ -103,11 +109,11 @@ class KeyResolver:
             return Resolved({}, "none", (), "")
         given = request_values(headers)
         values: dict[str, str] = {}
-        sources: dict[str, str] = {}
+        sources: dict[str, str] = {}  # the caller's own values only: request | vault | oauth
         by_upper = {i.name.upper(): i for i in route.inputs}
         for upper, value in given.items():
             inp = by_upper.get(upper)
-            if inp is not None:
+            if inp is not None:  # an undeclared name is ignored: neither used nor forwarded
                 values[inp.name], sources[inp.name] = value, "request"
         if len(values) < len(route.inputs) and user_id is not None:
             for name, value in (await self._vault_values(str(user_id), route.slug)).items():
@@ -119,6 +125,7 @@ class KeyResolver:
                 token = await self._oauth_token(str(user_id), route.slug)
                 if token:
                     values[empty[0].name], sources[empty[0].name] = token, "oauth"
+        platform = False  # the platform's (system) values filled something
         if len(values) < len(route.inputs):
             system = dict(self.system_keys.get(route.slug, {}))
             if self.system_from_vault and len(system) < len(route.inputs):
@@ -126,15 +133,15 @@ class KeyResolver:
                     system.setdefault(k, v)
             for inp in route.inputs:
                 if inp.name not in values and inp.name in system:
-                    values[inp.name], sources[inp.name] = system[inp.name], "system"
+                    values[inp.name], platform = system[inp.name], True
         for inp in route.inputs:
             if inp.name not in values and inp.default is not None:
                 values[inp.name] = inp.default
-        source = "none"
-        for inp in route.secret_inputs:
-            s = sources.get(inp.name)
-            if s and _RANK[s] > _RANK[source]:
-                source = s
+        needs = route.needs
+        if needs and not platform and needs <= sources.keys():
+            source = max((sources[n] for n in needs), key=_RANK.__getitem__)
+        else:
+            source = "system" if platform else "none"
         missing = tuple(i.name for i in route.inputs if i.required and i.name not in values)
         fp = ""
         if values:

@@ -24,6 +24,7 @@ from uuid import UUID
 import orjson
 from starlette.requests import Request
 
+from wemcp.common.clientaddr import bucket
 from wemcp.common.errors import AppError
 from wemcp.common.identity import Identity
 from wemcp.common.logging import get_logger
@@ -225,10 +226,20 @@ class McpRouter:
         except AppError as exc:
             raise Refused(exc.status, exc.title, exc.detail, exc.headers) from None
         grant = scope.get("state", {}).get("api_key")
-        if ident is None and not self.gw.settings.mcp_allow_anonymous:
-            raise Refused(401, "Unauthorized", "sign in: Authorization: Bearer <token or API key>, or ?key=",
-                          {"WWW-Authenticate": "Bearer"})
+        if ident is None and not self.gw.settings.anonymous_allowed:
+            url = self.gw.settings.free_key_url
+            raise Refused(401, "Unauthorized", "anonymous MCP calls are off: sign in and create a free API key "
+                          f"({url}), then send Authorization: Bearer <key> (or ?key=)",
+                          {"WWW-Authenticate": f'Bearer realm="wemcp", error_description="sign in and create '
+                                               f'a free API key at {url}", key_uri="{url}"'})
         return ident, grant
+
+    def quota_user(self, ident: Identity | None, scope: dict[str, Any]) -> UUID | str:
+        """Whose counter a call moves: the user's; for an anonymous caller, their client address (the
+        /64 of an IPv6 one), so one anonymous caller cannot spend every anonymous caller's free calls."""
+        if ident is not None:
+            return ident.user_id
+        return "anon:" + bucket(self.gw.settings.client_addresses.of(scope))
 
     def route_for(self, slug: str, grant: Any) -> Route:
         route = self.gw.routes.get(slug)
@@ -250,9 +261,9 @@ class McpRouter:
         quota = self.gw.quota
         if quota is None:
             return None
-        user = ident.user_id if ident is not None else UUID(int=0)
         fut: asyncio.Future[Any] | None = quota.decide_ahead(
-            user, "server", slug, resolved.source, in_agent_run_token=header(scope, b"x-wemcp-agent-run"))
+            self.quota_user(ident, scope), "server", slug, resolved.source,
+            in_agent_run_token=header(scope, b"x-wemcp-agent-run"))
         return fut
 
     async def decide(self, ident: Identity | None, slug: str, resolved: Resolved,
@@ -261,8 +272,7 @@ class McpRouter:
         quota = self.gw.quota
         if quota is None:
             return None
-        user = ident.user_id if ident is not None else UUID(int=0)
-        return await quota.decide(user, "server", slug, resolved.source,
+        return await quota.decide(self.quota_user(ident, scope), "server", slug, resolved.source,
                                   in_agent_run_token=header(scope, b"x-wemcp-agent-run"))
 
     def record(self, ident: Identity | None, slug: str, method: str, tool: str | None, resolved: Resolved | None,

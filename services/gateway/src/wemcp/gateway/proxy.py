@@ -60,9 +60,11 @@ async def forward(request: Request, client: httpx.AsyncClient, service: str, bas
                                if k.lower() not in HOP_BY_HOP and k.lower() not in IDENTITY_HEADERS}
     if identity is not None:
         headers.update(identity.headers())
-    client_host = request.client.host if request.client else ""
-    prior = request.headers.get("x-forwarded-for")
-    headers["x-forwarded-for"] = f"{prior}, {client_host}" if prior else client_host
+    # One statement of who the client is, read the platform's one way (wemcp.common.clientaddr: the
+    # socket's peer, or what configured proxies forwarded); what the client claimed is not passed on.
+    for claimed in ("forwarded", "x-real-ip"):
+        headers.pop(claimed, None)
+    headers["x-forwarded-for"] = request.app.state.runtime.settings.client_addresses.of(request.scope)
     headers["x-forwarded-proto"] = request.url.scheme
     headers["x-forwarded-host"] = request.headers.get("host", "")
     request_id = request.scope.get("state", {}).get("request_id")

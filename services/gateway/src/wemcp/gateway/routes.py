@@ -58,6 +58,11 @@ class Route:
     openapi: dict[str, Any] | None = None  # {"baseUrl", "document", "inputs"}
     seq: int = 0  # stream sequence of the last event applied
     generation: int = 0  # bumped on every change; pooled upstream sessions die with it
+    # what the caller's own values must cover for an own-key call (key_names); derived, not stored
+    needs: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.needs = key_names(self.inputs, self.headers)
 
     @property
     def routable(self) -> bool:
@@ -69,6 +74,7 @@ class Route:
 
     def to_json(self) -> bytes:
         d = asdict(self)
+        del d["needs"]  # recomputed on load (so routes stored before it existed get it too)
         return orjson.dumps(d)
 
     @classmethod
@@ -76,8 +82,18 @@ class Route:
         d = orjson.loads(raw)
         d["inputs"] = [Input(**i) for i in d.get("inputs", [])]
         d["headers"] = [tuple(h) for h in d.get("headers", [])]
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f for f in cls.__dataclass_fields__} - {"needs"}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def key_names(inputs: list[Input], headers: list[tuple[str, str]]) -> frozenset[str]:
+    """The inputs a call must fill from the caller's own values (request headers, vault, OAuth) to be
+    an own-key, unmetered call: every required secret, and every required ``{PLACEHOLDER}`` of a
+    remote's headers (a pasted config marks ``X-Tenant: {TENANT}`` required but, by its name, not
+    secret). Placeholders in URLs and package arguments are declared secret and required already
+    (inputs_of). Empty: the server needs no key, and no call to it is own-key."""
+    templated = {name for _, template in headers for name in PLACEHOLDER.findall(template)}
+    return frozenset(i.name for i in inputs if i.required and (i.secret or i.name in templated))
 
 
 def inputs_of(spec: dict[str, Any]) -> tuple[list[Input], list[tuple[str, str]], bool, dict[str, Any] | None]:
@@ -152,6 +168,7 @@ class RouteTable:
         if subject == "server.submitted":
             inputs, headers, hosted, openapi = inputs_of(data.get("spec") or {})
             route.inputs, route.headers, route.hosted = inputs, headers, hosted
+            route.needs = key_names(inputs, headers)
             if openapi:
                 route.kind, route.openapi = "openapi", openapi
                 route.tools = []

@@ -7,8 +7,9 @@ them. Redis runs a script atomically, so the decision is exact however many coro
 or gateway machines decide at once.
 
 - Own-key calls (``key_source`` request/vault/oauth) are unmetered: no Redis call at all.
-- A valid signed agent-run context (see :mod:`wemcp.ratelimit.runcontext`) makes the call
-  unmetered; an invalid one is ignored and the call counted.
+- A valid signed agent-run context (see :mod:`wemcp.ratelimit.runcontext`) makes a call to one of
+  the servers it names (the saved agent's own) unmetered; an invalid one, or one presented on a
+  call to any other server, is ignored and the call counted.
 - The day ends at midnight in ``zone`` (default Asia/Shanghai); counters live in keys named after
   the local day and expire an hour after it ends, so a rollover needs no reset job.
 - Decisions taken in the same event-loop iteration (concurrent calls arriving together) travel to
@@ -363,7 +364,10 @@ class QuotaClient:
         run_error = None
         if in_agent_run_token:
             try:
-                verify_run_context(in_agent_run_token, self.run_context_secret or b"", user_id=user, now=now)
+                ctx = verify_run_context(in_agent_run_token, self.run_context_secret or b"", user_id=user, now=now)
+                if subject_kind != "server" or subject_id not in ctx.servers:
+                    # a tool the caller added to the run, or the context replayed elsewhere
+                    raise InvalidRunContext("other_server", "the run context does not cover this server")
             except InvalidRunContext as exc:
                 run_error = exc.reason
                 self.stats.run_context_rejected += 1
