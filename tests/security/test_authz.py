@@ -222,6 +222,8 @@ async def test_scoped_key_cannot_reach_other_servers_through_a_bundle(stack, bot
         # agent runs (the OpenAI-compatible API) and the rest of the API are outside any server scope
         r = await h.post("/v1/chat/completions", headers=key, json={"model": "agent:x", "messages": []})
         assert r.status_code == 403, r.text
+        r = await h.post(f"/mcp/agents/{uuid.uuid4()}", headers={**MODERN, **key}, json=_call("x"))
+        assert r.status_code == 403 and "'alpha'" in r.json()["detail"], r.text
         r = await h.post("/api/v1/api-keys", headers=key, json={"name": "unscoped", "servers": None})
         assert r.status_code == 403, r.text
 

@@ -11,10 +11,11 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from wemcp.common.errors import Forbidden, NotFound
+from wemcp.common.errors import NotFound
 from wemcp.common.identity import Identity
 from wemcp.gateway.proxy import forward
 from wemcp.gateway.routing import owner_of
+from wemcp.gateway.wiring import refuse_server_scoped
 
 router = APIRouter()
 OPENAPI_TTL_SECONDS = 30.0
@@ -110,13 +111,7 @@ async def _identity(request: Request) -> Identity | None:
     if gw.verifier is None:
         return None
     ident = await gw.verifier(request)
-    grant = getattr(request.state, "api_key", None)
-    if grant is not None and grant.servers is not None:
-        # A key scoped to some servers is for calling those servers (over /mcp, or their tools under
-        # /api/v1/servers/{slug}/tools). Anywhere else it would reach past its scope: an agent run
-        # calls any server, and a new unscoped key could be made with it.
-        raise Forbidden("this API key is limited to the servers "
-                        f"{', '.join(map(repr, grant.servers))}; use it at /mcp/<server> only")
+    refuse_server_scoped(request)
     return ident
 
 

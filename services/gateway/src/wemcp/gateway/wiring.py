@@ -40,6 +40,16 @@ def outside_scope(grant: Any, servers: list[str]) -> list[str]:
     return [] if grant is None or grant.servers is None else [s for s in servers if not grant.allows(s)]
 
 
+def refuse_server_scoped(request: Any) -> None:
+    """A key scoped to some servers is for calling those servers (over /mcp, or their tools under
+    /api/v1/servers/{slug}/tools). Anywhere else it would reach past its scope: an agent run calls
+    any server, and a new unscoped key could be made with it."""
+    grant = getattr(request.state, "api_key", None)
+    if grant is not None and grant.servers is not None:
+        raise Forbidden("this API key is limited to the servers "
+                        f"{', '.join(map(repr, grant.servers))}; use it at /mcp/<server> only")
+
+
 class Bundles:
     """A user's chosen set of servers, served as one MCP server. Stored in Redis
     (``gateway:bundle:<id>``); the gateway keeps a short in-memory cache."""
@@ -196,6 +206,7 @@ class _Agents:
         request = Request(scope, receive)
         try:
             ident = await gw.verifier(request) if gw.verifier is not None else None
+            refuse_server_scoped(request)  # an agent's tool loop calls servers of its own choosing
             response = await forward(request, gw.client, "agents", gw.urls["agents"], gw.settings.max_body_bytes,
                                      ident)
         except AppError as exc:
