@@ -303,7 +303,7 @@ async def test_oauth_flow_finished_in_another_browser_is_refused(auth_app, provi
     which would be linked to the attacker's account (the attacker then signs in as the victim's
     GitHub, and the victim, signing in with GitHub, lands in the attacker's account). Same with a
     third-party connection: the victim's token would land in the attacker's account."""
-    attacker, = await _users(auth_app, ("attacker", "user"))
+    attacker, admin = await _users(auth_app, ("attacker", "user"), ("ops", "admin"))
     async with _browser(auth_app) as attacker_browser, _browser(auth_app) as victim_browser:
         started = await attacker_browser.post("/api/v1/auth/github/link", headers=as_user(attacker))
         assert started.status_code == 200, started.text
@@ -319,6 +319,16 @@ async def test_oauth_flow_finished_in_another_browser_is_refused(auth_app, provi
         # a plain sign-in URL started by the attacker cannot be finished by the victim either
         plain = await attacker_browser.get("/api/v1/auth/github/login")
         assert (await victim_browser.get(await _at_provider(plain.headers["location"]))).status_code == 400
+        # a third-party connection started by the attacker, approved in the victim's browser
+        assert (await attacker_browser.post("/api/v1/oauth/apps", headers=as_user(admin), json={
+            "slug": "netdisk", "name": "Netdisk", "authorize_url": f"{provider.base_url}/authorize",
+            "token_url": f"{provider.base_url}/token", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "servers": ["netdisk"]})).status_code == 201
+        connect = await attacker_browser.post("/api/v1/connections/netdisk/start", headers=as_user(attacker))
+        r = await victim_browser.get(await _at_provider(connect.json()["authorization_url"]))
+        assert r.status_code == 400, r.text
+        mine = await attacker_browser.get("/api/v1/connections", headers=as_user(attacker))
+        assert mine.json()["items"] == []
 
 
 async def test_login_link_with_a_key_in_the_query_does_not_link(auth_app, provider, settings_for):
