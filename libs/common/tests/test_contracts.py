@@ -18,7 +18,7 @@ from wemcp.common.errors import Conflict, NotFound, TooManyRequests
 from wemcp.common.events import ALL_EVENTS, STREAMS, ServerDisabled
 from wemcp.common.events.doc import render
 from wemcp.common.http import install_error_handlers
-from wemcp.common.logging import REDACTED, configure_logging, redact_value
+from wemcp.common.logging import REDACTED, configure_logging, redact_text, redact_value
 from wemcp.common.pagination import Page, PageRequest
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -115,6 +115,23 @@ async def test_errors_render_as_problem_json():
 ])
 def test_redaction_of_secret_looking_values(value, leaked):
     assert leaked not in redact_value(value)
+
+
+@pytest.mark.parametrize("value, leaked", [
+    ("calling with sk-proj-0123456789abcdefghijkl now", "0123456789abcdefghijkl"),
+    ("OPENAI_API_KEY=not-shaped-like-a-key ready", "not-shaped-like-a-key"),
+    ('{"access_token": "opaque-token-value"}', "opaque-token-value"),
+    ("gh token ghp_0123456789abcdefghijABCDEFGHIJ", "0123456789abcdefghij"),
+    ("aws AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+    ("the input was my-own-value-42, twice: my-own-value-42", "my-own-value-42"),
+])
+def test_redaction_of_free_text(value, leaked):
+    """A process's output (a hosted server's stderr shown to its owner): given values and anything
+    key-shaped go, the rest stays readable."""
+    out = redact_text(value, ["my-own-value-42", "abc"])
+    assert leaked not in out and REDACTED in out
+    assert redact_text("listening on port 3000, NODE_ENV=production; auth ok") == \
+        "listening on port 3000, NODE_ENV=production; auth ok"
 
 
 def test_redaction_of_secret_keys_in_nested_structures():

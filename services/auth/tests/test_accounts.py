@@ -304,3 +304,33 @@ async def test_system_keys_admins_only_sealed_masked_and_announced(client, auth_
         assert secret not in caplog.text and not any(secret in json.dumps(e) for e in seen)
     finally:
         await nc.close()
+
+
+async def test_migration_gives_apps_without_servers_their_own_slug(infra, clean_db):
+    """auth_0003: connection tokens now go only to the servers an app lists; an app stored before
+    (listing none) keeps serving the server it served, the one with its own slug."""
+    import asyncio
+
+    import asyncpg
+    from alembic import command
+
+    from wemcp.common.migrations import alembic_config, upgrade_async
+
+    cfg = alembic_config("auth", infra.database_url)
+    conn = await asyncpg.connect("postgresql://" + infra.database_url.split("://", 1)[1])
+    try:
+        try:
+            await asyncio.to_thread(command.downgrade, cfg, "auth_0002")
+            await conn.execute(
+                "INSERT INTO auth.oauth_apps (id, slug, name, authorize_url, token_url, client_id, "
+                "client_secret_sealed, scope, pkce, token_endpoint_auth_method, servers) VALUES "
+                "(gen_random_uuid(), 'old-app', 'Old', 'https://a', 'https://t', 'c', 's', '', true, "
+                "'client_secret_post', '[]'), (gen_random_uuid(), 'listed-app', 'Listed', 'https://a', "
+                "'https://t', 'c', 's', '', true, 'client_secret_post', '[\"some-server\"]')"
+            )
+        finally:  # the session's other tests want the schema at head whatever happens here
+            await upgrade_async("auth", infra.database_url)
+        rows = dict(await conn.fetch("SELECT slug, servers::text FROM auth.oauth_apps"))
+    finally:
+        await conn.close()
+    assert rows == {"old-app": '["old-app"]', "listed-app": '["some-server"]'}

@@ -92,7 +92,7 @@ async def test_github_hidden_email_is_read_from_the_emails_endpoint(client, prov
 async def test_one_account_links_several_providers(client, provider):
     first = (await browser_login(client, "github")).json()["user"]
     provider.profile = {"id": new_id(), "email": "octo@gmail.example", "name": "Octo G", "avatar_url": None}
-    linked = await browser_login(client, "google", headers=as_user(first))
+    linked = await browser_login(client, "google", link_as=first)
     assert linked.status_code == 200, linked.text
     assert linked.json()["user"]["id"] == first["id"] and linked.json()["created"] is False
     # signing in with Google alone now lands on the same account
@@ -105,7 +105,7 @@ async def test_one_account_links_several_providers(client, provider):
     provider.profile = {"login": "other", "id": new_id(), "avatar_url": None, "name": None, "email": None}
     other = (await browser_login(client, "github")).json()["user"]
     provider.profile = {"login": "octocat", "id": 583231, "avatar_url": None, "name": None, "email": None}
-    steal = await browser_login(client, "github", headers=as_user(other))
+    steal = await browser_login(client, "github", link_as=other)
     assert steal.status_code == 409
 
 

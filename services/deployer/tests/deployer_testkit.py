@@ -8,6 +8,7 @@ from typing import Any
 import httpx2 as httpx
 import nats
 
+from wemcp.auth.testing import as_user
 from wemcp.common.events.base import Event
 from wemcp.deployer.config import Settings
 from wemcp.devstack.testing import wait_for as _wait_for
@@ -16,6 +17,7 @@ REPO = Path(__file__).resolve().parents[3]
 # Installed packages and the npm/uv caches persist between runs (a repo-ignored path), so only the
 # first run downloads; every run still installs into fresh prefixes when a version is new.
 CACHE_DIR = REPO / ".data" / "deployer-test"
+ADMIN = {"id": "00000000-0000-0000-0000-0000000000ad", "role": "admin", "login": "deployer-test-admin"}
 
 
 async def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:
@@ -25,7 +27,9 @@ class Harness:
     def __init__(self, app: Any, infra: Any) -> None:
         self.app = app
         self.infra = infra
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://deployer")
+        # deployments are readable by their owner and admins only: the harness reads them as an admin
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://deployer",
+                                        headers=as_user(ADMIN))
 
     @property
     def orch(self) -> Any:

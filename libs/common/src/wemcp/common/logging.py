@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -54,6 +54,33 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v) for v in value)
     return value
+
+
+# Free text a program printed (a hosted server's stderr shown to its owner): besides the patterns
+# above, assignments to secret-looking names and the shapes of well-known provider keys, which a
+# server may print without any "Bearer" or "key=" around them.
+_TEXT_SECRET_PATTERNS = [
+    (re.compile(r"(?i)\b([A-Z0-9_.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|apikey|access[_-]?key|"
+                r"private[_-]?key|credential|auth)[A-Z0-9_.-]*[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&]{4,}"),
+     r"\1" + REDACTED),
+    (re.compile(r"\b(?:sk|pk|rk)-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_]{16,}"), REDACTED),  # OpenAI, Anthropic, Stripe
+    (re.compile(r"\b(?:gh[pousr]|github_pat)_[A-Za-z0-9_]{20,}"), REDACTED),  # GitHub
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), REDACTED),  # Slack
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),  # AWS access key ids
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), REDACTED),  # Google API keys
+    (re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"), REDACTED),  # GitLab
+]
+
+
+def redact_text(text: str, values: Iterable[str] = ()) -> str:
+    """``text`` with the given secret ``values`` (exact strings of 4+ characters, longest first) and
+    anything secret-shaped replaced by ``[redacted]``. For free text such as a process's output;
+    log fields go through ``redact_value`` (cheaper, run on every log line)."""
+    for v in sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True):
+        text = text.replace(v, REDACTED)
+    for pattern, repl in _SECRET_VALUE_PATTERNS + _TEXT_SECRET_PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
 
 
 def _is_secret_key(key: Any) -> bool:

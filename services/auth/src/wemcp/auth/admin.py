@@ -75,10 +75,10 @@ async def rotate_kek(sessions: async_sessionmaker[AsyncSession], keyring: Keyrin
 
 
 async def _main(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    if args.command == "generate-kek":
+    if args.command == "generate-kek":  # needs no settings: it is how production gets its first KEK
         print(Keyring.generate_spec(args.id))
         return 0
+    settings = get_settings()
     keyring = Keyring.from_settings(settings.keks, settings.active_kek, settings.dev_kek_file)
     engine = make_engine(settings.database_url, pool_size=2)
     sessions = make_session_factory(engine)

@@ -128,16 +128,42 @@ def _callback_url(st: AuthState, provider: str) -> str:
     return f"{st.settings.public_url.rstrip('/')}/api/v1/auth/{provider}/callback"
 
 
+def _bind_browser(st: AuthState, resp: Response, browser: str) -> None:
+    """The cookie that ties an OAuth flow to the browser that started it (see ``oauth``). Lax: the
+    provider sends the browser back with a top-level GET, which must carry it."""
+    resp.set_cookie(
+        oauth.BROWSER_COOKIE,
+        browser,
+        max_age=st.settings.oauth_state_ttl_seconds,
+        httponly=True,
+        secure=st.settings.public_url.startswith("https"),
+        samesite="lax",
+        path="/api/v1",
+    )
+
+
+def _unbind_browser(st: AuthState, resp: Response) -> None:
+    resp.delete_cookie(
+        oauth.BROWSER_COOKIE,
+        path="/api/v1",
+        httponly=True,
+        secure=st.settings.public_url.startswith("https"),
+        samesite="lax",
+    )
+
+
 @router.get("/auth/{provider}/login", summary="Start signing in (redirects to the provider)")
 async def login(
     provider: str,
     request: Request,
-    user: OptionalUser,
     invite: str | None = Query(default=None, max_length=100),
 ) -> RedirectResponse:
+    """Always a sign-in, never a link: whoever is calling is not asked (a link someone else made,
+    with their credential in it, must not attach the clicker's provider account to theirs).
+    Linking is ``POST /auth/{provider}/link``, with the signed-in user's token."""
     st = _st(request)
     cfg = _provider(st, provider)
-    url = await oauth.begin(
+    url, browser = await oauth.begin(
         st.redis,
         cfg,
         cfg.client_secret,
@@ -145,17 +171,20 @@ async def login(
         st.settings.oauth_state_ttl_seconds,
         kind="login",
         provider=provider,
-        link_user=str(user.user_id) if user else None,
+        link_user=None,
         invite=invite,
     )
-    return RedirectResponse(url, status_code=302)
+    resp = RedirectResponse(url, status_code=302)
+    _bind_browser(st, resp, browser)
+    return resp
 
 
 @router.post("/auth/{provider}/link", summary="Link another provider account to the signed-in user")
-async def link(provider: str, request: Request, user: CurrentUser) -> dict[str, str]:
+async def link(provider: str, request: Request, response: Response, user: CurrentUser) -> dict[str, str]:
+    """The authorization URL, for this browser only (the response sets the flow's cookie)."""
     st = _st(request)
     cfg = _provider(st, provider)
-    url = await oauth.begin(
+    url, browser = await oauth.begin(
         st.redis,
         cfg,
         cfg.client_secret,
@@ -166,6 +195,7 @@ async def link(provider: str, request: Request, user: CurrentUser) -> dict[str, 
         link_user=str(user.user_id),
         invite=None,
     )
+    _bind_browser(st, response, browser)
     return {"authorization_url": url}
 
 
@@ -181,7 +211,7 @@ async def callback(
     cfg = _provider(st, provider)
 
     async def run() -> tuple[User, bool, Any]:
-        flow = await oauth.take_state(st.redis, state)
+        flow = await oauth.take_state(st.redis, state, request.cookies.get(oauth.BROWSER_COOKIE))
         if flow.get("kind") != "login" or flow.get("provider") != provider:
             raise BadRequest("the state belongs to another sign-in")
         if error:
@@ -205,6 +235,7 @@ async def callback(
     else:
         resp = JSONResponse({**pair.body(), "user": service.user_read(user), "created": created})
     _set_refresh_cookie(st, resp, pair.refresh_token)
+    _unbind_browser(st, resp)
     return resp
 
 
@@ -507,12 +538,14 @@ def _connect_callback(st: AuthState, slug: str) -> str:
 
 
 @router.post("/connections/{slug}/start", summary="Start connecting a third-party account")
-async def connect_start(slug: str, request: Request, user: CurrentUser) -> dict[str, str]:
+async def connect_start(slug: str, request: Request, response: Response, user: CurrentUser) -> dict[str, str]:
+    """The authorization URL, for this browser only (the response sets the flow's cookie: a URL
+    handed to someone else would put their third-party token into this user's account)."""
     st = _st(request)
     async with st.sessions() as s:
         app = await service.app_by_slug(s, slug)
     secret = st.keyring.open(app.client_secret_sealed, service.app_secret_context(app.id)).decode()
-    url = await oauth.begin(
+    url, browser = await oauth.begin(
         st.redis,
         app,
         secret,
@@ -522,6 +555,7 @@ async def connect_start(slug: str, request: Request, user: CurrentUser) -> dict[
         app=slug,
         user=str(user.user_id),
     )
+    _bind_browser(st, response, browser)
     return {"authorization_url": url}
 
 
@@ -536,7 +570,7 @@ async def connect_callback(
     st = _st(request)
 
     async def run() -> dict[str, Any]:
-        flow = await oauth.take_state(st.redis, state)
+        flow = await oauth.take_state(st.redis, state, request.cookies.get(oauth.BROWSER_COOKIE))
         if flow.get("kind") != "connect" or flow.get("app") != slug:
             raise BadRequest("the state belongs to another flow")
         if error:
@@ -550,9 +584,13 @@ async def connect_callback(
             return _connection_read(app, row)
 
     body = await _guarded(request, run)
+    resp: Response
     if st.settings.post_login_redirect:
-        return RedirectResponse(f"{st.settings.post_login_redirect}?{urlencode({'connected': slug})}", 303)
-    return JSONResponse(body)
+        resp = RedirectResponse(f"{st.settings.post_login_redirect}?{urlencode({'connected': slug})}", 303)
+    else:
+        resp = JSONResponse(body)
+    _unbind_browser(st, resp)
+    return resp
 
 
 def _connection_read(app: OAuthApp, row: OAuthConnection) -> dict[str, Any]:
@@ -626,11 +664,12 @@ async def internal_vault(
     return {"user_id": str(user_id), "server": server, "values": values}
 
 
-@internal.get("/connections/{user_id}/{slug}")
-async def internal_connection(user_id: uuid.UUID, slug: str, request: Request) -> dict[str, Any]:
+@internal.get("/connections/{user_id}/{server}")
+async def internal_connection(user_id: uuid.UUID, server: str, request: Request) -> dict[str, Any]:
+    """The user's token for a call to ``server`` (a server slug, not an app's)."""
     from wemcp.auth.connections import current_token
 
-    token, row = await current_token(_st(request), user_id, slug)
+    token, row = await current_token(_st(request), user_id, server)
     return {
         "access_token": token["access_token"],
         "token_type": token.get("token_type", "Bearer"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from wemcp.common.config import ServiceSettings, load_settings
@@ -102,6 +102,15 @@ class Settings(ServiceSettings):
     github: ProviderConfig = Field(default_factory=_github)
     gitee: ProviderConfig = Field(default_factory=_gitee)
     google: ProviderConfig = Field(default_factory=_google)
+
+    @model_validator(mode="after")
+    def _production_needs_keks(self) -> Settings:
+        # Without KEKs a development key is generated into a local file: in production that would
+        # protect every vault value with a key nobody chose, backs up or rotates.
+        if self.environment == "production" and not self.keks:
+            raise ValueError("WEMCP_AUTH_KEKS must be set when WEMCP_ENV=production "
+                             "(generate one with `wemcp-auth-admin generate-kek`)")
+        return self
 
     def provider(self, name: str) -> ProviderConfig | None:
         return getattr(self, name) if name in ("github", "gitee", "google") else None

@@ -48,22 +48,27 @@ async def _refresh_locked(st: AuthState, conn: OAuthConnection, app: OAuthApp, f
 
 
 async def current_token(
-    st: AuthState, user_id: uuid.UUID, slug: str
+    st: AuthState, user_id: uuid.UUID, server: str
 ) -> tuple[dict[str, Any], OAuthConnection]:
+    """The user's token for calling ``server``: from a connection to an app that lists that server
+    (never by slug alone: a server named like an app must not receive the app's tokens)."""
     async with st.sessions() as s, s.begin():
-        app = await service.app_by_slug(s, slug)
-        conn = (
+        row = (
             await s.execute(
-                select(OAuthConnection)
-                .where(OAuthConnection.user_id == user_id, OAuthConnection.app_id == app.id)
-                .with_for_update()
+                select(OAuthConnection, OAuthApp)
+                .join(OAuthApp)
+                .where(OAuthConnection.user_id == user_id, OAuthApp.servers.contains([server]))
+                .order_by(OAuthApp.slug)
+                .limit(1)
+                .with_for_update(of=OAuthConnection)
             )
-        ).scalar_one_or_none()
-        if conn is None:
-            raise NotFound(f"the user has not connected {slug}")
+        ).first()
+        if row is None:
+            raise NotFound(f"the user has no connection for {server}")
+        conn, app = row
         token = await _refresh_locked(st, conn, app, force=False)
         if conn.expires_at is not None and conn.expires_at <= now():
-            raise Conflict(f"the {slug} connection expired and could not be refreshed; reconnect it")
+            raise Conflict(f"the {app.slug} connection expired and could not be refreshed; reconnect it")
         return token, conn
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, String, Text, UniqueConstraint, func
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -146,9 +146,11 @@ class VaultSecret(Base):
 
 
 class OAuthApp(Base):
-    """A third-party OAuth 2.0 provider an admin configured (Baidu Netdisk ...)."""
+    """A third-party OAuth 2.0 provider an admin configured (Baidu Netdisk ...). Its users'
+    connection tokens go to the servers it lists, and to no other."""
 
     __tablename__ = "oauth_apps"
+    __table_args__ = (Index("ix_oauth_apps_servers", "servers", postgresql_using="gin"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     slug: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)

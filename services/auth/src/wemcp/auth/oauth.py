@@ -4,10 +4,17 @@ connections (any OAuth 2.0 provider an admin configures).
 The authorization-code flow keeps its ``state`` (and the PKCE ``code_verifier``) server-side in
 Redis, single-use and short-lived, so any auth process can finish a flow another one started and a
 callback replayed with the same state is refused.
+
+A state is also bound to the browser that started the flow: ``begin`` returns a random value the
+caller puts in an HttpOnly cookie, and ``take_state`` wants it back. Without that, whoever starts a
+flow can hand its authorization URL to someone else, whose provider account then ends up signed in
+or linked to the starter's account (login CSRF), or whose third-party token lands in it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ from wemcp.common.logging import get_logger
 
 log = get_logger("wemcp.auth.oauth")
 STATE_KEY = "auth:oauth_state:{}"
+BROWSER_COOKIE = "wemcp_oauth_flow"
 HTTP_TIMEOUT = 10.0
 
 
@@ -49,24 +57,37 @@ def client_for(cfg: ProviderConfig | Any, client_secret: str, redirect_uri: str)
     )
 
 
-async def begin(redis: Redis, cfg: Any, client_secret: str, redirect_uri: str, ttl: int, **flow: Any) -> str:
-    """The provider's authorization URL; ``flow`` (who, why) is kept with the state."""
+def _digest(browser: str) -> str:
+    return hashlib.sha256(browser.encode()).hexdigest()
+
+
+async def begin(redis: Redis, cfg: Any, client_secret: str, redirect_uri: str, ttl: int,
+                **flow: Any) -> tuple[str, str]:
+    """The provider's authorization URL and the browser binding (for the cookie ``BROWSER_COOKIE``);
+    ``flow`` (who, why) is kept with the state, with the binding's digest."""
     state = secrets.token_urlsafe(32)
+    browser = secrets.token_urlsafe(32)
     verifier = generate_token(64) if cfg.pkce else None
     async with client_for(cfg, client_secret, redirect_uri) as client:
         url, _ = client.create_authorization_url(cfg.authorize_url, state=state, code_verifier=verifier)
-    await redis.set(STATE_KEY.format(state), json.dumps({**flow, "verifier": verifier}), ex=ttl)
-    return url
+    await redis.set(STATE_KEY.format(state),
+                    json.dumps({**flow, "verifier": verifier, "browser": _digest(browser)}), ex=ttl)
+    return url, browser
 
 
-async def take_state(redis: Redis, state: str | None) -> dict[str, Any]:
-    """The flow a ``state`` belongs to, consumed (a second callback with it fails)."""
+async def take_state(redis: Redis, state: str | None, browser: str | None) -> dict[str, Any]:
+    """The flow a ``state`` belongs to, consumed (a second callback with it fails), if ``browser``
+    (the cookie) is the one its flow was started with."""
     if not state or len(state) > 200:
         raise BadRequest("missing or malformed state")
     raw = await redis.getdel(STATE_KEY.format(state))
     if raw is None:
         raise BadRequest("unknown or expired state; start the sign-in again")
-    return json.loads(raw)
+    flow: dict[str, Any] = json.loads(raw)
+    expected = str(flow.get("browser") or "")
+    if not browser or len(browser) > 200 or not expected or not hmac.compare_digest(expected, _digest(browser)):
+        raise BadRequest("this sign-in was not started in this browser; start it again here")
+    return flow
 
 
 async def exchange(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
@@ -66,7 +66,8 @@ class OAuthAppCreate(_In):
     scope: str = Field(default="", max_length=2000)
     pkce: bool = True
     token_endpoint_auth_method: Literal["client_secret_post", "client_secret_basic"] = "client_secret_post"  # noqa: S105
-    servers: list[str] = Field(default_factory=list, max_length=200)
+    # the servers its users' tokens go to (and no other): at least one
+    servers: list[Annotated[str, Field(pattern=SERVER_SLUG)]] = Field(min_length=1, max_length=200)
 
 
 class ResolveIn(_In):

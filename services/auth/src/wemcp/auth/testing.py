@@ -165,13 +165,23 @@ async def browser_login(
     *,
     headers: dict[str, str] | None = None,
     query: str = "",
+    link_as: dict[str, Any] | None = None,
 ) -> httpx.Response:
     """Walk a browser through: /login -> provider /authorize -> /callback. Returns the callback
-    response."""
-    start = await client.get(f"/api/v1/auth/{provider_name}/login{query}", headers=headers or {})
-    assert start.status_code == 302, start.text
+    response. ``client`` is the browser: its cookie jar carries the flow's cookie from the start to
+    the callback. ``link_as`` (a user): link the provider account to that signed-in user instead
+    (``POST /auth/{provider}/link`` with the user's identity, then the same walk)."""
+    if link_as is not None:
+        started = await client.post(f"/api/v1/auth/{provider_name}/link", headers={**as_user(link_as),
+                                                                                  **(headers or {})})
+        assert started.status_code == 200, started.text
+        authorization_url = started.json()["authorization_url"]
+    else:
+        start = await client.get(f"/api/v1/auth/{provider_name}/login{query}", headers=headers or {})
+        assert start.status_code == 302, start.text
+        authorization_url = start.headers["location"]
     async with httpx.AsyncClient() as browser:
-        at_provider = await browser.get(start.headers["location"])
+        at_provider = await browser.get(authorization_url)
     assert at_provider.status_code == 302, at_provider.text
     back = urlsplit(at_provider.headers["location"])
     return await client.get(f"{back.path}?{back.query}", headers=headers or {})

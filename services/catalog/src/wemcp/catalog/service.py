@@ -117,10 +117,16 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
     existing = (await session.execute(
         select(Server).where(Server.package_key == n.package_key).order_by(Server.created_at).limit(1)
         .with_for_update())).scalar_one_or_none()
-    if existing is not None:
-        mine = owner is None or existing.owner_id in (None, owner_id) or owner.at_least("admin")
-        if not mine:
+    if owner is not None and not owner.at_least("admin"):  # the crawler (no owner) and admins may
+        if existing is not None and existing.owner_id is None:
+            # An owner-less (imported, crawled) server runs for every user of it: re-specifying it
+            # (its package, its env defaults) is an admin's call, never the first comer's.
+            raise Forbidden(f"{n.package_key} is listed without an owner; only an admin can change it",
+                            extra={"slug": existing.slug})
+        if existing is not None and existing.owner_id != owner_id:
             raise Conflict(f"{n.package_key} is already listed by another owner", extra={"slug": existing.slug})
+        _refuse_startup_env(n.spec)
+    if existing is not None:
         if existing.version == n.version:
             return existing, True
         existing.version, existing.spec, existing.name = n.version, n.spec, n.name
@@ -155,6 +161,25 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
         await _emit_submitted(session, row)
         return row, False
     raise Conflict("could not allocate a slug; try again")
+
+
+# Variables that change how an interpreter or the dynamic loader starts the server: a default for
+# one of them runs code in every user's process of the server, so only admins may declare them.
+STARTUP_ENV = frozenset({
+    "NODE_OPTIONS", "NODE_PATH", "NODE_EXTRA_CA_CERTS", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME",
+    "PYTHONINSPECT", "PYTHONUSERBASE", "PYTHONEXECUTABLE", "PYTHONBREAKPOINT", "PYTHONWARNINGS",
+    "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+    "BASH_ENV", "ENV", "PATH", "SHELL", "IFS", "PS4", "GCONV_PATH",
+})
+STARTUP_ENV_PREFIXES = ("LD_", "DYLD_")
+
+
+def _refuse_startup_env(spec: dict[str, Any]) -> None:
+    names = [i["name"] for i in _public_inputs(spec) if i["location"] == "env"
+             and (i["name"].upper() in STARTUP_ENV or i["name"].upper().startswith(STARTUP_ENV_PREFIXES))]
+    if names:
+        raise field_error("environmentVariables", f"{', '.join(sorted(set(names)))}: these variables change how the "
+                          "runtime starts the server and are reserved to admins", "reserved_env")
 
 
 async def _emit_submitted(session: AsyncSession, row: Server) -> None:

@@ -1,4 +1,7 @@
-"""HTTP API of the deployer: deployment status for pages, and side-effect-free plans."""
+"""HTTP API of the deployer: deployment status for pages, and side-effect-free plans.
+
+A deployment shows a server's internals (endpoint, live output, failures): only the server's owner
+and admins may read it; anyone else gets the same 404 as for a slug that does not exist."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from fastapi import APIRouter, Path, Request
 from sqlalchemy import select
 
 from wemcp.common.errors import BadRequest, NotFound, ServiceUnavailable
+from wemcp.common.identity import CurrentUser
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.child import redact
 from wemcp.deployer.models import Deployment
@@ -23,13 +27,14 @@ _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 @router.get("/deployments/{slug}", response_model=DeploymentRead)
-async def get_deployment(slug: Slug, request: Request) -> DeploymentRead:
+async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> DeploymentRead:
     if not _SLUG.match(slug):
         raise NotFound(f"no deployment {slug!r}")
     runtime = request.app.state.runtime
     async with runtime.sessions() as s:
         d = (await s.execute(select(Deployment).where(Deployment.slug == slug))).scalar_one_or_none()
-    if d is None:
+    # owner-less servers (imported, crawled) are the admins' to look after
+    if d is None or not (who.at_least("admin") or (d.owner_id is not None and d.owner_id == who.user_id)):
         raise NotFound(f"no deployment {slug!r}")
     orch = current()
     live: dict[str, object] = {"state": "unknown"}
@@ -43,12 +48,13 @@ async def get_deployment(slug: Slug, request: Request) -> DeploymentRead:
         slug=d.slug, server_id=str(d.server_id), status=d.status, desired=d.desired, backend=d.backend,
         generation=d.generation, steps=[StepRead(**s) for s in d.steps], endpoint=d.endpoint, transport=d.transport,
         protocol_versions=d.protocol_versions, package_version=d.package_version, tools=intro.get("tools", []),
-        prompts=intro.get("prompts", []), resources=intro.get("resources", []), reason=d.reason, runtime=live,
+        prompts=intro.get("prompts", []), resources=intro.get("resources", []),
+        reason=redact(d.reason, []) if d.reason else None, runtime=live,
         logs=redact(logs or "", []), updated_at=d.updated_at, deployed_at=d.deployed_at)
 
 
 @router.post("/deployments/plan", response_model=PlanRead)
-async def plan_deployment(body: PlanRequest) -> PlanRead:
+async def plan_deployment(body: PlanRequest, _who: CurrentUser) -> PlanRead:
     """What a deployment of ``spec`` would do on a backend; nothing is installed, started or sent."""
     orch = current()
     if orch is None:

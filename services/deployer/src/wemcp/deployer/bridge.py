@@ -325,7 +325,7 @@ class Bridge:
             uid = self._uids.acquire() if self.caps.own_uid else None
             child = StdioChild(hosted.make_command(env), caps=self.caps, limits=self.limits, uid=uid,
                                run_dir=self.run_dir / f"{slug}-{uuid.uuid4().hex[:8]}",
-                               secrets=[v for k, v in env.items() if k in hosted.secret_env],
+                               secrets=list(env.values()),  # all the caller gave (not only isSecret ones)
                                start_timeout=self.start_timeout)
             try:
                 await child.start()

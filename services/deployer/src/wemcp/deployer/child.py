@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from wemcp.common.logging import get_logger, redact_value
+from wemcp.common.logging import get_logger, redact_text
 from wemcp.deployer import sandbox
 
 log = get_logger("wemcp.deployer.child")
@@ -230,7 +230,6 @@ class StdioChild:
 
 
 def redact(text: str, secrets: list[str]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "[redacted]")
-    return str(redact_value(text))
+    """A server's output as its owner may see it: the callers' input values, tokens and key-like
+    strings removed (the output of one user's child must not hand that user's keys to the owner)."""
+    return redact_text(text, secrets)

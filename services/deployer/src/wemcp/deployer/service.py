@@ -297,6 +297,7 @@ class Orchestrator:
 
     async def _finish_failed(self, dep_id: uuid.UUID, generation: int, reason: str, tail: str) -> None:
         tail = redact(tail or "", [])[-8000:]
+        reason = redact(reason, [])  # it may quote the server (an error it answered), and travels on the bus
         try:
             async with self.sessions() as s, s.begin():
                 d = await self._locked(s, dep_id, generation)

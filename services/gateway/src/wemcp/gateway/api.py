@@ -15,6 +15,7 @@ from wemcp.common.errors import NotFound
 from wemcp.common.identity import Identity
 from wemcp.gateway.proxy import forward
 from wemcp.gateway.routing import owner_of
+from wemcp.gateway.wiring import refuse_server_scoped
 
 router = APIRouter()
 OPENAPI_TTL_SECONDS = 30.0
@@ -109,7 +110,9 @@ async def _identity(request: Request) -> Identity | None:
     gw = _state(request)
     if gw.verifier is None:
         return None
-    return await gw.verifier(request)
+    ident = await gw.verifier(request)
+    refuse_server_scoped(request)
+    return ident
 
 
 @router.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],

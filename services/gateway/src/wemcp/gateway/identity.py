@@ -297,7 +297,11 @@ def _credential(request: Request) -> str | None:
         if scheme.lower() != "bearer" or not value:
             raise _invalid("use Authorization: Bearer <token or API key>")
         return value
-    key = request.headers.get("x-api-key") or request.query_params.get("key")
+    key = request.headers.get("x-api-key")
+    if key is None and request.scope.get("path", "").startswith("/mcp/"):
+        # ``?key=`` is for MCP clients that cannot set headers. Anywhere else a credential in a link
+        # would let whoever sends the link act as its owner in the clicker's browser (login CSRF).
+        key = request.query_params.get("key")
     if key is not None:
         if not key.startswith(API_KEY_PREFIX):
             raise _invalid("not a platform API key")

@@ -335,7 +335,7 @@ class McpRouter:
             return
         route = None if bundle else self.route_for(target, grant)
         if bundle:
-            await self.gw.bundles.check(target, ident)
+            await self.gw.bundles.check(target, ident, grant)
         raw = await read_body(scope, receive, self.gw.settings.mcp_max_body_bytes,
                               self.gw.settings.mcp_body_timeout_seconds)
         try:

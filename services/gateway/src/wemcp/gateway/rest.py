@@ -106,10 +106,10 @@ async def call_tool(slug: Slug, tool: Tool, body: ToolCall, request: Request) ->
 @router.post("/bundles", status_code=201)
 async def create_bundle(body: BundleCreate, request: Request) -> dict[str, Any]:
     mcp = _mcp(request)
-    ident, _ = await _caller(request, mcp)
+    ident, grant = await _caller(request, mcp)
     if ident is None:
         raise Unauthorized("sign in to create a bundle")
-    doc = await mcp.bundles.create(ident, body.servers, body.name)
+    doc = await mcp.bundles.create(ident, body.servers, body.name, grant)
     return {**doc, "url": f"/mcp/bundles/{doc['id']}"}
 
 

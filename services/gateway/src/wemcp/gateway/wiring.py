@@ -34,6 +34,22 @@ log = get_logger("wemcp.gateway.wiring")
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
+def outside_scope(grant: Any, servers: list[str]) -> list[str]:
+    """The servers a server-scoped platform API key (``ApiKeyGrant``) may not call; none for an
+    unscoped key or a token."""
+    return [] if grant is None or grant.servers is None else [s for s in servers if not grant.allows(s)]
+
+
+def refuse_server_scoped(request: Any) -> None:
+    """A key scoped to some servers is for calling those servers (over /mcp, or their tools under
+    /api/v1/servers/{slug}/tools). Anywhere else it would reach past its scope: an agent run calls
+    any server, and a new unscoped key could be made with it."""
+    grant = getattr(request.state, "api_key", None)
+    if grant is not None and grant.servers is not None:
+        raise Forbidden("this API key is limited to the servers "
+                        f"{', '.join(map(repr, grant.servers))}; use it at /mcp/<server> only")
+
+
 class Bundles:
     """A user's chosen set of servers, served as one MCP server. Stored in Redis
     (``gateway:bundle:<id>``); the gateway keeps a short in-memory cache."""
@@ -43,12 +59,15 @@ class Bundles:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
-    async def create(self, owner: Identity, servers: list[str], name: str = "") -> dict[str, Any]:
+    async def create(self, owner: Identity, servers: list[str], name: str = "", grant: Any = None) -> dict[str, Any]:
         if not servers or len(servers) > 50 or len(set(servers)) != len(servers):
             raise BadRequest("give 1 to 50 distinct server slugs")
         bad = [s for s in servers if not _SLUG.match(s) or "__" in s]
         if bad:
             raise BadRequest(f"invalid server slugs: {bad[:5]}")
+        outside = outside_scope(grant, servers)
+        if outside:
+            raise Forbidden(f"this API key is not allowed to call {', '.join(map(repr, outside))}")
         bid = secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
         doc = {"id": bid, "owner": str(owner.user_id), "servers": servers, "name": name[:100]}
         await self.redis.set(f"gateway:bundle:{bid}", orjson.dumps(doc))
@@ -66,12 +85,16 @@ class Bundles:
         self._cache[bid] = (now + self.ttl, doc)
         return doc
 
-    async def check(self, target: str, ident: Identity | None) -> None:
+    async def check(self, target: str, ident: Identity | None, grant: Any = None) -> None:
         doc = await self.get(target.split(":", 1)[1])
         if doc is None:
             raise Refused(404, "Not Found", "no such bundle")
         if ident is None or str(ident.user_id) != doc["owner"]:
             raise Refused(403, "Forbidden", "this bundle belongs to another user")
+        # checked on every use too: the bundle may predate the key, or have been made with another one
+        outside = outside_scope(grant, doc["servers"])
+        if outside:
+            raise Refused(403, "Forbidden", f"this API key is not allowed to call {', '.join(map(repr, outside))}")
 
     async def servers(self, bid: str) -> list[str]:
         doc = await self.get(bid)
@@ -183,6 +206,7 @@ class _Agents:
         request = Request(scope, receive)
         try:
             ident = await gw.verifier(request) if gw.verifier is not None else None
+            refuse_server_scoped(request)  # an agent's tool loop calls servers of its own choosing
             response = await forward(request, gw.client, "agents", gw.urls["agents"], gw.settings.max_body_bytes,
                                      ident)
         except AppError as exc:
