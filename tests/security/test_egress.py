@@ -22,14 +22,17 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
+from wemcp.common.events.servers import ServerSubmitted
 from wemcp.common.service import running
 from wemcp.devstack.testing import serve_app
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services" / "gateway" / "tests"))
-from gateway_testkit import Stack, bearer, mcp_client, stack, text_of  # noqa: E402, F401 (stack: fixture)
+import gateway_testkit as kit  # noqa: E402
+from gateway_testkit import Stack, bearer, mcp_client, text_of  # noqa: E402
 from gateway_upstream import build_server  # noqa: E402
+
+stack = kit.stack  # the gateway kit's fixture
 
 PUBLIC = "93.184.215.14"  # what the attacker's name answers first (any global address)
 
@@ -60,7 +63,7 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[str]]:
     table: dict[str, list[str]] = {}
     lookups: list[str] = []
 
-    def fake(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> Any:  # noqa: A002
+    def fake(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> Any:
         name = host.decode() if isinstance(host, bytes) else str(host)
         if name.rstrip(".").endswith(".test"):
             lookups.append(name)

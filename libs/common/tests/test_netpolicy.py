@@ -151,7 +151,7 @@ async def test_httpx_client_checks_at_connect_time_rebinding_refused(monkeypatch
 
 
 async def test_create_connection_checks_and_connects_to_the_checked_address(monkeypatch):
-    async with loopback_server() as (port, seen):
+    async with loopback_server() as (port, _seen):
         monkeypatch.setattr(netpolicy, "resolve", answers(["127.0.0.1"]))
         p = EgressPolicy(registries=False)
         loop = asyncio.get_running_loop()

@@ -418,7 +418,7 @@ def _policy_backend_class() -> type:
     return PolicyBackend
 
 
-def _PolicyBackend(policy: EgressPolicy) -> Any:  # noqa: N802 (a class, built on first use)
+def _PolicyBackend(policy: EgressPolicy) -> Any:
     global _BACKEND
     if _BACKEND is None:
         _BACKEND = _policy_backend_class()
