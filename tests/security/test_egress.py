@@ -205,7 +205,7 @@ async def test_remote_upstream_rebinding_to_loopback_is_refused_at_call_time(sta
 
 # ---- agents' server_url tools -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("platform", [{"allow_private_server_urls": False, "egress_allow": ""}], indirect=True)
+@pytest.mark.parametrize("platform", [{"egress_allow": ""}], indirect=True)
 async def test_agent_server_url_to_a_private_address_is_refused(platform, dns):
     """An agent run's ``server_url`` tool at a private address: 400, whether the URL names it
     directly, through an IPv6 form of it, or through a name that rebinds to the loopback between

@@ -152,7 +152,7 @@ def parse_request(raw: Any, settings: Settings, caller: Caller, *, model_require
 async def check_urls(req: ChatRequest, settings: Settings) -> None:
     for s in req.mcp_specs:
         if s.ref is None:
-            await check_public_url(s.url, f"{s.param}.server_url", settings.allow_private_server_urls)
+            await check_public_url(s.url, f"{s.param}.server_url", settings.egress)
 
 
 def _add_usage(total: dict[str, int], usage: Any) -> None:
