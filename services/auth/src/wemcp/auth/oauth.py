@@ -4,6 +4,11 @@ connections (any OAuth 2.0 provider an admin configures).
 The authorization-code flow keeps its ``state`` (and the PKCE ``code_verifier``) server-side in
 Redis, single-use and short-lived, so any auth process can finish a flow another one started and a
 callback replayed with the same state is refused.
+
+The token, profile and refresh endpoints are reached through the platform's egress policy
+(``wemcp.common.netpolicy``: public addresses only, checked at connect time; ``WEMCP_EGRESS_ALLOW``
+names an internal identity provider on purpose): the code and the client secret never go to an
+address inside the platform's network. A refused endpoint is a 400 problem.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from redis.asyncio import Redis
 from wemcp.auth.config import ProviderConfig
 from wemcp.common.errors import BadGateway, BadRequest
 from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import EgressPolicy, refusal_in
 
 log = get_logger("wemcp.auth.oauth")
 STATE_KEY = "auth:oauth_state:{}"
@@ -37,8 +43,11 @@ class Profile:
     raw: dict[str, Any]
 
 
-def client_for(cfg: ProviderConfig | Any, client_secret: str, redirect_uri: str) -> AsyncOAuth2Client:
+def client_for(cfg: ProviderConfig | Any, client_secret: str, redirect_uri: str,
+               egress: EgressPolicy | None = None) -> AsyncOAuth2Client:
+    """``egress``: for clients that connect (token, refresh); building an authorization URL needs none."""
     return AsyncOAuth2Client(
+        **_through(egress),
         client_id=cfg.client_id,
         client_secret=client_secret,
         scope=cfg.scope or None,
@@ -69,12 +78,25 @@ async def take_state(redis: Redis, state: str | None) -> dict[str, Any]:
     return json.loads(raw)
 
 
+def _through(egress: EgressPolicy | None) -> dict[str, Any]:
+    return {} if egress is None else {"transport": egress.transport(), "trust_env": False}
+
+
+def _refused(exc: BaseException, what: str) -> BadRequest | None:
+    refused = refusal_in(exc)
+    if refused is None:
+        return None
+    log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
+    return BadRequest(f"the provider's {what} endpoint is refused: {refused}")
+
+
 async def exchange(
-    cfg: Any, client_secret: str, redirect_uri: str, code: str | None, verifier: str | None
+    cfg: Any, client_secret: str, redirect_uri: str, code: str | None, verifier: str | None, *,
+    egress: EgressPolicy,
 ) -> dict[str, Any]:
     if not code or len(code) > 2000:
         raise BadRequest("missing or malformed code")
-    async with client_for(cfg, client_secret, redirect_uri) as client:
+    async with client_for(cfg, client_secret, redirect_uri, egress) as client:
         try:
             token = await client.fetch_token(
                 cfg.token_url,
@@ -86,6 +108,9 @@ async def exchange(
         except OAuthError as exc:
             raise BadRequest(f"the provider refused the code ({exc.error})") from None
         except Exception as exc:
+            refused = _refused(exc, "token")
+            if refused is not None:
+                raise refused from None
             log.warning("oauth_token_exchange_failed", token_url=cfg.token_url, error=type(exc).__name__)
             raise BadGateway("the provider's token endpoint did not answer usefully") from None
     if not token.get("access_token"):
@@ -93,16 +118,18 @@ async def exchange(
     return dict(token)
 
 
-async def refresh(cfg: Any, client_secret: str, token: dict[str, Any]) -> dict[str, Any]:
-    async with client_for(cfg, client_secret, "") as client:
+async def refresh(cfg: Any, client_secret: str, token: dict[str, Any], *, egress: EgressPolicy) -> dict[str, Any]:
+    async with client_for(cfg, client_secret, "", egress) as client:
         new = await client.refresh_token(cfg.token_url, refresh_token=token["refresh_token"])
     merged = dict(new)
     merged.setdefault("refresh_token", token["refresh_token"])  # providers may not rotate it
     return merged
 
 
-async def fetch_profile(provider: str, cfg: ProviderConfig, token: dict[str, Any]) -> Profile:
-    async with AsyncOAuth2Client(client_id=cfg.client_id, token=token, timeout=HTTP_TIMEOUT) as client:
+async def fetch_profile(provider: str, cfg: ProviderConfig, token: dict[str, Any], *,
+                        egress: EgressPolicy) -> Profile:
+    async with AsyncOAuth2Client(client_id=cfg.client_id, token=token, timeout=HTTP_TIMEOUT,
+                                 **_through(egress)) as client:
         try:
             r = await client.get(cfg.userinfo_url, headers={"Accept": "application/json"})
             if r.status_code != 200:
@@ -116,6 +143,9 @@ async def fetch_profile(provider: str, cfg: ProviderConfig, token: dict[str, Any
         except BadGateway:
             raise
         except Exception as exc:
+            refused = _refused(exc, "profile")
+            if refused is not None:
+                raise refused from None
             log.warning("oauth_profile_failed", provider=provider, error=type(exc).__name__)
             raise BadGateway("the provider's profile endpoint did not answer usefully") from None
     return profile_from(provider, data)
