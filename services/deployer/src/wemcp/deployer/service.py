@@ -79,7 +79,7 @@ class Orchestrator:
                                    npm_registry=settings.npm_registry, pip_index_url=settings.pip_index_url,
                                    timeout=settings.install_timeout_seconds, archive_source=settings.catalog_url)
         self.local = LocalDeployer(self.installer, self.bridge)
-        self.remote = RemoteDeployer(settings.allow_list)
+        self.remote = RemoteDeployer(settings.egress)
         builder = ArtifactBuilder(self.installer, data / "cloud-artifacts")
         self.backends: dict[str, Deployer] = {
             "local": self.local, "remote": self.remote,
@@ -260,7 +260,7 @@ class Orchestrator:
         assert outcome.introspect_url
         if remote:
             listing = await introspect(outcome.introspect_url, mode="auto", headers=outcome.introspect_headers,
-                                       transport=outcome.transport)
+                                       transport=outcome.transport, egress=self.settings.egress)
             return listing, [listing.protocol_version]
         listing = await introspect(outcome.introspect_url, mode="legacy")
         versions = [listing.protocol_version]
