@@ -293,7 +293,7 @@ class EgressPolicy:
         host = host.strip("[]")
         literal = _literal(host)
         if literal is not None:
-            pairs = [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, host)]
+            pairs: list[tuple[int, str]] = [(int(socket.AF_INET6 if literal.version == 6 else socket.AF_INET), host)]
         else:
             pairs = await resolve(host, port)
             if not pairs:
