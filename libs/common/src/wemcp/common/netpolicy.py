@@ -360,7 +360,7 @@ class EgressPolicy:
         pool = transport._pool
         if not isinstance(pool, httpcore2.AsyncConnectionPool):  # pragma: no cover (httpx2 changed)
             raise TypeError(f"unexpected httpx2 pool {type(pool).__name__}")
-        pool._network_backend = _PolicyBackend(self)
+        pool._network_backend = _policy_backend(self)
         return transport
 
     def client(self, **kwargs: Any) -> Any:
@@ -375,6 +375,8 @@ class EgressPolicy:
 
 
 def _policy_backend_class() -> type:
+    """Built on first use: httpcore and anyio stay unimported in processes that never need them
+    (every service imports this module through its settings)."""
     import anyio
     import httpcore2
     from httpcore2._backends.auto import AutoBackend
@@ -418,14 +420,13 @@ def _policy_backend_class() -> type:
     return PolicyBackend
 
 
-def _PolicyBackend(policy: EgressPolicy) -> Any:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = _policy_backend_class()
-    return _BACKEND(policy)
+_backend_class: list[type] = []
 
 
-_BACKEND: type | None = None
+def _policy_backend(policy: EgressPolicy) -> Any:
+    if not _backend_class:
+        _backend_class.append(_policy_backend_class())
+    return _backend_class[0](policy)
 
 
 # ---- headers ---------------------------------------------------------------------------------------
