@@ -212,8 +212,9 @@ class Upstream:
                 headers[name] = value
         return fill(route.endpoint, resolved.values), headers
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str], *, remote: bool = False) -> H1Response:
-        """``remote``: a user-supplied upstream (``not route.hosted``): the egress-checked pool."""
+    async def post(self, url: str, body: bytes, headers: dict[str, str], *, remote: bool) -> H1Response:
+        """``remote``: a user-supplied upstream (``not route.hosted``): the egress-checked pool. No
+        default: every caller decides which pool its URL belongs to."""
         client = self.remote if remote else self.http
         assert client is not None
         try:
