@@ -116,9 +116,10 @@ async def platform(request, settings_for, infra, clean_db, clean_redis, time_ups
         proxy = TcpProxy(int(router_url.rsplit(":", 1)[1]))
         proxy_url = await proxy.start()
         settings = settings_for(Settings, gateway_url=proxy_url, agent_run_secret=RUN_SECRET,
-                                provider_key_secret=PROVIDER_SECRET, allow_private_server_urls=True,
+                                provider_key_secret=PROVIDER_SECRET,
                                 provider_timeout_seconds=3.0, mcp_timeout_seconds=10.0,
-                                **getattr(request, "param", {}))
+                                # server_url servers of the tests are on loopback (WEMCP_EGRESS_ALLOW)
+                                **{"egress_allow": "127.0.0.1", **getattr(request, "param", {})})
         try:
             async with running(SPEC, settings) as app, serve_app(app) as agents_url:
                 gw_settings = settings_for(GatewaySettings, auth_url=jwks_url, agents_url=agents_url)

@@ -50,6 +50,7 @@ def auth_settings(settings_for, provider, tmp_path) -> Settings:
         google=provider.config(pkce=True, google=True),
         login_failures_allowed=5,
         connection_refresh_margin_seconds=120,
+        egress_allow="127.0.0.1",  # the loopback OAuth provider (WEMCP_EGRESS_ALLOW)
     )
 
 

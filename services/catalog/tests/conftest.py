@@ -18,7 +18,7 @@ from wemcp.catalog.main import SPEC
 @pytest_asyncio.fixture
 async def catalog(settings_for: Any, clean_db: None, clean_bus: None) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     """The catalog service in-process (HTTP, consumers, relay) on the real infrastructure."""
-    settings = settings_for(Settings, allow_private_fetch=True)
+    settings = settings_for(Settings, egress_allow="127.0.0.1")  # OpenAPI documents served on loopback
     async with running(SPEC, settings) as app:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as client:
             yield app, client

@@ -14,7 +14,10 @@ from mcp import Client
 from test_e2e_archive_and_failures import make_archive
 
 from wemcp.common.events.servers import ServerSubmitted
-from wemcp.deployer.ssrf import UnsafeUrl, check_url
+from wemcp.common.netpolicy import EgressPolicy
+from wemcp.deployer.backends.base import DeployError, Target
+from wemcp.deployer.backends.remote import RemoteDeployer
+from wemcp.deployer.spec import SpecError, parse_spec
 
 WHO = textwrap.dedent('''
     import os
@@ -114,16 +117,28 @@ async def test_legacy_sse_transport_and_crash_restart(deployer):
     assert new != old
 
 
+async def _deploy_remote(url: str, allow: str = "") -> str:
+    """The remote backend's deploy-time egress check (the connect-time one is the common library's
+    and tests/security/test_egress.py's); the registered endpoint."""
+    backend = RemoteDeployer(EgressPolicy(allow, registries=False))
+    target = Target("r", uuid.uuid4(), parse_spec({"remotes": [{"type": "streamable-http", "url": url}]}))
+
+    async def progress(name: str, detail: str | None = None) -> None:
+        return None
+
+    return (await backend.deploy(target, progress)).endpoint
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:5432/mcp", "http://localhost/mcp", "http://169.254.169.254/",
-                                 "http://10.0.0.8/mcp", "http://[::1]/mcp", "file:///etc/passwd",
-                                 "http://user:pw@example.com/"])
-async def test_ssrf_check_refuses_private_targets(url):
-    with pytest.raises(UnsafeUrl):
-        await check_url(url)
+                                 "http://10.0.0.8/mcp", "http://[::1]/mcp", "http://100.100.100.200/mcp",
+                                 "file:///etc/passwd", "http://user:pw@example.com/"])
+async def test_remote_check_refuses_private_targets(url):
+    with pytest.raises((DeployError, SpecError)):
+        await _deploy_remote(url)
 
 
-async def test_ssrf_allow_list_permits_named_networks():
-    assert await check_url("http://127.0.0.1:9/mcp", ["127.0.0.0/8"]) == ["127.0.0.1"]
+async def test_remote_check_allow_list_permits_named_networks():
+    assert await _deploy_remote("http://127.0.0.1:9/mcp", "127.0.0.0/8") == "http://127.0.0.1:9/mcp"
 
 
 async def test_remote_server_is_registered_after_check_and_introspected(settings_for, infra, tmp_path, clean_db,
@@ -136,7 +151,7 @@ async def test_remote_server_is_registered_after_check_and_introspected(settings
 
     # the bridge of one deployer serves as "a remote" for another deployer
     (tmp_path / "archives").mkdir()
-    async with running(SPEC, deployer_settings(settings_for, tmp_path, remote_allow="127.0.0.0/8")) as app:
+    async with running(SPEC, deployer_settings(settings_for, tmp_path, egress_allow="127.0.0.0/8")) as app:
         h = Harness(app, infra)
         spec = {"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",
                               "version": "2026.8.31"}]}
@@ -155,7 +170,7 @@ async def test_remote_server_is_registered_after_check_and_introspected(settings
         await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="remote2", name="R",
                                         spec={"remotes": [{"url": "http://127.0.0.1:1/mcp"}]}))
         d = await h.until_status("remote2", "failed")
-        assert "non-public address" in d["reason"]
+        assert "not a public address" in d["reason"]
         assert json.dumps(d).count("127.0.0.1:1") >= 1
         await h.client.aclose()
 

@@ -779,6 +779,39 @@ async def test_https_with_a_trusted_self_signed_certificate(
         await mismatch.close()
 
 
+async def test_egress_policy_checks_each_new_connection_at_connect_time(
+        tls: tuple[ssl.SSLContext, ssl.SSLContext, list[str | None]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``egress``: the name is resolved once per *new* connection and the connection goes to the
+    checked address (TLS still verifies, and SNI and Host still name, the host); a pooled connection
+    is reused without resolving again; a name that now answers the loopback is refused."""
+    from wemcp.common import netpolicy
+    from wemcp.common.netpolicy import EgressPolicy, refusal_in
+
+    server_ctx, client_ctx, names = tls
+    lookups: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[tuple[int, str]]:
+        lookups.append(host)
+        return [(socket.AF_INET, "127.0.0.1")]
+
+    monkeypatch.setattr(netpolicy, "resolve", resolver)
+    policy = EgressPolicy(registries=False)
+    c = H1Client(ssl_context=client_ctx, timeout=2.0, egress=policy)
+    async with Raw(ssl_context=server_ctx) as srv:
+        url = f"https://localhost:{srv.url.rsplit(':', 1)[1]}/x"
+        with pytest.raises(ConnectError) as err:
+            await c.request("GET", url)
+        assert refusal_in(err.value) is not None and refusal_in(err.value).reason == "loopback"
+        assert srv.accepted == 0 and c.connections == 0
+        policy.add("127.0.0.1")
+        for _ in range(3):
+            async with await c.request("GET", url) as resp:
+                assert resp.status == 200
+        assert lookups == ["localhost", "localhost"] and srv.accepted == 1  # once per connection
+        assert names[-1] == "localhost" and srv.requests[0][0].startswith(b"GET /x HTTP/1.1\r\nHost: localhost:")
+    await c.close()
+
+
 # -- the same on uvloop (the gateway's loop) -------------------------------------------------------------------
 def test_core_paths_on_uvloop(tls: tuple[ssl.SSLContext, ssl.SSLContext, list[str | None]]) -> None:
     server_ctx, client_ctx, _ = tls

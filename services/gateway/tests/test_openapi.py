@@ -102,7 +102,7 @@ async def submit(stack, slug: str, base: str) -> tuple[str, dict[str, Any]]:
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_operations_are_tools_that_reach_the_api(stack, mode):
     async with pet_api() as (api, port):
-        stack.mcp.openapi.allow.add(f"127.0.0.1:{port}")  # a loopback API, allowed on purpose
+        stack.mcp.openapi.egress.add("127.0.0.1")  # a loopback API, allowed on purpose (WEMCP_EGRESS_ALLOW)
         key_name, _ = await submit(stack, "pets", f"http://127.0.0.1:{port}/v1")
         assert key_name == "PET_STORE_APIKEY"
         stack.auth.vault[(str(USERS["bob"]), "pets")] = {key_name: "bob-vault-key"}
@@ -165,8 +165,9 @@ async def test_operations_are_tools_that_reach_the_api(stack, mode):
 
 
 async def test_private_base_urls_are_refused(stack):
-    """SSRF: loopback, private and link-local base URLs are refused unless the host is allowed —
-    whether given as an IP literal or as a name that resolves to one."""
+    """SSRF: loopback, private and link-local base URLs are refused unless the address is allowed —
+    whether given as an IP literal or as a name that resolves to one (the egress policy; its own
+    tests are in libs/common/tests/test_netpolicy.py and tests/security/test_egress.py)."""
     async with pet_api() as (api, port):
         bases = {"literal": f"http://127.0.0.1:{port}", "name": f"http://localhost:{port}",
                  "metadata": "http://169.254.169.254", "private": "http://10.1.2.3:8080",
@@ -175,19 +176,20 @@ async def test_private_base_urls_are_refused(stack):
             key_name, _ = await submit(stack, slug, base)
             async with mcp_client(stack.url + f"/mcp/{slug}", {**bearer("alice"), f"X-WeMcp-Env-{key_name}": "k"}) as c:
                 r = await c.call_tool("getPet", {"pet_id": "1"})
-                assert r.is_error and "SSRF" in text_of(r), (slug, text_of(r))
+                assert r.is_error and "not a public address" in text_of(r), (slug, text_of(r))
         assert api.seen == []  # nothing reached the API
 
-        # the setting lets a named host through (and only that host)
-        stack.mcp.openapi.allow.add(f"127.0.0.1:{port}")
+        # the setting lets a named address through (and only that one)
+        stack.mcp.openapi.egress.add("127.0.0.1")
         async with httpx.AsyncClient() as h:
             r = await h.post(stack.url + "/api/v1/servers/literal/tools/getPet/call",
                              headers={**bearer("alice"), f"X-WeMcp-Env-{key_name}": "k"},
                              json={"arguments": {"pet_id": "1"}})
             assert r.status_code == 200, r.text
             assert r.json()["result"]["isError"] is False and api.seen[-1]["raw_path"] == "/pets/1"
-            r = await h.post(stack.url + "/api/v1/servers/name/tools/getPet/call",
+            r = await h.post(stack.url + "/api/v1/servers/private/tools/getPet/call",
                              headers={**bearer("alice"), f"X-WeMcp-Env-{key_name}": "k"},
                              json={"arguments": {"pet_id": "1"}})
-            assert r.json()["result"]["isError"] is True and "SSRF" in r.json()["result"]["content"][0]["text"]
+            assert r.json()["result"]["isError"] is True
+            assert "not a public address" in r.json()["result"]["content"][0]["text"]
         assert len(api.seen) == 1

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wemcp.common.errors import ConfigError
+from wemcp.common.netpolicy import EgressPolicy, parse_allow
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -61,6 +62,9 @@ class ServiceSettings(BaseSettings):
         default=30.0, gt=0, validation_alias=AliasChoices("WEMCP_BUS_ACK_WAIT_SECONDS", "BUS_ACK_WAIT_SECONDS")
     )
     startup_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Hosts, IPs and CIDRs that user-supplied URLs may reach although they are not public
+    # (wemcp.common.netpolicy); tests list their loopback servers here.
+    egress_allow: str = Field(default="", validation_alias=AliasChoices("WEMCP_EGRESS_ALLOW", "egress_allow"))
     db_pool_size: int = Field(default=10, ge=1)
 
     @field_validator("database_url")
@@ -78,6 +82,12 @@ class ServiceSettings(BaseSettings):
     def _check_redis_url(cls, v: str) -> str:
         return _check_url(v, {"redis", "rediss", "unix"}, "REDIS_URL")
 
+    @field_validator("egress_allow")
+    @classmethod
+    def _check_egress_allow(cls, v: str) -> str:
+        parse_allow(v)  # a ValueError names the bad entry
+        return v
+
     @model_validator(mode="after")
     def _production_needs_explicit_infrastructure(self) -> ServiceSettings:
         # In production a forgotten URL must not silently fall back to localhost.
@@ -87,6 +97,11 @@ class ServiceSettings(BaseSettings):
             if missing:
                 raise ValueError(f"{', '.join(missing)} must be set when WEMCP_ENV=production")
         return self
+
+    @cached_property
+    def egress(self) -> EgressPolicy:
+        """The process's egress policy for user-supplied URLs (one object, shared by its clients)."""
+        return EgressPolicy(self.egress_allow)
 
     @cached_property
     def async_database_url(self) -> str:

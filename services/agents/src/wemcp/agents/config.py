@@ -40,8 +40,6 @@ class Settings(ServiceSettings):
     mcp_keepalive_seconds: float = Field(default=4.0, ge=0)
     # How long a tools/list result is reused; short, so a disabled or changed server shows at once.
     mcp_tools_ttl_seconds: float = Field(default=5.0, ge=0, le=60)
-    # Responses-style `server_url` tools may point at private/loopback addresses (tests, dev).
-    allow_private_server_urls: bool = False
 
     @field_validator("provider_key_secret", "agent_run_secret")
     @classmethod

@@ -25,6 +25,7 @@ from wemcp.agents.mcp_pool import pool_key
 from wemcp.agents.mcp_tools import SLUG, McpHub, McpServerSpec, check_public_url, gateway_url_for
 from wemcp.agents.providers import ProviderClient, ResolvedModel
 from wemcp.common.errors import AppError
+from wemcp.common.netpolicy import reserved_header
 
 # Keys the loop owns; everything else in the request body goes to the provider unchanged.
 OWN_KEYS = {"model", "messages", "tools", "stream", "stream_options", "max_tool_rounds", "n"}
@@ -63,8 +64,10 @@ def _str_dict(v: Any, param: str) -> dict[str, str]:
         return {}
     if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
         raise _bad(f"{param} must be an object of strings", param)
-    if any(k.lower().startswith("x-wemcp-") or k.lower() in ("host", "content-length") for k in v):
-        raise _bad(f"{param} may not set X-WeMcp-* or hop headers", param)
+    for k in v:  # the platform's one rule for headers sent upstream (wemcp.common.netpolicy)
+        why = reserved_header(k)
+        if why is not None:
+            raise _bad(f"{param}: {k!r} cannot be set: {why}", param)
     return dict(v)
 
 
@@ -152,7 +155,7 @@ def parse_request(raw: Any, settings: Settings, caller: Caller, *, model_require
 async def check_urls(req: ChatRequest, settings: Settings) -> None:
     for s in req.mcp_specs:
         if s.ref is None:
-            await check_public_url(s.url, f"{s.param}.server_url", settings.allow_private_server_urls)
+            await check_public_url(s.url, f"{s.param}.server_url", settings.egress)
 
 
 def _add_usage(total: dict[str, int], usage: Any) -> None:

@@ -62,6 +62,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from wemcp.agents.config import Settings
 from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import EgressRefused, refusal_in
 
 log = get_logger("wemcp.agents.mcp_pool")
 MODERN = MODERN_PROTOCOL_VERSIONS[-1]  # 2026-07-28
@@ -99,6 +100,8 @@ class PoolEntry:
     last_used: float = field(default_factory=time.monotonic)
     retired: bool = False
     closed: bool = False
+    egress: bool = False  # a caller-supplied server_url: connections checked by the egress policy
+    refused: EgressRefused | None = None  # the last connection the policy refused (for a clear 400)
     listed: int = 0  # tools/list sent
     reused: int = 0  # tool lists served from here
     replaced: int = 0  # dead connections replaced
@@ -166,6 +169,10 @@ class _Borrowed(httpx.AsyncBaseTransport):
             return _failed(request, 504, REQUEST_TIMEOUT, f"the MCP server at {where} did not answer in time "
                            f"({type(exc).__name__})")
         except httpx.TransportError as exc:
+            refused = refusal_in(exc)
+            if refused is not None:
+                self._entry.refused = refused
+                return _failed(request, 502, CONNECTION_CLOSED, f"refused: {refused}")
             return _failed(request, 502, CONNECTION_CLOSED, f"cannot reach the MCP server at {where} "
                            f"({type(exc).__name__})")
         return httpx.Response(response.status_code, headers=response.headers, stream=_Guarded(response.stream),
@@ -192,7 +199,7 @@ class _Borrowed(httpx.AsyncBaseTransport):
                 raise  # a new connection that failed is the server's answer, not a stale connection
             log.info("mcp_connection_replaced", error=type(exc).__name__, host=request.url.host)
             if entry.transport is transport:  # other requests may have replaced it already
-                entry.replace_transport(self._pool.new_transport(entry.url))
+                entry.replace_transport(self._pool.new_transport(entry.url, egress=entry.egress))
             if outer is None:
                 request.extensions.pop("trace", None)
             else:
@@ -266,24 +273,28 @@ class McpPool:
             self._drop(e)
 
     # -- use --------------------------------------------------------------------------------------
-    def new_transport(self, url: str) -> httpx.AsyncHTTPTransport:
+    def new_transport(self, url: str, *, egress: bool = False) -> httpx.AsyncHTTPTransport:
+        """``egress``: the caller's own ``server_url``: each new connection goes to an address the
+        egress policy checked (and never through an environment proxy, which would resolve the name
+        itself); the platform's gateway (refs) keeps the environment's proxy settings."""
         if self._ssl is None:  # one TLS context for all entries: building one costs ≈ 25 ms
             self._ssl = httpx.create_ssl_context()
         s = self.settings
-        return httpx.AsyncHTTPTransport(
-            verify=self._ssl, proxy=_env_proxy(url),
-            limits=httpx.Limits(max_connections=s.mcp_pool_connections,
-                                max_keepalive_connections=s.mcp_pool_connections,
-                                keepalive_expiry=s.mcp_keepalive_seconds))
+        limits = httpx.Limits(max_connections=s.mcp_pool_connections, max_keepalive_connections=s.mcp_pool_connections,
+                              keepalive_expiry=s.mcp_keepalive_seconds)
+        if egress:
+            transport: httpx.AsyncHTTPTransport = s.egress.transport(verify=self._ssl, limits=limits)
+            return transport
+        return httpx.AsyncHTTPTransport(verify=self._ssl, proxy=_env_proxy(url), limits=limits)
 
-    def acquire(self, key: str, url: str, *, pinned_modern: bool) -> PoolEntry:
+    def acquire(self, key: str, url: str, *, pinned_modern: bool, egress: bool = False) -> PoolEntry:
         """The entry for ``key`` (made if missing), marked in use until :meth:`release`."""
         if self.closed:
             raise RuntimeError("the MCP connection pool is closed")
         e = self._entries.get(key)
         if e is None:
             mode = MODERN if pinned_modern else "auto"
-            e = PoolEntry(key, url, self.new_transport(url), mode, mode)
+            e = PoolEntry(key, url, self.new_transport(url, egress=egress), mode, mode, egress=egress)
             self._entries[key] = e
             while len(self._entries) > self.settings.mcp_pool_max_entries:
                 others = [x for x in self._entries.values() if x is not e]

@@ -5,7 +5,9 @@ Servers by ``ref`` (a catalog slug) are reached through the gateway at ``<gatewa
 with the caller's credentials (their ``Authorization`` header as the gateway verified it, and the
 identity headers) and, in a saved agent's run, the run's signed context (``X-WeMcp-Agent-Run``) on
 every request, so the gateway resolves the caller's own upstream keys and does not meter the calls.
-Responses-style ``server_url`` servers are called directly with the headers the request gave.
+Responses-style ``server_url`` servers are called directly with the headers the request gave, over
+connections the platform's egress policy checks at connect time (``wemcp.common.netpolicy``): a
+URL, or a name rebinding, to a non-public address is a 400 ``invalid_server_url``.
 
 The clients are per request, but what they stand on is pooled (``mcp_pool.py``): connections, the
 server's protocol era and a few seconds of ``tools/list``, per user, run scope, server and headers.
@@ -14,10 +16,8 @@ server's protocol era and a few seconds of ``tools/list``, per user, run scope, 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import re
-import socket
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from wemcp.agents.config import Settings
 from wemcp.agents.errors import BadGateway, BadRequest, GatewayTimeout, oai
 from wemcp.agents.mcp_pool import McpPool, PoolEntry
 from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import EgressPolicy, EgressRefused
 
 log = get_logger("wemcp.agents.mcp")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$", re.IGNORECASE)
@@ -113,23 +114,23 @@ def _timed_out(exc: BaseException) -> bool:
     return False
 
 
-async def check_public_url(url: str, param: str, allow_private: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise oai(BadRequest, f"{param}: server_url must be an http(s) URL", "invalid_server_url", param=param)
-    if allow_private:
-        return
+async def check_public_url(url: str, param: str, egress: EgressPolicy) -> None:
+    """Up front, for a clear 400 before the model is asked: the URL's shape and where its host
+    resolves now. The connections made later are checked again when they are opened."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
-                                                             type=socket.SOCK_STREAM)
+        await egress.check(url)
+    except EgressRefused as exc:
+        raise _refused(param, exc) from None
+    except ValueError as exc:
+        raise oai(BadRequest, f"{param}: server_url {exc}", "invalid_server_url", param=param) from None
     except OSError:
-        raise oai(BadRequest, f"{param}: cannot resolve {parts.hostname!r}", "invalid_server_url",
+        raise oai(BadRequest, f"{param}: cannot resolve {urlsplit(url).hostname!r}", "invalid_server_url",
                   param=param) from None
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if not ip.is_global:
-            raise oai(BadRequest, f"{param}: {parts.hostname!r} is a private address; external MCP servers "
-                      "must be public", "invalid_server_url", param=param)
+
+
+def _refused(param: str, exc: EgressRefused) -> Exception:
+    log.warning("egress_refused", host=exc.host, reason=exc.reason, address=exc.address)
+    return oai(BadRequest, f"{param}: {exc}; external MCP servers must be public", "invalid_server_url", param=param)
 
 
 def tool_name(label: str, tool: str) -> str:
@@ -204,7 +205,9 @@ class McpHub:
     async def _connect(self, spec: McpServerSpec) -> None:
         timeout = self.settings.mcp_timeout_seconds
         what = f"MCP server {spec.ref!r}" if spec.ref else f"MCP server {spec.label!r} ({urlsplit(spec.url).netloc})"
-        entry = self.pool.acquire(spec.pool_key, spec.url, pinned_modern=spec.ref is not None)
+        # refs go to the platform's own gateway; server_url is the caller's: egress-checked connections
+        entry = self.pool.acquire(spec.pool_key, spec.url, pinned_modern=spec.ref is not None,
+                                  egress=spec.ref is None)
         self._stack.push_async_callback(self.pool.release, entry)
         for attempt in (1, 2):
             # The SDK folds HTTP statuses into JSON-RPC errors; keep them to tell 404 (unknown ref) and
@@ -226,6 +229,8 @@ class McpHub:
                 if attempt == 1 and spec.ref and _unsupported_version(exc):
                     entry.mode = "auto"  # a gateway without the 2026-07-28 revision: probe instead
                     continue
+                if entry.refused is not None:  # a connection the egress policy refused (rebinding)
+                    raise _refused(spec.param, entry.refused) from None
                 status = statuses[0] if statuses else _status_in(exc)
                 if spec.ref and status == 404:
                     raise oai(BadRequest, f"{spec.param}: unknown MCP server ref {spec.ref!r}: the catalog has no "

@@ -34,9 +34,18 @@ from wemcp.auth.schemas import (
     SecretPut,
 )
 from wemcp.auth.tokens import RefreshReused, SigningKeys, family_of, revoke_family, rotate, start_session
-from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from wemcp.common.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+)
 from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
 from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import EgressRefused
 
 log = get_logger("wemcp.auth.api")
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -113,6 +122,21 @@ async def jwks(request: Request) -> JSONResponse:
 async def providers(request: Request) -> dict[str, Any]:
     s = _st(request).settings
     return {"providers": [p for p in PROVIDERS if s.provider(p).enabled]}
+
+
+async def _public_endpoint(st: AuthState, field: str, url: str) -> None:
+    """An endpoint the auth service will POST codes and client secrets to must be public (the egress
+    policy; checked again at connect time). A name that does not resolve from here is left to
+    that check: it may resolve where the service runs."""
+    try:
+        await st.settings.egress.check(url)
+    except EgressRefused as exc:
+        raise Unprocessable(f"{field}: {exc}", extra={"errors": [
+            {"field": field, "in": "body", "message": str(exc), "type": "egress_refused"}]}) from None
+    except ValueError as exc:
+        raise Unprocessable(f"{field}: {exc}") from None
+    except OSError:
+        pass
 
 
 def _provider(st: AuthState, name: str) -> Any:
@@ -217,9 +241,9 @@ async def callback(
         if error:
             raise BadRequest(f"the provider refused: {error}")
         token = await oauth.exchange(
-            cfg, cfg.client_secret, _callback_url(st, provider), code, flow.get("verifier")
+            cfg, cfg.client_secret, _callback_url(st, provider), code, flow.get("verifier"), egress=st.settings.egress
         )
-        profile = await oauth.fetch_profile(provider, cfg, token)
+        profile = await oauth.fetch_profile(provider, cfg, token, egress=st.settings.egress)
         link_user = uuid.UUID(flow["link_user"]) if flow.get("link_user") else None
         async with st.sessions() as s, s.begin():
             user, created = await service.sign_in(s, profile, link_user)
@@ -500,6 +524,7 @@ _vault_routes("/vault/system", _system_vault, "the system's (admins)")
 @router.post("/oauth/apps", status_code=201, summary="Configure a third-party OAuth 2.0 provider (admins)")
 async def create_app(body: OAuthAppCreate, request: Request, admin: AdminUser) -> dict[str, Any]:
     st = _st(request)
+    await _public_endpoint(st, "token_url", str(body.token_url))
     async with st.sessions() as s, s.begin():
         if (await s.execute(select(OAuthApp.id).where(OAuthApp.slug == body.slug))).first():
             raise Conflict(f"an OAuth app {body.slug!r} exists")
@@ -578,7 +603,8 @@ async def connect_callback(
         async with st.sessions() as s:
             app = await service.app_by_slug(s, slug)
         secret = st.keyring.open(app.client_secret_sealed, service.app_secret_context(app.id)).decode()
-        token = await oauth.exchange(app, secret, _connect_callback(st, slug), code, flow.get("verifier"))
+        token = await oauth.exchange(app, secret, _connect_callback(st, slug), code, flow.get("verifier"),
+                                     egress=st.settings.egress)
         async with st.sessions() as s, s.begin():
             row = await service.save_connection(s, st.keyring, uuid.UUID(flow["user"]), app, token)
             return _connection_read(app, row)

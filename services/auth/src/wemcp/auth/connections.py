@@ -33,7 +33,7 @@ async def _refresh_locked(st: AuthState, conn: OAuthConnection, app: OAuthApp, f
         return token
     secret = st.keyring.open(app.client_secret_sealed, service.app_secret_context(app.id)).decode()
     try:
-        new = await oauth.refresh(app, secret, token)
+        new = await oauth.refresh(app, secret, token, egress=st.settings.egress)
     except Exception as exc:
         conn.refresh_failed_at = now()
         log.warning(

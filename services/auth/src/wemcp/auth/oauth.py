@@ -9,6 +9,11 @@ A state is also bound to the browser that started the flow: ``begin`` returns a 
 caller puts in an HttpOnly cookie, and ``take_state`` wants it back. Without that, whoever starts a
 flow can hand its authorization URL to someone else, whose provider account then ends up signed in
 or linked to the starter's account (login CSRF), or whose third-party token lands in it.
+
+The token, profile and refresh endpoints are reached through the platform's egress policy
+(``wemcp.common.netpolicy``: public addresses only, checked at connect time; ``WEMCP_EGRESS_ALLOW``
+names an internal identity provider on purpose): the code and the client secret never go to an
+address inside the platform's network. A refused endpoint is a 400 problem.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from redis.asyncio import Redis
 from wemcp.auth.config import ProviderConfig
 from wemcp.common.errors import BadGateway, BadRequest
 from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import EgressPolicy, refusal_in
 
 log = get_logger("wemcp.auth.oauth")
 STATE_KEY = "auth:oauth_state:{}"
@@ -45,8 +51,11 @@ class Profile:
     raw: dict[str, Any]
 
 
-def client_for(cfg: ProviderConfig | Any, client_secret: str, redirect_uri: str) -> AsyncOAuth2Client:
+def client_for(cfg: ProviderConfig | Any, client_secret: str, redirect_uri: str,
+               egress: EgressPolicy | None = None) -> AsyncOAuth2Client:
+    """``egress``: for clients that connect (token, refresh); building an authorization URL needs none."""
     return AsyncOAuth2Client(
+        **_through(egress),
         client_id=cfg.client_id,
         client_secret=client_secret,
         scope=cfg.scope or None,
@@ -90,12 +99,25 @@ async def take_state(redis: Redis, state: str | None, browser: str | None) -> di
     return flow
 
 
+def _through(egress: EgressPolicy | None) -> dict[str, Any]:
+    return {} if egress is None else {"transport": egress.transport(), "trust_env": False}
+
+
+def _refused(exc: BaseException, what: str) -> BadRequest | None:
+    refused = refusal_in(exc)
+    if refused is None:
+        return None
+    log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
+    return BadRequest(f"the provider's {what} endpoint is refused: {refused}")
+
+
 async def exchange(
-    cfg: Any, client_secret: str, redirect_uri: str, code: str | None, verifier: str | None
+    cfg: Any, client_secret: str, redirect_uri: str, code: str | None, verifier: str | None, *,
+    egress: EgressPolicy,
 ) -> dict[str, Any]:
     if not code or len(code) > 2000:
         raise BadRequest("missing or malformed code")
-    async with client_for(cfg, client_secret, redirect_uri) as client:
+    async with client_for(cfg, client_secret, redirect_uri, egress) as client:
         try:
             token = await client.fetch_token(
                 cfg.token_url,
@@ -107,6 +129,9 @@ async def exchange(
         except OAuthError as exc:
             raise BadRequest(f"the provider refused the code ({exc.error})") from None
         except Exception as exc:
+            refused = _refused(exc, "token")
+            if refused is not None:
+                raise refused from None
             log.warning("oauth_token_exchange_failed", token_url=cfg.token_url, error=type(exc).__name__)
             raise BadGateway("the provider's token endpoint did not answer usefully") from None
     if not token.get("access_token"):
@@ -114,16 +139,18 @@ async def exchange(
     return dict(token)
 
 
-async def refresh(cfg: Any, client_secret: str, token: dict[str, Any]) -> dict[str, Any]:
-    async with client_for(cfg, client_secret, "") as client:
+async def refresh(cfg: Any, client_secret: str, token: dict[str, Any], *, egress: EgressPolicy) -> dict[str, Any]:
+    async with client_for(cfg, client_secret, "", egress) as client:
         new = await client.refresh_token(cfg.token_url, refresh_token=token["refresh_token"])
     merged = dict(new)
     merged.setdefault("refresh_token", token["refresh_token"])  # providers may not rotate it
     return merged
 
 
-async def fetch_profile(provider: str, cfg: ProviderConfig, token: dict[str, Any]) -> Profile:
-    async with AsyncOAuth2Client(client_id=cfg.client_id, token=token, timeout=HTTP_TIMEOUT) as client:
+async def fetch_profile(provider: str, cfg: ProviderConfig, token: dict[str, Any], *,
+                        egress: EgressPolicy) -> Profile:
+    async with AsyncOAuth2Client(client_id=cfg.client_id, token=token, timeout=HTTP_TIMEOUT,
+                                 **_through(egress)) as client:
         try:
             r = await client.get(cfg.userinfo_url, headers={"Accept": "application/json"})
             if r.status_code != 200:
@@ -137,6 +164,9 @@ async def fetch_profile(provider: str, cfg: ProviderConfig, token: dict[str, Any
         except BadGateway:
             raise
         except Exception as exc:
+            refused = _refused(exc, "profile")
+            if refused is not None:
+                raise refused from None
             log.warning("oauth_profile_failed", provider=provider, error=type(exc).__name__)
             raise BadGateway("the provider's profile endpoint did not answer usefully") from None
     return profile_from(provider, data)

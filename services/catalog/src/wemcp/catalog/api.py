@@ -63,7 +63,7 @@ async def submit_server(body: ServerSubmit, request: Request, who: CurrentUser) 
     fetched = None
     if body.openapi_url:
         settings = from_request(request).settings
-        fetched = await service.fetch_openapi(body.openapi_url, settings, allow_private=settings.allow_private_fetch)
+        fetched = await service.fetch_openapi(body.openapi_url, settings)
     n = normalize(body, fetched)
     async with transaction(_sessions(request)) as s:
         row, dup = await service.submit(s, n, who)

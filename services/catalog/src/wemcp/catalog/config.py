@@ -35,8 +35,6 @@ class Settings(ServiceSettings):
     max_archive_expanded_bytes: int = Field(default=50_000_000, ge=1024)
     max_archive_entries: int = Field(default=2000, ge=1)
     openapi_fetch_timeout_seconds: float = 5.0
-    # Tests fetch OpenAPI documents from loopback; production refuses private addresses (SSRF).
-    allow_private_fetch: bool = False
 
     # Search tuning (see docs/services/catalog.md for how these were chosen).
     search_candidates: int = Field(default=100, ge=10, le=1000)

@@ -24,6 +24,7 @@ from wemcp.catalog.schemas import (
     slugify,
 )
 from wemcp.common.errors import Unprocessable
+from wemcp.common.netpolicy import reserved_header
 
 SECRET_HINT = re.compile(r"(key|token|secret|passw|pwd|credential|auth|cookie|private)", re.I)
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -178,6 +179,7 @@ def normalize_server_json(doc: ServerJson, kind: str = "server.json") -> Normali
     if not version:
         raise field_error("server_json.version", "a version is required (exact, e.g. 1.2.0)", "missing")
     spec["version"] = version
+    check_declared_headers(spec)
     return Normalized(name=doc.name, version=version, title=doc.title or doc.name.split("/")[-1],
                       description=doc.description, package_key=_package_key(spec), source_kind=kind, spec=spec)
 
@@ -205,6 +207,7 @@ def normalize_mcp_servers(label: str, entry: McpServerEntry, sub: ServerSubmit) 
         name = sub.name or _name_for_package(pkg["registryType"], pkg["identifier"])
     title = sub.title or label
     spec.update(name=name, version=version, title=title, description=sub.description or "")
+    check_declared_headers(spec)
     return Normalized(name=name, version=version, title=title, description=sub.description or "",
                       package_key=_package_key(spec), source_kind="mcpServers", spec=spec)
 
@@ -255,6 +258,7 @@ def normalize_openapi(doc: dict[str, Any], sub: ServerSubmit, where: str = "open
     spec: dict[str, Any] = {
         "name": name, "version": version, "title": title, "description": description, "packages": [],
         "remotes": [], "openapi": {"baseUrl": base, "operations": ops, "inputs": inputs, "document": doc}}
+    check_declared_headers(spec)
     return Normalized(name=name, version=version, title=title, description=description,
                       package_key=_package_key(spec), source_kind="openapi", spec=spec)
 
@@ -296,3 +300,38 @@ def normalize(sub: ServerSubmit, fetched_openapi: dict[str, Any] | None = None) 
     n.category, n.tags = sub.category, list(sub.tags)
     n.readme, n.icon = sub.readme or "", sub.icon
     return n
+
+
+# OpenAPI itself says header parameters with these names are ignored: dropped quietly, not refused.
+_OPENAPI_IGNORED = frozenset({"accept", "content-type", "authorization"})
+
+
+def check_declared_headers(spec: dict[str, Any]) -> None:
+    """Header names a submission asks the platform to send upstream — remote headers (server.json,
+    ``mcpServers``), OpenAPI key schemes and header parameters — must not be reserved
+    (``X-WeMcp-*``, hop-by-hop, ``Host`` ...: ``netpolicy.reserved_header``): 422 naming it. The
+    gateway drops them again, for routes that reach it by other ways."""
+    for i, remote in enumerate(spec.get("remotes") or []):
+        for j, h in enumerate(remote.get("headers") or []):
+            _refuse_reserved(str(h.get("name") or ""), f"remotes[{i}].headers[{j}].name")
+    doc = (spec.get("openapi") or {}).get("document") or {}
+    schemes = (doc.get("components") or {}).get("securitySchemes") if isinstance(doc, dict) else None
+    if isinstance(schemes, dict):
+        for sname, s in schemes.items():
+            if isinstance(s, dict) and s.get("type") == "apiKey" and s.get("in", "header") == "header":
+                _refuse_reserved(str(s.get("name") or ""), f"openapi.components.securitySchemes.{sname}.name")
+    for path, item in (doc.get("paths") or {}).items() if isinstance(doc, dict) else ():
+        if not isinstance(item, dict):
+            continue
+        ops = [item] + [op for m, op in item.items() if m in {"get", "post", "put", "patch", "delete"}]
+        for op in ops:
+            for p in (op.get("parameters") or []) if isinstance(op, dict) else []:
+                if isinstance(p, dict) and p.get("in") == "header" and str(p.get("name", "")).lower() \
+                        not in _OPENAPI_IGNORED:
+                    _refuse_reserved(str(p.get("name") or ""), f"openapi.paths.{path}.parameters")
+
+
+def _refuse_reserved(name: str, where: str) -> None:
+    why = reserved_header(name)
+    if why is not None:
+        raise field_error(where, f"the header {name!r} cannot be declared: {why}", "reserved_header")

@@ -4,13 +4,9 @@ in the same transaction (outbox)."""
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import json
-import socket
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -27,32 +23,29 @@ from wemcp.catalog.schemas import ServerUpdate, slugify
 from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted, ServerUpdated
 from wemcp.common.identity import Identity
+from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import refusal_in
 from wemcp.common.outbox import add_event
 
+log = get_logger("wemcp.catalog")
 ICON = "https://api.dicebear.com/7.x/bottts/svg?seed={slug}"
 OPENAPI_ACCEPT = "application/json, application/yaml;q=0.9, application/x-yaml;q=0.9, text/yaml;q=0.9, */*;q=0.5"
 
 
 # ---- submission ----------------------------------------------------------------------------------
 
-async def fetch_openapi(url: str, settings: Settings, allow_private: bool = False) -> dict[str, Any]:
-    """Fetch an OpenAPI document by URL: http(s) only, public addresses only (no SSRF into the
-    platform's network), bounded size and time."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise field_error("openapi_url", "must be an http(s) URL")
-    if not allow_private:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443)
-        except socket.gaierror:
-            raise field_error("openapi_url", "the host does not resolve") from None
-        for info in infos:
-            ip = ipaddress.ip_address(info[4][0])
-            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
-                raise field_error("openapi_url", "the host resolves to a private address")
+async def fetch_openapi(url: str, settings: Settings) -> dict[str, Any]:
+    """Fetch an OpenAPI document by URL for its submitter: through the egress policy (public
+    addresses only, checked at connect time; ``WEMCP_EGRESS_ALLOW``), no redirects, bounded size
+    and time."""
+    policy = settings.egress
+    try:
+        policy.check_url(url)
+    except ValueError as exc:
+        raise field_error("openapi_url", str(exc)) from None
     limit = settings.max_json_body_bytes
     try:
-        async with httpx.AsyncClient(timeout=settings.openapi_fetch_timeout_seconds, follow_redirects=False) as c:
+        async with policy.client(timeout=settings.openapi_fetch_timeout_seconds) as c:
             async with c.stream("GET", url, headers={"Accept": OPENAPI_ACCEPT}) as r:
                 if r.status_code != 200:
                     raise field_error("openapi_url", f"fetching it answered HTTP {r.status_code}")
@@ -62,6 +55,10 @@ async def fetch_openapi(url: str, settings: Settings, allow_private: bool = Fals
                     if len(buf) > limit:
                         raise field_error("openapi_url", f"the document is larger than {limit} bytes")
     except httpx.HTTPError as exc:
+        refused = refusal_in(exc)
+        if refused is not None:
+            log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
+            raise field_error("openapi_url", str(refused), "egress_refused") from None
         raise field_error("openapi_url", f"cannot fetch it: {type(exc).__name__}") from None
     doc = parse_openapi_document(bytes(buf))
     if not isinstance(doc, dict):

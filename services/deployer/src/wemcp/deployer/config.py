@@ -49,10 +49,6 @@ class Settings(ServiceSettings):
     max_children_per_server: int = Field(default=16, ge=1)
     max_concurrent_deploys: int = Field(default=2, ge=1)
 
-    # SSRF: remotes on private/loopback/link-local addresses are refused unless listed here
-    # (hostnames or CIDRs, comma separated).
-    remote_allow: str = ""
-
     npm_registry: str | None = None
     pip_index_url: str | None = None
     # Base interpreter for per-package venvs (must be readable by the sandbox uid).
@@ -76,10 +72,6 @@ class Settings(ServiceSettings):
     @property
     def data_path(self) -> Path:
         return self.data_dir.resolve()
-
-    @property
-    def allow_list(self) -> list[str]:
-        return [x.strip() for x in self.remote_allow.split(",") if x.strip()]
 
 
 @lru_cache

@@ -1,4 +1,5 @@
-"""Listing a server's tools, prompts and resources with the official MCP client, in either era."""
+"""Listing a server's tools, prompts and resources with the official MCP client, in either era.
+``egress``: the server is a user's remote, reached only through the egress policy's connections."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from wemcp.common.events.servers import PromptInfo, ResourceInfo, ToolInfo
+from wemcp.common.netpolicy import EgressPolicy
 
 
 @dataclass
@@ -27,14 +29,17 @@ def _dump(obj: Any) -> dict[str, Any]:
 
 
 async def introspect(url: str, *, mode: str = "legacy", headers: dict[str, str] | None = None,
-                     timeout: float = 60.0, transport: str = "streamable-http") -> Listing:  # noqa: ASYNC109
+                     timeout: float = 60.0, transport: str = "streamable-http",  # noqa: ASYNC109
+                     egress: EgressPolicy | None = None) -> Listing:
     server: Any = url
     if transport == "sse":
-        server = _SseTransport(url, headers)
-    elif headers:
+        server = _SseTransport(url, headers, egress)
+    elif headers or egress is not None:
         import httpx2
 
-        server = streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=timeout))
+        http = (egress.client(headers=headers, timeout=timeout) if egress is not None
+                else httpx2.AsyncClient(headers=headers, timeout=timeout))
+        server = streamable_http_client(url, http_client=http)
     async with asyncio.timeout(timeout):
         async with Client(server, mode=mode, read_timeout_seconds=timeout, cache=None) as client:
             caps = client.server_capabilities
@@ -72,7 +77,13 @@ async def _tools(client: Client) -> list[ToolInfo]:
     return tools
 
 
-def _SseTransport(url: str, headers: dict[str, str] | None) -> Any:
+def _SseTransport(url: str, headers: dict[str, str] | None, egress: EgressPolicy | None) -> Any:
     from mcp.client.sse import sse_client
 
-    return sse_client(url, headers=headers)
+    if egress is None:
+        return sse_client(url, headers=headers)
+
+    def checked(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
+        return egress.client(headers=headers, timeout=timeout, auth=auth)
+
+    return sse_client(url, headers=headers, httpx_client_factory=checked)

@@ -63,7 +63,7 @@ class Orchestrator:
         self.local = LocalDeployer.from_settings(settings)
         self.bridge, self.installer = self.local.bridge, self.local.installer
         self.caps, self.limits = self.bridge.caps, self.bridge.limits
-        self.remote = RemoteDeployer(settings.allow_list)
+        self.remote = RemoteDeployer(settings.egress)
         builder = ArtifactBuilder(self.installer, data / "cloud-artifacts")
         self.backends: dict[str, Deployer] = {
             "local": self.local, "remote": self.remote,
@@ -247,7 +247,7 @@ class Orchestrator:
         assert outcome.introspect_url
         if remote:
             listing = await introspect(outcome.introspect_url, mode="auto", headers=outcome.introspect_headers,
-                                       transport=outcome.transport)
+                                       transport=outcome.transport, egress=self.settings.egress)
             return listing, [listing.protocol_version]
         listing = await introspect(outcome.introspect_url, mode="legacy")
         versions = [listing.protocol_version]

@@ -61,7 +61,6 @@ class Settings(ServiceSettings):
     system_keys: SecretStr | None = None
     system_keys_from_vault: bool = True
     key_cache_ttl_seconds: float = Field(default=10.0, gt=0)
-    openapi_allow_hosts: list[str] = Field(default_factory=list)  # "host" or "host:port", skip SSRF check
     call_event_queue: int = Field(default=10_000, ge=1)
     route_replay_wait_seconds: float = Field(default=10.0, ge=0)
     quota_enabled: bool = True

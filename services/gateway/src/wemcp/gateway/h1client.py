@@ -18,6 +18,9 @@ protocol callbacks), one timer per wait.
 - Timeouts: ``connect_timeout`` for TCP+TLS (``ConnectError``); ``timeout`` (or the per-request one)
   until the response headers, then as an idle timeout between body chunks while reading (builtin
   ``TimeoutError``). A stream that keeps sending is never cut.
+- ``egress``: a :class:`~wemcp.common.netpolicy.EgressPolicy` for user-supplied upstreams: each new
+  connection resolves the host once, checks every address and connects to a checked one (DNS
+  rebinding cannot slip in between); pooled connections pay nothing more.
 - Header names and values, the method and the request target are checked: CR, LF or NUL anywhere
   (header values carry end users' API keys) raise ``ProtocolError`` before anything is sent.
 """
@@ -31,9 +34,12 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+if TYPE_CHECKING:
+    from wemcp.common.netpolicy import EgressPolicy
 
 __all__ = ["ConnectError", "H1Client", "H1Error", "H1Response", "ProtocolError", "ServerDisconnected"]
 
@@ -495,11 +501,12 @@ def _expire(fut: asyncio.Future[Any], timeout: float) -> None:
 class H1Client:
     """A pooled HTTP/1.1 client (see the module docstring). One per event loop."""
 
-    __slots__ = ("_closed", "_connect_timeout", "_conns", "_idle", "_keepalive", "_loop", "_max", "_open",
+    __slots__ = ("_closed", "_connect_timeout", "_conns", "_egress", "_idle", "_keepalive", "_loop", "_max", "_open",
                  "_ssl", "_sweeper", "_targets", "_timeout", "_waiters")
 
     def __init__(self, *, max_connections: int = 512, connect_timeout: float = 3.0, timeout: float = 60.0,
-                 keepalive_seconds: float = 60.0, ssl_context: ssl.SSLContext | None = None) -> None:
+                 keepalive_seconds: float = 60.0, ssl_context: ssl.SSLContext | None = None,
+                 egress: EgressPolicy | None = None) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self._max = max_connections
@@ -507,6 +514,7 @@ class H1Client:
         self._timeout = timeout
         self._keepalive = keepalive_seconds
         self._ssl = ssl_context
+        self._egress = egress
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: dict[str, list[_Conn]] = {}  # origin -> idle connections, most recently used last
         self._conns: set[_Conn] = set()  # every connected connection (idle or busy)
@@ -632,8 +640,11 @@ class H1Client:
         conn = _Conn(self, t.key, loop)
         try:
             async with asyncio.timeout(self._connect_timeout):
-                await loop.create_connection(lambda: conn, t.host, t.port, ssl=ctx,
-                                             server_hostname=t.host if ctx is not None else None)
+                if self._egress is None:
+                    await loop.create_connection(lambda: conn, t.host, t.port, ssl=ctx,
+                                                 server_hostname=t.host if ctx is not None else None)
+                else:  # resolve once, check every address, connect to a checked one (SNI: the name)
+                    await self._egress.create_connection(loop, lambda: conn, t.host, t.port, ssl=ctx)
         except BaseException as exc:
             if conn.transport is not None:
                 conn.close(abort=True)

@@ -6,75 +6,32 @@ Credentials come from the declared inputs (the catalog names them ``<TITLE>_<SCH
 document's security schemes): ``apiKey`` in a header, query or cookie; ``http`` bearer/basic and
 ``oauth2`` as ``Authorization``.
 
-SSRF: requests go through a connector whose resolver refuses loopback, private, link-local,
-multicast and reserved addresses *at connect time* (so DNS rebinding after a check does not
-help), only http(s), no redirects followed, responses capped in size and time. A host that is an
-IP literal never reaches a resolver (aiohttp connects to it directly), so it is checked before the
-request. Hosts listed in ``WEMCP_GATEWAY_OPENAPI_ALLOW_HOSTS`` (tests, an internal API on purpose)
-skip the address check.
+Egress: the base URL is the submitter's, so requests go through the platform's egress policy
+(``wemcp.common.netpolicy``): every new connection is checked at connect time against the resolved
+address (DNS rebinding after a check does not help), IP literals included; only http(s), no
+redirects followed, responses capped in size and time. Declared header names the platform reserves
+(``X-WeMcp-*``, hop-by-hop ...) are never sent, whether a parameter or a key scheme names them.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import re
-import socket
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import quote
 
-import aiohttp
+import httpx2 as httpx
 import orjson
-from aiohttp.abc import AbstractResolver
 
+from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import EgressPolicy, refusal_in, reserved_header
 from wemcp.gateway.keys import Resolved
 from wemcp.gateway.routes import Route
 
-if TYPE_CHECKING:
-    from aiohttp.abc import ResolveResult
+log = get_logger("wemcp.gateway.openapi")
 
 METHODS = ("get", "post", "put", "patch", "delete")
 MAX_RESPONSE = 1024 * 1024
-
-
-class Blocked(Exception):
-    pass
-
-
-def _public(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return not (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
-                or addr.is_reserved or addr.is_unspecified)
-
-
-def _blocked_literal(host: str, port: int, allow: set[str]) -> bool:
-    """An IP-literal host that is not public and not allowed (literals bypass the resolver)."""
-    try:
-        ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        return False
-    return not (f"{host}:{port}" in allow or host in allow or _public(host))
-
-
-class SafeResolver(AbstractResolver):
-    def __init__(self, allow: set[str]) -> None:
-        self.allow = allow
-        self._inner = aiohttp.ThreadedResolver()
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        infos = await self._inner.resolve(host, port, family)
-        if f"{host}:{port}" in self.allow or host in self.allow:
-            return infos
-        for info in infos:
-            if not _public(info["host"]):
-                raise Blocked(f"{host} resolves to a non-public address")
-        return infos
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def _sanitize(name: str) -> str:
@@ -119,6 +76,8 @@ def operations(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for p in _resolve_refs(list(shared) + list(op.get("parameters") or []), doc):
                 if not isinstance(p, dict) or p.get("in") not in ("path", "query", "header") or not p.get("name"):
                     continue
+                if p["in"] == "header" and reserved_header(str(p["name"])) is not None:
+                    continue  # never sent (the catalog refuses such documents; older routes may have them)
                 params.append({"name": p["name"], "in": p["in"]})
                 schema = dict(p.get("schema") or {"type": "string"})
                 if p.get("description"):
@@ -154,7 +113,9 @@ def _auth(spec: dict[str, Any], resolved: Resolved, headers: dict[str, str], que
             continue
         if s.get("type") == "apiKey":
             where = {"header": headers, "query": query, "cookie": cookies}.get(s.get("in", "header"), headers)
-            where[str(s.get("name") or "X-API-Key")] = value
+            name = str(s.get("name") or "X-API-Key")
+            if where is not headers or reserved_header(name) is None:
+                where[name] = value
         elif s.get("type") == "http" and str(s.get("scheme", "")).lower() == "basic":
             raw = value if ":" in value else f"{value}:"
             headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode()
@@ -163,19 +124,19 @@ def _auth(spec: dict[str, Any], resolved: Resolved, headers: dict[str, str], que
 
 
 class OpenApiTools:
-    def __init__(self, allow_hosts: list[str], timeout: float = 30.0) -> None:
-        self.allow = set(allow_hosts)
-        self.timeout = aiohttp.ClientTimeout(total=timeout, connect=5)
-        self.http: aiohttp.ClientSession | None = None
+    def __init__(self, egress: EgressPolicy, timeout: float = 30.0) -> None:
+        self.egress = egress
+        self.timeout = httpx.Timeout(timeout, connect=5.0)
+        self.http: httpx.AsyncClient | None = None
         self._ops: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(resolver=SafeResolver(self.allow), limit=256)
-        self.http = aiohttp.ClientSession(connector=connector, timeout=self.timeout, auto_decompress=True)
+        self.http = self.egress.client(timeout=self.timeout,
+                                       limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
 
     async def close(self) -> None:
         if self.http is not None:
-            await self.http.close()
+            await self.http.aclose()
 
     def ops(self, route: Route) -> dict[str, dict[str, Any]]:
         key = (route.slug, route.generation)
@@ -212,39 +173,39 @@ class OpenApiTools:
                 headers[p["name"]] = text
         _auth(spec, resolved, headers, query, cookies)
         url = base + path
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            return _result(f"refused: {parts.scheme!r} is not http(s)", True)
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            return _result("refused: the base URL has an invalid port", True)
-        if _blocked_literal(parts.hostname or "", port, self.allow):
-            return _result(f"refused by SSRF protection: {parts.hostname} is not a public address", True)
+            self.egress.check_url(url)
+        except ValueError as exc:
+            return _result(f"refused: the base URL {exc}", True)
         data = None
         if op["body"] and "body" in args:
             data = orjson.dumps(args["body"])
             headers["content-type"] = "application/json"
+        if cookies:  # one request's cookies, not a jar shared by every caller of the client
+            headers["cookie"] = "; ".join(f"{k}={quote(v, safe='')}" for k, v in cookies.items())
         try:
-            async with self.http.request(op["method"].upper(), url, params=query, headers=headers, data=data,
-                                         cookies=cookies, allow_redirects=False) as r:
+            async with self.http.stream(op["method"].upper(), url, params=query, headers=headers, content=data) as r:
                 chunks, size = [], 0
-                async for chunk in r.content.iter_chunked(65536):
+                async for chunk in r.aiter_bytes():
                     size += len(chunk)
                     if size > MAX_RESPONSE:
                         return _result(f"the API answered more than {MAX_RESPONSE} bytes", True)
                     chunks.append(chunk)
                 text = b"".join(chunks).decode("utf-8", "replace")
-                if 300 <= r.status < 400:
-                    return _result(f"the API redirected (HTTP {r.status}); redirects are not followed", True)
-                return _result(text if r.status < 400 else f"HTTP {r.status}: {text[:4000]}", r.status >= 400)
-        except Blocked as exc:
-            return _result(f"refused by SSRF protection: {exc}", True)
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(getattr(exc, "os_error", None), Blocked) or "non-public" in str(exc):
-                return _result(f"refused by SSRF protection: {exc.os_error}", True)
-            return _result(f"the API is unreachable ({type(exc).__name__})", True)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                if 300 <= r.status_code < 400:
+                    return _result(f"the API redirected (HTTP {r.status_code}); redirects are not followed", True)
+                return _result(text if r.status_code < 400 else f"HTTP {r.status_code}: {text[:4000]}",
+                               r.status_code >= 400)
+        except httpx.HTTPError as exc:
+            refused = refusal_in(exc)
+            if refused is not None:
+                log.warning("egress_refused", server=route.slug, host=refused.host, reason=refused.reason,
+                            address=refused.address)
+                return _result(f"refused: {refused}", True)
+            if isinstance(exc, httpx.TimeoutException):
+                return _result(f"the API did not answer in time ({type(exc).__name__})", True)
+            if isinstance(exc, httpx.ConnectError):
+                return _result(f"the API is unreachable ({type(exc).__name__})", True)
             return _result(f"the API call failed ({type(exc).__name__})", True)
 
 

@@ -250,7 +250,7 @@ class Relay:
         if sess.session_id:
             headers["mcp-session-id"] = sess.session_id
         try:
-            resp = await self.up.post(sess.url, orjson.dumps(reply), headers)
+            resp = await self.up.post(sess.url, orjson.dumps(reply), headers, remote=sess.remote)
             await self.up.read(resp)
             if resp.status >= 400:
                 log.info("relay_answer_refused", status=resp.status)

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import outbound
 
 log = get_logger("wemcp.gateway.routes")
 KV_BUCKET = "wemcp_gateway_routes"
@@ -81,7 +82,7 @@ class Route:
     def from_json(cls, raw: bytes) -> Route:
         d = orjson.loads(raw)
         d["inputs"] = [Input(**i) for i in d.get("inputs", [])]
-        d["headers"] = [tuple(h) for h in d.get("headers", [])]
+        d["headers"] = outbound(tuple(h) for h in d.get("headers", []))  # (snapshots from before the rule)
         known = {f for f in cls.__dataclass_fields__} - {"needs"}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -132,6 +133,9 @@ def inputs_of(spec: dict[str, Any]) -> tuple[list[Input], list[tuple[str, str]],
                 add(env, h.get("isSecret", True), h.get("isRequired", False))
                 value = "{" + env + "}"
             headers.append((h["name"], value))
+    # The catalog refuses reserved header names (422); a route folded from the bus still never sends
+    # one: upstreams do not receive X-WeMcp-* or hop-by-hop headers from the gateway.
+    headers = outbound(headers)
     openapi = spec.get("openapi")
     if openapi:
         hosted = False

@@ -11,6 +11,10 @@
   by every client session of that user with those credentials, never shared between users or
   between different secrets. A session the upstream forgot (404) is re-opened once transparently.
   A route change (disable, redeploy) bumps the generation, which retires its sessions.
+- Two connection pools: the deployer's bridge (platform-internal, on the platform's network) and
+  *remote* upstreams, whose URLs users supplied: that pool connects only to addresses the egress
+  policy allows (``wemcp.common.netpolicy``, checked per new connection, at connect time). Pools are
+  keyed by origin, so a remote URL naming the bridge's address never borrows a bridge connection.
 - The era of an upstream comes from ``server.deployed``'s ``protocol_versions``; when unknown, one
   ``server/discover`` probe decides and is remembered on the route.
 """
@@ -26,6 +30,7 @@ from typing import Any
 import orjson
 
 from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import EgressPolicy, refusal_in
 from wemcp.gateway.h1client import H1Client, H1Error, H1Response
 from wemcp.gateway.keys import Resolved, fill
 from wemcp.gateway.routes import MODERN, Route
@@ -54,6 +59,7 @@ class LegacySession:
     init_result: dict[str, Any]
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)  # credentials, for the DELETE at close
+    remote: bool = False  # a user-supplied upstream: through the egress-checked pool
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -137,11 +143,13 @@ def final_response(msgs: list[dict[str, Any]], req_id: Any) -> dict[str, Any] | 
 
 class Upstream:
     def __init__(self, *, max_connections: int = 512, timeout: float = 60.0, connect_timeout: float = 3.0,
-                 max_sessions: int = 10_000) -> None:
+                 max_sessions: int = 10_000, egress: EgressPolicy | None = None) -> None:
         self.timeout, self.connect_timeout = timeout, connect_timeout
+        self.egress = egress or EgressPolicy()
         self.max_connections = max_connections
         self.max_sessions = max_sessions
-        self.http: H1Client | None = None
+        self.http: H1Client | None = None  # the deployer's bridge (and the platform's own services)
+        self.remote: H1Client | None = None  # user-supplied upstreams, under the egress policy
         self.sessions: dict[tuple[Any, ...], LegacySession] = {}
         self._locks: dict[tuple[Any, ...], asyncio.Lock] = {}
         self._discover: dict[tuple[str, int], dict[str, Any]] = {}
@@ -153,6 +161,8 @@ class Upstream:
         # sooner and say so (Keep-Alive: timeout=N) are honoured by the client
         self.http = H1Client(max_connections=self.max_connections, connect_timeout=self.connect_timeout,
                              timeout=self.timeout, keepalive_seconds=60.0)
+        self.remote = H1Client(max_connections=self.max_connections, connect_timeout=self.connect_timeout,
+                               timeout=self.timeout, keepalive_seconds=60.0, egress=self.egress)
 
     async def close(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (bounds each DELETE)
         """End the pooled upstream sessions (DELETE, bounded) and the connection pool."""
@@ -164,14 +174,17 @@ class Upstream:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(timeout):
                     await asyncio.gather(*(self._delete(s) for _, s in pooled), return_exceptions=True)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(timeout):
-                await self.http.close()
+        for client in (self.http, self.remote):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(timeout):
+                        await client.close()
 
     async def _delete(self, sess: LegacySession) -> None:
-        assert self.http is not None and sess.session_id and sess.url
+        client = self.remote if sess.remote else self.http
+        assert client is not None and sess.session_id and sess.url
         h = {"mcp-session-id": sess.session_id, "mcp-protocol-version": sess.protocol_version, **sess.headers}
-        async with await self.http.request("DELETE", sess.url, headers=h) as resp:
+        async with await client.request("DELETE", sess.url, headers=h) as resp:
             await resp.read()
 
     def retire(self, slug: str) -> None:
@@ -199,13 +212,20 @@ class Upstream:
                 headers[name] = value
         return fill(route.endpoint, resolved.values), headers
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> H1Response:
-        assert self.http is not None
+    async def post(self, url: str, body: bytes, headers: dict[str, str], *, remote: bool) -> H1Response:
+        """``remote``: a user-supplied upstream (``not route.hosted``): the egress-checked pool. No
+        default: every caller decides which pool its URL belongs to."""
+        client = self.remote if remote else self.http
+        assert client is not None
         try:
-            return await self.http.request("POST", url, body, headers)
+            return await client.request("POST", url, body, headers)
         except TimeoutError:
             raise UpstreamError("the server did not answer in time", -32001, timeout=True) from None
         except H1Error as exc:
+            refused = refusal_in(exc)
+            if refused is not None:
+                log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
+                raise UpstreamError(f"refused: {refused}", -32002) from None
             raise UpstreamError(f"the server is unreachable ({type(exc).__name__})", -32002) from None
 
     async def read(self, resp: Any) -> bytes:
@@ -240,7 +260,7 @@ class Upstream:
         headers.update({"mcp-protocol-version": MODERN, "mcp-method": "server/discover"})
         body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {"_meta": {
             PV_META: MODERN, CAPS_META: {}, INFO_META: GATEWAY_INFO}}})
-        resp = await self.post(url, body, headers)
+        resp = await self.post(url, body, headers, remote=not route.hosted)
         status, ctype = resp.status, resp.headers.get("content-type", "")
         raw = await self.read(resp)
         if status >= 400 and "json" not in ctype and "event-stream" not in ctype:
@@ -284,7 +304,7 @@ class Upstream:
         url, headers = self.target(route, resolved)
         body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": protocol_version, "capabilities": caps or {}, "clientInfo": GATEWAY_INFO}})
-        resp = await self.post(url, body, headers)
+        resp = await self.post(url, body, headers, remote=not route.hosted)
         sid = resp.headers.get("mcp-session-id")
         status, ctype = resp.status, resp.headers.get("content-type", "")
         raw = await self.read(resp)
@@ -298,11 +318,13 @@ class Upstream:
         h2["mcp-protocol-version"] = pv
         if sid:
             h2["mcp-session-id"] = sid
-        r2 = await self.post(url, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', h2)
+        r2 = await self.post(url, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', h2,
+                             remote=not route.hosted)
         await self.read(r2)
         log.info("upstream_session_opened", server=route.slug, protocol_version=pv)
         return LegacySession(sid, pv, result, url,
-                             {k: v for k, v in headers.items() if k not in ("content-type", "accept")})
+                             {k: v for k, v in headers.items() if k not in ("content-type", "accept")},
+                             remote=not route.hosted)
 
     # -- one request, as a client of the upstream ----------------------------------------------------------
     async def send(self, route: Route, resolved: Resolved, user_key: str, msg: dict[str, Any],
@@ -333,7 +355,7 @@ class Upstream:
                 meta.setdefault(INFO_META, client_info or GATEWAY_INFO)
                 p["_meta"] = meta
                 body = orjson.dumps({**msg, "params": p})
-            return await self.post(url, body, headers)
+            return await self.post(url, body, headers, remote=not route.hosted)
         # a 2025 upstream: through the pooled session of this user and these credentials.
         # Several client sessions of one user share this upstream session, and each numbers its
         # requests from 0: forwarded as they are, two in-flight requests could carry the same id on
@@ -367,7 +389,7 @@ class Upstream:
             h["mcp-protocol-version"] = sess.protocol_version
             if sess.session_id:
                 h["mcp-session-id"] = sess.session_id
-            resp = await self.post(url, body, h)
+            resp = await self.post(url, body, h, remote=sess.remote)
             last_status = resp.status
             if resp.status == 404 and sess.session_id:
                 resp.release()  # the upstream forgot the session (restart, idle expiry): open another

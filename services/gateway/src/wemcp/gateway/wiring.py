@@ -142,11 +142,11 @@ async def open_mcp(runtime: Any) -> None:
     state = runtime.extras["gateway"]
     s = state.settings
     upstream = Upstream(max_connections=s.upstream_max_connections, timeout=s.mcp_upstream_timeout_seconds,
-                        connect_timeout=s.upstream_connect_timeout_seconds)
+                        connect_timeout=s.upstream_connect_timeout_seconds, egress=s.egress)
     await upstream.start()
     keys = KeyResolver(upstream.http, state.urls["auth"], system_keys=_system_keys(s), ttl=s.key_cache_ttl_seconds,
                        system_from_vault=s.system_keys_from_vault)
-    tools = OpenApiTools(s.openapi_allow_hosts)
+    tools = OpenApiTools(s.egress)  # the same policy object: one allow-list for every user-supplied URL
     await tools.start()
     quota = None
     if s.quota_enabled and runtime.redis is not None:

@@ -1,17 +1,20 @@
-"""Remote servers (Streamable HTTP or SSE URLs): registered without hosting, after an SSRF check."""
+"""Remote servers (Streamable HTTP or SSE URLs): registered without hosting, after the egress
+policy's check (``wemcp.common.netpolicy``). The check here is for a clear early answer; what
+protects is the check every later connection makes when it is opened (the introspection below, the
+gateway's calls), since the name may resolve elsewhere by then."""
 
 from __future__ import annotations
 
+from wemcp.common.netpolicy import EgressPolicy, EgressRefused
 from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, RuntimeStatus, Target
 from wemcp.deployer.spec import fill
-from wemcp.deployer.ssrf import UnsafeUrl, check_url
 
 
 class RemoteDeployer:
     name = "remote"
 
-    def __init__(self, allow: list[str]) -> None:
-        self.allow = allow
+    def __init__(self, egress: EgressPolicy) -> None:
+        self.egress = egress
         self.registered: dict[str, str] = {}
 
     def plan(self, target: Target) -> Plan:
@@ -26,11 +29,15 @@ class RemoteDeployer:
             if "{" in url:
                 raise DeployError("the remote URL has placeholders the platform fills per user; "
                                   "it cannot be checked until a user configures it")
-        await progress("checking", f"SSRF check of {remote.url}")
+        await progress("checking", f"egress check of {remote.url}")
         try:
-            await check_url(remote.url, self.allow)
-        except UnsafeUrl as exc:
-            raise DeployError(str(exc)) from None
+            await self.egress.check(remote.url)
+        except EgressRefused as exc:
+            raise DeployError(f"remote servers must be reachable on the public internet: {exc}") from None
+        except ValueError as exc:
+            raise DeployError(f"the remote URL {exc}") from None
+        except OSError:
+            raise DeployError(f"the host of {remote.url} does not resolve; check the URL") from None
         headers = {h.name: h.value for h in remote.headers if h.value and not h.is_secret and "{" not in h.value}
         self.registered[target.slug] = remote.url
         return Outcome(endpoint=remote.url, transport=remote.type, introspect_url=remote.url,
