@@ -54,6 +54,38 @@ platform, time_upstream, time_exe = (_agents_fixtures.platform, _agents_fixtures
                                      _agents_fixtures.time_exe)
 
 
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests name metadata and shared addresses on purpose. Should the policy ever let one
+    through again, the connect must not leave the machine: any socket connect to an address outside
+    loopback fails here (as a refused connection) instead of sending a packet."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def allowed(address: Any) -> bool:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is None:  # unix sockets
+            return True
+        import ipaddress
+
+        try:
+            return ipaddress.ip_address(host.split("%")[0]).is_loopback
+        except ValueError:
+            return False
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if not allowed(address):
+            raise ConnectionRefusedError(f"test guard: no connection outside loopback ({address[0]})")
+        return real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        if not allowed(address):
+            raise ConnectionRefusedError(f"test guard: no connection outside loopback ({address[0]})")
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+
+
 @pytest.fixture
 def dns(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[str]]:
     """``dns("name.test", "1.2.3.4", "127.0.0.1")``: the name answers each address in turn (the
