@@ -30,7 +30,7 @@ from platform_kit import platform, superadmin_key, user_key
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = 6  # per operation and generation mode; each case is sent as all three callers
+EXAMPLES = 5  # per operation and generation mode; each case is sent as all three callers
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
