@@ -11,8 +11,8 @@ The one exception: a registry name under ``/v0.1/servers/`` is sent URL-encoded 
 official registry API (``io.github.user%2Fweather``); that segment is decoded, checked against the
 registry's name syntax and re-encoded, so its ``%2F`` is the only encoded slash that passes.
 
-:func:`check` is pure and cheap (one regex search for an ordinary path: it runs on every request,
-the MCP hot path included); :class:`PathGuard` applies it to every request ahead of routing.
+:func:`check` is pure and cheap (two byte scans for an ordinary path: it runs on every request, the
+MCP hot path included); :class:`PathGuard` applies it to every request ahead of routing.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from urllib.parse import quote, unquote_to_bytes
 from wemcp.common.errors import BadRequest
 from wemcp.common.http import problem
 
-# What an ordinary path never holds: a byte outside visible ASCII, "%" or a backslash. A path
-# without any of these, and without "/." (where a dot segment would start), is forwarded after these two scans
-# (~0.3 us; one regex with the dot segment as an alternative took ~1.3 us).
+# What an ordinary path never holds: a byte outside visible ASCII, "%" or a backslash. A path without
+# any of these, and without "/." (where a dot segment would start), is forwarded after these two
+# scans (~0.3 us; one regex with the dot segment as an alternative took ~1.3 us).
 _ODD_BYTE = re.compile(rb"[^!-$&-\[\]-~]")
 _INVISIBLE = re.compile(rb"[^!-~]")
 _ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # a "%" not followed by two hex digits
@@ -95,7 +95,7 @@ def _raw_path(scope: dict[str, Any]) -> bytes:
     raw = scope.get("raw_path")
     if raw is None:  # optional in ASGI; every server the gateway runs on sets it
         raw = quote(scope["path"]).encode("ascii")
-    return raw  # type: ignore[no-any-return]
+    return raw
 
 
 def check_query(query_string: bytes) -> None:
