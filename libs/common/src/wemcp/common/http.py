@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -167,5 +168,18 @@ def http_protocol() -> Any:
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+
+        def send_400_response(self, msg: str) -> None:
+            # A request the HTTP parser refuses (a raw non-ASCII byte in the path, a malformed
+            # request line) gets the platform's problem+json like every other 400, not text/plain.
+            body = orjson.dumps({"type": "about:blank", "title": "Bad Request", "status": 400,
+                                 "detail": "the request is not valid HTTP (the request line or headers "
+                                           "hold bytes that must be percent-encoded)"})
+            head = [b"HTTP/1.1 400 Bad Request\r\n"]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            head.append(b"content-type: " + PROBLEM_JSON.encode() + b"\r\n"
+                        b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n")
+            self.transport.write(b"".join(head) + body)
+            self.transport.close()
 
     return CoalescingHttpToolsProtocol

@@ -18,6 +18,7 @@ from wemcp.common.errors import GatewayTimeout, PayloadTooLarge, ServiceUnavaila
 from wemcp.common.identity import IDENTITY_HEADERS, Identity
 from wemcp.common.logging import get_logger
 from wemcp.common.telemetry import inject_headers
+from wemcp.gateway.pathguard import upstream_target
 
 log = get_logger("wemcp.gateway.proxy")
 
@@ -25,6 +26,11 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length",
 })
+# Headers the gateway's own server and middleware set on every response it sends (uvicorn: date,
+# server; RequestContextMiddleware: x-request-id, the same id the service was given): the service's
+# copies would make each appear twice.
+OWN_RESPONSE_HEADERS = frozenset({"date", "server", "x-request-id"})
+_NOT_PASSED_BACK = HOP_BY_HOP | OWN_RESPONSE_HEADERS
 
 
 class BodyTooLarge(Exception):
@@ -72,9 +78,9 @@ async def forward(request: Request, client: httpx.AsyncClient, service: str, bas
         headers["x-request-id"] = request_id
     headers.update(inject_headers())
 
-    url = base_url + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
+    # The raw path as the client sent it, validated (pathguard): never the decoded path, which the
+    # HTTP client would re-resolve (``..``) or refuse (control characters).
+    url = base_url + upstream_target(request.scope)
     has_body = request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or bool(declared)
     upstream_request = client.build_request(
         request.method, url, headers=headers,
@@ -96,5 +102,5 @@ async def forward(request: Request, client: httpx.AsyncClient, service: str, bas
                                  background=BackgroundTask(upstream.aclose))
     # Keep repeated headers (Set-Cookie) and the upstream's content-type exactly as sent.
     response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                            for k, v in upstream.headers.multi_items() if k.lower() not in HOP_BY_HOP]
+                            for k, v in upstream.headers.multi_items() if k.lower() not in _NOT_PASSED_BACK]
     return response

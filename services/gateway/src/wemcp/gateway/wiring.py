@@ -27,6 +27,7 @@ from wemcp.gateway.calls import CallRecorder
 from wemcp.gateway.keys import KeyResolver
 from wemcp.gateway.mcp import McpRouter, Refused
 from wemcp.gateway.openapi import OpenApiTools
+from wemcp.gateway.pathguard import PathGuard
 from wemcp.gateway.routes import RouteTable
 from wemcp.gateway.upstream import Upstream
 
@@ -277,7 +278,11 @@ _FAST_METHODS = frozenset({"GET", "POST", "DELETE"})
 def install_mcp_routes(app: FastAPI) -> None:
     """The MCP paths as raw ASGI routes, first in the table: no FastAPI dependency solving on the hot
     path, and both ``/mcp/{slug}`` and ``/mcp/{slug}/`` match (no redirect). The busiest of them,
-    ``/mcp/{slug}``, also gets a fast path around the framework's layers (:class:`McpFastPath`)."""
+    ``/mcp/{slug}``, also gets a fast path around the framework's layers (:class:`McpFastPath`).
+    Every path, fast or not, is checked by :class:`~wemcp.gateway.pathguard.PathGuard` first."""
+    # Innermost of the app's own middlewares (the runtime adds request id and tracing after this), so
+    # a refused path still gets a request id and an access line, on the fast path and everywhere else.
+    app.add_middleware(PathGuard)
     build = app.build_middleware_stack
     app.build_middleware_stack = lambda: McpFastPath(app, build())  # type: ignore[method-assign]  # wraps the stack it builds
     # FastAPI's native request telemetry (on whenever a tracer provider is installed) duplicates what
