@@ -124,7 +124,7 @@ async def test_deployment_is_readable_by_its_owner_and_admins_only(deployer):
 
 @pytest_asyncio.fixture
 async def catalog(settings_for: Any, clean_db: None, clean_bus: None) -> AsyncIterator[Any]:
-    async with running(CATALOG, settings_for(CatalogSettings, allow_private_fetch=True)) as app:
+    async with running(CATALOG, settings_for(CatalogSettings)) as app:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as c:
             yield app, c
 
