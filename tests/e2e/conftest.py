@@ -19,8 +19,11 @@ from wemcp.devstack.stack import SERVICES, Stack
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     data = Path(tempfile.mkdtemp(prefix="wemcp-e2e-"))
+    # the deployer's bridge on a free port of its own (kept across restarts of the deployer): the
+    # default, 8710, is taken whenever `make run` or another stack is up on this machine
     s = Stack(data_dir=data, gateway_port=free_port(), durable=False,
-              extra_env={"WEMCP_BUS_ACK_WAIT_SECONDS": "2", "LOG_LEVEL": "info"})
+              extra_env={"WEMCP_BUS_ACK_WAIT_SECONDS": "2", "LOG_LEVEL": "info",
+                         "WEMCP_DEPLOYER_BRIDGE_PORT": str(free_port())})
     try:
         s.start_infra()
         s.migrate()

@@ -35,8 +35,9 @@ def platform(config: pytest.Config) -> Stack:
         return stack
     data = Path(tempfile.mkdtemp(prefix="wemcp-security-"))
     stack = Stack(data_dir=data, gateway_port=free_port(), durable=False,
-                  # bridge port 0: a free one (other stacks may run on this machine at the same time)
-                  extra_env={"WEMCP_BUS_ACK_WAIT_SECONDS": "2", "LOG_LEVEL": "info", "WEMCP_DEPLOYER_BRIDGE_PORT": "0"})
+                  # the bridge on a free port (other stacks may run on this machine at the same time)
+                  extra_env={"WEMCP_BUS_ACK_WAIT_SECONDS": "2", "LOG_LEVEL": "info",
+                             "WEMCP_DEPLOYER_BRIDGE_PORT": str(free_port())})
 
     def stop() -> None:
         stack.stop()
