@@ -243,7 +243,8 @@ async def provider() -> AsyncIterator[LoopbackProvider]:
 async def auth_app(settings_for: Any, provider: LoopbackProvider, tmp_path: Path, clean_db: None,
                    clean_bus: None, clean_redis: None) -> AsyncIterator[Any]:
     settings = settings_for(AuthSettings, keks=Keyring.generate_spec("k1"), dev_kek_file=str(tmp_path / "kek"),
-                            public_url="http://wemcp.test", github=provider.config(pkce=True))
+                            public_url="http://wemcp.test", github=provider.config(pkce=True),
+                            egress_allow="127.0.0.1")  # the loopback OAuth provider
     async with running(AUTH, settings) as app:
         yield app
 
