@@ -30,6 +30,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -213,6 +214,7 @@ class Issuer:
             raise ValueError(f"lifetime must be in ({REUSE_SECONDS}, {MAX_LIFETIME}]")
         self.ring, self.issuer, self.lifetime = ring, issuer, lifetime
         self._cache: dict[tuple[str, Identity | None], tuple[str, float]] = {}
+        self._bridge_cache: dict[tuple[str, Identity | None], tuple[str, float]] = {}  # apart: other keys
         self._bridge_rings: dict[str, KeyRing] = {}
 
     def token(self, audience: str, identity: Identity | None = None) -> str:
@@ -221,34 +223,35 @@ class Issuer:
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
-        return self._mint(key, now, self.ring)
+        return self._mint(key, now, self.ring, self._cache)
 
     def bridge_token(self, slug: str) -> str:
         """For one hosted server's bridge, signed with the key derived for its slug."""
         audience = bridge_audience(slug)
         now = time.time()
         key = (audience, None)
-        hit = self._cache.get(key)
+        hit = self._bridge_cache.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
         ring = self._bridge_rings.get(slug)
         if ring is None:
             ring = self._bridge_rings[slug] = self.ring.derive(audience)
-        return self._mint(key, now, ring)
+        return self._mint(key, now, ring, self._bridge_cache)
 
     def headers(self, audience: str, identity: Identity | None = None) -> dict[str, str]:
         return {HEADER_ASSERTION: self.token(audience, identity)}
 
-    def _mint(self, key: tuple[str, Identity | None], now: float, ring: KeyRing) -> str:
+    def _mint(self, key: tuple[str, Identity | None], now: float, ring: KeyRing,
+              cache: dict[tuple[str, Identity | None], tuple[str, float]]) -> str:
         audience, identity = key
         iat = int(now)
         claims: dict[str, Any] = {"iss": self.issuer, "aud": audience, "iat": iat, "exp": iat + self.lifetime}
         if identity is not None:
             claims.update(sub=str(identity.user_id), role=identity.role, login=identity.login)
         token = ring.sign(claims)
-        if len(self._cache) >= _VERIFIED_CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = (token, iat + REUSE_SECONDS)
+        if len(cache) >= _VERIFIED_CACHE_MAX:  # bounded (one entry per identity and receiver)
+            cache.clear()
+        cache[key] = (token, iat + REUSE_SECONDS)
         return token
 
 
@@ -320,6 +323,26 @@ def platform_headers(audience: str, identity: Identity | None = None, *, issuer:
     operator tools, test kits and benches that call a service directly (as the platform, or as the
     gateway would for ``identity``)."""
     return _tool_issuer(issuer).headers(audience, identity)
+
+
+class PlatformHeaders(Mapping[str, str]):
+    """:func:`platform_headers` that stay valid however long they are kept (a test module's
+    constant): the token is fetched from the issuer's cache on every read."""
+
+    def __init__(self, audience: str, identity: Identity | None = None, issuer: str = "tool") -> None:
+        self.audience, self.identity, self.issuer = audience, identity, issuer
+
+    def _now(self) -> dict[str, str]:
+        return platform_headers(self.audience, self.identity, issuer=self.issuer)
+
+    def __getitem__(self, key: str) -> str:
+        return self._now()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
+
+    def __len__(self) -> int:
+        return 1
 
 
 def platform_bridge_headers(slug: str) -> dict[str, str]:
