@@ -43,6 +43,16 @@ RING = os.environ.setdefault("WEMCP_SERVICE_KEYS", f"sec:{secrets.token_urlsafe(
 KID, _, SECRET = RING.split(",")[0].strip().partition(":")
 
 
+ECHO_CHILD = textwrap.dedent('''
+    import json, sys
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if "id" in msg and "method" in msg:
+            print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"protocolVersion": "2025-06-18",
+                  "capabilities": {}, "serverInfo": {"name": "echo", "version": "1"}}}), flush=True)
+''')
+
+
 # -- the wire format, by hand -------------------------------------------------------------------------
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -89,7 +99,8 @@ BAD_CREDENTIALS = {
 
 # -- the services, on real loopback ports ---------------------------------------------------------------
 @pytest_asyncio.fixture
-async def auth_url(settings_for, clean_db, clean_bus, clean_redis, tmp_path) -> AsyncIterator[str]:
+async def auth(settings_for, clean_db, clean_bus, clean_redis, tmp_path) -> AsyncIterator[tuple[str, str]]:
+    """auth on a loopback port, holding an admin's system key; (its URL, the superadmin's id)."""
     from wemcp.auth import service
     from wemcp.auth.config import Settings
     from wemcp.auth.crypto import Keyring
@@ -101,9 +112,15 @@ async def auth_url(settings_for, clean_db, clean_bus, clean_redis, tmp_path) -> 
     async with running(SPEC, settings) as app:
         st = app.state.runtime.extras["auth"]
         async with st.sessions() as s, s.begin():  # an admin's system key, as /api/v1/vault/system stores it
+            root = await service.create_user(s, login="root", role="superadmin")
             await service.put_secret(s, st.keyring, uuid.UUID(SYSTEM_USER), "io.github.x/maps", "API_KEY", SYSTEM_KEY)
         async with serve_app(app) as url:
-            yield url
+            yield url, str(root.id)
+
+
+@pytest.fixture
+def auth_url(auth: tuple[str, str]) -> str:
+    return auth[0]
 
 
 @pytest_asyncio.fixture
@@ -116,10 +133,12 @@ async def catalog_url(settings_for, clean_db, clean_bus) -> AsyncIterator[str]:
         yield url
 
 
-async def test_forged_identity_headers_straight_to_a_service_port_are_401(auth_url):
-    """Anyone on the service network claims to be a superadmin by setting two headers."""
-    async with httpx.AsyncClient(base_url=auth_url) as c:
-        me = await c.get("/api/v1/vault/system", headers={"x-wemcp-user-id": str(uuid.uuid4()),
+async def test_forged_identity_headers_straight_to_a_service_port_are_401(auth):
+    """Anyone on the service network speaks as the superadmin (whose id is public as an owner_id)
+    by setting two headers."""
+    url, root_id = auth
+    async with httpx.AsyncClient(base_url=url) as c:
+        me = await c.get("/api/v1/vault/system", headers={"x-wemcp-user-id": root_id,
                                                           "x-wemcp-user-role": "superadmin",
                                                           "x-wemcp-user-login": "mallory"})
         assert me.status_code == 401, me.text
@@ -193,11 +212,12 @@ async def test_the_local_bridge_answers_only_the_platform(tmp_path):
     from wemcp.deployer.bridge import Bridge, Hosted
     from wemcp.deployer.child import Command
 
+    (tmp_path / "echo.py").write_text(ECHO_CHILD)
     bridge = Bridge(caps=sandbox.Capabilities("restricted", own_uid=False, netns=False), limits=sandbox.Limits(),
                     run_dir=tmp_path / "run")
     for slug in ("weather", "maps"):
         bridge.register(Hosted(slug=slug, make_command=lambda env: Command(
-            argv=[sys.executable, "-c", "import time; time.sleep(60)"], root=tmp_path, env={}),
+            argv=[sys.executable, str(tmp_path / "echo.py")], root=tmp_path, env={}),
             allowed_env={"API_KEY"}, secret_env={"API_KEY"}))
     await bridge.start()
     try:
@@ -228,14 +248,6 @@ async def test_the_local_bridge_answers_only_the_platform(tmp_path):
 
 
 # -- a cloud function's bundled bridge (runtime/wemcp_bridge.py and .js) -------------------------------------
-ECHO_CHILD = textwrap.dedent('''
-    import json, sys
-    for line in sys.stdin:
-        msg = json.loads(line)
-        if "id" in msg and "method" in msg:
-            print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"protocolVersion": "2025-06-18",
-                  "capabilities": {}, "serverInfo": {"name": "echo", "version": "1"}}}), flush=True)
-''')
 
 
 @pytest.mark.parametrize("runtime", ["python", "node"])
