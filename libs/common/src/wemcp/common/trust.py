@@ -350,6 +350,17 @@ def platform_bridge_headers(slug: str) -> dict[str, str]:
     return {HEADER_ASSERTION: _tool_issuer("tool").bridge_token(slug)}
 
 
+class BridgeHeaders(PlatformHeaders):
+    """:func:`platform_bridge_headers`, valid however long they are kept."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(bridge_audience(slug))
+        self.slug = slug
+
+    def _now(self) -> dict[str, str]:
+        return platform_bridge_headers(self.slug)
+
+
 def _tool_issuer(issuer: str) -> Issuer:
     ring = environment_ring()
     signer = _tool_issuers.get((ring, issuer))
