@@ -15,9 +15,9 @@ A hosted server's bridge (a cloud function runs strangers' code) never holds the
 *derived* from it for its own slug (:meth:`KeyRing.derive`), which the gateway derives too; such a
 key verifies (and could mint) assertions for that one slug and nothing else.
 
-Costs: HMAC over ~150 bytes is about a microsecond; :class:`Issuer` caches a token per (audience,
-identity) for :data:`REUSE_SECONDS` and :class:`Verifier` caches verified tokens until they expire,
-so the hot path pays one dict lookup each side.
+Costs: a fresh token takes some 20-30 µs to sign or verify (HMAC, base64, JSON); :class:`Issuer`
+caches a token per (audience, identity) for :data:`REUSE_SECONDS` and :class:`Verifier` caches
+verified tokens until they expire, so the hot path pays one dict lookup each side (< 1 µs).
 """
 
 from __future__ import annotations
