@@ -115,7 +115,7 @@ class Stack:
     def service_keys(self) -> str:
         """``WEMCP_SERVICE_KEYS`` of this stack: the environment's, else one generated into the data
         directory (like the KEK) so restarts keep it."""
-        return os.environ.get("WEMCP_SERVICE_KEYS") or f"dev:{self._local_secret('service-key')}"
+        return os.environ.get("WEMCP_SERVICE_KEYS") or f"local:{self._local_secret('service-key')}"
 
     def _local_secret(self, name: str) -> str:
         """A random secret generated once per data directory (development stacks only)."""
