@@ -7,7 +7,7 @@ tests (answers at once); an MCP server (MCPServer, stateless Streamable HTTP) se
 MCP router is (``gateway_url``), so the tools are ``{"type": "mcp", "ref": "time"}`` exactly as in
 production; and the agents service's own loop (``Run`` + ``McpHub`` + ``McpPool`` +
 ``ProviderClient``; no database, no gateway in between). Every request is a saved agent's run as
-the gateway forwards it: identity headers, ``Authorization`` and a freshly signed run context.
+the gateway forwards it: ``Authorization`` and a freshly signed run context.
 
 Measured per request (parse + MCP clients + the loop + close), interleaved, p50 and p99:
   1 round    "ADD": 2 model calls + 1 tools/call
@@ -86,8 +86,7 @@ def time_server(path: str = "/mcp/time", stateless: bool = True) -> object:
 
 def caller(user: str) -> Caller:
     token = sign_run_context(SECRET, user_id=user, agent_id=AGENT, run_id=uuid.uuid4().hex, servers=["time"])
-    return Caller({"x-wemcp-user-id": user, "x-wemcp-user-role": "user", "x-wemcp-user-login": "bench",
-                   "authorization": f"Bearer token-of-{user}"}, user, f"agent:{AGENT}",
+    return Caller({"authorization": f"Bearer token-of-{user}"}, user, f"agent:{AGENT}",
                   {"X-WeMcp-Agent-Run": token})
 
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.requests import Request
 
+from wemcp.common.trust import Issuer, environment_ring
 from wemcp.gateway.identity import Verifier
 
 
@@ -69,7 +70,8 @@ async def main(n: int) -> None:
         )
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        v = Verifier(client, "http://auth", issuer="wemcp", audience="wemcp")
+        v = Verifier(client, "http://auth", issuer="wemcp", audience="wemcp",
+                     signer=Issuer(environment_ring(), "gateway"))
         await v.refresh_jwks()
         now = int(time.time())
 

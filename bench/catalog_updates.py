@@ -60,9 +60,11 @@ async def run(args: argparse.Namespace, db_url: str, nats_url: str) -> list[str]
     from wemcp.common.bus import Subscription
     from wemcp.common.events.calls import McpCallCompleted
     from wemcp.common.events.servers import ServerDeployed, ToolInfo
+    from wemcp.common.identity import Identity
     from wemcp.common.service import running
+    from wemcp.common.trust import PlatformHeaders
 
-    user = {"X-WeMcp-User-Id": str(uuid.UUID(int=1)), "X-WeMcp-User-Role": "user"}
+    user = PlatformHeaders("catalog", Identity(uuid.UUID(int=1)), issuer="gateway")  # as the gateway calls
     settings = Settings(database_url=db_url, nats_url=nats_url, log_level="warning", bus_ack_wait_seconds=5)
     lines = [f"machine: nproc={os.cpu_count()} python={platform.python_version()} "
              f"load_avg={os.getloadavg()[0]:.1f} (others' jobs share this machine)"]

@@ -62,10 +62,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from benchkit import pct
+
+from wemcp.common.trust import BridgeHeaders
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -346,13 +349,13 @@ async def publish_route(nats_url: str, slug: str, endpoint: str) -> None:
         await nc.close()
 
 
-def client_cmd(url: str, mode: str, headers: dict[str, str], c: int, seconds: float, warmup: float) -> list[str]:
+def client_cmd(url: str, mode: str, headers: Mapping[str, str], c: int, seconds: float, warmup: float) -> list[str]:
     return [PY, SELF, "--role", "client", "--url", url, "--mode", mode,
-            "--headers", json.dumps(headers), "--concurrency", str(c), "--seconds", str(seconds),
+            "--headers", json.dumps(dict(headers)), "--concurrency", str(c), "--seconds", str(seconds),
             "--warmup", str(warmup)]
 
 
-async def wait_ready(url: str, mode: str, headers: dict[str, str], within: float = 60.0) -> None:
+async def wait_ready(url: str, mode: str, headers: Mapping[str, str], within: float = 60.0) -> None:
     """Until one call through ``url`` succeeds (the gateway has its route, children have started)."""
     end = time.monotonic() + within
     last = ""
@@ -440,7 +443,8 @@ async def main(a: argparse.Namespace) -> None:
             bport, sandbox_mode = port_file.read_text().split()
             pids.update(bridge=bridge.pid, nats=nats_srv.proc.pid, redis=redis_srv.proc.pid)
             bridge_url = f"http://127.0.0.1:{bport}/s/echo/mcp"
-            targets["direct"] = (bridge_url, "2026", {})
+            # the bridge answers only the platform: the gateway's credential for that slug, signed per round
+            targets["direct"] = (bridge_url, "2026", BridgeHeaders("echo"))
             # the gateway, started as production starts it
             if any(r.startswith("gateway") for r in rows):
                 gport = free_port()

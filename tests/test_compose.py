@@ -51,6 +51,10 @@ METRICS = {
 
 # -- helpers ----------------------------------------------------------------------------------------
 
+# Variables compose requires (``${NAME:?...}``): secrets the operator sets, never defaulted in the file.
+# The static checks substitute these samples.
+OPERATOR_SECRETS = {"WEMCP_SERVICE_KEYS": "compose:sample-service-key-for-static-checks"}
+
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -61,6 +65,8 @@ def interpolate(value: Any) -> str:
         if m.group(0) == "$$":
             return "$"
         if m.group(2) and m.group(2).endswith("?"):
+            if m.group(1) in OPERATOR_SECRETS:
+                return OPERATOR_SECRETS[m.group(1)]
             raise AssertionError(f"{value!r} requires a variable to be set")
         return m.group(3) or ""
 
@@ -268,6 +274,30 @@ def test_service_settings(
     else:
         others = [s for s in SERVICE_DIRS if s != "gateway"]
         assert settings.service_urls() == {s: f"http://{s}:{CONTAINER_PORT}" for s in others}
+
+
+def test_every_service_shares_the_operators_service_keys(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WEMCP_SERVICE_KEYS: required from the operator (no key in the file), the same ring for every
+    service, and accepted by the real settings in production."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    for name, svc in wemcp_services(raw["services"]).items():
+        value = (svc.get("environment") or {}).get("WEMCP_SERVICE_KEYS")
+        assert isinstance(value, str) and re.fullmatch(r"\$\{WEMCP_SERVICE_KEYS:\?[^}]+\}", value), (name, value)
+    for key in ("WEMCP_SERVICE_KEYS", "DATABASE_URL", "NATS_URL", "REDIS_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WEMCP_ENV", "production")
+    from wemcp.common.config import ServiceSettings
+    from wemcp.common.errors import ConfigError
+
+    env = env_of(services["catalog"])
+    for key in ("DATABASE_URL", "NATS_URL", "REDIS_URL"):
+        monkeypatch.setenv(key, env[key])
+    with pytest.raises(ConfigError, match="WEMCP_SERVICE_KEYS"):
+        load_settings(ServiceSettings)
+    monkeypatch.setenv("WEMCP_SERVICE_KEYS", env["WEMCP_SERVICE_KEYS"])
+    assert load_settings(ServiceSettings).key_ring.signing_kid == "compose"
 
 
 def test_gateway(services: dict[str, dict[str, Any]]) -> None:

@@ -18,12 +18,15 @@ import nats
 import pytest
 
 from wemcp.common.events.servers import ServerDeployed, ToolInfo
+from wemcp.common.identity import Identity
+from wemcp.common.trust import PlatformHeaders
 from wemcp.devstack.infra import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_db", "clean_bus")]
 
-USER = {"X-WeMcp-User-Id": str(uuid.UUID(int=5)), "X-WeMcp-User-Role": "user"}
-ADMIN = {"X-WeMcp-User-Id": str(uuid.UUID(int=6)), "X-WeMcp-User-Role": "admin"}
+# straight to the catalog's port, as the gateway would call it (its signed service assertion)
+USER = PlatformHeaders("catalog", Identity(uuid.UUID(int=5), "user"), issuer="gateway")
+ADMIN = PlatformHeaders("catalog", Identity(uuid.UUID(int=6), "admin"), issuer="gateway")
 
 
 async def _until(pred, timeout=20.0, interval=0.01):

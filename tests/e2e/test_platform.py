@@ -10,6 +10,7 @@ import httpx2 as httpx
 import nats
 import pytest
 
+from wemcp.common.trust import platform_headers
 from wemcp.devstack.stack import SERVICES, Stack
 
 pytestmark = pytest.mark.e2e
@@ -31,13 +32,14 @@ def wait_until(fn, timeout: float = 20.0, interval: float = 0.05, what: str = "c
 
 def emit(stack: Stack, count: int, note: str) -> list[str]:
     r = httpx.post(f"{stack.services[PRODUCER].url}/internal/bus/probes", json={"count": count, "note": note},
-                   timeout=10)
+                   timeout=10, headers=platform_headers(PRODUCER))
     assert r.status_code == 202, r.text
     return r.json()["event_ids"]
 
 
 def received(stack: Stack, note: str) -> dict:
-    r = httpx.get(f"{stack.services[CONSUMER].url}/internal/bus/probes", params={"note": note}, timeout=10)
+    r = httpx.get(f"{stack.services[CONSUMER].url}/internal/bus/probes", params={"note": note}, timeout=10,
+                  headers=platform_headers(CONSUMER))
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -114,13 +116,15 @@ def test_nats_restarted_between_commit_and_relay_loses_nothing(stack):
     assert stack.nats is not None
     stack.nats.stop()
     ids = emit(stack, 10, "nats-down")  # committed to the outbox while NATS is down
-    pending = httpx.get(f"{stack.services[PRODUCER].url}/internal/bus/outbox", timeout=10).json()["pending"]
+    pending = httpx.get(f"{stack.services[PRODUCER].url}/internal/bus/outbox", timeout=10,
+                        headers=platform_headers(PRODUCER)).json()["pending"]
     assert pending >= 10
     stack.nats.start()  # same port, same store directory
     body = wait_until(lambda: (b := received(stack, "nats-down"))["count"] >= 10 and b, timeout=45,
                       what="events relayed after NATS came back")
     assert sorted(i["event_id"] for i in body["items"]) == sorted(ids)
-    wait_until(lambda: httpx.get(f"{stack.services[PRODUCER].url}/internal/bus/outbox").json()["pending"] == 0,
+    wait_until(lambda: httpx.get(f"{stack.services[PRODUCER].url}/internal/bus/outbox",
+                                 headers=platform_headers(PRODUCER)).json()["pending"] == 0,
                what="outbox drained")
     assert client_health(stack)["status"] == "ok"
 

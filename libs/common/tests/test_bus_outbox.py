@@ -15,6 +15,7 @@ from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.outbox import add_event
 from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import ServiceSpec, running
+from wemcp.common.trust import platform_headers
 from wemcp.deployer.models import bus_tables as deployer_tables
 from wemcp.deployer.models import probe_receipts as deployer_receipts
 from wemcp.devstack.testing import wait_for
@@ -46,7 +47,8 @@ async def test_committed_event_reaches_consumer_once(settings_for):
     settings = settings_for(ServiceSettings)
     async with running(producer_spec(), settings) as producer, running(consumer_spec(), settings) as consumer:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=producer), base_url="http://p") as c:
-            r = await c.post("/internal/bus/probes", json={"count": 50, "note": "once"})
+            r = await c.post("/internal/bus/probes", json={"count": 50, "note": "once"},
+                             headers=platform_headers("goods"))
             assert r.status_code == 202, r.text
         got = await wait_for(lambda: _len_is(consumer, "once", 50))
         assert got == list(range(50))

@@ -14,6 +14,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from test_chat_completions import TIME_Q, check_time_answer
 
+from wemcp.common.identity import Identity
+from wemcp.common.trust import platform_headers
 from wemcp.ratelimit.client import QuotaClient
 
 AGENT = {"name": "Time Helper", "description": "Answers time questions", "model": "scripted-1",
@@ -116,7 +118,7 @@ async def test_101st_agent_call_refused_and_inner_mcp_calls_not_counted(platform
 
 def mcp_client(p, agent_id: str, user_id: uuid.UUID | None = None, **kw) -> Client:
     """The official client, speaking to /mcp/agents/{id} with the identity the gateway forwards."""
-    headers = {"x-wemcp-user-id": str(user_id or p.user_id), "x-wemcp-user-role": "user",
+    headers = {**platform_headers("agents", Identity(user_id or p.user_id), issuer="gateway"),
                "authorization": f"Bearer {p.user_token}"}
     return Client(streamable_http_client(f"{p.agents}/mcp/agents/{agent_id}",
                                          http_client=httpx.AsyncClient(headers=headers, timeout=30)), **kw)
@@ -150,10 +152,11 @@ async def test_agent_mcp_server_refusals(platform):
     async with httpx.AsyncClient(base_url=p.agents) as h:
         r = await h.post(f"/mcp/agents/{a['id']}", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert r.status_code == 401
-        r = await h.post(f"/mcp/agents/{uuid.uuid4()}", headers={"x-wemcp-user-id": str(p.user_id)},
+        as_user = platform_headers("agents", Identity(p.user_id), issuer="gateway")
+        r = await h.post(f"/mcp/agents/{uuid.uuid4()}", headers=as_user,
                          json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
-        r = await h.post("/mcp/agents/nope", headers={"x-wemcp-user-id": str(p.user_id)}, json={})
+        r = await h.post("/mcp/agents/nope", headers=as_user, json={})
         assert r.status_code == 404
     # quota exhausted: a JSON-RPC error with the readable message
     quota: QuotaClient = p.router.quota

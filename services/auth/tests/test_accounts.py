@@ -13,6 +13,10 @@ from sqlalchemy import select, text
 from wemcp.auth import service
 from wemcp.auth.models import OAuthConnection, VaultSecret
 from wemcp.auth.testing import CLIENT_ID, CLIENT_SECRET, as_user, browser_login
+from wemcp.common.trust import PlatformHeaders
+
+# the gateway, reading secrets for a call (auth's internal routes need its service credential)
+GATEWAY = PlatformHeaders("auth", issuer="gateway")
 
 
 async def _user(client, st, login: str, role: str = "user") -> dict:
@@ -151,14 +155,15 @@ async def test_vault_is_write_only_masked_and_never_logged(client, auth_app, cap
     assert "VERY-SECRET" not in dump and row.sealed.startswith("v1.k1.")
     # the gateway's internal read returns it
     internal = await client.get(
-        f"/internal/auth/vault/{user['id']}", params={"server": "io.github.x/weather"}
+        f"/internal/auth/vault/{user['id']}", params={"server": "io.github.x/weather"}, headers=GATEWAY
     )
     assert internal.json()["values"] == {"WEATHER_API_KEY": secret}
     # another user sees nothing of it
     other = await _user(client, st, "nosy")
     assert (await client.get("/api/v1/vault", headers=as_user(other))).json()["items"] == []
     assert (
-        await client.get(f"/internal/auth/vault/{other['id']}", params={"server": "io.github.x/weather"})
+        await client.get(f"/internal/auth/vault/{other['id']}", params={"server": "io.github.x/weather"},
+                         headers=GATEWAY)
     ).json()["values"] == {}
     assert secret not in caplog.text
     bad = await client.put(
@@ -220,7 +225,7 @@ async def test_third_party_connection_tokens_are_sealed_and_refreshed(client, au
     assert done.status_code == 200, done.text
     assert done.json()["app"] == "baidu-netdisk" and "access_token" not in done.text
     first_token = list(provider.access)[-1]
-    got = (await client.get(f"/internal/auth/connections/{user['id']}/baidu-netdisk")).json()
+    got = (await client.get(f"/internal/auth/connections/{user['id']}/baidu-netdisk", headers=GATEWAY)).json()
     assert got["access_token"] == first_token
     # near expiry: the background pass refreshes it before it expires
     async with st.sessions() as s, s.begin():
@@ -229,7 +234,7 @@ async def test_third_party_connection_tokens_are_sealed_and_refreshed(client, au
 
     assert await refresh_due(st) == 1
     assert provider.token_requests[-1]["grant_type"] == "refresh_token"
-    got2 = (await client.get(f"/internal/auth/connections/{user['id']}/baidu-netdisk")).json()
+    got2 = (await client.get(f"/internal/auth/connections/{user['id']}/baidu-netdisk", headers=GATEWAY)).json()
     assert got2["access_token"] != first_token and got2["access_token"] == list(provider.access)[-1]
     async with st.sessions() as s:
         row = (await s.execute(select(OAuthConnection))).scalar_one()
@@ -273,7 +278,7 @@ async def test_system_keys_admins_only_sealed_masked_and_announced(client, auth_
         # not the admin's own key, and not the user's
         assert (await client.get("/api/v1/vault", headers=as_user(admin))).json()["items"] == []
         internal = await client.get(f"/internal/auth/vault/{service.SYSTEM_USER}",
-                                    params={"server": "io.github.x/maps"})
+                                    params={"server": "io.github.x/maps"}, headers=GATEWAY)
         assert internal.json()["values"] == {"MAPS_KEY": secret}
         # the system principal can never sign in or act
         async with st.sessions() as s:
@@ -287,7 +292,7 @@ async def test_system_keys_admins_only_sealed_masked_and_announced(client, auth_
                                    headers=as_user(admin))
         assert gone.status_code == 204
         assert (await client.get(f"/internal/auth/vault/{service.SYSTEM_USER}",
-                                 params={"server": "io.github.x/maps"})).json()["values"] == {}
+                                 params={"server": "io.github.x/maps"}, headers=GATEWAY)).json()["values"] == {}
         assert (await client.delete("/api/v1/vault/system", params={"server": "io.github.x/maps", "name": "MAPS_KEY"},
                                     headers=as_user(admin))).status_code == 404
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from wemcp.auth.testing import as_user
+from wemcp.common.trust import platform_headers
 
 
 async def test_create_superadmin_prints_a_working_key_last(client, infra, auth_settings):
@@ -25,7 +26,8 @@ async def test_create_superadmin_prints_a_working_key_last(client, infra, auth_s
     assert key.startswith("wmk_")
     from wemcp.auth.tokens import sha256
 
-    found = await client.post("/internal/auth/api-keys/resolve", json={"key_hash": sha256(key)})
+    found = await client.post("/internal/auth/api-keys/resolve", json={"key_hash": sha256(key)},
+                              headers=platform_headers("auth", issuer="gateway"))
     assert (
         found.status_code == 200 and found.json()["role"] == "superadmin" and found.json()["login"] == "root"
     )

@@ -229,7 +229,7 @@ async def test_role_change_evicts_cached_api_key_identity(stack, auth_app):
     put = await stack["auth"].put(
         f"/api/v1/users/{user['id']}/role",
         json={"role": "merchant"},
-        headers={"x-wemcp-user-id": str(admin_id), "x-wemcp-user-role": "superadmin"},
+        headers=as_user({"id": str(admin_id), "role": "superadmin", "login": ""}),
     )
     assert put.status_code == 200, put.text
     t0 = time.monotonic()

@@ -8,6 +8,8 @@ from typing import Any
 import nats
 
 from wemcp.common.events.base import Event
+from wemcp.common.identity import Identity
+from wemcp.common.trust import platform_headers
 from wemcp.devstack.testing import wait_for as _wait_for
 
 USER = str(uuid.UUID(int=1))
@@ -16,7 +18,13 @@ ADMIN = str(uuid.UUID(int=99))
 
 
 def as_user(uid: str = USER, role: str = "user") -> dict[str, str]:
-    return {"X-WeMcp-User-Id": uid, "X-WeMcp-User-Role": role}
+    """What the gateway sends the catalog for this caller: its signed service assertion."""
+    return platform_headers("catalog", Identity(uuid.UUID(uid), role), issuer="gateway")  # type: ignore[arg-type]
+
+
+def as_platform() -> dict[str, str]:
+    """The credential of another platform service (the deployer fetching an archive)."""
+    return platform_headers("catalog", issuer="deployer")
 
 
 def as_admin() -> dict[str, str]:

@@ -10,7 +10,7 @@ import tarfile
 import uuid
 import zipfile
 
-from catalog_helpers import as_admin, as_user, publish, wait_for
+from catalog_helpers import as_admin, as_platform, as_user, publish, wait_for
 from sqlalchemy import func, select
 
 from wemcp.catalog.models import Archive, Server
@@ -105,7 +105,7 @@ async def test_archive_upload_and_every_unsafe_archive_refused(catalog):
     async with app.state.runtime.sessions() as s:
         row = (await s.execute(select(Server))).scalar_one()
     assert row.source_kind == "archive" and row.spec["archive"]["entrypoint"] == "index.js"
-    r = await c.get(f"/internal/archives/{row.spec['archive']['sha256']}")
+    r = await c.get(f"/internal/archives/{row.spec['archive']['sha256']}", headers=as_platform())
     assert r.status_code == 200 and r.content == good
 
 

@@ -71,3 +71,21 @@ def deployer_settings(settings_for: Any, tmp_path: Path, **overrides: Any) -> Se
                               "start_timeout_seconds": 60.0, "reap_interval_seconds": 0.5}
     values.update(overrides)
     return settings_for(Settings, **values)
+
+
+def bridge_headers(endpoint: str) -> dict[str, str]:
+    """The gateway's credential for the bridge behind ``endpoint`` (``.../s/<slug>/mcp``)."""
+    from urllib.parse import urlsplit
+
+    from wemcp.common.trust import platform_bridge_headers
+
+    return platform_bridge_headers(urlsplit(endpoint).path.split("/")[2])
+
+
+def bridge_client(endpoint: str, **kw: Any) -> Any:
+    """The official MCP client on a bridge endpoint, with the gateway's credential."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    http = httpx.AsyncClient(headers=bridge_headers(endpoint), timeout=30)
+    return Client(streamable_http_client(endpoint, http_client=http), **kw)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import textwrap
 import uuid
+from typing import Any
 
 import httpx2 as httpx
 import psutil
 import pytest
-from deployer_testkit import wait_for
+from deployer_testkit import bridge_client, bridge_headers, wait_for
 from mcp import Client
 from test_e2e_archive_and_failures import make_archive
 
@@ -18,6 +19,7 @@ from wemcp.common.netpolicy import EgressPolicy
 from wemcp.deployer.backends.base import DeployError, Target
 from wemcp.deployer.backends.remote import RemoteDeployer
 from wemcp.deployer.spec import SpecError, parse_spec
+from wemcp.devstack.testing import serve_app
 
 WHO = textwrap.dedent('''
     import os
@@ -38,7 +40,7 @@ WHO = textwrap.dedent('''
 
 
 async def _call(url: str, headers: dict[str, str]) -> str:
-    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+    async with httpx.AsyncClient(headers={**headers, **bridge_headers(url)}, timeout=30) as http:
         init = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
             headers={"accept": "application/json, text/event-stream"})
@@ -79,7 +81,7 @@ async def test_one_child_per_credential_set_and_scale_to_zero(deployer, tmp_path
     # undeclared variables are refused
     async with httpx.AsyncClient() as http:
         r = await http.post(d["endpoint"], json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                            headers={"x-wemcp-env-path": "/evil"})
+                            headers={"x-wemcp-env-path": "/evil", **bridge_headers(d["endpoint"])})
         assert r.status_code == 400
 
     # idle children are reaped (scale to zero); the next call starts a fresh one
@@ -102,7 +104,7 @@ async def test_legacy_sse_transport_and_crash_restart(deployer):
     sse_url = d["endpoint"].removesuffix("/mcp") + "/sse"
     from mcp.client.sse import sse_client
 
-    async with Client(sse_client(sse_url), mode="legacy") as c:
+    async with Client(sse_client(sse_url, headers=bridge_headers(sse_url)), mode="legacy") as c:
         tools = await c.list_tools()
         assert any(t.name == "echo" for t in tools.tools)
     # kill the child behind the bridge's back: the next call starts a new one
@@ -110,7 +112,7 @@ async def test_legacy_sse_transport_and_crash_restart(deployer):
     old = child.proc.pid
     child.proc.kill()
     await child.exited.wait()
-    async with Client(d["endpoint"], mode="legacy") as c:
+    async with bridge_client(d["endpoint"], mode="legacy") as c:
         r = await c.call_tool("echo", {"message": "back"})
         assert "back" in r.content[0].text
     new = next(iter(h.orch.bridge.hosted["ev-sse"].children.values())).proc.pid
@@ -141,6 +143,26 @@ async def test_remote_check_allow_list_permits_named_networks():
     assert await _deploy_remote("http://127.0.0.1:9/mcp", "127.0.0.0/8") == "http://127.0.0.1:9/mcp"
 
 
+def _credentialed_front(endpoint: str) -> Any:
+    """A plain HTTP front of a bridge endpoint adding the gateway's credential (bridge replies are
+    whole JSON bodies, so buffering is enough)."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        req = Request(scope, receive)
+        headers = {k: v for k, v in req.headers.items() if k not in ("host", "content-length")}
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.request(req.method, endpoint, content=await req.body(),
+                                   headers={**headers, **bridge_headers(endpoint)})
+        kept = {k: v for k, v in r.headers.items() if k in ("content-type", "mcp-session-id")}
+        await Response(r.content, r.status_code, headers=kept)(scope, receive, send)
+
+    return app
+
+
 async def test_remote_server_is_registered_after_check_and_introspected(settings_for, infra, tmp_path, clean_db,
                                                                          clean_bus):
     """A real Streamable HTTP server on loopback (allowed by the allow-list setting) is registered, not hosted."""
@@ -157,11 +179,14 @@ async def test_remote_server_is_registered_after_check_and_introspected(settings
                               "version": "2026.8.31"}]}
         await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="hosted", name="H", spec=spec))
         hosted = await h.until_status("hosted", "deployed", "failed")
-        await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="remote", name="R",
-                                        spec={"remotes": [{"type": "streamable-http", "url": hosted["endpoint"]}]}))
-        d = await h.until_status("remote", "deployed", "failed")
+        # the bridge answers only the platform: a front that adds the gateway's credential is the remote
+        async with serve_app(_credentialed_front(hosted["endpoint"])) as front:
+            remote_url = f"{front}/mcp"
+            await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="remote", name="R",
+                                            spec={"remotes": [{"type": "streamable-http", "url": remote_url}]}))
+            d = await h.until_status("remote", "deployed", "failed")
         assert d["status"] == "deployed", d["reason"]
-        assert d["backend"] == "remote" and d["endpoint"] == hosted["endpoint"]
+        assert d["backend"] == "remote" and d["endpoint"] == remote_url
         assert {t["name"] for t in d["tools"]} == {t["name"] for t in hosted["tools"]}
         assert d["protocol_versions"] == ["2026-07-28"]
         await h.client.aclose()
@@ -237,7 +262,7 @@ async def test_modern_requests_reach_a_handshake_era_child_and_keepalive_calls_d
                           "io.modelcontextprotocol/clientCapabilities": {},
                           "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}}
 
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30, headers=bridge_headers(url)) as http:
             first = (await http.post(url, json=body(0), headers=headers)).json()
             assert first["result"]["content"][0]["text"] == "hi-0", first
             assert first["result"]["resultType"] == "complete"

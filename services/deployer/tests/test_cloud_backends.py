@@ -35,9 +35,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from wemcp.common.trust import environment_ring, platform_bridge_headers
 from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import DeployError, Target
-from wemcp.deployer.backends.cloud import AliyunFcDeployer, CloudCredentials, TencentScfDeployer
+from wemcp.deployer.backends.cloud import (
+    KEYS_PLACEHOLDER,
+    AliyunFcDeployer,
+    CloudCredentials,
+    TencentScfDeployer,
+    bridge_env,
+)
 from wemcp.deployer.install import Installer
 from wemcp.deployer.introspect import introspect
 from wemcp.deployer.signing import acs3_sign, acs3_verify, tc3_sign, tc3_verify
@@ -141,9 +148,11 @@ def _extract(zip_path: Path, dest: Path) -> dict[str, int]:
     return modes
 
 
-async def _run_bootstrap(root: Path, entry: str) -> list[str]:
+async def _run_bootstrap(root: Path, entry: str, slug: str = "time") -> list[str]:
     port = free_port()
-    proc = subprocess.Popen([str(root / entry)], env={"PATH": os.environ["PATH"], "WEMCP_BRIDGE_PORT": str(port)},
+    # the function's environment as the backends set it: the keys derived for its slug
+    env = {"PATH": os.environ["PATH"], "WEMCP_BRIDGE_PORT": str(port), **bridge_env(environment_ring(), slug)}
+    proc = subprocess.Popen([str(root / entry)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         async def healthy() -> bool:
@@ -154,7 +163,9 @@ async def _run_bootstrap(root: Path, entry: str) -> list[str]:
                 assert proc.poll() is None, "the bootstrap exited"
                 return False
         await wait_for(healthy, timeout=30)
-        listing = await introspect(f"http://127.0.0.1:{port}/mcp", timeout=60)
+        async with httpx2.AsyncClient() as c:  # the public trigger answers only the platform
+            assert (await c.post(f"http://127.0.0.1:{port}/mcp", json={})).status_code == 401
+        listing = await introspect(f"http://127.0.0.1:{port}/mcp", timeout=60, headers=platform_bridge_headers(slug))
         return [t.name for t in listing.tools]
     finally:
         os.killpg(proc.pid, 9)
@@ -366,7 +377,13 @@ async def test_official_sdks_deploy_to_a_loopback_https_cloud(builder: ArtifactB
     # the body the SDK sent is the golden plan's body, with the real zip in place of the placeholder
     plan = AliyunFcDeployer(account_id="123").plan(TIME).requests
     sent = fc_seen[0]["body"]
-    assert {**sent, "code": {"zipFile": "<base64 of code.zip>"}} == plan[0]["body"]
+    # the function holds only the keys derived for its own slug (plans show a placeholder)
+    own_keys = bridge_env(environment_ring(), TIME.slug)
+    assert sent["environmentVariables"]["WEMCP_BRIDGE_KEYS"] == own_keys["WEMCP_BRIDGE_KEYS"]
+    assert os.environ["WEMCP_SERVICE_KEYS"].split(":", 1)[1] not in json.dumps(fake.seen)
+    assert {**sent, "code": {"zipFile": "<base64 of code.zip>"},
+            "environmentVariables": {**sent["environmentVariables"], "WEMCP_BRIDGE_KEYS": KEYS_PLACEHOLDER}} \
+        == plan[0]["body"]
     assert {"bootstrap", "wemcp_bridge.py", "server_entry.py"} <= set(_zip_names(sent["code"]["zipFile"]))
     assert fc_seen[1]["body"] == plan[1]["body"]
 
@@ -377,7 +394,11 @@ async def test_official_sdks_deploy_to_a_loopback_https_cloud(builder: ArtifactB
     assert tc_seen[0]["headers"]["x-tc-version"] == "2018-04-16"
     assert tc_seen[0]["headers"]["x-tc-region"] == "ap-guangzhou"
     splan = TencentScfDeployer().plan(TIME).requests
-    assert {**tc_seen[0]["body"], "Code": {"ZipFile": "<base64 of code.zip>"}} == splan[0]["body"]
+    variables = tc_seen[0]["body"]["Environment"]["Variables"]
+    assert {"Key": "WEMCP_BRIDGE_KEYS", "Value": own_keys["WEMCP_BRIDGE_KEYS"]} in variables
+    placeheld = [v if v["Key"] != "WEMCP_BRIDGE_KEYS" else {**v, "Value": KEYS_PLACEHOLDER} for v in variables]
+    assert {**tc_seen[0]["body"], "Code": {"ZipFile": "<base64 of code.zip>"},
+            "Environment": {"Variables": placeheld}} == splan[0]["body"]
     assert "scf_bootstrap" in _zip_names(tc_seen[0]["body"]["Code"]["ZipFile"])
     assert tc_seen[3]["body"] == splan[2]["body"]
     assert "DeleteFunction" in [s["action"] for s in tc_seen]

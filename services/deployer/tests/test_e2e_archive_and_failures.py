@@ -131,6 +131,8 @@ async def test_archive_uploaded_to_the_catalog_is_fetched_and_deployed(deployer,
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from wemcp.common.trust import InvalidAssertion, Verifier, environment_ring
+
     store: dict[str, bytes] = {}
     asked: list[str] = []
     other = tmp_path / "catalog-side"
@@ -138,8 +140,14 @@ async def test_archive_uploaded_to_the_catalog_is_fetched_and_deployed(deployer,
     digest = make_archive(other, {"server.py": TINY_SERVER, "requirements.txt": "mcp==2.3.0\n"})
     store[digest] = (other / f"{digest}.tar.gz").read_bytes()
 
+    catalog_credential = Verifier(environment_ring(), "catalog")
+
     async def archive(request):
         sha = request.path_params["sha"]
+        try:  # as the catalog's runtime does: the platform's service credential, or 401
+            assert catalog_credential.verify(request.headers.get("x-wemcp-assertion", "")).issuer == "deployer"
+        except InvalidAssertion:
+            return Response(status_code=401)
         asked.append(sha)
         if sha not in store:
             return Response(status_code=404)

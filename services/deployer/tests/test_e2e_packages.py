@@ -6,8 +6,7 @@ from __future__ import annotations
 import uuid
 
 import psutil
-from deployer_testkit import wait_for
-from mcp import Client
+from deployer_testkit import bridge_client, wait_for
 
 from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted
 
@@ -47,10 +46,10 @@ async def test_npm_server_everything_deploys_with_its_tools_and_stops_on_disable
     assert progress[0] == "queued" and "starting" in progress
 
     # callable through the bridge, legacy sessions and the stateless era
-    async with Client(d["endpoint"], mode="legacy") as c:
+    async with bridge_client(d["endpoint"], mode="legacy") as c:
         r = await c.call_tool("echo", {"message": "hi there"})
         assert "hi there" in r.content[0].text
-    async with Client(d["endpoint"], mode="auto") as c:
+    async with bridge_client(d["endpoint"], mode="auto") as c:
         assert c.protocol_version == "2026-07-28"
         r = await c.call_tool("get-sum", {"a": 2, "b": 40})
         assert "42" in r.content[0].text
@@ -80,7 +79,7 @@ async def test_pypi_mcp_server_time_deploys_and_answers(deployer):
     assert d["status"] == "deployed", (d["reason"], d["logs"])
     assert {t["name"] for t in d["tools"]} == {"get_current_time", "convert_time"}
     assert d["package_version"] == "2026.10.19"
-    async with Client(d["endpoint"], mode="legacy") as c:
+    async with bridge_client(d["endpoint"], mode="legacy") as c:
         r = await c.call_tool("get_current_time", {"timezone": "Asia/Shanghai"})
         assert "Asia/Shanghai" in r.content[0].text
 

@@ -12,6 +12,7 @@ import pytest
 from kubernetes_validate.utils import schema_contents
 from referencing import Registry, Resource
 
+from wemcp.common.trust import KeyRing
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.backends.kubernetes import NODE_IMAGE, PYTHON_IMAGE, manifests
 from wemcp.deployer.spec import parse_spec
@@ -40,11 +41,12 @@ def _validate_as(obj: dict, schema_file: str, version: str) -> None:
 def test_every_manifest_validates_against_the_kubernetes_schemas(target: Target, version: str):
     docs = manifests(target)
     kinds = [d["kind"] for d in docs]
-    assert kinds == ["ConfigMap", "Deployment", "Service"] + ([] if target.spec.network else ["NetworkPolicy"])
+    assert kinds == (["ConfigMap", "Deployment", "Service"] + ([] if target.spec.network else ["NetworkPolicy"])
+                     + ["Secret"])
     for doc in docs:
         assert kubernetes_validate.validate(doc, version, strict=True) == version.rsplit(".", 1)[0]
     # Knative Service: not a core kind; its template embeds a PodSpec (plus Knative's own fields)
-    cm, kn, *policy = manifests(target, knative=True)
+    cm, kn, *policy, _secret = manifests(target, knative=True)
     assert len(policy) == (0 if target.spec.network else 1)
     kubernetes_validate.validate(cm, version, strict=True)
     _validate_as(kn["metadata"], "objectmeta-meta-v1.json", version)
@@ -72,7 +74,7 @@ def test_the_schemas_catch_mistakes():
 
 
 def test_manifests_run_the_package_confined_with_real_images():
-    cm, dep, svc, policy = manifests(PYPI)
+    cm, dep, svc, policy, secret = manifests(PYPI)
     pod = dep["spec"]["template"]["spec"]
     init, server = pod["initContainers"][0], pod["containers"][0]
     assert server["image"] == init["image"] == PYTHON_IMAGE and manifests(NPM)[1]["spec"]["template"]["spec"][
@@ -81,6 +83,12 @@ def test_manifests_run_the_package_confined_with_real_images():
     assert "/bridge/wemcp_bridge.py --port 8080 -- /code/python/bin/mcp-server-time --local-timezone Asia/Shanghai" \
         in server["command"][-1]
     assert set(cm["data"]) == {"wemcp_bridge.js", "wemcp_bridge.py"}
+    # the bridge checks the gateway's credential with keys derived for this slug only
+    assert server["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    assert secret["stringData"]["WEMCP_BRIDGE_AUDIENCE"] == f"bridge:{PYPI.slug}"
+    ring = KeyRing.parse("k1:0123456789abcdef0123456789")
+    derived = manifests(PYPI, keys=ring)[-1]["stringData"]["WEMCP_BRIDGE_KEYS"]
+    assert derived == ring.derive(f"bridge:{PYPI.slug}").export() and "0123456789abcdef" not in derived
     sc = server["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
     assert pod["automountServiceAccountToken"] is False

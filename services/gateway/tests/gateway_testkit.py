@@ -26,6 +26,7 @@ from wemcp.common.errors import Unauthorized
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDisabled, ServerEnabled, ServerSubmitted
 from wemcp.common.identity import Identity
 from wemcp.common.service import Runtime, build_app
+from wemcp.common.trust import HEADER_ASSERTION, InvalidAssertion, Verifier, environment_ring
 from wemcp.devstack.testing import serve_app
 from wemcp.gateway.config import Settings
 from wemcp.gateway.main import SPEC
@@ -55,20 +56,35 @@ async def fake_verifier(request: Request) -> Identity | None:
 
 
 class FakeAuth:
-    """Auth's internal API as the gateway calls it: vault values and OAuth connections."""
+    """Auth's internal API as the gateway calls it: vault values and OAuth connections, only for
+    the platform's service credential (as auth's runtime enforces)."""
 
     def __init__(self) -> None:
         self.vault: dict[tuple[str, str], dict[str, str]] = {}
         self.calls = 0
+        self.refused = 0  # calls without a valid service assertion
+        self._verifier = Verifier(environment_ring(), "auth")
+
+    def _platform(self, request: Request) -> bool:
+        try:
+            self._verifier.verify(request.headers.get(HEADER_ASSERTION, ""))
+        except InvalidAssertion:
+            self.refused += 1
+            return False
+        return True
 
     def app(self) -> Starlette:
         async def vault(request: Request) -> JSONResponse:
             self.calls += 1
+            if not self._platform(request):
+                return JSONResponse({"detail": "service credential missing"}, status_code=401)
             key = (request.path_params["user_id"], request.query_params.get("server", ""))
             return JSONResponse({"values": self.vault.get(key, {})})
 
         async def connection(request: Request) -> JSONResponse:
             self.calls += 1
+            if not self._platform(request):
+                return JSONResponse({"detail": "service credential missing"}, status_code=401)
             return JSONResponse({"detail": "no connection"}, status_code=404)
 
         return Starlette(routes=[Route("/internal/auth/vault/{user_id}", vault),

@@ -6,14 +6,14 @@ older SDKs are: a 2026-07-28 request is refused with HTTP 400 and a JSON-RPC err
 the gateway fall back to the initialize handshake.
 
 Tools: ``echo``, ``add``, ``whoami`` (reports the credential it received: the ``X-Api-Key`` header
-or, for hosted servers behind the deployer bridge, the ``X-WeMcp-Env-API_KEY`` header, the names
-of all ``X-WeMcp-Env-*`` headers it received, and the server's name), ``slow``. With
-``interactive=True`` (served with ``json_response=False``, so the server can talk during a call)
-also tools that ask the client mid-call — ``summarise`` (sampling), ``confirm`` (form
-elicitation), ``roots`` (roots/list) — and ``count`` (progress and log notifications). They use
-the SDK's resolvers, so the server asks in whichever way the request's era calls for: a standalone
-server-to-client request on the call's stream (2025 revisions) or an ``InputRequiredResult`` the
-client answers by retrying (2026-07-28).
+or, for hosted servers behind the deployer bridge, the ``X-WeMcp-Env-API_KEY`` header and the bridge
+credential ``X-WeMcp-Assertion``, the names of all ``X-WeMcp-Env-*`` headers it received, and
+the server's name), ``slow``. With ``interactive=True`` (served
+with ``json_response=False``, so the server can talk during a call) also tools that ask the client
+mid-call — ``summarise`` (sampling), ``confirm`` (form elicitation), ``roots`` (roots/list) — and
+``count`` (progress and log notifications). They use the SDK's resolvers, so the server asks in
+whichever way the request's era calls for: a standalone server-to-client request on the call's stream
+(2025 revisions) or an ``InputRequiredResult`` the client answers by retrying (2026-07-28).
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def build_server(name: str = "upstream", *, interactive: bool = False) -> MCPSer
         headers = getattr(req, "headers", {}) or {}
         return json.dumps({"api_key": headers.get("x-api-key") or headers.get("x-wemcp-env-api_key"),
                            "session": headers.get("mcp-session-id"), "server": name,
-                           "env": sorted(k[12:] for k in headers if k.lower().startswith("x-wemcp-env-"))})
+                           "env": sorted(k[12:] for k in headers if k.lower().startswith("x-wemcp-env-")),
+                           "assertion": headers.get("x-wemcp-assertion")})
 
     @mcp.tool()
     async def slow(seconds: float) -> str:

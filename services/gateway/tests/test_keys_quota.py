@@ -12,6 +12,7 @@ import pytest
 from gateway_testkit import USERS, bearer, mcp_client, set_quota, text_of
 from mcp.shared.exceptions import MCPError
 
+from wemcp.common.trust import BridgeGuard, environment_ring
 from wemcp.devstack.testing import wait_for
 
 pytestmark = pytest.mark.asyncio
@@ -34,6 +35,10 @@ async def test_no_key_system_key_vault_key_unmetered(stack, both_upstream, infra
         async with mcp_client(stack.url + "/mcp/keyed", bearer("alice")) as c:
             r = await c.call_tool("whoami", {})
             assert whoami(r)["api_key"] == "system-key-0001"
+            # a hosted server's bridge gets the platform's credential for this slug (and no other)
+            guard = BridgeGuard(environment_ring())
+            assert guard.check("keyed", whoami(r)["assertion"]) is None
+            assert guard.check("other", whoami(r)["assertion"]) is not None
             assert text_of(await c.call_tool("echo", {"text": "2"})) == "2"
         # the third system-key call of the day: HTTP 429 carrying the JSON-RPC error, with Retry-After;
         # the official client surfaces it as the call's error
@@ -113,7 +118,7 @@ async def test_two_users_1000_interleaved_calls_never_cross(stack, both_upstream
     assert len(seen["alice"]) == len(seen["bob"]) == 2 * rounds * 10
     assert set(seen["alice"]) == {"alice-secret"} and set(seen["bob"]) == {"bob-secret"}
     # warm caches: the vault is asked once per user, not per call
-    assert stack.auth.calls <= 4
+    assert stack.auth.calls <= 4 and stack.auth.refused == 0  # each with the gateway's service credential
     if kind == "legacy":  # pooled: one upstream session per (user, key), not per call or client session
         assert 2 <= stack.mcp.upstream.opened <= 4
 

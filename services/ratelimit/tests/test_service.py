@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.identity import Identity
 from wemcp.common.service import running
+from wemcp.common.trust import PlatformHeaders
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.testing import wait_for
 from wemcp.ratelimit.client import InvalidSubject, QuotaClient, open_quota_client
@@ -24,9 +25,9 @@ from wemcp.ratelimit.remote import NatsQuotaClient
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_bus", "clean_redis")
 
 SECRET = "service-test-agent-run-secret-000"
-ADMIN = Identity(uuid.uuid4(), "admin").headers()
+ADMIN = PlatformHeaders("ratelimit", Identity(uuid.uuid4(), "admin"), issuer="gateway")
 USER_ID = uuid.uuid4()
-USER = Identity(USER_ID, "user").headers()
+USER = PlatformHeaders("ratelimit", Identity(USER_ID, "user"), issuer="gateway")
 
 
 @pytest.fixture

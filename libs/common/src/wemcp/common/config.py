@@ -12,11 +12,12 @@ from functools import cached_property
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wemcp.common.errors import ConfigError
 from wemcp.common.netpolicy import EgressPolicy, parse_allow
+from wemcp.common.trust import DEVELOPMENT_KEYS, KeyRing
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -61,6 +62,9 @@ class ServiceSettings(BaseSettings):
     bus_ack_wait_seconds: float = Field(
         default=30.0, gt=0, validation_alias=AliasChoices("WEMCP_BUS_ACK_WAIT_SECONDS", "BUS_ACK_WAIT_SECONDS")
     )
+    # The platform's service-to-service keys (wemcp.common.trust): "kid:secret,kid:secret", first signs.
+    service_keys: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("WEMCP_SERVICE_KEYS"))
     startup_timeout_seconds: float = Field(default=10.0, gt=0)
     # Hosts, IPs and CIDRs that user-supplied URLs may reach although they are not public
     # (wemcp.common.netpolicy); tests list their loopback servers here.
@@ -88,12 +92,22 @@ class ServiceSettings(BaseSettings):
         parse_allow(v)  # a ValueError names the bad entry
         return v
 
+    @field_validator("service_keys")
+    @classmethod
+    def _check_service_keys(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            KeyRing.parse(v.get_secret_value())  # a malformed ring fails at start-up, not on a call
+        return v
+
     @model_validator(mode="after")
     def _production_needs_explicit_infrastructure(self) -> ServiceSettings:
         # In production a forgotten URL must not silently fall back to localhost.
         if self.environment == "production":
             missing = [env for name, env in (("database_url", "DATABASE_URL"), ("nats_url", "NATS_URL"),
                                              ("redis_url", "REDIS_URL")) if name not in self.model_fields_set]
+            if self.service_keys is None:
+                # without it every service would trust the published development key
+                missing.append("WEMCP_SERVICE_KEYS")
             if missing:
                 raise ValueError(f"{', '.join(missing)} must be set when WEMCP_ENV=production")
         return self
@@ -102,6 +116,13 @@ class ServiceSettings(BaseSettings):
     def egress(self) -> EgressPolicy:
         """The process's egress policy for user-supplied URLs (one object, shared by its clients)."""
         return EgressPolicy(self.egress_allow)
+
+    @cached_property
+    def key_ring(self) -> KeyRing:
+        """The service-to-service keys; the published development key when none is set (refused in
+        production by the validator above)."""
+        raw = self.service_keys.get_secret_value() if self.service_keys is not None else DEVELOPMENT_KEYS
+        return KeyRing.parse(raw)
 
     @cached_property
     def async_database_url(self) -> str:

@@ -1,10 +1,11 @@
 """Who is calling, as the gateway established it.
 
 The gateway is the only public port: it verifies the caller once (JWT or platform API key), strips
-any identity headers a client sent, and forwards the verified identity to the owning service as
-``X-WeMcp-User-Id``, ``X-WeMcp-User-Role`` and ``X-WeMcp-User-Login`` (plus
-``X-WeMcp-Agent-Run`` for MCP calls made inside an agent run). Services are reachable only from the
-gateway's network and read identity with the dependencies below; they never parse tokens.
+any identity headers a client sent, and states the verified identity to the owning service in a
+signed, short-lived service assertion (``X-WeMcp-Assertion``, :mod:`wemcp.common.trust`). The
+service runtime verifies it before any route runs (``TrustMiddleware``) and leaves the identity in
+the request's state; the dependencies below read it from there and nowhere else. Bare
+``X-WeMcp-User-*`` headers are not trusted: without an assertion they are refused with 401.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ HEADER_USER_ID = "x-wemcp-user-id"
 HEADER_ROLE = "x-wemcp-user-role"
 HEADER_LOGIN = "x-wemcp-user-login"
 HEADER_AGENT_RUN = "x-wemcp-agent-run"
-IDENTITY_HEADERS = frozenset({HEADER_USER_ID, HEADER_ROLE, HEADER_LOGIN, HEADER_AGENT_RUN})
+HEADER_ASSERTION = "x-wemcp-assertion"  # wemcp.common.trust: the platform's signed credential
+# what the gateway never takes from a client (it states identity itself)
+IDENTITY_HEADERS = frozenset({HEADER_USER_ID, HEADER_ROLE, HEADER_LOGIN, HEADER_AGENT_RUN, HEADER_ASSERTION})
+# the old bare identity headers, as raw ASGI names: a request carrying them without an assertion is refused
+USER_HEADERS = frozenset(h.encode() for h in (HEADER_USER_ID, HEADER_ROLE, HEADER_LOGIN))
+# where the trust middleware leaves the verified identity (request.scope["state"])
+IDENTITY_STATE = "wemcp_identity"
 
 
 @dataclass(frozen=True)
@@ -37,30 +44,19 @@ class Identity:
     def at_least(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
 
-    def headers(self) -> dict[str, str]:
-        return {HEADER_USER_ID: str(self.user_id), HEADER_ROLE: self.role, HEADER_LOGIN: self.login}
 
-
-def identity_from_headers(request: Request) -> Identity | None:
-    raw = request.headers.get(HEADER_USER_ID)
-    if not raw:
-        return None
-    try:
-        user_id = UUID(raw)
-    except ValueError:
-        raise Unauthorized("malformed identity") from None
-    role = request.headers.get(HEADER_ROLE, "user")
-    if role not in ROLE_RANK:
-        raise Unauthorized("malformed identity")
-    return Identity(user_id=user_id, role=role, login=request.headers.get(HEADER_LOGIN, ""))  # type: ignore[arg-type]
+def identity_of(request: Request) -> Identity | None:
+    """The user a verified service assertion speaks for; None when anonymous or the platform calls."""
+    state = request.scope.get("state")
+    return state.get(IDENTITY_STATE) if state else None
 
 
 def _optional(request: Request) -> Identity | None:
-    return identity_from_headers(request)
+    return identity_of(request)
 
 
 def _required(request: Request) -> Identity:
-    ident = identity_from_headers(request)
+    ident = identity_of(request)
     if ident is None:
         raise Unauthorized("sign in first", headers={"WWW-Authenticate": "Bearer"})
     return ident

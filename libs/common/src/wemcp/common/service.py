@@ -36,6 +36,7 @@ from wemcp.common.http import RequestContextMiddleware, http_protocol, install_e
 from wemcp.common.logging import configure_logging, get_logger
 from wemcp.common.outbox import OutboxRelay, OutboxTables
 from wemcp.common.telemetry import TracingMiddleware, setup_telemetry
+from wemcp.common.trust import Issuer, TrustMiddleware, Verifier
 
 log = get_logger("wemcp.service")
 Hook = Callable[["Runtime"], Awaitable[None]]
@@ -59,6 +60,10 @@ class ServiceSpec:
     # The gateway serves its own aggregated /healthz and merged /openapi.json.
     default_health: bool = True
     openapi_url: str | None = "/openapi.json"
+    # The gateway: the public edge, which verifies callers itself (tokens, API keys); only its
+    # /internal/ paths (if any) need the service credential. Every other service trusts nothing but
+    # a verified service assertion (wemcp.common.trust.TrustMiddleware).
+    edge: bool = False
 
 
 @dataclass
@@ -74,6 +79,14 @@ class Runtime:
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    _issuer: Issuer | None = None
+
+    @property
+    def issuer(self) -> Issuer:
+        """Signs this service's calls to other platform services (``issuer.headers("catalog")``)."""
+        if self._issuer is None:
+            self._issuer = Issuer(self.settings.key_ring, self.spec.name)
+        return self._issuer
 
     async def open(self) -> None:
         s = self.settings
@@ -196,6 +209,8 @@ def build_app(spec: ServiceSpec, runtime: Runtime) -> FastAPI:
         app.include_router(router)
     if spec.configure_app is not None:
         spec.configure_app(app)
+    # innermost: a refusal still gets the request id, the access log line and the trace
+    app.add_middleware(TrustMiddleware, verifier=Verifier(runtime.settings.key_ring, spec.name), edge=spec.edge)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(TracingMiddleware, service=spec.name)
     return app

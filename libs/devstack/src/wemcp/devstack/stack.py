@@ -112,6 +112,11 @@ class Stack:
         assert self.database_url and self.nats_url and self.redis_url
         return {"DATABASE_URL": self.database_url, "NATS_URL": self.nats_url, "REDIS_URL": self.redis_url}
 
+    def service_keys(self) -> str:
+        """``WEMCP_SERVICE_KEYS`` of this stack: the environment's, else one generated into the data
+        directory (like the KEK) so restarts keep it."""
+        return os.environ.get("WEMCP_SERVICE_KEYS") or f"local:{self._local_secret('service-key')}"
+
     def _local_secret(self, name: str) -> str:
         """A random secret generated once per data directory (development stacks only)."""
         import secrets
@@ -130,6 +135,7 @@ class Stack:
     def write_env_file(self) -> None:
         env = {**self.infra_env(), "WEMCP_AUTH_DEV_KEK_FILE": str(self.data_dir / "auth-dev-kek"),
                "AGENT_RUN_SECRET": self._local_secret("agent-run-secret"),
+               "WEMCP_SERVICE_KEYS": self.service_keys(),
                "WEMCP_GATEWAY_URL": f"http://127.0.0.1:{self.gateway_port}"}
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         self.env_file.chmod(0o600)
@@ -146,6 +152,8 @@ class Stack:
         base_env.setdefault("WEMCP_AUTH_DEV_KEK_FILE", str(self.data_dir / "auth-dev-kek"))
         # agents sign run contexts that gateway and ratelimit verify: one shared secret per stack
         base_env.setdefault("AGENT_RUN_SECRET", self._local_secret("agent-run-secret"))
+        # the platform's service-to-service credential (wemcp.common.trust): one key ring per stack
+        base_env.setdefault("WEMCP_SERVICE_KEYS", self.service_keys())
         # model providers' API keys are sealed under this (development stacks only)
         base_env.setdefault("WEMCP_AGENTS_PROVIDER_KEY_SECRET", self._local_secret("agents-provider-key-secret"))
         base_env.setdefault("WEMCP_AGENTS_GATEWAY_URL", f"http://127.0.0.1:{self.gateway_port}")

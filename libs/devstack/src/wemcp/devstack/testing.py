@@ -13,6 +13,10 @@ Fixtures:
 
 Helper:
     wait_for        polls a condition (sync or async) until it is truthy, instead of sleeping
+
+The session's service-to-service keys (``WEMCP_SERVICE_KEYS``, wemcp.common.trust) are generated
+at start-up unless set: every in-process service, every process a test starts and every test kit's
+``platform_headers``/``as_user`` share them.
 """
 
 from __future__ import annotations
@@ -155,6 +159,13 @@ async def _prepare_database(url: str) -> None:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_trgm;")
     finally:
         await conn.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from wemcp.common.trust import SETTING, new_key_ring
+
+    # a fresh ring per session (not the published development key): tests prove the credential works
+    os.environ.setdefault(SETTING, new_key_ring("test"))
 
 
 @pytest.fixture(scope="session")

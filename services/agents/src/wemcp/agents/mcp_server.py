@@ -27,7 +27,7 @@ from wemcp.agents import service
 from wemcp.agents.models import Agent
 from wemcp.common.errors import AppError, NotFound, Unauthorized
 from wemcp.common.http import problem
-from wemcp.common.identity import Identity, identity_from_headers
+from wemcp.common.identity import Identity, identity_of
 from wemcp.common.logging import get_logger
 
 log = get_logger("wemcp.agents.mcp_server")
@@ -50,7 +50,7 @@ def _ctx_request(ctx: Any) -> Request:
 async def _agent_and_caller(ctx: Any) -> tuple[service.AgentsState, Agent, Identity, Request]:
     req = _ctx_request(ctx)
     st: service.AgentsState = req.scope["wemcp.agents"]
-    who = identity_from_headers(req)
+    who = identity_of(req)
     if who is None:
         raise MCPError(-32001, "sign in first")
     agent_id = uuid.UUID(req.scope["path_params"]["agent_id"])
@@ -121,7 +121,7 @@ class AgentMcpEndpoint:
         request = Request(scope, receive)
         try:
             st: service.AgentsState = scope["app"].state.runtime.extras["agents"]
-            who = identity_from_headers(request)
+            who = identity_of(request)
             if who is None:
                 raise Unauthorized("sign in first", headers={"WWW-Authenticate": "Bearer"})
             try:

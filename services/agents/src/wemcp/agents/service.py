@@ -158,7 +158,8 @@ def caller_for(st: AgentsState, who: Identity, authorization: str | None, agent:
 
     The context names this run, so it goes on each MCP request (``run_headers``) and is not part of
     what pooled connections are keyed by; the agent is (``scope``)."""
-    headers = who.headers()
+    # the gateway is the public edge: it takes identity only from the caller's own credential
+    headers: dict[str, str] = {}
     if authorization:
         headers["authorization"] = authorization
     run_headers = {}

@@ -20,6 +20,8 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from wemcp.auth.config import ProviderConfig
+from wemcp.common.identity import Identity
+from wemcp.common.trust import platform_headers
 
 CLIENT_ID, CLIENT_SECRET = "wemcp-test-client", "test-client-secret-value"
 
@@ -150,13 +152,12 @@ class LoopbackProvider:
         )
 
 
-def as_user(user: dict[str, Any]) -> dict[str, str]:
-    """The identity headers the gateway sets after verifying a caller."""
-    return {
-        "x-wemcp-user-id": user["id"],
-        "x-wemcp-user-role": user["role"],
-        "x-wemcp-user-login": user["login"],
-    }
+def as_user(user: dict[str, Any], service: str = "auth") -> dict[str, str]:
+    """What the gateway sends ``service`` after verifying ``user`` (``{"id", "role", "login"}``, as
+    auth's API returns users): its signed service assertion (wemcp.common.trust), made with the
+    environment's ``WEMCP_SERVICE_KEYS`` (the pytest plugin sets them per session)."""
+    ident = Identity(user_id=uuid.UUID(str(user["id"])), role=user.get("role", "user"), login=user.get("login", ""))
+    return platform_headers(service, ident, issuer="gateway")
 
 
 async def browser_login(

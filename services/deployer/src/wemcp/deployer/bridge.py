@@ -10,6 +10,10 @@ children are keyed by a hash of those values, so callers with different secrets 
 process. Children are started on demand, stopped after ``idle_seconds`` without calls (scale to
 zero; sessions survive, the next call starts a fresh child) and restarted after a crash with
 backoff.
+
+Every ``/s/{slug}/...`` request must carry the platform's credential for that slug
+(``X-WeMcp-Assertion`` signed with the key derived for ``bridge:<slug>``, wemcp.common.trust), or 401:
+any other local process — a hosted server's child included — gets nothing from the bridge.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from starlette.routing import Route
 
 from wemcp.common.http import http_protocol
 from wemcp.common.logging import get_logger
+from wemcp.common.trust import HEADER_ASSERTION_RAW, BridgeGuard, KeyRing, environment_ring
 from wemcp.deployer import sandbox
 from wemcp.deployer.child import ChildError, Command, StdioChild
 
@@ -125,8 +130,9 @@ class Bridge:
     def __init__(self, *, caps: sandbox.Capabilities, limits: sandbox.Limits, run_dir: Path, host: str = "127.0.0.1",
                  port: int = 0, public_url: str | None = None, idle_seconds: float = 600.0,
                  reap_interval: float = 15.0, start_timeout: float = 60.0, call_timeout: float = 120.0,
-                 max_children: int = 16, uid_base: int = 200000) -> None:
+                 max_children: int = 16, uid_base: int = 200000, keys: KeyRing | None = None) -> None:
         self.caps = caps
+        self.guard = BridgeGuard(keys if keys is not None else environment_ring())
         self.limits = limits
         self.run_dir = run_dir
         self.host, self.port = host, port
@@ -155,11 +161,16 @@ class Bridge:
         """``POST /s/{slug}/mcp`` (every call) is served here as raw ASGI, the same steps as
         :meth:`_mcp` without the framework's routing, request and response objects (a large share of
         the bridge's CPU per call); everything else goes to the Starlette routes."""
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/s/") and path.endswith("/mcp"):
-                slug = path[3:-4]
-                if slug and "/" not in slug:
+            if path.startswith("/s/"):
+                slug = path[3:].split("/", 1)[0]
+                token = next((v.decode("latin-1") for k, v in scope["headers"] if k == HEADER_ASSERTION_RAW), None)
+                refused = self.guard.check(slug, token)
+                if refused is not None:
+                    await JSONResponse({"error": refused}, status_code=401)(scope, receive, send)
+                    return
+                if scope["method"] == "POST" and path.endswith("/mcp") and path.count("/") == 3:
                     await self._post(scope, receive, send, slug)
                     return
         await self.routes(scope, receive, send)

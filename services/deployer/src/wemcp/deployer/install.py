@@ -26,6 +26,7 @@ from typing import Any
 
 from wemcp.common.archives import ArchiveLimits, ArchiveRefused, detect_format, read_archive
 from wemcp.common.dependencies import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
+from wemcp.common.trust import Issuer
 from wemcp.deployer.spec import Archive, Package
 
 MAX_ARCHIVE_BYTES = 50 * 1024 * 1024  # expanded; also the largest stored archive file read
@@ -70,8 +71,9 @@ async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None,
 class Installer:
     def __init__(self, data_dir: Path, *, archive_dir: Path, venv_python: str, npm_registry: str | None = None,
                  pip_index_url: str | None = None, timeout: float = 600.0, uv: str | None = None,
-                 archive_source: str | None = None) -> None:
+                 archive_source: str | None = None, signer: Issuer | None = None) -> None:
         self.data_dir = data_dir
+        self.signer = signer  # the deployer's service credential for the catalog's internal route
         self.archive_dir = archive_dir
         # the catalog's internal archive endpoint: archives uploaded there are fetched on first use
         self.archive_source = archive_source.rstrip("/") if archive_source else None
@@ -258,7 +260,8 @@ class Installer:
             return
         try:
             async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) as http:
-                r = await http.get(f"{self.archive_source}/internal/archives/{sha256}")
+                r = await http.get(f"{self.archive_source}/internal/archives/{sha256}",
+                                   headers=self.signer.headers("catalog") if self.signer is not None else None)
         except httpx.HTTPError as exc:
             raise InstallError(f"the catalog did not hand over archive {sha256[:12]} ({type(exc).__name__}); "
                                "try again") from None

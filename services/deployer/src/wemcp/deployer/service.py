@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDeployFailed, ServerDeploying
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import add_event
+from wemcp.common.trust import HEADER_ASSERTION, Issuer
 from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import Deployer, DeployError, Outcome, Target
 from wemcp.deployer.backends.cloud import AliyunFcDeployer, TencentScfDeployer, credentials_from_env
@@ -60,7 +61,9 @@ class Orchestrator:
         self.sessions = sessions
         self.settings = settings
         data = settings.data_path
-        self.local = LocalDeployer.from_settings(settings)
+        # the deployer's service credential: archives from the catalog, introspection of its bridges
+        self.issuer = Issuer(settings.key_ring, "deployer")
+        self.local = LocalDeployer.from_settings(settings, signer=self.issuer)
         self.bridge, self.installer = self.local.bridge, self.local.installer
         self.caps, self.limits = self.bridge.caps, self.bridge.limits
         self.remote = RemoteDeployer(settings.egress)
@@ -69,11 +72,12 @@ class Orchestrator:
             "local": self.local, "remote": self.remote,
             "aliyun-fc": AliyunFcDeployer(account_id=settings.aliyun_account_id, region=settings.aliyun_region,
                                           credentials=credentials_from_env("WEMCP_DEPLOYER_ALIYUN"),
-                                          endpoint=settings.aliyun_endpoint, live=settings.cloud_live, builder=builder),
+                                          endpoint=settings.aliyun_endpoint, live=settings.cloud_live, builder=builder,
+                                          keys=settings.key_ring),
             "tencent-scf": TencentScfDeployer(region=settings.tencent_region,
                                               credentials=credentials_from_env("WEMCP_DEPLOYER_TENCENT"),
                                               endpoint=settings.tencent_endpoint, live=settings.cloud_live,
-                                              builder=builder)}
+                                              builder=builder, keys=settings.key_ring)}
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -214,7 +218,7 @@ class Orchestrator:
             await progress("planning", "; ".join(backend.plan(target).actions))
             outcome = await backend.deploy(target, progress)
             await progress("introspecting", outcome.introspect_url and "listing tools, prompts and resources")
-            listing, versions = await self._introspect(outcome, remote=backend is self.remote)
+            listing, versions = await self._introspect(slug, outcome, remote=backend is self.remote)
             if spec.hosting == "local":
                 await self.local.undeploy(slug)  # runs on users' machines: nothing of it stays here
                 await progress("stopped", "listed once in the sandbox without secrets; users run it locally")
@@ -243,19 +247,25 @@ class Orchestrator:
             log.warning("deployment_failed", slug=slug, error=_first_line(exc))
             await self._finish_failed(dep_id, generation, reason, tail)
 
-    async def _introspect(self, outcome: Outcome, *, remote: bool) -> tuple[Listing, list[str]]:
+    async def _introspect(self, slug: str, outcome: Outcome, *, remote: bool) -> tuple[Listing, list[str]]:
         assert outcome.introspect_url
         if remote:
             listing = await introspect(outcome.introspect_url, mode="auto", headers=outcome.introspect_headers,
                                        transport=outcome.transport, egress=self.settings.egress)
             return listing, [listing.protocol_version]
-        listing = await introspect(outcome.introspect_url, mode="legacy")
+        # a hosted server's bridge (local, cloud function, pod) answers only its slug's credential;
+        # a fresh token per listing: each has at least a minute left, more than either listing may take
+        listing = await introspect(outcome.introspect_url, mode="legacy", headers=self._bridge_headers(slug))
         versions = [listing.protocol_version]
         with contextlib.suppress(Exception):
-            modern = await introspect(outcome.introspect_url, mode="auto", timeout=20)
+            modern = await introspect(outcome.introspect_url, mode="auto", timeout=20,
+                                      headers=self._bridge_headers(slug))
             if modern.protocol_version == MODERN and [t.name for t in modern.tools] == [t.name for t in listing.tools]:
                 versions.append(MODERN)
         return listing, versions
+
+    def _bridge_headers(self, slug: str) -> dict[str, str]:
+        return {HEADER_ASSERTION: self.issuer.bridge_token(slug)}
 
     # ------------------------------------------------------------------ state
     async def _locked(self, s: AsyncSession, dep_id: uuid.UUID, generation: int) -> Deployment:

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from wemcp.common.errors import ServiceUnavailable, Unauthorized
 from wemcp.common.identity import ROLE_RANK, Identity
 from wemcp.common.logging import get_logger
+from wemcp.common.trust import Issuer
 
 log = get_logger("wemcp.gateway.identity")
 ALGORITHMS = ["EdDSA"]
@@ -79,6 +80,7 @@ class Verifier:
         *,
         issuer: str,
         audience: str,
+        signer: Issuer,
         jwks_refresh_seconds: float = 300.0,
         jwks_min_refetch_seconds: float = 5.0,
         api_key_ttl_seconds: float = 300.0,
@@ -86,6 +88,7 @@ class Verifier:
         leeway: float = 30.0,
     ) -> None:
         self.client = client
+        self.signer = signer  # the gateway's service credential for auth's internal routes
         self.auth_url = auth_url.rstrip("/")
         self.issuer, self.audience, self.leeway = issuer, audience, leeway
         self.jwks_refresh_seconds = jwks_refresh_seconds
@@ -235,7 +238,8 @@ class Verifier:
 
     async def refresh_jwks(self) -> None:
         try:
-            r = await self.client.get(f"{self.auth_url}/internal/auth/jwks", timeout=5.0)
+            r = await self.client.get(f"{self.auth_url}/internal/auth/jwks", timeout=5.0,
+                                      headers=self.signer.headers("auth"))
             r.raise_for_status()
             keys: dict[str, Any] = {}
             for jwk in r.json().get("keys", []):
@@ -269,7 +273,8 @@ class Verifier:
     async def _resolve(self, digest: str, now: float) -> tuple[Identity | None, ApiKeyGrant | None, float]:
         try:
             r = await self.client.post(
-                f"{self.auth_url}/internal/auth/api-keys/resolve", json={"key_hash": digest}, timeout=5.0
+                f"{self.auth_url}/internal/auth/api-keys/resolve", json={"key_hash": digest}, timeout=5.0,
+                headers=self.signer.headers("auth"),
             )
         except httpx.HTTPError:
             raise ServiceUnavailable("cannot verify the API key right now") from None

@@ -32,6 +32,7 @@ from uuid import UUID
 import orjson
 
 from wemcp.common.logging import get_logger
+from wemcp.common.trust import Issuer
 from wemcp.gateway.h1client import H1Client
 from wemcp.gateway.routes import PLACEHOLDER, Route
 
@@ -68,9 +69,10 @@ def request_values(headers: Any) -> dict[str, str]:
 
 
 class KeyResolver:
-    def __init__(self, http: H1Client | None, auth_url: str, *, system_keys: dict[str, dict[str, str]],
-                 ttl: float = 10.0, system_from_vault: bool = True) -> None:
+    def __init__(self, http: H1Client | None, auth_url: str, *, signer: Issuer,
+                 system_keys: dict[str, dict[str, str]], ttl: float = 10.0, system_from_vault: bool = True) -> None:
         self.http = http
+        self.signer = signer  # the gateway's service credential for auth's internal routes
         self.auth_url = auth_url.rstrip("/")
         self.system_keys = system_keys
         self.ttl = ttl
@@ -159,7 +161,8 @@ class KeyResolver:
             self.lookups += 1
             try:
                 url = f"{self.auth_url}/internal/auth/vault/{quote(user_id)}?{urlencode({'server': slug})}"
-                async with asyncio.timeout(3), await self.http.request("GET", url) as r:
+                async with asyncio.timeout(3), await self.http.request(
+                        "GET", url, headers=self.signer.headers("auth")) as r:
                     if r.status == 200:
                         body = orjson.loads(await r.read())
                         values = {str(k): str(v) for k, v in (body.get("values") or {}).items()}
@@ -182,7 +185,8 @@ class KeyResolver:
             self.lookups += 1
             try:
                 url = f"{self.auth_url}/internal/auth/connections/{quote(user_id)}/{quote(slug, safe='')}"
-                async with asyncio.timeout(3), await self.http.request("GET", url) as r:
+                async with asyncio.timeout(3), await self.http.request(
+                        "GET", url, headers=self.signer.headers("auth")) as r:
                     if r.status == 200:
                         body = orjson.loads(await r.read())
                         token = body.get("access_token") or None

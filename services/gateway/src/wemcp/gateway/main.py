@@ -37,6 +37,7 @@ async def _open(runtime: Runtime) -> None:
                          settings.upstream_connect_timeout_seconds)
     state = GatewayState(settings, client, settings.service_urls())
     verifier = Verifier(client, state.urls["auth"], issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                        signer=runtime.issuer,
                         jwks_refresh_seconds=settings.jwks_refresh_seconds,
                         jwks_min_refetch_seconds=settings.jwks_min_refetch_seconds,
                         api_key_ttl_seconds=settings.api_key_cache_ttl_seconds)
@@ -66,6 +67,7 @@ SPEC = ServiceSpec(
     configure_app=install_mcp_routes,
     default_health=False,
     openapi_url=None,
+    edge=True,
 )
 
 

@@ -18,6 +18,7 @@ from wemcp.common.errors import GatewayTimeout, PayloadTooLarge, ServiceUnavaila
 from wemcp.common.identity import IDENTITY_HEADERS, Identity
 from wemcp.common.logging import get_logger
 from wemcp.common.telemetry import inject_headers
+from wemcp.common.trust import HEADER_ASSERTION, Issuer
 from wemcp.gateway.pathguard import upstream_target
 
 log = get_logger("wemcp.gateway.proxy")
@@ -61,11 +62,12 @@ async def forward(request: Request, client: httpx.AsyncClient, service: str, bas
     if declared and declared.isdigit() and int(declared) > max_body:
         raise PayloadTooLarge(f"the request body is larger than {max_body} bytes")
 
-    # A client never speaks for itself: identity headers come only from the gateway's verification.
+    # A client never speaks for itself: the identity goes only in the gateway's signed assertion
+    # (cached per identity and service: a dict lookup per request).
     headers: dict[str, Any] = {k: v for k, v in request.headers.items()
                                if k.lower() not in HOP_BY_HOP and k.lower() not in IDENTITY_HEADERS}
-    if identity is not None:
-        headers.update(identity.headers())
+    issuer: Issuer = request.app.state.runtime.issuer
+    headers[HEADER_ASSERTION] = issuer.token(service, identity)
     # One statement of who the client is, read the platform's one way (wemcp.common.clientaddr: the
     # socket's peer, or what configured proxies forwarded); what the client claimed is not passed on.
     for claimed in ("forwarded", "x-real-ip"):

@@ -246,7 +246,7 @@ class Relay:
     async def _post(self, sess: LegacySession, reply: dict[str, Any]) -> None:
         """An answer to the upstream session's own request (the upstream acknowledges with 202)."""
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
-                   "mcp-protocol-version": sess.protocol_version, **sess.headers}
+                   "mcp-protocol-version": sess.protocol_version, **self.up.session_headers(sess)}
         if sess.session_id:
             headers["mcp-session-id"] = sess.session_id
         try:

@@ -31,6 +31,7 @@ import orjson
 
 from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressPolicy, refusal_in
+from wemcp.common.trust import HEADER_ASSERTION, Issuer
 from wemcp.gateway.h1client import H1Client, H1Error, H1Response
 from wemcp.gateway.keys import Resolved, fill
 from wemcp.gateway.routes import MODERN, Route
@@ -60,6 +61,7 @@ class LegacySession:
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)  # credentials, for the DELETE at close
     remote: bool = False  # a user-supplied upstream: through the egress-checked pool
+    bridge: str | None = None  # a hosted server's slug: requests outside a call get a fresh assertion
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -142,8 +144,9 @@ def final_response(msgs: list[dict[str, Any]], req_id: Any) -> dict[str, Any] | 
 
 
 class Upstream:
-    def __init__(self, *, max_connections: int = 512, timeout: float = 60.0, connect_timeout: float = 3.0,
-                 max_sessions: int = 10_000, egress: EgressPolicy | None = None) -> None:
+    def __init__(self, *, signer: Issuer, max_connections: int = 512, timeout: float = 60.0,
+                 connect_timeout: float = 3.0, max_sessions: int = 10_000, egress: EgressPolicy | None = None) -> None:
+        self.signer = signer  # signs the deployer bridges' credential (a cached token per slug)
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.egress = egress or EgressPolicy()
         self.max_connections = max_connections
@@ -183,7 +186,8 @@ class Upstream:
     async def _delete(self, sess: LegacySession) -> None:
         client = self.remote if sess.remote else self.http
         assert client is not None and sess.session_id and sess.url
-        h = {"mcp-session-id": sess.session_id, "mcp-protocol-version": sess.protocol_version, **sess.headers}
+        h = {"mcp-session-id": sess.session_id, "mcp-protocol-version": sess.protocol_version,
+             **self.session_headers(sess)}
         async with await client.request("DELETE", sess.url, headers=h) as resp:
             await resp.read()
 
@@ -196,13 +200,15 @@ class Upstream:
             self._discover.pop(key, None)
 
     # -- request shape -----------------------------------------------------------------------------
-    @staticmethod
-    def target(route: Route, resolved: Resolved) -> tuple[str, dict[str, str]]:
-        """The URL and credential headers for this caller (placeholders filled)."""
+    def target(self, route: Route, resolved: Resolved) -> tuple[str, dict[str, str]]:
+        """The URL and credential headers for this caller (placeholders filled). A hosted server's
+        bridge (local or a cloud function) answers only the platform: its assertion is signed with
+        the key derived for that slug, one cached token per slug (a dict lookup per call)."""
         assert route.endpoint is not None
         headers: dict[str, str] = {"content-type": "application/json",
                                    "accept": "application/json, text/event-stream"}
         if route.hosted:
+            headers[HEADER_ASSERTION] = self.signer.bridge_token(route.slug)
             for name, value in resolved.values.items():
                 headers[f"x-wemcp-env-{name.lower()}"] = value
             return route.endpoint, headers
@@ -322,9 +328,16 @@ class Upstream:
                              remote=not route.hosted)
         await self.read(r2)
         log.info("upstream_session_opened", server=route.slug, protocol_version=pv)
-        return LegacySession(sid, pv, result, url,
-                             {k: v for k, v in headers.items() if k not in ("content-type", "accept")},
-                             remote=not route.hosted)
+        kept = {k: v for k, v in headers.items() if k not in ("content-type", "accept", HEADER_ASSERTION)}
+        return LegacySession(sid, pv, result, url, kept, remote=not route.hosted,
+                             bridge=route.slug if route.hosted else None)
+
+    def session_headers(self, sess: LegacySession) -> dict[str, str]:
+        """A pooled session's credentials for a request outside a call (its DELETE, an answer to the
+        server's own request): the session outlives any one assertion, so a current one is added."""
+        if sess.bridge is None:
+            return sess.headers
+        return {**sess.headers, HEADER_ASSERTION: self.signer.bridge_token(sess.bridge)}
 
     # -- one request, as a client of the upstream ----------------------------------------------------------
     async def send(self, route: Route, resolved: Resolved, user_key: str, msg: dict[str, Any],

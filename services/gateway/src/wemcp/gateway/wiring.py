@@ -142,10 +142,12 @@ def _system_keys(settings: Any) -> dict[str, dict[str, str]]:
 async def open_mcp(runtime: Any) -> None:
     state = runtime.extras["gateway"]
     s = state.settings
-    upstream = Upstream(max_connections=s.upstream_max_connections, timeout=s.mcp_upstream_timeout_seconds,
-                        connect_timeout=s.upstream_connect_timeout_seconds, egress=s.egress)
+    upstream = Upstream(signer=runtime.issuer, max_connections=s.upstream_max_connections,
+                        timeout=s.mcp_upstream_timeout_seconds, connect_timeout=s.upstream_connect_timeout_seconds,
+                        egress=s.egress)
     await upstream.start()
-    keys = KeyResolver(upstream.http, state.urls["auth"], system_keys=_system_keys(s), ttl=s.key_cache_ttl_seconds,
+    keys = KeyResolver(upstream.http, state.urls["auth"], signer=runtime.issuer, system_keys=_system_keys(s),
+                       ttl=s.key_cache_ttl_seconds,
                        system_from_vault=s.system_keys_from_vault)
     tools = OpenApiTools(s.egress)  # the same policy object: one allow-list for every user-supplied URL
     await tools.start()

@@ -7,6 +7,12 @@ SDK will send (the code zip as a placeholder). ``deploy()`` builds the real code
 (:mod:`wemcp.deployer.artifacts`) and calls the SDK, only when ``live`` (``WEMCP_DEPLOYER_CLOUD_LIVE=true``)
 and credentials are set. ``endpoint`` (``https://host:port``) and ``ca_file`` point the SDKs elsewhere;
 the tests use a loopback HTTPS server that recomputes every signature.
+
+A function's HTTP trigger is public, and the function runs code strangers submitted, so it must
+neither answer anyone nor hold the platform's keys: its environment carries only the keys derived
+for its own slug (``WEMCP_BRIDGE_KEYS``, :meth:`wemcp.common.trust.KeyRing.derive`), with which the
+bundled bridge checks the gateway's assertion on every request. Rotating ``WEMCP_SERVICE_KEYS``
+therefore means redeploying cloud functions before the old key is dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from wemcp.common.trust import KeyRing, bridge_audience, environment_ring
 from wemcp.deployer.artifacts import TARGETS, ArtifactBuilder, CodeZip
 from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, RuntimeStatus, Target
 from wemcp.deployer.install import InstallError
@@ -26,6 +33,15 @@ from wemcp.deployer.install import InstallError
 BRIDGE_PORT_FC = TARGETS["aliyun-fc"]["port"]
 BRIDGE_PORT_SCF = TARGETS["tencent-scf"]["port"]
 ZIP_PLACEHOLDER = "<base64 of code.zip>"
+KEYS_PLACEHOLDER = "<keys derived for this slug from WEMCP_SERVICE_KEYS>"  # plans show no secret
+
+
+def bridge_env(keys: KeyRing | None, slug: str) -> dict[str, str]:
+    """The function's own credential check (runtime/wemcp_bridge.py): keys for its slug only.
+    ``keys`` None: a plan, which shows a placeholder."""
+    audience = bridge_audience(slug)
+    return {"WEMCP_BRIDGE_KEYS": keys.derive(audience).export() if keys is not None else KEYS_PLACEHOLDER,
+            "WEMCP_BRIDGE_AUDIENCE": audience}
 
 
 @dataclass
@@ -60,8 +76,10 @@ class AliyunFcDeployer:
 
     def __init__(self, *, account_id: str = "", region: str = "cn-hangzhou",
                  credentials: CloudCredentials | None = None, endpoint: str | None = None, live: bool = False,
-                 builder: ArtifactBuilder | None = None, ca_file: str | None = None) -> None:
+                 builder: ArtifactBuilder | None = None, ca_file: str | None = None,
+                 keys: KeyRing | None = None) -> None:
         self.account_id, self.region = account_id, region
+        self.keys = keys if keys is not None else environment_ring()
         self.credentials = credentials
         self.endpoint = endpoint or f"https://{account_id}.{region}.fc.aliyuncs.com"
         self.live = live
@@ -72,7 +90,7 @@ class AliyunFcDeployer:
         return f"wemcp-{slug}".replace(".", "-")[:64]
 
     # The SDK models are the single source of the request bodies: plan() and deploy() both use them.
-    def _function_input(self, target: Target, zip_b64: str) -> Any:
+    def _function_input(self, target: Target, zip_b64: str, keys: KeyRing | None = None) -> Any:
         from alibabacloud_fc20230330 import models as fc
 
         return fc.CreateFunctionInput(
@@ -81,7 +99,7 @@ class AliyunFcDeployer:
             memory_size=512, cpu=0.35, disk_size=512, timeout=300, instance_concurrency=20,
             custom_runtime_config=fc.CustomRuntimeConfig(command=["/code/bootstrap"], port=BRIDGE_PORT_FC),
             internet_access=target.spec.network, session_affinity="MCP_SSE",
-            environment_variables={"WEMCP_BRIDGE_PORT": str(BRIDGE_PORT_FC)},
+            environment_variables={"WEMCP_BRIDGE_PORT": str(BRIDGE_PORT_FC), **bridge_env(keys, target.slug)},
             code=fc.InputCodeLocation(zip_file=zip_b64))
 
     def _trigger_input(self) -> Any:
@@ -135,7 +153,7 @@ class AliyunFcDeployer:
         self._live()
         code = await _build(self.builder, target, self.name, progress)
         client, fn = self.client(), self.function_name(target.slug)
-        function = self._function_input(target, code.base64())
+        function = self._function_input(target, code.base64(), self.keys)
         try:
             await progress("calling", "CreateFunction")
             try:
@@ -208,8 +226,10 @@ class TencentScfDeployer:
 
     def __init__(self, *, region: str = "ap-guangzhou", credentials: CloudCredentials | None = None,
                  endpoint: str | None = None, live: bool = False, builder: ArtifactBuilder | None = None,
-                 ca_file: str | None = None, poll_interval: float = 2.0, poll_timeout: float = 300.0) -> None:
+                 ca_file: str | None = None, poll_interval: float = 2.0, poll_timeout: float = 300.0,
+                 keys: KeyRing | None = None) -> None:
         self.region = region
+        self.keys = keys if keys is not None else environment_ring()
         self.credentials = credentials
         self.endpoint = endpoint or f"https://{self.host}"
         self.live = live
@@ -220,7 +240,7 @@ class TencentScfDeployer:
     def function_name(self, slug: str) -> str:
         return f"wemcp-{slug}".replace(".", "-")[:60]
 
-    def _create_body(self, target: Target, zip_b64: str) -> dict[str, Any]:
+    def _create_body(self, target: Target, zip_b64: str, keys: KeyRing | None = None) -> dict[str, Any]:
         from tencentcloud.scf.v20180416 import models
 
         kind = target.spec.kind
@@ -230,7 +250,9 @@ class TencentScfDeployer:
             "Runtime": "Nodejs18.15" if kind == "npm" else "Python3.10",
             "Description": f"WeMcp MCP server {target.slug}", "MemorySize": 512, "Timeout": 900,
             "InstallDependency": "FALSE", "Code": {"ZipFile": zip_b64},
-            "Environment": {"Variables": [{"Key": "WEMCP_BRIDGE_PORT", "Value": str(BRIDGE_PORT_SCF)}]},
+            "Environment": {"Variables": [{"Key": k, "Value": v} for k, v in
+                                          {"WEMCP_BRIDGE_PORT": str(BRIDGE_PORT_SCF),
+                                           **bridge_env(keys, target.slug)}.items()]},
             "PublicNetConfig": {"PublicNetStatus": "ENABLE" if target.spec.network else "DISABLE"}})
         return req._serialize()
 
@@ -287,7 +309,7 @@ class TencentScfDeployer:
         try:
             await progress("calling", "CreateFunction")
             try:
-                await self._call(client, "CreateFunction", self._create_body(target, code.base64()))
+                await self._call(client, "CreateFunction", self._create_body(target, code.base64(), self.keys))
             except TencentCloudSDKException as exc:
                 if not str(exc.code).startswith("ResourceInUse"):
                     raise

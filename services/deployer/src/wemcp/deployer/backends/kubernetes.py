@@ -5,7 +5,8 @@ operator's choice. Validated offline against the Kubernetes JSON schemas in the 
 Images are real, pullable runtime images (settings ``KUBERNETES_NODE_IMAGE`` / ``KUBERNETES_PYTHON_IMAGE``):
 an init container installs the pinned package into an ``emptyDir`` (``npm install`` / ``pip install
 --target``), the server container runs the bridge from the ConfigMap around it, read-only root, non-root,
-all capabilities dropped.
+all capabilities dropped. The bridge answers only the gateway: a Secret holds the keys derived for this
+slug (never the platform's own, see backends/cloud.py) and the server container reads them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import re
 import shlex
 from typing import Any
 
+from wemcp.common.trust import KeyRing
 from wemcp.deployer.artifacts import RUNTIME_DIR
 from wemcp.deployer.backends.base import Target
+from wemcp.deployer.backends.cloud import bridge_env
 from wemcp.deployer.spec import base_env, package_argv
 
 NODE_IMAGE = "docker.io/library/node:20-bookworm-slim"
@@ -54,6 +57,7 @@ def _pod(target: Target, name: str, image: str, *, knative: bool) -> dict[str, A
     mounts = [{"name": "code", "mountPath": "/code"}, {"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
     server: dict[str, Any] = {
         "name": "server", "image": image, "command": ["/bin/sh", "-c", run.strip()], "env": env,
+        "envFrom": [{"secretRef": {"name": f"{name}-bridge-keys"[:63]}}],
         "ports": [{"containerPort": 8080, "name": "http1" if knative else "http", "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
         "securityContext": security,
@@ -72,7 +76,10 @@ def _pod(target: Target, name: str, image: str, *, knative: bool) -> dict[str, A
 
 
 def manifests(target: Target, *, namespace: str = "wemcp-servers", knative: bool = False,
-              node_image: str = NODE_IMAGE, python_image: str = PYTHON_IMAGE) -> list[dict[str, Any]]:
+              node_image: str = NODE_IMAGE, python_image: str = PYTHON_IMAGE,
+              keys: KeyRing | None = None) -> list[dict[str, Any]]:
+    """``keys``: the platform's ring, from which this slug's bridge keys are derived (None: a
+    placeholder the operator fills, as in a plan)."""
     spec = target.spec
     image = node_image if spec.package is not None and spec.package.registry_type == "npm" else python_image
     if not IMAGE_RE.match(image):
@@ -84,6 +91,9 @@ def manifests(target: Target, *, namespace: str = "wemcp-servers", knative: bool
     bridge = {"apiVersion": "v1", "kind": "ConfigMap",
               "metadata": {"name": f"{name}-bridge"[:63], "namespace": namespace, "labels": labels},
               "data": {f: (RUNTIME_DIR / f).read_text() for f in ("wemcp_bridge.js", "wemcp_bridge.py")}}
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": f"{name}-bridge-keys"[:63], "namespace": namespace, "labels": labels},
+              "stringData": bridge_env(keys, target.slug)}
     out: list[dict[str, Any]] = [bridge]
     if knative:
         out.append({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
@@ -112,4 +122,5 @@ def manifests(target: Target, *, namespace: str = "wemcp-servers", knative: bool
                              "egress": [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
                                         {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE}}],
                                          "ports": [{"protocol": "TCP", "port": 443}]}]}})
+    out.append(secret)
     return out

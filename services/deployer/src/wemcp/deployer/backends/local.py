@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from wemcp.common.trust import Issuer
 from wemcp.deployer import sandbox
 from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, RuntimeStatus, Target
 from wemcp.deployer.bridge import Bridge, Hosted
@@ -22,8 +23,9 @@ class LocalDeployer:
         self.bridge = bridge
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalDeployer:
-        """The installer, the sandbox (probed here, once) and the bridge, as the service runs them."""
+    def from_settings(cls, settings: Settings, signer: Issuer | None = None) -> LocalDeployer:
+        """The installer, the sandbox (probed here, once) and the bridge, as the service runs them.
+        ``signer``: the deployer's service credential (archives fetched from the catalog)."""
         data = settings.data_path
         data.mkdir(parents=True, exist_ok=True)
         os.chmod(data, 0o755)  # noqa: S103
@@ -37,10 +39,12 @@ class LocalDeployer:
                         port=settings.bridge_port, public_url=settings.bridge_public_url,
                         idle_seconds=settings.idle_seconds, reap_interval=settings.reap_interval_seconds,
                         start_timeout=settings.start_timeout_seconds, call_timeout=settings.call_timeout_seconds,
-                        max_children=settings.max_children_per_server, uid_base=settings.sandbox_uid_base)
+                        max_children=settings.max_children_per_server, uid_base=settings.sandbox_uid_base,
+                        keys=settings.key_ring)
         installer = Installer(data, archive_dir=settings.archive_dir.resolve(), venv_python=settings.venv_python,
                               npm_registry=settings.npm_registry, pip_index_url=settings.pip_index_url,
-                              timeout=settings.install_timeout_seconds, archive_source=settings.catalog_url)
+                              timeout=settings.install_timeout_seconds, archive_source=settings.catalog_url,
+                              signer=signer)
         return cls(installer, bridge)
 
     def plan(self, target: Target) -> Plan:

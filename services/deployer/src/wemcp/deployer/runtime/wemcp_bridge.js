@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // stdio -> Streamable HTTP bridge shipped inside cloud code zips of npm servers (Node core only).
 // Same contract as wemcp_bridge.py: node wemcp_bridge.js --port 8080 -- <server command...>
+// Only the platform may call: X-WeMcp-Assertion signed with the keys derived for this slug
+// (WEMCP_BRIDGE_KEYS "kid:hex,...", WEMCP_BRIDGE_AUDIENCE "bridge:<slug>"); without them only /healthz answers.
 "use strict";
 const http = require("http");
 const { spawn } = require("child_process");
@@ -13,6 +15,27 @@ const opts = { port: Number(process.env.WEMCP_BRIDGE_PORT || 8080), host: "0.0.0
 for (let i = 0; i < cut; i += 2) opts[args[i].replace(/^--/, "")] = args[i + 1];
 const argv = args.slice(cut + 1);
 const sessions = new Map();
+const bridgeKeys = new Map((process.env.WEMCP_BRIDGE_KEYS || "").split(",").filter((e) => e.includes(":"))
+  .map((e) => { const i = e.indexOf(":"); return [e.slice(0, i).trim(), Buffer.from(e.slice(i + 1).trim(), "hex")]; }));
+const audience = process.env.WEMCP_BRIDGE_AUDIENCE || "";
+
+// null when the request may go on, else why not (the format of wemcp.common.trust)
+function refusal(token) {
+  if (!bridgeKeys.size || !audience) return "this bridge has no keys (WEMCP_BRIDGE_KEYS): it answers nobody";
+  if (!token) return "service assertion missing";
+  const parts = token.split(".");
+  if (parts.length !== 4 || parts[0] !== "v1" || !bridgeKeys.has(parts[1])) return "malformed service assertion or unknown key";
+  const good = crypto.createHmac("sha256", bridgeKeys.get(parts[1])).update(token.slice(0, token.lastIndexOf("."))).digest();
+  const mac = Buffer.from(parts[3], "base64url");
+  if (mac.length !== good.length || !crypto.timingSafeEqual(mac, good)) return "bad service assertion signature";
+  let claims; try { claims = JSON.parse(Buffer.from(parts[2], "base64url").toString("utf8")); } catch { return "malformed service assertion"; }
+  const now = Date.now() / 1000;
+  if (!claims || !Number.isInteger(claims.iat) || !Number.isInteger(claims.exp) || claims.exp - claims.iat <= 0
+      || claims.exp - claims.iat > 120) return "service assertion lifetime out of bounds";
+  if (claims.iat > now + 10 || claims.exp + 10 <= now) return "service assertion expired or not yet valid";
+  if (claims.aud !== audience) return "service assertion is for another server";
+  return null;
+}
 
 class Child {
   constructor() {
@@ -64,8 +87,10 @@ function reply(res, status, body, headers) {
 
 const server = http.createServer((req, res) => {
   const path = req.url.split("?")[0];
-  if (req.method === "GET") return path === "/healthz" ? reply(res, 200, { ok: true, sessions: sessions.size })
-    : reply(res, 405, { error: "use POST /mcp" }, { Allow: "POST, DELETE" });
+  if (req.method === "GET" && path === "/healthz") return reply(res, 200, { ok: true, sessions: sessions.size });
+  const why = refusal(req.headers["x-wemcp-assertion"]);
+  if (why) { req.resume(); return reply(res, 401, { error: why }); }
+  if (req.method === "GET") return reply(res, 405, { error: "use POST /mcp" }, { Allow: "POST, DELETE" });
   const sid = req.headers["mcp-session-id"];
   if (req.method === "DELETE") {
     const c = sessions.get(sid || ""); if (c) { sessions.delete(sid); c.kill(); }

@@ -10,11 +10,20 @@ responses get 202. Requests the child sends to the client (sampling, roots...) a
 "not supported"; its notifications are dropped. ``DELETE /mcp`` ends the session and kills its
 child. ``GET /healthz`` for platform probes. Children idle longer than ``--idle`` seconds are
 stopped.
+
+Only the platform may call: every request but ``/healthz`` carries ``X-WeMcp-Assertion``, the
+gateway's assertion signed with a key derived for this server's slug (``WEMCP_BRIDGE_KEYS``:
+``kid:hex,...``, ``WEMCP_BRIDGE_AUDIENCE``: ``bridge:<slug>``; wemcp.common.trust). The function never
+holds the platform's keys, so the code it runs can at most call itself. Without those settings it
+answers nothing but ``/healthz`` (fails closed).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -24,6 +33,43 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MAX_LIFETIME, LEEWAY = 120, 10  # as wemcp.common.trust
+
+
+class Guard:
+    """Checks the platform's assertion (the format of wemcp.common.trust, standard library only)."""
+
+    def __init__(self, keys: str, audience: str) -> None:
+        self.keys = {kid: bytes.fromhex(h) for kid, _, h in (e.strip().partition(":") for e in keys.split(",")
+                                                            if e.strip())}
+        self.audience = audience
+
+    def refusal(self, token: str | None) -> str | None:
+        """None when the request may go on, else why not."""
+        if not self.keys or not self.audience:
+            return "this bridge has no keys (WEMCP_BRIDGE_KEYS): it answers nobody"
+        if not token:
+            return "service assertion missing"
+        parts = token.split(".")
+        if len(parts) != 4 or parts[0] != "v1" or parts[1] not in self.keys:
+            return "malformed service assertion or unknown key"
+        try:
+            mac = base64.urlsafe_b64decode(parts[3] + "=" * (-len(parts[3]) % 4))
+            claims = json.loads(base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4)))
+        except ValueError:
+            return "malformed service assertion"
+        good = hmac.new(self.keys[parts[1]], token[:token.rfind(".")].encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, good) or not isinstance(claims, dict):
+            return "bad service assertion signature"
+        iat, exp, now = claims.get("iat"), claims.get("exp"), time.time()
+        if not isinstance(iat, int) or not isinstance(exp, int) or not 0 < exp - iat <= MAX_LIFETIME:
+            return "service assertion lifetime out of bounds"
+        if iat > now + LEEWAY or exp + LEEWAY <= now:
+            return "service assertion expired or not yet valid"
+        if claims.get("aud") != self.audience:
+            return "service assertion is for another server"
+        return None
 
 
 class Child:
@@ -88,8 +134,9 @@ class Child:
 
 
 class Bridge:
-    def __init__(self, argv: list[str], timeout: float, idle: float) -> None:
+    def __init__(self, argv: list[str], timeout: float, idle: float, guard: Guard) -> None:
         self.argv, self.timeout, self.idle = argv, timeout, idle
+        self.guard = guard
         self.sessions: dict[str, Child] = {}
         self.lock = threading.Lock()
 
@@ -131,13 +178,24 @@ def make_handler(bridge: Bridge) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _refused(self) -> bool:
+            why = bridge.guard.refusal(self.headers.get("X-WeMcp-Assertion"))
+            if why is not None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)  # keep the connection usable
+                self._reply(401, {"error": why})
+            return why is not None
+
         def do_GET(self) -> None:
             if self.path.split("?")[0] == "/healthz":
                 self._reply(200, {"ok": True, "sessions": len(bridge.sessions)})
-            else:
+            elif not self._refused():
                 self._reply(405, {"error": "use POST /mcp"}, {"Allow": "POST, DELETE"})
 
         def do_DELETE(self) -> None:
+            if self._refused():
+                return
             sid = self.headers.get("Mcp-Session-Id", "")
             with bridge.lock:
                 child = bridge.sessions.pop(sid, None)
@@ -146,6 +204,8 @@ def make_handler(bridge: Bridge) -> type[BaseHTTPRequestHandler]:
             self._reply(200 if child else 404)
 
         def do_POST(self) -> None:
+            if self._refused():
+                return
             if self.path.split("?")[0].rstrip("/") not in ("/mcp", ""):
                 self._reply(404, {"error": "not found"})
                 return
@@ -188,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--idle", type=float, default=900.0)
     opts = p.parse_args(args[:cut])
-    bridge = Bridge(args[cut + 1:], opts.timeout, opts.idle)
+    guard = Guard(os.environ.get("WEMCP_BRIDGE_KEYS", ""), os.environ.get("WEMCP_BRIDGE_AUDIENCE", ""))
+    bridge = Bridge(args[cut + 1:], opts.timeout, opts.idle, guard)
     threading.Thread(target=bridge.reap, daemon=True).start()
     server = _Server((opts.host, opts.port), make_handler(bridge))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
