@@ -3,6 +3,7 @@ server directly, side by side with supergateway (npm) and mcp-proxy (PyPI) on th
 
     .venv/bin/python bench/gateway_compare.py [--seconds 3] [--concurrency 1,16,64] [--rounds 1]
                                               [--rows direct,gateway,...] [--profile-gateway FILE]
+                                              [--baseline-tree DIR]
 
 **The upstream** is one stdio MCP server: ``echo`` (this file, ``--role echo``), written with the
 official ``mcp`` Python SDK 2.x (``MCPServer``, one tool ``echo(text) -> text``), run by the
@@ -42,6 +43,13 @@ measured around each call (perf_counter), throughput = calls / wall time. Every 
 (HTTP 200, the echoed text, no JSON-RPC error). Rows are interleaved per concurrency level and
 per round (``--rounds``, the median of rounds is reported) so slow drifts of machine load hit
 every row alike. ``uptime`` is printed before and after.
+
+**A baseline in the same run** (``--baseline-tree DIR``: a checkout of an earlier commit with its own
+``make install``, e.g. ``git worktree add --detach ../wt-base <commit>``): adds the rows
+``base-direct`` (that tree's bridge) and ``base-gateway`` (that tree's gateway in front of its own
+bridge, anonymous, 2026-07-28), each in its own process run by that tree's venv, interleaved with
+the others, and prints the p50 difference ``gateway - base-gateway`` per concurrency next to the
+round-to-round spread of both rows — how a change's cost is judged on a machine whose load drifts.
 
 Everything is on loopback; NATS and Redis are the embedded ones (``wemcp.devstack.infra``), no
 Docker. bench/results/gateway.md holds a recorded run.
@@ -391,6 +399,12 @@ def cpu_seconds(pids: list[int], descendants: bool = False) -> float:
 
 def cpu_groups(row: str, pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of the processes a row's calls go through, by role."""
+    if row == "base-gateway":
+        return {"proxy": cpu_seconds([pids["base-gateway"]]), "bridge": cpu_seconds([pids["base-bridge"]]),
+                "child": cpu_seconds([pids["base-bridge"]], True),
+                "nats+redis": cpu_seconds([pids["nats"], pids["redis"]])}
+    if row == "base-direct":
+        return {"proxy": cpu_seconds([pids["base-bridge"]]), "child": cpu_seconds([pids["base-bridge"]], True)}
     if row.startswith("gateway"):
         return {"proxy": cpu_seconds([pids["gateway"]]), "bridge": cpu_seconds([pids["bridge"]]),
                 "child": cpu_seconds([pids["bridge"]], True), "nats+redis": cpu_seconds([pids["nats"], pids["redis"]])}
@@ -406,16 +420,22 @@ async def main(a: argparse.Namespace) -> None:
     from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis
 
     rows = [r for r in a.rows.split(",") if r]
+    base_tree: Path | None = a.baseline_tree
+    if base_tree is not None:
+        if not (base_tree / ".venv" / "bin" / "python").exists():
+            raise SystemExit(f"--baseline-tree {base_tree}: no .venv there (run make install in it)")
+        rows += [r for r in ("base-direct", "base-gateway") if r not in rows]
     levels = [int(x) for x in a.concurrency.split(",")]
     sg_bin = ensure_supergateway() if "supergateway" in rows else None
     mp_bin = ensure_mcp_proxy() if "mcp-proxy" in rows else None
     tmp = Path(tempfile.mkdtemp(prefix="gwcompare-"))
     procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(args: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(args: list[str], name: str, env: dict[str, str] | None = None,
+              cwd: Path = BENCH) -> subprocess.Popen[bytes]:
         log = open(tmp / f"{name}.log", "ab")
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env=env, cwd=str(BENCH), start_new_session=True)
+                             env=env, cwd=str(cwd), start_new_session=True)
         log.close()
         procs.append(p)
         return p
@@ -431,16 +451,20 @@ async def main(a: argparse.Namespace) -> None:
     try:
         async with jwks.serve() as auth_url:
             # the bridge (the hosted server "directly")
-            port_file = tmp / "bridge.port"
-            bridge = spawn([PY, SELF, "--role", "bridge", "--port-file", str(port_file)],
-                           "bridge")
-            for _ in range(600):
-                if port_file.exists() and port_file.read_text():
-                    break
-                if bridge.poll() is not None:
-                    raise RuntimeError(f"the bridge exited; see {tmp / 'bridge.log'}")
-                await asyncio.sleep(0.05)
-            bport, sandbox_mode = port_file.read_text().split()
+            async def start_bridge(py: str, script: str, name: str,
+                                   cwd: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+                port_file = tmp / f"{name}.port"
+                proc = spawn([py, script, "--role", "bridge", "--port-file", str(port_file)], name, cwd=cwd)
+                for _ in range(600):
+                    if port_file.exists() and port_file.read_text():
+                        break
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"the bridge exited; see {tmp / f'{name}.log'}")
+                    await asyncio.sleep(0.05)
+                port, mode = port_file.read_text().split()
+                return proc, port, mode
+
+            bridge, bport, sandbox_mode = await start_bridge(PY, SELF, "bridge", BENCH)
             pids.update(bridge=bridge.pid, nats=nats_srv.proc.pid, redis=redis_srv.proc.pid)
             bridge_url = f"http://127.0.0.1:{bport}/s/echo/mcp"
             # the bridge answers only the platform: the gateway's credential for that slug, signed per round
@@ -463,6 +487,19 @@ async def main(a: argparse.Namespace) -> None:
                 pids["gateway"] = gw.pid
                 wait_port(gport, gw, "gateway")
                 await publish_route(nats_srv.url, "echo", bridge_url)
+                if base_tree is not None:  # the same, from the baseline tree, in front of its own bridge
+                    base_py = str(base_tree / ".venv" / "bin" / "python")
+                    bb, bbport, _ = await start_bridge(base_py, str(base_tree / "bench" / "gateway_compare.py"),
+                                                       "base-bridge", base_tree / "bench")
+                    base_bridge_url = f"http://127.0.0.1:{bbport}/s/echo/mcp"
+                    bgport = free_port()
+                    benv = {**env, "WEMCP_GATEWAY_PORT": str(bgport)}
+                    bgw = spawn([base_py, "-m", "wemcp.gateway.main"], "base-gateway", benv, cwd=base_tree / "bench")
+                    pids.update({"base-bridge": bb.pid, "base-gateway": bgw.pid})
+                    wait_port(bgport, bgw, "base-gateway")
+                    await publish_route(nats_srv.url, "echo-base", base_bridge_url)
+                    targets["base-direct"] = (base_bridge_url, "2026", {})
+                    targets["base-gateway"] = (f"http://127.0.0.1:{bgport}/mcp/echo-base", "2026", {})
                 gw_url = f"http://127.0.0.1:{gport}/mcp/echo"
                 targets["gateway"] = (gw_url, "2026", {})
                 targets["gateway-jwt"] = (gw_url, "2026", {"authorization": f"Bearer {jwks.token}"})
@@ -547,6 +584,15 @@ async def main(a: argparse.Namespace) -> None:
             print(f"| {r} | {c} | {cpu['client']:.3f} | {cpu['proxy']:.3f} | "
                   + (f"{cpu['bridge']:.3f}" if "bridge" in cpu else "-") + f" | {cpu['child']:.3f} | "
                   + (f"{cpu['nats+redis']:.3f}" if "nats+redis" in cpu else "-") + f" | {sum(cpu.values()):.3f} |")
+    if "gateway" in rows and "base-gateway" in rows:
+        print("\ngateway - base-gateway, p50 per concurrency (median of rounds), beside each row's round-to-round"
+              "\nspread of p50 (max - min over rounds):")
+        for c in levels:
+            now_p50 = [x["p50"] for x in results[("gateway", c)]]
+            base_p50 = [x["p50"] for x in results[("base-gateway", c)]]
+            print(f"  c={c}: {med('gateway', c, 'p50') - med('base-gateway', c, 'p50'):+.3f} ms"
+                  f"  (spread: gateway {max(now_p50) - min(now_p50):.3f} ms,"
+                  f" base-gateway {max(base_p50) - min(base_p50):.3f} ms)")
     if "direct" in rows and 1 in levels:
         base = med("direct", 1, "p50")
         print("\np50 overhead at c=1 over direct: " + ", ".join(
@@ -563,6 +609,8 @@ if __name__ == "__main__":
     ap.add_argument("--rows", default=",".join(ALL_ROWS))
     ap.add_argument("--profile-gateway", default="", help="run the gateway under cProfile, write stats here")
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--baseline-tree", default="", metavar="DIR",
+                    help="also run DIR's gateway and bridge (a checkout of an earlier commit with its own .venv)")
     ap.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra environment variable for the gateway (ablations: what a part costs)")
     ap.add_argument("--port-file", default="")
@@ -582,5 +630,6 @@ if __name__ == "__main__":
         r = uvloop.run(run_client(a.url, a.mode, json.loads(a.headers), int(a.concurrency), a.seconds, a.warmup))
         print(json.dumps(r))
     else:
+        a.baseline_tree = Path(a.baseline_tree).resolve() if a.baseline_tree else None
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
         asyncio.run(main(a))

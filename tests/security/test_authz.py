@@ -42,6 +42,7 @@ from wemcp.catalog.models import Server
 from wemcp.common.errors import Unauthorized
 from wemcp.common.identity import Identity
 from wemcp.common.service import running
+from wemcp.common.trust import PlatformHeaders
 from wemcp.deployer.main import SPEC as DEPLOYER
 from wemcp.deployer.models import Deployment
 from wemcp.devstack.infra import free_port
@@ -59,12 +60,21 @@ from deployer_testkit import deployer_settings  # noqa: E402
 from gateway_testkit import USERS, both_upstream, fake_verifier, stack  # noqa: E402, F401
 
 pytestmark = pytest.mark.asyncio
+PLATFORM = PlatformHeaders("auth", issuer="gateway")  # the gateway's own credential on auth's internal routes
 MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}
 
 
 def _user(login: str, role: str = "user") -> dict[str, str]:
     return {"id": str(uuid.uuid4()), "role": role, "login": login}
 
+
+def on_deployer(user: dict[str, Any]) -> dict[str, str]:
+    """The gateway's assertion for ``user``, addressed to the deployer (assertions name their receiver)."""
+    return as_user(user, service="deployer")
+
+
+def on_catalog(user: dict[str, Any]) -> dict[str, str]:
+    return as_user(user, service="catalog")
 
 # -- 1. deployments: owner and admins only, output redacted -----------------------------------------
 
@@ -99,17 +109,17 @@ async def test_deployment_is_readable_by_its_owner_and_admins_only(deployer):
     assert anon.status_code == 401, anon.text
     assert anon.headers["content-type"] == "application/problem+json"
     # another user's slug answers exactly like a slug that does not exist
-    theirs = await c.get("/api/v1/deployments/private-one", headers=as_user(other))
-    missing = await c.get("/api/v1/deployments/no-such-one", headers=as_user(other))
+    theirs = await c.get("/api/v1/deployments/private-one", headers=on_deployer(other))
+    missing = await c.get("/api/v1/deployments/no-such-one", headers=on_deployer(other))
     assert theirs.status_code == missing.status_code == 404, theirs.text
     assert theirs.json()["detail"].replace("private-one", "X") == missing.json()["detail"].replace("no-such-one", "X")
     assert "127.0.0.1:9" not in theirs.text
     # owner-less (imported, crawled) servers: admins only
-    assert (await c.get("/api/v1/deployments/ownerless", headers=as_user(other))).status_code == 404
-    assert (await c.get("/api/v1/deployments/ownerless", headers=as_user(admin))).status_code == 200
+    assert (await c.get("/api/v1/deployments/ownerless", headers=on_deployer(other))).status_code == 404
+    assert (await c.get("/api/v1/deployments/ownerless", headers=on_deployer(admin))).status_code == 200
 
     for reader in (owner, admin):
-        r = await c.get("/api/v1/deployments/private-one", headers=as_user(reader))
+        r = await c.get("/api/v1/deployments/private-one", headers=on_deployer(reader))
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["slug"] == "private-one" and body["endpoint"].endswith("/s/private-one/mcp")
@@ -140,28 +150,28 @@ async def test_plain_user_cannot_respec_an_ownerless_server(catalog):
     run in every user's process of that server."""
     app, c = catalog
     admin, mallory = _user("ops", "admin"), _user("mallory")
-    first = await c.post("/api/v1/servers", json=_npm("1.0.0", {"UNITS": "metric"}), headers=as_user(admin))
+    first = await c.post("/api/v1/servers", json=_npm("1.0.0", {"UNITS": "metric"}), headers=on_catalog(admin))
     assert first.status_code == 202, first.text
     slug = first.json()["slug"]
     async with app.state.runtime.sessions() as s, s.begin():  # as the crawler / an import leaves it
         await s.execute(update(Server).where(Server.slug == slug).values(owner_id=None))
 
     evil = _npm("1.0.1", {"UNITS": "metric", "NODE_OPTIONS": "--require /tmp/x.js"})
-    r = await c.post("/api/v1/servers", json=evil, headers=as_user(mallory))
+    r = await c.post("/api/v1/servers", json=evil, headers=on_catalog(mallory))
     assert r.status_code == 403, r.text
     assert r.headers["content-type"] == "application/problem+json" and r.json()["slug"] == slug
-    benign = await c.post("/api/v1/servers", json=_npm("1.0.2", {"UNITS": "imperial"}), headers=as_user(mallory))
+    benign = await c.post("/api/v1/servers", json=_npm("1.0.2", {"UNITS": "imperial"}), headers=on_catalog(mallory))
     assert benign.status_code == 403, benign.text
-    patch = await c.patch(f"/api/v1/servers/{slug}", json={"title": "mine now"}, headers=as_user(mallory))
+    patch = await c.patch(f"/api/v1/servers/{slug}", json={"title": "mine now"}, headers=on_catalog(mallory))
     assert patch.status_code == 403
-    detail = (await c.get(f"/api/v1/servers/{slug}", headers=as_user(admin))).json()
+    detail = (await c.get(f"/api/v1/servers/{slug}", headers=on_catalog(admin))).json()
     assert detail["version"] == "1.0.0" and "NODE_OPTIONS" not in str(detail["spec"])
     # a plain user's own server cannot declare loader/interpreter variables either; an admin's can
     own = await c.post("/api/v1/servers", json={"mcpServers": {"x": {"command": "npx", "args": [
-        "-y", "@mallory/tool@1.0.0"], "env": {"LD_PRELOAD": "/tmp/x.so"}}}}, headers=as_user(mallory))
+        "-y", "@mallory/tool@1.0.0"], "env": {"LD_PRELOAD": "/tmp/x.so"}}}}, headers=on_catalog(mallory))
     assert own.status_code == 422 and "LD_PRELOAD" in own.json()["detail"], own.text
     ok = await c.post("/api/v1/servers", json=_npm("1.0.3", {"NODE_OPTIONS": "--max-old-space-size=256"}),
-                      headers=as_user(admin))
+                      headers=on_catalog(admin))
     assert ok.status_code == 202, ok.text
 
 
@@ -285,12 +295,12 @@ async def test_oauth_token_goes_only_to_servers_the_app_lists(auth_app, provider
         assert done.status_code == 200, done.text
         token = list(provider.access)[-1]
 
-        squatter = await c.get(f"/internal/auth/connections/{user['id']}/netdisk")
+        squatter = await c.get(f"/internal/auth/connections/{user['id']}/netdisk", headers=PLATFORM)
         assert squatter.status_code == 404 and token not in squatter.text, squatter.text
-        listed = await c.get(f"/internal/auth/connections/{user['id']}/netdisk-official")
+        listed = await c.get(f"/internal/auth/connections/{user['id']}/netdisk-official", headers=PLATFORM)
         assert listed.status_code == 200 and listed.json()["access_token"] == token
         # another user's id: that user has no connection, so nothing
-        theirs = await c.get(f"/internal/auth/connections/{other['id']}/netdisk-official")
+        theirs = await c.get(f"/internal/auth/connections/{other['id']}/netdisk-official", headers=PLATFORM)
         assert theirs.status_code == 404 and token not in theirs.text
         # an app names the servers its tokens go to
         r = await c.post("/api/v1/oauth/apps", json={**app_body, "slug": "other-app", "servers": []},
@@ -359,7 +369,8 @@ async def test_production_refuses_to_start_without_keks(infra, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEMCP_")}
     env.update(WEMCP_ENV="production", DATABASE_URL=infra.database_url, NATS_URL=infra.nats_url,
                REDIS_URL=infra.redis_url, WEMCP_AUTH_PORT=str(free_port()),
-               WEMCP_AUTH_DEV_KEK_FILE=str(tmp_path / "dev-kek"))
+               WEMCP_AUTH_DEV_KEK_FILE=str(tmp_path / "dev-kek"),
+               WEMCP_SERVICE_KEYS="k1:a-service-key-for-this-test-only")  # only the KEKs are missing
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "wemcp.auth.main", env=env,
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

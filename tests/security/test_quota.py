@@ -114,6 +114,7 @@ async def test_a_server_that_needs_no_secret_is_never_own_key(stack, both_upstre
         assert await used(stack, USERS["alice"], slug) == 2
 
 
+@pytest.mark.parametrize("stack", [{"egress_allow": "127.0.0.1"}], indirect=True)  # the pasted remote is on loopback
 async def test_partial_own_values_are_metered(stack, both_upstream):
     """Attack: a server needs two secrets (or a secret and a ``{PLACEHOLDER}`` of a pasted config)
     and the platform holds both; the caller supplies one of their own (in the vault or on the

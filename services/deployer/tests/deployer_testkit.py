@@ -23,13 +23,18 @@ ADMIN = {"id": "00000000-0000-0000-0000-0000000000ad", "role": "admin", "login":
 async def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:
     return await _wait_for(predicate, timeout, interval)
 
+async def _as_admin(request: httpx.Request) -> None:
+    request.headers.update(as_user(ADMIN, service="deployer"))
+
+
 class Harness:
     def __init__(self, app: Any, infra: Any) -> None:
         self.app = app
         self.infra = infra
-        # deployments are readable by their owner and admins only: the harness reads them as an admin
+        # deployments are readable by their owner and admins only: the harness reads them as an admin,
+        # with an assertion signed per request (one kept from setup would expire in a long wait)
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://deployer",
-                                        headers=as_user(ADMIN))
+                                        event_hooks={"request": [_as_admin]})
 
     @property
     def orch(self) -> Any:
