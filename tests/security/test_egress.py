@@ -10,7 +10,6 @@ and the loopback to the connect that follows — DNS rebinding, as an attacker's
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import sys
 import uuid
@@ -24,7 +23,7 @@ import pytest
 
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.common.service import running
-from wemcp.devstack.testing import serve_app
+from wemcp.devstack.testing import load_module, serve_app
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services" / "gateway" / "tests"))
@@ -37,19 +36,8 @@ stack = kit.stack  # the gateway kit's fixture
 PUBLIC = "93.184.215.14"  # what the attacker's name answers first (any global address)
 
 
-def _module(path: Path, name: str) -> Any:
-    """A test kit module by path, under a name of its own (a bare ``conftest`` import resolves to
-    another directory's conftest in a full run)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-catalog_helpers = _module(REPO / "services/catalog/tests/catalog_helpers.py", "egress_catalog_helpers")
-_agents_fixtures = _module(REPO / "services/agents/tests/conftest.py", "egress_agents_fixtures")
+catalog_helpers = load_module(REPO / "services/catalog/tests/catalog_helpers.py", "egress_catalog_helpers")
+_agents_fixtures = load_module(REPO / "services/agents/tests/conftest.py", "egress_agents_fixtures")
 platform, time_upstream, time_exe = (_agents_fixtures.platform, _agents_fixtures.time_upstream,
                                      _agents_fixtures.time_exe)
 

@@ -4,7 +4,6 @@ behind the real gateway (the agents test kit). Small daily limits make refusals 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import uuid
@@ -15,24 +14,14 @@ import httpx2 as httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from wemcp.devstack.testing import load_module
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services" / "gateway" / "tests"))
 import gateway_testkit  # noqa: E402
 from gateway_testkit import USERS, Stack, bearer, mcp_client, set_quota, text_of  # noqa: E402
 
-
-def _fixtures_of(path: Path, name: str) -> Any:
-    """A service's test fixtures module, under a name of its own (a bare ``conftest`` import resolves
-    to another directory's conftest in a full run)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_agents = _fixtures_of(REPO / "services" / "agents" / "tests" / "conftest.py", "wemcp_security_agents_fixtures")
+_agents = load_module(REPO / "services" / "agents" / "tests" / "conftest.py", "wemcp_security_agents_fixtures")
 # the fixtures these tests use, from the two services' test kits
 stack, both_upstream = gateway_testkit.stack, gateway_testkit.both_upstream
 platform, time_exe, time_upstream = _agents.platform, _agents.time_exe, _agents.time_upstream
