@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -155,15 +155,8 @@ def _callback_url(st: AuthState, provider: str) -> str:
 def _bind_browser(st: AuthState, resp: Response, browser: str) -> None:
     """The cookie that ties an OAuth flow to the browser that started it (see ``oauth``). Lax: the
     provider sends the browser back with a top-level GET, which must carry it."""
-    resp.set_cookie(
-        oauth.BROWSER_COOKIE,
-        browser,
-        max_age=st.settings.oauth_state_ttl_seconds,
-        httponly=True,
-        secure=st.settings.public_url.startswith("https"),
-        samesite="lax",
-        path="/api/v1",
-    )
+    _http_only_cookie(st, resp, oauth.BROWSER_COOKIE, browser, max_age=st.settings.oauth_state_ttl_seconds,
+                      samesite="lax", path="/api/v1")
 
 
 def _unbind_browser(st: AuthState, resp: Response) -> None:
@@ -264,15 +257,15 @@ async def callback(
 
 
 def _set_refresh_cookie(st: AuthState, resp: Response, value: str) -> None:
-    resp.set_cookie(
-        REFRESH_COOKIE,
-        value,
-        max_age=st.settings.refresh_ttl_seconds,
-        httponly=True,
-        secure=st.settings.public_url.startswith("https"),
-        samesite="strict",
-        path="/api/v1/auth",
-    )
+    _http_only_cookie(st, resp, REFRESH_COOKIE, value, max_age=st.settings.refresh_ttl_seconds,
+                      samesite="strict", path="/api/v1/auth")
+
+
+def _http_only_cookie(st: AuthState, resp: Response, name: str, value: str, *, max_age: int,
+                      samesite: Literal["lax", "strict"], path: str) -> None:
+    """A cookie scripts cannot read, Secure whenever the platform is served over https."""
+    resp.set_cookie(name, value, max_age=max_age, httponly=True, secure=st.settings.public_url.startswith("https"),
+                    samesite=samesite, path=path)
 
 
 @router.post("/auth/refresh", summary="Exchange a refresh token for a new token pair (rotates it)")
