@@ -119,7 +119,7 @@ async def run_bridge(port_file: Path) -> None:
     caps = sandbox.Capabilities("restricted", own_uid=False, netns=False)
     bridge = Bridge(caps=caps, limits=sandbox.Limits(), run_dir=run_dir)
     bridge.register(Hosted(slug="echo", make_command=lambda env: Command(argv=ECHO_CMD, root=BENCH, env={}),
-                           allowed_env=set(), secret_env=set()))
+                           allowed_env=set()))
     await bridge.start()
     from wemcp.common.service import freeze_startup_objects
 

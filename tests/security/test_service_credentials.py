@@ -218,7 +218,7 @@ async def test_the_local_bridge_answers_only_the_platform(tmp_path):
     for slug in ("weather", "maps"):
         bridge.register(Hosted(slug=slug, make_command=lambda env: Command(
             argv=[sys.executable, str(tmp_path / "echo.py")], root=tmp_path, env={}),
-            allowed_env={"API_KEY"}, secret_env={"API_KEY"}))
+            allowed_env={"API_KEY"}))
     await bridge.start()
     try:
         url = bridge.endpoint("weather")

@@ -248,7 +248,7 @@ async def test_modern_requests_reach_a_handshake_era_child_and_keepalive_calls_d
                     run_dir=tmp_path / "run")
     bridge.register(Hosted(slug="echo", make_command=lambda env: Command(
         argv=[sys.executable, str(tmp_path / "echo.py")], root=Path(tmp_path), env={}),
-        allowed_env=set(), secret_env=set()))
+        allowed_env=set()))
     await bridge.start()
     try:
         url = bridge.endpoint("echo")

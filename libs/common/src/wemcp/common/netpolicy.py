@@ -45,6 +45,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from wemcp.common.logging import get_logger
+
+log = get_logger("wemcp.egress")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -303,6 +306,9 @@ class EgressPolicy:
         for _, address in pairs:
             refused = self.refusal(host, address)
             if refused is not None:
+                # logged here, where every refusal is decided: host, kind and address, never the URL
+                # (it may carry a key)
+                log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
                 raise refused
         return pairs
 

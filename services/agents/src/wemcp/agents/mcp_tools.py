@@ -2,9 +2,10 @@
 offered to the model as functions, and the calls the model makes.
 
 Servers by ``ref`` (a catalog slug) are reached through the gateway at ``<gateway_url>/mcp/<slug>``
-with the caller's credentials (their ``Authorization`` header as the gateway verified it, and the
-identity headers) and, in a saved agent's run, the run's signed context (``X-WeMcp-Agent-Run``) on
-every request, so the gateway resolves the caller's own upstream keys and does not meter the calls.
+with the caller's own credential (their ``Authorization`` header, which the gateway verifies again:
+it takes identity from nothing else) and, in a saved agent's run, the run's signed context
+(``X-WeMcp-Agent-Run``, naming the agent's servers) on every request to those servers, so the
+gateway resolves the caller's own upstream keys and does not meter the agent's own calls.
 Responses-style ``server_url`` servers are called directly with the headers the request gave, over
 connections the platform's egress policy checks at connect time (``wemcp.common.netpolicy``): a
 URL, or a name rebinding, to a non-public address is a 400 ``invalid_server_url``.
@@ -129,7 +130,6 @@ async def check_public_url(url: str, param: str, egress: EgressPolicy) -> None:
 
 
 def _refused(param: str, exc: EgressRefused) -> Exception:
-    log.warning("egress_refused", host=exc.host, reason=exc.reason, address=exc.address)
     return oai(BadRequest, f"{param}: {exc}; external MCP servers must be public", "invalid_server_url", param=param)
 
 

@@ -107,7 +107,6 @@ def _refused(exc: BaseException, what: str) -> BadRequest | None:
     refused = refusal_in(exc)
     if refused is None:
         return None
-    log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
     return BadRequest(f"the provider's {what} endpoint is refused: {refused}")
 
 

@@ -57,7 +57,6 @@ async def fetch_openapi(url: str, settings: Settings) -> dict[str, Any]:
     except httpx.HTTPError as exc:
         refused = refusal_in(exc)
         if refused is not None:
-            log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
             raise field_error("openapi_url", str(refused), "egress_refused") from None
         raise field_error("openapi_url", f"cannot fetch it: {type(exc).__name__}") from None
     doc = parse_openapi_document(bytes(buf))

@@ -100,7 +100,6 @@ class Hosted:
     slug: str
     make_command: Callable[[dict[str, str]], Command]  # credential values → command
     allowed_env: set[str]
-    secret_env: set[str]
     children: dict[str, StdioChild] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=lambda: collections.defaultdict(asyncio.Lock))
     crashes: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=20))

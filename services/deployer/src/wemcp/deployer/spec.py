@@ -190,9 +190,6 @@ class DeploySpec(_M):
             return list(self.package.environment_variables)
         return list(self.archive.environment_variables) if self.archive else []
 
-    def secret_names(self) -> set[str]:
-        return {e.name for e in self.env_vars() if e.is_secret}
-
 
 def parse_spec(raw: dict[str, Any]) -> DeploySpec:
     try:

@@ -23,12 +23,9 @@ from urllib.parse import quote
 import httpx2 as httpx
 import orjson
 
-from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressPolicy, refusal_in, reserved_header
 from wemcp.gateway.keys import Resolved
 from wemcp.gateway.routes import Route
-
-log = get_logger("wemcp.gateway.openapi")
 
 METHODS = ("get", "post", "put", "patch", "delete")
 MAX_RESPONSE = 1024 * 1024
@@ -199,8 +196,6 @@ class OpenApiTools:
         except httpx.HTTPError as exc:
             refused = refusal_in(exc)
             if refused is not None:
-                log.warning("egress_refused", server=route.slug, host=refused.host, reason=refused.reason,
-                            address=refused.address)
                 return _result(f"refused: {refused}", True)
             if isinstance(exc, httpx.TimeoutException):
                 return _result(f"the API did not answer in time ({type(exc).__name__})", True)

@@ -230,7 +230,6 @@ class Upstream:
         except H1Error as exc:
             refused = refusal_in(exc)
             if refused is not None:
-                log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
                 raise UpstreamError(f"refused: {refused}", -32002) from None
             raise UpstreamError(f"the server is unreachable ({type(exc).__name__})", -32002) from None
 

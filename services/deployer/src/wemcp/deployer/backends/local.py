@@ -86,8 +86,7 @@ class LocalDeployer:
             args = package_argv(pkg, values) if pkg is not None else []
             return Command(argv=[*installed.argv, *args], root=Path(installed.root), env=values)
 
-        return Hosted(slug=target.slug, make_command=make_command, allowed_env=declared,
-                      secret_env=spec.secret_names())
+        return Hosted(slug=target.slug, make_command=make_command, allowed_env=declared)
 
     def check_hostable(self, spec: DeploySpec) -> None:
         """Fail closed, before anything is installed: no working sandbox here, or a server that asks
