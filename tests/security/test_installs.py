@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "services" / "deployer" / "tests"))  # deployer_testkit
 sys.path.insert(0, str(ROOT / "services" / "catalog" / "tests"))  # catalog_helpers
 from catalog_helpers import as_user  # noqa: E402
-from deployer_testkit import Harness, deployer_settings  # noqa: E402
+from deployer_testkit import running_deployer  # noqa: E402
 
 from wemcp.common.events.servers import ServerSubmitted  # noqa: E402
 from wemcp.common.service import running  # noqa: E402
@@ -51,19 +51,6 @@ async def catalog(settings_for: Any, clean_db: None, clean_bus: None) -> AsyncIt
     async with running(SPEC, settings_for(Settings)) as app:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as client:
             yield client
-
-
-@asynccontextmanager
-async def deployer(settings_for: Any, infra: Any, tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
-    from wemcp.deployer.main import SPEC
-
-    (tmp_path / "archives").mkdir(exist_ok=True)
-    async with running(SPEC, deployer_settings(settings_for, tmp_path, **overrides)) as app:
-        h = Harness(app, infra)
-        try:
-            yield h
-        finally:
-            await h.client.aclose()
 
 
 def installer(tmp_path: Path, **kw: Any) -> Any:
@@ -209,7 +196,7 @@ async def test_sdist_only_package_is_never_built_on_the_host(settings_for, infra
              app: [wheel(app, "1.0.0", [f"{dep}>=1"])],
              dep: [sdist(dep, "1.0.0", markers[dep])]}
     async with simple_index(dists) as (index, hits), \
-            deployer(settings_for, infra, tmp_path, pip_index_url=index) as h:
+            running_deployer(settings_for, infra, tmp_path, pip_index_url=index) as h:
         for slug, project, culprit in (("sdist-top", top, top), ("sdist-dep", app, dep)):
             spec = {"packages": [{"registryType": "pypi", "identifier": project, "version": "1.0.0"}]}
             await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug=slug, name=slug, spec=spec))

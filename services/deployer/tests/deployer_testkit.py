@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,22 @@ def deployer_settings(settings_for: Any, tmp_path: Path, **overrides: Any) -> Se
                               "start_timeout_seconds": 60.0, "reap_interval_seconds": 0.5}
     values.update(overrides)
     return settings_for(Settings, **values)
+
+
+@asynccontextmanager
+async def running_deployer(settings_for: Any, infra: Any, tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
+    """The deployer service in-process on the real infrastructure (its archive store under
+    ``tmp_path``), driven through a :class:`Harness`."""
+    from wemcp.common.service import running
+    from wemcp.deployer.main import SPEC
+
+    (tmp_path / "archives").mkdir(exist_ok=True)
+    async with running(SPEC, deployer_settings(settings_for, tmp_path, **overrides)) as app:
+        h = Harness(app, infra)
+        try:
+            yield h
+        finally:
+            await h.client.aclose()
 
 
 def bridge_headers(endpoint: str) -> dict[str, str]:

@@ -35,10 +35,11 @@ log = get_logger("wemcp.gateway.wiring")
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
-def outside_scope(grant: Any, servers: list[str]) -> list[str]:
-    """The servers a server-scoped platform API key (``ApiKeyGrant``) may not call; none for an
-    unscoped key or a token."""
-    return [] if grant is None or grant.servers is None else [s for s in servers if not grant.allows(s)]
+def scope_refusal(grant: Any, servers: list[str]) -> str | None:
+    """Why a server-scoped platform API key (``ApiKeyGrant``) may not call these servers; None when
+    it may (an unscoped key, a token, or every server in its scope)."""
+    outside = [] if grant is None or grant.servers is None else [s for s in servers if not grant.allows(s)]
+    return f"this API key is not allowed to call {', '.join(map(repr, outside))}" if outside else None
 
 
 def refuse_server_scoped(request: Any) -> None:
@@ -66,9 +67,9 @@ class Bundles:
         bad = [s for s in servers if not _SLUG.match(s) or "__" in s]
         if bad:
             raise BadRequest(f"invalid server slugs: {bad[:5]}")
-        outside = outside_scope(grant, servers)
-        if outside:
-            raise Forbidden(f"this API key is not allowed to call {', '.join(map(repr, outside))}")
+        refused = scope_refusal(grant, servers)
+        if refused:
+            raise Forbidden(refused)
         bid = secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
         doc = {"id": bid, "owner": str(owner.user_id), "servers": servers, "name": name[:100]}
         await self.redis.set(f"gateway:bundle:{bid}", orjson.dumps(doc))
@@ -93,9 +94,9 @@ class Bundles:
         if ident is None or str(ident.user_id) != doc["owner"]:
             raise Refused(403, "Forbidden", "this bundle belongs to another user")
         # checked on every use too: the bundle may predate the key, or have been made with another one
-        outside = outside_scope(grant, doc["servers"])
-        if outside:
-            raise Refused(403, "Forbidden", f"this API key is not allowed to call {', '.join(map(repr, outside))}")
+        refused = scope_refusal(grant, doc["servers"])
+        if refused:
+            raise Refused(403, "Forbidden", refused)
 
     async def servers(self, bid: str) -> list[str]:
         doc = await self.get(bid)
