@@ -5,7 +5,7 @@ a new ``schema_version``. ``ALL_EVENTS`` maps each subject to its class.
 """
 
 from wemcp.common.events.base import STREAMS, Event, StreamSpec
-from wemcp.common.events.calls import McpCallCompleted
+from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.crawler import CrawlerDiscovered
 from wemcp.common.events.servers import (
     ServerDeployed,
@@ -35,6 +35,7 @@ ALL_EVENTS: dict[str, type[Event]] = {
         ServerEnabled,
         ServerUpdated,
         McpCallCompleted,
+        McpCallsCompleted,
         UserRegistered,
         UserRoleChanged,
         ApiKeyRevoked,
@@ -51,6 +52,7 @@ __all__ = [
     "CrawlerDiscovered",
     "Event",
     "McpCallCompleted",
+    "McpCallsCompleted",
     "SecretChanged",
     "ServerDeployFailed",
     "ServerDeployed",

@@ -30,3 +30,22 @@ class McpCallCompleted(Event):
     latency_ms: float
     request_bytes: int = 0
     response_bytes: int = 0
+
+
+class McpCallsCompleted(Event):
+    """A batch of completed MCP calls, as the gateway publishes them: one JetStream message for every
+    call that finished within one publishing interval (the events inside are the same
+    ``mcp.call.completed`` records, each with its own ``event_id``). The batch's own ``event_id`` is
+    its ``Nats-Msg-Id`` and the consumers' idempotency key: a batch is applied whole or not at all,
+    and a batch replayed from the gateway's spool is byte-for-byte the one first tried, so a call is
+    never counted twice.
+
+    Emitted by gateway; consumed by ratelimit (daily usage), catalog (call counters) and, later,
+    crawler (request logs). Consumers also accept single ``mcp.call.completed`` messages (what
+    gateways before batching published)."""
+
+    subject: ClassVar[str] = "mcp.call.batch"
+    stream: ClassVar[str] = "CALLS"
+
+    gateway: str = ""
+    calls: list[McpCallCompleted]
