@@ -20,7 +20,9 @@ import pytest_asyncio
 from wemcp.devstack.faults import FaultSuite, start_platform, table
 from wemcp.devstack.stack import SERVICES
 
-pytestmark = pytest.mark.e2e
+# the first test starts the platform (a minute or two on a loaded 2-core machine): a wider guard
+# than the suite's default 300 s, not a timing assertion
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 # the consumers whose stores are counted first, then the rest at once (their only durable consumers
 # are the bus probes, and one restart of four processes costs less than four)
@@ -36,7 +38,7 @@ async def suite() -> AsyncIterator[FaultSuite]:
     data = Path(tempfile.mkdtemp(prefix="wemcp-faults-"))
     stack = await asyncio.to_thread(start_platform, data, durable=False, ack_wait=2)
     try:
-        async with FaultSuite(stack, clients=4, rate=40) as s:
+        async with FaultSuite(stack, clients=4, rate=25) as s:
             await s.prepare(FAULTS)
             yield s
     finally:
@@ -46,7 +48,10 @@ async def suite() -> AsyncIterator[FaultSuite]:
 
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_nothing_lost_nothing_doubled(suite: FaultSuite, fault: str) -> None:
-    r = await suite.run(fault, seconds=3, outage=2, deploys=2, wait=120, settle=2.5)
+    # NATS stays down longer than the gateway's retries of an event last (~6 s on main), so an
+    # outage that loses events shows here; Postgres and Redis for 2 s
+    r = await suite.run(fault, seconds=3, outage=8 if fault == "restart-nats" else 2, deploys=2, wait=150,
+                        settle=2.5)
     print("\n" + table([r]))
     t = r.tally
     assert t.ok > 0, f"no call succeeded around {fault}: {t.statuses}"

@@ -28,7 +28,7 @@ with another's), and:
   ``restart-gateway`` is a SIGTERM of the gateway and a start.
 
 The row of a fault: produced (calls answered, deployments ended), applied (per store), lost
-(produced − applied, when positive), doubled (applied − produced, when positive), and catch-up: the
+(produced - applied, when positive), doubled (applied - produced, when positive), and catch-up: the
 seconds from the end of the fault (the process or server back) until every call answered up to that
 moment is applied in both stores. Deployments are compared at the end (they take the time an install
 takes, which is not the consumers' lag).
@@ -53,7 +53,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx2 as httpx
 
@@ -159,6 +158,7 @@ class FaultResult:
     deploys_unfinished: int = 0  # submitted but not terminal at the deployer when the wait ended
     mismatches: list[str] = field(default_factory=list)
     catchup_s: float | None = None  # None: not caught up within the wait
+    wait_s: float = 0.0
 
     @property
     def produced(self) -> int:
@@ -180,7 +180,7 @@ class FaultResult:
                 f"{self.deploys_applied}/{self.deploys}" + (f" (+{self.deploys_unfinished} unfinished)"
                                                             if self.deploys_unfinished else ""),
                 str(self.lost), str(self.doubled),
-                "never" if self.catchup_s is None else f"{self.catchup_s:.1f}"]
+                f"> {self.wait_s:g}" if self.catchup_s is None else f"{self.catchup_s:.1f}"]
 
 
 def classify(tally: Tally, r: httpx.Response) -> bool:
@@ -264,7 +264,7 @@ class FaultSuite:
         return {**os.environ, "DATABASE_URL": self.stack.database_url,
                 "WEMCP_AUTH_DEV_KEK_FILE": str(self.stack.data_dir / "auth-dev-kek")}
 
-    async def prepare(self, faults: Iterable[str], timeout: float = 300.0) -> None:
+    async def prepare(self, faults: Iterable[str], within: float = 300.0) -> None:
         """An operator, one user per fault, one hosted echo server per fault (published), and calls
         to hosted servers not limited per user (the load would otherwise hit the free tier)."""
         faults = list(faults)
@@ -285,7 +285,7 @@ class FaultSuite:
                                        for f, s in self.subjects.items()))
         for s, slug in zip(self.subjects.values(), slugs, strict=True):
             s.slug = slug
-        await asyncio.gather(*(self._until_routed(s, timeout) for s in self.subjects.values()))
+        await asyncio.gather(*(self._until_routed(s, within) for s in self.subjects.values()))
         self.log(f"{len(slugs)} echo servers hosted and answering through the gateway in "
                  f"{time.monotonic() - t0:.1f} s")
 
@@ -304,11 +304,11 @@ class FaultSuite:
             await engine.dispose()
 
     async def _submit(self, owner: Subject, source: str, name: str, requirements: bool,
-                      timeout: float = 120.0) -> str:
+                      within: float = 120.0) -> str:
         """Submit a source archive (retrying while the platform is down: only a 202 counts). Each
         attempt is a new name and archive, so an attempt that was accepted but not answered leaves
         an extra server nobody counts, never a conflict."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         last = ""
         while time.monotonic() < deadline:
             tag = uuid.uuid4().hex[:8]
@@ -316,7 +316,8 @@ class FaultSuite:
             if requirements:
                 files["requirements.txt"] = "mcp==2.3.0\n"
             data = tar_gz(files)
-            manifest = {"name": f"io.github.faults/{re.sub(r'[^a-zA-Z0-9._-]', '-', name)}-{tag}", "version": "1.0.0", "runtime": "python",
+            safe = re.sub(r"[^a-zA-Z0-9._-]", "-", name)
+            manifest = {"name": f"io.github.faults/{safe}-{tag}", "version": "1.0.0", "runtime": "python",
                         "entrypoint": "server.py", "description": f"Fault suite server ({name})."}
             try:
                 r = await self.http.post("/api/v1/servers/archive", headers=owner.auth,
@@ -332,10 +333,10 @@ class FaultSuite:
                 if 400 <= r.status_code < 500 and r.status_code not in (408, 429):
                     raise RuntimeError(f"submitting {name} was refused: {last}")
             await asyncio.sleep(0.5)
-        raise TimeoutError(f"could not submit {name} within {timeout:g} s: {last}")
+        raise TimeoutError(f"could not submit {name} within {within:g} s: {last}")
 
-    async def _until_routed(self, s: Subject, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def _until_routed(self, s: Subject, within: float) -> None:
+        deadline = time.monotonic() + within
         last = ""
         while time.monotonic() < deadline:
             d = await self.http.get(f"/api/v1/deployments/{s.slug}", headers=s.auth)
@@ -349,7 +350,7 @@ class FaultSuite:
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
             await asyncio.sleep(0.5)
-        raise TimeoutError(f"{s.slug} not answering through the gateway within {timeout:g} s: {last}")
+        raise TimeoutError(f"{s.slug} not answering through the gateway within {within:g} s: {last}")
 
     async def _call(self, s: Subject, n: int, client: httpx.AsyncClient | None = None) -> httpx.Response:
         return await (client or self.http).post(
@@ -399,7 +400,7 @@ class FaultSuite:
         s more and read again (a late redelivery applied twice would show there)."""
         check_fault(fault)
         s = self.subjects[fault]
-        res = FaultResult(fault)
+        res = FaultResult(fault, wait_s=wait)
         tally = res.tally
         stop = asyncio.Event()
         # what the server's earlier calls (its readiness probe) came to, applied before we start
@@ -436,7 +437,7 @@ class FaultSuite:
         async def submit(n: int) -> None:
             jobs = [self._submit(s, ECHO_SERVER if k % 2 == 0 else FAILING_SERVER,
                                  f"{fault}-{'ok' if k % 2 == 0 else 'fail'}-{k}", requirements=k % 2 == 0,
-                                 timeout=wait) for k in range(n)]
+                                 within=wait) for k in range(n)]
             submitted.extend(await asyncio.gather(*jobs))
 
         workers = [asyncio.create_task(worker(i)) for i in range(self.clients)]
@@ -473,8 +474,8 @@ class FaultSuite:
         return res
 
     async def _read_until(self, s: Subject, done: Callable[[tuple[int, int]], bool],
-                          timeout: float) -> tuple[int, int] | None:
-        deadline = time.monotonic() + timeout
+                          within: float) -> tuple[int, int] | None:
+        deadline = time.monotonic() + within
         last = None
         while True:
             a = await self.applied(s)
