@@ -30,7 +30,8 @@ with another's), and:
   ``restart-gateway`` is a SIGTERM of the gateway and a start.
 
 The row of a fault: produced (calls answered, deployments ended), applied (per store), lost
-(produced - applied, when positive), doubled (applied - produced, when positive), and catch-up: the
+(produced - applied, when positive), doubled (applied - produced, when positive), each summed over
+the two stores (and lost deployments added), and catch-up: the
 seconds from the end of the fault (the process or server back) until every call answered up to that
 moment is applied in both stores. Deployments are compared at the end (they take the time an install
 takes, which is not the consumers' lag).
