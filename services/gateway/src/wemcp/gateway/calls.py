@@ -127,6 +127,15 @@ def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` pass. (``asyncio.timeout``, not ``wait_for``: before
+    Python 3.12, ``wait_for`` can swallow a cancellation that arrives as the event is set, and a
+    task stopped that way would never end.)"""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 class _Ack:
     """One published batch waiting for JetStream's answer."""
 
@@ -213,9 +222,7 @@ class CallRecorder:
             return
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        await asyncio.wait(self._tasks, timeout=2.0)  # they end at their next await; never hang here
         self._tasks = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_seconds
@@ -283,8 +290,7 @@ class CallRecorder:
                     await self._direct(self._take())
                     continue
                 if not self._connected() and len(self._pending) < self.max_calls and self.spool_linger > 0:
-                    with contextlib.suppress(TimeoutError):  # bigger batches while NATS is away
-                        await asyncio.wait_for(self._full.wait(), self.spool_linger)
+                    await _wait(self._full, self.spool_linger)  # bigger batches while NATS is away
                 self._to_spool(self._take())
 
     async def _direct(self, b: Batch) -> None:
@@ -369,7 +375,9 @@ class CallRecorder:
         if self.spool.append(b.msg_id, b.data, b.calls):
             self.spooled += b.calls
             self._m_spooled.add(b.calls)
-            if self._dropping:
+            if self._dropping and self.spool.disk_bytes * 2 <= self.spool.max_bytes:
+                # the episode ends once the replay has made room (half empty), not when a smaller
+                # batch happens to fit the last bytes: one line per episode, not one per flap
                 log.warning("call_events_dropping_ended", dropped=self._dropping, spool_bytes=self.spool.disk_bytes)
                 self._dropping = 0
             self._replay_wake.set()
@@ -392,8 +400,7 @@ class CallRecorder:
         assert spool is not None
         backoff = 0.2
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._replay_wake.wait(), 1.0)
+            await _wait(self._replay_wake, 1.0)
             self._replay_wake.clear()
             while not spool.empty and self._connected():
                 found = spool.pending()

@@ -1,0 +1,257 @@
+"""Call events survive a broker outage: the spool on disk (format, torn records, order, the lock) and
+the recorder against a real NATS that the test stops and starts again (same port, same store)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import orjson
+import pytest
+import pytest_asyncio
+from structlog.testing import capture_logs
+
+from wemcp.common.bus import ensure_streams
+from wemcp.devstack.infra import EmbeddedNats
+from wemcp.devstack.testing import wait_for
+from wemcp.gateway.calls import CallRecord, CallRecorder
+from wemcp.gateway.spool import Spool, SpoolBusy, encode
+
+
+def rec(i: int) -> CallRecord:
+    """A call whose ``request_bytes`` is its sequence number (what the assertions count by)."""
+    return CallRecord(None, "echo", "tools/call", "echo", "none", True, False, "ok", None, 1.0, i, 0)
+
+
+def batch(i: int) -> tuple[str, bytes, int]:
+    return str(uuid.uuid4()), orjson.dumps({"n": i, "pad": "x" * 200}), i + 1
+
+
+# -- the spool on its own -------------------------------------------------------------------------------
+def test_spool_keeps_order_across_segments_and_restarts(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1000)
+    spool.open()
+    written = [batch(i) for i in range(12)]
+    for b in written:
+        assert spool.append(*b)
+    assert len(spool.segments) > 3 and spool.batches == 12
+    spool.close()
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1000)
+    again.open()
+    assert again.batches == 12 and again.torn == 0
+    last = batch(12)
+    assert again.append(*last)  # a new segment: never appends to one of an earlier process
+    assert len(again.segments) == len(spool.segments) + 1
+    seen = []
+    while (found := again.pending()) is not None:
+        seg, records = found
+        seen += [(r.msg_id, r.data, r.calls) for r in records]
+        again.consumed(seg, records[-1].end)
+    assert seen == [*written, last]
+    assert again.empty and again.segments == [] and list(tmp_path.glob("*.seg")) == []
+    again.close()
+
+
+def test_torn_last_record_and_bad_crc_are_skipped_not_fatal(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.open()
+    written = [batch(i) for i in range(3)]
+    for b in written:
+        spool.append(*b)
+    spool.close()
+    seg = next(tmp_path.glob("*.seg"))
+    good = seg.stat().st_size
+    # a SIGKILL inside write(): only part of the next record reached the file
+    with open(seg, "ab") as f:
+        f.write(encode(*batch(3))[:40])
+    torn = Spool(tmp_path, max_bytes=1 << 20)
+    with capture_logs() as logs:
+        torn.open()
+    assert torn.torn == 1 and torn.batches == 3 and seg.stat().st_size == good  # cut off, the rest kept
+    assert [e["event"] for e in logs].count("spool_torn_record") == 1
+    _seg, records = torn.pending()  # type: ignore[misc]
+    assert [(r.msg_id, r.data, r.calls) for r in records] == written
+    torn.close()
+    # a flipped byte inside the second record: that one is skipped, the third is kept
+    data = bytearray(seg.read_bytes())
+    second = len(encode(*written[0]))
+    data[second + 20] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    bad = Spool(tmp_path, max_bytes=1 << 20)
+    bad.open()
+    _seg, records = bad.pending()  # type: ignore[misc]
+    assert [r.msg_id for r in records] == [written[0][0], written[2][0]] and bad.bad == 1
+    bad.close()
+
+
+def test_spool_is_bounded_and_locked(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1000)
+    spool.open()
+    assert spool.append(*batch(0)) and spool.append(*batch(1)) and spool.append(*batch(2))
+    assert not spool.append(*batch(3))  # would pass 1000 bytes on disk
+    assert spool.batches == 3 and spool.disk_bytes <= 1000
+    with pytest.raises(SpoolBusy):
+        Spool(tmp_path, max_bytes=1000).open()
+    spool.close()
+    Spool(tmp_path, max_bytes=1000).open()  # free again once closed
+
+
+# -- the recorder with a NATS that goes away ------------------------------------------------------------
+@pytest_asyncio.fixture
+async def own_nats(tmp_path) -> AsyncIterator[EmbeddedNats]:
+    """A NATS of this test's own (the session's must stay up for everyone else)."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    try:
+        nc = await nats.connect(server.url)
+        await ensure_streams(nc.jetstream())
+        await nc.close()
+        yield server
+    finally:
+        server.stop()
+
+
+async def connect(server: EmbeddedNats) -> Any:
+    return await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+
+
+async def stream_calls(server: EmbeddedNats) -> list[dict[str, Any]]:
+    """Every call in the CALLS stream, in stream order."""
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info("CALLS")
+        out: list[dict[str, Any]] = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg("CALLS", seq)
+            out += orjson.loads(msg.data)["calls"]
+        return out
+    finally:
+        await nc.close()
+
+
+async def record_slowly(recorder: CallRecorder, numbers: range) -> None:
+    for i in numbers:
+        recorder.record(rec(i))
+        if i % 10 == 9:
+            await asyncio.sleep(0.005)
+
+
+async def test_outage_calls_arrive_once_in_order_after_restart(own_nats, tmp_path):
+    """NATS stops mid-stream: batches go to the spool (several segments), nothing is dropped; NATS
+    back: the spool is replayed in order and emptied; every call is in the stream exactly once, in
+    the order recorded."""
+    spool = Spool(tmp_path / "spool", max_bytes=10 << 20, segment_bytes=4096)
+    spool.open()
+    nc = await connect(own_nats)
+    recorder = CallRecorder(spool, linger=0.01, spool_linger=0.05, ack_timeout=0.5)
+    await recorder.start(nc)
+    try:
+        await record_slowly(recorder, range(50))
+        await wait_for(lambda: recorder.published == 50)
+        own_nats.stop()
+        await wait_for(lambda: not nc.is_connected)
+        await record_slowly(recorder, range(50, 350))
+        await wait_for(lambda: recorder.spooled == 300)
+        assert recorder.dropped == 0 and recorder.published == 50 and len(spool.segments) > 1
+        own_nats.start()
+        await wait_for(lambda: recorder.published == 350, timeout=30)
+        await wait_for(lambda: spool.empty and not spool.segments)
+        assert recorder.replayed == 300 and list((tmp_path / "spool").glob("*.seg")) == []
+        calls = await stream_calls(own_nats)
+        assert [c["request_bytes"] for c in calls] == list(range(350))  # once each, in order
+        assert len({c["event_id"] for c in calls}) == 350
+    finally:
+        await recorder.stop()
+        spool.close()
+        await nc.close()
+
+
+async def test_full_spool_drops_counts_logs_once_and_keeps_the_rest(own_nats, tmp_path):
+    spool = Spool(tmp_path / "spool", max_bytes=6 * 1024)
+    spool.open()
+    nc = await connect(own_nats)
+    recorder = CallRecorder(spool, linger=0.01, spool_linger=0.05, ack_timeout=0.5, max_calls=5)
+    await recorder.start(nc)
+    try:
+        own_nats.stop()
+        await wait_for(lambda: not nc.is_connected)
+        with capture_logs() as logs:
+            await record_slowly(recorder, range(100))
+            await wait_for(lambda: recorder.spooled + recorder.dropped == 100)
+        assert recorder.dropped > 0 and 0 < recorder.spooled < 100 and spool.disk_bytes <= 6 * 1024
+        assert [e["event"] for e in logs].count("call_events_dropped") == 1  # one line for the episode
+        kept = recorder.spooled
+        own_nats.start()
+        await wait_for(lambda: recorder.published == kept and spool.empty, timeout=30)
+        calls = await stream_calls(own_nats)
+        assert len(calls) == kept == len({c["request_bytes"] for c in calls})
+        # room again: the next batches are spooled, and the episode's end is logged with its total
+        own_nats.stop()
+        await wait_for(lambda: not nc.is_connected)
+        with capture_logs() as logs:
+            recorder.record(rec(1000))
+            await wait_for(lambda: recorder.spooled == kept + 1)
+        ended = [e for e in logs if e["event"] == "call_events_dropping_ended"]
+        assert len(ended) == 1 and ended[0]["dropped"] == recorder.dropped
+    finally:
+        await recorder.stop()
+        spool.close()
+        await nc.close()
+
+
+async def test_stop_spills_what_it_cannot_publish_and_a_new_recorder_replays_it(own_nats, tmp_path):
+    """SIGTERM while NATS is away: stop() spools the gathered calls (bounded time, nothing lost); a
+    recorder started later on the same directory replays them, skipping a torn record left by a
+    crash."""
+    spool = Spool(tmp_path / "spool", max_bytes=10 << 20)
+    spool.open()
+    nc = await connect(own_nats)
+    recorder = CallRecorder(spool, linger=5.0, ack_timeout=0.5, drain_seconds=1.0)  # nothing leaves before stop
+    await recorder.start(nc)
+    own_nats.stop()
+    await wait_for(lambda: not nc.is_connected)
+    for i in range(40):
+        recorder.record(rec(i))
+    await recorder.stop()
+    spool.close()
+    await nc.close()
+    assert recorder.spooled == 40 and recorder.dropped == 0
+    seg = next((tmp_path / "spool").glob("*.seg"))
+    with open(seg, "ab") as f:  # a later crash left half a record behind
+        f.write(encode(*batch(0))[:30])
+    own_nats.start()
+    spool = Spool(tmp_path / "spool", max_bytes=10 << 20)
+    spool.open()
+    assert spool.torn == 1
+    nc = await connect(own_nats)
+    recorder = CallRecorder(spool)
+    await recorder.start(nc)
+    try:
+        await wait_for(lambda: recorder.replayed == 40, timeout=20)
+        calls = await stream_calls(own_nats)
+        assert sorted(c["request_bytes"] for c in calls) == list(range(40))
+    finally:
+        await recorder.stop()
+        spool.close()
+        await nc.close()
+
+
+async def test_stop_publishes_gathered_calls_when_nats_is_up(own_nats, tmp_path):
+    spool = Spool(tmp_path / "spool", max_bytes=10 << 20)
+    spool.open()
+    nc = await connect(own_nats)
+    recorder = CallRecorder(spool, linger=5.0)  # still gathering when stop() comes
+    await recorder.start(nc)
+    try:
+        for i in range(30):
+            recorder.record(rec(i))
+    finally:
+        await recorder.stop()
+        spool.close()
+        await nc.close()
+    assert recorder.published == 30 and recorder.spooled == 0
+    assert sorted(c["request_bytes"] for c in await stream_calls(own_nats)) == list(range(30))
