@@ -4,18 +4,24 @@ the recorder against a real NATS that the test stops and starts again (same port
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx2 as httpx
 import nats
 import orjson
 import pytest
 import pytest_asyncio
+from gateway_upstream import serve_upstream
 from structlog.testing import capture_logs
 
 from wemcp.common.bus import ensure_streams
-from wemcp.devstack.infra import EmbeddedNats
+from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
+from wemcp.devstack.infra import EmbeddedNats, free_port
+from wemcp.devstack.stack import ServiceProcess
 from wemcp.devstack.testing import wait_for
 from wemcp.gateway.calls import CallRecord, CallRecorder
 from wemcp.gateway.spool import Spool, SpoolBusy, encode
@@ -255,3 +261,83 @@ async def test_stop_publishes_gathered_calls_when_nats_is_up(own_nats, tmp_path)
         await nc.close()
     assert recorder.published == 30 and recorder.spooled == 0
     assert sorted(c["request_bytes"] for c in await stream_calls(own_nats)) == list(range(30))
+
+
+# -- a real gateway process: SIGTERM with events in flight ------------------------------------------------
+MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}
+
+
+async def call_echo(client: Any, url: str, i: int) -> None:
+    r = await client.post(url, headers=MODERN, json={
+        "jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+            "name": "echo", "arguments": {"text": f"call {i}"}, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["content"][0]["text"] == f"call {i}"
+
+
+async def test_sigterm_of_a_gateway_loses_no_event(own_nats, infra, tmp_path):
+    """The gateway as a process (python -m wemcp.gateway.main): calls served while NATS is away, then
+    SIGTERM — the events gathered and in flight go to the spool; NATS back, a new gateway process on
+    the same spool replays them; calls with NATS up and an immediate SIGTERM are drained to NATS.
+    Every call's event is in the stream exactly once."""
+    port = free_port()
+    env = {**os.environ, "NATS_URL": own_nats.url, "REDIS_URL": infra.redis_url, "DATABASE_URL": infra.database_url,
+           "WEMCP_GATEWAY_PORT": str(port), "WEMCP_GATEWAY_HOST": "127.0.0.1", "WEMCP_EGRESS_ALLOW": "127.0.0.1",
+           "WEMCP_GATEWAY_SPOOL_DIR": str(tmp_path / "spool"), "WEMCP_GATEWAY_QUOTA_ENABLED": "false",
+           "WEMCP_GATEWAY_MCP_ALLOW_ANONYMOUS": "true", "WEMCP_GATEWAY_CALL_EVENT_ACK_TIMEOUT_SECONDS": "0.5",
+           "LOG_FORMAT": "json"}
+    url = f"http://127.0.0.1:{port}/mcp/echo"
+
+    async def start_gateway() -> ServiceProcess:
+        gw = ServiceProcess("gateway", port, tmp_path / "gateway.log", env)
+        gw.start()
+        await wait_for(gw.alive)
+        return gw
+
+    async def served(client: Any) -> bool:
+        try:
+            await call_echo(client, url, -1)
+        except (AssertionError, httpx.HTTPError, KeyError):
+            return False
+        return True
+
+    async def sigterm(gw: ServiceProcess) -> None:
+        gw.signal(signal.SIGTERM)
+        await wait_for(lambda: not gw.alive(), timeout=30)
+        assert gw.proc is not None and gw.proc.returncode == 0, gw.log_tail()
+
+    async with serve_upstream("both") as upstream:
+        nc = await nats.connect(own_nats.url)
+        js = nc.jetstream()
+        sid = uuid.uuid4()
+        spec: dict[str, Any] = {"packages": [], "remotes": []}
+        for ev in (ServerSubmitted(server_id=sid, slug="echo", name="io.test/echo", spec=spec),
+                   ServerDeployed(server_id=sid, slug="echo", endpoints=[Endpoint(url=upstream)])):
+            await js.publish(ev.subject, ev.model_dump_json().encode(), stream=ev.stream,
+                             headers={"Nats-Msg-Id": str(ev.event_id)})
+        await nc.close()
+        gw = await start_gateway()
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                await wait_for(lambda: served(client), timeout=60, interval=0.2)
+                for i in range(30):
+                    await call_echo(client, url, i)
+                own_nats.stop()
+                for i in range(30, 60):  # served while NATS is away
+                    await call_echo(client, url, i)
+                await sigterm(gw)  # events of 30..59 (and perhaps some before) are gathered or in flight
+                assert list((tmp_path / "spool").glob("*.seg")), "nothing was spooled"
+                own_nats.start()
+                gw = await start_gateway()  # replays the spool
+                await wait_for(lambda: served(client), timeout=60, interval=0.2)
+                for i in range(60, 90):
+                    await call_echo(client, url, i)
+                await sigterm(gw)  # NATS up: drained to NATS before the process ends
+        finally:
+            gw.stop()
+    calls = [c for c in await stream_calls(own_nats) if c["tool"] == "echo" and c["status"] == "ok"]
+    assert len(calls) == len({c["event_id"] for c in calls})  # no doubles
+    assert len(calls) == 90 + 2  # every call, and the one successful probe of each start
+    assert list((tmp_path / "spool").glob("*.seg")) == []
