@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from wemcp.common.bus import ensure_streams
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
-from wemcp.devstack.infra import EmbeddedNats, free_port
+from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis, free_port
 from wemcp.devstack.stack import ServiceProcess
 from wemcp.devstack.testing import wait_for
 from wemcp.gateway.calls import CallRecord, CallRecorder
@@ -263,6 +263,39 @@ async def test_stop_publishes_gathered_calls_when_nats_is_up(own_nats, tmp_path)
     assert sorted(c["request_bytes"] for c in await stream_calls(own_nats)) == list(range(30))
 
 
+async def test_a_batch_filled_while_one_is_in_flight_goes_to_the_spool(own_nats, tmp_path):
+    """Memory holds one unacknowledged batch and the calls gathering for the next: a batch that
+    fills while the first still waits for its acknowledgement is spooled at once, and the first,
+    never acknowledged, is spooled after its time-out; all arrive once NATS answers."""
+    spool = Spool(tmp_path / "spool", max_bytes=10 << 20)
+    spool.open()
+    nc = await connect(own_nats)
+    recorder = CallRecorder(spool, linger=0.01, max_calls=10, ack_timeout=3.0, retries=0)
+    await recorder.start(nc)
+    publish = nc.publish
+    lost = asyncio.Event()
+
+    async def swallowed(*_a: Any, **_k: Any) -> None:  # the message never reaches NATS: no ack
+        lost.set()
+
+    nc.publish = swallowed
+    try:
+        recorder.record(rec(0))
+        await asyncio.wait_for(lost.wait(), 10)
+        await record_slowly(recorder, range(1, 26))
+        await wait_for(lambda: recorder.spooled == 20)  # two full batches, while the first waits
+        assert recorder.published == 0 and len(recorder._pending) == 5
+        nc.publish = publish
+        await wait_for(lambda: recorder.published == 26, timeout=20)
+        calls = await stream_calls(own_nats)
+        assert sorted(c["request_bytes"] for c in calls) == list(range(26))
+    finally:
+        nc.publish = publish
+        await recorder.stop()
+        spool.close()
+        await nc.close()
+
+
 # -- a real gateway process: SIGTERM with events in flight ------------------------------------------------
 MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}
 
@@ -277,13 +310,16 @@ async def call_echo(client: Any, url: str, i: int) -> None:
     assert r.json()["result"]["content"][0]["text"] == f"call {i}"
 
 
-async def test_sigterm_of_a_gateway_loses_no_event(own_nats, infra, tmp_path):
+async def test_sigterm_of_a_gateway_loses_no_event(own_nats, tmp_path):
     """The gateway as a process (python -m wemcp.gateway.main): calls served while NATS is away, then
     SIGTERM — the events gathered and in flight go to the spool; NATS back, a new gateway process on
     the same spool replays them; calls with NATS up and an immediate SIGTERM are drained to NATS.
     Every call's event is in the stream exactly once."""
+    redis = EmbeddedRedis(tmp_path / "redis", persistent=False)  # the gateway needs no database
+    redis.start()
     port = free_port()
-    env = {**os.environ, "NATS_URL": own_nats.url, "REDIS_URL": infra.redis_url, "DATABASE_URL": infra.database_url,
+    env = {**os.environ, "NATS_URL": own_nats.url, "REDIS_URL": redis.url,
+           "DATABASE_URL": "postgresql://unused@127.0.0.1:1/unused",
            "WEMCP_GATEWAY_PORT": str(port), "WEMCP_GATEWAY_HOST": "127.0.0.1", "WEMCP_EGRESS_ALLOW": "127.0.0.1",
            "WEMCP_GATEWAY_SPOOL_DIR": str(tmp_path / "spool"), "WEMCP_GATEWAY_QUOTA_ENABLED": "false",
            "WEMCP_GATEWAY_MCP_ALLOW_ANONYMOUS": "true", "WEMCP_GATEWAY_CALL_EVENT_ACK_TIMEOUT_SECONDS": "0.5",
@@ -337,6 +373,7 @@ async def test_sigterm_of_a_gateway_loses_no_event(own_nats, infra, tmp_path):
                 await sigterm(gw)  # NATS up: drained to NATS before the process ends
         finally:
             gw.stop()
+            redis.stop()
     calls = [c for c in await stream_calls(own_nats) if c["tool"] == "echo" and c["status"] == "ok"]
     assert len(calls) == len({c["event_id"] for c in calls})  # no doubles
     assert len(calls) == 90 + 2  # every call, and the one successful probe of each start

@@ -199,7 +199,7 @@ class CallRecorder:
         p.append(rec)
         if n == 0:
             self._wake.set()
-        elif n + 1 == self.max_calls:
+        elif n + 1 >= self.max_calls:  # a full batch waits (rare: NATS slow or away)
             self._full.set()
             w = self._waiting
             if w is not None and not w.done():
@@ -341,7 +341,8 @@ class CallRecorder:
                 self._waiting = None
             if a.result != _WAITING:
                 return a.result
-            self._to_spool(self._take(), "a batch filled while one was in flight")
+            while len(self._pending) >= self.max_calls:
+                self._to_spool(self._take(), "a batch filled while one was in flight")
             a.fut = asyncio.get_running_loop().create_future()
 
     def _settle(self, a: _Ack, result: str | None) -> None:
