@@ -75,22 +75,30 @@ async def load(url: str, workers: int, stop: asyncio.Event, counts: dict[str, in
 
 
 async def stream_calls(nats_url: str) -> list[dict[str, Any]]:
+    """Every call in the CALLS stream: as many messages as the stream holds (a fetch that times out on
+    a loaded machine is tried again, up to two minutes)."""
     import nats
     import orjson
 
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
+        target = (await js.stream_info("CALLS")).state.messages
         sub = await js.pull_subscribe("mcp.call.>", stream="CALLS")
         out: list[dict[str, Any]] = []
-        while True:
+        got, deadline = 0, time.monotonic() + 120
+        while got < target and time.monotonic() < deadline:
             try:
-                msgs = await sub.fetch(500, timeout=2)
+                msgs = await sub.fetch(500, timeout=5)
             except Exception:
-                break
+                continue
             for m in msgs:
+                got += 1
                 body = orjson.loads(m.data)
                 out += body["calls"] if "calls" in body else [body]
+                await m.ack()
+        if got < target:
+            print(f"read {got} of {target} messages in the stream", flush=True)
         return out
     finally:
         await nc.close()
