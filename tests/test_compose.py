@@ -53,7 +53,11 @@ METRICS = {
 
 # Variables compose requires (``${NAME:?...}``): secrets the operator sets, never defaulted in the file.
 # The static checks substitute these samples.
-OPERATOR_SECRETS = {"WEMCP_SERVICE_KEYS": "compose:sample-service-key-for-static-checks"}
+OPERATOR_SECRETS = {
+    "WEMCP_SERVICE_KEYS": "compose:sample-service-key-for-static-checks",
+    "AGENT_RUN_SECRET": "sample-agent-run-secret-for-static-checks",
+    "WEMCP_AGENTS_PROVIDER_KEY_SECRET": "sample-provider-key-secret-for-static-checks",
+}
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
