@@ -968,6 +968,17 @@ def test_compose_passes_the_operators_oauth_clients_to_auth(
         assert cfg.authorize_url == AuthSettings.model_fields[p].default_factory().authorize_url  # defaults kept
 
 
+def test_compose_passes_the_operators_egress_exceptions(services: dict[str, dict[str, Any]]) -> None:
+    """The egress policy's exceptions (every service's settings read it) come from the operator, as
+    with `make run`; the file itself allows nothing non-public."""
+    from wemcp.common.config import ServiceSettings
+
+    name = str(ServiceSettings.model_fields["egress_allow"].validation_alias.choices[0])
+    for svc_name, svc in wemcp_services(services).items():
+        assert (svc.get("environment") or {}).get(name) == f"${{{name}:-}}", svc_name
+        assert env_of(svc)[name] == ""
+
+
 def test_the_deployer_bridge_is_where_compose_announces_it(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
