@@ -93,7 +93,8 @@ class Registries:
                 return JSONResponse({"message": "Not Found"}, status_code=404)
             return JSONResponse({"info": {"name": name, "version": version, "yanked": False},
                                  "releases": {version: [{"packagetype": "bdist_wheel"}]},
-                                 "urls": [{"packagetype": "bdist_wheel", "filename": f"{name}-{version}-py3-none-any.whl"}]})
+                                 "urls": [{"packagetype": "bdist_wheel",
+                                           "filename": f"{name}-{version}-py3-none-any.whl"}]})
 
         return Starlette(routes=[Route("/pypi/{name}/json", pypi), Route("/npm/{rest:path}", npm)])
 

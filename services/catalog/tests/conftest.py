@@ -11,10 +11,10 @@ import pytest_asyncio
 from wemcp.common.service import running
 
 sys.path.insert(0, str(Path(__file__).parent))  # catalog_helpers (pytest runs in importlib mode)
+from catalog_helpers import stand_in_registries
+
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
-from catalog_helpers import stand_in_registries  # noqa: E402
-
 
 # what the stand-in registries know (unpinned submissions of the catalog tests resolve against them)
 KNOWN = {"npm:@acme/weather-mcp": "1.4.0", "npm:@baidumap/mcp-server-baidu-map": "1.0.5",

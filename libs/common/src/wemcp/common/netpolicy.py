@@ -188,8 +188,9 @@ def registry_urls(environ: Mapping[str, str] | None = None, home: Path | None = 
     PyPI: ``PIP_INDEX_URL``/``PIP_EXTRA_INDEX_URL``, ``UV_INDEX_URL``/``UV_DEFAULT_INDEX``/
     ``UV_EXTRA_INDEX_URL``/``UV_INDEX``, pip.conf (``index-url``, ``extra-index-url``); pip's own
     default when nothing names an index. npm: ``npm_config_registry``, .npmrc's ``registry``; npm's
-    own default when nothing names one; ``"npm:@scope"``: .npmrc's ``@scope:registry``. The deployer's ``WEMCP_DEPLOYER_PIP_INDEX_URL`` /
-    ``WEMCP_DEPLOYER_NPM_REGISTRY`` come first when set (they are what hosted installs use)."""
+    own default when nothing names one; ``"npm:@scope"``: .npmrc's ``@scope:registry``. The
+    deployer's ``WEMCP_DEPLOYER_PIP_INDEX_URL`` / ``WEMCP_DEPLOYER_NPM_REGISTRY`` come first when set
+    (they are what hosted installs use)."""
     env = os.environ if environ is None else environ
     home = Path.home() if home is None else home
     pypi: list[str] = env.get("WEMCP_DEPLOYER_PIP_INDEX_URL", "").split()
