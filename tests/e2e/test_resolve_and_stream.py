@@ -1,0 +1,118 @@
+"""Configs as people paste them, end to end, every service a real process: unpinned `npx`/`uvx`
+configs resolved against the real npm registry and PyPI at submission, deployed by the real deployer
+at the exact version resolved, and followed through the gateway as server-sent events
+(`/api/v1/deployments/{slug}/events`), readable by the owner and admins only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
+from e2e_kit import published, superadmin_key, user_key
+
+from wemcp.devstack.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+BAIDU = {"mcpServers": {"baidu-map": {"command": "npx", "args": ["-y", "@baidumap/mcp-server-baidu-map"],
+                                      "env": {"BAIDU_MAP_API_KEY": "xxx"}}}}
+TIME = {"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time"]}}}
+EVERYTHING = {"mcpServers": {"everything": {"command": "npx",
+                                            "args": ["-y", "@modelcontextprotocol/server-everything"]}}}
+EXACT = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+def parse_sse(raw: str) -> list[dict[str, Any]]:
+    out = []
+    for block in raw.split("\n\n"):
+        ev: dict[str, Any] = {}
+        for line in block.splitlines():
+            if not line.startswith(":") and ":" in line:
+                k, _, v = line.partition(":")
+                ev[k] = v.removeprefix(" ")
+        if "event" in ev:
+            ev["data"] = json.loads(ev["data"])
+            out.append(ev)
+    return out
+
+
+async def follow(c: httpx.AsyncClient, slug: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """The deployment's events through the gateway, until the stream ends (the final state)."""
+    buf = ""
+    async with c.stream("GET", f"/api/v1/deployments/{slug}/events", headers=headers, timeout=600) as r:
+        assert r.status_code == 200, (await r.aread())
+        assert r.headers["content-type"].startswith("text/event-stream")
+        async for chunk in r.aiter_text():
+            buf += chunk
+    events = parse_sse(buf)
+    assert events and events[-1]["event"] == "done", buf[-2000:]
+    return events
+
+
+async def declared_tools(package: str, version: str, where: Path) -> set[str]:
+    """What the package at that version declares, asked outside the platform: installed with npm
+    (no lifecycle scripts) and listed with the official MCP client over stdio."""
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    await asyncio.to_thread(subprocess.run, ["npm", "install", "--prefix", str(where), "--ignore-scripts",
+                                             "--no-audit", "--no-fund", f"{package}@{version}"],
+                            check=True, capture_output=True, timeout=300)
+    root = where / "node_modules" / package
+    bins = json.loads((root / "package.json").read_text())["bin"]
+    entry = root / (bins if isinstance(bins, str) else next(iter(bins.values())))
+
+    params = StdioServerParameters(command="node", args=[str(entry)], env={"PATH": "/usr/bin:/bin"})
+    async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        return {t.name for t in (await s.list_tools()).tools}
+
+
+async def test_pasted_configs_resolve_deploy_and_stream(stack: Stack, gateway_url: str, tmp_path: Path):
+    admin = {"Authorization": f"Bearer {superadmin_key(stack, 'e2e-resolve-admin')}"}
+    _, owner_key = await user_key(stack, "e2e-resolver")
+    _, other_key = await user_key(stack, "e2e-stranger")
+    owner, other = {"Authorization": f"Bearer {owner_key}"}, {"Authorization": f"Bearer {other_key}"}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
+        # the product's own example, as pasted: accepted, pinned to the registry's latest release
+        r = await c.post("/api/v1/servers", json=BAIDU, headers=owner)
+        assert r.status_code == 202, r.text
+        assert EXACT.match(r.json()["version"]), r.json()
+        d = (await c.get(f"/api/v1/servers/{r.json()['slug']}", headers=owner)).json()
+        assert d["spec"]["packages"][0]["version"] == r.json()["version"]
+
+        # uvx mcp-server-time: resolved, deployed at that version, followed live through the gateway
+        r = await c.post("/api/v1/servers", json=TIME, headers=owner)
+        assert r.status_code == 202, r.text
+        slug, version = r.json()["slug"], r.json()["version"]
+        assert EXACT.match(version)
+        assert (await c.get(f"/api/v1/deployments/{slug}/events")).status_code == 401
+        assert (await c.get(f"/api/v1/deployments/{slug}/events", headers=other)).status_code == 404
+        events = await follow(c, slug, owner)
+        steps = [e["data"]["step"] for e in events if e["event"] == "step"]
+        assert steps[0] == "queued" and "installing" in steps and steps[-1] == "deployed", steps
+        done = events[-1]["data"]
+        assert done["status"] == "deployed" and done["package_version"] == version
+        assert {"get_current_time", "convert_time"} <= set(done["tools"])
+        replay = await follow(c, slug, admin)  # admins too; finished: replayed, then the end
+        assert [e["data"].get("step") for e in replay if e["event"] == "step"] == steps
+        detail = await published(c, slug, owner)
+        assert detail["version"] == version and {t["name"] for t in detail["tools"]} >= {"get_current_time"}
+
+        # npx -y @modelcontextprotocol/server-everything: every tool its resolved version declares
+        r = await c.post("/api/v1/servers", json=EVERYTHING, headers=owner)
+        assert r.status_code == 202, r.text
+        slug, version = r.json()["slug"], r.json()["version"]
+        done = (await follow(c, slug, owner))[-1]["data"]
+        assert done["status"] == "deployed" and done["package_version"] == version, done
+        declared = await declared_tools("@modelcontextprotocol/server-everything", version, tmp_path / "npm")
+        assert set(done["tools"]) == declared and len(declared) >= 5, (done["tools"], declared)
