@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in import
 from e2e_kit import published, superadmin_key, user_key
 
 from wemcp.devstack.stack import Stack
+from wemcp.devstack.testing import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,13 @@ def parse_sse(raw: str) -> list[dict[str, Any]]:
 
 
 async def follow(c: httpx.AsyncClient, slug: str, headers: dict[str, str]) -> list[dict[str, Any]]:
-    """The deployment's events through the gateway, until the stream ends (the final state)."""
+    """The deployment's events through the gateway, until the stream ends (the final state). The
+    deployment exists once the deployer has consumed ``server.submitted`` (moments after the 202)."""
+
+    async def exists() -> bool:
+        return (await c.get(f"/api/v1/deployments/{slug}", headers=headers)).status_code == 200
+
+    await wait_for(exists, timeout=60, interval=0.2)
     buf = ""
     async with c.stream("GET", f"/api/v1/deployments/{slug}/events", headers=headers, timeout=600) as r:
         assert r.status_code == 200, (await r.aread())
@@ -95,9 +102,9 @@ async def test_pasted_configs_resolve_deploy_and_stream(stack: Stack, gateway_ur
         assert r.status_code == 202, r.text
         slug, version = r.json()["slug"], r.json()["version"]
         assert EXACT.match(version)
+        events = await follow(c, slug, owner)
         assert (await c.get(f"/api/v1/deployments/{slug}/events")).status_code == 401
         assert (await c.get(f"/api/v1/deployments/{slug}/events", headers=other)).status_code == 404
-        events = await follow(c, slug, owner)
         steps = [e["data"]["step"] for e in events if e["event"] == "step"]
         assert steps[0] == "queued" and "installing" in steps and steps[-1] == "deployed", steps
         done = events[-1]["data"]

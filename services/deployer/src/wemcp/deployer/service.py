@@ -35,7 +35,7 @@ from wemcp.deployer.config import Settings
 from wemcp.deployer.install import OUTPUT_SINK
 from wemcp.deployer.introspect import Listing, introspect
 from wemcp.deployer.models import Deployment, DeploymentLog, bus_tables
-from wemcp.deployer.spec import SpecError, parse_spec
+from wemcp.deployer.spec import SpecError, introspection_env, parse_spec
 
 UNHOSTED = "unhosted"  # the backend of "hosting": "local" servers: listed here, run by users
 
@@ -292,7 +292,8 @@ class Orchestrator:
             await progress("planning", "; ".join(backend.plan(target).actions))
             outcome = await backend.deploy(target, progress)
             await progress("introspecting", outcome.introspect_url and "listing tools, prompts and resources")
-            listing, versions = await self._introspect(slug, outcome, remote=backend is self.remote)
+            listing, versions = await self._introspect(slug, outcome, remote=backend is self.remote,
+                                                       env=introspection_env(spec))
             if backend is self.local:
                 attempt.lines(await self.local.logs(slug), "server")  # its start-up output (stderr)
                 await attempt.flush()
@@ -337,7 +338,8 @@ class Orchestrator:
             with contextlib.suppress(BaseException):
                 await pumping
 
-    async def _introspect(self, slug: str, outcome: Outcome, *, remote: bool) -> tuple[Listing, list[str]]:
+    async def _introspect(self, slug: str, outcome: Outcome, *, remote: bool,
+                          env: dict[str, str] | None = None) -> tuple[Listing, list[str]]:
         assert outcome.introspect_url
         if remote:
             listing = await introspect(outcome.introspect_url, mode="auto", headers=outcome.introspect_headers,
@@ -345,17 +347,20 @@ class Orchestrator:
             return listing, [listing.protocol_version]
         # a hosted server's bridge (local, cloud function, pod) answers only its slug's credential;
         # a fresh token per listing: each has at least a minute left, more than either listing may take
-        listing = await introspect(outcome.introspect_url, mode="legacy", headers=self._bridge_headers(slug))
+        listing = await introspect(outcome.introspect_url, mode="legacy", headers=self._bridge_headers(slug, env))
         versions = [listing.protocol_version]
         with contextlib.suppress(Exception):
             modern = await introspect(outcome.introspect_url, mode="auto", timeout=20,
-                                      headers=self._bridge_headers(slug))
+                                      headers=self._bridge_headers(slug, env))
             if modern.protocol_version == MODERN and [t.name for t in modern.tools] == [t.name for t in listing.tools]:
                 versions.append(MODERN)
         return listing, versions
 
-    def _bridge_headers(self, slug: str) -> dict[str, str]:
-        return {HEADER_ASSERTION: self.issuer.bridge_token(slug)}
+    def _bridge_headers(self, slug: str, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The slug's credential, and the values the listing child was started with (the same
+        values reach the same child: spec.introspection_env)."""
+        values = {f"X-WeMcp-Env-{k.replace('_', '-')}": v for k, v in (env or {}).items()}
+        return {HEADER_ASSERTION: self.issuer.bridge_token(slug), **values}
 
     # ------------------------------------------------------------------ state
     async def _locked(self, s: AsyncSession, dep_id: uuid.UUID, generation: int) -> Deployment:
