@@ -71,6 +71,14 @@ class Resolver:
             k.removeprefix("npm:"): v[0].rstrip("/") for k, v in registry_urls().items() if k.startswith("npm:") and v}
         self._cache: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
         self.lookups = 0  # requests actually sent (the cache's effect is visible in tests and the bench)
+        # one client for the process: TLS set up once, connections to the registries kept alive
+        # (the policy checks each new connection as it opens)
+        self._client: Any = None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def latest(self, registry: str, identifier: str, where: str) -> str:
         """The latest release of ``identifier`` on ``registry`` (npm | pypi). 422 (``field`` =
@@ -125,8 +133,10 @@ class Resolver:
         self.lookups += 1
         host = urlsplit(url).hostname or url
         try:
-            async with self.egress.client(timeout=self.timeout) as c, \
-                    c.stream("GET", url, headers={"Accept": "application/json"}) as r:
+            if self._client is None:
+                self._client = self.egress.client(timeout=self.timeout, limits=httpx.Limits(
+                    max_connections=20, max_keepalive_connections=4, keepalive_expiry=30))
+            async with self._client.stream("GET", url, headers={"Accept": "application/json"}) as r:
                 if r.status_code == 404:
                     raise field_error(where, f"{label} package {name!r} does not exist in the registry "
                                       f"({host}); check the name", "package_not_found")

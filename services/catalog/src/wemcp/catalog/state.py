@@ -59,6 +59,8 @@ async def on_start(runtime: Runtime) -> None:
 
 async def on_stop(runtime: Runtime) -> None:
     state = runtime.extras.pop(KEY, None)
+    if state is not None:
+        await state.resolver.aclose()
     close = getattr(getattr(state, "embedder", None), "aclose", None)
     if close is not None:
         await close()
