@@ -90,6 +90,14 @@ async def test_a_package_that_does_not_exist_is_a_422_naming_it(catalog, registr
         problem = r.json()
         assert name in problem["detail"] and "does not exist" in problem["detail"]
         assert problem["errors"][0]["field"] == field and problem["errors"][0]["type"] == "package_not_found"
+    # names no registry accepts are refused without asking one
+    asked = len(registries.hits)
+    for ident in ("Upper/Case", "a..b/", "-dash", "x" * 215):
+        r = await c.post("/api/v1/servers", json={"name": "io.x/y", "packages": [
+            {"registryType": "npm", "identifier": ident}]}, headers=as_user())
+        assert r.status_code == 422 and r.json()["errors"][0]["type"] in ("invalid_package_name", "string_too_long",
+                                                                          "string_pattern_mismatch"), r.text
+    assert len(registries.hits) == asked
     assert await _rows(app) == [] and await _events(app) == 0
 
 

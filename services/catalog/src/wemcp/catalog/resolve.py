@@ -40,6 +40,9 @@ MAX_CACHED = 1024
 MAX_DOCUMENT_BYTES = 16_000_000  # PyPI's JSON for a project with thousands of releases is a few MB
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 _EXTRAS = re.compile(r"\[.*\]$")
+# what the registries accept (and the deployer installs): anything else is refused before asking
+_NPM_NAME = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
+_PYPI_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
 
 def default_registries() -> tuple[str, str]:
@@ -84,6 +87,10 @@ class Resolver:
         """The latest release of ``identifier`` on ``registry`` (npm | pypi). 422 (``field`` =
         ``where``) when the registry does not know it, 503 when it cannot say."""
         name = identifier if registry == "npm" else _EXTRAS.sub("", identifier)
+        valid = {"npm": _NPM_NAME, "pypi": _PYPI_NAME}.get(registry)
+        if valid is not None and (len(name) > 214 or not valid.match(name)):
+            raise field_error(where, f"{identifier!r} is not a valid {'npm' if registry == 'npm' else 'PyPI'} "
+                              "package name", "invalid_package_name")
         key = (registry, name.lower() if registry == "npm" else re.sub(r"[-_.]+", "-", name).lower())
         now = self.clock()
         hit = self._cache.get(key)
@@ -140,6 +147,9 @@ class Resolver:
                 if r.status_code == 404:
                     raise field_error(where, f"{label} package {name!r} does not exist in the registry "
                                       f"({host}); check the name", "package_not_found")
+                if r.status_code in (400, 405, 414):  # the registry refuses the name itself
+                    raise field_error(where, f"the {label} registry ({host}) does not accept the name {name!r} "
+                                      f"(HTTP {r.status_code})", "package_not_found")
                 if r.status_code != 200:
                     log.warning("registry_answered", registry=host, status=r.status_code, package=name)
                     raise ServiceUnavailable(f"the {label} registry ({host}) answered HTTP {r.status_code} for "
