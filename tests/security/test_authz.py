@@ -125,6 +125,15 @@ async def test_deployment_is_readable_by_its_owner_and_admins_only(deployer):
         assert body["slug"] == "private-one" and body["endpoint"].endswith("/s/private-one/mcp")
         assert leaked not in r.text and input_value not in r.text, body["logs"]
         assert "ready" in body["logs"] and "[redacted]" in body["logs"] and "[redacted]" in body["reason"]
+    # the events stream (steps, install and start-up output, final state): the same readers
+    assert (await c.get("/api/v1/deployments/private-one/events")).status_code == 401
+    for path in ("private-one", "ownerless"):
+        r = await c.get(f"/api/v1/deployments/{path}/events", headers=on_deployer(other))
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", r.text
+    for reader, path in ((owner, "private-one"), (admin, "private-one"), (admin, "ownerless")):
+        r = await c.get(f"/api/v1/deployments/{path}/events", headers=on_deployer(reader))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+        assert "event: done" in r.text and leaked not in r.text and input_value not in r.text
     # the plan endpoint needs a signed-in caller too
     plan = await c.post("/api/v1/deployments/plan", json={"slug": "x", "spec": {"packages": []}})
     assert plan.status_code == 401

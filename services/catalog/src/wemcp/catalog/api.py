@@ -16,6 +16,7 @@ from wemcp.catalog import service
 from wemcp.catalog.archive import check_archive
 from wemcp.catalog.models import Archive, Category, News, SearchDoc, Server
 from wemcp.catalog.normalize import normalize, normalize_archive, normalize_server_json
+from wemcp.catalog.resolve import resolve_unpinned
 from wemcp.catalog.schemas import (
     ArchiveManifest,
     CategoryIn,
@@ -59,12 +60,14 @@ def _pydantic_422(exc: ValidationError, prefix: str) -> Unprocessable:
 @router.post("/servers", status_code=202, response_model=SubmitAccepted)
 async def submit_server(body: ServerSubmit, request: Request, who: CurrentUser) -> SubmitAccepted:
     """Submit a server: a server.json, a Claude-desktop ``mcpServers`` object, or an OpenAPI document
-    (inline or by URL). Answers 202: deployment happens asynchronously."""
+    (inline or by URL). Packages without a version are pinned to their latest release. Answers 202:
+    deployment happens asynchronously."""
+    state = from_request(request)
     fetched = None
     if body.openapi_url:
-        settings = from_request(request).settings
-        fetched = await service.fetch_openapi(body.openapi_url, settings)
+        fetched = await service.fetch_openapi(body.openapi_url, state.settings)
     n = normalize(body, fetched)
+    await resolve_unpinned(n, state.resolver)  # npx pkg, uvx pkg: the latest release, as an exact version
     async with transaction(_sessions(request)) as s:
         row, dup = await service.submit(s, n, who)
     return _accepted(row, dup)

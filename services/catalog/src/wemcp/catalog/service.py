@@ -281,9 +281,39 @@ def _public_inputs(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def local_config(row: Server) -> dict[str, Any]:
+    """How a user runs a ``stdio-local`` server on their own machine: a Claude-desktop ``mcpServers``
+    entry with the exact version, the package's arguments and its variables (secrets as
+    placeholders: the platform never holds their values)."""
+    pkg = (row.spec.get("packages") or [{}])[0]
+    ident, version = pkg.get("identifier", ""), pkg.get("version") or row.version
+    args: list[str] = []
+    for a in pkg.get("packageArguments") or []:
+        value = a.get("value") if a.get("value") is not None else a.get("default")
+        if a.get("type") == "named" and a.get("name"):
+            args += [a["name"]] + ([str(value)] if value is not None else [])
+        elif value is not None:
+            args.append(str(value))
+    if pkg.get("registryType") == "pypi":
+        entry: dict[str, Any] = {"command": "uvx", "args": [f"{ident}=={version}", *args]}
+    else:
+        entry = {"command": "npx", "args": ["-y", f"{ident}@{version}", *args]}
+    env = {e["name"]: (f"<{e['name']}>" if e.get("isSecret") or e.get("default") is None else e["default"])
+           for e in _public_inputs(row.spec) if e["location"] == "env"}
+    if env:
+        entry["env"] = env
+    return {"mcpServers": {row.slug: entry}}
+
+
 def connect_info(row: Server, settings: Settings) -> dict[str, Any]:
+    if row.spec.get("hosting") == "local":
+        return {"runs": "local", "url": None, "transport": "stdio",
+                "inputs": [{"name": i["name"], "isSecret": bool(i.get("isSecret")),
+                            "isRequired": bool(i.get("isRequired"))} for i in _public_inputs(row.spec)],
+                "config": local_config(row)}
     url = f"{settings.gateway_public_url.rstrip('/')}/mcp/{row.slug}"
     return {
+        "runs": "hosted",
         "url": url,
         "transport": "streamable-http",
         "auth": "Authorization: Bearer <your WeMcp API key>",

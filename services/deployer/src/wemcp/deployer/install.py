@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import configparser
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,18 +56,41 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:120]
 
 
+# Where the installers' output goes line by line while they run (the deployment's log, which
+# GET /api/v1/deployments/{slug}/events streams); set per deployment task, unset elsewhere.
+OUTPUT_SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("install_output",
+                                                                                          default=None)
+
+
 async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float) -> tuple[int, str]:  # noqa: ASYNC109
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
-                                                start_new_session=True)
+                                                start_new_session=True, limit=1 << 20)
+    sink = OUTPUT_SINK.get()
+    chunks: list[bytes] = []
+
+    async def pump() -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                chunk = await proc.stdout.readline()
+            except ValueError:  # a line longer than the limit: take what is there
+                chunk = await proc.stdout.read(1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if sink is not None:
+                sink(chunk.decode("utf-8", "replace").rstrip("\r\n"))
+        await proc.wait()
+
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        await asyncio.wait_for(pump(), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
         await proc.wait()
         return -1, f"timed out after {timeout:g} s"
-    return proc.returncode or 0, out.decode("utf-8", "replace")
+    return proc.returncode or 0, b"".join(chunks).decode("utf-8", "replace")
 
 
 class Installer:

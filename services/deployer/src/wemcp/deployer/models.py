@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, Text, func, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -59,3 +59,24 @@ class Deployment(Base):
         {"comment": "deployments of submitted servers"},
     )
 
+
+
+class DeploymentLog(Base):
+    """One log line of one deployment attempt (``generation``): the installer's output and the
+    server's start-up output, redacted when written. Bounded per attempt (``service.MAX_LOG_LINES``);
+    attempts older than the previous one are deleted when a new one starts."""
+
+    __tablename__ = "deployment_logs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("deployer.deployments.id", ondelete="CASCADE"), nullable=False)
+    generation: Mapped[int] = mapped_column(Integer, nullable=False)
+    source: Mapped[str] = mapped_column(String(20), nullable=False)  # install | server
+    line: Mapped[str] = mapped_column(Text, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_deployment_logs_attempt", "deployment_id", "generation", "id"),
+        {"comment": "log lines of deployment attempts (redacted), streamed to owners and admins"},
+    )

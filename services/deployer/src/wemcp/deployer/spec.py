@@ -236,6 +236,18 @@ def package_argv(pkg: Package, values: dict[str, str]) -> list[str]:
     return out
 
 
+# What a required secret holds while the deployer starts a server to list its tools: many servers
+# refuse to start without their key (they check it is set, not that it works) yet list their tools
+# fine; the value is no secret and works nowhere. Callers' own values start their own children.
+INTROSPECTION_PLACEHOLDER = "wemcp-introspection-placeholder"
+
+
+def introspection_env(spec: DeploySpec) -> dict[str, str]:
+    """Placeholders for the required secret variables that have no value (see above)."""
+    return {v.name: INTROSPECTION_PLACEHOLDER for v in spec.env_vars()
+            if v.is_secret and v.is_required and v.value is None and v.default is None}
+
+
 def base_env(spec: DeploySpec) -> dict[str, str]:
     """Non-secret values and defaults declared by the spec (secrets come per credential set)."""
     env: dict[str, str] = {}

@@ -48,7 +48,7 @@ class Route:
     slug: str
     server_id: str = ""
     enabled: bool = True
-    kind: str = "pending"  # pending | mcp | openapi
+    kind: str = "pending"  # pending | mcp | openapi | local
     hosted: bool = True  # behind the deployer bridge: inputs travel as X-WeMcp-Env-<NAME>
     endpoint: str | None = None
     transport: str = "streamable-http"
@@ -183,8 +183,8 @@ class RouteTable:
             if eps:
                 route.endpoint = eps[0]["url"]
                 route.transport = eps[0].get("transport", "streamable-http")
-            if route.kind != "openapi":
-                route.kind = "mcp"
+            if route.kind != "openapi":  # "unhosted": a stdio-local server, listed but run by its users
+                route.kind = "local" if data.get("backend") == "unhosted" else "mcp"
             versions = data.get("protocol_versions") or []
             route.modern = (MODERN in versions) if versions else None
             route.tools = data.get("tools") or route.tools

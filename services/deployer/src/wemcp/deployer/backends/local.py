@@ -12,7 +12,7 @@ from wemcp.deployer.bridge import Bridge, Hosted
 from wemcp.deployer.child import ChildError, Command
 from wemcp.deployer.config import Settings
 from wemcp.deployer.install import Installed, Installer, InstallError
-from wemcp.deployer.spec import DeploySpec, base_env, package_argv
+from wemcp.deployer.spec import DeploySpec, base_env, introspection_env, package_argv
 
 
 class LocalDeployer:
@@ -106,8 +106,9 @@ class LocalDeployer:
         self.bridge.register(self.hosted_for(target, installed))
         await progress("starting", f"sandbox {self.bridge.caps.mode}")
         try:
-            # Start once without any caller's secrets: this is also the child introspection uses.
-            child = await self.bridge.child_for(target.slug, {})
+            # Start once without any caller's secrets (required ones get a placeholder that is no
+            # secret: spec.introspection_env): this is also the child introspection uses.
+            child = await self.bridge.child_for(target.slug, introspection_env(target.spec))
         except ChildError as exc:
             await self.bridge.unregister(target.slug)
             missing = [e.name for e in target.spec.env_vars() if e.is_required and e.default is None]
