@@ -13,11 +13,11 @@ from fastapi import APIRouter, Path, Request
 from sqlalchemy import select
 
 from wemcp.common.errors import BadRequest, NotFound, ServiceUnavailable
-from wemcp.common.identity import CurrentUser
+from wemcp.common.identity import CurrentUser, Identity
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.child import redact
 from wemcp.deployer.models import Deployment
-from wemcp.deployer.schemas import DeploymentRead, PlanRead, PlanRequest, StepRead
+from wemcp.deployer.schemas import DeploymentRead, EgressHost, EgressRead, PlanRead, PlanRequest, StepRead
 from wemcp.deployer.service import current
 from wemcp.deployer.spec import SpecError, parse_spec
 
@@ -26,8 +26,9 @@ Slug = Annotated[str, Path(min_length=1, max_length=200)]
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
-@router.get("/deployments/{slug}", response_model=DeploymentRead)
-async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> DeploymentRead:
+async def _readable(slug: str, request: Request, who: Identity) -> Deployment:
+    """The deployment, for its owner and admins; the same 404 as for a slug that does not exist for
+    anyone else."""
     if not _SLUG.match(slug):
         raise NotFound(f"no deployment {slug!r}")
     runtime = request.app.state.runtime
@@ -36,6 +37,12 @@ async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> Depl
     # owner-less servers (imported, crawled) are the admins' to look after
     if d is None or not (who.at_least("admin") or (d.owner_id is not None and d.owner_id == who.user_id)):
         raise NotFound(f"no deployment {slug!r}")
+    return d
+
+
+@router.get("/deployments/{slug}", response_model=DeploymentRead)
+async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> DeploymentRead:
+    d = await _readable(slug, request, who)
     orch = current()
     live: dict[str, object] = {"state": "unknown"}
     logs = d.log_tail
@@ -51,6 +58,20 @@ async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> Depl
         prompts=intro.get("prompts", []), resources=intro.get("resources", []),
         reason=redact(d.reason, []) if d.reason else None, runtime=live,
         logs=redact(logs or "", []), updated_at=d.updated_at, deployed_at=d.deployed_at)
+
+
+@router.get("/deployments/{slug}/egress", response_model=EgressRead)
+async def get_egress(slug: Slug, request: Request, who: CurrentUser) -> EgressRead:
+    """Where a hosted server with network connected through the egress proxy: host names and ports,
+    counts and bytes (never paths, queries, headers or bodies), and its caps. Owner and admins."""
+    d = await _readable(slug, request, who)
+    orch = current()
+    proxy = orch.bridge.egress if orch is not None else None
+    report = proxy.report(slug) if proxy is not None else {"hosts": [], "open_connections": 0, "bytes": 0,
+                                                           "limits": {}}
+    return EgressRead(slug=d.slug, network=bool((d.spec or {}).get("network")),
+                      hosts=[EgressHost(**h) for h in report["hosts"]], open_connections=report["open_connections"],
+                      bytes=report["bytes"], limits=report["limits"])
 
 
 @router.post("/deployments/plan", response_model=PlanRead)
