@@ -53,7 +53,9 @@ if (proxyUrl) {
 
   function secure(sock, opts) {
     const servername = opts.servername || (net.isIP(opts.host || opts.hostname) ? undefined : (opts.host || opts.hostname));
-    return tls.connect({ ...opts, socket: sock, servername, host: undefined, port: undefined, path: undefined });
+    // with a socket given, host only names the peer for the certificate check
+    return tls.connect({ ...opts, socket: sock, servername, host: opts.host || opts.hostname, port: undefined,
+                         path: undefined });
   }
 
   // http/https default agents: createConnection may answer through its callback
@@ -87,8 +89,8 @@ if (proxyUrl) {
         tunnel(opts.hostname, port, (err, sock) => {
           if (err) return callback(err, null);
           if (opts.protocol !== 'https:') return callback(null, sock);
-          const secured = tls.connect({ socket: sock, servername: opts.servername || (net.isIP(opts.hostname) ? undefined : opts.hostname),
-                                         ALPNProtocols: ['http/1.1'] });
+          const secured = tls.connect({ socket: sock, host: opts.hostname, ALPNProtocols: ['http/1.1'],
+                                        servername: opts.servername || (net.isIP(opts.hostname) ? undefined : opts.hostname) });
           secured.once('secureConnect', () => callback(null, secured));
           secured.once('error', (e) => callback(e, null));
         });
