@@ -60,13 +60,13 @@ def _pydantic_422(exc: ValidationError, prefix: str) -> Unprocessable:
 async def submit_server(body: ServerSubmit, request: Request, who: CurrentUser) -> SubmitAccepted:
     """Submit a server: a server.json, a Claude-desktop ``mcpServers`` object, or an OpenAPI document
     (inline or by URL). Answers 202: deployment happens asynchronously."""
+    settings = from_request(request).settings
     fetched = None
     if body.openapi_url:
-        settings = from_request(request).settings
         fetched = await service.fetch_openapi(body.openapi_url, settings)
     n = normalize(body, fetched)
     async with transaction(_sessions(request)) as s:
-        row, dup = await service.submit(s, n, who)
+        row, dup = await service.submit(s, n, who, limits=settings)
     return _accepted(row, dup)
 
 
@@ -94,7 +94,7 @@ async def submit_archive(request: Request, who: CurrentUser,
                           entries=checked.entries, format=checked.format, manifest=m.model_dump(),
                           data=data, owner_id=who.user_id))
         n.version = m.version
-        row, dup = await service.submit(s, n, who)
+        row, dup = await service.submit(s, n, who, limits=settings)
     return _accepted(row, dup)
 
 

@@ -36,6 +36,11 @@ class Settings(ServiceSettings):
     max_archive_entries: int = Field(default=2000, ge=1)
     openapi_fetch_timeout_seconds: float = 5.0
 
+    # Per-user limits (admins and the crawler are exempt): submissions (new servers and new versions)
+    # per rolling hour, and the user's servers being deployed at once. Over either: 429 + Retry-After.
+    max_submissions_per_hour: int = Field(default=20, ge=1)
+    max_deployments_in_flight: int = Field(default=3, ge=1)
+
     # Search tuning (see docs/services/catalog.md for how these were chosen).
     search_candidates: int = Field(default=100, ge=10, le=1000)
     rrf_k: int = 60
