@@ -52,7 +52,8 @@ class Settings(ServiceSettings):
     reap_interval_seconds: float = Field(default=15.0, gt=0)
     start_timeout_seconds: float = Field(default=60.0, gt=0)
     call_timeout_seconds: float = Field(default=120.0, gt=0)
-    install_timeout_seconds: float = Field(default=600.0, gt=0)
+    install_timeout_seconds: float = Field(default=600.0, gt=0)  # per install step; then killed by PID
+    install_max_bytes: int = Field(default=1 << 30, ge=1 << 20)  # on disk, per installed package or archive
     max_children_per_server: int = Field(default=16, ge=1)
     max_concurrent_deploys: int = Field(default=2, ge=1)
 

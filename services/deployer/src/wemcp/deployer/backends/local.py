@@ -56,7 +56,7 @@ class LocalDeployer:
         installer = Installer(data, archive_dir=settings.archive_dir.resolve(), venv_python=settings.venv_python,
                               npm_registry=settings.npm_registry, pip_index_url=settings.pip_index_url,
                               timeout=settings.install_timeout_seconds, archive_source=settings.catalog_url,
-                              signer=signer)
+                              signer=signer, max_bytes=settings.install_max_bytes)
         return cls(installer, bridge)
 
     def plan(self, target: Target) -> Plan:
