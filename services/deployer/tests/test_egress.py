@@ -29,7 +29,7 @@ from deployer_testkit import CACHE_DIR
 from wemcp.common import netpolicy
 from wemcp.deployer import sandbox
 from wemcp.deployer.child import Command, EgressHook, StdioChild
-from wemcp.deployer.egress import EgressProxy, ProxyPolicy, _parse, Refusal
+from wemcp.deployer.egress import EgressProxy, ProxyPolicy, Refusal, _parse
 
 HERE = Path(__file__).resolve().parent
 PRELOAD = HERE.parent / "src" / "wemcp" / "deployer" / "runtime" / "egress_preload.js"
@@ -42,7 +42,7 @@ LIMITS = sandbox.Limits(memory_mb=512, cpu_seconds=60, max_processes=32, max_ope
 class _Api(BaseHTTPRequestHandler):
     seen: list[str]
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.seen.append(self.requestline)
         body = f"hello from api {self.headers.get('Host')}".encode()
         self.send_response(200)
@@ -184,7 +184,8 @@ async def test_python_server_reaches_the_allowed_api_through_the_proxy_only(star
         assert got.startswith("DENIED"), (host, port, got)
     # through the proxy: the address policy refuses every non-public destination
     for url, why in [(f"http://127.0.0.1:{pg}/", "loopback"), (f"http://localhost:{nats}/", "loopback"),
-                     (f"http://127.0.0.1:{redis}/", "loopback"), ("http://169.254.169.254/latest/meta-data/", "link-local"),
+                     (f"http://127.0.0.1:{redis}/", "loopback"),
+                     ("http://169.254.169.254/latest/meta-data/", "link-local"),
                      ("http://100.100.100.200/", "shared address space"), ("http://10.1.2.3/", "private"),
                      ("http://[::ffff:127.0.0.1]:80/", "loopback")]:
         got = await tool(child, kind="get", lib="urllib", url=url)
@@ -261,10 +262,10 @@ async def _ask(port: int, head: bytes) -> tuple[bytes, asyncio.StreamReader, asy
 
 
 async def test_connection_cap_refuses_with_429(plain_proxy, api):
-    proxy, port = plain_proxy
+    _, port = plain_proxy
     held = []
     for _ in range(2):
-        status, r, w = await _ask(port, f"CONNECT 127.0.0.1:{api.http_port} HTTP/1.1\r\n\r\n".encode())
+        status, _r, w = await _ask(port, f"CONNECT 127.0.0.1:{api.http_port} HTTP/1.1\r\n\r\n".encode())
         assert status.startswith(b"HTTP/1.1 200"), status
         held.append(w)
     status, _, w = await _ask(port, f"CONNECT 127.0.0.1:{api.http_port} HTTP/1.1\r\n\r\n".encode())
@@ -275,21 +276,21 @@ async def test_connection_cap_refuses_with_429(plain_proxy, api):
 
 
 async def test_byte_budget_cuts_and_refuses(plain_proxy, api):
-    proxy, port = plain_proxy
+    _, port = plain_proxy
     status, r, w = await _ask(port, f"CONNECT 127.0.0.1:{api.http_port} HTTP/1.1\r\n\r\n".encode())
     assert status.startswith(b"HTTP/1.1 200")
     w.write(b"GET /" + b"x" * 5000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")  # over the 4096-byte budget
     await w.drain()
     assert await asyncio.wait_for(r.read(), 10) == b""  # cut, nothing forwarded back
     w.close()
-    status, _, w = await _ask(port, f"CONNECT 127.0.0.1:{api.http_port} HTTP/1.1\r\n\r\n".encode())
+    status, r, w = await _ask(port, f"CONNECT 127.0.0.1:{api.http_port} HTTP/1.1\r\n\r\n".encode())
     assert status.startswith(b"HTTP/1.1 429"), status
-    assert b"this hour" in await asyncio.wait_for(_.read(), 5)
+    assert b"this hour" in await asyncio.wait_for(r.read(), 5)
     w.close()
 
 
 async def test_mail_ports_and_bad_requests_are_refused(plain_proxy):
-    proxy, port = plain_proxy
+    _, port = plain_proxy
     status, r, w = await _ask(port, b"CONNECT smtp.example.com:25 HTTP/1.1\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 403") and b"mail" in await r.read()
     w.close()
@@ -331,9 +332,9 @@ async def test_pinholes_open_one_port_not_the_address(api):
 
 
 def test_plain_requests_are_rewritten_to_origin_form():
-    method, host, port, out = _parse(b"GET http://API.example.com:8080/a/b?c=d HTTP/1.1\r\nHost: api.example.com:8080\r\n"
-                                     b"Proxy-Connection: keep-alive\r\nProxy-Authorization: x\r\nConnection: keep-alive\r\n"
-                                     b"Accept: */*\r\n\r\n")
+    method, host, port, out = _parse(b"GET http://API.example.com:8080/a/b?c=d HTTP/1.1\r\n"
+                                     b"Host: api.example.com:8080\r\nProxy-Connection: keep-alive\r\n"
+                                     b"Proxy-Authorization: x\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n")
     assert (method, host, port) == (b"GET", "api.example.com", 8080)
     assert out == (b"GET /a/b?c=d HTTP/1.1\r\nHost: api.example.com:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n")
     with pytest.raises(Refusal):

@@ -17,7 +17,7 @@ def get(lib: str, url: str, ca: str) -> str:
         if lib == "urllib":
             ctx = ssl.create_default_context(cafile=ca or None)
             try:
-                with urllib.request.urlopen(url, timeout=10, context=ctx) as r:  # noqa: S310
+                with urllib.request.urlopen(url, timeout=10, context=ctx) as r:
                     return f"{r.status} {r.read().decode()}"
             except urllib.error.HTTPError as exc:
                 return f"{exc.code} {exc.read().decode().strip()}"

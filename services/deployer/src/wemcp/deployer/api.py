@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from sqlalchemy import select
@@ -67,8 +67,8 @@ async def get_egress(slug: Slug, request: Request, who: CurrentUser) -> EgressRe
     d = await _readable(slug, request, who)
     orch = current()
     proxy = orch.bridge.egress if orch is not None else None
-    report = proxy.report(slug) if proxy is not None else {"hosts": [], "open_connections": 0, "bytes": 0,
-                                                           "limits": {}}
+    report: dict[str, Any] = proxy.report(slug) if proxy is not None else {
+        "hosts": [], "open_connections": 0, "bytes": 0, "limits": {}}
     return EgressRead(slug=d.slug, network=bool((d.spec or {}).get("network")),
                       hosts=[EgressHost(**h) for h in report["hosts"]], open_connections=report["open_connections"],
                       bytes=report["bytes"], limits=report["limits"])
