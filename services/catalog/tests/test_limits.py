@@ -80,3 +80,27 @@ async def test_deployments_in_flight_per_user_are_capped(limited):
     assert (await c.post("/api/v1/servers", json=_pkg(2), headers=as_admin())).status_code == 202  # admins exempt
     await _settle(app)  # the deployments finished
     assert (await c.post("/api/v1/servers", json=_pkg(3), headers=as_user(USER))).status_code == 202
+
+
+@pytest.mark.parametrize("limited", [{}], indirect=True)
+async def test_network_is_asked_for_explicitly_and_only_for_hosted_servers(limited):
+    """``"network": true`` reaches the deployer's spec (it then runs the server behind the egress
+    proxy); the default stays off; a remote server has no sandbox to open (422)."""
+    import json
+
+    from sqlalchemy import select
+
+    from wemcp.catalog.models import bus_tables
+
+    app, c = limited
+    assert (await c.post("/api/v1/servers", json={**_pkg(1), "network": True}, headers=as_user(USER))).status_code == 202
+    assert (await c.post("/api/v1/servers", json=_pkg(2), headers=as_user(USER))).status_code == 202
+    async with app.state.runtime.sessions() as s:
+        specs = {r.package_key: r.spec for r in (await s.execute(select(Server))).scalars()}
+        events = [json.loads(p) for (p,) in (await s.execute(select(bus_tables.outbox.c.payload)
+                                                                .order_by(bus_tables.outbox.c.id))).all()]
+    assert specs["npm:@acme/limited-1"]["network"] is True and "network" not in specs["npm:@acme/limited-2"]
+    assert [e["spec"].get("network") for e in events] == [True, None]
+    remote = {"mcpServers": {"far": {"url": "https://mcp.example.com/mcp"}}, "network": True}
+    r = await c.post("/api/v1/servers", json=remote, headers=as_user(USER))
+    assert r.status_code == 422 and "only hosted servers" in r.json()["detail"], r.text

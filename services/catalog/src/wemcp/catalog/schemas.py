@@ -147,6 +147,9 @@ class ServerSubmit(_Strict):
     icon: Url | None = None
     category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=10)
+    # a hosted server that calls APIs: it reaches the internet through the platform's egress proxy
+    # only (public addresses; the hosts it reaches are listed on its page). Off by default.
+    network: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -191,6 +194,7 @@ class ArchiveManifest(_Strict):
     environmentVariables: list[InputSpec] = Field(default_factory=list, max_length=50)
     category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=10)
+    network: bool = False  # as ServerSubmit.network
 
     @field_validator("entrypoint")
     @classmethod
