@@ -93,7 +93,8 @@ async def test_network_is_asked_for_explicitly_and_only_for_hosted_servers(limit
     from wemcp.catalog.models import bus_tables
 
     app, c = limited
-    assert (await c.post("/api/v1/servers", json={**_pkg(1), "network": True}, headers=as_user(USER))).status_code == 202
+    netted = await c.post("/api/v1/servers", json={**_pkg(1), "network": True}, headers=as_user(USER))
+    assert netted.status_code == 202, netted.text
     assert (await c.post("/api/v1/servers", json=_pkg(2), headers=as_user(USER))).status_code == 202
     async with app.state.runtime.sessions() as s:
         specs = {r.package_key: r.spec for r in (await s.execute(select(Server))).scalars()}
