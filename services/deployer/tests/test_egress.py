@@ -268,8 +268,11 @@ async def test_connection_cap_refuses_with_429(plain_proxy, api):
         status, _r, w = await _ask(port, f"CONNECT 127.0.0.1:{api.http_port} HTTP/1.1\r\n\r\n".encode())
         assert status.startswith(b"HTTP/1.1 200"), status
         held.append(w)
-    status, _, w = await _ask(port, f"CONNECT 127.0.0.1:{api.http_port} HTTP/1.1\r\n\r\n".encode())
+    # over the cap a connection is answered at once, before it sends anything (idle ones count too)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    status = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
     assert status.startswith(b"HTTP/1.1 429"), status
+    assert b"connections open" in await r.read()
     w.close()
     for w in held:
         w.close()

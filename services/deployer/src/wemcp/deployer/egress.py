@@ -255,6 +255,9 @@ class EgressProxy:
         u.open += 1
         target = ""
         try:
+            if u.open > self.max_connections:  # before reading anything: idle connections count too
+                await _answer(writer, 429, f"this server has {self.max_connections} connections open; close some")
+                return
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
@@ -262,9 +265,6 @@ class EgressProxy:
             try:
                 method, host, port, rest = _parse(head)
                 target = f"{host}:{port}"
-                if u.open > self.max_connections:
-                    raise Refusal(429, "too many connections",
-                                  f"this server has {self.max_connections} connections open; close some")
                 if u.window_bytes >= self.max_bytes and time.monotonic() - u.window_start < self.window:
                     raise Refusal(429, "byte budget spent",
                                   f"this server sent and received {self.max_bytes} bytes this hour")
