@@ -51,7 +51,7 @@ def child_cpu() -> float:
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def blob_server(size: int) -> tuple[int, threading.Thread]:
