@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import shutil
@@ -128,7 +129,7 @@ async def main() -> None:
         if network:
             c = kids[0]
             got = await c.request("tools/call", {"name": "net", "arguments": {"kind": "env"}})
-            url = eval(got["result"]["content"][0]["text"].replace("null", "None"))["HTTPS_PROXY"]  # noqa: S307
+            url = json.loads(got["result"]["content"][0]["text"])["HTTPS_PROXY"]
             assert url.startswith("http://127.0.0.1:")
         for c in kids:
             await c.stop()
