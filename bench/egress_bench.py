@@ -149,8 +149,9 @@ async def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     if caps.own_uid:
         os.chown(home, 263200, 263200)
+    egress = sandbox.Egress(child_end.fileno(), "/usr/bin/python3", str(preload))
     launch = sandbox.build_launch(caps, ["/usr/bin/python3", "-c", code], root=root, home=home, env={}, limits=LIMITS,
-                                  uid=263200, egress=sandbox.Egress(child_end.fileno(), "/usr/bin/python3", str(preload)))
+                                  uid=263200, egress=egress)
     c0, t0 = cpu(), time.perf_counter()
     proc = await asyncio.create_subprocess_exec(*launch.argv, env=launch.env, cwd=launch.cwd, preexec_fn=launch.preexec,
                                                 pass_fds=(child_end.fileno(),), stdout=asyncio.subprocess.PIPE)
