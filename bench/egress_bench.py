@@ -134,6 +134,24 @@ async def main() -> None:
         for c in kids:
             await c.stop()
 
+    # the launcher alone (outside any sandbox): what network adds to every child start, in CPU
+    from wemcp.deployer.egress import LAUNCHER
+
+    launcher_cpu = []
+    for _ in range(args.runs):
+        a, b = socket.socketpair()
+        k0 = child_cpu()
+        p = await asyncio.create_subprocess_exec("/usr/bin/python3", "-c", LAUNCHER, "/bin/true",
+                                                 pass_fds=(b.fileno(),),
+                                                 env={"WEMCP_EGRESS_FD": str(b.fileno()), "PATH": "/usr/bin:/bin"})
+        b.close()
+        _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, a, 16, 1)
+        await p.wait()
+        launcher_cpu.append((child_cpu() - k0) * 1000)
+        for fd in fds:
+            os.close(fd)
+        a.close()
+
     # proxy throughput: a client inside a sandbox tunnels args.mib MiB through CONNECT
     code = ("import os, socket, time\n"
             "p = int(os.environ['HTTPS_PROXY'].rsplit(':', 1)[1])\n"
@@ -169,10 +187,14 @@ async def main() -> None:
     for network in (False, True):
         name = "with network" if network else "no network  "
         print(f"{name}: start p50 {statistics.median(wall[network]):.0f} ms p95 {pct(wall[network], 95):.0f} ms; "
-              f"deployer CPU per start p50 {statistics.median(cpus[network]):.1f} ms; sandbox CPU (bwrap, launcher, "
-              f"server start) p50 {statistics.median(sandbox_cpu[network]):.0f} ms; processes per child "
-              f"{held[network]['procs']:.1f}; deployer fds per child {held[network]['fds']:.1f}; deployer RSS per "
+              f"deployer CPU per start p50 {statistics.median(cpus[network]):.1f} ms; "
+              + (f"child CPU (launcher, server start) p50 {statistics.median(sandbox_cpu[network]):.0f} ms; "
+                 if caps.mode == "restricted" else "")  # bwrap's own children are not reaped by the deployer
+              + "processes per child "
+              + f"{held[network]['procs']:.1f}; deployer fds per child {held[network]['fds']:.1f}; deployer RSS per "
               f"child {held[network]['rss_kib']:.0f} KiB")
+    print(f"launcher alone (python3 -c LAUNCHER /bin/true, outside a sandbox): CPU p50 "
+          f"{statistics.median(launcher_cpu):.0f} ms p95 {pct(launcher_cpu, 95):.0f} ms")
     print(f"proxy: {got / 2**20:.0f} MiB through CONNECT in {secs:.2f} s ({got / 2**20 / secs:.0f} MiB/s); "
           f"deployer CPU {cpu_s * 1000 / max(1, got / 2**20):.1f} ms per MiB")
 
