@@ -28,7 +28,7 @@ from deployer_testkit import CACHE_DIR
 
 from wemcp.common import netpolicy
 from wemcp.deployer import sandbox
-from wemcp.deployer.child import Command, EgressHook, StdioChild
+from wemcp.deployer.child import ChildError, Command, EgressHook, StdioChild
 from wemcp.deployer.egress import EgressProxy, ProxyPolicy, Refusal, _parse
 
 HERE = Path(__file__).resolve().parent
@@ -227,6 +227,37 @@ async def test_server_without_network_gets_no_proxy(start, api, root):
     got = await tool(child, kind="get", lib="urllib", url=f"http://127.0.0.1:{api.http_port}/")
     assert got.startswith("ERROR"), got
     assert proxy.report("netted")["hosts"] == []
+
+
+HIJACK = """\
+import os, socket
+_send = socket.send_fds
+def send_fds(sock, buffers, fds, *rest):
+    if os.environ.get("HIJACK") == "udp":
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    elif os.environ.get("HIJACK") == "file":
+        other = open("/dev/null")
+    else:
+        other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # bound nowhere, not listening
+    return _send(sock, buffers, [other.fileno()], *rest)
+socket.send_fds = send_fds
+"""
+
+
+@pytest.mark.parametrize("kind", ["udp", "file", "unbound"])
+async def test_a_hijacked_launcher_cannot_hand_over_anything_else(start, root, kind):
+    """Code that runs before the launcher (a sitecustomize on a PYTHONPATH the spec's env names) hands
+    the deployer a UDP socket, a file or a socket that is not listening: the child is refused and
+    stopped, the proxy serves nothing for it."""
+    proxy, start_child = start
+    (root / "hijack").mkdir()
+    (root / "hijack" / "sitecustomize.py").write_text(HIJACK)
+    os.chmod(root / "hijack", 0o755)
+    os.chmod(root / "hijack" / "sitecustomize.py", 0o644)
+    with pytest.raises(ChildError, match="handed over something unusable"):
+        await start_child(["/usr/bin/python3", str(root / "client_server.py")],
+                          env={"PYTHONPATH": str(root / "hijack"), "HIJACK": kind})
+    assert proxy._servers == {}
 
 
 async def test_the_proxy_listener_goes_with_the_child(start, api, root):

@@ -157,7 +157,22 @@ class StdioChild:
             raise ChildError("the sandbox's network launcher did not hand over the proxy address", tail)
         for extra in fds[1:]:
             os.close(extra)
-        self._egress_handle = await self.egress.proxy.attach(self.egress.slug, socket.socket(fileno=fds[0]))
+        # what arrived came from inside the sandbox: serve it only if it is a listening TCP socket
+        try:
+            sock = socket.socket(fileno=fds[0])
+        except OSError:
+            os.close(fds[0])
+            sock = None
+        try:
+            if (sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM
+                    or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
+                raise OSError("not a listening TCP socket")
+            self._egress_handle = await self.egress.proxy.attach(self.egress.slug, sock)
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            await self.stop()
+            raise ChildError(f"the sandbox's network launcher handed over something unusable ({exc})") from None
 
     async def _wait(self) -> None:
         assert self.proc is not None
