@@ -365,6 +365,27 @@ async def test_pinholes_open_one_port_not_the_address(api):
     assert not ProxyPolicy("").base.hosts
 
 
+async def test_a_public_address_of_this_machine_is_refused(monkeypatch):
+    """A public address of the deployer's own machine reaches whatever listens on all interfaces
+    there (a database bound to 0.0.0.0): refused like the loopback, by literal and by name."""
+    own = "93.184.216.34"
+
+    async def public(host: str, port: int) -> list[tuple[int, str]]:
+        return [(socket.AF_INET, own)]
+
+    monkeypatch.setattr(netpolicy, "resolve", public)
+    policy = ProxyPolicy("", local_addresses=lambda: {own, "127.0.0.1"})
+    for host in (own, "db.example.com"):
+        with pytest.raises(netpolicy.EgressRefused, match="an address of this machine"):
+            await policy.resolve(host, 5432)
+    # control: the same address is fine when it is not this machine's
+    assert await ProxyPolicy("", local_addresses=lambda: {"127.0.0.1"}).resolve("db.example.com", 5432)
+    # the machine's real interface addresses are found (the loopback at least)
+    from wemcp.deployer.egress import machine_addresses
+
+    assert "127.0.0.1" in machine_addresses()
+
+
 def test_plain_requests_are_rewritten_to_origin_form():
     method, host, port, out = _parse(b"GET http://API.example.com:8080/a/b?c=d HTTP/1.1\r\n"
                                      b"Host: api.example.com:8080\r\nProxy-Connection: keep-alive\r\n"

@@ -40,6 +40,7 @@ import ipaddress
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -85,7 +86,8 @@ class ProxyPolicy:
     name or address is admitted on that port only. Package registries are *not* allowed by name
     here: hosted code has no business with a private mirror."""
 
-    def __init__(self, allow: str = "") -> None:
+    def __init__(self, allow: str = "", *, local_addresses: Callable[[], set[str]] | None = None) -> None:
+        local_addresses = local_addresses or machine_addresses
         plain: list[str] = []
         self.pinned_hosts: set[tuple[str, int]] = set()
         self.pinned_nets: list[tuple[netpolicy.Network, int]] = []
@@ -103,6 +105,24 @@ class ProxyPolicy:
                 netpolicy.parse_allow([host])  # a valid host name, or ValueError
                 self.pinned_hosts.add((host.rstrip("."), port))
         self.base = EgressPolicy(plain, registries=False)
+        self.local_addresses = local_addresses
+        self._local: frozenset[str] = frozenset()
+        self._local_at = -1e9
+
+    def _own(self, address: str) -> bool:
+        """One of this machine's own addresses: a public address of the host reaches whatever listens
+        on all interfaces here (a database bound to 0.0.0.0), so it is refused like the loopback."""
+        now = time.monotonic()
+        if now - self._local_at > 60:
+            self._local, self._local_at = frozenset(self.local_addresses()), now
+        ip = netpolicy._literal(address)
+        return ip is not None and str(ip) in self._local
+
+    def _explicit(self, host: str, address: str, port: int) -> bool:
+        """Allowed by an entry of the allow-list (a pinhole, the host's name, a network of it)."""
+        ip = netpolicy._literal(address)
+        return (self._pinned(address, port) or self.base.host_allowed(host)
+                or (ip is not None and any(ip.version == n.version and ip in n for n in self.base.networks)))
 
     def _pinned(self, address: str, port: int) -> bool:
         ip = netpolicy._literal(address)
@@ -114,22 +134,41 @@ class ProxyPolicy:
         if (host, port) in self.pinned_hosts:
             return await netpolicy.resolve(host, port)
         if not self.pinned_nets:
-            return await self.base.resolve(host, port)
-        literal = netpolicy._literal(host)
-        pairs = [(int(socket.AF_INET6 if literal.version == 6 else socket.AF_INET), host)] if literal else \
-            await netpolicy.resolve(host, port)
-        if not pairs:
-            raise OSError(f"{host!r} does not resolve")
-        if literal is None and self.base.host_allowed(host):
-            return pairs
+            pairs = await self.base.resolve(host, port)
+        else:
+            literal = netpolicy._literal(host)
+            pairs = [(int(socket.AF_INET6 if literal.version == 6 else socket.AF_INET), host)] if literal else \
+                await netpolicy.resolve(host, port)
+            if not pairs:
+                raise OSError(f"{host!r} does not resolve")
+            if literal is None and self.base.host_allowed(host):
+                return pairs
+            for _, address in pairs:
+                if self._pinned(address, port):
+                    continue
+                refused = self.base.refusal(host, address)
+                if refused is not None:
+                    log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
+                    raise refused
         for _, address in pairs:
-            if self._pinned(address, port):
-                continue
-            refused = self.base.refusal(host, address)
-            if refused is not None:
-                log.warning("egress_refused", host=refused.host, reason=refused.reason, address=refused.address)
-                raise refused
+            if self._own(address) and not self._explicit(host, address, port):
+                log.warning("egress_refused", host=host, reason="this machine", address=address)
+                raise EgressRefused(host, "an address of this machine", address)
         return pairs
+
+
+def machine_addresses() -> set[str]:
+    """Every address of this machine's interfaces."""
+    import psutil
+
+    out = set()
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                ip = netpolicy._literal(a.address)
+                if ip is not None:
+                    out.add(str(ip))
+    return out
 
 
 def _split_pin(entry: str) -> tuple[str, int | None]:
