@@ -166,3 +166,15 @@ class Archive(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
     owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Submission(Base):
+    """One accepted submission (new server or new version) by a user: the per-user submission rate
+    is counted here (rows older than a day are pruned as the user submits again)."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_owner_at", "owner_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -150,6 +150,9 @@ class ServerSubmit(_Strict):
     # "stdio-local": the server runs on its users' machines; the platform lists its tools and shows
     # the config to run it, and hosts nothing
     transport: Literal["hosted", "stdio-local"] | None = None
+    # a hosted server that calls APIs: it reaches the internet through the platform's egress proxy
+    # only (public addresses; the hosts it reaches are listed on its page). Off by default.
+    network: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -195,6 +198,7 @@ class ArchiveManifest(_Strict):
     environmentVariables: list[InputSpec] = Field(default_factory=list, max_length=50)
     category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=10)
+    network: bool = False  # as ServerSubmit.network
 
     @field_validator("entrypoint")
     @classmethod

@@ -21,7 +21,7 @@ from wemcp.common.identity import CurrentUser
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.child import redact
 from wemcp.deployer.models import Deployment, DeploymentLog
-from wemcp.deployer.schemas import DeploymentRead, PlanRead, PlanRequest, StepRead
+from wemcp.deployer.schemas import DeploymentRead, EgressHost, EgressRead, PlanRead, PlanRequest, StepRead
 from wemcp.deployer.service import current
 from wemcp.deployer.spec import SpecError, parse_spec
 
@@ -61,6 +61,20 @@ async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> Depl
         prompts=intro.get("prompts", []), resources=intro.get("resources", []),
         reason=redact(d.reason, []) if d.reason else None, runtime=live,
         logs=redact(logs or "", []), updated_at=d.updated_at, deployed_at=d.deployed_at)
+
+
+@router.get("/deployments/{slug}/egress", response_model=EgressRead)
+async def get_egress(slug: Slug, request: Request, who: CurrentUser) -> EgressRead:
+    """Where a hosted server with network connected through the egress proxy: host names and ports,
+    counts and bytes (never paths, queries, headers or bodies), and its caps. Owner and admins."""
+    d = await _readable(request, slug, who)
+    orch = current()
+    proxy = orch.bridge.egress if orch is not None else None
+    report: dict[str, Any] = proxy.report(slug) if proxy is not None else {
+        "hosts": [], "open_connections": 0, "bytes": 0, "limits": {}}
+    return EgressRead(slug=d.slug, network=bool((d.spec or {}).get("network")),
+                      hosts=[EgressHost(**h) for h in report["hosts"]], open_connections=report["open_connections"],
+                      bytes=report["bytes"], limits=report["limits"])
 
 
 @router.post("/deployments/plan", response_model=PlanRead)

@@ -45,7 +45,8 @@ from wemcp.common.http import http_protocol
 from wemcp.common.logging import get_logger
 from wemcp.common.trust import HEADER_ASSERTION_RAW, BridgeGuard, KeyRing, environment_ring
 from wemcp.deployer import sandbox
-from wemcp.deployer.child import ChildError, Command, StdioChild
+from wemcp.deployer.child import ChildError, Command, EgressHook, StdioChild
+from wemcp.deployer.egress import EgressProxy
 
 log = get_logger("wemcp.deployer.bridge")
 ENV_HEADER = "x-wemcp-env-"
@@ -104,6 +105,7 @@ class Hosted:
     locks: dict[str, asyncio.Lock] = field(default_factory=lambda: collections.defaultdict(asyncio.Lock))
     crashes: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=20))
     last_tail: str = ""
+    network: bool = False  # its children reach the internet through the egress proxy only
 
 
 @dataclass
@@ -129,8 +131,12 @@ class Bridge:
     def __init__(self, *, caps: sandbox.Capabilities, limits: sandbox.Limits, run_dir: Path, host: str = "127.0.0.1",
                  port: int = 0, public_url: str | None = None, idle_seconds: float = 600.0,
                  reap_interval: float = 15.0, start_timeout: float = 60.0, call_timeout: float = 120.0,
-                 max_children: int = 16, uid_base: int = 200000, keys: KeyRing | None = None) -> None:
+                 max_children: int = 16, uid_base: int = 200000, keys: KeyRing | None = None,
+                 egress: EgressProxy | None = None, egress_python: str = "/usr/bin/python3",
+                 egress_preload: str = "") -> None:
         self.caps = caps
+        self.egress = egress  # None: no server here gets network
+        self.egress_python, self.egress_preload = egress_python, egress_preload
         self.guard = BridgeGuard(keys if keys is not None else environment_ring())
         self.limits = limits
         self.run_dir = run_dir
@@ -275,6 +281,8 @@ class Bridge:
         for t in self._tasks:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(t, 5)
+        if self.egress is not None:
+            await self.egress.close()
 
     @property
     def base_url(self) -> str:
@@ -332,11 +340,16 @@ class Bridge:
                     raise Backoff(wait - (now - recent[-1]), "the server keeps crashing; restarting with backoff")
             if len(hosted.children) >= self.max_children:
                 raise Backoff(5.0, "too many credential sets are active on this server")
+            hook = None
+            if hosted.network:
+                if self.egress is None:
+                    raise ChildError("this deployer has no egress proxy: servers with network cannot run here")
+                hook = EgressHook(self.egress, slug, self.egress_python, self.egress_preload)
             uid = self._uids.acquire() if self.caps.own_uid else None
             child = StdioChild(hosted.make_command(env), caps=self.caps, limits=self.limits, uid=uid,
                                run_dir=self.run_dir / f"{slug}-{uuid.uuid4().hex[:8]}",
                                secrets=list(env.values()),  # all the caller gave (not only isSecret ones)
-                               start_timeout=self.start_timeout)
+                               start_timeout=self.start_timeout, egress=hook)
             try:
                 await child.start()
             except ChildError as exc:

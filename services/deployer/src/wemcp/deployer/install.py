@@ -29,6 +29,7 @@ from typing import Any
 from wemcp.common.archives import ArchiveLimits, ArchiveRefused, detect_format, read_archive
 from wemcp.common.dependencies import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
 from wemcp.common.trust import Issuer
+from wemcp.deployer.sandbox import kill_tree
 from wemcp.deployer.spec import Archive, Package
 
 MAX_ARCHIVE_BYTES = 50 * 1024 * 1024  # expanded; also the largest stored archive file read
@@ -60,9 +61,15 @@ def _safe(name: str) -> str:
 # GET /api/v1/deployments/{slug}/events streams); set per deployment task, unset elsewhere.
 OUTPUT_SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("install_output",
                                                                                           default=None)
+WATCH_SECONDS = 1.0  # how often a running install's size is measured
 
 
-async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float) -> tuple[int, str]:  # noqa: ASYNC109
+async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float,  # noqa: ASYNC109
+               watch: Path | None = None, max_bytes: int | None = None) -> tuple[int, str]:
+    """Run an install step in a session of its own, its output passed line by line to the
+    deployment's log (``OUTPUT_SINK``). Over ``timeout`` seconds, or once ``watch`` (the prefix it
+    fills) holds more than ``max_bytes`` on disk, the step and every process it started are killed by
+    PID and :class:`InstallError` says which limit it hit."""
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
                                                 start_new_session=True, limit=1 << 20)
@@ -83,21 +90,62 @@ async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None,
                 sink(chunk.decode("utf-8", "replace").rstrip("\r\n"))
         await proc.wait()
 
-    try:
-        await asyncio.wait_for(pump(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        await proc.wait()
-        return -1, f"timed out after {timeout:g} s"
+    talk = asyncio.ensure_future(pump())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    refusal = None
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            refusal = (f"the install took longer than {timeout:g} s (the deployer's install time limit, "
+                       "install_timeout_seconds) and was stopped")
+            break
+        done, _ = await asyncio.wait([talk], timeout=min(WATCH_SECONDS, left))
+        if done:
+            break
+        if watch is not None and max_bytes is not None and await asyncio.to_thread(disk_usage, watch) > max_bytes:
+            refusal = _too_big(max_bytes)
+            break
+    if refusal is not None:
+        await asyncio.to_thread(kill_tree, proc.pid)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(talk, 10)
+        raise InstallError(refusal)
+    talk.result()
+    if watch is not None and max_bytes is not None and await asyncio.to_thread(disk_usage, watch) > max_bytes:
+        raise InstallError(_too_big(max_bytes))
     return proc.returncode or 0, b"".join(chunks).decode("utf-8", "replace")
+
+
+def _too_big(max_bytes: int) -> str:
+    return (f"the installed server is larger than {max_bytes / 2**20:g} MiB on disk (the deployer's install size "
+            "limit, install_max_bytes) and the install was stopped")
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes on disk under ``root`` (each file once, however many hard links; symlinks not followed)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
 
 
 class Installer:
     def __init__(self, data_dir: Path, *, archive_dir: Path, venv_python: str, npm_registry: str | None = None,
                  pip_index_url: str | None = None, timeout: float = 600.0, uv: str | None = None,
-                 archive_source: str | None = None, signer: Issuer | None = None) -> None:
+                 archive_source: str | None = None, signer: Issuer | None = None,
+                 max_bytes: int = 1 << 30) -> None:
         self.data_dir = data_dir
+        self.max_bytes = max_bytes  # on disk, per installed prefix (the shared caches are not counted)
         self.signer = signer  # the deployer's service credential for the catalog's internal route
         self.archive_dir = archive_dir
         # the catalog's internal archive endpoint: archives uploaded there are fetched on first use
@@ -192,7 +240,7 @@ class Installer:
         code, out = await _run([npm, "install", "--prefix", str(prefix), "--no-save", "--omit=dev",
                                 "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error",
                                 ref],
-                               env=self._env(), timeout=self.timeout)
+                               env=self._env(), timeout=self.timeout, watch=prefix, max_bytes=self.max_bytes)
         if code != 0:
             raise InstallError(_npm_reason(pkg, version, out), _tail(out))
         pj = prefix / "node_modules" / pkg.identifier / "package.json"
@@ -223,7 +271,7 @@ class Installer:
             # --no-build: wheels only, for the packages and every dependency (a build backend is code)
             code, out = await _run([self.uv, "pip", "install", "--python", str(prefix / "bin" / "python"),
                                     "--no-progress", "--no-build", "--", *requirements],
-                                   env=self._env(), timeout=self.timeout)
+                                   env=self._env(), timeout=self.timeout, watch=prefix, max_bytes=self.max_bytes)
             if code != 0:
                 raise InstallError(_pip_reason(requirements, out), _tail(out))
         return out
@@ -384,7 +432,8 @@ class Installer:
             (work / "package.json").write_text(json.dumps(manifest))
             code, out = await _run([npm, "install", "--prefix", str(work), "--omit=dev", "--ignore-scripts",
                                     "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
-                                   env=self._env(), cwd=work, timeout=self.timeout)
+                                   env=self._env(), cwd=work, timeout=self.timeout, watch=work,
+                                   max_bytes=self.max_bytes)
             if code != 0:
                 raise InstallError("npm install of the archive's dependencies failed", _tail(out))
             if (work / "node_modules").is_dir():
