@@ -32,9 +32,11 @@ async def catalog(settings_for: Any, clean_db: None, clean_bus: None,
                   registries: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     """The catalog service in-process (HTTP, consumers, relay) on the real infrastructure; unpinned
     packages resolve against loopback stand-ins of the npm registry and PyPI (no cache: each
-    submission asks)."""
+    submission asks). The per-user submission limits are lifted: these tests submit many servers as
+    one user, and the limits have tests of their own (test_limits.py)."""
     settings = settings_for(Settings, egress_allow="127.0.0.1",  # OpenAPI documents and registries on loopback
-                            npm_registry=registries.npm_url, pypi_url=registries.pypi_url, resolve_cache_seconds=0)
+                            npm_registry=registries.npm_url, pypi_url=registries.pypi_url, resolve_cache_seconds=0,
+                            max_submissions_per_hour=10_000, max_deployments_in_flight=10_000)
     async with running(SPEC, settings) as app:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as client:
             yield app, client
