@@ -102,6 +102,22 @@ async def test_a_resubmission_while_disabled_waits_for_enable_in_every_order(ses
         assert positions[0] == ("server.deploying", 1, 1) and positions[-1] == ("server.deploying", 3, 1)
 
 
+async def test_disabled_before_its_first_submission_is_not_deployed(sessions: Any) -> None:
+    finals = set()
+    for k, order in enumerate(itertools.permutations(range(2))):
+        slug, sid = f"first-{k}", uuid.uuid4()
+        events = [ServerSubmitted(server_id=sid, slug=slug, name=slug, spec=SPEC_V1),
+                  ServerDisabled(server_id=sid, slug=slug, decision_seq=1)]
+        for i in order:
+            await deliver(sessions, events[i])
+        d = await _deployment(sessions, slug)
+        finals.add((d.desired, d.spec["remotes"][0]["url"], d.generation))
+        await deliver(sessions, ServerEnabled(server_id=sid, slug=slug, decision_seq=2))
+        d = await _deployment(sessions, slug)
+        assert (d.desired, d.status, d.generation) == ("running", "queued", 2)
+    assert finals == {("stopped", "https://example.com/v1/mcp", 1)}
+
+
 async def test_unstamped_decisions_use_occurred_at(sessions: Any) -> None:
     """Decisions of an older catalog (no decision_seq): the later one wins whatever the arrival
     order; once a stamped decision was applied, unstamped ones are older."""

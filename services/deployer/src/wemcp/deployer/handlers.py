@@ -82,7 +82,17 @@ def newer_decision(d: Deployment, event: ServerDisabled | ServerEnabled) -> bool
 async def on_server_disabled(event: ServerDisabled, session: AsyncSession) -> None:
     d = (await session.execute(select(Deployment).where(Deployment.slug == event.slug).with_for_update())
          ).scalar_one_or_none()
-    if d is None or not newer_decision(d, event):
+    if d is None:
+        # disabled before its submission reached us (another consumer): keep the decision, so the
+        # submission is recorded but not deployed (a concurrent insert makes this event retry)
+        d = Deployment(slug=event.slug, server_id=event.server_id, spec={}, generation=0, seq=0, steps=[],
+                       protocol_versions=[], introspection={}, log_tail="", name="", backend="local",
+                       status="disabled", desired="stopped", decision_seq=0)
+        session.add(d)
+        newer_decision(d, event)
+        d.steps = [service.step("stopped", event.reason or "disabled before it was deployed")]
+        return
+    if not newer_decision(d, event):
         return
     d.desired = "stopped"
     if d.status != "disabled":
