@@ -225,3 +225,26 @@ async def test_resubmission_lets_the_next_unstamped_deployment_show(app: Any, ru
     await deliver(runtime, ServerDeploying(server_id=sid, slug=slug, step="queued",
                                            occurred_at=T0 + timedelta(seconds=5)))
     assert (await _state(runtime, sid))[0].status == "deploying"
+
+
+async def test_a_late_step_on_the_real_bus_does_not_undo_the_failure(app: Any, runtime: Any, infra: Any) -> None:
+    """The same race through JetStream and the catalog's own durable consumers: the failure is
+    consumed first, the deployment's earlier step after it."""
+    from catalog_helpers import publish, wait_for
+
+    from wemcp.catalog.models import bus_tables
+
+    async def processed(event_id: uuid.UUID) -> bool:
+        async with runtime.sessions() as s:
+            return (await s.execute(select(bus_tables.processed.c.event_id).where(
+                bus_tables.processed.c.event_id == event_id))).first() is not None
+
+    row = await _server(runtime)
+    failed = ServerDeployFailed(server_id=row.id, slug=row.slug, generation=1, seq=3, reason="no such package")
+    await publish(infra.nats_url, failed)
+    await wait_for(lambda: processed(failed.event_id))
+    late = ServerDeploying(server_id=row.id, slug=row.slug, generation=1, seq=2, step="installing")
+    await publish(infra.nats_url, late)
+    await wait_for(lambda: processed(late.event_id))
+    final, _ = await _state(runtime, row.id)
+    assert (final.status, final.status_detail, final.lifecycle_seq) == ("failed", "no such package", 3)
