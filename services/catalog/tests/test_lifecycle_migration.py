@@ -46,13 +46,14 @@ async def test_backfill_of_existing_rows(infra: Any) -> None:
             await upgrade_async("catalog", url)
             await upgrade_async("deployer", url)
             got = {r["slug"]: (r["lifecycle_generation"], r["lifecycle_seq"], r["lifecycle_terminal"],
-                               r["lifecycle_at"] is not None, r["decision_seq"])
+                               r["lifecycle_at"] is not None, r["decision_seq"], r["revision"])
                    for r in await conn.fetch("SELECT * FROM catalog.servers")}
-            assert got == {"pub": (0, 0, True, True, 0), "fail": (0, 0, True, False, 0),
-                           "dep": (0, 0, False, False, 0), "off": (0, 0, True, True, 1),
-                           "off2": (0, 0, False, False, 1)}
-            d = await conn.fetchrow("SELECT generation, seq, decision_seq, decision_at FROM deployer.deployments")
-            assert tuple(d) == (4, 2, 0, None)  # the next event of generation 4 is seq 3
+            assert got == {"pub": (0, 0, True, True, 0, 1), "fail": (0, 0, True, False, 0, 1),
+                           "dep": (0, 0, False, False, 0, 1), "off": (0, 0, True, True, 1, 1),
+                           "off2": (0, 0, False, False, 1, 1)}
+            d = await conn.fetchrow("SELECT generation, seq, decision_seq, decision_at, revision "
+                                    "FROM deployer.deployments")
+            assert tuple(d) == (4, 2, 0, None, 0)  # the next event of generation 4 is seq 3
         finally:
             await conn.close()
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from wemcp.catalog import handlers, service
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
-from wemcp.catalog.models import SearchDoc, Server
+from wemcp.catalog.models import SearchDoc, Server, bus_tables
 from wemcp.common.events.servers import (
     Endpoint,
     ServerDeployed,
@@ -219,6 +220,10 @@ async def test_resubmission_lets_the_next_unstamped_deployment_show(app: Any, ru
         await deliver(runtime, ServerDeployFailed(server_id=sid, slug=slug, reason="bad", occurred_at=T0))
         r = await c.post("/api/v1/servers", json=npm_submission(version="1.0.1"), headers=as_user())
         assert r.status_code == 202 and r.json()["status"] == "submitted", r.text
+    async with runtime.sessions() as s:  # each submission is stamped with the next revision
+        rows = (await s.execute(select(bus_tables.outbox.c.payload).where(
+            bus_tables.outbox.c.subject == "server.submitted").order_by(bus_tables.outbox.c.id))).all()
+    assert [json.loads(r.payload)["revision"] for r in rows] == [1, 2]
     await deliver(runtime, ServerDeploying(server_id=sid, slug=slug, step="x",
                                            occurred_at=T0 - timedelta(seconds=1)))  # late, of the old one
     assert (await _state(runtime, sid))[0].status == "submitted"
@@ -231,8 +236,6 @@ async def test_a_late_step_on_the_real_bus_does_not_undo_the_failure(app: Any, r
     """The same race through JetStream and the catalog's own durable consumers: the failure is
     consumed first, the deployment's earlier step after it."""
     from catalog_helpers import publish, wait_for
-
-    from wemcp.catalog.models import bus_tables
 
     async def processed(event_id: uuid.UUID) -> bool:
         async with runtime.sessions() as s:

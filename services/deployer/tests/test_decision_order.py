@@ -102,6 +102,19 @@ async def test_a_resubmission_while_disabled_waits_for_enable_in_every_order(ses
         assert positions[0] == ("server.deploying", 1, 1) and positions[-1] == ("server.deploying", 3, 1)
 
 
+async def test_an_older_submission_never_replaces_a_newer_one(sessions: Any) -> None:
+    finals = set()
+    for k, order in enumerate(itertools.permutations(range(2))):
+        slug, sid = f"rev-{k}", uuid.uuid4()
+        events = [ServerSubmitted(server_id=sid, slug=slug, name=slug, spec=SPEC_V1, revision=1),
+                  ServerSubmitted(server_id=sid, slug=slug, name=slug, spec=SPEC_V2, revision=2)]
+        for i in order:
+            await deliver(sessions, events[i])
+        d = await _deployment(sessions, slug)
+        finals.add((d.spec["remotes"][0]["url"], d.revision))
+    assert finals == {("https://example.com/v2/mcp", 2)}
+
+
 async def test_disabled_before_its_first_submission_is_not_deployed(sessions: Any) -> None:
     finals = set()
     for k, order in enumerate(itertools.permutations(range(2))):

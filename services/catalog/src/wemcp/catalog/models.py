@@ -79,6 +79,7 @@ class Server(Base):
     lifecycle_terminal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     lifecycle_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # its occurred_at
     decision_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # disable/enable count
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # submissions emitted
     # hand-kept
     category: Mapped[str | None] = mapped_column(String(64))
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default=text("'{}'"))

@@ -183,9 +183,10 @@ def _refuse_startup_env(spec: dict[str, Any]) -> None:
 
 
 async def _emit_submitted(session: AsyncSession, row: Server) -> None:
+    row.revision = (row.revision or 0) + 1  # orders the submissions for their consumers (row lock held)
     await add_event(session, bus_tables, ServerSubmitted(
         server_id=row.id, slug=row.slug, name=row.name, version=row.version, owner_id=row.owner_id,
-        spec=row.spec))
+        spec=row.spec, revision=row.revision))
 
 
 # ---- owner and admin actions ---------------------------------------------------------------------

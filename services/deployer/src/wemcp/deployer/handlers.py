@@ -2,7 +2,8 @@
 
 ``server.submitted``, ``server.disabled`` and ``server.enabled`` come through three durable consumers
 that run independently, so they may be handled in any order. A decision (disable/enable) applies
-only when it is newer than the one the row holds (``decision_seq``); a submission of a server whose
+only when it is newer than the one the row holds (``decision_seq``), a submission only when its
+``revision`` is newer than the one recorded (unstamped: in arrival order); a submission of a server whose
 last decision was to disable it is recorded (the next generation, the new spec) but not deployed
 until it is enabled.
 """
@@ -38,6 +39,10 @@ async def on_server_submitted(event: ServerSubmitted, session: AsyncSession) -> 
         d = Deployment(slug=event.slug, server_id=event.server_id, spec=event.spec, generation=0, steps=[],
                        protocol_versions=[], introspection={}, log_tail="", name=event.name, backend="local")
         session.add(d)
+    elif event.revision is not None and event.revision <= (d.revision or 0):
+        return  # an older submission than the one deployed (published late, e.g. by another relay)
+    if event.revision is not None:
+        d.revision = event.revision
     d.server_id, d.name, d.owner_id, d.spec = event.server_id, event.name, event.owner_id, event.spec
     service.new_generation(d)
     if d.desired == "stopped":  # disabled: the new spec waits for server.enabled (which deploys it)

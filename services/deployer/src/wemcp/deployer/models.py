@@ -43,6 +43,7 @@ class Deployment(Base):
     # the newest disable/enable decision applied (the events' decision_seq; decision_at for older events)
     decision_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
     decision_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))  # submission
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, default=list)
     endpoint: Mapped[str | None] = mapped_column(Text)
     transport: Mapped[str | None] = mapped_column(String(40))

@@ -14,8 +14,9 @@ sequence; it waits (bounded) until the replay has caught up before it reports re
 
 Stream order is publication order, which is not always the order things happened (two outbox
 relays, a retried publish). So a route also keeps the position of the newest deployment it applied
-(``server.deployed``'s generation, seq) and of the newest decision (``decision_seq`` of
-``server.disabled``/``server.enabled``) and ignores older ones (docs/events.md, the ordering rule).
+(``server.deployed``'s generation, seq), of the newest decision (``decision_seq`` of
+``server.disabled``/``server.enabled``) and of the newest submission (``revision``) and ignores
+older ones (docs/events.md, the ordering rule).
 Events without positions (older producers) apply in stream order, unless a stamped one was applied.
 """
 
@@ -66,6 +67,7 @@ class Route:
     seq: int = 0  # stream sequence of the last event applied
     deployment: tuple[int, int] = (0, 0)  # (generation, seq) of the newest server.deployed applied
     decision_seq: int = 0  # of the newest server.disabled/enabled applied
+    revision: int = 0  # of the newest server.submitted applied
     generation: int = 0  # bumped on every change; pooled upstream sessions die with it
     # what the caller's own values must cover for an own-key call (key_names); derived, not stored
     needs: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
@@ -163,13 +165,16 @@ def _position(data: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def _newer(route: Route, subject: str, data: dict[str, Any]) -> bool:
-    """Whether a deployed/disabled/enabled event is newer than what the route holds."""
+    """Whether a submitted/deployed/disabled/enabled event is newer than what the route holds."""
     if subject == "server.deployed":
         pos = _position(data)
         return pos > route.deployment if pos is not None else route.deployment == (0, 0)
     if subject in ("server.disabled", "server.enabled"):
         d = _int(data.get("decision_seq"))
         return d > route.decision_seq if d is not None else route.decision_seq == 0
+    if subject == "server.submitted":
+        r = _int(data.get("revision"))
+        return r > route.revision if r is not None else route.revision == 0
     return True
 
 
@@ -201,6 +206,7 @@ class RouteTable:
         route = route or Route(slug=slug)
         route.server_id = str(data.get("server_id") or route.server_id)
         if subject == "server.submitted":
+            route.revision = _int(data.get("revision")) or route.revision
             inputs, headers, hosted, openapi = inputs_of(data.get("spec") or {})
             route.inputs, route.headers, route.hosted = inputs, headers, hosted
             route.needs = key_names(inputs, headers)

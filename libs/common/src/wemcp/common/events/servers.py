@@ -91,6 +91,9 @@ class ServerSubmitted(_ServerEvent):
     version: str | None = None
     owner_id: UUID | None = None
     spec: dict[str, Any] = Field(description="the normalised source spec (a subset of server.json)")
+    revision: int | None = Field(default=None, ge=1, description=(
+        "the server's submission counter (catalog), from 1: the highest is the newest submission. Absent "
+        "from events of older producers"))
 
 
 class ServerDeploying(_DeploymentEvent):

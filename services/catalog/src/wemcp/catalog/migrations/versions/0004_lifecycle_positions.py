@@ -1,4 +1,4 @@
-"""servers: the lifecycle position applied (generation, seq, terminal, occurred_at) and the decision counter
+"""servers: the lifecycle position applied and the decision and submission counters
 
 Revision ID: catalog_0004
 Revises: catalog_0003
@@ -8,7 +8,7 @@ Backfill: generation and seq 0 (every stamped event is newer); ``lifecycle_termi
 status deployment reached (``published``/``failed``, or the same before a disable), so a late
 unstamped step cannot roll a finished deployment back; ``lifecycle_at`` from ``deployed_at`` (the
 only event time the catalog kept before); ``decision_seq`` 1 for a server disabled now (it was
-decided once at least), else 0.
+decided once at least), else 0; ``revision`` 1 (every row was submitted once at least).
 """
 
 from collections.abc import Sequence
@@ -32,13 +32,15 @@ def upgrade() -> None:
                   schema=S)
     op.add_column("servers", sa.Column("lifecycle_at", sa.DateTime(timezone=True)), schema=S)
     op.add_column("servers", sa.Column("decision_seq", sa.Integer, nullable=False, server_default="0"), schema=S)
+    op.add_column("servers", sa.Column("revision", sa.Integer, nullable=False, server_default="0"), schema=S)
     op.execute(
         "UPDATE catalog.servers SET lifecycle_at = deployed_at, "
         "lifecycle_terminal = COALESCE((CASE WHEN status = 'disabled' THEN status_before_disable ELSE status END) "
         "IN ('published', 'failed'), false), "
-        "decision_seq = CASE WHEN status = 'disabled' THEN 1 ELSE 0 END")
+        "decision_seq = CASE WHEN status = 'disabled' THEN 1 ELSE 0 END, revision = 1")
 
 
 def downgrade() -> None:
-    for col in ("decision_seq", "lifecycle_at", "lifecycle_terminal", "lifecycle_seq", "lifecycle_generation"):
+    for col in ("revision", "decision_seq", "lifecycle_at", "lifecycle_terminal", "lifecycle_seq",
+                "lifecycle_generation"):
         op.drop_column("servers", col, schema=S)

@@ -1,4 +1,4 @@
-"""deployments.seq, decision_seq, decision_at: the positions stamped on (and read from) lifecycle events
+"""deployments.seq, decision_seq, decision_at, revision: the positions stamped on (and read from) lifecycle events
 
 Revision ID: deployer_0003
 Revises: deployer_0002
@@ -6,7 +6,8 @@ Create Date: 2026-12-01
 
 Backfill: ``seq`` starts from the number of steps the row already recorded (the events of those
 steps carry no seq; a deployment in flight goes on from there). ``decision_seq`` 0 and
-``decision_at`` NULL: any decision still in the stream is applied in arrival order, as before.
+``decision_at`` NULL: any decision still in the stream is applied in arrival order, as before;
+``revision`` 0: any stamped submission is newer.
 """
 
 from collections.abc import Sequence
@@ -27,9 +28,11 @@ def upgrade() -> None:
     op.add_column("deployments", sa.Column("decision_seq", sa.Integer, nullable=False, server_default="0"),
                   schema=SCHEMA)
     op.add_column("deployments", sa.Column("decision_at", sa.DateTime(timezone=True)), schema=SCHEMA)
+    op.add_column("deployments", sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+                  schema=SCHEMA)
     op.execute("UPDATE deployer.deployments SET seq = jsonb_array_length(steps)")
 
 
 def downgrade() -> None:
-    for col in ("decision_at", "decision_seq", "seq"):
+    for col in ("revision", "decision_at", "decision_seq", "seq"):
         op.drop_column("deployments", col, schema=SCHEMA)
