@@ -63,6 +63,10 @@ async def test_package_that_does_not_exist_fails_with_reason(deployer):
     assert "does not exist" in d["reason"] and "check the package name" in d["reason"]
     failed = [e for e in await h.outbox("server.deploy_failed") if e["slug"] == "ghost"]
     assert len(failed) == 1 and failed[0]["reason"] == d["reason"]
+    # every event of the deployment is stamped (generation 1, seq 1, 2, ...), the failure last
+    events = [e for e in await h.outbox() if e["slug"] == "ghost" and e["subject"] != "server.submitted"]
+    assert [(e["generation"], e["seq"]) for e in events] == [(1, i) for i in range(1, len(events) + 1)]
+    assert len(events) >= 3 and events[-1]["subject"] == "server.deploy_failed"
 
 
 async def test_pypi_version_that_does_not_exist_fails_with_reason(deployer):

@@ -39,10 +39,31 @@ async def _row(session: AsyncSession, event: ServerDeploying | ServerDeployed | 
     return row
 
 
-def _stale(row: Server, event: ServerDeploying | ServerDeployed | ServerDeployFailed) -> bool:
-    # Consumers of different subjects run independently: an older deploying/failed event that
-    # arrives after a newer deployed one must not roll the status back.
-    return row.deployed_at is not None and event.occurred_at <= row.deployed_at
+def admit(row: Server, event: ServerDeploying | ServerDeployed | ServerDeployFailed) -> bool:
+    """The ordering rule (docs/events.md, "Server lifecycle"): whether ``event`` is newer than what the
+    row holds; if so the row's position moves to it. The deploying, deployed and deploy_failed
+    consumers run independently, so the events of a deployment arrive in any order.
+
+    - Stamped events (``generation``, ``seq``) apply when their position is above the row's; a
+      terminal state (deployed/failed) of generation g is never replaced by a step of the same g; a
+      newer generation supersedes whatever the row holds.
+    - Events of older producers (no position) are older than any stamped event; among themselves
+      they apply when ``occurred_at`` is later than the last applied one's and a step never replaces
+      a terminal state (a resubmission clears that, see ``service.submit``).
+    """
+    pos = event.position
+    if pos is not None:
+        held = (row.lifecycle_generation, row.lifecycle_seq)
+        if pos <= held or (pos[0] == held[0] and row.lifecycle_terminal and not event.terminal):
+            return False
+        row.lifecycle_generation, row.lifecycle_seq = pos
+    else:
+        if row.lifecycle_generation or (row.lifecycle_at is not None and event.occurred_at <= row.lifecycle_at) \
+                or (row.lifecycle_terminal and not event.terminal):
+            return False
+    row.lifecycle_terminal = event.terminal
+    row.lifecycle_at = event.occurred_at if row.lifecycle_at is None else max(row.lifecycle_at, event.occurred_at)
+    return True
 
 
 def _set_status(row: Server, status: str, detail: str | None) -> None:
@@ -56,21 +77,21 @@ def _set_status(row: Server, status: str, detail: str | None) -> None:
 
 async def on_server_deploying(event: ServerDeploying, session: AsyncSession) -> None:
     row = await _row(session, event)
-    if row is None or _stale(row, event) or row.status == "published":
+    if row is None or not admit(row, event):
         return
     _set_status(row, "deploying", f"{event.step}: {event.detail}" if event.detail else event.step)
 
 
 async def on_server_deploy_failed(event: ServerDeployFailed, session: AsyncSession) -> None:
     row = await _row(session, event)
-    if row is None or _stale(row, event):
+    if row is None or not admit(row, event):
         return
     _set_status(row, "failed", event.reason[:2000])
 
 
 async def on_server_deployed(event: ServerDeployed, session: AsyncSession, runtime: Runtime) -> None:
     row = await _row(session, event)
-    if row is None or _stale(row, event):
+    if row is None or not admit(row, event):
         return
     first_publish = row.published_at is None
     row.tools = [t.model_dump(exclude_none=True) for t in event.tools]

@@ -73,6 +73,13 @@ class Server(Base):
     status_detail: Mapped[str | None] = mapped_column(Text)
     status_before_disable: Mapped[str | None] = mapped_column(String(20))
     withdrawn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # the ordering rule (docs/events.md): the newest deployment event applied, and the last decision
+    lifecycle_generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    lifecycle_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    lifecycle_terminal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    lifecycle_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # its occurred_at
+    decision_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # disable/enable count
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # submissions emitted
     # hand-kept
     category: Mapped[str | None] = mapped_column(String(64))
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default=text("'{}'"))

@@ -133,6 +133,10 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
         existing.title, existing.description = n.title, n.description
         if existing.status != "disabled":
             existing.status, existing.status_detail = "submitted", None
+        if not existing.lifecycle_generation:
+            # a new deployment follows: its unstamped steps (older deployer) may replace the last
+            # terminal state (stamped ones carry the next generation, which supersedes it anyway)
+            existing.lifecycle_terminal = False
         existing.updated_at = func.now()
         await session.flush()
         await _emit_submitted(session, existing)
@@ -210,9 +214,10 @@ def _refuse_startup_env(spec: dict[str, Any]) -> None:
 
 
 async def _emit_submitted(session: AsyncSession, row: Server) -> None:
+    row.revision = (row.revision or 0) + 1  # orders the submissions for their consumers (row lock held)
     await add_event(session, bus_tables, ServerSubmitted(
         server_id=row.id, slug=row.slug, name=row.name, version=row.version, owner_id=row.owner_id,
-        spec=row.spec))
+        spec=row.spec, revision=row.revision))
 
 
 # ---- owner and admin actions ---------------------------------------------------------------------
@@ -268,10 +273,11 @@ async def disable(session: AsyncSession, slug: str, who: Identity, reason: str |
     row.status_before_disable, row.status = row.status, "disabled"
     row.withdrawn = withdraw
     row.status_detail = reason
+    row.decision_seq = (row.decision_seq or 0) + 1  # orders the decisions for their consumers (row lock held)
     row.updated_at = func.now()
     await session.flush()
     await add_event(session, bus_tables, ServerDisabled(server_id=row.id, slug=row.slug, reason=reason,
-                                                        actor_id=who.user_id))
+                                                        actor_id=who.user_id, decision_seq=row.decision_seq))
     return row, True
 
 
@@ -281,9 +287,11 @@ async def enable(session: AsyncSession, slug: str, who: Identity) -> tuple[Serve
         return row, False
     row.status = row.status_before_disable or "submitted"
     row.status_before_disable, row.withdrawn, row.status_detail = None, False, None
+    row.decision_seq = (row.decision_seq or 0) + 1
     row.updated_at = func.now()
     await session.flush()
-    await add_event(session, bus_tables, ServerEnabled(server_id=row.id, slug=row.slug, actor_id=who.user_id))
+    await add_event(session, bus_tables, ServerEnabled(server_id=row.id, slug=row.slug, actor_id=who.user_id,
+                                                       decision_seq=row.decision_seq))
     return row, True
 
 

@@ -38,6 +38,12 @@ class Deployment(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="queued")
     desired: Mapped[str] = mapped_column(String(20), nullable=False, default="running")  # running | stopped
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    # the last step sequence used in this generation (its events carry (generation, seq)); 0 on a new one
+    seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    # the newest disable/enable decision applied (the events' decision_seq; decision_at for older events)
+    decision_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    decision_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))  # submission
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, default=list)
     endpoint: Mapped[str | None] = mapped_column(Text)
     transport: Mapped[str | None] = mapped_column(String(40))

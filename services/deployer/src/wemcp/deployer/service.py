@@ -55,6 +55,20 @@ def step(name: str, detail: str | None = None) -> dict[str, Any]:
     return {"step": name, "detail": detail, "at": datetime.now(UTC).isoformat()}
 
 
+def new_generation(d: Deployment) -> None:
+    """A new deployment of the server (a submission, an enable): the next generation, steps from 1."""
+    d.generation = (d.generation or 0) + 1
+    d.seq = 0
+
+
+def next_seq(d: Deployment) -> int:
+    """The seq of the next event (with ``d.generation``) of the row's deployment. The caller holds the row lock
+    and stages the event in the same transaction, so seq follows commit order within a generation
+    and the final deployed/deploy_failed has the highest."""
+    d.seq = (d.seq or 0) + 1
+    return d.seq
+
+
 class Superseded(Exception):
     """A newer submission (or a disable) replaced the one being deployed."""
 
@@ -375,7 +389,8 @@ class Orchestrator:
             d.steps = [*d.steps, step(name, detail)][-MAX_STEPS:]
             d.lease_until = datetime.now(UTC).replace(microsecond=0) + _lease()
             await add_event(s, bus_tables, ServerDeploying(server_id=d.server_id, slug=d.slug, deployment_id=d.id,
-                                                           step=name, detail=detail, backend=d.backend))
+                                                           step=name, detail=detail, backend=d.backend,
+                                                           generation=d.generation, seq=next_seq(d)))
         self.changed()
 
     async def _finish_ok(self, dep_id: uuid.UUID, generation: int, backend: str, outcome: Outcome, listing: Listing,
@@ -395,6 +410,7 @@ class Orchestrator:
                                                   f"{len(listing.resources)} resources in {seconds} s")][-MAX_STEPS:]
             await add_event(s, bus_tables, ServerDeployed(
                 server_id=d.server_id, slug=d.slug, deployment_id=d.id, backend=backend,
+                generation=d.generation, seq=next_seq(d),
                 endpoints=([Endpoint(url=outcome.endpoint, transport=outcome.transport)] if outcome.endpoint else [])
                 + ([Endpoint(url=self.bridge.endpoint(d.slug, "sse"), transport="sse")] if backend == "local" else []),
                 protocol_versions=versions, package_version=outcome.package_version,
@@ -411,7 +427,8 @@ class Orchestrator:
                 d.status, d.reason, d.log_tail, d.lease_owner = "failed", reason, tail, None
                 d.steps = [*d.steps, step("failed", reason)][-MAX_STEPS:]
                 await add_event(s, bus_tables, ServerDeployFailed(server_id=d.server_id, slug=d.slug,
-                                                                  deployment_id=d.id, reason=reason, log_tail=tail))
+                                                                  deployment_id=d.id, reason=reason, log_tail=tail,
+                                                                  generation=d.generation, seq=next_seq(d)))
         except Superseded:
             return
         self.changed()
