@@ -41,7 +41,11 @@ class Settings(ServiceSettings):
     sandbox_max_open_files: int = Field(default=256, ge=16)
     sandbox_uid_base: int = Field(default=200000, ge=1000)
 
+    # Scale to zero: a hosted server's child with no call in flight and no open stream for this long is
+    # stopped (the next call starts it again). A deployment may ask for its own ("idleSeconds" in the
+    # spec), at most max_idle_seconds.
     idle_seconds: float = Field(default=600.0, gt=0)
+    max_idle_seconds: float = Field(default=3600.0, gt=0)
     reap_interval_seconds: float = Field(default=15.0, gt=0)
     start_timeout_seconds: float = Field(default=60.0, gt=0)
     call_timeout_seconds: float = Field(default=120.0, gt=0)
