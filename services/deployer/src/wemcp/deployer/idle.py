@@ -56,7 +56,7 @@ class IdlePolicy:
     def is_idle(self, slug: str, key: str, child: _Child, own: float | None, now: float) -> bool:
         if child.in_flight > 0 or self.streams.get((slug, key), 0) > 0:
             return False
-        last = max(child.last_used, self._touched.get((slug, key), 0.0))
+        last = max(child.last_used, self._touched.get((slug, key), child.last_used))
         return now - last > self.seconds_for(own)
 
     def forget(self, slug: str, key: str | None = None) -> None:
