@@ -48,7 +48,11 @@ class Settings(ServiceSettings):
     egress_max_connections: int = Field(default=32, ge=1)  # open at once, per server
     egress_max_bytes_per_hour: int = Field(default=1 << 30, ge=1024)  # both directions, per server
 
+    # Scale to zero: a hosted server's child with no call in flight and no open stream for this long is
+    # stopped (the next call starts it again). A deployment may ask for its own ("idleSeconds" in the
+    # spec), at most max_idle_seconds.
     idle_seconds: float = Field(default=600.0, gt=0)
+    max_idle_seconds: float = Field(default=3600.0, gt=0)
     reap_interval_seconds: float = Field(default=15.0, gt=0)
     start_timeout_seconds: float = Field(default=60.0, gt=0)
     call_timeout_seconds: float = Field(default=120.0, gt=0)

@@ -28,9 +28,12 @@ from typing import Any
 
 from wemcp.common.archives import ArchiveLimits, ArchiveRefused, detect_format, read_archive
 from wemcp.common.dependencies import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
+from wemcp.common.logging import get_logger
 from wemcp.common.trust import Issuer
 from wemcp.deployer.sandbox import kill_tree
 from wemcp.deployer.spec import Archive, Package
+
+log = get_logger("wemcp.deployer.install")
 
 MAX_ARCHIVE_BYTES = 50 * 1024 * 1024  # expanded; also the largest stored archive file read
 MAX_ARCHIVE_FILES = 5000
@@ -190,6 +193,8 @@ class Installer:
             marker = final / ".wemcp.json"
             if marker.exists():
                 meta = json.loads(marker.read_text())
+                if pkg.registry_type == "pypi" and not meta.get("bytecode"):
+                    await self._compile_once(final, marker, meta)
                 return Installed(final, meta["argv"], meta["version"], cached=True)
         lock = self._locks.setdefault(f"{pkg.registry_type}:{pkg.identifier}:{version}", asyncio.Lock())
         async with lock:
@@ -202,12 +207,13 @@ class Installer:
                 final.mkdir(parents=True)
                 try:
                     resolved, argv_rel = await self._pypi(pkg, version, final)
+                    await self._compile(final)
                 except BaseException:
                     shutil.rmtree(final, ignore_errors=True)
                     raise
                 argv = [a.replace("{ROOT}", str(final)) for a in argv_rel]
                 _world_readable(final)
-                (final / ".wemcp.json").write_text(json.dumps({"argv": argv, "version": resolved}))
+                (final / ".wemcp.json").write_text(json.dumps({"argv": argv, "version": resolved, "bytecode": True}))
                 return Installed(final, argv, resolved, cached=False)
             tmp = self.pkgs / ".tmp" / uuid.uuid4().hex
             tmp.mkdir(parents=True)
@@ -231,6 +237,26 @@ class Installer:
                 return Installed(final, argv, resolved, cached=False)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    async def _compile(self, venv: Path) -> None:
+        """Byte-compile a venv's packages at install time. The sandbox mounts the install root
+        read-only, so a child can never cache bytecode and would compile every module it imports at
+        each (cold) start: about half of a PyPI server's start-up CPU. Run by the *base* interpreter
+        with ``-I -S``: no site module, so no ``.pth`` file of an installed package runs outside the
+        sandbox (compileall compiles, it never imports what it compiles). Best effort: a file that
+        does not compile is the server's problem at run time, not the install's."""
+        code, out = await _run([self.venv_python, "-I", "-S", "-m", "compileall", "-q", "-j", "0",
+                                str(venv / "lib")],
+                               env=self._env(), timeout=self.timeout)
+        if code != 0:
+            log.info("bytecode_compile_incomplete", venv=str(venv), tail=_tail(out, 5))
+
+    async def _compile_once(self, prefix: Path, marker: Path, meta: dict[str, Any]) -> None:
+        """A venv installed before installs compiled bytecode: compile it once."""
+        await self._compile(prefix)
+        _world_readable(prefix)
+        meta["bytecode"] = True
+        marker.write_text(json.dumps(meta))  # noqa: ASYNC240 (a few bytes, once per old venv)
 
     async def _npm(self, pkg: Package, version: str | None, prefix: Path) -> tuple[str, list[str]]:
         npm = shutil.which("npm")
@@ -390,6 +416,7 @@ class Installer:
                     if not reqs and (code_dir / "requirements.txt").is_file():
                         reqs = _archive_requirements(code_dir / "requirements.txt")
                     await self._venv(final / "venv", reqs)
+                    await self._compile(final / "venv")
                     argv = [str(final / "venv" / "bin" / "python"), *m.args]
                 elif m.command == "node":
                     if (code_dir / "package.json").is_file():

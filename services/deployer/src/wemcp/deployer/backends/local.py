@@ -52,7 +52,7 @@ class LocalDeployer:
                         start_timeout=settings.start_timeout_seconds, call_timeout=settings.call_timeout_seconds,
                         max_children=settings.max_children_per_server, uid_base=settings.sandbox_uid_base,
                         keys=settings.key_ring, egress=egress, egress_python=settings.venv_python,
-                        egress_preload=str(preload))
+                        egress_preload=str(preload), max_idle_seconds=settings.max_idle_seconds)
         installer = Installer(data, archive_dir=settings.archive_dir.resolve(), venv_python=settings.venv_python,
                               npm_registry=settings.npm_registry, pip_index_url=settings.pip_index_url,
                               timeout=settings.install_timeout_seconds, archive_source=settings.catalog_url,
@@ -99,7 +99,8 @@ class LocalDeployer:
             args = package_argv(pkg, values) if pkg is not None else []
             return Command(argv=[*installed.argv, *args], root=Path(installed.root), env=values)
 
-        return Hosted(slug=target.slug, make_command=make_command, allowed_env=declared, network=spec.network)
+        return Hosted(slug=target.slug, make_command=make_command, allowed_env=declared, network=spec.network,
+                      idle_seconds=spec.idle_seconds)
 
     def check_hostable(self, spec: DeploySpec) -> None:
         """Fail closed, before anything is installed: no working sandbox here, or a server that asks
