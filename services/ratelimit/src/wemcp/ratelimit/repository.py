@@ -46,24 +46,27 @@ class PolicyRepository:
         return bool(res.rowcount)
 
 
+USAGE_COUNTERS = ("calls", "metered", "own_key", "in_agent_run", "refused", "errors")
+
+
 class UsageRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, *, day: date, kind: str, subject_id: str, user_id: uuid.UUID, metered: int,
-                  own_key: int, in_agent_run: int, refused: int, errors: int, latency_ms: float) -> None:
+    async def add_many(self, rows: dict[tuple[date, str, str, uuid.UUID], dict[str, Any]]) -> None:
+        """Add counters to daily usage rows, keyed (day, subject kind, subject id, user): one
+        multi-row upsert. Keys are unique (Postgres refuses one statement touching a row twice)
+        and sorted, so concurrent writers lock rows in the same order."""
         t = DailyUsage.__table__
-        stmt = pg_insert(DailyUsage).values(
-            day=day, subject_kind=kind, subject_id=subject_id, user_id=user_id, calls=1, metered=metered,
-            own_key=own_key, in_agent_run=in_agent_run, refused=refused, errors=errors,
-            latency_ms_sum=latency_ms)
-        ex = stmt.excluded
-        await self.session.execute(stmt.on_conflict_do_update(
-            index_elements=[t.c.day, t.c.subject_kind, t.c.subject_id, t.c.user_id],
-            set_=dict(calls=t.c.calls + ex.calls, metered=t.c.metered + ex.metered,
-                      own_key=t.c.own_key + ex.own_key, in_agent_run=t.c.in_agent_run + ex.in_agent_run,
-                      refused=t.c.refused + ex.refused, errors=t.c.errors + ex.errors,
-                      latency_ms_sum=t.c.latency_ms_sum + ex.latency_ms_sum, updated_at=func.now())))
+        values = [dict(day=day, subject_kind=kind, subject_id=sid, user_id=user, **counters)
+                  for (day, kind, sid, user), counters in sorted(rows.items(), key=lambda kv: _sort_key(kv[0]))]
+        for i in range(0, len(values), 2000):  # 11 parameters a row, Postgres takes 32767 a statement
+            stmt = pg_insert(DailyUsage).values(values[i:i + 2000])
+            ex = stmt.excluded
+            await self.session.execute(stmt.on_conflict_do_update(
+                index_elements=[t.c.day, t.c.subject_kind, t.c.subject_id, t.c.user_id],
+                set_={**{name: t.c[name] + ex[name] for name in (*USAGE_COUNTERS, "latency_ms_sum")},
+                      "updated_at": func.now()}))
 
     async def for_user_day(self, user_id: uuid.UUID, day: date) -> Sequence[DailyUsage]:
         rows = await self.session.execute(select(DailyUsage).where(
@@ -104,3 +107,8 @@ class UsageRepository:
                       refused=int(r), errors=int(e), users=int(n))
                  for sid, c, m, o, a, r, e, n in rows.all()]
         return items, int(total)
+
+
+def _sort_key(key: tuple[date, str, str, uuid.UUID]) -> tuple[date, str, str, str]:
+    day, kind, sid, user = key
+    return day, kind, sid, str(user)
