@@ -128,12 +128,9 @@ def counted(event: McpCallCompleted) -> bool:
 
 async def on_calls_completed(events: Sequence[Event], session: AsyncSession) -> None:
     """Counts a batch of calls (``mcp.call.batch`` envelopes and single ``mcp.call.completed``
-    events) in A, and B's popularity (see ``add_calls``): one UPDATE per server, not per call.
-    Increments commute, so the order of batches does not matter; servers are updated in slug order
-    so two catalog processes never wait on each other's rows in opposite orders."""
-    per_slug = Counter(c.server_slug for c in completed_calls(events) if counted(c))
-    for slug in sorted(per_slug):
-        await add_calls(session, slug, per_slug[slug])
+    events) in A, and B's popularity (see ``add_calls``): one statement for the whole batch, not
+    one per call. Increments commute, so the order of batches does not matter."""
+    await add_calls(session, Counter(c.server_slug for c in completed_calls(events) if counted(c)))
 
 
 async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,6 +47,15 @@ class PolicyRepository:
 
 
 USAGE_COUNTERS = ("calls", "metered", "own_key", "in_agent_run", "refused", "errors")
+_SUMS = (*USAGE_COUNTERS, "latency_ms_sum")
+_ARRAYS = ", ".join(["CAST(:days AS date[])", "CAST(:kinds AS text[])", "CAST(:ids AS text[])",
+                     "CAST(:users AS uuid[])", *(f"CAST(:{c} AS bigint[])" for c in USAGE_COUNTERS),
+                     "CAST(:latency_ms_sum AS float8[])"])
+# the table and column names are our own constants, values are bound parameters
+_ADD_USAGE = text(
+    f"INSERT INTO {DailyUsage.__table__.fullname} AS u (day, subject_kind, subject_id, user_id, {', '.join(_SUMS)}) "  # noqa: S608
+    f"SELECT * FROM unnest({_ARRAYS}) ON CONFLICT (day, subject_kind, subject_id, user_id) DO UPDATE SET "
+    f"{', '.join(f'{c} = u.{c} + excluded.{c}' for c in _SUMS)}, updated_at = now()")
 
 
 class UsageRepository:
@@ -54,19 +63,16 @@ class UsageRepository:
         self.session = session
 
     async def add_many(self, rows: dict[tuple[date, str, str, uuid.UUID], dict[str, Any]]) -> None:
-        """Add counters to daily usage rows, keyed (day, subject kind, subject id, user): one
-        multi-row upsert. Keys are unique (Postgres refuses one statement touching a row twice)
-        and sorted, so concurrent writers lock rows in the same order."""
-        t = DailyUsage.__table__
-        values = [dict(day=day, subject_kind=kind, subject_id=sid, user_id=user, **counters)
-                  for (day, kind, sid, user), counters in sorted(rows.items(), key=lambda kv: _sort_key(kv[0]))]
-        for i in range(0, len(values), 2000):  # 11 parameters a row, Postgres takes 32767 a statement
-            stmt = pg_insert(DailyUsage).values(values[i:i + 2000])
-            ex = stmt.excluded
-            await self.session.execute(stmt.on_conflict_do_update(
-                index_elements=[t.c.day, t.c.subject_kind, t.c.subject_id, t.c.user_id],
-                set_={**{name: t.c[name] + ex[name] for name in (*USAGE_COUNTERS, "latency_ms_sum")},
-                      "updated_at": func.now()}))
+        """Add counters to daily usage rows, keyed (day, subject kind, subject id, user): one upsert
+        over arrays (one prepared statement whatever the number of rows). Keys are unique (one
+        statement cannot touch a row twice) and sorted, so concurrent writers lock rows in the same
+        order."""
+        keys = sorted(rows, key=_sort_key)
+        params: dict[str, list[Any]] = {"days": [k[0] for k in keys], "kinds": [k[1] for k in keys],
+                                        "ids": [k[2] for k in keys], "users": [k[3] for k in keys]}
+        for name in _SUMS:
+            params[name] = [rows[k][name] for k in keys]
+        await self.session.execute(_ADD_USAGE, params)
 
     async def for_user_day(self, user_id: uuid.UUID, day: date) -> Sequence[DailyUsage]:
         rows = await self.session.execute(select(DailyUsage).where(
