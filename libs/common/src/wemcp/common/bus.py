@@ -79,7 +79,7 @@ class BatchSubscription:
     handler: Handler
     durable: str | None = None
     max_batch: int = 1000
-    linger: float = 0.05
+    linger: float = 0.2
 
 DUPLICATE_WINDOW_SECONDS = 15 * 60
 _REDELIVERY_BACKOFF = (0.5, 1, 2, 5, 10, 30, 60)
