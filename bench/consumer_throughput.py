@@ -189,7 +189,7 @@ async def run_mode(stack, mode: str, a: argparse.Namespace, slugs: list[str]) ->
         # steady
         pub = Publisher(nc, mode, slugs, users)
         cpu0 = {n: cpu_ms(p) for n, p in procs.items()} | {"postgres": cpu_ms(pg, True), "nats": cpu_ms(nats_pid)}
-        spies = [subprocess.Popen([a.py_spy, "record", "--format", "raw", "--rate", "200", "-p", str(p),  # noqa: ASYNC220
+        spies = [subprocess.Popen([a.py_spy, "record", "--gil", "--format", "raw", "--rate", "200", "-p", str(p),  # noqa: ASYNC220
                                    "-d", str(int(a.seconds)), "-o", f"{a.profile_dir}/{mode}-{n}.txt"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for n, p in procs.items()] if a.py_spy else []

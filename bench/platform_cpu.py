@@ -213,7 +213,7 @@ async def main(a: argparse.Namespace) -> int:
         for rnd in range(a.rounds):
             for c in a.levels:
                 for row, (url, mode, headers) in targets.items():
-                    c0 = snapshot(pids)
+                    c0, t_cell = snapshot(pids), time.perf_counter()
                     sg0 = cpu_ms(sg.pid) if sg is not None else 0.0
                     spies = [subprocess.Popen([a.py_spy, "record", "--format", "raw", "--rate", "250", "-p",  # noqa: ASYNC220
                                                str(pids[n][0]), "-d", str(int(a.seconds + a.warmup)),
@@ -229,6 +229,7 @@ async def main(a: argparse.Namespace) -> int:
                         res["drain_s"] = await consumers_drained(stack.nats_url)
                         c1 = snapshot(pids)
                         res["cpu"] = {k: (c1[k] - c0[k]) / res["all"] for k in c0}
+                        res["wall_s"] = time.perf_counter() - t_cell
                     else:
                         assert sg is not None
                         res["cpu"] = {"supergateway": (cpu_ms(sg.pid) - sg0) / res["all"]}
@@ -271,14 +272,30 @@ async def main(a: argparse.Namespace) -> int:
                   f"({spread(row, c, lambda x: x['rps'])}) | {med(row, c, cpu):.3f} |")
     names = list(pids)
     print("\nPlatform CPU per call by process, ms (median of rounds; warm-up and the consumers' catch-up "
-          "included),\nand each process's CPU when idle, ms per second:\n")
-    print("| process | " + " | ".join(f"c={c}" for c in a.levels) + " | idle ms/s |")
-    print("|---|" + "---:|" * (len(a.levels) + 1))
+          "included);\nidle: each process's CPU doing nothing, ms per second (timers, polls; over --idle s,"
+          " in 10 ms ticks);"
+          "\nmarginal: (CPU in the cell - idle x the cell's seconds) / calls; at N/s: marginal + idle / N, what the"
+          "\nsame work costs per call when the platform serves N calls/s (a loaded machine serves fewer, and the"
+          "\nidle share per call grows):\n")
+
+    def marginal(x: dict[str, Any], n: str) -> float:
+        return x["cpu"][n] - idle.get(n, 0.0) * x["wall_s"] / x["all"]
+
+    at = a.project
+    print("| process | idle ms/s | " + " | ".join(f"c={c} | c={c} marginal" for c in a.levels)
+          + f" | at {at}/s (c={a.levels[-1]}) |")
+    print("|---|---:|" + "---:|---:|" * len(a.levels) + "---:|")
+    last = a.levels[-1]
     for n in names:
-        print(f"| {n} | " + " | ".join(f"{med('platform', c, lambda x, n=n: x['cpu'][n]):.3f}" for c in a.levels)
-              + f" | {idle.get(n, 0):.1f} |")
-    print("| **total** | " + " | ".join(f"**{med('platform', c, lambda x: sum(x['cpu'].values())):.3f}**"
-                                       for c in a.levels) + f" | {sum(idle.values()):.1f} |")
+        cells = " | ".join(f"{med('platform', c, lambda x, n=n: x['cpu'][n]):.3f} | "
+                           f"{med('platform', c, lambda x, n=n: marginal(x, n)):.3f}" for c in a.levels)
+        proj = med("platform", last, lambda x, n=n: marginal(x, n)) + idle.get(n, 0.0) / at
+        print(f"| {n} | {idle.get(n, 0):.1f} | {cells} | {proj:.3f} |")
+    tot_cells = " | ".join(f"**{med('platform', c, cpu):.3f}** | "
+                           f"{med('platform', c, lambda x: sum(marginal(x, n) for n in names)):.3f}"
+                           for c in a.levels)
+    tot_proj = med("platform", last, lambda x: sum(marginal(x, n) for n in names)) + sum(idle.values()) / at
+    print(f"| **total** | {sum(idle.values()):.1f} | {tot_cells} | **{tot_proj:.3f}** |")
     catch = ", ".join(f"c={c} {med('platform', c, lambda x: x['drain_s']):.2f} s" for c in a.levels)
     print(f"\nconsumers caught up after the load stopped (median): {catch}")
     return 0
@@ -289,8 +306,9 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measurement before the load")
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measurement before the load")
     ap.add_argument("--concurrency", default="1,16")
+    ap.add_argument("--project", type=int, default=600, help="calls/s to state the per-call CPU at (the target rate)")
     ap.add_argument("--no-supergateway", dest="supergateway", action="store_false")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra environment variable for every platform process (ablations)")
