@@ -182,7 +182,8 @@ def main() -> int:
         asyncio.run(reset_probes(nats.url))
         for live in (False, True):
             r = asyncio.run(relay_rate(args.events, args.concurrency, pg.url, nats.url, live))
-            what = (f"{args.concurrency} producers committing while the relay runs" if live
+            what = (f"{args.concurrency} producers committing while the relay runs (bound by the producers' "
+                    f"commits, one event each: the relay keeps up when this equals their commit rate)" if live
                     else "a backlog of committed rows, one relay draining it")
             print(f"relay alone (commit -> PubAck -> marked sent), {r['events']} events, {what}: "
                   f"{r['events_per_s']:.0f} events/s")
