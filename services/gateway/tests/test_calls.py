@@ -53,7 +53,7 @@ async def test_recorder_publishes_batches_capped_by_count_and_bytes(infra, clean
 
     sub = await nc.subscribe(McpCallsCompleted.subject, cb=on_batch)
     recorder = CallRecorder(max_calls=40, max_bytes=8192, linger=0.05, retries=0)
-    recorder.start(nc.jetstream())
+    await recorder.start(nc)
     try:
         for i in range(100):
             recorder.record(rec(i))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -146,7 +147,7 @@ class Runtime:
                 await broker.stop()
             raise ConfigError(f"NATS_URL: cannot connect to {_where(s.nats_url)}: {_first_line(exc)}") from None
         self.broker = broker
-        self._stack.push_async_callback(broker.stop)
+        self._stack.push_async_callback(_stop_broker, broker)
         js = broker.connection.jetstream()
         try:
             await asyncio.wait_for(ensure_streams(js), s.startup_timeout_seconds)
@@ -278,6 +279,14 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
                             http=http_protocol(), proxy_headers=False)
     server = uvicorn.Server(config)
     freeze_startup_objects()
+    # uvicorn re-raises the signal that stopped it once it has shut down (signal.raise_signal, with the
+    # handler that was installed before it started). With the default handlers SIGTERM ended the
+    # process right there and SIGINT raised KeyboardInterrupt: runtime.close() never ran (no outbox
+    # drain, no call events drained or spooled by the gateway). These handlers only absorb that
+    # re-raise; while serving, uvicorn's own handlers are in place.
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding): nothing to do
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stopping)
     try:
         await server.serve()
     finally:
@@ -287,6 +296,22 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
                           f"(set WEMCP_{spec.name.upper()}_PORT)")
     log.info("service_stopped", pid=os.getpid())
     return 0
+
+
+async def _stop_broker(broker: NatsBroker) -> None:
+    """Stop the broker; while NATS is away its drain refuses (the connection is reconnecting), and
+    a stop then closes the connection instead of failing the shutdown."""
+    try:
+        await broker.stop()
+    except Exception as exc:
+        log.warning("bus_stop_failed", error=type(exc).__name__, detail="closing the connection instead")
+        with contextlib.suppress(Exception):
+            if broker._connection is not None:
+                await broker._connection.close()
+
+
+def _stopping(sig: int, _frame: Any) -> None:
+    log.info("service_stopping", signal=signal.Signals(sig).name)
 
 
 def freeze_startup_objects() -> None:

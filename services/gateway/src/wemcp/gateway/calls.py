@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import socket
 import time
@@ -94,20 +95,24 @@ class Batch:
     calls: int
 
 
-def call_json(rec: CallRecord) -> bytes:
-    """One call as the JSON of :class:`McpCallCompleted` (its own ``event_id``)."""
+def call_json(rec: CallRecord, event_id: str | None = None) -> bytes:
+    """One call as the JSON of :class:`McpCallCompleted`; ``event_id`` defaults to a new uuid4 (a
+    batch derives its calls' ids from one random base instead: :func:`call_ids`)."""
     return orjson.dumps({
-        "event_id": uuid4(), "occurred_at": _fromts(rec.at or _now(), UTC), "schema_version": _CALL_VERSION,
-        "user_id": rec.user_id, "server_slug": rec.server_slug, "agent_id": rec.agent_id, "method": rec.method,
-        "tool": rec.tool, "key_source": rec.key_source, "metered": rec.metered, "in_agent_run": rec.in_agent_run,
-        "status": rec.status, "error_code": rec.error_code, "latency_ms": round(rec.latency_ms, 3),
+        "event_id": event_id or str(uuid4()), "occurred_at": _fromts(rec.at or _now(), UTC),
+        "schema_version": _CALL_VERSION, "user_id": rec.user_id, "server_slug": rec.server_slug,
+        "agent_id": rec.agent_id, "method": rec.method, "tool": rec.tool, "key_source": rec.key_source,
+        "metered": rec.metered, "in_agent_run": rec.in_agent_run, "status": rec.status,
+        "error_code": rec.error_code, "latency_ms": round(rec.latency_ms, 3),
         "request_bytes": rec.request_bytes, "response_bytes": rec.response_bytes}, option=orjson.OPT_UTC_Z)
 
 
-def event_json(rec: CallRecord) -> tuple[str, bytes]:
-    """A single ``mcp.call.completed`` event (what gateways before batching published): (event_id, body)."""
-    body = call_json(rec)
-    return orjson.loads(body)["event_id"], body
+def call_ids() -> str:
+    """The first 32 characters of the event ids of one batch's calls: a random uuid4 whose last four
+    hex digits (in the node field, free in a version-4 UUID) are replaced by the call's index in the
+    batch. As unique as a uuid4 per call (112 random bits per batch, ``max_calls`` < 65,536), one
+    random draw per batch instead of one system call per call."""
+    return str(uuid4())[:32]
 
 
 def batch_json(parts: list[bytes], gateway: str) -> tuple[str, bytes]:
@@ -122,8 +127,32 @@ def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` pass. (``asyncio.timeout``, not ``wait_for``: before
+    Python 3.12, ``wait_for`` can swallow a cancellation that arrives as the event is set, and a
+    task stopped that way would never end.)"""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
+class _Ack:
+    """One published batch waiting for JetStream's answer."""
+
+    __slots__ = ("fut", "result", "timer", "token")
+
+    def __init__(self, token: str, fut: asyncio.Future[str | None]) -> None:
+        self.token, self.fut = token, fut
+        self.result: str | None = _WAITING
+        self.timer: asyncio.TimerHandle | None = None
+
+
+_WAITING = "waiting"
+_FULL = "full"
+
+
 class CallRecorder:
-    def __init__(self, spool: Spool | None = None, *, capacity: int = 20_000, linger: float = 0.005,
+    def __init__(self, spool: Spool | None = None, *, capacity: int = 20_000, linger: float = 0.02,
                  spool_linger: float = 0.1, max_calls: int = 1000, max_bytes: int = 512 * 1024,
                  ack_timeout: float = 2.0, retries: int = 1, drain_seconds: float = 3.0, replay_window: int = 32,
                  gateway: str = "") -> None:
@@ -139,7 +168,6 @@ class CallRecorder:
         self.replay_window = replay_window
         self.gateway = gateway or instance_name()
         # counters, in calls (batches where named so)
-        self.recorded = 0
         self.published = 0  # acknowledged by JetStream, directly or from the spool
         self.spooled = 0  # appended to the spool
         self.replayed = 0  # acknowledged from the spool
@@ -148,10 +176,14 @@ class CallRecorder:
         self._pending: list[CallRecord] = []
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
+        self._waiting: asyncio.Future[str | None] | None = None  # the in-flight batch's, woken when full
         self._replay_wake = asyncio.Event()
         self._inflight: Batch | None = None
-        self._js: Any = None
         self._nc: Any = None
+        self._inbox = ""
+        self._sub: Any = None
+        self._tokens = itertools.count(1)
+        self._acks: dict[str, _Ack] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._dropping = 0  # calls dropped in the current episode (0: not dropping)
         self._metrics()
@@ -167,14 +199,18 @@ class CallRecorder:
         p.append(rec)
         if n == 0:
             self._wake.set()
-        elif n + 1 == self.max_calls:
+        elif n + 1 >= self.max_calls:  # a full batch waits (rare: NATS slow or away)
             self._full.set()
+            w = self._waiting
+            if w is not None and not w.done():
+                w.set_result(_FULL)
 
     # -- start / stop ---------------------------------------------------------------------------------
-    def start(self, js: Any) -> None:
-        """Publishes on ``js`` (a nats-py ``JetStreamContext``)."""
-        self._js = js
-        self._nc = js._nc
+    async def start(self, nc: Any) -> None:
+        """Publishes on ``nc`` (a connected nats-py client); acknowledgements come to one inbox."""
+        self._nc = nc
+        self._inbox = nc.new_inbox()
+        self._sub = await nc.subscribe(self._inbox + ".*", cb=self._on_ack)
         self._tasks = [asyncio.create_task(self._run(), name="gateway-call-events")]
         if self.spool is not None:
             self._tasks += [asyncio.create_task(self._replay(), name="gateway-call-events-replay"),
@@ -186,9 +222,7 @@ class CallRecorder:
             return
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        await asyncio.wait(self._tasks, timeout=2.0)  # they end at their next await; never hang here
         self._tasks = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_seconds
@@ -196,22 +230,29 @@ class CallRecorder:
         self._inflight = None
         while self._pending:
             batches.append(self._take())
-        left = len(batches)
-        for i, b in enumerate(batches):
-            remaining = deadline - loop.time()
-            if remaining <= 0 or not self._connected() or (self.spool is not None and not self.spool.empty):
-                break
-            if await self._publish(b, min(self.ack_timeout, remaining)) is None:
-                self.published += b.calls
-                self.batches += 1
-                left = len(batches) - i - 1
-            else:
-                left = len(batches) - i
-                break
-        for b in batches[len(batches) - left:]:
-            self._to_spool(b)
+        done = 0
+        if self._connected() and (self.spool is None or self.spool.empty):
+            while done < len(batches) and (remaining := deadline - loop.time()) > 0:
+                window = batches[done:done + self.replay_window]
+                acks = [await self._send(b, min(self.ack_timeout, remaining)) for b in window]
+                results = [await self._wait(a) for a in acks]
+                ok = 0
+                for b, r in zip(window, results, strict=True):
+                    if r is not None:
+                        break
+                    ok += 1
+                    self._acked(b)
+                done += ok
+                if ok < len(window):
+                    break
+        for b in batches[done:]:
+            self._to_spool(b, "stopping")
         if self.spool is not None:
             self.spool.sync()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
         log.info("call_events_stopped", **self.stats())
 
     # -- gathering and publishing ---------------------------------------------------------------------
@@ -224,8 +265,9 @@ class CallRecorder:
         parts: list[bytes] = []
         size, limit = 0, self.max_bytes - 256
         n = 0
+        base = call_ids()
         for rec in p[:self.max_calls]:
-            part = call_json(rec)
+            part = call_json(rec, f"{base}{n:04x}")
             if parts and size + len(part) + 1 > limit:
                 break
             parts.append(part)
@@ -248,56 +290,84 @@ class CallRecorder:
                     await self._direct(self._take())
                     continue
                 if not self._connected() and len(self._pending) < self.max_calls and self.spool_linger > 0:
-                    with contextlib.suppress(TimeoutError):  # bigger batches while NATS is away
-                        await asyncio.wait_for(self._full.wait(), self.spool_linger)
+                    await _wait(self._full, self.spool_linger)  # bigger batches while NATS is away
                 self._to_spool(self._take())
 
     async def _direct(self, b: Batch) -> None:
-        """Publish one batch and wait for its acknowledgement (spilling full batches gathered
-        meanwhile to the spool); retried, then spooled."""
+        """Publish one batch and wait for its acknowledgement (a batch filled meanwhile goes to the
+        spool); tried ``retries`` more times, then spooled."""
         self._inflight = b
         why = "disconnected"
         try:
             for _attempt in range(self.retries + 1):
                 if not self._connected() and self.spool is not None:
                     break
-                ack = asyncio.ensure_future(self._publish(b, self.ack_timeout))
-                try:
-                    while not ack.done():
-                        if self.spool is None:
-                            await ack
-                            break
-                        full = asyncio.ensure_future(self._full.wait())
-                        try:
-                            await asyncio.wait((ack, full), return_when=asyncio.FIRST_COMPLETED)
-                        finally:
-                            full.cancel()
-                        if len(self._pending) >= self.max_calls:
-                            self._to_spool(self._take())
-                except asyncio.CancelledError:
-                    ack.cancel()
-                    raise
-                err = ack.result()
-                if err is None:
-                    self.published += b.calls
-                    self.batches += 1
-                    self._m_published.add(b.calls)
+                a = await self._send(b, self.ack_timeout)
+                r = await self._wait(a, spill=self.spool is not None)
+                if r is None:
+                    self._acked(b)
                     return
-                why = err
+                why = r
             self._to_spool(b, why)
         finally:
             self._inflight = None
 
-    async def _publish(self, b: Batch, wait: float) -> str | None:
-        """None when JetStream acknowledged the batch, else why not."""
+    async def _send(self, b: Batch, wait: float) -> _Ack:
+        """Publish without waiting: the answer comes to ``_on_ack`` (or the timer expires it)."""
+        loop = asyncio.get_running_loop()
+        token = str(next(self._tokens))
+        a = _Ack(token, loop.create_future())
+        self._acks[token] = a
+        a.timer = loop.call_later(wait, self._expire, a)
         try:
-            await self._js.publish(SUBJECT, b.data, timeout=wait, stream=STREAM,
-                                   headers={"Nats-Msg-Id": b.msg_id})
+            await self._nc.publish(SUBJECT, b.data, reply=f"{self._inbox}.{token}",
+                                   headers={"Nats-Msg-Id": b.msg_id, "Nats-Expected-Stream": STREAM})
         except asyncio.CancelledError:
+            self._settle(a, "cancelled")
             raise
         except Exception as exc:
-            return type(exc).__name__
-        return None
+            self._settle(a, type(exc).__name__)
+        return a
+
+    async def _wait(self, a: _Ack, spill: bool = False) -> str | None:
+        """None when JetStream acknowledged the batch, else why not. With ``spill``, a batch that
+        fills while this one waits is appended to the spool (memory holds one batch in flight)."""
+        while True:
+            if spill:
+                self._waiting = a.fut
+            try:
+                await a.fut
+            finally:
+                self._waiting = None
+            if a.result != _WAITING:
+                return a.result
+            while len(self._pending) >= self.max_calls:
+                self._to_spool(self._take(), "a batch filled while one was in flight")
+            a.fut = asyncio.get_running_loop().create_future()
+
+    def _settle(self, a: _Ack, result: str | None) -> None:
+        if a.result != _WAITING:
+            return
+        a.result = result
+        if a.timer is not None:
+            a.timer.cancel()
+        self._acks.pop(a.token, None)
+        if not a.fut.done():
+            a.fut.set_result(result)
+
+    def _expire(self, a: _Ack) -> None:
+        self._settle(a, "TimeoutError")
+
+    async def _on_ack(self, msg: Any) -> None:
+        a = self._acks.get(msg.subject.rpartition(".")[2])
+        if a is not None:
+            data = msg.data  # a refusal, or "no responders" (a status, no body)
+            self._settle(a, "refused" if not data or b'"error"' in data else None)
+
+    def _acked(self, b: Batch) -> None:
+        self.published += b.calls
+        self.batches += 1
+        self._m_published.add(b.calls)
 
     def _to_spool(self, b: Batch, why: str = "") -> None:
         if self.spool is None:
@@ -306,7 +376,9 @@ class CallRecorder:
         if self.spool.append(b.msg_id, b.data, b.calls):
             self.spooled += b.calls
             self._m_spooled.add(b.calls)
-            if self._dropping:
+            if self._dropping and self.spool.disk_bytes * 2 <= self.spool.max_bytes:
+                # the episode ends once the replay has made room (half empty), not when a smaller
+                # batch happens to fit the last bytes: one line per episode, not one per flap
                 log.warning("call_events_dropping_ended", dropped=self._dropping, spool_bytes=self.spool.disk_bytes)
                 self._dropping = 0
             self._replay_wake.set()
@@ -329,22 +401,20 @@ class CallRecorder:
         assert spool is not None
         backoff = 0.2
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._replay_wake.wait(), 1.0)
+            await _wait(self._replay_wake, 1.0)
             self._replay_wake.clear()
             while not spool.empty and self._connected():
                 found = spool.pending()
                 if found is None:
                     break
                 seg, records = found
-                ok = True
+                failed = ""
                 for i in range(0, len(records), self.replay_window):
                     window = records[i:i + self.replay_window]
-                    errors = await asyncio.gather(*(self._publish(Batch(r.msg_id, r.data, r.calls), self.ack_timeout)
-                                                    for r in window))
-                    if any(errors):
-                        ok = False
-                        log.info("spool_replay_retry", error=next(e for e in errors if e), backoff=backoff)
+                    acks = [await self._send(Batch(r.msg_id, r.data, r.calls), self.ack_timeout) for r in window]
+                    results = [await self._wait(a) for a in acks]
+                    failed = next((r for r in results if r is not None), "")
+                    if failed:
                         break
                     calls = sum(r.calls for r in window)
                     self.replayed += calls
@@ -353,7 +423,8 @@ class CallRecorder:
                     self._m_replayed.add(calls)
                     self._m_published.add(calls)
                     spool.consumed(seg, window[-1].end)
-                if not ok:
+                if failed:
+                    log.info("spool_replay_retry", error=failed, backoff=backoff, spool_bytes=spool.depth_bytes)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     break

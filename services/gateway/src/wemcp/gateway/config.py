@@ -65,7 +65,7 @@ class Settings(ServiceSettings):
     # Call events (calls.py, spool.py; docs/services/gateway.md "Call events"): batches of at most
     # call_event_batch_calls calls / _bytes of JSON, gathered for call_event_linger_seconds.
     call_event_queue: int = Field(default=20_000, ge=1)  # calls waiting in memory (only a stalled disk fills it)
-    call_event_linger_seconds: float = Field(default=0.005, ge=0)
+    call_event_linger_seconds: float = Field(default=0.02, ge=0)
     call_event_batch_calls: int = Field(default=1000, ge=1, le=10_000)
     call_event_batch_bytes: int = Field(default=512 * 1024, ge=4096, le=1024 * 1024 - 4096)
     call_event_ack_timeout_seconds: float = Field(default=2.0, gt=0)

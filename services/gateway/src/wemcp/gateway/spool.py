@@ -222,7 +222,7 @@ class Spool:
     # -- replay ---------------------------------------------------------------------------------------
     def pending(self) -> tuple[Segment, list[Record]] | None:
         """The oldest segment with unpublished records, and those records (from its replay position)."""
-        for seg in self.segments:
+        for seg in list(self.segments):
             if seg.consumed < seg.size:
                 with open(seg.path, "rb") as f:
                     f.seek(seg.consumed)

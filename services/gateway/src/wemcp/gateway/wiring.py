@@ -183,7 +183,7 @@ async def open_mcp(runtime: Any) -> None:
         nc = runtime.broker.connection
         await mcp.routes.start(nc, wait_seconds=s.route_replay_wait_seconds)
         await keys.subscribe(nc)
-        mcp.recorder.start(nc.jetstream())
+        await mcp.recorder.start(nc)
     mcp.router.start()
 
 
