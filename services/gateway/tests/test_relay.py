@@ -219,9 +219,9 @@ async def test_modern_client_of_a_2025_server_answers_by_retrying(stack, infra):
     events: list[dict] = []
 
     async def on_event(msg: Any) -> None:
-        events.append(json.loads(msg.data))
+        events.extend(json.loads(msg.data)["calls"])
 
-    sub = await nc.subscribe("mcp.call.completed", cb=on_event)
+    sub = await nc.subscribe("mcp.call.batch", cb=on_event)
     relay = stack.mcp.router.relay
     try:
         async with asking_server(stack, "legacy"), httpx.AsyncClient(timeout=30) as h:

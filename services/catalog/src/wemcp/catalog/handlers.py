@@ -4,6 +4,9 @@ the process's runtime as their third argument (the embedder lives in ``runtime.e
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,9 +16,9 @@ from wemcp.catalog.normalize import normalize_server_json
 from wemcp.catalog.projection import add_calls, project, set_enabled_from_a
 from wemcp.catalog.schemas import ServerJson
 from wemcp.catalog.state import of
-from wemcp.common.bus import Handler, Subscription
+from wemcp.common.bus import BatchSubscription, Handler, Subscription
 from wemcp.common.events.base import Event
-from wemcp.common.events.calls import McpCallCompleted
+from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted, completed_calls
 from wemcp.common.events.crawler import CrawlerDiscovered
 from wemcp.common.events.servers import (
     ServerDeployed,
@@ -140,12 +143,15 @@ async def on_server_updated(event: ServerUpdated, session: AsyncSession, runtime
 COUNTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 
 
-async def on_call_completed(event: McpCallCompleted, session: AsyncSession) -> None:
-    """Counts a call in A (and B's popularity, see ``add_calls``). Increments commute, so this
-    consumer runs several handlers at once."""
-    if event.method not in COUNTED_METHODS or event.status == "refused":
-        return
-    await add_calls(session, event.server_slug, 1)
+def counted(event: McpCallCompleted) -> bool:
+    return event.method in COUNTED_METHODS and event.status != "refused"
+
+
+async def on_calls_completed(events: Sequence[Event], session: AsyncSession) -> None:
+    """Counts a batch of calls (``mcp.call.batch`` envelopes and single ``mcp.call.completed``
+    events) in A, and B's popularity (see ``add_calls``): one statement for the whole batch, not
+    one per call. Increments commute, so the order of batches does not matter."""
+    await add_calls(session, Counter(c.server_slug for c in completed_calls(events) if counted(c)))
 
 
 async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession) -> None:
@@ -161,7 +167,7 @@ async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession)
     await service.submit(session, n, None, source_kind="import")
 
 
-SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription] = [
+SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription | BatchSubscription] = [
     (ServerDeploying, on_server_deploying),
     (ServerDeployed, on_server_deployed),
     (ServerDeployFailed, on_server_deploy_failed),
@@ -169,5 +175,6 @@ SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription] = [
     (ServerEnabled, on_server_enabled),
     (ServerUpdated, on_server_updated),
     (CrawlerDiscovered, on_crawler_discovered),
-    Subscription(McpCallCompleted, on_call_completed, max_workers=8),
+    # durable "catalog-mcp-call-completed", as when it took single events (its processed_events rows hold)
+    BatchSubscription((McpCallCompleted, McpCallsCompleted), on_calls_completed),
 ]
