@@ -93,6 +93,8 @@ async def _append(events, msg):
     events.extend(json.loads(msg.data)["calls"])  # one mcp.call.batch message: the calls of one interval
 
 
+# the key cache outlives the test however slow the machine (it asserts the vault is asked once per user)
+@pytest.mark.parametrize("stack", [{"key_cache_ttl_seconds": 3600.0}], indirect=True)
 @pytest.mark.parametrize("kind,rounds,width", [("both", 25, 10), ("legacy", 10, 10)])
 async def test_two_users_1000_interleaved_calls_never_cross(stack, both_upstream, legacy_upstream, kind, rounds,
                                                             width):

@@ -28,7 +28,15 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from wemcp.common.bus import Handler, Subscription, create_broker, ensure_streams, subscribe
+from wemcp.common.bus import (
+    BatchConsumer,
+    BatchSubscription,
+    Handler,
+    Subscription,
+    create_broker,
+    ensure_streams,
+    subscribe,
+)
 from wemcp.common.config import ServiceSettings
 from wemcp.common.db import check_database, make_engine, make_session_factory
 from wemcp.common.errors import ConfigError
@@ -49,8 +57,9 @@ class ServiceSpec:
     title: str
     routers: Sequence[APIRouter] = ()
     tables: OutboxTables | None = None
-    # (EventClass, handler) pairs or Subscription(...) for more control (concurrency, durable name)
-    subscriptions: Sequence[tuple[type[Event], Handler] | Subscription] = ()
+    # (EventClass, handler) pairs, Subscription(...) for more control (concurrency, durable name),
+    # BatchSubscription(...) for high-volume streams applied a batch per transaction
+    subscriptions: Sequence[tuple[type[Event], Handler] | Subscription | BatchSubscription] = ()
     uses_database: bool = True
     uses_bus: bool = True
     uses_redis: bool = False
@@ -77,6 +86,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession] | None = None
     broker: NatsBroker | None = None
     relay: OutboxRelay | None = None
+    batch_consumers: list[BatchConsumer] = field(default_factory=list)
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
@@ -118,9 +128,14 @@ class Runtime:
     async def _open_bus(self) -> None:
         s = self.settings
         broker = create_broker(s.nats_url, self.spec.name)
+        batches: list[BatchConsumer] = []
         for sub in self.spec.subscriptions:
             if self.sessions is None or self.spec.tables is None:
                 raise RuntimeError(f"{self.spec.name}: subscriptions need the database and outbox tables")
+            if isinstance(sub, BatchSubscription):
+                batches.append(BatchConsumer(sub, service=self.spec.name, sessions=self.sessions,
+                                             tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds, runtime=self))
+                continue
             sub = sub if isinstance(sub, Subscription) else Subscription(*sub)
             subscribe(broker, sub.event, sub.handler, service=self.spec.name, sessions=self.sessions,
                       tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds, durable=sub.durable,
@@ -140,6 +155,10 @@ class Runtime:
             raise ConfigError(f"NATS_URL: JetStream is not available at {_where(s.nats_url)} "
                               f"(start nats-server with -js): {_first_line(exc)}") from None
         await broker.start()
+        for consumer in batches:
+            await consumer.start(broker.connection)
+            self._stack.push_async_callback(consumer.stop)  # stopped before the broker (LIFO)
+            self.batch_consumers.append(consumer)
         if self.spec.tables is not None and self.engine is not None:
             self.relay = OutboxRelay(self.engine, self.spec.tables, js, listen_dsn=s.plain_database_url)
             await self.relay.start()

@@ -7,9 +7,10 @@
 One child per credential set: a caller's values for the server's declared variables arrive as
 ``X-WeMcp-Env-<NAME>`` headers (the gateway fills them from the vault; logs redact that prefix);
 children are keyed by a hash of those values, so callers with different secrets never share a
-process. Children are started on demand, stopped after ``idle_seconds`` without calls (scale to
-zero; sessions survive, the next call starts a fresh child) and restarted after a crash with
-backoff.
+process. Children are started on demand, stopped when idle (scale to zero, :mod:`wemcp.deployer.idle`:
+no call in flight and no open stream for the server's idle time; the sessions opened on a stopped
+child are forgotten, so a stale ``Mcp-Session-Id`` gets 404 and the client initialises again; the
+next call starts a fresh child) and restarted after a crash with backoff.
 
 Every ``/s/{slug}/...`` request must carry the platform's credential for that slug
 (``X-WeMcp-Assertion`` signed with the key derived for ``bridge:<slug>``, wemcp.common.trust), or 401:
@@ -45,7 +46,9 @@ from wemcp.common.http import http_protocol
 from wemcp.common.logging import get_logger
 from wemcp.common.trust import HEADER_ASSERTION_RAW, BridgeGuard, KeyRing, environment_ring
 from wemcp.deployer import sandbox
-from wemcp.deployer.child import ChildError, Command, StdioChild
+from wemcp.deployer.child import ChildError, Command, EgressHook, StdioChild
+from wemcp.deployer.egress import EgressProxy
+from wemcp.deployer.idle import IdlePolicy
 
 log = get_logger("wemcp.deployer.bridge")
 ENV_HEADER = "x-wemcp-env-"
@@ -104,6 +107,8 @@ class Hosted:
     locks: dict[str, asyncio.Lock] = field(default_factory=lambda: collections.defaultdict(asyncio.Lock))
     crashes: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=20))
     last_tail: str = ""
+    network: bool = False  # its children reach the internet through the egress proxy only
+    idle_seconds: float | None = None  # the deployment's own idle time (None: the bridge's default)
 
 
 @dataclass
@@ -129,14 +134,19 @@ class Bridge:
     def __init__(self, *, caps: sandbox.Capabilities, limits: sandbox.Limits, run_dir: Path, host: str = "127.0.0.1",
                  port: int = 0, public_url: str | None = None, idle_seconds: float = 600.0,
                  reap_interval: float = 15.0, start_timeout: float = 60.0, call_timeout: float = 120.0,
-                 max_children: int = 16, uid_base: int = 200000, keys: KeyRing | None = None) -> None:
+                 max_children: int = 16, uid_base: int = 200000, keys: KeyRing | None = None,
+                 egress: EgressProxy | None = None, egress_python: str = "/usr/bin/python3",
+                 egress_preload: str = "", max_idle_seconds: float = 86400.0) -> None:
         self.caps = caps
+        self.egress = egress  # None: no server here gets network
+        self.egress_python, self.egress_preload = egress_python, egress_preload
         self.guard = BridgeGuard(keys if keys is not None else environment_ring())
         self.limits = limits
         self.run_dir = run_dir
         self.host, self.port = host, port
         self.public_url = public_url
         self.idle_seconds = idle_seconds
+        self.idle = IdlePolicy(idle_seconds, max_seconds=max(max_idle_seconds, idle_seconds))
         self.reap_interval = reap_interval
         self.start_timeout = start_timeout
         self.call_timeout = call_timeout
@@ -275,6 +285,8 @@ class Bridge:
         for t in self._tasks:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(t, 5)
+        if self.egress is not None:
+            await self.egress.close()
 
     @property
     def base_url(self) -> str:
@@ -293,14 +305,21 @@ class Bridge:
         hosted = self.hosted.pop(slug, None)
         for sid in [k for k, s in self.sessions.items() if s.slug == slug]:
             self.sessions.pop(sid, None)
+        self.idle.forget(slug)
         if hosted is not None:
             await self.scale_to_zero(hosted)
 
     async def scale_to_zero(self, hosted: Hosted) -> None:
         children = list(hosted.children.items())
         hosted.children.clear()
-        for _key, child in children:
+        for key, child in children:
+            self._forget_sessions(hosted.slug, key)
             await self._stop_child(child)
+
+    def _forget_sessions(self, slug: str, key: str) -> None:
+        """The Streamable HTTP sessions opened on a stopped child: their next request gets 404."""
+        for sid in [k for k, s in self.sessions.items() if s.slug == slug and s.key == key and s.queue is None]:
+            self.sessions.pop(sid, None)
 
     async def _stop_child(self, child: StdioChild) -> None:
         await child.stop()
@@ -332,11 +351,16 @@ class Bridge:
                     raise Backoff(wait - (now - recent[-1]), "the server keeps crashing; restarting with backoff")
             if len(hosted.children) >= self.max_children:
                 raise Backoff(5.0, "too many credential sets are active on this server")
+            hook = None
+            if hosted.network:
+                if self.egress is None:
+                    raise ChildError("this deployer has no egress proxy: servers with network cannot run here")
+                hook = EgressHook(self.egress, slug, self.egress_python, self.egress_preload)
             uid = self._uids.acquire() if self.caps.own_uid else None
             child = StdioChild(hosted.make_command(env), caps=self.caps, limits=self.limits, uid=uid,
                                run_dir=self.run_dir / f"{slug}-{uuid.uuid4().hex[:8]}",
                                secrets=list(env.values()),  # all the caller gave (not only isSecret ones)
-                               start_timeout=self.start_timeout)
+                               start_timeout=self.start_timeout, egress=hook)
             try:
                 await child.start()
             except ChildError as exc:
@@ -360,8 +384,9 @@ class Bridge:
         stopped = 0
         for hosted in list(self.hosted.values()):
             for key, child in list(hosted.children.items()):
-                if child.in_flight == 0 and now - child.last_used > self.idle_seconds:
+                if self.idle.is_idle(hosted.slug, key, child, hosted.idle_seconds, now):
                     hosted.children.pop(key, None)
+                    self._forget_sessions(hosted.slug, key)
                     await self._stop_child(child)
                     stopped += 1
         for sid, s in list(self.sessions.items()):
@@ -453,14 +478,15 @@ class Bridge:
 
         async def stream() -> Any:
             try:
-                yield f"event: endpoint\ndata: /s/{slug}/messages?session_id={sid}\n\n"
-                while True:
-                    try:
-                        msg = await asyncio.wait_for(queue.get(), 15)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield f"event: message\ndata: {json.dumps(msg, separators=(',', ':'))}\n\n"
+                with self.idle.holding(slug, credential_key(env)):  # an open stream: its child is not idle
+                    yield f"event: endpoint\ndata: /s/{slug}/messages?session_id={sid}\n\n"
+                    while True:
+                        try:
+                            msg = await asyncio.wait_for(queue.get(), 15)
+                        except TimeoutError:
+                            yield ": keep-alive\n\n"
+                            continue
+                        yield f"event: message\ndata: {json.dumps(msg, separators=(',', ':'))}\n\n"
             finally:
                 self.sessions.pop(sid, None)
 

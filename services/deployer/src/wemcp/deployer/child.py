@@ -13,15 +13,19 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from wemcp.common.logging import get_logger, redact_text
 from wemcp.deployer import sandbox
+
+if TYPE_CHECKING:
+    from wemcp.deployer.egress import EgressProxy
 
 log = get_logger("wemcp.deployer.child")
 HANDSHAKE_VERSION = "2025-11-25"
@@ -43,9 +47,21 @@ class Command:
     env: dict[str, str]
 
 
+@dataclass(frozen=True)
+class EgressHook:
+    """Network for this child: the proxy that serves it (attributed to ``slug``), the interpreter of
+    the launcher and Node's preload (see wemcp.deployer.egress)."""
+
+    proxy: EgressProxy
+    slug: str
+    python: str
+    node_preload: str
+
+
 class StdioChild:
     def __init__(self, command: Command, *, caps: sandbox.Capabilities, limits: sandbox.Limits, uid: int | None,
-                 run_dir: Path, secrets: list[str] | None = None, start_timeout: float = 60.0) -> None:
+                 run_dir: Path, secrets: list[str] | None = None, start_timeout: float = 60.0,
+                 egress: EgressHook | None = None) -> None:
         self.command = command
         self.caps = caps
         self.limits = limits
@@ -64,28 +80,45 @@ class StdioChild:
         self.started_at = 0.0
         self.in_flight = 0
         self.exited = asyncio.Event()
+        self.egress = egress
+        self._egress_handle: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.uid is not None and self.caps.own_uid:
             os.chown(self.run_dir, self.uid, self.uid)
+        ctl = child_end = None
+        egress = None
+        if self.egress is not None:
+            ctl, child_end = socket.socketpair()
+            egress = sandbox.Egress(child_end.fileno(), self.egress.python, self.egress.node_preload)
         try:
-            launch = sandbox.build_launch(self.caps, self.command.argv, root=self.command.root, home=self.run_dir,
-                                          env=self.command.env, limits=self.limits, uid=self.uid)
-        except sandbox.Unavailable as exc:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-            raise ChildError(str(exc)) from None
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *launch.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=launch.env, cwd=launch.cwd, preexec_fn=launch.preexec,
-                limit=MAX_LINE)
-        except OSError as exc:
-            raise ChildError(f"the server command could not be started: {exc.strerror or exc}") from None
-        self.started_at = time.monotonic()
-        self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr()),
-                       asyncio.create_task(self._wait())]
+            try:
+                launch = sandbox.build_launch(self.caps, self.command.argv, root=self.command.root,
+                                              home=self.run_dir, env=self.command.env, limits=self.limits,
+                                              uid=self.uid, egress=egress)
+            except sandbox.Unavailable as exc:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise ChildError(str(exc)) from None
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *launch.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE, env=launch.env, cwd=launch.cwd, preexec_fn=launch.preexec,
+                    limit=MAX_LINE, pass_fds=(child_end.fileno(),) if child_end is not None else ())
+            except OSError as exc:
+                raise ChildError(f"the server command could not be started: {exc.strerror or exc}") from None
+            finally:
+                if child_end is not None:
+                    child_end.close()
+            self.started_at = time.monotonic()
+            self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr()),
+                           asyncio.create_task(self._wait())]
+            if ctl is not None:
+                await self._attach_egress(ctl)
+        finally:
+            if ctl is not None:
+                ctl.close()
         try:
             result = await self.request("initialize", {
                 "protocolVersion": HANDSHAKE_VERSION, "capabilities": {},
@@ -108,6 +141,39 @@ class StdioChild:
         await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         return self.init_result
 
+    async def _attach_egress(self, ctl: socket.socket) -> None:
+        """Receive the listening socket the launcher bound in the sandbox's network namespace and
+        let the egress proxy serve it."""
+        assert self.egress is not None
+        ctl.settimeout(self.start_timeout)
+        try:
+            _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, ctl, 16, 1)
+        except OSError:
+            fds = []
+        if not fds:
+            await asyncio.sleep(0.05)  # let the stderr reader drain the last lines
+            tail = self.tail()
+            await self.stop()
+            raise ChildError("the sandbox's network launcher did not hand over the proxy address", tail)
+        for extra in fds[1:]:
+            os.close(extra)
+        # what arrived came from inside the sandbox: serve it only if it is a listening TCP socket
+        try:
+            sock = socket.socket(fileno=fds[0])
+        except OSError:
+            os.close(fds[0])
+            sock = None
+        try:
+            if (sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM
+                    or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
+                raise OSError("not a listening TCP socket")
+            self._egress_handle = await self.egress.proxy.attach(self.egress.slug, sock)
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            await self.stop()
+            raise ChildError(f"the sandbox's network launcher handed over something unusable ({exc})") from None
+
     async def _wait(self) -> None:
         assert self.proc is not None
         await self.proc.wait()
@@ -123,6 +189,9 @@ class StdioChild:
         return self.proc is not None and self.proc.returncode is None
 
     async def stop(self) -> None:
+        if self._egress_handle is not None and self.egress is not None:
+            handle, self._egress_handle = self._egress_handle, None
+            await self.egress.proxy.detach(handle)
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(sandbox.kill_tree, self.proc.pid, uid=self.uid if self.caps.own_uid else None)

@@ -247,6 +247,9 @@ class McpRouter:
             raise Refused(404, "Not Found", f"no server {slug!r}")
         if not route.enabled:
             raise Refused(403, "Forbidden", f"the server {slug!r} is disabled")
+        if route.kind == "local":  # "transport": "stdio-local": listed here, run by its users
+            raise Refused(404, "Not Found", f"the server {slug!r} runs on its users' machines, not on the "
+                          "platform: run it with the config on its page (connect.config)")
         if not route.routable:
             raise Refused(503, "Service Unavailable", f"the server {slug!r} is not deployed yet",
                           {"Retry-After": "5"})
