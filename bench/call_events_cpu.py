@@ -34,7 +34,7 @@ from wemcp.devstack.infra import EmbeddedNats
 
 REPO = Path(__file__).resolve().parent.parent
 PATH = "services/gateway/src/wemcp/gateway/calls.py"
-LINGER = 0.005
+LINGER = 0.02
 
 
 def load_old(commit: str) -> Any:
@@ -96,7 +96,7 @@ async def main() -> None:
     ap.add_argument("--rate", type=float, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline-commit", default="351c9a4")
-    ap.add_argument("--linger", type=float, default=0.005, help="the batching recorder's linger")
+    ap.add_argument("--linger", type=float, default=0.02, help="the batching recorder's linger")
     args = ap.parse_args()
     global LINGER
     LINGER = args.linger
