@@ -39,6 +39,8 @@ from wemcp.gateway.upstream import (
     SERVER_INFO_META,
     UpstreamError,
     final_response,
+    legacy_result,
+    modernize,
     parse_messages,
 )
 
@@ -441,8 +443,9 @@ class McpRouter:
 
     async def server_info(self, target: str, route: Route | None, ident: Identity | None, user_key: str,
                           scope: dict[str, Any], version: str = LEGACY_VERSION,
-                          caps: dict[str, Any] | None = None) -> dict[str, Any]:
-        """capabilities / serverInfo / instructions of a target, for initialize and server/discover."""
+                          caps: dict[str, Any] | None = None, client_modern: bool = False) -> dict[str, Any]:
+        """capabilities / serverInfo / instructions of a target, for initialize (a 2025 client) and
+        server/discover (``client_modern``). The server's own ``serverInfo``, never the gateway's."""
         if route is None:  # a bundle
             return {"capabilities": {"tools": {"listChanged": False}},
                     "serverInfo": {"name": f"wemcp-bundle-{target.split(':', 1)[1]}", "version": "1"}}
@@ -451,7 +454,7 @@ class McpRouter:
                     "serverInfo": {"name": route.slug, "version": "openapi"}}
         up = self.gw.upstream
         resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
-        if await up.is_modern(route, resolved):
+        if await up.modern_for(route, resolved, client_modern):
             d = await up.discover(route, resolved)
             meta = d.get("_meta") or {}
             return {"capabilities": d.get("capabilities") or {},
@@ -471,7 +474,7 @@ class McpRouter:
         params = params_of(msg)
         tool = params.get("name") if method == "tools/call" and isinstance(params.get("name"), str) else None
         if method == "ping":
-            await respond(send, 200, rpc_result(req_id, {}), headers=extra)
+            await respond(send, 200, result_for(req_id, method, {}, client_modern), headers=extra)
             return
         resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
         if client_modern and method == "server/discover":
@@ -545,8 +548,10 @@ class McpRouter:
             decision, more = await landed(ahead, route.slug)
             extra = extra + more
         ctype = resp.headers.get("content-type", "application/json")
-        if client_modern and route.modern is False:
-            # a 2025 upstream answering a 2026-07-28 client: the reply needs the modern result fields
+        translated = (route.modern is False) if client_modern else (route.modern is True and route.legacy is not True)
+        if translated:
+            # the other era's answer: a 2025 upstream's reply needs the fields a 2026-07-28 client
+            # requires; a 2026-07-28-only upstream's reply loses those a 2025 client must not see
             try:
                 body = await up.read(resp)
                 reply = final_response(parse_messages(body, ctype), req_id)
@@ -556,7 +561,8 @@ class McpRouter:
                 body = rpc_error(req_id, -32002, "upstream: no JSON-RPC reply")
             else:
                 if isinstance(reply.get("result"), dict):
-                    reply["result"] = modernize(method, reply["result"])
+                    reply["result"] = (modernize(method, reply["result"]) if client_modern
+                                       else legacy_result(reply["result"]))
                 body = orjson.dumps(reply)
             if tool is not None:
                 self.record(ident, route.slug, method, tool, resolved, decision,
@@ -602,7 +608,7 @@ class McpRouter:
     async def _discover(self, route: Route, ident: Identity | None, user_key: str, scope: dict[str, Any],
                         req_id: Any) -> bytes:
         try:
-            info = await self.server_info(route.slug, route, ident, user_key, scope)
+            info = await self.server_info(route.slug, route, ident, user_key, scope, client_modern=True)
         except UpstreamError as exc:
             return rpc_error(req_id, exc.code, f"upstream: {exc}")
         return discover_result(req_id, info)
@@ -852,19 +858,6 @@ class McpRouter:
                     len(orjson.dumps(reply)))
         reply["_decision"] = decision
         return reply
-
-
-LIST_METHODS = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})
-
-
-def modernize(method: str, result: dict[str, Any]) -> dict[str, Any]:
-    """A 2025 result, shaped for a 2026-07-28 client (which requires ``resultType``, and on lists
-    the cache hints)."""
-    result.setdefault("resultType", "complete")
-    if method in LIST_METHODS:
-        result.setdefault("cacheScope", "private")
-        result.setdefault("ttlMs", 0)
-    return result
 
 
 def result_for(req_id: Any, method: str, result: dict[str, Any], modern: bool) -> bytes:
