@@ -19,6 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import orjson
@@ -218,6 +219,27 @@ class McpRouter:
                     q.put_nowait(b"")  # ends the SSE stream
 
     # -- shared steps ---------------------------------------------------------------------------------
+    def check_origin(self, scope: dict[str, Any]) -> None:
+        """The spec's Origin rule (and the Host allow-list where configured): a web page of another
+        origin must not call hosted tools with the visitor's network position (DNS rebinding)."""
+        settings = self.gw.settings
+        origin = host = None
+        for k, v in scope["headers"]:
+            if k == b"origin":
+                origin = v.decode("latin-1")
+            elif k == b"host":
+                host = v.decode("latin-1")
+        if settings.mcp_allowed_hosts and (host is None or not _host_allowed(host, settings.mcp_allowed_hosts)):
+            raise Refused(403, "Forbidden", "this Host is not one the MCP endpoint answers to")
+        if origin is None or origin in settings.mcp_allowed_origins or "*" in settings.mcp_allowed_origins:
+            return
+        parsed = urlsplit(origin)
+        if host is not None and parsed.netloc.lower() == host.lower() and \
+                (not settings.mcp_allowed_hosts or _host_allowed(parsed.netloc, settings.mcp_allowed_hosts)):
+            return  # the page is served by this very origin
+        raise Refused(403, "Forbidden", f"the Origin {origin[:200]!r} may not call MCP endpoints here "
+                                        "(see MCP_ALLOWED_ORIGINS)")
+
     async def identify(self, scope: dict[str, Any]) -> tuple[Identity | None, Any]:
         verifier = self.gw.verifier
         if verifier is None:
@@ -310,6 +332,7 @@ class McpRouter:
     async def _streamable(self, scope: dict[str, Any], receive: Any, send: Any, target: str,
                           bundle: bool = False) -> None:
         method = scope["method"]
+        self.check_origin(scope)
         ident, grant = await self.identify(scope)
         user_key = str(ident.user_id) if ident is not None else "anon"
         if method == "GET":
@@ -674,6 +697,7 @@ class McpRouter:
     async def sse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         slug = scope["path_params"]["slug"]
         try:
+            self.check_origin(scope)
             ident, grant = await self.identify(scope)
             self.route_for(slug, grant)
         except Refused as r:
@@ -695,6 +719,11 @@ class McpRouter:
         slug = scope["path_params"]["slug"]
         qs = scope.get("query_string", b"").decode("latin-1")
         sid = next((p[11:] for p in qs.split("&") if p.startswith("session_id=")), "")
+        try:
+            self.check_origin(scope)
+        except Refused as r:
+            await respond(send, r.status, problem(r.status, r.title, r.detail), b"application/problem+json")
+            return
         sess = self.sessions.get(sid)
         if sess is None or sess.target != slug or sess.queue is None:
             await respond(send, 404, problem(404, "Not Found", "unknown session"), b"application/problem+json")
@@ -873,6 +902,13 @@ def discover_result(req_id: Any, info: dict[str, Any]) -> bytes:
     if info.get("instructions"):
         result["instructions"] = info["instructions"]
     return rpc_result(req_id, result)
+
+
+def _host_allowed(host: str, allowed: list[str]) -> bool:
+    """``host`` (a Host header or an origin's host[:port]) names one of ``allowed`` (host, or host:port)."""
+    host = host.lower()
+    name = host[:host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]  # without the port
+    return host in allowed or name in allowed
 
 
 def _err(e: dict[str, Any]) -> dict[str, Any]:
