@@ -185,18 +185,20 @@ async def serve_upstream(mode: str = "both", *, json_response: bool = True, port
 
 
 @contextlib.asynccontextmanager
-async def hosted_bridge(slug: str, *, interactive: bool = False) -> AsyncIterator[str]:
-    """This module's server over stdio (its name: ``hosted``) behind the deployer's bridge, the way
-    hosted servers run; yields the bridge's endpoint for ``slug`` (deploy it with protocol_versions
-    ``["2025-11-25", "2026-07-28"]``, as the deployer reports them)."""
+async def hosted_bridge(slug: str, *, interactive: bool = False, argv: list[str] | None = None,
+                        root: Path | None = None) -> AsyncIterator[str]:
+    """This module's server (or ``argv``, run in ``root``) over stdio (its name: ``hosted``) behind the
+    deployer's bridge, the way hosted servers run; yields the bridge's endpoint for ``slug`` (deploy
+    it with protocol_versions ``["2025-11-25", "2026-07-28"]``, as the deployer reports them)."""
     from wemcp.deployer import sandbox
     from wemcp.deployer.bridge import Bridge, Hosted
     from wemcp.deployer.child import Command
 
-    here = Path(__file__).parent
+    here = root or Path(__file__).parent
     bridge = Bridge(caps=sandbox.Capabilities("restricted", own_uid=False, netns=False), limits=sandbox.Limits(),
                     run_dir=Path(tempfile.mkdtemp(prefix="gateway-test-bridge-")))
-    argv = [sys.executable, str(here / "gateway_upstream.py"), "hosted", *(["--interactive"] if interactive else [])]
+    argv = argv or [sys.executable, str(here / "gateway_upstream.py"), "hosted",
+                    *(["--interactive"] if interactive else [])]
     bridge.register(Hosted(slug=slug, make_command=lambda env: Command(argv=argv, root=here, env={}),
                            allowed_env=set()))
     await bridge.start()

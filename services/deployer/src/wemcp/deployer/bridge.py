@@ -4,10 +4,14 @@
 (``initialize`` → ``Mcp-Session-Id``) and 2026-07-28 (stateless; ``server/discover``). ``GET
 /s/{slug}/sse`` + ``POST /s/{slug}/messages`` is the 2024-11-05 SSE transport.
 
-One child per credential set: a caller's values for the server's declared variables arrive as
-``X-WeMcp-Env-<NAME>`` headers (the gateway fills them from the vault; logs redact that prefix);
-children are keyed by a hash of those values, so callers with different secrets never share a
-process. Children are started on demand, stopped after ``idle_seconds`` without calls (scale to
+One child per credential set and client capabilities: a caller's values for the server's declared
+variables arrive as ``X-WeMcp-Env-<NAME>`` headers (the gateway fills them from the vault; logs
+redact that prefix); children are keyed by a hash of those values (and by the sampling/elicitation/
+roots capabilities of the session's ``initialize``, which the child is initialized with), so callers
+with different secrets never share a process. What a child says during a call reaches that
+call's caller (child.py): a 2025 session's request is answered as SSE once the server speaks
+before its reply, and the client's answers come back on POSTs of that session.
+Children are started on demand, stopped after ``idle_seconds`` without calls (scale to
 zero; sessions survive, the next call starts a fresh child) and restarted after a crash with
 backoff.
 
