@@ -304,3 +304,32 @@ async def test_bridge_leaves_the_host_process_signal_handlers_alone(tmp_path):
         assert {sig: signal.getsignal(sig) for sig in before} == before
     finally:
         await bridge.close()
+
+
+def test_a_server_message_goes_only_to_a_call_it_can_belong_to(tmp_path):
+    """What a child says on its own reaches a caller only when the call it belongs to is certain: by
+    progress token, or the one call in flight, or the latest call of the only session in flight —
+    never a guess between two sessions (on a shared child that could be two users)."""
+    import asyncio
+
+    from wemcp.deployer import sandbox
+    from wemcp.deployer.child import Call, Command, StdioChild
+
+    child = StdioChild(Command(argv=["true"], root=tmp_path, env={}),
+                       caps=sandbox.Capabilities("restricted", own_uid=False, netns=False),
+                       limits=sandbox.Limits(), uid=None, run_dir=tmp_path / "run")
+    ask = {"jsonrpc": "2.0", "id": 0, "method": "sampling/createMessage", "params": {}}
+    log = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}}
+    assert child.owner_of(ask) is None  # nothing in flight
+    alice1 = Call(asyncio.Queue(), "alice", progress_token="t")
+    child.calls[1] = alice1
+    assert child.owner_of(ask) is alice1 and child.owner_of(log) is alice1
+    alice2 = Call(asyncio.Queue(), "alice")
+    child.calls[2] = alice2
+    assert child.owner_of(ask) is alice2  # one session in flight: its latest call
+    bob = Call(asyncio.Queue(), "bob")
+    child.calls[3] = bob
+    assert child.owner_of(ask) is None and child.owner_of(log) is None  # two sessions: nobody's
+    progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}}
+    assert child.owner_of(progress) is alice1  # a progress token names its call whatever else is in flight
+    assert child.owner_of({**progress, "params": {"progressToken": "1"}}) is None

@@ -78,6 +78,13 @@ class Settings(ServiceSettings):
     spool_linger_seconds: float = Field(default=0.1, ge=0)  # batches gather this long while NATS is away
     route_replay_wait_seconds: float = Field(default=10.0, ge=0)
     quota_enabled: bool = True
+    # Who may call /mcp/... from a web page (the spec's Origin rule; DNS rebinding): origins allowed
+    # besides the request's own (scheme://host[:port], JSON list; "*" for any). A request without
+    # Origin (every non-browser client) is always allowed; another origin gets 403.
+    mcp_allowed_origins: list[str] = Field(default_factory=list)
+    # The Host names /mcp/... answers to (host or host:port, JSON list); empty: any. A deployment on
+    # a loopback address should list its names (e.g. ["localhost", "127.0.0.1", "[::1]"]).
+    mcp_allowed_hosts: list[str] = Field(default_factory=list)
 
     @field_validator("spool_dir", mode="before")
     @classmethod

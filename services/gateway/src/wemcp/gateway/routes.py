@@ -60,6 +60,7 @@ class Route:
     endpoint: str | None = None
     transport: str = "streamable-http"
     modern: bool | None = None  # the upstream speaks 2026-07-28 (None: unknown, probe once)
+    legacy: bool | None = None  # it also speaks a 2025 revision (None: unknown, treated as no)
     inputs: list[Input] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)  # remote headers with {NAME}s
     tools: list[dict[str, Any]] = field(default_factory=list)
@@ -225,6 +226,7 @@ class RouteTable:
                 route.kind = "local" if data.get("backend") == "unhosted" else "mcp"
             versions = data.get("protocol_versions") or []
             route.modern = (MODERN in versions) if versions else None
+            route.legacy = any(v != MODERN for v in versions) if versions else None
             route.tools = data.get("tools") or route.tools
         elif subject in ("server.disabled", "server.enabled"):
             route.enabled = subject == "server.enabled"
