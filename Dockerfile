@@ -5,6 +5,12 @@
 # building all eight reuses one cached dependency layer.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Node.js for hosted npm servers: the image the deployer's Kubernetes manifests run them in
+# (WEMCP_DEPLOYER_KUBERNETES_NODE_IMAGE), Debian bookworm like the Python image, so its binary runs here.
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# ---- node: only a source of the node binary and npm -------------------------------------------
+FROM ${NODE_IMAGE} AS node
 
 # ---- builder: the uv workspace, installed (not editable) into /app/.venv ----------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -18,8 +24,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN pip install uv==0.13.8
 WORKDIR /src
 COPY pyproject.toml uv.lock .python-version ./
+# every workspace member (pyproject.toml [tool.uv.workspace] members): `uv sync --frozen` needs them all
 COPY libs ./libs
 COPY services ./services
+COPY sdk/python ./sdk/python
 # --no-editable: the packages (with their migrations) land in the venv, so the runtime stage needs
 # nothing but /app/.venv.
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -27,12 +35,21 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # ---- runtime ----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
-# bubblewrap: the deployer's sandbox for hosted servers (README.md#isolation; docker-compose.yml grants
-# the deployer container what it needs to run it unprivileged). Installed before SERVICE is declared,
-# so all eight images keep sharing this layer; the other services never run it.
+# What the deployer needs to install and run hosted servers (README.md#isolation), in the layers all
+# eight images share (before SERVICE is declared); the other services never run them:
+# - bubblewrap, the sandbox (docker-compose.yml grants the deployer container what it needs to run it
+#   unprivileged; docs/containers.md#hosted-servers),
+# - node and npm (npm packages: `npm install`, then `node <bin>`),
+# - uv, the Makefile's version, from the builder (PyPI packages: one venv per package@version).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends bubblewrap \
  && rm -rf /var/lib/apt/lists/*
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
+COPY --from=node /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm
+COPY --from=builder /usr/local/bin/uv /usr/local/bin/uvx /usr/local/bin/
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
+ && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx \
+ && node --version && npm --version && uv --version && bwrap --version
 RUN groupadd --system --gid 10001 wemcp \
  && useradd --system --uid 10001 --gid wemcp --home-dir /home/wemcp --create-home \
         --shell /usr/sbin/nologin wemcp \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -40,3 +41,52 @@ async def _extensions(url: str) -> None:
     conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
     await conn.execute("CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_trgm;")
     await conn.close()
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    return data[data.rindex(")") + 2:].split()  # fields from 3 (state) on; the name may hold spaces
+
+
+def children(pid: int) -> list[int]:
+    """Live descendants of ``pid`` (from /proc/<pid>/task/*/children)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def cpu_ms(pid: int, tree: bool = False) -> float:
+    """CPU (utime + stime) of ``pid`` in ms, from /proc/<pid>/stat. ``tree``: also its live
+    descendants and the children it has already reaped (cutime + cstime: Postgres backends that
+    exited), which is what a process tree has spent."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        f = _stat(pid)
+    except OSError:
+        return 0.0
+    total += int(f[11]) + int(f[12])  # utime, stime (fields 14, 15)
+    if tree:
+        total += int(f[13]) + int(f[14])  # cutime, cstime (fields 16, 17)
+        for kid in children(pid):
+            try:
+                k = _stat(kid)
+            except OSError:
+                continue
+            total += int(k[11]) + int(k[12])
+    return total * 1000 / tick

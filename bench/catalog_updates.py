@@ -10,8 +10,8 @@ Method
   filter / full-text) that shows the change. Path: PATCH commits A + outbox → relay → JetStream →
   `catalog-server-updated` → project B → commit.
 - Calls: E `mcp.call.completed` events over 20 servers published on JetStream at once; time until
-  A's counters sum to E. Once with the shipped consumer (8 concurrent handlers) and once with one
-  handler at a time (own durable names, so both consume every event).
+  A's counters sum to E, with the shipped (batch) consumer. bench/consumer_throughput.py measures the
+  call consumers in depth (steady lag, backlog drain, CPU per call).
 
     .venv/bin/python bench/catalog_updates.py [--servers 20] [--calls 2000]
 """
@@ -25,7 +25,6 @@ import platform
 import statistics
 import time
 import uuid
-from dataclasses import replace
 
 from benchkit import pct, with_catalog_infra
 
@@ -54,10 +53,8 @@ async def run(args: argparse.Namespace, db_url: str, nats_url: str) -> list[str]
     from sqlalchemy import func, select
 
     from wemcp.catalog.config import Settings
-    from wemcp.catalog.handlers import on_call_completed
     from wemcp.catalog.main import SPEC
     from wemcp.catalog.models import Server
-    from wemcp.common.bus import Subscription
     from wemcp.common.events.calls import McpCallCompleted
     from wemcp.common.events.servers import ServerDeployed, ToolInfo
     from wemcp.common.identity import Identity
@@ -119,20 +116,11 @@ async def run(args: argparse.Namespace, db_url: str, nats_url: str) -> list[str]
             return published, time.perf_counter() - t0
 
         pub, took = await timed_batch(args.calls)
-        lines.append(f"{args.calls} mcp.call.completed over {len(slugs)} servers, shipped consumer (8 concurrent "
-                     f"handlers): all counted {took:.1f} s after the first publish ({args.calls / took:.0f}/s; "
+        lines.append(f"{args.calls} mcp.call.completed over {len(slugs)} servers, shipped consumer (batches): "
+                     f"all counted {took:.1f} s after the first publish ({args.calls / took:.0f}/s; "
                      f"publishing took {pub:.1f} s)")
         print(lines[-1], flush=True)
 
-    # the same with one handler at a time (own durable: it first replays the batch above)
-    serial_spec = replace(SPEC, subscriptions=[
-        *(s for s in SPEC.subscriptions if not (isinstance(s, Subscription) and s.event is McpCallCompleted)),
-        Subscription(McpCallCompleted, on_call_completed, max_workers=1, durable="bench-calls-serial")])
-    async with running(serial_spec, settings) as app:
-        await _until(lambda: _reached(total_calls, 2 * args.calls), timeout=900, interval=0.05)
-        _, took = await timed_batch(3 * args.calls)
-        lines.append(f"the same, one handler at a time: {took:.1f} s ({args.calls / took:.0f}/s)")
-        print(lines[-1], flush=True)
     return lines
 
 

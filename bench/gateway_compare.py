@@ -518,14 +518,26 @@ async def main(a: argparse.Namespace) -> None:
                 wait_port(mport, mp, "mcp-proxy")
                 pids["mcp-proxy"] = mp.pid
                 targets["mcp-proxy"] = (f"http://127.0.0.1:{mport}/mcp", "2025", {})
-            for r in rows:
+            # the bridges answer only the platform's credential (wemcp.common.trust): the direct rows
+            # carry a bridge assertion, signed afresh for each cell (an assertion lives 120 s)
+            from wemcp.common.trust import HEADER_ASSERTION, Issuer, environment_ring
+
+            issuer = Issuer(environment_ring(), "gateway")
+
+            def with_credential(r: str) -> tuple[str, str, Mapping[str, str]]:
                 url, mode, headers = targets[r]
+                if r in ("direct", "base-direct"):
+                    headers = {**headers, HEADER_ASSERTION: issuer.bridge_token("echo")}
+                return url, mode, headers
+
+            for r in rows:
+                url, mode, headers = with_credential(r)
                 await wait_ready(url, mode, headers)
             before = uptime()
             for rnd in range(a.rounds):
                 for c in levels:
                     for r in rows:
-                        url, mode, headers = targets[r]
+                        url, mode, headers = with_credential(r)
                         cpu0 = cpu_groups(r, pids)
                         proc = await asyncio.create_subprocess_exec(
                             *client_cmd(url, mode, headers, c, a.seconds, a.warmup),

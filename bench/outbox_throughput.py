@@ -117,11 +117,56 @@ async def single_latency(samples: int, db_url: str, nats_url: str) -> dict[str, 
     return {"samples": samples, "p50_ms": statistics.median(lat), "p99_ms": pct(lat, 99)}
 
 
+async def relay_rate(n: int, concurrency: int, db_url: str, nats_url: str, live: bool) -> dict[str, float]:
+    """The relay alone (commit -> PubAck -> row marked sent), no consumer. ``live``: producers commit
+    while the relay runs (LISTEN-woken), timed from the first commit until nothing is pending.
+    Otherwise ``n`` rows are staged first (no relay running) and one relay drains them."""
+    import nats as nats_client
+
+    from wemcp.common.outbox import OutboxRelay
+
+    settings = ServiceSettings(database_url=db_url, nats_url=nats_url, log_level="warning")
+    spec = ServiceSpec(name="goods", title="producer", tables=goods_tables, uses_bus=live)
+    note = f"relay-{time.time_ns()}"
+    t = goods_tables.outbox
+    async with running(spec, settings) as app:
+        sessions = app.state.runtime.sessions
+        sem = asyncio.Semaphore(concurrency)
+
+        async def produce(i: int) -> None:
+            async with sem, sessions() as s, s.begin():
+                await add_event(s, goods_tables, ProbeRecorded(seq=i, note=note))
+
+        async def pending() -> int:
+            async with sessions() as s:
+                return (await s.execute(select(func.count()).select_from(t).where(t.c.published_at.is_(None)))
+                        ).scalar_one()
+
+        if live:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(produce(i) for i in range(n)))
+            while await pending():  # noqa: ASYNC110 (polling the database)
+                await asyncio.sleep(0.005)
+            return {"events": n, "events_per_s": n / (time.perf_counter() - t0)}
+        await asyncio.gather(*(produce(i) for i in range(n)))
+        nc = await nats_client.connect(nats_url)
+        try:
+            relay = OutboxRelay(app.state.runtime.engine, goods_tables, nc.jetstream())
+            t0 = time.perf_counter()
+            while await relay.relay_once():
+                pass
+            dt = time.perf_counter() - t0
+        finally:
+            await nc.close()
+        return {"events": n, "events_per_s": n / dt}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--single", type=int, default=200)
+    ap.add_argument("--relay-only", action="store_true", help="only the relay's rate (commit -> publish)")
     args = ap.parse_args()
     configure_logging("bench", "warning", "console")
     work = Path(tempfile.mkdtemp(prefix="wemcp-bench-"))
@@ -134,6 +179,16 @@ def main() -> int:
             upgrade(svc, pg.url)
         print(f"machine: {platform.machine()} nproc={os.cpu_count()} python={sys.version.split()[0]} "
               f"postgres=embedded(fsync on) nats=embedded JetStream(file)")
+        asyncio.run(reset_probes(nats.url))
+        for live in (False, True):
+            r = asyncio.run(relay_rate(args.events, args.concurrency, pg.url, nats.url, live))
+            what = (f"{args.concurrency} producers committing while the relay runs (bound by the producers' "
+                    f"commits, one event each: the relay keeps up when this equals their commit rate)" if live
+                    else "a backlog of committed rows, one relay draining it")
+            print(f"relay alone (commit -> PubAck -> marked sent), {r['events']} events, {what}: "
+                  f"{r['events_per_s']:.0f} events/s")
+        if args.relay_only:
+            return 0
         asyncio.run(reset_probes(nats.url))
         single = asyncio.run(single_latency(args.single, pg.url, nats.url))
         print(f"idle latency, one event at a time, {single['samples']} samples: "

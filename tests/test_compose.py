@@ -53,7 +53,11 @@ METRICS = {
 
 # Variables compose requires (``${NAME:?...}``): secrets the operator sets, never defaulted in the file.
 # The static checks substitute these samples.
-OPERATOR_SECRETS = {"WEMCP_SERVICE_KEYS": "compose:sample-service-key-for-static-checks"}
+OPERATOR_SECRETS = {
+    "WEMCP_SERVICE_KEYS": "compose:sample-service-key-for-static-checks",
+    "AGENT_RUN_SECRET": "sample-agent-run-secret-for-static-checks",
+    "WEMCP_AGENTS_PROVIDER_KEY_SECRET": "sample-provider-key-secret-for-static-checks",
+}
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -692,3 +696,298 @@ def test_dockerfile_installs_bubblewrap() -> None:
     # before ARG SERVICE: one shared layer for all service images
     arg_service = next(i for i, (instr, rest) in enumerate(final) if instr == "ARG" and rest.startswith("SERVICE"))
     assert installs[0] < arg_service
+
+
+# -- the image holds the whole workspace and what hosting servers needs ------------------------------
+
+
+def workspace_members() -> list[str]:
+    """The uv workspace's members (pyproject.toml [tool.uv.workspace] members, globs expanded)."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]
+    members = sorted({p.relative_to(ROOT).as_posix() for pattern in cfg["members"] for p in ROOT.glob(pattern)
+                      if (p / "pyproject.toml").is_file()})
+    assert members, "the workspace lists no members"
+    return members
+
+
+def stage_named(name: str) -> list[tuple[str, str]]:
+    for stage in dockerfile_stages():
+        words = stage[0][1].split()
+        if len(words) >= 3 and words[-2].upper() == "AS" and words[-1] == name:
+            return stage
+    raise AssertionError(f"no stage {name!r} in the Dockerfile")
+
+
+def test_the_image_copies_every_workspace_member() -> None:
+    """`uv sync --frozen --all-packages` fails at once on a member missing from the build context
+    (issue 15: sdk/python was)."""
+    builder = stage_named("builder")
+    sync = next(i for i, (instr, rest) in enumerate(builder)
+                if instr == "RUN" and "uv sync" in rest)
+    workdir = "/"
+    copied: list[str] = []  # paths relative to the workdir of the sync, as they land in the image
+    for instr, rest in builder[:sync]:
+        if instr == "WORKDIR":
+            workdir = rest
+        if instr == "COPY" and "--from=" not in rest:
+            parts = [p for p in rest.split() if not p.startswith("--")]
+            *srcs, dest = parts
+            for src in srcs:
+                target = dest if not dest.endswith("/") else dest + Path(src).name
+                landed = os.path.normpath(os.path.join(workdir, target))
+                # a member only builds where pyproject.toml's relative member paths expect it
+                assert landed == os.path.normpath(os.path.join(workdir, src)), f"COPY {src} {dest} moves it"
+                copied.append(src.rstrip("/"))
+    for member in workspace_members():
+        assert any(member == c or member.startswith(c + "/") for c in copied), (
+            f"the Dockerfile does not copy workspace member {member} before `uv sync`")
+        for f in ("pyproject.toml", "uv.lock"):
+            assert any(f == c for c in copied), f"{f} is not copied"
+
+
+def image_executables(stage: list[tuple[str, str]]) -> dict[str, int]:
+    """Executable name -> index of the instruction in the stage that puts it on PATH."""
+    apt = {"bubblewrap": ("bwrap",), "nodejs": ("node",), "npm": ("npm", "npx")}
+    found: dict[str, int] = {}
+    for i, (instr, rest) in enumerate(stage):
+        if instr == "RUN":
+            for m in re.finditer(r"apt-get install\b([^&;|]*)", rest):
+                for pkg in m.group(1).split():
+                    for exe in apt.get(pkg, ()):
+                        found.setdefault(exe, i)
+            for m in re.finditer(r"\bln -s\S*\s+\S+\s+/usr/(?:local/)?bin/([A-Za-z0-9_.-]+)", rest):
+                found.setdefault(m.group(1), i)
+            if re.search(r"pip install\b[^&;]*\buv==", rest):
+                found.setdefault("uv", i)
+                found.setdefault("uvx", i)
+        if instr == "COPY" and "--from=" in rest:
+            *srcs, dest = [p for p in rest.split() if not p.startswith("--")]
+            if dest.rstrip("/") in ("/usr/local/bin", "/usr/bin"):
+                for src in srcs:
+                    found.setdefault(Path(src).name, i)
+            elif len(srcs) == 1 and re.fullmatch(r"/usr/(local/)?bin/[A-Za-z0-9_.-]+", dest):
+                found.setdefault(Path(dest).name, i)
+    return found
+
+
+def test_the_image_can_install_and_sandbox_servers() -> None:
+    """The deployer installs npm packages (npm, node), PyPI packages (uv, a Python) and runs them in
+    bubblewrap: all on PATH in the runtime image, before it drops root and before SERVICE (one layer
+    for the eight images)."""
+    final = dockerfile_stages()[-1]
+    kinds = [instr for instr, _ in final]
+    exes = image_executables(final)
+    for need in ("node", "npm", "npx", "uv", "uvx", "bwrap"):
+        assert need in exes, f"the runtime image has no {need}: the deployer could not host servers"
+        assert exes[need] < kinds.index("USER"), f"{need} is installed after the image drops root"
+        arg_service = next(i for i, (instr, rest) in enumerate(final) if instr == "ARG" and rest.startswith("SERVICE"))
+        assert exes[need] < arg_service, f"{need}: installed per service instead of once for all images"
+    # the Node.js hosted servers get is the one the deployer's Kubernetes manifests pin
+    from wemcp.deployer.config import Settings as DeployerSettings
+
+    node_stage = next(s for s in dockerfile_stages()
+                      if any(instr == "COPY" and f"--from={s[0][1].split()[-1]}" in rest and "/bin/node" in rest
+                             for instr, rest in final))
+    args = top_level_args()
+    image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], node_stage[0][1].split()[0])
+    assert image.removeprefix("docker.io/library/") == \
+        DeployerSettings.model_fields["kubernetes_node_image"].default.removeprefix("docker.io/library/")
+    # uv: the Makefile's version (the builder's), not whatever is newest
+    builder_runs = " ".join(rest for instr, rest in stage_named("builder") if instr == "RUN")
+    uv_version = re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    assert uv_version and f"uv=={uv_version.group(1)}" in builder_runs
+    uv_copy = final[exes["uv"]][1]
+    assert "--from=builder" in uv_copy or f"uv=={uv_version.group(1)}" in uv_copy
+    # the deployer's per-package venvs use the image's Python
+    env = container_env("deployer", yaml.safe_load(COMPOSE_FILE.read_text())["services"]["deployer"])
+    assert env.get("WEMCP_DEPLOYER_VENV_PYTHON", "/usr/bin/python3").startswith("/usr/local/bin/python")
+
+
+def top_level_args() -> dict[str, str]:
+    out = {}
+    for line in re.sub(r"\\\n", " ", DOCKERFILE.read_text()).splitlines():
+        line = line.strip()
+        if line.upper().startswith("FROM "):
+            break
+        if line.upper().startswith("ARG ") and "=" in line:
+            k, _, v = line[4:].strip().partition("=")
+            out[k] = v
+    return out
+
+
+# -- compose wires what `make run` wires -------------------------------------------------------------
+
+_SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]+\}")
+
+
+@pytest.fixture(scope="module")
+def make_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict[str, str]], dict[str, int], Path]:
+    """What `make run` gives each service: ``wemcp.devstack.cli run`` itself, from an empty operator
+    environment, with only the infrastructure and the service processes stubbed out. Returns (per
+    service its environment, per service its port, the data directory)."""
+    from wemcp.devstack import cli
+    from wemcp.devstack import stack as devstack
+
+    data_dir = tmp_path_factory.mktemp("make-run")
+    captured: dict[str, Any] = {}
+
+    def start_infra(self: Any) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self.database_url = "postgresql://postgres@127.0.0.1:1/wemcp"
+        self.nats_url, self.redis_url = "nats://127.0.0.1:2", "redis://127.0.0.1:3/0"
+
+    def wait_healthy(self: Any, names: Any, timeout: float) -> None:
+        captured.update(self.services)
+        raise RuntimeError("captured: no process was started")
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            mp.delenv(key)
+        mp.setattr(devstack.Stack, "start_infra", start_infra)
+        mp.setattr(devstack.Stack, "migrate", lambda self, services=(): None)
+        mp.setattr(devstack.ServiceProcess, "start", lambda self: None)
+        mp.setattr(devstack.Stack, "wait_healthy", wait_healthy)
+        mp.setattr(cli.signal, "signal", lambda *args: None)
+        assert cli.main(["run", "--data-dir", str(data_dir)]) == 1
+    assert captured, "make run started no service"
+    return ({n: dict(p.env) for n, p in captured.items()}, {n: p.port for n, p in captured.items()}, data_dir)
+
+
+def settings_env_names(cls: Any) -> set[str]:
+    """The environment variables a settings class reads (upper case)."""
+    from pydantic import AliasChoices, BaseModel
+
+    prefix = (cls.model_config.get("env_prefix") or "").upper()
+    nested = cls.model_config.get("env_nested_delimiter")
+    names: set[str] = set()
+    for fname, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {c.upper() for c in alias.choices if isinstance(c, str)}
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:
+            names.add(f"{prefix}{fname}".upper())
+            ann = info.annotation
+            if nested and isinstance(ann, type) and issubclass(ann, BaseModel):
+                names |= {f"{prefix}{fname}{nested}{sub}".upper() for sub in ann.model_fields}
+    return names
+
+
+def reads(service: str, key: str) -> bool:
+    """Whether a service uses an environment variable: its settings read it, or its code names it."""
+    settings = importlib.import_module(f"wemcp.{service}.config").Settings
+    if key.upper() in settings_env_names(settings):
+        return True
+    return any(f'"{key}"' in p.read_text() for p in (ROOT / "services" / service / "src").rglob("*.py"))
+
+
+def settings_from(name: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The service's real settings, from exactly ``env``."""
+    for key in list(os.environ):
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings(importlib.import_module(f"wemcp.{name}.config").Settings)
+
+
+def test_compose_wires_what_make_run_wires(
+    services: dict[str, dict[str, Any]], make_run: tuple[dict[str, dict[str, str]], dict[str, int], Path]
+) -> None:
+    """Every variable `make run` sets for a service that the service uses is set by compose too,
+    with the container equivalent of its value: a URL of another service names that compose service,
+    a secret `make run` generates into its data directory is required from the operator (no value in
+    the file) and given only to the services that use it, a file in the data directory lies in the
+    container's volume. The list comes from running the devstack's code, not from this test."""
+    from wemcp.devstack.stack import MIGRATED
+
+    run_env, ports, data_dir = make_run
+    ours = wemcp_services(services)
+    assert sorted(run_env) == sorted(ours), "make run and compose run different services"
+    by_port = {port: name for name, port in ports.items()}
+    generated = {p.read_text().strip() for p in data_dir.iterdir() if p.is_file()}
+    assert generated, "make run generated no secret (the check below would prove nothing)"
+    secrets_seen: dict[str, set[str]] = {}
+    missing: list[str] = []
+    for name, env in sorted(run_env.items()):
+        raw = {k: str(v) for k, v in (ours[name].get("environment") or {}).items()}
+        inside = container_env(name, ours[name])
+        volumes = [str(v).split(":")[1] for v in ours[name].get("volumes") or [] if not str(v).startswith((".", "/"))]
+        for key, value in sorted(env.items()):
+            if key == "DATABASE_URL" and name not in MIGRATED:
+                continue  # a service that owns no schema (the gateway) never connects to Postgres
+            if not reads(name, key):
+                continue
+            if key not in inside:
+                missing.append(f"{name}: {key}")
+                continue
+            if any(s in value for s in generated):
+                secrets_seen.setdefault(key, set()).add(name)
+                m = _SECRET_REF.fullmatch(raw.get(key, ""))
+                assert m, f"{name}: {key} is a secret; compose must require it from the operator, not hold a value"
+            parts = urlsplit(value)
+            if parts.scheme in ("http", "https") and parts.hostname == "127.0.0.1" and parts.port in by_port:
+                there = urlsplit(inside[key])
+                assert (there.hostname, there.port) == (by_port[parts.port], CONTAINER_PORT), (
+                    f"{name}: {key}={inside[key]} does not name the {by_port[parts.port]} service")
+            if value.startswith(str(data_dir)):
+                assert any(inside[key].startswith(v.rstrip("/") + "/") for v in volumes), (
+                    f"{name}: {key}={inside[key]} is not in a volume of the container (lost on restart)")
+    assert not missing, "`make run` sets these, docker-compose.yml does not:\n  " + "\n  ".join(missing)
+    # a generated secret reaches exactly the services that use it
+    for key, users in secrets_seen.items():
+        holders = {n for n, svc in ours.items() if key in env_of(svc)}
+        assert holders == users, f"{key} is given to {sorted(holders - users)} too, which never use it"
+
+
+def test_compose_passes_the_operators_oauth_clients_to_auth(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` hands its whole environment down, so an exported WEMCP_AUTH_GITHUB__CLIENT_ID reaches
+    auth; compose names each login provider's client id and secret (empty: that login stays off)."""
+    from wemcp.auth.config import ProviderConfig
+    from wemcp.auth.config import Settings as AuthSettings
+
+    providers = [f for f, info in AuthSettings.model_fields.items() if info.annotation is ProviderConfig]
+    assert providers
+    raw = services["auth"].get("environment") or {}
+    names = [f"WEMCP_AUTH_{p.upper()}__{part}" for p in providers for part in ("CLIENT_ID", "CLIENT_SECRET")]
+    for n in names:
+        assert raw.get(n) == f"${{{n}:-}}", f"auth: {n} is not passed from the operator's environment"
+    env = container_env("auth", services["auth"])
+    settings = settings_from("auth", env, monkeypatch)
+    assert not any(settings.provider(p).enabled for p in providers)  # unset: off, and auth still starts
+    given = {n: f"sample-{n.lower()}" for n in names}
+    settings = settings_from("auth", {**env, **given}, monkeypatch)
+    for p in providers:
+        cfg = settings.provider(p)
+        assert cfg.enabled and cfg.client_id == given[f"WEMCP_AUTH_{p.upper()}__CLIENT_ID"]
+        assert cfg.authorize_url == AuthSettings.model_fields[p].default_factory().authorize_url  # defaults kept
+
+
+def test_compose_passes_the_operators_egress_exceptions(services: dict[str, dict[str, Any]]) -> None:
+    """The egress policy's exceptions (every service's settings read it) come from the operator, as
+    with `make run`; the file itself allows nothing non-public."""
+    from wemcp.common.config import ServiceSettings
+
+    name = str(ServiceSettings.model_fields["egress_allow"].validation_alias.choices[0])
+    for svc_name, svc in wemcp_services(services).items():
+        assert (svc.get("environment") or {}).get(name) == f"${{{name}:-}}", svc_name
+        assert env_of(svc)[name] == ""
+
+
+def test_the_deployer_bridge_is_where_compose_announces_it(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway reaches hosted servers at the bridge's public URL: it must name the deployer
+    container and the port the bridge really listens on, on every interface, and not be published."""
+    deployer = services["deployer"]
+    s = settings_from("deployer", container_env("deployer", deployer), monkeypatch)
+    public = urlsplit(s.bridge_public_url or "")
+    assert (public.hostname, public.port) == ("deployer", s.bridge_port)
+    assert s.bridge_host == "0.0.0.0" and s.bridge_port != CONTAINER_PORT
+    assert s.bridge_port not in published_ports(deployer), "the bridge must not be reachable from the host"
+    assert s.catalog_url == f"http://catalog:{CONTAINER_PORT}"

@@ -125,9 +125,47 @@ async def test_deployment_is_readable_by_its_owner_and_admins_only(deployer):
         assert body["slug"] == "private-one" and body["endpoint"].endswith("/s/private-one/mcp")
         assert leaked not in r.text and input_value not in r.text, body["logs"]
         assert "ready" in body["logs"] and "[redacted]" in body["logs"] and "[redacted]" in body["reason"]
+    # the events stream (steps, install and start-up output, final state): the same readers
+    assert (await c.get("/api/v1/deployments/private-one/events")).status_code == 401
+    for path in ("private-one", "ownerless"):
+        r = await c.get(f"/api/v1/deployments/{path}/events", headers=on_deployer(other))
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", r.text
+    for reader, path in ((owner, "private-one"), (admin, "private-one"), (admin, "ownerless")):
+        r = await c.get(f"/api/v1/deployments/{path}/events", headers=on_deployer(reader))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+        assert "event: done" in r.text and leaked not in r.text and input_value not in r.text
     # the plan endpoint needs a signed-in caller too
     plan = await c.post("/api/v1/deployments/plan", json={"slug": "x", "spec": {"packages": []}})
     assert plan.status_code == 401
+
+
+async def test_egress_record_is_readable_by_the_owner_and_admins_only(deployer):
+    """Attack: ``GET /api/v1/deployments/{slug}/egress`` of someone else's server (which hosts it
+    calls: who its users are, which services they use), signed out or as someone else."""
+    app, c = deployer
+    owner, other, admin = _user("owner"), _user("other"), _user("ops", "admin")
+    async with app.state.runtime.sessions() as s, s.begin():
+        s.add(Deployment(slug="netted", server_id=uuid.uuid4(), name="io.test/netted", owner_id=uuid.UUID(owner["id"]),
+                         spec={"packages": [], "network": True}, status="deployed", backend="local", steps=[],
+                         protocol_versions=[], introspection={}, log_tail=""))
+    from wemcp.deployer.egress import Usage
+
+    proxy = app.state.runtime.extras["orchestrator"].bridge.egress
+    proxy.usage["netted"] = Usage()
+    proxy.usage["netted"].host("api.example.com:443").connections += 1
+
+    anon = await c.get("/api/v1/deployments/netted/egress")
+    assert anon.status_code == 401 and anon.headers["content-type"] == "application/problem+json"
+    theirs = await c.get("/api/v1/deployments/netted/egress", headers=on_deployer(other))
+    missing = await c.get("/api/v1/deployments/no-such-one/egress", headers=on_deployer(other))
+    assert theirs.status_code == missing.status_code == 404, theirs.text
+    assert "api.example.com" not in theirs.text
+    for reader in (owner, admin):
+        r = await c.get("/api/v1/deployments/netted/egress", headers=on_deployer(reader))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["network"] is True and [h["host"] for h in body["hosts"]] == ["api.example.com:443"]
+        assert body["hosts"][0]["connections"] == 1 and body["limits"]["max_connections"] >= 1
 
 
 # -- 2. owner-less servers: admins only ---------------------------------------------------------------

@@ -365,3 +365,32 @@ async def test_archive_polyglot_refused_at_submission_and_extraction(catalog, tm
         assert {"polyglot": "polyglot", "trailing_data": "other data"}[kind] in str(err.value), (what, str(err.value))
         extracted = list((tmp_path / "data").rglob("server.py"))
         assert extracted == [], (what, extracted)
+
+
+async def test_bytecode_compile_runs_no_code_of_the_package_on_the_host(tmp_path):
+    """Installs byte-compile the venv (cold starts, issue 15 part 5). A ``.pth`` file in a wheel runs
+    whenever an interpreter's ``site`` reads that venv: compiling must not (the base interpreter with
+    ``-I -S``); the package's modules are compiled, never imported."""
+    from wemcp.deployer.spec import parse_spec
+
+    tag = uuid.uuid4().hex[:8]
+    project = f"probe-pth-{tag}"
+    dist = project.replace("-", "_")
+    marker = tmp_path / "pth-ran"
+    name, data = wheel(project, "1.0.0", [])
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        files = {n: z.read(n).decode() for n in z.namelist()}
+    files[f"{dist}_hook.pth"] = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran')\n"
+    files[f"{dist}/__init__.py"] = (f"import pathlib\npathlib.Path({str(marker)!r}).write_text('imported')\n"
+                                    "def main():\n    pass\n")
+    info = f"{dist}-1.0.0.dist-info"
+    files[f"{info}/RECORD"] = "".join(f"{n},,\n" for n in files if n != f"{info}/RECORD") + f"{info}/RECORD,,\n"
+    async with simple_index({project: [(name, zipped(files))]}) as (index, hits):
+        inst = installer(tmp_path, pip_index_url=index)
+        spec = parse_spec({"packages": [{"registryType": "pypi", "identifier": project, "version": "1.0.0"}]})
+        assert spec.package is not None
+        installed = await inst.install(spec.package)
+    assert any(p.startswith(f"/simple/{project}") for p in hits.paths), hits.paths
+    assert not marker.exists(), f"package code ran on the host: {marker.read_text()}"
+    site = next(Path(installed.root).glob("lib/python*/site-packages"))
+    assert list((site / dist / "__pycache__").glob("__init__.*.pyc")), "the package was not byte-compiled"

@@ -188,3 +188,25 @@ async def test_handler_may_take_the_runtime(settings_for):
             await add_event(s, goods_tables, ProbeRecorded(seq=31, note="rt"))
         await wait_for(lambda: _len_is(consumer, "rt", 1))
         assert seen == ["deployer"] and consumer.state.runtime.spec.name == "deployer"
+
+
+async def test_a_refused_publish_stops_the_batch_at_that_row(settings_for):
+    """Order is kept: the event JetStream does not take is counted as an attempt and left pending,
+    and the events after it wait for it; those before it are marked sent."""
+    settings = settings_for(ServiceSettings)
+    async with running(producer_spec(), settings) as producer:
+        relay = producer.state.runtime.relay
+        await relay.stop()  # driven by hand below
+        relay.publish_timeout = 2.0
+        async with producer.state.runtime.sessions() as s, s.begin():
+            await add_event(s, goods_tables, ProbeRecorded(seq=1, note="before"))
+            await s.execute(goods_tables.outbox.insert().values(event_id=uuid.uuid4(), subject="no.stream.here",
+                                                                payload="{}"))
+            await add_event(s, goods_tables, ProbeRecorded(seq=2, note="after"))
+        with pytest.raises((RuntimeError, TimeoutError)):
+            await relay.relay_once()
+        async with producer.state.runtime.sessions() as s:
+            rows = (await s.execute(select(goods_tables.outbox.c.subject, goods_tables.outbox.c.published_at,
+                                           goods_tables.outbox.c.attempts).order_by(goods_tables.outbox.c.id))).all()
+        assert [(r.subject, r.published_at is not None, r.attempts) for r in rows] == [
+            ("probe.recorded", True, 0), ("no.stream.here", False, 1), ("probe.recorded", False, 0)]

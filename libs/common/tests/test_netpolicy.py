@@ -21,6 +21,7 @@ from wemcp.common.netpolicy import (
     outbound,
     refusal_in,
     registry_hosts,
+    registry_urls,
     reserved_header,
 )
 
@@ -108,6 +109,20 @@ def test_registries_come_from_pip_and_npm_configuration(tmp_path: Path):
     assert "pypi.org" not in hosts  # an index is configured: pip's default is not used
     bare = registry_hosts({}, tmp_path / "nothing")
     assert "registry.npmjs.org" in bare
+
+
+def test_registry_urls_by_ecosystem_default_first(tmp_path: Path):
+    """What the catalog resolves unpinned packages against: the registry an installer uses by
+    default first, scoped npm registries apart (and still allowed by name)."""
+    (tmp_path / ".npmrc").write_text("@corp:registry=https://npm.corp.example/\nregistry=https://npm.mirror.example/\n")
+    urls = registry_urls({"WEMCP_DEPLOYER_PIP_INDEX_URL": "https://deployer.example/simple",
+                          "PIP_EXTRA_INDEX_URL": "https://extra.example/simple"}, tmp_path)
+    assert urls["pypi"][:2] == ["https://deployer.example/simple", "https://extra.example/simple"]
+    assert urls["npm"] == ["https://npm.mirror.example/"]
+    assert urls["npm:@corp"] == ["https://npm.corp.example/"]
+    assert "npm.corp.example" in registry_hosts({}, tmp_path)
+    bare = registry_urls({}, tmp_path / "nothing")
+    assert bare["npm"] == ["https://registry.npmjs.org/"] and bare["pypi"]
 
 
 @asynccontextmanager

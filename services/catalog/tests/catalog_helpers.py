@@ -49,3 +49,68 @@ def npm_submission(pkg: str = "@acme/weather-mcp", version: str = "1.0.0", **ext
     return {"mcpServers": {"weather": {"command": "npx", "args": ["-y", f"{pkg}@{version}"],
                                        "env": {"WEATHER_API_KEY": "sk-live-secret-123", "UNITS": "metric"}}},
             **extra}
+
+
+class Registries:
+    """Loopback stand-ins of the npm registry (``GET /<name>/latest``, ``@scope%2fname`` as npm
+    escapes it) and PyPI's JSON API (``GET /pypi/<name>/json``), real HTTP servers serving the
+    documented shapes. ``latest`` maps ``npm:<name>`` / ``pypi:<name>`` to the version served;
+    ``hits`` counts requests; ``down`` makes every answer a 502 (a registry that cannot answer)."""
+
+    def __init__(self, latest: dict[str, str]) -> None:
+        self.latest = dict(latest)
+        self.hits: list[str] = []
+        self.down = False
+        self.npm_url = self.pypi_url = ""
+
+    def app(self) -> Any:
+        from urllib.parse import unquote
+
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Route
+
+        async def npm(request: Request) -> Response:
+            raw = request.scope["raw_path"].decode()  # the escaped name as the client sent it
+            name = unquote(raw.removeprefix("/npm/").removesuffix("/latest"))
+            self.hits.append(f"npm:{raw}")
+            if self.down:
+                return Response("upstream trouble", status_code=502)
+            version = self.latest.get(f"npm:{name}")
+            if version is None:
+                return JSONResponse({"error": "Not found"}, status_code=404)
+            return JSONResponse({"name": name, "version": version, "bin": {name.split("/")[-1]: "index.js"},
+                                 "dist": {"tarball": f"http://x/{name}-{version}.tgz"}})
+
+        async def pypi(request: Request) -> Response:
+            name = request.path_params["name"]
+            self.hits.append(f"pypi:{name}")
+            if self.down:
+                return Response("upstream trouble", status_code=502)
+            version = self.latest.get(f"pypi:{name}")
+            if version is None:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            return JSONResponse({"info": {"name": name, "version": version, "yanked": False},
+                                 "releases": {version: [{"packagetype": "bdist_wheel"}]},
+                                 "urls": [{"packagetype": "bdist_wheel",
+                                           "filename": f"{name}-{version}-py3-none-any.whl"}]})
+
+        return Starlette(routes=[Route("/pypi/{name}/json", pypi), Route("/npm/{rest:path}", npm)])
+
+
+def stand_in_registries(**latest: str) -> Any:
+    """``async with stand_in_registries(**{"npm:@a/b": "1.0.0"}) as reg``: the stand-ins served on a
+    loopback port (``reg.npm_url``, ``reg.pypi_url``)."""
+    from contextlib import asynccontextmanager
+
+    from wemcp.devstack.testing import serve_app
+
+    @asynccontextmanager
+    async def run() -> Any:
+        reg = Registries(latest)
+        async with serve_app(reg.app()) as base:
+            reg.npm_url, reg.pypi_url = f"{base}/npm", base
+            yield reg
+
+    return run()

@@ -11,14 +11,32 @@ import pytest_asyncio
 from wemcp.common.service import running
 
 sys.path.insert(0, str(Path(__file__).parent))  # catalog_helpers (pytest runs in importlib mode)
+from catalog_helpers import stand_in_registries
+
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
 
+# what the stand-in registries know (unpinned submissions of the catalog tests resolve against them)
+KNOWN = {"npm:@acme/weather-mcp": "1.4.0", "npm:@baidumap/mcp-server-baidu-map": "1.0.5",
+         "pypi:mcp-server-time": "2026.10.19", "pypi:acme-maps-mcp": "2.1.0"}
+
 
 @pytest_asyncio.fixture
-async def catalog(settings_for: Any, clean_db: None, clean_bus: None) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    """The catalog service in-process (HTTP, consumers, relay) on the real infrastructure."""
-    settings = settings_for(Settings, egress_allow="127.0.0.1")  # OpenAPI documents served on loopback
+async def registries() -> AsyncIterator[Any]:
+    async with stand_in_registries(**KNOWN) as reg:
+        yield reg
+
+
+@pytest_asyncio.fixture
+async def catalog(settings_for: Any, clean_db: None, clean_bus: None,
+                  registries: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """The catalog service in-process (HTTP, consumers, relay) on the real infrastructure; unpinned
+    packages resolve against loopback stand-ins of the npm registry and PyPI (no cache: each
+    submission asks). The per-user submission limits are lifted: these tests submit many servers as
+    one user, and the limits have tests of their own (test_limits.py)."""
+    settings = settings_for(Settings, egress_allow="127.0.0.1",  # OpenAPI documents and registries on loopback
+                            npm_registry=registries.npm_url, pypi_url=registries.pypi_url, resolve_cache_seconds=0,
+                            max_submissions_per_hour=10_000, max_deployments_in_flight=10_000)
     async with running(SPEC, settings) as app:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as client:
             yield app, client

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from wemcp.catalog.models import SearchDoc, Server, bus_tables
 from wemcp.catalog.projection import popularity_due
 from wemcp.catalog.state import of
-from wemcp.common.events.calls import McpCallCompleted
+from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.servers import ServerDeployed, ToolInfo
 from wemcp.devstack.infra import free_port
 
@@ -162,8 +162,8 @@ async def test_completed_calls_count_and_drive_the_popular_sort(catalog, infra):
     assert (await _b(app, busy["id"])).popularity == 12
     assert await _slugs(c, sort="popular") == [busy["slug"], quiet["slug"]]
     assert await _slugs(c, query="weather", sort="popular") == [busy["slug"], quiet["slug"]]
-    for _ in range(3):
-        await publish(infra.nats_url, _call(quiet["slug"]))
+    # the gateway's form: one mcp.call.batch carrying several calls
+    await publish(infra.nats_url, McpCallsCompleted(calls=[_call(quiet["slug"]) for _ in range(3)]))
     await wait_for(counts_are(c, quiet["slug"], 4))
     assert (await _b(app, quiet["id"])).popularity == 4
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx2 as httpx
 import psutil
 import pytest
-from deployer_testkit import bridge_client, bridge_headers, wait_for
+from deployer_testkit import bridge_client, bridge_headers
 from mcp import Client
 from test_e2e_archive_and_failures import make_archive
 
@@ -54,7 +54,7 @@ async def _call(url: str, headers: dict[str, str]) -> str:
         return body["result"]["content"][0]["text"]
 
 
-@pytest.mark.parametrize("deployer", [{"idle_seconds": 6.0}], indirect=True)
+@pytest.mark.parametrize("deployer", [{"idle_seconds": 600.0}], indirect=True)
 async def test_one_child_per_credential_set_and_scale_to_zero(deployer, tmp_path):
     h = deployer
     digest = make_archive(tmp_path / "archives", {"who.py": WHO})
@@ -84,8 +84,14 @@ async def test_one_child_per_credential_set_and_scale_to_zero(deployer, tmp_path
                             headers={"x-wemcp-env-path": "/evil", **bridge_headers(d["endpoint"])})
         assert r.status_code == 400
 
-    # idle children are reaped (scale to zero); the next call starts a fresh one
-    await wait_for(lambda: _no_children(h), timeout=15)
+    # idle children are reaped (scale to zero); the next call starts a fresh one. Their last use is
+    # moved back instead of waiting (a short idle time also reaped children between calls under load)
+    running = len(hosted.children)  # alice's, bob's and the deploy's own (no credentials)
+    assert running >= 2
+    for child in hosted.children.values():
+        child.last_used -= 601
+    assert await h.orch.bridge.reap_once() == running
+    assert await _no_children(h)
     again = await _call(d["endpoint"], {"x-wemcp-env-demo-token": "alice-secret-1"})
     assert again.split(":")[1] == "alice-secret-1" and again.split(":")[0] != a_pid
 
@@ -235,8 +241,8 @@ async def test_modern_requests_reach_a_handshake_era_child_and_keepalive_calls_d
     on a handshake-era connection: the bridge strips it), and calls on one keep-alive connection
     take milliseconds (TCP_NODELAY on accepted sockets; without it each reply waited ~40 ms for
     the client's delayed ACK)."""
+    import socket
     import sys
-    import time
     from pathlib import Path
 
     from wemcp.deployer import sandbox
@@ -266,11 +272,16 @@ async def test_modern_requests_reach_a_handshake_era_child_and_keepalive_calls_d
             first = (await http.post(url, json=body(0), headers=headers)).json()
             assert first["result"]["content"][0]["text"] == "hi-0", first
             assert first["result"]["resultType"] == "complete"
-            t0 = time.perf_counter()
             for i in range(1, 21):
                 r = (await http.post(url, json=body(i), headers=headers)).json()
                 assert r["id"] == i and r["result"]["content"][0]["text"] == f"hi-{i}", r
-            assert time.perf_counter() - t0 < 0.6  # 20 calls; ~0.8 s or more when replies stall
+            # the accepted keep-alive connection has TCP_NODELAY (what keeps replies from waiting
+            # for the client's delayed ACK; the timing itself is measured in bench/, not here)
+            conns = list(bridge._server.server_state.connections)
+            assert conns, "no open connection on the bridge"
+            for proto in conns:
+                sock = proto.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), "TCP_NODELAY is off"
     finally:
         await bridge.close()
 
@@ -293,3 +304,32 @@ async def test_bridge_leaves_the_host_process_signal_handlers_alone(tmp_path):
         assert {sig: signal.getsignal(sig) for sig in before} == before
     finally:
         await bridge.close()
+
+
+def test_a_server_message_goes_only_to_a_call_it_can_belong_to(tmp_path):
+    """What a child says on its own reaches a caller only when the call it belongs to is certain: by
+    progress token, or the one call in flight, or the latest call of the only session in flight —
+    never a guess between two sessions (on a shared child that could be two users)."""
+    import asyncio
+
+    from wemcp.deployer import sandbox
+    from wemcp.deployer.child import Call, Command, StdioChild
+
+    child = StdioChild(Command(argv=["true"], root=tmp_path, env={}),
+                       caps=sandbox.Capabilities("restricted", own_uid=False, netns=False),
+                       limits=sandbox.Limits(), uid=None, run_dir=tmp_path / "run")
+    ask = {"jsonrpc": "2.0", "id": 0, "method": "sampling/createMessage", "params": {}}
+    log = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}}
+    assert child.owner_of(ask) is None  # nothing in flight
+    alice1 = Call(asyncio.Queue(), "alice", progress_token="t")
+    child.calls[1] = alice1
+    assert child.owner_of(ask) is alice1 and child.owner_of(log) is alice1
+    alice2 = Call(asyncio.Queue(), "alice")
+    child.calls[2] = alice2
+    assert child.owner_of(ask) is alice2  # one session in flight: its latest call
+    bob = Call(asyncio.Queue(), "bob")
+    child.calls[3] = bob
+    assert child.owner_of(ask) is None and child.owner_of(log) is None  # two sessions: nobody's
+    progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}}
+    assert child.owner_of(progress) is alice1  # a progress token names its call whatever else is in flight
+    assert child.owner_of({**progress, "params": {"progressToken": "1"}}) is None

@@ -22,6 +22,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -43,6 +44,7 @@ from wemcp.deployer.backends.cloud import (
     AliyunFcDeployer,
     CloudCredentials,
     TencentScfDeployer,
+    accepted_env,
     bridge_env,
 )
 from wemcp.deployer.install import Installer
@@ -294,6 +296,9 @@ class FakeCloud:
         if action == "UpdateFunctionCode":
             self.functions[fn]["Code"] = {"ZipFile": body["ZipFile"]}
             return ok()
+        if action == "UpdateFunctionConfiguration":
+            self.functions[fn].update({k: v for k, v in body.items() if k != "FunctionName"})
+            return ok()
         if action == "GetFunction":
             self.scf_polls += 1  # first poll: still creating, so the backend must poll
             return ok(FunctionName=fn, Status="Creating" if self.scf_polls == 1 else "Active")
@@ -355,7 +360,8 @@ async def test_official_sdks_deploy_to_a_loopback_https_cloud(builder: ArtifactB
         assert out.endpoint == "https://service-abc-123.gz.apigw.tencentcs.com/release/mcp"
         steps.clear()
         await scf.deploy(TIME, await _progress_into(steps))
-        assert "UpdateFunctionCode" in steps
+        assert [s for s in steps if s[0].isupper()] == [
+            "CreateFunction", "UpdateFunctionCode", "UpdateFunctionConfiguration", "GetFunction", "CreateTrigger"]
         await scf.undeploy("time")
         assert "wemcp-time" not in fake.functions
 
@@ -421,3 +427,218 @@ def test_bridge_files_are_valid_programs():
     assert subprocess.run(["node", "--check", str(root / "wemcp_bridge.js")]).returncode == 0
     assert subprocess.run([sys.executable, "-m", "py_compile", str(root / "wemcp_bridge.py")]).returncode == 0
     assert os.stat(root / "wemcp_bridge.py").st_mode & stat.S_IRUSR
+
+
+# ------------------------------------------------------------------ a function's keys and its trigger
+# Declared keys with values in the spec: a submission never carries them (the catalog keeps only
+# names), but were one there, it must still not reach the function's configuration or code.
+KEYED_TIME = Target("keyed-time", uuid.UUID(int=9), parse_spec({"packages": [{
+    "registryType": "pypi", "identifier": "mcp-server-time", "version": "2026.10.19",
+    "environmentVariables": [{"name": "TZ", "isSecret": True, "value": "Never/Baked-0001"}]}]}))
+KEYED_EVERYTHING = Target("keyed-everything", uuid.UUID(int=10), parse_spec({"packages": [{
+    "registryType": "npm", "identifier": "@modelcontextprotocol/server-everything", "version": "2026.8.31",
+    "environmentVariables": [{"name": "MAPS_API_KEY", "isSecret": True, "isRequired": True,
+                              "value": "baked-would-leak-0001"}]}]}))
+NOT_IN_FUNCTIONS = ("Never/Baked-0001", "baked-would-leak-0001")
+
+
+class Trigger:
+    """A loopback stand-in of the cloud's HTTP trigger (FC http trigger, SCF API gateway): anonymous to
+    the cloud, it forwards every request, headers and body, to the function's port and adds its own
+    request id, as the real ones do."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+        async def forward(request: Request) -> Response:
+            headers = {k: v for k, v in request.headers.items() if k not in ("host", "content-length", "connection")}
+            headers["x-fc-request-id"] = uuid.uuid4().hex
+            async with httpx2.AsyncClient(timeout=60) as c:
+                r = await c.request(request.method, f"http://127.0.0.1:{self.port}{request.url.path}",
+                                    content=await request.body(), headers=headers)
+            kept = {k: v for k, v in r.headers.items() if k in ("content-type", "mcp-session-id", "allow")}
+            return Response(r.content, r.status_code, headers=kept)
+
+        self.app = Starlette(routes=[Route("/{p:path}", forward, methods=["GET", "POST", "DELETE"])])
+
+    async def __aenter__(self) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, lifespan="off",
+                                                    timeout_graceful_shutdown=1))
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        await wait_for(lambda: asyncio.sleep(0, self.server.started), timeout=10, interval=0.01)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+class McpCaller:
+    """JSON-RPC over the trigger, as the gateway speaks to a 2025-era function (one session per caller)."""
+
+    def __init__(self, http: httpx2.AsyncClient, url: str, headers: dict[str, str]) -> None:
+        self.http, self.url, self.headers = http, url, headers
+        self.sid: str | None = None
+        self.next_id = 0
+
+    async def post(self, message: dict, extra: dict[str, str] | None = None) -> httpx2.Response:
+        h = {**self.headers, **(extra or {}), **({"mcp-session-id": self.sid} if self.sid else {})}
+        return await self.http.post(self.url, json=message, headers=h)
+
+    async def request(self, method: str, params: dict | None = None) -> dict:
+        self.next_id += 1
+        r = await self.post({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def initialize(self) -> httpx2.Response:
+        r = await self.post({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "gateway", "version": "1"}}})
+        if r.status_code == 200:
+            self.sid = r.headers["mcp-session-id"]
+            assert (await self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})).status_code == 202
+        return r
+
+
+def _zip_texts(b64: str) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(b64))) as zf:
+        return b"\n".join(zf.read(n) for n in zf.namelist())
+
+
+async def _run_function(b64_zip: str, configuration: dict[str, str], tmp: Path):
+    """Start what the cloud received, as its runtime would: the zip extracted, its entry executed with
+    exactly the configured environment (the port the runtime assigns), behind a trigger."""
+    root = tmp / uuid.uuid4().hex
+    zpath = tmp / f"{root.name}.zip"
+    zpath.write_bytes(base64.b64decode(b64_zip))
+    _extract(zpath, root)
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], **configuration, "WEMCP_BRIDGE_PORT": str(port)}
+    proc = subprocess.Popen([str(root / "bootstrap")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    async def healthy() -> bool:
+        try:
+            async with httpx2.AsyncClient() as c:
+                return (await c.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+        except httpx2.HTTPError:
+            assert proc.poll() is None, "the function's entry exited"
+            return False
+
+    await wait_for(healthy, timeout=30)
+    return proc, port
+
+
+async def _sessions(port: int) -> int:
+    async with httpx2.AsyncClient() as c:
+        return (await c.get(f"http://127.0.0.1:{port}/healthz")).json()["sessions"]
+
+
+async def test_functions_get_keys_per_call_and_answer_only_the_platform(builder: ArtifactBuilder, tmp_path: Path):
+    """The function's configuration and code hold no key of the server and no platform key, only the
+    key derived for its slug and the names of the variables calls may set; the code the clouds
+    received, run behind a trigger, answers 401 to anyone but the platform for this slug, and starts
+    each caller's server with the keys that caller's requests carry."""
+    fake = FakeCloud(tmp_path)
+    creds = CloudCredentials(AK, SK, "123")
+    async with fake as (url, ca):
+        fc = AliyunFcDeployer(account_id="123", credentials=creds, endpoint=url, live=True, builder=builder, ca_file=ca)
+        scf = TencentScfDeployer(credentials=creds, endpoint=url, live=True, builder=builder, ca_file=ca,
+                                 poll_interval=0.05)
+        for backend, target in ((fc, KEYED_TIME), (fc, KEYED_TIME), (fc, KEYED_EVERYTHING),
+                                (scf, KEYED_TIME), (scf, KEYED_TIME)):  # create, then update
+            await backend.deploy(target, await _progress_into([]))
+    ring = environment_ring()
+    platform_secrets = [key.decode() for _, key in ring.keys]
+    writes = [s for s in fake.seen if s["action"] in ("CreateFunction", "UpdateFunction", "UpdateFunctionCode",
+                                                      "UpdateFunctionConfiguration") or s["method"] == "PUT"]
+    assert {s["action"] for s in writes} >= {"CreateFunction", "UpdateFunctionCode", "UpdateFunctionConfiguration"}
+    assert any(s["method"] == "PUT" for s in writes)  # FC's UpdateFunction
+    for s in writes:
+        sent = json.dumps(s["body"])
+        zips = [z for z in (s["body"].get("code", {}).get("zipFile"), s["body"].get("Code", {}).get("ZipFile"),
+                            s["body"].get("ZipFile")) if z]
+        for secret in (*NOT_IN_FUNCTIONS, *platform_secrets):
+            assert secret not in sent, f"{s['action']} carries a secret"
+            assert all(secret.encode() not in _zip_texts(z) for z in zips), f"{s['action']}: the code holds a secret"
+    # the configuration: the derived key of its own slug and the names, on create and on every update
+    expected = {"keyed-time": bridge_env(ring, "keyed-time", ["TZ"]),
+                "keyed-everything": bridge_env(ring, "keyed-everything", ["MAPS_API_KEY"])}
+    assert expected["keyed-time"]["WEMCP_BRIDGE_ENV"] == "TZ" and accepted_env(KEYED_TIME.spec) == ["TZ"]
+    for s in writes:
+        env = s["body"].get("environmentVariables") or {
+            v["Key"]: v["Value"] for v in (s["body"].get("Environment") or {}).get("Variables", [])}
+        if not env:
+            assert s["action"] == "UpdateFunctionCode"  # the code only; the configuration follows
+            continue
+        name = s["body"].get("functionName") or s["body"].get("FunctionName") or s["path"]
+        slug = "keyed-everything" if "everything" in name else "keyed-time"
+        assert {k: v for k, v in env.items() if k != "WEMCP_BRIDGE_PORT"} == expected[slug], s["action"]
+
+    async with httpx2.AsyncClient(timeout=60) as http:
+        # ---- the Python entry (FC, mcp-server-time): TZ arrives per call, shown in its tools' schema
+        function = fake.functions["wemcp-keyed-time"]
+        proc, port = await _run_function(function["code"]["zipFile"], function["environmentVariables"], tmp_path)
+        try:
+            async with Trigger(port) as trigger:
+                mcp = f"{trigger}/mcp"
+                env_kolkata = {"x-wemcp-env-tz": "Asia/Kolkata"}
+                signed = platform_bridge_headers("keyed-time")
+                refused = {
+                    "no credential": {},
+                    "another slug's credential": platform_bridge_headers("keyed-everything"),
+                    "the platform key itself, not the slug's": {
+                        "x-wemcp-assertion": ring.sign({"iss": "gateway", "aud": "bridge:keyed-time",
+                                                        "iat": int(time.time()), "exp": int(time.time()) + 60})},
+                }
+                for why, headers in refused.items():
+                    r = await McpCaller(http, mcp, {**headers, **env_kolkata}).initialize()
+                    assert r.status_code == 401, (why, r.text)
+                    for method in ("GET", "DELETE"):
+                        assert (await http.request(method, mcp, headers=headers)).status_code == 401, (why, method)
+                assert await _sessions(port) == 0  # nothing was started for them
+                # the platform, with a caller's key: the server runs with it
+                kolkata = McpCaller(http, mcp, {**signed, **env_kolkata})
+                assert (await kolkata.initialize()).status_code == 200
+                lima = McpCaller(http, mcp, {**signed, "X-WeMcp-Env-TZ": "America/Lima"})
+                assert (await lima.initialize()).status_code == 200
+                for caller, zone in ((kolkata, "Asia/Kolkata"), (lima, "America/Lima"), (kolkata, "Asia/Kolkata")):
+                    tools = (await caller.request("tools/list"))["result"]["tools"]
+                    described = json.dumps([t["inputSchema"] for t in tools])
+                    assert zone in described and "Never/Baked-0001" not in described, zone
+                assert await _sessions(port) == 2  # one server per caller
+                # a session keeps its caller's key; a name the server does not declare is refused
+                r = await kolkata.post({"jsonrpc": "2.0", "id": 50, "method": "tools/list"},
+                                       {"x-wemcp-env-tz": "America/Lima"})
+                assert r.status_code == 400 and "credentials differ" in r.text
+                r = await McpCaller(http, mcp, {**signed, "x-wemcp-env-aws_secret": "x"}).initialize()
+                assert r.status_code == 400 and "AWS_SECRET is not a variable this server declares" in r.text
+        finally:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+        # ---- the Node.js entry (FC, server-everything): the key in the server's environment, the
+        # function's own key not
+        function = fake.functions["wemcp-keyed-everything"]
+        proc, port = await _run_function(function["code"]["zipFile"], function["environmentVariables"], tmp_path)
+        try:
+            async with Trigger(port) as trigger:
+                mcp = f"{trigger}/mcp"
+                key = {"X-WeMcp-Env-MAPS_API_KEY": "call-time-key-0001"}
+                for headers in ({}, platform_bridge_headers("keyed-time")):
+                    assert (await McpCaller(http, mcp, {**headers, **key}).initialize()).status_code == 401
+                caller = McpCaller(http, mcp, {**platform_bridge_headers("keyed-everything"), **key})
+                assert (await caller.initialize()).status_code == 200
+                res = await caller.request("tools/call", {"name": "get-env", "arguments": {}})
+                seen = json.loads(res["result"]["content"][0]["text"])
+                assert seen["MAPS_API_KEY"] == "call-time-key-0001"
+                assert not [k for k in seen if k.startswith("WEMCP_BRIDGE_")], "the server can read the function's key"
+                assert "baked-would-leak-0001" not in json.dumps(seen)
+                r = await caller.post({"jsonrpc": "2.0", "id": 51, "method": "tools/list"},
+                                      {"X-WeMcp-Env-MAPS_API_KEY": "someone-else"})
+                assert r.status_code == 400
+        finally:
+            os.killpg(proc.pid, 9)
+            proc.wait()

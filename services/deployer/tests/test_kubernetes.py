@@ -89,6 +89,13 @@ def test_manifests_run_the_package_confined_with_real_images():
     ring = KeyRing.parse("k1:0123456789abcdef0123456789")
     derived = manifests(PYPI, keys=ring)[-1]["stringData"]["WEMCP_BRIDGE_KEYS"]
     assert derived == ring.derive(f"bridge:{PYPI.slug}").export() and "0123456789abcdef" not in derived
+    # the server's keys come with each call: the Secret names the variables, never a value
+    keyed = Target("keyed", uuid.UUID(int=10), parse_spec({"packages": [{
+        "registryType": "npm", "identifier": "@baidumap/mcp-server-baidu-map", "version": "1.0.0",
+        "environmentVariables": [{"name": "BAIDU_MAP_API_KEY", "isSecret": True, "value": "never-in-a-manifest"}]}]}))
+    keyed_secret = manifests(keyed, keys=ring)[-1]["stringData"]
+    assert keyed_secret["WEMCP_BRIDGE_ENV"] == "BAIDU_MAP_API_KEY"
+    assert "never-in-a-manifest" not in str(manifests(keyed, keys=ring))
     sc = server["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
     assert pod["automountServiceAccountToken"] is False

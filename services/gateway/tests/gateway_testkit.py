@@ -143,11 +143,11 @@ async def stack(request, settings_for, clean_bus, clean_redis, infra) -> AsyncIt
         js = nc.jetstream()
         with contextlib.suppress(Exception):
             await js.delete_key_value("wemcp_gateway_routes")
-        settings = settings_for(Settings, port=0, auth_url=auth_url, key_cache_ttl_seconds=30.0,
-                                mcp_body_timeout_seconds=2.0, mcp_keepalive_seconds=0.5,
-                                route_replay_wait_seconds=2.0,
-                                system_keys='{"keyed": {"API_KEY": "system-key-0001"}}',
-                                **getattr(request, "param", {}))
+        overrides = {"key_cache_ttl_seconds": 30.0, "mcp_body_timeout_seconds": 2.0, "mcp_keepalive_seconds": 0.5,
+                     "route_replay_wait_seconds": 2.0,
+                     "system_keys": '{"keyed": {"API_KEY": "system-key-0001"}}',
+                     **getattr(request, "param", {})}
+        settings = settings_for(Settings, port=0, auth_url=auth_url, **overrides)
         runtime = Runtime(SPEC, settings)
         await runtime.open()
         runtime.extras["gateway"].verifier = fake_verifier

@@ -1,6 +1,7 @@
 """Real MCP servers for the gateway's tests and benches (the official SDK's MCPServer on loopback).
 
-``mode="both"``: the SDK serves both eras (2026-07-28 stateless by the ``MCP-Protocol-Version``
+``mode="modern"``: a 2026-07-28-only server (``ModernOnly``). ``mode="both"``: the SDK serves both
+eras (2026-07-28 stateless by the ``MCP-Protocol-Version``
 header, the 2025 revisions with ``Mcp-Session-Id``). ``mode="legacy"``: a 2025-only server, as
 older SDKs are: a 2026-07-28 request is refused with HTTP 400 and a JSON-RPC error, so clients and
 the gateway fall back to the initialize handshake.
@@ -21,8 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
+import tempfile
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 from mcp import MCPDeprecationWarning
@@ -110,7 +114,42 @@ def build_server(name: str = "upstream", *, interactive: bool = False) -> MCPSer
         await asyncio.sleep(min(seconds, 30))
         return "done"
 
+    @mcp.prompt()
+    def greet(who: str) -> str:
+        """A prompt with one argument."""
+        return f"Say hello to {who}."
+
+    @mcp.resource("note://today")
+    def today() -> str:
+        """A static text resource."""
+        return "nothing planned"
+
+    @mcp.resource("note://{day}")
+    def note(day: str) -> str:
+        """A templated resource."""
+        return f"nothing planned on {day}"
+
     return mcp
+
+
+class ModernOnly:
+    """ASGI wrapper: refuses the 2025 revisions (``initialize`` and every request without the
+    2026-07-28 header), like a server written for 2026-07-28 alone."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            version = dict(scope.get("headers", [])).get(b"mcp-protocol-version", b"")
+            if not version.startswith(b"2026"):
+                body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+                    "code": -32600, "message": "Bad Request: this server speaks 2026-07-28 only"}}).encode()
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class LegacyOnly:
@@ -139,5 +178,36 @@ async def serve_upstream(mode: str = "both", *, json_response: bool = True, port
     app: Any = build_server(name, interactive=interactive).streamable_http_app(json_response=json_response)
     if mode == "legacy":
         app = LegacyOnly(app)
+    elif mode == "modern":
+        app = ModernOnly(app)
     async with serve_app(app, port, lifespan="on") as url:
         yield url + "/mcp"
+
+
+@contextlib.asynccontextmanager
+async def hosted_bridge(slug: str, *, interactive: bool = False, argv: list[str] | None = None,
+                        root: Path | None = None) -> AsyncIterator[str]:
+    """This module's server (or ``argv``, run in ``root``) over stdio (its name: ``hosted``) behind the
+    deployer's bridge, the way hosted servers run; yields the bridge's endpoint for ``slug`` (deploy
+    it with protocol_versions ``["2025-11-25", "2026-07-28"]``, as the deployer reports them)."""
+    from wemcp.deployer import sandbox
+    from wemcp.deployer.bridge import Bridge, Hosted
+    from wemcp.deployer.child import Command
+
+    here = root or Path(__file__).parent
+    bridge = Bridge(caps=sandbox.Capabilities("restricted", own_uid=False, netns=False), limits=sandbox.Limits(),
+                    run_dir=Path(tempfile.mkdtemp(prefix="gateway-test-bridge-")))
+    argv = argv or [sys.executable, str(here / "gateway_upstream.py"), "hosted",
+                    *(["--interactive"] if interactive else [])]
+    bridge.register(Hosted(slug=slug, make_command=lambda env: Command(argv=argv, root=here, env={}),
+                           allowed_env=set()))
+    await bridge.start()
+    try:
+        yield bridge.endpoint(slug)
+    finally:
+        await bridge.close()
+
+
+if __name__ == "__main__":  # the same server over stdio, as a hosted server runs behind the deployer's bridge
+    build_server(sys.argv[1] if len(sys.argv) > 1 else "upstream",
+                 interactive="--interactive" in sys.argv).run("stdio")

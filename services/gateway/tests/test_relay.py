@@ -15,7 +15,7 @@ import mcp_types as types
 import nats
 import pytest
 from gateway_testkit import bearer, mcp_client, text_of
-from gateway_upstream import serve_upstream
+from gateway_upstream import hosted_bridge, serve_upstream
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
@@ -76,6 +76,11 @@ class Asker:
 
 @contextlib.asynccontextmanager
 async def asking_server(stack: Any, kind: str, slug: str = "ask") -> AsyncIterator[str]:
+    if kind == "hosted":  # over stdio, behind the deployer's bridge
+        async with hosted_bridge(slug, interactive=True) as url:
+            await stack.deploy(slug, url, versions=["2025-11-25", "2026-07-28"])
+            yield url
+        return
     async with serve_upstream(kind, json_response=False, interactive=True, name="asker") as url:
         await stack.deploy(slug, url)
         yield url
@@ -101,8 +106,8 @@ async def exercise(c: Any, a: Asker) -> None:
     assert progress == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
-@pytest.mark.parametrize("kind", ["both", "legacy"])
+@pytest.mark.parametrize("kind,mode", [("both", "auto"), ("both", "legacy"), ("legacy", "auto"),
+                                       ("legacy", "legacy"), ("hosted", "legacy")])
 async def test_server_asks_the_client(stack, kind, mode):
     """Sampling, elicitation, roots and progress reach the client and its answers reach the
     server, whichever era each side speaks."""
@@ -120,7 +125,7 @@ async def test_server_asks_the_client(stack, kind, mode):
         assert not relay.waiting and not relay.parked  # nothing left behind
 
 
-@pytest.mark.parametrize("kind", ["both", "legacy"])
+@pytest.mark.parametrize("kind", ["both", "legacy", "hosted"])
 async def test_server_asks_over_legacy_sse(stack, kind):
     async with asking_server(stack, kind):
         a = Asker("alice")
@@ -219,9 +224,9 @@ async def test_modern_client_of_a_2025_server_answers_by_retrying(stack, infra):
     events: list[dict] = []
 
     async def on_event(msg: Any) -> None:
-        events.append(json.loads(msg.data))
+        events.extend(json.loads(msg.data)["calls"])
 
-    sub = await nc.subscribe("mcp.call.completed", cb=on_event)
+    sub = await nc.subscribe("mcp.call.batch", cb=on_event)
     relay = stack.mcp.router.relay
     try:
         async with asking_server(stack, "legacy"), httpx.AsyncClient(timeout=30) as h:

@@ -72,3 +72,21 @@ async def test_unknown_server_is_404(stack):
         r = await h.post(stack.url + "/mcp/nope", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_stdio_local_server_is_listed_but_not_called(stack):
+    """``"transport": "stdio-local"``: the deployer lists it (backend ``unhosted``, no endpoints);
+    the gateway answers 404 with where to run it, not a 503 "not deployed yet" to retry forever."""
+    import uuid
+
+    from wemcp.common.events.servers import ServerDeployed, ServerSubmitted
+
+    sid = uuid.uuid4()
+    await stack.publish(ServerSubmitted(server_id=sid, slug="on-my-laptop", name="io.test/on-my-laptop",
+                                        spec={"packages": [], "remotes": [], "hosting": "local"}))
+    await stack.publish(ServerDeployed(server_id=sid, slug="on-my-laptop", endpoints=[], backend="unhosted"))
+    await stack.wait_route("on-my-laptop", lambda r: r.kind == "local")
+    async with httpx.AsyncClient() as h:
+        r = await h.post(stack.url + "/mcp/on-my-laptop", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                         headers={"mcp-protocol-version": "2026-07-28"})
+    assert r.status_code == 404 and "runs on its users' machines" in r.json()["detail"], r.text

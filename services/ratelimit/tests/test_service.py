@@ -10,7 +10,7 @@ import nats
 import pytest
 from redis.asyncio import Redis
 
-from wemcp.common.events.calls import McpCallCompleted
+from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.identity import Identity
 from wemcp.common.service import running
 from wemcp.common.trust import PlatformHeaders
@@ -139,7 +139,8 @@ async def test_usage_from_completed_calls_and_live_counters(app, http, infra):
                                 status="refused", latency_ms=1)]
     nc = await nats.connect(infra.nats_url)
     try:
-        await _publish(nc, events)
+        # the first three as gateways before batching sent them, the rest in one mcp.call.batch
+        await _publish(nc, [*events[:3], McpCallsCompleted(gateway="gw", calls=events[3:])])
         await _publish(nc, events[:2])  # redelivered events are applied once
     finally:
         await nc.close()

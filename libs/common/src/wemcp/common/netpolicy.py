@@ -181,22 +181,29 @@ def _hosts_of(urls: Iterable[str]) -> set[str]:
     return out
 
 
-def registry_hosts(environ: Mapping[str, str] | None = None, home: Path | None = None) -> set[str]:
-    """Host names of the package registries pip, uv and npm are configured with here: pip.conf
-    (``index-url``, ``extra-index-url``), ``PIP_INDEX_URL``/``PIP_EXTRA_INDEX_URL``, ``UV_INDEX_URL``/
-    ``UV_DEFAULT_INDEX``/``UV_EXTRA_INDEX_URL``/``UV_INDEX``, .npmrc's ``registry`` and
-    ``npm_config_registry``; pip's and npm's own defaults when nothing names an index."""
+def registry_urls(environ: Mapping[str, str] | None = None, home: Path | None = None) -> dict[str, list[str]]:
+    """The package registries pip, uv and npm are configured with here, by ecosystem, first the one
+    an installer uses by default: ``{"pypi": [index URLs], "npm": [registry URLs]}``.
+
+    PyPI: ``PIP_INDEX_URL``/``PIP_EXTRA_INDEX_URL``, ``UV_INDEX_URL``/``UV_DEFAULT_INDEX``/
+    ``UV_EXTRA_INDEX_URL``/``UV_INDEX``, pip.conf (``index-url``, ``extra-index-url``); pip's own
+    default when nothing names an index. npm: ``npm_config_registry``, .npmrc's ``registry``; npm's
+    own default when nothing names one; ``"npm:@scope"``: .npmrc's ``@scope:registry``. The
+    deployer's ``WEMCP_DEPLOYER_PIP_INDEX_URL`` / ``WEMCP_DEPLOYER_NPM_REGISTRY`` come first when set
+    (they are what hosted installs use)."""
     env = os.environ if environ is None else environ
     home = Path.home() if home is None else home
-    urls: list[str] = []
-    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
-                 "UV_INDEX", "WEMCP_DEPLOYER_PIP_INDEX_URL"):
-        urls.extend(env.get(name, "").replace(",", " ").split())
+    pypi: list[str] = env.get("WEMCP_DEPLOYER_PIP_INDEX_URL", "").split()
+    for name in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL",
+                 "UV_INDEX"):
+        pypi.extend(env.get(name, "").replace(",", " ").split())
     pip_files = [Path("/etc/pip.conf"), Path("/etc/xdg/pip/pip.conf"), home / ".pip/pip.conf",
                  home / ".config/pip/pip.conf"]
     if env.get("PIP_CONFIG_FILE"):
         pip_files.append(Path(env["PIP_CONFIG_FILE"]))
-    pip_index = bool(env.get("PIP_INDEX_URL") or env.get("UV_INDEX_URL") or env.get("UV_DEFAULT_INDEX"))
+    pip_index = bool(env.get("PIP_INDEX_URL") or env.get("UV_INDEX_URL") or env.get("UV_DEFAULT_INDEX")
+                     or env.get("WEMCP_DEPLOYER_PIP_INDEX_URL"))
+    extra: list[str] = []
     for path in pip_files:
         parser = configparser.ConfigParser(interpolation=None)
         try:
@@ -204,13 +211,16 @@ def registry_hosts(environ: Mapping[str, str] | None = None, home: Path | None =
         except (configparser.Error, OSError, UnicodeDecodeError):
             continue
         for section in parser.sections():
-            for key in ("index-url", "extra-index-url"):
-                value = parser.get(section, key, fallback="")
-                urls.extend(value.split())
-                pip_index = pip_index or (key == "index-url" and bool(value))
+            index = parser.get(section, "index-url", fallback="").split()
+            pypi.extend(index)
+            extra.extend(parser.get(section, "extra-index-url", fallback="").split())
+            pip_index = pip_index or bool(index)
     if not pip_index:
-        urls += ["https://pypi.org/simple", "https://files.pythonhosted.org"]
-    npm = [env.get("npm_config_registry", "") or env.get("NPM_CONFIG_REGISTRY", "")]
+        pypi += ["https://pypi.org/simple", "https://files.pythonhosted.org"]
+    pypi += extra
+    npm = [env.get("WEMCP_DEPLOYER_NPM_REGISTRY", ""), env.get("npm_config_registry", ""),
+           env.get("NPM_CONFIG_REGISTRY", "")]
+    scoped: dict[str, list[str]] = {}
     npm_files = [Path("/etc/npmrc"), Path("/usr/etc/npmrc"), home / ".npmrc"]
     if env.get("NPM_CONFIG_USERCONFIG"):
         npm_files.append(Path(env["NPM_CONFIG_USERCONFIG"]))
@@ -221,12 +231,20 @@ def registry_hosts(environ: Mapping[str, str] | None = None, home: Path | None =
             continue
         for line in lines:
             key, eq, value = line.partition("=")
-            if eq and (key.strip() == "registry" or key.strip().endswith(":registry")):
+            if eq and key.strip() == "registry":
                 npm.append(value.strip())
-    if not any(npm):
+            elif eq and key.strip().endswith(":registry"):  # @scope:registry=...
+                scoped.setdefault("npm:" + key.strip().removesuffix(":registry"), []).append(value.strip())
+    npm = [u for u in npm if u]
+    if not npm:
         npm.append("https://registry.npmjs.org/")
-    npm.append(env.get("WEMCP_DEPLOYER_NPM_REGISTRY", ""))
-    return _hosts_of(urls + npm)
+    return {"pypi": [u for u in pypi if u], "npm": npm, **scoped}
+
+
+def registry_hosts(environ: Mapping[str, str] | None = None, home: Path | None = None) -> set[str]:
+    """Host names of the package registries pip, uv and npm are configured with here
+    (:func:`registry_urls`, scoped npm registries included)."""
+    return _hosts_of(u for urls in registry_urls(environ, home).values() for u in urls)
 
 
 # ---- the policy ------------------------------------------------------------------------------------

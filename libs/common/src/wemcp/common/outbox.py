@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +110,7 @@ class OutboxRelay:
     """Publishes committed outbox rows to JetStream, in id order, with at-least-once delivery."""
 
     def __init__(self, engine: AsyncEngine, tables: OutboxTables, js: JetStreamContext, *,
-                 listen_dsn: str | None = None, batch_size: int = 256, poll_interval: float = 1.0,
+                 listen_dsn: str | None = None, batch_size: int = 1000, poll_interval: float = 1.0,
                  publish_timeout: float = 5.0, retention_hours: float = 72.0) -> None:
         self.engine = engine
         self.tables = tables
@@ -125,6 +128,12 @@ class OutboxRelay:
         self._published = m.create_counter("outbox.published", description="events relayed to JetStream")
         self._lag = m.create_histogram("outbox.lag", unit="ms", description="commit to PubAck")
         self.published_total = 0
+        # PubAcks come to one inbox subscription, matched by token: no request, future timer and
+        # reply subscription per event (nats-py's js.publish), which was most of the relay's CPU
+        self._inbox = ""
+        self._inbox_sub: Any = None
+        self._tokens = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future[None]] = {}
 
     async def start(self) -> None:
         if self.listen_dsn:
@@ -143,6 +152,10 @@ class OutboxRelay:
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close(timeout=2)
+        if self._inbox_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._inbox_sub.unsubscribe()
+            self._inbox_sub = None
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
@@ -186,11 +199,11 @@ class OutboxRelay:
                 return 0
             # Publishes are written to the socket in order; awaiting the acks together keeps the
             # batch fast without reordering it.
-            results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
+            results = await self._publish_all(rows)
             done: list[int] = []
             error: BaseException | None = None
             for row, res in zip(rows, results, strict=True):
-                if isinstance(res, BaseException):
+                if res is not None:
                     error = res
                     break  # keep order: later rows wait for this one
                 done.append(row.id)
@@ -209,11 +222,60 @@ class OutboxRelay:
             raise error
         return len(done)
 
-    async def _publish(self, row: Any) -> None:
-        headers = {k: str(v) for k, v in (row.headers or {}).items()}
-        headers["Nats-Msg-Id"] = str(row.event_id)
-        headers["content-type"] = "application/json"
-        await self.js.publish(row.subject, row.payload.encode(), headers=headers, timeout=self.publish_timeout)
+    async def _publish_all(self, rows: Sequence[Any]) -> list[BaseException | None]:
+        """Publish ``rows`` in order, each with a reply subject under one inbox, and wait for their
+        PubAcks together (at most ``publish_timeout``). Returns None (acknowledged) or the error per row."""
+        nc = self.js._nc
+        if self._inbox_sub is None:
+            self._inbox = nc.new_inbox()
+            self._inbox_sub = await nc.subscribe(self._inbox + ".*", cb=self._on_ack)
+        loop = asyncio.get_running_loop()
+        sent: list[tuple[str, asyncio.Future[None]]] = []
+        failure: BaseException | None = None
+        for row in rows:
+            token = str(next(self._tokens))
+            headers = {k: str(v) for k, v in (row.headers or {}).items()}
+            headers["Nats-Msg-Id"] = str(row.event_id)
+            headers["content-type"] = "application/json"
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiting[token] = fut
+            try:
+                await nc.publish(row.subject, row.payload.encode(), reply=f"{self._inbox}.{token}", headers=headers)
+            except Exception as exc:
+                self._waiting.pop(token, None)
+                failure = exc
+                break  # the rest would only wait for this one
+            sent.append((token, fut))
+        if sent:
+            await asyncio.wait([f for _, f in sent], timeout=self.publish_timeout)
+        results: list[BaseException | None] = []
+        for token, fut in sent:
+            self._waiting.pop(token, None)
+            if not fut.done():
+                fut.cancel()
+                results.append(TimeoutError(f"no PubAck within {self.publish_timeout} s"))
+            else:
+                results.append(fut.exception())
+        lost = failure or RuntimeError("not published: an earlier event of the batch failed")
+        return results + [lost] * (len(rows) - len(results))
+
+    async def _on_ack(self, msg: Any) -> None:
+        fut = self._waiting.pop(msg.subject.rpartition(".")[2], None)
+        if fut is None or fut.done():
+            return  # answered after its time-out
+        status = msg.headers.get("Status") if msg.headers else None
+        if status:  # "no responders" (503): no stream takes the subject, or JetStream is not there
+            fut.set_exception(RuntimeError(f"JetStream did not take the event: {status} "
+                                           f"{msg.headers.get('Description', '')}".strip()))
+            return
+        try:
+            ack = json.loads(msg.data)
+        except ValueError:
+            ack = {"error": {"description": "unreadable PubAck"}}
+        if isinstance(ack, dict) and "error" in ack:
+            fut.set_exception(RuntimeError(f"JetStream refused the event: {ack['error']}"))
+        else:
+            fut.set_result(None)
 
     async def _cleanup(self) -> None:
         t = self.tables.outbox

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -27,7 +28,15 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from wemcp.common.bus import Handler, Subscription, create_broker, ensure_streams, subscribe
+from wemcp.common.bus import (
+    BatchConsumer,
+    BatchSubscription,
+    Handler,
+    Subscription,
+    create_broker,
+    ensure_streams,
+    subscribe,
+)
 from wemcp.common.config import ServiceSettings
 from wemcp.common.db import check_database, make_engine, make_session_factory
 from wemcp.common.errors import ConfigError
@@ -48,8 +57,9 @@ class ServiceSpec:
     title: str
     routers: Sequence[APIRouter] = ()
     tables: OutboxTables | None = None
-    # (EventClass, handler) pairs or Subscription(...) for more control (concurrency, durable name)
-    subscriptions: Sequence[tuple[type[Event], Handler] | Subscription] = ()
+    # (EventClass, handler) pairs, Subscription(...) for more control (concurrency, durable name),
+    # BatchSubscription(...) for high-volume streams applied a batch per transaction
+    subscriptions: Sequence[tuple[type[Event], Handler] | Subscription | BatchSubscription] = ()
     uses_database: bool = True
     uses_bus: bool = True
     uses_redis: bool = False
@@ -76,6 +86,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession] | None = None
     broker: NatsBroker | None = None
     relay: OutboxRelay | None = None
+    batch_consumers: list[BatchConsumer] = field(default_factory=list)
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
@@ -117,9 +128,14 @@ class Runtime:
     async def _open_bus(self) -> None:
         s = self.settings
         broker = create_broker(s.nats_url, self.spec.name)
+        batches: list[BatchConsumer] = []
         for sub in self.spec.subscriptions:
             if self.sessions is None or self.spec.tables is None:
                 raise RuntimeError(f"{self.spec.name}: subscriptions need the database and outbox tables")
+            if isinstance(sub, BatchSubscription):
+                batches.append(BatchConsumer(sub, service=self.spec.name, sessions=self.sessions,
+                                             tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds, runtime=self))
+                continue
             sub = sub if isinstance(sub, Subscription) else Subscription(*sub)
             subscribe(broker, sub.event, sub.handler, service=self.spec.name, sessions=self.sessions,
                       tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds, durable=sub.durable,
@@ -131,7 +147,7 @@ class Runtime:
                 await broker.stop()
             raise ConfigError(f"NATS_URL: cannot connect to {_where(s.nats_url)}: {_first_line(exc)}") from None
         self.broker = broker
-        self._stack.push_async_callback(broker.stop)
+        self._stack.push_async_callback(_stop_broker, broker)
         js = broker.connection.jetstream()
         try:
             await asyncio.wait_for(ensure_streams(js), s.startup_timeout_seconds)
@@ -139,6 +155,10 @@ class Runtime:
             raise ConfigError(f"NATS_URL: JetStream is not available at {_where(s.nats_url)} "
                               f"(start nats-server with -js): {_first_line(exc)}") from None
         await broker.start()
+        for consumer in batches:
+            await consumer.start(broker.connection)
+            self._stack.push_async_callback(consumer.stop)  # stopped before the broker (LIFO)
+            self.batch_consumers.append(consumer)
         if self.spec.tables is not None and self.engine is not None:
             self.relay = OutboxRelay(self.engine, self.spec.tables, js, listen_dsn=s.plain_database_url)
             await self.relay.start()
@@ -259,6 +279,14 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
                             http=http_protocol(), proxy_headers=False)
     server = uvicorn.Server(config)
     freeze_startup_objects()
+    # uvicorn re-raises the signal that stopped it once it has shut down (signal.raise_signal, with the
+    # handler that was installed before it started). With the default handlers SIGTERM ended the
+    # process right there and SIGINT raised KeyboardInterrupt: runtime.close() never ran (no outbox
+    # drain, no call events drained or spooled by the gateway). These handlers only absorb that
+    # re-raise; while serving, uvicorn's own handlers are in place.
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding): nothing to do
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stopping)
     try:
         await server.serve()
     finally:
@@ -268,6 +296,22 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
                           f"(set WEMCP_{spec.name.upper()}_PORT)")
     log.info("service_stopped", pid=os.getpid())
     return 0
+
+
+async def _stop_broker(broker: NatsBroker) -> None:
+    """Stop the broker; while NATS is away its drain refuses (the connection is reconnecting), and
+    a stop then closes the connection instead of failing the shutdown."""
+    try:
+        await broker.stop()
+    except Exception as exc:
+        log.warning("bus_stop_failed", error=type(exc).__name__, detail="closing the connection instead")
+        with contextlib.suppress(Exception):
+            if broker._connection is not None:
+                await broker._connection.close()
+
+
+def _stopping(sig: int, _frame: Any) -> None:
+    log.info("service_stopping", signal=signal.Signals(sig).name)
 
 
 def freeze_startup_objects() -> None:

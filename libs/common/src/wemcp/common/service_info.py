@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
-from wemcp.common.bus import Subscription, consumer_name
+from wemcp.common.bus import BatchSubscription, Subscription, consumer_name
 
 if TYPE_CHECKING:
     from wemcp.common.service import ServiceSpec
@@ -23,13 +23,18 @@ def service_info_router(spec: ServiceSpec) -> APIRouter:
             "service": spec.name,
             "title": spec.title,
             "version": spec.version,
-            "consumes": [{"subject": sub.event.subject,
-                          "durable": sub.durable or consumer_name(spec.name, sub.event),
-                          "max_workers": sub.max_workers}
-                         for sub in (s if isinstance(s, Subscription) else Subscription(*s)
-                                     for s in spec.subscriptions)],
+            "consumes": [_consumes(spec.name, s) for s in spec.subscriptions],
             "outbox": spec.tables.schema if spec.tables else None,
             "relayed_events": runtime.relay.published_total if runtime.relay else 0,
         }
 
     return router
+
+
+def _consumes(service: str, sub: Any) -> dict[str, Any]:
+    if isinstance(sub, BatchSubscription):
+        return {"subject": sub.events[0].subject, "subjects": [e.subject for e in sub.events],
+                "durable": sub.durable or consumer_name(service, sub.events[0]), "batch": sub.max_batch}
+    one = sub if isinstance(sub, Subscription) else Subscription(*sub)
+    return {"subject": one.event.subject, "durable": one.durable or consumer_name(service, one.event),
+            "max_workers": one.max_workers}

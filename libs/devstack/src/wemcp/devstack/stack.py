@@ -172,6 +172,8 @@ class Stack:
             self.services[name] = ServiceProcess(name, port, self.data_dir / "logs" / f"{name}.log", env)
         if "gateway" in names:
             env = {**base_env, "WEMCP_GATEWAY_PORT": str(self.gateway_port), "WEMCP_GATEWAY_HOST": "127.0.0.1"}
+            # call events NATS did not take wait here, with the stack's other data
+            env.setdefault("WEMCP_GATEWAY_SPOOL_DIR", str(self.data_dir / "gateway" / "spool"))
             for svc in SERVICES:
                 if svc in self.services:
                     env[f"WEMCP_GATEWAY_{svc.upper()}_URL"] = self.services[svc].url

@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,7 +279,10 @@ def settings_for(infra: Infra) -> Callable[..., Any]:
     def make(cls: type[Any], **overrides: Any) -> Any:
         values: dict[str, Any] = {"database_url": infra.database_url, "nats_url": infra.nats_url,
                                   "redis_url": infra.redis_url, "bus_ack_wait_seconds": 2.0,
-                                  "log_format": "console"}
+                                  "log_format": "console",
+                                  # the gateway's call-event spool: one fresh directory per instance
+                                  # (other services' settings ignore it)
+                                  "spool_dir": infra.workdir / "gateway-spool" / uuid.uuid4().hex}
         values.update(overrides)
         return cls(**values)
 

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from wemcp.common.config import ServiceSettings, load_settings
@@ -62,6 +63,9 @@ def _google() -> ProviderConfig:
     )
 
 
+_DEFAULTS = {"github": _github, "gitee": _gitee, "google": _google}
+
+
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(
         env_prefix="WEMCP_AUTH_", extra="ignore", populate_by_name=True, env_nested_delimiter="__"
@@ -102,6 +106,15 @@ class Settings(ServiceSettings):
     github: ProviderConfig = Field(default_factory=_github)
     gitee: ProviderConfig = Field(default_factory=_gitee)
     google: ProviderConfig = Field(default_factory=_google)
+
+    @field_validator("github", "gitee", "google", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, v: Any, info: Any) -> Any:
+        # WEMCP_AUTH_GITHUB__CLIENT_ID & co. arrive as a partial dict: lay them over the provider's
+        # endpoints instead of replacing them (which failed start-up: "authorize_url: Field required")
+        if isinstance(v, dict):
+            return {**_DEFAULTS[info.field_name]().model_dump(), **v}
+        return v
 
     @model_validator(mode="after")
     def _production_needs_keks(self) -> Settings:

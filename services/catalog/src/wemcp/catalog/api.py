@@ -15,7 +15,8 @@ from wemcp.catalog import search as search_mod
 from wemcp.catalog import service
 from wemcp.catalog.archive import check_archive
 from wemcp.catalog.models import Archive, Category, News, SearchDoc, Server
-from wemcp.catalog.normalize import normalize, normalize_archive, normalize_server_json
+from wemcp.catalog.normalize import Normalized, field_error, normalize, normalize_archive, normalize_server_json
+from wemcp.catalog.resolve import resolve_unpinned
 from wemcp.catalog.schemas import (
     ArchiveManifest,
     CategoryIn,
@@ -56,17 +57,32 @@ def _pydantic_422(exc: ValidationError, prefix: str) -> Unprocessable:
 
 # ---- submissions ---------------------------------------------------------------------------------
 
+def with_network(n: Normalized, asked: bool) -> Normalized:
+    """``"network": true`` into the spec the deployer gets: only servers the platform hosts
+    (packages, archives) have a sandbox to open; a remote or OpenAPI server is reached by the
+    platform itself."""
+    if not asked:
+        return n
+    if not (n.spec.get("packages") or n.spec.get("archive")):
+        raise field_error("network", "only hosted servers (packages, archives) ask for network")
+    n.spec = {**n.spec, "network": True}
+    return n
+
+
 @router.post("/servers", status_code=202, response_model=SubmitAccepted)
 async def submit_server(body: ServerSubmit, request: Request, who: CurrentUser) -> SubmitAccepted:
     """Submit a server: a server.json, a Claude-desktop ``mcpServers`` object, or an OpenAPI document
-    (inline or by URL). Answers 202: deployment happens asynchronously."""
+    (inline or by URL). Packages without a version are pinned to their latest release. Answers 202:
+    deployment happens asynchronously."""
+    state = from_request(request)
+    settings = state.settings
     fetched = None
     if body.openapi_url:
-        settings = from_request(request).settings
         fetched = await service.fetch_openapi(body.openapi_url, settings)
-    n = normalize(body, fetched)
+    n = with_network(normalize(body, fetched), body.network)
+    await resolve_unpinned(n, state.resolver)  # npx pkg, uvx pkg: the latest release, as an exact version
     async with transaction(_sessions(request)) as s:
-        row, dup = await service.submit(s, n, who)
+        row, dup = await service.submit(s, n, who, limits=settings)
     return _accepted(row, dup)
 
 
@@ -87,14 +103,14 @@ async def submit_archive(request: Request, who: CurrentUser,
         raise PayloadTooLarge(f"the archive is larger than {settings.max_archive_bytes} bytes")
     checked = check_archive(data, max_expanded=settings.max_archive_expanded_bytes,
                             max_entries=settings.max_archive_entries, runtime=m.runtime)
-    n = normalize_archive(m, checked.sha256, checked.size)
+    n = with_network(normalize_archive(m, checked.sha256, checked.size), m.network)
     async with transaction(_sessions(request)) as s:
         if await s.get(Archive, checked.sha256) is None:
             s.add(Archive(sha256=checked.sha256, size=checked.size, expanded_size=checked.expanded,
                           entries=checked.entries, format=checked.format, manifest=m.model_dump(),
                           data=data, owner_id=who.user_id))
         n.version = m.version
-        row, dup = await service.submit(s, n, who)
+        row, dup = await service.submit(s, n, who, limits=settings)
     return _accepted(row, dup)
 
 

@@ -36,6 +36,17 @@ class Settings(ServiceSettings):
     max_archive_entries: int = Field(default=2000, ge=1)
     openapi_fetch_timeout_seconds: float = 5.0
 
+    # Resolving unpinned packages (npx pkg, uvx pkg) to their latest release at submission time.
+    # Unset: the registries this machine installs from (pip/uv index URL, npm registry config).
+    npm_registry: str | None = None  # e.g. https://registry.npmjs.org
+    pypi_url: str | None = None  # the JSON API's base, e.g. https://pypi.org (…/pypi/<name>/json)
+    resolve_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    resolve_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Per-user limits (admins and the crawler are exempt): submissions (new servers and new versions)
+    # per rolling hour, and the user's servers being deployed at once. Over either: 429 + Retry-After.
+    max_submissions_per_hour: int = Field(default=20, ge=1)
+    max_deployments_in_flight: int = Field(default=3, ge=1)
+
     # Search tuning (see docs/services/catalog.md for how these were chosen).
     search_candidates: int = Field(default=100, ge=10, le=1000)
     rrf_k: int = 60

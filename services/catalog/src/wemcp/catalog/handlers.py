@@ -4,6 +4,9 @@ the process's runtime as their third argument (the embedder lives in ``runtime.e
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,9 +16,9 @@ from wemcp.catalog.normalize import normalize_server_json
 from wemcp.catalog.projection import add_calls, project, set_enabled_from_a
 from wemcp.catalog.schemas import ServerJson
 from wemcp.catalog.state import of
-from wemcp.common.bus import Handler, Subscription
+from wemcp.common.bus import BatchSubscription, Handler, Subscription
 from wemcp.common.events.base import Event
-from wemcp.common.events.calls import McpCallCompleted
+from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted, completed_calls
 from wemcp.common.events.crawler import CrawlerDiscovered
 from wemcp.common.events.servers import (
     ServerDeployed,
@@ -39,10 +42,31 @@ async def _row(session: AsyncSession, event: ServerDeploying | ServerDeployed | 
     return row
 
 
-def _stale(row: Server, event: ServerDeploying | ServerDeployed | ServerDeployFailed) -> bool:
-    # Consumers of different subjects run independently: an older deploying/failed event that
-    # arrives after a newer deployed one must not roll the status back.
-    return row.deployed_at is not None and event.occurred_at <= row.deployed_at
+def admit(row: Server, event: ServerDeploying | ServerDeployed | ServerDeployFailed) -> bool:
+    """The ordering rule (docs/events.md, "Server lifecycle"): whether ``event`` is newer than what the
+    row holds; if so the row's position moves to it. The deploying, deployed and deploy_failed
+    consumers run independently, so the events of a deployment arrive in any order.
+
+    - Stamped events (``generation``, ``seq``) apply when their position is above the row's; a
+      terminal state (deployed/failed) of generation g is never replaced by a step of the same g; a
+      newer generation supersedes whatever the row holds.
+    - Events of older producers (no position) are older than any stamped event; among themselves
+      they apply when ``occurred_at`` is later than the last applied one's and a step never replaces
+      a terminal state (a resubmission clears that, see ``service.submit``).
+    """
+    pos = event.position
+    if pos is not None:
+        held = (row.lifecycle_generation, row.lifecycle_seq)
+        if pos <= held or (pos[0] == held[0] and row.lifecycle_terminal and not event.terminal):
+            return False
+        row.lifecycle_generation, row.lifecycle_seq = pos
+    else:
+        if row.lifecycle_generation or (row.lifecycle_at is not None and event.occurred_at <= row.lifecycle_at) \
+                or (row.lifecycle_terminal and not event.terminal):
+            return False
+    row.lifecycle_terminal = event.terminal
+    row.lifecycle_at = event.occurred_at if row.lifecycle_at is None else max(row.lifecycle_at, event.occurred_at)
+    return True
 
 
 def _set_status(row: Server, status: str, detail: str | None) -> None:
@@ -56,21 +80,21 @@ def _set_status(row: Server, status: str, detail: str | None) -> None:
 
 async def on_server_deploying(event: ServerDeploying, session: AsyncSession) -> None:
     row = await _row(session, event)
-    if row is None or _stale(row, event) or row.status == "published":
+    if row is None or not admit(row, event):
         return
     _set_status(row, "deploying", f"{event.step}: {event.detail}" if event.detail else event.step)
 
 
 async def on_server_deploy_failed(event: ServerDeployFailed, session: AsyncSession) -> None:
     row = await _row(session, event)
-    if row is None or _stale(row, event):
+    if row is None or not admit(row, event):
         return
     _set_status(row, "failed", event.reason[:2000])
 
 
 async def on_server_deployed(event: ServerDeployed, session: AsyncSession, runtime: Runtime) -> None:
     row = await _row(session, event)
-    if row is None or _stale(row, event):
+    if row is None or not admit(row, event):
         return
     first_publish = row.published_at is None
     row.tools = [t.model_dump(exclude_none=True) for t in event.tools]
@@ -119,12 +143,15 @@ async def on_server_updated(event: ServerUpdated, session: AsyncSession, runtime
 COUNTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 
 
-async def on_call_completed(event: McpCallCompleted, session: AsyncSession) -> None:
-    """Counts a call in A (and B's popularity, see ``add_calls``). Increments commute, so this
-    consumer runs several handlers at once."""
-    if event.method not in COUNTED_METHODS or event.status == "refused":
-        return
-    await add_calls(session, event.server_slug, 1)
+def counted(event: McpCallCompleted) -> bool:
+    return event.method in COUNTED_METHODS and event.status != "refused"
+
+
+async def on_calls_completed(events: Sequence[Event], session: AsyncSession) -> None:
+    """Counts a batch of calls (``mcp.call.batch`` envelopes and single ``mcp.call.completed``
+    events) in A, and B's popularity (see ``add_calls``): one statement for the whole batch, not
+    one per call. Increments commute, so the order of batches does not matter."""
+    await add_calls(session, Counter(c.server_slug for c in completed_calls(events) if counted(c)))
 
 
 async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession) -> None:
@@ -140,7 +167,7 @@ async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession)
     await service.submit(session, n, None, source_kind="import")
 
 
-SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription] = [
+SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription | BatchSubscription] = [
     (ServerDeploying, on_server_deploying),
     (ServerDeployed, on_server_deployed),
     (ServerDeployFailed, on_server_deploy_failed),
@@ -148,5 +175,6 @@ SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription] = [
     (ServerEnabled, on_server_enabled),
     (ServerUpdated, on_server_updated),
     (CrawlerDiscovered, on_crawler_discovered),
-    Subscription(McpCallCompleted, on_call_completed, max_workers=8),
+    # durable "catalog-mcp-call-completed", as when it took single events (its processed_events rows hold)
+    BatchSubscription((McpCallCompleted, McpCallsCompleted), on_calls_completed),
 ]

@@ -73,6 +73,13 @@ class Server(Base):
     status_detail: Mapped[str | None] = mapped_column(Text)
     status_before_disable: Mapped[str | None] = mapped_column(String(20))
     withdrawn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # the ordering rule (docs/events.md): the newest deployment event applied, and the last decision
+    lifecycle_generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    lifecycle_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    lifecycle_terminal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    lifecycle_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # its occurred_at
+    decision_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # disable/enable count
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # submissions emitted
     # hand-kept
     category: Mapped[str | None] = mapped_column(String(64))
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default=text("'{}'"))
@@ -166,3 +173,15 @@ class Archive(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
     owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Submission(Base):
+    """One accepted submission (new server or new version) by a user: the per-user submission rate
+    is counted here (rows older than a day are pruned as the user submits again)."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_owner_at", "owner_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -46,6 +46,9 @@ class Normalized:
     tags: list[str] = field(default_factory=list)
     readme: str = ""
     icon: str | None = None
+    # packages that came without a version: (field to name in a 422, the package dict to pin);
+    # ``wemcp.catalog.resolve.resolve_unpinned`` fills them in before the submission is stored
+    unresolved: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def field_error(field_path: str, message: str, type_: str = "value_error") -> Unprocessable:
@@ -129,6 +132,8 @@ def package_from_command(label: str, entry: McpServerEntry) -> dict[str, Any]:
     if idx is None:
         raise field_error(f"{where}.args", f"no package named after {cmd}")
     identifier, version = splitter(args[idx])
+    if version is not None and version.lower() == "latest" and registry != "oci":
+        version = None  # `npx pkg@latest`, `uvx pkg@latest`: resolved to the exact release at submission
     try:
         pkg = PackageSpec.model_validate({
             "registryType": registry, "identifier": identifier, "version": version, "runtimeHint": hint,
@@ -172,20 +177,26 @@ def _package_key(spec: dict[str, Any]) -> str:
     return f"archive:{spec['archive']['sha256']}"
 
 
-def normalize_server_json(doc: ServerJson, kind: str = "server.json") -> Normalized:
+def normalize_server_json(doc: ServerJson, kind: str = "server.json", *, resolve: bool = False) -> Normalized:
+    """``resolve``: packages without a version are left for the resolver (a user's submission);
+    imports and the crawler keep needing an exact version somewhere in the document."""
     spec = doc.model_dump(exclude_none=True, include={"name", "title", "description", "version", "websiteUrl",
                                                        "repository", "packages", "remotes"})
     version = doc.version or next((p.version for p in doc.packages if p.version), None)
-    if not version:
+    unresolved = [(f"server_json.packages.{i}.version", p) for i, p in enumerate(spec.get("packages") or [])
+                  if not p.get("version")] if resolve else []
+    if not version and not unresolved:
         raise field_error("server_json.version", "a version is required (exact, e.g. 1.2.0)", "missing")
-    spec["version"] = version
+    spec["version"] = version or ""
     check_declared_headers(spec)
-    return Normalized(name=doc.name, version=version, title=doc.title or doc.name.split("/")[-1],
-                      description=doc.description, package_key=_package_key(spec), source_kind=kind, spec=spec)
+    return Normalized(name=doc.name, version=version or "", title=doc.title or doc.name.split("/")[-1],
+                      description=doc.description, package_key=_package_key(spec), source_kind=kind, spec=spec,
+                      unresolved=unresolved)
 
 
 def normalize_mcp_servers(label: str, entry: McpServerEntry, sub: ServerSubmit) -> Normalized:
     spec: dict[str, Any] = {"packages": [], "remotes": []}
+    unresolved: list[tuple[str, dict[str, Any]]] = []
     if entry.url:
         transport = "sse" if entry.type == "sse" or entry.url.rstrip("/").endswith("/sse") else "streamable-http"
         headers = [InputSpec.model_validate({
@@ -198,18 +209,20 @@ def normalize_mcp_servers(label: str, entry: McpServerEntry, sub: ServerSubmit) 
     else:
         pkg = package_from_command(label, entry)
         spec["packages"].append(pkg)
-        version = pkg.get("version") or sub.version
-        if not version:
-            raise field_error(f"mcp_servers.{label}.args",
-                              "pin the package version (e.g. @scope/pkg@1.2.0, pkg==1.2.0, image:1.2.0) "
-                              "or give `version`", "missing_version")
-        pkg["version"] = version
+        version = pkg.get("version") or sub.version or ""
+        if version:
+            pkg["version"] = version
+        elif pkg["registryType"] == "oci":
+            raise field_error(f"mcp_servers.{label}.args", "pin the image tag (e.g. image:1.2.0) or give `version`",
+                              "missing_version")
+        else:  # resolved to the latest release before it is stored (wemcp.catalog.resolve)
+            unresolved.append((f"mcp_servers.{label}.args", pkg))
         name = sub.name or _name_for_package(pkg["registryType"], pkg["identifier"])
     title = sub.title or label
     spec.update(name=name, version=version, title=title, description=sub.description or "")
     check_declared_headers(spec)
     return Normalized(name=name, version=version, title=title, description=sub.description or "",
-                      package_key=_package_key(spec), source_kind="mcpServers", spec=spec)
+                      package_key=_package_key(spec), source_kind="mcpServers", spec=spec, unresolved=unresolved)
 
 
 def normalize_openapi(doc: dict[str, Any], sub: ServerSubmit, where: str = "openapi") -> Normalized:
@@ -277,7 +290,7 @@ def normalize_archive(manifest: ArchiveManifest, sha256: str, size: int) -> Norm
 
 def normalize(sub: ServerSubmit, fetched_openapi: dict[str, Any] | None = None) -> Normalized:
     if sub.server_json is not None:
-        n = normalize_server_json(sub.server_json)
+        n = normalize_server_json(sub.server_json, resolve=True)
     elif sub.mcp_servers is not None:
         (label, entry), = sub.mcp_servers.items()
         n = normalize_mcp_servers(label, entry, sub)
@@ -299,7 +312,25 @@ def normalize(sub: ServerSubmit, fetched_openapi: dict[str, Any] | None = None) 
         raise field_error("name", f"derived name {n.name!r} is not registry style (namespace/name); give `name`")
     n.category, n.tags = sub.category, list(sub.tags)
     n.readme, n.icon = sub.readme or "", sub.icon
+    if sub.transport == "stdio-local":
+        run_locally(n)
     return n
+
+
+def run_locally(n: Normalized) -> None:
+    """``"transport": "stdio-local"``: users run the server on their own machines. The deployer
+    still starts it once in the sandbox, without secrets, to list its tools (spec ``"hosting":
+    "local"``); nothing is hosted or routed. Its listing is its own (package key ``local:...``), so a
+    hosted listing of the same package is not replaced by it."""
+    pkgs = n.spec.get("packages") or []
+    if not pkgs or n.spec.get("openapi"):
+        raise field_error("transport", "\"stdio-local\" is for packages users run themselves (npx, uvx); a remote "
+                          "URL or an OpenAPI document is reached over the network, not run locally", "not_local")
+    if pkgs[0]["registryType"] not in ("npm", "pypi"):
+        raise field_error("transport", "\"stdio-local\" servers are npm or PyPI packages (the platform lists their "
+                          "tools by running them once)", "not_local")
+    n.spec["hosting"] = "local"
+    n.package_key = f"local:{n.package_key}"
 
 
 # OpenAPI itself says header parameters with these names are ignored: dropped quietly, not refused.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import Text, cast, func, literal, literal_column, select, update
+from sqlalchemy import Text, cast, func, literal, literal_column, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -86,17 +86,29 @@ def popularity_due(total: int, added: int) -> bool:
     return total // step != (total - added) // step
 
 
-async def add_calls(session: AsyncSession, slug: str, n: int = 1) -> int | None:
-    """Add ``n`` calls to A's counter (row lock: concurrent increments serialise and each sees its
-    own total) and, when due, to B's popularity. Returns the new total (None: unknown server)."""
-    row = (await session.execute(update(Server).where(Server.slug == slug).values(calls=Server.calls + n)
-                                 .returning(Server.id, Server.calls, Server.stars)
-                                 .execution_options(synchronize_session=False))).first()
-    if row is None:
-        return None
-    server_id, total, stars = row
-    if popularity_due(int(total), n):
-        await session.execute(update(SearchDoc).where(SearchDoc.server_id == server_id)
-                              .values(popularity=int(total) + 10 * int(stars or 0))
-                              .execution_options(synchronize_session=False))
-    return int(total)
+# table names are our own constants, values are bound parameters
+_LOCK_SERVERS = text(f"SELECT id FROM {Server.__table__.fullname} WHERE slug = ANY(CAST(:slugs AS text[])) "  # noqa: S608
+                     "ORDER BY slug FOR UPDATE")
+_ADD_CALLS = text(f"UPDATE {Server.__table__.fullname} AS s SET calls = s.calls + v.n "  # noqa: S608
+                  "FROM unnest(CAST(:slugs AS text[]), CAST(:ns AS bigint[])) AS v(slug, n) "
+                  "WHERE s.slug = v.slug RETURNING s.id, s.calls, s.stars, v.n")
+_SET_POPULARITY = text(f"UPDATE {SearchDoc.__table__.fullname} AS d SET popularity = v.p "  # noqa: S608
+                       "FROM unnest(CAST(:ids AS uuid[]), CAST(:ps AS bigint[])) AS v(id, p) "
+                       "WHERE d.server_id = v.id")
+
+
+async def add_calls(session: AsyncSession, counts: dict[str, int]) -> dict[str, int]:
+    """Add ``counts[slug]`` calls to A's counters, and to B's popularity where due, in one statement
+    each whatever the number of servers. The rows are locked in slug order first, so two
+    transactions adding to the same servers (two catalog processes) wait for each other instead of
+    deadlocking. Returns the new totals by server id (unknown slugs are skipped)."""
+    if not counts:
+        return {}
+    slugs = sorted(counts)
+    await session.execute(_LOCK_SERVERS, {"slugs": slugs})
+    rows = (await session.execute(_ADD_CALLS, {"slugs": slugs, "ns": [counts[s] for s in slugs]})).all()
+    due = [(server_id, int(total) + 10 * int(stars or 0)) for server_id, total, stars, n in rows
+           if popularity_due(int(total), int(n))]
+    if due:
+        await session.execute(_SET_POPULARITY, {"ids": [d[0] for d in due], "ps": [d[1] for d in due]})
+    return {str(server_id): int(total) for server_id, total, _, _ in rows}

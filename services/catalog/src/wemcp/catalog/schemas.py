@@ -147,6 +147,12 @@ class ServerSubmit(_Strict):
     icon: Url | None = None
     category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=10)
+    # "stdio-local": the server runs on its users' machines; the platform lists its tools and shows
+    # the config to run it, and hosts nothing
+    transport: Literal["hosted", "stdio-local"] | None = None
+    # a hosted server that calls APIs: it reaches the internet through the platform's egress proxy
+    # only (public addresses; the hosts it reaches are listed on its page). Off by default.
+    network: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -162,7 +168,8 @@ class ServerSubmit(_Strict):
         if isinstance(data.get("openapi"), str) or "swagger" in data:
             return {"openapi": data}
         if "packages" in data or "remotes" in data or "$schema" in data:
-            return {"server_json": data}
+            rest = {k: data[k] for k in ("transport",) if k in data}  # the envelope's, not server.json's
+            return {**rest, "server_json": {k: v for k, v in data.items() if k not in rest}}
         return data
 
     @model_validator(mode="after")
@@ -191,6 +198,7 @@ class ArchiveManifest(_Strict):
     environmentVariables: list[InputSpec] = Field(default_factory=list, max_length=50)
     category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=10)
+    network: bool = False  # as ServerSubmit.network
 
     @field_validator("entrypoint")
     @classmethod

@@ -5,22 +5,23 @@ in the same transaction (outbox)."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.catalog.config import Settings
-from wemcp.catalog.models import Category, News, SearchDoc, Server, bus_tables
+from wemcp.catalog.models import Category, News, SearchDoc, Server, Submission, bus_tables
 from wemcp.catalog.normalize import Normalized, field_error
 from wemcp.catalog.schemas import ServerUpdate, slugify
-from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
 from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted, ServerUpdated
 from wemcp.common.identity import Identity
 from wemcp.common.logging import get_logger
@@ -103,11 +104,12 @@ async def check_category(session: AsyncSession, slug: str | None, field: str = "
 
 
 async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *,
-                 source_kind: str | None = None) -> tuple[Server, bool]:
+                 source_kind: str | None = None, limits: Settings | None = None) -> tuple[Server, bool]:
     """Store a submission as ``submitted`` and stage ``server.submitted``. Returns (row, duplicate).
 
     The same package and version again is idempotent (the first row comes back, nothing is
-    emitted); a new version of a package its owner already listed resubmits that row."""
+    emitted); a new version of a package its owner already listed resubmits that row. With
+    ``limits``, a plain user's submission is refused over the per-user limits (:func:`check_limits`)."""
     await check_category(session, n.category)
     owner_id = owner.user_id if owner else None
     existing = (await session.execute(
@@ -122,13 +124,19 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
         if existing is not None and existing.owner_id != owner_id:
             raise Conflict(f"{n.package_key} is already listed by another owner", extra={"slug": existing.slug})
         _refuse_startup_env(n.spec)
+    if existing is not None and existing.version == n.version:
+        return existing, True
+    if limits is not None and owner is not None and owner.user_id is not None and not owner.at_least("admin"):
+        await check_limits(session, owner.user_id, limits, resubmitting=existing.id if existing else None)
     if existing is not None:
-        if existing.version == n.version:
-            return existing, True
         existing.version, existing.spec, existing.name = n.version, n.spec, n.name
         existing.title, existing.description = n.title, n.description
         if existing.status != "disabled":
             existing.status, existing.status_detail = "submitted", None
+        if not existing.lifecycle_generation:
+            # a new deployment follows: its unstamped steps (older deployer) may replace the last
+            # terminal state (stamped ones carry the next generation, which supersedes it anyway)
+            existing.lifecycle_terminal = False
         existing.updated_at = func.now()
         await session.flush()
         await _emit_submitted(session, existing)
@@ -159,6 +167,33 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
     raise Conflict("could not allocate a slug; try again")
 
 
+async def check_limits(session: AsyncSession, owner_id: UUID, limits: Settings, *, resubmitting: UUID | None) -> None:
+    """Per-user limits, one user at a time (a transaction-scoped advisory lock on the user): at most
+    ``max_submissions_per_hour`` submissions in any rolling hour, and at most
+    ``max_deployments_in_flight`` of the user's servers being deployed (a new version of a server
+    that is being deployed replaces that deployment: it adds none). 429 with Retry-After; the
+    submission is logged once it passes."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"catalog:submit:{owner_id}", 0))))
+    await session.execute(delete(Submission).where(Submission.owner_id == owner_id,
+                                                   Submission.at < func.now() - timedelta(days=1)))
+    now, oldest, recent = (await session.execute(
+        select(func.now(), func.min(Submission.at), func.count()).where(
+            Submission.owner_id == owner_id, Submission.at > func.now() - timedelta(hours=1)))).one()
+    if recent >= limits.max_submissions_per_hour:
+        wait = max(1, math.ceil((oldest + timedelta(hours=1) - now).total_seconds()))
+        raise TooManyRequests(f"you submitted {recent} servers or versions in the last hour, the most allowed; "
+                              f"try again in {math.ceil(wait / 60)} min", headers={"Retry-After": str(wait)},
+                              extra={"retry_after": wait, "limit": limits.max_submissions_per_hour})
+    in_flight = (await session.execute(select(func.count()).select_from(Server).where(
+        Server.owner_id == owner_id, Server.status.in_(("submitted", "deploying")),
+        Server.id != resubmitting if resubmitting is not None else Server.id.is_not(None)))).scalar_one()
+    if in_flight >= limits.max_deployments_in_flight:
+        raise TooManyRequests(f"{in_flight} of your servers are still being deployed, the most allowed at once; "
+                              "submit again when one of them is done", headers={"Retry-After": "30"},
+                              extra={"retry_after": 30, "limit": limits.max_deployments_in_flight})
+    session.add(Submission(owner_id=owner_id))
+
+
 # Variables that change how an interpreter or the dynamic loader starts the server: a default for
 # one of them runs code in every user's process of the server, so only admins may declare them.
 STARTUP_ENV = frozenset({
@@ -179,9 +214,10 @@ def _refuse_startup_env(spec: dict[str, Any]) -> None:
 
 
 async def _emit_submitted(session: AsyncSession, row: Server) -> None:
+    row.revision = (row.revision or 0) + 1  # orders the submissions for their consumers (row lock held)
     await add_event(session, bus_tables, ServerSubmitted(
         server_id=row.id, slug=row.slug, name=row.name, version=row.version, owner_id=row.owner_id,
-        spec=row.spec))
+        spec=row.spec, revision=row.revision))
 
 
 # ---- owner and admin actions ---------------------------------------------------------------------
@@ -237,10 +273,11 @@ async def disable(session: AsyncSession, slug: str, who: Identity, reason: str |
     row.status_before_disable, row.status = row.status, "disabled"
     row.withdrawn = withdraw
     row.status_detail = reason
+    row.decision_seq = (row.decision_seq or 0) + 1  # orders the decisions for their consumers (row lock held)
     row.updated_at = func.now()
     await session.flush()
     await add_event(session, bus_tables, ServerDisabled(server_id=row.id, slug=row.slug, reason=reason,
-                                                        actor_id=who.user_id))
+                                                        actor_id=who.user_id, decision_seq=row.decision_seq))
     return row, True
 
 
@@ -250,9 +287,11 @@ async def enable(session: AsyncSession, slug: str, who: Identity) -> tuple[Serve
         return row, False
     row.status = row.status_before_disable or "submitted"
     row.status_before_disable, row.withdrawn, row.status_detail = None, False, None
+    row.decision_seq = (row.decision_seq or 0) + 1
     row.updated_at = func.now()
     await session.flush()
-    await add_event(session, bus_tables, ServerEnabled(server_id=row.id, slug=row.slug, actor_id=who.user_id))
+    await add_event(session, bus_tables, ServerEnabled(server_id=row.id, slug=row.slug, actor_id=who.user_id,
+                                                       decision_seq=row.decision_seq))
     return row, True
 
 
@@ -281,9 +320,39 @@ def _public_inputs(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def local_config(row: Server) -> dict[str, Any]:
+    """How a user runs a ``stdio-local`` server on their own machine: a Claude-desktop ``mcpServers``
+    entry with the exact version, the package's arguments and its variables (secrets as
+    placeholders: the platform never holds their values)."""
+    pkg = (row.spec.get("packages") or [{}])[0]
+    ident, version = pkg.get("identifier", ""), pkg.get("version") or row.version
+    args: list[str] = []
+    for a in pkg.get("packageArguments") or []:
+        value = a.get("value") if a.get("value") is not None else a.get("default")
+        if a.get("type") == "named" and a.get("name"):
+            args += [a["name"]] + ([str(value)] if value is not None else [])
+        elif value is not None:
+            args.append(str(value))
+    if pkg.get("registryType") == "pypi":
+        entry: dict[str, Any] = {"command": "uvx", "args": [f"{ident}=={version}", *args]}
+    else:
+        entry = {"command": "npx", "args": ["-y", f"{ident}@{version}", *args]}
+    env = {e["name"]: (f"<{e['name']}>" if e.get("isSecret") or e.get("default") is None else e["default"])
+           for e in _public_inputs(row.spec) if e["location"] == "env"}
+    if env:
+        entry["env"] = env
+    return {"mcpServers": {row.slug: entry}}
+
+
 def connect_info(row: Server, settings: Settings) -> dict[str, Any]:
+    if row.spec.get("hosting") == "local":
+        return {"runs": "local", "url": None, "transport": "stdio",
+                "inputs": [{"name": i["name"], "isSecret": bool(i.get("isSecret")),
+                            "isRequired": bool(i.get("isRequired"))} for i in _public_inputs(row.spec)],
+                "config": local_config(row)}
     url = f"{settings.gateway_public_url.rstrip('/')}/mcp/{row.slug}"
     return {
+        "runs": "hosted",
         "url": url,
         "transport": "streamable-http",
         "auth": "Authorization: Bearer <your WeMcp API key>",

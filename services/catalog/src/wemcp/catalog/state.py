@@ -1,5 +1,5 @@
 """Process-wide objects built in the service's start hook and kept in ``runtime.extras["catalog"]``:
-the settings, the embedder and the query-vector cache. Request handlers reach them through
+the settings, the embedder, the query-vector cache and the package resolver. Request handlers reach them through
 ``request.app.state.runtime``; event handlers get the runtime as their third argument. No
 module-level state: two catalogs in one process (tests, benchmarks) never share an embedder."""
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from wemcp.catalog.config import Settings
 from wemcp.catalog.embedding import CachedQueries, Embedder, make_embedder
+from wemcp.catalog.resolve import Resolver
 from wemcp.common.service import Runtime
 
 KEY = "catalog"
@@ -21,6 +22,7 @@ class CatalogState:
     settings: Settings
     embedder: Embedder
     queries: CachedQueries
+    resolver: Resolver
 
 
 def of(runtime: Runtime) -> CatalogState:
@@ -50,11 +52,15 @@ async def on_start(runtime: Runtime) -> None:
     warm = getattr(embedder, "warm_up", None)
     if warm is not None:
         await asyncio.to_thread(warm)
-    runtime.extras[KEY] = CatalogState(settings, embedder, CachedQueries(embedder))
+    resolver = Resolver(settings.egress, npm_registry=settings.npm_registry, pypi_url=settings.pypi_url,
+                        ttl=settings.resolve_cache_seconds, timeout=settings.resolve_timeout_seconds)
+    runtime.extras[KEY] = CatalogState(settings, embedder, CachedQueries(embedder), resolver)
 
 
 async def on_stop(runtime: Runtime) -> None:
     state = runtime.extras.pop(KEY, None)
+    if state is not None:
+        await state.resolver.aclose()
     close = getattr(getattr(state, "embedder", None), "aclose", None)
     if close is not None:
         await close()

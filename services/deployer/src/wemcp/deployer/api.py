@@ -5,19 +5,23 @@ and admins may read it; anyone else gets the same 404 as for a slug that does no
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import uuid
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from wemcp.common.errors import BadRequest, NotFound, ServiceUnavailable
 from wemcp.common.identity import CurrentUser
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.child import redact
-from wemcp.deployer.models import Deployment
-from wemcp.deployer.schemas import DeploymentRead, PlanRead, PlanRequest, StepRead
+from wemcp.deployer.models import Deployment, DeploymentLog
+from wemcp.deployer.schemas import DeploymentRead, EgressHost, EgressRead, PlanRead, PlanRequest, StepRead
 from wemcp.deployer.service import current
 from wemcp.deployer.spec import SpecError, parse_spec
 
@@ -26,16 +30,22 @@ Slug = Annotated[str, Path(min_length=1, max_length=200)]
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
-@router.get("/deployments/{slug}", response_model=DeploymentRead)
-async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> DeploymentRead:
+async def _readable(request: Request, slug: str, who: Any) -> Deployment:
+    """The deployment of ``slug`` if ``who`` may read it: its server's owner, or an admin
+    (owner-less servers — imported, crawled — are the admins' to look after). Anyone else gets the
+    404 of a slug that does not exist."""
     if not _SLUG.match(slug):
         raise NotFound(f"no deployment {slug!r}")
-    runtime = request.app.state.runtime
-    async with runtime.sessions() as s:
+    async with request.app.state.runtime.sessions() as s:
         d = (await s.execute(select(Deployment).where(Deployment.slug == slug))).scalar_one_or_none()
-    # owner-less servers (imported, crawled) are the admins' to look after
     if d is None or not (who.at_least("admin") or (d.owner_id is not None and d.owner_id == who.user_id)):
         raise NotFound(f"no deployment {slug!r}")
+    return d
+
+
+@router.get("/deployments/{slug}", response_model=DeploymentRead)
+async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> DeploymentRead:
+    d = await _readable(request, slug, who)
     orch = current()
     live: dict[str, object] = {"state": "unknown"}
     logs = d.log_tail
@@ -51,6 +61,20 @@ async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> Depl
         prompts=intro.get("prompts", []), resources=intro.get("resources", []),
         reason=redact(d.reason, []) if d.reason else None, runtime=live,
         logs=redact(logs or "", []), updated_at=d.updated_at, deployed_at=d.deployed_at)
+
+
+@router.get("/deployments/{slug}/egress", response_model=EgressRead)
+async def get_egress(slug: Slug, request: Request, who: CurrentUser) -> EgressRead:
+    """Where a hosted server with network connected through the egress proxy: host names and ports,
+    counts and bytes (never paths, queries, headers or bodies), and its caps. Owner and admins."""
+    d = await _readable(request, slug, who)
+    orch = current()
+    proxy = orch.bridge.egress if orch is not None else None
+    report: dict[str, Any] = proxy.report(slug) if proxy is not None else {
+        "hosts": [], "open_connections": 0, "bytes": 0, "limits": {}}
+    return EgressRead(slug=d.slug, network=bool((d.spec or {}).get("network")),
+                      hosts=[EgressHost(**h) for h in report["hosts"]], open_connections=report["open_connections"],
+                      bytes=report["bytes"], limits=report["limits"])
 
 
 @router.post("/deployments/plan", response_model=PlanRead)
@@ -70,3 +94,99 @@ async def plan_deployment(body: PlanRequest, _who: CurrentUser) -> PlanRead:
     plan = backend.plan(Target(body.slug, uuid.UUID(int=0), spec))
     return PlanRead(backend=plan.backend, slug=plan.slug, kind=plan.kind, actions=plan.actions,
                     artifacts=plan.artifacts, requests=plan.requests)
+
+
+# ---- the events stream -----------------------------------------------------------------------------
+
+TERMINAL = frozenset({"deployed", "failed", "disabled"})
+MAX_STREAM_SECONDS = 900.0  # then the stream ends; the client reconnects with Last-Event-ID
+HEARTBEAT_SECONDS = 10.0
+POLL_SECONDS = 1.0  # changes made by another deployer process are seen this late at most
+LOG_BATCH = 500
+_CURSOR = re.compile(r"^(\d{1,9})\.(\d{1,6})\.(\d{1,19})$")
+
+
+def _sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, default=str, ensure_ascii=False)}\n\n".encode()
+
+
+def _final(d: Deployment) -> dict[str, Any]:
+    intro = d.introspection or {}
+    return {"status": d.status, "generation": d.generation, "backend": d.backend,
+            "package_version": d.package_version, "endpoint": d.endpoint,
+            "reason": redact(d.reason, []) if d.reason else None,
+            "tools": [t.get("name") for t in intro.get("tools", [])]}
+
+
+@router.get("/deployments/{slug}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def deployment_events(slug: Slug, request: Request, who: CurrentUser,
+                            last_event_id: Annotated[str | None, Header(max_length=64)] = None) -> StreamingResponse:
+    """Server-sent events of the deployment's current attempt, for its owner and admins: ``state``
+    (first: status and generation), ``step`` (each step as recorded), ``log`` (installer and
+    start-up output, redacted), then ``done`` with the final state (``deployed`` | ``failed`` |
+    ``disabled``, or ``superseded`` when a newer submission started another attempt) and the end of
+    the stream. A finished deployment replays its attempt and ends at once; one in progress is
+    followed live. Event ids are cursors: ``Last-Event-ID`` resumes after the last event seen."""
+    d = await _readable(request, slug, who)
+    steps_sent, log_id = 0, 0
+    m = _CURSOR.match(last_event_id or "")
+    if m and int(m.group(1)) == d.generation:
+        steps_sent, log_id = int(m.group(2)), int(m.group(3))
+    return StreamingResponse(_follow(request, d.id, d.generation, steps_sent, log_id),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _follow(request: Request, dep_id: uuid.UUID, generation: int, steps_sent: int,
+                  log_id: int) -> AsyncIterator[bytes]:
+    sessions = request.app.state.runtime.sessions
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MAX_STREAM_SECONDS
+    quiet_since = loop.time()
+    first = True
+    while True:
+        async with sessions() as s:
+            d = await s.get(Deployment, dep_id)
+            if d is None:
+                return
+            logs = [] if d.generation != generation else list((await s.execute(
+                select(DeploymentLog).where(DeploymentLog.deployment_id == dep_id,
+                                            DeploymentLog.generation == generation, DeploymentLog.id > log_id)
+                .order_by(DeploymentLog.id).limit(LOG_BATCH))).scalars())
+        if first:
+            yield _sse("state", {"status": d.status, "generation": d.generation, "backend": d.backend})
+            first = False
+        if d.generation != generation:
+            yield _sse("done", {"status": "superseded", "generation": d.generation})
+            return
+        steps = d.steps[steps_sent:] if steps_sent <= len(d.steps) else []
+        items: list[tuple[str, int, dict[str, Any]]] = [(str(st.get("at") or ""), 0, st) for st in steps]
+        items += [(lg.at.isoformat(), 1, {"id": lg.id, "source": lg.source, "line": lg.line, "at": lg.at})
+                  for lg in logs]
+        items.sort(key=lambda it: it[0])  # stable: a step and the lines before it stay in order
+        for _, kind, data in items:
+            if kind == 0:
+                steps_sent += 1
+                payload = {"step": data.get("step"), "detail": data.get("detail"), "at": data.get("at")}
+                yield _sse("step", payload, f"{generation}.{steps_sent}.{log_id}")
+            else:
+                log_id = max(log_id, data.pop("id"))
+                yield _sse("log", data, f"{generation}.{steps_sent}.{log_id}")
+        if items:
+            quiet_since = loop.time()
+        if d.status in TERMINAL and len(logs) < LOG_BATCH:
+            yield _sse("done", _final(d), f"{generation}.{steps_sent}.{log_id}")
+            return
+        if loop.time() > deadline or await request.is_disconnected():
+            return
+        if loop.time() - quiet_since > HEARTBEAT_SECONDS:
+            quiet_since = loop.time()
+            yield b": keep-alive\n\n"
+        if len(logs) < LOG_BATCH:
+            orch = current()
+            if orch is not None:
+                await orch.wait_change(POLL_SECONDS)
+            else:
+                await asyncio.sleep(POLL_SECONDS)

@@ -4,12 +4,17 @@
 (``initialize`` → ``Mcp-Session-Id``) and 2026-07-28 (stateless; ``server/discover``). ``GET
 /s/{slug}/sse`` + ``POST /s/{slug}/messages`` is the 2024-11-05 SSE transport.
 
-One child per credential set: a caller's values for the server's declared variables arrive as
-``X-WeMcp-Env-<NAME>`` headers (the gateway fills them from the vault; logs redact that prefix);
-children are keyed by a hash of those values, so callers with different secrets never share a
-process. Children are started on demand, stopped after ``idle_seconds`` without calls (scale to
-zero; sessions survive, the next call starts a fresh child) and restarted after a crash with
-backoff.
+One child per credential set and client capabilities: a caller's values for the server's declared
+variables arrive as ``X-WeMcp-Env-<NAME>`` headers (the gateway fills them from the vault; logs
+redact that prefix); children are keyed by a hash of those values (and by the sampling/elicitation/
+roots capabilities of the session's ``initialize``, which the child is initialized with), so callers
+with different secrets never share a process. What a child says during a call reaches that
+call's caller (child.py): a 2025 session's request is answered as SSE once the server speaks
+before its reply, and the client's answers come back on POSTs of that session.
+Children are started on demand, stopped when idle (scale to zero, :mod:`wemcp.deployer.idle`:
+no call in flight and no open stream for the server's idle time; the sessions opened on a stopped
+child are forgotten, so a stale ``Mcp-Session-Id`` gets 404 and the client initialises again; the
+next call starts a fresh child) and restarted after a crash with backoff.
 
 Every ``/s/{slug}/...`` request must carry the platform's credential for that slug
 (``X-WeMcp-Assertion`` signed with the key derived for ``bridge:<slug>``, wemcp.common.trust), or 401:
@@ -45,12 +50,15 @@ from wemcp.common.http import http_protocol
 from wemcp.common.logging import get_logger
 from wemcp.common.trust import HEADER_ASSERTION_RAW, BridgeGuard, KeyRing, environment_ring
 from wemcp.deployer import sandbox
-from wemcp.deployer.child import ChildError, Command, StdioChild
+from wemcp.deployer.child import ChildError, Command, EgressHook, StdioChild
+from wemcp.deployer.egress import EgressProxy
+from wemcp.deployer.idle import IdlePolicy
 
 log = get_logger("wemcp.deployer.bridge")
 ENV_HEADER = "x-wemcp-env-"
 MODERN = "2026-07-28"
 VERSION_META = "io.modelcontextprotocol/protocolVersion"
+SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
 ENVELOPE_META = (VERSION_META, "io.modelcontextprotocol/clientCapabilities", "io.modelcontextprotocol/clientInfo")
 CACHEABLE = {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read",
              "server/discover"}
@@ -104,6 +112,8 @@ class Hosted:
     locks: dict[str, asyncio.Lock] = field(default_factory=lambda: collections.defaultdict(asyncio.Lock))
     crashes: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=20))
     last_tail: str = ""
+    network: bool = False  # its children reach the internet through the egress proxy only
+    idle_seconds: float | None = None  # the deployment's own idle time (None: the bridge's default)
 
 
 @dataclass
@@ -113,6 +123,20 @@ class Session:
     env: dict[str, str]
     queue: asyncio.Queue[dict[str, Any]] | None = None  # legacy SSE only
     last_used: float = field(default_factory=time.monotonic)
+    caps: dict[str, Any] = field(default_factory=dict)  # what the client may be asked (client_caps)
+
+
+ASKING = ("sampling", "elicitation", "roots")
+
+
+def client_caps(params: Any) -> dict[str, Any]:
+    """The capabilities of an ``initialize`` that let a server ask the client something: its child is
+    started with them (so a server asks only clients that can answer, and children are shared only
+    by clients that declared the same)."""
+    caps = params.get("capabilities") if isinstance(params, dict) else None
+    if not isinstance(caps, dict):
+        return {}
+    return {k: v for k, v in caps.items() if k in ASKING and isinstance(v, dict)}
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -129,14 +153,19 @@ class Bridge:
     def __init__(self, *, caps: sandbox.Capabilities, limits: sandbox.Limits, run_dir: Path, host: str = "127.0.0.1",
                  port: int = 0, public_url: str | None = None, idle_seconds: float = 600.0,
                  reap_interval: float = 15.0, start_timeout: float = 60.0, call_timeout: float = 120.0,
-                 max_children: int = 16, uid_base: int = 200000, keys: KeyRing | None = None) -> None:
+                 max_children: int = 16, uid_base: int = 200000, keys: KeyRing | None = None,
+                 egress: EgressProxy | None = None, egress_python: str = "/usr/bin/python3",
+                 egress_preload: str = "", max_idle_seconds: float = 86400.0) -> None:
         self.caps = caps
+        self.egress = egress  # None: no server here gets network
+        self.egress_python, self.egress_preload = egress_python, egress_preload
         self.guard = BridgeGuard(keys if keys is not None else environment_ring())
         self.limits = limits
         self.run_dir = run_dir
         self.host, self.port = host, port
         self.public_url = public_url
         self.idle_seconds = idle_seconds
+        self.idle = IdlePolicy(idle_seconds, max_seconds=max(max_idle_seconds, idle_seconds))
         self.reap_interval = reap_interval
         self.start_timeout = start_timeout
         self.call_timeout = call_timeout
@@ -225,21 +254,85 @@ class Bridge:
         if not messages or not all(isinstance(m, dict) for m in messages):
             await reply(400, _error(None, -32600, "invalid JSON-RPC message"))
             return
+        caps = session.caps if session is not None else {}
+        init = next((m for m in messages if m.get("method") == "initialize"), None) if not sid else None
+        if init is not None:
+            caps = client_caps(init.get("params"))
+        if session is not None:
+            for m in messages:  # the client's answers to what the server asked during a call
+                if "method" not in m and "id" in m:
+                    await self.answer(slug, env, caps, m, sid or "")
+        one_call = session is not None and len(messages) == 1 and "id" in messages[0] and \
+            messages[0].get("method") not in (None, "initialize", "ping") and \
+            b"text/event-stream" in next((v for k, v in scope["headers"] if k == b"accept"), b"")
+        if one_call:  # the server may talk before it answers: a stream, if it does
+            await self._call_streamed(send, slug, env, caps, messages[0], sid)
+            return
         if len(messages) == 1:
-            one = await self.handle(slug, env, messages[0])
+            one = await self.handle(slug, env, messages[0], caps=caps, session=sid)
             replies = [one] if one is not None else []
         else:
-            replies = [r for r in await asyncio.gather(*(self.handle(slug, env, m) for m in messages))
-                       if r is not None]
+            replies = [r for r in await asyncio.gather(*(self.handle(slug, env, m, caps=caps, session=sid)
+                                                         for m in messages)) if r is not None]
         headers = []
-        if not sid and any(m.get("method") == "initialize" for m in messages):
+        if init is not None:
             new = uuid.uuid4().hex
-            self.sessions[new] = Session(slug, credential_key(env), env)
+            self.sessions[new] = Session(slug, credential_key(env), env, caps=caps)
             headers.append((b"mcp-session-id", new.encode()))
         if not replies:
             await reply(202, None, headers)
             return
         await reply(200, replies if isinstance(body, list) else replies[0], headers)
+
+    async def _call_streamed(self, send: Any, slug: str, env: dict[str, str], caps: dict[str, Any],
+                             msg: dict[str, Any], sid: str | None) -> None:
+        """One request of a 2025 session whose client accepts SSE: plain JSON when the server says
+        nothing before its reply, an SSE stream (its notifications and requests, then the reply) as
+        soon as it does."""
+        side: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        task = asyncio.ensure_future(self.handle(slug, env, msg, caps=caps, session=sid, side=side))
+        started = False
+
+        async def event(m: dict[str, Any]) -> None:
+            nonlocal started
+            if not started:
+                started = True
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no")]})
+            await send({"type": "http.response.body", "body": b"event: message\ndata: " + _dumps(m) + b"\n\n",
+                        "more_body": True})
+
+        try:
+            while not task.done():
+                getter = asyncio.ensure_future(side.get())
+                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    await event(getter.result())
+                else:
+                    getter.cancel()
+            while not side.empty():  # what the server said just before its reply
+                await event(side.get_nowait())
+            answer = task.result() or _error(msg.get("id"), -32603, "no reply")
+        except OSError:  # the client went away; the call is cancelled on the child
+            task.cancel()
+            return
+        if started:
+            await event(answer)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = _dumps(answer)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def answer(self, slug: str, env: dict[str, str], caps: dict[str, Any], msg: dict[str, Any],
+                     sid: str) -> None:
+        """A client's answer to the server's request, to the child that asked (only the asked session's)."""
+        hosted = self.hosted.get(slug)
+        child = hosted.children.get(child_key(env, caps)) if hosted is not None else None
+        if child is not None and not await child.answer(msg.get("id"), msg, sid):
+            log.info("bridge_answer_dropped", slug=slug)
 
     # ------------------------------------------------------------------ process lifecycle
     async def start(self) -> None:
@@ -275,6 +368,8 @@ class Bridge:
         for t in self._tasks:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(t, 5)
+        if self.egress is not None:
+            await self.egress.close()
 
     @property
     def base_url(self) -> str:
@@ -293,25 +388,34 @@ class Bridge:
         hosted = self.hosted.pop(slug, None)
         for sid in [k for k, s in self.sessions.items() if s.slug == slug]:
             self.sessions.pop(sid, None)
+        self.idle.forget(slug)
         if hosted is not None:
             await self.scale_to_zero(hosted)
 
     async def scale_to_zero(self, hosted: Hosted) -> None:
         children = list(hosted.children.items())
         hosted.children.clear()
-        for _key, child in children:
+        for key, child in children:
+            self._forget_sessions(hosted.slug, key)
             await self._stop_child(child)
+
+    def _forget_sessions(self, slug: str, key: str) -> None:
+        """The Streamable HTTP sessions opened on a stopped child: their next request gets 404."""
+        for sid in [k for k, s in self.sessions.items()
+                    if s.slug == slug and child_key(s.env, s.caps) == key and s.queue is None]:
+            self.sessions.pop(sid, None)
 
     async def _stop_child(self, child: StdioChild) -> None:
         await child.stop()
         if child.uid is not None:
             self._uids.release(child.uid)
 
-    async def child_for(self, slug: str, env: dict[str, str]) -> StdioChild:
+    async def child_for(self, slug: str, env: dict[str, str], caps: dict[str, Any] | None = None) -> StdioChild:
+        """The child of these credential values and client capabilities (started on demand)."""
         hosted = self.hosted.get(slug)
         if hosted is None:
             raise KeyError(slug)
-        key = credential_key(env)
+        key = child_key(env, caps)
         child = hosted.children.get(key)
         if child is not None and child.alive:
             return child
@@ -332,11 +436,16 @@ class Bridge:
                     raise Backoff(wait - (now - recent[-1]), "the server keeps crashing; restarting with backoff")
             if len(hosted.children) >= self.max_children:
                 raise Backoff(5.0, "too many credential sets are active on this server")
+            hook = None
+            if hosted.network:
+                if self.egress is None:
+                    raise ChildError("this deployer has no egress proxy: servers with network cannot run here")
+                hook = EgressHook(self.egress, slug, self.egress_python, self.egress_preload)
             uid = self._uids.acquire() if self.caps.own_uid else None
             child = StdioChild(hosted.make_command(env), caps=self.caps, limits=self.limits, uid=uid,
                                run_dir=self.run_dir / f"{slug}-{uuid.uuid4().hex[:8]}",
                                secrets=list(env.values()),  # all the caller gave (not only isSecret ones)
-                               start_timeout=self.start_timeout)
+                               start_timeout=self.start_timeout, egress=hook, client_caps=caps)
             try:
                 await child.start()
             except ChildError as exc:
@@ -360,8 +469,10 @@ class Bridge:
         stopped = 0
         for hosted in list(self.hosted.values()):
             for key, child in list(hosted.children.items()):
-                if child.in_flight == 0 and now - child.last_used > self.idle_seconds:
+                # streams hold the children of their credential set (whatever capabilities each has)
+                if self.idle.is_idle(hosted.slug, key.partition(":")[0], child, hosted.idle_seconds, now):
                     hosted.children.pop(key, None)
+                    self._forget_sessions(hosted.slug, key)
                     await self._stop_child(child)
                     stopped += 1
         for sid, s in list(self.sessions.items()):
@@ -370,14 +481,18 @@ class Bridge:
         return stopped
 
     # ------------------------------------------------------------------ protocol
-    async def handle(self, slug: str, env: dict[str, str], msg: dict[str, Any]) -> dict[str, Any] | None:
+    async def handle(self, slug: str, env: dict[str, str], msg: dict[str, Any], *, caps: dict[str, Any] | None = None,
+                     session: str | None = None,
+                     side: asyncio.Queue[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """One client request (``caps``: what its client declared, which picks the child; ``side``:
+        where the server's messages about it go, see ``StdioChild.forward``)."""
         method, mid = msg.get("method"), msg.get("id")
         if method is None or mid is None:
             return None  # notifications and responses stop here: the bridge owns the child's handshake
         if method == "ping":
             return {"jsonrpc": "2.0", "id": mid, "result": {}}
         try:
-            child = await self.child_for(slug, env)
+            child = await self.child_for(slug, env, caps)
         except ChildError as exc:
             return _error(mid, -32603, f"the server could not start: {exc}")
         except Backoff as exc:
@@ -386,9 +501,10 @@ class Bridge:
         if method == "initialize":
             return {"jsonrpc": "2.0", "id": mid, "result": init}
         if method == "server/discover":
+            # 2026-07-28 has no top-level serverInfo: the server's own travels in the _meta stamp
             result = {"supportedVersions": [MODERN], "capabilities": init.get("capabilities", {}),
-                      "serverInfo": init.get("serverInfo"), "resultType": "complete", "ttlMs": 0,
-                      "cacheScope": "private"}
+                      "resultType": "complete", "ttlMs": 0, "cacheScope": "private",
+                      "_meta": {SERVER_INFO_META: init.get("serverInfo") or {}}}
             if init.get("instructions"):
                 result["instructions"] = init["instructions"]
             return {"jsonrpc": "2.0", "id": mid, "result": result}
@@ -404,7 +520,7 @@ class Bridge:
                 p["_meta"] = rest
             msg = {**msg, "params": p}
         try:
-            reply = await child.forward(msg, self.call_timeout)
+            reply = await child.forward(msg, self.call_timeout, side, session)
         except ChildError as exc:
             return _error(mid, -32603, str(exc))
         if modern and isinstance(reply.get("result"), dict):
@@ -453,14 +569,15 @@ class Bridge:
 
         async def stream() -> Any:
             try:
-                yield f"event: endpoint\ndata: /s/{slug}/messages?session_id={sid}\n\n"
-                while True:
-                    try:
-                        msg = await asyncio.wait_for(queue.get(), 15)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield f"event: message\ndata: {json.dumps(msg, separators=(',', ':'))}\n\n"
+                with self.idle.holding(slug, credential_key(env)):  # an open stream: its child is not idle
+                    yield f"event: endpoint\ndata: /s/{slug}/messages?session_id={sid}\n\n"
+                    while True:
+                        try:
+                            msg = await asyncio.wait_for(queue.get(), 15)
+                        except TimeoutError:
+                            yield ": keep-alive\n\n"
+                            continue
+                        yield f"event: message\ndata: {json.dumps(msg, separators=(',', ':'))}\n\n"
             finally:
                 self.sessions.pop(sid, None)
 
@@ -480,9 +597,16 @@ class Bridge:
             return JSONResponse({"error": "invalid JSON-RPC message"}, status_code=400)
         session.last_used = time.monotonic()
         queue = session.queue
+        sid = request.query_params["session_id"]
+        if msg.get("method") == "initialize":
+            session.caps = client_caps(msg.get("params"))
+        elif "method" not in msg and "id" in msg:  # an answer to what the server asked
+            await self.answer(slug, session.env, session.caps, msg, sid)
+            return Response(status_code=202)
 
         async def run() -> None:
-            reply = await self.handle(slug, session.env, msg)
+            # what the server says during the call goes down the session's stream, as the reply does
+            reply = await self.handle(slug, session.env, msg, caps=session.caps, session=sid, side=queue)
             if reply is not None:
                 await queue.put(reply)
 
@@ -501,6 +625,12 @@ def credential_key(env: dict[str, str]) -> str:
 
 
 _NO_CREDENTIALS = hashlib.sha256(json.dumps([]).encode()).hexdigest()
+
+
+def child_key(env: dict[str, str], caps: dict[str, Any] | None) -> str:
+    """A child per credential set and per set of client capabilities it was initialized with."""
+    key = credential_key(env)
+    return key + ":" + json.dumps(caps, sort_keys=True, separators=(",", ":")) if caps else key
 
 
 def _loads(data: bytes) -> Any:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from wemcp.common.config import ServiceSettings, load_settings
@@ -41,11 +41,23 @@ class Settings(ServiceSettings):
     sandbox_max_open_files: int = Field(default=256, ge=16)
     sandbox_uid_base: int = Field(default=200000, ge=1000)
 
+    # The egress proxy of hosted servers with "network": true (wemcp.deployer.egress). Its allow-list
+    # admits non-public destinations: host names, addresses, CIDRs (as WEMCP_EGRESS_ALLOW) and
+    # host:port pinholes (tests open one loopback port with these); empty in production.
+    egress_proxy_allow: str = ""
+    egress_max_connections: int = Field(default=32, ge=1)  # open at once, per server
+    egress_max_bytes_per_hour: int = Field(default=1 << 30, ge=1024)  # both directions, per server
+
+    # Scale to zero: a hosted server's child with no call in flight and no open stream for this long is
+    # stopped (the next call starts it again). A deployment may ask for its own ("idleSeconds" in the
+    # spec), at most max_idle_seconds.
     idle_seconds: float = Field(default=600.0, gt=0)
+    max_idle_seconds: float = Field(default=3600.0, gt=0)
     reap_interval_seconds: float = Field(default=15.0, gt=0)
     start_timeout_seconds: float = Field(default=60.0, gt=0)
     call_timeout_seconds: float = Field(default=120.0, gt=0)
-    install_timeout_seconds: float = Field(default=600.0, gt=0)
+    install_timeout_seconds: float = Field(default=600.0, gt=0)  # per install step; then killed by PID
+    install_max_bytes: int = Field(default=1 << 30, ge=1 << 20)  # on disk, per installed package or archive
     max_children_per_server: int = Field(default=16, ge=1)
     max_concurrent_deploys: int = Field(default=2, ge=1)
 
@@ -68,6 +80,14 @@ class Settings(ServiceSettings):
     kubernetes_node_image: str = "docker.io/library/node:20-bookworm-slim"
     kubernetes_python_image: str = "docker.io/library/python:3.11-slim-bookworm"
     kubernetes_namespace: str = "wemcp-servers"
+
+    @field_validator("egress_proxy_allow")
+    @classmethod
+    def _check_proxy_allow(cls, v: str) -> str:
+        from wemcp.deployer.egress import ProxyPolicy
+
+        ProxyPolicy(v)  # ValueError names the bad entry
+        return v
 
     @property
     def data_path(self) -> Path:

@@ -14,20 +14,26 @@ from __future__ import annotations
 import asyncio
 import configparser
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wemcp.common.archives import ArchiveLimits, ArchiveRefused, detect_format, read_archive
 from wemcp.common.dependencies import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
+from wemcp.common.logging import get_logger
 from wemcp.common.trust import Issuer
+from wemcp.deployer.sandbox import kill_tree
 from wemcp.deployer.spec import Archive, Package
+
+log = get_logger("wemcp.deployer.install")
 
 MAX_ARCHIVE_BYTES = 50 * 1024 * 1024  # expanded; also the largest stored archive file read
 MAX_ARCHIVE_FILES = 5000
@@ -54,25 +60,95 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:120]
 
 
-async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float) -> tuple[int, str]:  # noqa: ASYNC109
+# Where the installers' output goes line by line while they run (the deployment's log, which
+# GET /api/v1/deployments/{slug}/events streams); set per deployment task, unset elsewhere.
+OUTPUT_SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("install_output",
+                                                                                          default=None)
+WATCH_SECONDS = 1.0  # how often a running install's size is measured
+
+
+async def _run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float,  # noqa: ASYNC109
+               watch: Path | None = None, max_bytes: int | None = None) -> tuple[int, str]:
+    """Run an install step in a session of its own, its output passed line by line to the
+    deployment's log (``OUTPUT_SINK``). Over ``timeout`` seconds, or once ``watch`` (the prefix it
+    fills) holds more than ``max_bytes`` on disk, the step and every process it started are killed by
+    PID and :class:`InstallError` says which limit it hit."""
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
-                                                start_new_session=True)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
+                                                start_new_session=True, limit=1 << 20)
+    sink = OUTPUT_SINK.get()
+    chunks: list[bytes] = []
+
+    async def pump() -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                chunk = await proc.stdout.readline()
+            except ValueError:  # a line longer than the limit: take what is there
+                chunk = await proc.stdout.read(1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if sink is not None:
+                sink(chunk.decode("utf-8", "replace").rstrip("\r\n"))
         await proc.wait()
-        return -1, f"timed out after {timeout:g} s"
-    return proc.returncode or 0, out.decode("utf-8", "replace")
+
+    talk = asyncio.ensure_future(pump())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    refusal = None
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            refusal = (f"the install took longer than {timeout:g} s (the deployer's install time limit, "
+                       "install_timeout_seconds) and was stopped")
+            break
+        done, _ = await asyncio.wait([talk], timeout=min(WATCH_SECONDS, left))
+        if done:
+            break
+        if watch is not None and max_bytes is not None and await asyncio.to_thread(disk_usage, watch) > max_bytes:
+            refusal = _too_big(max_bytes)
+            break
+    if refusal is not None:
+        await asyncio.to_thread(kill_tree, proc.pid)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(talk, 10)
+        raise InstallError(refusal)
+    talk.result()
+    if watch is not None and max_bytes is not None and await asyncio.to_thread(disk_usage, watch) > max_bytes:
+        raise InstallError(_too_big(max_bytes))
+    return proc.returncode or 0, b"".join(chunks).decode("utf-8", "replace")
+
+
+def _too_big(max_bytes: int) -> str:
+    return (f"the installed server is larger than {max_bytes / 2**20:g} MiB on disk (the deployer's install size "
+            "limit, install_max_bytes) and the install was stopped")
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes on disk under ``root`` (each file once, however many hard links; symlinks not followed)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
 
 
 class Installer:
     def __init__(self, data_dir: Path, *, archive_dir: Path, venv_python: str, npm_registry: str | None = None,
                  pip_index_url: str | None = None, timeout: float = 600.0, uv: str | None = None,
-                 archive_source: str | None = None, signer: Issuer | None = None) -> None:
+                 archive_source: str | None = None, signer: Issuer | None = None,
+                 max_bytes: int = 1 << 30) -> None:
         self.data_dir = data_dir
+        self.max_bytes = max_bytes  # on disk, per installed prefix (the shared caches are not counted)
         self.signer = signer  # the deployer's service credential for the catalog's internal route
         self.archive_dir = archive_dir
         # the catalog's internal archive endpoint: archives uploaded there are fetched on first use
@@ -117,6 +193,8 @@ class Installer:
             marker = final / ".wemcp.json"
             if marker.exists():
                 meta = json.loads(marker.read_text())
+                if pkg.registry_type == "pypi" and not meta.get("bytecode"):
+                    await self._compile_once(final, marker, meta)
                 return Installed(final, meta["argv"], meta["version"], cached=True)
         lock = self._locks.setdefault(f"{pkg.registry_type}:{pkg.identifier}:{version}", asyncio.Lock())
         async with lock:
@@ -129,12 +207,13 @@ class Installer:
                 final.mkdir(parents=True)
                 try:
                     resolved, argv_rel = await self._pypi(pkg, version, final)
+                    await self._compile(final)
                 except BaseException:
                     shutil.rmtree(final, ignore_errors=True)
                     raise
                 argv = [a.replace("{ROOT}", str(final)) for a in argv_rel]
                 _world_readable(final)
-                (final / ".wemcp.json").write_text(json.dumps({"argv": argv, "version": resolved}))
+                (final / ".wemcp.json").write_text(json.dumps({"argv": argv, "version": resolved, "bytecode": True}))
                 return Installed(final, argv, resolved, cached=False)
             tmp = self.pkgs / ".tmp" / uuid.uuid4().hex
             tmp.mkdir(parents=True)
@@ -159,6 +238,26 @@ class Installer:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    async def _compile(self, venv: Path) -> None:
+        """Byte-compile a venv's packages at install time. The sandbox mounts the install root
+        read-only, so a child can never cache bytecode and would compile every module it imports at
+        each (cold) start: about half of a PyPI server's start-up CPU. Run by the *base* interpreter
+        with ``-I -S``: no site module, so no ``.pth`` file of an installed package runs outside the
+        sandbox (compileall compiles, it never imports what it compiles). Best effort: a file that
+        does not compile is the server's problem at run time, not the install's."""
+        code, out = await _run([self.venv_python, "-I", "-S", "-m", "compileall", "-q", "-j", "0",
+                                str(venv / "lib")],
+                               env=self._env(), timeout=self.timeout)
+        if code != 0:
+            log.info("bytecode_compile_incomplete", venv=str(venv), tail=_tail(out, 5))
+
+    async def _compile_once(self, prefix: Path, marker: Path, meta: dict[str, Any]) -> None:
+        """A venv installed before installs compiled bytecode: compile it once."""
+        await self._compile(prefix)
+        _world_readable(prefix)
+        meta["bytecode"] = True
+        marker.write_text(json.dumps(meta))  # noqa: ASYNC240 (a few bytes, once per old venv)
+
     async def _npm(self, pkg: Package, version: str | None, prefix: Path) -> tuple[str, list[str]]:
         npm = shutil.which("npm")
         if not npm:
@@ -167,7 +266,7 @@ class Installer:
         code, out = await _run([npm, "install", "--prefix", str(prefix), "--no-save", "--omit=dev",
                                 "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error",
                                 ref],
-                               env=self._env(), timeout=self.timeout)
+                               env=self._env(), timeout=self.timeout, watch=prefix, max_bytes=self.max_bytes)
         if code != 0:
             raise InstallError(_npm_reason(pkg, version, out), _tail(out))
         pj = prefix / "node_modules" / pkg.identifier / "package.json"
@@ -198,7 +297,7 @@ class Installer:
             # --no-build: wheels only, for the packages and every dependency (a build backend is code)
             code, out = await _run([self.uv, "pip", "install", "--python", str(prefix / "bin" / "python"),
                                     "--no-progress", "--no-build", "--", *requirements],
-                                   env=self._env(), timeout=self.timeout)
+                                   env=self._env(), timeout=self.timeout, watch=prefix, max_bytes=self.max_bytes)
             if code != 0:
                 raise InstallError(_pip_reason(requirements, out), _tail(out))
         return out
@@ -317,6 +416,7 @@ class Installer:
                     if not reqs and (code_dir / "requirements.txt").is_file():
                         reqs = _archive_requirements(code_dir / "requirements.txt")
                     await self._venv(final / "venv", reqs)
+                    await self._compile(final / "venv")
                     argv = [str(final / "venv" / "bin" / "python"), *m.args]
                 elif m.command == "node":
                     if (code_dir / "package.json").is_file():
@@ -359,7 +459,8 @@ class Installer:
             (work / "package.json").write_text(json.dumps(manifest))
             code, out = await _run([npm, "install", "--prefix", str(work), "--omit=dev", "--ignore-scripts",
                                     "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
-                                   env=self._env(), cwd=work, timeout=self.timeout)
+                                   env=self._env(), cwd=work, timeout=self.timeout, watch=work,
+                                   max_bytes=self.max_bytes)
             if code != 0:
                 raise InstallError("npm install of the archive's dependencies failed", _tail(out))
             if (work / "node_modules").is_dir():

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, Text, func, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,6 +38,12 @@ class Deployment(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="queued")
     desired: Mapped[str] = mapped_column(String(20), nullable=False, default="running")  # running | stopped
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    # the last step sequence used in this generation (its events carry (generation, seq)); 0 on a new one
+    seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    # the newest disable/enable decision applied (the events' decision_seq; decision_at for older events)
+    decision_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    decision_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))  # submission
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, default=list)
     endpoint: Mapped[str | None] = mapped_column(Text)
     transport: Mapped[str | None] = mapped_column(String(40))
@@ -59,3 +65,24 @@ class Deployment(Base):
         {"comment": "deployments of submitted servers"},
     )
 
+
+
+class DeploymentLog(Base):
+    """One log line of one deployment attempt (``generation``): the installer's output and the
+    server's start-up output, redacted when written. Bounded per attempt (``service.MAX_LOG_LINES``);
+    attempts older than the previous one are deleted when a new one starts."""
+
+    __tablename__ = "deployment_logs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("deployer.deployments.id", ondelete="CASCADE"), nullable=False)
+    generation: Mapped[int] = mapped_column(Integer, nullable=False)
+    source: Mapped[str] = mapped_column(String(20), nullable=False)  # install | server
+    line: Mapped[str] = mapped_column(Text, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_deployment_logs_attempt", "deployment_id", "generation", "id"),
+        {"comment": "log lines of deployment attempts (redacted), streamed to owners and admins"},
+    )

@@ -14,6 +14,10 @@ with exactly the flags a server gets:
   another process's ``/proc/<pid>/environ``), an empty network namespace, a private mount namespace
   whose ``/proc`` hides every other uid's processes (``hidepid``; skipped where mounting is denied —
   the uid still guards ``environ``), ``no_new_privs``, a cleared environment.
+- ``network``: a server that asked for network (``"network": true``) keeps its empty namespace
+  (only its own loopback, brought up in ``restricted`` mode); a launcher in it hands a listening socket
+  on its loopback to the platform's egress proxy before the server starts (:mod:`wemcp.deployer.egress`),
+  and ``HTTP(S)_PROXY`` point there: the proxy is the one address it can reach.
 - ``none``: neither holds (not root and no working bubblewrap). Nothing is hosted: :func:`build_launch`
   raises :class:`Unavailable` with :attr:`Capabilities.refusal`, the one line naming the fix. The
   deployer itself still starts (remote and OpenAPI servers need no sandbox).
@@ -26,10 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import resource
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -49,6 +56,8 @@ SYSTEM_RO = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc/ssl", "/etc/ca-cer
 FIX = ("install bubblewrap (make sandbox-tools, or apt-get install bubblewrap) or run the deployer as root; "
        "see README#isolation")
 PROBE_UID = 199999
+SIOCSIFFLAGS = 0x8914
+IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
 
 
 class Unavailable(RuntimeError):
@@ -146,6 +155,27 @@ def _as_uid(uid: int) -> Callable[[], None]:
     return become
 
 
+@dataclass(frozen=True)
+class Egress:
+    """A server with network: ``fd`` is the child's end of the socketpair the launcher hands the
+    proxy's listening socket over; ``python`` runs the launcher; ``node_preload`` makes Node's clients
+    use the proxy (runtime/egress_preload.js, readable by the sandbox uid)."""
+
+    fd: int
+    python: str
+    node_preload: str
+
+
+def _loopback_up() -> bool:
+    """Bring ``lo`` up in a fresh network namespace (the restricted mode's preexec, still root)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class Launch:
     argv: list[str]
@@ -164,17 +194,29 @@ def _private_proc() -> bool:
 
 
 def build_launch(caps: Capabilities, argv: list[str], *, root: Path, home: Path, env: dict[str, str],
-                 limits: Limits, uid: int | None) -> Launch:
+                 limits: Limits, uid: int | None, egress: Egress | None = None) -> Launch:
     """The command line and pre-exec hook that start ``argv`` confined. Pure apart from the hook.
-    Raises :class:`Unavailable` where no sandbox works."""
+    Raises :class:`Unavailable` where no sandbox works. With ``egress`` the launcher starts first
+    (the caller passes ``egress.fd`` to the child)."""
     if caps.mode == "none":
         raise Unavailable(caps.refusal)
+    if egress is not None and not caps.netns:
+        raise Unavailable("network for a hosted server needs a network namespace of its own")
+    server_argv = list(argv)
     # The whole environment a server gets: this fixed allow-list plus its own inputs (the spec's env and
     # the caller's values for declared variables). Nothing of the deployer's environment is inherited.
     base_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home),
                 "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
                 "NODE_OPTIONS": f"--max-old-space-size={max(64, limits.memory_mb * 3 // 4)}"}
+    if egress is not None:
+        from wemcp.deployer.egress import LAUNCHER
+
+        base_env["NODE_OPTIONS"] += f" --require {egress.node_preload}"
+        base_env["NODE_USE_ENV_PROXY"] = "1"  # Node 22.21+/24 honour HTTP(S)_PROXY themselves too
+        argv = [egress.python, "-c", LAUNCHER, *argv]
     full_env = {**base_env, **env}
+    if egress is not None:
+        full_env["WEMCP_EGRESS_FD"] = str(egress.fd)  # after the server's own env: not overridable
     use_uid = uid if caps.own_uid else None  # bwrap too: it then runs unprivileged as that uid
     namespaces = (CLONE_NEWNET if caps.netns else 0) | (CLONE_NEWNS if caps.hide_proc else 0)
     if caps.mode != "restricted":
@@ -187,6 +229,8 @@ def build_launch(caps: Capabilities, argv: list[str], *, root: Path, home: Path,
             os._exit(126)
         if caps.hide_proc and caps.mode == "restricted" and not _private_proc():
             os._exit(125)
+        if egress is not None and caps.mode == "restricted" and not _loopback_up():
+            os._exit(124)
         as_bytes = limits.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_DATA, (as_bytes, as_bytes))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
@@ -216,8 +260,10 @@ def build_launch(caps: Capabilities, argv: list[str], *, root: Path, home: Path,
     bw += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", str(root), str(root),  # noqa: S108
            "--bind", str(home), str(home)]
     # the interpreter may live outside the system dirs (a venv's base python)
-    for extra in _interpreter_dirs(argv, root):
+    for extra in _interpreter_dirs(server_argv, root) + (_interpreter_dirs([egress.python], root) if egress else []):
         bw += ["--ro-bind-try", extra, extra]
+    if egress is not None:
+        bw += ["--ro-bind", egress.node_preload, egress.node_preload]
     bw += ["--remount-ro", "/", "--chdir", str(root)]  # the sandbox's own root: nothing new appears in it
     for k, v in full_env.items():
         bw += ["--setenv", k, v]

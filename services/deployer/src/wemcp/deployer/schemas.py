@@ -49,3 +49,22 @@ class PlanRead(BaseModel):
     actions: list[str]
     artifacts: dict[str, Any]
     requests: list[dict[str, Any]]
+
+
+class EgressHost(BaseModel):
+    host: str = Field(description="host:port the server connected to (or was refused); never a path or a body")
+    connections: int
+    refused: int
+    bytes_out: int
+    bytes_in: int
+    last_at: str
+    last_refusal: str | None = None
+
+
+class EgressRead(BaseModel):
+    slug: str
+    network: bool = Field(description="the server asked for network; without it nothing of it leaves the sandbox")
+    hosts: list[EgressHost] = Field(description="most recent first, since this deployer process started")
+    open_connections: int
+    bytes: int
+    limits: dict[str, int]

@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDeployFailed, ServerDeploying
@@ -32,15 +32,18 @@ from wemcp.deployer.backends.remote import RemoteDeployer
 from wemcp.deployer.bridge import MODERN
 from wemcp.deployer.child import redact
 from wemcp.deployer.config import Settings
+from wemcp.deployer.install import OUTPUT_SINK
 from wemcp.deployer.introspect import Listing, introspect
-from wemcp.deployer.models import Deployment, bus_tables
-from wemcp.deployer.spec import SpecError, parse_spec
+from wemcp.deployer.models import Deployment, DeploymentLog, bus_tables
+from wemcp.deployer.spec import SpecError, introspection_env, parse_spec
 
 UNHOSTED = "unhosted"  # the backend of "hosting": "local" servers: listed here, run by users
 
 log = get_logger("wemcp.deployer")
 LEASE_SECONDS = 60
 MAX_STEPS = 60
+MAX_LOG_LINES = 2000  # per attempt; the rest is counted in one last line
+MAX_LOG_LINE_CHARS = 2000
 _current: Orchestrator | None = None
 
 
@@ -52,8 +55,71 @@ def step(name: str, detail: str | None = None) -> dict[str, Any]:
     return {"step": name, "detail": detail, "at": datetime.now(UTC).isoformat()}
 
 
+def new_generation(d: Deployment) -> None:
+    """A new deployment of the server (a submission, an enable): the next generation, steps from 1."""
+    d.generation = (d.generation or 0) + 1
+    d.seq = 0
+
+
+def next_seq(d: Deployment) -> int:
+    """The seq of the next event (with ``d.generation``) of the row's deployment. The caller holds the row lock
+    and stages the event in the same transaction, so seq follows commit order within a generation
+    and the final deployed/deploy_failed has the highest."""
+    d.seq = (d.seq or 0) + 1
+    return d.seq
+
+
 class Superseded(Exception):
     """A newer submission (or a disable) replaced the one being deployed."""
+
+
+class AttemptLog:
+    """The log lines of one deployment attempt, redacted as they arrive and written in batches
+    (``flush``: at every step, every half second while the installer prints, and at the end) to
+    ``deployer.deployment_logs``, where the events stream reads them. Bounded per attempt."""
+
+    def __init__(self, orch: Orchestrator, dep_id: uuid.UUID, generation: int) -> None:
+        self.orch, self.dep_id, self.generation = orch, dep_id, generation
+        self.pending: list[dict[str, Any]] = []
+        self.count = self.dropped = 0
+
+    def line(self, text_: str, source: str = "install") -> None:
+        if not text_.strip():
+            return
+        if self.count >= MAX_LOG_LINES:
+            self.dropped += 1
+            return
+        self.count += 1
+        self.pending.append({"deployment_id": self.dep_id, "generation": self.generation, "source": source,
+                             "line": redact(text_[:MAX_LOG_LINE_CHARS], [])})
+
+    def lines(self, block: str, source: str) -> None:
+        for ln in (block or "").splitlines():
+            self.line(ln, source)
+
+    async def start(self) -> None:
+        """Attempts older than the previous one are not kept."""
+        async with self.orch.sessions() as s, s.begin():
+            await s.execute(delete(DeploymentLog).where(DeploymentLog.deployment_id == self.dep_id,
+                                                        DeploymentLog.generation < self.generation - 1))
+
+    async def flush(self) -> None:
+        rows, self.pending = self.pending, []
+        if self.dropped and self.count >= MAX_LOG_LINES:
+            rows.append({"deployment_id": self.dep_id, "generation": self.generation, "source": "deployer",
+                         "line": f"... {self.dropped} more lines not kept"})
+            self.dropped, self.count = 0, self.count + 1
+        if not rows:
+            return
+        async with self.orch.sessions() as s, s.begin():
+            await s.execute(insert(DeploymentLog), rows)
+        self.orch.changed()
+
+    async def pump(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(Exception):
+                await self.flush()
 
 
 class Orchestrator:
@@ -83,6 +149,19 @@ class Orchestrator:
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_deploys)
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ watchers (the events stream)
+    def changed(self) -> None:
+        """A deployment's row or log changed here: wake every stream waiting in :meth:`wait_change`."""
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def wait_change(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Until this process records a change, or ``timeout`` (changes made by another deployer
+        process are seen on the caller's next read)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -194,6 +273,7 @@ class Orchestrator:
                 d.status = "disabled"
                 d.lease_owner = None
                 d.steps = [*d.steps, step("stopped", "the server was disabled; nothing of it runs")][-MAX_STEPS:]
+        self.changed()
         log.info("deployment_stopped", slug=row.slug)
         return True
 
@@ -204,11 +284,19 @@ class Orchestrator:
             assert d is not None
             raw_spec, server_id = d.spec, d.server_id
 
+        attempt = AttemptLog(self, dep_id, generation)
+        reached: list[str] = []
+
         async def progress(name: str, detail: str | None = None) -> None:
+            reached.append(name)
+            await attempt.flush()
             await self._record(dep_id, generation, name, detail)
 
         backend: Deployer | None = None
+        token = OUTPUT_SINK.set(attempt.line)  # the installers' output, line by line, into this attempt's log
+        pumping = asyncio.create_task(attempt.pump())
         try:
+            await attempt.start()
             spec = parse_spec(raw_spec)
             target = Target(slug, server_id, spec, generation)
             if spec.hosting == "local":
@@ -218,7 +306,11 @@ class Orchestrator:
             await progress("planning", "; ".join(backend.plan(target).actions))
             outcome = await backend.deploy(target, progress)
             await progress("introspecting", outcome.introspect_url and "listing tools, prompts and resources")
-            listing, versions = await self._introspect(slug, outcome, remote=backend is self.remote)
+            listing, versions = await self._introspect(slug, outcome, remote=backend is self.remote,
+                                                       env=introspection_env(spec))
+            if backend is self.local:
+                attempt.lines(await self.local.logs(slug), "server")  # its start-up output (stderr)
+                await attempt.flush()
             if spec.hosting == "local":
                 await self.local.undeploy(slug)  # runs on users' machines: nothing of it stays here
                 await progress("stopped", "listed once in the sandbox without secrets; users run it locally")
@@ -233,21 +325,35 @@ class Orchestrator:
             tail = getattr(exc, "tail", "")
             on_local = backend is self.local  # a plain bool: an `if ... is` would narrow self.local to backend's type
             if on_local:
-                tail = tail or await self.local.logs(slug)
+                server_out = await self.local.logs(slug)
+                # a crash at start is unregistered already: its output is the error's tail (an install
+                # failure's tail is the installer's output, streamed as it came)
+                attempt.lines(server_out or (tail if reached[-1:] == ["starting"] else ""), "server")
+                tail = tail or server_out
                 await self.local.undeploy(slug)
+            await attempt.flush()
             await self._finish_failed(dep_id, generation, str(exc), tail)
         except Exception as exc:
             tail = ""
             on_local = backend is self.local
             if on_local:
                 tail = await self.local.logs(slug)
+                attempt.lines(tail, "server")
                 await self.local.undeploy(slug)
+            with contextlib.suppress(Exception):
+                await attempt.flush()
             reason = (f"the server started but listing its tools failed: {_first_line(exc)}"
                       if backend is not None else f"deployment failed: {_first_line(exc)}")
             log.warning("deployment_failed", slug=slug, error=_first_line(exc))
             await self._finish_failed(dep_id, generation, reason, tail)
+        finally:
+            OUTPUT_SINK.reset(token)
+            pumping.cancel()
+            with contextlib.suppress(BaseException):
+                await pumping
 
-    async def _introspect(self, slug: str, outcome: Outcome, *, remote: bool) -> tuple[Listing, list[str]]:
+    async def _introspect(self, slug: str, outcome: Outcome, *, remote: bool,
+                          env: dict[str, str] | None = None) -> tuple[Listing, list[str]]:
         assert outcome.introspect_url
         if remote:
             listing = await introspect(outcome.introspect_url, mode="auto", headers=outcome.introspect_headers,
@@ -255,17 +361,20 @@ class Orchestrator:
             return listing, [listing.protocol_version]
         # a hosted server's bridge (local, cloud function, pod) answers only its slug's credential;
         # a fresh token per listing: each has at least a minute left, more than either listing may take
-        listing = await introspect(outcome.introspect_url, mode="legacy", headers=self._bridge_headers(slug))
+        listing = await introspect(outcome.introspect_url, mode="legacy", headers=self._bridge_headers(slug, env))
         versions = [listing.protocol_version]
         with contextlib.suppress(Exception):
             modern = await introspect(outcome.introspect_url, mode="auto", timeout=20,
-                                      headers=self._bridge_headers(slug))
+                                      headers=self._bridge_headers(slug, env))
             if modern.protocol_version == MODERN and [t.name for t in modern.tools] == [t.name for t in listing.tools]:
                 versions.append(MODERN)
         return listing, versions
 
-    def _bridge_headers(self, slug: str) -> dict[str, str]:
-        return {HEADER_ASSERTION: self.issuer.bridge_token(slug)}
+    def _bridge_headers(self, slug: str, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The slug's credential, and the values the listing child was started with (the same
+        values reach the same child: spec.introspection_env)."""
+        values = {f"X-WeMcp-Env-{k.replace('_', '-')}": v for k, v in (env or {}).items()}
+        return {HEADER_ASSERTION: self.issuer.bridge_token(slug), **values}
 
     # ------------------------------------------------------------------ state
     async def _locked(self, s: AsyncSession, dep_id: uuid.UUID, generation: int) -> Deployment:
@@ -280,7 +389,9 @@ class Orchestrator:
             d.steps = [*d.steps, step(name, detail)][-MAX_STEPS:]
             d.lease_until = datetime.now(UTC).replace(microsecond=0) + _lease()
             await add_event(s, bus_tables, ServerDeploying(server_id=d.server_id, slug=d.slug, deployment_id=d.id,
-                                                           step=name, detail=detail, backend=d.backend))
+                                                           step=name, detail=detail, backend=d.backend,
+                                                           generation=d.generation, seq=next_seq(d)))
+        self.changed()
 
     async def _finish_ok(self, dep_id: uuid.UUID, generation: int, backend: str, outcome: Outcome, listing: Listing,
                          versions: list[str], seconds: float) -> None:
@@ -299,10 +410,12 @@ class Orchestrator:
                                                   f"{len(listing.resources)} resources in {seconds} s")][-MAX_STEPS:]
             await add_event(s, bus_tables, ServerDeployed(
                 server_id=d.server_id, slug=d.slug, deployment_id=d.id, backend=backend,
+                generation=d.generation, seq=next_seq(d),
                 endpoints=([Endpoint(url=outcome.endpoint, transport=outcome.transport)] if outcome.endpoint else [])
                 + ([Endpoint(url=self.bridge.endpoint(d.slug, "sse"), transport="sse")] if backend == "local" else []),
                 protocol_versions=versions, package_version=outcome.package_version,
                 tools=listing.tools, prompts=listing.prompts, resources=listing.resources))
+        self.changed()
         log.info("deployment_deployed", dep_id=str(dep_id), tools=len(listing.tools), seconds=seconds)
 
     async def _finish_failed(self, dep_id: uuid.UUID, generation: int, reason: str, tail: str) -> None:
@@ -314,9 +427,11 @@ class Orchestrator:
                 d.status, d.reason, d.log_tail, d.lease_owner = "failed", reason, tail, None
                 d.steps = [*d.steps, step("failed", reason)][-MAX_STEPS:]
                 await add_event(s, bus_tables, ServerDeployFailed(server_id=d.server_id, slug=d.slug,
-                                                                  deployment_id=d.id, reason=reason, log_tail=tail))
+                                                                  deployment_id=d.id, reason=reason, log_tail=tail,
+                                                                  generation=d.generation, seq=next_seq(d)))
         except Superseded:
             return
+        self.changed()
         log.info("deployment_failed", dep_id=str(dep_id), reason=reason)
 
 

@@ -12,7 +12,8 @@ Shape::
                  "manifest": {"command": "python"|"node"|..., "args": [...], "env": {...},
                               "requirements": ["pkg==1.0", ...]},
                  "environmentVariables": [...same as packages...]},
-     "network": false}
+     "network": false,
+     "idleSeconds": 600}   # optional: stop the idle hosted server after this long (bounded by the deployer)
 """
 
 from __future__ import annotations
@@ -171,6 +172,9 @@ class DeploySpec(_M):
     # own machines; the deployer runs it once in the sandbox without secrets to list its tools, prompts
     # and resources, then stops it (server.deployed with no endpoints).
     hosting: Literal["hosted", "local"] = "hosted"
+    # How long a hosted server may sit idle before its child is stopped (scale to zero); None: the
+    # deployer's default (WEMCP_DEPLOYER_IDLE_SECONDS). The deployer clamps it to its maximum.
+    idle_seconds: float | None = Field(default=None, alias="idleSeconds", ge=10, le=86400)
 
     @property
     def kind(self) -> str:
@@ -234,6 +238,18 @@ def package_argv(pkg: Package, values: dict[str, str]) -> list[str]:
         elif value is not None:
             out.append(fill(value, values))
     return out
+
+
+# What a required secret holds while the deployer starts a server to list its tools: many servers
+# refuse to start without their key (they check it is set, not that it works) yet list their tools
+# fine; the value is no secret and works nowhere. Callers' own values start their own children.
+INTROSPECTION_PLACEHOLDER = "wemcp-introspection-placeholder"
+
+
+def introspection_env(spec: DeploySpec) -> dict[str, str]:
+    """Placeholders for the required secret variables that have no value (see above)."""
+    return {v.name: INTROSPECTION_PLACEHOLDER for v in spec.env_vars()
+            if v.is_secret and v.is_required and v.value is None and v.default is None}
 
 
 def base_env(spec: DeploySpec) -> dict[str, str]:

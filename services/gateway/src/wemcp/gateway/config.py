@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -61,9 +62,34 @@ class Settings(ServiceSettings):
     system_keys: SecretStr | None = None
     system_keys_from_vault: bool = True
     key_cache_ttl_seconds: float = Field(default=10.0, gt=0)
-    call_event_queue: int = Field(default=10_000, ge=1)
+    # Call events (calls.py, spool.py; docs/services/gateway.md "Call events"): batches of at most
+    # call_event_batch_calls calls / _bytes of JSON, gathered for call_event_linger_seconds.
+    call_event_queue: int = Field(default=20_000, ge=1)  # calls waiting in memory (only a stalled disk fills it)
+    call_event_linger_seconds: float = Field(default=0.02, ge=0)
+    call_event_batch_calls: int = Field(default=1000, ge=1, le=10_000)
+    call_event_batch_bytes: int = Field(default=512 * 1024, ge=4096, le=1024 * 1024 - 4096)
+    call_event_ack_timeout_seconds: float = Field(default=2.0, gt=0)
+    call_event_drain_seconds: float = Field(default=3.0, ge=0)  # on SIGTERM; the rest goes to the spool
+    # The durable spool of batches NATS did not take (one directory per gateway process; empty: none,
+    # events are then dropped while NATS is away). Default sized for 5 minutes at 2,000 calls/s with
+    # room to spare (about 360 B a call).
+    spool_dir: Path | None = Path(".data/gateway/spool")
+    spool_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=64 * 1024)
+    spool_linger_seconds: float = Field(default=0.1, ge=0)  # batches gather this long while NATS is away
     route_replay_wait_seconds: float = Field(default=10.0, ge=0)
     quota_enabled: bool = True
+    # Who may call /mcp/... from a web page (the spec's Origin rule; DNS rebinding): origins allowed
+    # besides the request's own (scheme://host[:port], JSON list; "*" for any). A request without
+    # Origin (every non-browser client) is always allowed; another origin gets 403.
+    mcp_allowed_origins: list[str] = Field(default_factory=list)
+    # The Host names /mcp/... answers to (host or host:port, JSON list); empty: any. A deployment on
+    # a loopback address should list its names (e.g. ["localhost", "127.0.0.1", "[::1]"]).
+    mcp_allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _no_spool(cls, v: object) -> object:
+        return None if v == "" else v
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -19,6 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import orjson
@@ -39,6 +40,8 @@ from wemcp.gateway.upstream import (
     SERVER_INFO_META,
     UpstreamError,
     final_response,
+    legacy_result,
+    modernize,
     parse_messages,
 )
 
@@ -216,6 +219,27 @@ class McpRouter:
                     q.put_nowait(b"")  # ends the SSE stream
 
     # -- shared steps ---------------------------------------------------------------------------------
+    def check_origin(self, scope: dict[str, Any]) -> None:
+        """The spec's Origin rule (and the Host allow-list where configured): a web page of another
+        origin must not call hosted tools with the visitor's network position (DNS rebinding)."""
+        settings = self.gw.settings
+        origin = host = None
+        for k, v in scope["headers"]:
+            if k == b"origin":
+                origin = v.decode("latin-1")
+            elif k == b"host":
+                host = v.decode("latin-1")
+        if settings.mcp_allowed_hosts and (host is None or not _host_allowed(host, settings.mcp_allowed_hosts)):
+            raise Refused(403, "Forbidden", "this Host is not one the MCP endpoint answers to")
+        if origin is None or origin in settings.mcp_allowed_origins or "*" in settings.mcp_allowed_origins:
+            return
+        parsed = urlsplit(origin)
+        if host is not None and parsed.netloc.lower() == host.lower() and \
+                (not settings.mcp_allowed_hosts or _host_allowed(parsed.netloc, settings.mcp_allowed_hosts)):
+            return  # the page is served by this very origin
+        raise Refused(403, "Forbidden", f"the Origin {origin[:200]!r} may not call MCP endpoints here "
+                                        "(see MCP_ALLOWED_ORIGINS)")
+
     async def identify(self, scope: dict[str, Any]) -> tuple[Identity | None, Any]:
         verifier = self.gw.verifier
         if verifier is None:
@@ -247,6 +271,9 @@ class McpRouter:
             raise Refused(404, "Not Found", f"no server {slug!r}")
         if not route.enabled:
             raise Refused(403, "Forbidden", f"the server {slug!r} is disabled")
+        if route.kind == "local":  # "transport": "stdio-local": listed here, run by its users
+            raise Refused(404, "Not Found", f"the server {slug!r} runs on its users' machines, not on the "
+                          "platform: run it with the config on its page (connect.config)")
         if not route.routable:
             raise Refused(503, "Service Unavailable", f"the server {slug!r} is not deployed yet",
                           {"Retry-After": "5"})
@@ -308,6 +335,7 @@ class McpRouter:
     async def _streamable(self, scope: dict[str, Any], receive: Any, send: Any, target: str,
                           bundle: bool = False) -> None:
         method = scope["method"]
+        self.check_origin(scope)
         ident, grant = await self.identify(scope)
         user_key = str(ident.user_id) if ident is not None else "anon"
         if method == "GET":
@@ -441,8 +469,9 @@ class McpRouter:
 
     async def server_info(self, target: str, route: Route | None, ident: Identity | None, user_key: str,
                           scope: dict[str, Any], version: str = LEGACY_VERSION,
-                          caps: dict[str, Any] | None = None) -> dict[str, Any]:
-        """capabilities / serverInfo / instructions of a target, for initialize and server/discover."""
+                          caps: dict[str, Any] | None = None, client_modern: bool = False) -> dict[str, Any]:
+        """capabilities / serverInfo / instructions of a target, for initialize (a 2025 client) and
+        server/discover (``client_modern``). The server's own ``serverInfo``, never the gateway's."""
         if route is None:  # a bundle
             return {"capabilities": {"tools": {"listChanged": False}},
                     "serverInfo": {"name": f"wemcp-bundle-{target.split(':', 1)[1]}", "version": "1"}}
@@ -451,7 +480,7 @@ class McpRouter:
                     "serverInfo": {"name": route.slug, "version": "openapi"}}
         up = self.gw.upstream
         resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
-        if await up.is_modern(route, resolved):
+        if await up.modern_for(route, resolved, client_modern):
             d = await up.discover(route, resolved)
             meta = d.get("_meta") or {}
             return {"capabilities": d.get("capabilities") or {},
@@ -471,7 +500,7 @@ class McpRouter:
         params = params_of(msg)
         tool = params.get("name") if method == "tools/call" and isinstance(params.get("name"), str) else None
         if method == "ping":
-            await respond(send, 200, rpc_result(req_id, {}), headers=extra)
+            await respond(send, 200, result_for(req_id, method, {}, client_modern), headers=extra)
             return
         resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
         if client_modern and method == "server/discover":
@@ -545,8 +574,10 @@ class McpRouter:
             decision, more = await landed(ahead, route.slug)
             extra = extra + more
         ctype = resp.headers.get("content-type", "application/json")
-        if client_modern and route.modern is False:
-            # a 2025 upstream answering a 2026-07-28 client: the reply needs the modern result fields
+        translated = (route.modern is False) if client_modern else (route.modern is True and route.legacy is not True)
+        if translated:
+            # the other era's answer: a 2025 upstream's reply needs the fields a 2026-07-28 client
+            # requires; a 2026-07-28-only upstream's reply loses those a 2025 client must not see
             try:
                 body = await up.read(resp)
                 reply = final_response(parse_messages(body, ctype), req_id)
@@ -556,7 +587,8 @@ class McpRouter:
                 body = rpc_error(req_id, -32002, "upstream: no JSON-RPC reply")
             else:
                 if isinstance(reply.get("result"), dict):
-                    reply["result"] = modernize(method, reply["result"])
+                    reply["result"] = (modernize(method, reply["result"]) if client_modern
+                                       else legacy_result(reply["result"]))
                 body = orjson.dumps(reply)
             if tool is not None:
                 self.record(ident, route.slug, method, tool, resolved, decision,
@@ -602,7 +634,7 @@ class McpRouter:
     async def _discover(self, route: Route, ident: Identity | None, user_key: str, scope: dict[str, Any],
                         req_id: Any) -> bytes:
         try:
-            info = await self.server_info(route.slug, route, ident, user_key, scope)
+            info = await self.server_info(route.slug, route, ident, user_key, scope, client_modern=True)
         except UpstreamError as exc:
             return rpc_error(req_id, exc.code, f"upstream: {exc}")
         return discover_result(req_id, info)
@@ -668,6 +700,7 @@ class McpRouter:
     async def sse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         slug = scope["path_params"]["slug"]
         try:
+            self.check_origin(scope)
             ident, grant = await self.identify(scope)
             self.route_for(slug, grant)
         except Refused as r:
@@ -689,6 +722,11 @@ class McpRouter:
         slug = scope["path_params"]["slug"]
         qs = scope.get("query_string", b"").decode("latin-1")
         sid = next((p[11:] for p in qs.split("&") if p.startswith("session_id=")), "")
+        try:
+            self.check_origin(scope)
+        except Refused as r:
+            await respond(send, r.status, problem(r.status, r.title, r.detail), b"application/problem+json")
+            return
         sess = self.sessions.get(sid)
         if sess is None or sess.target != slug or sess.queue is None:
             await respond(send, 404, problem(404, "Not Found", "unknown session"), b"application/problem+json")
@@ -854,19 +892,6 @@ class McpRouter:
         return reply
 
 
-LIST_METHODS = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})
-
-
-def modernize(method: str, result: dict[str, Any]) -> dict[str, Any]:
-    """A 2025 result, shaped for a 2026-07-28 client (which requires ``resultType``, and on lists
-    the cache hints)."""
-    result.setdefault("resultType", "complete")
-    if method in LIST_METHODS:
-        result.setdefault("cacheScope", "private")
-        result.setdefault("ttlMs", 0)
-    return result
-
-
 def result_for(req_id: Any, method: str, result: dict[str, Any], modern: bool) -> bytes:
     """A result the gateway answers itself (bundles, OpenAPI servers), with the fields a
     2026-07-28 client requires when it is one."""
@@ -880,6 +905,13 @@ def discover_result(req_id: Any, info: dict[str, Any]) -> bytes:
     if info.get("instructions"):
         result["instructions"] = info["instructions"]
     return rpc_result(req_id, result)
+
+
+def _host_allowed(host: str, allowed: list[str]) -> bool:
+    """``host`` (a Host header or an origin's host[:port]) names one of ``allowed`` (host, or host:port)."""
+    host = host.lower()
+    name = host[:host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]  # without the port
+    return host in allowed or name in allowed
 
 
 def _err(e: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,15 @@ from typing import Any
 import orjson
 
 from wemcp.common.logging import get_logger
-from wemcp.gateway.upstream import LEGACY_VERSION, LegacySession, Streaming, UpstreamError, parse_messages
+from wemcp.gateway.upstream import (
+    LEGACY_VERSION,
+    LegacySession,
+    Streaming,
+    UpstreamError,
+    legacy_result,
+    modernize,
+    parse_messages,
+)
 
 log = get_logger("wemcp.gateway.relay")
 RELAYED = frozenset({"tools/call", "prompts/get", "resources/read"})
@@ -266,7 +274,7 @@ class Relay:
         upstream's era unknown because it is unreachable (the router reports that)."""
         up = self.up
         try:
-            modern = await up.is_modern(route, resolved)
+            modern = await up.modern_for(route, resolved, client_modern)
         except UpstreamError:
             return False
         if client_modern and modern:
@@ -353,6 +361,8 @@ class Relay:
                 reply = await self._reply(resp, req_id, channel)
                 result = reply.get("result")
                 if not (isinstance(result, dict) and result.get("resultType") == "input_required"):
+                    if isinstance(result, dict):
+                        legacy_result(result)  # the 2025 client's own revision
                     status, code = await channel.final(reply)
                     return
                 requests = result.get("inputRequests") or {}
@@ -528,5 +538,5 @@ def _name(params: dict[str, Any]) -> Any:
 def _modern(method: str, reply: dict[str, Any]) -> dict[str, Any]:
     """A 2025 upstream's reply to a call, for a 2026-07-28 client (``resultType`` is required)."""
     if isinstance(reply.get("result"), dict):
-        reply["result"].setdefault("resultType", "complete")
+        modernize(method, reply["result"])
     return reply

@@ -11,6 +11,13 @@ restart, the folded routes are also written to the JetStream KV bucket ``wemcp_g
 (one key per slug, with the stream sequence of the last event applied). At start a process loads
 the bucket, then replays the stream from the start, skipping events at or below a route's
 sequence; it waits (bounded) until the replay has caught up before it reports ready.
+
+Stream order is publication order, which is not always the order things happened (two outbox
+relays, a retried publish). So a route also keeps the position of the newest deployment it applied
+(``server.deployed``'s generation, seq), of the newest decision (``decision_seq`` of
+``server.disabled``/``server.enabled``) and of the newest submission (``revision``) and ignores
+older ones (docs/events.md, the ordering rule).
+Events without positions (older producers) apply in stream order, unless a stamped one was applied.
 """
 
 from __future__ import annotations
@@ -48,16 +55,20 @@ class Route:
     slug: str
     server_id: str = ""
     enabled: bool = True
-    kind: str = "pending"  # pending | mcp | openapi
+    kind: str = "pending"  # pending | mcp | openapi | local
     hosted: bool = True  # behind the deployer bridge: inputs travel as X-WeMcp-Env-<NAME>
     endpoint: str | None = None
     transport: str = "streamable-http"
     modern: bool | None = None  # the upstream speaks 2026-07-28 (None: unknown, probe once)
+    legacy: bool | None = None  # it also speaks a 2025 revision (None: unknown, treated as no)
     inputs: list[Input] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)  # remote headers with {NAME}s
     tools: list[dict[str, Any]] = field(default_factory=list)
     openapi: dict[str, Any] | None = None  # {"baseUrl", "document", "inputs"}
     seq: int = 0  # stream sequence of the last event applied
+    deployment: tuple[int, int] = (0, 0)  # (generation, seq) of the newest server.deployed applied
+    decision_seq: int = 0  # of the newest server.disabled/enabled applied
+    revision: int = 0  # of the newest server.submitted applied
     generation: int = 0  # bumped on every change; pooled upstream sessions die with it
     # what the caller's own values must cover for an own-key call (key_names); derived, not stored
     needs: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
@@ -83,6 +94,7 @@ class Route:
         d = orjson.loads(raw)
         d["inputs"] = [Input(**i) for i in d.get("inputs", [])]
         d["headers"] = outbound(tuple(h) for h in d.get("headers", []))  # (snapshots from before the rule)
+        d["deployment"] = tuple(d.get("deployment") or (0, 0))
         known = {f for f in cls.__dataclass_fields__} - {"needs"}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -144,6 +156,29 @@ def inputs_of(spec: dict[str, Any]) -> tuple[list[Input], list[tuple[str, str]],
     return list(found.values()), headers, hosted, openapi
 
 
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def _position(data: dict[str, Any]) -> tuple[int, int] | None:
+    g, s = _int(data.get("generation")), _int(data.get("seq"))
+    return (g, s) if g is not None and s is not None else None
+
+
+def _newer(route: Route, subject: str, data: dict[str, Any]) -> bool:
+    """Whether a submitted/deployed/disabled/enabled event is newer than what the route holds."""
+    if subject == "server.deployed":
+        pos = _position(data)
+        return pos > route.deployment if pos is not None else route.deployment == (0, 0)
+    if subject in ("server.disabled", "server.enabled"):
+        d = _int(data.get("decision_seq"))
+        return d > route.decision_seq if d is not None else route.decision_seq == 0
+    if subject == "server.submitted":
+        r = _int(data.get("revision"))
+        return r > route.revision if r is not None else route.revision == 0
+    return True
+
+
 class RouteTable:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
@@ -167,9 +202,12 @@ class RouteTable:
         route = self.routes.get(slug)
         if route is not None and seq and seq <= route.seq:
             return None  # already folded (from the KV snapshot)
+        if route is not None and not _newer(route, subject, data):
+            return None  # older than what the route holds (the ordering rule)
         route = route or Route(slug=slug)
         route.server_id = str(data.get("server_id") or route.server_id)
         if subject == "server.submitted":
+            route.revision = _int(data.get("revision")) or route.revision
             inputs, headers, hosted, openapi = inputs_of(data.get("spec") or {})
             route.inputs, route.headers, route.hosted = inputs, headers, hosted
             route.needs = key_names(inputs, headers)
@@ -179,19 +217,20 @@ class RouteTable:
             elif route.kind == "openapi":
                 route.kind, route.openapi = "pending", None
         elif subject == "server.deployed":
+            route.deployment = _position(data) or route.deployment
             eps = data.get("endpoints") or []
             if eps:
                 route.endpoint = eps[0]["url"]
                 route.transport = eps[0].get("transport", "streamable-http")
-            if route.kind != "openapi":
-                route.kind = "mcp"
+            if route.kind != "openapi":  # "unhosted": a stdio-local server, listed but run by its users
+                route.kind = "local" if data.get("backend") == "unhosted" else "mcp"
             versions = data.get("protocol_versions") or []
             route.modern = (MODERN in versions) if versions else None
+            route.legacy = any(v != MODERN for v in versions) if versions else None
             route.tools = data.get("tools") or route.tools
-        elif subject == "server.disabled":
-            route.enabled = False
-        elif subject == "server.enabled":
-            route.enabled = True
+        elif subject in ("server.disabled", "server.enabled"):
+            route.enabled = subject == "server.enabled"
+            route.decision_seq = _int(data.get("decision_seq")) or route.decision_seq
         else:
             return None
         if seq:

@@ -46,6 +46,42 @@ GATEWAY_INFO = {"name": "wemcp-gateway", "version": "0.1.0"}
 NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 
+# Result fields of 2026-07-28 that no 2025 revision has (mcp_types: the 2026 result models minus the
+# 2025-11-25 ones, for every method both revisions share); ``inputRequests``/``requestState`` only
+# come with ``resultType: input_required``, which relay.py turns into questions.
+MODERN_ONLY = ("resultType", "ttlMs", "cacheScope")
+
+
+def legacy_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A 2026-07-28 result as a 2025 client must see it: the 2026-only fields dropped (the TypeScript
+    SDK refuses unknown keys on empty results), and the ``serverInfo`` stamp 2026 servers put in
+    ``_meta``. In place; returns it."""
+    for k in MODERN_ONLY:
+        result.pop(k, None)
+    meta = result.get("_meta")
+    if isinstance(meta, dict) and SERVER_INFO_META in meta:
+        rest = {k: v for k, v in meta.items() if k != SERVER_INFO_META}
+        if rest:
+            result["_meta"] = rest
+        else:
+            del result["_meta"]
+    return result
+
+
+CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list",
+                       "resources/read"})  # 2026-07-28 results that carry ttlMs/cacheScope
+
+
+def modernize(method: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A 2025 result, shaped for a 2026-07-28 client (which requires ``resultType``, and on lists and
+    reads the cache hints: immediately stale, private). In place; returns it."""
+    result.setdefault("resultType", "complete")
+    if method in CACHEABLE:
+        result.setdefault("cacheScope", "private")
+        result.setdefault("ttlMs", 0)
+    return result
+
+
 class UpstreamError(Exception):
     def __init__(self, message: str, code: int = -32603, timeout: bool = False) -> None:
         super().__init__(message)
@@ -255,6 +291,16 @@ class Upstream:
                 route.modern = False
         return route.modern
 
+    async def modern_for(self, route: Route, resolved: Resolved, client_modern: bool) -> bool:
+        """The era a call of this client goes upstream in: the client's own when the upstream is
+        known to speak it (``server.deployed``'s ``protocol_versions``: a 2025 client of a server of
+        both eras — every hosted server behind the bridge — gets a 2025 upstream session, so there is
+        nothing to translate and the server can talk to it during a call), else the upstream's."""
+        modern = await self.is_modern(route, resolved)
+        if client_modern or not modern:
+            return modern
+        return route.legacy is not True
+
     async def discover(self, route: Route, resolved: Resolved) -> dict[str, Any]:
         """The upstream's ``server/discover`` result (2026-07-28), cached per route generation."""
         key = (route.slug, route.generation)
@@ -348,7 +394,7 @@ class Upstream:
         match. ``stream``: a 2025 upstream's SSE reply comes back as ``Streaming`` (relay.py reads
         it: the server may ask the client something before it answers)."""
         method = msg.get("method", "")
-        modern = await self.is_modern(route, resolved)
+        modern = await self.modern_for(route, resolved, client_modern)
         url, headers = self.target(route, resolved)
         if modern:
             headers["mcp-protocol-version"] = MODERN

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 
-from wemcp.common.errors import BadRequest, Forbidden, NotFound
+from wemcp.common.errors import BadRequest, ConfigError, Forbidden, NotFound
 from wemcp.common.identity import Identity
 from wemcp.common.logging import get_logger
 from wemcp.gateway.calls import CallRecorder
@@ -29,6 +29,7 @@ from wemcp.gateway.mcp import McpRouter, Refused
 from wemcp.gateway.openapi import OpenApiTools
 from wemcp.gateway.pathguard import PathGuard
 from wemcp.gateway.routes import RouteTable
+from wemcp.gateway.spool import Spool, SpoolBusy
 from wemcp.gateway.upstream import Upstream
 
 log = get_logger("wemcp.gateway.wiring")
@@ -140,6 +141,22 @@ def _system_keys(settings: Any) -> dict[str, dict[str, str]]:
         raise ValueError("WEMCP_GATEWAY_SYSTEM_KEYS must be JSON: {\"slug\": {\"NAME\": \"value\"}}") from None
 
 
+def _recorder(s: Any) -> CallRecorder:
+    spool = None
+    if s.spool_dir is not None:
+        spool = Spool(s.spool_dir, s.spool_max_bytes)
+        try:
+            spool.open()
+        except SpoolBusy as exc:
+            raise ConfigError(f"WEMCP_GATEWAY_SPOOL_DIR: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"WEMCP_GATEWAY_SPOOL_DIR: cannot use {s.spool_dir}: {exc}") from None
+    return CallRecorder(spool, capacity=s.call_event_queue, linger=s.call_event_linger_seconds,
+                        spool_linger=s.spool_linger_seconds, max_calls=s.call_event_batch_calls,
+                        max_bytes=s.call_event_batch_bytes, ack_timeout=s.call_event_ack_timeout_seconds,
+                        drain_seconds=s.call_event_drain_seconds)
+
+
 async def open_mcp(runtime: Any) -> None:
     state = runtime.extras["gateway"]
     s = state.settings
@@ -159,15 +176,14 @@ async def open_mcp(runtime: Any) -> None:
 
         quota = await open_quota_client(runtime.redis, RatelimitSettings(
             database_url=s.database_url, nats_url=s.nats_url, redis_url=s.redis_url))
-    mcp = Mcp(state, RouteTable(), keys, upstream, tools, CallRecorder(s.call_event_queue), Bundles(runtime.redis),
-              quota)
+    mcp = Mcp(state, RouteTable(), keys, upstream, tools, _recorder(s), Bundles(runtime.redis), quota)
     mcp.routes.listeners.append(mcp.router.on_route_change)
     runtime.extras["mcp"] = mcp
     if runtime.broker is not None:
         nc = runtime.broker.connection
         await mcp.routes.start(nc, wait_seconds=s.route_replay_wait_seconds)
         await keys.subscribe(nc)
-        mcp.recorder.start(nc.jetstream())
+        await mcp.recorder.start(nc)
     mcp.router.start()
 
 
@@ -177,6 +193,8 @@ async def close_mcp(runtime: Any) -> None:
         return
     await mcp.router.stop()
     await mcp.recorder.stop()
+    if mcp.recorder.spool is not None:
+        mcp.recorder.spool.close()
     await mcp.routes.stop()
     await mcp.keys.close()
     if mcp.quota is not None:

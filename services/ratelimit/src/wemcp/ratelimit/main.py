@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from wemcp.common.bus import BatchSubscription
 from wemcp.common.events.base import ProbeRecorded
-from wemcp.common.events.calls import McpCallCompleted
+from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.logging import get_logger
 from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import Runtime, ServiceSpec, run_service
@@ -26,7 +27,8 @@ log = get_logger("wemcp.ratelimit")
 
 SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),
-    (McpCallCompleted, handlers.on_mcp_call_completed),
+    # durable "ratelimit-mcp-call-completed", as when it took single events (its processed_events rows hold)
+    BatchSubscription((McpCallCompleted, McpCallsCompleted), handlers.on_calls_completed),
 ]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,24 +46,33 @@ class PolicyRepository:
         return bool(res.rowcount)
 
 
+USAGE_COUNTERS = ("calls", "metered", "own_key", "in_agent_run", "refused", "errors")
+_SUMS = (*USAGE_COUNTERS, "latency_ms_sum")
+_ARRAYS = ", ".join(["CAST(:days AS date[])", "CAST(:kinds AS text[])", "CAST(:ids AS text[])",
+                     "CAST(:users AS uuid[])", *(f"CAST(:{c} AS bigint[])" for c in USAGE_COUNTERS),
+                     "CAST(:latency_ms_sum AS float8[])"])
+# the table and column names are our own constants, values are bound parameters
+_ADD_USAGE = text(
+    f"INSERT INTO {DailyUsage.__table__.fullname} AS u (day, subject_kind, subject_id, user_id, {', '.join(_SUMS)}) "  # noqa: S608
+    f"SELECT * FROM unnest({_ARRAYS}) ON CONFLICT (day, subject_kind, subject_id, user_id) DO UPDATE SET "
+    f"{', '.join(f'{c} = u.{c} + excluded.{c}' for c in _SUMS)}, updated_at = now()")
+
+
 class UsageRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, *, day: date, kind: str, subject_id: str, user_id: uuid.UUID, metered: int,
-                  own_key: int, in_agent_run: int, refused: int, errors: int, latency_ms: float) -> None:
-        t = DailyUsage.__table__
-        stmt = pg_insert(DailyUsage).values(
-            day=day, subject_kind=kind, subject_id=subject_id, user_id=user_id, calls=1, metered=metered,
-            own_key=own_key, in_agent_run=in_agent_run, refused=refused, errors=errors,
-            latency_ms_sum=latency_ms)
-        ex = stmt.excluded
-        await self.session.execute(stmt.on_conflict_do_update(
-            index_elements=[t.c.day, t.c.subject_kind, t.c.subject_id, t.c.user_id],
-            set_=dict(calls=t.c.calls + ex.calls, metered=t.c.metered + ex.metered,
-                      own_key=t.c.own_key + ex.own_key, in_agent_run=t.c.in_agent_run + ex.in_agent_run,
-                      refused=t.c.refused + ex.refused, errors=t.c.errors + ex.errors,
-                      latency_ms_sum=t.c.latency_ms_sum + ex.latency_ms_sum, updated_at=func.now())))
+    async def add_many(self, rows: dict[tuple[date, str, str, uuid.UUID], dict[str, Any]]) -> None:
+        """Add counters to daily usage rows, keyed (day, subject kind, subject id, user): one upsert
+        over arrays (one prepared statement whatever the number of rows). Keys are unique (one
+        statement cannot touch a row twice) and sorted, so concurrent writers lock rows in the same
+        order."""
+        keys = sorted(rows, key=_sort_key)
+        params: dict[str, list[Any]] = {"days": [k[0] for k in keys], "kinds": [k[1] for k in keys],
+                                        "ids": [k[2] for k in keys], "users": [k[3] for k in keys]}
+        for name in _SUMS:
+            params[name] = [rows[k][name] for k in keys]
+        await self.session.execute(_ADD_USAGE, params)
 
     async def for_user_day(self, user_id: uuid.UUID, day: date) -> Sequence[DailyUsage]:
         rows = await self.session.execute(select(DailyUsage).where(
@@ -104,3 +113,8 @@ class UsageRepository:
                       refused=int(r), errors=int(e), users=int(n))
                  for sid, c, m, o, a, r, e, n in rows.all()]
         return items, int(total)
+
+
+def _sort_key(key: tuple[date, str, str, uuid.UUID]) -> tuple[date, str, str, str]:
+    day, kind, sid, user = key
+    return day, kind, sid, str(user)

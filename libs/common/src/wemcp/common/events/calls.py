@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar, Literal
 from uuid import UUID
 
@@ -49,3 +50,15 @@ class McpCallsCompleted(Event):
 
     gateway: str = ""
     calls: list[McpCallCompleted]
+
+
+def completed_calls(events: Iterable[Event]) -> list[McpCallCompleted]:
+    """The calls in what a batch consumer received: batches unpacked, single events as they are,
+    in stream order."""
+    out: list[McpCallCompleted] = []
+    for e in events:
+        if isinstance(e, McpCallsCompleted):
+            out.extend(e.calls)
+        elif isinstance(e, McpCallCompleted):
+            out.append(e)
+    return out

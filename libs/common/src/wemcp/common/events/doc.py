@@ -1,10 +1,12 @@
-"""Generate docs/events.md from the event models: ``python -m wemcp.common.events.doc > docs/events.md``.
-A test keeps the file in step with the code."""
+"""Generate docs/events.md from the event models and ``lifecycle.md`` (the server lifecycle and its
+ordering rule): ``python -m wemcp.common.events.doc > docs/events.md``. A test keeps the file in step
+with the code."""
 
 from __future__ import annotations
 
 import inspect
 import sys
+from pathlib import Path
 from typing import Any
 
 from wemcp.common.bus import DUPLICATE_WINDOW_SECONDS
@@ -26,6 +28,11 @@ def _type(schema: dict[str, Any]) -> str:
     return f"{schema.get('type', 'any')}" + (f" ({fmt})" if fmt else "")
 
 
+# The one server lifecycle (states, transitions, who emits what, the ordering rule), kept beside
+# the contracts so that a change of the SERVERS events and of the rule that orders them is one review.
+LIFECYCLE = Path(__file__).with_name("lifecycle.md")
+
+
 def render() -> str:
     out = ["# Events", "",
            "Generated from `libs/common/src/wemcp/common/events` by "
@@ -38,6 +45,7 @@ def render() -> str:
     for spec in STREAMS:
         out.append(f"| `{spec.name}` | {', '.join(f'`{s}`' for s in spec.subjects)} | {spec.max_age_days} | "
                    f"{spec.description} |")
+    out += ["", LIFECYCLE.read_text(encoding="utf-8").rstrip("\n")]
     for subject, cls in sorted(ALL_EVENTS.items()):
         schema = cls.model_json_schema()
         required = set(schema.get("required", []))

@@ -46,6 +46,40 @@ class _ServerEvent(Event):
     slug: str
 
 
+def _generation() -> Any:
+    return Field(default=None, ge=1, description=(
+        "the deployment's generation: monotonic per server, each new deployment (a submission, an enable) "
+        "gets the next. Absent from events of older producers (see the ordering rule)"))
+
+
+def _seq() -> Any:
+    return Field(default=None, ge=1, description=(
+        "the step's position in its generation, from 1; the final deployed/deploy_failed has the highest"))
+
+
+def _decision_seq() -> Any:
+    return Field(default=None, ge=1, description=(
+        "the server's disable/enable decision counter (catalog), from 1: the highest is the latest decision. "
+        "Absent from events of older producers"))
+
+
+class _DeploymentEvent(_ServerEvent):
+    """An event of one deployment of a server, ordered by (``generation``, ``seq``)."""
+
+    terminal: ClassVar[bool] = False
+
+    deployment_id: UUID | None = None
+    generation: int | None = _generation()
+    seq: int | None = _seq()
+
+    @property
+    def position(self) -> tuple[int, int] | None:
+        """(generation, seq), None for an event of an older producer."""
+        if self.generation is None or self.seq is None:
+            return None
+        return self.generation, self.seq
+
+
 class ServerSubmitted(_ServerEvent):
     """A server was submitted (or resubmitted with a new version).
 
@@ -57,28 +91,30 @@ class ServerSubmitted(_ServerEvent):
     version: str | None = None
     owner_id: UUID | None = None
     spec: dict[str, Any] = Field(description="the normalised source spec (a subset of server.json)")
+    revision: int | None = Field(default=None, ge=1, description=(
+        "the server's submission counter (catalog), from 1: the highest is the newest submission. Absent "
+        "from events of older producers"))
 
 
-class ServerDeploying(_ServerEvent):
+class ServerDeploying(_DeploymentEvent):
     """A deployment step started or finished. Emitted by deployer; consumed by catalog (status)."""
 
     subject: ClassVar[str] = "server.deploying"
 
-    deployment_id: UUID | None = None
     step: str
     detail: str | None = None
     backend: str = "local"
 
 
-class ServerDeployed(_ServerEvent):
+class ServerDeployed(_DeploymentEvent):
     """A server runs and was introspected.
 
     Emitted by deployer; consumed by catalog (fills table A's automatic fields, re-embeds table B),
     goods (lists it) and gateway (routes to it)."""
 
     subject: ClassVar[str] = "server.deployed"
+    terminal: ClassVar[bool] = True
 
-    deployment_id: UUID | None = None
     backend: str = "local"
     endpoints: list[Endpoint] = Field(default_factory=list)
     protocol_versions: list[str] = Field(default_factory=list)
@@ -88,12 +124,12 @@ class ServerDeployed(_ServerEvent):
     resources: list[ResourceInfo] = Field(default_factory=list)
 
 
-class ServerDeployFailed(_ServerEvent):
+class ServerDeployFailed(_DeploymentEvent):
     """A deployment failed. Emitted by deployer; consumed by catalog (status ``failed``)."""
 
     subject: ClassVar[str] = "server.deploy_failed"
+    terminal: ClassVar[bool] = True
 
-    deployment_id: UUID | None = None
     reason: str
     log_tail: str = Field(default="", description="last lines of the server's output, secrets redacted")
 
@@ -108,6 +144,7 @@ class ServerDisabled(_ServerEvent):
 
     reason: str | None = None
     actor_id: UUID | None = None
+    decision_seq: int | None = _decision_seq()
 
 
 class ServerUpdated(_ServerEvent):
@@ -130,3 +167,4 @@ class ServerEnabled(_ServerEvent):
     subject: ClassVar[str] = "server.enabled"
 
     actor_id: UUID | None = None
+    decision_seq: int | None = _decision_seq()

@@ -11,8 +11,17 @@ the tests use a loopback HTTPS server that recomputes every signature.
 A function's HTTP trigger is public, and the function runs code strangers submitted, so it must
 neither answer anyone nor hold the platform's keys: its environment carries only the keys derived
 for its own slug (``WEMCP_BRIDGE_KEYS``, :meth:`wemcp.common.trust.KeyRing.derive`), with which the
-bundled bridge checks the gateway's assertion on every request. Rotating ``WEMCP_SERVICE_KEYS``
-therefore means redeploying cloud functions before the old key is dropped.
+bundled bridge (the function's entry, ``runtime/wemcp_bridge.py|js``) checks the gateway's assertion
+on every request before any server code runs, and answers 401 otherwise. Rotating
+``WEMCP_SERVICE_KEYS`` therefore means redeploying cloud functions before the old key is dropped.
+
+The server's own keys (API keys of maps, weather ...) are never part of the function: not in its
+configuration, not in its code zip. The gateway sends them with every call as ``X-WeMcp-Env-<NAME>``
+headers, like to the local bridge; the configuration names which variables a call may set
+(``WEMCP_BRIDGE_ENV``, names only) and the bridge starts each session's server with the values its
+caller sent. A redeploy rewrites the configuration too (FC: UpdateFunction; SCF:
+UpdateFunctionCode, then UpdateFunctionConfiguration), so a rotated key or a changed list of
+variables reaches an existing function.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,19 +39,36 @@ from wemcp.common.trust import KeyRing, bridge_audience, environment_ring
 from wemcp.deployer.artifacts import TARGETS, ArtifactBuilder, CodeZip
 from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, RuntimeStatus, Target
 from wemcp.deployer.install import InstallError
+from wemcp.deployer.spec import DeploySpec
 
 BRIDGE_PORT_FC = TARGETS["aliyun-fc"]["port"]
 BRIDGE_PORT_SCF = TARGETS["tencent-scf"]["port"]
 ZIP_PLACEHOLDER = "<base64 of code.zip>"
 KEYS_PLACEHOLDER = "<keys derived for this slug from WEMCP_SERVICE_KEYS>"  # plans show no secret
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def bridge_env(keys: KeyRing | None, slug: str) -> dict[str, str]:
-    """The function's own credential check (runtime/wemcp_bridge.py): keys for its slug only.
-    ``keys`` None: a plan, which shows a placeholder."""
+def accepted_env(spec: DeploySpec) -> list[str]:
+    """The variables a call may set on the function (``X-WeMcp-Env-<NAME>``): the declared environment
+    variables and the ``{NAME}`` placeholders of the package's arguments. Names only."""
+    names = {v.name for v in spec.env_vars()}
+    pkg = spec.package
+    if pkg is not None:
+        for arg in (*pkg.package_arguments, *pkg.runtime_arguments):
+            names.update(_PLACEHOLDER.findall(arg.value if arg.value is not None else arg.default or ""))
+    return sorted(names)
+
+
+def bridge_env(keys: KeyRing | None, slug: str, accepted: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """The function's configuration for its entry (runtime/wemcp_bridge.py): the keys derived for its
+    slug only, and the names of the variables calls may set (never a value). ``keys`` None: a plan,
+    which shows a placeholder."""
     audience = bridge_audience(slug)
-    return {"WEMCP_BRIDGE_KEYS": keys.derive(audience).export() if keys is not None else KEYS_PLACEHOLDER,
-            "WEMCP_BRIDGE_AUDIENCE": audience}
+    env = {"WEMCP_BRIDGE_KEYS": keys.derive(audience).export() if keys is not None else KEYS_PLACEHOLDER,
+           "WEMCP_BRIDGE_AUDIENCE": audience}
+    if accepted:
+        env["WEMCP_BRIDGE_ENV"] = ",".join(accepted)
+    return env
 
 
 @dataclass
@@ -99,7 +126,8 @@ class AliyunFcDeployer:
             memory_size=512, cpu=0.35, disk_size=512, timeout=300, instance_concurrency=20,
             custom_runtime_config=fc.CustomRuntimeConfig(command=["/code/bootstrap"], port=BRIDGE_PORT_FC),
             internet_access=target.spec.network, session_affinity="MCP_SSE",
-            environment_variables={"WEMCP_BRIDGE_PORT": str(BRIDGE_PORT_FC), **bridge_env(keys, target.slug)},
+            environment_variables={"WEMCP_BRIDGE_PORT": str(BRIDGE_PORT_FC),
+                                   **bridge_env(keys, target.slug, accepted_env(target.spec))},
             code=fc.InputCodeLocation(zip_file=zip_b64))
 
     def _trigger_input(self) -> Any:
@@ -124,7 +152,8 @@ class AliyunFcDeployer:
                     actions=["build code.zip: the package for Debian 12 + wemcp_bridge + bootstrap",
                              f"CreateFunction {fn} (custom.debian12, port {BRIDGE_PORT_FC}; "
                              "UpdateFunction if it exists)",
-                             "CreateTrigger http (anonymous; kept if it exists)"],
+                             "CreateTrigger http (anonymous to FC: the function's entry answers only requests "
+                             "the platform signed for this slug; kept if it exists)"],
                     artifacts={"s.yaml": s_yaml, "code.zip": ["bootstrap", "wemcp_bridge.py | wemcp_bridge.js",
                                                               "python/ | node_modules/", "server_entry.py (PyPI)"]},
                     requests=[{"action": "CreateFunction", "method": "POST", "path": base, "body": function},
@@ -240,6 +269,12 @@ class TencentScfDeployer:
     def function_name(self, slug: str) -> str:
         return f"wemcp-{slug}".replace(".", "-")[:60]
 
+    def _configuration(self, target: Target, keys: KeyRing | None) -> dict[str, Any]:
+        """What CreateFunction and UpdateFunctionConfiguration both set: the entry's configuration."""
+        env = {"WEMCP_BRIDGE_PORT": str(BRIDGE_PORT_SCF), **bridge_env(keys, target.slug, accepted_env(target.spec))}
+        return {"Environment": {"Variables": [{"Key": k, "Value": v} for k, v in env.items()]},
+                "PublicNetConfig": {"PublicNetStatus": "ENABLE" if target.spec.network else "DISABLE"}}
+
     def _create_body(self, target: Target, zip_b64: str, keys: KeyRing | None = None) -> dict[str, Any]:
         from tencentcloud.scf.v20180416 import models
 
@@ -249,11 +284,14 @@ class TencentScfDeployer:
             "FunctionName": self.function_name(target.slug), "Type": "HTTP",
             "Runtime": "Nodejs18.15" if kind == "npm" else "Python3.10",
             "Description": f"WeMcp MCP server {target.slug}", "MemorySize": 512, "Timeout": 900,
-            "InstallDependency": "FALSE", "Code": {"ZipFile": zip_b64},
-            "Environment": {"Variables": [{"Key": k, "Value": v} for k, v in
-                                          {"WEMCP_BRIDGE_PORT": str(BRIDGE_PORT_SCF),
-                                           **bridge_env(keys, target.slug)}.items()]},
-            "PublicNetConfig": {"PublicNetStatus": "ENABLE" if target.spec.network else "DISABLE"}})
+            "InstallDependency": "FALSE", "Code": {"ZipFile": zip_b64}, **self._configuration(target, keys)})
+        return req._serialize()
+
+    def _update_configuration_body(self, target: Target, keys: KeyRing | None = None) -> dict[str, Any]:
+        from tencentcloud.scf.v20180416 import models
+
+        req = models.UpdateFunctionConfigurationRequest()
+        req._deserialize({"FunctionName": self.function_name(target.slug), **self._configuration(target, keys)})
         return req._serialize()
 
     def _trigger_body(self, slug: str) -> dict[str, Any]:
@@ -272,7 +310,8 @@ class TencentScfDeployer:
         fn = self.function_name(target.slug)
         return Plan(backend=self.name, slug=target.slug, kind=target.spec.kind,
                     actions=["build code.zip with an executable scf_bootstrap listening on 9000",
-                             f"CreateFunction {fn} (web function; UpdateFunctionCode if it exists)",
+                             f"CreateFunction {fn} (web function; if it exists: UpdateFunctionCode, GetFunction "
+                             "until Active, UpdateFunctionConfiguration)",
                              "GetFunction until Active", "CreateTrigger apigw"],
                     artifacts={"code.zip": ["scf_bootstrap", "wemcp_bridge.py | wemcp_bridge.js",
                                             "python/ | node_modules/", "server_entry.py (PyPI)"]},
@@ -315,6 +354,11 @@ class TencentScfDeployer:
                     raise
                 await progress("calling", "UpdateFunctionCode")
                 await self._call(client, "UpdateFunctionCode", {"FunctionName": fn, "ZipFile": code.base64()})
+                # the configuration too: the derived keys (rotation) and the variables calls may set
+                await self._wait_active(client, fn)
+                await progress("calling", "UpdateFunctionConfiguration")
+                await self._call(client, "UpdateFunctionConfiguration",
+                                 self._update_configuration_body(target, self.keys))
             await progress("calling", "GetFunction")
             await self._wait_active(client, fn)
             await progress("calling", "CreateTrigger")

@@ -6,7 +6,8 @@ Images are real, pullable runtime images (settings ``KUBERNETES_NODE_IMAGE`` / `
 an init container installs the pinned package into an ``emptyDir`` (``npm install`` / ``pip install
 --target``), the server container runs the bridge from the ConfigMap around it, read-only root, non-root,
 all capabilities dropped. The bridge answers only the gateway: a Secret holds the keys derived for this
-slug (never the platform's own, see backends/cloud.py) and the server container reads them.
+slug (never the platform's own, see backends/cloud.py) and the server container reads them, with the
+names of the variables calls may set (``WEMCP_BRIDGE_ENV``); their values come with each call.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from wemcp.common.trust import KeyRing
 from wemcp.deployer.artifacts import RUNTIME_DIR
 from wemcp.deployer.backends.base import Target
-from wemcp.deployer.backends.cloud import bridge_env
+from wemcp.deployer.backends.cloud import accepted_env, bridge_env
 from wemcp.deployer.spec import base_env, package_argv
 
 NODE_IMAGE = "docker.io/library/node:20-bookworm-slim"
@@ -93,7 +94,7 @@ def manifests(target: Target, *, namespace: str = "wemcp-servers", knative: bool
               "data": {f: (RUNTIME_DIR / f).read_text() for f in ("wemcp_bridge.js", "wemcp_bridge.py")}}
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
               "metadata": {"name": f"{name}-bridge-keys"[:63], "namespace": namespace, "labels": labels},
-              "stringData": bridge_env(keys, target.slug)}
+              "stringData": bridge_env(keys, target.slug, accepted_env(spec))}
     out: list[dict[str, Any]] = [bridge]
     if knative:
         out.append({"apiVersion": "serving.knative.dev/v1", "kind": "Service",

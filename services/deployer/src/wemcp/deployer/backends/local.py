@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from wemcp.common.trust import Issuer
@@ -11,8 +12,9 @@ from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, R
 from wemcp.deployer.bridge import Bridge, Hosted
 from wemcp.deployer.child import ChildError, Command
 from wemcp.deployer.config import Settings
+from wemcp.deployer.egress import EgressProxy, ProxyPolicy
 from wemcp.deployer.install import Installed, Installer, InstallError
-from wemcp.deployer.spec import DeploySpec, base_env, package_argv
+from wemcp.deployer.spec import DeploySpec, base_env, introspection_env, package_argv
 
 
 class LocalDeployer:
@@ -35,16 +37,26 @@ class LocalDeployer:
         run_dir = data / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o711)  # noqa: S103
+        # Node's proxy preload, where every sandbox uid can read (never write) it
+        runtime = data / "runtime"
+        runtime.mkdir(exist_ok=True)
+        os.chmod(runtime, 0o755)  # noqa: S103
+        preload = runtime / "egress_preload.js"
+        shutil.copyfile(Path(__file__).parents[1] / "runtime" / "egress_preload.js", preload)
+        os.chmod(preload, 0o644)
+        egress = EgressProxy(ProxyPolicy(settings.egress_proxy_allow), max_connections=settings.egress_max_connections,
+                             max_bytes_per_hour=settings.egress_max_bytes_per_hour)
         bridge = Bridge(caps=caps, limits=limits, run_dir=run_dir, host=settings.bridge_host,
                         port=settings.bridge_port, public_url=settings.bridge_public_url,
                         idle_seconds=settings.idle_seconds, reap_interval=settings.reap_interval_seconds,
                         start_timeout=settings.start_timeout_seconds, call_timeout=settings.call_timeout_seconds,
                         max_children=settings.max_children_per_server, uid_base=settings.sandbox_uid_base,
-                        keys=settings.key_ring)
+                        keys=settings.key_ring, egress=egress, egress_python=settings.venv_python,
+                        egress_preload=str(preload), max_idle_seconds=settings.max_idle_seconds)
         installer = Installer(data, archive_dir=settings.archive_dir.resolve(), venv_python=settings.venv_python,
                               npm_registry=settings.npm_registry, pip_index_url=settings.pip_index_url,
                               timeout=settings.install_timeout_seconds, archive_source=settings.catalog_url,
-                              signer=signer)
+                              signer=signer, max_bytes=settings.install_max_bytes)
         return cls(installer, bridge)
 
     def plan(self, target: Target) -> Plan:
@@ -62,7 +74,8 @@ class LocalDeployer:
             install = f"extract archive {spec.archive.sha256 or spec.archive.path} and install its dependencies"
         return Plan(backend=self.name, slug=target.slug, kind=kind, actions=[
             install,
-            f"run in sandbox ({self.bridge.caps.mode}; no network)",
+            f"run in sandbox ({self.bridge.caps.mode}; "
+            + ("network through the platform's egress proxy only)" if spec.network else "no network)"),
             f"bridge stdio to {self.bridge.endpoint(target.slug)}",
         ])
 
@@ -86,16 +99,18 @@ class LocalDeployer:
             args = package_argv(pkg, values) if pkg is not None else []
             return Command(argv=[*installed.argv, *args], root=Path(installed.root), env=values)
 
-        return Hosted(slug=target.slug, make_command=make_command, allowed_env=declared)
+        return Hosted(slug=target.slug, make_command=make_command, allowed_env=declared, network=spec.network,
+                      idle_seconds=spec.idle_seconds)
 
     def check_hostable(self, spec: DeploySpec) -> None:
         """Fail closed, before anything is installed: no working sandbox here, or a server that asks
-        for network (hosted servers have none until the platform has an egress proxy)."""
+        for network where no egress proxy can be its only way out."""
         if self.bridge.caps.refusal:
             raise DeployError(self.bridge.caps.refusal)
-        if spec.network:
-            raise DeployError("hosted servers run without network access here (\"network\": true needs the "
-                              "platform's egress proxy, not available yet); remove \"network\" or host it remotely")
+        if spec.network and (self.bridge.egress is None or not self.bridge.caps.netns):
+            raise DeployError("hosted servers cannot have network here (\"network\": true needs the platform's "
+                              "egress proxy and a network namespace per server); remove \"network\" or host it "
+                              "remotely")
 
     async def deploy(self, target: Target, progress: Progress) -> Outcome:
         self.check_hostable(target.spec)
@@ -106,8 +121,9 @@ class LocalDeployer:
         self.bridge.register(self.hosted_for(target, installed))
         await progress("starting", f"sandbox {self.bridge.caps.mode}")
         try:
-            # Start once without any caller's secrets: this is also the child introspection uses.
-            child = await self.bridge.child_for(target.slug, {})
+            # Start once without any caller's secrets (required ones get a placeholder that is no
+            # secret: spec.introspection_env): this is also the child introspection uses.
+            child = await self.bridge.child_for(target.slug, introspection_env(target.spec))
         except ChildError as exc:
             await self.bridge.unregister(target.slug)
             missing = [e.name for e in target.spec.env_vars() if e.is_required and e.default is None]

@@ -3,6 +3,10 @@
 // Same contract as wemcp_bridge.py: node wemcp_bridge.js --port 8080 -- <server command...>
 // Only the platform may call: X-WeMcp-Assertion signed with the keys derived for this slug
 // (WEMCP_BRIDGE_KEYS "kid:hex,...", WEMCP_BRIDGE_AUDIENCE "bridge:<slug>"); without them only /healthz answers.
+// The server's keys arrive per call as X-WeMcp-Env-<NAME> headers, for the names WEMCP_BRIDGE_ENV lists
+// (names only; others: 400); a session's child starts with exactly those values (and {NAME} placeholders
+// of its arguments filled); a later request of the session with other values gets 400. The child never
+// sees WEMCP_BRIDGE_* (the key) nor credentials a cloud runtime injects (ALIBABA_CLOUD_*, TENCENTCLOUD_*).
 "use strict";
 const http = require("http");
 const { spawn } = require("child_process");
@@ -18,6 +22,22 @@ const sessions = new Map();
 const bridgeKeys = new Map((process.env.WEMCP_BRIDGE_KEYS || "").split(",").filter((e) => e.includes(":"))
   .map((e) => { const i = e.indexOf(":"); return [e.slice(0, i).trim(), Buffer.from(e.slice(i + 1).trim(), "hex")]; }));
 const audience = process.env.WEMCP_BRIDGE_AUDIENCE || "";
+const accepted = new Set((process.env.WEMCP_BRIDGE_ENV || "").split(",").map((n) => n.trim()).filter(Boolean));
+const PRIVATE_ENV = ["WEMCP_BRIDGE_", "ALIBABA_CLOUD_", "TENCENTCLOUD_"];
+
+// the caller's values (X-WeMcp-Env-<NAME>); throws naming an undeclared one
+function callValues(req) {
+  const values = Object.create(null);
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (!k.startsWith("x-wemcp-env-")) continue;
+    const name = k.slice(12).toUpperCase().replace(/-/g, "_");
+    if (!accepted.has(name)) throw new Error(`${name} is not a variable this server declares`);
+    values[name] = Array.isArray(v) ? v[0] : v;
+  }
+  return values;
+}
+const credentialKey = (values) => crypto.createHash("sha256")
+  .update(JSON.stringify(Object.keys(values).sort().map((k) => [k, values[k]]))).digest("hex");
 
 // null when the request may go on, else why not (the format of wemcp.common.trust)
 function refusal(token) {
@@ -38,8 +58,13 @@ function refusal(token) {
 }
 
 class Child {
-  constructor() {
-    this.proc = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "inherit"], detached: true });
+  constructor(values) {
+    const env = {};
+    for (const [k, v] of Object.entries(process.env)) if (!PRIVATE_ENV.some((p) => k.toUpperCase().startsWith(p))) env[k] = v;
+    Object.assign(env, values);
+    const args = argv.map((a) => a.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (m, n) => (Object.prototype.hasOwnProperty.call(values, n) ? values[n] : m)));
+    this.key = credentialKey(values);
+    this.proc = spawn(args[0], args.slice(1), { stdio: ["pipe", "pipe", "inherit"], detached: true, env });
     this.waiting = new Map();
     this.lastUsed = Date.now();
     this.buf = "";
@@ -103,14 +128,18 @@ const server = http.createServer((req, res) => {
   req.on("end", async () => {
     let payload; try { payload = JSON.parse(body); } catch {
       return reply(res, 400, { jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error" } }); }
+    let values; try { values = callValues(req); } catch (e) {
+      return reply(res, 400, { jsonrpc: "2.0", id: null, error: { code: -32600, message: e.message } }); }
     const batch = Array.isArray(payload) ? payload : [payload];
     let id = sid; const headers = {};
     if (!id && batch.some((m) => m && m.method === "initialize")) {
-      id = crypto.randomUUID().replace(/-/g, ""); sessions.set(id, new Child()); headers["Mcp-Session-Id"] = id;
+      id = crypto.randomUUID().replace(/-/g, ""); sessions.set(id, new Child(values)); headers["Mcp-Session-Id"] = id;
     }
     const child = sessions.get(id || "");
     if (!child) return reply(res, id ? 404 : 400,
       { jsonrpc: "2.0", id: null, error: { code: -32600, message: "unknown or missing session" } });
+    if (Object.keys(values).length && credentialKey(values) !== child.key) return reply(res, 400,
+      { jsonrpc: "2.0", id: null, error: { code: -32600, message: "credentials differ from the session's" } });
     const answers = (await Promise.all(batch.filter((m) => m && typeof m === "object").map((m) => child.call(m))))
       .filter(Boolean);
     if (!answers.length) return reply(res, 202, undefined, headers);

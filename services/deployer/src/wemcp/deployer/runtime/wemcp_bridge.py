@@ -11,6 +11,16 @@ responses get 202. Requests the child sends to the client (sampling, roots...) a
 child. ``GET /healthz`` for platform probes. Children idle longer than ``--idle`` seconds are
 stopped.
 
+The server's keys arrive with the calls, never with the function: the gateway sends the caller's
+values for the variables the server declares as ``X-WeMcp-Env-<NAME>`` headers (from the vault, the
+request or the platform's system key), and the child of a session is started with exactly those
+values in its environment (and ``{NAME}`` placeholders of its arguments filled with them). Which
+names a call may set is ``WEMCP_BRIDGE_ENV`` (``NAME,NAME``; names only, no values); any other
+``X-WeMcp-Env-*`` is refused with 400. A session keeps the values it started with: a later request
+of the session with other values is refused (400), so two callers never share a child. The child's
+environment never holds the bridge's own settings (``WEMCP_BRIDGE_*``: its key) nor credentials a
+cloud runtime may inject (``ALIBABA_CLOUD_*``, ``TENCENTCLOUD_*``).
+
 Only the platform may call: every request but ``/healthz`` carries ``X-WeMcp-Assertion``, the
 gateway's assertion signed with a key derived for this server's slug (``WEMCP_BRIDGE_KEYS``:
 ``kid:hex,...``, ``WEMCP_BRIDGE_AUDIENCE``: ``bridge:<slug>``; wemcp.common.trust). The function never
@@ -26,6 +36,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +46,20 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_LIFETIME, LEEWAY = 120, 10  # as wemcp.common.trust
+ENV_HEADER = "x-wemcp-env-"
+# never handed to the server: the bridge's own settings (its key) and what a cloud runtime injects
+PRIVATE_ENV = ("WEMCP_BRIDGE_", "ALIBABA_CLOUD_", "TENCENTCLOUD_")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def child_env(values: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(PRIVATE_ENV)}
+    env.update(values)
+    return env
+
+
+def credential_key(values: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(values.items())).encode()).hexdigest()
 
 
 class Guard:
@@ -73,9 +98,11 @@ class Guard:
 
 
 class Child:
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], values: dict[str, str]) -> None:
+        argv = [_PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), a) for a in argv]
+        self.key = credential_key(values)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
-                                     start_new_session=True)
+                                     start_new_session=True, env=child_env(values))
         self.lock = threading.Lock()
         self.waiting: dict[str, tuple[threading.Event, list]] = {}
         self.last_used = time.monotonic()
@@ -134,9 +161,11 @@ class Child:
 
 
 class Bridge:
-    def __init__(self, argv: list[str], timeout: float, idle: float, guard: Guard) -> None:
+    def __init__(self, argv: list[str], timeout: float, idle: float, guard: Guard,
+                 accepted: frozenset[str] = frozenset()) -> None:
         self.argv, self.timeout, self.idle = argv, timeout, idle
         self.guard = guard
+        self.accepted = accepted  # the variables a call may set (X-WeMcp-Env-<NAME>)
         self.sessions: dict[str, Child] = {}
         self.lock = threading.Lock()
 
@@ -187,6 +216,17 @@ def make_handler(bridge: Bridge) -> type[BaseHTTPRequestHandler]:
                 self._reply(401, {"error": why})
             return why is not None
 
+        def _values(self) -> dict[str, str]:
+            """The caller's values (``X-WeMcp-Env-<NAME>``); ValueError names an undeclared one."""
+            values: dict[str, str] = {}
+            for k, v in self.headers.items():
+                if k.lower().startswith(ENV_HEADER):
+                    name = k[len(ENV_HEADER):].upper().replace("-", "_")
+                    if name not in bridge.accepted:
+                        raise ValueError(f"{name} is not a variable this server declares")
+                    values[name] = v
+            return values
+
         def do_GET(self) -> None:
             if self.path.split("?")[0] == "/healthz":
                 self._reply(200, {"ok": True, "sessions": len(bridge.sessions)})
@@ -214,19 +254,28 @@ def make_handler(bridge: Bridge) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._reply(400, {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
                 return
+            try:
+                values = self._values()
+            except ValueError as exc:
+                self._reply(400, {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": str(exc)}})
+                return
             batch = payload if isinstance(payload, list) else [payload]
             sid = self.headers.get("Mcp-Session-Id")
             headers: dict[str, str] = {}
             if any(isinstance(m, dict) and m.get("method") == "initialize" for m in batch) and not sid:
                 sid = uuid.uuid4().hex
                 with bridge.lock:
-                    bridge.sessions[sid] = Child(bridge.argv)
+                    bridge.sessions[sid] = Child(bridge.argv, values)
                 headers["Mcp-Session-Id"] = sid
             with bridge.lock:
                 child = bridge.sessions.get(sid or "")
             if child is None:
                 self._reply(404 if sid else 400, {"jsonrpc": "2.0", "id": None,
                                                   "error": {"code": -32600, "message": "unknown or missing session"}})
+                return
+            if values and credential_key(values) != child.key:
+                self._reply(400, {"jsonrpc": "2.0", "id": None,
+                                  "error": {"code": -32600, "message": "credentials differ from the session's"}})
                 return
             answers = [a for a in (child.call(m, bridge.timeout) for m in batch if isinstance(m, dict)) if a]
             if not answers:
@@ -249,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--idle", type=float, default=900.0)
     opts = p.parse_args(args[:cut])
     guard = Guard(os.environ.get("WEMCP_BRIDGE_KEYS", ""), os.environ.get("WEMCP_BRIDGE_AUDIENCE", ""))
-    bridge = Bridge(args[cut + 1:], opts.timeout, opts.idle, guard)
+    accepted = frozenset(n.strip() for n in os.environ.get("WEMCP_BRIDGE_ENV", "").split(",") if n.strip())
+    bridge = Bridge(args[cut + 1:], opts.timeout, opts.idle, guard, accepted)
     threading.Thread(target=bridge.reap, daemon=True).start()
     server = _Server((opts.host, opts.port), make_handler(bridge))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

