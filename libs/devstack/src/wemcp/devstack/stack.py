@@ -80,6 +80,8 @@ class Stack:
     nats_url: str | None = None
     redis_url: str | None = None
     durable: bool = True
+    # Redis keeps an append-only file (survives a restart) — by default when ``durable``
+    redis_persistent: bool | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     postgres: EmbeddedPostgres | None = None
@@ -99,7 +101,8 @@ class Stack:
             self.nats.start()
             self.nats_url = self.nats.url
         if not self.redis_url:
-            self.redis = EmbeddedRedis(self.data_dir / "redis", persistent=self.durable)
+            self.redis = EmbeddedRedis(self.data_dir / "redis", persistent=self.durable if self.redis_persistent is None
+                                       else self.redis_persistent)
             self.redis.start()
             self.redis_url = self.redis.url
 
@@ -206,6 +209,32 @@ class Stack:
         svc.stop()
         svc.start()
         self.wait_healthy([name], wait)
+
+    def kill_service(self, name: str, wait: float = 60.0) -> float:
+        """SIGKILL a service's process group (a crash), start it again as the supervisor would and
+        wait until it is healthy. Returns the seconds from the kill until it answered /healthz."""
+        t0 = time.monotonic()
+        self.services[name].kill()
+        self.services[name].start()
+        self.wait_healthy([name], wait)
+        return time.monotonic() - t0
+
+    # -- restarting the embedded infrastructure ------------------------------------------------
+    def infra_server(self, name: str) -> EmbeddedPostgres | EmbeddedNats | EmbeddedRedis:
+        """The embedded server ``postgres`` / ``nats`` / ``redis`` this stack started (a server given by
+        URL is not ours to restart)."""
+        server = {"postgres": self.postgres, "nats": self.nats, "redis": self.redis}[name]
+        if server is None:
+            raise RuntimeError(f"{name} was given by URL, not started by this stack: it cannot be restarted here")
+        return server
+
+    def stop_infra(self, name: str) -> None:
+        """Stop one embedded server by its PID (clean shutdown: SIGINT for Postgres, SIGTERM otherwise)."""
+        self.infra_server(name).stop()
+
+    def start_infra_again(self, name: str) -> None:
+        """Start a stopped embedded server again on the same port and data directory."""
+        self.infra_server(name).start()
 
     def stop_services(self) -> None:
         # the gateway first, so nothing new comes in while the others drain
