@@ -210,3 +210,31 @@ async def test_a_refused_publish_stops_the_batch_at_that_row(settings_for):
                                            goods_tables.outbox.c.attempts).order_by(goods_tables.outbox.c.id))).all()
         assert [(r.subject, r.published_at is not None, r.attempts) for r in rows] == [
             ("probe.recorded", True, 0), ("no.stream.here", False, 1), ("probe.recorded", False, 0)]
+
+
+async def test_consumers_start_only_after_the_start_hooks(settings_for, infra):
+    """An event already waiting in the stream (a restart with a backlog) reaches its handler only once
+    the service's start hooks have run: the catalog's handlers need the embedder its hook builds, and
+    a consumer started first failed with "state is not initialised" and retried with backoff."""
+    settings = settings_for(ServiceSettings)
+    event = ProbeRecorded(seq=41, note="after-hooks")
+    nc = await nats.connect(infra.nats_url)
+    js = nc.jetstream()
+    await js.publish(event.subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.event_id)})
+    await nc.close()
+    real = make_probe_handler(deployer_receipts)
+    ready_when_handled = []
+
+    async def needs_the_hook(event, session, runtime):
+        ready_when_handled.append(runtime.extras.get("ready", False))
+        await real(event, session)
+
+    async def slow_hook(runtime):
+        await asyncio.sleep(0.5)  # a hook that takes a while (loading a model)
+        runtime.extras["ready"] = True
+
+    spec = ServiceSpec(name="deployer", title="consumer", tables=deployer_tables,
+                       subscriptions=[(ProbeRecorded, needs_the_hook)], on_start=[slow_hook])
+    async with running(spec, settings) as consumer:
+        await wait_for(lambda: _len_is(consumer, "after-hooks", 1))
+        assert ready_when_handled == [True]

@@ -87,6 +87,7 @@ class Runtime:
     broker: NatsBroker | None = None
     relay: OutboxRelay | None = None
     batch_consumers: list[BatchConsumer] = field(default_factory=list)
+    _batches: list[BatchConsumer] = field(default_factory=list)
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
@@ -121,6 +122,10 @@ class Runtime:
                 await self._open_bus()
             for hook in self.spec.on_start:
                 await hook(self)
+            if self.spec.uses_bus:
+                # consumers start only once the start hooks have built what handlers use (the
+                # catalog's embedder): a redelivered event must not meet a half-started process
+                await self._start_consumers()
         except BaseException:
             await self.close()
             raise
@@ -154,15 +159,19 @@ class Runtime:
         except Exception as exc:
             raise ConfigError(f"NATS_URL: JetStream is not available at {_where(s.nats_url)} "
                               f"(start nats-server with -js): {_first_line(exc)}") from None
-        await broker.start()
-        for consumer in batches:
-            await consumer.start(broker.connection)
-            self._stack.push_async_callback(consumer.stop)  # stopped before the broker (LIFO)
-            self.batch_consumers.append(consumer)
+        self._batches = batches
         if self.spec.tables is not None and self.engine is not None:
             self.relay = OutboxRelay(self.engine, self.spec.tables, js, listen_dsn=s.plain_database_url)
             await self.relay.start()
             self._stack.push_async_callback(self.relay.stop)
+
+    async def _start_consumers(self) -> None:
+        assert self.broker is not None
+        await self.broker.start()
+        for consumer in self._batches:
+            await consumer.start(self.broker.connection)
+            self._stack.push_async_callback(consumer.stop)  # stopped before the broker (LIFO)
+            self.batch_consumers.append(consumer)
 
     async def _check_migrated(self, schema: str) -> None:
         assert self.engine is not None
