@@ -32,6 +32,7 @@ from wemcp.common.logging import get_logger
 from wemcp.gateway.calls import CallRecord
 from wemcp.gateway.keys import Resolved
 from wemcp.gateway.relay import RELAYED, Channel, Relay, landed
+from wemcp.gateway.resume import SessionEvents, StreamLog
 from wemcp.gateway.routes import MODERN, Route
 from wemcp.gateway.upstream import (
     CAPS_META,
@@ -71,6 +72,7 @@ class ClientSession:
     queue: asyncio.Queue[bytes] | None = None  # legacy SSE transport: replies travel on the stream
     stream: asyncio.Queue[bytes] | None = None  # the open GET stream of a 2025 session
     last_used: float = field(default_factory=time.monotonic)
+    events: SessionEvents = field(default_factory=SessionEvents)  # its SSE answers, for Last-Event-ID
 
 
 # -- small ASGI helpers -----------------------------------------------------------------------------------
@@ -345,6 +347,11 @@ class McpRouter:
                                                  "GET opens a stream only inside a 2025 session"),
                               b"application/problem+json", [(b"allow", b"POST, DELETE")])
                 return
+            last = header(scope, b"last-event-id")
+            found = sess.events.find(last) if last else None
+            if found is not None:  # a client resuming a call's stream that broke (resume.py)
+                await self._resume_stream(send, receive, *found)
+                return
             sess.stream = asyncio.Queue(1)
             await self._keepalive_stream(send, receive, sess.stream)
             return
@@ -551,7 +558,9 @@ class McpRouter:
                 if tool is not None:
                     self.record(ident, route.slug, method, tool, resolved,
                                 channel.decided if ahead is not None else decision, status, code, t0, len(raw), nout)
-            channel = Channel(send, extra, sess.queue if sess is not None else None, decision=ahead, slug=route.slug)
+            channel = Channel(send, extra, sess.queue if sess is not None else None, decision=ahead, slug=route.slug,
+                              events=sess.events if sess is not None and sess.queue is None else None,
+                              priming=sess is not None and sess.protocol_version >= "2025-11-25")
             if await self.relay.call(channel, route, resolved, user_key, msg, raw, client_modern, sess, finish):
                 return
         up = self.gw.upstream
@@ -689,6 +698,46 @@ class McpRouter:
                     break
                 chunk = b": ping\n\n" if item is None else b"event: message\ndata: " + item + b"\n\n"
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError:
+            pass
+        finally:
+            watcher.cancel()
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b""})
+
+    async def _resume_stream(self, send: Any, receive: Any, log: StreamLog, seen: int) -> None:
+        """The events of ``log`` after event ``seen``, then the rest of the call as it comes (keep-alive
+        comments meanwhile); ends after the call's reply, or when the client goes away."""
+        gone = asyncio.Event()
+
+        async def watch_disconnect() -> None:
+            with contextlib.suppress(Exception):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch_disconnect())
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no")]})
+        every = self.gw.settings.mcp_keepalive_seconds
+        try:
+            while not gone.is_set():
+                pending = log.after(seen)
+                if pending is None:  # the buffer moved past what this client saw: nothing more to say
+                    break
+                for event in pending:
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                seen += len(pending)
+                if log.done:
+                    break
+                waiter = asyncio.ensure_future(log.changed())
+                stop = asyncio.ensure_future(gone.wait())
+                done, _ = await asyncio.wait({waiter, stop}, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stop.cancel()
+                if not done:
+                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
         except OSError:
             pass
         finally:
