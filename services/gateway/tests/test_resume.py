@@ -153,3 +153,69 @@ async def test_unknown_or_foreign_event_ids_resume_nothing(stack):
                 assert g.status_code == 200
                 first = await asyncio.wait_for(anext(g.aiter_lines()), 10)
                 assert first.startswith(":"), first
+
+
+class CutStream(httpx.AsyncByteStream):
+    """The first ``events`` SSE events of a response, then its end: a stream broken mid-call."""
+
+    def __init__(self, inner: Any, events: int) -> None:
+        self.inner, self.events = inner, events
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        buf = b""
+        async for chunk in self.inner:
+            buf += chunk
+            if buf.count(b"\n\n") >= self.events:
+                end = 0
+                for _ in range(self.events):
+                    end = buf.index(b"\n\n", end) + 2
+                yield buf[:end]
+                return
+        yield buf
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class CutFirstCall(httpx.AsyncBaseTransport):
+    """Cuts the SSE answer of the first tools/call after ``events`` events; records the GETs."""
+
+    def __init__(self, events: int) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.events, self.cut = events, False
+        self.gets: list[str | None] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        resp = await self.inner.handle_async_request(request)
+        if request.method == "GET":
+            self.gets.append(request.headers.get("last-event-id"))
+        if (not self.cut and request.method == "POST" and b'"tools/call"' in request.content
+                and "text/event-stream" in resp.headers.get("content-type", "")):
+            self.cut = True
+            return httpx.Response(resp.status_code, headers=resp.headers, stream=CutStream(resp.stream, self.events),
+                                  request=request)
+        return resp
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_the_official_client_resumes_a_broken_stream_through_the_gateway(stack):
+    """The official client's call stream breaks after the priming event and the first progress
+    notification: it reconnects with ``Last-Event-ID`` (GET), gets the rest and the result."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    cut = CutFirstCall(events=2)
+    async with server(stack, "both") as url, httpx.AsyncClient(headers=bearer("alice"), transport=cut,
+                                                               timeout=httpx.Timeout(30.0, read=60.0)) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode="legacy") as c:
+            progress: list[float] = []
+
+            async def on_progress(p: float, total: float | None, message: str | None) -> None:
+                progress.append(p)
+
+            r = await c.call_tool("count", {"n": 3}, progress_callback=on_progress)
+            assert r.content[0].text == "counted 3"
+            assert progress == [1, 2, 3]
+        assert cut.cut and "1-2" in cut.gets  # resumed after the second event of the call's stream
