@@ -149,6 +149,16 @@ async def test_the_get_stream_needs_the_gateways_credential_and_a_session(tmp_pa
         for headers in ({}, {"mcp-session-id": "nope"}):
             r = await h.get(url, headers={**ACCEPT, **headers})
             assert r.status_code == 405
+        # the session's DELETE ends its GET stream (the response completes)
+        async with h.stream("GET", url, headers={**ACCEPT, "mcp-session-id": sid}) as r:
+            lines = r.aiter_lines()
+            assert (await anext(lines)).startswith(":")
+            assert (await h.delete(url, headers={"mcp-session-id": sid})).status_code == 204
+
+            async def drain() -> list[str]:
+                return [line async for line in lines]
+            rest = await asyncio.wait_for(drain(), 10)  # ends, rather than keep-alives for ever
+        assert all(not line.startswith("data:") for line in rest)
 
 
 async def _until(pred: Any) -> None:

@@ -569,8 +569,10 @@ class Bridge:
                 return Response(status_code=405, headers={"Allow": "POST, DELETE"})
             return self._session_stream(session)
         sid = request.headers.get("mcp-session-id")
-        if sid:
-            self.sessions.pop(sid, None)
+        gone = self.sessions.pop(sid, None) if sid else None
+        if gone is not None and gone.stream is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                gone.stream.put_nowait({})  # its GET stream ends with it
         return Response(status_code=204)
 
     def _session_stream(self, session: Session) -> Response:
