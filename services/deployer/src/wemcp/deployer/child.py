@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,7 +75,15 @@ class Call:
     progress_token: Any = None
 
 
+# Notifications about the server's state rather than a call: they go to sessions' GET streams.
+OUTSIDE_CALLS = frozenset({"notifications/resources/updated", "notifications/resources/list_changed",
+                           "notifications/tools/list_changed", "notifications/prompts/list_changed"})
+
+
 class StdioChild:
+    # where notifications outside any call go (``OUTSIDE_CALLS``; set by the bridge), None: dropped
+    outside: Callable[[dict[str, Any]], None] | None = None
+
     def __init__(self, command: Command, *, caps: sandbox.Capabilities, limits: sandbox.Limits, uid: int | None,
                  run_dir: Path, secrets: list[str] | None = None, start_timeout: float = 60.0,
                  egress: EgressHook | None = None, client_caps: dict[str, Any] | None = None) -> None:
@@ -286,6 +295,11 @@ class StdioChild:
         return None
 
     async def _from_server(self, msg: dict[str, Any]) -> None:
+        if msg.get("method") in OUTSIDE_CALLS and "id" not in msg:
+            # about the server's state, not a call: to the sessions' GET streams (the bridge decides whose)
+            if self.outside is not None:
+                self.outside(msg)
+            return
         call = self.owner_of(msg)
         if "id" in msg:  # the server asks: only a caller that listens can answer
             if call is None or call.side is None:

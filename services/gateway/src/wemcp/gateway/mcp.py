@@ -8,7 +8,9 @@ when the eras match and streams the upstream's reply back unbuffered. See docs/s
 Clients of the 2025 revisions get a *gateway* session (``Mcp-Session-Id`` minted here, bound to the
 caller and the server); it multiplexes onto pooled upstream sessions (see upstream.py), or onto
 stateless 2026-07-28 requests when the upstream speaks that era. Clients of 2026-07-28 need no
-session at all.
+session at all. A 2025 session's ``GET`` stream also carries what the upstream says outside any call
+(list_changed, resources/updated of what it subscribed to), relayed from the pooled upstream
+session's own ``GET`` stream.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from wemcp.common.logging import get_logger
 from wemcp.gateway.calls import CallRecord
 from wemcp.gateway.keys import Resolved
 from wemcp.gateway.relay import RELAYED, Channel, Relay, landed
+from wemcp.gateway.resume import SessionEvents, StreamLog
 from wemcp.gateway.routes import MODERN, Route
 from wemcp.gateway.upstream import (
     CAPS_META,
@@ -48,6 +51,10 @@ from wemcp.gateway.upstream import (
 log = get_logger("wemcp.gateway.mcp")
 HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 SEP = "__"
+# what an upstream says outside any call that reaches 2025 sessions' GET streams
+OUTSIDE_CALLS = frozenset({"notifications/resources/updated", "notifications/resources/list_changed",
+                           "notifications/tools/list_changed", "notifications/prompts/list_changed"})
+OUTSIDE_BACKLOG = 256  # messages waiting on a session's GET stream; more are dropped
 JSON = b"application/json"
 
 
@@ -71,6 +78,9 @@ class ClientSession:
     queue: asyncio.Queue[bytes] | None = None  # legacy SSE transport: replies travel on the stream
     stream: asyncio.Queue[bytes] | None = None  # the open GET stream of a 2025 session
     last_used: float = field(default_factory=time.monotonic)
+    events: SessionEvents = field(default_factory=SessionEvents)  # its SSE answers, for Last-Event-ID
+    upstream: Any = None  # the pooled upstream session its GET stream listens to (messages outside calls)
+    subscriptions: set[str] = field(default_factory=set)  # resource URIs it subscribed to
 
 
 # -- small ASGI helpers -----------------------------------------------------------------------------------
@@ -183,6 +193,7 @@ class McpRouter:
         self._reaper: asyncio.Task[None] | None = None
         self.relay = Relay(gw.upstream, gw.settings.mcp_upstream_timeout_seconds)  # server → client, mid-call
         self._tasks: set[asyncio.Task[None]] = set()  # legacy SSE replies in progress
+        self._listeners: dict[int, asyncio.Task[None]] = {}  # upstream sessions' GET streams
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -195,6 +206,8 @@ class McpRouter:
             self._reaper.cancel()
             with contextlib.suppress(BaseException):
                 await self._reaper
+        for task in list(self._listeners.values()):
+            task.cancel()
         await self.relay.stop()
 
     async def _reap(self) -> None:
@@ -345,7 +358,13 @@ class McpRouter:
                                                  "GET opens a stream only inside a 2025 session"),
                               b"application/problem+json", [(b"allow", b"POST, DELETE")])
                 return
-            sess.stream = asyncio.Queue(1)
+            last = header(scope, b"last-event-id")
+            found = sess.events.find(last) if last else None
+            if found is not None:  # a client resuming a call's stream that broke (resume.py)
+                await self._resume_stream(send, receive, *found)
+                return
+            sess.stream = asyncio.Queue(OUTSIDE_BACKLOG)
+            await self._listen_upstream(sess, ident, scope)
             await self._keepalive_stream(send, receive, sess.stream)
             return
         if method == "DELETE":
@@ -402,6 +421,10 @@ class McpRouter:
                 return
             sess.last_used = time.monotonic()
             extra.append((b"mcp-session-id", sess.sid.encode()))
+        if sess is not None and kind == "request" and msg["method"] in ("resources/subscribe", "resources/unsubscribe"):
+            uri = params_of(msg).get("uri")
+            if isinstance(uri, str):  # whose GET stream hears of that resource's updates
+                (sess.subscriptions.add if msg["method"] == "resources/subscribe" else sess.subscriptions.discard)(uri)
         if kind == "response" and sess is not None:  # the answer to a server's request (relay.py)
             await self.relay.answer(sess.sid, msg)
         if kind != "request":
@@ -551,7 +574,9 @@ class McpRouter:
                 if tool is not None:
                     self.record(ident, route.slug, method, tool, resolved,
                                 channel.decided if ahead is not None else decision, status, code, t0, len(raw), nout)
-            channel = Channel(send, extra, sess.queue if sess is not None else None, decision=ahead, slug=route.slug)
+            channel = Channel(send, extra, sess.queue if sess is not None else None, decision=ahead, slug=route.slug,
+                              events=sess.events if sess is not None and sess.queue is None else None,
+                              priming=sess is not None and sess.protocol_version >= "2025-11-25")
             if await self.relay.call(channel, route, resolved, user_key, msg, raw, client_modern, sess, finish):
                 return
         up = self.gw.upstream
@@ -689,6 +714,120 @@ class McpRouter:
                     break
                 chunk = b": ping\n\n" if item is None else b"event: message\ndata: " + item + b"\n\n"
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError:
+            pass
+        finally:
+            watcher.cancel()
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b""})
+
+    # -- messages outside any call: the upstream session's GET stream, to the client sessions' ----------
+    async def _listen_upstream(self, sess: ClientSession, ident: Identity | None, scope: dict[str, Any]) -> None:
+        """Have the pooled upstream session this 2025 session talks through listen on its own GET
+        stream (one listener per upstream session), so list_changed and resources/updated reach the
+        client sessions on it. Nothing when the upstream is spoken to statelessly or refuses."""
+        route = self.gw.routes.get(sess.target)
+        if route is None or not route.routable or route.kind in ("openapi", "local") or \
+                (route.modern is True and route.legacy is not True):
+            return
+        up = self.gw.upstream
+        try:
+            resolved = await self.gw.keys.resolve(route, ident.user_id if ident else None, _Headers(scope))
+            upstream = await up.legacy_session(route, resolved, sess.user_key, sess.protocol_version,
+                                               caps=sess.capabilities)
+        except Exception as exc:  # the GET stream still opens, without the upstream's messages
+            log.info("upstream_listen_skipped", server=sess.target, error=type(exc).__name__)
+            return
+        sess.upstream = upstream
+        if id(upstream) in self._listeners:
+            return
+        task = asyncio.create_task(self._relay_outside(upstream), name="gateway-upstream-get")
+        self._listeners[id(upstream)] = task
+        key = id(upstream)
+
+        def forget(_t: asyncio.Task[None]) -> None:
+            self._listeners.pop(key, None)
+        task.add_done_callback(forget)
+
+    async def _relay_outside(self, upstream: Any) -> None:
+        up = self.gw.upstream
+        client = up.remote if upstream.remote else up.http
+        headers = {**up.session_headers(upstream), "accept": "text/event-stream",
+                   "mcp-protocol-version": upstream.protocol_version}
+        if upstream.session_id:
+            headers["mcp-session-id"] = upstream.session_id
+        try:
+            resp = await client.request("GET", upstream.url, b"", headers)
+            try:
+                if resp.status != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
+                    return
+                buf = b""
+                async for chunk in resp.content.iter_any():
+                    buf += chunk.replace(b"\r\n", b"\n")
+                    while b"\n\n" in buf:
+                        event, buf = buf.split(b"\n\n", 1)
+                        data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n")
+                                          if line.startswith(b"data:"))
+                        if data:
+                            self._outside(upstream, data)
+            finally:
+                resp.release()
+        except Exception as exc:  # the stream ends; the next client GET listens again
+            log.info("upstream_get_stream_ended", error=type(exc).__name__)
+
+    def _outside(self, upstream: Any, data: bytes) -> None:
+        """A message of an upstream session outside any call, to the GET streams of the client
+        sessions on it: resources/updated only to those that subscribed to that URI, list_changed to
+        all (they are one user's, with the same credentials). Anything else is not relayed."""
+        try:
+            msg = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        method = msg.get("method") if isinstance(msg, dict) else None
+        if method not in OUTSIDE_CALLS or "id" in msg:
+            return
+        uri = params_of(msg).get("uri")
+        for sess in self.sessions.values():
+            if sess.upstream is not upstream or sess.stream is None:
+                continue
+            if method == "notifications/resources/updated" and uri not in sess.subscriptions:
+                continue
+            with contextlib.suppress(asyncio.QueueFull):  # a stream not read: the backlog is bounded
+                sess.stream.put_nowait(orjson.dumps(msg))
+
+    async def _resume_stream(self, send: Any, receive: Any, log: StreamLog, seen: int) -> None:
+        """The events of ``log`` after event ``seen``, then the rest of the call as it comes (keep-alive
+        comments meanwhile); ends after the call's reply, or when the client goes away."""
+        gone = asyncio.Event()
+
+        async def watch_disconnect() -> None:
+            with contextlib.suppress(Exception):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch_disconnect())
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no")]})
+        every = self.gw.settings.mcp_keepalive_seconds
+        try:
+            while not gone.is_set():
+                pending = log.after(seen)
+                if pending is None:  # the buffer moved past what this client saw: nothing more to say
+                    break
+                for event in pending:
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                seen += len(pending)
+                if log.done:
+                    break
+                waiter = asyncio.ensure_future(log.changed())
+                stop = asyncio.ensure_future(gone.wait())
+                done, _ = await asyncio.wait({waiter, stop}, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stop.cancel()
+                if not done:
+                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
         except OSError:
             pass
         finally:

@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from wemcp.common.logging import get_logger
+from wemcp.gateway.resume import SessionEvents, StreamLog
 from wemcp.gateway.upstream import (
     LEGACY_VERSION,
     LegacySession,
@@ -125,9 +126,14 @@ class Channel:
     the reply, SSE once something does), or a legacy SSE session's stream."""
 
     def __init__(self, send: Any, extra: list[tuple[bytes, bytes]], queue: asyncio.Queue[bytes] | None = None,
-                 modern: bool = False, decision: asyncio.Future[Any] | None = None, slug: str = "") -> None:
+                 modern: bool = False, decision: asyncio.Future[Any] | None = None, slug: str = "",
+                 events: SessionEvents | None = None, priming: bool = False) -> None:
         self.send, self.extra, self.queue, self.modern = send, extra, queue, modern
         self.started = False
+        # a 2025 session's streams (resume.py): each event gets an id and is kept for a reconnecting
+        # client; ``priming``: the stream opens with an empty event carrying the first id (2025-11-25)
+        self.events, self.priming = events, priming
+        self.log: StreamLog | None = None
         self.nout = 0
         # a quota decision taken alongside the call (QuotaClient.decide_ahead): its headers go on the
         # reply, so it is awaited just before the reply starts; ``decided`` is it, once known
@@ -140,7 +146,7 @@ class Channel:
             self.decided, more = await landed(fut, self.slug)
             self.extra = self.extra + more
 
-    async def message(self, body: bytes) -> None:
+    async def message(self, body: bytes, final: bool = False) -> None:
         self.nout += len(body)
         if self.queue is not None:
             await self.queue.put(body)
@@ -151,8 +157,17 @@ class Channel:
             await self.send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no"), *self.extra]})
-        await self.send({"type": "http.response.body", "body": b"event: message\ndata: " + body + b"\n\n",
-                         "more_body": True})
+            if self.events is not None:
+                self.log = self.events.open()
+                if self.priming:
+                    await self._write(self.log.add(b""))
+        await self._write(self.log.add(body, final=final) if self.log is not None
+                          else b"event: message\ndata: " + body + b"\n\n")
+
+    async def _write(self, chunk: bytes) -> None:
+        # a client gone mid-stream: the rest of the call is kept in the log for its reconnection
+        with contextlib.suppress(OSError):
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def final(self, reply: dict[str, Any]) -> tuple[str, int | None]:
         """Send the call's reply; returns (status, error code) for the call event."""
@@ -160,9 +175,10 @@ class Channel:
         err = reply.get("error")
         outcome = ("error", err.get("code") if isinstance(err, dict) else None) if err is not None else ("ok", None)
         if self.queue is not None or self.started:
-            await self.message(body)
+            await self.message(body, final=True)
             if self.started:
-                await self.send({"type": "http.response.body", "body": b""})
+                with contextlib.suppress(OSError):
+                    await self.send({"type": "http.response.body", "body": b""})
             return outcome
         self.nout += len(body)
         await self._land()
