@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -690,17 +691,11 @@ class McpRouter:
         goes away or ``b""`` is queued (server disabled, session deleted)."""
         queue = queue if queue is not None else asyncio.Queue(1)
 
-        async def watch_disconnect() -> None:
-            with contextlib.suppress(Exception):
-                while (await receive())["type"] != "http.disconnect":
-                    pass
+        def gone() -> None:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(b"")
 
-        watcher = asyncio.create_task(watch_disconnect())
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no")]})
+        watcher = await _open_event_stream(send, receive, gone)
         every = self.gw.settings.mcp_keepalive_seconds
         try:
             if first:
@@ -799,17 +794,7 @@ class McpRouter:
         """The events of ``log`` after event ``seen``, then the rest of the call as it comes (keep-alive
         comments meanwhile); ends after the call's reply, or when the client goes away."""
         gone = asyncio.Event()
-
-        async def watch_disconnect() -> None:
-            with contextlib.suppress(Exception):
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-            gone.set()
-
-        watcher = asyncio.create_task(watch_disconnect())
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no")]})
+        watcher = await _open_event_stream(send, receive, gone.set)
         every = self.gw.settings.mcp_keepalive_seconds
         try:
             while not gone.is_set():
@@ -1076,3 +1061,20 @@ class _Headers:
 
 # re-exported for type checkers of callers
 __all__ = ["CAPS_META", "INFO_META", "McpRouter"]
+
+
+async def _open_event_stream(send: Any, receive: Any, on_gone: Callable[[], None]) -> asyncio.Task[None]:
+    """Start a GET stream's SSE answer and watch for the client going away: ``on_gone`` runs once
+    it has (the caller cancels the returned watcher when its stream ends first)."""
+
+    async def watch_disconnect() -> None:
+        with contextlib.suppress(Exception):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        on_gone()
+
+    watcher = asyncio.create_task(watch_disconnect())
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no")]})
+    return watcher
