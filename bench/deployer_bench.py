@@ -36,6 +36,7 @@ from pathlib import Path
 import psutil
 from benchkit import pct
 
+from wemcp.common.trust import HEADER_ASSERTION, Issuer, environment_ring
 from wemcp.deployer import sandbox
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.backends.local import LocalDeployer
@@ -56,10 +57,14 @@ async def progress(step: str, detail: str | None = None) -> None:
     return None
 
 
+ISSUER = Issuer(environment_ring(), "deployer")  # the bridge answers only the slug's platform credential
+
+
 async def deploy_once(local: LocalDeployer, slug: str, spec: dict) -> tuple[float, int]:
     t0 = time.perf_counter()
     out = await local.deploy(Target(slug, uuid.uuid4(), parse_spec(spec)), progress)
-    listing = await introspect(out.introspect_url, mode="legacy")
+    listing = await introspect(out.introspect_url, mode="legacy",
+                               headers={HEADER_ASSERTION: ISSUER.bridge_token(slug)})
     return time.perf_counter() - t0, len(listing.tools)
 
 

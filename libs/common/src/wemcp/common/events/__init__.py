@@ -4,6 +4,7 @@ Changes are additive only: new optional fields, never renamed or removed ones; a
 a new ``schema_version``. ``ALL_EVENTS`` maps each subject to its class.
 """
 
+from wemcp.common.events.admin import AdminActionRecorded
 from wemcp.common.events.base import STREAMS, Event, StreamSpec
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.crawler import CrawlerDiscovered
@@ -42,12 +43,14 @@ ALL_EVENTS: dict[str, type[Event]] = {
         SessionRevoked,
         SecretChanged,
         CrawlerDiscovered,
+        AdminActionRecorded,
     )
 }
 
 __all__ = [
     "ALL_EVENTS",
     "STREAMS",
+    "AdminActionRecorded",
     "ApiKeyRevoked",
     "CrawlerDiscovered",
     "Event",

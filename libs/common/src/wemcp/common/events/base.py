@@ -23,6 +23,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("CALLS", ("mcp.call.>",), "Completed MCP calls, for usage, request logs and counters", 7),
     StreamSpec("USERS", ("user.>",), "Account lifecycle"),
     StreamSpec("CRAWLER", ("crawler.>",), "Discovery and health results"),
+    StreamSpec("ADMIN", ("admin.>",), "Administrative actions: the audit log's input", 365),
     # Used only by the platform's own tests and benchmarks of the bus.
     StreamSpec("PROBES", ("probe.>",), "Bus self-tests and benchmarks", 1),
 )
