@@ -11,7 +11,7 @@ Density (``--density 500 --running 50``, issue 15 part 5): that many hosted serv
 bridge (the two packages repeat: installs are shared by package@version, so disk is counted once per
 install and divided per server), ``--running`` of them with a child at once. It reports disk per
 server, memory per running server (the child's process tree PSS from ``/proc/<pid>/smaps_rollup``,
-plus the bridge process's share; no egress proxy runs on this branch), memory per idle (registered,
+plus the bridge process's share, which includes the in-process egress proxy), memory per idle (registered,
 stopped) server, cold-start latency (stopped installed server → first ``tools/list`` answered, wall
 and the child's own CPU) on an otherwise idle bridge and while the running servers take warm calls,
 and how many servers one 24 GiB machine holds.
@@ -37,10 +37,10 @@ import psutil
 from benchkit import pct
 
 from wemcp.common.trust import HEADER_ASSERTION, Issuer, environment_ring
-from wemcp.deployer import sandbox
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.backends.local import LocalDeployer
 from wemcp.deployer.bridge import Bridge
+from wemcp.deployer.config import Settings
 from wemcp.deployer.install import Installer
 from wemcp.deployer.introspect import introspect
 from wemcp.deployer.spec import parse_spec
@@ -79,13 +79,11 @@ async def main(idle: int, density: int, running: int, cold: int, skip_deploy: bo
         shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o755)
-    caps = sandbox.probe()
-    (base / "run").mkdir(exist_ok=True)
-    os.chmod(base / "run", 0o711)
-    bridge = Bridge(caps=caps, limits=sandbox.Limits(), run_dir=base / "run", idle_seconds=3600)
+    # the deployer as the service builds it (sandbox probe, bridge, in-process egress proxy, installer)
+    settings = Settings(data_dir=base, archive_dir=Path(tempfile.mkdtemp()), idle_seconds=3600)
+    local = LocalDeployer.from_settings(settings)
+    bridge, installer, caps = local.bridge, local.installer, local.bridge.caps
     await bridge.start()
-    installer = Installer(base, archive_dir=Path(tempfile.mkdtemp()), venv_python="/usr/bin/python3")
-    local = LocalDeployer(installer, bridge)
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
           f"{psutil.virtual_memory().total // 2**20} MiB RAM, {platform.platform()}; sandbox={caps.mode} "
           f"own_uid={caps.own_uid} netns={caps.netns}; load average {noise()}")
@@ -258,7 +256,7 @@ async def density_run(local: LocalDeployer, bridge: Bridge, base: Path, n: int, 
               f"{statistics.mean(x[1] for x in v) / 2**20:.1f} |")
     print(f"\n- bridge process (this bench process: bridge + installer + {n} registrations): PSS "
           f"{bridge_pss / 2**20:.0f} MiB (RSS {bridge_rss / 2**20:.0f} MiB) → {bridge_pss / running / 2**20:.1f} MiB "
-          f"per running server; egress proxy share: none (no proxy on this branch)")
+          f"per running server (the egress proxy runs in this process: its share is included)")
     print(f"- **memory per running server: {per_running / 2**20:.1f} MiB** (children PSS mean + bridge share)")
 
     # cold starts while the running servers take warm calls (8 concurrent callers)
