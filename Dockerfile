@@ -12,6 +12,15 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 # ---- node: only a source of the node binary and npm -------------------------------------------
 FROM ${NODE_IMAGE} AS node
 
+# ---- console: the web console (web/, the guide in docs/guide), built once for the gateway --------
+FROM ${NODE_IMAGE} AS console
+WORKDIR /src
+COPY web/package.json web/package-lock.json ./web/
+RUN cd web && npm ci --no-audit --no-fund --loglevel=error
+COPY web ./web
+COPY docs/guide ./docs/guide
+RUN cd web && node build.mjs
+
 # ---- builder: the uv workspace, installed (not editable) into /app/.venv ----------------------
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -58,7 +67,10 @@ RUN groupadd --system --gid 10001 wemcp \
 COPY --from=builder /app/.venv /app/.venv
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/wemcp-entrypoint
 COPY --chmod=0644 deploy/docker/healthcheck.py /usr/local/lib/wemcp/healthcheck.py
+# the console's built files; the gateway serves them at / (a few hundred KiB in every image)
+COPY --from=console /src/web/dist /app/web/dist
 ENV PATH=/app/.venv/bin:$PATH \
+    WEMCP_GATEWAY_CONSOLE_DIR=/app/web/dist \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LOG_FORMAT=json

@@ -458,14 +458,30 @@ def test_dockerfile() -> None:
         parts = [p for p in rest.split() if not p.startswith("--")]
         for src in parts[:-1]:
             assert (ROOT / src).exists(), f"COPY {src}: missing"
-            assert not any(
-                fnmatch.fnmatch(src, pat) or src.startswith(pat.rstrip("/") + "/")
-                for pat in ignore
-                if not pat.startswith("!")
-            ), f"COPY {src} is excluded by .dockerignore"
+            assert not ignored(src, ignore), f"COPY {src} is excluded by .dockerignore"
             copied[src] = parts[-1]
     assert copied.get("deploy/docker/healthcheck.py") == "/usr/local/lib/wemcp/healthcheck.py"
     assert copied.get("deploy/docker/entrypoint.sh", "").endswith("/wemcp-entrypoint")
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern that matches decides; ``!`` re-includes."""
+    out = False
+    for pat in patterns:
+        neg = pat.startswith("!")
+        p = pat[1:] if neg else pat
+        p = p.lstrip("/")
+        if fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/"):
+            out = not neg
+    return out
+
+
+def test_the_console_is_built_into_the_image() -> None:
+    stages = dockerfile_stages()
+    everything = " ".join(f"{i} {r}" for s in stages for i, r in s)
+    assert "node build.mjs" in everything
+    final = " ".join(f"{i} {r}" for i, r in stages[-1])
+    assert "/src/web/dist /app/web/dist" in final and "WEMCP_GATEWAY_CONSOLE_DIR=/app/web/dist" in final
 
 
 def test_dockerignore() -> None:
@@ -929,6 +945,11 @@ def test_compose_wires_what_make_run_wires(
                 m = _SECRET_REF.fullmatch(raw.get(key, ""))
                 assert m, f"{name}: {key} is a secret; compose must require it from the operator, not hold a value"
             parts = urlsplit(value)
+            if key.endswith("_PUBLIC_URL"):  # where users reach the platform: the gateway's published port
+                there = urlsplit(inside[key])
+                assert by_port.get(parts.port) == "gateway" and there.port == 8000, (
+                    f"{name}: {key}={inside[key]} is not the gateway's published address")
+                continue
             if parts.scheme in ("http", "https") and parts.hostname == "127.0.0.1" and parts.port in by_port:
                 there = urlsplit(inside[key])
                 assert (there.hostname, there.port) == (by_port[parts.port], CONTAINER_PORT), (

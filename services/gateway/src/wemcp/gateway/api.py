@@ -61,7 +61,11 @@ async def openapi(request: Request) -> JSONResponse:
 
 @router.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="WeMcp API")
+    # every asset from this origin (web/dist/assets/swagger, copied from swagger-ui-dist by the build)
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="WeMcp API",
+                               swagger_js_url="/assets/swagger/swagger-ui-bundle.js",
+                               swagger_css_url="/assets/swagger/swagger-ui.css",
+                               swagger_favicon_url="/assets/swagger/favicon-32x32.png")
 
 
 async def _merged_openapi(request: Request, gw: Any) -> dict[str, Any]:

@@ -28,6 +28,8 @@ class Settings(ServiceSettings):
     crawler_url: str = "http://127.0.0.1:8006"
     agents_url: str = "http://127.0.0.1:8007"
 
+    # The web console's built files (web/dist, built by `make install`), served at /.
+    console_dir: Path = Path("web/dist")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     upstream_timeout_seconds: float = Field(default=30.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=2.0, gt=0)
@@ -102,6 +104,14 @@ class Settings(ServiceSettings):
         if self.mcp_allow_anonymous is not None:
             return self.mcp_allow_anonymous
         return self.environment != "production"
+
+    @cached_property
+    def console_path(self) -> Path:
+        """``console_dir`` as given when absolute or present from the working directory; else beside
+        this checkout's ``web/`` (a service started from another directory)."""
+        if self.console_dir.is_absolute() or self.console_dir.exists():
+            return self.console_dir.resolve()
+        return (Path(__file__).resolve().parents[5] / self.console_dir).resolve()
 
     @cached_property
     def client_addresses(self) -> ClientAddresses:

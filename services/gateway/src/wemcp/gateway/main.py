@@ -14,6 +14,7 @@ from wemcp.common.identity import Identity
 from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.gateway.api import router
 from wemcp.gateway.config import Settings, get_settings
+from wemcp.gateway.console import router as console_router
 from wemcp.gateway.identity import Verifier
 from wemcp.gateway.proxy import make_client
 from wemcp.gateway.rest import router as mcp_rest_router
@@ -59,7 +60,7 @@ async def _close(runtime: Runtime) -> None:
 SPEC = ServiceSpec(
     name="gateway",
     title="WeMcp gateway",
-    routers=[mcp_rest_router, router],
+    routers=[mcp_rest_router, router, console_router],
     uses_database=False,
     uses_redis=True,
     on_start=[_open, open_mcp],

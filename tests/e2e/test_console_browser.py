@@ -1,0 +1,141 @@
+"""The web console in a real browser (Playwright driving Debian's chromium, `make browser-tools`)
+against the whole platform: a server published through the API is found from the marketplace,
+its page shows its tools and connect snippets, the guide and the API reference render from this
+origin only. Every page: no console errors, no horizontal scrolling at 375 px, no serious or critical
+axe-core violations; a screenshot of each lands in $WEMCP_TEST_OUTPUT/console (default
+.data/test-output/console)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+import pytest_asyncio
+
+sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
+from e2e_kit import published, superadmin_key
+
+from wemcp.devstack.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
+OUT = Path(os.environ.get("WEMCP_TEST_OUTPUT", ROOT / ".data" / "test-output")) / "console"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TIME_VERSION = "2026.10.19"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def clock(stack: Stack, gateway_url: str) -> dict[str, Any]:
+    """A real server (mcp-server-time from PyPI), published through the API by a trusted publisher."""
+    admin = {"Authorization": f"Bearer {superadmin_key(stack, 'e2e-console-admin')}"}
+    tag = uuid.uuid4().hex[:6]
+    server_json = {"name": f"io.github.e2e-console/clock-{tag}", "title": f"Console Clock {tag}",
+                   "description": "当前时间与时区转换 — current time in any IANA time zone.",
+                   "version": TIME_VERSION,
+                   "packages": [{"registryType": "pypi", "identifier": "mcp-server-time", "version": TIME_VERSION,
+                                 "transport": {"type": "stdio"}}]}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
+        r = await c.post("/api/v1/servers", json={"server_json": server_json}, headers=admin)
+        assert r.status_code == 202, r.text
+        return await published(c, r.json()["slug"], admin)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    assert Path(CHROMIUM).exists(), "chromium is missing: run `make browser-tools` (as root)"
+    OUT.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+class Page:
+    """One browser page that records console errors and uncaught exceptions."""
+
+    def __init__(self, page: Any) -> None:
+        self.page, self.errors = page, []
+        page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("response", lambda r: self.errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+
+    async def check(self, name: str) -> None:
+        """No errors so far, no serious/critical axe violations, no sideways scrolling; a screenshot."""
+        await self.page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+        assert not self.errors, self.errors
+        await self.page.evaluate(AXE.read_text())
+        found = await self.page.evaluate(
+            "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+            ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+            ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).slice(0, 3).join(', '))")
+        assert found == [], f"{name}: {found}"
+        width = await self.page.evaluate("document.documentElement.scrollWidth")
+        viewport = self.page.viewport_size["width"]
+        assert width <= viewport, f"{name}: {width}px wide in a {viewport}px window"
+
+
+async def open_page(browser: Any, width: int, height: int = 900) -> Page:
+    context = await browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
+    return Page(await context.new_page())
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("width", [1440, 375])
+async def test_marketplace_search_server_page_and_guide(browser: Any, clock: dict[str, Any], gateway_url: str,
+                                                        width: int) -> None:
+    p = await open_page(browser, width)
+    page = p.page
+    # the first page a new user sees is the marketplace, in Chinese
+    await page.goto(gateway_url + "/")
+    await page.get_by_role("heading", level=1).filter(has_text="发现、托管并调用").wait_for()
+    await page.get_by_role("searchbox").fill(clock["title"])
+    await page.get_by_role("button", name="搜索").click()
+    card = page.locator("section.results").get_by_role("link", name=clock["title"], exact=True)
+    await card.wait_for()
+    await p.check(f"market-{width}")
+
+    await card.click()
+    await page.wait_for_url(f"**/servers/{clock['slug']}")
+    await page.get_by_role("heading", name="get_current_time").wait_for()
+    assert await page.get_by_role("heading", name="convert_time").count() == 1
+    await p.check(f"server-{width}")
+
+    await page.get_by_role("tab", name="连接").click()
+    snippet = page.locator("pre", has_text=f"/mcp/{clock['slug']}").first
+    await snippet.wait_for()
+    assert f"{gateway_url}/mcp/{clock['slug']}" in (await page.locator("#panel-1").inner_text())
+    await p.check(f"server-connect-{width}")
+
+    # English on request, kept across pages
+    await page.get_by_role("button", name="Switch to English").click()
+    await page.get_by_role("tab", name="Connect").wait_for()
+    await page.get_by_role("link", name="Docs").click()
+    await page.get_by_role("heading", name="Getting started / 快速开始").wait_for()
+    await page.get_by_role("link", name="SDKs").click()
+    await page.get_by_role("heading", name="SDKs", level=1).wait_for()
+    await p.check(f"guide-{width}")
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_api_reference_renders_with_no_internet(browser: Any, gateway_url: str) -> None:
+    p = await open_page(browser, 1440)
+    requests: list[str] = []
+    p.page.on("request", lambda r: requests.append(r.url))
+    await p.page.goto(gateway_url + "/docs")
+    await p.page.locator(".opblock-tag").first.wait_for(timeout=30_000)  # the operations, from /openapi.json
+    await p.page.screenshot(path=str(OUT / "api-reference.png"))
+    assert requests and all(u.startswith(gateway_url) or u.startswith("data:") for u in requests), requests
+    assert not p.errors, p.errors

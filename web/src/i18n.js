@@ -1,0 +1,67 @@
+// Chinese first (the product's users are), English on request; the choice is kept in localStorage.
+const STRINGS = {
+  zh: {
+    "nav.market": "市场", "nav.guide": "文档", "nav.api": "API", "lang.switch": "English",
+    "pitch.title": "发现、托管并调用 MCP 服务器与智能体",
+    "pitch.body": "粘贴一份 Claude Desktop 配置、server.json、OpenAPI 文档或源码包，WeMcp 在沙箱中部署它，列出工具，并通过一个网关为每个 MCP 客户端提供服务：免费额度、您自己的密钥、两代协议。",
+    "search.label": "搜索 MCP 服务器", "search.placeholder": "例如：地图、天气、github、数据库", "search.go": "搜索",
+    "filter.category": "分类", "filter.all": "全部分类", "sort.label": "排序",
+    "sort.relevance": "相关度", "sort.newest": "最新", "sort.popular": "最常用", "sort.name": "名称",
+    "results.count": "共 {n} 个服务器", "results.none": "没有找到匹配的服务器。",
+    "page.prev": "上一页", "page.next": "下一页", "page.of": "第 {p} / {n} 页",
+    "feed.title": "今日新服务器", "feed.none": "今天还没有新服务器。",
+    "news.title": "公告与动态", "news.none": "暂无动态。",
+    "featured.title": "精选", "calls": "{n} 次调用", "tools.n": "{n} 个工具",
+    "server.tools": "工具", "server.prompts": "提示词", "server.resources": "资源", "server.connect": "连接",
+    "server.inputs": "所需输入", "server.noTools": "此服务器没有列出工具。", "server.schema": "输入参数",
+    "server.status": "状态", "server.version": "版本", "server.url": "网关地址", "server.back": "返回市场",
+    "server.local": "此服务器在您自己的电脑上运行；以下配置可直接粘贴到客户端。",
+    "server.keyNote": "将 {v} 换成您的 WeMcp API 密钥（用 POST /api/v1/api-keys 创建）。",
+    "server.notFound": "没有这个服务器。", "secret": "密钥", "required": "必填", "optional": "可选",
+    "copy": "复制", "copied": "已复制",
+    "guide.title": "文档", "guide.contents": "目录", "error": "出错了：{m}", "loading": "加载中…",
+    "foot": "WeMcp — MCP 服务器与智能体的市场与网关",
+  },
+  en: {
+    "nav.market": "Marketplace", "nav.guide": "Docs", "nav.api": "API", "lang.switch": "中文",
+    "pitch.title": "Find, host and call MCP servers and agents",
+    "pitch.body": "Paste a Claude Desktop config, a server.json, an OpenAPI document or a source archive: WeMcp deploys it in a sandbox, lists its tools and serves it to every MCP client through one gateway — free quotas, your own keys, both protocol eras.",
+    "search.label": "Search MCP servers", "search.placeholder": "e.g. maps, weather, github, database", "search.go": "Search",
+    "filter.category": "Category", "filter.all": "All categories", "sort.label": "Sort",
+    "sort.relevance": "Relevance", "sort.newest": "Newest", "sort.popular": "Most used", "sort.name": "Name",
+    "results.count": "{n} servers", "results.none": "No server matches.",
+    "page.prev": "Previous", "page.next": "Next", "page.of": "Page {p} of {n}",
+    "feed.title": "New today", "feed.none": "No new servers today yet.",
+    "news.title": "Announcements and news", "news.none": "No news yet.",
+    "featured.title": "Featured", "calls": "{n} calls", "tools.n": "{n} tools",
+    "server.tools": "Tools", "server.prompts": "Prompts", "server.resources": "Resources", "server.connect": "Connect",
+    "server.inputs": "Inputs it needs", "server.noTools": "This server lists no tools.", "server.schema": "Input schema",
+    "server.status": "Status", "server.version": "Version", "server.url": "Gateway URL", "server.back": "Back to the marketplace",
+    "server.local": "This server runs on your own machine; paste the config below into your client.",
+    "server.keyNote": "Replace {v} with your WeMcp API key (create one with POST /api/v1/api-keys).",
+    "server.notFound": "No such server.", "secret": "secret", "required": "required", "optional": "optional",
+    "copy": "Copy", "copied": "Copied",
+    "guide.title": "Docs", "guide.contents": "Contents", "error": "Something went wrong: {m}", "loading": "Loading…",
+    "foot": "WeMcp — a marketplace and gateway for MCP servers and agents",
+  },
+};
+
+let current = localStorage.getItem("wemcp.lang") === "en" ? "en" : "zh";
+
+export function lang() {
+  return current;
+}
+
+export function setLang(value) {
+  current = value === "en" ? "en" : "zh";
+  localStorage.setItem("wemcp.lang", current);
+  document.documentElement.lang = current === "zh" ? "zh-CN" : "en";
+}
+
+export function t(key, vars = {}) {
+  const s = STRINGS[current][key] ?? STRINGS.zh[key] ?? key;
+  return s.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ""));
+}
+
+export const KEYS = Object.keys(STRINGS.zh);
+export const TABLES = STRINGS;

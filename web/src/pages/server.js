@@ -1,0 +1,128 @@
+// A server's page: what it is, its tools with their input schemas, prompts, resources, and how to
+// connect from the common MCP clients.
+import { ApiError, api } from "../api.js";
+import { avatar } from "../avatar.js";
+import { h, link, mount } from "../dom.js";
+import { t } from "../i18n.js";
+
+export async function serverPage(root, slug) {
+  let s;
+  try {
+    s = await api(`/api/v1/servers/${encodeURIComponent(slug)}`);
+  } catch (err) {
+    const msg = err instanceof ApiError && err.status === 404 ? t("server.notFound") : t("error", { m: err.message });
+    mount(root, h("p", { class: "error", role: "alert" }, msg), link("/", {}, t("server.back")));
+    return;
+  }
+  document.title = `${s.title || s.name} — WeMcp`;
+  mount(root,
+    h("p", {}, link("/", {}, `← ${t("server.back")}`)),
+    h("section", { class: "server-head" }, avatar(s.slug, 72),
+      h("div", {}, h("h1", {}, s.title || s.name), h("p", { class: "muted mono" }, `${s.name} ${s.version || ""}`),
+        h("p", {}, s.description),
+        h("p", { class: "meta" }, h("span", {}, `${t("server.status")}: ${s.status}`),
+          s.category ? h("span", { class: "tag" }, s.category) : null,
+          ...(s.tags || []).map((tag) => h("span", { class: "tag" }, tag)),
+          h("span", {}, t("calls", { n: s.calls }))))),
+    tabs([
+      [t("server.tools"), tools(s.tools || [])],
+      [t("server.connect"), connect(s)],
+      [t("server.prompts"), list(s.prompts || [], (p) => [h("code", {}, p.name), p.description ? ` — ${p.description}` : ""])],
+      [t("server.resources"), list(s.resources || [], (r) => [h("code", {}, r.uri || r.name), r.description ? ` — ${r.description}` : ""])],
+    ]));
+}
+
+function tabs(entries) {
+  const panels = entries.map(([, body], i) => h("div", { role: "tabpanel", id: `panel-${i}`, "aria-labelledby": `tab-${i}`,
+    hidden: i !== 0, tabindex: "0" }, body));
+  const buttons = entries.map(([label], i) => h("button", { type: "button", role: "tab", id: `tab-${i}`,
+    "aria-controls": `panel-${i}`, "aria-selected": i === 0 ? "true" : "false", tabindex: i === 0 ? "0" : "-1",
+    onclick: () => select(i), onkeydown: (e) => {
+      if (e.key === "ArrowRight") select((i + 1) % entries.length, true);
+      if (e.key === "ArrowLeft") select((i - 1 + entries.length) % entries.length, true);
+    } }, label));
+  function select(i, focus) {
+    buttons.forEach((b, j) => { b.setAttribute("aria-selected", String(i === j)); b.tabIndex = i === j ? 0 : -1; });
+    panels.forEach((p, j) => { p.hidden = i !== j; });
+    if (focus) buttons[i].focus();
+  }
+  return h("section", { class: "tabs" }, h("div", { role: "tablist" }, buttons), panels);
+}
+
+function list(items, render) {
+  return items.length ? h("ul", { class: "plain" }, items.map((x) => h("li", {}, render(x)))) : h("p", { class: "muted" }, "—");
+}
+
+function tools(items) {
+  if (!items.length) return h("p", { class: "muted" }, t("server.noTools"));
+  return h("ul", { class: "tools" }, items.map((tool) => h("li", {},
+    h("h3", { class: "mono" }, tool.name), tool.description ? h("p", {}, tool.description) : null,
+    h("details", {}, h("summary", {}, t("server.schema")),
+      h("pre", { class: "code", tabindex: "0" }, JSON.stringify(tool.inputSchema || tool.input_schema || {}, null, 2))))));
+}
+
+function snippet(label, text) {
+  const pre = h("pre", { class: "code", tabindex: "0" }, text);
+  const btn = h("button", { type: "button", class: "copy", onclick: async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+      btn.textContent = t("copied");
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents(pre);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+    }
+  } }, t("copy"));
+  return h("div", { class: "snippet" }, h("h3", {}, label), btn, pre);
+}
+
+export function snippets(s) {
+  const c = s.connect || {};
+  if (c.runs === "local") return [["Claude Desktop / Cursor", JSON.stringify(c.config, null, 2)]];
+  const url = c.url;
+  const name = s.slug;
+  const auth = "Bearer ${WEMCP_API_KEY}";
+  return [
+    ["Claude Desktop", JSON.stringify(c.config, null, 2)],
+    ["Claude Code", `claude mcp add --transport http ${name} ${url} --header "Authorization: ${auth}"`],
+    ["Cursor (~/.cursor/mcp.json)", JSON.stringify({ mcpServers: { [name]: { url, headers: { Authorization: auth } } } }, null, 2)],
+    ["VS Code (.vscode/mcp.json)", JSON.stringify({ servers: { [name]: { type: "http", url,
+      headers: { Authorization: auth } } } }, null, 2)],
+    ["Python (mcp SDK)", [
+      "import asyncio, os, httpx2",
+      "from mcp import Client",
+      "from mcp.client.streamable_http import streamable_http_client",
+      "",
+      "async def main():",
+      "    http = httpx2.AsyncClient(headers={\"Authorization\": f\"Bearer {os.environ['WEMCP_API_KEY']}\"})",
+      `    async with Client(streamable_http_client("${url}", http_client=http)) as client:`,
+      "        print(await client.list_tools())",
+      "",
+      "asyncio.run(main())",
+    ].join("\n")],
+    ["Node (@modelcontextprotocol/sdk)", [
+      'import { Client } from "@modelcontextprotocol/sdk/client/index.js";',
+      'import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";',
+      "",
+      `const transport = new StreamableHTTPClientTransport(new URL("${url}"), {`,
+      "  requestInit: { headers: { Authorization: `Bearer ${process.env.WEMCP_API_KEY}` } },",
+      "});",
+      'const client = new Client({ name: "my-app", version: "1.0.0" });',
+      "await client.connect(transport);",
+      "console.log(await client.listTools());",
+    ].join("\n")],
+  ];
+}
+
+function connect(s) {
+  const c = s.connect || {};
+  const inputs = c.inputs || [];
+  return h("div", {},
+    c.runs === "local" ? h("p", {}, t("server.local")) : [
+      h("p", {}, `${t("server.url")}: `, h("code", {}, c.url)), h("p", { class: "muted" }, t("server.keyNote", { v: "${WEMCP_API_KEY}" }))],
+    inputs.length ? h("div", {}, h("h3", {}, t("server.inputs")), h("ul", { class: "plain" }, inputs.map((i) => h("li", {},
+      h("code", {}, i.name), " ", h("span", { class: "tag" }, i.isRequired ? t("required") : t("optional")),
+      i.isSecret ? h("span", { class: "tag" }, t("secret")) : null)))) : null,
+    snippets(s).map(([label, text]) => snippet(label, text)));
+}
