@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -20,9 +21,10 @@ import pytest
 import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
-from e2e_kit import published, superadmin_key
+from e2e_kit import auth_env, published, superadmin_key, user_key
 
 from wemcp.devstack.stack import Stack
+from wemcp.devstack.testing import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -139,3 +141,63 @@ async def test_api_reference_renders_with_no_internet(browser: Any, gateway_url:
     await p.page.screenshot(path=str(OUT / "api-reference.png"))
     assert requests and all(u.startswith(gateway_url) or u.startswith("data:") for u in requests), requests
     assert not p.errors, p.errors
+
+
+def signin_link(stack: Stack, gateway_url: str, login: str) -> str:
+    """The operator command, as `make admin` runs it: a one-time link, valid ten minutes."""
+    out = subprocess.run([sys.executable, "-m", "wemcp.auth.admin", "signin-link", "--login", login],
+                         env={**auth_env(stack), "WEMCP_AUTH_PUBLIC_URL": gateway_url},
+                         capture_output=True, text=True, timeout=60, check=True)
+    link = out.stdout.strip().splitlines()[-1]
+    assert link.startswith(f"{gateway_url}/signin#token="), out.stdout + out.stderr
+    return link
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_sign_in_with_a_link_create_use_and_revoke_a_key(browser: Any, stack: Stack, gateway_url: str) -> None:
+    user_id, _ = await user_key(stack, "e2e-console")
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as c:
+        login = (await c.get("/api/v1/me", headers={"Authorization": f"Bearer {_}"})).json()["login"]
+    p = await open_page(browser, 1440)
+    page = p.page
+    await page.goto(gateway_url + "/signin")
+    await page.get_by_role("heading", name="登录 WeMcp").wait_for()
+    await p.check("signin-1440")
+
+    link = signin_link(stack, gateway_url, login)
+    await page.goto(link)
+    await page.wait_for_url("**/account")
+    assert "token" not in page.url
+    await page.get_by_role("heading", name=login, level=1).wait_for()
+    await page.get_by_label("名称").fill("laptop")
+    await page.get_by_role("button", name="创建", exact=True).click()
+    key = (await page.get_by_test_id("new-key").inner_text()).strip()
+    assert key.startswith("wmk_")
+    await page.get_by_role("cell", name="laptop", exact=True).wait_for()
+    await p.check("account-1440")
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as c:
+        me = await c.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"})
+        assert me.status_code == 200 and me.json()["id"] == user_id
+
+        # a reload keeps the session (auth's refresh cookie), the page keeps no token
+        await page.reload()
+        await page.get_by_role("cell", name="laptop", exact=True).wait_for()
+        stored = await page.evaluate("JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})")
+        assert "wmk_" not in stored and "eyJ" not in stored, stored
+
+        await page.get_by_role("button", name="吊销 laptop").click()
+        await page.get_by_role("cell", name="laptop", exact=True).wait_for(state="detached")
+
+        async def refused() -> bool | None:
+            r = await c.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"})
+            return True if r.status_code == 401 else None
+
+        await wait_for(refused, timeout=5)
+
+    await page.get_by_role("button", name="退出").click()
+    await page.get_by_role("link", name="登录").wait_for()
+    assert not p.errors, p.errors
+    # the link worked once
+    await page.goto(link)
+    await page.get_by_role("alert").wait_for()
+    assert "used" in await page.get_by_role("alert").inner_text()

@@ -127,7 +127,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    """Create (or reuse) the first superadmin on the running stack; the API key is the last line."""
+    """Create (or reuse) the first superadmin on the running stack and print a one-time console sign-in
+    link (development stacks); the API key is the last line."""
     import subprocess
 
     env = dict(os.environ)
@@ -140,8 +141,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         for line in env_file.read_text().splitlines():
             key, _, value = line.partition("=")
             env.setdefault(key, value)
-    return subprocess.run([sys.executable, "-m", "wemcp.auth.admin", "create-superadmin", "--login", args.login],
-                          env=env, check=False).returncode
+    # --signin-link: a one-time link to sign in to the console as this superadmin (development only)
+    return subprocess.run([sys.executable, "-m", "wemcp.auth.admin", "create-superadmin", "--login", args.login,
+                           "--signin-link"], env=env, check=False).returncode
 
 
 def _check_urls() -> None:

@@ -1,8 +1,14 @@
 """Operator commands (``wemcp-auth-admin`` or ``python -m wemcp.auth.admin``).
 
-    create-superadmin [--login admin] [--email E]  the first superadmin (or promote an existing
+    create-superadmin [--login admin] [--email E] [--signin-link]
+                                                    the first superadmin (or promote an existing
                                                     login) and a new platform API key, printed
-                                                    alone on the last line of output
+                                                    alone on the last line of output (with
+                                                    --signin-link, on a development stack, a
+                                                    one-time console sign-in link on stderr first)
+    signin-link [--login admin]                     (development stacks only) a one-time link that
+                                                    signs that user in to the web console, valid
+                                                    10 minutes, printed on stdout
     rotate-signing-key                              a new JWT signing key; the old one stays
                                                     published until its tokens expired
     rotate-kek                                      re-wrap every data key under WEMCP_AUTH_ACTIVE_KEK
@@ -23,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.auth import service
-from wemcp.auth.config import get_settings
+from wemcp.auth.config import Settings, get_settings
 from wemcp.auth.crypto import Keyring
 from wemcp.auth.models import OAuthApp, OAuthConnection, SigningKey, User, VaultSecret, bus_tables
 from wemcp.auth.tokens import create_signing_key
@@ -74,6 +80,14 @@ async def rotate_kek(sessions: async_sessionmaker[AsyncSession], keyring: Keyrin
     return changed
 
 
+async def _link(sessions: async_sessionmaker[AsyncSession], settings: Settings, user: User) -> str:
+    from wemcp.auth.signin import mint
+
+    async with sessions() as s, s.begin():
+        raw = await mint(s, user)
+    return f"{settings.public_url.rstrip('/')}/signin#token={raw}"
+
+
 async def _main(args: argparse.Namespace) -> int:
     if args.command == "generate-kek":  # needs no settings: it is how production gets its first KEK
         print(Keyring.generate_spec(args.id))
@@ -86,8 +100,21 @@ async def _main(args: argparse.Namespace) -> int:
         if args.command == "create-superadmin":
             user, raw, created = await create_superadmin(sessions, args.login, args.email)
             print(f"{'created' if created else 'found'} superadmin {user.login} ({user.id})", file=sys.stderr)
+            if args.signin_link and settings.environment != "production":
+                print(f"sign in to the console (once, within 10 minutes): {await _link(sessions, settings, user)}",
+                      file=sys.stderr)
             print("the API key below is shown once; keep it safe", file=sys.stderr)
             print(raw)
+        elif args.command == "signin-link":
+            if settings.environment == "production":
+                print("wemcp-auth-admin: sign-in links exist only on development stacks", file=sys.stderr)
+                return 2
+            async with sessions() as s:
+                found = (await s.execute(select(User).where(User.login == args.login))).scalar_one_or_none()
+            if found is None:
+                print(f"wemcp-auth-admin: no user {args.login!r}", file=sys.stderr)
+                return 1
+            print(await _link(sessions, settings, found))
         elif args.command == "rotate-signing-key":
             async with sessions() as s, s.begin():
                 kid = await create_signing_key(s, keyring)
@@ -105,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("create-superadmin")
     p.add_argument("--login", default="admin")
     p.add_argument("--email", default=None)
+    p.add_argument("--signin-link", action="store_true", help="also print a one-time console sign-in link")
+    link = sub.add_parser("signin-link")
+    link.add_argument("--login", default="admin")
     sub.add_parser("rotate-signing-key")
     sub.add_parser("rotate-kek")
     g = sub.add_parser("generate-kek")

@@ -11,6 +11,7 @@ from wemcp.auth.config import Settings, get_settings
 from wemcp.auth.connections import refresher
 from wemcp.auth.crypto import Keyring
 from wemcp.auth.models import bus_tables, probe_receipts
+from wemcp.auth.signin import router as signin_router
 from wemcp.auth.tokens import SigningKeys
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.probes import make_probe_handler, probe_router
@@ -44,7 +45,7 @@ async def _close(runtime: Runtime) -> None:
 SPEC = ServiceSpec(
     name="auth",
     title="WeMcp auth",
-    routers=[router, internal, probe_router(bus_tables, probe_receipts)],
+    routers=[router, signin_router, internal, probe_router(bus_tables, probe_receipts)],
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=True,
