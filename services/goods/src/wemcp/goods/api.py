@@ -97,12 +97,12 @@ async def get_goods(request: Request, product_id: UUID) -> dict[str, Any]:
 
 # ---- per-product routes, for merchants (their own) and admins (all) -----------------------------
 
+Pid = Annotated[UUID, Path(description="the product's id")]
 Scope = Callable[[Identity], UUID | None]  # which merchant's products the caller may touch (None: all)
 
 
 def _product_routes(r: APIRouter, prefix: str, who_dep: Any, scope: Scope, label: str) -> None:
-    Who = Annotated[Identity, Depends(who_dep)]
-    Pid = Annotated[UUID, Path(description="the product's id")]
+    caller = Depends(who_dep)
 
     async def change(request: Request, pid: UUID, who: Identity,
                      fn: Callable[[Any, Product], Awaitable[Any]]) -> dict[str, Any]:
@@ -115,37 +115,37 @@ def _product_routes(r: APIRouter, prefix: str, who_dep: Any, scope: Scope, label
             return (await _views(s, [fresh], full=True, active_only=False))[0]
 
     @r.get(f"{prefix}/{{product_id}}", summary=f"One product with all its plans ({label})")
-    async def get_one(request: Request, product_id: Pid, who: Who) -> dict[str, Any]:
+    async def get_one(request: Request, product_id: Pid, who: Identity = caller) -> dict[str, Any]:
         async with _sessions(request)() as s:
             p = await service.lock_product(s, product_id, scope(who))
             return (await _views(s, [p], full=True, active_only=False))[0]
 
     @r.patch(f"{prefix}/{{product_id}}", summary=f"Edit a product's copy: title, description ({label})")
-    async def edit(request: Request, product_id: Pid, body: CopyEdit, who: Who) -> dict[str, Any]:
+    async def edit(request: Request, product_id: Pid, body: CopyEdit, who: Identity = caller) -> dict[str, Any]:
         return await change(request, product_id, who,
                             lambda s, p: service.edit_copy(s, p, who, body.title, body.description))
 
     @r.post(f"{prefix}/{{product_id}}/list", summary=f"List a delisted product again ({label})")
-    async def list_it(request: Request, product_id: Pid, who: Who,
+    async def list_it(request: Request, product_id: Pid, who: Identity = caller,
                       body: ListingChange | None = None) -> dict[str, Any]:
         return await change(request, product_id, who,
                             lambda s, p: service.set_listed(s, p, who, True, body.reason if body else None))
 
     @r.post(f"{prefix}/{{product_id}}/delist", summary=f"Take a product out of the catalogue ({label})")
-    async def delist_it(request: Request, product_id: Pid, who: Who,
+    async def delist_it(request: Request, product_id: Pid, who: Identity = caller,
                         body: ListingChange | None = None) -> dict[str, Any]:
         return await change(request, product_id, who,
                             lambda s, p: service.set_listed(s, p, who, False, body.reason if body else None))
 
     @r.get(f"{prefix}/{{product_id}}/plans", summary=f"A product's plans, withdrawn ones too ({label})")
-    async def plans(request: Request, product_id: Pid, who: Who) -> dict[str, Any]:
+    async def plans(request: Request, product_id: Pid, who: Identity = caller) -> dict[str, Any]:
         async with _sessions(request)() as s:
             p = await service.lock_product(s, product_id, scope(who))
             got = (await service.plans_of(s, [p.id], False))[p.id]
         return {"items": [service.plan_view(x) for x in got]}
 
     @r.post(f"{prefix}/{{product_id}}/plans", status_code=201, summary=f"Define a raised plan ({label})")
-    async def add_plan(request: Request, product_id: Pid, body: PlanCreate, who: Who) -> dict[str, Any]:
+    async def add_plan(request: Request, product_id: Pid, body: PlanCreate, who: Identity = caller) -> dict[str, Any]:
         async with _sessions(request)() as s, s.begin():
             p = await service.lock_product(s, product_id, scope(who))
             plan = await service.create_plan(s, p, who, body.model_dump())
@@ -154,7 +154,7 @@ def _product_routes(r: APIRouter, prefix: str, who_dep: Any, scope: Scope, label
     @r.patch(f"{prefix}/{{product_id}}/plans/{{plan_id}}",
              summary=f"Change a plan (its holders' quotas follow) or withdraw it (active: false) ({label})")
     async def edit_plan(request: Request, product_id: Pid, plan_id: UUID, body: PlanUpdate,
-                        who: Who) -> dict[str, Any]:
+                        who: Identity = caller) -> dict[str, Any]:
         changes = body.model_dump(exclude_unset=True)
         async with _sessions(request)() as s, s.begin():
             p = await service.lock_product(s, product_id, scope(who))
@@ -165,7 +165,7 @@ def _product_routes(r: APIRouter, prefix: str, who_dep: Any, scope: Scope, label
             return service.plan_view(plan)
 
     @r.get(f"{prefix}/{{product_id}}/entitlements", summary=f"Who holds which plan of a product ({label})")
-    async def entitlements(request: Request, product_id: Pid, who: Who, page: PageNo = 1,
+    async def entitlements(request: Request, product_id: Pid, who: Identity = caller, page: PageNo = 1,
                            page_size: PageSize = 50) -> dict[str, Any]:
         async with _sessions(request)() as s:
             p = await service.lock_product(s, product_id, scope(who))
@@ -180,7 +180,7 @@ def _product_routes(r: APIRouter, prefix: str, who_dep: Any, scope: Scope, label
     @r.put(f"{prefix}/{{product_id}}/entitlements/{{user_id}}",
            summary=f"Grant a user a plan of a product: their daily quota follows ({label})")
     async def put_entitlement(request: Request, product_id: Pid, user_id: UUID, body: EntitlementGrant,
-                              who: Who) -> dict[str, Any]:
+                              who: Identity = caller) -> dict[str, Any]:
         async with _sessions(request)() as s, s.begin():
             p = await service.lock_product(s, product_id, scope(who))
             ent, plan = await service.grant(s, p, who, user_id, body.plan_id, body.expires_at, body.note)
@@ -190,7 +190,7 @@ def _product_routes(r: APIRouter, prefix: str, who_dep: Any, scope: Scope, label
 
     @r.delete(f"{prefix}/{{product_id}}/entitlements/{{user_id}}", status_code=204,
               summary=f"Revoke a user's plan: the free plan applies again ({label})")
-    async def delete_entitlement(request: Request, product_id: Pid, user_id: UUID, who: Who) -> Response:
+    async def delete_entitlement(request: Request, product_id: Pid, user_id: UUID, who: Identity = caller) -> Response:
         async with _sessions(request)() as s, s.begin():
             p = await service.lock_product(s, product_id, scope(who))
             await service.revoke(s, p, who, user_id, None)
@@ -198,7 +198,7 @@ def _product_routes(r: APIRouter, prefix: str, who_dep: Any, scope: Scope, label
 
     @r.get(f"{prefix}/{{product_id}}/usage",
            summary=f"Calls, refusals and distinct pseudonymised users per day ({label})")
-    async def product_usage(request: Request, product_id: Pid, who: Who, since: date | None = None,
+    async def product_usage(request: Request, product_id: Pid, who: Identity = caller, since: date | None = None,
                             until: date | None = None) -> dict[str, Any]:
         lo, hi = service.window(since, until, _today(request))
         async with _sessions(request)() as s:
