@@ -382,7 +382,7 @@ def _audit(a: Announcement) -> dict[str, Any]:
 
 async def create_announcement(session: AsyncSession, who: Identity, fields: dict[str, Any]) -> Announcement:
     a = Announcement(id=uuid.uuid4(), version=1, created_by=who.user_id, updated_by=who.user_id, deleted=False,
-                     pinned=False, **fields)
+                     **{"pinned": False, **fields})
     a.publish_at = a.publish_at or datetime.now(UTC)
     _check_announcement(a)
     session.add(a)
