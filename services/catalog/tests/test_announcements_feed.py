@@ -66,7 +66,7 @@ async def test_the_highest_version_wins_in_any_order(catalog_app):
 
 
 async def test_schedule_expiry_pinning_and_old_news_kept(catalog_app, infra):
-    rt, c = catalog_app
+    _, c = catalog_app
     r = await c.post("/api/v1/news", json={"title": "Admin-posted news"}, headers=as_admin())
     assert r.status_code == 201
     posted = r.json()["id"]
