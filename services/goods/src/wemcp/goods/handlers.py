@@ -178,12 +178,18 @@ async def on_user_role_changed(event: UserRoleChanged, session: AsyncSession) ->
 
 # ---- calls per product and day ------------------------------------------------------------------
 
-def pseudonym(ring: KeyRing, kind: str, slug: str, user_id: uuid.UUID | None) -> str:
+def pseudonym(ring: KeyRing, kind: str, slug: str, user_id: uuid.UUID | None,
+              keys: dict[tuple[str, str], bytes] | None = None) -> str:
     """A caller as a merchant sees them: stable for one product, unlinkable across products and to
-    the account (an HMAC under a key derived from the platform's key ring for that product)."""
+    the account (an HMAC under a key derived from the platform's key ring for that product).
+    ``keys`` caches the derived keys (one derivation per product in a batch)."""
     if user_id is None or user_id == NIL_USER:
         return "anonymous"
-    key = ring.derive(f"goods-pseudonym:{kind}:{slug}").keys[0][1]
+    key = keys.get((kind, slug)) if keys is not None else None
+    if key is None:
+        key = ring.derive(f"goods-pseudonym:{kind}:{slug}").keys[0][1]
+        if keys is not None:
+            keys[(kind, slug)] = key
     return "u_" + hmac.new(key, user_id.bytes, hashlib.sha256).hexdigest()[:20]
 
 
@@ -194,6 +200,7 @@ async def on_calls_completed(events: Sequence[Event], session: AsyncSession, run
     ring = runtime.settings.key_ring
     daily: dict[tuple[date, str, str], list[int]] = {}
     users: dict[tuple[date, str, str, str], list[int]] = {}
+    derived: dict[tuple[str, str], bytes] = {}
     for call in completed_calls(events):
         if call.agent_id is not None and not call.in_agent_run:
             kind, slug = "agent", str(call.agent_id)
@@ -209,7 +216,7 @@ async def on_calls_completed(events: Sequence[Event], session: AsyncSession, run
         d[1] += refused
         d[2] += errors
         d[3] += metered
-        u = users.setdefault((day, kind, slug, pseudonym(ring, kind, slug, call.user_id)), [0, 0])
+        u = users.setdefault((day, kind, slug, pseudonym(ring, kind, slug, call.user_id, derived)), [0, 0])
         u[0] += 1
         u[1] += refused
     for (day, kind, slug), (calls, refused, errors, metered) in sorted(daily.items()):
