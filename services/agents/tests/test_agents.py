@@ -4,6 +4,7 @@ MCP calls inside a run not counted), and the agent served as an MCP server to th
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import httpx2 as httpx
@@ -12,8 +13,10 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from sqlalchemy import select
 from test_chat_completions import TIME_Q, check_time_answer
 
+from wemcp.agents.models import bus_tables
 from wemcp.common.identity import Identity
 from wemcp.common.trust import platform_headers
 from wemcp.ratelimit.client import QuotaClient
@@ -59,6 +62,18 @@ async def test_agent_crud_and_ownership(platform):
     assert (await p.http.delete(f"/api/v1/agents/{a['id']}", headers=p.auth())).status_code == 204
     assert (await p.http.get(f"/api/v1/agents/{a['id']}", headers=p.auth())).status_code == 404
     assert (await p.http.post("/api/v1/agents", json=AGENT)).status_code == 401
+
+    # every save is an agent.saved event for goods (listing fields only: no instructions), in the
+    # same transaction as the change
+    async with p.app.state.runtime.sessions() as s:
+        rows = (await s.execute(select(bus_tables.outbox.c.payload).where(bus_tables.outbox.c.subject == "agent.saved")
+                                .order_by(bus_tables.outbox.c.id))).scalars().all()
+    saved = [json.loads(r) for r in rows]
+    mine = [(e["visibility"], e["deleted"]) for e in saved if e["agent_id"] == a["id"]]
+    assert mine == [("private", False), ("public", False), ("public", True)]
+    assert all("instructions" not in e and "Be brief." not in json.dumps(e) for e in saved)
+    assert [e["saved_at"] for e in saved] == sorted(e["saved_at"] for e in saved)
+    assert {e["owner_kind"] for e in saved} == {"user", "merchant"}
 
 
 async def test_agent_chat_with_openai_client(platform):

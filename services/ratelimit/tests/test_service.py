@@ -154,7 +154,7 @@ async def test_usage_from_completed_calls_and_live_counters(app, http, infra):
     body = await wait_for(mine)
     maps = next(s for s in body["servers"] if s["id"] == "maps")
     assert maps == {"id": "maps", "used": 3, "limit": 1000, "remaining": 997, "calls": 6, "own_key": 2,
-                    "in_agent_run": 1, "refused": 0}
+                    "in_agent_run": 1, "refused": 0, "plan": "free"}
     assert next(s for s in body["servers"] if s["id"] == "weather")["remaining"] == 1000
     assert body["agents"][0]["id"] == str(agent) and body["agents"][0]["calls"] == 1
     assert body["agents"][0]["limit"] == 100

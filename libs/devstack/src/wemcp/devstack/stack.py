@@ -165,6 +165,8 @@ class Stack:
         ports.update({n: p.port for n, p in self.services.items() if n not in ports})
         if "catalog" in ports:  # the deployer fetches uploaded source archives from the catalog
             base_env.setdefault("WEMCP_DEPLOYER_CATALOG_URL", f"http://127.0.0.1:{ports['catalog']}")
+            # goods refreshes a product's copy from the catalog's detail on server.updated
+            base_env.setdefault("WEMCP_GOODS_CATALOG_URL", f"http://127.0.0.1:{ports['catalog']}")
         for name in names:
             if name == "gateway":
                 continue

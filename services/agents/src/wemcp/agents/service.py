@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,13 +17,15 @@ from wemcp.agents.errors import NotFound, TooManyRequests, oai
 from wemcp.agents.loop import Caller, ChatRequest, Run, check_urls, parse_mcp_tool, parse_request
 from wemcp.agents.mcp_pool import McpPool
 from wemcp.agents.mcp_tools import McpHub
-from wemcp.agents.models import Agent, ModelProvider
+from wemcp.agents.models import Agent, ModelProvider, bus_tables
 from wemcp.agents.providers import ProviderClient, resolve_model
 from wemcp.agents.quota import AgentQuota
 from wemcp.agents.schemas import AgentCreate, AgentUpdate, ProviderCreate, ProviderUpdate
 from wemcp.common.errors import Conflict, Forbidden, ServiceUnavailable
+from wemcp.common.events.agents import AgentSaved
 from wemcp.common.identity import HEADER_AGENT_RUN, Identity
 from wemcp.common.logging import get_logger
+from wemcp.common.outbox import add_event
 from wemcp.ratelimit.runcontext import sign_run_context
 
 log = get_logger("wemcp.agents.service")
@@ -94,6 +97,14 @@ async def get_agent(st: AgentsState, agent_id: uuid.UUID, who: Identity, *, edit
     return agent
 
 
+def saved_event(agent: Agent, *, deleted: bool = False) -> AgentSaved:
+    """What goods learns of an agent (its listing fields; never instructions or keys)."""
+    return AgentSaved(agent_id=agent.id, owner_id=agent.owner_id, owner_kind=agent.owner_kind,
+                      name=agent.name, description=agent.description or "",
+                      visibility=agent.visibility, deleted=deleted,
+                      saved_at=datetime.now(UTC))
+
+
 async def create_agent(st: AgentsState, who: Identity, body: AgentCreate) -> Agent:
     if body.owner_kind == "merchant" and not who.at_least("merchant"):
         raise Forbidden("owner_kind merchant needs the merchant role")
@@ -103,6 +114,8 @@ async def create_agent(st: AgentsState, who: Identity, body: AgentCreate) -> Age
                   visibility=body.visibility, max_tool_rounds=body.max_tool_rounds)
     async with st.sessions() as s, s.begin():
         s.add(agent)
+        await s.flush()
+        await add_event(s, bus_tables, saved_event(agent))
     async with st.sessions() as s:
         fresh = await s.get(Agent, agent.id)
     assert fresh is not None
@@ -121,6 +134,7 @@ async def update_agent(st: AgentsState, agent_id: uuid.UUID, who: Identity, body
                 continue
             setattr(agent, k, v)
         agent.updated_at = func.now()
+        await add_event(s, bus_tables, saved_event(agent))
     async with st.sessions() as s:
         fresh = await s.get(Agent, agent_id)
     assert fresh is not None
@@ -132,6 +146,7 @@ async def delete_agent(st: AgentsState, agent_id: uuid.UUID, who: Identity) -> N
     async with st.sessions() as s, s.begin():
         agent = await s.get(Agent, agent_id)
         if agent is not None:
+            await add_event(s, bus_tables, saved_event(agent, deleted=True))
             await s.delete(agent)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, cast, func, or_, select
 
 from wemcp.catalog import search as search_mod
 from wemcp.catalog import service
@@ -241,21 +241,32 @@ def _summary(r: Server) -> dict[str, Any]:
                          published_at=r.published_at).model_dump(mode="json")
 
 
+def news_visible() -> list[Any]:
+    """What the news feed shows: published, due, not expired."""
+    return [News.published, News.published_at <= func.now(),
+            or_(News.expires_at.is_(None), News.expires_at > func.now())]
+
+
 @router.get("/news")
 async def news(request: Request, page: Annotated[int, Query(ge=1, le=10_000)] = 1,
                page_size: Annotated[int, Query(ge=1, le=100)] = 20,
                kind: Annotated[str | None, Query(pattern="^(announcement|server_published)$")] = None,
                ) -> dict[str, Any]:
-    """Published announcements and notable catalog events (first publication of a server)."""
-    where = [News.published]
+    """Published announcements and notable catalog events (first publication of a server), pinned
+    first, then newest first. Announcements come from goods (scheduled ones appear at their
+    ``publish_at``, expired ones disappear); admin-posted items are kept as they were."""
+    where = news_visible()
     if kind:
         where.append(News.kind == kind)
     async with _sessions(request)() as s:
         total = (await s.execute(select(func.count()).select_from(News).where(*where))).scalar_one()
-        rows = (await s.execute(select(News).where(*where).order_by(News.published_at.desc(), News.id)
+        rows = (await s.execute(select(News).where(*where)
+                                .order_by(News.pinned.desc(), News.published_at.desc(), News.id)
                                 .limit(page_size).offset((page - 1) * page_size))).scalars().all()
     items = [{"id": str(n.id), "kind": n.kind, "title": n.title, "body": n.body, "server_slug": n.server_slug,
-              "published_at": n.published_at.isoformat()} for n in rows]
+              "published_at": n.published_at.isoformat(), "pinned": n.pinned,
+              "expires_at": n.expires_at.isoformat() if n.expires_at else None,
+              **({"translations": n.translations} if n.translations else {})} for n in rows]
     return {"items": items, "total": total, "page": page, "page_size": page_size}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from wemcp.catalog.announcements import on_announcement_changed
 from wemcp.catalog.api import internal_router, registry_router, router
 from wemcp.catalog.config import Settings, get_settings
 from wemcp.catalog.handlers import SUBSCRIPTIONS_EVENTS
@@ -12,6 +13,7 @@ from wemcp.catalog.limits import BodyLimitMiddleware
 from wemcp.catalog.models import bus_tables, probe_receipts
 from wemcp.catalog.state import of, on_start, on_stop
 from wemcp.common.events.base import ProbeRecorded
+from wemcp.common.events.goods import AnnouncementChanged
 from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
@@ -19,6 +21,8 @@ from wemcp.common.service_info import service_info_router
 SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),
     *SUBSCRIPTIONS_EVENTS,
+    # goods' announcements, projected into the news feed
+    (AnnouncementChanged, on_announcement_changed),
 ]
 
 

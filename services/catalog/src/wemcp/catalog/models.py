@@ -157,6 +157,11 @@ class News(Base):
     published: Mapped[bool] = mapped_column(Boolean, default=True)
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     author_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # announcements projected from goods (goods.announcement_changed); NULL for admin-posted news
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    translations: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # {"zh": {"title", "body"}, "en": ...}
+    source_version: Mapped[int | None] = mapped_column(Integer)
 
 
 class Archive(Base):

@@ -24,6 +24,8 @@ ROUTES: dict[tuple[str, ...], str] = {
     ("products",): "goods",
     ("merchant",): "goods",
     ("announcements",): "goods",
+    ("admin", "goods"): "goods",
+    ("admin", "announcements"): "goods",
     ("deployments",): "deployer",
     ("usage",): "ratelimit",
     ("policies",): "ratelimit",

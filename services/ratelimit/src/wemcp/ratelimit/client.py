@@ -383,6 +383,9 @@ class QuotaClient:
         if subject_kind == "server":
             keys.append(self.cap_key(subject_kind, subject_id, day.tag))
         limit = limits.per_user_daily
+        entitled, plan_limit = self.policies.entitlement(subject_kind, subject_id, user, now)
+        if entitled:  # a plan granted through goods: the user's own daily limit (the cap still holds)
+            limit = plan_limit
         args = [limit if limit is not None else -1, cap if cap is not None else -1,
                 math.ceil(day.end - now) + KEY_GRACE_SECONDS]
         try:
@@ -405,7 +408,8 @@ class QuotaClient:
                 left[keys[0]] = (t, n)
         if code == 0:
             self.stats.counted += 1
-            msg = (f"{remaining} of {limit} free calls to {what} left today" if limit is not None
+            msg = (f"{remaining} of {limit} {'plan' if entitled else 'free'} calls to {what} left today"
+                   if limit is not None
                    else f"calls to {what} are not limited per user")
             return Decision(True, "counted", limit, remaining, day.reset_at, None, msg, True, int(used),
                             run_error)
@@ -417,7 +421,8 @@ class QuotaClient:
             return Decision(False, "user_limit", limit, 0, day.reset_at, wait, msg, False, int(used),
                             run_error)
         if code == 1:
-            msg = (f"You have used all {limit} free calls to {what} for today on the platform key. "
+            msg = (f"You have used all {limit} {'plan' if entitled else 'free'} calls to {what} for today on the "
+                   f"platform key. "
                    f"The quota resets at {reset} {self.zone} (in {_fmt_wait(wait)}); "
                    f"add your own API key to keep calling it without limits.")
             return Decision(False, "user_limit", limit, 0, day.reset_at, wait, msg, False, int(used),

@@ -1,19 +1,26 @@
-"""Event handlers: completed MCP calls become daily usage rows (history that survives losing Redis)."""
+"""Event handlers: completed MCP calls become daily usage rows (history that survives losing Redis);
+entitlements granted through goods become users' own daily limits."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.common.events.base import Event
 from wemcp.common.events.calls import completed_calls
+from wemcp.common.events.goods import EntitlementChanged
+from wemcp.common.logging import get_logger
 from wemcp.ratelimit.config import Settings
-from wemcp.ratelimit.repository import USAGE_COUNTERS, UsageRepository
+from wemcp.ratelimit.repository import USAGE_COUNTERS, EntitlementRepository, UsageRepository
 from wemcp.ratelimit.service import NIL_USER, classify_call
+
+log = get_logger("wemcp.ratelimit.handlers")
 
 # The zone the usage day is cut in; set from the settings when the service starts (see main.py).
 _zone = ZoneInfo(Settings.model_fields["day_zone"].default)
@@ -46,3 +53,38 @@ async def on_calls_completed(events: Sequence[Event], session: AsyncSession) -> 
         row["latency_ms_sum"] += float(call.latency_ms)
     if rows:
         await UsageRepository(session).add_many(rows)
+
+
+async def on_entitlement_changed(event: EntitlementChanged, session: AsyncSession, runtime: Any) -> None:
+    """A user's plan for a server or agent, as goods decided it. Applied once (the bus records the
+    event id with the change) and order-safe (a state older than the stored one changes nothing).
+    Once committed, the policy snapshot is published again, so every quota client (the gateway's,
+    the agents service's) uses the new limit within a moment."""
+    applied = await EntitlementRepository(session).apply(
+        user_id=event.user_id, kind=event.subject_kind, subject_id=event.subject_id,
+        entitlement_id=event.entitlement_id, plan_code=event.plan_code, per_user_daily=event.per_user_daily,
+        expires_at=event.expires_at, active=event.active, version=event.version)
+    if not applied:
+        log.info("entitlement_stale", user=str(event.user_id), subject=event.subject_id, version=event.version)
+        return
+    if runtime is None or runtime.redis is None or runtime.sessions is None:
+        return
+
+    def committed(_session: Any) -> None:
+        task = asyncio.get_running_loop().create_task(_republish(runtime))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+    sa_event.listen(session.sync_session, "after_commit", committed, once=True)
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+async def _republish(runtime: Any) -> None:
+    from wemcp.ratelimit.service import publish_policies
+
+    try:
+        await publish_policies(runtime.sessions, runtime.redis, runtime.settings)
+    except Exception as exc:  # the snapshot keeper and the clients' max age catch up
+        log.warning("policy_publish_failed", error=str(exc)[:200])

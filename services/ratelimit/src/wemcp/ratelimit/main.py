@@ -10,6 +10,7 @@ import contextlib
 from wemcp.common.bus import BatchSubscription
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
+from wemcp.common.events.goods import EntitlementChanged
 from wemcp.common.logging import get_logger
 from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import Runtime, ServiceSpec, run_service
@@ -29,6 +30,8 @@ SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),
     # durable "ratelimit-mcp-call-completed", as when it took single events (its processed_events rows hold)
     BatchSubscription((McpCallCompleted, McpCallsCompleted), handlers.on_calls_completed),
+    # a user's plan granted through goods: their own daily limit (applied once, highest version wins)
+    (EntitlementChanged, handlers.on_entitlement_changed),
 ]
 
 

@@ -75,3 +75,24 @@ class DailyUsage(Base):
     latency_ms_sum: Mapped[float] = mapped_column(default=0.0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
                                                  onupdate=func.now())
+
+
+class UserEntitlement(Base):
+    """A user's plan for one server or agent, as goods last said (``goods.entitlement_changed``): the
+    row with the highest ``version`` per (user, subject) wins. Active, unexpired rows override the
+    subject's per-user daily limit for that user."""
+
+    __tablename__ = "entitlements"
+    __table_args__ = (CheckConstraint("subject_kind IN ('server', 'agent')", name="kind"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    entitlement_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    plan_code: Mapped[str] = mapped_column(String(64), default="")
+    per_user_daily: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    active: Mapped[bool] = mapped_column()
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 onupdate=func.now())

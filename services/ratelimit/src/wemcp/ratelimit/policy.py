@@ -48,11 +48,17 @@ class Override:
     global_daily_cap: int | None = None
 
 
+# (kind, subject id, user id) -> (calls per day or None for unlimited, expiry as unix seconds or None)
+Entitlements = dict[tuple[str, str, str], tuple[int | None, float | None]]
+
+
 @dataclass
 class PolicySet:
     defaults: dict[str, Limits]
     overrides: dict[tuple[str, str], Override] = field(default_factory=dict)
     version: int = 0
+    # users granted a plan through goods (goods.entitlement_changed): their own daily limit
+    entitlements: Entitlements = field(default_factory=dict)
     _resolved: dict[tuple[str, str], Limits] = field(default_factory=dict, repr=False)
 
     def limits(self, kind: str, subject_id: str) -> Limits:
@@ -68,6 +74,16 @@ class PolicySet:
                 self._resolved[key] = got
         return got
 
+    def entitlement(self, kind: str, subject_id: str, user_id: str, now: float) -> tuple[bool, int | None]:
+        """(True, the user's daily limit) when the user holds an unexpired plan for the subject;
+        (False, None) otherwise (the subject's limits apply)."""
+        if not self.entitlements:
+            return False, None
+        got = self.entitlements.get((kind, subject_id, user_id))
+        if got is None or (got[1] is not None and got[1] <= now):
+            return False, None
+        return True, got[0]
+
     def to_json(self) -> str:
         return json.dumps({
             "version": self.version,
@@ -75,6 +91,8 @@ class PolicySet:
                          for k, v in self.defaults.items()},
             "overrides": [{"kind": k, "id": i, "per_user_daily": o.per_user_daily,
                            "global_daily_cap": o.global_daily_cap} for (k, i), o in self.overrides.items()],
+            "entitlements": [{"kind": k, "id": i, "user": u, "per_user_daily": n, "expires": e}
+                             for (k, i, u), (n, e) in self.entitlements.items()],
         }, separators=(",", ":"))
 
     @classmethod
@@ -86,11 +104,16 @@ class PolicySet:
                 defaults[kind] = Limits(d.get("per_user_daily"), d.get("global_daily_cap"))
         overrides = {(o["kind"], o["id"]): Override(o.get("per_user_daily"), o.get("global_daily_cap"))
                      for o in data.get("overrides") or () if o.get("kind") in KINDS}
-        return cls(defaults=defaults, overrides=overrides, version=int(data.get("version", 0)))
+        entitlements = {(e["kind"], e["id"], e["user"]): (e.get("per_user_daily"), e.get("expires"))
+                        for e in data.get("entitlements") or () if e.get("kind") in KINDS}
+        return cls(defaults=defaults, overrides=overrides, version=int(data.get("version", 0)),
+                   entitlements=entitlements)
 
 
 class PolicySource(Protocol):
     def limits(self, kind: str, subject_id: str) -> Limits: ...
+
+    def entitlement(self, kind: str, subject_id: str, user_id: str, now: float) -> tuple[bool, int | None]: ...
 
 
 class StaticPolicies:
@@ -98,13 +121,17 @@ class StaticPolicies:
 
     def __init__(self, server_daily: int | None = 1000, agent_daily: int | None = 100, *,
                  server_global_cap: int | None = None,
-                 overrides: Iterable[tuple[str, str, Override]] = ()) -> None:
+                 overrides: Iterable[tuple[str, str, Override]] = (),
+                 entitlements: Entitlements | None = None) -> None:
         self.set = PolicySet(
             defaults={"server": Limits(server_daily, server_global_cap), "agent": Limits(agent_daily, None)},
-            overrides={(k, i): o for k, i, o in overrides})
+            overrides={(k, i): o for k, i, o in overrides}, entitlements=dict(entitlements or {}))
 
     def limits(self, kind: str, subject_id: str) -> Limits:
         return self.set.limits(kind, subject_id)
+
+    def entitlement(self, kind: str, subject_id: str, user_id: str, now: float) -> tuple[bool, int | None]:
+        return self.set.entitlement(kind, subject_id, user_id, now)
 
 
 async def publish_snapshot(redis: Redis, policies: PolicySet) -> None:
@@ -131,6 +158,9 @@ class RedisPolicyCache:
             # stale (a missed announcement, or Redis was away): reload off the hot path
             self._refreshing = asyncio.get_running_loop().create_task(self._refresh_quietly())
         return self.current.limits(kind, subject_id)
+
+    def entitlement(self, kind: str, subject_id: str, user_id: str, now: float) -> tuple[bool, int | None]:
+        return self.current.entitlement(kind, subject_id, user_id, now)
 
     async def refresh(self) -> None:
         raw = await self.redis.get(SNAPSHOT_KEY)

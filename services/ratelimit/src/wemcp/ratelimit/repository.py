@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wemcp.ratelimit.models import DEFAULT_SUBJECT, FREE_PLAN, DailyUsage, QuotaPolicy
+from wemcp.ratelimit.models import DEFAULT_SUBJECT, FREE_PLAN, DailyUsage, QuotaPolicy, UserEntitlement
 
 
 class PolicyRepository:
@@ -44,6 +44,36 @@ class PolicyRepository:
             QuotaPolicy.subject_kind == kind, QuotaPolicy.subject_id == subject_id,
             QuotaPolicy.plan == FREE_PLAN))
         return bool(res.rowcount)
+
+
+class EntitlementRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def current(self) -> Sequence[UserEntitlement]:
+        """Active entitlements not yet expired: what the policy snapshot carries."""
+        e = UserEntitlement
+        rows = await self.session.execute(select(e).where(
+            e.active, (e.expires_at.is_(None)) | (e.expires_at > func.now())))
+        return rows.scalars().all()
+
+    async def apply(self, *, user_id: uuid.UUID, kind: str, subject_id: str, entitlement_id: uuid.UUID,
+                    plan_code: str, per_user_daily: int | None, expires_at: Any, active: bool,
+                    version: int) -> bool:
+        """Keeps the state with the highest version per (user, subject); False when this one is older
+        than (or the same as) what is stored."""
+        e = UserEntitlement
+        values = dict(user_id=user_id, subject_kind=kind, subject_id=subject_id, entitlement_id=entitlement_id,
+                      plan_code=plan_code, per_user_daily=per_user_daily, expires_at=expires_at, active=active,
+                      version=version)
+        stmt = pg_insert(e).values(**values)
+        res = await self.session.execute(stmt.on_conflict_do_update(
+            index_elements=[e.user_id, e.subject_kind, e.subject_id],
+            set_={**{k: v for k, v in values.items() if k not in ("user_id", "subject_kind", "subject_id")},
+                  "updated_at": func.now()},
+            where=e.version < stmt.excluded.version)
+            .returning(e.version))
+        return res.first() is not None
 
 
 USAGE_COUNTERS = ("calls", "metered", "own_key", "in_agent_run", "refused", "errors")

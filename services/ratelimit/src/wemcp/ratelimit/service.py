@@ -15,7 +15,7 @@ from wemcp.ratelimit.client import OWN_KEY_SOURCES, QuotaClient
 from wemcp.ratelimit.config import Settings
 from wemcp.ratelimit.models import DEFAULT_SUBJECT
 from wemcp.ratelimit.policy import Limits, Override, PolicySet, publish_snapshot
-from wemcp.ratelimit.repository import PolicyRepository, UsageRepository
+from wemcp.ratelimit.repository import EntitlementRepository, PolicyRepository, UsageRepository
 
 NIL_USER = uuid.UUID(int=0)  # anonymous calls are recorded under the nil UUID
 
@@ -28,7 +28,11 @@ async def load_policy_set(session: AsyncSession, settings: Settings) -> PolicySe
             defaults[row.subject_kind] = Limits(row.per_user_daily, row.global_daily_cap)
         else:
             overrides[(row.subject_kind, row.subject_id)] = Override(row.per_user_daily, row.global_daily_cap)
-    return PolicySet(defaults=defaults, overrides=overrides, version=time.time_ns() // 1_000_000)
+    entitlements = {(e.subject_kind, e.subject_id, str(e.user_id)):
+                    (e.per_user_daily, e.expires_at.timestamp() if e.expires_at else None)
+                    for e in await EntitlementRepository(session).current()}
+    return PolicySet(defaults=defaults, overrides=overrides, version=time.time_ns() // 1_000_000,
+                     entitlements=entitlements)
 
 
 async def publish_policies(sessions: async_sessionmaker[AsyncSession], redis: Redis,
@@ -88,12 +92,16 @@ async def me_usage(session: AsyncSession, quota: QuotaClient, user_id: uuid.UUID
         source = "database"
         used = [rows[s].metered if s in rows else 0 for s in subjects]
     out: dict[str, list[dict[str, Any]]] = {"server": [], "agent": []}
+    now = quota.clock()
     for (kind, sid), n in zip(subjects, used, strict=True):
-        limits = quota.policies.limits(kind, sid)
+        limit = quota.policies.limits(kind, sid).per_user_daily
+        entitled, plan_limit = quota.policies.entitlement(kind, sid, str(user_id), now)
+        if entitled:
+            limit = plan_limit
         r = rows.get((kind, sid))
         out[kind].append({
-            "id": sid, "used": n, "limit": limits.per_user_daily,
-            "remaining": None if limits.per_user_daily is None else max(limits.per_user_daily - n, 0),
+            "id": sid, "used": n, "limit": limit, "plan": "entitled" if entitled else "free",
+            "remaining": None if limit is None else max(limit - n, 0),
             "calls": r.calls if r else 0, "own_key": r.own_key if r else 0,
             "in_agent_run": r.in_agent_run if r else 0, "refused": r.refused if r else 0})
     return {"day": today.isoformat(), "zone": quota.zone, "reset_at": day.reset_at.isoformat(),

@@ -5,9 +5,11 @@ a new ``schema_version``. ``ALL_EVENTS`` maps each subject to its class.
 """
 
 from wemcp.common.events.admin import AdminActionRecorded
+from wemcp.common.events.agents import AgentSaved
 from wemcp.common.events.base import STREAMS, Event, StreamSpec
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.crawler import CrawlerDiscovered
+from wemcp.common.events.goods import AnnouncementChanged, EntitlementChanged
 from wemcp.common.events.servers import (
     ServerDeployed,
     ServerDeployFailed,
@@ -44,6 +46,9 @@ ALL_EVENTS: dict[str, type[Event]] = {
         SecretChanged,
         CrawlerDiscovered,
         AdminActionRecorded,
+        EntitlementChanged,
+        AnnouncementChanged,
+        AgentSaved,
     )
 }
 
@@ -51,8 +56,11 @@ __all__ = [
     "ALL_EVENTS",
     "STREAMS",
     "AdminActionRecorded",
+    "AgentSaved",
+    "AnnouncementChanged",
     "ApiKeyRevoked",
     "CrawlerDiscovered",
+    "EntitlementChanged",
     "Event",
     "McpCallCompleted",
     "McpCallsCompleted",

@@ -24,6 +24,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("USERS", ("user.>",), "Account lifecycle"),
     StreamSpec("CRAWLER", ("crawler.>",), "Discovery and health results"),
     StreamSpec("ADMIN", ("admin.>",), "Administrative actions: the audit log's input", 365),
+    StreamSpec("GOODS", ("goods.>",), "Products' entitlements to plans, announcements"),
+    StreamSpec("AGENTS", ("agent.>",), "Saved agents: created, edited, deleted"),
     # Used only by the platform's own tests and benchmarks of the bus.
     StreamSpec("PROBES", ("probe.>",), "Bus self-tests and benchmarks", 1),
 )

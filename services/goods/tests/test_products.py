@@ -1,0 +1,204 @@
+"""Products kept in step with the server and agent lifecycle (idempotent, order-safe), the public
+catalogue, and who may see what."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+from goods_helpers import apply, as_platform, as_user, at, publish
+from sqlalchemy import select
+
+from wemcp.common.events.agents import AgentSaved
+from wemcp.common.events.servers import ServerDeployed, ServerDisabled, ServerEnabled, ServerSubmitted
+from wemcp.common.events.users import UserRegistered, UserRoleChanged
+from wemcp.devstack.testing import wait_for
+from wemcp.goods import handlers as h
+from wemcp.goods.models import Plan, Product
+
+
+async def product_of(rt: Any, ref: uuid.UUID) -> Product | None:
+    async with rt.sessions() as s:
+        return (await s.execute(select(Product).where(Product.subject_ref == ref))).scalar_one_or_none()
+
+
+async def server(rt: Any, owner: uuid.UUID | None, slug: str, *, role: str | None = "merchant") -> Product:
+    """A published server of ``owner`` (a user with ``role``), driven through goods' handlers."""
+    sid = uuid.uuid4()
+    if owner is not None and role is not None:
+        await apply(rt, h.on_user_registered, UserRegistered(user_id=owner, login=f"u-{owner.hex[:6]}", role=role,
+                                                             occurred_at=at(0)))
+    await apply(rt, h.on_server_submitted, ServerSubmitted(
+        server_id=sid, slug=slug, name=f"io.github.acme/{slug}", owner_id=owner, revision=1,
+        spec={"title": f"{slug} title", "description": f"{slug} does things"}))
+    await apply(rt, h.on_server_deployed, ServerDeployed(server_id=sid, slug=slug, generation=1, seq=3))
+    p = await product_of(rt, sid)
+    assert p is not None
+    return p
+
+
+async def test_a_server_becomes_a_listed_product_with_the_free_plan_through_the_bus(goods, infra):
+    rt, http = goods
+    merchant, sid = uuid.uuid4(), uuid.uuid4()
+    await publish(infra.nats_url,
+                  UserRegistered(user_id=merchant, login="shop", role="merchant"),
+                  ServerSubmitted(server_id=sid, slug="weather", name="io.github.shop/weather", owner_id=merchant,
+                                  revision=1, spec={"title": "Weather 天气", "description": "forecasts"}),
+                  ServerDeployed(server_id=sid, slug="weather", generation=1, seq=4))
+
+    async def listed() -> Any:
+        p = await product_of(rt, sid)
+        return p if p is not None and p.status == "listed" and p.merchant_id == merchant and p.title else None
+
+    p = await wait_for(listed, 15)
+    r = await http.get("/api/v1/goods")
+    assert r.status_code == 200
+    [item] = r.json()["items"]
+    assert item["id"] == str(p.id) and item["slug"] == "weather" and item["seller"] == "merchant"
+    assert item["title"] == "Weather 天气"
+    assert [(x["code"], x["calls_per_day"], x["price_cents"]) for x in item["plans"]] == [("free", 1000, 0)]
+    assert "owner_id" not in item and "merchant_id" not in item  # the public view names no account
+    one = await http.get(f"/api/v1/goods/{p.id}")
+    assert one.status_code == 200 and one.json()["id"] == str(p.id)
+
+    # disabled through the bus: delisted, gone from the public catalogue
+    await publish(infra.nats_url, ServerDisabled(server_id=sid, slug="weather", decision_seq=1))
+    await wait_for(lambda: _status(rt, sid, "delisted"), 15)
+    assert (await http.get("/api/v1/goods")).json()["items"] == []
+    assert (await http.get(f"/api/v1/goods/{p.id}")).status_code == 404
+
+
+async def _status(rt: Any, sid: uuid.UUID, status: str) -> bool:
+    p = await product_of(rt, sid)
+    return p is not None and p.status == status
+
+
+async def test_decisions_in_every_order_end_in_the_latest(goods):
+    """disable(1), enable(2), disable(3), each possibly repeated, in every order: the product ends as
+    decision 3 said (delisted); without decision 3, as decision 2 said (listed)."""
+    rt, _ = goods
+    for with_third in (True, False):
+        decisions: list[Any] = [ServerDisabled, ServerEnabled] + ([ServerDisabled] if with_third else [])
+        for order in itertools.permutations(range(len(decisions))):
+            p = await server(rt, None, f"s-{uuid.uuid4().hex[:8]}", role=None)
+            events = [decisions[i](server_id=p.subject_ref, slug=p.slug, decision_seq=i + 1) for i in order]
+            for e in [*events, events[0]]:  # the first one redelivered last
+                await apply(rt, h.on_server_disabled if isinstance(e, ServerDisabled) else h.on_server_enabled, e)
+            got = await product_of(rt, p.subject_ref)
+            assert got is not None
+            assert got.status == ("delisted" if with_third else "listed"), (with_third, order)
+            assert got.decision_seq == len(decisions)
+
+
+async def test_an_older_submission_or_deployment_changes_nothing(goods):
+    rt, _ = goods
+    owner = uuid.uuid4()
+    p = await server(rt, owner, "maps")
+    await apply(rt, h.on_server_submitted, ServerSubmitted(
+        server_id=p.subject_ref, slug="maps", name="io.github.acme/maps", owner_id=owner, revision=3,
+        spec={"title": "Maps v3"}))
+    await apply(rt, h.on_server_submitted, ServerSubmitted(
+        server_id=p.subject_ref, slug="maps", name="io.github.acme/maps", owner_id=uuid.uuid4(), revision=2,
+        spec={"title": "Maps v2"}))
+    await apply(rt, h.on_server_deployed, ServerDeployed(server_id=p.subject_ref, slug="maps", generation=2, seq=5))
+    await apply(rt, h.on_server_deployed, ServerDeployed(server_id=p.subject_ref, slug="maps-old", generation=1, seq=9))
+    got = await product_of(rt, p.subject_ref)
+    assert got is not None
+    assert (got.title, got.owner_id, got.revision) == ("Maps v3", owner, 3)
+    assert (got.slug, got.deploy_position) == ("maps", [2, 5])
+    async with rt.sessions() as s:  # one free plan, however many events
+        plans = (await s.execute(select(Plan).where(Plan.product_id == got.id))).scalars().all()
+    assert [(x.code, x.calls_per_day) for x in plans] == [("free", 1000)]
+
+
+async def test_merchant_follows_the_owners_role_unless_an_admin_assigned_one(goods):
+    rt, http = goods
+    owner, other = uuid.uuid4(), uuid.uuid4()
+    p = await server(rt, owner, "clock", role="user")
+    assert (await product_of(rt, p.subject_ref)).merchant_id is None  # type: ignore[union-attr]  # the platform's
+    await apply(rt, h.on_user_role_changed, UserRoleChanged(user_id=owner, role="merchant", occurred_at=at(5)))
+    assert (await product_of(rt, p.subject_ref)).merchant_id == owner  # type: ignore[union-attr]
+    # an older role event arriving late changes nothing
+    await apply(rt, h.on_user_role_changed, UserRoleChanged(user_id=owner, role="user", occurred_at=at(1)))
+    assert (await product_of(rt, p.subject_ref)).merchant_id == owner  # type: ignore[union-attr]
+
+    # an admin assigns another merchant: it sticks, whatever the owner's role does next
+    await apply(rt, h.on_user_registered, UserRegistered(user_id=other, login="other", role="merchant"))
+    admin = as_user(uuid.uuid4(), "admin")
+    r = await http.put(f"/api/v1/admin/goods/{p.id}/merchant", json={"merchant_id": str(other)}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["merchant_id"] == str(other) and r.json()["merchant_assigned"] is True
+    await apply(rt, h.on_user_role_changed, UserRoleChanged(user_id=owner, role="merchant", occurred_at=at(9)))
+    assert (await product_of(rt, p.subject_ref)).merchant_id == other  # type: ignore[union-attr]
+    # only merchants can be assigned; only admins assign
+    plain = uuid.uuid4()
+    bad = await http.put(f"/api/v1/admin/goods/{p.id}/merchant", json={"merchant_id": str(plain)}, headers=admin)
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+    for who in (as_user(other, "merchant"), as_user(owner, "user")):
+        r = await http.put(f"/api/v1/admin/goods/{p.id}/merchant", json={"merchant_id": None}, headers=who)
+        assert r.status_code == 403
+    assert (await http.put(f"/api/v1/admin/goods/{p.id}/merchant", json={"merchant_id": None})).status_code == 401
+    missing = await http.put(f"/api/v1/admin/goods/{uuid.uuid4()}/merchant", json={"merchant_id": None}, headers=admin)
+    assert missing.status_code == 404
+
+
+async def test_agents_are_products_while_public(goods):
+    rt, http = goods
+    owner, aid = uuid.uuid4(), uuid.uuid4()
+    await apply(rt, h.on_user_registered, UserRegistered(user_id=owner, login="m", role="merchant"))
+
+    def saved(minute: int, **kw: Any) -> AgentSaved:
+        base: dict[str, Any] = dict(agent_id=aid, owner_id=owner, owner_kind="merchant", name="Trip planner",
+                                    description="plans trips", visibility="public", saved_at=at(minute))
+        return AgentSaved(**{**base, **kw})
+
+    await apply(rt, h.on_agent_saved, saved(1))
+    p = await product_of(rt, aid)
+    assert p is not None and p.status == "listed" and p.kind == "agent" and p.slug == str(aid)
+    item = (await http.get("/api/v1/goods", params={"kind": "agent"})).json()["items"][0]
+    assert [(x["code"], x["calls_per_day"]) for x in item["plans"]] == [("free", 100)]
+    await apply(rt, h.on_agent_saved, saved(3, visibility="private"))
+    await apply(rt, h.on_agent_saved, saved(2, name="older", visibility="public"))  # late: ignored
+    p = await product_of(rt, aid)
+    assert p is not None and p.status == "delisted" and p.name == "Trip planner"
+    await apply(rt, h.on_agent_saved, saved(4))
+    assert (await product_of(rt, aid)).status == "listed"  # type: ignore[union-attr]
+    await apply(rt, h.on_agent_saved, saved(5, deleted=True))
+    assert (await product_of(rt, aid)).status == "delisted"  # type: ignore[union-attr]
+    assert (await http.get("/api/v1/goods", params={"kind": "agent"})).json()["total"] == 0
+
+
+async def test_public_search_paginates_in_the_body_and_refuses_bad_input(goods):
+    rt, http = goods
+    m = uuid.uuid4()
+    for i in range(5):
+        await server(rt, m if i % 2 else None, f"geo-{i}", role="merchant" if i % 2 else None)
+    r = await http.post("/api/v1/goods/search", json={"query": "geo", "page": 2, "page_size": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["total"] == 5 and body["page"] == 2 and len(body["items"]) == 2
+    r = await http.post("/api/v1/goods/search", json={"seller": "merchant"})
+    assert r.json()["total"] == 2 and {i["seller"] for i in r.json()["items"]} == {"merchant"}
+    r = await http.post("/api/v1/goods/search", json={"query": "100%_x"})
+    assert r.status_code == 200 and r.json()["total"] == 0
+    for bad in ({"page_size": 1000}, {"page": 0}, {"kind": "robot"}, {"unknown": 1}):
+        r = await http.post("/api/v1/goods/search", json=bad)
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), bad
+    assert (await http.get("/api/v1/goods/not-a-uuid")).status_code == 422
+    assert (await http.get(f"/api/v1/goods/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_internal_routes_answer_the_platform_only(goods):
+    rt, http = goods
+    p = await server(rt, uuid.uuid4(), "tide")
+    path = f"/internal/goods/products/{p.id}"
+    assert (await http.get(path)).status_code == 401  # no credential
+    assert (await http.get(path, headers={"X-WeMcp-Assertion": "v1.k.x.y"})).status_code == 401  # forged
+    assert (await http.get(path, headers=as_user(uuid.uuid4(), "superadmin"))).status_code == 403  # a user's
+    r = await http.get(path, headers=as_platform())
+    assert r.status_code == 200 and r.json()["slug"] == "tide"
+    r = await http.get("/internal/goods/products", params={"kind": "server", "subject": "tide"}, headers=as_platform())
+    assert r.status_code == 200 and r.json()["id"] == str(p.id)
+    assert (await http.get("/internal/goods/products", params={"kind": "server", "subject": "nope"},
+                           headers=as_platform())).status_code == 404
