@@ -164,6 +164,8 @@ class Stack:
         ports.update({n: p.port for n, p in self.services.items() if n not in ports})
         if "catalog" in ports:  # the deployer fetches uploaded source archives from the catalog
             base_env.setdefault("WEMCP_DEPLOYER_CATALOG_URL", f"http://127.0.0.1:{ports['catalog']}")
+        if "auth" in ports:  # the catalog asks auth which GitHub accounts a user linked (names)
+            base_env.setdefault("WEMCP_CATALOG_AUTH_URL", f"http://127.0.0.1:{ports['auth']}")
         for name in names:
             if name == "gateway":
                 continue
