@@ -81,7 +81,7 @@ class DnsStandIn:
         self.port = 0
 
     def answer(self, query: bytes, udp: bool) -> bytes:
-        qid, _, qd, _, _, _ = struct.unpack("!HHHHHH", query[:12])
+        qid = struct.unpack("!H", query[:2])[0]
         off, labels = 12, []
         while query[off]:
             labels.append(query[off + 1:off + 1 + query[off]].decode())

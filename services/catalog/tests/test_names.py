@@ -143,7 +143,8 @@ async def test_github_namespaces(env: Env) -> None:
     problem(await c.post("/api/v1/servers", json=server_json("io.github.bob/x", "@bob/x"), headers=who(BOB)), 403)
     problem(await c.post("/api/v1/servers", json=server_json("io.github.a.b/x", "@ab/x"), headers=who(ALICE)), 403)
     # an admin is not refused (imports), but earns no badge for a namespace they did not prove
-    r = await c.post("/api/v1/servers", json=server_json("io.github.someone/x", "@someone/x"), headers=who(ADMIN, "admin"))
+    r = await c.post("/api/v1/servers", json=server_json("io.github.someone/x", "@someone/x"),
+                     headers=who(ADMIN, "admin"))
     assert r.status_code == 202, r.text
     assert (await badge(c, r.json()["slug"], ADMIN))["verified"] is False
 
@@ -160,8 +161,8 @@ async def test_private_org_membership_with_a_token(env: Env, settings_for: Any) 
 async def test_platform_namespace_per_user(env: Env) -> None:
     c = env.c
     # a submission that names nothing is listed in its submitter's own namespace
-    r = await c.post("/api/v1/servers", json={"mcpServers": {"weather": {"command": "npx", "args": ["-y", "@w/x@1.0.0"]}}},
-                     headers=who(BOB))
+    r = await c.post("/api/v1/servers", headers=who(BOB),
+                     json={"mcpServers": {"weather": {"command": "npx", "args": ["-y", "@w/x@1.0.0"]}}})
     assert r.status_code == 202, r.text
     assert r.json()["name"] == "io.wemcp.bob/w-x"
     b = await badge(c, r.json()["slug"], BOB)
@@ -177,8 +178,8 @@ async def test_platform_namespace_per_user(env: Env) -> None:
             403)
     problem(await c.post("/api/v1/servers", json=server_json("io.wemcp/bare", "@m/bare"), headers=who(MALLORY)), 403)
     # a new version keeps the listing's name
-    r = await c.post("/api/v1/servers", json={"mcpServers": {"weather": {"command": "npx", "args": ["-y", "@w/x@1.1.0"]}}},
-                     headers=who(BOB))
+    r = await c.post("/api/v1/servers", headers=who(BOB),
+                     json={"mcpServers": {"weather": {"command": "npx", "args": ["-y", "@w/x@1.1.0"]}}})
     assert r.status_code == 202 and r.json()["name"] == "io.wemcp.bob/w-x" and r.json()["duplicate"] is False
     assert (await c.get("/api/v1/names/mine")).status_code == 401
 

@@ -427,7 +427,8 @@ async def authorize(session: AsyncSession, name: str, who: Identity, ctx: NameCo
     if ns.kind == "github" and network:
         method = await github_method(ctx, who, ns.value)
     elif ns.kind == "platform":
-        method = "platform" if await handle_of(session, who, create=False) == ns.value else None
+        # the first use of one's namespace may be by name: the handle is given then
+        method = "platform" if await handle_of(session, who) == ns.value else None
     elif ns.kind == "domain" and DOMAIN.match(ns.value):
         method = await domain_method(session, who, ns.value)
     if method is None:

@@ -17,7 +17,7 @@ from wemcp.catalog.models import DomainClaim
 from wemcp.catalog.normalize import field_error
 from wemcp.catalog.schemas import NAME_RE
 from wemcp.common.db import transaction
-from wemcp.common.errors import Conflict, NotFound
+from wemcp.common.errors import Conflict, NotFound, ServiceUnavailable
 from wemcp.common.identity import AdminUser, CurrentUser
 
 router = APIRouter(prefix="/api/v1", tags=["names"])
@@ -61,18 +61,21 @@ def _claim_out(c: DomainClaim, request: Request) -> dict[str, Any]:
 @router.get("/names/mine")
 async def my_namespaces(request: Request, who: CurrentUser) -> dict[str, Any]:
     """The namespaces the caller may publish under: their own platform namespace, their linked
-    GitHub login (``io.github.<login>``; organisations they belong to are checked per submission)
-    and their proven domains."""
+    GitHub login (``io.github.<login>``; organisations they belong to are checked per submission;
+    ``null`` when auth cannot be asked right now) and their domain claims."""
     ctx = names.context_of(request)
     async with transaction(_sessions(request)) as s:
         handle = await names.handle_of(s, who)
         claims = (await s.execute(select(DomainClaim).where(DomainClaim.owner_id == who.user_id)
                                   .order_by(DomainClaim.domain))).scalars().all()
-    user = await names.linked_accounts(ctx, who.user_id)
-    github = [i["login"] for i in (user or {}).get("identities", [])
-              if i.get("provider") == "github" and i.get("login")]
-    return {"handle": handle, "platform_namespace": f"{ctx.settings.platform_namespace}.{handle}",
-            "github": [{"login": g, "namespace": f"io.github.{g.lower()}"} for g in github],
+    github: list[dict[str, str]] | None
+    try:
+        user = await names.linked_accounts(ctx, who.user_id)
+        github = [{"login": i["login"], "namespace": f"io.github.{str(i['login']).lower()}"}
+                  for i in (user or {}).get("identities", []) if i.get("provider") == "github" and i.get("login")]
+    except ServiceUnavailable:  # the rest of the answer does not need auth
+        github = None
+    return {"handle": handle, "platform_namespace": f"{ctx.settings.platform_namespace}.{handle}", "github": github,
             "domains": [_claim_out(c, request) for c in claims]}
 
 
