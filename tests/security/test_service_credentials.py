@@ -168,6 +168,7 @@ async def test_internal_vault_with_the_platform_credential_works(auth_url):
     ("GET", "/internal/auth/jwks", None),
     ("POST", "/internal/auth/api-keys/resolve", {"key_hash": "0" * 64}),
     ("GET", f"/internal/auth/connections/{uuid.UUID(int=3)}/maps", None),
+    ("GET", f"/internal/auth/users/{uuid.UUID(int=3)}/identities", None),
     ("POST", "/internal/bus/probes", {"count": 1, "note": "attack"}),
     ("GET", "/internal/bus/outbox", None),
 ])
