@@ -33,7 +33,7 @@ from wemcp.auth.config import Settings as AuthSettings
 from wemcp.auth.crypto import Keyring
 from wemcp.auth.main import SPEC as AUTH_SPEC
 from wemcp.auth.models import User, UserIdentity
-from wemcp.catalog import names
+from wemcp.catalog import names, service
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
 from wemcp.catalog.models import Server, bus_tables
@@ -125,6 +125,9 @@ async def test_github_namespaces(env: Env) -> None:
     b = await badge(c, r.json()["slug"], ALICE)
     assert b["verified"] is True and b["method"] == "github" and b["namespace"] == "io.github.alice"
     assert "users/alice" in env.github.hits
+    async with env.app.state.runtime.sessions() as s, s.begin():  # the registry feed shows it too
+        row = (await s.execute(select(Server).where(Server.slug == r.json()["slug"]))).scalar_one()
+        assert service.as_server_json(row)["_meta"]["com.wemcp/catalog"]["nameVerified"] is True
     # a renamed login now held by another GitHub account grants nothing
     problem(await c.post("/api/v1/servers", json=server_json("io.github.carol/x", "@carol/x"), headers=who(CAROL)), 403)
     # an organisation: a public membership counts without a token
@@ -349,3 +352,27 @@ def test_the_gateway_routes_names_to_the_catalog() -> None:
     from wemcp.gateway.routing import owner_of
 
     assert owner_of("names/domains") == "catalog" and owner_of("servers/x/claim") == "catalog"
+
+
+async def test_dns_failures_are_a_clean_503() -> None:
+    from wemcp.catalog import domain_proof
+    from wemcp.common.errors import ServiceUnavailable
+
+    with pytest.raises(ServiceUnavailable):  # nothing listens there: no answer within the timeout
+        await domain_proof.txt_records("x.test", [("127.0.0.1", free_port())], 0.3)
+    with pytest.raises(ValueError):  # an answer to another query is not taken
+        domain_proof.parse_txt_answer(b"\x00\x01\x81\x80" + b"\x00" * 8, qid=2)
+
+
+async def test_bad_input_to_the_names_routes(env: Env) -> None:
+    c = env.c
+    await c.post("/api/v1/names/domains", json={"domain": "example.test"}, headers=who(ALICE))
+    problem(await c.post("/api/v1/names/domains/example.test/verify", json={"method": "ftp"}, headers=who(ALICE)), 422)
+    problem(await c.post("/api/v1/names/domains", json={}, headers=who(ALICE)), 422)
+    problem(await c.post("/api/v1/names/transfer", json={"name": "no slash", "to_user_id": str(BOB)},
+                         headers=who(ADMIN, "admin")), 422)
+    # with the resolver down, verifying is a 503 (try again), not a refusal of the proof
+    env.app.state.runtime.extras["catalog"].settings.dns_nameservers = f"127.0.0.1:{free_port()}"
+    env.app.state.runtime.extras["catalog"].settings.names_timeout_seconds = 0.3
+    r = await c.post("/api/v1/names/domains/example.test/verify", json={"method": "dns"}, headers=who(ALICE))
+    assert problem(r, 503) and r.headers["retry-after"] == "30"

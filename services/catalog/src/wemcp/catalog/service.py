@@ -503,7 +503,8 @@ def as_server_json(row: Server, *, latest: bool = True) -> dict[str, Any]:
     doc["remotes"] = [*doc.get("remotes", [])]
     return {"server": doc, "_meta": {"io.modelcontextprotocol.registry/official": {
         "status": "active", "publishedAt": row.published_at, "updatedAt": row.updated_at, "isLatest": latest},
-        "com.wemcp/catalog": {"slug": row.slug, "status": row.status, "tools": len(row.tools or [])}}}
+        "com.wemcp/catalog": {"slug": row.slug, "status": row.status, "tools": len(row.tools or []),
+                              "nameVerified": row.name_verification in name_rules.VERIFIED}}}
 
 
 def registry_filter(search: str | None, updated_since: datetime | None) -> Any:
