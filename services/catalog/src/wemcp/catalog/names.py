@@ -290,9 +290,13 @@ async def settle(session: AsyncSession, n: Normalized, owner: Identity | None, e
     name the submitter did not give into their platform namespace, refuses (403) a namespace they
     have not proven and (409) a name another owner holds. Returns the row's ``name_verification``."""
     kept = existing.name_verification if existing is not None else None
-    if owner is None or ctx is None:  # the crawler (owner-less rows), or a caller without the rules' context
+    if owner is None:  # the crawler: owner-less rows, no badge
         return kept
     admin = owner.at_least("admin")
+    if ctx is None:
+        if admin:  # an admin's import: not refused, not proven
+            return kept
+        raise RuntimeError("a user's submission needs the naming rules' context (names.context_of(request))")
     mine = existing is not None and existing.owner_id == owner.user_id
     if not n.name_given:
         if existing is not None and (mine or admin):  # a new version keeps the listing's name
