@@ -304,7 +304,8 @@ async def test_claims(env: Env) -> None:
     async with env.app.state.runtime.sessions() as s:
         events = [json.loads(p) for p in (await s.execute(select(bus_tables.outbox.c.payload).where(
             bus_tables.outbox.c.subject == "server.updated"))).scalars()]
-    assert {(e["slug"], tuple(e["changed"])) for e in events} >= {(crawled, ("owner_id",)), (squatted, ("owner_id",))}
+    assert {(e["slug"], tuple(e["changed"]), e["owner_id"]) for e in events} >= {
+        (crawled, ("owner_id",), str(ALICE)), (squatted, ("owner_id",), str(ALICE))}
 
 
 async def test_submission_409_points_a_prover_at_the_claim(env: Env) -> None:

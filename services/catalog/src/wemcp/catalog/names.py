@@ -367,7 +367,7 @@ async def claim(session: AsyncSession, slug: str, who: Identity, ctx: NameContex
     await session.flush()
     for r in rows:
         await add_event(session, bus_tables, ServerUpdated(server_id=r.id, slug=r.slug, changed=["owner_id"],
-                                                           actor_id=who.user_id))
+                                                           actor_id=who.user_id, owner_id=r.owner_id))
     log.info("name_claimed", name=row.name, slugs=[r.slug for r in rows], method=method)
     return rows, method
 
@@ -393,7 +393,7 @@ async def transfer(session: AsyncSession, name: str, to_user: UUID, who: Identit
     await session.flush()
     for r in moved:
         await add_event(session, bus_tables, ServerUpdated(server_id=r.id, slug=r.slug, changed=["owner_id"],
-                                                           actor_id=who.user_id))
+                                                           actor_id=who.user_id, owner_id=r.owner_id))
     await add_event(session, bus_tables, AdminActionRecorded(
         service="catalog", action="name.transfer", actor_id=who.user_id, actor_role=who.role, target_type="name",
         target_id=name, before=before,
