@@ -100,7 +100,9 @@ async def host_echo(gateway: str, key: str, timeout: float = 600) -> str:  # noq
     headers = {"Authorization": f"Bearer {key}"}
     data = tar_gz({"server.py": ECHO_SERVER, "requirements.txt": f"mcp=={mcp_version()}\n"})
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as c:
-        r = await c.post("/api/v1/servers/archive", headers=headers, data={"manifest": json.dumps(MANIFEST)},
+        own = (await c.get("/api/v1/names/mine", headers=headers)).json()["platform_namespace"]  # names.py
+        manifest = {**MANIFEST, "name": f"{own}/echo"}
+        r = await c.post("/api/v1/servers/archive", headers=headers, data={"manifest": json.dumps(manifest)},
                          files={"archive": ("echo.tar.gz", data, "application/gzip")})
         if r.status_code != 202:
             raise RuntimeError(f"submission refused: {r.status_code} {r.text}")

@@ -51,12 +51,18 @@ async def test_real_pypi_server_through_gateway_and_deployer(stack: Stack, gatew
                               headers={"X-WeMcp-User-Id": user_id, "X-WeMcp-User-Role": "admin"})
         assert forged.status_code == 401, forged.text
 
-        r = await c.post("/api/v1/servers", json={"server_json": SERVER_JSON, "tags": ["time", "时间"]},
-                         headers=user)
+        # names people can trust: the official name needs the modelcontextprotocol GitHub account
+        # (or membership of that organisation); this user has none linked
+        r = await c.post("/api/v1/servers", json={"server_json": SERVER_JSON}, headers=user)
+        assert r.status_code == 403 and r.json()["namespace"] == "io.github.modelcontextprotocol", r.text
+        own = (await c.get("/api/v1/names/mine", headers=user)).json()["platform_namespace"]
+        name = f"{own}/time"  # the user's own namespace: theirs without proof
+        r = await c.post("/api/v1/servers", json={"server_json": {**SERVER_JSON, "name": name},
+                                                  "tags": ["time", "时间"]}, headers=user)
         assert r.status_code == 202, r.text
         acc = r.json()
         slug = acc["slug"]
-        assert acc["status"] == "submitted" and acc["name"] == NAME
+        assert acc["status"] == "submitted" and acc["name"] == name
 
         t0 = time.monotonic()
         detail = await published(c, slug, user)
@@ -94,10 +100,10 @@ async def test_real_pypi_server_through_gateway_and_deployer(stack: Stack, gatew
         assert [i["slug"] for i in res.json()["items"]] == [slug]
 
         # registry interoperability through the gateway
-        versions = await c.get(f"/v0.1/servers/{quote(NAME, safe='')}/versions")
+        versions = await c.get(f"/v0.1/servers/{quote(name, safe='')}/versions")
         assert versions.status_code == 200, versions.text
         assert [s["server"]["version"] for s in versions.json()["servers"]] == [VERSION]
-        one = await c.get(f"/v0.1/servers/{quote(NAME, safe='')}/versions/{VERSION}")
+        one = await c.get(f"/v0.1/servers/{quote(name, safe='')}/versions/{VERSION}")
         assert one.status_code == 200 and one.json()["server"]["packages"][0]["identifier"] == "mcp-server-time"
 
         # the owner cannot disable; an admin can, and search stops finding it within 1 s

@@ -88,11 +88,13 @@ async def hosted(stack: Stack, gateway_url: str) -> AsyncIterator[Hosted]:
     users = {name: await user_key(stack, f"e2e-{name}") for name in ("alice", "bob", "agent-user")}
     owner = bearer(users["alice"][1])
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
-        r = await c.post("/api/v1/servers", json={"server_json": TIME_JSON}, headers=owner)
+        # names under the owner's own namespace (io.github.e2e-calls would need that GitHub account)
+        own = (await c.get("/api/v1/names/mine", headers=owner)).json()["platform_namespace"]
+        r = await c.post("/api/v1/servers", json={"server_json": {**TIME_JSON, "name": f"{own}/clock"}}, headers=owner)
         # a package is listed once: when test_catalog_deployed (same session) listed it already, use that
         assert r.status_code == 202 or (r.status_code == 409 and "already listed" in r.json()["detail"]), r.text
         time_slug = r.json()["slug"]
-        echo = await submit_archive(c, owner, ECHO_MANIFEST,
+        echo = await submit_archive(c, owner, {**ECHO_MANIFEST, "name": f"{own}/key-echo"},
                                     {"server.py": KEY_ECHO, "requirements.txt": "mcp==2.3.0\n"})
         t0 = time.monotonic()
         clock, keyed = await asyncio.gather(published(c, time_slug, owner), published(c, echo["slug"], owner))

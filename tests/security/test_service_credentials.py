@@ -168,6 +168,7 @@ async def test_internal_vault_with_the_platform_credential_works(auth_url):
     ("GET", "/internal/auth/jwks", None),
     ("POST", "/internal/auth/api-keys/resolve", {"key_hash": "0" * 64}),
     ("GET", f"/internal/auth/connections/{uuid.UUID(int=3)}/maps", None),
+    ("GET", f"/internal/auth/users/{uuid.UUID(int=3)}/identities", None),
     ("POST", "/internal/bus/probes", {"count": 1, "note": "attack"}),
     ("GET", "/internal/bus/outbox", None),
 ])
@@ -188,10 +189,13 @@ async def test_stored_archives_need_the_credential(catalog_url):
         info.size = len(data)
         tf.addfile(info, io.BytesIO(data))
     archive = raw.getvalue()
-    manifest = {"name": "io.github.acme/notes", "version": "0.1.0", "runtime": "node", "entrypoint": "index.js",
-                "description": "Notes"}
+    user = as_gateway("catalog", str(uuid.uuid4()), "user")
     async with httpx.AsyncClient(base_url=catalog_url) as c:
-        up = await c.post("/api/v1/servers/archive", headers=as_gateway("catalog", str(uuid.uuid4()), "user"),
+        # the user's own namespace (names.py): a name they need not prove
+        own = (await c.get("/api/v1/names/mine", headers=user)).json()["platform_namespace"]
+        manifest = {"name": f"{own}/notes", "version": "0.1.0", "runtime": "node", "entrypoint": "index.js",
+                    "description": "Notes"}
+        up = await c.post("/api/v1/servers/archive", headers=user,
                           data={"manifest": json.dumps(manifest)},
                           files={"archive": ("src.tar.gz", archive, "application/octet-stream")})
         assert up.status_code == 202, up.text

@@ -15,11 +15,14 @@ from wemcp.devstack.testing import wait_for as _wait_for
 USER = str(uuid.UUID(int=1))
 OTHER = str(uuid.UUID(int=2))
 ADMIN = str(uuid.UUID(int=99))
+# the logins the gateway states with each identity: USER's own namespace is ``io.wemcp.acme``
+LOGINS = {USER: "acme", OTHER: "other", ADMIN: "admin"}
 
 
 def as_user(uid: str = USER, role: str = "user") -> dict[str, str]:
     """What the gateway sends the catalog for this caller: its signed service assertion."""
-    return platform_headers("catalog", Identity(uuid.UUID(uid), role), issuer="gateway")  # type: ignore[arg-type]
+    return platform_headers("catalog", Identity(uuid.UUID(uid), role, LOGINS.get(uid, "")),  # type: ignore[arg-type]
+                            issuer="gateway")
 
 
 def as_platform() -> dict[str, str]:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from wemcp.catalog.models import Archive, Server
 from wemcp.common.events.servers import ServerDeployed
 
-MANIFEST = {"name": "io.github.acme/notes", "version": "0.1.0", "runtime": "node", "entrypoint": "index.js",
+MANIFEST = {"name": "io.wemcp.acme/notes", "version": "0.1.0", "runtime": "node", "entrypoint": "index.js",
             "description": "Notes"}
 
 

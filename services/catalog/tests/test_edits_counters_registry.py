@@ -203,10 +203,10 @@ async def test_registry_versions_by_encoded_name(catalog, infra):
     assert (await c.get("/v0.1/servers/io.x%2Fnone/versions")).status_code == 404
     # submitted but not published: not in the feed
     r = await c.post("/api/v1/servers", headers=as_user(), json={
-        "server_json": {"name": "io.github.acme/draft", "version": "0.1.0",
+        "server_json": {"name": "io.wemcp.acme/draft", "version": "0.1.0",
                         "packages": [{"registryType": "npm", "identifier": "@acme/draft", "version": "0.1.0"}]}})
     assert r.status_code == 202
-    assert (await c.get(f"/v0.1/servers/{quote('io.github.acme/draft', safe='')}/versions")).status_code == 404
+    assert (await c.get(f"/v0.1/servers/{quote('io.wemcp.acme/draft', safe='')}/versions")).status_code == 404
     # disabled: gone from the feed
     await c.post(f"/api/v1/servers/{acc['slug']}/disable", headers=as_admin())
     assert (await c.get(f"/v0.1/servers/{quote(name, safe='')}/versions")).status_code == 404

@@ -57,17 +57,18 @@ async def test_uvx_latest_tags_and_server_json_without_versions_resolve(catalog)
     r = await c.post("/api/v1/servers", json={"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time"]}}},
                      headers=as_user())
     assert r.status_code == 202, r.text
-    assert r.json()["version"] == "2026.10.19" and r.json()["name"] == "org.pypi/mcp-server-time"
+    # a name the submitter did not give goes into their own namespace
+    assert r.json()["version"] == "2026.10.19" and r.json()["name"] == "io.wemcp.acme/mcp-server-time"
     r = await c.post("/api/v1/servers", json={"mcpServers": {"w": {
         "command": "npx", "args": ["-y", "@acme/weather-mcp@latest"]}}}, headers=as_user())
     assert r.status_code == 202 and r.json()["version"] == "1.4.0", r.text
     sj = {"$schema": "https://static.modelcontextprotocol.io/schemas/2025-09-29/server.schema.json",
-          "name": "io.github.acme/maps", "description": "Maps",
+          "name": "io.wemcp.acme/maps", "description": "Maps",
           "packages": [{"registryType": "pypi", "identifier": "Acme_Maps.MCP"}]}
     r = await c.post("/api/v1/servers", json=sj, headers=as_user())
     assert r.status_code == 202 and r.json()["version"] == "2.1.0", r.text  # name canonicalised for the lookup
     rows = {row.name: row for row in await _rows(app)}
-    assert rows["io.github.acme/maps"].spec["packages"][0]["version"] == "2.1.0"
+    assert rows["io.wemcp.acme/maps"].spec["packages"][0]["version"] == "2.1.0"
     # a pinned submission asks nobody
     r = await c.post("/api/v1/servers", json={"mcpServers": {"t2": {"command": "uvx", "args": ["other-pkg==0.1.0"]}}},
                      headers=as_user())

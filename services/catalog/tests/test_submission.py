@@ -53,13 +53,13 @@ async def test_same_package_and_version_is_idempotent(catalog):
 async def test_server_json_remote_and_openapi_sources(catalog):
     app, c = catalog
     sj = {"$schema": "https://static.modelcontextprotocol.io/schemas/2025-09-29/server.schema.json",
-          "name": "io.github.acme/maps", "description": "Maps and routes", "version": "2.0.0",
+          "name": "io.wemcp.acme/maps", "description": "Maps and routes", "version": "2.0.0",
           "packages": [{"registryType": "pypi", "identifier": "acme-maps-mcp", "version": "2.0.0",
                         "environmentVariables": [{"name": "MAPS_KEY", "isSecret": True, "isRequired": True,
                                                   "default": "leak"}]}]}
     r = await c.post("/api/v1/servers", json=sj, headers=as_user())
     assert r.status_code == 202, r.text
-    assert r.json()["name"] == "io.github.acme/maps" and r.json()["slug"] == "maps"
+    assert r.json()["name"] == "io.wemcp.acme/maps" and r.json()["slug"] == "maps"
     r = await c.post("/api/v1/servers", json={"mcpServers": {"remote-docs": {
         "type": "sse", "url": "https://docs.example.com/sse", "headers": {"Authorization": "Bearer abc"}}}},
         headers=as_user())

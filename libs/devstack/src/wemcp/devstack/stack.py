@@ -167,6 +167,8 @@ class Stack:
             base_env.setdefault("WEMCP_DEPLOYER_CATALOG_URL", f"http://127.0.0.1:{ports['catalog']}")
             # goods refreshes a product's copy from the catalog's detail on server.updated
             base_env.setdefault("WEMCP_GOODS_CATALOG_URL", f"http://127.0.0.1:{ports['catalog']}")
+        if "auth" in ports:  # the catalog asks auth which GitHub accounts a user linked (names)
+            base_env.setdefault("WEMCP_CATALOG_AUTH_URL", f"http://127.0.0.1:{ports['auth']}")
         for name in names:
             if name == "gateway":
                 continue

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wemcp.auth import oauth, service
 from wemcp.auth.config import Settings
 from wemcp.auth.crypto import Keyring
-from wemcp.auth.models import ApiKey, Invite, OAuthApp, OAuthConnection, User
+from wemcp.auth.models import ApiKey, Invite, OAuthApp, OAuthConnection, User, UserIdentity
 from wemcp.auth.schemas import (
     SERVER_SLUG,
     ApiKeyCreate,
@@ -694,3 +694,18 @@ async def internal_connection(user_id: uuid.UUID, server: str, request: Request)
         "token_type": token.get("token_type", "Bearer"),
         "expires_at": row.expires_at.isoformat() if row.expires_at else None,
     }
+
+
+@internal.get("/users/{user_id}/identities")
+async def internal_identities(user_id: uuid.UUID, request: Request) -> dict[str, Any]:
+    """The provider accounts linked to a user (provider, the provider's stable id ``subject`` and
+    its login as of the last sign-in): the catalog checks ``io.github.<login>/`` names against the
+    GitHub ones. Never a token, never an e-mail address."""
+    async with _st(request).sessions() as s:
+        user = await s.get(User, user_id)
+        if user is None:
+            raise NotFound("no such user")
+        rows = (await s.execute(select(UserIdentity).where(UserIdentity.user_id == user_id)
+                                .order_by(UserIdentity.created_at))).scalars().all()
+    return {"user_id": str(user_id), "login": user.login, "disabled": user.disabled,
+            "identities": [{"provider": r.provider, "subject": r.subject, "login": r.login} for r in rows]}

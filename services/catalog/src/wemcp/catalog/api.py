@@ -11,8 +11,8 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import String, cast, func, or_, select
 
+from wemcp.catalog import names, service
 from wemcp.catalog import search as search_mod
-from wemcp.catalog import service
 from wemcp.catalog.archive import check_archive
 from wemcp.catalog.models import Archive, Category, News, SearchDoc, Server
 from wemcp.catalog.normalize import Normalized, field_error, normalize, normalize_archive, normalize_server_json
@@ -82,7 +82,7 @@ async def submit_server(body: ServerSubmit, request: Request, who: CurrentUser) 
     n = with_network(normalize(body, fetched), body.network)
     await resolve_unpinned(n, state.resolver)  # npx pkg, uvx pkg: the latest release, as an exact version
     async with transaction(_sessions(request)) as s:
-        row, dup = await service.submit(s, n, who, limits=settings)
+        row, dup = await service.submit(s, n, who, limits=settings, names=names.context_of(request))
     return _accepted(row, dup)
 
 
@@ -110,7 +110,7 @@ async def submit_archive(request: Request, who: CurrentUser,
                           entries=checked.entries, format=checked.format, manifest=m.model_dump(),
                           data=data, owner_id=who.user_id))
         n.version = m.version
-        row, dup = await service.submit(s, n, who, limits=settings)
+        row, dup = await service.submit(s, n, who, limits=settings, names=names.context_of(request))
     return _accepted(row, dup)
 
 

@@ -47,6 +47,19 @@ class Settings(ServiceSettings):
     max_submissions_per_hour: int = Field(default=20, ge=1)
     max_deployments_in_flight: int = Field(default=3, ge=1)
 
+    # Names (names.py, docs/services/catalog.md#names): where the linked GitHub logins are (auth's
+    # internal API), GitHub's REST API (org membership, login -> account id), an optional token for
+    # it (read:org; without one only public memberships count), the platform's own namespace
+    # (``<platform_namespace>.<handle>/<name>`` per user), the resolvers asked for domain proofs
+    # (``ip[:port]`` comma-separated; empty: /etc/resolv.conf) and the HTTP proof's URL template.
+    auth_url: str = "http://127.0.0.1:8001"
+    github_api_url: str = "https://api.github.com"
+    github_token: str | None = Field(default=None, repr=False)
+    platform_namespace: str = Field(default="io.wemcp", pattern=r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")
+    dns_nameservers: str = ""
+    domain_proof_url: str = "https://{domain}/.well-known/mcp-registry-auth"
+    names_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
     # Search tuning (see docs/services/catalog.md for how these were chosen).
     search_candidates: int = Field(default=100, ge=10, le=1000)
     rrf_k: int = 60

@@ -80,6 +80,11 @@ class Server(Base):
     lifecycle_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # its occurred_at
     decision_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # disable/enable count
     revision: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # submissions emitted
+    # names.py: how the name's namespace was proven for its owner (github | github_org | dns | http |
+    # platform; legacy: listed before the naming rules; transferred: by an admin; NULL: owner-less or
+    # listed by an admin without proof) and when
+    name_verification: Mapped[str | None] = mapped_column(String(20))
+    name_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # hand-kept
     category: Mapped[str | None] = mapped_column(String(64))
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default=text("'{}'"))
@@ -190,3 +195,33 @@ class Submission(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Handle(Base):
+    """A user's own namespace on the platform: ``<platform namespace>.<handle>/...`` belongs to
+    ``owner_id`` for good (kept when the login changes)."""
+
+    __tablename__ = "handles"
+
+    handle: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DomainClaim(Base):
+    """A user's claim on a domain: a challenge token to publish (DNS TXT or the HTTP well-known
+    file); ``verified_at``/``method`` once it was found there. Reverse-DNS names under the domain
+    (``com.example/...``; with a DNS proof also its subdomains) are then the user's to publish."""
+
+    __tablename__ = "domain_claims"
+    __table_args__ = (UniqueConstraint("owner_id", "domain", name="uq_domain_claims_owner_domain"),
+                      Index("ix_domain_claims_domain", "domain"))
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    domain: Mapped[str] = mapped_column(String(253))
+    token: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str | None] = mapped_column(String(10))  # dns | http, once verified
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

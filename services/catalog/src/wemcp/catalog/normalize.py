@@ -49,6 +49,9 @@ class Normalized:
     # packages that came without a version: (field to name in a 422, the package dict to pin);
     # ``wemcp.catalog.resolve.resolve_unpinned`` fills them in before the submission is stored
     unresolved: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # False when the name was derived (an mcpServers entry or OpenAPI document without `name`): the
+    # naming rules (names.py) then list it in the submitter's own namespace
+    name_given: bool = True
 
 
 def field_error(field_path: str, message: str, type_: str = "value_error") -> Unprocessable:
@@ -308,6 +311,7 @@ def normalize(sub: ServerSubmit, fetched_openapi: dict[str, Any] | None = None) 
         n.description = n.spec["description"] = sub.description
     if sub.version and sub.server_json is not None:
         n.version = n.spec["version"] = sub.version
+    n.name_given = bool(sub.name) or sub.server_json is not None
     if not re.match(NAME_RE, n.name):
         raise field_error("name", f"derived name {n.name!r} is not registry style (namespace/name); give `name`")
     n.category, n.tags = sub.category, list(sub.tags)

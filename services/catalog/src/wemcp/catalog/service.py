@@ -17,8 +17,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wemcp.catalog import names as name_rules
 from wemcp.catalog.config import Settings
 from wemcp.catalog.models import Category, News, SearchDoc, Server, Submission, bus_tables
+from wemcp.catalog.names import NameContext
 from wemcp.catalog.normalize import Normalized, field_error
 from wemcp.catalog.schemas import ServerUpdate, slugify
 from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
@@ -104,7 +106,8 @@ async def check_category(session: AsyncSession, slug: str | None, field: str = "
 
 
 async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *,
-                 source_kind: str | None = None, limits: Settings | None = None) -> tuple[Server, bool]:
+                 source_kind: str | None = None, limits: Settings | None = None,
+                 names: NameContext | None = None) -> tuple[Server, bool]:
     """Store a submission as ``submitted`` and stage ``server.submitted``. Returns (row, duplicate).
 
     The same package and version again is idempotent (the first row comes back, nothing is
@@ -126,11 +129,13 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
         _refuse_startup_env(n.spec)
     if existing is not None and existing.version == n.version:
         return existing, True
+    verification = await name_rules.settle(session, n, owner, existing, names)  # who may use the name
     if limits is not None and owner is not None and owner.user_id is not None and not owner.at_least("admin"):
         await check_limits(session, owner.user_id, limits, resubmitting=existing.id if existing else None)
     if existing is not None:
         existing.version, existing.spec, existing.name = n.version, n.spec, n.name
         existing.title, existing.description = n.title, n.description
+        name_rules.stamp(existing, verification)
         if existing.status != "disabled":
             existing.status, existing.status_detail = "submitted", None
         if not existing.lifecycle_generation:
@@ -148,7 +153,8 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
             slug=slug, name=n.name, version=n.version, package_key=n.package_key, title=n.title,
             description=n.description, readme=n.readme, icon=n.icon or ICON.format(slug=slug),
             owner_id=owner_id, source_kind=source_kind or n.source_kind, spec=n.spec, status="submitted",
-            category=n.category, tags=n.tags,
+            category=n.category, tags=n.tags, name_verification=verification,
+            name_verified_at=func.now() if verification else None,
         ).on_conflict_do_nothing(index_elements=[Server.package_key, Server.version]).returning(Server.id)
         try:
             async with session.begin_nested():
@@ -377,7 +383,8 @@ def detail(row: Server, settings: Settings, searchable: bool | None) -> dict[str
         "status": row.status, "status_detail": row.status_detail, "withdrawn": row.withdrawn,
         "source_kind": row.source_kind, "category": row.category, "tags": row.tags, "featured": row.featured,
         "tools": row.tools, "prompts": row.prompts, "resources": row.resources, "calls": row.calls,
-        "stars": row.stars, "created_at": row.created_at, "updated_at": row.updated_at,
+        "stars": row.stars, "name_verification": name_rules.badge(row, settings.platform_namespace),
+        "created_at": row.created_at, "updated_at": row.updated_at,
         "published_at": row.published_at, "deployed_at": row.deployed_at, "searchable": bool(searchable),
         "inputs": _public_inputs(row.spec), "spec": spec_for_display(row.spec),
         "connect": connect_info(row, settings),
@@ -496,7 +503,8 @@ def as_server_json(row: Server, *, latest: bool = True) -> dict[str, Any]:
     doc["remotes"] = [*doc.get("remotes", [])]
     return {"server": doc, "_meta": {"io.modelcontextprotocol.registry/official": {
         "status": "active", "publishedAt": row.published_at, "updatedAt": row.updated_at, "isLatest": latest},
-        "com.wemcp/catalog": {"slug": row.slug, "status": row.status, "tools": len(row.tools or [])}}}
+        "com.wemcp/catalog": {"slug": row.slug, "status": row.status, "tools": len(row.tools or []),
+                              "nameVerified": row.name_verification in name_rules.VERIFIED}}}
 
 
 def registry_filter(search: str | None, updated_since: datetime | None) -> Any:

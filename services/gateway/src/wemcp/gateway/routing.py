@@ -20,6 +20,7 @@ ROUTES: dict[tuple[str, ...], str] = {
     ("categories",): "catalog",
     ("feed",): "catalog",
     ("news",): "catalog",
+    ("names",): "catalog",
     ("goods",): "goods",
     ("products",): "goods",
     ("merchant",): "goods",

@@ -149,7 +149,8 @@ class ServerDisabled(_ServerEvent):
 
 class ServerUpdated(_ServerEvent):
     """The owner or an admin edited a server's hand-kept fields (title, description, tags, category,
-    featured ...) without a new deployment.
+    featured ...) without a new deployment, or its owner changed (``changed: ["owner_id"]``: a name
+    claimed by the prover of its namespace, or transferred by an admin).
 
     Emitted by catalog; consumed by catalog's worker (re-projects table B, re-embedding only when the
     embedded text changed)."""
@@ -158,6 +159,8 @@ class ServerUpdated(_ServerEvent):
 
     changed: list[str] = Field(default_factory=list, description="names of the fields that changed")
     actor_id: UUID | None = None
+    owner_id: UUID | None = Field(default=None, description=(
+        "the owner after the change, when ``owner_id`` is among ``changed`` (absent otherwise)"))
 
 
 class ServerEnabled(_ServerEvent):
