@@ -13,6 +13,10 @@ call's caller (child.py): a 2025 session's request is answered as SSE once the s
 before its reply, and the client's answers come back on POSTs of that session. What it says outside
 any call (``child.OUTSIDE_CALLS``: list_changed, resources/updated) goes to the ``GET`` streams of
 the sessions on that child (resources/updated only to those that subscribed to its URI).
+A 2026-07-28 call whose child asks something is answered with an ``InputRequiredResult`` and the
+child's call parked until the client's retry (``Parked``: multi round-trip, the revision's only way
+for a server to ask); a 2025 session's ``notifications/cancelled`` reaches the child under the id it
+saw (``StdioChild.cancel``).
 Children are started on demand, stopped when idle (scale to zero, :mod:`wemcp.deployer.idle`:
 no call in flight and no open stream for the server's idle time; the sessions opened on a stopped
 child are forgotten, so a stale ``Mcp-Session-Id`` gets 404 and the client initialises again; the

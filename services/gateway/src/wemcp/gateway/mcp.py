@@ -448,7 +448,10 @@ class McpRouter:
         the id the upstream saw (the bridge passes it on to the stdio child that runs it). A request
         this session has not in flight (finished, unknown, another session's) is ignored."""
         params = params_of(msg)
-        where = self.inflight.get((sess.sid, params.get("requestId")))
+        rid = params.get("requestId")
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            return  # not a request id at all
+        where = self.inflight.get((sess.sid, rid))
         if where is None:
             return
         upstream, uid = where
