@@ -9,7 +9,8 @@ the gateway fall back to the initialize handshake.
 Tools: ``echo``, ``add``, ``whoami`` (reports the credential it received: the ``X-Api-Key`` header
 or, for hosted servers behind the deployer bridge, the ``X-WeMcp-Env-API_KEY`` header and the bridge
 credential ``X-WeMcp-Assertion``, the names of all ``X-WeMcp-Env-*`` headers it received, and
-the server's name), ``slow``. With ``interactive=True`` (served
+the server's name), ``slow``, ``wait_cancel`` (records its cancellation; ``cancellations`` lists them)
+and ``polled`` (ends its SSE stream before answering, when served ``resumable``). With ``interactive=True`` (served
 with ``json_response=False``, so the server can talk during a call) also tools that ask the client
 mid-call — ``summarise`` (sampling), ``confirm`` (form elicitation), ``roots`` (roots/list) — and
 ``count`` (progress and log notifications). They use the SDK's resolvers, so the server asks in
@@ -31,7 +32,8 @@ from typing import Annotated, Any
 
 from mcp import MCPDeprecationWarning
 from mcp.server.mcpserver import Context, Elicit, ListRoots, MCPServer, Resolve, Sample
-from mcp_types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp_types import CreateMessageResult, JSONRPCMessage, ListRootsResult, SamplingMessage, TextContent
 from pydantic import BaseModel
 
 from wemcp.devstack.testing import serve_app
@@ -114,6 +116,29 @@ def build_server(name: str = "upstream", *, interactive: bool = False) -> MCPSer
         await asyncio.sleep(min(seconds, 30))
         return "done"
 
+    @mcp.tool()
+    async def wait_cancel(seconds: float) -> str:
+        """Sleep; a cancellation (notifications/cancelled) is recorded (see ``cancellations``)."""
+        try:
+            await asyncio.sleep(min(seconds, 30))
+        except asyncio.CancelledError:
+            CANCELLED.append(f"{name}:wait_cancel")
+            raise
+        return "not cancelled"
+
+    @mcp.tool()
+    def cancellations() -> str:
+        """The calls of this process that were cancelled."""
+        return json.dumps(CANCELLED)
+
+    @mcp.tool()
+    async def polled(ctx: Context) -> str:
+        """Ends the call's SSE stream before answering (SSE polling: served with an event store, the
+        answer comes on the client's reconnection; a no-op over stdio)."""
+        await ctx.close_sse_stream()
+        await asyncio.sleep(0.2)
+        return "polled"
+
     @mcp.prompt()
     def greet(who: str) -> str:
         """A prompt with one argument."""
@@ -171,11 +196,38 @@ class LegacyOnly:
         await self.app(scope, receive, send)
 
 
+CANCELLED: list[str] = []  # calls of this process cancelled by their client
+
+
+class Events(EventStore):
+    """Every stream's events in memory, for replay after ``Last-Event-ID`` (resumable servers)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[StreamId, JSONRPCMessage | None]] = []
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        self.events.append((stream_id, message))
+        return str(len(self.events))
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        if not last_event_id.isdigit() or not 0 < int(last_event_id) <= len(self.events):
+            return None
+        stream = self.events[int(last_event_id) - 1][0]
+        for n, (sid, message) in enumerate(self.events[int(last_event_id):], int(last_event_id) + 1):
+            if sid == stream and message is not None:
+                await send_callback(EventMessage(message, str(n)))
+        return stream
+
+
 @contextlib.asynccontextmanager
 async def serve_upstream(mode: str = "both", *, json_response: bool = True, port: int | None = None,
-                         name: str = "upstream", interactive: bool = False) -> AsyncIterator[str]:
-    """Serve a test server on loopback; yields its Streamable HTTP URL (``.../mcp``)."""
-    app: Any = build_server(name, interactive=interactive).streamable_http_app(json_response=json_response)
+                         name: str = "upstream", interactive: bool = False,
+                         resumable: bool = False) -> AsyncIterator[str]:
+    """Serve a test server on loopback; yields its Streamable HTTP URL (``.../mcp``). ``resumable``:
+    with an event store and a retry hint of 300 ms (SSE polling: ``polled`` ends its stream early)."""
+    options: dict[str, Any] = {"event_store": Events(), "retry_interval": 300} if resumable else {}
+    app: Any = build_server(name, interactive=interactive).streamable_http_app(json_response=json_response,
+                                                                               **options)
     if mode == "legacy":
         app = LegacyOnly(app)
     elif mode == "modern":

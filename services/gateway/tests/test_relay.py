@@ -107,7 +107,7 @@ async def exercise(c: Any, a: Asker) -> None:
 
 
 @pytest.mark.parametrize("kind,mode", [("both", "auto"), ("both", "legacy"), ("legacy", "auto"),
-                                       ("legacy", "legacy"), ("hosted", "legacy")])
+                                       ("legacy", "legacy"), ("hosted", "legacy"), ("hosted", "auto")])
 async def test_server_asks_the_client(stack, kind, mode):
     """Sampling, elicitation, roots and progress reach the client and its answers reach the
     server, whichever era each side speaks."""
@@ -290,3 +290,47 @@ async def test_modern_client_of_a_2025_server_answers_by_retrying(stack, infra):
     finally:
         await sub.unsubscribe()
         await nc.close()
+
+
+async def test_modern_client_of_a_hosted_server_answers_by_retrying(stack):
+    """2026-07-28 to a hosted stdio server (the gateway forwards both legs untouched): the deployer's
+    bridge answers the call with an InputRequiredResult carrying the child's question and its own
+    requestState, keeps the child's call open and continues it on the retry. The token is bound to
+    the caller (the gateway says who), the tool, and works once."""
+    async with asking_server(stack, "hosted"), httpx.AsyncClient(timeout=30) as h:
+        url = stack.url + "/mcp/ask"
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "summarise", "arguments": {"topic": "plums"}, "_meta": modern_meta()}}
+        r = await h.post(url, headers={**MODERN, **bearer("alice")}, json=call)
+        assert r.status_code == 200, r.text
+        first = r.json()["result"]
+        assert first["resultType"] == "input_required", first
+        (key, question), = first["inputRequests"].items()
+        assert question["method"] == "sampling/createMessage"
+        assert question["params"]["messages"][0]["content"]["text"] == "summarise plums"
+        state = first["requestState"]
+        assert state.startswith("wemcp-br.") and not stack.mcp.router.relay.parked  # the bridge's, not the gateway's
+
+        answer = {"role": "assistant", "model": "m", "content": {"type": "text", "text": "sweet"}}
+        retry = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            **call["params"], "inputResponses": {key: answer}, "requestState": state}}
+        # another user, or another tool: refused, the call stays parked
+        r = await h.post(url, headers={**MODERN, **bearer("bob")}, json=retry)
+        assert r.json()["error"]["code"] == -32602, r.text
+        r = await h.post(url, headers={**MODERN, **bearer("alice")}, json={
+            **retry, "params": {**retry["params"], "name": "confirm"}})
+        assert r.json()["error"]["code"] == -32602
+
+        r = await h.post(url, headers={**MODERN, **bearer("alice")}, json=retry)
+        done = r.json()
+        assert done["id"] == 2 and done["result"]["resultType"] == "complete", done
+        assert done["result"]["content"][0]["text"] == "m said: sweet"
+        r = await h.post(url, headers={**MODERN, **bearer("alice")}, json=retry)  # used once
+        assert r.json()["error"]["code"] == -32602
+
+        # a client that declared no sampling: the server says so, nothing is asked
+        r = await h.post(url, headers={**MODERN, **bearer("alice")}, json={**call, "id": 4, "params": {
+            **call["params"], "_meta": modern_meta({})}})
+        body = r.json()
+        assert "error" in body or body["result"].get("isError"), body
+        assert "sampling" in json.dumps(body), body

@@ -13,6 +13,10 @@ call's caller (child.py): a 2025 session's request is answered as SSE once the s
 before its reply, and the client's answers come back on POSTs of that session. What it says outside
 any call (``child.OUTSIDE_CALLS``: list_changed, resources/updated) goes to the ``GET`` streams of
 the sessions on that child (resources/updated only to those that subscribed to its URI).
+A 2026-07-28 call whose child asks something is answered with an ``InputRequiredResult`` and the
+child's call parked until the client's retry (``Parked``: multi round-trip, the revision's only way
+for a server to ask); a 2025 session's ``notifications/cancelled`` reaches the child under the id it
+saw (``StdioChild.cancel``).
 Children are started on demand, stopped when idle (scale to zero, :mod:`wemcp.deployer.idle`:
 no call in flight and no open stream for the server's idle time; the sessions opened on a stopped
 child are forgotten, so a stale ``Mcp-Session-Id`` gets 404 and the client initialises again; the
@@ -32,6 +36,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import socket
 import tempfile
 import time
@@ -61,7 +66,8 @@ ENV_HEADER = "x-wemcp-env-"
 MODERN = "2026-07-28"
 VERSION_META = "io.modelcontextprotocol/protocolVersion"
 SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
-ENVELOPE_META = (VERSION_META, "io.modelcontextprotocol/clientCapabilities", "io.modelcontextprotocol/clientInfo")
+ENVELOPE_META = (VERSION_META, "io.modelcontextprotocol/clientCapabilities", "io.modelcontextprotocol/clientInfo",
+                 "io.modelcontextprotocol/logLevel")
 STREAM_BACKLOG = 256  # messages waiting on a session's GET stream; more are dropped
 CACHEABLE = {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read",
              "server/discover"}
@@ -181,7 +187,8 @@ class Bridge:
         self._uids = UidPool(uid_base, 60000)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self.parked: dict[str, Parked] = {}  # 2026-07-28 calls waiting for their client's answers, by token
         self.routes = Starlette(routes=[
             Route("/s/{slug}/mcp", self._mcp, methods=["GET", "DELETE"]),
             Route("/s/{slug}/sse", self._sse, methods=["GET"]),
@@ -222,11 +229,14 @@ class Bridge:
             await reply(404, {"error": f"no hosted server {slug!r}"})
             return
         sid = None
+        caller = ""
         env: dict[str, str] = {}
         try:
             for k, v in scope["headers"]:
                 if k == b"mcp-session-id":
                     sid = v.decode("latin-1")
+                elif k == b"x-wemcp-caller":  # who the gateway serves (with its credential, checked above)
+                    caller = v.decode("latin-1")
                 elif k.startswith(b"x-wemcp-env-"):
                     name = k[12:].decode("latin-1").upper().replace("-", "_")
                     if name not in hosted.allowed_env:
@@ -267,6 +277,8 @@ class Bridge:
             for m in messages:  # the client's answers to what the server asked during a call
                 if "method" not in m and "id" in m:
                     await self.answer(slug, env, caps, m, sid or "")
+                elif m.get("method") == "notifications/cancelled":  # to the child, under its own id
+                    await self.cancel(slug, env, caps, m, sid or "")
                 elif m.get("method") in ("resources/subscribe", "resources/unsubscribe"):
                     uri = m.get("params", {}).get("uri") if isinstance(m.get("params"), dict) else None
                     if isinstance(uri, str):  # whose GET stream hears of that resource's updates
@@ -277,14 +289,20 @@ class Bridge:
         one_call = session is not None and len(messages) == 1 and "id" in messages[0] and \
             messages[0].get("method") not in (None, "initialize", "ping") and \
             b"text/event-stream" in next((v for k, v in scope["headers"] if k == b"accept"), b"")
+        if not one_call and session is None and len(messages) == 1 and messages[0].get("method") in RELAYED \
+                and _talks(messages[0]) and \
+                b"text/event-stream" in next((v for k, v in scope["headers"] if k == b"accept"), b""):
+            # a 2026-07-28 call whose client takes progress or log messages: a stream, if the server talks
+            one_call = True
         if one_call:  # the server may talk before it answers: a stream, if it does
-            await self._call_streamed(send, slug, env, caps, messages[0], sid)
+            await self._call_streamed(send, slug, env, caps, messages[0], sid, caller)
             return
         if len(messages) == 1:
-            one = await self.handle(slug, env, messages[0], caps=caps, session=sid)
+            one = await self.handle(slug, env, messages[0], caps=caps, session=sid, caller=caller)
             replies = [one] if one is not None else []
         else:
-            replies = [r for r in await asyncio.gather(*(self.handle(slug, env, m, caps=caps, session=sid)
+            replies = [r for r in await asyncio.gather(*(self.handle(slug, env, m, caps=caps, session=sid,
+                                                                     caller=caller)
                                                          for m in messages)) if r is not None]
         headers = []
         if init is not None:
@@ -297,12 +315,12 @@ class Bridge:
         await reply(200, replies if isinstance(body, list) else replies[0], headers)
 
     async def _call_streamed(self, send: Any, slug: str, env: dict[str, str], caps: dict[str, Any],
-                             msg: dict[str, Any], sid: str | None) -> None:
+                             msg: dict[str, Any], sid: str | None, caller: str = "") -> None:
         """One request of a 2025 session whose client accepts SSE: plain JSON when the server says
         nothing before its reply, an SSE stream (its notifications and requests, then the reply) as
         soon as it does."""
         side: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        task = asyncio.ensure_future(self.handle(slug, env, msg, caps=caps, session=sid, side=side))
+        task = asyncio.ensure_future(self.handle(slug, env, msg, caps=caps, session=sid, side=side, caller=caller))
         started = False
 
         async def event(m: dict[str, Any]) -> None:
@@ -337,6 +355,16 @@ class Bridge:
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+    async def cancel(self, slug: str, env: dict[str, str], caps: dict[str, Any], msg: dict[str, Any],
+                     sid: str) -> None:
+        """A session's ``notifications/cancelled``: to the child running that session's request."""
+        hosted = self.hosted.get(slug)
+        child = hosted.children.get(child_key(env, caps)) if hosted is not None else None
+        raw = msg.get("params")
+        params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if child is not None and not await child.cancel(params.get("requestId"), sid, params.get("reason")):
+            log.info("bridge_cancel_unmatched", slug=slug)
 
     async def answer(self, slug: str, env: dict[str, str], caps: dict[str, Any], msg: dict[str, Any],
                      sid: str) -> None:
@@ -498,15 +526,26 @@ class Bridge:
 
     # ------------------------------------------------------------------ protocol
     async def handle(self, slug: str, env: dict[str, str], msg: dict[str, Any], *, caps: dict[str, Any] | None = None,
-                     session: str | None = None,
-                     side: asyncio.Queue[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+                     session: str | None = None, side: asyncio.Queue[dict[str, Any]] | None = None,
+                     caller: str = "") -> dict[str, Any] | None:
         """One client request (``caps``: what its client declared, which picks the child; ``side``:
-        where the server's messages about it go, see ``StdioChild.forward``)."""
+        where the server's messages about it go, see ``StdioChild.forward``; ``caller``: who the
+        gateway says it serves, to whom a parked 2026-07-28 call's token is bound)."""
         method, mid = msg.get("method"), msg.get("id")
         if method is None or mid is None:
             return None  # notifications and responses stop here: the bridge owns the child's handshake
         if method == "ping":
             return {"jsonrpc": "2.0", "id": mid, "result": {}}
+        params = msg.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        modern = isinstance(meta, dict) and meta.get(VERSION_META) == MODERN
+        if modern and isinstance(params, dict) and isinstance(meta, dict):  # both are, whenever modern
+            state = params.get("requestState")
+            if isinstance(state, str) and state.startswith(STATE_PREFIX):  # the retry of a parked call
+                return await self._resume(slug, env, msg, state, side, caller)
+            # a 2026-07-28 request declares its client's capabilities itself: its child is one started
+            # with them (so the server asks only clients that can answer, as for a 2025 session)
+            caps = client_caps({"capabilities": meta.get(CAPS_META)})
         try:
             child = await self.child_for(slug, env, caps)
         except ChildError as exc:
@@ -524,9 +563,6 @@ class Bridge:
             if init.get("instructions"):
                 result["instructions"] = init["instructions"]
             return {"jsonrpc": "2.0", "id": mid, "result": result}
-        params = msg.get("params")
-        meta = params.get("_meta") if isinstance(params, dict) else None
-        modern = isinstance(meta, dict) and meta.get(VERSION_META) == MODERN
         if modern and isinstance(params, dict) and isinstance(meta, dict):  # both are, whenever modern
             # The child was initialized in the handshake era: the 2026-07-28 envelope keys mean
             # nothing to it, and newer SDKs refuse a request that carries them (-32600).
@@ -535,6 +571,13 @@ class Bridge:
             if rest:
                 p["_meta"] = rest
             msg = {**msg, "params": p}
+            if method in RELAYED and (caps or side is not None):
+                # the server may ask this client something mid-call: multi round-trip (2026-07-28)
+                parked = Parked(slug, credential_key(env), caller, method, _name(p), child, side, meta)
+                parked.task = asyncio.ensure_future(child.forward(msg, self.call_timeout, _ModernSide(parked),
+                                                                  parked.session))
+                parked.task.add_done_callback(lambda _t: parked.poke())
+                return await self._round(parked, mid)
         try:
             reply = await child.forward(msg, self.call_timeout, side, session)
         except ChildError as exc:
@@ -547,6 +590,86 @@ class Bridge:
                 result.setdefault("ttlMs", 0)
                 result.setdefault("cacheScope", "private")
         return reply
+
+    # ------------------------------------------------------------------ 2026-07-28 calls that ask
+    async def _round(self, parked: Parked, mid: Any) -> dict[str, Any]:
+        """Wait for the parked call's reply or its server's next questions. Questions end this request
+        with an ``InputRequiredResult`` (a fresh ``requestState`` token; the call stays parked until the
+        client retries with the answers, or ``call_timeout``); the reply ends the call."""
+        while not parked.questions and parked.task is not None and not parked.task.done():
+            parked.wake = asyncio.get_running_loop().create_future()
+            await parked.wake
+        if parked.questions:
+            requests: dict[str, Any] = {}
+            for q in parked.questions:
+                parked.n += 1
+                key = f"q{parked.n}"
+                parked.asked[key] = q["id"]
+                requests[key] = {"method": q.get("method"), "params": q.get("params") or {}}
+            parked.questions.clear()
+            token = STATE_PREFIX + secrets.token_urlsafe(24)
+            self.parked[token] = parked
+            parked.timer = asyncio.get_running_loop().call_later(
+                self.call_timeout, lambda: self._spawn(self._expire(token, "the client did not answer in time")))
+            return {"jsonrpc": "2.0", "id": mid, "result": {"resultType": "input_required",
+                                                             "inputRequests": requests, "requestState": token}}
+        assert parked.task is not None
+        try:
+            reply = parked.task.result()
+        except ChildError as exc:
+            return _error(mid, -32603, str(exc))
+        except Exception as exc:  # the call's task failed: its caller gets an error, never a 500
+            return _error(mid, -32603, f"the call failed ({type(exc).__name__})")
+        reply = {**reply, "id": mid}
+        if isinstance(reply.get("result"), dict):
+            reply["result"].setdefault("resultType", "complete")
+            if parked.method in CACHEABLE:
+                reply["result"].setdefault("ttlMs", 0)
+                reply["result"].setdefault("cacheScope", "private")
+        return reply
+
+    async def _resume(self, slug: str, env: dict[str, str], msg: dict[str, Any], token: str,
+                      side: Any, caller: str) -> dict[str, Any]:
+        """A 2026-07-28 retry carrying a parked call's ``requestState``: its ``inputResponses`` go to
+        the child as the answers to what it asked, and the call goes on, on this request. The token
+        works once, for the same server, caller, credential set, method and tool/prompt/resource."""
+        raw = msg.get("params")
+        params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        parked = self.parked.get(token)
+        if parked is None or (parked.slug, parked.key, parked.caller, parked.method, parked.name) != \
+                (slug, credential_key(env), caller, msg.get("method"), _name(params)):
+            return _error(msg.get("id"), -32602, "unknown or expired requestState: call again without it")
+        del self.parked[token]
+        if parked.timer is not None:
+            parked.timer.cancel()
+        given = params.get("inputResponses")
+        answers: dict[str, Any] = given if isinstance(given, dict) else {}
+        for key, child_id in parked.asked.items():
+            reply = {"result": answers[key]} if key in answers else \
+                {"error": {"code": -32603, "message": "the client did not answer"}}
+            with contextlib.suppress(ChildError):
+                await parked.child.answer(child_id, reply, parked.session)
+        parked.asked = {}
+        parked.side = side
+        meta = params.get("_meta")
+        if isinstance(meta, dict):  # this leg's own opt-ins (progress token, log level)
+            parked.meta = meta
+        return await self._round(parked, msg.get("id"))
+
+    async def _expire(self, token: str, why: str) -> None:
+        parked = self.parked.pop(token, None)
+        if parked is None:
+            return
+        for child_id in parked.asked.values():  # the server stops waiting; its call ends on its own
+            with contextlib.suppress(ChildError):
+                await parked.child.answer(child_id, {"error": {"code": -32001, "message": why}}, parked.session)
+        parked.asked = {}
+        log.info("bridge_parked_expired", slug=parked.slug)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     def _env_from(self, request: Request, hosted: Hosted) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -669,6 +792,9 @@ class Bridge:
         elif "method" not in msg and "id" in msg:  # an answer to what the server asked
             await self.answer(slug, session.env, session.caps, msg, sid)
             return Response(status_code=202)
+        elif msg.get("method") == "notifications/cancelled":
+            await self.cancel(slug, session.env, session.caps, msg, sid)
+            return Response(status_code=202)
 
         async def run() -> None:
             # what the server says during the call goes down the session's stream, as the reply does
@@ -681,6 +807,86 @@ class Bridge:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return Response(status_code=202)
+
+
+RELAYED = frozenset({"tools/call", "prompts/get", "resources/read"})  # calls during which a server may ask
+STATE_PREFIX = "wemcp-br."  # the bridge's requestState tokens (2026-07-28 calls whose server asked)
+CAPS_META = "io.modelcontextprotocol/clientCapabilities"
+LOG_META = "io.modelcontextprotocol/logLevel"
+LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+def _name(params: dict[str, Any]) -> Any:
+    return params.get("name", params.get("uri"))
+
+
+def _talks(msg: dict[str, Any]) -> bool:
+    """A 2026-07-28 call whose client takes what the server says during it: progress (a token),
+    log messages (a level) or questions (an asking capability)."""
+    params = msg.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict) or meta.get(VERSION_META) != MODERN:
+        return False
+    caps = meta.get(CAPS_META)
+    return "progressToken" in meta or LOG_META in meta or \
+        (isinstance(caps, dict) and any(k in caps for k in ASKING))
+
+
+@dataclass
+class Parked:
+    """A 2026-07-28 call on a child whose server may ask the client something (multi round-trip):
+    it runs on the child under ``session`` (a key of its own, so only its retries can answer), its
+    questions wait in ``questions`` until a round hands them to the client, ``asked`` maps the
+    keys of the round in flight to the child's request ids."""
+
+    slug: str
+    key: str  # the credential set it runs with: a retry must come with the same
+    caller: str  # who the gateway served (X-WeMcp-Caller): a retry must be theirs
+    method: str
+    name: Any
+    child: StdioChild
+    side: Any  # where this leg's progress and log messages go (None: dropped)
+    meta: dict[str, Any]
+    task: asyncio.Future[dict[str, Any]] | None = None
+    session: str = field(default_factory=lambda: "mrtr-" + uuid.uuid4().hex)
+    questions: list[dict[str, Any]] = field(default_factory=list)
+    asked: dict[str, Any] = field(default_factory=dict)
+    n: int = 0
+    wake: asyncio.Future[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    def poke(self) -> None:
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+
+
+class _ModernSide:
+    """What a 2026-07-28 call's server says during it: questions park the call (``Parked``); progress
+    goes to the current leg's stream, log messages too when that leg opted in at or below their level."""
+
+    def __init__(self, parked: Parked) -> None:
+        self.parked = parked
+
+    def put_nowait(self, msg: dict[str, Any]) -> None:
+        p = self.parked
+        if "id" in msg:
+            p.questions.append(msg)
+            p.poke()
+            return
+        if p.side is None:
+            return
+        if msg.get("method") == "notifications/message":
+            wanted = p.meta.get(LOG_META)
+            level = msg.get("params", {}).get("level") if isinstance(msg.get("params"), dict) else None
+            if wanted not in LEVELS or level not in LEVELS or LEVELS.index(level) < LEVELS.index(wanted):
+                return
+        elif msg.get("method") == "notifications/progress" and "progressToken" in p.meta \
+                and isinstance(msg.get("params"), dict):  # under this leg's own token
+            msg = {**msg, "params": {**msg["params"], "progressToken": p.meta["progressToken"]}}
+        else:
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            p.side.put_nowait(msg)
 
 
 def credential_key(env: dict[str, str]) -> str:

@@ -70,9 +70,10 @@ class Call:
     """A client request in flight on the child: where the server's messages about it go (``side``,
     None: the caller takes only the reply), the caller's session, and its own progress token."""
 
-    side: asyncio.Queue[dict[str, Any]] | None
+    side: Any  # an asyncio.Queue, or anything with put_nowait (the bridge's 2026-07-28 calls)
     session: str | None
     progress_token: Any = None
+    client_id: Any = None  # the caller's own id of the request (whose notifications/cancelled names it)
 
 
 # Notifications about the server's state rather than a call: they go to sessions' GET streams.
@@ -327,6 +328,26 @@ class StdioChild:
         await self.send(out)
         return True
 
+    async def cancel(self, client_id: Any, session: str | None, reason: Any = None) -> bool:
+        """The caller of ``session`` cancelled its request ``client_id``: the server is told, under the
+        id it saw (``notifications/cancelled``), and the call ends now with -32800 (a server need not
+        answer a cancelled request). False: no such call of that session in flight."""
+        if session is None:
+            return False
+        internal = next((i for i, c in self.calls.items() if c.session == session and c.client_id == client_id), None)
+        if internal is None:
+            return False
+        params: dict[str, Any] = {"requestId": internal}
+        if isinstance(reason, str):
+            params["reason"] = reason
+        with contextlib.suppress(ChildError):
+            await self.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params})
+        fut = self._pending.get(internal)
+        if fut is not None and not fut.done():
+            fut.set_result({"jsonrpc": "2.0", "id": internal,
+                            "error": {"code": -32800, "message": "Request cancelled"}})
+        return True
+
     async def send(self, msg: dict[str, Any]) -> None:
         if not self.alive:
             raise ChildError("the server process is not running", self.tail())
@@ -343,7 +364,7 @@ class StdioChild:
                 raise ChildError("the server process closed its input", self.tail()) from exc
 
     async def forward(self, msg: dict[str, Any], timeout: float,  # noqa: ASYNC109
-                      side: asyncio.Queue[dict[str, Any]] | None = None, session: str | None = None) -> dict[str, Any]:
+                      side: Any = None, session: str | None = None) -> dict[str, Any]:
         """Send a client request with a fresh id; return the reply with the client's id restored.
         ``side``: where the server's requests and notifications about this call go (``owner_of``);
         ``session``: the caller's session (only it may answer those requests)."""
@@ -352,7 +373,7 @@ class StdioChild:
         internal = self._next_id
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[internal] = fut
-        call = Call(side, session)
+        call = Call(side, session, client_id=client_id)
         params = msg.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
         if isinstance(params, dict) and isinstance(meta, dict) and "progressToken" in meta:

@@ -195,6 +195,9 @@ class McpRouter:
         self.relay = Relay(gw.upstream, gw.settings.mcp_upstream_timeout_seconds)  # server → client, mid-call
         self._tasks: set[asyncio.Task[None]] = set()  # legacy SSE replies in progress
         self._listeners: dict[int, asyncio.Task[None]] = {}  # upstream sessions' GET streams
+        # requests of 2025 client sessions in flight on pooled upstream sessions: (client session, its
+        # request id) -> (upstream session, the id it carries there), for notifications/cancelled
+        self.inflight: dict[tuple[str, Any], tuple[Any, int]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -428,6 +431,8 @@ class McpRouter:
                 (sess.subscriptions.add if msg["method"] == "resources/subscribe" else sess.subscriptions.discard)(uri)
         if kind == "response" and sess is not None:  # the answer to a server's request (relay.py)
             await self.relay.answer(sess.sid, msg)
+        elif kind == "notification" and sess is not None and msg["method"] == "notifications/cancelled":
+            await self.cancel(sess, msg)
         if kind != "request":
             await respond(send, 202, b"", headers=extra)  # notifications and replies end here
             return
@@ -437,6 +442,23 @@ class McpRouter:
             return
         assert route is not None
         await self._forward(send, scope, route, ident, user_key, msg, raw, client_modern, sess, extra)
+
+    async def cancel(self, sess: ClientSession, msg: dict[str, Any]) -> None:
+        """A 2025 client cancelled one of its requests: the upstream session carrying it is told, under
+        the id the upstream saw (the bridge passes it on to the stdio child that runs it). A request
+        this session has not in flight (finished, unknown, another session's) is ignored."""
+        params = params_of(msg)
+        rid = params.get("requestId")
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            return  # not a request id at all
+        where = self.inflight.get((sess.sid, rid))
+        if where is None:
+            return
+        upstream, uid = where
+        note: dict[str, Any] = {"requestId": uid}
+        if isinstance(params.get("reason"), str):
+            note["reason"] = params["reason"][:500]
+        await self.relay._post(upstream, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": note})
 
     def _session(self, scope: dict[str, Any], target: str, user_key: str) -> ClientSession | None:
         sid = header(scope, b"mcp-session-id")
@@ -570,6 +592,25 @@ class McpRouter:
                             "error" if b'"error"' in body[:64] else "ok", None, t0, len(raw), len(body))
             await respond(send, 200, body, headers=extra)
             return
+        on_sent = None
+        if sess is not None:  # where the request goes upstream, for the client's notifications/cancelled
+            key = (sess.sid, req_id)
+
+            def on_sent(upstream: Any, uid: int) -> None:
+                self.inflight[key] = (upstream, uid)
+        try:
+            await self._call(send, scope, route, ident, user_key, msg, raw, client_modern, sess, extra, t0, method,
+                             tool, resolved, decision, ahead, relayed, on_sent)
+        finally:
+            if on_sent is not None:
+                self.inflight.pop(key, None)
+
+    async def _call(self, send: Any, scope: dict[str, Any], route: Route, ident: Identity | None, user_key: str,
+                    msg: dict[str, Any], raw: bytes, client_modern: bool, sess: ClientSession | None,
+                    extra: list[tuple[bytes, bytes]], t0: float, method: str, tool: str | None, resolved: Resolved,
+                    decision: Any, ahead: asyncio.Future[Any] | None, relayed: bool,
+                    on_sent: Callable[[Any, int], None] | None) -> None:
+        req_id = msg["id"]
         if relayed:
             def finish(status: str, code: int | None, nout: int) -> None:
                 if tool is not None:
@@ -578,14 +619,16 @@ class McpRouter:
             channel = Channel(send, extra, sess.queue if sess is not None else None, decision=ahead, slug=route.slug,
                               events=sess.events if sess is not None and sess.queue is None else None,
                               priming=sess is not None and sess.protocol_version >= "2025-11-25")
-            if await self.relay.call(channel, route, resolved, user_key, msg, raw, client_modern, sess, finish):
+            if await self.relay.call(channel, route, resolved, user_key, msg, raw, client_modern, sess, finish,
+                                     on_sent):
                 return
         up = self.gw.upstream
         try:
             resp = await up.send(route, resolved, user_key, msg, raw, client_modern=client_modern,
                                  client_caps=sess.capabilities if sess else None,
                                  client_info=sess.client_info if sess else None,
-                                 legacy_version=sess.protocol_version if sess else LEGACY_VERSION)
+                                 legacy_version=sess.protocol_version if sess else LEGACY_VERSION,
+                                 on_sent=on_sent)
         except UpstreamError as exc:
             if ahead is not None:
                 decision, more = await landed(ahead, route.slug)
@@ -883,6 +926,8 @@ class McpRouter:
             task.add_done_callback(self._tasks.discard)
         elif kind == "response":  # the answer to a server's request (relay.py)
             await self.relay.answer(sess.sid, msg)
+        elif msg["method"] == "notifications/cancelled":
+            await self.cancel(sess, msg)
 
     async def _sse_reply(self, sess: ClientSession, msg: dict[str, Any], raw: bytes, scope: dict[str, Any]) -> None:
         """Answer one message of a legacy SSE session: the reply goes onto the session's stream."""

@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from wemcp.common.logging import get_logger
+from wemcp.gateway.h1client import H1Error
 from wemcp.gateway.resume import SessionEvents, StreamLog
 from wemcp.gateway.upstream import (
     LEGACY_VERSION,
@@ -56,6 +57,7 @@ RELAYED = frozenset({"tools/call", "prompts/get", "resources/read"})
 STATE_PREFIX = "wemcp-rs."  # gateway requestState tokens (2026 clients of 2025 upstreams)
 MAX_ROUNDS = 10  # InputRequiredResult rounds the gateway drives for a 2025 client (the SDKs' default)
 MAX_EVENT = 16 * 1024 * 1024
+MAX_RECONNECTS = 3  # reconnections in a row to an upstream that closes its stream without a new event
 Finish = Callable[[str, "int | None", int], None]  # (status, error code, response bytes): the call event
 
 
@@ -63,11 +65,31 @@ def _rpc_error(req_id: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
 
 
-async def iter_sse(resp: Any) -> AsyncIterator[dict[str, Any]]:
-    """The JSON-RPC messages of an SSE response, as they arrive (comments and pings skipped)."""
+class SseState:
+    """What an SSE response said besides its messages: the last event id and the retry hint (ms)."""
+
+    __slots__ = ("last_id", "retry")
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self.retry: int | None = None
+
+
+@dataclass
+class Closed:
+    """The upstream ended a call's SSE stream before its reply, after an event id (the spec's SSE
+    polling, SEP-1699): it expects the client back after ``retry`` ms with ``Last-Event-ID``."""
+
+    retry: int | None
+
+
+async def iter_sse(resp: Any, state: SseState | None = None) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC messages of an SSE response, as they arrive (comments and pings skipped);
+    ``state`` keeps its event ids and retry hint."""
     pending: list[bytes] = []  # an unfinished line, in pieces (joined once: linear in its size)
     size = 0
     data: list[bytes] = []
+    st = state if state is not None else SseState()
     async for chunk in resp.content.iter_any():
         size += len(chunk)
         if size > MAX_EVENT:
@@ -78,21 +100,32 @@ async def iter_sse(resp: Any) -> AsyncIterator[dict[str, Any]]:
         *lines, rest = (b"".join(pending) + chunk if pending else chunk).split(b"\n")
         pending, size = ([rest], len(rest)) if rest else ([], 0)
         for line in lines:
-            msg = _sse_line(line.rstrip(b"\r"), data)
+            msg = _sse_line(line.rstrip(b"\r"), data, st)
             if msg is not None:
                 yield msg
     for line in (b"".join(pending), b""):  # a last line without its newline, then the end of the event
-        msg = _sse_line(line.rstrip(b"\r"), data)
+        msg = _sse_line(line.rstrip(b"\r"), data, st)
         if msg is not None:
             yield msg
 
 
-def _sse_line(line: bytes, data: list[bytes]) -> dict[str, Any] | None:
+def _sse_line(line: bytes, data: list[bytes], state: SseState) -> dict[str, Any] | None:
     """One SSE line: ``data:`` lines collect in ``data``; the blank line ending an event returns its
-    message (None for anything else, or data that is not a JSON object)."""
+    message (None for anything else, or data that is not a JSON object); ``id:`` and ``retry:`` go
+    to ``state``."""
     if line.startswith(b"data:"):
         value = line[5:]
         data.append(value[1:] if value.startswith(b" ") else value)
+        return None
+    if line.startswith(b"id:"):
+        value = line[3:].strip()
+        if value and b"\0" not in value:
+            state.last_id = value.decode("utf-8", "replace")
+        return None
+    if line.startswith(b"retry:"):
+        value = line[6:].strip()
+        if value.isdigit():
+            state.retry = min(int(value), 60_000)
         return None
     if line or not data:
         return None
@@ -134,6 +167,7 @@ class Channel:
         # client; ``priming``: the stream opens with an empty event carrying the first id (2025-11-25)
         self.events, self.priming = events, priming
         self.log: StreamLog | None = None
+        self.detached = False  # this response ended early (``pause``): the rest goes only to the log
         self.nout = 0
         # a quota decision taken alongside the call (QuotaClient.decide_ahead): its headers go on the
         # reply, so it is awaited just before the reply starts; ``decided`` is it, once known
@@ -146,25 +180,46 @@ class Channel:
             self.decided, more = await landed(fut, self.slug)
             self.extra = self.extra + more
 
+    async def _start(self, retry: int | None = None) -> None:
+        await self._land()
+        self.started = True
+        await self.send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"), *self.extra]})
+        if self.events is not None:
+            self.log = self.events.open()
+            if self.priming:
+                await self._write(self.log.add(b"", retry=retry))
+
     async def message(self, body: bytes, final: bool = False) -> None:
         self.nout += len(body)
         if self.queue is not None:
             await self.queue.put(body)
             return
         if not self.started:
-            await self._land()
-            self.started = True
-            await self.send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no"), *self.extra]})
-            if self.events is not None:
-                self.log = self.events.open()
-                if self.priming:
-                    await self._write(self.log.add(b""))
+            await self._start()
         await self._write(self.log.add(body, final=final) if self.log is not None
                           else b"event: message\ndata: " + body + b"\n\n")
 
+    async def pause(self, retry: int | None) -> None:
+        """The upstream ended the call's stream early (SSE polling): a client that can resume — a
+        2025-11-25 session's stream, with event ids and a priming event — gets the same: the upstream's
+        retry hint, then the end of this response; its ``GET`` with ``Last-Event-ID`` picks up the
+        rest from the log (resume.py) while the gateway resumes upstream. Other clients keep their
+        stream open and see nothing of it."""
+        if self.queue is not None or self.events is None or not self.priming or self.detached:
+            return
+        if not self.started:
+            await self._start(retry)
+        elif retry is not None:
+            await self._write(b"retry: %d\n\n" % retry)
+        self.detached = True
+        with contextlib.suppress(OSError):
+            await self.send({"type": "http.response.body", "body": b""})
+
     async def _write(self, chunk: bytes) -> None:
+        if self.detached:
+            return
         # a client gone mid-stream: the rest of the call is kept in the log for its reconnection
         with contextlib.suppress(OSError):
             await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -176,7 +231,7 @@ class Channel:
         outcome = ("error", err.get("code") if isinstance(err, dict) else None) if err is not None else ("ok", None)
         if self.queue is not None or self.started:
             await self.message(body, final=True)
-            if self.started:
+            if self.started and not self.detached:
                 with contextlib.suppress(OSError):
                     await self.send({"type": "http.response.body", "body": b""})
             return outcome
@@ -206,7 +261,7 @@ class Parked:
     user_key: str
     slug: str
     stream: Streaming
-    messages: AsyncIterator[dict[str, Any]]
+    messages: AsyncIterator[dict[str, Any] | Closed]
     finish: Finish
     method: str
     name: Any  # the tool, prompt or resource called: a retry must name the same
@@ -268,7 +323,8 @@ class Relay:
         return True
 
     async def _post(self, sess: LegacySession, reply: dict[str, Any]) -> None:
-        """An answer to the upstream session's own request (the upstream acknowledges with 202)."""
+        """An answer to the upstream session's own request, or a notification on that session (the
+        upstream acknowledges with 202)."""
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
                    "mcp-protocol-version": sess.protocol_version, **self.up.session_headers(sess)}
         if sess.session_id:
@@ -283,7 +339,8 @@ class Relay:
 
     # -- one call ------------------------------------------------------------------------------------------
     async def call(self, channel: Channel, route: Any, resolved: Any, user_key: str, msg: dict[str, Any],
-                   raw: bytes, client_modern: bool, sess: Any, finish: Finish) -> bool:
+                   raw: bytes, client_modern: bool, sess: Any, finish: Finish,
+                   on_sent: Callable[[LegacySession, int], None] | None = None) -> bool:
         """A call of a client that can be asked something (a 2025 session, or a 2026 client of a
         2025 upstream). Sends the reply (or the question) on ``channel``; ``finish`` records the call
         once it is over. False (nothing sent): not for the relay — 2026-07-28 on both sides, or the
@@ -302,7 +359,8 @@ class Relay:
             resp = await up.send(route, resolved, user_key, msg, raw, client_modern=client_modern,
                                  client_caps=sess.capabilities if sess else None,
                                  client_info=sess.client_info if sess else None,
-                                 legacy_version=sess.protocol_version if sess else LEGACY_VERSION, stream=True)
+                                 legacy_version=sess.protocol_version if sess else LEGACY_VERSION, stream=True,
+                                 on_sent=on_sent)
         except UpstreamError as exc:
             finish("timeout" if exc.timeout else "error", exc.code, 0)
             await channel.final(_rpc_error(msg["id"], exc.code, f"upstream: {exc}"))
@@ -321,7 +379,7 @@ class Relay:
         if client_modern:
             params = msg.get("params") or {}
             meta = params.get("_meta") or {}
-            parked = Parked(user_key, route.slug, resp, iter_sse(resp.resp), finish, msg["method"],
+            parked = Parked(user_key, route.slug, resp, self.messages(resp), finish, msg["method"],
                             _name(params), progress_token=meta.get("progressToken"))
             await self._pump(parked, channel, msg)
             return True
@@ -336,7 +394,10 @@ class Relay:
         status: str = "error"
         code: int | None = -32002
         try:
-            async for m in iter_sse(resp.resp):
+            async for m in self.messages(resp):
+                if isinstance(m, Closed):  # the upstream will go on after a reconnection (polling)
+                    await channel.pause(m.retry)
+                    continue
                 kind = _kind(m)
                 if kind == "response":
                     if m.get("id") != resp.uid:
@@ -362,6 +423,51 @@ class Relay:
             for gid in mine:
                 self.waiting.pop(gid, None)
             finish(status, code, channel.nout)
+
+    # -- a 2025 upstream's SSE answer, resumed when the upstream ends it early ------------------------
+    async def messages(self, resp: Streaming) -> AsyncIterator[dict[str, Any] | Closed]:
+        """The messages of a 2025 upstream's SSE answer to a call. When the upstream ends the stream
+        before its reply, having sent an event id (SSE polling, SEP-1699), this yields ``Closed``,
+        waits the upstream's retry hint and reconnects — ``GET`` on the upstream session with
+        ``Last-Event-ID`` — and goes on with what it replays and what follows, as often as the
+        upstream closes (up to ``MAX_RECONNECTS`` reconnections in a row that bring nothing new).
+        ``resp.resp`` is always the response being read (its holder releases it)."""
+        state = SseState()
+        idle = 0
+        while True:
+            before = state.last_id
+            async for m in iter_sse(resp.resp, state):
+                yield m
+            if state.last_id is None:
+                return  # nothing to resume from: the stream just ended
+            idle = idle + 1 if state.last_id == before else 0
+            if idle > MAX_RECONNECTS:
+                return
+            yield Closed(state.retry)
+            await asyncio.sleep((state.retry if state.retry is not None else 1000) / 1000)
+            again = await self._reconnect(resp.session, state.last_id)
+            if again is None:
+                return
+            resp.resp.release()
+            resp.resp = again
+
+    async def _reconnect(self, sess: LegacySession, last_id: str) -> Any:
+        """``GET`` with ``Last-Event-ID`` on an upstream session: its SSE response, or None."""
+        client = self.up.remote if sess.remote else self.up.http
+        headers = {**self.up.session_headers(sess), "accept": "text/event-stream",
+                   "mcp-protocol-version": sess.protocol_version, "last-event-id": last_id}
+        if sess.session_id:
+            headers["mcp-session-id"] = sess.session_id
+        try:
+            resp = await client.request("GET", sess.url, b"", headers)
+        except (TimeoutError, H1Error) as exc:
+            log.info("upstream_resume_failed", error=type(exc).__name__)
+            return None
+        if resp.status != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
+            log.info("upstream_resume_refused", status=resp.status)
+            resp.release()
+            return None
+        return resp
 
     # -- 2025 client, 2026-07-28 upstream: the gateway drives InputRequiredResult rounds ----------------
     async def _drive(self, channel: Channel, route: Any, resolved: Any, user_key: str, msg: dict[str, Any],
@@ -487,6 +593,8 @@ class Relay:
         state: str | None = None
         try:
             async for m in parked.messages:
+                if isinstance(m, Closed):  # resumed upstream; a 2026 client's response stays open
+                    continue
                 kind = _kind(m)
                 if kind == "response":
                     if m.get("id") != parked.stream.uid:

@@ -29,10 +29,13 @@ class StreamLog:
         self.done = False
         self._changed = asyncio.Event()
 
-    def add(self, data: bytes, *, final: bool = False) -> bytes:
-        """The SSE event for ``data`` (a JSON-RPC message; b"" for a priming event), kept for replay."""
+    def add(self, data: bytes, *, final: bool = False, retry: int | None = None) -> bytes:
+        """The SSE event for ``data`` (a JSON-RPC message; b"" for a priming event, which may carry the
+        ``retry`` hint in ms), kept for replay."""
         n = self.first + len(self.events)
         event = b"id: %d-%d\n" % (self.number, n)
+        if retry is not None:
+            event += b"retry: %d\n" % retry
         event += b"event: message\ndata: " + data + b"\n\n" if data else b"data: \n\n"
         self.events.append(event)
         if len(self.events) > EVENTS_PER_STREAM:

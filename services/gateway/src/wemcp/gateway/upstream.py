@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ CAPS_META = "io.modelcontextprotocol/clientCapabilities"
 INFO_META = "io.modelcontextprotocol/clientInfo"
 SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
 GATEWAY_INFO = {"name": "wemcp-gateway", "version": "0.1.0"}
+CALLER_HEADER = "x-wemcp-caller"  # to hosted servers' bridges only, beside their credential
 NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 
@@ -388,15 +390,19 @@ class Upstream:
     async def send(self, route: Route, resolved: Resolved, user_key: str, msg: dict[str, Any],
                    raw: bytes | None, *, client_modern: bool, client_caps: dict[str, Any] | None = None,
                    client_info: dict[str, Any] | None = None,
-                   legacy_version: str = LEGACY_VERSION, stream: bool = False) -> Any:
+                   legacy_version: str = LEGACY_VERSION, stream: bool = False,
+                   on_sent: Callable[[LegacySession, int], None] | None = None) -> Any:
         """Forward one JSON-RPC message; returns the unread upstream response (the caller streams
         it back or reads it). ``raw`` is the client's own bytes, forwarded untouched when the eras
         match. ``stream``: a 2025 upstream's SSE reply comes back as ``Streaming`` (relay.py reads
-        it: the server may ask the client something before it answers)."""
+        it: the server may ask the client something before it answers). ``on_sent(session, id)``: where
+        a request went on a pooled 2025 session, and under which id (so a cancellation can follow it)."""
         method = msg.get("method", "")
         modern = await self.modern_for(route, resolved, client_modern)
         url, headers = self.target(route, resolved)
         if modern:
+            if route.hosted:  # whose 2026-07-28 call it is: the bridge binds a parked call's token to it
+                headers[CALLER_HEADER] = user_key
             headers["mcp-protocol-version"] = MODERN
             headers["mcp-method"] = method
             pname = NAME_PARAM.get(method)
@@ -447,6 +453,8 @@ class Upstream:
             h["mcp-protocol-version"] = sess.protocol_version
             if sess.session_id:
                 h["mcp-session-id"] = sess.session_id
+            if on_sent is not None and "id" in msg:
+                on_sent(sess, uid)
             resp = await self.post(url, body, h, remote=sess.remote)
             last_status = resp.status
             if resp.status == 404 and sess.session_id:
