@@ -154,17 +154,22 @@ async def on_calls_completed(events: Sequence[Event], session: AsyncSession) -> 
     await add_calls(session, Counter(c.server_slug for c in completed_calls(events) if counted(c)))
 
 
-async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession) -> None:
-    """A server the crawler found becomes a submission (owner-less) when its package is new."""
+async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession, runtime: Runtime) -> None:
+    """A server the crawler found is listed as an owner-less, *unhosted* server (searchable at once;
+    nothing is deployed): new package keys are inserted, the crawler's own listings follow newer
+    descriptions, and a listing someone else made (owned, submitted, imported by an admin) is
+    never touched (``service.import_crawled``)."""
     if not event.server_json:
         return
     try:
         doc = ServerJson.model_validate({"description": event.description or "", **event.server_json})
-        n = normalize_server_json(doc, kind="import")
+        n = normalize_server_json(doc, kind="crawled")
     except Exception as exc:  # a bad discovery is not worth a redelivery loop
         log.info("crawler_discovery_rejected", name=event.name, error=str(exc)[:300])
         return
-    await service.submit(session, n, None, source_kind="import")
+    row = await service.import_crawled(session, n, event.source)
+    if row is not None:
+        await project(session, row, of(runtime).embedder)
 
 
 SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription | BatchSubscription] = [

@@ -262,6 +262,7 @@ class ServerSummary(BaseModel):
     featured: bool
     published_at: datetime | None
     score: float | None = None
+    hosting: str = "hosted"  # hosted | local (its users run it) | unhosted (crawled: listed only)
 
 
 class CategoryIn(_Strict):

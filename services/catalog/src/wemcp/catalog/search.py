@@ -35,7 +35,8 @@ BROWSE_SORTS = {
 
 ITEM_COLUMNS = """s.id, s.slug, s.name, s.title, s.description, s.icon, s.category, s.tags,
   COALESCE((SELECT array_agg(t->>'name') FROM jsonb_array_elements(s.tools) t), '{}') AS tools,
-  s.calls, s.stars, s.featured, s.published_at"""
+  s.calls, s.stars, s.featured, s.published_at,
+  CASE WHEN s.spec->>'hosting' IN ('local', 'unhosted') THEN s.spec->>'hosting' ELSE 'hosted' END AS hosting"""
 
 
 def _filters(categories: list[str] | None, tags: list[str]) -> tuple[str, dict[str, Any]]:

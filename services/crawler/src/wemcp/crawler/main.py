@@ -1,19 +1,41 @@
-"""Composition root of the crawler service: `wemcp-crawler` serves its HTTP API and runs its consumers
-and outbox relay in one process."""
+"""Composition root of the crawler service: `wemcp-crawler` serves its HTTP API and runs its consumers,
+outbox relay and (when switched on) its crawl schedule in one process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.probes import make_probe_handler, probe_router
-from wemcp.common.service import ServiceSpec, run_service
+from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
 from wemcp.crawler.api import router
-from wemcp.crawler.config import get_settings
+from wemcp.crawler.config import Settings, get_settings
 from wemcp.crawler.models import bus_tables, probe_receipts
 
 SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),
 ]
+
+
+async def start_schedules(runtime: Runtime) -> None:
+    from wemcp.crawler.crawl import schedule_loop
+
+    settings: Settings = runtime.settings  # type: ignore[assignment]
+    tasks = runtime.extras.setdefault("background", [])
+    if settings.crawl_schedule:
+        tasks.append(asyncio.create_task(schedule_loop(runtime), name="crawl-schedule"))
+
+
+async def stop_schedules(runtime: Runtime) -> None:
+    tasks = [*runtime.extras.get("background", []), *runtime.extras.get("crawl_tasks", set())]
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(BaseException):
+            await t
+
 
 SPEC = ServiceSpec(
     name="crawler",
@@ -22,6 +44,8 @@ SPEC = ServiceSpec(
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=False,
+    on_start=[start_schedules],
+    on_stop=[stop_schedules],
 )
 SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
 
