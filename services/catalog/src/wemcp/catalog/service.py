@@ -437,6 +437,8 @@ def detail(row: Server, settings: Settings, searchable: bool | None) -> dict[str
         "published_at": row.published_at, "deployed_at": row.deployed_at, "searchable": bool(searchable),
         "inputs": _public_inputs(row.spec), "spec": spec_for_display(row.spec),
         "connect": connect_info(row, settings), "hosting": hosting_of(row.spec),
+        "health": None if row.health_status is None else {
+            "status": row.health_status, "checked_at": row.health_checked_at, **(row.health or {})},
     }
 
 

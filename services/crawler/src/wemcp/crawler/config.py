@@ -39,6 +39,25 @@ class Settings(ServiceSettings):
     crawl_retries: int = Field(default=3, ge=0, le=10)  # on 429/5xx/transport errors, with backoff
     crawl_lease_seconds: float = Field(default=300.0, gt=0)  # a run holding a source (renewed per page)
 
+    # ---- health probes (probes.py) --------------------------------------------------------------
+    # Probes go to the gateway's MCP endpoint (/mcp/<slug>), the path users take, with the crawler's
+    # service credential; the gateway's host is admitted to the egress policy by name.
+    gateway_url: str = "http://127.0.0.1:8000"
+    probe_schedule: bool = False  # off unless asked for (``make run`` leaves it off; production sets it)
+    probe_interval_seconds: float = Field(default=300.0, gt=0)
+    probe_tick_seconds: float = Field(default=5.0, gt=0)  # how often due probes are looked for
+    probe_timeout_seconds: float = Field(default=20.0, gt=0)
+    probe_slow_ms: float = Field(default=3000.0, gt=0)  # slower answers are "degraded"
+    probe_concurrency: int = Field(default=4, ge=1, le=64)
+    # A hosted server with no call for this long is scaled to zero by the deployer (its default
+    # idle time): it shows "idle" and is probed once per idle_probe_interval_seconds, not woken
+    # every interval. A call to it (mcp.call.* events) brings it back to the normal interval.
+    idle_after_seconds: float = Field(default=600.0, gt=0)
+    idle_probe_interval_seconds: float = Field(default=6 * 3600, gt=0)
+    # a server.health event at least this often per server (and at once when its status or tools change)
+    health_report_seconds: float = Field(default=900.0, ge=0)
+    probe_retention_days: int = Field(default=8, ge=7)
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -81,3 +81,41 @@ class Discovered(Base):
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     emitted: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+
+
+class ProbeTarget(Base):
+    """A published hosted or remote server the crawler probes (folded from ``server.deployed``,
+    ``server.disabled``/``server.enabled``; its last call from the call events)."""
+
+    __tablename__ = "probe_targets"
+    __table_args__ = (Index("ix_probe_targets_due", "enabled", "next_probe_at"),)
+
+    slug: Mapped[str] = mapped_column(String(80), primary_key=True)
+    server_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    kind: Mapped[str] = mapped_column(String(20))  # hosted (scales to zero) | remote (never idle)
+    backend: Mapped[str] = mapped_column(String(40))
+    enabled: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
+    deployed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the event's occurred_at
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # last disable/enable applied
+    last_call_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str | None] = mapped_column(String(20))  # the last status reported
+    probed_status: Mapped[str | None] = mapped_column(String(20))  # the last real probe's
+    tools_hash: Mapped[str | None] = mapped_column(String(64))
+    last_reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ProbeResult(Base):
+    """One real probe (idle servers not probed are not recorded): uptime and latency are computed
+    from these; rows older than ``probe_retention_days`` are pruned."""
+
+    __tablename__ = "probe_results"
+    __table_args__ = (Index("ix_probe_results_slug_at", "slug", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    status: Mapped[str] = mapped_column(String(20))  # up | degraded | down
+    latency_ms: Mapped[float | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)

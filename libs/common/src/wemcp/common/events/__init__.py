@@ -14,6 +14,7 @@ from wemcp.common.events.servers import (
     ServerDeploying,
     ServerDisabled,
     ServerEnabled,
+    ServerHealth,
     ServerSubmitted,
     ServerUpdated,
 )
@@ -35,6 +36,7 @@ ALL_EVENTS: dict[str, type[Event]] = {
         ServerDisabled,
         ServerEnabled,
         ServerUpdated,
+        ServerHealth,
         McpCallCompleted,
         McpCallsCompleted,
         UserRegistered,
@@ -62,6 +64,7 @@ __all__ = [
     "ServerDeploying",
     "ServerDisabled",
     "ServerEnabled",
+    "ServerHealth",
     "ServerSubmitted",
     "ServerUpdated",
     "SessionRevoked",
