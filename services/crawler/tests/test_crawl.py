@@ -177,8 +177,15 @@ async def test_an_owned_listing_is_never_overwritten(stack: Stack) -> None:
     assert not await stack.search("forecasts")  # no second listing of the same package either
 
 
-async def test_crawl_routes_are_for_admins_only(stack: Stack) -> None:
-    c = stack.crawler
+@pytest_asyncio.fixture
+async def crawler_only(settings_for: Any, clean_db: None) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(SPEC, settings_for(Settings)) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://crawler") as c:
+            yield c
+
+
+async def test_crawl_routes_are_for_admins_only(crawler_only: httpx.AsyncClient) -> None:
+    c = crawler_only
     assert (await c.get("/api/v1/admin/crawls")).status_code == 401
     assert (await c.get("/api/v1/admin/crawls", headers=as_(USER))).status_code == 403
     assert (await c.post("/api/v1/admin/crawls", json={}, headers=as_(USER))).status_code == 403

@@ -110,7 +110,7 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
     id (None when another process is crawling that source)."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}")
-    settings: Settings = runtime.settings  # type: ignore[assignment]
+    settings: Settings = runtime.settings
     assert runtime.sessions is not None
     owner = _owner()
     async with runtime.sessions() as s, s.begin():
@@ -204,7 +204,7 @@ async def _fetch(f: sources.Fetcher, settings: Settings, source: str, position: 
 
 async def crawl_all(runtime: Runtime, trigger: str = "schedule") -> list[uuid.UUID]:
     """Every configured source, one after the other (the registry first: PyPI looks up what it names)."""
-    settings: Settings = runtime.settings  # type: ignore[assignment]
+    settings: Settings = runtime.settings
     runs = []
     for source in [s for s in SOURCES if s in settings.crawl_sources]:
         try:
@@ -218,7 +218,7 @@ async def crawl_all(runtime: Runtime, trigger: str = "schedule") -> list[uuid.UU
 
 
 async def schedule_loop(runtime: Runtime) -> None:
-    settings: Settings = runtime.settings  # type: ignore[assignment]
+    settings: Settings = runtime.settings
     while True:
         await crawl_all(runtime, "schedule")
         await asyncio.sleep(settings.crawl_interval_seconds)

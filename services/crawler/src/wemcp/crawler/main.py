@@ -34,7 +34,7 @@ async def start_schedules(runtime: Runtime) -> None:
     from wemcp.crawler.crawl import schedule_loop
     from wemcp.crawler.probes import probe_loop
 
-    settings: Settings = runtime.settings  # type: ignore[assignment]
+    settings: Settings = runtime.settings
     tasks = runtime.extras.setdefault("background", [])
     if settings.crawl_schedule:
         tasks.append(asyncio.create_task(schedule_loop(runtime), name="crawl-schedule"))

@@ -163,7 +163,7 @@ async def probe_once(client: httpx.AsyncClient, url: str, headers: dict[str, str
         tools: list[dict[str, Any]] = []
         cursor = None
         for page in range(MAX_TOOL_PAGES):
-            params = {"cursor": cursor} if cursor else {}
+            params: dict[str, Any] = {"cursor": cursor} if cursor else {}
             r = await client.post(url, headers=session_headers,
                                   json={"jsonrpc": "2.0", "id": 2 + page, "method": "tools/list", "params": params})
             latency = (time.perf_counter() - t0) * 1000
@@ -224,7 +224,7 @@ async def _report(session: AsyncSession, t: ProbeTarget, status: str, now: datet
         return
     stats = await _stats(session, t.slug, now)
     await add_event(session, bus_tables, ServerHealth(
-        server_id=t.server_id, slug=t.slug, status=status, checked_at=now,  # type: ignore[arg-type]
+        server_id=t.server_id, slug=t.slug, status=status, checked_at=now,
         latency_ms=round(outcome.latency_ms, 1) if outcome and outcome.latency_ms is not None else None,
         error=outcome.error if outcome else None,
         tool_count=len(outcome.tools) if outcome and outcome.tools is not None else None,
@@ -237,7 +237,7 @@ async def _report(session: AsyncSession, t: ProbeTarget, status: str, now: datet
 
 async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -> str | None:
     """Probe one target if it is (still) due; returns the status recorded (None: not due)."""
-    settings: Settings = runtime.settings  # type: ignore[assignment]
+    settings: Settings = runtime.settings
     assert runtime.sessions is not None
     async with runtime.sessions() as s:
         t = await s.get(ProbeTarget, slug)
@@ -303,7 +303,7 @@ async def due_slugs(runtime: Runtime, limit: int = 200) -> list[str]:
 
 
 async def probe_due(runtime: Runtime, client: httpx.AsyncClient) -> dict[str, str | None]:
-    settings: Settings = runtime.settings  # type: ignore[assignment]
+    settings: Settings = runtime.settings
     sem = asyncio.Semaphore(settings.probe_concurrency)
     results: dict[str, str | None] = {}
 
@@ -318,7 +318,7 @@ async def probe_due(runtime: Runtime, client: httpx.AsyncClient) -> dict[str, st
 
 
 async def prune(runtime: Runtime) -> None:
-    settings: Settings = runtime.settings  # type: ignore[assignment]
+    settings: Settings = runtime.settings
     assert runtime.sessions is not None
     async with runtime.sessions() as s, s.begin():
         await s.execute(delete(ProbeResult).where(
@@ -326,7 +326,7 @@ async def prune(runtime: Runtime) -> None:
 
 
 async def probe_loop(runtime: Runtime) -> None:
-    settings: Settings = runtime.settings  # type: ignore[assignment]
+    settings: Settings = runtime.settings
     last_prune = 0.0
     async with probe_client(settings) as client:
         while True:
