@@ -177,7 +177,8 @@ async def import_crawled(session: AsyncSession, n: Normalized, source: str) -> S
     existing = (await session.execute(
         select(Server).where(Server.package_key == n.package_key).order_by(Server.created_at).with_for_update()
     )).scalars().all()
-    if any(r.source_kind != "crawled" for r in existing):
+    # the crawler's own listing only: an admin who resubmitted a crawled row to host it made it theirs
+    if any(r.source_kind != "crawled" or r.spec.get("hosting") != "unhosted" for r in existing):
         log.info("crawled_server_already_listed", package_key=n.package_key)
         return None
     if existing:

@@ -55,7 +55,7 @@ class Settings(ServiceSettings):
     idle_after_seconds: float = Field(default=600.0, gt=0)
     idle_probe_interval_seconds: float = Field(default=6 * 3600, gt=0)
     # a server.health event at least this often per server (and at once when its status or tools change)
-    health_report_seconds: float = Field(default=900.0, ge=0)
+    health_report_seconds: float = Field(default=3600.0, ge=0)
     probe_retention_days: int = Field(default=8, ge=7)
 
 

@@ -45,6 +45,7 @@ from wemcp.common.events.base import Event
 from wemcp.common.events.calls import completed_calls
 from wemcp.common.events.servers import ServerDeployed, ServerDisabled, ServerEnabled, ServerHealth, ToolInfo
 from wemcp.common.logging import get_logger
+from wemcp.common.netpolicy import EgressPolicy
 from wemcp.common.outbox import add_event
 from wemcp.common.service import Runtime
 from wemcp.crawler.config import Settings
@@ -283,7 +284,7 @@ async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -
 def probe_client(settings: Settings) -> httpx.AsyncClient:
     """Through the egress policy, with the configured gateway admitted by name (it is the
     platform's own door, often on a private address)."""
-    policy = settings.egress
+    policy = EgressPolicy(settings.egress_allow)  # its own: the crawls' policy stays without the gateway
     host = urlsplit(settings.gateway_url).hostname
     if host:
         policy.add(host)
