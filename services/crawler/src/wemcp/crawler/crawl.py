@@ -21,14 +21,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.common.events.crawler import CrawlerDiscovered
 from wemcp.common.logging import get_logger
-from wemcp.common.outbox import add_event
 from wemcp.common.service import Runtime
+from wemcp.common.telemetry import inject_headers
 from wemcp.crawler import sources
 from wemcp.crawler.config import SOURCES, Settings
 from wemcp.crawler.models import CrawlRun, CrawlState, Discovered, bus_tables
@@ -68,11 +68,17 @@ async def _claim(session: AsyncSession, source: str, owner: str, lease: float, t
 
 
 async def _apply(session: AsyncSession, run_id: uuid.UUID, source: str, page: sources.Page) -> tuple[int, int]:
-    """Record one page's packages; emit those that are new or changed. Returns (new, updated)."""
+    """Record one page's packages; emit those that are new or changed. Returns (new, updated).
+    One locking read for the page's keys, one insert of the events (and one notify of the relay):
+    a page costs a handful of statements, not a few per package."""
+    items = list({f.key: f for f in page.items}.values())  # a key twice on one page: the last wins
+    rows = {r.package_key: r for r in (await session.execute(
+        select(Discovered).where(Discovered.package_key.in_([f.key for f in items])).with_for_update()
+    )).scalars()}
     new = updated = 0
-    for f in page.items:
-        row = (await session.execute(select(Discovered).where(Discovered.package_key == f.key)
-                                     .with_for_update())).scalar_one_or_none()
+    events: list[CrawlerDiscovered] = []
+    for f in items:
+        row = rows.get(f.key)
         fp = f.fingerprint
         if row is None:
             session.add(Discovered(package_key=f.key, source=source, name=f.name, version=f.version,
@@ -89,8 +95,14 @@ async def _apply(session: AsyncSession, run_id: uuid.UUID, source: str, page: so
             row.pypi_name = f.pypi_name
             row.last_seen, row.emitted = func.now(), row.emitted + 1
             updated += 1
-        await add_event(session, bus_tables, CrawlerDiscovered(
-            source=source, name=f.name, version=f.version, description=f.description, server_json=f.server_json))
+        events.append(CrawlerDiscovered(source=source, name=f.name, version=f.version, description=f.description,
+                                        server_json=f.server_json))
+    if events:
+        headers = inject_headers()
+        await session.execute(bus_tables.outbox.insert(), [
+            {"event_id": e.event_id, "subject": e.subject, "payload": e.model_dump_json(), "headers": headers}
+            for e in events])
+        await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": bus_tables.channel})
     await session.flush()
     return new, updated
 
