@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.catalog import service
-from wemcp.catalog.models import Server
+from wemcp.catalog.models import SearchDoc, Server
 from wemcp.catalog.normalize import normalize_server_json
 from wemcp.catalog.projection import add_calls, project, set_enabled_from_a
 from wemcp.catalog.schemas import ServerJson
@@ -26,6 +26,7 @@ from wemcp.common.events.servers import (
     ServerDeploying,
     ServerDisabled,
     ServerEnabled,
+    ServerHealth,
     ServerUpdated,
 )
 from wemcp.common.logging import get_logger
@@ -154,17 +155,47 @@ async def on_calls_completed(events: Sequence[Event], session: AsyncSession) -> 
     await add_calls(session, Counter(c.server_slug for c in completed_calls(events) if counted(c)))
 
 
-async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession) -> None:
-    """A server the crawler found becomes a submission (owner-less) when its package is new."""
+async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession, runtime: Runtime) -> None:
+    """A server the crawler found is listed as an owner-less, *unhosted* server (searchable at once;
+    nothing is deployed): new package keys are inserted, the crawler's own listings follow newer
+    descriptions, and a listing someone else made (owned, submitted, imported by an admin) is
+    never touched (``service.import_crawled``)."""
     if not event.server_json:
         return
     try:
         doc = ServerJson.model_validate({"description": event.description or "", **event.server_json})
-        n = normalize_server_json(doc, kind="import")
+        n = normalize_server_json(doc, kind="crawled")
     except Exception as exc:  # a bad discovery is not worth a redelivery loop
         log.info("crawler_discovery_rejected", name=event.name, error=str(exc)[:300])
         return
-    await service.submit(session, n, None, source_kind="import")
+    row = await service.import_crawled(session, n, event.source)
+    if row is not None:
+        await project(session, row, of(runtime).embedder)
+
+
+async def on_server_health(event: ServerHealth, session: AsyncSession, runtime: Runtime) -> None:
+    """The crawler's latest probe of a server: status, last check, uptime, latency (the detail) and
+    B's ``health`` (the ``healthy`` search filter). Order-safe: an older check than the one applied is
+    ignored. Tools that changed since the deployment's introspection replace A's and are re-projected."""
+    row = (await session.execute(select(Server).where(Server.id == event.server_id).with_for_update())
+           ).scalar_one_or_none()
+    if row is None or (row.health_checked_at is not None and event.checked_at <= row.health_checked_at):
+        return
+    row.health_status, row.health_checked_at = event.status, event.checked_at
+    row.health = {"latency_ms": event.latency_ms, "error": event.error, "uptime_24h": event.uptime_24h,
+                  "uptime_7d": event.uptime_7d, "p50_ms": event.p50_ms, "p95_ms": event.p95_ms,
+                  "tool_count": event.tool_count}
+    if event.tools is not None:
+        row.tools = [t.model_dump(exclude_none=True) for t in event.tools]
+        log.info("server_tools_changed", slug=row.slug, tools=len(event.tools))
+    await session.flush()
+    if row.deployed_at is None:
+        return  # no B row yet
+    if event.tools is not None:
+        await session.refresh(row)
+        await project(session, row, of(runtime).embedder)
+    else:
+        await session.execute(update(SearchDoc).where(SearchDoc.server_id == row.id).values(health=event.status))
 
 
 SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription | BatchSubscription] = [
@@ -175,6 +206,7 @@ SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription | BatchSub
     (ServerEnabled, on_server_enabled),
     (ServerUpdated, on_server_updated),
     (CrawlerDiscovered, on_crawler_discovered),
+    (ServerHealth, on_server_health),
     # durable "catalog-mcp-call-completed", as when it took single events (its processed_events rows hold)
     BatchSubscription((McpCallCompleted, McpCallsCompleted), on_calls_completed),
 ]

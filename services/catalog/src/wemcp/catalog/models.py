@@ -103,6 +103,10 @@ class Server(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deployed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # health, from the crawler's probes (server.health): the latest check applied
+    health_status: Mapped[str | None] = mapped_column(String(20))  # up | degraded | down | idle
+    health_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # uptime, latency, error of that check
 
 
 class SearchDoc(Base):
@@ -122,6 +126,7 @@ class SearchDoc(Base):
         Index("ix_search_docs_published", "published_at"),
         Index("ix_search_docs_popularity", "popularity"),
         Index("ix_search_docs_sort_name", "sort_name"),
+        Index("ix_search_docs_health", "health"),
     )
 
     server_id: Mapped[uuid.UUID] = mapped_column(
@@ -135,6 +140,7 @@ class SearchDoc(Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default=text("'{}'"))
     sort_name: Mapped[str] = mapped_column(String(200))
     popularity: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    health: Mapped[str | None] = mapped_column(String(20))  # A's health_status (the "healthy" filter)
     featured: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

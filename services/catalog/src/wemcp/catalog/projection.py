@@ -50,6 +50,7 @@ async def project(session: AsyncSession, server: Server, embedder: Embedder | No
         "sort_name": (server.title or server.slug).lower()[:200],
         "popularity": int(server.calls or 0) + 10 * int(server.stars or 0),
         "featured": bool(server.featured),
+        "health": server.health_status,
         "published_at": server.published_at or func.now(),
         "updated_at": func.now(),
     }

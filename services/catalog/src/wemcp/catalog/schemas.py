@@ -243,6 +243,8 @@ class SearchRequest(PageRequest):
     category: Annotated[str, StringConstraints(pattern=SLUG_RE)] | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=10)
     sort: Literal["relevance", "newest", "popular", "name"] = "relevance"
+    # only servers whose last health probe was up (or that are idle after one that was)
+    healthy: bool = False
     # Which retrievers take part; the product uses hybrid, the others exist to measure it.
     mode: Literal["hybrid", "text", "fulltext", "trigram", "vector"] = "hybrid"
 
@@ -262,6 +264,8 @@ class ServerSummary(BaseModel):
     featured: bool
     published_at: datetime | None
     score: float | None = None
+    hosting: str = "hosted"  # hosted | local (its users run it) | unhosted (crawled: listed only)
+    health: str | None = None  # up | degraded | down | idle (None: not probed)
 
 
 class CategoryIn(_Strict):

@@ -35,11 +35,19 @@ BROWSE_SORTS = {
 
 ITEM_COLUMNS = """s.id, s.slug, s.name, s.title, s.description, s.icon, s.category, s.tags,
   COALESCE((SELECT array_agg(t->>'name') FROM jsonb_array_elements(s.tools) t), '{}') AS tools,
-  s.calls, s.stars, s.featured, s.published_at"""
+  s.calls, s.stars, s.featured, s.published_at,
+  CASE WHEN s.spec->>'hosting' IN ('local', 'unhosted') THEN s.spec->>'hosting' ELSE 'hosted' END AS hosting,
+  s.health_status AS health"""
 
 
-def _filters(categories: list[str] | None, tags: list[str]) -> tuple[str, dict[str, Any]]:
+HEALTHY = ("up", "idle")
+
+
+def _filters(categories: list[str] | None, tags: list[str], healthy: bool = False) -> tuple[str, dict[str, Any]]:
     sql, params = "d.enabled", {}
+    if healthy:
+        sql += " AND d.health = ANY(:healthy)"
+        params["healthy"] = list(HEALTHY)
     if categories is not None:
         sql += " AND d.category = ANY(:cats)"
         params["cats"] = categories
@@ -51,7 +59,7 @@ def _filters(categories: list[str] | None, tags: list[str]) -> tuple[str, dict[s
 
 async def search(session: AsyncSession, req: SearchRequest, settings: Settings, *,
                  qvec: list[float] | None, categories: list[str] | None) -> tuple[list[dict[str, Any]], int]:
-    where, params = _filters(categories, req.tags)
+    where, params = _filters(categories, req.tags, req.healthy)
     params.update(limit=req.limit, offset=req.offset)
     query = req.query.strip()
     if not query:

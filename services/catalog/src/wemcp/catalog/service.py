@@ -173,6 +173,55 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
     raise Conflict("could not allocate a slug; try again")
 
 
+async def import_crawled(session: AsyncSession, n: Normalized, source: str) -> Server | None:
+    """A crawled server: listed owner-less and unhosted (``spec.hosting = "unhosted"``: published
+    for search at once, never deployed, ``connect`` says how to run or reach it). Deduplicated by
+    package key: a key already listed by anyone else (an owner, a submission, an admin's import) is
+    left alone, whatever version the crawler saw; a crawled listing follows the newest description.
+    Returns the row to project, or None when nothing changed."""
+    spec = {**n.spec, "hosting": "unhosted", "crawled_from": source}
+    existing = (await session.execute(
+        select(Server).where(Server.package_key == n.package_key).order_by(Server.created_at).with_for_update()
+    )).scalars().all()
+    # the crawler's own listing only: an admin who resubmitted a crawled row to host it made it theirs
+    if any(r.source_kind != "crawled" or r.spec.get("hosting") != "unhosted" for r in existing):
+        log.info("crawled_server_already_listed", package_key=n.package_key)
+        return None
+    if existing:
+        row = existing[0]
+        if row.version == n.version and row.spec == spec and row.description == n.description:
+            return None
+        row.version, row.spec, row.name, row.title, row.description = n.version, spec, n.name, n.title, n.description
+        row.updated_at = func.now()
+        await session.flush()
+        await session.refresh(row)
+        return row
+    for attempt in range(5):
+        slug = await _free_slug(session, n.name.split("/")[-1])
+        stmt = pg_insert(Server).values(
+            slug=slug, name=n.name, version=n.version, package_key=n.package_key, title=n.title,
+            description=n.description, readme="", icon=ICON.format(slug=slug), owner_id=None,
+            source_kind="crawled", spec=spec, status="published", published_at=func.now(),
+        ).on_conflict_do_nothing(index_elements=[Server.package_key, Server.version]).returning(Server.id)
+        try:
+            async with session.begin_nested():
+                new_id = (await session.execute(stmt)).scalar_one_or_none()
+        except IntegrityError:  # the slug was taken between our look and our insert
+            if attempt == 4:
+                raise
+            continue
+        if new_id is None:
+            return None
+        return (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
+    return None
+
+
+def hosting_of(spec: dict[str, Any]) -> str:
+    """hosted (the platform runs or relays it), local (its users run it) or unhosted (crawled: listed only)."""
+    h = spec.get("hosting")
+    return h if h in ("local", "unhosted") else "hosted"
+
+
 async def check_limits(session: AsyncSession, owner_id: UUID, limits: Settings, *, resubmitting: UUID | None) -> None:
     """Per-user limits, one user at a time (a transaction-scoped advisory lock on the user): at most
     ``max_submissions_per_hour`` submissions in any rolling hour, and at most
@@ -351,6 +400,14 @@ def local_config(row: Server) -> dict[str, Any]:
 
 
 def connect_info(row: Server, settings: Settings) -> dict[str, Any]:
+    if row.spec.get("hosting") == "unhosted":  # crawled: the platform neither runs nor relays it
+        inputs = [{"name": i["name"], "isSecret": bool(i.get("isSecret")), "isRequired": bool(i.get("isRequired"))}
+                  for i in _public_inputs(row.spec)]
+        remote = (row.spec.get("remotes") or [None])[0]
+        if not row.spec.get("packages") and remote:
+            return {"runs": "unhosted", "url": remote["url"], "transport": remote["type"], "inputs": inputs,
+                    "config": {"mcpServers": {row.slug: {"type": remote["type"], "url": remote["url"]}}}}
+        return {"runs": "unhosted", "url": None, "transport": "stdio", "inputs": inputs, "config": local_config(row)}
     if row.spec.get("hosting") == "local":
         return {"runs": "local", "url": None, "transport": "stdio",
                 "inputs": [{"name": i["name"], "isSecret": bool(i.get("isSecret")),
@@ -387,7 +444,9 @@ def detail(row: Server, settings: Settings, searchable: bool | None) -> dict[str
         "created_at": row.created_at, "updated_at": row.updated_at,
         "published_at": row.published_at, "deployed_at": row.deployed_at, "searchable": bool(searchable),
         "inputs": _public_inputs(row.spec), "spec": spec_for_display(row.spec),
-        "connect": connect_info(row, settings),
+        "connect": connect_info(row, settings), "hosting": hosting_of(row.spec),
+        "health": None if row.health_status is None else {
+            "status": row.health_status, "checked_at": row.health_checked_at, **(row.health or {})},
     }
 
 

@@ -32,6 +32,7 @@ from wemcp.common.clientaddr import bucket
 from wemcp.common.errors import AppError
 from wemcp.common.identity import Identity
 from wemcp.common.logging import get_logger
+from wemcp.common.trust import HEADER_ASSERTION_RAW, InvalidAssertion, Verifier
 from wemcp.gateway.calls import CallRecord
 from wemcp.gateway.keys import Resolved
 from wemcp.gateway.relay import RELAYED, Channel, Relay, landed
@@ -55,6 +56,13 @@ SEP = "__"
 # what an upstream says outside any call that reaches 2025 sessions' GET streams
 OUTSIDE_CALLS = frozenset({"notifications/resources/updated", "notifications/resources/list_changed",
                            "notifications/tools/list_changed", "notifications/prompts/list_changed"})
+# Health probes (the crawler, docs/services/crawler.md): a request carrying the platform's service
+# assertion for the gateway, issued by the crawler and speaking for no user, is a probe. It may open
+# sessions and list (initialize, tools/list ...) but never call a tool, so it is never metered,
+# never counted and never in the request logs. Any other assertion here is a 401.
+PROBE_ISSUER = "crawler"
+PROBE_STATE = "wemcp_probe"
+PROBE_USER_KEY = "probe"
 OUTSIDE_BACKLOG = 256  # messages waiting on a session's GET stream; more are dropped
 JSON = b"application/json"
 
@@ -117,6 +125,14 @@ def problem(status: int, title: str, detail: str) -> bytes:
 
 def hdrs(d: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in d.items()]
+
+
+# what a probe may not do: anything that would run a tool or read data as a use of the server
+PROBE_REFUSED = frozenset({"tools/call", "prompts/get", "resources/read", "sampling/createMessage"})
+
+
+def is_probe(scope: dict[str, Any]) -> bool:
+    return bool(scope.get("state", {}).get(PROBE_STATE))
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -257,7 +273,30 @@ class McpRouter:
         raise Refused(403, "Forbidden", f"the Origin {origin[:200]!r} may not call MCP endpoints here "
                                         "(see MCP_ALLOWED_ORIGINS)")
 
-    async def identify(self, scope: dict[str, Any]) -> tuple[Identity | None, Any]:
+    def probe_credential(self, scope: dict[str, Any]) -> bool:
+        """Whether this request is the crawler's health probe: its service assertion verified (401
+        when one is sent and does not verify, or is not the crawler's probe credential)."""
+        token = header(scope, HEADER_ASSERTION_RAW)
+        if token is None:
+            return False
+        verifier = getattr(self, "_probe_verifier", None)
+        if verifier is None:
+            verifier = self._probe_verifier = Verifier(self.gw.settings.key_ring, "gateway")
+        try:
+            verified = verifier.verify(token)
+        except InvalidAssertion as exc:
+            raise Refused(401, "Unauthorized", exc.detail) from None
+        if verified.issuer != PROBE_ISSUER or verified.identity is not None:
+            raise Refused(401, "Unauthorized", "only the crawler's health probes present a service credential here")
+        scope.setdefault("state", {})[PROBE_STATE] = True
+        return True
+
+    async def identify(self, scope: dict[str, Any], *, allow_probe: bool = False) -> tuple[Identity | None, Any]:
+        """``allow_probe``: only the Streamable HTTP endpoint of one server takes health probes."""
+        if self.probe_credential(scope):
+            if not allow_probe:
+                raise Refused(403, "Forbidden", "health probes use the server's Streamable HTTP endpoint only")
+            return None, None
         verifier = self.gw.verifier
         if verifier is None:
             return None, None
@@ -353,8 +392,9 @@ class McpRouter:
                           bundle: bool = False) -> None:
         method = scope["method"]
         self.check_origin(scope)
-        ident, grant = await self.identify(scope)
-        user_key = str(ident.user_id) if ident is not None else "anon"
+        ident, grant = await self.identify(scope, allow_probe=not bundle)
+        probe = is_probe(scope)
+        user_key = PROBE_USER_KEY if probe else str(ident.user_id) if ident is not None else "anon"
         if method == "GET":
             sess = self._session(scope, target, user_key)
             if sess is None:
@@ -435,6 +475,10 @@ class McpRouter:
             await self.cancel(sess, msg)
         if kind != "request":
             await respond(send, 202, b"", headers=extra)  # notifications and replies end here
+            return
+        if probe and msg["method"] in PROBE_REFUSED:
+            await respond(send, 200, rpc_error(msg.get("id"), -32601, "a health probe does not call tools"),
+                          headers=extra)
             return
         if bundle:
             body = await self.bundle_rpc(target, ident, user_key, msg, scope, client_modern, sess)

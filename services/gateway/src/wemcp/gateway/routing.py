@@ -33,6 +33,7 @@ ROUTES: dict[tuple[str, ...], str] = {
     ("me", "usage"): "ratelimit",
     ("crawler",): "crawler",
     ("request-logs",): "crawler",
+    ("admin", "crawls"): "crawler",
     ("agents",): "agents",
     ("model-providers",): "agents",
     **{("services", name): name for name in SERVICES},

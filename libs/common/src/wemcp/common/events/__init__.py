@@ -16,6 +16,7 @@ from wemcp.common.events.servers import (
     ServerDeploying,
     ServerDisabled,
     ServerEnabled,
+    ServerHealth,
     ServerSubmitted,
     ServerUpdated,
 )
@@ -37,6 +38,7 @@ ALL_EVENTS: dict[str, type[Event]] = {
         ServerDisabled,
         ServerEnabled,
         ServerUpdated,
+        ServerHealth,
         McpCallCompleted,
         McpCallsCompleted,
         UserRegistered,
@@ -70,6 +72,7 @@ __all__ = [
     "ServerDeploying",
     "ServerDisabled",
     "ServerEnabled",
+    "ServerHealth",
     "ServerSubmitted",
     "ServerUpdated",
     "SessionRevoked",

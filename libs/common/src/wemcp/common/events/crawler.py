@@ -10,9 +10,12 @@ from wemcp.common.events.base import Event
 
 
 class CrawlerDiscovered(Event):
-    """The crawler found a public MCP server (npm, PyPI, another registry).
+    """The crawler found a public MCP server, new or changed since it last said so (the official MCP
+    registry, npm's search, PyPI by name). ``server_json`` is a server.json the catalog accepts;
+    ``source`` is ``registry``, ``npm`` or ``pypi``.
 
-    Emitted by crawler; consumed by catalog (imports it as a submission when new)."""
+    Emitted by crawler; consumed by catalog (lists it owner-less and unhosted, deduplicated by
+    package key; never over a listing someone else made)."""
 
     subject: ClassVar[str] = "crawler.discovered"
     stream: ClassVar[str] = "CRAWLER"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
@@ -171,3 +172,29 @@ class ServerEnabled(_ServerEvent):
 
     actor_id: UUID | None = None
     decision_seq: int | None = _decision_seq()
+
+
+class ServerHealth(_ServerEvent):
+    """The result of one health probe of a published hosted or remote server: the crawler connects
+    through the gateway as users do (initialize, then tools/list; a probe credential, unmetered and
+    outside call counts and request logs). ``status``: ``up``, ``degraded`` (answered, but slowly or
+    tools/list failed), ``down`` (no answer, an HTTP or handshake error) or ``idle`` (scaled to zero
+    for lack of calls: probed rarely, not woken each interval). The uptime and latency figures are the
+    crawler's over its recorded probes; ``tools`` is set only when the tool list changed since the
+    previous probe (the server is re-introspected: the catalog takes the new list).
+
+    Emitted by crawler; consumed by catalog (status, last check, uptime, latency on the detail; the
+    ``healthy`` search filter; new tools). Order-safe by ``checked_at``."""
+
+    subject: ClassVar[str] = "server.health"
+
+    status: Literal["up", "degraded", "down", "idle"]
+    checked_at: datetime
+    latency_ms: float | None = None
+    error: str | None = None
+    uptime_24h: float | None = Field(default=None, ge=0, le=1)
+    uptime_7d: float | None = Field(default=None, ge=0, le=1)
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    tool_count: int | None = None
+    tools: list[ToolInfo] | None = None

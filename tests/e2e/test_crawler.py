@@ -1,0 +1,119 @@
+"""The crawler as a real process of the platform, through the gateway: a server crawled from a
+loopback stand-in of the official MCP registry appears in search as unhosted (an admin starts the
+crawl and reads the run; a plain user may do neither); a hosted server kept from starting (nothing
+answers at its endpoint) shows down within two probe intervals and up within two after it is
+fixed — probes made by the crawler process through the gateway process with the crawler's service
+credential."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import nats
+import orjson
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
+sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "crawler" / "tests"))
+sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "gateway" / "tests"))
+from e2e_kit import superadmin_key, user_key
+from gateway_upstream import serve_upstream
+from standins import registry_entry, stand_ins
+
+from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
+from wemcp.devstack.infra import free_port
+from wemcp.devstack.stack import Stack
+from wemcp.devstack.testing import wait_for
+
+pytestmark = pytest.mark.e2e
+INTERVAL = 2.0
+
+
+@pytest.fixture
+def crawler_env(stack: Stack) -> Iterator[dict[str, str]]:
+    """Restarts the crawler with the settings a test gives it; restores the stack's afterwards."""
+    svc = stack.services["crawler"]
+    saved = dict(svc.env)
+
+    def apply(extra: dict[str, str]) -> None:
+        svc.env = {**saved, **extra}
+        stack.restart_service("crawler", wait=60)
+    yield apply  # type: ignore[misc]
+    svc.env = saved
+    stack.restart_service("crawler", wait=60)
+
+
+async def test_crawl_and_probe_through_the_platform(stack: Stack, gateway_url: str, crawler_env: Any) -> None:
+    admin = {"Authorization": f"Bearer {superadmin_key(stack, 'e2e-crawl-admin')}"}
+    _, key = await user_key(stack, "e2e-crawl-user")
+    user = {"Authorization": f"Bearer {key}"}
+    async with stand_ins() as reg:
+        reg.registry = [registry_entry("io.github.e2e/tidewatch", "1.0.0", npm="@e2e/tidewatch-mcp",
+                                       description="Tidewatch: tide tables for harbours")]
+        crawler_env({"WEMCP_CRAWLER_REGISTRY_URL": reg.base, "WEMCP_CRAWLER_CRAWL_SOURCES": '["registry"]',
+                     "WEMCP_EGRESS_ALLOW": "127.0.0.1", "WEMCP_CRAWLER_CRAWL_REQUEST_INTERVAL_SECONDS": "0",
+                     "WEMCP_CRAWLER_PROBE_SCHEDULE": "true", "WEMCP_CRAWLER_GATEWAY_URL": gateway_url,
+                     "WEMCP_CRAWLER_PROBE_INTERVAL_SECONDS": str(INTERVAL),
+                     "WEMCP_CRAWLER_PROBE_TICK_SECONDS": "0.2", "WEMCP_CRAWLER_HEALTH_REPORT_SECONDS": "0"})
+        async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as c:
+            assert (await c.post("/api/v1/admin/crawls", json={}, headers=user)).status_code == 403
+            assert (await c.get("/api/v1/admin/crawls", headers=user)).status_code == 403
+            r = await c.post("/api/v1/admin/crawls", json={"source": "registry"}, headers=admin)
+            assert r.status_code == 202, r.text
+
+            async def finished() -> dict[str, Any] | None:
+                runs = (await c.get("/api/v1/admin/crawls", headers=admin)).json()["items"]
+                return runs[0] if runs and runs[0]["status"] != "running" else None
+            run = await wait_for(finished, 60)
+            assert (run["status"], run["found"], run["new"]) == ("finished", 1, 1), run
+
+            async def listed() -> list[dict[str, Any]] | None:
+                r = await c.post("/api/v1/servers/search", json={"query": "tide tables harbours"})
+                return r.json()["items"] or None
+            items = await wait_for(listed, 60)
+            assert items[0]["hosting"] == "unhosted"
+            d = (await c.get(f"/api/v1/servers/{items[0]['slug']}")).json()
+            assert d["owner_id"] is None and d["connect"]["runs"] == "unhosted"
+
+    # health probes: a hosted server whose endpoint does not answer (kept from starting), then fixed
+    nc = await nats.connect(stack.infra_env()["NATS_URL"])
+    seen: list[dict[str, Any]] = []
+
+    async def on(msg: Any) -> None:
+        seen.append(orjson.loads(msg.data))
+    await nc.subscribe("server.health", cb=on)
+    try:
+        port = free_port()
+        slug = f"e2e-probed-{uuid.uuid4().hex[:6]}"
+        sid = uuid.uuid4()
+        # as the catalog and the deployer would say it (the route needs both)
+        for event in (ServerSubmitted(server_id=sid, slug=slug, name=f"io.e2e/{slug}",
+                                      spec={"packages": [], "remotes": []}),
+                      ServerDeployed(server_id=sid, slug=slug, backend="local",
+                                     endpoints=[Endpoint(url=f"http://127.0.0.1:{port}/mcp")])):
+            await nc.jetstream().publish(event.subject, event.model_dump_json().encode(),
+                                         headers={"Nats-Msg-Id": str(event.event_id)})
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        def status(s: str) -> Any:
+            return lambda: [e for e in seen if e["slug"] == slug and e["status"] == s] or None
+        await wait_for(status("down"), 2 * INTERVAL + 10)
+        down_after = loop.time() - t0
+        async with serve_upstream("both", port=port):
+            t1 = loop.time()
+            await wait_for(status("up"), 2 * INTERVAL + 5)
+            up_after = loop.time() - t1
+        # the deployment event reaches the crawler through its consumer first (bus latency): the
+        # down must show within two intervals of that, the up within two intervals of the fix
+        assert down_after <= 2 * INTERVAL + 10 and up_after <= 2 * INTERVAL + 5, (down_after, up_after)
+        print(json.dumps({"down_after_s": round(down_after, 2), "up_after_s": round(up_after, 2)}))
+    finally:
+        await nc.close()
