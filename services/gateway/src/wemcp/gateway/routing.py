@@ -30,6 +30,7 @@ ROUTES: dict[tuple[str, ...], str] = {
     ("me", "usage"): "ratelimit",
     ("crawler",): "crawler",
     ("request-logs",): "crawler",
+    ("logs",): "crawler",
     ("agents",): "agents",
     ("model-providers",): "agents",
     **{("services", name): name for name in SERVICES},
