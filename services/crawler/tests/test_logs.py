@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.common.identity import Identity
-from wemcp.common.service import running
+from wemcp.common.service import LagWatcher, running
 from wemcp.common.trust import PlatformHeaders
 from wemcp.crawler.config import Settings
 from wemcp.crawler.logs_store import Partitions, partition_name
@@ -228,7 +228,7 @@ async def test_partitions_are_kept_ahead_and_dropped_past_retention(app, http, j
     await stored(app, 1)
     async with rt.engine.begin() as conn:
         created, dropped = await parts.maintain(conn, retention_days=30, ahead=3)
-        assert dropped == [today - timedelta(days=40)]
+        assert created == [] and dropped == [today - timedelta(days=40)]  # the days ahead were there
         days = set(await parts.load(conn))
     assert today + timedelta(days=20) in days and today - timedelta(days=40) not in days
     assert partition_name(today) == f"call_logs_p{today:%Y%m%d}"
@@ -258,3 +258,15 @@ async def test_calls_become_metrics_by_server_method_and_outcome(app, js):
     assert any(p.count >= 1 for p in points["wemcp.mcp.call.duration"])
     quota = {p.attributes["outcome"]: p.value for p in points["wemcp.quota.decisions"]}
     assert quota["refused"] >= 1 and quota["allowed"] >= 2
+
+    # the runtime's lag watcher: this process's durables and its outbox, as gauges
+    (watcher,) = [w for w in LagWatcher.live if w.runtime is app.state.runtime]
+    await watcher.poll()
+    points = {}
+    for rm in _READER.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                points.setdefault(m.name, []).extend(m.data.data_points)
+    lag = {p.attributes["durable"]: p.value for p in points["wemcp.bus.consumer.lag"]}
+    assert lag["crawler-logs-calls"] == 0 and "crawler-logs-server-submitted" in lag
+    assert {p.attributes["schema"] for p in points["wemcp.outbox.pending"]} >= {"crawler"}

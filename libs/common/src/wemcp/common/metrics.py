@@ -90,6 +90,8 @@ PROBE_DURATION = _m("wemcp.probe.duration", "histogram", "ms", "health probe lat
 # -- what the runtime already emitted before this module ----------------------------------------------------
 HTTP_SERVER_DURATION = _m("http.server.duration", "histogram", "ms", "HTTP request duration",
                           ("http.request.method", "http.response.status_code"), "common")
+OUTBOX_PUBLISHED = _m("outbox.published", "counter", "", "events relayed to JetStream", (), "common")
+OUTBOX_LAG = _m("outbox.lag", "histogram", "ms", "outbox commit to PubAck", (), "common")
 BUS_MESSAGES = _m("bus.messages", "counter", "", "messages handled by outcome", ("consumer", "outcome"), "common")
 
 ALL: tuple[Metric, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Metric))
