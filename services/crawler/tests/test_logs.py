@@ -12,9 +12,6 @@ from datetime import UTC, datetime, timedelta
 import httpx2 as httpx
 import nats
 import pytest
-from opentelemetry import metrics as otel_metrics
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.servers import ServerSubmitted
@@ -24,14 +21,11 @@ from wemcp.common.trust import PlatformHeaders
 from wemcp.crawler.config import Settings
 from wemcp.crawler.logs_store import Partitions, partition_name
 from wemcp.crawler.main import SPEC
-from wemcp.devstack.testing import wait_for
+from wemcp.devstack.testing import metric_points, metric_reader, wait_for
 
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_bus")
 
-# the SDK meter provider, installed before any instrument is used (instruments made through the API's
-# proxy bind to it); if another module installed one first, ours is ignored and the metric test says so
-_READER = InMemoryMetricReader()
-otel_metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
+_READER = metric_reader()  # the process's SDK meter provider, with an in-memory reader
 
 ALICE, BOB, OWNER = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 
@@ -244,12 +238,7 @@ async def test_calls_become_metrics_by_server_method_and_outcome(app, js):
              call(BOB, status="refused", code=-32029), call(BOB, method="weird/$method", tool=None)]
     await publish(js, McpCallsCompleted(gateway="gw", calls=calls))
     await stored(app, 5)
-    data = _READER.get_metrics_data()
-    points: dict[str, list] = {}
-    for rm in data.resource_metrics:
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                points.setdefault(m.name, []).extend(m.data.data_points)
+    points = metric_points(_READER)
     calls_by = {(p.attributes["server"], p.attributes["method"], p.attributes["outcome"]): p.value
                 for p in points["wemcp.mcp.calls"]}
     assert calls_by[("maps", "tools/call", "ok")] >= 1 and calls_by[("maps", "tools/call", "refused")] >= 1
@@ -262,11 +251,7 @@ async def test_calls_become_metrics_by_server_method_and_outcome(app, js):
     # the runtime's lag watcher: this process's durables and its outbox, as gauges
     (watcher,) = [w for w in LagWatcher.live if w.runtime is app.state.runtime]
     await watcher.poll()
-    points = {}
-    for rm in _READER.get_metrics_data().resource_metrics:
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                points.setdefault(m.name, []).extend(m.data.data_points)
+    points = metric_points(_READER)
     lag = {p.attributes["durable"]: p.value for p in points["wemcp.bus.consumer.lag"]}
     assert lag["crawler-logs-calls"] == 0 and "crawler-logs-server-submitted" in lag
     assert {p.attributes["schema"] for p in points["wemcp.outbox.pending"]} >= {"crawler"}
