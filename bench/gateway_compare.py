@@ -455,7 +455,7 @@ async def main(a: argparse.Namespace) -> None:
                                    cwd: Path) -> tuple[subprocess.Popen[bytes], str, str]:
                 port_file = tmp / f"{name}.port"
                 proc = spawn([py, script, "--role", "bridge", "--port-file", str(port_file)], name, cwd=cwd)
-                for _ in range(600):
+                for _ in range(2400):  # 2 minutes: a loaded machine starts Python slowly
                     if port_file.exists() and port_file.read_text():
                         break
                     if proc.poll() is not None:

@@ -16,7 +16,7 @@ Method
   goods, deployer (its bridge; not the hosted child), ratelimit, crawler, agents, Postgres (the
   postmaster, its live children and the backends it reaped), NATS, Redis — over each cell (warm-up
   included) and until the consumers have applied every event of the cell (JetStream: nothing
-  pending or unacked for catalog and ratelimit), divided by the calls the client made. The hosted
+  pending or unacked for catalog, ratelimit and crawler), divided by the calls the client made. The hosted
   child and the load client are excluded.
 - supergateway (npm, bench/package.json): ``--stateful`` streamable HTTP over the same echo server
   (one 2025-11-25 session, as in gateway_compare.py); its own CPU (not its child's) is shown too.
@@ -69,7 +69,7 @@ if __name__ == "__main__":
 MANIFEST = {"name": "io.github.bench/echo", "version": "1.0.0", "runtime": "python", "entrypoint": "server.py",
             "description": "Echoes the text back (platform CPU bench)."}
 PROCESSES = ("gateway", "auth", "catalog", "goods", "deployer", "ratelimit", "crawler", "agents")
-CONSUMERS = ("catalog-mcp-call-completed", "ratelimit-mcp-call-completed")
+CONSUMERS = ("catalog-mcp-call-completed", "ratelimit-mcp-call-completed", "crawler-logs-calls")
 
 
 def mcp_version() -> str:
@@ -119,7 +119,8 @@ async def host_echo(gateway: str, key: str, timeout: float = 600) -> str:  # noq
 
 
 async def consumers_drained(nats_url: str, timeout: float = 120) -> float:  # noqa: ASYNC109
-    """Seconds until catalog and ratelimit have applied (and acked) everything on CALLS."""
+    """Seconds until catalog, ratelimit and the crawler (request logs) have applied (and acked) everything
+    on CALLS."""
     import nats
 
     nc = await nats.connect(nats_url)

@@ -387,3 +387,58 @@ async def test_agents_through_the_real_router(hosted: Hosted, model: Any):
         assert (await _usage(c, me, "agent", agent["id"]))["remaining"] == 0
         # ... and the server's own quota for this user is untouched by all those agent runs
         assert (await _usage(c, me, "server", ref))["used"] == before["used"]
+
+
+# -- request logs (issue 18 part 3) ---------------------------------------------------------------------
+
+
+async def test_request_logs_own_calls_owner_view_without_caller_ids_and_admin_csv(hosted: Hosted):
+    """Calls made through the gateway reach the crawler's request log (call events over NATS): a user
+    reads their own last 100 calls and never another user's; the server's owner (alice) sees calls to
+    it with callers pseudonymised; an admin exports CSV. All through the gateway's /api/v1/logs."""
+    import csv
+    import io
+
+    url = f"{hosted.url}/mcp/{hosted.time_slug}"
+    (alice_id, _), (bob_id, _) = hosted.users["alice"], hosted.users["bob"]
+    alice, bob = hosted.auth("alice"), hosted.auth("bob")
+    args = {"timezone": "UTC"}
+    async with httpx.AsyncClient(base_url=hosted.url, timeout=30) as c:
+        for i in range(0, 104, 8):
+            await asyncio.gather(*(modern_call(c, url, alice, "get_current_time", args, rid=n)
+                                   for n in range(i, i + 8)))
+        for n in range(3):
+            text_result(await modern_call(c, url, bob, "get_current_time", args, rid=n))
+
+        async def page(headers: dict[str, str], **params: Any) -> dict[str, Any]:
+            r = await c.get("/api/v1/logs/calls", params=params, headers=headers)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        async def bob_logged() -> bool:
+            return len((await page(bob, server=hosted.time_slug))["items"]) >= 3
+        await wait_for(bob_logged, timeout=30)
+
+        mine = await page(alice, limit=100)
+        assert len(mine["items"]) == 100 and mine["next_cursor"]
+        assert {i["caller"] for i in mine["items"]} == {alice_id}
+        assert all(i["server"] and i["method"] and i["status"] for i in mine["items"])
+        assert bob_id not in json.dumps(mine)
+        theirs = await page(bob, server=hosted.time_slug)
+        assert {i["caller"] for i in theirs["items"]} == {bob_id}
+        assert [i["tool"] for i in theirs["items"][:3]] == ["get_current_time"] * 3
+        assert (await c.get("/api/v1/logs/calls", params={"view": "all"}, headers=bob)).status_code == 403
+        r = await c.get("/api/v1/logs/calls", params={"view": "servers", "server": hosted.time_slug}, headers=bob)
+        assert r.status_code == 404  # not bob's server
+        assert (await c.get("/api/v1/logs/calls")).status_code == 401
+
+        owner = await page(alice, view="servers", server=hosted.time_slug, limit=100)
+        assert owner["items"] and alice_id not in json.dumps(owner) and bob_id not in json.dumps(owner)
+        assert all(i["caller"].startswith("caller-") for i in owner["items"])
+        assert len({i["caller"] for i in owner["items"]}) == 2  # alice and bob, told apart, unnamed
+
+        r = await c.get("/api/v1/logs/calls", params={"view": "all", "format": "csv", "server": hosted.time_slug},
+                        headers=hosted.admin)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+        rows = list(csv.DictReader(io.StringIO(r.text)))
+        assert {row["caller"] for row in rows} >= {alice_id, bob_id} and len(rows) >= 107

@@ -15,17 +15,18 @@ import gc
 import os
 import signal
 import sys
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from wemcp.common.bus import (
@@ -87,6 +88,7 @@ class Runtime:
     broker: NatsBroker | None = None
     relay: OutboxRelay | None = None
     batch_consumers: list[BatchConsumer] = field(default_factory=list)
+    durables: list[tuple[str, str]] = field(default_factory=list)  # (stream, durable) this process consumes
     _batches: list[BatchConsumer] = field(default_factory=list)
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -142,9 +144,10 @@ class Runtime:
                                              tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds, runtime=self))
                 continue
             sub = sub if isinstance(sub, Subscription) else Subscription(*sub)
-            subscribe(broker, sub.event, sub.handler, service=self.spec.name, sessions=self.sessions,
-                      tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds, durable=sub.durable,
-                      max_workers=sub.max_workers, runtime=self)
+            durable = subscribe(broker, sub.event, sub.handler, service=self.spec.name, sessions=self.sessions,
+                                tables=self.spec.tables, ack_wait=s.bus_ack_wait_seconds, durable=sub.durable,
+                                max_workers=sub.max_workers, runtime=self)
+            self.durables.append((sub.event.stream, durable))
         try:
             await asyncio.wait_for(broker.connect(), s.startup_timeout_seconds)
         except Exception as exc:
@@ -172,6 +175,10 @@ class Runtime:
             await consumer.start(self.broker.connection)
             self._stack.push_async_callback(consumer.stop)  # stopped before the broker (LIFO)
             self.batch_consumers.append(consumer)
+            self.durables.append((consumer.stream, consumer.durable))
+        watcher = LagWatcher(self)
+        watcher.start()
+        self._stack.push_async_callback(watcher.stop)
 
     async def _check_migrated(self, schema: str) -> None:
         assert self.engine is not None
@@ -220,6 +227,92 @@ class Runtime:
         await asyncio.gather(*jobs)
         ok = all(c["status"] == "ok" for c in checks.values())
         return {"status": "ok" if ok else "degraded", "service": self.spec.name, "checks": checks}
+
+
+class LagWatcher:
+    """Every ``interval`` seconds: how far behind each of the process's durable consumers is (JetStream's
+    ``num_pending`` and ``num_ack_pending``) and how many outbox rows wait to be published, and since
+    when. Read by observable gauges (``wemcp.bus.consumer.lag``, ``wemcp.bus.consumer.ack_pending``,
+    ``wemcp.outbox.pending``, ``wemcp.outbox.oldest.age``); one query per consumer and one per outbox
+    per interval, nothing on any request or message path."""
+
+    live: ClassVar[weakref.WeakSet[LagWatcher]] = weakref.WeakSet()
+    _gauges_made: ClassVar[bool] = False
+
+    def __init__(self, runtime: Runtime, interval: float = 15.0) -> None:
+        self.runtime = runtime
+        self.interval = interval
+        self.consumers: dict[tuple[str, str], tuple[int, int]] = {}
+        self.outbox: tuple[int, float] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        LagWatcher.live.add(self)
+        LagWatcher._make_gauges()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"lag-watcher-{self.runtime.spec.name}")
+
+    async def stop(self) -> None:
+        LagWatcher.live.discard(self)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.poll()
+            await asyncio.sleep(self.interval)
+
+    async def poll(self) -> None:
+        rt = self.runtime
+        if rt.broker is not None:
+            js = rt.broker.connection.jetstream()
+            for stream, durable in rt.durables:
+                try:
+                    info = await js.consumer_info(stream, durable)
+                except Exception as exc:  # NATS away for a moment: the last values stand
+                    log.debug("consumer_info_failed", durable=durable, error=_first_line(exc))
+                    continue
+                self.consumers[(stream, durable)] = (int(info.num_pending or 0), int(info.num_ack_pending or 0))
+        tables = rt.spec.tables
+        if tables is not None and rt.engine is not None:
+            t = tables.outbox
+            async with rt.engine.connect() as conn:
+                row = (await conn.execute(
+                    select(func.count(), func.extract("epoch", func.now() - func.min(t.c.created_at)))
+                    .where(t.c.published_at.is_(None)))).one()
+            self.outbox = (int(row[0]), float(row[1] or 0.0))
+
+    @classmethod
+    def _make_gauges(cls) -> None:
+        if cls._gauges_made:
+            return
+        cls._gauges_made = True
+        from opentelemetry.metrics import CallbackOptions, Observation
+
+        from wemcp.common import metrics
+
+        def lag(_o: CallbackOptions) -> list[Observation]:
+            return [Observation(v[0], {"stream": k[0], "durable": k[1]}) for w in list(cls.live)
+                    for k, v in w.consumers.items()]
+
+        def ack_pending(_o: CallbackOptions) -> list[Observation]:
+            return [Observation(v[1], {"stream": k[0], "durable": k[1]}) for w in list(cls.live)
+                    for k, v in w.consumers.items()]
+
+        def pending(_o: CallbackOptions) -> list[Observation]:
+            return [Observation(w.outbox[0], {"schema": w.runtime.spec.tables.schema}) for w in list(cls.live)
+                    if w.outbox is not None and w.runtime.spec.tables is not None]
+
+        def age(_o: CallbackOptions) -> list[Observation]:
+            return [Observation(w.outbox[1], {"schema": w.runtime.spec.tables.schema}) for w in list(cls.live)
+                    if w.outbox is not None and w.runtime.spec.tables is not None]
+
+        metrics.instrument(metrics.CONSUMER_LAG, "wemcp.bus", [lag])
+        metrics.instrument(metrics.CONSUMER_ACK_PENDING, "wemcp.bus", [ack_pending])
+        metrics.instrument(metrics.OUTBOX_PENDING, "wemcp.outbox", [pending])
+        metrics.instrument(metrics.OUTBOX_AGE, "wemcp.outbox", [age])
 
 
 def build_app(spec: ServiceSpec, runtime: Runtime) -> FastAPI:

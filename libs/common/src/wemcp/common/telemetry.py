@@ -11,6 +11,7 @@ W3C ``traceparent`` carries the context over HTTP headers and NATS message heade
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -31,7 +32,10 @@ def setup_telemetry(service: str, otlp_endpoint: str | None) -> None:
     if _configured:
         return
     _configured = True
-    resource = Resource.create({"service.name": f"wemcp-{service}", "service.namespace": "wemcp"})
+    # service.instance.id: one series per process (the collector's Prometheus exporter makes it the
+    # `instance` and `service_instance_id` labels), so replicas of a service are told apart
+    resource = Resource.create({"service.name": f"wemcp-{service}", "service.namespace": "wemcp",
+                                "service.instance.id": f"{socket.gethostname()}:{os.getpid()}"})
     sampler = None if otlp_endpoint or os.environ.get("OTEL_TRACES_SAMPLER") else ALWAYS_OFF
     provider = TracerProvider(resource=resource, sampler=sampler)  # None: the SDK reads OTEL_TRACES_SAMPLER
     if otlp_endpoint:

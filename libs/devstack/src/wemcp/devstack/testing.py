@@ -287,3 +287,32 @@ def settings_for(infra: Infra) -> Callable[..., Any]:
         return cls(**values)
 
     return make
+
+
+def metric_reader() -> Any:
+    """An in-memory reader of the process's OpenTelemetry metrics, for tests that check what the code
+    records: the first call installs an SDK meter provider with it (instruments already made through
+    the API bind to it), later calls return the same reader."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    global _READER
+    if _READER is None:
+        _READER = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
+    return _READER
+
+
+def metric_points(reader: Any) -> dict[str, list[Any]]:
+    """Every data point ``reader`` holds, by instrument name."""
+    out: dict[str, list[Any]] = {}
+    data = reader.get_metrics_data()
+    for rm in (data.resource_metrics if data else []):
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                out.setdefault(m.name, []).extend(m.data.data_points)
+    return out
+
+
+_READER: Any = None

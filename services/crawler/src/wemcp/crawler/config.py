@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from wemcp.common.config import ServiceSettings, load_settings
@@ -57,6 +57,19 @@ class Settings(ServiceSettings):
     # a server.health event at least this often per server (and at once when its status or tools change)
     health_report_seconds: float = Field(default=3600.0, ge=0)
     probe_retention_days: int = Field(default=8, ge=7)
+
+    # -- request logs (wemcp.crawler.logs*) ---------------------------------------------------------
+    # how long a call stays in the request log: day partitions older than this are dropped
+    logs_retention_days: int = Field(default=30, ge=1, le=3650)
+    # day partitions created ahead of time (today included); a call for a later day creates its own
+    logs_partitions_ahead: int = Field(default=3, ge=1, le=60)
+    # how often partitions are created ahead and expired ones dropped
+    logs_maintenance_seconds: float = Field(default=3600.0, gt=0)
+    # the key of the per-server caller pseudonyms owners see; unset: derived from the service key ring
+    # (then rotating the signing key changes every pseudonym)
+    logs_pseudonym_key: SecretStr | None = None
+    # the most rows one CSV export returns (the response says where to continue when there are more)
+    logs_export_max_rows: int = Field(default=100_000, ge=1, le=1_000_000)
 
 
 @lru_cache

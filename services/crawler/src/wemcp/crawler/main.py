@@ -14,8 +14,10 @@ from wemcp.common.events.servers import ServerDeployed, ServerDisabled, ServerEn
 from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
+from wemcp.crawler import logs_handlers
 from wemcp.crawler.api import router
 from wemcp.crawler.config import Settings, get_settings
+from wemcp.crawler.logs_api import router as logs_router
 from wemcp.crawler.models import bus_tables, probe_receipts
 from wemcp.crawler.probes import on_calls, on_server_deployed, on_server_disabled, on_server_enabled
 
@@ -27,6 +29,7 @@ SUBSCRIPTIONS: list[Any] = [
     (ServerEnabled, on_server_enabled),
     # the last call per server (idle detection); its own durable, apart from the request logs'
     BatchSubscription((McpCallCompleted, McpCallsCompleted), on_calls, durable="crawler-probe-activity"),
+    *logs_handlers.SUBSCRIPTIONS,
 ]
 
 
@@ -54,12 +57,12 @@ async def stop_schedules(runtime: Runtime) -> None:
 SPEC = ServiceSpec(
     name="crawler",
     title="WeMcp crawler",
-    routers=[router, probe_router(bus_tables, probe_receipts)],
+    routers=[router, logs_router, probe_router(bus_tables, probe_receipts)],
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=False,
-    on_start=[start_schedules],
-    on_stop=[stop_schedules],
+    on_start=[start_schedules, logs_handlers.start],
+    on_stop=[logs_handlers.stop, stop_schedules],
 )
 SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
 

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wemcp.common import metrics
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDeployFailed, ServerDeploying
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import add_event
@@ -49,6 +50,29 @@ _current: Orchestrator | None = None
 
 def current() -> Orchestrator | None:
     return _current
+
+
+class _DeployMetrics:
+    """``wemcp.deployments`` and ``wemcp.deployment.duration`` by backend and outcome."""
+
+    def __init__(self) -> None:
+        self.count = metrics.instrument(metrics.DEPLOYMENTS, "wemcp.deployer")
+        self.duration = metrics.instrument(metrics.DEPLOYMENT_DURATION, "wemcp.deployer")
+
+    def record(self, backend: str, outcome: str, seconds: float | None) -> None:
+        attrs = {"backend": backend, "outcome": outcome}
+        self.count.add(1, attrs)
+        if seconds is not None:
+            self.duration.record(seconds, attrs)
+
+
+_deploy_metrics_made: list[_DeployMetrics] = []
+
+
+def _deploy_metrics() -> _DeployMetrics:
+    if not _deploy_metrics_made:
+        _deploy_metrics_made.append(_DeployMetrics())
+    return _deploy_metrics_made[0]
 
 
 def step(name: str, detail: str | None = None) -> dict[str, Any]:
@@ -332,7 +356,8 @@ class Orchestrator:
                 tail = tail or server_out
                 await self.local.undeploy(slug)
             await attempt.flush()
-            await self._finish_failed(dep_id, generation, str(exc), tail)
+            await self._finish_failed(dep_id, generation, str(exc), tail, seconds=time.perf_counter() - t0,
+                                      backend=backend.name if backend is not None else "none")
         except Exception as exc:
             tail = ""
             on_local = backend is self.local
@@ -345,7 +370,8 @@ class Orchestrator:
             reason = (f"the server started but listing its tools failed: {_first_line(exc)}"
                       if backend is not None else f"deployment failed: {_first_line(exc)}")
             log.warning("deployment_failed", slug=slug, error=_first_line(exc))
-            await self._finish_failed(dep_id, generation, reason, tail)
+            await self._finish_failed(dep_id, generation, reason, tail, seconds=time.perf_counter() - t0,
+                                      backend=backend.name if backend is not None else "none")
         finally:
             OUTPUT_SINK.reset(token)
             pumping.cancel()
@@ -416,9 +442,11 @@ class Orchestrator:
                 protocol_versions=versions, package_version=outcome.package_version,
                 tools=listing.tools, prompts=listing.prompts, resources=listing.resources))
         self.changed()
+        _deploy_metrics().record(backend, "deployed", seconds)
         log.info("deployment_deployed", dep_id=str(dep_id), tools=len(listing.tools), seconds=seconds)
 
-    async def _finish_failed(self, dep_id: uuid.UUID, generation: int, reason: str, tail: str) -> None:
+    async def _finish_failed(self, dep_id: uuid.UUID, generation: int, reason: str, tail: str, *,
+                             seconds: float | None = None, backend: str = "none") -> None:
         tail = redact(tail or "", [])[-8000:]
         reason = redact(reason, [])  # it may quote the server (an error it answered), and travels on the bus
         try:
@@ -432,6 +460,7 @@ class Orchestrator:
         except Superseded:
             return
         self.changed()
+        _deploy_metrics().record(backend, "failed", seconds)
         log.info("deployment_failed", dep_id=str(dep_id), reason=reason)
 
 

@@ -469,3 +469,9 @@ class CallRecorder:
                                   description="bytes in the spool not yet published")
         m.create_observable_gauge("gateway.call_events.spool_batches", [depth_batches], unit="{batch}",
                                   description="batches in the spool")
+
+        def limit_bytes(_o: CallbackOptions) -> list[Observation]:
+            return [Observation(self.spool.max_bytes if self.spool else 0)]
+
+        m.create_observable_gauge("gateway.call_events.spool_limit_bytes", [limit_bytes], unit="By",
+                                  description="the spool's size limit (an append past it is dropped)")

@@ -34,6 +34,7 @@ ROUTES: dict[tuple[str, ...], str] = {
     ("crawler",): "crawler",
     ("request-logs",): "crawler",
     ("admin", "crawls"): "crawler",
+    ("logs",): "crawler",
     ("agents",): "agents",
     ("model-providers",): "agents",
     **{("services", name): name for name in SERVICES},

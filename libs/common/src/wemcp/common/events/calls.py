@@ -41,8 +41,8 @@ class McpCallsCompleted(Event):
     and a batch replayed from the gateway's spool is byte-for-byte the one first tried, so a call is
     never counted twice.
 
-    Emitted by gateway; consumed by ratelimit (daily usage), catalog (call counters) and, later,
-    crawler (request logs). Consumers also accept single ``mcp.call.completed`` messages (what
+    Emitted by gateway; consumed by ratelimit (daily usage), catalog (call counters) and crawler
+    (request logs and the call metrics). Consumers also accept single ``mcp.call.completed`` messages (what
     gateways before batching published)."""
 
     subject: ClassVar[str] = "mcp.call.batch"

@@ -84,7 +84,8 @@ class _DeploymentEvent(_ServerEvent):
 class ServerSubmitted(_ServerEvent):
     """A server was submitted (or resubmitted with a new version).
 
-    Emitted by catalog when a submission is stored; consumed by deployer (deploys it)."""
+    Emitted by catalog when a submission is stored; consumed by deployer (deploys it) and crawler
+    (who owns the slug, for the owner view of the request log)."""
 
     subject: ClassVar[str] = "server.submitted"
 
