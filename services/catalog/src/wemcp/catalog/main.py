@@ -10,6 +10,7 @@ from wemcp.catalog.config import Settings, get_settings
 from wemcp.catalog.handlers import SUBSCRIPTIONS_EVENTS
 from wemcp.catalog.limits import BodyLimitMiddleware
 from wemcp.catalog.models import bus_tables, probe_receipts
+from wemcp.catalog.review import admin_router
 from wemcp.catalog.state import of, on_start, on_stop
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.probes import make_probe_handler, probe_router
@@ -41,7 +42,7 @@ def _configure(app: FastAPI) -> None:
 SPEC = ServiceSpec(
     name="catalog",
     title="WeMcp catalog",
-    routers=[router, registry_router, internal_router, probe_router(bus_tables, probe_receipts)],
+    routers=[router, admin_router, registry_router, internal_router, probe_router(bus_tables, probe_receipts)],
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=False,

@@ -14,6 +14,7 @@ from wemcp.common.events.servers import (
     ServerDeploying,
     ServerDisabled,
     ServerEnabled,
+    ServerRejected,
     ServerSubmitted,
     ServerUpdated,
 )
@@ -21,6 +22,8 @@ from wemcp.common.events.users import (
     ApiKeyRevoked,
     SecretChanged,
     SessionRevoked,
+    UserBanned,
+    UserDeleted,
     UserRegistered,
     UserRoleChanged,
 )
@@ -35,6 +38,7 @@ ALL_EVENTS: dict[str, type[Event]] = {
         ServerDisabled,
         ServerEnabled,
         ServerUpdated,
+        ServerRejected,
         McpCallCompleted,
         McpCallsCompleted,
         UserRegistered,
@@ -42,6 +46,8 @@ ALL_EVENTS: dict[str, type[Event]] = {
         ApiKeyRevoked,
         SessionRevoked,
         SecretChanged,
+        UserBanned,
+        UserDeleted,
         CrawlerDiscovered,
         AdminActionRecorded,
     )
@@ -62,10 +68,13 @@ __all__ = [
     "ServerDeploying",
     "ServerDisabled",
     "ServerEnabled",
+    "ServerRejected",
     "ServerSubmitted",
     "ServerUpdated",
     "SessionRevoked",
     "StreamSpec",
+    "UserBanned",
+    "UserDeleted",
     "UserRegistered",
     "UserRoleChanged",
 ]
