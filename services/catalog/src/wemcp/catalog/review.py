@@ -71,7 +71,7 @@ def queue(row: Server) -> None:
 async def _pending(session: AsyncSession, slug: str) -> Server:
     row = await service.get_server(session, slug, lock=True)
     if row.status != "pending_review":
-        raise Conflict(f"{slug!r} is not waiting for review (status {row.status})", extra={"status": row.status})
+        raise Conflict(f"{slug!r} is not waiting for review (status {row.status})", extra={"server_status": row.status})
     return row
 
 
@@ -81,6 +81,7 @@ async def approve(session: AsyncSession, slug: str, who: Identity, note: str | N
     row.review_cleared, row.reviewed_by, row.reviewed_at, row.review_reason = True, who.user_id, func.now(), note
     row.updated_at = func.now()
     await session.flush()
+    await session.refresh(row)  # the times the database set
     await service.emit_submitted(session, row, approved_by=who.user_id)
     await record(session, who, "review.approve", "server", row.slug, before={"status": "pending_review"},
                  after={"status": "submitted", "version": row.version, "revision": row.revision}, reason=note)
@@ -93,6 +94,7 @@ async def reject(session: AsyncSession, slug: str, who: Identity, reason: str) -
     row.reviewed_by, row.reviewed_at, row.review_reason = who.user_id, func.now(), reason
     row.updated_at = func.now()
     await session.flush()
+    await session.refresh(row)  # the times the database set
     await add_event(session, bus_tables, ServerRejected(
         server_id=row.id, slug=row.slug, name=row.name, version=row.version, owner_id=row.owner_id,
         reason=reason, actor_id=who.user_id))

@@ -23,7 +23,18 @@ depends_on: str | Sequence[str] | None = None
 S = "catalog"
 
 
+OLD = "'draft','submitted','deploying','published','failed','disabled'"
+NEW = "'draft','pending_review','rejected','submitted','deploying','published','failed','disabled'"
+
+
+def _status_check(values: str) -> None:
+    # the name the naming convention gave it in 0002
+    op.execute("ALTER TABLE catalog.servers DROP CONSTRAINT IF EXISTS ck_servers_ck_servers_status")
+    op.execute(f"ALTER TABLE catalog.servers ADD CONSTRAINT ck_servers_ck_servers_status CHECK (status IN ({values}))")
+
+
 def upgrade() -> None:
+    _status_check(NEW)
     # true for the rows that exist (the backfill), false for every row inserted from now on
     op.add_column("servers", sa.Column("review_cleared", sa.Boolean, nullable=False, server_default="true"), schema=S)
     op.alter_column("servers", "review_cleared", server_default=sa.text("false"), schema=S)
@@ -45,6 +56,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("UPDATE catalog.servers SET status = 'draft' WHERE status IN ('pending_review', 'rejected')")
+    op.execute("UPDATE catalog.servers SET status_before_disable = 'draft' "
+               "WHERE status_before_disable IN ('pending_review', 'rejected')")
+    _status_check(OLD)
     op.drop_table("publishers", schema=S)
     op.drop_index("ix_servers_review_queue", table_name="servers", schema=S)
     for col in ("review_requested_at", "review_reason", "reviewed_at", "reviewed_by", "review_cleared"):
