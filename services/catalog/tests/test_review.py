@@ -112,7 +112,7 @@ async def test_trusted_publishers_and_admins_skip_the_queue(catalog):
 
 
 async def test_servers_by_status_with_counts(catalog):
-    app, c = catalog
+    _app, c = catalog
     waiting = (await _submit(c, NEWBIE, "@newbie/one"))["slug"]
     await _submit(c, USER)
     r = await c.get("/api/v1/admin/servers", headers=as_admin(), params={"status": "pending_review"})
