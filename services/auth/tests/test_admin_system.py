@@ -201,6 +201,7 @@ async def test_deleting_an_account_removes_secrets_keys_and_sessions_at_once(cli
     assert (await client.delete("/api/v1/me")).status_code == 401
     r = await client.delete("/api/v1/me", headers=as_user(user))
     assert r.status_code == 200, r.text
+    assert "wemcp_refresh=" in r.headers.get("set-cookie", "") and "Max-Age=0" in r.headers["set-cookie"]
     assert r.json()["removed"] == {"secrets": 1, "connections": 0, "api_keys": 1, "sessions": 1, "identities": 1}
     uid = uuid.UUID(user["id"])
     async with st.sessions() as s:

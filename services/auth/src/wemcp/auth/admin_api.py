@@ -9,13 +9,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from wemcp.auth import moderation, service
+from wemcp.auth.api import REFRESH_COOKIE
 from wemcp.auth.models import Invite, User
 from wemcp.auth.schemas import BanIn, ReasonIn, Role, RoleUpdate
 from wemcp.auth.tokens import now
-from wemcp.common.errors import NotFound
+from wemcp.common.errors import BadRequest, NotFound
 from wemcp.common.identity import AdminUser, CurrentUser
 
 admin_router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -89,11 +91,12 @@ async def delete_user(user_id: uuid.UUID, request: Request, who: AdminUser,
 
 
 @admin_router.delete("/me", summary="Delete my account (secrets, keys, sessions at once)")
-async def delete_me(request: Request, who: CurrentUser) -> dict[str, Any]:
+async def delete_me(request: Request, who: CurrentUser) -> JSONResponse:
     st = _st(request)
     async with st.sessions() as s, s.begin():
         removed = await moderation.delete_account(s, st.settings, who.user_id)
-    resp: dict[str, Any] = {"id": str(who.user_id), "deleted": True, "removed": removed}
+    resp = JSONResponse({"id": str(who.user_id), "deleted": True, "removed": removed})
+    resp.delete_cookie(REFRESH_COOKIE, path="/api/v1/auth")  # the browser's session is over too
     return resp
 
 
@@ -137,8 +140,6 @@ async def list_invites(request: Request, who: AdminUser, cursor: Cursor = None, 
         try:
             at_dt, iid_v = datetime.fromisoformat(at), uuid.UUID(iid)
         except ValueError:
-            from wemcp.common.errors import BadRequest
-
             raise BadRequest("cursor: not a cursor this server issued") from None
         query = query.where((Invite.created_at < at_dt) | ((Invite.created_at == at_dt) & (Invite.id > iid_v)))
     async with _st(request).sessions() as s:
