@@ -35,8 +35,13 @@ def superadmin_key(stack: Stack, login: str) -> str:
     return key
 
 
-async def user_key(stack: Stack, login_prefix: str = "e2e-user") -> tuple[str, str]:
-    """A plain user and a platform API key, created with auth's own use cases (as its tests do)."""
+async def user_key(stack: Stack, login_prefix: str = "e2e-user", *, trusted: bool = True) -> tuple[str, str]:
+    """A plain user and a platform API key, created with auth's own use cases (as its tests do).
+    ``trusted``: the user is a trusted publisher in the catalog (as an admin's
+    ``PUT /api/v1/admin/publishers/{id}`` makes one), so their submissions deploy without review —
+    these tests are about deployment; the review queue has its own (test_admin_review.py)."""
+    from sqlalchemy import text
+
     from wemcp.auth import service as auth
     from wemcp.common.db import make_engine, make_session_factory
 
@@ -46,6 +51,9 @@ async def user_key(stack: Stack, login_prefix: str = "e2e-user") -> tuple[str, s
         async with make_session_factory(engine)() as s, s.begin():
             user = await auth.create_user(s, login=f"{login_prefix}-{uuid.uuid4().hex[:6]}", role="user")
             _, raw = await auth.create_api_key(s, user.id, "e2e", None, None)
+            if trusted:
+                await s.execute(text("INSERT INTO catalog.publishers (user_id, trusted, note) "
+                                     "VALUES (:id, true, 'e2e fixture')"), {"id": user.id})
         return str(user.id), raw
     finally:
         await engine.dispose()

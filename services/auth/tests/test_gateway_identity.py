@@ -237,3 +237,46 @@ async def test_role_change_evicts_cached_api_key_identity(stack, auth_app):
         assert time.monotonic() - t0 < 1.0
         await asyncio.sleep(0.02)
     assert uuid.UUID(user["id"]) == (await stack["verifier"].verify_api_key(key))[0].user_id
+
+
+async def test_a_banned_users_next_call_is_refused_within_a_second(stack, auth_app):
+    """Ban through the gateway (``/api/v1/admin/users/...`` routes to auth): the user's API key and
+    access token, both warm in the gateway's caches, are refused within 1 s; unbanning brings the key
+    back (the signed-out session stays out)."""
+    from wemcp.auth import service
+
+    body = await _signed_in(stack)
+    user = body["user"]
+    st = auth_app.state.runtime.extras["auth"]
+    async with st.sessions() as s, s.begin():
+        admin = await service.create_user(s, login="ops", role="admin")
+        _, admin_key = await service.create_api_key(s, admin.id, "ops", None, None)
+    key = (await stack["auth"].post("/api/v1/api-keys", headers=as_user(user), json={"name": "k"})).json()["key"]
+    as_key, as_jwt = {"X-API-Key": key}, {"Authorization": f"Bearer {body['access_token']}"}
+    assert (await stack["gw"].get("/api/v1/me", headers=as_key)).status_code == 200  # both warm now
+    assert (await stack["gw"].get("/api/v1/me", headers=as_jwt)).status_code == 200
+    admin_h = {"X-API-Key": admin_key}
+    assert (await stack["gw"].post(f"/api/v1/admin/users/{user['id']}/ban", json={"reason": "abuse"},
+                                   headers=as_key)).status_code == 403  # not by a plain user
+    r = await stack["gw"].post(f"/api/v1/admin/users/{user['id']}/ban", json={"reason": "abuse"}, headers=admin_h)
+    assert r.status_code == 200, r.text
+    t0 = time.monotonic()
+    while True:
+        k = (await stack["gw"].get("/api/v1/me", headers=as_key)).status_code
+        j = (await stack["gw"].get("/api/v1/me", headers=as_jwt)).status_code
+        if k == j == 401:
+            break
+        assert time.monotonic() - t0 < 1.0, f"a banned user's credentials still worked after 1 s ({k}, {j})"
+        await asyncio.sleep(0.02)
+    # the admin area is routed through the gateway: the list shows the ban
+    listed = await stack["gw"].get("/api/v1/admin/users", headers=admin_h, params={"banned": "true"})
+    assert listed.status_code == 200 and [u["id"] for u in listed.json()["items"]] == [user["id"]]
+    assert (await stack["gw"].post("/api/v1/auth/refresh", json={"refresh_token": body["refresh_token"]})
+            ).status_code == 401
+    un = await stack["gw"].post(f"/api/v1/admin/users/{user['id']}/unban", headers=admin_h)
+    assert un.status_code == 200, un.text
+    t0 = time.monotonic()
+    while (await stack["gw"].get("/api/v1/me", headers=as_key)).status_code != 200:
+        assert time.monotonic() - t0 < 1.0, "an unbanned user's key still failed after 1 s"
+        await asyncio.sleep(0.02)
+    assert (await stack["gw"].get("/api/v1/me", headers=as_jwt)).status_code == 401  # that session is over

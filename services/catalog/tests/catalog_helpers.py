@@ -34,6 +34,20 @@ def as_admin() -> dict[str, str]:
     return as_user(ADMIN, "admin")
 
 
+async def trust(app: Any, *user_ids: str) -> None:
+    """Mark users as trusted publishers (their submissions skip the review queue), as an admin's
+    ``PUT /api/v1/admin/publishers/{id}`` does. The catalog tests' own users are trusted: they test
+    deployment, not review (test_review.py does)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    from wemcp.catalog.models import Publisher
+
+    async with app.state.runtime.sessions() as s, s.begin():
+        for uid in user_ids:
+            await s.execute(insert(Publisher).values(user_id=uuid.UUID(uid), trusted=True, note="test fixture")
+                            .on_conflict_do_nothing())
+
+
 async def publish(nats_url: str, event: Event) -> None:
     """Publish a real event on JetStream, as the deployer would."""
     nc = await nats.connect(nats_url)

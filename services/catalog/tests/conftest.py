@@ -11,7 +11,7 @@ import pytest_asyncio
 from wemcp.common.service import running
 
 sys.path.insert(0, str(Path(__file__).parent))  # catalog_helpers (pytest runs in importlib mode)
-from catalog_helpers import stand_in_registries
+from catalog_helpers import OTHER, USER, stand_in_registries, trust
 
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
@@ -33,10 +33,12 @@ async def catalog(settings_for: Any, clean_db: None, clean_bus: None,
     """The catalog service in-process (HTTP, consumers, relay) on the real infrastructure; unpinned
     packages resolve against loopback stand-ins of the npm registry and PyPI (no cache: each
     submission asks). The per-user submission limits are lifted: these tests submit many servers as
-    one user, and the limits have tests of their own (test_limits.py)."""
+    one user, and the limits have tests of their own (test_limits.py). ``USER`` and ``OTHER`` are
+    trusted publishers (their submissions deploy without review)."""
     settings = settings_for(Settings, egress_allow="127.0.0.1",  # OpenAPI documents and registries on loopback
                             npm_registry=registries.npm_url, pypi_url=registries.pypi_url, resolve_cache_seconds=0,
                             max_submissions_per_hour=10_000, max_deployments_in_flight=10_000)
     async with running(SPEC, settings) as app:
+        await trust(app, USER, OTHER)  # the review queue has tests of its own (test_review.py)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as client:
             yield app, client

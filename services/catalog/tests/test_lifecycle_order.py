@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest_asyncio
-from catalog_helpers import as_user, npm_submission
+from catalog_helpers import USER, as_user, npm_submission, trust
 from sqlalchemy import select
 
 from wemcp.catalog import handlers, service
@@ -43,6 +43,7 @@ LifecycleEvent = ServerDeploying | ServerDeployed | ServerDeployFailed
 @pytest_asyncio.fixture
 async def app(settings_for: Any, clean_db: None, clean_bus: None) -> AsyncIterator[Any]:
     async with running(SPEC, settings_for(Settings, embedder="hash")) as app:
+        await trust(app, USER)
         yield app
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 import pytest_asyncio
-from catalog_helpers import ADMIN, OTHER, USER, as_admin, as_user, npm_submission
+from catalog_helpers import ADMIN, OTHER, USER, as_admin, as_user, npm_submission, trust
 from sqlalchemy import update
 
 from wemcp.catalog.config import Settings
@@ -24,6 +24,7 @@ from wemcp.common.service import running
 async def limited(settings_for: Any, clean_db: None, clean_bus: None, request: Any) -> AsyncIterator[tuple[Any, Any]]:
     settings = settings_for(Settings, **request.param)
     async with running(SPEC, settings) as app:
+        await trust(app, USER, OTHER)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as client:
             yield app, client
 

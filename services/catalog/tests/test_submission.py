@@ -156,7 +156,9 @@ async def test_owner_updates_and_withdraws_admin_disables_and_enables(catalog):
         subjects = [x[0] for x in (await s.execute(select(bus_tables.outbox.c.subject)
                                                  .order_by(bus_tables.outbox.c.id))).all()]
     # the edit is an event too (the catalog's worker re-projects B from it); the refused ones are not
-    assert subjects == ["server.submitted", "server.updated", "server.disabled", "server.enabled", "server.disabled"]
+    # the admin's decisions are audited (admin.action_recorded, right after each); the owner's withdrawal is not
+    assert subjects == ["server.submitted", "server.updated", "server.disabled", "admin.action_recorded",
+                        "server.enabled", "admin.action_recorded", "server.disabled"]
     # not published: hidden from the public, visible to its owner and admins
     assert (await c.get(f"/api/v1/servers/{slug}")).status_code == 404
     assert (await c.get(f"/api/v1/servers/{slug}", headers=as_user())).json()["status"] == "disabled"

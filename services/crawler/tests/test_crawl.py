@@ -161,7 +161,8 @@ async def test_an_interrupted_crawl_resumes_where_it_stopped(stack: Stack) -> No
 
 
 async def test_an_owned_listing_is_never_overwritten(stack: Stack) -> None:
-    sub = {"server_json": {"name": "io.github.owner/weather", "version": "1.0.0", "description": "Mine",
+    # no name: the owner's own namespace (io.wemcp.<handle>/…), which needs no proof from auth
+    sub = {"server_json": {"version": "1.0.0", "description": "Mine", "title": "Weather",
                            "packages": [{"registryType": "npm", "identifier": "@acme/weather-mcp",
                                          "version": "1.0.0"}]}}
     r = await stack.catalog.post("/api/v1/servers", json=sub, headers=as_(USER, "catalog"))

@@ -360,7 +360,7 @@ async def put_role(
     user_id: uuid.UUID, body: RoleUpdate, request: Request, actor: CurrentUser
 ) -> dict[str, Any]:
     async with _st(request).sessions() as s, s.begin():
-        user = await service.set_role(s, actor.user_id, user_id, body.role)
+        user = await service.set_role(s, actor.user_id, user_id, body.role, body.reason)
         return service.user_read(user)
 
 
@@ -377,6 +377,7 @@ async def create_invite(body: InviteCreate, request: Request, actor: CurrentUser
             body.role,
             body.email,
             body.expires_in_hours or st.settings.invite_default_ttl_hours,
+            body.max_uses,
         )
     # The code is shown once; only its hash is stored. E-mail delivery is the caller's (no mailer yet).
     return {
@@ -386,6 +387,7 @@ async def create_invite(body: InviteCreate, request: Request, actor: CurrentUser
         "email": invite.email,
         "url": f"{st.settings.public_url.rstrip('/')}/invite/{code}",
         "expires_at": invite.expires_at.isoformat(),
+        "max_uses": invite.max_uses,
     }
 
 
@@ -411,6 +413,9 @@ async def list_invites(request: Request, actor: CurrentUser) -> dict[str, Any]:
             "email": i.email,
             "expires_at": i.expires_at.isoformat(),
             "used_at": i.used_at.isoformat() if i.used_at else None,
+            "max_uses": i.max_uses,
+            "uses": i.uses,
+            "revoked_at": i.revoked_at.isoformat() if i.revoked_at else None,
         }
         for i in rows
     ]
@@ -482,12 +487,24 @@ async def _system_vault(request: Request, admin: AdminUser) -> uuid.UUID:
     return service.SYSTEM_USER
 
 
+def _caller(request: Request) -> uuid.UUID:
+    from wemcp.common.identity import identity_of
+
+    ident = identity_of(request)
+    if ident is None:
+        raise Unauthorized("sign in first")
+    return ident.user_id
+
+
 def _vault_routes(path: str, owner_of: Any, whose: str) -> None:
     @router.put(path, summary=f"Save {whose} upstream secret for a server (write-only)")
     async def put_secret(body: SecretPut, request: Request, owner: uuid.UUID = Depends(owner_of)) -> dict[str, Any]:
         st = _st(request)
         async with st.sessions() as s, s.begin():
             row = await service.put_secret(s, st.keyring, owner, body.server, body.name, body.value)
+            if owner == service.SYSTEM_USER:  # an admin's act: audited (never the value, only its mask)
+                await service.record(s, await service.require_admin(s, _caller(request)), "system_key.put",
+                                     "system_key", f"{body.server}/{body.name}", after={"value": row.masked})
         log.info("vault_secret_saved", system=owner == service.SYSTEM_USER, server=body.server, name=body.name)
         return service.secret_read(row)
 
@@ -503,6 +520,9 @@ def _vault_routes(path: str, owner_of: Any, whose: str) -> None:
                             server: str = Query(pattern=SERVER_SLUG), name: str = Query(max_length=128)) -> Response:
         async with _st(request).sessions() as s, s.begin():
             await service.delete_secret(s, owner, server, name)
+            if owner == service.SYSTEM_USER:
+                await service.record(s, await service.require_admin(s, _caller(request)), "system_key.delete",
+                                     "system_key", f"{server}/{name}")
         log.info("vault_secret_deleted", system=owner == service.SYSTEM_USER, server=server, name=name)
         return Response(status_code=204)
 
@@ -519,6 +539,7 @@ async def create_app(body: OAuthAppCreate, request: Request, admin: AdminUser) -
     st = _st(request)
     await _public_endpoint(st, "token_url", str(body.token_url))
     async with st.sessions() as s, s.begin():
+        actor = await service.require_admin(s, admin.user_id)  # the role as the database knows it now
         if (await s.execute(select(OAuthApp.id).where(OAuthApp.slug == body.slug))).first():
             raise Conflict(f"an OAuth app {body.slug!r} exists")
         app_id = uuid.uuid4()
@@ -540,7 +561,22 @@ async def create_app(body: OAuthAppCreate, request: Request, admin: AdminUser) -
         )
         s.add(app)
         await s.flush()
-        return service.app_read(app)
+        shown = service.app_read(app)
+        await service.record(s, actor, "oauth_app.create", "oauth_app", app.slug,
+                             after={k: v for k, v in shown.items() if k != "client_secret"})
+        return shown
+
+
+@router.delete("/oauth/apps/{slug}", status_code=204,
+               summary="Remove a third-party OAuth provider and its users' connections (admins)")
+async def delete_app(slug: str, request: Request, admin: AdminUser) -> Response:
+    async with _st(request).sessions() as s, s.begin():
+        actor = await service.require_admin(s, admin.user_id)
+        app = await service.app_by_slug(s, slug)
+        before = {k: v for k, v in service.app_read(app).items() if k != "client_secret"}
+        await s.delete(app)  # its connections go with it (ON DELETE CASCADE)
+        await service.record(s, actor, "oauth_app.delete", "oauth_app", slug, before=before)
+    return Response(status_code=204)
 
 
 @router.get("/oauth/apps", summary="Configured third-party OAuth providers")

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from wemcp.auth.admin_api import admin_router
 from wemcp.auth.api import AuthState, internal, router
 from wemcp.auth.config import Settings, get_settings
 from wemcp.auth.connections import refresher
 from wemcp.auth.crypto import Keyring
 from wemcp.auth.models import bus_tables, probe_receipts
+from wemcp.auth.moderation import store_action
 from wemcp.auth.signin import router as signin_router
 from wemcp.auth.tokens import SigningKeys
+from wemcp.common.events.admin import AdminActionRecorded
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import Runtime, ServiceSpec, run_service
@@ -20,6 +23,7 @@ from wemcp.common.service_info import service_info_router
 
 SUBSCRIPTIONS = [
     (ProbeRecorded, make_probe_handler(probe_receipts)),
+    (AdminActionRecorded, store_action),  # the audit log: every service's admin actions
 ]
 
 
@@ -45,7 +49,7 @@ async def _close(runtime: Runtime) -> None:
 SPEC = ServiceSpec(
     name="auth",
     title="WeMcp auth",
-    routers=[router, signin_router, internal, probe_router(bus_tables, probe_receipts)],
+    routers=[router, signin_router, admin_router, internal, probe_router(bus_tables, probe_receipts)],
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=True,

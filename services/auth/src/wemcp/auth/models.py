@@ -6,7 +6,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -39,6 +51,11 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+    # a ban (``disabled`` is true while it holds) and an account deletion (profile blanked, for good)
+    banned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    banned_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    ban_reason: Mapped[str | None] = mapped_column(Text)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class UserIdentity(Base):
@@ -120,8 +137,11 @@ class Invite(Base):
     )
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    used_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the last acceptance
+    used_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))  # the last who accepted
+    max_uses: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+    uses: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class VaultSecret(Base):
@@ -203,3 +223,31 @@ class SigninLink(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
+
+
+class AuditEntry(Base):
+    """The audit log: one row per ``admin.action_recorded`` event of any service, stored once
+    (``event_id`` unique). Append-only: no route edits or deletes it, and a trigger refuses UPDATE
+    and DELETE at the database (migration auth_0005_admin_audit)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_occurred", "occurred_at", "seq"),
+        Index("ix_audit_log_actor", "actor_id", "seq"),
+        Index("ix_audit_log_target", "target_type", "target_id", "seq"),
+        Index("ix_audit_log_action", "action", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False, unique=True)
+    service: Mapped[str] = mapped_column(String(40), nullable=False)
+    action: Mapped[str] = mapped_column(String(80), nullable=False)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    actor_role: Mapped[str | None] = mapped_column(String(20))
+    target_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    target_id: Mapped[str] = mapped_column(String(300), nullable=False)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    reason: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    recorded_at: Mapped[datetime] = _now()

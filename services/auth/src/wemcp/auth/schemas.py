@@ -31,12 +31,22 @@ class MeUpdate(_In):
 
 class RoleUpdate(_In):
     role: Role
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class BanIn(_In):
+    reason: str = Field(min_length=3, max_length=2000)
+
+
+class ReasonIn(_In):
+    reason: str | None = Field(default=None, max_length=2000)
 
 
 class InviteCreate(_In):
     role: Role = "user"
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     expires_in_hours: int | None = Field(default=None, ge=1, le=24 * 90)
+    max_uses: int = Field(default=1, ge=1, le=10_000, description="how many accounts may accept it")
 
 
 class InviteAccept(_In):

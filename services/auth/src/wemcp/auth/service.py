@@ -29,6 +29,7 @@ from wemcp.auth.models import (
 from wemcp.auth.oauth import Profile
 from wemcp.auth.tokens import now, sha256
 from wemcp.common.errors import Conflict, Forbidden, NotFound
+from wemcp.common.events.admin import AdminActionRecorded
 from wemcp.common.events.users import ApiKeyRevoked, SecretChanged, UserRegistered, UserRoleChanged
 from wemcp.common.identity import ROLE_RANK
 from wemcp.common.outbox import add_event
@@ -188,6 +189,15 @@ async def _actor(session: AsyncSession, user_id: uuid.UUID) -> User:
     return user
 
 
+async def record(session: AsyncSession, actor: User | None, action: str, target_type: str, target_id: str, *,
+                 before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
+                 reason: str | None = None) -> None:
+    """Stage ``admin.action_recorded`` with the change (the audit log's input; auth stores it too)."""
+    await add_event(session, bus_tables, AdminActionRecorded(
+        service="auth", action=action, actor_id=actor.id if actor else None, actor_role=actor.role if actor else None,
+        target_type=target_type, target_id=target_id, before=before, after=after, reason=reason))
+
+
 # -- roles and invites ---------------------------------------------------------------------------
 
 
@@ -208,7 +218,8 @@ async def require_admin(session: AsyncSession, actor_id: uuid.UUID) -> User:
     return actor
 
 
-async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.UUID, role: str) -> User:
+async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.UUID, role: str,
+                   reason: str | None = None) -> User:
     if actor_id == target_id:
         raise Forbidden("nobody changes their own role")
     actor = await _actor(session, actor_id)
@@ -223,6 +234,8 @@ async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.U
         ROLE_RANK[target.role] >= ROLE_RANK[actor.role] or ROLE_RANK[role] >= ROLE_RANK[actor.role]
     ):
         raise Forbidden("you can only change roles below your own")
+    if target.deleted_at is not None:
+        raise NotFound("no such user")
     if target.role != role:
         previous, target.role, target.updated_at = target.role, role, now()
         await add_event(
@@ -235,12 +248,17 @@ async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.U
                 actor_id=actor.id,
             ),
         )
+        await record(session, actor, "user.role_change", "user", str(target.id),
+                     before={"role": previous}, after={"role": role}, reason=reason)
     return target
 
 
 async def create_invite(
-    session: AsyncSession, actor_id: uuid.UUID, role: str, email: str | None, ttl_hours: int
+    session: AsyncSession, actor_id: uuid.UUID, role: str, email: str | None, ttl_hours: int, max_uses: int = 1
 ) -> tuple[Invite, str]:
+    """An invite code for ``role``, valid ``ttl_hours`` and for ``max_uses`` accounts. Nobody mints a
+    role above their own (and only a superadmin mints a superadmin); merchants invite merchants and
+    users. An admin's (or superadmin's) invite is an admin action: it is audited."""
     actor = await _actor(session, actor_id)
     if ROLE_RANK[actor.role] < ROLE_RANK["merchant"]:
         raise Forbidden("only merchants and admins invite")
@@ -253,24 +271,32 @@ async def create_invite(
         email=email,
         created_by=actor.id,
         expires_at=now() + timedelta(hours=ttl_hours),
+        max_uses=max_uses,
+        uses=0,
     )
     session.add(invite)
     await session.flush()
+    if ROLE_RANK[actor.role] >= ROLE_RANK["admin"]:
+        await record(session, actor, "invite.create", "invite", str(invite.id),
+                     after={"role": role, "max_uses": max_uses, "expires_at": invite.expires_at.isoformat(),
+                            "email": email})
     return invite, code
 
 
 async def accept_invite(session: AsyncSession, user_id: uuid.UUID, code: str) -> User:
-    """Single use, atomically: two accepts of one code race on one UPDATE and one wins."""
+    """``max_uses`` accounts at most, atomically: accepts of one code race on one conditional UPDATE
+    (``uses < max_uses``), so the last use is taken once. ``used_at``/``used_by`` name the last use."""
     row = (
         await session.execute(
             update(Invite)
-            .where(Invite.code_hash == sha256(code), Invite.used_at.is_(None), Invite.expires_at > now())
-            .values(used_at=now(), used_by=user_id)
+            .where(Invite.code_hash == sha256(code), Invite.uses < Invite.max_uses, Invite.expires_at > now(),
+                   Invite.revoked_at.is_(None))
+            .values(used_at=now(), used_by=user_id, uses=Invite.uses + 1)
             .returning(Invite.role, Invite.created_by)
         )
     ).first()
     if row is None:
-        raise NotFound("the invite is unknown, used or expired")
+        raise NotFound("the invite is unknown, used up, revoked or expired")
     role, inviter = row
     user = (await session.execute(select(User).where(User.id == user_id).with_for_update())).scalar_one()
     if ROLE_RANK[role] > ROLE_RANK[user.role]:  # an invite never lowers a role

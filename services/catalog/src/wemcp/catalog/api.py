@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import String, cast, func, or_, select
 
-from wemcp.catalog import names, service
+from wemcp.catalog import names, review, service
 from wemcp.catalog import search as search_mod
 from wemcp.catalog.archive import check_archive
 from wemcp.catalog.models import Archive, Category, News, SearchDoc, Server
@@ -201,18 +201,12 @@ async def list_categories(request: Request) -> dict[str, Any]:
 
 @router.put("/categories/{slug}")
 async def put_category(slug: str, body: CategoryIn, request: Request, who: AdminUser) -> dict[str, Any]:
-    if body.slug != slug:
-        raise Unprocessable("slug: the body's slug must match the path")
-    async with transaction(_sessions(request)) as s:
-        cat = await service.put_category(s, slug, body.name, body.parent, body.position)
-    return {"slug": cat.slug, "name": cat.name, "parent": cat.parent_slug, "position": cat.position}
+    return await review.put_category(slug, body, request, who)
 
 
 @router.delete("/categories/{slug}", status_code=204)
 async def delete_category(slug: str, request: Request, who: AdminUser) -> Response:
-    async with transaction(_sessions(request)) as s:
-        await service.delete_category(s, slug)
-    return Response(status_code=204)
+    return await review.delete_category(slug, request, who)
 
 
 # ---- feed and news ------------------------------------------------------------------------------
@@ -275,6 +269,8 @@ async def post_news(body: NewsIn, request: Request, who: AdminUser) -> dict[str,
     async with transaction(_sessions(request)) as s:
         n = await service.add_news(s, "announcement", body.title, body.body, published=body.published,
                                    author_id=who.user_id)
+        await review.record(s, who, "news.post", "news", str(n.id),
+                            after={"title": n.title, "published": n.published})
     return {"id": str(n.id), "kind": n.kind, "title": n.title, "published": n.published}
 
 

@@ -12,6 +12,7 @@ from wemcp.catalog.handlers import SUBSCRIPTIONS_EVENTS
 from wemcp.catalog.limits import BodyLimitMiddleware
 from wemcp.catalog.models import bus_tables, probe_receipts
 from wemcp.catalog.names_api import router as names_router
+from wemcp.catalog.review import admin_router
 from wemcp.catalog.state import of, on_start, on_stop
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.events.goods import AnnouncementChanged
@@ -46,7 +47,8 @@ def _configure(app: FastAPI) -> None:
 SPEC = ServiceSpec(
     name="catalog",
     title="WeMcp catalog",
-    routers=[router, names_router, registry_router, internal_router, probe_router(bus_tables, probe_receipts)],
+    routers=[router, names_router, admin_router, registry_router, internal_router,
+             probe_router(bus_tables, probe_receipts)],
     tables=bus_tables,
     subscriptions=SUBSCRIPTIONS,
     uses_redis=False,

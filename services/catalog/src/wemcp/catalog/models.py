@@ -42,7 +42,7 @@ bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
 
 EMBEDDING_DIM = 384
-STATUSES = ("draft", "submitted", "deploying", "published", "failed", "disabled")
+STATUSES = ("draft", "pending_review", "rejected", "submitted", "deploying", "published", "failed", "disabled")
 
 
 class Server(Base):
@@ -55,6 +55,7 @@ class Server(Base):
         Index("ix_servers_status", "status"),
         Index("ix_servers_name", "name"),
         Index("ix_servers_updated", "updated_at", "id"),
+        Index("ix_servers_review_queue", "review_requested_at", postgresql_where=text("status = 'pending_review'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
@@ -85,6 +86,13 @@ class Server(Base):
     # listed by an admin without proof) and when
     name_verification: Mapped[str | None] = mapped_column(String(20))
     name_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the review queue: whether this package was cleared to deploy (a trusted publisher's, or an admin
+    # approved it; its owner's new versions then deploy without review), and the last decision
+    review_cleared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    reviewed_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_reason: Mapped[str | None] = mapped_column(Text)
+    review_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # hand-kept
     category: Mapped[str | None] = mapped_column(String(64))
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default=text("'{}'"))
@@ -231,3 +239,16 @@ class DomainClaim(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Publisher(Base):
+    """A user an admin marked as a trusted publisher: their submissions skip the review queue (as do
+    those of admins, by role). A row with ``trusted`` false is a revoked trust, kept for the record."""
+
+    __tablename__ = "publishers"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    trusted: Mapped[bool] = mapped_column(Boolean, default=True)
+    note: Mapped[str | None] = mapped_column(Text)
+    set_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -108,7 +108,9 @@ async def check_category(session: AsyncSession, slug: str | None, field: str = "
 async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *,
                  source_kind: str | None = None, limits: Settings | None = None,
                  names: NameContext | None = None) -> tuple[Server, bool]:
-    """Store a submission as ``submitted`` and stage ``server.submitted``. Returns (row, duplicate).
+    """Store a submission as ``submitted`` and stage ``server.submitted`` — or, from a publisher who
+    is not trusted (``review.is_trusted``), as ``pending_review`` with no event: it deploys once an
+    admin approves it (``review.approve``). Returns (row, duplicate).
 
     The same package and version again is idempotent (the first row comes back, nothing is
     emitted); a new version of a package its owner already listed resubmits that row. With
@@ -127,22 +129,31 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
         if existing is not None and existing.owner_id != owner_id:
             raise Conflict(f"{n.package_key} is already listed by another owner", extra={"slug": existing.slug})
         _refuse_startup_env(n.spec)
-    if existing is not None and existing.version == n.version:
+    if existing is not None and existing.version == n.version and existing.status != "rejected":
         return existing, True
     verification = await name_rules.settle(session, n, owner, existing, names)  # who may use the name
     if limits is not None and owner is not None and owner.user_id is not None and not owner.at_least("admin"):
         await check_limits(session, owner.user_id, limits, resubmitting=existing.id if existing else None)
+    from wemcp.catalog import review
+
+    trusted = await review.is_trusted(session, owner)
     if existing is not None:
         existing.version, existing.spec, existing.name = n.version, n.spec, n.name
         existing.title, existing.description = n.title, n.description
         name_rules.stamp(existing, verification)
+        existing.updated_at = func.now()
+        if not existing.review_cleared and not trusted:
+            # a pending or rejected package waits (again) for review: nothing deploys before approval
+            review.queue(existing)
+            await session.flush()
+            return existing, False
+        existing.review_cleared = True
         if existing.status != "disabled":
             existing.status, existing.status_detail = "submitted", None
         if not existing.lifecycle_generation:
             # a new deployment follows: its unstamped steps (older deployer) may replace the last
             # terminal state (stamped ones carry the next generation, which supersedes it anyway)
             existing.lifecycle_terminal = False
-        existing.updated_at = func.now()
         await session.flush()
         await _emit_submitted(session, existing)
         return existing, False
@@ -152,9 +163,10 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
         stmt = pg_insert(Server).values(
             slug=slug, name=n.name, version=n.version, package_key=n.package_key, title=n.title,
             description=n.description, readme=n.readme, icon=n.icon or ICON.format(slug=slug),
-            owner_id=owner_id, source_kind=source_kind or n.source_kind, spec=n.spec, status="submitted",
-            category=n.category, tags=n.tags, name_verification=verification,
-            name_verified_at=func.now() if verification else None,
+            owner_id=owner_id, source_kind=source_kind or n.source_kind, spec=n.spec,
+            status="submitted" if trusted else "pending_review", review_cleared=trusted,
+            review_requested_at=None if trusted else func.now(), category=n.category, tags=n.tags,
+            name_verification=verification, name_verified_at=func.now() if verification else None,
         ).on_conflict_do_nothing(index_elements=[Server.package_key, Server.version]).returning(Server.id)
         try:
             async with session.begin_nested():
@@ -168,7 +180,8 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
                 Server.package_key == n.package_key, Server.version == n.version))).scalar_one()
             return row, True
         row = (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
-        await _emit_submitted(session, row)
+        if trusted:
+            await _emit_submitted(session, row)
         return row, False
     raise Conflict("could not allocate a slug; try again")
 
@@ -268,11 +281,14 @@ def _refuse_startup_env(spec: dict[str, Any]) -> None:
                           "runtime starts the server and are reserved to admins", "reserved_env")
 
 
-async def _emit_submitted(session: AsyncSession, row: Server) -> None:
+async def _emit_submitted(session: AsyncSession, row: Server, approved_by: UUID | None = None) -> None:
     row.revision = (row.revision or 0) + 1  # orders the submissions for their consumers (row lock held)
     await add_event(session, bus_tables, ServerSubmitted(
         server_id=row.id, slug=row.slug, name=row.name, version=row.version, owner_id=row.owner_id,
-        spec=row.spec, revision=row.revision))
+        spec=row.spec, revision=row.revision, approved_by=approved_by))
+
+
+emit_submitted = _emit_submitted
 
 
 # ---- owner and admin actions ---------------------------------------------------------------------
@@ -285,6 +301,17 @@ async def get_server(session: AsyncSession, slug: str, *, lock: bool = False) ->
     if row is None:
         raise NotFound(f"no server {slug!r}")
     return row
+
+
+def _owns(row: Server, who: Identity) -> bool:
+    return row.owner_id is not None and row.owner_id == who.user_id
+
+
+async def _record(session: AsyncSession, who: Identity, action: str, row: Server, before: dict[str, Any],
+                  after: dict[str, Any], reason: str | None) -> None:
+    from wemcp.catalog.review import record
+
+    await record(session, who, action, "server", row.slug, before=before, after=after, reason=reason)
 
 
 def _can_manage(row: Server, who: Identity) -> bool:
@@ -306,6 +333,9 @@ async def update_server(session: AsyncSession, slug: str, patch: ServerUpdate, w
     changed = sorted(k for k, v in data.items() if getattr(row, k) != v)
     if not changed:
         return row
+    if not _owns(row, who):  # an admin editing someone else's (or an owner-less) server
+        await _record(session, who, "server.update", row, {k: getattr(row, k) for k in changed},
+                      {k: data[k] for k in changed}, None)
     for k in changed:
         setattr(row, k, data[k])
     row.updated_at = func.now()
@@ -333,6 +363,9 @@ async def disable(session: AsyncSession, slug: str, who: Identity, reason: str |
     await session.flush()
     await add_event(session, bus_tables, ServerDisabled(server_id=row.id, slug=row.slug, reason=reason,
                                                         actor_id=who.user_id, decision_seq=row.decision_seq))
+    if not withdraw or not _owns(row, who):
+        await _record(session, who, "server.withdraw" if withdraw else "server.disable", row,
+                      {"status": row.status_before_disable}, {"status": "disabled"}, reason)
     return row, True
 
 
@@ -347,6 +380,7 @@ async def enable(session: AsyncSession, slug: str, who: Identity) -> tuple[Serve
     await session.flush()
     await add_event(session, bus_tables, ServerEnabled(server_id=row.id, slug=row.slug, actor_id=who.user_id,
                                                        decision_seq=row.decision_seq))
+    await _record(session, who, "server.enable", row, {"status": "disabled"}, {"status": row.status}, None)
     return row, True
 
 
@@ -373,6 +407,9 @@ def _public_inputs(spec: dict[str, Any]) -> list[dict[str, Any]]:
             i.pop("default", None)
             i.pop("value", None)
     return out
+
+
+public_inputs = _public_inputs
 
 
 def local_config(row: Server) -> dict[str, Any]:
@@ -438,6 +475,7 @@ def detail(row: Server, settings: Settings, searchable: bool | None) -> dict[str
         "id": str(row.id), "slug": row.slug, "name": row.name, "version": row.version, "title": row.title,
         "description": row.description, "readme": row.readme, "icon": row.icon, "owner_id": row.owner_id,
         "status": row.status, "status_detail": row.status_detail, "withdrawn": row.withdrawn,
+        "review_reason": row.review_reason if row.status in ("pending_review", "rejected") else None,
         "source_kind": row.source_kind, "category": row.category, "tags": row.tags, "featured": row.featured,
         "tools": row.tools, "prompts": row.prompts, "resources": row.resources, "calls": row.calls,
         "stars": row.stars, "name_verification": name_rules.badge(row, settings.platform_namespace),

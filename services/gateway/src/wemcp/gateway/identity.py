@@ -101,6 +101,8 @@ class Verifier:
         self._api_keys = _Lru(cache_size)  # sha256 -> (Identity | None, ApiKeyGrant | None, until)
         self._key_ids: dict[str, str] = {}  # key id -> sha256
         self._revoked_sessions: dict[str, float] = {}  # sid -> until (epoch seconds)
+        self._banned_users: dict[str, float] = {}  # user id -> until (epoch seconds): user.banned/deleted
+        self._banned_keys: dict[str, set[str]] = {}  # user id -> digests whose refusal an unban drops
         self._nats: Any = None
         self._reconnects = 0
         self._sub: Any = None
@@ -129,10 +131,26 @@ class Verifier:
             if digest is not None:
                 self._api_keys.pop(digest, None)
         elif subject == "user.role_changed":
+            self._forget_user_keys(str(data.get("user_id")))
+        elif subject in ("user.banned", "user.deleted"):
             user_id = str(data.get("user_id"))
-            for digest, (ident, _, _) in list(self._api_keys.items()):
-                if ident is not None and str(ident.user_id) == user_id:
+            # the next use asks auth, which refuses a banned/deleted user (and that refusal is cached)
+            dropped = self._forget_user_keys(user_id)
+            if subject == "user.banned" and data.get("banned") is False:
+                self._banned_users.pop(user_id, None)
+                for digest in self._banned_keys.pop(user_id, ()):  # their cached refusals, too
                     self._api_keys.pop(digest, None)
+            else:
+                self._banned_keys.setdefault(user_id, set()).update(dropped)
+                until = time.time() + 86400.0
+                if data.get("until"):
+                    from datetime import datetime
+
+                    until = datetime.fromisoformat(str(data["until"])).timestamp() + self.leeway
+                self._banned_users[user_id] = until
+                for token, (ident, _, _) in list(self._tokens.items()):
+                    if str(ident.user_id) == user_id:
+                        self._tokens.pop(token, None)
         elif subject == "user.session_revoked":
             sid = str(data.get("session_id"))
             until = time.time() + 3600.0
@@ -144,6 +162,25 @@ class Verifier:
             for token, (_, _, token_sid) in list(self._tokens.items()):
                 if token_sid == sid:
                     self._tokens.pop(token, None)
+
+    def _forget_user_keys(self, user_id: str) -> set[str]:
+        dropped = set()
+        for digest, (ident, _, _) in list(self._api_keys.items()):
+            if ident is not None and str(ident.user_id) == user_id:
+                self._api_keys.pop(digest, None)
+                dropped.add(digest)
+        return dropped
+
+    def _user_banned(self, user_id: str, now: float) -> bool:
+        """A banned (or deleted) user's access tokens are refused until every token minted before the
+        ban has expired (auth mints none while the ban holds)."""
+        until = self._banned_users.get(user_id)
+        if until is None:
+            return False
+        if until < now:
+            self._banned_users.pop(user_id, None)
+            return False
+        return True
 
     def _check_reconnects(self) -> None:
         if self._nats is None:
@@ -170,7 +207,8 @@ class Verifier:
         hit = self._tokens.get(token)
         if hit is not None:
             ident, exp, sid = hit
-            if exp > now - self.leeway and not self._session_revoked(sid, now):
+            if exp > now - self.leeway and not self._session_revoked(sid, now) and not (
+                    self._banned_users and self._user_banned(str(ident.user_id), now)):
                 return ident
             self._tokens.pop(token, None)
             raise _invalid("the token expired or was revoked")
@@ -210,6 +248,8 @@ class Verifier:
         sid = claims.get("sid")
         if self._session_revoked(sid, now):
             raise _invalid("the session was signed out")
+        if self._banned_users and self._user_banned(str(ident.user_id), now):
+            raise _invalid("the account is banned or deleted")
         self._tokens.put(token, (ident, float(claims["exp"]), sid))
         return ident
 

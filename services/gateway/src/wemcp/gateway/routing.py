@@ -37,6 +37,14 @@ ROUTES: dict[tuple[str, ...], str] = {
     ("logs",): "crawler",
     ("agents",): "agents",
     ("model-providers",): "agents",
+    # the admin system (docs/admin.md): each area to the service that owns its data
+    ("admin", "users"): "auth",
+    ("admin", "audit"): "auth",
+    ("admin", "invites"): "auth",
+    ("admin", "review"): "catalog",
+    ("admin", "servers"): "catalog",
+    ("admin", "publishers"): "catalog",
+    ("admin", "categories"): "catalog",
     **{("services", name): name for name in SERVICES},
 }
 

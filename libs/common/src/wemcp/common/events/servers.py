@@ -96,6 +96,9 @@ class ServerSubmitted(_ServerEvent):
     revision: int | None = Field(default=None, ge=1, description=(
         "the server's submission counter (catalog), from 1: the highest is the newest submission. Absent "
         "from events of older producers"))
+    approved_by: UUID | None = Field(default=None, description=(
+        "the admin who approved it out of the review queue; None when no review was needed (a trusted "
+        "publisher, the crawler, an approved package's new version)"))
 
 
 class ServerDeploying(_DeploymentEvent):
@@ -199,3 +202,19 @@ class ServerHealth(_ServerEvent):
     p95_ms: float | None = None
     tool_count: int | None = None
     tools: list[ToolInfo] | None = None
+
+
+class ServerRejected(_ServerEvent):
+    """An admin rejected a submission waiting in the review queue (``pending_review`` -> ``rejected``);
+    nothing was deployed. The submitter sees ``reason`` in the server's detail.
+
+    Emitted by catalog; no consumer acts on it yet (nothing downstream knew of the submission: the
+    deployer and gateway only hear of a server from ``server.submitted``, sent on approval)."""
+
+    subject: ClassVar[str] = "server.rejected"
+
+    name: str
+    version: str | None = None
+    owner_id: UUID | None = None
+    reason: str
+    actor_id: UUID | None = None

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import ClassVar, Literal
 from uuid import UUID
 
+from pydantic import Field
+
 from wemcp.common.events.base import Event
 
 
@@ -81,3 +83,40 @@ class SecretChanged(Event):
     server: str
     name: str
     action: Literal["saved", "deleted"] = "saved"
+
+
+
+class UserBanned(Event):
+    """An admin banned a user (or unbanned them: ``banned`` false). While banned, the user's API keys
+    and sessions are refused and no new session starts; unbanning lets the keys work again (the
+    sessions revoked at the ban stay revoked).
+
+    Emitted by auth; consumed by gateway (drops the user's cached API-key identities and refuses the
+    user's access tokens at once, so the next call is refused within a second)."""
+
+    subject: ClassVar[str] = "user.banned"
+    stream: ClassVar[str] = "USERS"
+
+    user_id: UUID
+    banned: bool = True
+    actor_id: UUID | None = None
+    reason: str | None = None
+    until: datetime | None = Field(default=None, description=(
+        "when the gateway may forget the ban for access tokens: every token minted before the ban has "
+        "expired by then (auth refuses to mint new ones while banned)"))
+
+
+class UserDeleted(Event):
+    """An account was deleted, by its user or by an admin. Auth removed its secrets, API keys,
+    sessions, connections and linked identities and blanked its profile in the same transaction.
+
+    Emitted by auth; consumed by gateway (as a ban that never lifts: cached keys dropped, tokens
+    refused). Services that keep personal data of the user erase or pseudonymise it within the
+    retention ``docs/admin.md`` states."""
+
+    subject: ClassVar[str] = "user.deleted"
+    stream: ClassVar[str] = "USERS"
+
+    user_id: UUID
+    actor_id: UUID | None = None
+    by: Literal["self", "admin"] = "self"

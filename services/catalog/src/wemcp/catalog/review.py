@@ -1,0 +1,322 @@
+"""The review queue and the catalog's admin area (``/api/v1/admin/...``, admins only).
+
+A submission by a publisher who is not trusted waits as ``pending_review``: nothing is deployed and
+no ``server.submitted`` leaves the catalog until an admin approves it. Trusted are admins (by role),
+users an admin marked as trusted publishers (``catalog.publishers``), and the crawler (no owner).
+Review clears a *package* (the row): its owner's later versions deploy without review, while a
+pending or rejected row's resubmission waits again. Every admin action here is staged as
+``admin.action_recorded`` in the transaction of the change (auth keeps the audit log).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, StringConstraints
+from sqlalchemy import String, cast, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wemcp.catalog import service
+from wemcp.catalog.models import STATUSES, Category, Publisher, Server, bus_tables
+from wemcp.catalog.schemas import CategoryIn
+from wemcp.common.db import transaction
+from wemcp.common.errors import BadRequest, Conflict, NotFound, Unprocessable
+from wemcp.common.events.admin import AdminActionRecorded
+from wemcp.common.events.servers import ServerRejected
+from wemcp.common.identity import AdminUser, Identity
+from wemcp.common.outbox import add_event
+
+admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+
+# ---- the audit trail ---------------------------------------------------------------------------
+
+async def record(session: AsyncSession, who: Identity | None, action: str, target_type: str, target_id: str, *,
+                 before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
+                 reason: str | None = None) -> None:
+    """Stage ``admin.action_recorded`` with the change (same transaction: recorded iff it happened)."""
+    await add_event(session, bus_tables, AdminActionRecorded(
+        service="catalog", action=action, actor_id=who.user_id if who else None,
+        actor_role=who.role if who else None, target_type=target_type, target_id=target_id,
+        before=before, after=after, reason=reason))
+
+
+# ---- trust -------------------------------------------------------------------------------------
+
+async def is_trusted(session: AsyncSession, owner: Identity | None) -> bool:
+    if owner is None or owner.at_least("admin"):
+        return True
+    return bool((await session.execute(select(Publisher.trusted).where(Publisher.user_id == owner.user_id)))
+                .scalar_one_or_none())
+
+
+def queue(row: Server) -> None:
+    """Put ``row`` (new, pending or rejected) in the review queue."""
+    if row.status == "disabled":
+        row.status_before_disable = "pending_review"
+    else:
+        row.status, row.status_detail = "pending_review", None
+    row.review_requested_at = func.now()
+    row.review_reason = None
+
+
+# ---- decisions ---------------------------------------------------------------------------------
+
+async def _pending(session: AsyncSession, slug: str) -> Server:
+    row = await service.get_server(session, slug, lock=True)
+    if row.status != "pending_review":
+        raise Conflict(f"{slug!r} is not waiting for review (status {row.status})", extra={"server_status": row.status})
+    return row
+
+
+async def approve(session: AsyncSession, slug: str, who: Identity, note: str | None) -> Server:
+    row = await _pending(session, slug)
+    row.status, row.status_detail = "submitted", None
+    row.review_cleared, row.reviewed_by, row.reviewed_at, row.review_reason = True, who.user_id, func.now(), note
+    row.updated_at = func.now()
+    await session.flush()
+    await session.refresh(row)  # the times the database set
+    await service.emit_submitted(session, row, approved_by=who.user_id)
+    await record(session, who, "review.approve", "server", row.slug, before={"status": "pending_review"},
+                 after={"status": "submitted", "version": row.version, "revision": row.revision}, reason=note)
+    return row
+
+
+async def reject(session: AsyncSession, slug: str, who: Identity, reason: str) -> Server:
+    row = await _pending(session, slug)
+    row.status, row.status_detail = "rejected", reason
+    row.reviewed_by, row.reviewed_at, row.review_reason = who.user_id, func.now(), reason
+    row.updated_at = func.now()
+    await session.flush()
+    await session.refresh(row)  # the times the database set
+    await add_event(session, bus_tables, ServerRejected(
+        server_id=row.id, slug=row.slug, name=row.name, version=row.version, owner_id=row.owner_id,
+        reason=reason, actor_id=who.user_id))
+    await record(session, who, "review.reject", "server", row.slug, before={"status": "pending_review"},
+                 after={"status": "rejected", "version": row.version}, reason=reason)
+    return row
+
+
+def review_detail(row: Server) -> dict[str, Any]:
+    """What an admin decides on: the spec, the packages as resolved (exact versions), the inputs."""
+    spec = row.spec or {}
+    packages = [{k: p.get(k) for k in ("registryType", "identifier", "version", "runtimeHint", "transport")
+                 if p.get(k) is not None} for p in spec.get("packages") or []]
+    remotes = [{"type": r.get("type"), "url": r.get("url")} for r in spec.get("remotes") or []]
+    archive = {k: v for k, v in (spec.get("archive") or {}).items() if k != "environmentVariables"} or None
+    return {
+        "slug": row.slug, "name": row.name, "version": row.version, "title": row.title,
+        "description": row.description, "owner_id": str(row.owner_id) if row.owner_id else None,
+        "source_kind": row.source_kind, "status": row.status, "package_key": row.package_key,
+        "requested_at": row.review_requested_at.isoformat() if row.review_requested_at else None,
+        "reviewed_by": str(row.reviewed_by) if row.reviewed_by else None,
+        "reviewed_at": row.reviewed_at.isoformat() if row.reviewed_at else None,
+        "review_reason": row.review_reason,
+        "packages": packages, "remotes": remotes, "archive": archive,
+        "network": bool(spec.get("network")),
+        "inputs": service.public_inputs(spec), "spec": service.spec_for_display(spec),
+    }
+
+
+# ---- cursors -----------------------------------------------------------------------------------
+
+def _encode(at: datetime | None, sid: Any) -> str:
+    raw = json.dumps([at.isoformat() if at else None, str(sid)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, sid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(at), str(UUID(sid))
+    except Exception:
+        raise BadRequest("cursor: not a cursor this server issued") from None
+
+
+def _sessions(request: Request) -> Any:
+    return request.app.state.runtime.sessions
+
+
+def _row_summary(r: Server) -> dict[str, Any]:
+    return {"slug": r.slug, "name": r.name, "version": r.version, "title": r.title, "status": r.status,
+            "status_detail": r.status_detail, "owner_id": str(r.owner_id) if r.owner_id else None,
+            "source_kind": r.source_kind, "updated_at": r.updated_at.isoformat(),
+            "requested_at": r.review_requested_at.isoformat() if r.review_requested_at else None}
+
+
+# ---- routes: the review queue ------------------------------------------------------------------
+
+class ReviewDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class RejectDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    reason: Annotated[str, StringConstraints(min_length=3, max_length=2000)]
+
+
+Cursor = Annotated[str | None, Query(max_length=500)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+@admin_router.get("/review", summary="The review queue, oldest request first (admins)")
+async def review_queue(request: Request, who: AdminUser, cursor: Cursor = None, limit: Limit = 50) -> dict[str, Any]:
+    q = select(Server).where(Server.status == "pending_review")
+    if cursor:
+        at, sid = _decode(cursor)
+        q = q.where((Server.review_requested_at > at)
+                    | ((Server.review_requested_at == at) & (cast(Server.id, String) > sid)))
+    async with _sessions(request)() as s:
+        total = (await s.execute(select(func.count()).select_from(Server)
+                                 .where(Server.status == "pending_review"))).scalar_one()
+        rows = (await s.execute(q.order_by(Server.review_requested_at, cast(Server.id, String))
+                                .limit(limit + 1))).scalars().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [_row_summary(r) for r in rows], "total": total,
+            "next_cursor": _encode(rows[-1].review_requested_at, rows[-1].id) if more else None}
+
+
+@admin_router.get("/review/{slug}", summary="A submission as the reviewer sees it (admins)")
+async def review_item(slug: str, request: Request, who: AdminUser) -> dict[str, Any]:
+    async with _sessions(request)() as s:
+        return review_detail(await service.get_server(s, slug))
+
+
+@admin_router.post("/review/{slug}/approve", summary="Approve a waiting submission: it deploys (admins)")
+async def review_approve(slug: str, request: Request, who: AdminUser,
+                         body: ReviewDecision | None = None) -> dict[str, Any]:
+    async with transaction(_sessions(request)) as s:
+        row = await approve(s, slug, who, body.reason if body else None)
+        return review_detail(row) | {"status": "submitted"}
+
+
+@admin_router.post("/review/{slug}/reject", summary="Reject a waiting submission with a reason (admins)")
+async def review_reject(slug: str, body: RejectDecision, request: Request, who: AdminUser) -> dict[str, Any]:
+    async with transaction(_sessions(request)) as s:
+        row = await reject(s, slug, who, body.reason)
+        return review_detail(row) | {"status": "rejected"}
+
+
+# ---- routes: servers by status -----------------------------------------------------------------
+
+@admin_router.get("/servers", summary="Servers by status, with the count of each status (admins)")
+async def admin_servers(request: Request, who: AdminUser,
+                        status: Annotated[str | None, Query(max_length=20)] = None,
+                        q: Annotated[str | None, Query(max_length=200)] = None,
+                        cursor: Cursor = None, limit: Limit = 50) -> dict[str, Any]:
+    if status is not None and status not in STATUSES:
+        raise Unprocessable(f"status: one of {', '.join(STATUSES)}", extra={"errors": [
+            {"field": "status", "in": "query", "message": "unknown status", "type": "enum"}]})
+    conds = []
+    if status:
+        conds.append(Server.status == status)
+    if q:
+        like = f"%{q.replace('%', '').replace('_', '')}%"
+        conds.append(Server.name.ilike(like) | Server.title.ilike(like) | Server.slug.ilike(like))
+    query = select(Server).where(*conds)
+    if cursor:
+        at, sid = _decode(cursor)
+        query = query.where((Server.updated_at < at) | ((Server.updated_at == at) & (cast(Server.id, String) > sid)))
+    async with _sessions(request)() as s:
+        counts = dict((await s.execute(select(Server.status, func.count()).group_by(Server.status))).all())
+        rows = (await s.execute(query.order_by(Server.updated_at.desc(), cast(Server.id, String))
+                                .limit(limit + 1))).scalars().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"counts": {st: int(counts.get(st, 0)) for st in STATUSES}, "total": int(sum(counts.values())),
+            "items": [_row_summary(r) for r in rows],
+            "next_cursor": _encode(rows[-1].updated_at, rows[-1].id) if more else None}
+
+
+# ---- routes: trusted publishers ------------------------------------------------------------------
+
+class PublisherIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    trusted: bool
+    note: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+def _publisher(p: Publisher) -> dict[str, Any]:
+    return {"user_id": str(p.user_id), "trusted": p.trusted, "note": p.note,
+            "set_by": str(p.set_by) if p.set_by else None, "updated_at": p.updated_at.isoformat()}
+
+
+@admin_router.get("/publishers", summary="Users marked as trusted publishers (admins)")
+async def list_publishers(request: Request, who: AdminUser,
+                          trusted: bool | None = True, limit: Limit = 100) -> dict[str, Any]:
+    q = select(Publisher)
+    if trusted is not None:
+        q = q.where(Publisher.trusted == trusted)
+    async with _sessions(request)() as s:
+        rows = (await s.execute(q.order_by(Publisher.updated_at.desc()).limit(limit))).scalars().all()
+    return {"items": [_publisher(p) for p in rows], "total": len(rows)}
+
+
+@admin_router.put("/publishers/{user_id}", summary="Trust (or stop trusting) a publisher (admins)")
+async def put_publisher(user_id: UUID, body: PublisherIn, request: Request, who: AdminUser) -> dict[str, Any]:
+    async with transaction(_sessions(request)) as s:
+        before = await s.get(Publisher, user_id, with_for_update=True)
+        was = before.trusted if before else False
+        await s.execute(pg_insert(Publisher).values(user_id=user_id, trusted=body.trusted, note=body.note,
+                                                    set_by=who.user_id)
+                        .on_conflict_do_update(index_elements=[Publisher.user_id],
+                                               set_={"trusted": body.trusted, "note": body.note,
+                                                     "set_by": who.user_id, "updated_at": func.now()}))
+        await record(s, who, "publisher.trust" if body.trusted else "publisher.untrust", "user", str(user_id),
+                     before={"trusted": was}, after={"trusted": body.trusted}, reason=body.note)
+        s.expire_all()
+        row = await s.get(Publisher, user_id)
+        assert row is not None
+        return _publisher(row)
+
+
+# ---- routes: categories (the same tree as /api/v1/categories, managed here) ---------------------
+
+@admin_router.get("/categories", summary="The category tree with counts (admins)")
+async def admin_categories(request: Request, who: AdminUser) -> dict[str, Any]:
+    async with _sessions(request)() as s:
+        used = dict((await s.execute(select(Server.category, func.count()).group_by(Server.category))).all())
+        return {"items": await service.category_tree(s),
+                "servers_per_category": {k: int(v) for k, v in used.items() if k is not None}}
+
+
+@admin_router.put("/categories/{slug}", summary="Create or change a category (admins)")
+async def admin_put_category(slug: str, body: CategoryIn, request: Request, who: AdminUser) -> dict[str, Any]:
+    return await put_category(slug, body, request, who)
+
+
+@admin_router.delete("/categories/{slug}", status_code=204, summary="Delete an unused category (admins)")
+async def admin_delete_category(slug: str, request: Request, who: AdminUser) -> Response:
+    return await delete_category(slug, request, who)
+
+
+async def put_category(slug: str, body: CategoryIn, request: Request, who: Identity) -> dict[str, Any]:
+    if body.slug != slug:
+        raise Unprocessable("slug: the body's slug must match the path")
+    async with transaction(_sessions(request)) as s:
+        old = await s.get(Category, slug)
+        before = {"name": old.name, "parent": old.parent_slug, "position": old.position} if old else None
+        cat = await service.put_category(s, slug, body.name, body.parent, body.position)
+        after = {"name": cat.name, "parent": cat.parent_slug, "position": cat.position}
+        if before != after:
+            await record(s, who, "category.put", "category", slug, before=before, after=after)
+    return {"slug": cat.slug, "name": cat.name, "parent": cat.parent_slug, "position": cat.position}
+
+
+async def delete_category(slug: str, request: Request, who: Identity) -> Response:
+    async with transaction(_sessions(request)) as s:
+        old = await s.get(Category, slug)
+        if old is None:
+            raise NotFound(f"no category {slug!r}")
+        before = {"name": old.name, "parent": old.parent_slug, "position": old.position}
+        await service.delete_category(s, slug)
+        await record(s, who, "category.delete", "category", slug, before=before)
+    return Response(status_code=204)
