@@ -31,16 +31,16 @@ from wemcp.devstack.testing import serve_app
 
 sys.path.insert(0, str(Path(__file__).parent))
 # the router's, SSE, relay, resumption and era tests, collected again here against two replicas
-from test_eras import test_every_client_gets_its_own_revision  # noqa: E402,F401
-from test_relay import (  # noqa: E402,F401
+from test_eras import test_every_client_gets_its_own_revision  # noqa: F401
+from test_relay import (  # noqa: F401
     test_a_refusal_reaches_the_server_and_the_call_fails,
     test_modern_client_of_a_2025_server_answers_by_retrying,
 )
-from test_resume import (  # noqa: E402,F401
+from test_resume import (  # noqa: F401
     test_the_official_client_resumes_a_broken_stream_through_the_gateway,
     test_unknown_or_foreign_event_ids_resume_nothing,
 )
-from test_router import (  # noqa: E402,F401
+from test_router import (  # noqa: F401
     test_a_stdio_local_server_is_listed_but_not_called,
     test_both_client_eras_list_and_call,
     test_disabled_server_refused_within_a_second,
@@ -114,8 +114,8 @@ async def test_a_session_id_of_another_user_is_still_refused(stack, both_upstrea
 async def test_legacy_sse_session_across_replicas(stack, both_upstream):
     """The GET /sse stream is held by one replica; every POST /messages goes to the other half the
     time and reaches the stream through its owner."""
-    from mcp.client.sse import sse_client
     from mcp.client.session import ClientSession
+    from mcp.client.sse import sse_client
 
     await stack.deploy("sse", both_upstream)
     async with sse_client(stack.url + "/mcp/sse/sse", headers=bearer("alice")) as (r, w), \
