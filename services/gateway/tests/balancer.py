@@ -1,7 +1,7 @@
 """A loopback HTTP load balancer for the tests and the bench: each *request* (not each connection) goes
 to the next backend in turn, so a client's session requests, its SSE stream and its retries land on
 different gateway replicas. Bodies are relayed, answers streamed back (SSE included); the client
-leaving closes the backend request. It adds X-Forwarded-For, like a real balancer."""
+leaving closes the backend request. It keeps Host and adds X-Forwarded-For, like a real balancer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import aiohttp
 
-_DROP_REQ = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"host", b"content-length", b"te",
+# Host is passed on, as balancers do (the gateway checks it and Origin against it)
+_DROP_REQ = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te",
                        b"upgrade", b"proxy-connection"})
 _DROP_RESP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"})
 

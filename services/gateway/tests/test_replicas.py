@@ -243,3 +243,29 @@ async def test_quota_with_decide_ahead_overshoots_at_most_the_calls_in_flight(st
         # the counter itself never passes the limit (an over-limit call is refused, never counted twice)
         used = await stack.mcp.quota.used_today(str(USERS["alice"]), [("server", "ahead")])
         assert used == [limit]
+
+
+@pytest.mark.parametrize("stack", [{"mcp_allowed_hosts": ["mcp.example.test"]}], indirect=True)
+async def test_the_owner_sees_the_clients_host_and_origin(stack, both_upstream):
+    """A forwarded request keeps the client's Host (and Origin), so the owner's Host allow-list and
+    Origin rule (DNS rebinding) judge the client's request, not the forwarding replica's address."""
+    await stack.deploy("hosted-name", both_upstream)
+    headers = {**bearer("alice"), "accept": "application/json, text/event-stream", "host": "mcp.example.test",
+               "origin": "https://mcp.example.test"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    async with httpx.AsyncClient() as h:
+        r = await h.post(stack.url + "/mcp/hosted-name", json=init, headers=headers)
+        assert r.status_code == 200, r.text
+        session = {**headers, "mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+        before = forwarded(stack)
+        for i in range(2):  # one lands on the other replica and is forwarded
+            r = await h.post(stack.url + "/mcp/hosted-name", json={"jsonrpc": "2.0", "id": 2 + i,
+                                                                    "method": "tools/list"}, headers=session)
+            assert r.status_code == 200 and "echo" in r.text, r.text
+        assert forwarded(stack) == before + 1
+        # and a Host outside the list is still refused, forwarded or not
+        for _ in range(2):
+            r = await h.post(stack.url + "/mcp/hosted-name", json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"},
+                             headers={**session, "host": "evil.example.test"})
+            assert r.status_code in (403, 421), r.text

@@ -46,9 +46,10 @@ HOP = b"x-wemcp-replica-hop"
 STATE_PREFIX = b"wemcp-rs."  # relay.STATE_PREFIX, as bytes
 _ID = re.compile(r"^[0-9a-f]{8}$")
 _STATE = re.compile(rb'"requestState"\s*:\s*"wemcp-rs\.([0-9a-f]{8})\.')
-# not forwarded either way: hop-by-hop headers and those the HTTP client sets itself
+# not forwarded either way: hop-by-hop headers and the length the HTTP client sets itself (Host is kept:
+# the owner checks it, and Origin against it, as for the client's own request)
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-                         b"proxy-connection", b"host", b"content-length"})
+                         b"proxy-connection", b"content-length"})
 _RESP_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"})
 
 
