@@ -144,3 +144,12 @@ def test_plan_shows_no_secret():
     assert plan.actions[-1] == "wait for the Deployment mcp-time to be ready"
     assert bridge_env(RING, "time")["WEMCP_BRIDGE_KEYS"] not in str(plan.artifacts)
     assert "<keys derived" in str(plan.artifacts)
+
+
+async def test_the_running_deployer_offers_the_backend(deployer):
+    """The service wires the backend from its settings (DEFAULT_BACKEND=kubernetes picks it)."""
+    b = deployer.orch.backends["kubernetes"]
+    assert isinstance(b, KubernetesDeployer)
+    s = deployer.orch.settings
+    assert (b.namespace, b.platform_namespace) == (s.kubernetes_namespace, s.kubernetes_platform_namespace)
+    assert b.endpoint("x") == "http://mcp-x.wemcp-servers.svc.cluster.local/mcp"
