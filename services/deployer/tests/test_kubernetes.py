@@ -14,7 +14,7 @@ from referencing import Registry, Resource
 
 from wemcp.common.trust import KeyRing
 from wemcp.deployer.backends.base import Target
-from wemcp.deployer.backends.kubernetes import NODE_IMAGE, PYTHON_IMAGE, manifests
+from wemcp.deployer.backends.kubernetes import NODE_IMAGE, PRIVATE, PYTHON_IMAGE, manifests
 from wemcp.deployer.spec import parse_spec
 
 NPM = Target("everything", uuid.UUID(int=7), parse_spec({"packages": [{
@@ -41,13 +41,16 @@ def _validate_as(obj: dict, schema_file: str, version: str) -> None:
 def test_every_manifest_validates_against_the_kubernetes_schemas(target: Target, version: str):
     docs = manifests(target)
     kinds = [d["kind"] for d in docs]
-    assert kinds == (["ConfigMap", "Deployment", "Service"] + ([] if target.spec.network else ["NetworkPolicy"])
-                     + ["Secret"])
+    assert kinds == ["ConfigMap", "Deployment", "Service", "NetworkPolicy", "Secret"]
+    (egress,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    public = egress["spec"]["egress"][1]
+    assert public["to"][0]["ipBlock"]["except"] == PRIVATE  # never private, loopback, metadata, CGNAT
+    assert ("ports" not in public) is target.spec.network  # network off: 443 only (the install)
     for doc in docs:
         assert kubernetes_validate.validate(doc, version, strict=True) == version.rsplit(".", 1)[0]
     # Knative Service: not a core kind; its template embeds a PodSpec (plus Knative's own fields)
     cm, kn, *policy, _secret = manifests(target, knative=True)
-    assert len(policy) == (0 if target.spec.network else 1)
+    assert len(policy) == 1
     kubernetes_validate.validate(cm, version, strict=True)
     _validate_as(kn["metadata"], "objectmeta-meta-v1.json", version)
     _validate_as(kn["spec"]["template"]["metadata"], "objectmeta-meta-v1.json", version)

@@ -92,12 +92,23 @@ class FakeAuth:
 
 
 class Stack:
-    def __init__(self, url: str, runtime: Runtime, nc: Any, auth: FakeAuth) -> None:
+    """The gateway under test. With several replicas (``{"replicas": 2}``), ``url`` is a loopback
+    round-robin balancer in front of them (tests/balancer.py), ``runtime``/``mcp`` the first replica's
+    and ``runtimes``/``mcps`` all of them; routes are awaited on every replica."""
+
+    def __init__(self, url: str, runtime: Runtime, nc: Any, auth: FakeAuth, runtimes: list[Runtime] | None = None,
+                 balancer: Any = None) -> None:
         self.url, self.runtime, self.nc, self.auth = url, runtime, nc, auth
+        self.runtimes = runtimes or [runtime]
+        self.balancer = balancer
 
     @property
     def mcp(self) -> Any:
         return self.runtime.extras["mcp"]
+
+    @property
+    def mcps(self) -> list[Any]:
+        return [r.extras["mcp"] for r in self.runtimes]
 
     async def publish(self, event: Any) -> None:
         js = self.nc.jetstream()
@@ -126,44 +137,73 @@ class Stack:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while loop.time() < end:
-            r = self.mcp.routes.get(slug)
-            if r is not None and pred(r):
+            routes = [m.routes.get(slug) for m in self.mcps]
+            if all(r is not None and pred(r) for r in routes):
                 return
             await asyncio.sleep(0.005)
         raise AssertionError(f"route {slug} did not reach the expected state")
 
 
-@pytest_asyncio.fixture
-async def stack(request, settings_for, clean_bus, clean_redis, infra) -> AsyncIterator[Stack]:
-    """The gateway on loopback; its settings can be overridden per test with
-    ``@pytest.mark.parametrize("stack", [{...}], indirect=True)``."""
+@contextlib.asynccontextmanager
+async def open_stack(param: dict[str, Any], settings_for: Any, infra: Any) -> AsyncIterator[Stack]:
+    """The gateway (``param["replicas"]`` of them, default 1) on loopback with ``param``'s settings."""
+    from wemcp.devstack.infra import free_port
+
+    param = dict(param)
+    replicas = int(param.pop("replicas", 1))
     fake = FakeAuth()
-    async with serve_app(fake.app()) as auth_url:
+    async with serve_app(fake.app()) as auth_url, contextlib.AsyncExitStack() as stack:
         nc = await nats.connect(infra.nats_url)
         js = nc.jetstream()
         with contextlib.suppress(Exception):
             await js.delete_key_value("wemcp_gateway_routes")
         overrides = {"key_cache_ttl_seconds": 30.0, "mcp_body_timeout_seconds": 2.0, "mcp_keepalive_seconds": 0.5,
                      "route_replay_wait_seconds": 2.0,
-                     "system_keys": '{"keyed": {"API_KEY": "system-key-0001"}}',
-                     **getattr(request, "param", {})}
-        settings = settings_for(Settings, port=0, auth_url=auth_url, **overrides)
-        runtime = Runtime(SPEC, settings)
-        await runtime.open()
-        runtime.extras["gateway"].verifier = fake_verifier
-        # The test clients, the upstreams and the gateway share this one event loop: a quota decision
-        # waits for the loop as much as for Redis, and on a loaded 2-core runner the production bound
-        # (0.25 s, then fail closed) measured the harness, not Redis — one relay test failed that way.
-        quota = runtime.extras["mcp"].quota
-        if quota is not None:
-            quota.timeout = 5.0
-        app = build_app(SPEC, runtime)
+                     "system_keys": '{"keyed": {"API_KEY": "system-key-0001"}}', **param}
+        runtimes: list[Runtime] = []
+        urls: list[str] = []
+        balancer = None
         try:
-            async with serve_app(app) as url:
-                yield Stack(url, runtime, nc, fake)
+            for _ in range(replicas):
+                port = free_port()
+                peer = {"peer_url": f"http://127.0.0.1:{port}"} if replicas > 1 else {}
+                settings = settings_for(Settings, port=0, auth_url=auth_url, **peer, **overrides)
+                runtime = Runtime(SPEC, settings)
+                runtimes.append(runtime)
+                await runtime.open()
+                runtime.extras["gateway"].verifier = fake_verifier
+                # The test clients, the upstreams and the gateway share this one event loop: a quota
+                # decision waits for the loop as much as for Redis, and on a loaded 2-core runner the
+                # production bound (0.25 s, then fail closed) measured the harness, not Redis — one relay
+                # test failed that way.
+                quota = runtime.extras["mcp"].quota
+                if quota is not None:
+                    quota.timeout = 5.0
+                urls.append(await stack.enter_async_context(serve_app(build_app(SPEC, runtime), port=port)))
+            if replicas > 1:
+                from balancer import RoundRobin
+
+                balancer = RoundRobin(urls)
+                url = await stack.enter_async_context(serve_app(balancer))
+            else:
+                url = urls[0]
+            yield Stack(url, runtimes[0], nc, fake, runtimes, balancer)
         finally:
-            await runtime.close()
+            await stack.aclose()
+            if balancer is not None:
+                await balancer.close()
+            for runtime in runtimes:
+                await runtime.close()
             await nc.close()
+
+
+@pytest_asyncio.fixture
+async def stack(request, settings_for, clean_bus, clean_redis, infra) -> AsyncIterator[Stack]:
+    """The gateway on loopback; its settings can be overridden per test with
+    ``@pytest.mark.parametrize("stack", [{...}], indirect=True)`` (``{"replicas": 2}``: two gateways
+    behind a round-robin balancer)."""
+    async with open_stack(getattr(request, "param", {}), settings_for, infra) as s:
+        yield s
 
 
 @pytest_asyncio.fixture
@@ -204,11 +244,12 @@ async def set_quota(stack: Stack, server_daily: int | None) -> None:
     """Replace the live policies with fixed ones (None: no quota client at all)."""
     from wemcp.ratelimit.policy import StaticPolicies
 
-    quota = stack.mcp.quota
-    closer = getattr(quota.policies, "aclose", None)
-    if closer is not None:
-        await closer()
-    if server_daily is None:
-        stack.mcp.quota = None
-    else:
-        quota.policies = StaticPolicies(server_daily=server_daily)
+    for mcp in stack.mcps:  # every replica
+        quota = mcp.quota
+        closer = getattr(quota.policies, "aclose", None)
+        if closer is not None:
+            await closer()
+        if server_daily is None:
+            mcp.quota = None
+        else:
+            quota.policies = StaticPolicies(server_daily=server_daily)

@@ -80,6 +80,13 @@ class Settings(ServiceSettings):
     kubernetes_node_image: str = "docker.io/library/node:20-bookworm-slim"
     kubernetes_python_image: str = "docker.io/library/python:3.11-slim-bookworm"
     kubernetes_namespace: str = "wemcp-servers"
+    # The kubernetes backend (DEFAULT_BACKEND=kubernetes): the namespace the gateway and the deployer run
+    # in (only their pods reach hosted servers), how long a new server's pod may take to be ready, and
+    # the cluster's DNS domain (endpoints are http://mcp-<slug>.<namespace>.svc.<domain>/mcp). The API
+    # server: the in-cluster service account, else the kubeconfig.
+    kubernetes_platform_namespace: str = "wemcp"
+    kubernetes_ready_timeout_seconds: float = Field(default=300.0, gt=0)
+    kubernetes_cluster_domain: str = "cluster.local"
 
     @field_validator("egress_proxy_allow")
     @classmethod

@@ -28,6 +28,7 @@ from wemcp.common.trust import HEADER_ASSERTION, Issuer
 from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import Deployer, DeployError, Outcome, Target
 from wemcp.deployer.backends.cloud import AliyunFcDeployer, TencentScfDeployer, credentials_from_env
+from wemcp.deployer.backends.kubernetes import KubernetesDeployer
 from wemcp.deployer.backends.local import LocalDeployer
 from wemcp.deployer.backends.remote import RemoteDeployer
 from wemcp.deployer.bridge import MODERN
@@ -167,7 +168,8 @@ class Orchestrator:
             "tencent-scf": TencentScfDeployer(region=settings.tencent_region,
                                               credentials=credentials_from_env("WEMCP_DEPLOYER_TENCENT"),
                                               endpoint=settings.tencent_endpoint, live=settings.cloud_live,
-                                              builder=builder, keys=settings.key_ring)}
+                                              builder=builder, keys=settings.key_ring),
+            "kubernetes": KubernetesDeployer.from_settings(settings)}
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None

@@ -87,6 +87,12 @@ class Settings(ServiceSettings):
     # The Host names /mcp/... answers to (host or host:port, JSON list); empty: any. A deployment on
     # a loopback address should list its names (e.g. ["localhost", "127.0.0.1", "[::1]"]).
     mcp_allowed_hosts: list[str] = Field(default_factory=list)
+    # Several gateway replicas (sessions.py, docs/scaling.md): the URL the other replicas reach this one
+    # at (e.g. http://$(POD_IP):8000), announced in Redis; a request of an MCP session (or a parked call)
+    # this replica does not own is forwarded to the owner's. Unset: one replica, nothing forwarded.
+    peer_url: str | None = None
+    peer_ttl_seconds: float = Field(default=15.0, ge=1)  # an announcement not renewed this long is gone
+    peer_timeout_seconds: float = Field(default=2.0, gt=0)  # connecting to a peer
 
     @field_validator("spool_dir", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from wemcp.gateway.config import Settings, get_settings
 from wemcp.gateway.console import router as console_router
 from wemcp.gateway.identity import Verifier
 from wemcp.gateway.proxy import make_client
+from wemcp.gateway.replicas import close_replicas, open_replicas
 from wemcp.gateway.rest import router as mcp_rest_router
 from wemcp.gateway.wiring import close_mcp, install_mcp_routes, open_mcp
 
@@ -63,8 +64,8 @@ SPEC = ServiceSpec(
     routers=[mcp_rest_router, router, console_router],
     uses_database=False,
     uses_redis=True,
-    on_start=[_open, open_mcp],
-    on_stop=[close_mcp, _close],
+    on_start=[_open, open_mcp, open_replicas],
+    on_stop=[close_replicas, close_mcp, _close],
     configure_app=install_mcp_routes,
     default_health=False,
     openapi_url=None,

@@ -207,6 +207,7 @@ class McpRouter:
     def __init__(self, gw: Any) -> None:
         self.gw = gw
         self.sessions: dict[str, ClientSession] = {}
+        self.sid_prefix = ""  # this replica's id + "." when several run (replicas.py): ids name their owner
         self._reaper: asyncio.Task[None] | None = None
         self.relay = Relay(gw.upstream, gw.settings.mcp_upstream_timeout_seconds)  # server → client, mid-call
         self._tasks: set[asyncio.Task[None]] = set()  # legacy SSE replies in progress
@@ -543,7 +544,7 @@ class McpRouter:
             if len(self.sessions) >= self.gw.settings.mcp_max_sessions:
                 oldest = min(self.sessions.values(), key=lambda s: s.last_used)
                 self.sessions.pop(oldest.sid, None)
-            sid = secrets.token_hex(16)
+            sid = self.sid_prefix + secrets.token_hex(16)
             sess = ClientSession(sid, target, user_key, ident, version, dict(params.get("capabilities") or {}),
                                  dict(params.get("clientInfo") or {}), queue)
             self.sessions[sid] = sess
@@ -919,7 +920,7 @@ class McpRouter:
                           hdrs(r.headers))
             return
         user_key = str(ident.user_id) if ident is not None else "anon"
-        sid = secrets.token_hex(16)
+        sid = self.sid_prefix + secrets.token_hex(16)
         queue: asyncio.Queue[bytes] = asyncio.Queue(256)
         self.sessions[sid] = ClientSession(sid, slug, user_key, ident, "2024-11-05", {}, {}, queue)
         endpoint = f"/mcp/{slug}/messages?session_id={sid}".encode()

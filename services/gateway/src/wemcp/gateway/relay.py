@@ -277,6 +277,7 @@ class Relay:
         self.wait_seconds = wait_seconds  # how long a server's question waits for the client's answer
         self.waiting: dict[str, Waiting] = {}
         self.parked: dict[str, Parked] = {}
+        self.state_tag = ""  # this replica's id + "." when several run (replicas.py): tokens name their owner
         self._prefix = "wemcp-" + secrets.token_hex(4) + "-"
         self._n = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -611,7 +612,7 @@ class Relay:
                 # the server asks: the client answers by retrying with this token
                 key = f"q{len(parked.asked) + 1}"
                 parked.asked[key] = m["id"]
-                state = STATE_PREFIX + secrets.token_urlsafe(24)
+                state = STATE_PREFIX + self.state_tag + secrets.token_urlsafe(24)
                 self.parked[state] = parked
                 parked.timer = asyncio.get_running_loop().call_later(
                     self.wait_seconds, lambda s: self._spawn(self._expire(s, "the client did not answer")), state)

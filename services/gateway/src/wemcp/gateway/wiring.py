@@ -28,6 +28,7 @@ from wemcp.gateway.keys import KeyResolver
 from wemcp.gateway.mcp import McpRouter, Refused
 from wemcp.gateway.openapi import OpenApiTools
 from wemcp.gateway.pathguard import PathGuard
+from wemcp.gateway.replicas import ReplicaRouter
 from wemcp.gateway.routes import RouteTable
 from wemcp.gateway.spool import Spool, SpoolBusy
 from wemcp.gateway.upstream import Upstream
@@ -305,7 +306,8 @@ def install_mcp_routes(app: FastAPI) -> None:
     # a refused path still gets a request id and an access line, on the fast path and everywhere else.
     app.add_middleware(PathGuard)
     build = app.build_middleware_stack
-    app.build_middleware_stack = lambda: McpFastPath(app, build())  # type: ignore[method-assign]  # wraps the stack it builds
+    # outermost: a request of a session another replica owns goes there before anything else (replicas.py)
+    app.build_middleware_stack = lambda: ReplicaRouter(app, McpFastPath(app, build()))  # type: ignore[method-assign]
     # FastAPI's native request telemetry (on whenever a tracer provider is installed) duplicates what
     # the runtime's TracingMiddleware records on every path (the server span, http.server.duration):
     # two spans per request, ~5 % of the gateway's CPU per call. The gateway keeps the runtime's.
