@@ -161,10 +161,9 @@ async def test_an_interrupted_crawl_resumes_where_it_stopped(stack: Stack) -> No
 
 
 async def test_an_owned_listing_is_never_overwritten(stack: Stack) -> None:
-    # no name: the owner's own namespace (io.wemcp.<handle>/…), which needs no proof from auth
-    sub = {"server_json": {"version": "1.0.0", "description": "Mine", "title": "Weather",
-                           "packages": [{"registryType": "npm", "identifier": "@acme/weather-mcp",
-                                         "version": "1.0.0"}]}}
+    # as pasted (no name): the owner's own namespace io.wemcp.<handle>/…, which needs no proof from auth
+    sub = {"mcp_servers": {"weather": {"command": "npx", "args": ["-y", "@acme/weather-mcp@1.0.0"]}},
+           "description": "Mine"}
     r = await stack.catalog.post("/api/v1/servers", json=sub, headers=as_(USER, "catalog"))
     assert r.status_code == 202, r.text
     slug = r.json()["slug"]
