@@ -54,17 +54,19 @@ class Settings(ServiceSettings):
     # `bench/search_quality.py --tune` (see docs/services/catalog.md and bench/README.md).
     search_candidates: int = Field(default=100, ge=10, le=1000)
     rrf_k: int = 60
-    vector_max_distance: float = Field(default=1.0, gt=0, le=2)  # cosine, of language-centred vectors
+    vector_max_distance: float = Field(default=0.9, gt=0, le=2)  # cosine, of language-centred vectors
     trigram_threshold: float = Field(default=0.45, gt=0, le=1)
     text_weight: float = Field(default=1.0, ge=0)  # BM25 score / the query's best BM25 score
-    vector_weight: float = Field(default=1.0, ge=0)  # 1 - cosine distance / vector_max_distance
-    trigram_weight: float = Field(default=0.5, ge=0)  # word_similarity of the query and the name
-    rank_weight: float = Field(default=10.0, ge=0)  # times the sum of 1 / (rrf_k + rank) over the lists
+    vector_weight: float = Field(default=3.0, ge=0)  # 1 - cosine distance / vector_max_distance
+    trigram_weight: float = Field(default=0.25, ge=0)  # word_similarity of the query and the name
+    rank_weight: float = Field(default=20.0, ge=0)  # times the sum of 1 / (rrf_k + rank) over the lists
     bm25_k1: float = Field(default=1.2, gt=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
     title_boost: float = Field(default=2.0, ge=0)  # added to a term's tf when in the title/name
     tools_boost: float = Field(default=1.0, ge=0)  # ... when in the tools or tags
     prefix_weight: float = Field(default=0.7, ge=0, le=1)  # an ASCII prefix's expansions, times idf
+    translation_weight: float = Field(default=1.0, ge=0, le=1)  # glossary words of the other language
+    text_prefilter: int = Field(default=400, ge=10, le=100_000)  # full-text candidates BM25 scores
     term_stats_seconds: float = Field(default=600.0, gt=0)  # how often idf statistics are recounted
 
 

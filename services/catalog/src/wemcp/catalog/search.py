@@ -2,13 +2,15 @@
 category, tags) inside its own query so the indexes do the work, fused by a weighted score.
 
 - **Full text, scored like BM25**: the query's terms (jieba words, Chinese character bigrams, ASCII
-  words; ASCII words of 3+ letters also expanded to the indexed words they begin) are looked up in
+  words; ASCII words of 3+ letters also expanded to the indexed words they begin; the glossary's
+  words in the other language, ``glossary.py``) are looked up in
   ``tsv`` (GIN). Each candidate scores ``sum(idf(t) * tf'(k1 + 1) / (tf' + k1 (1 - b + b dl/avgdl)))``
   where ``tf'`` is 1 plus a boost when the term is in the title/name (weight A) or in the tools and
   tags (weight B), ``dl`` the document's number of distinct lexemes. ``idf`` and ``avgdl`` come
   from :class:`TermStats` (document frequencies of B's lexemes, cached in the process). Terms found
   in more than a tenth of a large catalog still score but do not select candidates (they would
-  select most of it).
+  select most of it), and a large candidate set is cut to its best ``text_prefilter`` by Postgres's
+  own ``ts_rank`` (C code, field weights, no idf) before the BM25 scoring (SQL, per term).
 - **Trigram** similarity on names (``word_similarity``, GIN), only for short Latin-script queries:
   it catches misspelled names.
 - **Vector**: cosine distance to the query's embedding through the HNSW index with pgvector's
@@ -40,6 +42,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from wemcp.catalog.config import Settings
+from wemcp.catalog.glossary import translations
 from wemcp.catalog.schemas import SearchRequest
 from wemcp.catalog.text import is_prefix_term, query_terms
 
@@ -131,14 +134,23 @@ class TermStats:
         return found[:MAX_EXPANSIONS]
 
 
-def weighted_terms(query: str, stats: TermStats, prefix_weight: float) -> tuple[list[str], list[float]]:
-    """The query's terms and their weights (idf; prefix expansions discounted)."""
+def weighted_terms(query: str, stats: TermStats, prefix_weight: float,
+                   translation_weight: float = 0.0) -> tuple[list[str], list[float]]:
+    """The query's terms and their weights: idf; prefix expansions and the glossary's translations
+    into the other language (``glossary.py``) discounted."""
     weights: dict[str, float] = {}
+
+    def add(term: str, weight: float) -> None:
+        weights[term] = max(weights.get(term, 0.0), weight)
+
     for t in query_terms(query):
-        weights[t] = max(weights.get(t, 0.0), stats.idf(t))
+        add(t, stats.idf(t))
         if is_prefix_term(t):
             for w in stats.expansions(t):
-                weights[w] = max(weights.get(w, 0.0), prefix_weight * stats.idf(w))
+                add(w, prefix_weight * stats.idf(w))
+        if translation_weight > 0:
+            for w in translations(t):
+                add(w, translation_weight * stats.idf(w))
     return list(weights), list(weights.values())
 
 
@@ -168,9 +180,10 @@ def _retrievers(query: str, mode: str, settings: Settings, stats: TermStats, qve
     params["k"] = k
     parts: list[str] = []
     if mode in {"hybrid", "text", "fulltext"}:
-        terms, weights = weighted_terms(query, stats, settings.prefix_weight)
+        terms, weights = weighted_terms(query, stats, settings.prefix_weight, settings.translation_weight)
         if terms:
             params.update(terms=terms, tw=weights, tsq=" | ".join(selective_terms(terms, stats)),
+                          pre=settings.text_prefilter,
                           k1=settings.bm25_k1, b=settings.bm25_b, avgdl=stats.avgdl,
                           wa=settings.title_boost, wb=settings.tools_boost)
             parts.append(f"""(SELECT server_id, 't' AS src, row_number() OVER (ORDER BY raw DESC, server_id) AS r, raw
@@ -179,8 +192,10 @@ def _retrievers(query: str, mode: str, settings: Settings, stats: TermStats, qve
                                                       CASE WHEN d.tsv @@ qt.q THEN 1 + qt.wa * (d.tsv @@ qt.qa)::int
                                                            + qt.wb * (d.tsv @@ qt.qb)::int ELSE 0 END AS tf
                                                FROM qt) x) AS raw
-                    FROM catalog.search_docs d
-                    WHERE d.tsv @@ to_tsquery('simple', :tsq) AND {where}
+                    FROM (SELECT d.server_id, d.tsv FROM catalog.search_docs d
+                          WHERE d.tsv @@ to_tsquery('simple', :tsq) AND {where}
+                          ORDER BY ts_rank('{{0.1, 0.3, 0.6, 1.0}}', d.tsv, to_tsquery('simple', :tsq)) DESC
+                          LIMIT :pre) d
                     ORDER BY raw DESC, d.server_id LIMIT :k) t)""")
     # Trigrams catch misspelled *names*: short Latin-script queries. Chinese text has no useful
     # trigrams here and long queries are sentences (full-text and vector handle both), and the
