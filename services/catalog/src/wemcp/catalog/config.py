@@ -59,7 +59,8 @@ class Settings(ServiceSettings):
     text_weight: float = Field(default=1.0, ge=0)  # BM25 score / the query's best BM25 score
     vector_weight: float = Field(default=3.0, ge=0)  # 1 - cosine distance / vector_max_distance
     trigram_weight: float = Field(default=0.25, ge=0)  # word_similarity of the query and the name
-    rank_weight: float = Field(default=20.0, ge=0)  # times the sum of 1 / (rrf_k + rank) over the lists
+    trigram_weight_no_words: float = Field(default=0.25, ge=0)  # ... when full text found nothing
+    rank_weight: float = Field(default=40.0, ge=0)  # times the sum of 1 / (rrf_k + rank) over the lists
     bm25_k1: float = Field(default=1.2, gt=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
     title_boost: float = Field(default=2.0, ge=0)  # added to a term's tf when in the title/name

@@ -21,6 +21,9 @@ Fusion (weights tuned on the tuning half of bench/search_set, see bench/search_q
     score = w_text * bm25 / max(bm25) + w_vector * max(0, 1 - distance / max_distance)
           + w_trigram * similarity + w_rank * sum(1 / (rrf_k + rank))
 
+where ``w_trigram`` is ``trigram_weight_no_words`` when no word of the query is in any document
+(a misspelled name: only the trigram and vector retrievers can find it).
+
 The connection-level settings the retrievers need (``hnsw.ef_search``, ``hnsw.iterative_scan``,
 ``pg_trgm.word_similarity_threshold``) are set once per pooled connection (:func:`install_settings`),
 so a search is one round trip; asyncpg prepares and caches each distinct statement per connection.
@@ -250,11 +253,14 @@ async def search(session: AsyncSession, req: SearchRequest, settings: Settings, 
     if not parts:
         return [], 0
     params.update(wt=settings.text_weight, wv=settings.vector_weight, wg=settings.trigram_weight,
+                  wg2=settings.trigram_weight_no_words,
                   wr=settings.rank_weight, rrf=settings.rrf_k, vd=settings.vector_max_distance)
     union = " UNION ALL ".join(parts)
     rows = (await session.execute(text(f"""
         {_with(params, union)},
-        w AS (SELECT CAST(:wt AS float8) AS wt, CAST(:wv AS float8) AS wv, CAST(:wg AS float8) AS wg,
+        w AS (SELECT CAST(:wt AS float8) AS wt, CAST(:wv AS float8) AS wv,
+                     CASE WHEN EXISTS (SELECT 1 FROM hits WHERE src = 't') THEN CAST(:wg AS float8)
+                          ELSE CAST(:wg2 AS float8) END AS wg,
                      CAST(:wr AS float8) AS wr, CAST(:rrf AS float8) AS rrf, CAST(:vd AS float8) AS vd),
         n AS (SELECT src, server_id, r, CASE src WHEN 't' THEN raw / NULLIF(max(raw) OVER (PARTITION BY src), 0)
                                                  WHEN 'v' THEN greatest(0, 1 - raw / w.vd) ELSE raw END AS x
@@ -289,10 +295,12 @@ async def candidates(session: AsyncSession, query: str, mode: str, settings: Set
     return [(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
 
 
-def fuse(lists: list[tuple[str, str, int, float]], *, wt: float, wv: float, wg: float, wr: float, rrf: float,
-         vd: float) -> list[str]:
+def fuse(lists: list[tuple[str, str, int, float]], *, wt: float, wv: float, wg: float, wg2: float, wr: float,
+         rrf: float, vd: float) -> list[str]:
     """:func:`search`'s fusion in Python (same formula), for tuning: ids, best first."""
     max_t = max((raw for src, _, _, raw in lists if src == "t"), default=0.0)
+    if not any(src == "t" for src, _, _, _ in lists):
+        wg = wg2
     score: dict[str, float] = {}
     for src, sid, r, raw in lists:
         if src == "v" and raw > vd:
