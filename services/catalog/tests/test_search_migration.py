@@ -45,7 +45,8 @@ async def test_backfill_bigrams_and_centred_vectors(infra: Any) -> None:
                     '[{"name": "deals", "description": "今日特价"}]')
                 await conn.execute(
                     "INSERT INTO catalog.search_docs (server_id, enabled, tsv, name_trgm, embedding, tags, sort_name, "
-                    "popularity, published_at) VALUES ($1, true, to_tsvector('simple', $2), $3::text, $4::vector, '{}', $3::text, "
+                    "popularity, published_at) VALUES ($1, true, to_tsvector('simple', $2), $3::text, $4::vector, "
+                    "'{}', $3::text, "
                     "0, now())", server_id, desc, f"s{i}",
                     None if emb is None else "[" + ",".join(f"{x:.7f}" for x in emb) + "]")
             await upgrade_async("catalog", url)
