@@ -122,6 +122,11 @@ class TermStats:
             self.n_docs, self.avgdl = int(n), max(float(avgdl), 1.0)
             self.loaded_at = time.monotonic()
 
+    def close(self) -> None:
+        """Stop a background refresh still running (the service is stopping)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
     def idf(self, term: str) -> float:
         df = self.df.get(term, 0)
         return math.log(1 + (self.n_docs - df + 0.5) / (df + 0.5))

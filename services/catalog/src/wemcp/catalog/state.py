@@ -65,6 +65,7 @@ async def on_start(runtime: Runtime) -> None:
 async def on_stop(runtime: Runtime) -> None:
     state = runtime.extras.pop(KEY, None)
     if state is not None:
+        state.terms.close()
         await state.resolver.aclose()
     close = getattr(getattr(state, "embedder", None), "aclose", None)
     if close is not None:
