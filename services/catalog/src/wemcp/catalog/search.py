@@ -74,8 +74,10 @@ MAX_EXPANSIONS = 6  # indexed words an ASCII prefix expands to (the most frequen
 def install_settings(engine: AsyncEngine, settings: Settings) -> None:
     """Set the retrievers' session settings once on every pooled connection (at its first checkout),
     on the raw asyncpg connection outside any transaction, so they survive the pool's rollbacks."""
+    # random_page_cost 1.1 (SSD): at the default 4 the planner scans B sequentially for a full-text
+    # query matching ~10 % of it, testing every row's tsvector (EXPLAIN ANALYZE at 10k: 18 → 8 ms).
     stmt = (f"SET hnsw.ef_search = {max(settings.search_candidates, 40):d}; "
-            f"SET hnsw.iterative_scan = relaxed_order; "
+            f"SET hnsw.iterative_scan = relaxed_order; SET random_page_cost = 1.1; "
             f"SET pg_trgm.word_similarity_threshold = {float(settings.trigram_threshold):.4f}")
 
     @event.listens_for(engine.sync_engine, "checkout")
