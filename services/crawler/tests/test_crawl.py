@@ -21,7 +21,7 @@ from wemcp.common.service import running
 from wemcp.common.trust import platform_headers
 from wemcp.crawler.config import Settings
 from wemcp.crawler.main import SPEC
-from wemcp.devstack.testing import wait_for
+from wemcp.devstack.testing import metric_points, metric_reader, wait_for
 
 ADMIN = Identity(uuid.UUID(int=99), "admin")  # type: ignore[arg-type]
 USER = Identity(uuid.UUID(int=1), "user")  # type: ignore[arg-type]
@@ -94,7 +94,15 @@ def fill(reg: Registries) -> None:
                 "acme-tides-mcp": pypi_info("acme-tides-mcp", "0.3.0", "Tides from PyPI")}
 
 
+def _counts(reader: Any, name: str, *keys: str) -> dict[tuple[str, ...], float]:
+    return {tuple(p.attributes[k] for k in keys): (p.value if hasattr(p, "value") else p.count)
+            for p in metric_points(reader).get(name, [])}
+
+
 async def test_crawled_servers_become_unhosted_listings_and_runs_are_recorded(stack: Stack) -> None:
+    reader = metric_reader()
+    runs_before = _counts(reader, "wemcp.crawler.runs", "source", "outcome")
+    found_before = _counts(reader, "wemcp.crawler.servers", "source", "kind")
     fill(stack.reg)
     runs = await stack.crawl()
     by = {r["source"]: r for r in runs}
@@ -107,6 +115,15 @@ async def test_crawled_servers_become_unhosted_listings_and_runs_are_recorded(st
     assert (by["pypi"]["found"], by["pypi"]["new"], by["pypi"]["errors"]) == (2, 1, 1)
     assert any("no-such-project" in e for e in by["pypi"]["error_detail"])
     assert "/pypi/acme-tides-mcp/json" in stack.reg.hits
+    # the same runs as metrics (wemcp.crawler.runs / .servers / .run.duration: the dashboard's panel)
+    ran = _counts(reader, "wemcp.crawler.runs", "source", "outcome")
+    for source in ("registry", "npm", "pypi"):
+        assert ran[(source, "finished")] == runs_before.get((source, "finished"), 0) + 1, source
+    found = _counts(reader, "wemcp.crawler.servers", "source", "kind")
+    assert found[("registry", "new")] - found_before.get(("registry", "new"), 0) == 3
+    assert found[("npm", "new")] - found_before.get(("npm", "new"), 0) == 1
+    timed = _counts(reader, "wemcp.crawler.run.duration", "source", "outcome")
+    assert timed[("registry", "finished")] >= 1
 
     items = await wait_for(lambda: _found(stack, "lighthouse"), 15)
     assert items[0]["hosting"] == "unhosted"

@@ -31,7 +31,7 @@ from wemcp.crawler.main import SPEC
 from wemcp.crawler.models import ProbeResult, ProbeTarget
 from wemcp.crawler.probes import probe_client, probe_due
 from wemcp.devstack.infra import free_port
-from wemcp.devstack.testing import wait_for
+from wemcp.devstack.testing import metric_points, metric_reader, wait_for
 
 OFF = [{"mcp_allow_anonymous": False}]
 
@@ -132,6 +132,8 @@ async def test_a_server_that_cannot_start_shows_down_then_up_within_two_interval
         stack: Stack, crawler: Runtime, health: Health) -> None:  # noqa: F811
     from wemcp.crawler.probes import probe_loop
 
+    reader = metric_reader()
+    before = {p.attributes["status"]: p.value for p in metric_points(reader).get("wemcp.probe.results", [])}
     port = free_port()
     interval = crawler.settings.probe_interval_seconds  # type: ignore[attr-defined]
     loop = asyncio.create_task(probe_loop(crawler))
@@ -147,6 +149,11 @@ async def test_a_server_that_cannot_start_shows_down_then_up_within_two_interval
             assert await wait_for(lambda: [e for e in health.of("flaky") if e["status"] == "up"] or None,
                                   2 * interval + 1)
             assert asyncio.get_running_loop().time() - t1 <= 2 * interval + 1
+        # and as metrics (wemcp.probe.results by status, wemcp.probe.duration)
+        points = metric_points(reader)
+        after = {p.attributes["status"]: p.value for p in points["wemcp.probe.results"]}
+        assert after["down"] > before.get("down", 0) and after["up"] > before.get("up", 0)
+        assert any(p.attributes["status"] == "up" and p.count >= 1 for p in points["wemcp.probe.duration"])
     finally:
         loop.cancel()
         with __import__("contextlib").suppress(BaseException):

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from wemcp.common.telemetry import inject_headers
 from wemcp.crawler import sources
 from wemcp.crawler.config import SOURCES, Settings
 from wemcp.crawler.models import CrawlRun, CrawlState, Discovered, bus_tables
+from wemcp.crawler.telemetry import crawler_metrics
 
 log = get_logger("wemcp.crawler.crawl")
 RANK = {"registry": 2, "npm": 1, "pypi": 1}  # who may re-describe a package key another source found
@@ -138,6 +140,7 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
         names = await _pypi_names(s, settings) if source == "pypi" else []
     log.info("crawl_started", source=source, run=str(run_id), resumed=position is not None)
     status, error = "finished", None
+    meters, t0 = crawler_metrics(), time.monotonic()
     async with settings.egress.client(timeout=settings.crawl_timeout_seconds, follow_redirects=False) as client:
         fetcher = sources.Fetcher(client, interval=settings.crawl_request_interval_seconds,
                                   retries=settings.crawl_retries, max_bytes=settings.crawl_max_response_bytes)
@@ -174,16 +177,20 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
                     else:
                         st.cursor = {"pos": page.next, "started": started}
                         st.lease_until = now + timedelta(seconds=settings.crawl_lease_seconds)
+                meters.page(source, len(page.items), new, updated)
                 position = page.next
                 if done:
+                    meters.run(source, "finished", time.monotonic() - t0)
                     log.info("crawl_finished", source=source, run=str(run_id))
                     return run_id
         except asyncio.CancelledError:
             status, error = "interrupted", "the crawler stopped during the run"
+            meters.run(source, status, time.monotonic() - t0)
             with contextlib.suppress(Exception):
                 await asyncio.shield(_end(runtime, run_id, source, status, error, fetcher.requests))
             raise
     await _end(runtime, run_id, source, status, error, 0)
+    meters.run(source, status, time.monotonic() - t0)
     log.warning("crawl_failed", source=source, run=str(run_id), error=error)
     return run_id
 

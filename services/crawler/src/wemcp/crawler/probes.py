@@ -50,6 +50,7 @@ from wemcp.common.outbox import add_event
 from wemcp.common.service import Runtime
 from wemcp.crawler.config import Settings
 from wemcp.crawler.models import ProbeResult, ProbeTarget, bus_tables
+from wemcp.crawler.telemetry import crawler_metrics
 
 log = get_logger("wemcp.crawler.probes")
 PROBE_VERSION = "2025-06-18"
@@ -255,6 +256,7 @@ async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -
                 return None
             await _report(s, t, "idle", now, settings, None, None)
             t.next_probe_at = (t.last_probe_at or now) + timedelta(seconds=settings.idle_probe_interval_seconds)
+        crawler_metrics().probe("idle", None)
         return "idle"
     url = f"{settings.gateway_url.rstrip('/')}/mcp/{slug}"
     outcome = await probe_once(client, url, runtime.issuer.headers("gateway"), settings.probe_slow_ms)
@@ -276,6 +278,7 @@ async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -
         await _report(s, t, shown, now, settings, outcome, changed)
         interval = settings.idle_probe_interval_seconds if shown == "idle" else settings.probe_interval_seconds
         t.next_probe_at = now + timedelta(seconds=interval)
+    crawler_metrics().probe(outcome.status, outcome.latency_ms)
     if outcome.status != "up":
         log.info("probe_result", slug=slug, status=outcome.status, error=outcome.error)
     return outcome.status
