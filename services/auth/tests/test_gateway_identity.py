@@ -237,6 +237,18 @@ async def test_role_change_evicts_cached_api_key_identity(stack, auth_app):
         assert time.monotonic() - t0 < 1.0
         await asyncio.sleep(0.02)
     assert uuid.UUID(user["id"]) == (await stack["verifier"].verify_api_key(key))[0].user_id
+    # the access token minted before the change names the old role: refused within 1 s, and the
+    # refreshed one carries the new role
+    old_h = {"Authorization": f"Bearer {admin_body['access_token']}"}
+    t0 = time.monotonic()
+    while (r := await stack["gw"].get("/api/v1/me", headers=old_h)).status_code != 401:
+        assert time.monotonic() - t0 < 1.0, "an access token with the old role still worked after 1 s"
+        await asyncio.sleep(0.02)
+    assert "role changed" in r.json()["detail"]
+    fresh = await stack["gw"].post("/api/v1/auth/refresh", json={"refresh_token": admin_body["refresh_token"]})
+    assert fresh.status_code == 200, fresh.text
+    me = await stack["gw"].get("/api/v1/me", headers={"Authorization": f"Bearer {fresh.json()['access_token']}"})
+    assert me.status_code == 200 and me.json()["role"] == "merchant"
 
 
 async def test_a_banned_users_next_call_is_refused_within_a_second(stack, auth_app):

@@ -117,7 +117,8 @@ class SigningKeys:
 
     async def issue_access(self, user: User, session_id: uuid.UUID) -> tuple[str, int]:
         active = await self.current()
-        iat = int(time.time())
+        now = time.time()
+        iat = int(now)
         ttl = self.settings.access_ttl_seconds
         claims = {
             "iss": self.settings.jwt_issuer,
@@ -127,6 +128,8 @@ class SigningKeys:
             "login": user.login,
             "sid": str(session_id),
             "iat": iat,
+            # to the millisecond: the gateway refuses tokens minted before the user's role last changed
+            "iat_ms": int(now * 1000),
             "nbf": iat,
             "exp": iat + ttl,
             "jti": uuid.uuid4().hex,

@@ -103,6 +103,9 @@ class Verifier:
         self._revoked_sessions: dict[str, float] = {}  # sid -> until (epoch seconds)
         self._banned_users: dict[str, float] = {}  # user id -> until (epoch seconds): user.banned/deleted
         self._banned_keys: dict[str, set[str]] = {}  # user id -> digests whose refusal an unban drops
+        # user id -> (millisecond of the change, until): access tokens minted before a role change carry
+        # the old role, so they are refused and the client refreshes into a token with the new one
+        self._role_changed: dict[str, tuple[int, float]] = {}
         self._nats: Any = None
         self._reconnects = 0
         self._sub: Any = None
@@ -131,7 +134,17 @@ class Verifier:
             if digest is not None:
                 self._api_keys.pop(digest, None)
         elif subject == "user.role_changed":
-            self._forget_user_keys(str(data.get("user_id")))
+            user_id = str(data.get("user_id"))
+            self._forget_user_keys(user_id)
+            changed = time.time()
+            if data.get("occurred_at"):  # auth's clock, the one that stamps the tokens' iat
+                from datetime import datetime
+
+                changed = datetime.fromisoformat(str(data["occurred_at"])).timestamp()
+            self._role_changed[user_id] = (int(changed * 1000), time.time() + 86400.0)
+            for token, (ident, _, _) in list(self._tokens.items()):
+                if str(ident.user_id) == user_id:
+                    self._tokens.pop(token, None)
         elif subject in ("user.banned", "user.deleted"):
             user_id = str(data.get("user_id"))
             # the next use asks auth, which refuses a banned/deleted user (and that refusal is cached)
@@ -181,6 +194,17 @@ class Verifier:
             self._banned_users.pop(user_id, None)
             return False
         return True
+
+    def _role_stale(self, user_id: str, minted_ms: int, now: float) -> bool:
+        """A token minted before the user's role last changed (auth's ``iat_ms`` against the event's
+        ``occurred_at``, both auth's clock) names the old role."""
+        hit = self._role_changed.get(user_id)
+        if hit is None:
+            return False
+        if hit[1] < now:
+            self._role_changed.pop(user_id, None)
+            return False
+        return minted_ms < hit[0]
 
     def _check_reconnects(self) -> None:
         if self._nats is None:
@@ -250,6 +274,11 @@ class Verifier:
             raise _invalid("the session was signed out")
         if self._banned_users and self._user_banned(str(ident.user_id), now):
             raise _invalid("the account is banned or deleted")
+        minted_ms = claims.get("iat_ms")
+        if not isinstance(minted_ms, int):
+            minted_ms = int(claims["iat"]) * 1000
+        if self._role_changed and self._role_stale(str(ident.user_id), minted_ms, now):
+            raise _invalid("the account's role changed: refresh the token")
         self._tokens.put(token, (ident, float(claims["exp"]), sid))
         return ident
 
