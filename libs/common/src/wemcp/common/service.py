@@ -245,24 +245,35 @@ class LagWatcher:
         self.consumers: dict[tuple[str, str], tuple[int, int]] = {}
         self.outbox: tuple[int, float] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         LagWatcher.live.add(self)
         LagWatcher._make_gauges()
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"lag-watcher-{self.runtime.spec.name}")
 
     async def stop(self) -> None:
+        """Ends the loop for sure: a cancellation that lands inside a client call may come back as
+        that client's own error (and be swallowed with the poll's errors), so the loop also checks a
+        flag and the task is cancelled again until it is done."""
         LagWatcher.live.discard(self)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self._stopping = True
+        task = self._task
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(Exception):
                 await self.poll()
-            await asyncio.sleep(self.interval)
+            if not self._stopping:
+                await asyncio.sleep(self.interval)
 
     async def poll(self) -> None:
         rt = self.runtime
