@@ -115,6 +115,17 @@ async def test_marketplace_search_server_page_and_guide(browser: Any, clock: dic
     assert await page.get_by_role("heading", name="convert_time").count() == 1
     await p.check(f"server-{width}")
 
+    # try a tool from the page: a form from its input schema, called through the gateway
+    tool = page.locator("li", has=page.get_by_role("heading", name="get_current_time"))
+    await tool.get_by_text("试用").click()
+    await tool.get_by_label("timezone").fill("Asia/Shanghai")
+    await tool.get_by_role("button", name="调用").click()
+    result = page.get_by_test_id("try-result-get_current_time")
+    await result.wait_for()
+    assert "Asia/Shanghai" in await result.inner_text()
+    assert "计入每日免费额度" in await tool.inner_text()
+    await p.check(f"server-try-{width}")
+
     await page.get_by_role("tab", name="连接").click()
     snippet = page.locator("pre", has_text=f"/mcp/{clock['slug']}").first
     await snippet.wait_for()

@@ -29,6 +29,9 @@ const STRINGS = {
     "keys.create": "创建新密钥", "keys.name": "名称", "keys.servers": "仅限这些服务器（可选，用逗号分隔）",
     "keys.serversHint": "留空表示所有服务器", "keys.createButton": "创建", "keys.once": "请立即复制这个密钥，它不会再次显示：",
     "keys.prefix": "前缀", "keys.created": "创建于", "keys.all": "所有服务器", "keys.revoke": "吊销", "keys.none": "还没有密钥。",
+    "try.title": "试用", "try.call": "调用", "try.badJson": "参数不是有效的 JSON：{m}",
+    "try.done": "调用成功（{k}）", "try.toolError": "工具返回了错误（{k}）",
+    "try.key.system": "平台密钥，计入每日免费额度", "try.key.own": "您自己的密钥，不计额度", "try.key.none": "无需密钥，计入每日免费额度",
     "foot": "WeMcp — MCP 服务器与智能体的市场与网关",
   },
   en: {
@@ -60,6 +63,9 @@ const STRINGS = {
     "keys.create": "Create a key", "keys.name": "Name", "keys.servers": "Only these servers (optional, comma-separated)",
     "keys.serversHint": "empty: every server", "keys.createButton": "Create", "keys.once": "Copy this key now; it is not shown again:",
     "keys.prefix": "Prefix", "keys.created": "Created", "keys.all": "every server", "keys.revoke": "Revoke", "keys.none": "No keys yet.",
+    "try.title": "Try it", "try.call": "Call", "try.badJson": "an argument is not valid JSON: {m}",
+    "try.done": "Called ({k})", "try.toolError": "The tool answered with an error ({k})",
+    "try.key.system": "the platform's key, counted in the free daily quota", "try.key.own": "your own key, not counted", "try.key.none": "no key needed, counted in the free daily quota",
     "foot": "WeMcp — a marketplace and gateway for MCP servers and agents",
   },
 };
