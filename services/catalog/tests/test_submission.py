@@ -166,7 +166,7 @@ async def test_owner_updates_and_withdraws_admin_disables_and_enables(catalog):
 
 
 async def test_my_servers_lists_only_mine_with_their_status(catalog):
-    app, c = catalog
+    _app, c = catalog
     mine = (await c.post("/api/v1/servers", json=npm_submission(), headers=as_user())).json()
     theirs = (await c.post("/api/v1/servers", json=npm_submission(pkg="@other/tool"), headers=as_user(OTHER))).json()
     r = await c.get("/api/v1/me/servers", headers=as_user())
