@@ -115,6 +115,17 @@ async def test_marketplace_search_server_page_and_guide(browser: Any, clock: dic
     assert await page.get_by_role("heading", name="convert_time").count() == 1
     await p.check(f"server-{width}")
 
+    # try a tool from the page: a form from its input schema, called through the gateway
+    tool = page.locator("li", has=page.get_by_role("heading", name="get_current_time"))
+    await tool.get_by_text("试用").click()
+    await tool.get_by_label("timezone").fill("Asia/Shanghai")
+    await tool.get_by_role("button", name="调用").click()
+    result = page.get_by_test_id("try-result-get_current_time")
+    await result.wait_for()
+    assert "Asia/Shanghai" in await result.inner_text()
+    assert "计入每日免费额度" in await tool.inner_text()
+    await p.check(f"server-try-{width}")
+
     await page.get_by_role("tab", name="连接").click()
     snippet = page.locator("pre", has_text=f"/mcp/{clock['slug']}").first
     await snippet.wait_for()
@@ -201,3 +212,70 @@ async def test_sign_in_with_a_link_create_use_and_revoke_a_key(browser: Any, sta
     await page.goto(link)
     await page.get_by_role("alert").wait_for()
     assert "used" in await page.get_by_role("alert").inner_text()
+
+
+ECHO_SERVER = '''
+from mcp.server.mcpserver import MCPServer
+
+app = MCPServer("console-echo")
+
+
+@app.tool()
+def echo(text: str) -> str:
+    """Says the text back."""
+    return text
+
+
+if __name__ == "__main__":
+    app.run()
+'''
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_publish_shows_inputs_then_an_archive_deploys_live(browser: Any, stack: Stack, gateway_url: str,
+                                                               tmp_path: Path) -> None:
+    from wemcp.devstack.testing import tar_gz
+
+    _, key = await user_key(stack, "e2e-publisher")
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as c:
+        headers = {"Authorization": f"Bearer {key}"}
+        login = (await c.get("/api/v1/me", headers=headers)).json()["login"]
+        own = (await c.get("/api/v1/names/mine", headers=headers)).json()["platform_namespace"]
+    p = await open_page(browser, 1440)
+    page = p.page
+    await page.goto(signin_link(stack, gateway_url, login))
+    await page.wait_for_url("**/account")
+    await page.get_by_role("link", name="发布").click()
+    await page.get_by_role("heading", name="发布 MCP 服务器").wait_for()
+    # a config as people paste it: what it needs is shown before anything is submitted
+    await page.get_by_label("配置").fill(
+        '{"mcpServers": {"baidu-map": {"command": "npx", "args": ["-y", "@baidumap/mcp-server-baidu-map"],'
+        ' "env": {"BAIDU_MAP_API_KEY": "xxx"}}}}')
+    detected = page.locator("li", has_text="BAIDU_MAP_API_KEY")
+    await detected.first.wait_for()
+    assert "密钥" in await detected.first.inner_text()
+    await p.check("publish-1440")
+
+    # a source archive, uploaded from the page, deploys while the page follows it
+    archive = tmp_path / "echo.tar.gz"
+    archive.write_bytes(tar_gz({"server.py": ECHO_SERVER, "requirements.txt": "mcp==2.3.0\n"}))
+    name = f"{own}/console-echo-{uuid.uuid4().hex[:6]}"
+    await page.get_by_text("或者上传源码包").click()
+    await page.get_by_label("清单").fill(
+        f'{{"name": "{name}", "version": "1.0.0", "runtime": "python", "entrypoint": "server.py"}}')
+    await page.get_by_label("源码包").set_input_files(str(archive))
+    await page.get_by_role("button", name="上传").click()
+    await page.get_by_role("heading", name="部署").wait_for(timeout=60_000)
+    await page.get_by_text("部署成功。").wait_for(timeout=300_000)
+    steps = await page.locator("ol.steps").inner_text()
+    for step in ("installing", "introspecting", "deployed"):
+        assert step in steps, steps
+    await p.check("publish-deployed-1440")
+    await page.get_by_role("link", name="打开服务器页面").click()
+    await page.get_by_role("heading", name="echo").wait_for()
+    # my servers lists it, published
+    await page.goto(gateway_url + "/publish")
+    row = page.get_by_role("row", name=name.split("/")[-1])
+    await row.wait_for()
+    assert "已发布" in await row.inner_text()
+    assert not p.errors, p.errors

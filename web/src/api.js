@@ -30,6 +30,11 @@ export function hadSession() {
   return localStorage.getItem(HINT) === "1";
 }
 
+// For requests made without api(): a multipart upload, an event stream.
+export function authHeaders() {
+  return session.access ? { authorization: `Bearer ${session.access}` } : {};
+}
+
 async function raw(path, { method = "GET", body, auth = true } = {}) {
   const init = { method, headers: { accept: "application/json" }, credentials: "same-origin" };
   if (body !== undefined) {

@@ -5,6 +5,7 @@ import { lang, setLang, t } from "./i18n.js";
 import { accountPage } from "./pages/account.js";
 import { guidePage } from "./pages/guide.js";
 import { marketPage } from "./pages/market.js";
+import { publishPage } from "./pages/publish.js";
 import { serverPage } from "./pages/server.js";
 import { signinPage } from "./pages/signin.js";
 
@@ -16,7 +17,7 @@ function chrome() {
     link("/", {}, t("nav.market")), link("/guide", {}, t("nav.guide")), h("a", { href: "/docs" }, t("nav.api")),
     h("span", { class: "grow" }),
     session.user
-      ? [link("/account", {}, t("nav.account")),
+      ? [link("/publish", {}, t("nav.publish")), link("/account", {}, t("nav.account")),
         h("button", { type: "button", class: "secondary", onclick: async () => {
           await signOut();
           navigate("/");
@@ -39,6 +40,7 @@ async function route() {
     else if ((m = path.match(/^\/guide(?:\/([\w-]+))?$/))) await guidePage(main, m[1] || "");
     else if (path === "/signin") await signinPage(main, navigate);
     else if (path === "/account") await accountPage(main);
+    else if (path === "/publish") await publishPage(main);
     else mount(main, h("h1", {}, "404"), link("/", {}, t("server.back")));
   } catch (err) {
     mount(main, h("p", { class: "error", role: "alert" }, t("error", { m: err.message })));

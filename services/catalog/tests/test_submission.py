@@ -163,3 +163,20 @@ async def test_owner_updates_and_withdraws_admin_disables_and_enables(catalog):
     assert (await c.get(f"/api/v1/servers/{slug}")).status_code == 404
     assert (await c.get(f"/api/v1/servers/{slug}", headers=as_user())).json()["status"] == "disabled"
     assert (await c.get(f"/api/v1/servers/{slug}", headers=as_user(ADMIN, "admin"))).status_code == 200
+
+
+async def test_my_servers_lists_only_mine_with_their_status(catalog):
+    _app, c = catalog
+    mine = (await c.post("/api/v1/servers", json=npm_submission(), headers=as_user())).json()
+    theirs = (await c.post("/api/v1/servers", json=npm_submission(pkg="@other/tool"), headers=as_user(OTHER))).json()
+    r = await c.get("/api/v1/me/servers", headers=as_user())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [i["slug"] for i in body["items"]] == [mine["slug"]] and body["total"] == 1
+    assert body["items"][0]["status"] == "submitted" and body["items"][0]["version"] == "1.0.0"
+    other = (await c.get("/api/v1/me/servers", headers=as_user(OTHER))).json()
+    assert [i["slug"] for i in other["items"]] == [theirs["slug"]]
+    anon = await c.get("/api/v1/me/servers")
+    assert anon.status_code == 401 and anon.headers["content-type"].startswith("application/problem+json")
+    bad = await c.get("/api/v1/me/servers", params={"page_size": 1000}, headers=as_user())
+    assert bad.status_code == 422

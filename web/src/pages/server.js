@@ -25,7 +25,7 @@ export async function serverPage(root, slug) {
           ...(s.tags || []).map((tag) => h("span", { class: "tag" }, tag)),
           h("span", {}, t("calls", { n: s.calls }))))),
     tabs([
-      [t("server.tools"), tools(s.tools || [])],
+      [t("server.tools"), tools(s.slug, s.tools || [])],
       [t("server.connect"), connect(s)],
       [t("server.prompts"), list(s.prompts || [], (p) => [h("code", {}, p.name), p.description ? ` — ${p.description}` : ""])],
       [t("server.resources"), list(s.resources || [], (r) => [h("code", {}, r.uri || r.name), r.description ? ` — ${r.description}` : ""])],
@@ -53,12 +53,69 @@ function list(items, render) {
   return items.length ? h("ul", { class: "plain" }, items.map((x) => h("li", {}, render(x)))) : h("p", { class: "muted" }, "—");
 }
 
-function tools(items) {
+function tools(slug, items) {
   if (!items.length) return h("p", { class: "muted" }, t("server.noTools"));
-  return h("ul", { class: "tools" }, items.map((tool) => h("li", {},
+  return h("ul", { class: "tools" }, items.map((tool, i) => h("li", {},
     h("h3", { class: "mono" }, tool.name), tool.description ? h("p", {}, tool.description) : null,
     h("details", {}, h("summary", {}, t("server.schema")),
-      h("pre", { class: "code", tabindex: "0" }, JSON.stringify(tool.inputSchema || tool.input_schema || {}, null, 2))))));
+      h("pre", { class: "code", tabindex: "0" }, JSON.stringify(tool.inputSchema || tool.input_schema || {}, null, 2))),
+    h("details", {}, h("summary", {}, t("try.title")), tryForm(slug, tool, i)))));
+}
+
+// Try a tool from the browser: a form made from its input schema, called through the gateway's REST
+// route on the system key or the signed-in user's own (the answer says which).
+function tryForm(slug, tool, index) {
+  const schema = tool.inputSchema || tool.input_schema || {};
+  const props = schema.properties || {};
+  const required = new Set(schema.required || []);
+  const fields = Object.entries(props).map(([name, p]) => {
+    const id = `try-${index}-${name}`;
+    const label = h("label", { for: id }, name, required.has(name) ? " *" : "",
+      p.description ? h("span", { class: "muted" }, ` — ${p.description}`) : null);
+    let input;
+    if (Array.isArray(p.enum)) {
+      input = h("select", { id, name }, h("option", { value: "" }, "—"), p.enum.map((v) => h("option", { value: JSON.stringify(v) }, String(v))));
+    } else if (p.type === "boolean") {
+      input = h("input", { id, name, type: "checkbox" });
+    } else if (p.type === "object" || p.type === "array") {
+      input = h("textarea", { id, name, rows: "3", placeholder: p.type === "array" ? "[]" : "{}" });
+    } else {
+      input = h("input", { id, name, type: p.type === "number" || p.type === "integer" ? "number" : "text",
+        step: p.type === "integer" ? "1" : p.type === "number" ? "any" : null, required: required.has(name) });
+    }
+    return { name, p, input, row: h("div", { class: "field" }, label, input) };
+  });
+  const out = h("div", { "aria-live": "polite" });
+  const form = h("form", { class: "stack", onsubmit: async (e) => {
+    e.preventDefault();
+    const args = {};
+    try {
+      for (const { name, p, input } of fields) {
+        if (p.type === "boolean") { if (input.checked) args[name] = true; continue; }
+        const v = input.value.trim();
+        if (v === "") continue;
+        if (Array.isArray(p.enum)) args[name] = JSON.parse(v);
+        else if (p.type === "number" || p.type === "integer") args[name] = Number(v);
+        else if (p.type === "object" || p.type === "array") args[name] = JSON.parse(v);
+        else args[name] = v;
+      }
+    } catch (err) {
+      mount(out, h("p", { class: "error", role: "alert" }, t("try.badJson", { m: err.message })));
+      return;
+    }
+    mount(out, h("p", { class: "muted" }, t("loading")));
+    try {
+      const r = await api(`/api/v1/servers/${encodeURIComponent(slug)}/tools/${encodeURIComponent(tool.name)}/call`,
+        { method: "POST", body: { arguments: args } });
+      const texts = (r.result.content || []).filter((c) => c.type === "text").map((c) => c.text);
+      mount(out, h("p", { class: "muted" }, t(r.result.isError ? "try.toolError" : "try.done", { k: t(`try.key.${["request", "vault", "oauth"].includes(r.key_source) ? "own" : r.key_source}`) })),
+        h("pre", { class: "code", tabindex: "0", "data-testid": `try-result-${tool.name}` },
+          texts.length ? texts.join("\n") : JSON.stringify(r.result, null, 2)));
+    } catch (err) {
+      mount(out, h("p", { class: "error", role: "alert" }, err.message));
+    }
+  } }, fields.map((f) => f.row), h("button", { type: "submit" }, t("try.call")), out);
+  return form;
 }
 
 function snippet(label, text) {

@@ -152,6 +152,23 @@ async def search_servers(body: SearchRequest, request: Request) -> Page[ServerSu
     return Page[ServerSummary].of([ServerSummary.model_validate(i) for i in items], total, body)
 
 
+@router.get("/me/servers", summary="My servers, newest first, with their status (signed in)")
+async def my_servers(request: Request, who: CurrentUser, page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+                     page_size: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+    """What the caller submitted: every status (waiting for review, rejected with the reason,
+    deploying, published, failed with the reason, withdrawn), never another user's rows."""
+    where = Server.owner_id == who.user_id
+    async with _sessions(request)() as s:
+        total = (await s.execute(select(func.count()).select_from(Server).where(where))).scalar_one()
+        rows = (await s.execute(select(Server).where(where).order_by(Server.updated_at.desc(), Server.id)
+                                .limit(page_size).offset((page - 1) * page_size))).scalars().all()
+    items = [{"slug": r.slug, "name": r.name, "version": r.version, "title": r.title, "status": r.status,
+              "status_detail": r.status_detail, "review_reason": r.review_reason, "withdrawn": r.withdrawn,
+              "tools": len(r.tools or []), "updated_at": r.updated_at.isoformat() if r.updated_at else None}
+             for r in rows]
+    return {"items": items, "total": total, "page": page, "page_size": page_size}
+
+
 @router.get("/servers/{slug}")
 async def get_server(slug: str, request: Request, who: OptionalUser) -> dict[str, Any]:
     async with _sessions(request)() as s:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -158,31 +159,40 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
         await _emit_submitted(session, existing)
         return existing, False
 
+    new_id = await _insert_under_free_slug(session, n.name.split("/")[-1], lambda slug: dict(
+        name=n.name, version=n.version, package_key=n.package_key, title=n.title,
+        description=n.description, readme=n.readme, icon=n.icon or ICON.format(slug=slug),
+        owner_id=owner_id, source_kind=source_kind or n.source_kind, spec=n.spec,
+        status="submitted" if trusted else "pending_review", review_cleared=trusted,
+        review_requested_at=None if trusted else func.now(), category=n.category, tags=n.tags,
+        name_verification=verification, name_verified_at=func.now() if verification else None))
+    if new_id is None:  # a concurrent identical submission won
+        row = (await session.execute(select(Server).where(
+            Server.package_key == n.package_key, Server.version == n.version))).scalar_one()
+        return row, True
+    row = (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
+    if trusted:
+        await _emit_submitted(session, row)
+    return row, False
+
+
+async def _insert_under_free_slug(session: AsyncSession, base: str,
+                                  values: Callable[[str], dict[str, Any]]) -> UUID | None:
+    """Insert a server row under a free slug made from ``base`` (``values(slug)`` gives the other
+    columns), trying again when a concurrent insert takes the slug first. None: the same package and
+    version is already there (a concurrent identical insert won)."""
     for attempt in range(5):
-        slug = await _free_slug(session, n.name.split("/")[-1])
-        stmt = pg_insert(Server).values(
-            slug=slug, name=n.name, version=n.version, package_key=n.package_key, title=n.title,
-            description=n.description, readme=n.readme, icon=n.icon or ICON.format(slug=slug),
-            owner_id=owner_id, source_kind=source_kind or n.source_kind, spec=n.spec,
-            status="submitted" if trusted else "pending_review", review_cleared=trusted,
-            review_requested_at=None if trusted else func.now(), category=n.category, tags=n.tags,
-            name_verification=verification, name_verified_at=func.now() if verification else None,
-        ).on_conflict_do_nothing(index_elements=[Server.package_key, Server.version]).returning(Server.id)
+        slug = await _free_slug(session, base)
+        stmt = pg_insert(Server).values(slug=slug, **values(slug)).on_conflict_do_nothing(
+            index_elements=[Server.package_key, Server.version]).returning(Server.id)
         try:
             async with session.begin_nested():
-                new_id = (await session.execute(stmt)).scalar_one_or_none()
+                new_id: UUID | None = (await session.execute(stmt)).scalar_one_or_none()
         except IntegrityError:  # the slug was taken between our look and our insert
             if attempt == 4:
                 raise
             continue
-        if new_id is None:  # a concurrent identical submission won
-            row = (await session.execute(select(Server).where(
-                Server.package_key == n.package_key, Server.version == n.version))).scalar_one()
-            return row, True
-        row = (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
-        if trusted:
-            await _emit_submitted(session, row)
-        return row, False
+        return new_id
     raise Conflict("could not allocate a slug; try again")
 
 
@@ -209,24 +219,13 @@ async def import_crawled(session: AsyncSession, n: Normalized, source: str) -> S
         await session.flush()
         await session.refresh(row)
         return row
-    for attempt in range(5):
-        slug = await _free_slug(session, n.name.split("/")[-1])
-        stmt = pg_insert(Server).values(
-            slug=slug, name=n.name, version=n.version, package_key=n.package_key, title=n.title,
-            description=n.description, readme="", icon=ICON.format(slug=slug), owner_id=None,
-            source_kind="crawled", spec=spec, status="published", published_at=func.now(),
-        ).on_conflict_do_nothing(index_elements=[Server.package_key, Server.version]).returning(Server.id)
-        try:
-            async with session.begin_nested():
-                new_id = (await session.execute(stmt)).scalar_one_or_none()
-        except IntegrityError:  # the slug was taken between our look and our insert
-            if attempt == 4:
-                raise
-            continue
-        if new_id is None:
-            return None
-        return (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
-    return None
+    new_id = await _insert_under_free_slug(session, n.name.split("/")[-1], lambda slug: dict(
+        name=n.name, version=n.version, package_key=n.package_key, title=n.title,
+        description=n.description, readme="", icon=ICON.format(slug=slug), owner_id=None,
+        source_kind="crawled", spec=spec, status="published", published_at=func.now()))
+    if new_id is None:
+        return None
+    return (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
 
 
 def hosting_of(spec: dict[str, Any]) -> str:

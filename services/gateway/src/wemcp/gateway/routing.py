@@ -31,6 +31,7 @@ ROUTES: dict[tuple[str, ...], str] = {
     ("usage",): "ratelimit",
     ("policies",): "ratelimit",
     ("me", "usage"): "ratelimit",
+    ("me", "servers"): "catalog",
     ("crawler",): "crawler",
     ("request-logs",): "crawler",
     ("admin", "crawls"): "crawler",
