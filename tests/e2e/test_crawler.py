@@ -1,8 +1,9 @@
 """The crawler as a real process of the platform, through the gateway: a server crawled from a
 loopback stand-in of the official MCP registry appears in search as unhosted (an admin starts the
-crawl and reads the run; a plain user may do neither); a hosted server kept from starting (nothing
-answers at its endpoint) shows down within two probe intervals and up within two after it is
-fixed — probes made by the crawler process through the gateway process with the crawler's service
+crawl and reads the run; a plain user may do neither); a server kept from starting shows down within
+two probe intervals and up within two after it is fixed — an endpoint where nothing answers, and a
+server hosted by the real deployer whose process exits without its upstream key until an admin sets
+it — probes made by the crawler process through the gateway process with the crawler's service
 credential."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
 sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "crawler" / "tests"))
 sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "gateway" / "tests"))
-from e2e_kit import superadmin_key, user_key
+from e2e_kit import published, submit_archive, superadmin_key, user_key
 from gateway_upstream import serve_upstream
 from standins import registry_entry, stand_ins
 
@@ -117,3 +118,82 @@ async def test_crawl_and_probe_through_the_platform(stack: Stack, gateway_url: s
         print(json.dumps({"down_after_s": round(down_after, 2), "up_after_s": round(up_after, 2)}))
     finally:
         await nc.close()
+
+
+KEYED = '''
+import os
+import sys
+
+# a server that cannot start without its upstream key (as most API-backed servers): it exits at once
+if not os.environ.get("PROBE_API_KEY"):
+    sys.exit("PROBE_API_KEY is required")
+
+from mcp.server.mcpserver import MCPServer
+
+app = MCPServer("keyed")
+
+
+@app.tool()
+def ping() -> str:
+    """Answers pong."""
+    return "pong"
+
+
+if __name__ == "__main__":
+    app.run()
+'''
+
+
+async def test_a_real_hosted_server_kept_from_starting_shows_down_then_up(stack: Stack, gateway_url: str,
+                                                                        crawler_env: Any) -> None:
+    """Hosted by the real deployer (a source archive in the sandbox): with no key for it the server's
+    process exits at start, so the probes the crawler makes through the gateway see it down; once an
+    admin gives it the platform's key, the next probe starts it and it shows up — each within two
+    probe intervals."""
+    admin = {"Authorization": f"Bearer {superadmin_key(stack, 'e2e-probe-admin')}"}
+    _, key = await user_key(stack, "e2e-probe-owner")
+    owner = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
+        own = (await c.get("/api/v1/names/mine", headers=owner)).json()["platform_namespace"]
+        manifest = {"name": f"{own}/keyed-{uuid.uuid4().hex[:6]}", "version": "1.0.0", "runtime": "python",
+                    "entrypoint": "server.py",
+                    "environmentVariables": [{"name": "PROBE_API_KEY", "isSecret": True, "isRequired": True}]}
+        sub = await submit_archive(c, owner, manifest, {"server.py": KEYED, "requirements.txt": "mcp==2.3.0\n"})
+        slug = sub["slug"]
+        await published(c, slug, owner)  # deployed: introspected with a placeholder for the key
+
+        nc = await nats.connect(stack.infra_env()["NATS_URL"])
+        seen: list[dict[str, Any]] = []
+
+        async def on(msg: Any) -> None:
+            seen.append(orjson.loads(msg.data))
+        await nc.subscribe("server.health", cb=on)
+        try:
+            def status(s: str) -> Any:
+                return lambda: [e for e in seen if e["slug"] == slug and e["status"] == s] or None
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            crawler_env({"WEMCP_CRAWLER_PROBE_SCHEDULE": "true", "WEMCP_CRAWLER_GATEWAY_URL": gateway_url,
+                         "WEMCP_CRAWLER_PROBE_INTERVAL_SECONDS": str(INTERVAL),
+                         "WEMCP_CRAWLER_PROBE_TICK_SECONDS": "0.2", "WEMCP_CRAWLER_HEALTH_REPORT_SECONDS": "0"})
+            down = await wait_for(status("down"), 2 * INTERVAL + 30)
+            down_after = loop.time() - t0
+            assert down[0]["error"], down
+            # fixed: the platform's key for it, as an admin sets it
+            r = await c.put("/api/v1/vault/system", headers=admin,
+                            json={"server": slug, "name": "PROBE_API_KEY", "value": "pk-live-0001"})
+            assert r.status_code == 200, r.text
+            t1 = loop.time()
+            await wait_for(status("up"), 2 * INTERVAL + 15)
+            up_after = loop.time() - t1
+            assert up_after <= 2 * INTERVAL + 15, up_after
+            d = (await c.get(f"/api/v1/servers/{slug}")).json()
+
+            async def shown_up() -> bool | None:
+                h = (await c.get(f"/api/v1/servers/{slug}")).json()["health"]
+                return True if h and h["status"] == "up" else None
+            assert await wait_for(shown_up, 10), d
+            print(json.dumps({"real_hosted_down_after_s": round(down_after, 2), "up_after_s": round(up_after, 2),
+                              "down_error": down[0]["error"]}))
+        finally:
+            await nc.close()
