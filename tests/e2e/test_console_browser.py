@@ -279,3 +279,62 @@ async def test_publish_shows_inputs_then_an_archive_deploys_live(browser: Any, s
     await row.wait_for()
     assert "已发布" in await row.inner_text()
     assert not p.errors, p.errors
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_admin_approves_a_submission_and_the_superadmin_publishes_an_announcement(
+        browser: Any, stack: Stack, gateway_url: str) -> None:
+    from e2e_kit import submit_archive
+
+    superadmin = superadmin_key(stack, "e2e-console-root")
+    _, key = await user_key(stack, "e2e-newcomer", trusted=False)  # not a trusted publisher: reviewed
+    tag = uuid.uuid4().hex[:6]
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
+        newcomer = {"Authorization": f"Bearer {key}"}
+        own = (await c.get("/api/v1/names/mine", headers=newcomer)).json()["platform_namespace"]
+        sub = await submit_archive(c, newcomer, {"name": f"{own}/reviewed-{tag}", "version": "1.0.0",
+                                                 "runtime": "python", "entrypoint": "server.py"},
+                                   {"server.py": ECHO_SERVER, "requirements.txt": "mcp==2.3.0\n"})
+        assert sub["status"] == "pending_review", sub
+        root_login = (await c.get("/api/v1/me", headers={"Authorization": f"Bearer {superadmin}"})).json()["login"]
+
+        p = await open_page(browser, 1440)
+        page = p.page
+        await page.goto(signin_link(stack, gateway_url, root_login))
+        await page.wait_for_url("**/account")
+        await page.get_by_role("link", name="管理").click()
+        await page.get_by_role("heading", name="审核队列").wait_for()
+        item = page.locator(f"li[data-slug='{sub['slug']}']")
+        await item.wait_for()
+        await item.get_by_text("规格、包与输入").click()
+        await item.locator("pre").wait_for()
+        assert "server.py" in await item.locator("pre").inner_text()
+        await p.check("admin-1440")
+        await item.get_by_role("button", name="批准").click()
+        await page.get_by_role("status").filter(has_text="已批准").wait_for()
+        await item.wait_for(state="detached")
+
+        async def left_review() -> str | None:
+            r = await c.get(f"/api/v1/servers/{sub['slug']}", headers=newcomer)
+            return r.json()["status"] if r.json()["status"] != "pending_review" else None
+        assert await wait_for(left_review, 15) in ("submitted", "deploying", "published")
+
+        # the superadmin writes an announcement; it appears on the marketplace for everyone
+        title = f"维护通知 {tag}"
+        await page.locator("#ann-title-zh").fill(title)
+        await page.locator("#ann-title-en").fill(f"Maintenance {tag}")
+        await page.locator("#ann-body-zh").fill("今晚 23:00 短暂维护。")
+        await page.get_by_role("button", name="发布公告").click()
+        await page.get_by_text("公告已发布。").wait_for()
+        assert not p.errors, p.errors
+
+        anon = await open_page(browser, 375)
+        await anon.page.goto(gateway_url + "/")
+
+        async def shown() -> bool | None:
+            await anon.page.reload()
+            await anon.page.locator("section.panel").first.wait_for()
+            text = await anon.page.locator("aside").inner_text()
+            return True if f"Maintenance {tag}" in text or title in text else None
+        assert await wait_for(shown, 20)
+        await anon.check("market-announcement-375")

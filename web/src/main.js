@@ -3,6 +3,7 @@ import { hadSession, onSession, refresh, session, signOut } from "./api.js";
 import { h, link, mount } from "./dom.js";
 import { lang, setLang, t } from "./i18n.js";
 import { accountPage } from "./pages/account.js";
+import { adminPage } from "./pages/admin.js";
 import { guidePage } from "./pages/guide.js";
 import { marketPage } from "./pages/market.js";
 import { publishPage } from "./pages/publish.js";
@@ -17,7 +18,8 @@ function chrome() {
     link("/", {}, t("nav.market")), link("/guide", {}, t("nav.guide")), h("a", { href: "/docs" }, t("nav.api")),
     h("span", { class: "grow" }),
     session.user
-      ? [link("/publish", {}, t("nav.publish")), link("/account", {}, t("nav.account")),
+      ? [["admin", "superadmin"].includes(session.user.role) ? link("/admin", {}, t("nav.admin")) : null,
+        link("/publish", {}, t("nav.publish")), link("/account", {}, t("nav.account")),
         h("button", { type: "button", class: "secondary", onclick: async () => {
           await signOut();
           navigate("/");
@@ -41,6 +43,7 @@ async function route() {
     else if (path === "/signin") await signinPage(main, navigate);
     else if (path === "/account") await accountPage(main);
     else if (path === "/publish") await publishPage(main);
+    else if (path === "/admin") await adminPage(main);
     else mount(main, h("h1", {}, "404"), link("/", {}, t("server.back")));
   } catch (err) {
     mount(main, h("p", { class: "error", role: "alert" }, t("error", { m: err.message })));
