@@ -48,7 +48,10 @@ async def test_review_then_deploy_then_ban(stack: Stack, gateway_url: str):
     newbie_id, newbie_key = await user_key(stack, "e2e-newbie", trusted=False)
     newbie = bearer(newbie_key)
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
-        sub = await submit_archive(c, newbie, MANIFEST, {"server.py": GREETER, "requirements.txt": "mcp==2.3.0\n"})
+        # named in the newcomer's own namespace (io.github.<login> would need that GitHub account linked)
+        own = (await c.get("/api/v1/names/mine", headers=newbie)).json()["platform_namespace"]
+        sub = await submit_archive(c, newbie, {**MANIFEST, "name": f"{own}/greeter"},
+                                   {"server.py": GREETER, "requirements.txt": "mcp==2.3.0\n"})
         slug = sub["slug"]
         assert sub["status"] == "pending_review", sub
         # nothing deploys while it waits: still pending a while later, and the deployer never heard of it

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,19 @@ ECHO_MANIFEST = {"name": "io.github.e2e-calls/key-echo", "version": "1.0.0", "ru
                  "entrypoint": "server.py", "description": "Reports the upstream key it received.",
                  "environmentVariables": [{"name": "ECHO_API_KEY", "isSecret": True, "isRequired": True,
                                            "description": "the upstream API key"}]}
+PING = textwrap.dedent('''
+    from mcp.server.mcpserver import MCPServer
+
+    app = MCPServer("ping")
+
+    @app.tool()
+    def ping() -> str:
+        """Answers pong."""
+        return "pong"
+
+    if __name__ == "__main__":
+        app.run()
+''')
 SYSTEM_KEY = "sk-platform-system-key-0001"
 MODERN = "2026-07-28"
 
@@ -399,16 +413,24 @@ async def test_request_logs_own_calls_owner_view_without_caller_ids_and_admin_cs
     import csv
     import io
 
-    url = f"{hosted.url}/mcp/{hosted.time_slug}"
     (alice_id, _), (bob_id, _) = hosted.users["alice"], hosted.users["bob"]
     alice, bob = hosted.auth("alice"), hosted.auth("bob")
-    args = {"timezone": "UTC"}
+    args: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=hosted.url, timeout=60) as c:
+        # a server alice surely owns (the time package may be listed by another test's owner first)
+        own = (await c.get("/api/v1/names/mine", headers=alice)).json()["platform_namespace"]
+        sub = await submit_archive(c, alice, {"name": f"{own}/logged-{uuid.uuid4().hex[:6]}", "version": "1.0.0",
+                                              "runtime": "python", "entrypoint": "server.py"},
+                                   {"server.py": PING, "requirements.txt": "mcp==2.3.0\n"})
+        await published(c, sub["slug"], alice)
+    slug = sub["slug"]
+    url = f"{hosted.url}/mcp/{slug}"
     async with httpx.AsyncClient(base_url=hosted.url, timeout=30) as c:
         for i in range(0, 104, 8):
-            await asyncio.gather(*(modern_call(c, url, alice, "get_current_time", args, rid=n)
+            await asyncio.gather(*(modern_call(c, url, alice, "ping", args, rid=n)
                                    for n in range(i, i + 8)))
         for n in range(3):
-            text_result(await modern_call(c, url, bob, "get_current_time", args, rid=n))
+            text_result(await modern_call(c, url, bob, "ping", args, rid=n))
 
         async def page(headers: dict[str, str], **params: Any) -> dict[str, Any]:
             r = await c.get("/api/v1/logs/calls", params=params, headers=headers)
@@ -416,7 +438,7 @@ async def test_request_logs_own_calls_owner_view_without_caller_ids_and_admin_cs
             return r.json()
 
         async def bob_logged() -> bool:
-            return len((await page(bob, server=hosted.time_slug))["items"]) >= 3
+            return len((await page(bob, server=slug))["items"]) >= 3
         await wait_for(bob_logged, timeout=30)
 
         mine = await page(alice, limit=100)
@@ -424,20 +446,20 @@ async def test_request_logs_own_calls_owner_view_without_caller_ids_and_admin_cs
         assert {i["caller"] for i in mine["items"]} == {alice_id}
         assert all(i["server"] and i["method"] and i["status"] for i in mine["items"])
         assert bob_id not in json.dumps(mine)
-        theirs = await page(bob, server=hosted.time_slug)
+        theirs = await page(bob, server=slug)
         assert {i["caller"] for i in theirs["items"]} == {bob_id}
-        assert [i["tool"] for i in theirs["items"][:3]] == ["get_current_time"] * 3
+        assert [i["tool"] for i in theirs["items"][:3]] == ["ping"] * 3
         assert (await c.get("/api/v1/logs/calls", params={"view": "all"}, headers=bob)).status_code == 403
-        r = await c.get("/api/v1/logs/calls", params={"view": "servers", "server": hosted.time_slug}, headers=bob)
+        r = await c.get("/api/v1/logs/calls", params={"view": "servers", "server": slug}, headers=bob)
         assert r.status_code == 404  # not bob's server
         assert (await c.get("/api/v1/logs/calls")).status_code == 401
 
-        owner = await page(alice, view="servers", server=hosted.time_slug, limit=100)
+        owner = await page(alice, view="servers", server=slug, limit=100)
         assert owner["items"] and alice_id not in json.dumps(owner) and bob_id not in json.dumps(owner)
         assert all(i["caller"].startswith("caller-") for i in owner["items"])
         assert len({i["caller"] for i in owner["items"]}) == 2  # alice and bob, told apart, unnamed
 
-        r = await c.get("/api/v1/logs/calls", params={"view": "all", "format": "csv", "server": hosted.time_slug},
+        r = await c.get("/api/v1/logs/calls", params={"view": "all", "format": "csv", "server": slug},
                         headers=hosted.admin)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
         rows = list(csv.DictReader(io.StringIO(r.text)))
