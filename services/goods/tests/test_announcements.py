@@ -4,33 +4,16 @@ scheduled, edited and deleted by the superadmin only; each change emitted with a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from goods_helpers import as_user, outbox
 
+from wemcp.common.identity import Identity
+from wemcp.common.trust import PlatformHeaders
 
-class _Superadmin(Mapping[str, str]):
-    """The superadmin's headers, minted when a request is made: an assertion made at import time
-    would have expired by the time a long test session reaches these tests."""
-
-    uid = uuid.uuid4()
-
-    def _now(self) -> dict[str, str]:
-        return as_user(self.uid, "superadmin")
-
-    def __getitem__(self, key: str) -> str:
-        return self._now()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._now())
-
-    def __len__(self) -> int:
-        return len(self._now())
-
-
-SUPER = _Superadmin()
+# minted on every read (an assertion made at import would expire in a long test session)
+SUPER = PlatformHeaders("goods", Identity(uuid.uuid4(), "superadmin"), issuer="gateway")  # type: ignore[arg-type]
 
 
 def iso(delta_minutes: float) -> str:
