@@ -272,7 +272,7 @@ async def test_publish_shows_inputs_then_an_archive_deploys_live(browser: Any, s
         assert step in steps, steps
     await p.check("publish-deployed-1440")
     await page.get_by_role("link", name="打开服务器页面").click()
-    await page.get_by_role("heading", name="echo").wait_for()
+    await page.get_by_role("heading", name="echo", exact=True).wait_for()
     # my servers lists it, published
     await page.goto(gateway_url + "/publish")
     row = page.get_by_role("row", name=name.split("/")[-1])
