@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,6 +121,11 @@ def sentinel(request: pytest.FixtureRequest) -> Iterator[tuple[int, str]]:
     uid = request.node.callspec.params["project"].uid
     proc = subprocess.Popen([*as_uid(uid), "/usr/bin/python3", "-c", "import sys; sys.stdin.read()"],
                             stdin=subprocess.PIPE, env={"SENTINEL_SECRET": secret})
+    # until the uid wrapper has exec'd python with the secret in its environment (read too early, the
+    # process's environ is still the wrapper's or empty, and the control read below would fail)
+    deadline = time.monotonic() + 10
+    while secret.encode() not in Path(f"/proc/{proc.pid}/environ").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.02)
     try:
         yield proc.pid, secret
     finally:
