@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+import pytest_asyncio
 
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.stack import SERVICES, Stack
@@ -43,3 +44,18 @@ def gateway_url(stack: Stack) -> str:
 def client(gateway_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway_url, timeout=30) as c:
         yield c
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def browser() -> AsyncIterator[object]:
+    """Debian's chromium driven by Playwright (`make browser-tools` installs it): the console's tests."""
+    from playwright.async_api import async_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(chromium).exists(), "chromium is missing: run `make browser-tools` (as root)"
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            await b.close()

@@ -7,12 +7,8 @@ axe-core violations; a screenshot of each lands in $WEMCP_TEST_OUTPUT/console (d
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +17,14 @@ import pytest
 import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
-from e2e_kit import auth_env, published, superadmin_key, user_key
+from console_kit import OUT, open_page, signin_link
+from e2e_kit import published, superadmin_key, user_key
 
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
-OUT = Path(os.environ.get("WEMCP_TEST_OUTPUT", ROOT / ".data" / "test-output")) / "console"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TIME_VERSION = "2026.10.19"
 
 
@@ -49,49 +42,6 @@ async def clock(stack: Stack, gateway_url: str) -> dict[str, Any]:
         r = await c.post("/api/v1/servers", json={"server_json": server_json}, headers=admin)
         assert r.status_code == 202, r.text
         return await published(c, r.json()["slug"], admin)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    assert Path(CHROMIUM).exists(), "chromium is missing: run `make browser-tools` (as root)"
-    OUT.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-class Page:
-    """One browser page that records console errors and uncaught exceptions."""
-
-    def __init__(self, page: Any) -> None:
-        self.page, self.errors = page, []
-        page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
-        page.on("response", lambda r: self.errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
-
-    async def check(self, name: str) -> None:
-        """No errors so far, no serious/critical axe violations, no sideways scrolling; a screenshot."""
-        await self.page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
-        assert not self.errors, self.errors
-        await self.page.evaluate(AXE.read_text())
-        found = await self.page.evaluate(
-            "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-            ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
-            ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).slice(0, 3).join(', '))")
-        assert found == [], f"{name}: {found}"
-        width = await self.page.evaluate("document.documentElement.scrollWidth")
-        viewport = self.page.viewport_size["width"]
-        assert width <= viewport, f"{name}: {width}px wide in a {viewport}px window"
-
-
-async def open_page(browser: Any, width: int, height: int = 900) -> Page:
-    context = await browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
-    return Page(await context.new_page())
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -152,16 +102,6 @@ async def test_api_reference_renders_with_no_internet(browser: Any, gateway_url:
     await p.page.screenshot(path=str(OUT / "api-reference.png"))
     assert requests and all(u.startswith(gateway_url) or u.startswith("data:") for u in requests), requests
     assert not p.errors, p.errors
-
-
-def signin_link(stack: Stack, gateway_url: str, login: str) -> str:
-    """The operator command, as `make admin` runs it: a one-time link, valid ten minutes."""
-    out = subprocess.run([sys.executable, "-m", "wemcp.auth.admin", "signin-link", "--login", login],
-                         env={**auth_env(stack), "WEMCP_AUTH_PUBLIC_URL": gateway_url},
-                         capture_output=True, text=True, timeout=60, check=True)
-    link = out.stdout.strip().splitlines()[-1]
-    assert link.startswith(f"{gateway_url}/signin#token="), out.stdout + out.stderr
-    return link
 
 
 @pytest.mark.asyncio(loop_scope="session")
