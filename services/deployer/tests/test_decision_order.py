@@ -131,6 +131,30 @@ async def test_disabled_before_its_first_submission_is_not_deployed(sessions: An
     assert finals == {("stopped", "https://example.com/v1/mcp", 1)}
 
 
+async def test_decisions_before_any_submission_deploy_nothing_until_it_comes(sessions: Any) -> None:
+    """A server the catalog holds for review reaches the deployer only when approved, but an admin
+    may disable and enable it before that: in every order, no deployment starts (no event, nothing
+    queued) until server.submitted comes, and then the newest decision says whether it deploys."""
+    for k, order in enumerate(itertools.permutations(range(2))):
+        for last in ("enabled", "disabled"):
+            slug, sid = f"held-{last}-{k}", uuid.uuid4()
+            first, second = (ServerDisabled(server_id=sid, slug=slug, decision_seq=1),
+                             ServerEnabled(server_id=sid, slug=slug, decision_seq=2))
+            if last == "disabled":
+                first, second = (ServerEnabled(server_id=sid, slug=slug, decision_seq=1),
+                                 ServerDisabled(server_id=sid, slug=slug, decision_seq=2))
+            decisions = [first, second]
+            for i in order:
+                await deliver(sessions, decisions[i])
+            d = await _deployment(sessions, slug)
+            assert (d.status, d.generation) == ("disabled", 0), (last, order, d.status)
+            assert await _positions(sessions, slug) == [], (last, order)  # no server.deploying
+            await deliver(sessions, ServerSubmitted(server_id=sid, slug=slug, name=slug, spec=SPEC_V1))
+            d = await _deployment(sessions, slug)
+            want = ("running", "queued", 1) if last == "enabled" else ("stopped", "disabled", 1)
+            assert (d.desired, d.status, d.generation) == want, (last, order)
+
+
 async def test_unstamped_decisions_use_occurred_at(sessions: Any) -> None:
     """Decisions of an older catalog (no decision_seq): the later one wins whatever the arrival
     order; once a stamped decision was applied, unstamped ones are older."""

@@ -84,17 +84,24 @@ def newer_decision(d: Deployment, event: ServerDisabled | ServerEnabled) -> bool
     return True
 
 
+def _awaiting_submission(event: ServerDisabled | ServerEnabled, desired: str) -> Deployment:
+    """The row of a server whose decision reached us before its first submission (generation 0: no
+    spec, nothing to deploy); a concurrent insert of the same slug makes the event retry."""
+    d = Deployment(slug=event.slug, server_id=event.server_id, spec={}, generation=0, seq=0, steps=[],
+                   protocol_versions=[], introspection={}, log_tail="", name="", backend="local",
+                   status="disabled", desired=desired, decision_seq=0)
+    newer_decision(d, event)
+    return d
+
+
 async def on_server_disabled(event: ServerDisabled, session: AsyncSession) -> None:
     d = (await session.execute(select(Deployment).where(Deployment.slug == event.slug).with_for_update())
          ).scalar_one_or_none()
     if d is None:
-        # disabled before its submission reached us (another consumer): keep the decision, so the
-        # submission is recorded but not deployed (a concurrent insert makes this event retry)
-        d = Deployment(slug=event.slug, server_id=event.server_id, spec={}, generation=0, seq=0, steps=[],
-                       protocol_versions=[], introspection={}, log_tail="", name="", backend="local",
-                       status="disabled", desired="stopped", decision_seq=0)
+        # disabled before its submission reached us (another consumer, or a server the catalog still
+        # holds for review): keep the decision, so the submission is recorded but not deployed
+        d = _awaiting_submission(event, "stopped")
         session.add(d)
-        newer_decision(d, event)
         d.steps = [service.step("stopped", event.reason or "disabled before it was deployed")]
         return
     if not newer_decision(d, event):
@@ -108,9 +115,21 @@ async def on_server_disabled(event: ServerDisabled, session: AsyncSession) -> No
 async def on_server_enabled(event: ServerEnabled, session: AsyncSession) -> None:
     d = (await session.execute(select(Deployment).where(Deployment.slug == event.slug).with_for_update())
          ).scalar_one_or_none()
-    if d is None or not newer_decision(d, event) or d.desired == "running":
+    if d is None:
+        # enabled before any submission reached us: the decision is kept (an older disable arriving
+        # later must not win), and the submission, when it comes, deploys
+        d = _awaiting_submission(event, "running")
+        session.add(d)
+        d.steps = [service.step("enabled", "enabled before it was submitted")]
+        return
+    if not newer_decision(d, event) or d.desired == "running":
         return
     d.desired = "running"
+    if d.generation == 0:
+        # no submission ever reached us (a server the catalog holds for review was disabled and
+        # enabled again): there is nothing to deploy until server.submitted comes
+        d.steps = [*d.steps, service.step("enabled", "enabled again; deployed when it is submitted")]
+        return
     service.new_generation(d)
     d.status = "queued"
     d.steps = [*d.steps, service.step("queued", "enabled again")]
