@@ -75,12 +75,13 @@ async def test_crawl_and_probe_through_the_platform(stack: Stack, gateway_url: s
             run = await wait_for(finished, 60)
             assert (run["status"], run["found"], run["new"]) == ("finished", 1, 1), run
 
-            async def listed() -> list[dict[str, Any]] | None:
+            # the search finds the crawled server among whatever other tests of this stack published
+            async def listed() -> dict[str, Any] | None:
                 r = await c.post("/api/v1/servers/search", json={"query": "tide tables harbours"})
-                return r.json()["items"] or None
-            items = await wait_for(listed, 60)
-            assert items[0]["hosting"] == "unhosted"
-            d = (await c.get(f"/api/v1/servers/{items[0]['slug']}")).json()
+                return next((i for i in r.json()["items"] if i["name"] == "io.github.e2e/tidewatch"), None)
+            item = await wait_for(listed, 60)
+            assert item["hosting"] == "unhosted"
+            d = (await c.get(f"/api/v1/servers/{item['slug']}")).json()
             assert d["owner_id"] is None and d["connect"]["runs"] == "unhosted"
 
     # health probes: a hosted server whose endpoint does not answer (kept from starting), then fixed

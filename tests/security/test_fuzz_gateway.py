@@ -28,7 +28,9 @@ from schemathesis import GenerationMode
 sys.path.insert(0, str(Path(__file__).parent))  # platform_kit (pytest runs in importlib mode)
 from platform_kit import platform, superadmin_key, user_key
 
-pytestmark = pytest.mark.e2e
+# the platform's start is part of the first test here (a minute or more on a loaded 2-core machine):
+# a wider guard than the suite's default 300 s, not a timing assertion
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 EXAMPLES = 5  # per operation and generation mode; each case is sent as all three callers
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
