@@ -119,6 +119,7 @@ def test_picks_a_tool_by_what_it_answers() -> None:
     assert pick("现在几点？")[0] == "demo-tools__current_time"
     assert pick("greet Alice in English") == ("demo-tools__greet", {"name": "Alice in English", "lang": "en"})
     assert pick("3 加 4 等于多少")[1] == {"a": 3, "b": 4}
+    assert pick("请问候 Ada") == ("demo-tools__greet", {"name": "Ada", "lang": "zh"})
     # nothing matches: a plain answer that lists the tools
     d = decide({"messages": [{"role": "user", "content": "tell me a story"}], "tools": DEMO_TOOLS})
     assert "tool_calls" not in d and "current_time" in d["content"]

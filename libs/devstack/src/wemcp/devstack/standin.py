@@ -108,6 +108,12 @@ def arguments_for(fn: dict[str, Any], question: str) -> dict[str, Any]:
     numbers = re.findall(r"-?\d+(?:\.\d+)?", question)
     quoted = re.findall(r"[\"“「'‘](.+?)[\"”」'’]", question)
     m = re.search(rf"{re.escape(_short(fn['name']))}\s*[:：]?\s*(.+)$", question, re.IGNORECASE)
+    if m is None:  # asked in Chinese: what follows the word that chose the tool
+        name_words = set(re.split(r"[_\-.]+", _short(fn["name"]).lower()))
+        for zh, en in SYNONYMS.items():
+            if zh in question and name_words & set(en):
+                m = re.search(rf"{re.escape(zh)}\s*[:：]?\s*(.+)$", question)
+                break
     rest = m.group(1).strip() if m else question.strip()
     args: dict[str, Any] = {}
     for name, p in props.items():
