@@ -20,7 +20,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from openai import OpenAI
 
-from wemcp.devstack import dev
+from wemcp.devstack import cli, dev
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.standin import MODEL, decide
 
@@ -67,6 +67,8 @@ def test_refuses_to_start_in_production(tmp_path: Path, monkeypatch: pytest.Monk
                  lambda: dev.platform_key(stack, "http://127.0.0.1:1")):
         with pytest.raises(dev.StandInRefused):
             step()
+    # make run's step after the services are healthy adds nothing in production
+    assert "no development stand-ins" in cli._stand_ins(stack)
     assert stack.services == {} and not (tmp_path / dev.KEY_FILE).exists()
 
 

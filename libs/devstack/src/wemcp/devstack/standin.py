@@ -205,7 +205,7 @@ def create_app() -> FastAPI:
         d = decide(body)
         cid, created = "chatcmpl-standin-" + uuid.uuid4().hex[:12], int(time.time())
         model = str(body.get("model") or MODEL)
-        calls = [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+        calls: list[dict[str, Any]] = [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
                   "function": {"name": n, "arguments": a}} for n, a in d.get("tool_calls", [])]
         usage = _usage(body, d.get("content") or "")
         if not body.get("stream"):
