@@ -102,6 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _stand_ins(stack: object) -> str:
     """The development stand-ins (wemcp.devstack.dev): the stand-in model provider and the demo server.
     Never in production; a failure here is reported and the stack runs on without them."""
+    import subprocess
+
     import httpx2 as httpx
 
     from wemcp.devstack import dev
@@ -111,7 +113,7 @@ def _stand_ins(stack: object) -> str:
     print("starting the development stand-ins ...", flush=True)
     try:
         seeded = dev.start(stack)
-    except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+    except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError, httpx.HTTPError) as exc:
         return f"  development stand-ins not started: {str(exc)[:300]}\n"
     return (f"  Development stand-ins (not for production):\n"
             f"    model provider {dev.PROVIDER!r}, model {seeded.model!r}: a deterministic stand-in, not a real model\n"
