@@ -28,7 +28,7 @@ def _repo_root() -> Path:
     return here
 
 
-def _banner(stack: object, took: float) -> str:
+def _banner(stack: object, took: float, extras: str = "") -> str:
     from wemcp.devstack.stack import Stack
 
     assert isinstance(stack, Stack)
@@ -41,7 +41,7 @@ def _banner(stack: object, took: float) -> str:
               f"  postgres    {_safe(stack.database_url)}" + ("  (embedded)" if stack.postgres else ""),
               f"  nats        {stack.nats_url}" + ("  (embedded, JetStream)" if stack.nats else ""),
               f"  redis       {stack.redis_url}" + ("  (embedded)" if stack.redis else ""),
-              f"  data        {stack.data_dir}", "", "Ctrl-C stops everything.", ""]
+              f"  data        {stack.data_dir}", "", *([extras] if extras else []), "Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 
 
@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.start_services((*SERVICES, "gateway"), wait=args.wait)
         stack.write_env_file()
         extras = _stand_ins(stack)
-        print(_banner(stack, time.monotonic() - t0) + extras, flush=True)
+        print(_banner(stack, time.monotonic() - t0, extras), flush=True)
         while not stop.wait(0.5):
             for name, svc in stack.services.items():
                 if not svc.alive() and not stop.is_set():
