@@ -155,6 +155,12 @@ async def test_create_an_agent_chat_with_it_and_read_its_mcp_url(
         assert (await c.get(f"/api/v1/agents/{agent_id}")).status_code == 401
 
     if width < 600:
+        # in English on request: the stand-in is still marked as one
+        await page.get_by_role("button", name="Switch to English").click()
+        await page.get_by_role("heading", name="MCP URL").wait_for()
+        badge = page.get_by_test_id("stand-in-badge").first
+        assert await badge.inner_text() == "development stand-in, not a real model"
+        await p.check(f"agent-en-{width}")
         return
     # edit, then delete
     await page.get_by_text("编辑", exact=True).click()
