@@ -4,6 +4,7 @@ import { h, link, mount } from "./dom.js";
 import { lang, setLang, t } from "./i18n.js";
 import { accountPage } from "./pages/account.js";
 import { adminPage } from "./pages/admin.js";
+import { agentPage, agentsPage, newAgentPage } from "./pages/agents.js";
 import { guidePage } from "./pages/guide.js";
 import { marketPage } from "./pages/market.js";
 import { publishPage } from "./pages/publish.js";
@@ -19,6 +20,7 @@ function chrome() {
     h("span", { class: "grow" }),
     session.user
       ? [["admin", "superadmin"].includes(session.user.role) ? link("/admin", {}, t("nav.admin")) : null,
+        link("/agents", {}, t("nav.agents")),
         link("/publish", {}, t("nav.publish")), link("/account", {}, t("nav.account")),
         h("button", { type: "button", class: "secondary", onclick: async () => {
           await signOut();
@@ -44,6 +46,9 @@ async function route() {
     else if (path === "/account") await accountPage(main);
     else if (path === "/publish") await publishPage(main);
     else if (path === "/admin") await adminPage(main);
+    else if (path === "/agents") await agentsPage(main);
+    else if (path === "/agents/new") await newAgentPage(main, navigate);
+    else if ((m = path.match(/^\/agents\/([^/]+)$/))) await agentPage(main, decodeURIComponent(m[1]), navigate);
     else mount(main, h("h1", {}, "404"), link("/", {}, t("server.back")));
   } catch (err) {
     mount(main, h("p", { class: "error", role: "alert" }, t("error", { m: err.message })));

@@ -28,7 +28,7 @@ def _repo_root() -> Path:
     return here
 
 
-def _banner(stack: object, took: float) -> str:
+def _banner(stack: object, took: float, extras: str = "") -> str:
     from wemcp.devstack.stack import Stack
 
     assert isinstance(stack, Stack)
@@ -41,7 +41,7 @@ def _banner(stack: object, took: float) -> str:
               f"  postgres    {_safe(stack.database_url)}" + ("  (embedded)" if stack.postgres else ""),
               f"  nats        {stack.nats_url}" + ("  (embedded, JetStream)" if stack.nats else ""),
               f"  redis       {stack.redis_url}" + ("  (embedded)" if stack.redis else ""),
-              f"  data        {stack.data_dir}", "", "Ctrl-C stops everything.", ""]
+              f"  data        {stack.data_dir}", "", *([extras] if extras else []), "Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 
 
@@ -75,7 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("starting services ...", flush=True)
         stack.start_services((*SERVICES, "gateway"), wait=args.wait)
         stack.write_env_file()
-        print(_banner(stack, time.monotonic() - t0), flush=True)
+        extras = _stand_ins(stack)
+        print(_banner(stack, time.monotonic() - t0, extras), flush=True)
         while not stop.wait(0.5):
             for name, svc in stack.services.items():
                 if not svc.alive() and not stop.is_set():
@@ -96,6 +97,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.stop()
         stack.env_file.unlink(missing_ok=True)
         print("stopped.", flush=True)
+
+
+def _stand_ins(stack: object) -> str:
+    """The development stand-ins (wemcp.devstack.dev): the stand-in model provider and the demo server.
+    Never in production; a failure here is reported and the stack runs on without them."""
+    import subprocess
+
+    import httpx2 as httpx
+
+    from wemcp.devstack import dev
+
+    if dev.production():
+        return "  (WEMCP_ENV=production: no development stand-ins)\n"
+    print("starting the development stand-ins ...", flush=True)
+    try:
+        seeded = dev.start(stack)
+    except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError, httpx.HTTPError) as exc:
+        return f"  development stand-ins not started: {str(exc)[:300]}\n"
+    return (f"  Development stand-ins (not for production):\n"
+            f"    model provider {dev.PROVIDER!r}, model {seeded.model!r}: a deterministic stand-in, not a real model\n"
+            f"    demo server    /servers/{seeded.demo_slug} ({seeded.demo_status}; deployed by the deployer)\n")
 
 
 def cmd_infra(args: argparse.Namespace) -> int:

@@ -29,6 +29,9 @@ class ServiceProcess:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    # the module run with ``python -m``: a service's ``wemcp.<name>.main`` unless given (the stand-ins)
+    module: str | None = None
+    args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -36,7 +39,8 @@ class ServiceProcess:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", f"wemcp.{self.name}.main"], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module or f"wemcp.{self.name}.main", *self.args],
+                                     env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
