@@ -3,9 +3,10 @@ import { hadSession, onSession, refresh, session, signOut } from "./api.js";
 import { h, link, mount } from "./dom.js";
 import { lang, setLang, t } from "./i18n.js";
 import { accountPage } from "./pages/account.js";
-import { adminPage } from "./pages/admin.js";
+import { adminPage, isAdmin } from "./pages/admin.js";
 import { guidePage } from "./pages/guide.js";
 import { marketPage } from "./pages/market.js";
+import { isMerchant, merchantPage } from "./pages/merchant.js";
 import { publishPage } from "./pages/publish.js";
 import { serverPage } from "./pages/server.js";
 import { signinPage } from "./pages/signin.js";
@@ -18,7 +19,8 @@ function chrome() {
     link("/", {}, t("nav.market")), link("/guide", {}, t("nav.guide")), h("a", { href: "/docs" }, t("nav.api")),
     h("span", { class: "grow" }),
     session.user
-      ? [["admin", "superadmin"].includes(session.user.role) ? link("/admin", {}, t("nav.admin")) : null,
+      ? [isAdmin(session.user) ? link("/admin", {}, t("nav.admin")) : null,
+        isMerchant(session.user) ? link("/merchant", {}, t("nav.merchant")) : null,
         link("/publish", {}, t("nav.publish")), link("/account", {}, t("nav.account")),
         h("button", { type: "button", class: "secondary", onclick: async () => {
           await signOut();
@@ -43,7 +45,8 @@ async function route() {
     else if (path === "/signin") await signinPage(main, navigate);
     else if (path === "/account") await accountPage(main);
     else if (path === "/publish") await publishPage(main);
-    else if (path === "/admin") await adminPage(main);
+    else if (path === "/admin") await adminPage(main, new URLSearchParams(location.search));
+    else if (path === "/merchant") await merchantPage(main);
     else mount(main, h("h1", {}, "404"), link("/", {}, t("server.back")));
   } catch (err) {
     mount(main, h("p", { class: "error", role: "alert" }, t("error", { m: err.message })));
