@@ -22,7 +22,7 @@ import nats
 import pytest
 import pytest_asyncio
 from console_kit import Page, open_page, signin_link
-from e2e_kit import submit_archive
+from e2e_kit import submit_archive, user_key
 from playwright.async_api import expect
 
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
@@ -61,12 +61,33 @@ async def pending_server(c: httpx.AsyncClient, who: dict[str, Any], stem: str) -
     return str(sub["slug"])
 
 
+async def failed_server(c: httpx.AsyncClient, who: dict[str, Any]) -> str:
+    """A remote server whose host does not resolve, by a trusted publisher: its deployment fails."""
+    own = (await c.get("/api/v1/names/mine", headers=who["headers"])).json()["platform_namespace"]
+    server_json = {"name": f"{own}/unreachable-{uuid.uuid4().hex[:6]}", "version": "1.0.0",
+                   "description": "a remote server on a host that does not exist",
+                   "remotes": [{"type": "streamable-http", "url": "https://e2e-console.invalid/mcp"}]}
+    r = await c.post("/api/v1/servers", json={"server_json": server_json}, headers=who["headers"])
+    assert r.status_code == 202, r.text
+    slug = str(r.json()["slug"])
+
+    async def failed() -> bool | None:
+        d = (await c.get(f"/api/v1/servers/{slug}", headers=who["headers"])).json()
+        assert d["status"] != "published", d
+        return True if d["status"] == "failed" else None
+
+    await wait_for(failed, 60, interval=0.5)
+    return slug
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(stack: Stack, gateway_url: str) -> AsyncIterator[dict[str, Any]]:
     """An admin, a merchant with a public agent (their product) and two plain users; three calls to
     the agent as the gateway reports them (for the merchant's usage and the admin's request log)."""
     people = {role: await account(stack, role) for role in ("admin", "merchant", "user")}
     people["target"] = await account(stack, "user")
+    _, key = await user_key(stack, "e2e-m-publisher")  # a trusted publisher: no review
+    people["publisher"] = {"headers": {"Authorization": f"Bearer {key}"}}
     tag = uuid.uuid4().hex[:6]
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
         async def keys_answer() -> bool:  # on a busy machine the first key lookups can find auth still warming up
@@ -189,7 +210,8 @@ async def test_admin_manages_users_servers_categories_crawls_logs_and_audit(
 
         await wait_for(refused, 20)
 
-        # servers by status: the waiting submission, disabled with a reason, then enabled again
+        # servers by status: the waiting submission (the review queue decides it: no disable here);
+        # a failed one, disabled with a reason, then enabled again
         await tabs.get_by_role("link", name="服务器").click()
         status = page.get_by_label("状态")
         await status.wait_for()
@@ -197,16 +219,20 @@ async def test_admin_manages_users_servers_categories_crawls_logs_and_audit(
         srow = page.locator(f"tr[data-slug='{slug}']")
         await srow.wait_for()
         assert "等待审核" in await srow.inner_text()
+        assert await srow.get_by_role("button").count() == 0
         await check_both(p, "admin-servers")
-        await srow.get_by_label("停用理由").fill("checking")
-        await srow.get_by_role("button", name=f"停用 {slug}").click()
-        await page.get_by_role("status").filter(has_text=f"{slug} 已停用").wait_for()
-        await srow.wait_for(state="detached")  # no longer waiting for review
+        broken = await failed_server(c, world["publisher"])
+        await status.select_option("failed")
+        frow = page.locator(f"tr[data-slug='{broken}']")
+        await frow.get_by_label("停用理由").fill("checking")
+        await frow.get_by_role("button", name=f"停用 {broken}").click()
+        await page.get_by_role("status").filter(has_text=f"{broken} 已停用").wait_for()
+        await frow.wait_for(state="detached")  # no longer among the failed
         await status.select_option("disabled")
-        await srow.get_by_role("button", name=f"启用 {slug}").click()
-        await page.get_by_role("status").filter(has_text=f"{slug} 已启用").wait_for()
-        assert (await c.get(f"/api/v1/servers/{slug}", headers=world["user"]["headers"])).json()["status"] \
-            == "pending_review"
+        await frow.get_by_role("button", name=f"启用 {broken}").click()
+        await page.get_by_role("status").filter(has_text=f"{broken} 已启用").wait_for()
+        assert (await c.get(f"/api/v1/servers/{broken}", headers=world["publisher"]["headers"])).json()["status"] \
+            in ("submitted", "deploying", "failed")
 
         # categories: create one, rename it, delete it
         cat = f"e2e-{world['tag']}"
@@ -316,11 +342,18 @@ async def test_merchant_sees_products_usage_and_raises_a_plan(browser: Any, stac
         await card.get_by_label("用户 ID").fill(world["user"]["id"])
         await card.get_by_role("button", name="授予", exact=True).click()
         await card.get_by_role("status").filter(has_text="已授予").wait_for()
+        holder = card.locator(f"tr[data-holder='{world['user']['id']}']")
+        await holder.get_by_role("cell", name="Pro").wait_for()
         await check_both(p, "merchant-plans")
         granted = (await c.get(f"/api/v1/merchant/products/{prod['id']}/entitlements",
                                headers=merchant["headers"])).json()["items"]
         assert [(g["user_id"], g["plan"]["code"], g["plan"]["calls_per_day"]) for g in granted] == \
             [(world["user"]["id"], "pro", 800)]
+        await holder.get_by_role("button", name=f"收回 {world['user']['id']}").click()
+        await card.get_by_role("status").filter(has_text="已收回").wait_for()
+        await holder.wait_for(state="detached")
+        assert (await c.get(f"/api/v1/merchant/products/{prod['id']}/entitlements",
+                            headers=merchant["headers"])).json()["items"] == []
         assert not p.errors, p.errors
 
 

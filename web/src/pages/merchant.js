@@ -54,11 +54,27 @@ function productCard(p) {
   }
 
   async function loadPlans() {
-    const page = await api(`/api/v1/merchant/products/${p.id}/plans`);
+    const [page, held] = await Promise.all([api(`/api/v1/merchant/products/${p.id}/plans`),
+      api(`/api/v1/merchant/products/${p.id}/entitlements?page_size=100`)]);
     mount(plans, h("table", { class: "grid" }, h("caption", { class: "sr-only" }, t("merchant.plansOf", { p: p.title })),
       h("thead", {}, h("tr", {}, [t("plan.name"), t("plan.code"), t("plan.calls"), t("plan.price"), t("plan.state"), ""]
         .map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, page.items.map((pl) => planRow(pl)))), grantForm(page.items.filter((x) => x.active && !x.is_free)));
+      h("tbody", {}, page.items.map((pl) => planRow(pl)))), holders(held),
+    grantForm(page.items.filter((x) => x.active && !x.is_free)));
+  }
+
+  // who holds a raised plan (by account id: the merchant granted it to that id), revocable
+  function holders(held) {
+    if (!held.items.length) return null;
+    return h("table", { class: "grid", "data-testid": `holders-${p.id}` },
+      h("caption", {}, t("plan.holders", { n: held.total })),
+      h("thead", {}, h("tr", {}, [t("plan.userId"), t("plan.name"), t("plan.expires"), ""].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, held.items.map((e) => h("tr", { "data-holder": e.user_id },
+        h("th", { scope: "row", class: "mono small" }, e.user_id), h("td", {}, e.plan ? e.plan.name : "—"),
+        h("td", {}, e.expires_at ? new Date(e.expires_at).toLocaleDateString() : t("plan.never")),
+        h("td", {}, h("button", { type: "button", class: "secondary", "aria-label": `${t("plan.revoke")} ${e.user_id}`,
+          onclick: () => act(() => api(`/api/v1/merchant/products/${p.id}/entitlements/${e.user_id}`, { method: "DELETE" }),
+            t("plan.revoked")) }, t("plan.revoke")))))));
   }
 
   function planRow(pl) {

@@ -3,9 +3,11 @@
 import { api } from "../../api.js";
 import { h, link, mount } from "../../dom.js";
 import { t } from "../../i18n.js";
-import { field, run, when } from "./kit.js";
+import { field, run, say, when } from "./kit.js";
 
 const STATUSES = ["draft", "pending_review", "rejected", "submitted", "deploying", "published", "failed", "disabled"];
+// disabling is for what was let through to deployment; a submission waiting for review is rejected instead
+const DISABLEABLE = new Set(["submitted", "deploying", "published", "failed"]);
 
 export async function serversTab(root) {
   const out = h("div", { "aria-live": "polite" });
@@ -45,7 +47,7 @@ export async function serversTab(root) {
       h("td", { class: "mono" }, s.version || ""),
       h("td", {}, t(`status.${s.status}`), s.status_detail ? h("div", { class: "muted" }, s.status_detail) : null),
       h("td", {}, when(s.updated_at)),
-      h("td", {}, s.status === "disabled"
+      h("td", {}, !DISABLEABLE.has(s.status) && s.status !== "disabled" ? null : s.status === "disabled"
         ? h("button", { type: "button", class: "secondary", "aria-label": `${t("servers.enable")} ${s.slug}`,
           onclick: () => act("enable", undefined, t("servers.enabled", { s: s.slug })) }, t("servers.enable"))
         : h("form", { class: "row", onsubmit: (e) => {
@@ -58,7 +60,7 @@ export async function serversTab(root) {
   status.addEventListener("change", () => load());
   mount(root, h("form", { class: "search filters", role: "search", onsubmit: (e) => {
     e.preventDefault();
-    load().catch((err) => run(out, () => Promise.reject(err)));
+    load().catch((err) => say(out, err.message, true));
   } }, field("s-status", t("server.status"), status), field("s-q", t("servers.search"), q),
   h("button", { type: "submit" }, t("search.go"))), out, list);
   await load();
