@@ -259,7 +259,8 @@ async def test_admin_approves_a_submission_and_the_superadmin_publishes_an_annou
             return r.json()["status"] if r.json()["status"] != "pending_review" else None
         assert await wait_for(left_review, 15) in ("submitted", "deploying", "published")
 
-        # the superadmin writes an announcement; it appears on the marketplace for everyone
+        # the superadmin writes an announcement (its own admin tab); it appears on the marketplace for everyone
+        await page.get_by_role("navigation", name="管理分区").get_by_role("link", name="公告").click()
         title = f"维护通知 {tag}"
         await page.locator("#ann-title-zh").fill(title)
         await page.locator("#ann-title-en").fill(f"Maintenance {tag}")

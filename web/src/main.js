@@ -3,10 +3,11 @@ import { hadSession, onSession, refresh, session, signOut } from "./api.js";
 import { h, link, mount } from "./dom.js";
 import { lang, setLang, t } from "./i18n.js";
 import { accountPage } from "./pages/account.js";
-import { adminPage } from "./pages/admin.js";
+import { adminPage, isAdmin } from "./pages/admin.js";
 import { agentPage, agentsPage, newAgentPage } from "./pages/agents.js";
 import { guidePage } from "./pages/guide.js";
 import { marketPage } from "./pages/market.js";
+import { isMerchant, merchantPage } from "./pages/merchant.js";
 import { publishPage } from "./pages/publish.js";
 import { serverPage } from "./pages/server.js";
 import { signinPage } from "./pages/signin.js";
@@ -19,7 +20,8 @@ function chrome() {
     link("/", {}, t("nav.market")), link("/guide", {}, t("nav.guide")), h("a", { href: "/docs" }, t("nav.api")),
     h("span", { class: "grow" }),
     session.user
-      ? [["admin", "superadmin"].includes(session.user.role) ? link("/admin", {}, t("nav.admin")) : null,
+      ? [isAdmin(session.user) ? link("/admin", {}, t("nav.admin")) : null,
+        isMerchant(session.user) ? link("/merchant", {}, t("nav.merchant")) : null,
         link("/agents", {}, t("nav.agents")),
         link("/publish", {}, t("nav.publish")), link("/account", {}, t("nav.account")),
         h("button", { type: "button", class: "secondary", onclick: async () => {
@@ -45,7 +47,8 @@ async function route() {
     else if (path === "/signin") await signinPage(main, navigate);
     else if (path === "/account") await accountPage(main);
     else if (path === "/publish") await publishPage(main);
-    else if (path === "/admin") await adminPage(main);
+    else if (path === "/admin") await adminPage(main, new URLSearchParams(location.search));
+    else if (path === "/merchant") await merchantPage(main);
     else if (path === "/agents") await agentsPage(main);
     else if (path === "/agents/new") await newAgentPage(main, navigate);
     else if ((m = path.match(/^\/agents\/([^/]+)$/))) await agentPage(main, decodeURIComponent(m[1]), navigate);

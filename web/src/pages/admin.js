@@ -1,19 +1,48 @@
-// Administration in the console: the review queue (admins) and announcements (the superadmin).
-// Both are the public admin API (/api/v1/admin/...), which checks the role again on every call.
+// Administration in the console: the review queue, users, servers by status, categories, crawls,
+// request logs and the audit log (admins), announcements (the superadmin only). Each tab is a client
+// of the public admin API (/api/v1/admin/..., /api/v1/logs/calls?view=all), which checks the role
+// again on every call; the page only hides what it would be refused.
 import { api, session } from "../api.js";
 import { h, link, mount } from "../dom.js";
 import { t } from "../i18n.js";
+import { auditTab } from "./admin/audit.js";
+import { categoriesTab } from "./admin/categories.js";
+import { crawlsTab } from "./admin/crawls.js";
+import { logsTab } from "./admin/logs.js";
+import { serversTab } from "./admin/servers.js";
+import { usersTab } from "./admin/users.js";
 
 const ADMINS = new Set(["admin", "superadmin"]);
 
-export async function adminPage(root) {
-  if (!session.user || !ADMINS.has(session.user.role)) {
-    mount(root, h("p", {}, t("admin.only")), link("/", {}, t("server.back")));
+export function isAdmin(user) {
+  return !!user && ADMINS.has(user.role);
+}
+
+const TABS = [
+  ["review", reviewTab], ["users", usersTab], ["servers", serversTab], ["categories", categoriesTab],
+  ["crawls", crawlsTab], ["logs", logsTab], ["audit", auditTab], ["announcements", announcementsTab, "superadmin"],
+];
+
+export async function adminPage(root, params = new URLSearchParams()) {
+  if (!isAdmin(session.user)) {
+    mount(root, h("h1", {}, t("admin.title")), h("p", { role: "alert" }, t("admin.only")), link("/", {}, t("server.back")));
     return;
   }
+  const tabs = TABS.filter(([, , only]) => !only || session.user.role === only);
+  const current = tabs.find(([name]) => name === params.get("tab")) || tabs[0];
+  const body = h("section", { "aria-labelledby": "admin-tab-h" });
+  mount(root, h("h1", {}, t("admin.title")),
+    h("nav", { class: "subnav", "aria-label": t("admin.sections") }, tabs.map(([name]) =>
+      link(name === "review" ? "/admin" : `/admin?tab=${name}`, { "aria-current": name === current[0] ? "page" : null },
+        t(`admin.tab.${name}`)))),
+    h("h2", { id: "admin-tab-h" }, t(`admin.tab.${current[0]}`)), body);
+  document.title = `${t(`admin.tab.${current[0]}`)} · WeMcp`;
+  await current[1](body);
+}
+
+async function reviewTab(root) {
   const queue = h("div", {});
   const notes = h("div", { "aria-live": "polite" });
-  const sections = [h("section", { "aria-labelledby": "review-h" }, h("h2", { id: "review-h" }, t("admin.review")), notes, queue)];
 
   async function loadQueue() {
     const page = await api("/api/v1/admin/review?limit=50");
@@ -51,12 +80,11 @@ export async function adminPage(root) {
     }
   }
 
-  if (session.user.role === "superadmin") sections.push(await announcementsSection());
-  mount(root, h("h1", {}, t("admin.title")), sections);
+  mount(root, notes, queue);
   await loadQueue();
 }
 
-async function announcementsSection() {
+async function announcementsTab(root) {
   const list = h("div", {});
   const out = h("div", { "aria-live": "polite" });
   const f = (id, label, el) => h("div", { class: "field" }, h("label", { for: id }, label), el);
@@ -93,6 +121,6 @@ async function announcementsSection() {
         } }, t("admin.delete")))))
       : h("p", { class: "muted" }, t("news.none")));
   }
+  mount(root, form, list);
   await load();
-  return h("section", { "aria-labelledby": "ann-h" }, h("h2", { id: "ann-h" }, t("admin.announcements")), form, list);
 }

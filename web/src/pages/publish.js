@@ -126,8 +126,57 @@ export async function publishPage(root) {
         h("td", { class: "mono" }, s.version || ""),
         h("td", {}, t(`status.${s.status}`), s.review_reason || s.status_detail ? h("div", { class: "muted" }, s.review_reason || s.status_detail) : null),
         h("td", {}, ["submitted", "deploying"].includes(s.status)
-          ? h("button", { type: "button", class: "secondary", onclick: () => follow(s.slug) }, t("publish.watch")) : null)))))
-      : h("p", { class: "muted" }, t("publish.none")));
+          ? h("button", { type: "button", class: "secondary", onclick: () => follow(s.slug) }, t("publish.watch")) : null,
+        manage(s))))))
+      : h("p", { class: "muted" }, t("publish.none")), mineOut);
+  }
+
+  // Edit a server's presentation (PATCH /api/v1/servers/{slug}) or withdraw it (it stops being
+  // listed and called; an admin can enable it again). The catalog checks ownership on each call.
+  const mineOut = h("div", { "aria-live": "polite" });
+  function manage(s) {
+    const id = `edit-${s.slug}`;
+    const title = h("input", { id: `${id}-title`, required: true, maxlength: "100", value: s.title || s.name });
+    const description = h("textarea", { id: `${id}-desc`, rows: "3", maxlength: "2000" });
+    const save = h("button", { type: "submit", disabled: true }, t("publish.save"));
+    const say = (msg, bad) => mount(mineOut, h("p", bad ? { class: "error", role: "alert" } : { role: "status" }, msg));
+    const edit = h("form", { class: "stack", onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        await api(`/api/v1/servers/${encodeURIComponent(s.slug)}`, { method: "PATCH",
+          body: { title: title.value.trim(), description: description.value.trim() } });
+        await loadMine();
+        say(t("publish.saved", { s: s.slug }));
+      } catch (err) {
+        say(err.message, true);
+      }
+    } }, h("label", { for: `${id}-title` }, t("publish.titleField")), title,
+    h("label", { for: `${id}-desc` }, t("publish.description")), description,
+    save);
+    // the list has no description: the form starts from the server's own, so saving keeps what it does not change
+    const opened = async (e) => {
+      if (!e.target.open || !save.disabled) return;
+      try {
+        const d = await api(`/api/v1/servers/${encodeURIComponent(s.slug)}`);
+        title.value = d.title || d.name;
+        description.value = d.description || "";
+        save.disabled = false;
+      } catch (err) {
+        say(err.message, true);
+      }
+    };
+    return [h("details", { ontoggle: opened }, h("summary", {}, t("publish.edit"), h("span", { class: "sr-only" }, ` ${s.slug}`)), edit),
+      s.status === "disabled" ? null : h("button", { type: "button", class: "secondary",
+        "aria-label": `${t("publish.withdraw")} ${s.slug}`, onclick: async () => {
+          if (!window.confirm(t("publish.withdrawConfirm", { s: s.title || s.name }))) return;
+          try {
+            await api(`/api/v1/servers/${encodeURIComponent(s.slug)}/withdraw`, { method: "POST" });
+            await loadMine();
+            say(t("publish.withdrawn", { s: s.slug }));
+          } catch (err) {
+            say(err.message, true);
+          }
+        } }, t("publish.withdraw"))];
   }
 
   mount(root, h("h1", {}, t("publish.title")), h("p", { class: "muted" }, t("publish.about")),

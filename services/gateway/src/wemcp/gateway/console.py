@@ -21,6 +21,7 @@ router = APIRouter(include_in_schema=False)
 PAGES: tuple[str, ...] = ("/", "/servers/{slug}", "/guide", "/guide/{page}", "/signin", "/account", "/publish",
                           "/admin")
 PAGES += ("/agents", "/agents/new", "/agents/{agent_id}")  # web/src/pages/agents.js
+PAGES += ("/merchant",)  # web/src/pages/merchant.js
 
 # The page's own policy: scripts, styles and requests only from this origin; avatars are data: URIs.
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
