@@ -5,6 +5,7 @@ import { lang, setLang, t } from "./i18n.js";
 import { accountPage } from "./pages/account.js";
 import { adminPage } from "./pages/admin.js";
 import { guidePage } from "./pages/guide.js";
+import { invitePage } from "./pages/invite.js";
 import { marketPage } from "./pages/market.js";
 import { publishPage } from "./pages/publish.js";
 import { serverPage } from "./pages/server.js";
@@ -42,6 +43,7 @@ async function route() {
     else if ((m = path.match(/^\/guide(?:\/([\w-]+))?$/))) await guidePage(main, m[1] || "");
     else if (path === "/signin") await signinPage(main, navigate);
     else if (path === "/account") await accountPage(main);
+    else if (path === "/invite") await invitePage(main);
     else if (path === "/publish") await publishPage(main);
     else if (path === "/admin") await adminPage(main);
     else mount(main, h("h1", {}, "404"), link("/", {}, t("server.back")));

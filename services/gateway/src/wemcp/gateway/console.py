@@ -18,7 +18,9 @@ from wemcp.common.errors import NotFound, ServiceUnavailable
 router = APIRouter(include_in_schema=False)
 
 # The console's pages (the History-API router in web/src/main.js); anything else is not the console's.
-PAGES = ("/", "/servers/{slug}", "/guide", "/guide/{page}", "/signin", "/account", "/publish", "/admin")
+PAGES: tuple[str, ...] = ("/", "/servers/{slug}", "/guide", "/guide/{page}", "/signin", "/account", "/publish",
+                          "/admin")
+PAGES += ("/invite",)  # an invite link (auth's invites: /invite#code=…, the code never reaches a server)
 
 # The page's own policy: scripts, styles and requests only from this origin; avatars are data: URIs.
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
