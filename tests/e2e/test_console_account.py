@@ -9,9 +9,11 @@ errors, axe-core clean, no sideways scrolling, a screenshot under $WEMCP_TEST_OU
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -70,7 +72,8 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(browser: Any, stack: Stack, gateway_url: str) -> AsyncIterator[World]:
-    admin = {"Authorization": f"Bearer {superadmin_key(stack, 'e2e-account-root')}"}
+    t_start = time.monotonic()
+    admin = {"Authorization": f"Bearer {await asyncio.to_thread(superadmin_key, stack, 'e2e-account-root')}"}
     user_id, key = await user_key(stack, "e2e-account")
     tag = uuid.uuid4().hex[:6]
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
@@ -96,19 +99,23 @@ async def world(browser: Any, stack: Stack, gateway_url: str) -> AsyncIterator[W
         assert r.status_code == 201, r.text
         invite_url = r.json()["url"].replace("http://127.0.0.1:8000", gateway_url)
         assert "#code=wmi_" in invite_url, invite_url
-        await published(c, sub["slug"], me)
 
-    p = await open_page(browser, 1440)
-    w = World(gateway_url, user_id, login, key, sub["slug"], app_slug, app_name, invite_url, p)
+        # the one sign-in of the module while the server deploys
+        p = await open_page(browser, 1440)
+        w = World(gateway_url, user_id, login, key, sub["slug"], app_slug, app_name, invite_url, p)
+        await p.page.goto(await asyncio.to_thread(signin_link, stack, gateway_url, login))
+        await p.page.wait_for_url("**/account")
+        await p.page.get_by_role("heading", name=login, level=1).wait_for()
+        t0 = time.monotonic()
+        await published(c, sub["slug"], me)
+        print(f"\nthe keyed server published {time.monotonic() - t0:.1f} s after the sign-in")
 
     async def keep(r: Any) -> None:
         if "/api/v1/" in r.url:
             with contextlib.suppress(Exception):  # a redirect or an aborted request has no body to keep
                 w.bodies.append(await r.text())
     p.page.on("response", keep)
-    await p.page.goto(signin_link(stack, gateway_url, login))
-    await p.page.wait_for_url("**/account")
-    await p.page.get_by_role("heading", name=login, level=1).wait_for()
+    print(f"the module's set-up took {time.monotonic() - t_start:.1f} s")
     yield w
     await p.page.context.close()
 

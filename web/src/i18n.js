@@ -106,7 +106,7 @@ const STRINGS = {
 // and minted snippet keys.
 Object.assign(STRINGS.zh, {
   "vault.title": "我自己的上游密钥", "vault.about": "您在上游服务（地图、天气等）的密钥：网关调用服务器时优先使用它们，不计免费额度。只能写入，保存后只显示掩码。",
-  "vault.server": "服务器", "vault.name": "输入名称", "vault.value": "密钥值", "vault.valueFor": "{n} 的值（只写，不会再显示）",
+  "vault.server": "服务器", "vault.name": "变量名", "vault.value": "密钥值", "vault.valueFor": "{n} 的值（只写，不会再显示）",
   "vault.save": "保存密钥", "vault.saved": "已保存 {n}：{v}", "vault.none": "还没有保存密钥。", "vault.masked": "密钥（掩码）",
   "vault.updated": "更新于", "vault.delete": "删除", "vault.add": "添加或替换密钥",
   "conn.title": "第三方账号连接", "conn.about": "连接百度网盘等第三方账号后，相关服务器以您的身份调用它们；令牌保存在平台，永远不会显示。",
@@ -135,7 +135,7 @@ Object.assign(STRINGS.zh, {
 });
 Object.assign(STRINGS.en, {
   "vault.title": "My own upstream keys", "vault.about": "Your keys for upstream services (maps, weather…): the gateway uses them before the platform's, and calls made with them are not counted. Write-only: once saved only a mask is shown.",
-  "vault.server": "Server", "vault.name": "Input name", "vault.value": "Key", "vault.valueFor": "Value of {n} (write-only, never shown again)",
+  "vault.server": "Server", "vault.name": "Variable", "vault.value": "Key", "vault.valueFor": "Value of {n} (write-only, never shown again)",
   "vault.save": "Save the key", "vault.saved": "Saved {n}: {v}", "vault.none": "No keys saved yet.", "vault.masked": "Key (masked)",
   "vault.updated": "Updated", "vault.delete": "Delete", "vault.add": "Add or replace a key",
   "conn.title": "Connected accounts", "conn.about": "Connect a third-party account (e.g. Baidu Netdisk) and the servers that use it call it as you; the tokens stay on the platform and are never shown.",

@@ -41,13 +41,13 @@ export function usageChart(days, id) {
   const label = (i) => days[i] ? days[i].day.slice(5) : "";
   const ticks = days.length ? [0, Math.floor((days.length - 1) / 2), days.length - 1] : [];
   return h("figure", { class: "chart" },
-    s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": `${id}-t ${id}-d`, "data-testid": "usage-chart",
-      preserveAspectRatio: "none", width: "100%", height: H },
+    s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": `${id}-t ${id}-d`, "data-testid": "usage-chart" },
     s("title", { id: `${id}-t` }, title), s("desc", { id: `${id}-d` }, desc),
     s("line", { x1: PAD_L, y1: y(0), x2: W, y2: y(0), stroke: "#9ca3af" }),
     s("text", { x: PAD_L - 4, y: y(max) + 4, "text-anchor": "end", "font-size": 11, fill: "#4b5563" }, max),
     s("text", { x: PAD_L - 4, y: y(0), "text-anchor": "end", "font-size": 11, fill: "#4b5563" }, 0),
-    ticks.map((i) => s("text", { x: PAD_L + i * step + step / 2, y: H - 6, "text-anchor": "middle", "font-size": 11,
+    ticks.map((i, n) => s("text", { x: n === 0 ? PAD_L : n === ticks.length - 1 ? W : PAD_L + i * step + step / 2,
+      y: H - 6, "text-anchor": n === 0 ? "start" : n === ticks.length - 1 ? "end" : "middle", "font-size": 11,
       fill: "#4b5563" }, label(i))),
     bars),
   h("figcaption", { class: "legend", "aria-hidden": "true" },
