@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -277,6 +278,12 @@ async def test_account_shows_my_keys_connections_usage_and_request_log(world: Wo
     await logs.wait_for()
     assert set(await logs.locator("tbody td:nth-child(5)").all_inner_texts()) == {"成功"}
     assert w.slug in await logs.inner_text()
+    # the same filters, exported: every matching call as the API's CSV
+    async with page.expect_download() as dl:
+        await page.get_by_role("button", name="导出 CSV").click()
+    csv_rows = Path(await (await dl.value).path()).read_text().splitlines()
+    assert csv_rows[0].startswith("at,id,caller,server,method,tool")
+    assert len(csv_rows) - 1 >= 23 and all(f",{w.slug}," in r and ",whoami," in r for r in csv_rows[1:])
     await both_widths(w, "account-logs")
 
     # connecting: auth's authorization URL for this browser; the third party is not reachable here

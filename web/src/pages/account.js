@@ -225,13 +225,36 @@ function logsSection() {
   const cursors = [];  // the cursor of each page shown before this one
   let cursor = null;
 
-  async function load() {
-    const q = new URLSearchParams({ view: "own", limit: "20" });
+  function query() {
+    const q = new URLSearchParams({ view: "own" });
     if (server.value.trim()) q.set("server", server.value.trim());
     if (tool.value.trim()) q.set("tool", tool.value.trim());
     if (status.value) q.set("status", status.value);
     if (since.value) q.set("since", new Date(`${since.value}T00:00:00`).toISOString());
     if (until.value) q.set("until", new Date(`${until.value}T23:59:59.999`).toISOString());
+    return q;
+  }
+
+  // every call the filters match, as the API exports them (format=csv), saved by the browser
+  async function exportCsv() {
+    const q = query();
+    q.set("format", "csv");
+    try {
+      const text = await api(`/api/v1/logs/calls?${q}`);
+      const url = URL.createObjectURL(new Blob([text], { type: "text/csv;charset=utf-8" }));
+      const a = h("a", { href: url, download: "calls.csv", hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 0);
+    } catch (err) {
+      failed(out, err);
+    }
+  }
+
+  async function load() {
+    const q = query();
+    q.set("limit", "20");
     if (cursor) q.set("cursor", cursor);
     try {
       const page = await api(`/api/v1/logs/calls?${q}`);
@@ -267,7 +290,8 @@ function logsSection() {
     load();
   } }, field(server.id, t("logs.server"), server), field(tool.id, t("logs.tool"), tool),
   field(status.id, t("logs.status"), status), field(since.id, t("logs.since"), since), field(until.id, t("logs.until"), until),
-  h("button", { type: "submit" }, t("logs.filter")));
+  h("button", { type: "submit" }, t("logs.filter")),
+  h("button", { type: "button", class: "secondary", onclick: exportCsv }, t("logs.csv")));
   load();
   return h("div", {}, form, out);
 }
