@@ -218,6 +218,67 @@ Object.assign(STRINGS.en, {
   "publish.withdrawn": "{s} withdrawn.",
 });
 
+// My account (own upstream keys, connections, usage, request log), invite links, a server's own key
+// and minted snippet keys.
+Object.assign(STRINGS.zh, {
+  "vault.title": "我自己的上游密钥", "vault.about": "您在上游服务（地图、天气等）的密钥：网关调用服务器时优先使用它们，不计免费额度。只能写入，保存后只显示掩码。",
+  "vault.server": "服务器", "vault.name": "变量名", "vault.value": "密钥值", "vault.valueFor": "{n} 的值（只写，不会再显示）",
+  "vault.save": "保存密钥", "vault.saved": "已保存 {n}：{v}", "vault.none": "还没有保存密钥。", "vault.masked": "密钥（掩码）",
+  "vault.updated": "更新于", "vault.delete": "删除", "vault.add": "添加或替换密钥",
+  "conn.title": "第三方账号连接", "conn.about": "连接百度网盘等第三方账号后，相关服务器以您的身份调用它们；令牌保存在平台，永远不会显示。",
+  "conn.done": "已连接 {a}。", "conn.reconnect": "需要重新连接", "conn.connected": "已连接", "conn.notConnected": "未连接",
+  "conn.servers": "用于：{s}", "conn.since": "连接于 {at}", "conn.disconnect": "断开", "conn.connect": "连接", "conn.none": "平台尚未配置任何第三方服务。",
+  "usage.title": "用量与额度", "usage.chartTitle": "最近 {n} 天的调用次数", "usage.chartDesc": "共 {total} 次调用，单日最多 {max} 次，今天 {today} 次。",
+  "usage.metered": "计入额度", "usage.ownKey": "自己的密钥", "usage.other": "其他", "usage.day": "日期", "usage.calls": "调用",
+  "usage.refused": "被拒绝", "usage.servers": "今日各服务器额度", "usage.agents": "今日各智能体额度", "usage.serversCol": "服务器",
+  "usage.agentsCol": "智能体", "usage.used": "已用额度", "usage.limit": "每日额度", "usage.remaining": "剩余", "usage.unlimited": "不限",
+  "usage.no_servers": "今天还没有调用服务器。", "usage.no_agents": "今天还没有调用智能体。", "usage.today": "今天（{day}，{zone}）共 {n} 次调用。",
+  "usage.reset": "额度在 {at} 重置。", "usage.history": "最近 30 天",
+  "logs.title": "我的请求日志", "logs.about": "您的每次调用（不含参数和结果），最新的在前。", "logs.any": "全部",
+  "logs.status.ok": "成功", "logs.status.error": "错误", "logs.status.refused": "被拒绝", "logs.status.timeout": "超时",
+  "logs.at": "时间", "logs.server": "服务器", "logs.tool": "工具", "logs.method": "方法", "logs.status": "状态", "logs.key": "密钥",
+  "logs.latency": "耗时", "logs.key.own": "自己的密钥", "logs.key.system": "平台密钥", "logs.key.none": "无需密钥",
+  "logs.none": "没有符合条件的请求。", "logs.newer": "较新", "logs.older": "较早", "logs.since": "从", "logs.until": "到", "logs.filter": "筛选", "logs.csv": "导出 CSV",
+  "invite.title": "邀请", "invite.noCode": "这个链接里没有邀请码。", "invite.signInFirst": "请先登录，然后接受邀请。",
+  "invite.otherSignIn": "使用其他方式登录后，请再次打开这个邀请链接。", "invite.gone": "这个邀请不存在、已用完、已撤销或已过期。",
+  "invite.accepted": "已接受邀请，您现在的角色是：{r}。", "invite.accept": "接受邀请", "invite.role": "授予角色", "invite.expires": "有效期至",
+  "invite.you": "您的账户", "invite.never": "接受邀请不会降低您现有的角色。",
+  "server.ownKey": "我自己的上游密钥", "server.ownKeySignIn": "登录后可以保存您自己的密钥，试用和调用时使用它。",
+  "server.ownKeyAbout": "保存后，试用和所有客户端的调用都使用您自己的密钥，不计免费额度。只能写入，只显示掩码。",
+  "server.usesOwn": "调用将使用您自己的密钥。", "server.usesSystem": "调用将使用平台密钥（计入每日免费额度）。",
+  "server.mint": "在配置中填入新密钥", "server.mintAbout": "会创建一个只能访问此服务器的新 API 密钥；已有密钥不会显示。",
+  "server.minted": "已创建新密钥 “{n}”，仅限此服务器，已填入下面的配置。",
+});
+Object.assign(STRINGS.en, {
+  "vault.title": "My own upstream keys", "vault.about": "Your keys for upstream services (maps, weather…): the gateway uses them before the platform's, and calls made with them are not counted. Write-only: once saved only a mask is shown.",
+  "vault.server": "Server", "vault.name": "Variable", "vault.value": "Key", "vault.valueFor": "Value of {n} (write-only, never shown again)",
+  "vault.save": "Save the key", "vault.saved": "Saved {n}: {v}", "vault.none": "No keys saved yet.", "vault.masked": "Key (masked)",
+  "vault.updated": "Updated", "vault.delete": "Delete", "vault.add": "Add or replace a key",
+  "conn.title": "Connected accounts", "conn.about": "Connect a third-party account (e.g. Baidu Netdisk) and the servers that use it call it as you; the tokens stay on the platform and are never shown.",
+  "conn.done": "Connected {a}.", "conn.reconnect": "needs reconnecting", "conn.connected": "connected", "conn.notConnected": "not connected",
+  "conn.servers": "for: {s}", "conn.since": "connected {at}", "conn.disconnect": "Disconnect", "conn.connect": "Connect", "conn.none": "No third-party service is configured on this platform.",
+  "usage.title": "Usage and quota", "usage.chartTitle": "Calls per day, the last {n} days", "usage.chartDesc": "{total} calls in all, at most {max} in a day, {today} today.",
+  "usage.metered": "counted", "usage.ownKey": "own key", "usage.other": "other", "usage.day": "Day", "usage.calls": "Calls",
+  "usage.refused": "Refused", "usage.servers": "Quota per server today", "usage.agents": "Quota per agent today", "usage.serversCol": "Server",
+  "usage.agentsCol": "Agent", "usage.used": "Quota used", "usage.limit": "Daily quota", "usage.remaining": "Left", "usage.unlimited": "unlimited",
+  "usage.no_servers": "No server called today.", "usage.no_agents": "No agent called today.", "usage.today": "Today ({day}, {zone}): {n} calls.",
+  "usage.reset": "Quotas reset at {at}.", "usage.history": "The last 30 days",
+  "logs.title": "My request log", "logs.about": "Each of your calls (never arguments or results), newest first.", "logs.any": "any",
+  "logs.status.ok": "ok", "logs.status.error": "error", "logs.status.refused": "refused", "logs.status.timeout": "timeout",
+  "logs.at": "Time", "logs.server": "Server", "logs.tool": "Tool", "logs.method": "Method", "logs.status": "Status", "logs.key": "Key",
+  "logs.latency": "Time taken", "logs.key.own": "own key", "logs.key.system": "platform key", "logs.key.none": "no key needed",
+  "logs.none": "No request matches.", "logs.newer": "Newer", "logs.older": "Older", "logs.since": "From", "logs.until": "To", "logs.filter": "Filter", "logs.csv": "Export CSV",
+  "invite.title": "Invitation", "invite.noCode": "This link holds no invite code.", "invite.signInFirst": "Sign in first, then accept the invitation.",
+  "invite.otherSignIn": "Signing in another way? Open this invite link again afterwards.", "invite.gone": "This invite is unknown, used up, revoked or expired.",
+  "invite.accepted": "Invitation accepted: your role is now {r}.", "invite.accept": "Accept the invitation", "invite.role": "Role it grants", "invite.expires": "Valid until",
+  "invite.you": "Your account", "invite.never": "Accepting never lowers the role you have.",
+  "server.ownKey": "My own upstream key", "server.ownKeySignIn": "Sign in to save your own key, used when you try or call this server.",
+  "server.ownKeyAbout": "Once saved, trying a tool and every client's calls use your own key, not counted in the free quota. Write-only: only a mask is shown.",
+  "server.usesOwn": "Calls use your own key.", "server.usesSystem": "Calls use the platform's key (counted in the free daily quota).",
+  "server.mint": "Fill in a new key", "server.mintAbout": "Creates a new API key for this server only; existing keys are never shown.",
+  "server.minted": "Created the key “{n}”, for this server only, and filled it in below.",
+});
+
 let current = localStorage.getItem("wemcp.lang") === "en" ? "en" : "zh";
 
 export function lang() {

@@ -6,6 +6,7 @@ import { accountPage } from "./pages/account.js";
 import { adminPage, isAdmin } from "./pages/admin.js";
 import { agentPage, agentsPage, newAgentPage } from "./pages/agents.js";
 import { guidePage } from "./pages/guide.js";
+import { invitePage } from "./pages/invite.js";
 import { marketPage } from "./pages/market.js";
 import { isMerchant, merchantPage } from "./pages/merchant.js";
 import { publishPage } from "./pages/publish.js";
@@ -46,6 +47,7 @@ async function route() {
     else if ((m = path.match(/^\/guide(?:\/([\w-]+))?$/))) await guidePage(main, m[1] || "");
     else if (path === "/signin") await signinPage(main, navigate);
     else if (path === "/account") await accountPage(main);
+    else if (path === "/invite") await invitePage(main);
     else if (path === "/publish") await publishPage(main);
     else if (path === "/admin") await adminPage(main, new URLSearchParams(location.search));
     else if (path === "/merchant") await merchantPage(main);

@@ -106,13 +106,24 @@ async def test_invites_grant_a_role_once_and_expire(client, auth_app):
     )
     assert inv.status_code == 201, inv.text
     code = inv.json()["code"]
-    assert code in inv.json()["url"]
+    # the console's invite page: the code rides in the fragment, which no server ever receives
+    assert inv.json()["url"].endswith(f"/invite#code={code}")
     listed = (await client.get("/api/v1/invites", headers=as_user(merchant))).json()
     assert code not in json.dumps(listed)
+    # looking an invite up shows what it grants and uses nothing; signed-out callers and bad codes get nothing
+    assert (await client.post("/api/v1/invites/lookup", json={"code": code})).status_code == 401
+    assert (await client.post("/api/v1/invites/lookup", json={"code": "wmi_not-a-real-code"},
+                              headers=as_user(late))).status_code == 404
+    assert (await client.post("/api/v1/invites/lookup", json={"code": "x"}, headers=as_user(late))).status_code == 422
+    seen = await client.post("/api/v1/invites/lookup", json={"code": code}, headers=as_user(newcomer))
+    assert seen.status_code == 200 and set(seen.json()) == {"role", "expires_at"}
+    assert seen.json()["role"] == "merchant"
     acc = await client.post("/api/v1/invites/accept", json={"code": code}, headers=as_user(newcomer))
     assert acc.status_code == 200 and acc.json()["role"] == "merchant"
     again = await client.post("/api/v1/invites/accept", json={"code": code}, headers=as_user(late))
     assert again.status_code == 404
+    assert (await client.post("/api/v1/invites/lookup", json={"code": code},
+                              headers=as_user(late))).status_code == 404  # used up
     # an expired invite grants nothing
     inv2 = (await client.post("/api/v1/invites", json={"role": "merchant"}, headers=as_user(merchant))).json()
     async with st.sessions() as s, s.begin():

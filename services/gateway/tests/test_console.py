@@ -13,7 +13,7 @@ pytestmark = pytest.mark.asyncio
 
 async def test_pages_are_the_console_with_a_strict_policy(stack) -> None:  # noqa: F811
     async with httpx.AsyncClient(base_url=stack.url) as c:
-        for path in ("/", "/servers/time", "/guide", "/guide/sdks"):
+        for path in ("/", "/servers/time", "/guide", "/guide/sdks", "/invite"):
             r = await c.get(path)
             assert r.status_code == 200, path
             assert r.headers["content-type"].startswith("text/html")

@@ -269,3 +269,55 @@ async def test_lost_snapshot_is_restored_and_stale_caches_reload(settings_for, i
                 await quota.aclose()
         finally:
             await redis.aclose()
+
+
+async def test_my_usage_per_day_is_only_mine(app, http, infra):
+    other = uuid.uuid4()
+    quota = app.state.runtime.extras["quota"]
+    today = quota.day().date
+    events = [McpCallCompleted(user_id=USER_ID, server_slug="maps", method="tools/call", key_source="system",
+                               latency_ms=5) for _ in range(2)]
+    events += [McpCallCompleted(user_id=USER_ID, server_slug="weather", method="tools/call", key_source="vault",
+                                metered=False, latency_ms=5)]
+    events += [McpCallCompleted(user_id=other, server_slug="maps", method="tools/call", key_source="system",
+                                latency_ms=5) for _ in range(5)]
+    nc = await nats.connect(infra.nats_url)
+    try:
+        await _publish(nc, events)
+    finally:
+        await nc.close()
+    # an older day, as the consumer would have written it
+    from wemcp.ratelimit.repository import UsageRepository
+
+    old = today.fromordinal(today.toordinal() - 3)
+    async with app.state.runtime.sessions() as s, s.begin():
+        await UsageRepository(s).add_many({(old, "server", "maps", USER_ID): dict(
+            calls=4, metered=4, own_key=0, in_agent_run=0, refused=0, errors=1, latency_ms_sum=40.0)})
+
+    async def mine():
+        r = await http.get("/api/v1/me/usage/days", headers=USER)
+        body = r.json()
+        return body if r.status_code == 200 and body["days"][-1]["calls"] == 3 else None
+
+    body = await wait_for(mine)
+    assert len(body["days"]) == 30 and body["until"] == today.isoformat() and body["zone"] == "Asia/Shanghai"
+    assert [d["day"] for d in body["days"]] == sorted(d["day"] for d in body["days"])
+    assert body["days"][-1] == {"day": today.isoformat(), "calls": 3, "metered": 2, "own_key": 1,
+                                "in_agent_run": 0, "refused": 0, "errors": 0}
+    assert body["days"][-4]["day"] == old.isoformat() and body["days"][-4]["calls"] == 4
+    assert sum(d["calls"] for d in body["days"]) == 7  # the other user's five calls are not mine
+
+    async def theirs():
+        r = (await http.get("/api/v1/me/usage/days", params={"days": 1},
+                            headers=PlatformHeaders("ratelimit", Identity(other, "user"), issuer="gateway"))).json()
+        return r if r["days"][0]["calls"] == 5 else None
+
+    assert len((await wait_for(theirs))["days"]) == 1
+    # nobody signed in, a forged user header, bad ranges: clean problems
+    assert is_problem(await http.get("/api/v1/me/usage/days"), 401)
+    assert is_problem(await http.get("/api/v1/me/usage/days", headers={"x-wemcp-user-id": str(other)}), 401)
+    assert is_problem(await http.get("/api/v1/me/usage/days?days=0", headers=USER), 422)
+    assert is_problem(await http.get("/api/v1/me/usage/days?days=367", headers=USER), 422)
+    # no way to name another user
+    r = await http.get(f"/api/v1/me/usage/days?user_id={other}", headers=USER)
+    assert sum(d["calls"] for d in r.json()["days"]) == 7

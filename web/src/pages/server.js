@@ -1,9 +1,10 @@
 // A server's page: what it is, its tools with their input schemas, prompts, resources, and how to
 // connect from the common MCP clients.
-import { ApiError, api } from "../api.js";
+import { ApiError, api, session } from "../api.js";
 import { avatar } from "../avatar.js";
 import { h, link, mount } from "../dom.js";
 import { t } from "../i18n.js";
+import { vaultForm, vaultTable } from "./account.js";
 
 export async function serverPage(root, slug) {
   let s;
@@ -25,7 +26,7 @@ export async function serverPage(root, slug) {
           ...(s.tags || []).map((tag) => h("span", { class: "tag" }, tag)),
           h("span", {}, t("calls", { n: s.calls }))))),
     tabs([
-      [t("server.tools"), tools(s.slug, s.tools || [])],
+      [t("server.tools"), [ownKey(s), tools(s.slug, s.tools || [])]],
       [t("server.connect"), connect(s)],
       [t("server.prompts"), list(s.prompts || [], (p) => [h("code", {}, p.name), p.description ? ` — ${p.description}` : ""])],
       [t("server.resources"), list(s.resources || [], (r) => [h("code", {}, r.uri || r.name), r.description ? ` — ${r.description}` : ""])],
@@ -134,14 +135,17 @@ function snippet(label, text) {
   return h("div", { class: "snippet" }, h("h3", {}, label), btn, pre);
 }
 
-export function snippets(s) {
+// key: a key minted for these snippets on request (shown once); otherwise a placeholder
+export function snippets(s, key = null) {
   const c = s.connect || {};
   if (c.runs === "local") return [["Claude Desktop / Cursor", JSON.stringify(c.config, null, 2)]];
   const url = c.url;
   const name = s.slug;
-  const auth = "Bearer ${WEMCP_API_KEY}";
+  const auth = key ? `Bearer ${key}` : "Bearer ${WEMCP_API_KEY}";
+  const pyAuth = key ? JSON.stringify(`Bearer ${key}`) : "f\"Bearer {os.environ['WEMCP_API_KEY']}\"";
+  const nodeAuth = key ? JSON.stringify(`Bearer ${key}`) : "`Bearer ${process.env.WEMCP_API_KEY}`";
   return [
-    ["Claude Desktop", JSON.stringify(c.config, null, 2)],
+    ["Claude Desktop", JSON.stringify(key ? withKey(c.config, key) : c.config, null, 2)],
     ["Claude Code", `claude mcp add --transport http ${name} ${url} --header "Authorization: ${auth}"`],
     ["Cursor (~/.cursor/mcp.json)", JSON.stringify({ mcpServers: { [name]: { url, headers: { Authorization: auth } } } }, null, 2)],
     ["VS Code (.vscode/mcp.json)", JSON.stringify({ servers: { [name]: { type: "http", url,
@@ -152,7 +156,7 @@ export function snippets(s) {
       "from mcp.client.streamable_http import streamable_http_client",
       "",
       "async def main():",
-      "    http = httpx2.AsyncClient(headers={\"Authorization\": f\"Bearer {os.environ['WEMCP_API_KEY']}\"})",
+      `    http = httpx2.AsyncClient(headers={"Authorization": ${pyAuth}})`,
       `    async with Client(streamable_http_client("${url}", http_client=http)) as client:`,
       "        print(await client.list_tools())",
       "",
@@ -163,7 +167,7 @@ export function snippets(s) {
       'import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";',
       "",
       `const transport = new StreamableHTTPClientTransport(new URL("${url}"), {`,
-      "  requestInit: { headers: { Authorization: `Bearer ${process.env.WEMCP_API_KEY}` } },",
+      `  requestInit: { headers: { Authorization: ${nodeAuth} } },`,
       "});",
       'const client = new Client({ name: "my-app", version: "1.0.0" });',
       "await client.connect(transport);",
@@ -172,14 +176,69 @@ export function snippets(s) {
   ];
 }
 
+function withKey(config, key) {
+  return JSON.parse(JSON.stringify(config).replaceAll("${WEMCP_API_KEY}", key));
+}
+
+// The connect snippets carry a placeholder; on request, a NEW platform API key scoped to this server
+// is minted (POST /api/v1/api-keys, shown this once) and filled in. Existing keys are never shown.
 function connect(s) {
   const c = s.connect || {};
   const inputs = c.inputs || [];
+  const list = h("div", {});
+  const minted = h("div", { "aria-live": "polite" });
+  const render = (key) => mount(list, snippets(s, key).map(([label, text]) => snippet(label, text)));
+  render(null);
+  const mint = c.runs === "hosted" && session.user ? h("button", { type: "button", class: "secondary", onclick: async () => {
+    mint.disabled = true;
+    try {
+      const key = await api("/api/v1/api-keys", { method: "POST", body: {
+        name: `${s.slug}`.slice(0, 80) + " (console)", servers: [s.slug] } });
+      mount(minted, h("div", { class: "notice", role: "status", "data-testid": "minted-key" },
+        h("p", {}, t("server.minted", { n: key.name })), h("p", { class: "muted" }, t("keys.once"))));
+      render(key.key);
+    } catch (err) {
+      mint.disabled = false;
+      mount(minted, h("p", { class: "error", role: "alert" }, err.message));
+    }
+  } }, t("server.mint")) : null;
   return h("div", {},
     c.runs === "local" ? h("p", {}, t("server.local")) : [
       h("p", {}, `${t("server.url")}: `, h("code", {}, c.url)), h("p", { class: "muted" }, t("server.keyNote", { v: "${WEMCP_API_KEY}" }))],
     inputs.length ? h("div", {}, h("h3", {}, t("server.inputs")), h("ul", { class: "plain" }, inputs.map((i) => h("li", {},
       h("code", {}, i.name), " ", h("span", { class: "tag" }, i.isRequired ? t("required") : t("optional")),
       i.isSecret ? h("span", { class: "tag" }, t("secret")) : null)))) : null,
-    snippets(s).map(([label, text]) => snippet(label, text)));
+    mint ? h("p", {}, mint, " ", h("span", { class: "muted" }, t("server.mintAbout"))) : null, minted, list);
+}
+
+// My own upstream key for this server (auth's vault): saved values shown masked, entered or replaced
+// write-only. The gateway uses them before the platform's key, for try-it and every client alike.
+function ownKey(s) {
+  const c = s.connect || {};
+  const inputs = c.runs === "hosted" ? c.inputs || [] : [];
+  if (!inputs.length) return null;
+  const box = h("section", { class: "panel own-key", "aria-labelledby": "own-key-h" },
+    h("h2", { id: "own-key-h" }, t("server.ownKey")));
+  if (!session.user) {
+    box.append(h("p", { class: "muted" }, t("server.ownKeySignIn"), " ", link("/signin", {}, t("nav.signin"))));
+    return box;
+  }
+  const saved = h("div", {});
+  const forms = h("div", {});
+  async function load() {
+    try {
+      const { items } = await api(`/api/v1/vault?${new URLSearchParams({ server: s.slug })}`);
+      const have = new Set(items.map((v) => v.name));
+      const needed = inputs.filter((i) => i.isRequired && i.isSecret);
+      const own = needed.length && needed.every((i) => have.has(i.name));
+      mount(saved, h("p", { "data-testid": "key-in-use" }, own ? t("server.usesOwn") : t("server.usesSystem")),
+        items.length ? vaultTable(items, load) : null);
+    } catch (err) {
+      mount(saved, h("p", { class: "error", role: "alert" }, err.message));
+    }
+  }
+  mount(forms, inputs.map((i, n) => vaultForm({ server: s.slug, name: i.name, onSaved: load, idPrefix: `own-${n}` })));
+  load();
+  box.append(h("p", { class: "muted" }, t("server.ownKeyAbout")), saved, forms);
+  return box;
 }

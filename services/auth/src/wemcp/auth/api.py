@@ -385,7 +385,8 @@ async def create_invite(body: InviteCreate, request: Request, actor: CurrentUser
         "code": code,
         "role": invite.role,
         "email": invite.email,
-        "url": f"{st.settings.public_url.rstrip('/')}/invite/{code}",
+        # the code in the fragment: browsers never send it, so no server or proxy logs it
+        "url": f"{st.settings.public_url.rstrip('/')}/invite#code={code}",
         "expires_at": invite.expires_at.isoformat(),
         "max_uses": invite.max_uses,
     }
@@ -420,6 +421,15 @@ async def list_invites(request: Request, actor: CurrentUser) -> dict[str, Any]:
         for i in rows
     ]
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
+
+
+@router.post("/invites/lookup", summary="What an invite grants, before accepting it (uses nothing)")
+async def lookup_invite(body: InviteAccept, request: Request, user: CurrentUser) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async with _st(request).sessions() as s:
+            return await service.invite_preview(s, body.code)
+
+    return await _guarded(request, run)
 
 
 @router.post("/invites/accept", summary="Accept an invite (grants its role)")

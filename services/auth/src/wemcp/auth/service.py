@@ -283,6 +283,20 @@ async def create_invite(
     return invite, code
 
 
+async def invite_preview(session: AsyncSession, code: str) -> dict[str, Any]:
+    """The role a valid invite grants and when it expires (never who made it or for whom); the
+    same 404 as accepting for an unknown, used-up, revoked or expired code."""
+    invite = (
+        await session.execute(
+            select(Invite).where(Invite.code_hash == sha256(code), Invite.uses < Invite.max_uses,
+                                 Invite.expires_at > now(), Invite.revoked_at.is_(None))
+        )
+    ).scalar_one_or_none()
+    if invite is None:
+        raise NotFound("the invite is unknown, used up, revoked or expired")
+    return {"role": invite.role, "expires_at": invite.expires_at.isoformat()}
+
+
 async def accept_invite(session: AsyncSession, user_id: uuid.UUID, code: str) -> User:
     """``max_uses`` accounts at most, atomically: accepts of one code race on one conditional UPDATE
     (``uses < max_uses``), so the last use is taken once. ``used_at``/``used_by`` name the last use."""

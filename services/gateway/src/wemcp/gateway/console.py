@@ -22,6 +22,7 @@ PAGES: tuple[str, ...] = ("/", "/servers/{slug}", "/guide", "/guide/{page}", "/s
                           "/admin")
 PAGES += ("/agents", "/agents/new", "/agents/{agent_id}")  # web/src/pages/agents.js
 PAGES += ("/merchant",)  # web/src/pages/merchant.js
+PAGES += ("/invite",)  # an invite link (auth's invites: /invite#code=…, the code never reaches a server)
 
 # The page's own policy: scripts, styles and requests only from this origin; avatars are data: URIs.
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "

@@ -19,6 +19,7 @@ from wemcp.ratelimit.schemas import (
     SUBJECT_PATTERN,
     KindPath,
     LimitsRead,
+    MyDaysRead,
     OverrideRead,
     PoliciesRead,
     PolicyUpdate,
@@ -120,6 +121,15 @@ async def my_usage(request: Request, user: CurrentUser, server: IdList = [],  # 
     extra = [("server", s) for s in server] + [("agent", a) for a in agent]
     async with _rt(request).sessions() as s:
         return await service.me_usage(s, _quota(request), user.user_id, extra)
+
+
+@router.get("/me/usage/days", response_model=MyDaysRead, summary="My calls per day, the last N days")
+async def my_usage_days(request: Request, user: CurrentUser,
+                        days: Annotated[int, Query(ge=1, le=366)] = 30) -> dict[str, Any]:
+    """The caller's own calls per local day (the quota's zone), up to today, every day present. Only
+    ever the caller's: there is no user parameter."""
+    async with _rt(request).sessions() as s:
+        return await service.my_days(s, _quota(request), user.user_id, days)
 
 
 @router.get("/usage/{kind}/{subject_id}", summary="Usage of one server or agent per day (admin)")

@@ -126,6 +126,17 @@ class UsageRepository:
                             avg_latency_ms=round(float(lat) / int(calls), 2) if calls else 0.0))
         return out
 
+    async def per_day_for_user(self, user_id: uuid.UUID, since: date, until: date) -> list[dict[str, Any]]:
+        """One user's calls per day over every server and agent (the ``ix_daily_usage_user_day`` index)."""
+        u = DailyUsage
+        rows = await self.session.execute(
+            select(u.day, func.sum(u.calls), func.sum(u.metered), func.sum(u.own_key), func.sum(u.in_agent_run),
+                   func.sum(u.refused), func.sum(u.errors))
+            .where(u.user_id == user_id, u.day >= since, u.day <= until)
+            .group_by(u.day).order_by(u.day))
+        return [dict(day=day, calls=int(c), metered=int(m), own_key=int(o), in_agent_run=int(a), refused=int(r),
+                     errors=int(e)) for day, c, m, o, a, r, e in rows.all()]
+
     async def per_subject(self, kind: str, day: date, offset: int,
                           limit: int) -> tuple[list[dict[str, Any]], int]:
         """One day's totals per server (or agent), busiest first."""

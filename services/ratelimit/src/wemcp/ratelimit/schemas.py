@@ -65,3 +65,23 @@ class SubjectDayUsage(BaseModel):
     refused: int
     errors: int
     users: int
+
+
+class MyDay(BaseModel):
+    """The caller's calls on one local day, over every server and agent: ``metered`` counted in free
+    quotas, ``own_key`` made with the caller's own upstream key, ``refused`` turned away."""
+
+    day: date
+    calls: int
+    metered: int
+    own_key: int
+    in_agent_run: int
+    refused: int
+    errors: int
+
+
+class MyDaysRead(BaseModel):
+    since: date
+    until: date
+    zone: str
+    days: list[MyDay]

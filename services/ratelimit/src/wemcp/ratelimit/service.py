@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -106,6 +106,23 @@ async def me_usage(session: AsyncSession, quota: QuotaClient, user_id: uuid.UUID
             "in_agent_run": r.in_agent_run if r else 0, "refused": r.refused if r else 0})
     return {"day": today.isoformat(), "zone": quota.zone, "reset_at": day.reset_at.isoformat(),
             "source": source, "servers": out["server"], "agents": out["agent"]}
+
+
+_DAY_COUNTERS = ("calls", "metered", "own_key", "in_agent_run", "refused", "errors")
+
+
+async def my_days(session: AsyncSession, quota: QuotaClient, user_id: uuid.UUID, days: int) -> dict[str, Any]:
+    """The caller's own calls per local day, the last ``days`` days up to today, every day present
+    (zeros where nothing was called) so a chart needs no gap filling."""
+    until = quota.day().date
+    since = until - timedelta(days=days - 1)
+    found = {r["day"]: r for r in await UsageRepository(session).per_day_for_user(user_id, since, until)}
+    out = []
+    for i in range(days):
+        day = since + timedelta(days=i)
+        row = found.get(day) or dict.fromkeys(_DAY_COUNTERS, 0)
+        out.append({"day": day.isoformat(), **{k: row[k] for k in _DAY_COUNTERS}})
+    return {"since": since.isoformat(), "until": until.isoformat(), "zone": quota.zone, "days": out}
 
 
 async def subject_usage(session: AsyncSession, quota: QuotaClient, kind: str, subject_id: str,
