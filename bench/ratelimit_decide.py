@@ -32,9 +32,9 @@ from benchkit import pct
 from redis.asyncio import Redis
 
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis
-from wemcp.ratelimit.client import QuotaClient
-from wemcp.ratelimit.policy import StaticPolicies
-from wemcp.ratelimit.remote import DecisionResponder, NatsQuotaClient
+from wemcp.quota.client import QuotaClient
+from wemcp.quota.policy import StaticPolicies
+from wemcp.testkit.quota_remote import DecisionResponder, NatsQuotaClient
 
 SUBJECT = "ratelimit.bench.decide"
 BIG = 10**9

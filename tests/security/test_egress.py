@@ -253,7 +253,7 @@ async def test_oauth_endpoint_at_a_private_address_is_refused(settings_for, clea
     from wemcp.auth.config import Settings
     from wemcp.auth.crypto import Keyring
     from wemcp.auth.main import SPEC
-    from wemcp.auth.testing import LoopbackProvider, as_user, browser_login
+    from wemcp.testkit.auth import LoopbackProvider, as_user, browser_login
 
     provider = LoopbackProvider(profile={"login": "octocat", "id": 583231, "name": "Octocat",
                                          "email": "octocat@example.com", "avatar_url": None})

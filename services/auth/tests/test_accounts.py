@@ -12,8 +12,8 @@ from sqlalchemy import select, text
 
 from wemcp.auth import service
 from wemcp.auth.models import OAuthConnection, VaultSecret
-from wemcp.auth.testing import CLIENT_ID, CLIENT_SECRET, as_user, browser_login
 from wemcp.common.trust import PlatformHeaders
+from wemcp.testkit.auth import CLIENT_ID, CLIENT_SECRET, as_user, browser_login
 
 # the gateway, reading secrets for a call (auth's internal routes need its service credential)
 GATEWAY = PlatformHeaders("auth", issuer="gateway")

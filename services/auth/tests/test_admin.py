@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from wemcp.auth.testing import as_user
 from wemcp.common.trust import platform_headers
+from wemcp.testkit.auth import as_user
 
 
 async def test_create_superadmin_prints_a_working_key_last(client, infra, auth_settings):

@@ -6,6 +6,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from wemcp.common.config import ServiceSettings, load_settings
+from wemcp.quota.config import check_run_secret
 
 
 class Settings(ServiceSettings):
@@ -19,7 +20,8 @@ class Settings(ServiceSettings):
     # Encrypts model-provider API keys at rest (AES-256-GCM, key = SHA-256 of this value).
     # Unset: providers without a key still work; storing a key is refused with a clear error.
     provider_key_secret: SecretStr | None = None
-    # Shared with the gateway and ratelimit: signs the agent-run context sent with every MCP call.
+    # Shared with the gateway and ratelimit: signs the agent-run context sent with every MCP call
+    # (comma-separated: a key ring, the first signs; wemcp.quota.runcontext).
     agent_run_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("WEMCP_AGENT_RUN_SECRET", "AGENT_RUN_SECRET",
                                                     "agent_run_secret"))
@@ -41,12 +43,17 @@ class Settings(ServiceSettings):
     # How long a tools/list result is reused; short, so a disabled or changed server shows at once.
     mcp_tools_ttl_seconds: float = Field(default=5.0, ge=0, le=60)
 
-    @field_validator("provider_key_secret", "agent_run_secret")
+    @field_validator("provider_key_secret")
     @classmethod
     def _secret(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return v
+
+    @field_validator("agent_run_secret")
+    @classmethod
+    def _run_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        return check_run_secret(v)
 
 
 @lru_cache

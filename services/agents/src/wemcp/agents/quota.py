@@ -1,4 +1,4 @@
-"""The per-agent daily quota, through the ratelimit library (``wemcp.ratelimit.client``).
+"""The per-agent daily quota, through the ratelimit library (``wemcp.quota.client``).
 
 :class:`AgentQuota` is the seam: the service only needs ``admit(user_id, agent_id)``. The default
 implementation runs ratelimit's :class:`QuotaClient` in-process on the shared Redis (one Lua script
@@ -12,8 +12,8 @@ from typing import Protocol
 
 from wemcp.agents.config import Settings
 from wemcp.common.config import load_settings
-from wemcp.ratelimit.client import Decision, QuotaClient, open_quota_client
-from wemcp.ratelimit.config import Settings as RatelimitSettings
+from wemcp.quota.client import Decision, QuotaClient, open_quota_client
+from wemcp.quota.config import QuotaSettings as RatelimitSettings
 
 
 class AgentQuota(Protocol):

@@ -26,7 +26,7 @@ from wemcp.common.events.agents import AgentSaved
 from wemcp.common.identity import HEADER_AGENT_RUN, Identity
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import add_event
-from wemcp.ratelimit.runcontext import sign_run_context
+from wemcp.quota.runcontext import sign_run_context
 
 log = get_logger("wemcp.agents.service")
 
