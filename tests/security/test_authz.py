@@ -33,13 +33,13 @@ from starlette.requests import Request
 
 from wemcp.auth import service as auth_service
 from wemcp.auth.config import Settings as AuthSettings
-from wemcp.auth.crypto import Keyring
 from wemcp.auth.main import SPEC as AUTH
 from wemcp.catalog.config import Settings as CatalogSettings
 from wemcp.catalog.main import SPEC as CATALOG
 from wemcp.catalog.models import Server
 from wemcp.common.errors import Unauthorized
 from wemcp.common.identity import Identity
+from wemcp.common.sealing import Keyring
 from wemcp.common.service import running
 from wemcp.common.trust import PlatformHeaders
 from wemcp.deployer.main import SPEC as DEPLOYER

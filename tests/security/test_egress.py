@@ -251,8 +251,8 @@ async def test_oauth_endpoint_at_a_private_address_is_refused(settings_for, clea
     loopback): the sign-in callback is refused with a 4xx problem and the endpoint never receives
     the code or the client secret. An admin's OAuth app with a private token URL: 422."""
     from wemcp.auth.config import Settings
-    from wemcp.auth.crypto import Keyring
     from wemcp.auth.main import SPEC
+    from wemcp.common.sealing import Keyring
     from wemcp.testkit.auth import LoopbackProvider, as_user, browser_login
 
     provider = LoopbackProvider(profile={"login": "octocat", "id": 583231, "name": "Octocat",

@@ -181,7 +181,7 @@ async def test_vault_is_write_only_masked_and_never_logged(client, auth_app, cap
 
 async def test_kek_rotation_rewraps_without_losing_values(client, auth_app, auth_settings):
     from wemcp.auth.admin import rotate_kek
-    from wemcp.auth.crypto import Keyring
+    from wemcp.common.sealing import Keyring
 
     st = auth_app.state.runtime.extras["auth"]
     user = await _user(client, st, "rotator")
