@@ -171,3 +171,32 @@ def test_settings_check_every_secret_of_the_ring():
     for bad in ("short", f"{SECRET},short"):
         with pytest.raises(ValueError):
             check_run_secret(SecretStr(bad))
+
+
+def test_a_verified_token_is_checked_once_but_expiry_and_user_every_time(monkeypatch):
+    from wemcp.quota import runcontext
+
+    calls: list[str] = []
+    real = runcontext._authentic
+    monkeypatch.setattr(runcontext, "_authentic", lambda t, r: calls.append(t) or real(t, r))
+    user = str(uuid.uuid4())
+    token = sign_run_context(SECRET, user_id=user, agent_id="a", run_id="cached", ttl_seconds=60, now=1000)
+    for _ in range(3):
+        assert verify_run_context(token, SECRET, user_id=user, now=1001).run_id == "cached"
+    assert calls == [token]  # PyJWT ran once
+    assert _reason(token, user_id=str(uuid.uuid4()), now=1001) == "wrong_user"
+    assert _reason(token, user_id=user, now=1060) == "expired"
+    assert _reason(token, OTHER, user_id=user, now=1001) == "bad_signature"  # another ring: checked anew
+    # (the last base64url character of the signature carries 2 unused bits: change one before it)
+    flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert _reason(flipped, user_id=user, now=1001) == "bad_signature"
+
+
+def test_the_cache_is_bounded(monkeypatch):
+    from wemcp.quota import runcontext
+
+    monkeypatch.setattr(runcontext, "_VERIFIED_MAX", 3)
+    runcontext._verified.clear()
+    for i in range(7):
+        verify_run_context(sign_run_context(SECRET, user_id="u", agent_id="a", run_id=str(i)), SECRET)
+        assert len(runcontext._verified) <= 3

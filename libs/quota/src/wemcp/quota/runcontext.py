@@ -125,6 +125,29 @@ def verify_run_context(token: str, secret: str | bytes | RunContextKeys, *, user
     ring = keyring(secret)
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidRunContext("malformed", "not a token")
+    ctx = _verified.get((token, ring))
+    if ctx is None:
+        ctx = _authentic(token, ring)
+        if len(_verified) >= _VERIFIED_MAX:  # bounded: forget everything, verify anew
+            _verified.clear()
+        _verified[(token, ring)] = ctx
+    current = now if now is not None else time.time()
+    if current >= ctx.expires_at:
+        raise InvalidRunContext("expired")
+    if user_id is not None and ctx.user_id != str(user_id):
+        raise InvalidRunContext("wrong_user", "the run context belongs to another user")
+    return ctx
+
+
+# Tokens whose signature, audience and claims were checked, by (token, ring): every MCP call of a run
+# carries the same token, so a process checks it once (PyJWT's decode is ~10x the cost of a dict
+# lookup); expiry and the user are still checked on every call. Only an authentic token gets here.
+_VERIFIED_MAX = 4096
+_verified: dict[tuple[str, RunContextKeys], RunContext] = {}
+
+
+def _authentic(token: str, ring: RunContextKeys) -> RunContext:
+    """The context a token carries if it is a JWT of this ring for run contexts; raises otherwise."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:
@@ -153,9 +176,4 @@ def verify_run_context(token: str, secret: str | bytes | RunContextKeys, *, user
                          issued_at=int(data["iat"]), expires_at=int(data["exp"]), servers=frozenset(servers))
     except (ValueError, KeyError, TypeError):
         raise InvalidRunContext("malformed", "payload is not a run context") from None
-    current = now if now is not None else time.time()
-    if current >= ctx.expires_at:
-        raise InvalidRunContext("expired")
-    if user_id is not None and ctx.user_id != str(user_id):
-        raise InvalidRunContext("wrong_user", "the run context belongs to another user")
     return ctx
