@@ -38,9 +38,10 @@ COPY libs ./libs
 COPY services ./services
 COPY sdk/python ./sdk/python
 # --no-editable: the packages (with their migrations) land in the venv, so the runtime stage needs
-# nothing but /app/.venv.
+# nothing but /app/.venv. --no-install-package wemcp-testkit: test support (libs/testkit) is a
+# workspace member, so --all-packages would install it; production images do not carry it.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --all-packages --no-dev --no-editable
+    uv sync --frozen --all-packages --no-dev --no-editable --no-install-package wemcp-testkit
 
 # ---- runtime ----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -85,7 +85,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 typecheck: install
-	$(VENV)/bin/mypy libs/common/src services/*/src
+	$(VENV)/bin/mypy libs/common/src libs/quota/src libs/testkit/src services/*/src
 
 bench: install
 	$(PY) bench/outbox_throughput.py

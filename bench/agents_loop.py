@@ -55,7 +55,7 @@ from wemcp.agents.mcp_pool import McpPool  # noqa: E402
 from wemcp.agents.mcp_tools import McpHub  # noqa: E402
 from wemcp.agents.providers import ProviderClient, ResolvedModel  # noqa: E402
 from wemcp.devstack.testing import serve_app  # noqa: E402
-from wemcp.ratelimit.runcontext import sign_run_context  # noqa: E402
+from wemcp.quota.runcontext import sign_run_context  # noqa: E402
 
 SECRET = "bench-agent-run-secret-0123456789"
 AGENT = str(uuid.uuid4())

@@ -4,11 +4,12 @@ side by side with a plain Redis INCR baseline (the floor: one round trip, no scr
     .venv/bin/python bench/ratelimit_decide.py [--seconds 3] [--concurrency 1,16,64]
 
 Starts its own embedded Redis and NATS (no Docker), and a separate responder process for the NATS
-path (as the ratelimit service would be). Every mode runs in the same process, the same run, against
-the same Redis. Each (mode, concurrency) cell: ``concurrency`` coroutines call back to back for
-``--seconds`` after a 0.5 s warm-up; latency is measured around each call with perf_counter;
-throughput = calls / wall time. Users are drawn from a pool of 1000 and the limit is set out of
-reach, so every decision runs the full check-and-consume script and is allowed.
+path (wemcp.testkit.quota_remote; the ratelimit service no longer answers decisions on NATS). Every
+mode runs in the same process, the same run, against the same Redis. Each (mode, concurrency) cell:
+``concurrency`` coroutines call back to back for ``--seconds`` after a 0.5 s warm-up; latency is
+measured around each call with perf_counter; throughput = calls / wall time. Users are drawn from a
+pool of 1000 and the limit is set out of reach, so every decision runs the full check-and-consume
+script and is allowed.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from benchkit import pct
 from redis.asyncio import Redis
 
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis
-from wemcp.ratelimit.client import QuotaClient
-from wemcp.ratelimit.policy import StaticPolicies
-from wemcp.ratelimit.remote import DecisionResponder, NatsQuotaClient
+from wemcp.quota.client import QuotaClient
+from wemcp.quota.policy import StaticPolicies
+from wemcp.testkit.quota_remote import DecisionResponder, NatsQuotaClient
 
 SUBJECT = "ratelimit.bench.decide"
 BIG = 10**9

@@ -350,6 +350,9 @@ def test_migrate(services: dict[str, dict[str, Any]]) -> None:
     cmd = mig["command"] if isinstance(mig["command"], list) else shlex.split(mig["command"])
     assert cmd == ["python", "-m", "wemcp.devstack.cli", "migrate"]
     assert env_of(mig)["DATABASE_URL"] == env_of(services["catalog"])["DATABASE_URL"]
+    # agents_0003 re-seals stored model-provider keys with the agents service's own secret
+    secret = "WEMCP_AGENTS_PROVIDER_KEY_SECRET"
+    assert env_of(mig)[secret] == env_of(services["agents"])[secret]
     assert depends_of(mig)["postgres"]["condition"] == "service_healthy"
 
 
@@ -430,6 +433,8 @@ def test_dockerfile() -> None:
     uv_version = re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
     assert uv_version and f"pip install uv=={uv_version.group(1)}" in runs
     assert re.search(r"uv sync --frozen --all-packages --no-dev\b", runs)
+    # test support (libs/testkit) is a workspace member: --all-packages alone would put it in the image
+    assert re.search(r"uv sync [^&;]*--no-install-package wemcp-testkit\b", runs)
 
     kinds = [instr for instr, _ in final]
     assert "ARG" in kinds and any(rest.split("=")[0] == "SERVICE" for instr, rest in final if instr == "ARG")
@@ -482,6 +487,21 @@ def test_the_console_is_built_into_the_image() -> None:
     assert "node build.mjs" in everything
     final = " ".join(f"{i} {r}" for i, r in stages[-1])
     assert "/src/web/dist /app/web/dist" in final and "WEMCP_GATEWAY_CONSOLE_DIR=/app/web/dist" in final
+
+
+def test_production_code_never_imports_test_support() -> None:
+    """The images leave out wemcp.testkit, so code they run must not import it."""
+    shipped = [*(ROOT / "services").glob("*/src"), *(p for p in (ROOT / "libs").glob("*/src")
+                                                   if p.parent.name != "testkit")]
+    offenders = [str(f.relative_to(ROOT)) for src in shipped for f in src.rglob("*.py")
+                 if re.search(r"^\s*(from|import)\s+wemcp\.testkit\b", f.read_text(), re.M)]
+    assert shipped and offenders == []
+    testkit = (ROOT / "libs" / "testkit" / "pyproject.toml").read_text()
+    root = (ROOT / "pyproject.toml").read_text()
+    assert 'name = "wemcp-testkit"' in testkit
+    dev = root.split("[dependency-groups]", 1)[1]
+    assert '"wemcp-testkit"' in dev.split("]", 1)[0]  # a dev-group dependency
+    assert '"wemcp-testkit"' not in root.split("[project]", 1)[1].split("]", 1)[0]  # not a runtime one
 
 
 def test_dockerignore() -> None:

@@ -166,6 +166,10 @@ def test_migrations_run_as_a_hook_job(default_docs):
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["python", "-m", "wemcp.devstack.cli", "migrate"]
+    # agents_0003 re-seals the stored model-provider keys: the job gets their secret, by reference
+    env = {e["name"]: e.get("valueFrom") for e in c["env"]}
+    assert env["WEMCP_AGENTS_PROVIDER_KEY_SECRET"] == {
+        "secretKeyRef": {"name": "wemcp", "key": "WEMCP_AGENTS_PROVIDER_KEY_SECRET"}}
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert render({"migrations": {"enabled": False}}) and "Job" not in {d["kind"] for d in
                                                                         render({"migrations": {"enabled": False}})}

@@ -33,14 +33,13 @@ from starlette.requests import Request
 
 from wemcp.auth import service as auth_service
 from wemcp.auth.config import Settings as AuthSettings
-from wemcp.auth.crypto import Keyring
 from wemcp.auth.main import SPEC as AUTH
-from wemcp.auth.testing import CLIENT_ID, CLIENT_SECRET, LoopbackProvider, as_user, new_id
 from wemcp.catalog.config import Settings as CatalogSettings
 from wemcp.catalog.main import SPEC as CATALOG
 from wemcp.catalog.models import Server
 from wemcp.common.errors import Unauthorized
 from wemcp.common.identity import Identity
+from wemcp.common.sealing import Keyring
 from wemcp.common.service import running
 from wemcp.common.trust import PlatformHeaders
 from wemcp.deployer.main import SPEC as DEPLOYER
@@ -50,6 +49,7 @@ from wemcp.devstack.testing import serve_app
 from wemcp.gateway.config import Settings as GatewaySettings
 from wemcp.gateway.identity import ApiKeyGrant
 from wemcp.gateway.main import SPEC as GATEWAY
+from wemcp.testkit.auth import CLIENT_ID, CLIENT_SECRET, LoopbackProvider, as_user, new_id
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services" / "gateway" / "tests"))

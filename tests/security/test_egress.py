@@ -207,6 +207,42 @@ async def test_openapi_tool_base_url_at_a_metadata_or_shared_address_is_refused(
     assert out.startswith("ERROR") and "not a public address" in out and "shared address space" in out, out
 
 
+# Every kind of internal address, named literally or by a name that resolves to it: what each caller
+# that takes a URL as data must refuse (the callers share wemcp.common.netpolicy; these prove each one
+# goes through it).
+INTERNAL = [
+    ("http://127.0.0.1:9/x", "loopback"), ("http://[::1]:9/x", "loopback"), ("http://10.0.0.7/x", "private"),
+    ("http://192.168.1.1/x", "private"), ("http://169.254.169.254/latest", "link-local"),
+    ("http://[::ffff:169.254.169.254]/x", "link-local"), ("http://loop.test:9/x", "loopback"),
+    ("http://priv.test/x", "private"), ("http://ll.test/latest", "link-local"),
+]
+
+
+def _internal_names(dns: Callable[..., list[str]]) -> None:
+    dns("loop.test", "127.0.0.1")
+    dns("priv.test", "10.1.2.3")
+    dns("ll.test", "169.254.169.254")
+
+
+@pytest.mark.parametrize("url,kind", INTERNAL, ids=[u for u, _ in INTERNAL])
+async def test_openapi_document_at_any_internal_address_is_refused(settings_for, clean_db, clean_bus, dns, url, kind):
+    """The catalog's fetch of a submitted ``openapi_url``: 422 naming the kind of address."""
+    _internal_names(dns)
+    async with catalog_service(settings_for) as c:
+        r = await c.post("/api/v1/servers", headers=catalog_helpers.as_user(), json={"openapi_url": url})
+    assert r.status_code == 422, r.text
+    assert "not a public address" in r.text and kind in r.text, r.text
+
+
+async def test_openapi_tool_base_url_at_any_internal_address_is_refused(stack, dns):
+    """The gateway's OpenAPI tool calls: a tool error naming the kind of address, for every kind."""
+    _internal_names(dns)
+    for i, (url, kind) in enumerate(INTERNAL):
+        await deploy_openapi(stack, f"internal{i}", url, openapi_doc())
+        out = await call_openapi(stack, f"internal{i}")
+        assert out.startswith("ERROR") and "not a public address" in out and kind in out, (url, out)
+
+
 # ---- remote MCP upstreams ------------------------------------------------------------------------------
 
 async def test_remote_upstream_rebinding_to_loopback_is_refused_at_call_time(stack, dns):
@@ -233,8 +269,10 @@ async def test_agent_server_url_to_a_private_address_is_refused(platform, dns):
     await platform.add_provider()
     async with recorded_mcp() as (victim, port):
         dns("rebind.test", PUBLIC, "127.0.0.1")
+        _internal_names(dns)
         for url in (f"http://rebind.test:{port}/mcp", f"http://[2002:7f00:1::]:{port}/mcp",
-                    "http://10.0.0.7/mcp", "http://100.100.100.200/mcp"):
+                    "http://10.0.0.7/mcp", "http://100.100.100.200/mcp", f"http://127.0.0.1:{port}/mcp",
+                    "http://169.254.169.254/mcp", "http://ll.test/mcp", f"http://loop.test:{port}/mcp"):
             r = await platform.http.post("/v1/chat/completions", headers=platform.auth(), json={
                 "model": "scripted-1", "messages": [{"role": "user", "content": "ADD"}],
                 "tools": [{"type": "mcp", "server_label": "calc", "server_url": url, "require_approval": "never"}]})
@@ -251,9 +289,9 @@ async def test_oauth_endpoint_at_a_private_address_is_refused(settings_for, clea
     loopback): the sign-in callback is refused with a 4xx problem and the endpoint never receives
     the code or the client secret. An admin's OAuth app with a private token URL: 422."""
     from wemcp.auth.config import Settings
-    from wemcp.auth.crypto import Keyring
     from wemcp.auth.main import SPEC
-    from wemcp.auth.testing import LoopbackProvider, as_user, browser_login
+    from wemcp.common.sealing import Keyring
+    from wemcp.testkit.auth import LoopbackProvider, as_user, browser_login
 
     provider = LoopbackProvider(profile={"login": "octocat", "id": 583231, "name": "Octocat",
                                          "email": "octocat@example.com", "avatar_url": None})

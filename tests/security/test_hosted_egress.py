@@ -62,7 +62,7 @@ async def call(endpoint: str, **args: Any) -> str:
 
 async def test_hosted_server_reaches_the_allowed_api_and_nothing_of_the_platform(settings_for, infra, tmp_path,
                                                                                clean_db, clean_bus, api_port):
-    from wemcp.auth.testing import as_user
+    from wemcp.testkit.auth import as_user
 
     # the gateway: a stand-in on the loopback, where `make run` puts it
     async with serve_app(_app("public api"), api_port) as api_url, serve_app(_app("gateway")) as gateway_url, \

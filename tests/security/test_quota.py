@@ -162,7 +162,7 @@ async def test_tools_added_to_an_agent_run_are_counted(platform):
 async def test_an_agent_run_context_covers_only_the_agents_servers(stack, both_upstream):
     """Attack: a valid agent-run context (the agent lists ``keyed``) presented on a call to another
     server. It is ignored there (counted, refused at the limit) and honoured on the agent's server."""
-    from wemcp.ratelimit.runcontext import sign_run_context
+    from wemcp.quota.runcontext import sign_run_context
 
     secret_ = "agent-run-secret-for-tests-0123456789"
     stack.mcp.quota.run_context_secret = secret_

@@ -103,8 +103,8 @@ async def auth(settings_for, clean_db, clean_bus, clean_redis, tmp_path) -> Asyn
     """auth on a loopback port, holding an admin's system key; (its URL, the superadmin's id)."""
     from wemcp.auth import service
     from wemcp.auth.config import Settings
-    from wemcp.auth.crypto import Keyring
     from wemcp.auth.main import SPEC
+    from wemcp.common.sealing import Keyring
     from wemcp.common.service import running
 
     settings = settings_for(Settings, keks=Keyring.generate_spec("k1"), active_kek="k1",

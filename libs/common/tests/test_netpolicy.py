@@ -189,3 +189,12 @@ def test_key_headers_stay_allowed():
     for name in ("Authorization", "X-API-Key", "Cookie", "X-Goog-Api-Key"):
         assert reserved_header(name) is None
     assert outbound([("X-WeMcp-User-Role", "admin"), ("Authorization", "Bearer k")]) == [("Authorization", "Bearer k")]
+
+
+@pytest.mark.parametrize("host,expected", [
+    ("10.0.0.1", "10.0.0.1"), ("[::1]", "::1"), ("fe80::1%eth0", "fe80::1"), ("169.254.169.254", "169.254.169.254"),
+    ("example.com", None), ("", None), ("1.2.3", None),
+])
+def test_literal(host, expected):
+    got = netpolicy.literal(host)
+    assert (str(got) if got is not None else None) == expected

@@ -37,8 +37,8 @@ from wemcp.common.service import running
 from wemcp.devstack.testing import serve_app
 from wemcp.gateway.config import Settings as GatewaySettings
 from wemcp.gateway.main import SPEC as GATEWAY
-from wemcp.ratelimit.client import QuotaClient
-from wemcp.ratelimit.policy import StaticPolicies
+from wemcp.quota.client import QuotaClient
+from wemcp.quota.policy import StaticPolicies
 
 PROVIDER_SECRET = "provider-key-secret-for-tests-0123"
 

@@ -19,7 +19,7 @@ from test_chat_completions import TIME_Q, check_time_answer
 from wemcp.agents.models import bus_tables
 from wemcp.common.identity import Identity
 from wemcp.common.trust import platform_headers
-from wemcp.ratelimit.client import QuotaClient
+from wemcp.quota.client import QuotaClient
 
 AGENT = {"name": "Time Helper", "description": "Answers time questions", "model": "scripted-1",
          "instructions": "Be precise.", "mcp_servers": [{"ref": "time", "allowed_tools": None}]}

@@ -23,7 +23,7 @@ from test_chat_completions import TIME_Q, TIME_TOOL, check_time_answer
 
 from wemcp.agents.mcp_pool import McpPool
 from wemcp.devstack.testing import serve_app
-from wemcp.ratelimit.runcontext import verify_run_context
+from wemcp.quota.runcontext import verify_run_context
 
 
 def pool(p: Any) -> McpPool:

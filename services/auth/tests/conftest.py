@@ -10,12 +10,12 @@ import pytest
 import pytest_asyncio
 
 from wemcp.auth.config import Settings
-from wemcp.auth.crypto import Keyring
 from wemcp.auth.main import SPEC
-from wemcp.auth.testing import LoopbackProvider
+from wemcp.common.sealing import Keyring
 from wemcp.common.service import running
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.testing import serve_app
+from wemcp.testkit.auth import LoopbackProvider
 
 
 @pytest_asyncio.fixture

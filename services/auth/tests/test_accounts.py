@@ -12,8 +12,8 @@ from sqlalchemy import select, text
 
 from wemcp.auth import service
 from wemcp.auth.models import OAuthConnection, VaultSecret
-from wemcp.auth.testing import CLIENT_ID, CLIENT_SECRET, as_user, browser_login
 from wemcp.common.trust import PlatformHeaders
+from wemcp.testkit.auth import CLIENT_ID, CLIENT_SECRET, as_user, browser_login
 
 # the gateway, reading secrets for a call (auth's internal routes need its service credential)
 GATEWAY = PlatformHeaders("auth", issuer="gateway")
@@ -192,7 +192,7 @@ async def test_vault_is_write_only_masked_and_never_logged(client, auth_app, cap
 
 async def test_kek_rotation_rewraps_without_losing_values(client, auth_app, auth_settings):
     from wemcp.auth.admin import rotate_kek
-    from wemcp.auth.crypto import Keyring
+    from wemcp.common.sealing import Keyring
 
     st = auth_app.state.runtime.extras["auth"]
     user = await _user(client, st, "rotator")

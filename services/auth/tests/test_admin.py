@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from wemcp.auth.testing import as_user
 from wemcp.common.trust import platform_headers
+from wemcp.testkit.auth import as_user
 
 
 async def test_create_superadmin_prints_a_working_key_last(client, infra, auth_settings):
@@ -33,8 +33,8 @@ async def test_create_superadmin_prints_a_working_key_last(client, infra, auth_s
     )
     # run again (in-process, the same code): the same account, a second key
     from wemcp.auth.admin import create_superadmin
-    from wemcp.auth.crypto import Keyring
     from wemcp.common.errors import ConfigError
+    from wemcp.common.sealing import Keyring
 
     st = client._transport.app.state.runtime.extras["auth"]
     user, key2, created = await create_superadmin(st.sessions, "root", None)

@@ -13,10 +13,10 @@ from sqlalchemy.exc import DBAPIError
 
 from wemcp.auth import service
 from wemcp.auth.models import ApiKey, OAuthConnection, RefreshToken, User, UserIdentity, VaultSecret
-from wemcp.auth.testing import CLIENT_ID, CLIENT_SECRET, as_user
 from wemcp.auth.tokens import sha256, start_session
 from wemcp.common.trust import PlatformHeaders
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.auth import CLIENT_ID, CLIENT_SECRET, as_user
 
 GATEWAY = PlatformHeaders("auth", issuer="gateway")
 

@@ -18,12 +18,12 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from wemcp.auth.testing import as_user, browser_login
 from wemcp.common.service import running
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.testing import serve_app
 from wemcp.gateway.config import Settings as GatewaySettings
 from wemcp.gateway.main import SPEC as GATEWAY
+from wemcp.testkit.auth import as_user, browser_login
 
 
 @pytest_asyncio.fixture

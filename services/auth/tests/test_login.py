@@ -9,7 +9,7 @@ import httpx2 as httpx
 import jwt
 import pytest
 
-from wemcp.auth.testing import as_user, browser_login, new_id
+from wemcp.testkit.auth import as_user, browser_login, new_id
 
 
 async def test_first_github_login_creates_user_from_profile_and_issues_tokens(client, provider):

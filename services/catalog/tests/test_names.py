@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from names_standins import GitHubStandIn, dns_stand_in, github_stand_in, well_known_stand_in
 
 from wemcp.auth.config import Settings as AuthSettings
-from wemcp.auth.crypto import Keyring
 from wemcp.auth.main import SPEC as AUTH_SPEC
 from wemcp.auth.models import User, UserIdentity
 from wemcp.catalog import names, service
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
 from wemcp.catalog.models import Server, bus_tables
+from wemcp.common.sealing import Keyring
 
 ALICE, BOB, CAROL, DAVE, MALLORY, ADMIN = (uuid.UUID(int=i) for i in (11, 12, 13, 14, 15, 99))
 LOGINS = {ALICE: "alice", BOB: "bob", CAROL: "carol", DAVE: "dave", MALLORY: "mallory", ADMIN: "root"}

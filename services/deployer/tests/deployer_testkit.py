@@ -10,10 +10,10 @@ from typing import Any
 import httpx2 as httpx
 import nats
 
-from wemcp.auth.testing import as_user
 from wemcp.common.events.base import Event
 from wemcp.deployer.config import Settings
 from wemcp.devstack.testing import wait_for as _wait_for
+from wemcp.testkit.auth import as_user
 
 REPO = Path(__file__).resolve().parents[3]
 # Installed packages and the npm/uv caches persist between runs (a repo-ignored path), so only the

@@ -49,9 +49,9 @@ from wemcp.deployer.backends.cloud import (
 )
 from wemcp.deployer.install import Installer
 from wemcp.deployer.introspect import introspect
-from wemcp.deployer.signing import acs3_sign, acs3_verify, tc3_sign, tc3_verify
 from wemcp.deployer.spec import parse_spec
 from wemcp.devstack.infra import free_port
+from wemcp.testkit.cloudsign import acs3_sign, acs3_verify, tc3_sign, tc3_verify
 
 NPM = parse_spec({"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",
                                 "version": "2026.8.31"}]})

@@ -15,9 +15,9 @@ from deployer_testkit import wait_for
 from test_e2e_archive_and_failures import make_archive
 from test_e2e_packages import TIME
 
-from wemcp.auth.testing import as_user
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.devstack.testing import serve_app
+from wemcp.testkit.auth import as_user
 
 OWNER = {"id": str(uuid.uuid4()), "role": "user", "login": "stream-owner"}
 OTHER = {"id": str(uuid.uuid4()), "role": "user", "login": "stream-other"}

@@ -242,7 +242,7 @@ async def mcp_client(url: str, headers: dict[str, str] | None = None, mode: str 
 
 async def set_quota(stack: Stack, server_daily: int | None) -> None:
     """Replace the live policies with fixed ones (None: no quota client at all)."""
-    from wemcp.ratelimit.policy import StaticPolicies
+    from wemcp.quota.policy import StaticPolicies
 
     for mcp in stack.mcps:  # every replica
         quota = mcp.quota

@@ -16,11 +16,11 @@ from sqlalchemy import select
 from wemcp.common.events.goods import EntitlementChanged
 from wemcp.common.service import running
 from wemcp.devstack.testing import wait_for
-from wemcp.ratelimit.client import open_quota_client
+from wemcp.quota.client import open_quota_client
+from wemcp.quota.policy import PolicySet, StaticPolicies
 from wemcp.ratelimit.config import Settings
 from wemcp.ratelimit.main import SPEC
 from wemcp.ratelimit.models import UserEntitlement
-from wemcp.ratelimit.policy import PolicySet, StaticPolicies
 
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_bus", "clean_redis")
 

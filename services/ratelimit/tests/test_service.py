@@ -1,5 +1,6 @@
 """The ratelimit service in-process: policy admin API and invalidation, usage from mcp.call.completed,
-and the NATS request/reply decision path, against real Postgres, NATS and Redis."""
+and the NATS request/reply decision path (test support, wemcp.testkit.quota_remote), against real
+Postgres, NATS and Redis."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from wemcp.common.service import running
 from wemcp.common.trust import PlatformHeaders
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.testing import wait_for
-from wemcp.ratelimit.client import InvalidSubject, QuotaClient, open_quota_client
+from wemcp.quota.client import InvalidSubject, QuotaClient, open_quota_client
+from wemcp.quota.policy import SNAPSHOT_KEY
 from wemcp.ratelimit.config import Settings
 from wemcp.ratelimit.main import SPEC
-from wemcp.ratelimit.policy import SNAPSHOT_KEY
-from wemcp.ratelimit.remote import NatsQuotaClient
+from wemcp.testkit.quota_remote import DecisionResponder, NatsQuotaClient
 
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_bus", "clean_redis")
 
@@ -215,9 +216,14 @@ async def test_nats_request_reply_decides_on_the_same_counters(app, http, infra)
     quota = app.state.runtime.extras["quota"]
     await wait_for(lambda: _limit_is(app.state.runtime.extras["policy_cache"], "search", 3), timeout=5)
     nc = await nats.connect(infra.nats_url)
+    responder = DecisionResponder(nc, quota, "test.ratelimit.decide")
     try:
-        remote = NatsQuotaClient(nc)
+        # the service itself answers no decisions on the bus (anyone there could spend a user's quota)
         user = uuid.uuid4()
+        silent = await NatsQuotaClient(nc, "ratelimit.decide", timeout=0.3).decide(user, "server", "search")
+        assert silent.reason == "unavailable" and not silent.allowed
+        await responder.start()
+        remote = NatsQuotaClient(nc, "test.ratelimit.decide")
         first = await remote.decide(user, "server", "search")
         assert (first.allowed, first.remaining, first.limit) == (True, 2, 3)
         assert (await quota.decide(user, "server", "search")).remaining == 1
@@ -231,6 +237,7 @@ async def test_nats_request_reply_decides_on_the_same_counters(app, http, infra)
         down = await nobody.decide(user, "server", "search")
         assert not down.allowed and down.reason == "unavailable" and nobody.errors == 1
     finally:
+        await responder.stop()
         await nc.close()
 
 

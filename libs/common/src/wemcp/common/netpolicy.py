@@ -271,7 +271,9 @@ def parse_allow(entries: str | Iterable[str]) -> tuple[set[str], set[str], list[
     return hosts, suffixes, nets
 
 
-def _literal(host: str) -> Address | None:
+def literal(host: str) -> Address | None:
+    """The IP address a host names literally (``[::1]``, ``fe80::1%eth0`` and ``10.0.0.1`` included);
+    None for a DNS name."""
     try:
         return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
@@ -299,7 +301,7 @@ class EgressPolicy:
 
     def refusal(self, host: str, address: str) -> EgressRefused | None:
         """The refusal of connecting to ``address`` (which ``host`` resolved to), or ``None``."""
-        ip = _literal(address)
+        ip = literal(address)
         if ip is None:
             return EgressRefused(host, "not an IP address", address)
         why = address_refusal(ip)
@@ -312,9 +314,9 @@ class EgressPolicy:
         :class:`EgressRefused` if any one is refused (a name that mixes public and internal answers
         is not trusted with either)."""
         host = host.strip("[]")
-        literal = _literal(host)
-        if literal is not None:
-            pairs: list[tuple[int, str]] = [(int(socket.AF_INET6 if literal.version == 6 else socket.AF_INET), host)]
+        ip = literal(host)
+        if ip is not None:
+            pairs: list[tuple[int, str]] = [(int(socket.AF_INET6 if ip.version == 6 else socket.AF_INET), host)]
         else:
             pairs = await resolve(host, port)
             if not pairs:

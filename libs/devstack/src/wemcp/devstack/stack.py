@@ -112,7 +112,9 @@ class Stack:
 
     def migrate(self, services: Iterable[str] = MIGRATED) -> None:
         assert self.database_url
-        env = {**os.environ, "DATABASE_URL": self.database_url}
+        env = {**os.environ, **self.extra_env, "DATABASE_URL": self.database_url}
+        # agents_0003 re-seals stored model-provider keys: it needs the secret the agents process gets
+        env.setdefault("WEMCP_AGENTS_PROVIDER_KEY_SECRET", self._local_secret("agents-provider-key-secret"))
         subprocess.run([sys.executable, "-m", "wemcp.devstack.cli", "migrate", *services], env=env, check=True)
 
     def infra_env(self) -> dict[str, str]:

@@ -6,6 +6,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from wemcp.common.config import ServiceSettings, load_settings
+from wemcp.common.sealing import MIN_PASSPHRASE, Keyring
+from wemcp.quota.config import check_run_secret
 
 
 class Settings(ServiceSettings):
@@ -16,10 +18,12 @@ class Settings(ServiceSettings):
 
     # MCP tools `{"type": "mcp", "ref": slug}` are called at `<gateway_url>/mcp/<slug>`.
     gateway_url: str = "http://127.0.0.1:8000"
-    # Encrypts model-provider API keys at rest (AES-256-GCM, key = SHA-256 of this value).
+    # Encrypts model-provider API keys at rest (wemcp.common.sealing: envelope AES-256-GCM under a KEK
+    # derived from this value). Comma-separated: a key ring, the first seals, every one opens.
     # Unset: providers without a key still work; storing a key is refused with a clear error.
     provider_key_secret: SecretStr | None = None
-    # Shared with the gateway and ratelimit: signs the agent-run context sent with every MCP call.
+    # Shared with the gateway and ratelimit: signs the agent-run context sent with every MCP call
+    # (comma-separated: a key ring, the first signs; wemcp.quota.runcontext).
     agent_run_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("WEMCP_AGENT_RUN_SECRET", "AGENT_RUN_SECRET",
                                                     "agent_run_secret"))
@@ -41,12 +45,29 @@ class Settings(ServiceSettings):
     # How long a tools/list result is reused; short, so a disabled or changed server shows at once.
     mcp_tools_ttl_seconds: float = Field(default=5.0, ge=0, le=60)
 
-    @field_validator("provider_key_secret", "agent_run_secret")
+    @field_validator("provider_key_secret")
     @classmethod
     def _secret(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and len(v.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters")
+        if v is not None and any(len(p.strip()) < MIN_PASSPHRASE for p in v.get_secret_value().split(",")):
+            raise ValueError(f"must be at least {MIN_PASSPHRASE} characters (each, when several are "
+                             "separated by commas)")
         return v
+
+    def provider_keyring(self) -> Keyring | None:
+        """The key ring sealing provider API keys; None when no secret is configured."""
+        if self.provider_key_secret is None:
+            return None
+        return provider_keyring(self.provider_key_secret.get_secret_value())
+
+    @field_validator("agent_run_secret")
+    @classmethod
+    def _run_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        return check_run_secret(v)
+
+
+@lru_cache(maxsize=8)
+def provider_keyring(spec: str) -> Keyring:
+    return Keyring.from_passphrases(spec, setting="WEMCP_AGENTS_PROVIDER_KEY_SECRET")
 
 
 @lru_cache

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, LargeBinary, String, Text, func
+from sqlalchemy import Boolean, DateTime, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -22,16 +22,21 @@ bus_tables = outbox_tables(Base.metadata)
 probe_receipts = probe_table(Base.metadata)
 
 
+def provider_key_context(provider_id: uuid.UUID) -> str:
+    """The associated data of a provider's sealed key: it opens in that provider's row only."""
+    return f"provider-key:{provider_id}"
+
+
 class ModelProvider(Base):
     """An OpenAI-compatible endpoint registered by an admin. The API key is stored sealed
-    (AES-256-GCM, see crypto.py) and never returned."""
+    (``wemcp.common.sealing``, context :func:`provider_key_context`) and never returned."""
 
     __tablename__ = "model_providers"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     base_url: Mapped[str] = mapped_column(String(500))
-    api_key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    api_key_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)  # v1.<kek id>.<dek>.<ct>
     models: Mapped[list[str]] = mapped_column(JSONB, default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)

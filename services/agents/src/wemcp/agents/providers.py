@@ -18,11 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.agents.config import Settings
-from wemcp.agents.crypto import SealError, unseal
 from wemcp.agents.errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ServiceUnavailable, oai
-from wemcp.agents.models import ModelProvider
+from wemcp.agents.models import ModelProvider, provider_key_context
 from wemcp.common.errors import TooManyRequests
 from wemcp.common.logging import get_logger
+from wemcp.common.sealing import SealError
 
 log = get_logger("wemcp.agents.providers")
 
@@ -67,12 +67,12 @@ async def resolve_model(session: AsyncSession, settings: Settings, model: str) -
     p, m = match
     key = None
     if p.api_key_sealed:
-        secret = settings.provider_key_secret.get_secret_value() if settings.provider_key_secret else None
-        if secret is None:
+        ring = settings.provider_keyring()
+        if ring is None:
             raise oai(ServiceUnavailable, f"model provider {p.name!r} has a stored key but "
                       "WEMCP_AGENTS_PROVIDER_KEY_SECRET is not set", "provider_key_unavailable")
         try:
-            key = unseal(secret, p.id, p.api_key_sealed)
+            key = ring.open(p.api_key_sealed, provider_key_context(p.id)).decode()
         except SealError as exc:
             raise oai(ServiceUnavailable, f"model provider {p.name!r}: {exc}", "provider_key_unavailable") from None
     return ResolvedModel(p.name, p.base_url.rstrip("/"), m, key)

@@ -12,12 +12,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.agents.config import Settings
-from wemcp.agents.crypto import seal
 from wemcp.agents.errors import NotFound, TooManyRequests, oai
 from wemcp.agents.loop import Caller, ChatRequest, Run, check_urls, parse_mcp_tool, parse_request
 from wemcp.agents.mcp_pool import McpPool
 from wemcp.agents.mcp_tools import McpHub
-from wemcp.agents.models import Agent, ModelProvider, bus_tables
+from wemcp.agents.models import Agent, ModelProvider, bus_tables, provider_key_context
 from wemcp.agents.providers import ProviderClient, resolve_model
 from wemcp.agents.quota import AgentQuota
 from wemcp.agents.schemas import AgentCreate, AgentUpdate, ProviderCreate, ProviderUpdate
@@ -26,7 +25,7 @@ from wemcp.common.events.agents import AgentSaved
 from wemcp.common.identity import HEADER_AGENT_RUN, Identity
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import add_event
-from wemcp.ratelimit.runcontext import sign_run_context
+from wemcp.quota.runcontext import sign_run_context
 
 log = get_logger("wemcp.agents.service")
 
@@ -41,11 +40,12 @@ class AgentsState:
 
 
 # -- providers ----------------------------------------------------------------------------------
-def _sealed(settings: Settings, pid: uuid.UUID, key: str) -> bytes:
-    if settings.provider_key_secret is None:
+def _sealed(settings: Settings, pid: uuid.UUID, key: str) -> str:
+    ring = settings.provider_keyring()
+    if ring is None:
         raise ServiceUnavailable("storing a provider API key needs WEMCP_AGENTS_PROVIDER_KEY_SECRET "
                                  "(at least 16 characters) on the agents service")
-    return seal(settings.provider_key_secret.get_secret_value(), pid, key)
+    return ring.seal(key.encode(), provider_key_context(pid))
 
 
 async def create_provider(st: AgentsState, who: Identity, body: ProviderCreate) -> ModelProvider:

@@ -30,13 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.auth import service
 from wemcp.auth.config import Settings, get_settings
-from wemcp.auth.crypto import Keyring
 from wemcp.auth.models import OAuthApp, OAuthConnection, SigningKey, User, VaultSecret, bus_tables
 from wemcp.auth.tokens import create_signing_key
 from wemcp.common.db import make_engine, make_session_factory
 from wemcp.common.errors import ConfigError
 from wemcp.common.events.users import UserRoleChanged
 from wemcp.common.outbox import add_event
+from wemcp.common.sealing import Keyring
 
 
 async def create_superadmin(

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.auth import oauth, service
 from wemcp.auth.config import Settings
-from wemcp.auth.crypto import Keyring
 from wemcp.auth.models import ApiKey, Invite, OAuthApp, OAuthConnection, User, UserIdentity
 from wemcp.auth.schemas import (
     SERVER_SLUG,
@@ -46,6 +45,7 @@ from wemcp.common.errors import (
 from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
 from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressRefused
+from wemcp.common.sealing import Keyring
 
 log = get_logger("wemcp.auth.api")
 router = APIRouter(prefix="/api/v1", tags=["auth"])

@@ -10,7 +10,6 @@ from wemcp.auth.admin_api import admin_router
 from wemcp.auth.api import AuthState, internal, router
 from wemcp.auth.config import Settings, get_settings
 from wemcp.auth.connections import refresher
-from wemcp.auth.crypto import Keyring
 from wemcp.auth.models import bus_tables, probe_receipts
 from wemcp.auth.moderation import store_action
 from wemcp.auth.signin import router as signin_router
@@ -18,6 +17,7 @@ from wemcp.auth.tokens import SigningKeys
 from wemcp.common.events.admin import AdminActionRecorded
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.probes import make_probe_handler, probe_router
+from wemcp.common.sealing import Keyring
 from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
 

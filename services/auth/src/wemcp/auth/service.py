@@ -15,7 +15,6 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wemcp.auth.crypto import Keyring, mask
 from wemcp.auth.models import (
     ApiKey,
     Invite,
@@ -33,6 +32,7 @@ from wemcp.common.events.admin import AdminActionRecorded
 from wemcp.common.events.users import ApiKeyRevoked, SecretChanged, UserRegistered, UserRoleChanged
 from wemcp.common.identity import ROLE_RANK
 from wemcp.common.outbox import add_event
+from wemcp.common.sealing import Keyring, mask
 
 AVATAR_FALLBACK = "https://api.dicebear.com/7.x/bottts/svg?seed={}"
 API_KEY_PREFIX = "wmk_"

@@ -23,12 +23,12 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.auth.config import Settings
-from wemcp.auth.crypto import Keyring
 from wemcp.auth.models import RefreshToken, SigningKey, User, bus_tables
 from wemcp.common.errors import Unauthorized
 from wemcp.common.events.users import SessionRevoked
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import add_event
+from wemcp.common.sealing import Keyring
 
 log = get_logger("wemcp.auth.tokens")
 ALG = "EdDSA"

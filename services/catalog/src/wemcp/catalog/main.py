@@ -9,11 +9,11 @@ from wemcp.catalog.announcements import on_announcement_changed
 from wemcp.catalog.api import internal_router, registry_router, router
 from wemcp.catalog.config import Settings, get_settings
 from wemcp.catalog.handlers import SUBSCRIPTIONS_EVENTS
-from wemcp.catalog.limits import BodyLimitMiddleware
 from wemcp.catalog.models import bus_tables, probe_receipts
 from wemcp.catalog.names_api import router as names_router
 from wemcp.catalog.review import admin_router
 from wemcp.catalog.state import of, on_start, on_stop
+from wemcp.common.bodylimit import BodyLimitMiddleware
 from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.events.goods import AnnouncementChanged
 from wemcp.common.probes import make_probe_handler, probe_router

@@ -115,17 +115,17 @@ class ProxyPolicy:
         now = time.monotonic()
         if now - self._local_at > 60:
             self._local, self._local_at = frozenset(self.local_addresses()), now
-        ip = netpolicy._literal(address)
+        ip = netpolicy.literal(address)
         return ip is not None and str(ip) in self._local
 
     def _explicit(self, host: str, address: str, port: int) -> bool:
         """Allowed by an entry of the allow-list (a pinhole, the host's name, a network of it)."""
-        ip = netpolicy._literal(address)
+        ip = netpolicy.literal(address)
         return (self._pinned(address, port) or self.base.host_allowed(host)
                 or (ip is not None and any(ip.version == n.version and ip in n for n in self.base.networks)))
 
     def _pinned(self, address: str, port: int) -> bool:
-        ip = netpolicy._literal(address)
+        ip = netpolicy.literal(address)
         return ip is not None and any(p == port and ip.version == n.version and ip in n for n, p in self.pinned_nets)
 
     async def resolve(self, host: str, port: int) -> list[tuple[int, str]]:
@@ -136,7 +136,7 @@ class ProxyPolicy:
         if not self.pinned_nets:
             pairs = await self.base.resolve(host, port)
         else:
-            literal = netpolicy._literal(host)
+            literal = netpolicy.literal(host)
             pairs = [(int(socket.AF_INET6 if literal.version == 6 else socket.AF_INET), host)] if literal else \
                 await netpolicy.resolve(host, port)
             if not pairs:
@@ -165,7 +165,7 @@ def machine_addresses() -> set[str]:
     for addrs in psutil.net_if_addrs().values():
         for a in addrs:
             if a.family in (socket.AF_INET, socket.AF_INET6):
-                ip = netpolicy._literal(a.address)
+                ip = netpolicy.literal(a.address)
                 if ip is not None:
                     out.add(str(ip))
     return out

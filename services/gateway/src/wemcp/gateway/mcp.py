@@ -28,6 +28,8 @@ from uuid import UUID
 import orjson
 from starlette.requests import Request
 
+from wemcp.common.bodylimit import BodyTooLarge as TooLarge
+from wemcp.common.bodylimit import Disconnected, read_body
 from wemcp.common.clientaddr import bucket
 from wemcp.common.errors import AppError
 from wemcp.common.identity import Identity
@@ -140,54 +142,6 @@ def header(scope: dict[str, Any], name: bytes) -> str | None:
         if k == name:
             return v.decode("latin-1")
     return None
-
-
-class TooLarge(Exception):
-    pass
-
-
-class Disconnected(Exception):
-    pass
-
-
-DRAIN_CAP = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so the client sees the 413
-
-
-async def _drain(receive: Any, budget: int, timeout: float) -> None:  # noqa: ASYNC109 (a per-read bound)
-    """Read and drop the rest of a refused body (bounded in bytes and time): a server that closes
-    while the client is still sending resets the connection, and the client never reads the 413."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            while budget > 0:
-                msg = await receive()
-                if msg["type"] == "http.disconnect" or not msg.get("more_body"):
-                    return
-                budget -= len(msg.get("body", b""))
-
-
-async def read_body(scope: dict[str, Any], receive: Any, limit: int, timeout: float) -> bytes:  # noqa: ASYNC109
-    declared = header(scope, b"content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        if int(declared) <= DRAIN_CAP:
-            await _drain(receive, DRAIN_CAP, timeout)
-        raise TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async with asyncio.timeout(timeout):  # a client trickling bytes (slow loris) gets 408
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise Disconnected
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                if msg.get("more_body"):
-                    await _drain(receive, DRAIN_CAP - size, timeout)
-                raise TooLarge
-            chunks.append(chunk)
-            if not msg.get("more_body"):
-                break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def classify(msg: Any) -> str | None:

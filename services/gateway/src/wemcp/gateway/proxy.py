@@ -6,7 +6,6 @@ context and a request id travel on. A service that is down is a 503 problem, a s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2 as httpx
@@ -14,6 +13,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from wemcp.common.bodylimit import BodyTooLarge, limited_stream
 from wemcp.common.errors import GatewayTimeout, PayloadTooLarge, ServiceUnavailable
 from wemcp.common.identity import IDENTITY_HEADERS, Identity
 from wemcp.common.logging import get_logger
@@ -34,10 +34,6 @@ OWN_RESPONSE_HEADERS = frozenset({"date", "server", "x-request-id"})
 _NOT_PASSED_BACK = HOP_BY_HOP | OWN_RESPONSE_HEADERS
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def make_client(max_connections: int, timeout: float, connect_timeout: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
@@ -45,15 +41,6 @@ def make_client(max_connections: int, timeout: float, connect_timeout: float) ->
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         follow_redirects=False,
     )
-
-
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
-    seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > limit:
-            raise BodyTooLarge
-        yield chunk
 
 
 async def forward(request: Request, client: httpx.AsyncClient, service: str, base_url: str,
@@ -86,7 +73,7 @@ async def forward(request: Request, client: httpx.AsyncClient, service: str, bas
     has_body = request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or bool(declared)
     upstream_request = client.build_request(
         request.method, url, headers=headers,
-        content=_limited(request, max_body) if has_body else None,
+        content=limited_stream(request, max_body) if has_body else None,
     )
     try:
         upstream = await client.send(upstream_request, stream=True)

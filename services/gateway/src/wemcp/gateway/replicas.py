@@ -24,7 +24,7 @@ unknown session (404: a 2025 client initializes again) or unknown ``requestState
 The alternative — the sessions themselves in Redis — would move open streams, queues and upstream
 connections between processes; forwarding keeps one owner per session and costs one extra loopback
 hop only for requests that land on a replica that does not own them. Quotas need neither: their
-counters are already in Redis (wemcp.ratelimit.client).
+counters are already in Redis (wemcp.quota.client).
 """
 
 from __future__ import annotations

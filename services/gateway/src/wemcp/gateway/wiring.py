@@ -172,10 +172,10 @@ async def open_mcp(runtime: Any) -> None:
     await tools.start()
     quota = None
     if s.quota_enabled and runtime.redis is not None:
-        from wemcp.ratelimit.client import open_quota_client
-        from wemcp.ratelimit.config import Settings as RatelimitSettings
+        from wemcp.quota.client import open_quota_client
+        from wemcp.quota.config import QuotaSettings
 
-        quota = await open_quota_client(runtime.redis, RatelimitSettings(
+        quota = await open_quota_client(runtime.redis, QuotaSettings(
             database_url=s.database_url, nats_url=s.nats_url, redis_url=s.redis_url))
     mcp = Mcp(state, RouteTable(), keys, upstream, tools, _recorder(s), Bundles(runtime.redis), quota)
     mcp.routes.listeners.append(mcp.router.on_route_change)

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from wemcp.common.errors import NotFound
 from wemcp.common.identity import AdminUser, CurrentUser
 from wemcp.common.pagination import Page
+from wemcp.quota.client import QuotaClient
 from wemcp.ratelimit import service
-from wemcp.ratelimit.client import QuotaClient
 from wemcp.ratelimit.models import DEFAULT_SUBJECT
 from wemcp.ratelimit.repository import PolicyRepository, UsageRepository
 from wemcp.ratelimit.schemas import (

@@ -1,6 +1,6 @@
 """Composition root of the ratelimit service: `wemcp-ratelimit` serves its HTTP API, consumes
-``mcp.call.completed`` into daily usage, answers quota decisions over NATS request/reply, publishes
-the policy snapshot every quota client reads, and relays its outbox — in one process."""
+``mcp.call.completed`` into daily usage, publishes the policy snapshot every quota client
+(``wemcp.quota``) reads, and relays its outbox — in one process."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from wemcp.common.logging import get_logger
 from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
+from wemcp.quota.client import open_quota_client
+from wemcp.quota.policy import SNAPSHOT_KEY
 from wemcp.ratelimit import handlers
 from wemcp.ratelimit.api import router
-from wemcp.ratelimit.client import open_quota_client
 from wemcp.ratelimit.config import Settings, get_settings
 from wemcp.ratelimit.models import bus_tables, probe_receipts
-from wemcp.ratelimit.policy import SNAPSHOT_KEY
-from wemcp.ratelimit.remote import DecisionResponder
 from wemcp.ratelimit.service import publish_policies
 
 log = get_logger("wemcp.ratelimit")
@@ -42,10 +41,6 @@ async def _start(rt: Runtime) -> None:
     await publish_policies(rt.sessions, rt.redis, settings)
     quota = await open_quota_client(rt.redis, settings)
     rt.extras.update(policy_cache=quota.policies, quota=quota)
-    if rt.broker is not None:
-        responder = DecisionResponder(rt.broker.connection, quota, settings.decide_subject)
-        await responder.start()
-        rt.extras["responder"] = responder
     rt.extras["snapshot_keeper"] = asyncio.get_running_loop().create_task(_keep_snapshot(rt, settings))
 
 
@@ -68,10 +63,6 @@ async def _stop(rt: Runtime) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    responder = rt.extras.pop("responder", None)
-    if responder is not None:
-        with contextlib.suppress(Exception):
-            await responder.stop()
     rt.extras.pop("policy_cache", None)
     quota = rt.extras.pop("quota", None)
     if quota is not None:

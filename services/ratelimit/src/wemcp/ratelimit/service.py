@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.common.errors import Unprocessable
-from wemcp.ratelimit.client import OWN_KEY_SOURCES, QuotaClient
+from wemcp.quota.client import OWN_KEY_SOURCES, QuotaClient
+from wemcp.quota.policy import Limits, Override, PolicySet, publish_snapshot
 from wemcp.ratelimit.config import Settings
 from wemcp.ratelimit.models import DEFAULT_SUBJECT
-from wemcp.ratelimit.policy import Limits, Override, PolicySet, publish_snapshot
 from wemcp.ratelimit.repository import EntitlementRepository, PolicyRepository, UsageRepository
 
 NIL_USER = uuid.UUID(int=0)  # anonymous calls are recorded under the nil UUID

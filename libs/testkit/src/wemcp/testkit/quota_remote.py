@@ -1,9 +1,11 @@
-"""The NATS request/reply alternative: the ratelimit service answers decisions on a subject.
+"""Quota decisions over NATS request/reply: a :class:`DecisionResponder` answers on a subject with an
+in-process :class:`~wemcp.quota.client.QuotaClient`, and :class:`NatsQuotaClient` asks it.
 
-Measured against the in-process client in ``bench/ratelimit_decide.py``: it adds a NATS round trip
-and a JSON encode/decode on both sides to the same Lua script, so it is slower; the in-process
-:class:`~wemcp.ratelimit.client.QuotaClient` is the recommended path (see docs/services/ratelimit.md).
-Kept for callers that must not talk to Redis themselves.
+Test support, not production: every production caller (gateway, agents) decides in-process on the
+shared Redis, and ``bench/ratelimit_decide.py`` measured this path as slower (a NATS round trip and a
+JSON encode/decode on both sides around the same Lua script). The ratelimit service used to answer on
+``ratelimit.decide`` although nothing asked; a subscription that anyone on the bus could use to spend
+any user's quota is gone with it. The benchmark and the tests start a responder of their own.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from wemcp.ratelimit.client import Decision, InvalidSubject, QuotaClient
+from wemcp.quota.client import Decision, InvalidSubject, QuotaClient
 
-log = logging.getLogger("wemcp.ratelimit.remote")
+log = logging.getLogger("wemcp.testkit.quota_remote")
 QUEUE_GROUP = "ratelimit"
 
 
 class DecisionResponder:
     """Answers ``{"user_id", "kind", "id", "key_source", "run"}`` with a decision (queue group, so
-    several ratelimit processes share the load)."""
+    several responders share the load)."""
 
     def __init__(self, nc: NatsClient, quota: QuotaClient, subject: str) -> None:
         self.nc, self.quota, self.subject = nc, quota, subject
@@ -70,7 +72,7 @@ class DecisionResponder:
 
 
 class NatsQuotaClient:
-    """Same ``decide`` as :class:`QuotaClient`, answered by the ratelimit service over NATS."""
+    """Same ``decide`` as :class:`QuotaClient`, answered over NATS by a :class:`DecisionResponder`."""
 
     def __init__(self, nc: NatsClient, subject: str = "ratelimit.decide", *, timeout: float = 0.5,
                  fail_closed: bool = True, zone: str = "Asia/Shanghai",

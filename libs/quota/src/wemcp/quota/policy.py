@@ -27,7 +27,7 @@ KINDS: tuple[SubjectKind, ...] = ("server", "agent")
 SNAPSHOT_KEY = "ratelimit:policies:snapshot"
 CHANGED_CHANNEL = "ratelimit:policies:changed"
 
-log = logging.getLogger("wemcp.ratelimit.policy")
+log = logging.getLogger("wemcp.quota.policy")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The quota decision (wemcp.ratelimit.client) against a real Redis."""
+"""The quota decision (wemcp.quota.client) against a real Redis."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from redis.asyncio import Redis
 
 from wemcp.devstack.infra import free_port
-from wemcp.ratelimit.client import InvalidSubject, QuotaClient
-from wemcp.ratelimit.policy import Override, StaticPolicies
-from wemcp.ratelimit.runcontext import sign_run_context
+from wemcp.quota.client import InvalidSubject, QuotaClient
+from wemcp.quota.policy import Override, StaticPolicies
+from wemcp.quota.runcontext import sign_run_context
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
 

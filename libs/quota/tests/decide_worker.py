@@ -11,8 +11,8 @@ import sys
 
 from redis.asyncio import Redis
 
-from wemcp.ratelimit.client import QuotaClient
-from wemcp.ratelimit.policy import StaticPolicies
+from wemcp.quota.client import QuotaClient
+from wemcp.quota.policy import StaticPolicies
 
 
 async def main() -> None:

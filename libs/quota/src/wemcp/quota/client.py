@@ -7,7 +7,7 @@ them. Redis runs a script atomically, so the decision is exact however many coro
 or gateway machines decide at once.
 
 - Own-key calls (``key_source`` request/vault/oauth) are unmetered: no Redis call at all.
-- A valid signed agent-run context (see :mod:`wemcp.ratelimit.runcontext`) makes a call to one of
+- A valid signed agent-run context (see :mod:`wemcp.quota.runcontext`) makes a call to one of
   the servers it names (the saved agent's own) unmetered; an invalid one, or one presented on a
   call to any other server, is ignored and the call counted.
 - The day ends at midnight in ``zone`` (default Asia/Shanghai); counters live in keys named after
@@ -53,10 +53,10 @@ from zoneinfo import ZoneInfo
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
-from wemcp.ratelimit.policy import Limits, PolicySource, RedisPolicyCache
-from wemcp.ratelimit.runcontext import InvalidRunContext, verify_run_context
+from wemcp.quota.policy import Limits, PolicySource, RedisPolicyCache
+from wemcp.quota.runcontext import InvalidRunContext, verify_run_context
 
-log = logging.getLogger("wemcp.ratelimit.client")
+log = logging.getLogger("wemcp.quota.client")
 
 SubjectKind = Literal["server", "agent"]
 KeySource = Literal["request", "vault", "oauth", "system", "none"]
@@ -468,7 +468,7 @@ class QuotaClient:
 async def open_quota_client(redis: Redis, settings: Any,
                             clock: Callable[[], float] | None = None) -> QuotaClient:
     """What the gateway calls in its lifespan: a client on the service's live policies
-    (``settings`` is :class:`wemcp.ratelimit.config.Settings`). Close it with ``await client.aclose()``."""
+    (``settings`` is :class:`wemcp.quota.config.QuotaSettings`). Close it with ``await client.aclose()``."""
     cache = RedisPolicyCache(redis, settings.default_limits(), max_age=settings.policy_max_age_seconds)
     await cache.start()
     return QuotaClient.from_settings(redis, cache, settings, clock)
