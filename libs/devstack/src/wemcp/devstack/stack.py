@@ -167,6 +167,8 @@ class Stack:
         base_env.setdefault("WEMCP_AGENTS_PROVIDER_KEY_SECRET", self._local_secret("agents-provider-key-secret"))
         base_env.setdefault("WEMCP_AGENTS_GATEWAY_URL", f"http://127.0.0.1:{self.gateway_port}")
         base_env.setdefault("WEMCP_CATALOG_GATEWAY_PUBLIC_URL", f"http://127.0.0.1:{self.gateway_port}")
+        # a provider sign-in or a third-party connection ends in the console, not on a JSON page
+        base_env.setdefault("WEMCP_AUTH_POST_LOGIN_REDIRECT", f"http://127.0.0.1:{self.gateway_port}/account")
         ports = {name: free_port() for name in names if name != "gateway"}
         ports.update({n: p.port for n, p in self.services.items() if n not in ports})
         if "catalog" in ports:  # the deployer fetches uploaded source archives from the catalog
