@@ -15,7 +15,7 @@ from typing import Any
 import httpx2 as httpx
 
 from wemcp.devstack.stack import Stack
-from wemcp.devstack.testing import tar_gz, wait_for
+from wemcp.devstack.testing import npm_install, tar_gz, wait_for
 
 NODE_TOOLS = Path(__file__).resolve().parent / "node"
 
@@ -86,9 +86,5 @@ async def submit_archive(c: httpx.AsyncClient, headers: dict[str, str], manifest
 def node_tool(name: str) -> Path:
     """A Node tool pinned in tests/e2e/node/package.json, installed with `npm ci` on first use."""
     exe = NODE_TOOLS / "node_modules" / ".bin" / name
-    if not exe.exists():
-        out = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_TOOLS,
-                             capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert exe.exists(), f"{name} not installed by npm ci in {NODE_TOOLS}"
+    npm_install(NODE_TOOLS, exe)
     return exe

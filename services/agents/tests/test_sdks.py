@@ -12,6 +12,7 @@ from test_chat_completions import TIME_Q, check_time_answer
 
 SDK = Path(__file__).resolve().parents[3] / "sdk"
 
+from wemcp.devstack.testing import npm_install  # noqa: E402
 from wemcp.sdk import AsyncWeMcp, mcp, mcp_calls, mcp_server  # noqa: E402
 
 
@@ -49,9 +50,7 @@ async def _run(*cmd: str, cwd: Path, env: dict[str, str] | None = None, timeout:
 async def test_node_sdk(platform):
     assert shutil.which("node") and shutil.which("npm"), "node and npm are needed for the Node SDK test"
     node_dir = SDK / "node"
-    if not (node_dir / "node_modules" / "openai").exists():
-        code, out = await _run("npm", "install", "--no-audit", "--no-fund", cwd=node_dir)
-        assert code == 0, out[-2000:]
+    await asyncio.to_thread(npm_install, node_dir, node_dir / "node_modules" / "openai", ci=False)
     await platform.add_provider()
     env = {**os.environ, "WEMCP_BASE_URL": platform.gateway, "WEMCP_API_KEY": platform.user_token,
            "WEMCP_MODEL": "scripted-1"}

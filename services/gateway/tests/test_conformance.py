@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from wemcp.common.events.servers import ServerSubmitted
-from wemcp.devstack.testing import tar_gz
+from wemcp.devstack.testing import npm_install, tar_gz
 
 pytestmark = pytest.mark.asyncio
 REPO = Path(__file__).resolve().parents[3]
@@ -45,14 +45,9 @@ LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"]  # the deployment's Host al
 
 
 async def installed() -> None:
-    if NODE.exists() and CLI.exists():
-        return
-    npm = shutil.which("npm")
-    assert npm, "npm is needed once to install the conformance suite (tests/conformance: npm ci)"
-    proc = await asyncio.create_subprocess_exec(npm, "ci", "--no-audit", "--no-fund", cwd=SUITE,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, out.decode()[-2000:]
+    assert shutil.which("npm"), "npm is needed once to install the conformance suite (tests/conformance: npm ci)"
+    await asyncio.to_thread(npm_install, SUITE, CLI)
+    assert NODE.exists(), NODE
 
 
 async def run_suite(url: str, name: str) -> dict[str, str]:

@@ -105,6 +105,23 @@ def tar_gz(files: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
+def npm_install(directory: Path, done: Path, *, ci: bool = True, timeout: float = 600) -> None:
+    """Install ``directory``'s npm packages once (``npm ci`` from its lock file, or ``npm install``
+    where the project keeps none), unless ``done`` exists. ``make test`` runs on two workers that
+    may ask for the same directory at once: an exclusive lock on ``<directory>/.npm-install.lock``
+    lets one install while the other waits, so node_modules is never written by two npms."""
+    import fcntl
+
+    with open(directory / ".npm-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return
+        cmd = ["npm", "ci" if ci else "install", "--no-audit", "--no-fund", "--loglevel=error"]
+        out = subprocess.run(cmd, cwd=directory, capture_output=True, text=True, timeout=timeout)
+        assert out.returncode == 0, f"{' '.join(cmd)} in {directory}: " + out.stdout[-2000:] + out.stderr[-2000:]
+    assert done.exists(), f"{done} is missing after npm installed {directory}"
+
+
 async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:  # noqa: ASYNC109
     """Poll ``predicate`` (a function returning a value or an awaitable) until its value is truthy;
     return that value, or fail the test with the last value seen after ``timeout`` seconds."""
