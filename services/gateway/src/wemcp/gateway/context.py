@@ -76,7 +76,7 @@ class CallContext:
     decision: Any = None  # QuotaDecision | None
     ahead: asyncio.Future[Any] | None = None
     relayed: bool = False  # the server may ask the client something during the call (relay.py)
-    t0: float = field(default_factory=time.perf_counter)
+    t0: float = field(default_factory=time.perf_counter)  # reset by with_request and call_tool
 
     @property
     def slug(self) -> str:
@@ -90,6 +90,7 @@ class CallContext:
 
     def with_request(self, msg: dict[str, Any], raw: bytes = b"") -> CallContext:
         """This context for one JSON-RPC request (``msg`` is a request: classify() said so)."""
+        self.t0 = time.perf_counter()  # a call's latency is counted from its request on
         self.msg, self.raw = msg, raw
         self.req_id, self.method = msg["id"], msg["method"]
         self.params = params_of(msg)

@@ -399,7 +399,7 @@ class Pipeline:
         ``ctx.decision``."""
         route, tool = ctx.route, ctx.tool
         assert route is not None and tool is not None
-        ctx.method = "tools/call"
+        ctx.method, ctx.t0 = "tools/call", time.perf_counter()
         resolved = await self.resolve(ctx)
         if resolved.missing:
             return {"error": {"code": -32602, "message": f"{route.slug} needs {', '.join(resolved.missing)}",
