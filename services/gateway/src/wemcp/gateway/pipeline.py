@@ -40,6 +40,7 @@ from wemcp.common.identity import Identity
 from wemcp.common.trust import HEADER_ASSERTION_RAW, InvalidAssertion, Verifier
 from wemcp.gateway.calls import CallRecord
 from wemcp.gateway.context import CallContext
+from wemcp.gateway.forward import Forwarder
 from wemcp.gateway.keys import Resolved
 from wemcp.gateway.relay import RELAYED, Channel, Relay
 from wemcp.gateway.routes import Route
@@ -120,8 +121,6 @@ class Pipeline:
         # requests of 2025 client sessions in flight on pooled upstream sessions: (client session, its
         # request id) -> (upstream session, the id it carries there), for notifications/cancelled
         self.inflight: dict[tuple[str, Any], tuple[Any, int]] = {}
-        from wemcp.gateway.forward import Forwarder  # forward.py builds on this module's helpers
-
         self.forwarder = Forwarder(self)
 
     # -- identify ---------------------------------------------------------------------------------------
