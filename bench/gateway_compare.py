@@ -104,7 +104,7 @@ def run_echo() -> None:
 
 
 # -- the deployer's bridge, in its own process ---------------------------------------------------------------
-async def run_bridge(port_file: Path) -> None:
+async def run_bridge(port_file: Path, slug: str = "echo") -> None:
     from wemcp.common.logging import configure_logging
     from wemcp.deployer import sandbox
     from wemcp.deployer.bridge import Bridge, Hosted
@@ -118,7 +118,7 @@ async def run_bridge(port_file: Path) -> None:
     # workspace's interpreter under /root. Only how the child starts differs, not the per-call path.
     caps = sandbox.Capabilities("restricted", own_uid=False, netns=False)
     bridge = Bridge(caps=caps, limits=sandbox.Limits(), run_dir=run_dir)
-    bridge.register(Hosted(slug="echo", make_command=lambda env: Command(argv=ECHO_CMD, root=BENCH, env={}),
+    bridge.register(Hosted(slug=slug, make_command=lambda env: Command(argv=ECHO_CMD, root=BENCH, env={}),
                            allowed_env=set()))
     await bridge.start()
     from wemcp.common.service import freeze_startup_objects
@@ -451,10 +451,11 @@ async def main(a: argparse.Namespace) -> None:
     try:
         async with jwks.serve() as auth_url:
             # the bridge (the hosted server "directly")
-            async def start_bridge(py: str, script: str, name: str,
-                                   cwd: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+            async def start_bridge(py: str, script: str, name: str, cwd: Path,
+                                   slug: str = "echo") -> tuple[subprocess.Popen[bytes], str, str]:
                 port_file = tmp / f"{name}.port"
-                proc = spawn([py, script, "--role", "bridge", "--port-file", str(port_file)], name, cwd=cwd)
+                proc = spawn([py, script, "--role", "bridge", "--port-file", str(port_file), "--slug", slug], name,
+                             cwd=cwd)
                 for _ in range(2400):  # 2 minutes: a loaded machine starts Python slowly
                     if port_file.exists() and port_file.read_text():
                         break
@@ -489,9 +490,10 @@ async def main(a: argparse.Namespace) -> None:
                 await publish_route(nats_srv.url, "echo", bridge_url)
                 if base_tree is not None:  # the same, from the baseline tree, in front of its own bridge
                     base_py = str(base_tree / ".venv" / "bin" / "python")
-                    bb, bbport, _ = await start_bridge(base_py, str(base_tree / "bench" / "gateway_compare.py"),
-                                                       "base-bridge", base_tree / "bench")
-                    base_bridge_url = f"http://127.0.0.1:{bbport}/s/echo/mcp"
+                    # this script's bridge role run by that tree's venv (so that tree's deployer bridge),
+                    # hosting the slug the base gateway routes: the bridge credential is per slug
+                    bb, bbport, _ = await start_bridge(base_py, SELF, "base-bridge", BENCH, slug="echo-base")
+                    base_bridge_url = f"http://127.0.0.1:{bbport}/s/echo-base/mcp"
                     bgport = free_port()
                     benv = {**env, "WEMCP_GATEWAY_PORT": str(bgport)}
                     bgw = spawn([base_py, "-m", "wemcp.gateway.main"], "base-gateway", benv, cwd=base_tree / "bench")
@@ -527,7 +529,8 @@ async def main(a: argparse.Namespace) -> None:
             def with_credential(r: str) -> tuple[str, str, Mapping[str, str]]:
                 url, mode, headers = targets[r]
                 if r in ("direct", "base-direct"):
-                    headers = {**headers, HEADER_ASSERTION: issuer.bridge_token("echo")}
+                    slug = "echo" if r == "direct" else "echo-base"
+                    headers = {**headers, HEADER_ASSERTION: issuer.bridge_token(slug)}
                 return url, mode, headers
 
             for r in rows:
@@ -628,6 +631,7 @@ if __name__ == "__main__":
     ap.add_argument("--port-file", default="")
     ap.add_argument("--url", default="")
     ap.add_argument("--mode", default="2026")
+    ap.add_argument("--slug", default="echo", help="the slug a --role bridge hosts")
     ap.add_argument("--headers", default="{}")
     a = ap.parse_args()
     if a.role == "echo":
@@ -635,7 +639,7 @@ if __name__ == "__main__":
     elif a.role == "bridge":
         import uvloop
 
-        uvloop.run(run_bridge(Path(a.port_file)))  # the deployer process runs on uvloop (deployer.main)
+        uvloop.run(run_bridge(Path(a.port_file), a.slug))  # the deployer process runs on uvloop (deployer.main)
     elif a.role == "client":
         import uvloop
 

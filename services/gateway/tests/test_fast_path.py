@@ -33,14 +33,14 @@ async def test_fast_path_keeps_the_middlewares_and_leaves_other_paths_alone(stac
         r = await h.post(stack.url + "/mcp/fast/messages?session_id=nope", json=call)
         assert r.status_code == 404 and "x-request-id" in r.headers
         # an exception nobody caught: logged, 500 problem+json (as the framework's error middleware did)
-        router = stack.mcp.router
+        adapter = stack.mcp.router.streamable_http  # the Streamable HTTP adapter (streamable.py)
 
         async def boom(*args: object, **kwargs: object) -> None:
             raise RuntimeError("boom")
 
-        router._streamable = boom
+        adapter.handle = boom
         try:
             r = await h.post(stack.url + "/mcp/fast", json=call, headers=MODERN)
             assert r.status_code == 500 and r.json()["title"] == "Internal Server Error"
         finally:
-            del router._streamable
+            del adapter.handle

@@ -53,6 +53,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from wemcp.common import sse
 from wemcp.common.http import http_protocol
 from wemcp.common.logging import get_logger
 from wemcp.common.trust import HEADER_ASSERTION_RAW, BridgeGuard, KeyRing, environment_ring
@@ -330,7 +331,7 @@ class Bridge:
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                     (b"x-accel-buffering", b"no")]})
-            await send({"type": "http.response.body", "body": b"event: message\ndata: " + _dumps(m) + b"\n\n",
+            await send({"type": "http.response.body", "body": sse.encode(_dumps(m)),
                         "more_body": True})
 
         try:
@@ -721,7 +722,7 @@ class Bridge:
                         continue
                     if not msg:
                         return
-                    yield f"event: message\ndata: {json.dumps(msg, separators=(',', ':'))}\n\n"
+                    yield sse.encode(json.dumps(msg, separators=(",", ":")).encode())
             finally:
                 if session.stream is queue:
                     session.stream = None
@@ -759,14 +760,14 @@ class Bridge:
         async def stream() -> Any:
             try:
                 with self.idle.holding(slug, credential_key(env)):  # an open stream: its child is not idle
-                    yield f"event: endpoint\ndata: /s/{slug}/messages?session_id={sid}\n\n"
+                    yield sse.encode(f"/s/{slug}/messages?session_id={sid}".encode(), event="endpoint")
                     while True:
                         try:
                             msg = await asyncio.wait_for(queue.get(), 15)
                         except TimeoutError:
                             yield ": keep-alive\n\n"
                             continue
-                        yield f"event: message\ndata: {json.dumps(msg, separators=(',', ':'))}\n\n"
+                        yield sse.encode(json.dumps(msg, separators=(",", ":")).encode())
             finally:
                 self.sessions.pop(sid, None)
 

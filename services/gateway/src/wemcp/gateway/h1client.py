@@ -32,16 +32,23 @@ import re
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 if TYPE_CHECKING:
     from wemcp.common.netpolicy import EgressPolicy
 
-__all__ = ["ConnectError", "H1Client", "H1Error", "H1Response", "ProtocolError", "ServerDisconnected"]
+__all__ = ["ConnectError", "H1Client", "H1Error", "H1Response", "HeaderItems", "ProtocolError", "ServerDisconnected"]
+
+
+class HeaderItems(Protocol):
+    """Request headers: a mapping, or anything whose ``items()`` gives (name, value) pairs — a name may
+    then repeat (the replicas forward a client's headers as sent)."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
 
 
 class H1Error(Exception):
@@ -90,7 +97,7 @@ def _check_method(method: str) -> None:
         _METHODS.add(method)
 
 
-def _bad_header(headers: Mapping[str, str] | None) -> ProtocolError:
+def _bad_header(headers: HeaderItems | None) -> ProtocolError:
     """The error for a header block that failed the CR/LF/NUL check (slow path: find the culprit)."""
     for k, v in (headers or {}).items():
         if any(c in str(v) for c in "\r\n\0"):
@@ -533,7 +540,7 @@ class H1Client:
     def idle_connections(self) -> int:
         return sum(len(v) for v in self._idle.values())
 
-    async def request(self, method: str, url: str, body: bytes = b"", headers: Mapping[str, str] | None = None,
+    async def request(self, method: str, url: str, body: bytes = b"", headers: HeaderItems | None = None,
                       timeout: float | None = None) -> H1Response:  # noqa: ASYNC109 (the per-request override)
         if self._closed:
             raise H1Error("the client is closed")

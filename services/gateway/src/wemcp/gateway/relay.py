@@ -40,6 +40,8 @@ from typing import Any
 import orjson
 
 from wemcp.common.logging import get_logger
+from wemcp.common.sse import SseParser, SseTooLarge, aiter_events
+from wemcp.gateway.context import CallContext
 from wemcp.gateway.h1client import H1Error
 from wemcp.gateway.resume import SessionEvents, StreamLog
 from wemcp.gateway.upstream import (
@@ -57,22 +59,13 @@ RELAYED = frozenset({"tools/call", "prompts/get", "resources/read"})
 STATE_PREFIX = "wemcp-rs."  # gateway requestState tokens (2026 clients of 2025 upstreams)
 MAX_ROUNDS = 10  # InputRequiredResult rounds the gateway drives for a 2025 client (the SDKs' default)
 MAX_EVENT = 16 * 1024 * 1024
+MAX_RETRY_MS = 60_000  # an upstream's retry hint is capped at this
 MAX_RECONNECTS = 3  # reconnections in a row to an upstream that closes its stream without a new event
 Finish = Callable[[str, "int | None", int], None]  # (status, error code, response bytes): the call event
 
 
 def _rpc_error(req_id: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
-
-
-class SseState:
-    """What an SSE response said besides its messages: the last event id and the retry hint (ms)."""
-
-    __slots__ = ("last_id", "retry")
-
-    def __init__(self) -> None:
-        self.last_id: str | None = None
-        self.retry: int | None = None
 
 
 @dataclass
@@ -83,59 +76,26 @@ class Closed:
     retry: int | None
 
 
-async def iter_sse(resp: Any, state: SseState | None = None) -> AsyncIterator[dict[str, Any]]:
-    """The JSON-RPC messages of an SSE response, as they arrive (comments and pings skipped);
-    ``state`` keeps its event ids and retry hint."""
-    pending: list[bytes] = []  # an unfinished line, in pieces (joined once: linear in its size)
-    size = 0
-    data: list[bytes] = []
-    st = state if state is not None else SseState()
-    async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > MAX_EVENT:
-            raise UpstreamError("the server sent an SSE event over 16 MiB", -32002)
-        if b"\n" not in chunk:
-            pending.append(chunk)
-            continue
-        *lines, rest = (b"".join(pending) + chunk if pending else chunk).split(b"\n")
-        pending, size = ([rest], len(rest)) if rest else ([], 0)
-        for line in lines:
-            msg = _sse_line(line.rstrip(b"\r"), data, st)
-            if msg is not None:
-                yield msg
-    for line in (b"".join(pending), b""):  # a last line without its newline, then the end of the event
-        msg = _sse_line(line.rstrip(b"\r"), data, st)
-        if msg is not None:
-            yield msg
-
-
-def _sse_line(line: bytes, data: list[bytes], state: SseState) -> dict[str, Any] | None:
-    """One SSE line: ``data:`` lines collect in ``data``; the blank line ending an event returns its
-    message (None for anything else, or data that is not a JSON object); ``id:`` and ``retry:`` go
-    to ``state``."""
-    if line.startswith(b"data:"):
-        value = line[5:]
-        data.append(value[1:] if value.startswith(b" ") else value)
-        return None
-    if line.startswith(b"id:"):
-        value = line[3:].strip()
-        if value and b"\0" not in value:
-            state.last_id = value.decode("utf-8", "replace")
-        return None
-    if line.startswith(b"retry:"):
-        value = line[6:].strip()
-        if value.isdigit():
-            state.retry = min(int(value), 60_000)
-        return None
-    if line or not data:
-        return None
-    raw = b"\n".join(data)
-    data.clear()
+async def iter_sse(resp: Any, parser: SseParser | None = None) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC messages of an SSE response, as they arrive (comments, pings and events that are
+    not a JSON object skipped; a last event without its blank line still counts); ``parser`` keeps
+    the stream's last event id and retry hint (wemcp.common.sse)."""
+    p = parser if parser is not None else SseParser(MAX_EVENT)
     try:
-        msg = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return msg if isinstance(msg, dict) else None
+        async for event in aiter_events(resp.content.iter_any(), p, dispatch_incomplete=True):
+            try:
+                msg = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(msg, dict):
+                yield msg
+    except SseTooLarge:
+        raise UpstreamError("the server sent an SSE event over 16 MiB", -32002) from None
+
+
+def _resume_from(parser: SseParser) -> str | None:
+    """The event id to resume a stream from (None: nothing to resume from)."""
+    return parser.last_id or None
 
 
 def _kind(m: dict[str, Any]) -> str:
@@ -320,10 +280,10 @@ class Relay:
             reply["error"] = msg["error"]
         else:
             reply["result"] = msg.get("result")
-        await self._post(w.upstream, reply)
+        await self.post(w.upstream, reply)
         return True
 
-    async def _post(self, sess: LegacySession, reply: dict[str, Any]) -> None:
+    async def post(self, sess: LegacySession, reply: dict[str, Any]) -> None:
         """An answer to the upstream session's own request, or a notification on that session (the
         upstream acknowledges with 202)."""
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
@@ -339,14 +299,17 @@ class Relay:
             log.info("relay_answer_failed", error=str(exc))
 
     # -- one call ------------------------------------------------------------------------------------------
-    async def call(self, channel: Channel, route: Any, resolved: Any, user_key: str, msg: dict[str, Any],
-                   raw: bytes, client_modern: bool, sess: Any, finish: Finish,
+    async def call(self, channel: Channel, ctx: CallContext, finish: Finish,
                    on_sent: Callable[[LegacySession, int], None] | None = None) -> bool:
         """A call of a client that can be asked something (a 2025 session, or a 2026 client of a
-        2025 upstream). Sends the reply (or the question) on ``channel``; ``finish`` records the call
-        once it is over. False (nothing sent): not for the relay — 2026-07-28 on both sides, or the
-        upstream's era unknown because it is unreachable (the router reports that)."""
+        2025 upstream), keys resolved and quota decided (``ctx``, pipeline.py). Sends the reply (or the
+        question) on ``channel``; ``finish`` records the call once it is over. False (nothing sent):
+        not for the relay — 2026-07-28 on both sides, or the upstream's era unknown because it is
+        unreachable (the router reports that)."""
         up = self.up
+        route, resolved, user_key, msg, raw = ctx.route, ctx.resolved, ctx.user_key, ctx.msg, ctx.raw
+        client_modern, sess = ctx.client_modern, ctx.session
+        assert route is not None and resolved is not None
         try:
             modern = await up.modern_for(route, resolved, client_modern)
         except UpstreamError:
@@ -433,20 +396,22 @@ class Relay:
         ``Last-Event-ID`` — and goes on with what it replays and what follows, as often as the
         upstream closes (up to ``MAX_RECONNECTS`` reconnections in a row that bring nothing new).
         ``resp.resp`` is always the response being read (its holder releases it)."""
-        state = SseState()
+        parser = SseParser(MAX_EVENT)  # one for every reconnection: the last event id carries over
         idle = 0
         while True:
-            before = state.last_id
-            async for m in iter_sse(resp.resp, state):
+            before = _resume_from(parser)
+            async for m in iter_sse(resp.resp, parser):
                 yield m
-            if state.last_id is None:
+            last_id = _resume_from(parser)
+            if last_id is None:
                 return  # nothing to resume from: the stream just ended
-            idle = idle + 1 if state.last_id == before else 0
+            idle = idle + 1 if last_id == before else 0
             if idle > MAX_RECONNECTS:
                 return
-            yield Closed(state.retry)
-            await asyncio.sleep((state.retry if state.retry is not None else 1000) / 1000)
-            again = await self._reconnect(resp.session, state.last_id)
+            retry = min(parser.retry, MAX_RETRY_MS) if parser.retry is not None else None
+            yield Closed(retry)
+            await asyncio.sleep((retry if retry is not None else 1000) / 1000)
+            again = await self._reconnect(resp.session, last_id)
             if again is None:
                 return
             resp.resp.release()
@@ -559,9 +524,11 @@ class Relay:
         token = params.get("requestState") if isinstance(params, dict) else None
         return token if isinstance(token, str) and token.startswith(STATE_PREFIX) else None
 
-    async def resume(self, channel: Channel, token: str, route: Any, user_key: str, msg: dict[str, Any]) -> None:
+    async def resume(self, channel: Channel, token: str, ctx: CallContext) -> None:
         """A 2026 client's retry carrying a gateway ``requestState``: its answers go to the parked
         upstream call, which goes on, on this request's response."""
+        route, user_key, msg = ctx.route, ctx.user_key, ctx.msg
+        assert route is not None
         parked = self.parked.get(token)
         if parked is None or (parked.user_key, parked.slug, parked.method, parked.name) != \
                 (user_key, route.slug, msg["method"], _name(msg.get("params") or {})):
@@ -576,9 +543,9 @@ class Relay:
         answers: dict[str, Any] = raw_answers if isinstance(raw_answers, dict) else {}
         for key, upstream_id in parked.asked.items():
             if key in answers:
-                await self._post(parked.stream.session, {"jsonrpc": "2.0", "id": upstream_id, "result": answers[key]})
+                await self.post(parked.stream.session, {"jsonrpc": "2.0", "id": upstream_id, "result": answers[key]})
             else:
-                await self._post(parked.stream.session, {"jsonrpc": "2.0", "id": upstream_id, "error": {
+                await self.post(parked.stream.session, {"jsonrpc": "2.0", "id": upstream_id, "error": {
                     "code": -32603, "message": "the client did not answer"}})
         parked.asked = {}
         raw_meta = params.get("_meta")
@@ -647,7 +614,7 @@ class Relay:
         if parked.timer is not None:
             parked.timer.cancel()
         for upstream_id in parked.asked.values():
-            await self._post(parked.stream.session, {"jsonrpc": "2.0", "id": upstream_id,
+            await self.post(parked.stream.session, {"jsonrpc": "2.0", "id": upstream_id,
                                                      "error": {"code": -32001, "message": why}})
         with contextlib.suppress(Exception):
             await parked.messages.aclose()  # type: ignore[attr-defined]

@@ -36,8 +36,9 @@ import secrets
 import time
 from typing import Any
 
-import aiohttp
 import structlog
+
+from wemcp.gateway.h1client import H1Client, H1Error
 
 log = structlog.get_logger("wemcp.gateway.replicas")
 
@@ -51,6 +52,16 @@ _STATE = re.compile(rb'"requestState"\s*:\s*"wemcp-rs\.([0-9a-f]{8})\.')
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
                          b"proxy-connection", b"content-length"})
 _RESP_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"})
+
+
+MAX_PEER_CONNECTIONS = 4096  # to the other replicas: each open forwarded stream holds one
+
+
+class HeaderPairs(list[tuple[str, str]]):
+    """A request's headers as sent, repeated names included (``H1Client.request`` reads ``items()``)."""
+
+    def items(self) -> list[tuple[str, str]]:
+        return self
 
 
 def owner_of(token: str) -> str | None:
@@ -70,7 +81,7 @@ class Replicas:
         self.max_body, self.body_timeout = max_body, body_timeout
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http: H1Client | None = None  # the gateway's own client (h1client.py), as to upstreams
         self.forwarded = 0  # requests sent to their owner (tests and the bench read it)
 
     @property
@@ -87,9 +98,10 @@ class Replicas:
             return
         await self._announce()
         self._task = asyncio.create_task(self._renew(), name="gateway-replica-announce")
-        self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=self.read_timeout),
-            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True), auto_decompress=False)
+        # the owner's answer may be a long SSE stream: ``read_timeout`` bounds the wait for its headers
+        # and then each silence between chunks, never the whole stream
+        self._http = H1Client(max_connections=MAX_PEER_CONNECTIONS, connect_timeout=self.timeout,
+                              timeout=self.read_timeout)
         log.info("gateway_replica_announced", replica=self.id, peer_url=self.peer_url)
 
     async def stop(self) -> None:
@@ -102,6 +114,7 @@ class Replicas:
                 await self.redis.delete(KEY + self.id)  # the others stop forwarding at once
         if self._http is not None:
             await self._http.close()
+            self._http = None
 
     async def _announce(self) -> None:
         await self.redis.set(KEY + self.id, self.peer_url or "", ex=max(1, int(self.ttl)))
@@ -138,12 +151,12 @@ class Replicas:
         qs = scope.get("query_string", b"")
         target = url + scope.get("raw_path", scope["path"].encode()).decode("latin-1") + ("?" + qs.decode("latin-1")
                                                                                          if qs else "")
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP_BY_HOP]
+        headers = HeaderPairs((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+                              if k not in _HOP_BY_HOP)
         headers.append((HOP.decode(), self.id))
         try:
-            resp = await self._http.request(scope["method"], target, headers=headers, data=body or None,
-                                            allow_redirects=False)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            resp = await self._http.request(scope["method"], target, body, headers)
+        except (H1Error, TimeoutError, OSError) as exc:
             log.warning("gateway_replica_unreachable", url=url, error=str(exc)[:200])
             return False
         self.forwarded += 1
@@ -167,13 +180,12 @@ class Replicas:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if not gone.is_set():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientError, OSError):
+        except (H1Error, TimeoutError, OSError):
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
             resp.release()
-            resp.close()
         return True
 
 

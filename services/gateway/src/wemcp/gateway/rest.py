@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
@@ -18,9 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from wemcp.common.errors import AppError, BadGateway, NotFound, Unauthorized, Unprocessable
 from wemcp.common.http import problem
 from wemcp.common.identity import Identity
-from wemcp.gateway.mcp import Refused, _Headers
-from wemcp.gateway.routes import Route
+from wemcp.gateway.context import CallContext
+from wemcp.gateway.rpc import Refused
 from wemcp.gateway.upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from wemcp.gateway.wiring import Mcp
 
 router = APIRouter(prefix="/api/v1", tags=["mcp"])
 Slug = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -38,13 +41,14 @@ class BundleCreate(BaseModel):
     name: str = Field(default="", max_length=100)
 
 
-def _mcp(request: Request) -> Any:
-    return request.app.state.runtime.extras["mcp"]
+def _mcp(request: Request) -> Mcp:
+    mcp: Mcp = request.app.state.runtime.extras["mcp"]
+    return mcp
 
 
-async def _caller(request: Request, mcp: Any) -> tuple[Identity | None, Any]:
+async def _caller(request: Request, mcp: Mcp) -> tuple[Identity | None, Any]:
     try:
-        return await mcp.router.identify(request.scope)
+        return await mcp.router.pipeline.identify(request.scope)
     except Refused as r:
         raise _as_error(r) from None
 
@@ -55,25 +59,30 @@ def _as_error(r: Refused) -> AppError:
     return err
 
 
-async def _routed(request: Request, slug: str) -> tuple[Any, Identity | None, Route]:
-    """The router, the caller and the server's route (refusals as problems, as over MCP)."""
+async def _routed(request: Request, slug: str, tool: str | None = None) -> tuple[Mcp, CallContext]:
+    """The caller's context for a server (identify, route; refusals as problems, as over MCP)."""
     mcp = _mcp(request)
-    ident, grant = await _caller(request, mcp)
+    pipeline = mcp.router.pipeline
     try:
-        return mcp, ident, mcp.router.route_for(slug, grant)
+        ctx = await pipeline.enter(request.scope, slug)
+        ctx.route = pipeline.route_for(slug, ctx.grant)
     except Refused as r:
         raise _as_error(r) from None
+    ctx.tool = tool
+    return mcp, ctx
 
 
 @router.get("/servers/{slug}/tools")
 async def list_tools(slug: Slug, request: Request) -> dict[str, Any]:
-    mcp, ident, route = await _routed(request, slug)
+    mcp, ctx = await _routed(request, slug)
+    route = ctx.route
+    assert route is not None
     if route.kind == "mcp" and route.tools:
         tools = [{"name": t["name"], "title": t.get("title"), "description": t.get("description"),
                   "inputSchema": t.get("input_schema") or t.get("inputSchema") or {}} for t in route.tools]
     else:
         try:
-            tools = await mcp.router.list_tools(route, ident, str(ident.user_id) if ident else "anon", request.scope)
+            tools = await mcp.router.pipeline.list_tools(ctx)
         except UpstreamError as exc:
             raise BadGateway(f"the server did not list its tools: {exc}") from None
     return {"server": slug, "items": tools, "total": len(tools)}
@@ -81,10 +90,10 @@ async def list_tools(slug: Slug, request: Request) -> dict[str, Any]:
 
 @router.post("/servers/{slug}/tools/{tool}/call")
 async def call_tool(slug: Slug, tool: Tool, body: ToolCall, request: Request) -> JSONResponse:
-    mcp, ident, route = await _routed(request, slug)
-    reply = await mcp.router.call_tool(route, ident, str(ident.user_id) if ident else "anon", tool,
-                                       body.arguments, request.scope)
-    decision = reply.pop("_decision", None)
+    """Try a tool out: the same pipeline as an MCP call (keys, quota, call event)."""
+    mcp, ctx = await _routed(request, slug, tool)
+    reply = await mcp.router.pipeline.call_tool(ctx, body.arguments)
+    decision = ctx.decision
     headers = decision.headers() if decision is not None else {}
     if "error" in reply:
         err = reply["error"]
@@ -97,9 +106,8 @@ async def call_tool(slug: Slug, tool: Tool, body: ToolCall, request: Request) ->
         if code == -32602:
             raise NotFound(err["message"])
         return problem(502, "Bad Gateway", str(err.get("message")), headers=headers, code=code)
-    result = reply["result"]
-    key_source = (await mcp.keys.resolve(route, ident.user_id if ident else None, _Headers(request.scope))).source
-    return JSONResponse({"server": slug, "tool": tool, "key_source": key_source, "result": result},
+    assert ctx.resolved is not None
+    return JSONResponse({"server": slug, "tool": tool, "key_source": ctx.resolved.source, "result": reply["result"]},
                         headers=headers)
 
 

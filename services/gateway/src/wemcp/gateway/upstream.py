@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from wemcp.common import sse
 from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressPolicy, refusal_in
 from wemcp.common.trust import HEADER_ASSERTION, Issuer
@@ -155,18 +156,9 @@ def parse_messages(body: bytes, content_type: str) -> list[dict[str, Any]]:
     """JSON-RPC messages of an upstream reply: a JSON body or the ``data:`` lines of an SSE body."""
     if "text/event-stream" in content_type:
         out: list[dict[str, Any]] = []
-        data: list[bytes] = []
-        for line in body.split(b"\n"):
-            line = line.rstrip(b"\r")
-            if line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" "))
-            elif not line and data:
-                with contextlib.suppress(Exception):
-                    out.append(orjson.loads(b"\n".join(data)))
-                data = []
-        if data:
+        for event in sse.parse(body, dispatch_incomplete=True):  # a body may end without the blank line
             with contextlib.suppress(Exception):
-                out.append(orjson.loads(b"\n".join(data)))
+                out.append(orjson.loads(event.data))
         return out
     if not body.strip():
         return []

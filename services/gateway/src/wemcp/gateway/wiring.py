@@ -8,40 +8,38 @@ set or replaced later — the auth wiring, a test — is honoured).
 from __future__ import annotations
 
 import json
-import re
-import secrets
-import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import orjson
 from fastapi import FastAPI
 from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 
-from wemcp.common.errors import BadRequest, ConfigError, Forbidden, NotFound
+from wemcp.common.errors import ConfigError, Forbidden, NotFound
 from wemcp.common.identity import Identity
 from wemcp.common.logging import get_logger
+from wemcp.gateway.bundles import Bundles, scope_refusal
 from wemcp.gateway.calls import CallRecorder
+from wemcp.gateway.config import Settings
+from wemcp.gateway.context import QuotaPort
 from wemcp.gateway.keys import KeyResolver
-from wemcp.gateway.mcp import McpRouter, Refused
+from wemcp.gateway.mcp import McpRouter
 from wemcp.gateway.openapi import OpenApiTools
 from wemcp.gateway.pathguard import PathGuard
 from wemcp.gateway.replicas import ReplicaRouter
 from wemcp.gateway.routes import RouteTable
+from wemcp.gateway.rpc import problem, respond
 from wemcp.gateway.spool import Spool, SpoolBusy
 from wemcp.gateway.upstream import Upstream
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from wemcp.gateway.main import GatewayState
+
 log = get_logger("wemcp.gateway.wiring")
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-
-
-def scope_refusal(grant: Any, servers: list[str]) -> str | None:
-    """Why a server-scoped platform API key (``ApiKeyGrant``) may not call these servers; None when
-    it may (an unscoped key, a token, or every server in its scope)."""
-    outside = [] if grant is None or grant.servers is None else [s for s in servers if not grant.allows(s)]
-    return f"this API key is not allowed to call {', '.join(map(repr, outside))}" if outside else None
 
 
 def refuse_server_scoped(request: Any) -> None:
@@ -54,80 +52,29 @@ def refuse_server_scoped(request: Any) -> None:
                         f"{', '.join(map(repr, grant.servers))}; use it at /mcp/<server> only")
 
 
-class Bundles:
-    """A user's chosen set of servers, served as one MCP server. Stored in Redis
-    (``gateway:bundle:<id>``); the gateway keeps a short in-memory cache."""
-
-    def __init__(self, redis: Any, ttl: float = 30.0) -> None:
-        self.redis = redis
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
-
-    async def create(self, owner: Identity, servers: list[str], name: str = "", grant: Any = None) -> dict[str, Any]:
-        if not servers or len(servers) > 50 or len(set(servers)) != len(servers):
-            raise BadRequest("give 1 to 50 distinct server slugs")
-        bad = [s for s in servers if not _SLUG.match(s) or "__" in s]
-        if bad:
-            raise BadRequest(f"invalid server slugs: {bad[:5]}")
-        refused = scope_refusal(grant, servers)
-        if refused:
-            raise Forbidden(refused)
-        bid = secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
-        doc = {"id": bid, "owner": str(owner.user_id), "servers": servers, "name": name[:100]}
-        await self.redis.set(f"gateway:bundle:{bid}", orjson.dumps(doc))
-        return doc
-
-    async def get(self, bid: str) -> dict[str, Any] | None:
-        hit = self._cache.get(bid)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        doc = None
-        if re.fullmatch(r"[A-Za-z0-9]{1,40}", bid):
-            raw = await self.redis.get(f"gateway:bundle:{bid}")
-            doc = json.loads(raw) if raw else None
-        self._cache[bid] = (now + self.ttl, doc)
-        return doc
-
-    async def check(self, target: str, ident: Identity | None, grant: Any = None) -> None:
-        doc = await self.get(target.split(":", 1)[1])
-        if doc is None:
-            raise Refused(404, "Not Found", "no such bundle")
-        if ident is None or str(ident.user_id) != doc["owner"]:
-            raise Refused(403, "Forbidden", "this bundle belongs to another user")
-        # checked on every use too: the bundle may predate the key, or have been made with another one
-        refused = scope_refusal(grant, doc["servers"])
-        if refused:
-            raise Refused(403, "Forbidden", refused)
-
-    async def servers(self, bid: str) -> list[str]:
-        doc = await self.get(bid)
-        return list(doc["servers"]) if doc else []
-
-
 @dataclass
 class Mcp:
-    """Everything the MCP router needs; ``runtime.extras["mcp"]``."""
+    """Everything the MCP router needs (its runtime, typed); ``runtime.extras["mcp"]``."""
 
-    state: Any  # GatewayState
+    state: GatewayState
     routes: RouteTable
     keys: KeyResolver
     upstream: Upstream
     openapi: OpenApiTools
     recorder: CallRecorder
     bundles: Bundles
-    quota: Any = None
+    quota: QuotaPort | None = None
     router: McpRouter = field(init=False)
 
     def __post_init__(self) -> None:
         self.router = McpRouter(self)
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.state.settings
 
     @property
-    def verifier(self) -> Any:
+    def verifier(self) -> Callable[[Request], Awaitable[Identity | None]] | None:
         return self.state.verifier
 
 
@@ -259,8 +206,6 @@ class _Guarded:
         except Exception:
             log.exception("unhandled_error", path=scope.get("path"), method=scope.get("method"))
             if not started:
-                from wemcp.gateway.mcp import problem, respond
-
                 await respond(send, 500, problem(500, "Internal Server Error",
                                                  "an unexpected error occurred; it has been logged"),
                               b"application/problem+json")
@@ -333,4 +278,4 @@ def user_of(ident: Identity | None) -> UUID | None:
     return ident.user_id if ident is not None else None
 
 
-__all__ = ["Bundles", "Forbidden", "Mcp", "NotFound", "close_mcp", "install_mcp_routes", "open_mcp"]
+__all__ = ["Bundles", "Forbidden", "Mcp", "NotFound", "close_mcp", "install_mcp_routes", "open_mcp", "scope_refusal"]
