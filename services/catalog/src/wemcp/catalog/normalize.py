@@ -24,7 +24,7 @@ from wemcp.catalog.schemas import (
     slugify,
 )
 from wemcp.common.errors import Unprocessable
-from wemcp.common.events.spec import PLACEHOLDER, ServerSpec
+from wemcp.common.events.spec import PLACEHOLDER, VERSION, ServerSpec
 from wemcp.common.netpolicy import reserved_header
 
 SECRET_HINT = re.compile(r"(key|token|secret|passw|pwd|credential|auth|cookie|private)", re.I)
@@ -247,7 +247,7 @@ def normalize_openapi(doc: dict[str, Any], sub: ServerSubmit, where: str = "open
                           "missing")
     title = sub.title or str(info["title"])[:100]
     version = sub.version or str(info.get("version") or "1.0.0")[:64]
-    if not re.match(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$", version):
+    if not VERSION.match(version):
         raise field_error(f"{where}.info.version", "not a usable version string")
     inputs = []
     schemes = (doc.get("components") or {}).get("securitySchemes") or {}

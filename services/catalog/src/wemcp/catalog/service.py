@@ -208,7 +208,7 @@ async def import_crawled(session: AsyncSession, n: Normalized, source: str) -> S
         select(Server).where(Server.package_key == n.package_key).order_by(Server.created_at).with_for_update()
     )).scalars().all()
     # the crawler's own listing only: an admin who resubmitted a crawled row to host it made it theirs
-    if any(r.source_kind != "crawled" or r.spec.get("hosting") != "unhosted" for r in existing):
+    if any(r.source_kind != "crawled" or as_spec(r.spec).hosting != "unhosted" for r in existing):
         log.info("crawled_server_already_listed", package_key=n.package_key)
         return None
     if existing:

@@ -206,15 +206,17 @@ class RouteTable:
             return None  # already folded (from the KV snapshot)
         if route is not None and not _newer(route, subject, data):
             return None  # older than what the route holds (the ordering rule)
-        route = route or Route(slug=slug)
-        route.server_id = str(data.get("server_id") or route.server_id)
-        if subject == "server.submitted":
-            route.revision = _int(data.get("revision")) or route.revision
+        spec = ServerSpec()
+        if subject == "server.submitted":  # read before anything changes: an unreadable spec changes nothing
             try:
                 spec = ServerSpec.model_validate(data.get("spec") or {})
             except ValidationError as exc:
                 log.warning("route_spec_unreadable", slug=slug, error=str(exc.errors()[0].get("msg")))
                 return None
+        route = route or Route(slug=slug)
+        route.server_id = str(data.get("server_id") or route.server_id)
+        if subject == "server.submitted":
+            route.revision = _int(data.get("revision")) or route.revision
             inputs, headers, hosted, openapi = inputs_of(spec)
             route.inputs, route.headers, route.hosted = inputs, headers, hosted
             route.needs = key_names(inputs, headers)
