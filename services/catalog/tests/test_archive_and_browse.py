@@ -4,16 +4,19 @@ registry-compatible feed."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
 import uuid
 import zipfile
 
+import pytest
 from catalog_helpers import as_admin, as_platform, as_user, publish, wait_for
 from sqlalchemy import func, select
 
 from wemcp.catalog.models import Archive, Server
+from wemcp.common.archive_client import ArchiveClient, ArchiveNotFound, ArchiveUnavailable
 from wemcp.common.events.servers import ServerDeployed
 
 MANIFEST = {"name": "io.wemcp.acme/notes", "version": "0.1.0", "runtime": "node", "entrypoint": "index.js",
@@ -107,6 +110,33 @@ async def test_archive_upload_and_every_unsafe_archive_refused(catalog):
     assert row.source_kind == "archive" and row.spec["archive"]["entrypoint"] == "index.js"
     r = await c.get(f"/internal/archives/{row.spec['archive']['sha256']}", headers=as_platform())
     assert r.status_code == 200 and r.content == good
+
+
+async def test_archives_by_content_address_through_the_typed_client(catalog, tmp_path):
+    """The deployer's way to the bytes (wemcp.common.archive_client) against the real catalog: with the
+    service credential it gets exactly the uploaded archive; without it, or with a user's assertion,
+    the internal route refuses; an address the catalog does not hold is a clear not-found."""
+    _app, c = catalog
+    data = tgz([("index.js", b"console.log('by address')"), ("package.json", b"{}")])
+    sha = hashlib.sha256(data).hexdigest()
+    r = await _upload(c, data, {**MANIFEST, "name": "io.wemcp.acme/by-address"})
+    assert r.status_code == 202, r.text
+
+    store = tmp_path / "store"
+    fetched = await ArchiveClient("http://catalog", credential=as_platform, client=c).fetch(sha, store)
+    assert fetched == store / f"{sha}.tar.gz" and fetched.read_bytes() == data
+    with pytest.raises(ArchiveNotFound, match="upload it again"):
+        await ArchiveClient("http://catalog", credential=as_platform, client=c).fetch("ab" * 32, store)
+
+    # none, bare identity headers: 401 (the trust middleware); a user's assertion: 403 (not the platform)
+    for headers, status in (({}, 401), ({"x-wemcp-user-id": str(uuid.uuid4()), "x-wemcp-user-role": "admin"}, 401),
+                            (as_user(), 403), (as_admin(), 403)):
+        r = await c.get(f"/internal/archives/{sha}", headers=headers)
+        assert r.status_code == status and r.content != data, (headers, r.status_code)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    with pytest.raises(ArchiveUnavailable, match="answered 403"):
+        await ArchiveClient("http://catalog", credential=as_user, client=c).fetch(sha, tmp_path / "other")
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
 
 async def _publish_one(c, infra, pkg: str, title: str, category: str | None = None) -> str:

@@ -174,6 +174,15 @@ async def test_archive_uploaded_to_the_catalog_is_fetched_and_deployed(deployer,
         d = await deployer.until_status("nofile", "failed", "deployed")
         assert "upload it again" in d["reason"], d["reason"]
 
+        # a catalog (or anything between) answering other bytes than the address names: refused, not stored
+        tampered = "cd" * 32
+        store[tampered] = store[digest]
+        spec["archive"] = {**spec["archive"], "sha256": tampered}
+        await deployer.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="tampered", name="T", spec=spec))
+        d = await deployer.until_status("tampered", "failed", "deployed")
+        assert "does not match its sha256" in d["reason"], d["reason"]
+        assert asked[-1] == tampered and not list((tmp_path / "archives").glob(f"*{tampered}*"))
+
 
 @pytest.mark.parametrize("deployer", [{"sandbox": "bwrap", "bwrap": "/nonexistent/bwrap"}], indirect=True)
 async def test_without_a_working_sandbox_hosted_deploys_fail_with_the_fix(deployer, tmp_path):

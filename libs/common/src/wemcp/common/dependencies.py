@@ -17,6 +17,8 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from wemcp.common.events.spec import NPM_NAME
+
 # Names the installers would read as a local file rather than a project name.
 _FILE_LIKE = re.compile(r"\.(whl|zip|tar|tgz|tar\.gz|tar\.bz2|tbz|tar\.xz|txz|egg|exe)$", re.IGNORECASE)
 _PLAIN = "only plain requirements such as name==1.2 (with extras and markers) are installed"
@@ -75,7 +77,6 @@ def parse_requirements_txt(text: str, where: str = "requirements.txt") -> list[s
 # Everything else (file:, link:, git..., http(s) tarballs, github shorthand user/repo, paths) is
 # refused: paths read host files into the package, URLs make the host fetch anything, and git
 # dependencies run the git binary (which a project .npmrc can name) and their own prepare scripts.
-_NPM_NAME = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
 # versions, ranges (^ ~ < > = || x * - spaces) and dist-tags; no ":" or "/" (URLs, git, user/repo),
 # and no leading "." (npm reads ".", "..", ".x" as a directory)
 _NPM_RANGE = re.compile(r"^(?!\.)[0-9A-Za-z.^~<>=|*+ \-]*$")
@@ -90,7 +91,7 @@ def _npm_registry_spec(spec: str) -> bool:
         real, at, rng = text[4:].rpartition("@")
         if not at or not real:
             real, rng = text[4:], ""
-        return bool(_NPM_NAME.match(real) and _NPM_RANGE.match(rng))
+        return bool(NPM_NAME.match(real) and _NPM_RANGE.match(rng))
     return bool(_NPM_RANGE.match(text))
 
 
@@ -101,7 +102,7 @@ def check_package_json(manifest: Mapping[str, Any], where: str = "package.json")
         if not isinstance(deps, Mapping):
             raise DependencyRefused(where, fld, "must be an object of name: version")
         for name, spec in deps.items():
-            if not _NPM_NAME.match(str(name)):
+            if not NPM_NAME.match(str(name)):
                 raise DependencyRefused(f"{where} {fld}", str(name), "is not a valid npm package name")
             if not isinstance(spec, str) or not _npm_registry_spec(spec):
                 raise DependencyRefused(f"{where} {fld}.{name}", str(spec), _NPM_NOT_REGISTRY)

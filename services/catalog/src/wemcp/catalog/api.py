@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import String, cast, func, or_, select
 
@@ -31,8 +31,9 @@ from wemcp.catalog.schemas import (
 )
 from wemcp.catalog.state import from_request
 from wemcp.common.db import transaction
-from wemcp.common.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
-from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
+from wemcp.common.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from wemcp.common.events.spec import SHA256
+from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser, identity_of
 from wemcp.common.pagination import Page
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
@@ -357,9 +358,21 @@ async def registry_server_version(name: str, version: str, request: Request) -> 
 
 # ---- internal (deployer) -------------------------------------------------------------------------
 
+def _platform(request: Request) -> None:
+    """The trust middleware already refused /internal without a valid assertion; a user's assertion
+    (what the gateway would send, were a path to reach here through it) is not the platform calling."""
+    if identity_of(request) is not None:
+        raise Forbidden("internal routes answer the platform's services, not users")
+
+
+Platform = Annotated[None, Depends(_platform)]
+
+
 @internal_router.get("/archives/{sha256}")
-async def get_archive(sha256: str, request: Request) -> Response:
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+async def get_archive(sha256: str, request: Request, _: Platform) -> Response:
+    """An uploaded archive's bytes by content address, for the deployer (``wemcp.common.archive_client``,
+    which checks them against the address)."""
+    if not SHA256.match(sha256):
         raise NotFound("no such archive")
     async with _sessions(request)() as s:
         a = await s.get(Archive, sha256)

@@ -24,10 +24,10 @@ from wemcp.catalog.schemas import (
     slugify,
 )
 from wemcp.common.errors import Unprocessable
+from wemcp.common.events.spec import PLACEHOLDER, VERSION, ServerSpec
 from wemcp.common.netpolicy import reserved_header
 
 SECRET_HINT = re.compile(r"(key|token|secret|passw|pwd|credential|auth|cookie|private)", re.I)
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DOCKER_VALUE_FLAGS = {"-e", "--env", "-v", "--volume", "-p", "--publish", "--name", "--network", "-w",
                        "--workdir", "--entrypoint", "-u", "--user", "--env-file", "--mount", "--platform"}
 _NPX_VALUE_FLAGS = {"-p", "--package", "-c", "--call"}
@@ -170,14 +170,7 @@ def _name_for_url(url: str, title: str | None = None) -> str:
 
 
 def _package_key(spec: dict[str, Any]) -> str:
-    if spec.get("packages"):
-        p = spec["packages"][0]
-        return f"{p['registryType']}:{p['identifier']}"
-    if spec.get("remotes"):
-        return f"remote:{spec['remotes'][0]['url']}"
-    if spec.get("openapi"):
-        return f"openapi:{spec['openapi']['baseUrl']}"
-    return f"archive:{spec['archive']['sha256']}"
+    return ServerSpec.model_validate(spec).package_key
 
 
 def normalize_server_json(doc: ServerJson, kind: str = "server.json", *, resolve: bool = False) -> Normalized:
@@ -254,7 +247,7 @@ def normalize_openapi(doc: dict[str, Any], sub: ServerSubmit, where: str = "open
                           "missing")
     title = sub.title or str(info["title"])[:100]
     version = sub.version or str(info.get("version") or "1.0.0")[:64]
-    if not re.match(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$", version):
+    if not VERSION.match(version):
         raise field_error(f"{where}.info.version", "not a usable version string")
     inputs = []
     schemes = (doc.get("components") or {}).get("securitySchemes") or {}

@@ -32,17 +32,14 @@ import httpx2 as httpx
 
 from wemcp.catalog.normalize import Normalized, field_error
 from wemcp.common.errors import ServiceUnavailable
+from wemcp.common.events.spec import NPM_NAME, PYPI_NAME, VERSION
 from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressPolicy, refusal_in, registry_urls
 
 log = get_logger("wemcp.catalog.resolve")
 MAX_CACHED = 1024
 MAX_DOCUMENT_BYTES = 16_000_000  # PyPI's JSON for a project with thousands of releases is a few MB
-_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 _EXTRAS = re.compile(r"\[.*\]$")
-# what the registries accept (and the deployer installs): anything else is refused before asking
-_NPM_NAME = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
-_PYPI_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
 
 def default_registries() -> tuple[str, str]:
@@ -87,7 +84,8 @@ class Resolver:
         """The latest release of ``identifier`` on ``registry`` (npm | pypi). 422 (``field`` =
         ``where``) when the registry does not know it, 503 when it cannot say."""
         name = identifier if registry == "npm" else _EXTRAS.sub("", identifier)
-        valid = {"npm": _NPM_NAME, "pypi": _PYPI_NAME}.get(registry)
+        # what the registries accept (and the deployer installs): anything else is refused before asking
+        valid = {"npm": NPM_NAME, "pypi": PYPI_NAME}.get(registry)
         if valid is not None and (len(name) > 214 or not valid.match(name)):
             raise field_error(where, f"{identifier!r} is not a valid {'npm' if registry == 'npm' else 'PyPI'} "
                               "package name", "invalid_package_name")
@@ -129,7 +127,7 @@ class Resolver:
         return self._checked(version, "PyPI", name)
 
     def _checked(self, version: Any, label: str, name: str) -> str:
-        if not isinstance(version, str) or not _VERSION.match(version):
+        if not isinstance(version, str) or not VERSION.match(version):
             raise ServiceUnavailable(f"the {label} registry answered no usable latest version for {name!r}; "
                                      "try again, or pin the version")
         return version

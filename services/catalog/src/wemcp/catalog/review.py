@@ -105,11 +105,12 @@ async def reject(session: AsyncSession, slug: str, who: Identity, reason: str) -
 
 def review_detail(row: Server) -> dict[str, Any]:
     """What an admin decides on: the spec, the packages as resolved (exact versions), the inputs."""
-    spec = row.spec or {}
-    packages = [{k: p.get(k) for k in ("registryType", "identifier", "version", "runtimeHint", "transport")
-                 if p.get(k) is not None} for p in spec.get("packages") or []]
-    remotes = [{"type": r.get("type"), "url": r.get("url")} for r in spec.get("remotes") or []]
-    archive = {k: v for k, v in (spec.get("archive") or {}).items() if k != "environmentVariables"} or None
+    spec = service.as_spec(row.spec)
+    shown = ("registryType", "identifier", "version", "runtimeHint", "transport")
+    packages = [{k: v for k, v in p.to_wire().items() if k in shown and v is not None} for p in spec.packages]
+    remotes = [{"type": r.type, "url": r.url} for r in spec.remotes]
+    archive = {k: v for k, v in spec.archive.to_wire().items() if k != "environmentVariables"} or None \
+        if spec.archive is not None else None
     return {
         "slug": row.slug, "name": row.name, "version": row.version, "title": row.title,
         "description": row.description, "owner_id": str(row.owner_id) if row.owner_id else None,
@@ -119,8 +120,8 @@ def review_detail(row: Server) -> dict[str, Any]:
         "reviewed_at": row.reviewed_at.isoformat() if row.reviewed_at else None,
         "review_reason": row.review_reason,
         "packages": packages, "remotes": remotes, "archive": archive,
-        "network": bool(spec.get("network")),
-        "inputs": service.public_inputs(spec), "spec": service.spec_for_display(spec),
+        "network": spec.network,
+        "inputs": service.public_inputs(spec), "spec": service.spec_for_display(row.spec or {}),
     }
 
 

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from wemcp.common.events.spec import INPUT_NAME, VERSION
 from wemcp.common.pagination import PageRequest
 
 NAME_RE = r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,100}/[a-zA-Z0-9][a-zA-Z0-9._-]{0,100}$"
@@ -16,11 +17,11 @@ SLUG_RE = r"^[a-z0-9][a-z0-9-]{0,63}$"
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=32,
                                        pattern=r"^[\w\u3400-\u9fff][\w\u3400-\u9fff .+#-]*$")]
 Version = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
-                                           pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$"),
+                                           pattern=VERSION.pattern),
                     AfterValidator(lambda v: _not_latest(v))]
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=500,
                                        pattern=r"^https?://[^\s]+$")]
-EnvName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")]
+EnvName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=INPUT_NAME.pattern)]
 Short = Annotated[str, StringConstraints(max_length=500)]
 
 

@@ -26,6 +26,7 @@ from wemcp.catalog.normalize import Normalized, field_error
 from wemcp.catalog.schemas import ServerUpdate, slugify
 from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
 from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted, ServerUpdated
+from wemcp.common.events.spec import Input, ServerSpec
 from wemcp.common.identity import Identity
 from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import refusal_in
@@ -207,7 +208,7 @@ async def import_crawled(session: AsyncSession, n: Normalized, source: str) -> S
         select(Server).where(Server.package_key == n.package_key).order_by(Server.created_at).with_for_update()
     )).scalars().all()
     # the crawler's own listing only: an admin who resubmitted a crawled row to host it made it theirs
-    if any(r.source_kind != "crawled" or r.spec.get("hosting") != "unhosted" for r in existing):
+    if any(r.source_kind != "crawled" or as_spec(r.spec).hosting != "unhosted" for r in existing):
         log.info("crawled_server_already_listed", package_key=n.package_key)
         return None
     if existing:
@@ -228,9 +229,9 @@ async def import_crawled(session: AsyncSession, n: Normalized, source: str) -> S
     return (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
 
 
-def hosting_of(spec: dict[str, Any]) -> str:
+def hosting_of(spec: ServerSpec | dict[str, Any]) -> str:
     """hosted (the platform runs or relays it), local (its users run it) or unhosted (crawled: listed only)."""
-    h = spec.get("hosting")
+    h = as_spec(spec).hosting
     return h if h in ("local", "unhosted") else "hosted"
 
 
@@ -391,21 +392,29 @@ def visible_to(row: Server, who: Identity | None) -> bool:
     return who is not None and _can_manage(row, who)
 
 
-def _public_inputs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def _public_inputs(spec: ServerSpec | dict[str, Any]) -> list[dict[str, Any]]:
+    """Every declared input of a spec as its JSON, with where it goes (``env`` or ``header``); a
+    secret's default or value is never shown, even one that slipped into a spec."""
+    spec = as_spec(spec)
+    found: list[tuple[Input, str]] = [(e, "env") for p in spec.packages for e in p.environment_variables]
+    found += [(h, "header") for r in spec.remotes for h in r.headers]
+    if spec.openapi is not None:
+        found += [(i, "env") for i in spec.openapi.inputs]
+    if spec.archive is not None:
+        found += [(e, "env") for e in spec.archive.environment_variables]
     out = []
-    for p in spec.get("packages") or []:
-        out += [{**e, "location": "env"} for e in p.get("environmentVariables") or []]
-    for r in spec.get("remotes") or []:
-        out += [{**h, "location": "header"} for h in r.get("headers") or []]
-    if spec.get("openapi"):
-        out += [{**i, "location": "env"} for i in spec["openapi"].get("inputs") or []]
-    if spec.get("archive"):
-        out += [{**e, "location": "env"} for e in spec["archive"].get("environmentVariables") or []]
-    for i in out:  # never echo a secret, even one that slipped into a spec
-        if i.get("isSecret"):
-            i.pop("default", None)
-            i.pop("value", None)
+    for item, location in found:
+        shown = {**item.to_wire(), "location": location}
+        if item.is_secret:
+            shown.pop("default", None)
+            shown.pop("value", None)
+        out.append(shown)
     return out
+
+
+def as_spec(spec: ServerSpec | dict[str, Any] | None) -> ServerSpec:
+    """A stored spec (table A's JSON) as the shared model."""
+    return spec if isinstance(spec, ServerSpec) else ServerSpec.model_validate(spec or {})
 
 
 public_inputs = _public_inputs
@@ -415,48 +424,46 @@ def local_config(row: Server) -> dict[str, Any]:
     """How a user runs a ``stdio-local`` server on their own machine: a Claude-desktop ``mcpServers``
     entry with the exact version, the package's arguments and its variables (secrets as
     placeholders: the platform never holds their values)."""
-    pkg = (row.spec.get("packages") or [{}])[0]
-    ident, version = pkg.get("identifier", ""), pkg.get("version") or row.version
+    spec = as_spec(row.spec)
+    pkg = spec.package
+    ident, version = (pkg.identifier, pkg.version or row.version) if pkg is not None else ("", row.version)
     args: list[str] = []
-    for a in pkg.get("packageArguments") or []:
-        value = a.get("value") if a.get("value") is not None else a.get("default")
-        if a.get("type") == "named" and a.get("name"):
-            args += [a["name"]] + ([str(value)] if value is not None else [])
+    for a in pkg.package_arguments if pkg is not None else []:
+        value = a.value if a.value is not None else a.default
+        if a.type == "named" and a.name:
+            args += [a.name] + ([str(value)] if value is not None else [])
         elif value is not None:
             args.append(str(value))
-    if pkg.get("registryType") == "pypi":
+    if pkg is not None and pkg.registry_type == "pypi":
         entry: dict[str, Any] = {"command": "uvx", "args": [f"{ident}=={version}", *args]}
     else:
         entry = {"command": "npx", "args": ["-y", f"{ident}@{version}", *args]}
     env = {e["name"]: (f"<{e['name']}>" if e.get("isSecret") or e.get("default") is None else e["default"])
-           for e in _public_inputs(row.spec) if e["location"] == "env"}
+           for e in _public_inputs(spec) if e["location"] == "env"}
     if env:
         entry["env"] = env
     return {"mcpServers": {row.slug: entry}}
 
 
 def connect_info(row: Server, settings: Settings) -> dict[str, Any]:
-    if row.spec.get("hosting") == "unhosted":  # crawled: the platform neither runs nor relays it
-        inputs = [{"name": i["name"], "isSecret": bool(i.get("isSecret")), "isRequired": bool(i.get("isRequired"))}
-                  for i in _public_inputs(row.spec)]
-        remote = (row.spec.get("remotes") or [None])[0]
-        if not row.spec.get("packages") and remote:
-            return {"runs": "unhosted", "url": remote["url"], "transport": remote["type"], "inputs": inputs,
-                    "config": {"mcpServers": {row.slug: {"type": remote["type"], "url": remote["url"]}}}}
+    spec = as_spec(row.spec)
+    inputs = [{"name": i["name"], "isSecret": bool(i.get("isSecret")), "isRequired": bool(i.get("isRequired"))}
+              for i in _public_inputs(spec)]
+    if spec.hosting == "unhosted":  # crawled: the platform neither runs nor relays it
+        remote = spec.remotes[0] if spec.remotes else None
+        if not spec.packages and remote is not None:
+            return {"runs": "unhosted", "url": remote.url, "transport": remote.type, "inputs": inputs,
+                    "config": {"mcpServers": {row.slug: {"type": remote.type, "url": remote.url}}}}
         return {"runs": "unhosted", "url": None, "transport": "stdio", "inputs": inputs, "config": local_config(row)}
-    if row.spec.get("hosting") == "local":
-        return {"runs": "local", "url": None, "transport": "stdio",
-                "inputs": [{"name": i["name"], "isSecret": bool(i.get("isSecret")),
-                            "isRequired": bool(i.get("isRequired"))} for i in _public_inputs(row.spec)],
-                "config": local_config(row)}
+    if spec.hosting == "local":
+        return {"runs": "local", "url": None, "transport": "stdio", "inputs": inputs, "config": local_config(row)}
     url = f"{settings.gateway_public_url.rstrip('/')}/mcp/{row.slug}"
     return {
         "runs": "hosted",
         "url": url,
         "transport": "streamable-http",
         "auth": "Authorization: Bearer <your WeMcp API key>",
-        "inputs": [{"name": i["name"], "isSecret": bool(i.get("isSecret")), "isRequired": bool(i.get("isRequired"))}
-                   for i in _public_inputs(row.spec)],
+        "inputs": inputs,
         "config": {"mcpServers": {row.slug: {"type": "streamable-http", "url": url,
                                              "headers": {"Authorization": "Bearer ${WEMCP_API_KEY}"}}}},
     }

@@ -27,7 +27,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx2 as httpx
+from pydantic import ValidationError
 
+from wemcp.common.events.spec import ServerSpec
 from wemcp.common.netpolicy import refusal_in
 
 SERVER_JSON_KEYS = ("name", "title", "description", "version", "websiteUrl", "repository", "packages", "remotes")
@@ -69,15 +71,13 @@ class Page:
 
 
 def package_key(doc: dict[str, Any]) -> str | None:
-    """As the catalog keys a server.json (``normalize._package_key``): its first package, else its
-    first remote."""
-    pkgs = doc.get("packages") or []
-    if pkgs and isinstance(pkgs[0], dict) and pkgs[0].get("registryType") and pkgs[0].get("identifier"):
-        return f"{pkgs[0]['registryType']}:{pkgs[0]['identifier']}"
-    remotes = doc.get("remotes") or []
-    if remotes and isinstance(remotes[0], dict) and remotes[0].get("url"):
-        return f"remote:{remotes[0]['url']}"
-    return None
+    """As the catalog keys a server.json (``ServerSpec.package_key``): its first package, else its
+    first remote; None for an entry that is not a spec (it is skipped as malformed)."""
+    try:
+        spec = ServerSpec.model_validate(doc)
+    except ValidationError:
+        return None
+    return spec.package_key if spec.packages or spec.remotes else None
 
 
 def registry_name(registry: str, identifier: str) -> str:

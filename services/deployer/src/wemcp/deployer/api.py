@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from wemcp.common.errors import BadRequest, NotFound, ServiceUnavailable
+from wemcp.common.events.spec import ServerSpec
 from wemcp.common.identity import CurrentUser
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.child import redact
@@ -72,7 +73,7 @@ async def get_egress(slug: Slug, request: Request, who: CurrentUser) -> EgressRe
     proxy = orch.bridge.egress if orch is not None else None
     report: dict[str, Any] = proxy.report(slug) if proxy is not None else {
         "hosts": [], "open_connections": 0, "bytes": 0, "limits": {}}
-    return EgressRead(slug=d.slug, network=bool((d.spec or {}).get("network")),
+    return EgressRead(slug=d.slug, network=ServerSpec.model_validate(d.spec or {}).network,
                       hosts=[EgressHost(**h) for h in report["hosts"]], open_connections=report["open_connections"],
                       bytes=report["bytes"], limits=report["limits"])
 

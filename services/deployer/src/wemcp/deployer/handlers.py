@@ -36,14 +36,14 @@ async def on_server_submitted(event: ServerSubmitted, session: AsyncSession) -> 
     d = (await session.execute(select(Deployment).where(Deployment.slug == event.slug).with_for_update())
          ).scalar_one_or_none()
     if d is None:
-        d = Deployment(slug=event.slug, server_id=event.server_id, spec=event.spec, generation=0, steps=[],
+        d = Deployment(slug=event.slug, server_id=event.server_id, spec=event.spec.to_wire(), generation=0, steps=[],
                        protocol_versions=[], introspection={}, log_tail="", name=event.name, backend="local")
         session.add(d)
     elif event.revision is not None and event.revision <= (d.revision or 0):
         return  # an older submission than the one deployed (published late, e.g. by another relay)
     if event.revision is not None:
         d.revision = event.revision
-    d.server_id, d.name, d.owner_id, d.spec = event.server_id, event.name, event.owner_id, event.spec
+    d.server_id, d.name, d.owner_id, d.spec = event.server_id, event.name, event.owner_id, event.spec.to_wire()
     service.new_generation(d)
     if d.desired == "stopped":  # disabled: the new spec waits for server.enabled (which deploys it)
         d.steps = [*d.steps, service.step("submitted", "a new version, deployed when the server is enabled")]

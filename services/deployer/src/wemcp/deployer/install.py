@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wemcp.common.archives import ArchiveLimits, ArchiveRefused, detect_format, read_archive
+from wemcp.common.archive_client import ArchiveClient, ArchiveFetchError, stored_file
+from wemcp.common.archives import ArchiveLimits, ArchiveRefused, read_archive
 from wemcp.common.dependencies import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
 from wemcp.common.logging import get_logger
 from wemcp.common.trust import Issuer
@@ -331,10 +332,7 @@ class Installer:
     # ------------------------------------------------------------------ source archives
     def _stored(self, sha256: str) -> Path | None:
         """The archive store's file for a digest, whichever of the accepted formats it is."""
-        for ext in (".tar.gz", ".tgz", ".zip"):
-            if (path := self.archive_dir / f"{sha256}{ext}").exists():
-                return path
-        return None
+        return stored_file(self.archive_dir, sha256)
 
     def archive_file(self, archive: Archive) -> Path:
         if archive.path:
@@ -350,34 +348,25 @@ class Installer:
             raise InstallError("the uploaded archive was not found; upload it again")
         return path
 
-    async def fetch_archive(self, sha256: str) -> None:
-        """Copy an archive uploaded to the catalog into the archive store (``GET
-        {archive_source}/internal/archives/{sha256}``), checked against its digest, written atomically."""
-        import httpx2 as httpx
-
+    def archive_client(self) -> ArchiveClient | None:
+        """The typed client for the catalog's archives (``wemcp.common.archive_client``), None when no
+        catalog is configured (only the local archive store is read)."""
         if self.archive_source is None:
+            return None
+        signer = self.signer
+        return ArchiveClient(self.archive_source, max_bytes=MAX_ARCHIVE_BYTES,
+                             credential=(lambda: signer.headers("catalog")) if signer is not None else None)
+
+    async def fetch_archive(self, sha256: str) -> None:
+        """Copy an archive uploaded to the catalog into the archive store by its content address: the
+        client streams it (bounded), checks the bytes against the digest and writes it atomically."""
+        client = self.archive_client()
+        if client is None:
             return
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) as http:
-                r = await http.get(f"{self.archive_source}/internal/archives/{sha256}",
-                                   headers=self.signer.headers("catalog") if self.signer is not None else None)
-        except httpx.HTTPError as exc:
-            raise InstallError(f"the catalog did not hand over archive {sha256[:12]} ({type(exc).__name__}); "
-                               "try again") from None
-        if r.status_code == 404:
-            raise InstallError(f"no uploaded archive with sha256 {sha256}; upload it again")
-        if r.status_code != 200:
-            raise InstallError(f"the catalog answered {r.status_code} for archive {sha256[:12]}; try again")
-        if hashlib.sha256(r.content).hexdigest() != sha256:
-            raise InstallError("the uploaded archive does not match its sha256; upload it again")
-        try:
-            ext = "." + detect_format(r.content)
-        except ArchiveRefused as exc:
-            raise InstallError(f"the uploaded archive is refused: {exc}") from None
-        self.archive_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.archive_dir / f".{sha256}.{uuid.uuid4().hex}.part"
-        tmp.write_bytes(r.content)
-        tmp.replace(self.archive_dir / f"{sha256}{ext}")
+            await client.fetch(sha256, self.archive_dir)
+        except ArchiveFetchError as exc:
+            raise InstallError(str(exc)) from None
 
     async def install_archive(self, archive: Archive) -> Installed:
         assert archive.manifest is not None  # the spec model fills it from runtime + entrypoint

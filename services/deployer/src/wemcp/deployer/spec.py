@@ -1,19 +1,12 @@
-"""The normalised source spec the catalog puts into ``server.submitted`` (a subset of the official
-registry's ``server.json``), parsed strictly so a bad submission fails with a reason a user can act on.
+"""The deployer's strict view of the shared ``ServerSpec`` (``wemcp.common.events.spec``): the same
+models, narrowed to what can be deployed, so a bad submission fails with a reason a user can act on
+(``SpecError``) instead of failing somewhere in an install. The wire model accepts every spec the
+catalog emits; this view adds the registries' naming rules (npm/PyPI names, an exact version), an
+environment variable name a process can have, the closed sets (registry types, transports, runtimes,
+``hosting``), a manifest command inside the archive, registry-only requirements, the archive's
+content address and ``idleSeconds``' bounds. Each class here is a subclass of the shared one.
 
-Shape::
-
-    {"packages": [{"registryType": "npm"|"pypi"|"oci", "identifier", "version", "runtimeHint",
-                   "transport": {"type": "stdio"|"streamable-http"|"sse"},
-                   "packageArguments": [{"type": "positional"|"named", "name", "value", "default"}],
-                   "environmentVariables": [{"name", "isRequired", "isSecret", "default"}]}],
-     "remotes": [{"type": "streamable-http"|"sse", "url", "headers": [{"name", "value", "isSecret"}]}],
-     "archive": {"sha256": "<hex>" | "path": "<name inside the archive store>",
-                 "manifest": {"command": "python"|"node"|..., "args": [...], "env": {...},
-                              "requirements": ["pkg==1.0", ...]},
-                 "environmentVariables": [...same as packages...]},
-     "network": false,
-     "idleSeconds": 600}   # optional: stop the idle hosted server after this long (bounded by the deployer)
+Shape: see ``wemcp.common.events.spec``.
 """
 
 from __future__ import annotations
@@ -21,94 +14,66 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from wemcp.common.dependencies import check_requirement
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_NPM_NAME = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
-_PYPI_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9,._-]+\])?$")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+from wemcp.common.events import spec as wire
+from wemcp.common.events.spec import ENV_NAME, PLACEHOLDER, SHA256, VERSION, package_name_problem
 
 
 class SpecError(ValueError):
     """The spec cannot be deployed; the message says what to change."""
 
 
-class _M(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
-
-
-class EnvVar(_M):
-    name: str
-    description: str | None = None
+class EnvVar(wire.Input):
     is_required: bool = Field(default=False, alias="isRequired")
     is_secret: bool = Field(default=False, alias="isSecret")
-    default: str | None = None
-    value: str | None = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _ENV_NAME.match(v):
+        if not ENV_NAME.match(v):
             raise ValueError(f"environment variable name {v!r} is not a valid identifier")
         return v
 
 
-class Argument(_M):
+class Argument(wire.Argument):
     type: Literal["positional", "named"] = "positional"
-    name: str | None = None
-    value: str | None = None
-    default: str | None = None
-    value_hint: str | None = Field(default=None, alias="valueHint")
 
 
-class Transport(_M):
+class Transport(wire.Transport):
     type: Literal["stdio", "streamable-http", "sse"] = "stdio"
-    url: str | None = None
 
 
-class Package(_M):
+class Package(wire.Package):
     registry_type: Literal["npm", "pypi", "oci"] = Field(alias="registryType")
-    identifier: str
-    version: str | None = None
-    runtime_hint: str | None = Field(default=None, alias="runtimeHint")
     transport: Transport = Transport()
     package_arguments: list[Argument] = Field(default_factory=list, alias="packageArguments")
     runtime_arguments: list[Argument] = Field(default_factory=list, alias="runtimeArguments")
-    environment_variables: list[EnvVar] = Field(default_factory=list, alias="environmentVariables")
+    environment_variables: list[EnvVar] = Field(
+        default_factory=list, alias="environmentVariables")
 
     @model_validator(mode="after")
     def _check(self) -> Package:
-        if self.registry_type == "npm" and not _NPM_NAME.match(self.identifier):
-            raise ValueError(f"{self.identifier!r} is not a valid npm package name")
-        if self.registry_type == "pypi" and not _PYPI_NAME.match(self.identifier):
-            raise ValueError(f"{self.identifier!r} is not a valid PyPI project name")
-        if self.version is not None and self.version != "latest" and not _VERSION.match(self.version):
+        problem = package_name_problem(self.registry_type, self.identifier)
+        if problem is not None:
+            raise ValueError(problem.replace("PyPI package name", "PyPI project name"))
+        if self.version is not None and self.version != "latest" and not VERSION.match(self.version):
             raise ValueError(f"version {self.version!r} is not an exact version")
         return self
 
 
-class Header(_M):
-    name: str
-    value: str | None = None
+class Header(wire.Input):
     is_secret: bool = Field(default=False, alias="isSecret")
     is_required: bool = Field(default=False, alias="isRequired")
 
 
-class Remote(_M):
+class Remote(wire.Remote):
     type: Literal["streamable-http", "sse"] = "streamable-http"
-    url: str
     headers: list[Header] = Field(default_factory=list)
 
 
-class Manifest(_M):
-    command: str
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    requirements: list[str] = Field(default_factory=list)
-
+class Manifest(wire.Manifest):
     @field_validator("command")
     @classmethod
     def _command(cls, v: str) -> str:
@@ -125,20 +90,16 @@ class Manifest(_M):
         return [check_requirement(r) for r in v]
 
 
-class Archive(_M):
+class Archive(wire.Archive):
     """An uploaded source archive. Either the deployer's own ``manifest`` (command, args, env,
     requirements), or the catalog's shape (``runtime`` python|node + ``entrypoint`` + ``args``: the
     command is the runtime, its first argument the entrypoint; dependencies come from the archive's
-    requirements.txt / package.json)."""
+    requirements.txt / package.json), which this view turns into the manifest."""
 
-    sha256: str | None = None
-    path: str | None = None
     manifest: Manifest | None = None
     runtime: Literal["python", "node"] | None = None
-    entrypoint: str | None = None
-    args: list[str] = Field(default_factory=list)
-    size: int | None = None
-    environment_variables: list[EnvVar] = Field(default_factory=list, alias="environmentVariables")
+    environment_variables: list[EnvVar] = Field(
+        default_factory=list, alias="environmentVariables")
 
     @model_validator(mode="before")
     @classmethod
@@ -156,18 +117,17 @@ class Archive(_M):
             raise ValueError("archive needs sha256 or path")
         if self.manifest is None:
             raise ValueError("archive needs a manifest, or runtime and entrypoint")
-        if self.sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+        if self.sha256 and not SHA256.match(self.sha256):
             raise ValueError("archive.sha256 must be 64 lowercase hex digits")
         if self.path and (self.path.startswith("/") or ".." in self.path.split("/") or "\\" in self.path):
             raise ValueError("archive.path must be a file name inside the archive store")
         return self
 
 
-class DeploySpec(_M):
+class DeploySpec(wire.ServerSpec):
     packages: list[Package] = Field(default_factory=list)
     remotes: list[Remote] = Field(default_factory=list)
     archive: Archive | None = None
-    network: bool = False
     # "hosted" (default): the platform runs the server and routes to it. "local": users run it on their
     # own machines; the deployer runs it once in the sandbox without secrets to list its tools, prompts
     # and resources, then stops it (server.deployed with no endpoints).
@@ -195,7 +155,11 @@ class DeploySpec(_M):
         return list(self.archive.environment_variables) if self.archive else []
 
 
-def parse_spec(raw: dict[str, Any]) -> DeploySpec:
+def parse_spec(raw: wire.ServerSpec | dict[str, Any] | None) -> DeploySpec:
+    """The deployable view of a spec (the event's ``ServerSpec``, or its JSON as stored), or
+    ``SpecError`` saying what to change."""
+    if isinstance(raw, wire.ServerSpec):
+        raw = raw.to_wire()
     try:
         spec = DeploySpec.model_validate(raw or {})
     except ValidationError as exc:
@@ -221,7 +185,7 @@ def parse_spec(raw: dict[str, Any]) -> DeploySpec:
 
 def fill(template: str, values: dict[str, str]) -> str:
     """Replace ``{NAME}`` placeholders; unknown names stay as they are."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def package_argv(pkg: Package, values: dict[str, str]) -> list[str]:

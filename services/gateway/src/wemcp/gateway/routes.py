@@ -31,14 +31,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
+from wemcp.common.events.spec import PLACEHOLDER, ServerSpec
 from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import outbound
 
 log = get_logger("wemcp.gateway.routes")
 KV_BUCKET = "wemcp_gateway_routes"
 MODERN = "2026-07-28"
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SUBJECTS = ("server.submitted", "server.deployed", "server.disabled", "server.enabled")
 
 
@@ -109,50 +110,51 @@ def key_names(inputs: list[Input], headers: list[tuple[str, str]]) -> frozenset[
     return frozenset(i.name for i in inputs if i.required and (i.secret or i.name in templated))
 
 
-def inputs_of(spec: dict[str, Any]) -> tuple[list[Input], list[tuple[str, str]], bool, dict[str, Any] | None]:
+def inputs_of(spec: ServerSpec) -> tuple[list[Input], list[tuple[str, str]], bool, dict[str, Any] | None]:
     """Declared inputs of a normalised spec: package/archive environment variables, remote headers
     and URL placeholders, OpenAPI security inputs. Returns (inputs, remote headers, hosted, openapi)."""
     found: dict[str, Input] = {}
 
-    def add(name: str, secret: bool = False, required: bool = False, default: str | None = None) -> None:
+    def add(name: str, secret: bool | None, required: bool | None, default: str | None = None) -> None:
         if name not in found:
             found[name] = Input(name, bool(secret), bool(required), default)
 
     hosted = True
     headers: list[tuple[str, str]] = []
-    for pkg in spec.get("packages") or []:
-        for env in pkg.get("environmentVariables") or []:
-            add(env["name"], env.get("isSecret", False), env.get("isRequired", False), env.get("default"))
-        for arg in (pkg.get("packageArguments") or []) + (pkg.get("runtimeArguments") or []):
-            for name in PLACEHOLDER.findall(str(arg.get("value") or "")):
+    for pkg in spec.packages:
+        for env in pkg.environment_variables:
+            add(env.name, env.is_secret, env.is_required, env.default)
+        for arg in [*pkg.package_arguments, *pkg.runtime_arguments]:
+            for name in PLACEHOLDER.findall(arg.value or ""):
                 add(name, True, True)
-    archive = spec.get("archive") or {}
-    for env in archive.get("environmentVariables") or []:
-        add(env["name"], env.get("isSecret", False), env.get("isRequired", False), env.get("default"))
-    remotes = spec.get("remotes") or []
-    if remotes and not spec.get("packages") and not archive:
+    archive = spec.archive
+    for env in archive.environment_variables if archive is not None else []:
+        add(env.name, env.is_secret, env.is_required, env.default)
+    if spec.remotes and not spec.packages and archive is None:
         hosted = False
-        remote = remotes[0]
-        for name in PLACEHOLDER.findall(remote.get("url", "")):
+        remote = spec.remotes[0]
+        for name in PLACEHOLDER.findall(remote.url):
             add(name, True, True)
-        for h in remote.get("headers") or []:
-            value = str(h.get("value") or "")
+        for h in remote.headers:
+            value = h.value or ""
             names = PLACEHOLDER.findall(value)
+            # a remote header is a secret the caller fills unless the spec says otherwise
+            secret = True if h.is_secret is None else h.is_secret
             for name in names:
-                add(name, h.get("isSecret", True), h.get("isRequired", True))
+                add(name, secret, True if h.is_required is None else h.is_required)
             if not names and not value:  # a header the user supplies whole: input named after it
-                env = re.sub(r"[^A-Za-z0-9_]", "_", h["name"]).upper()
-                add(env, h.get("isSecret", True), h.get("isRequired", False))
-                value = "{" + env + "}"
-            headers.append((h["name"], value))
+                env_name = re.sub(r"[^A-Za-z0-9_]", "_", h.name).upper()
+                add(env_name, secret, h.is_required)
+                value = "{" + env_name + "}"
+            headers.append((h.name, value))
     # The catalog refuses reserved header names (422); a route folded from the bus still never sends
     # one: upstreams do not receive X-WeMcp-* or hop-by-hop headers from the gateway.
     headers = outbound(headers)
-    openapi = spec.get("openapi")
-    if openapi:
+    openapi = spec.openapi.to_wire() if spec.openapi is not None else None
+    if spec.openapi is not None:
         hosted = False
-        for i in openapi.get("inputs") or []:
-            add(i["name"], i.get("isSecret", True), i.get("isRequired", False))
+        for i in spec.openapi.inputs:
+            add(i.name, True if i.is_secret is None else i.is_secret, i.is_required)
     return list(found.values()), headers, hosted, openapi
 
 
@@ -204,11 +206,18 @@ class RouteTable:
             return None  # already folded (from the KV snapshot)
         if route is not None and not _newer(route, subject, data):
             return None  # older than what the route holds (the ordering rule)
+        spec = ServerSpec()
+        if subject == "server.submitted":  # read before anything changes: an unreadable spec changes nothing
+            try:
+                spec = ServerSpec.model_validate(data.get("spec") or {})
+            except ValidationError as exc:
+                log.warning("route_spec_unreadable", slug=slug, error=str(exc.errors()[0].get("msg")))
+                return None
         route = route or Route(slug=slug)
         route.server_id = str(data.get("server_id") or route.server_id)
         if subject == "server.submitted":
             route.revision = _int(data.get("revision")) or route.revision
-            inputs, headers, hosted, openapi = inputs_of(data.get("spec") or {})
+            inputs, headers, hosted, openapi = inputs_of(spec)
             route.inputs, route.headers, route.hosted = inputs, headers, hosted
             route.needs = key_names(inputs, headers)
             if openapi:

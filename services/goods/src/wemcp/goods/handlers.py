@@ -68,8 +68,8 @@ async def on_server_submitted(event: ServerSubmitted, session: AsyncSession, run
     p.name = event.name[:200]
     p.owner_id = event.owner_id
     if not p.copy_edited:
-        p.title = str(event.spec.get("title") or p.title or event.name)[:200]
-        p.description = str(event.spec.get("description") or p.description or "")
+        p.title = str(event.spec.title or p.title or event.name)[:200]
+        p.description = str(event.spec.description or p.description or "")
     await service.settle(session, p)
 
 

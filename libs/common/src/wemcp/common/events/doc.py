@@ -11,6 +11,7 @@ from typing import Any
 
 from wemcp.common.bus import DUPLICATE_WINDOW_SECONDS
 from wemcp.common.events import ALL_EVENTS, STREAMS
+from wemcp.common.events import spec as spec_module
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -54,7 +55,23 @@ def render() -> str:
                 "| field | type | required |", "|---|---|---|"]
         for name, prop in schema.get("properties", {}).items():
             out.append(f"| `{name}` | {_type(prop)} | {'yes' if name in required else 'no'} |")
+    out += _spec_section()
     return "\n".join(out) + "\n"
+
+
+def _spec_section() -> list[str]:
+    """``server.submitted``'s ``spec``: the ServerSpec model and its parts, by their wire names."""
+    schema = spec_module.ServerSpec.model_json_schema(by_alias=True)
+    out = ["", "## `ServerSpec` — the source spec in `server.submitted`", "",
+           inspect.cleandoc(spec_module.__doc__ or "").split("\n\n")[0].replace("\n", " "), "",
+           "Keys not listed are kept as they are (a consumer re-serialises the spec to the JSON it read)."]
+    parts = [("ServerSpec", schema), *sorted(schema.get("$defs", {}).items())]
+    for name, part in parts:
+        required = set(part.get("required", []))
+        out += ["", f"### `{name}`", "", "| field | type | required |", "|---|---|---|"]
+        for field, prop in part.get("properties", {}).items():
+            out.append(f"| `{field}` | {_type(prop)} | {'yes' if field in required else 'no'} |")
+    return out
 
 
 if __name__ == "__main__":

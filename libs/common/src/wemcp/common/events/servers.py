@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
 from wemcp.common.events.base import Event
+from wemcp.common.events.spec import ServerSpec
 
 
 class ToolInfo(BaseModel):
@@ -92,13 +93,19 @@ class ServerSubmitted(_ServerEvent):
     name: str
     version: str | None = None
     owner_id: UUID | None = None
-    spec: dict[str, Any] = Field(description="the normalised source spec (a subset of server.json)")
+    spec: ServerSpec = Field(description=(
+        "the normalised source spec (a subset of server.json; wemcp.common.events.spec). Its JSON is written "
+        "back exactly as it was read"))
     revision: int | None = Field(default=None, ge=1, description=(
         "the server's submission counter (catalog), from 1: the highest is the newest submission. Absent "
         "from events of older producers"))
     approved_by: UUID | None = Field(default=None, description=(
         "the admin who approved it out of the review queue; None when no review was needed (a trusted "
         "publisher, the crawler, an approved package's new version)"))
+
+    @field_serializer("spec")
+    def _spec_wire(self, spec: ServerSpec) -> dict[str, Any]:
+        return spec.to_wire()
 
 
 class ServerDeploying(_DeploymentEvent):

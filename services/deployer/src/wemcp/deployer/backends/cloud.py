@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,12 @@ from wemcp.common.trust import KeyRing, bridge_audience, environment_ring
 from wemcp.deployer.artifacts import TARGETS, ArtifactBuilder, CodeZip
 from wemcp.deployer.backends.base import DeployError, Outcome, Plan, Progress, RuntimeStatus, Target
 from wemcp.deployer.install import InstallError
-from wemcp.deployer.spec import DeploySpec
+from wemcp.deployer.spec import PLACEHOLDER, DeploySpec
 
 BRIDGE_PORT_FC = TARGETS["aliyun-fc"]["port"]
 BRIDGE_PORT_SCF = TARGETS["tencent-scf"]["port"]
 ZIP_PLACEHOLDER = "<base64 of code.zip>"
 KEYS_PLACEHOLDER = "<keys derived for this slug from WEMCP_SERVICE_KEYS>"  # plans show no secret
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def accepted_env(spec: DeploySpec) -> list[str]:
@@ -55,7 +53,7 @@ def accepted_env(spec: DeploySpec) -> list[str]:
     pkg = spec.package
     if pkg is not None:
         for arg in (*pkg.package_arguments, *pkg.runtime_arguments):
-            names.update(_PLACEHOLDER.findall(arg.value if arg.value is not None else arg.default or ""))
+            names.update(PLACEHOLDER.findall(arg.value if arg.value is not None else arg.default or ""))
     return sorted(names)
 
 
