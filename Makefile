@@ -79,7 +79,7 @@ admin: install
 	$(PY) -m wemcp.devstack.cli admin
 
 test: install sandbox-tools browser-tools
-	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
