@@ -966,7 +966,8 @@ def test_compose_wires_what_make_run_wires(
                 m = _SECRET_REF.fullmatch(raw.get(key, ""))
                 assert m, f"{name}: {key} is a secret; compose must require it from the operator, not hold a value"
             parts = urlsplit(value)
-            if key.endswith("_PUBLIC_URL"):  # where users reach the platform: the gateway's published port
+            # where users (their browsers) reach the platform: the gateway's published port
+            if key.endswith("_PUBLIC_URL") or key == "WEMCP_AUTH_POST_LOGIN_REDIRECT":
                 there = urlsplit(inside[key])
                 assert by_port.get(parts.port) == "gateway" and there.port == 8000, (
                     f"{name}: {key}={inside[key]} is not the gateway's published address")

@@ -20,7 +20,8 @@ function checkTokyo(text) {
 
 test("lists models", async () => {
   const models = await client.models.list();
-  assert.deepEqual(models.data.map((m) => m.id), [model]);
+  // every model the platform serves (a shared stack may list others too)
+  assert.ok(models.data.map((m) => m.id).includes(model), JSON.stringify(models.data));
 });
 
 test("answers a time question through two MCP tool rounds", async () => {
