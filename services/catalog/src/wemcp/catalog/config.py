@@ -84,8 +84,8 @@ class Settings(ServiceSettings):
     # Full-text candidates (search.candidate_tsqueries): the rarest words select on their own while
     # their documents add up to at most text_candidate_budget; the common ones only together, and
     # then at most text_scan_cap documents. Every word still scores the candidates.
-    text_candidate_budget: int = Field(default=1000, ge=100)
-    text_scan_cap: int = Field(default=1000, ge=100)  # documents the common words select, at most
+    text_candidate_budget: int = Field(default=500, ge=100)
+    text_scan_cap: int = Field(default=500, ge=100)  # documents the common words select, at most
     text_prefilter: int = Field(default=400, ge=10, le=100_000)  # full-text candidates BM25 scores
     term_stats_seconds: float = Field(default=600.0, gt=0)  # how often idf statistics are recounted
 
