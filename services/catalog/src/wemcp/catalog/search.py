@@ -7,12 +7,14 @@ category, tags) inside its own query so the indexes do the work, fused by a weig
   ``tsv`` (GIN). Each candidate scores ``sum(idf(t) * tf'(k1 + 1) / (tf' + k1 (1 - b + b dl/avgdl)))``
   where ``tf'`` is 1 plus a boost when the term is in the title/name (weight A) or in the tools and
   tags (weight B), ``dl`` the document's number of distinct lexemes. ``idf`` and ``avgdl`` come
-  from :class:`TermStats` (document frequencies of B's lexemes, cached in the process). Terms found
-  in more than a tenth of a large catalog still score but do not select candidates (they would
-  select most of it), and a large candidate set is cut to its best ``text_prefilter`` by Postgres's
-  own ``ts_rank`` (C code, field weights, no idf) before the BM25 scoring (SQL, per term).
-- **Trigram** similarity on names (``word_similarity``, GIN), only for short Latin-script queries:
-  it catches misspelled names.
+  from :class:`TermStats` (document frequencies of B's lexemes, cached in the process). A Latin
+  word no document has (a misspelling) is corrected to the indexed words one edit away
+  (:meth:`TermStats.corrections`). In a large catalog the candidates are bounded
+  (:func:`candidate_tsqueries`: rare words select on their own within a document budget, common
+  words only together, capped), then cut to the best ``text_prefilter`` by Postgres's own
+  ``ts_rank`` (C code, field weights, no idf) before the BM25 scoring (SQL, per term).
+- **Trigram** similarity on names (``word_similarity``, GIN), only for short Latin-script queries
+  with a word no document has: it catches misspelled names.
 - **Vector**: cosine distance to the query's embedding through the HNSW index with pgvector's
   iterative scan, so filters never starve the candidate list.
 
@@ -21,8 +23,8 @@ Fusion (weights tuned on the tuning half of bench/search_set, see bench/search_q
     score = w_text * bm25 / max(bm25) + w_vector * max(0, 1 - distance / max_distance)
           + w_trigram * similarity + w_rank * sum(1 / (rrf_k + rank))
 
-where ``w_trigram`` is ``trigram_weight_no_words`` when no word of the query is in any document
-(a misspelled name: only the trigram and vector retrievers can find it).
+where ``w_trigram`` is ``trigram_weight_no_words`` when the full-text retriever found nothing (a
+misspelled name that no correction reaches: only the trigram and vector retrievers can find it).
 
 The connection-level settings the retrievers need (``hnsw.ef_search``, ``hnsw.iterative_scan``,
 ``pg_trgm.word_similarity_threshold``) are set once per pooled connection (:func:`install_settings`),
@@ -260,7 +262,8 @@ def plan_terms(query: str, stats: TermStats, settings: Settings) -> TermPlan | N
 
 def has_unknown_word(query: str, stats: TermStats) -> bool:
     """Whether a word of the query is in no document (a misspelling, a partial or unknown name)."""
-    return any(stats.df.get(t, 0) == 0 for t in query_terms(query)) or not query_terms(query)
+    terms = query_terms(query)
+    return not terms or any(stats.df.get(t, 0) == 0 for t in terms)
 
 
 HEALTHY = ("up", "idle")
