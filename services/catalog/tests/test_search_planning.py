@@ -4,7 +4,15 @@ groups, the bounded candidate tsqueries and when the trigram retriever runs."""
 from __future__ import annotations
 
 from wemcp.catalog.config import Settings
-from wemcp.catalog.search import TermStats, candidate_tsqueries, has_unknown_word, plan_terms, term_groups
+from wemcp.catalog.search import (
+    TermStats,
+    cached_plan,
+    candidate_tsqueries,
+    has_unknown_word,
+    plan_terms,
+    term_groups,
+    vector_literal,
+)
 from wemcp.catalog.text import correctable, edits1
 
 
@@ -83,3 +91,15 @@ def test_plan_terms_and_unknown_words() -> None:
     assert plan_terms("qqqqzz", stats, Settings()) is None
     assert has_unknown_word("wether", stats) and not has_unknown_word("weather forecast", stats)
     assert has_unknown_word("", stats)
+
+
+def test_plans_are_cached_per_statistics_and_settings() -> None:
+    stats = _stats({"weather": 40}, 100)
+    settings = Settings()
+    first = cached_plan("wether", stats, settings)
+    assert first[0] is not None and "weather" in first[0].terms and first[1]  # corrected, unknown word
+    assert cached_plan("wether", stats, settings) is first
+    assert cached_plan("wether", stats, settings.model_copy(update={"correction_weight": 0.0}))[0] is None
+    stats.plans = {}  # what a refresh of the statistics does
+    assert cached_plan("wether", stats, settings) is not first
+    assert vector_literal((0.5, -1.0, 0.25)) == "[0.5,-1.0,0.25]"

@@ -37,6 +37,7 @@ from __future__ import annotations
 # orders, filters, retriever lists); every value from a request is a bound parameter.
 import asyncio
 import bisect
+import functools
 import math
 import re
 import time
@@ -105,6 +106,7 @@ class TermStats:
     df: dict[str, int] = field(default_factory=dict)
     vocab: list[str] = field(default_factory=list)  # sorted ASCII words, for prefix expansion
     loaded_at: float = -math.inf
+    plans: dict[tuple[Any, ...], tuple[TermPlan | None, bool]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _task: asyncio.Task[None] | None = None
 
@@ -127,6 +129,7 @@ class TermStats:
             self.df = {w: int(c) for w, c in rows}
             self.vocab = sorted(w for w in self.df if not _CJK.search(w))
             self.n_docs, self.avgdl = int(n), max(float(avgdl), 1.0)
+            self.plans = {}
             self.loaded_at = time.monotonic()
 
     def close(self) -> None:
@@ -260,6 +263,28 @@ def plan_terms(query: str, stats: TermStats, settings: Settings) -> TermPlan | N
     return TermPlan(list(weights), list(weights.values()), rare, common)
 
 
+MAX_CACHED_PLANS = 4096
+
+
+def cached_plan(query: str, stats: TermStats, settings: Settings) -> tuple[TermPlan | None, bool]:
+    """:func:`plan_terms` and :func:`has_unknown_word` of a query, cached with the statistics they
+    were made from (a popular query costs jieba, prefix expansion and corrections once)."""
+    key = (query, settings.prefix_weight, settings.translation_weight, settings.correction_weight,
+           settings.text_candidate_budget)
+    hit = stats.plans.get(key)
+    if hit is None:
+        if len(stats.plans) >= MAX_CACHED_PLANS:
+            stats.plans.clear()
+        hit = stats.plans[key] = (plan_terms(query, stats, settings), has_unknown_word(query, stats))
+    return hit
+
+
+@functools.lru_cache(maxsize=2048)
+def vector_literal(vec: tuple[float, ...]) -> str:
+    """pgvector's text form of a query vector (formatting 384 floats costs ~0.5 ms; cached)."""
+    return "[" + ",".join(map(repr, vec)) + "]"
+
+
 def has_unknown_word(query: str, stats: TermStats) -> bool:
     """Whether a word of the query is in no document (a misspelling, a partial or unknown name)."""
     terms = query_terms(query)
@@ -289,8 +314,8 @@ def _retrievers(query: str, mode: str, settings: Settings, stats: TermStats, qve
     k = settings.search_candidates
     params["k"] = k
     parts: list[str] = []
+    plan, unknown = cached_plan(query, stats, settings) if mode != "vector" else (None, False)
     if mode in {"hybrid", "text", "fulltext"}:
-        plan = plan_terms(query, stats, settings)
         if plan is not None:
             params.update(terms=plan.terms, tw=plan.weights, pre=settings.text_prefilter,
                           tsr=" | ".join(t for t in plan.terms if stats.df.get(t, 0) > 0) or plan.terms[0],
@@ -322,14 +347,14 @@ def _retrievers(query: str, mode: str, settings: Settings, stats: TermStats, qve
     # trigrams here and long queries are sentences (full-text and vector handle both), and the
     # trigram scan is the slowest retriever at 100k (measured), so it runs only where it can help.
     name_like = len(query) >= 3 and len(query.split()) <= 4 and not _CJK.search(query)
-    if mode == "trigram" or (mode in {"hybrid", "text"} and name_like and has_unknown_word(query, stats)):
+    if mode == "trigram" or (mode in {"hybrid", "text"} and name_like and unknown):
         params["q"] = query.lower()
         parts.append(f"""(SELECT server_id, 'g' AS src, row_number() OVER (ORDER BY raw DESC, server_id) AS r, raw
             FROM (SELECT d.server_id, word_similarity(:q, d.name_trgm)::float8 AS raw
                   FROM catalog.search_docs d WHERE :q <% d.name_trgm AND {where}
                   ORDER BY raw DESC, d.server_id LIMIT :k) g)""")
     if mode in {"hybrid", "vector"} and qvec is not None:
-        params.update(qv=str(qvec), maxd=settings.vector_max_distance)
+        params.update(qv=vector_literal(tuple(qvec)), maxd=settings.vector_max_distance)
         parts.append(f"""(SELECT server_id, 'v' AS src, row_number() OVER (ORDER BY raw, server_id) AS r, raw FROM (
               SELECT d.server_id, (d.embedding <=> CAST(:qv AS vector))::float8 AS raw
               FROM catalog.search_docs d WHERE d.embedding IS NOT NULL AND {where}
