@@ -57,7 +57,8 @@ def test_term_groups_stand_ins_and_bigrams() -> None:
 def test_candidate_tsqueries_small_catalog_selects_every_word() -> None:
     stats = _stats({"web": 500, "search": 600, "tavily": 2}, 900)
     groups = [{"tavily": 1.0}, {"web": 1.0}, {"search": 1.0}, {"nosuchword": 1.0}]
-    assert candidate_tsqueries(groups, stats, budget=1000) == ("tavily | web | search", "")
+    # (a word unseen at the last count of the statistics selects too: it may be in new documents)
+    assert candidate_tsqueries(groups, stats, budget=1000) == ("nosuchword | tavily | web | search", "")
 
 
 def test_candidate_tsqueries_bounds_common_words() -> None:
@@ -78,8 +79,8 @@ def test_candidate_tsqueries_bounds_common_words() -> None:
                       " | ((web | websites) & api & search)")
     # a single common word is all there is: it selects
     assert candidate_tsqueries([{"ai": 1.0}], stats, 1000) == ("", "ai")
-    # no word in any document
-    assert candidate_tsqueries([{"zzzq": 1.0}], stats, 1000) == ("", "")
+    # a word in no document at the last count selects as a rare one
+    assert candidate_tsqueries([{"zzzq": 1.0}, {"ai": 1.0}], stats, 1000) == ("zzzq", "")
 
 
 def test_plan_terms_and_unknown_words() -> None:
@@ -87,8 +88,10 @@ def test_plan_terms_and_unknown_words() -> None:
     plan = plan_terms("wether forcast", stats, Settings())
     assert plan is not None
     assert {"weather", "forecast"} <= set(plan.terms)
-    assert plan.rare == "forecast | weather" and plan.common == ""  # the rarest first
-    assert plan_terms("qqqqzz", stats, Settings()) is None
+    assert plan.rare == "(forcast | forecast) | (wether | weather)" and plan.common == ""  # rarest first
+    assert plan_terms("the and", stats, Settings()) is None  # stop words only
+    unseen = plan_terms("qqqqzz", stats, Settings())
+    assert unseen is not None and unseen.rare == "qqqqzz"
     assert has_unknown_word("wether", stats) and not has_unknown_word("weather forecast", stats)
     assert has_unknown_word("", stats)
 
@@ -99,7 +102,8 @@ def test_plans_are_cached_per_statistics_and_settings() -> None:
     first = cached_plan("wether", stats, settings)
     assert first[0] is not None and "weather" in first[0].terms and first[1]  # corrected, unknown word
     assert cached_plan("wether", stats, settings) is first
-    assert cached_plan("wether", stats, settings.model_copy(update={"correction_weight": 0.0}))[0] is None
+    uncorrected = cached_plan("wether", stats, settings.model_copy(update={"correction_weight": 0.0}))[0]
+    assert uncorrected is not None and uncorrected.terms == ["wether"]
     stats.plans = {}  # what a refresh of the statistics does
     assert cached_plan("wether", stats, settings) is not first
     assert vector_literal((0.5, -1.0, 0.25)) == "[0.5,-1.0,0.25]"

@@ -228,10 +228,11 @@ def candidate_tsqueries(groups: list[dict[str, float]], stats: TermStats, budget
         return min(stats.n_docs, sum(stats.df.get(t, 0) for t in g))
 
     def expr(g: dict[str, float]) -> str:
-        known = [t for t in g if stats.df.get(t, 0) > 0]
-        return known[0] if len(known) == 1 else "(" + " | ".join(known) + ")"
+        # a word unseen at the last count of the statistics (a server published since) may be in
+        # documents now: it selects like a rare word (looking up a missing lexeme costs nothing)
+        return next(iter(g)) if len(g) == 1 else "(" + " | ".join(g) + ")"
 
-    found = sorted((g for g in groups if df(g) > 0), key=df)
+    found = sorted(groups, key=df)
     if stats.n_docs <= budget:
         return " | ".join(expr(g) for g in found), ""
     rare: list[dict[str, float]] = []
@@ -259,7 +260,7 @@ def plan_terms(query: str, stats: TermStats, settings: Settings) -> TermPlan | N
             weights[t] = max(weights.get(t, 0.0), w)
     rare, common = candidate_tsqueries(groups, stats, settings.text_candidate_budget)
     if not rare and not common:
-        return None  # no word of the query is in any document
+        return None  # the query has no terms
     return TermPlan(list(weights), list(weights.values()), rare, common)
 
 
