@@ -42,6 +42,7 @@ MODES = {"hybrid": "hybrid", "vector": "vector", "full text": "text"}
 # x rank (0, 10, 20, 40) x distance (.9, 1, 1.1)). Order: text, vector, trigram, trigram when no
 # word matched, rank, max distance.
 TRANSLATION_WEIGHTS = (1.0,)
+CORRECTION_WEIGHTS = (0.3, 0.5, 0.7, 1.0)  # words one edit from a misspelled query word
 GRID = ([0.5, 1.0], [2.0, 3.0, 5.0], [0.25, 0.5], [0.25, 1.0, 2.0, 4.0], [10.0, 20.0, 40.0], [0.9, 1.0])
 COLUMNS = [("all", None), ("zh", "zh"), ("en", "en"), ("typo", "typo"), ("zh→en", "x_zh_en"),
            ("en→zh", "x_en_zh")]
@@ -130,16 +131,18 @@ async def tune(app: Any, id_to_pkg: dict[str, str]) -> list[str]:
 
     state = of(app.state.runtime)
     stats = await state.terms.ready(app.state.runtime.sessions)
-    by_tw: dict[float, dict[str, list[tuple[str, str, int, float]]]] = {}
-    for tw in TRANSLATION_WEIGHTS:  # the glossary's weight changes the full-text lists: fetch each
-        wide = state.settings.model_copy(update={"vector_max_distance": 1.3, "translation_weight": tw})
+    by_tw: dict[tuple[float, float], dict[str, list[tuple[str, str, int, float]]]] = {}
+    # the glossary's and the corrections' weights change the full-text lists: fetch each
+    for tw in itertools.product(TRANSLATION_WEIGHTS, CORRECTION_WEIGHTS):
+        wide = state.settings.model_copy(update={"vector_max_distance": 1.3, "translation_weight": tw[0],
+                                                 "correction_weight": tw[1]})
         by_tw[tw] = {}
         for q in queries():
             qvec = await state.queries.query(q["q"])
             async with app.state.runtime.sessions() as s, s.begin():
                 by_tw[tw][q["q"]] = await search_mod.candidates(s, q["q"], "hybrid", wide, stats, qvec)
 
-    def score(half: str, tw: float, **w: float) -> tuple[float, float, dict[str, float]]:
+    def score(half: str, tw: tuple[float, float], **w: float) -> tuple[float, float, dict[str, float]]:
         rec, rrs, by_cat = [], [], {}
         for q in (q for q in queries() if q["half"] == half):
             ranked = [id_to_pkg.get(i) for i in search_mod.fuse(by_tw[tw][q["q"]], **w)]
@@ -149,8 +152,8 @@ async def tune(app: Any, id_to_pkg: dict[str, str]) -> list[str]:
             by_cat.setdefault(q["cat"], []).append(r)
         return float(np.mean(rec)), float(np.mean(rrs)), {c: float(np.mean(v)) for c, v in by_cat.items()}
 
-    grid = itertools.product(TRANSLATION_WEIGHTS, *GRID)
-    best: tuple[float, float, dict[str, float]] | None = None
+    grid = itertools.product(list(by_tw), *GRID)
+    best: tuple[float, tuple[float, float], dict[str, float]] | None = None
     for tw, wt, wv, wg, wg2, wr, vd in grid:
         w = {"wt": wt, "wv": wv, "wg": wg, "wg2": wg2, "wr": wr, "rrf": 60.0, "vd": vd}
         rec, mrr, _ = score("tune", tw, **w)
@@ -159,7 +162,7 @@ async def tune(app: Any, id_to_pkg: dict[str, str]) -> list[str]:
             best = (objective, tw, w)
     assert best is not None
     _, tw, w = best
-    lines = [f"\nfusion fitted on the tuning half: translation_weight={tw} {w}"]
+    lines = [f"\nfusion fitted on the tuning half: translation_weight={tw[0]} correction_weight={tw[1]} {w}"]
     for half in ("tune", "test"):
         rec, mrr, cats = score(half, tw, **w)
         lines.append(f"  {half}: recall@10 {rec:.3f} MRR {mrr:.3f} "

@@ -73,13 +73,19 @@ class Settings(ServiceSettings):
     vector_weight: float = Field(default=3.0, ge=0)  # 1 - cosine distance / vector_max_distance
     trigram_weight: float = Field(default=0.25, ge=0)  # word_similarity of the query and the name
     trigram_weight_no_words: float = Field(default=0.25, ge=0)  # ... when full text found nothing
-    rank_weight: float = Field(default=40.0, ge=0)  # times the sum of 1 / (rrf_k + rank) over the lists
+    rank_weight: float = Field(default=10.0, ge=0)  # times the sum of 1 / (rrf_k + rank) over the lists
     bm25_k1: float = Field(default=1.2, gt=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
     title_boost: float = Field(default=2.0, ge=0)  # added to a term's tf when in the title/name
     tools_boost: float = Field(default=1.0, ge=0)  # ... when in the tools or tags
     prefix_weight: float = Field(default=0.7, ge=0, le=1)  # an ASCII prefix's expansions, times idf
     translation_weight: float = Field(default=1.0, ge=0, le=1)  # glossary words of the other language
+    correction_weight: float = Field(default=0.7, ge=0, le=1)  # words one edit from an unknown query word
+    # Full-text candidates (search.candidate_tsqueries): the rarest words select on their own while
+    # their documents add up to at most text_candidate_budget; the common ones only together, and
+    # then at most text_scan_cap documents. Every word still scores the candidates.
+    text_candidate_budget: int = Field(default=500, ge=100)
+    text_scan_cap: int = Field(default=500, ge=100)  # documents the common words select, at most
     text_prefilter: int = Field(default=400, ge=10, le=100_000)  # full-text candidates BM25 scores
     term_stats_seconds: float = Field(default=600.0, gt=0)  # how often idf statistics are recounted
 

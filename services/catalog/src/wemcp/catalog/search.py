@@ -7,12 +7,14 @@ category, tags) inside its own query so the indexes do the work, fused by a weig
   ``tsv`` (GIN). Each candidate scores ``sum(idf(t) * tf'(k1 + 1) / (tf' + k1 (1 - b + b dl/avgdl)))``
   where ``tf'`` is 1 plus a boost when the term is in the title/name (weight A) or in the tools and
   tags (weight B), ``dl`` the document's number of distinct lexemes. ``idf`` and ``avgdl`` come
-  from :class:`TermStats` (document frequencies of B's lexemes, cached in the process). Terms found
-  in more than a tenth of a large catalog still score but do not select candidates (they would
-  select most of it), and a large candidate set is cut to its best ``text_prefilter`` by Postgres's
-  own ``ts_rank`` (C code, field weights, no idf) before the BM25 scoring (SQL, per term).
-- **Trigram** similarity on names (``word_similarity``, GIN), only for short Latin-script queries:
-  it catches misspelled names.
+  from :class:`TermStats` (document frequencies of B's lexemes, cached in the process). A Latin
+  word no document has (a misspelling) is corrected to the indexed words one edit away
+  (:meth:`TermStats.corrections`). In a large catalog the candidates are bounded
+  (:func:`candidate_tsqueries`: rare words select on their own within a document budget, common
+  words only together, capped), then cut to the best ``text_prefilter`` by Postgres's own
+  ``ts_rank`` (C code, field weights, no idf) before the BM25 scoring (SQL, per term).
+- **Trigram** similarity on names (``word_similarity``, GIN), only for short Latin-script queries
+  with a word no document has: it catches misspelled names.
 - **Vector**: cosine distance to the query's embedding through the HNSW index with pgvector's
   iterative scan, so filters never starve the candidate list.
 
@@ -21,8 +23,8 @@ Fusion (weights tuned on the tuning half of bench/search_set, see bench/search_q
     score = w_text * bm25 / max(bm25) + w_vector * max(0, 1 - distance / max_distance)
           + w_trigram * similarity + w_rank * sum(1 / (rrf_k + rank))
 
-where ``w_trigram`` is ``trigram_weight_no_words`` when no word of the query is in any document
-(a misspelled name: only the trigram and vector retrievers can find it).
+where ``w_trigram`` is ``trigram_weight_no_words`` when the full-text retriever found nothing (a
+misspelled name that no correction reaches: only the trigram and vector retrievers can find it).
 
 The connection-level settings the retrievers need (``hnsw.ef_search``, ``hnsw.iterative_scan``,
 ``pg_trgm.word_similarity_threshold``) are set once per pooled connection (:func:`install_settings`),
@@ -35,6 +37,7 @@ from __future__ import annotations
 # orders, filters, retriever lists); every value from a request is a bound parameter.
 import asyncio
 import bisect
+import functools
 import math
 import re
 import time
@@ -47,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from wemcp.catalog.config import Settings
 from wemcp.catalog.glossary import translations
 from wemcp.catalog.schemas import SearchRequest
-from wemcp.catalog.text import is_prefix_term, query_terms
+from wemcp.catalog.text import correctable, edits1, is_prefix_term, query_terms
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
@@ -71,6 +74,7 @@ ITEM_COLUMNS = """s.id, s.slug, s.name, s.title, s.description, s.icon, s.catego
   s.health_status AS health"""
 
 MAX_EXPANSIONS = 6  # indexed words an ASCII prefix expands to (the most frequent first)
+MAX_CORRECTIONS = 2  # indexed words one edit away that an unknown query word is corrected to
 
 
 def install_settings(engine: AsyncEngine, settings: Settings) -> None:
@@ -102,6 +106,7 @@ class TermStats:
     df: dict[str, int] = field(default_factory=dict)
     vocab: list[str] = field(default_factory=list)  # sorted ASCII words, for prefix expansion
     loaded_at: float = -math.inf
+    plans: dict[tuple[Any, ...], tuple[TermPlan | None, bool]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _task: asyncio.Task[None] | None = None
 
@@ -124,6 +129,7 @@ class TermStats:
             self.df = {w: int(c) for w, c in rows}
             self.vocab = sorted(w for w in self.df if not _CJK.search(w))
             self.n_docs, self.avgdl = int(n), max(float(avgdl), 1.0)
+            self.plans = {}
             self.loaded_at = time.monotonic()
 
     def close(self) -> None:
@@ -145,33 +151,145 @@ class TermStats:
         found.sort(key=lambda w: -self.df.get(w, 0))
         return found[:MAX_EXPANSIONS]
 
+    def corrections(self, term: str) -> list[str]:
+        """A word no document has (a misspelling, e.g. ``wether``), corrected to the indexed words
+        one edit away (``weather``), the most frequent first; none for a known word."""
+        if term in self.df or not correctable(term):
+            return []
+        found = [w for w in edits1(term) if w in self.df]
+        found.sort(key=lambda w: (-self.df[w], w))
+        return found[:MAX_CORRECTIONS]
 
-def weighted_terms(query: str, stats: TermStats, prefix_weight: float,
-                   translation_weight: float = 0.0) -> tuple[list[str], list[float]]:
-    """The query's terms and their weights: idf; prefix expansions and the glossary's translations
-    into the other language (``glossary.py``) discounted."""
-    weights: dict[str, float] = {}
 
-    def add(term: str, weight: float) -> None:
-        weights[term] = max(weights.get(term, 0.0), weight)
+@dataclass
+class TermPlan:
+    """What the full-text retriever looks up: every term with its BM25 weight (each scores every
+    candidate) and the tsqueries that select the candidates: ``rare`` (all its matches) and
+    ``common`` (matches not in ``rare``, at most ``text_scan_cap`` of them); either may be empty."""
 
-    for t in query_terms(query):
-        add(t, stats.idf(t))
+    terms: list[str]
+    weights: list[float]
+    rare: str
+    common: str
+
+
+def term_groups(query: str, stats: TermStats, prefix_weight: float, translation_weight: float = 0.0,
+                correction_weight: float = 0.0) -> list[dict[str, float]]:
+    """One group per query word: the word and what stands in for it (its prefix expansions, its
+    corrections when it is misspelled, the glossary's translations into the other language,
+    ``glossary.py``; a Chinese bigram inside a longer query word joins that word's group), each
+    term weighted by its idf, the stand-ins discounted."""
+    terms = query_terms(query)
+    words = [w for w in terms if len(w) > 2 and _CJK.match(w)]
+    groups: list[dict[str, float]] = []
+    inside: list[tuple[str, dict[str, float]]] = []  # a bigram's group, the longer word it is part of
+    for t in terms:
+        g = {t: stats.idf(t)}
+
+        def add(term: str, weight: float, g: dict[str, float] = g) -> None:
+            g[term] = max(g.get(term, 0.0), weight)
+
         if is_prefix_term(t):
             for w in stats.expansions(t):
                 add(w, prefix_weight * stats.idf(w))
+        if correction_weight > 0:
+            for w in stats.corrections(t):
+                add(w, correction_weight * stats.idf(w))
         if translation_weight > 0:
             for w in translations(t):
                 add(w, translation_weight * stats.idf(w))
-    return list(weights), list(weights.values())
+        home = next((w for w in words if len(t) == 2 and _CJK.match(t) and t in w), None)
+        if home is None:
+            groups.append(g)
+        else:
+            inside.append((home, g))
+    for home, g in inside:
+        target = next(h for h in groups if home in h)
+        for term, weight in g.items():
+            target[term] = max(target.get(term, 0.0), weight)
+    return groups
 
 
-def selective_terms(terms: list[str], stats: TermStats) -> list[str]:
-    """Terms that select candidates: in a large catalog, not those found in over a tenth of it."""
-    if stats.n_docs < 2000:
-        return terms
-    rare = [t for t in terms if stats.df.get(t, 0) <= stats.n_docs // 10]
-    return rare or sorted(terms, key=lambda t: stats.df.get(t, 0))[:1]
+MAX_COMMON_GROUPS = 6  # common words that take part in selecting candidates (the rarest of them)
+
+
+def candidate_tsqueries(groups: list[dict[str, float]], stats: TermStats, budget: int) -> tuple[str, str]:
+    """The tsqueries that select full-text candidates, ``(rare, common)``: the retriever's cost is
+    fetching and ranking every matching row, so a query of common words must not select a large
+    share of a big catalog (measured at 100k: 27k rows, 130 ms).
+
+    Groups (a word and its stand-ins) are taken rarest first while the sum of their document
+    frequencies stays within ``budget``; each selects on its own (``rare``). The remaining, common
+    groups select together (``common``): a document must have both of two, all but one of three
+    or more; a single common word selects only when there is no rare one. In a catalog no larger
+    than the budget every group is rare."""
+
+    def df(g: dict[str, float]) -> int:
+        return min(stats.n_docs, sum(stats.df.get(t, 0) for t in g))
+
+    def expr(g: dict[str, float]) -> str:
+        # a word unseen at the last count of the statistics (a server published since) may be in
+        # documents now: it selects like a rare word (looking up a missing lexeme costs nothing)
+        return next(iter(g)) if len(g) == 1 else "(" + " | ".join(g) + ")"
+
+    found = sorted(groups, key=df)
+    if stats.n_docs <= budget:
+        return " | ".join(expr(g) for g in found), ""
+    rare: list[dict[str, float]] = []
+    used = 0
+    for g in found:
+        if used + df(g) > budget:
+            break
+        rare.append(g)
+        used += df(g)
+    common = found[len(rare):][:MAX_COMMON_GROUPS]
+    if len(common) <= 2:
+        clauses = [" & ".join(expr(g) for g in common)] if common and (len(common) == 2 or not rare) else []
+    else:
+        clauses = ["(" + " & ".join(expr(g) for j, g in enumerate(common) if j != skip) + ")"
+                   for skip in range(len(common))]
+    return " | ".join(expr(g) for g in rare), " | ".join(clauses)
+
+
+def plan_terms(query: str, stats: TermStats, settings: Settings) -> TermPlan | None:
+    groups = term_groups(query, stats, settings.prefix_weight, settings.translation_weight,
+                         settings.correction_weight)
+    weights: dict[str, float] = {}
+    for g in groups:
+        for t, w in g.items():
+            weights[t] = max(weights.get(t, 0.0), w)
+    rare, common = candidate_tsqueries(groups, stats, settings.text_candidate_budget)
+    if not rare and not common:
+        return None  # the query has no terms
+    return TermPlan(list(weights), list(weights.values()), rare, common)
+
+
+MAX_CACHED_PLANS = 4096
+
+
+def cached_plan(query: str, stats: TermStats, settings: Settings) -> tuple[TermPlan | None, bool]:
+    """:func:`plan_terms` and :func:`has_unknown_word` of a query, cached with the statistics they
+    were made from (a popular query costs jieba, prefix expansion and corrections once)."""
+    key = (query, settings.prefix_weight, settings.translation_weight, settings.correction_weight,
+           settings.text_candidate_budget)
+    hit = stats.plans.get(key)
+    if hit is None:
+        if len(stats.plans) >= MAX_CACHED_PLANS:
+            stats.plans.clear()
+        hit = stats.plans[key] = (plan_terms(query, stats, settings), has_unknown_word(query, stats))
+    return hit
+
+
+@functools.lru_cache(maxsize=2048)
+def vector_literal(vec: tuple[float, ...]) -> str:
+    """pgvector's text form of a query vector (formatting 384 floats costs ~0.5 ms; cached)."""
+    return "[" + ",".join(map(repr, vec)) + "]"
+
+
+def has_unknown_word(query: str, stats: TermStats) -> bool:
+    """Whether a word of the query is in no document (a misspelling, a partial or unknown name)."""
+    terms = query_terms(query)
+    return not terms or any(stats.df.get(t, 0) == 0 for t in terms)
 
 
 HEALTHY = ("up", "idle")
@@ -197,36 +315,47 @@ def _retrievers(query: str, mode: str, settings: Settings, stats: TermStats, qve
     k = settings.search_candidates
     params["k"] = k
     parts: list[str] = []
+    plan, unknown = cached_plan(query, stats, settings) if mode != "vector" else (None, False)
     if mode in {"hybrid", "text", "fulltext"}:
-        terms, weights = weighted_terms(query, stats, settings.prefix_weight, settings.translation_weight)
-        if terms:
-            params.update(terms=terms, tw=weights, tsq=" | ".join(selective_terms(terms, stats)),
-                          pre=settings.text_prefilter,
+        if plan is not None:
+            params.update(terms=plan.terms, tw=plan.weights, pre=settings.text_prefilter,
+                          tsr=" | ".join(t for t in plan.terms if stats.df.get(t, 0) > 0) or plan.terms[0],
                           k1=settings.bm25_k1, b=settings.bm25_b, avgdl=stats.avgdl,
                           wa=settings.title_boost, wb=settings.tools_boost)
+            sources = []
+            if plan.rare:
+                params["rare"] = plan.rare
+                sources.append(f"""SELECT d.server_id, d.tsv FROM catalog.search_docs d
+                                   WHERE d.tsv @@ to_tsquery('simple', :rare) AND {where}""")
+            if plan.common:
+                params.update(common=plan.common, cap=settings.text_scan_cap)
+                not_rare = "AND NOT d.tsv @@ to_tsquery('simple', :rare)" if plan.rare else ""
+                sources.append(f"""(SELECT d.server_id, d.tsv FROM catalog.search_docs d
+                                    WHERE d.tsv @@ to_tsquery('simple', :common) {not_rare} AND {where}
+                                    LIMIT :cap)""")
             parts.append(f"""(SELECT server_id, 't' AS src, row_number() OVER (ORDER BY raw DESC, server_id) AS r, raw
               FROM (SELECT d.server_id, (SELECT sum(x.w * x.tf * (x.k1 + 1) / (x.tf + x.k1 * (1 - x.b + x.b * x.dl)))
                                          FROM (SELECT qt.w, qt.k1, qt.b, length(d.tsv) / qt.avgdl AS dl,
                                                       CASE WHEN d.tsv @@ qt.q THEN 1 + qt.wa * (d.tsv @@ qt.qa)::int
                                                            + qt.wb * (d.tsv @@ qt.qb)::int ELSE 0 END AS tf
                                                FROM qt) x) AS raw
-                    FROM (SELECT d.server_id, d.tsv FROM catalog.search_docs d
-                          WHERE d.tsv @@ to_tsquery('simple', :tsq) AND {where}
-                          ORDER BY ts_rank('{{0.1, 0.3, 0.6, 1.0}}', d.tsv, to_tsquery('simple', :tsq)) DESC
+                    FROM (SELECT d.server_id, d.tsv FROM ({" UNION ALL ".join(sources)}) d
+                          ORDER BY ts_rank('{{0.1, 0.3, 0.6, 1.0}}', d.tsv, to_tsquery('simple', :tsr)) DESC
                           LIMIT :pre) d
                     ORDER BY raw DESC, d.server_id LIMIT :k) t)""")
-    # Trigrams catch misspelled *names*: short Latin-script queries. Chinese text has no useful
+    # Trigrams catch misspelled *names*: short Latin-script queries with a word no document has
+    # (a query whose words are all known is served by the full text). Chinese text has no useful
     # trigrams here and long queries are sentences (full-text and vector handle both), and the
-    # trigram scan is the slowest retriever (measured), so it runs only where it can help.
+    # trigram scan is the slowest retriever at 100k (measured), so it runs only where it can help.
     name_like = len(query) >= 3 and len(query.split()) <= 4 and not _CJK.search(query)
-    if mode in {"hybrid", "text", "trigram"} and (name_like or mode == "trigram"):
+    if mode == "trigram" or (mode in {"hybrid", "text"} and name_like and unknown):
         params["q"] = query.lower()
         parts.append(f"""(SELECT server_id, 'g' AS src, row_number() OVER (ORDER BY raw DESC, server_id) AS r, raw
             FROM (SELECT d.server_id, word_similarity(:q, d.name_trgm)::float8 AS raw
                   FROM catalog.search_docs d WHERE :q <% d.name_trgm AND {where}
                   ORDER BY raw DESC, d.server_id LIMIT :k) g)""")
     if mode in {"hybrid", "vector"} and qvec is not None:
-        params.update(qv=str(qvec), maxd=settings.vector_max_distance)
+        params.update(qv=vector_literal(tuple(qvec)), maxd=settings.vector_max_distance)
         parts.append(f"""(SELECT server_id, 'v' AS src, row_number() OVER (ORDER BY raw, server_id) AS r, raw FROM (
               SELECT d.server_id, (d.embedding <=> CAST(:qv AS vector))::float8 AS raw
               FROM catalog.search_docs d WHERE d.embedding IS NOT NULL AND {where}

@@ -93,6 +93,30 @@ def is_prefix_term(term: str) -> bool:
     return len(term) >= 3 and not _CJK.search(term)
 
 
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_LATIN_WORD = re.compile(r"[a-z]+")
+
+
+def edits1(word: str) -> set[str]:
+    """Every string one edit away from ``word`` (a lower-case Latin word): one letter deleted,
+    two neighbours swapped, one letter replaced or one inserted (``wether`` → ``weather``,
+    ``dokcer`` → ``docker``). About 54 n + 25 strings, each a dictionary look-up for the caller:
+    no index to build or keep."""
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    out = {a + b[1:] for a, b in splits if b}
+    out |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    out |= {a + c + b[1:] for a, b in splits if b for c in _LETTERS}
+    out |= {a + c + b for a, b in splits for c in _LETTERS}
+    out.discard(word)
+    return out
+
+
+def correctable(term: str) -> bool:
+    """Latin words of 4+ letters may be misspellings worth correcting (shorter ones have too many
+    neighbours one edit away)."""
+    return len(term) >= 4 and _LATIN_WORD.fullmatch(term) is not None
+
+
 def index_text(*parts: str) -> str:
     return " ".join(index_tokens(" ".join(p for p in parts if p)))
 
