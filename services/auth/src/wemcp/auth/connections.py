@@ -18,7 +18,7 @@ from wemcp.common.errors import Conflict, NotFound
 from wemcp.common.logging import get_logger
 
 if TYPE_CHECKING:
-    from wemcp.auth.api import AuthState
+    from wemcp.auth.deps import AuthState
 
 log = get_logger("wemcp.auth.connections")
 

@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wemcp.auth import repository
 from wemcp.auth.config import Settings
 from wemcp.auth.models import (
     ApiKey,
@@ -35,7 +36,7 @@ from wemcp.auth.models import (
     VaultSecret,
     bus_tables,
 )
-from wemcp.auth.service import SYSTEM_USER, _actor, fallback_avatar, record, user_read
+from wemcp.auth.service import SYSTEM_USER, _actor, fallback_avatar, me, record, require_admin, user_read
 from wemcp.auth.tokens import now, revoke_family
 from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound
 from wemcp.common.events.admin import AdminActionRecorded
@@ -252,3 +253,51 @@ async def read_audit(session: AsyncSession, *, filters: dict[str, Any], since: d
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [audit_read(e) for e in rows], "next_cursor": encode_cursor(rows[-1].seq) if more else None}
+
+
+# -- what the admin handlers call (the SQL is the repository's) ----------------------------------
+
+
+async def admin_user(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]:
+    """One user with their linked identities; the system principal is no user."""
+    user = await repository.user(session, user_id)
+    if user is None or user.id == SYSTEM_USER:
+        raise NotFound("no such user")
+    return {**await me(session, user_id), **admin_user_read(user)}
+
+
+def admin_invite_read(i: Invite) -> dict[str, Any]:
+    state = "revoked" if i.revoked_at else "used_up" if i.uses >= i.max_uses else \
+        "expired" if i.expires_at <= now() else "open"
+    return {"id": str(i.id), "role": i.role, "email": i.email, "created_by": str(i.created_by),
+            "created_at": i.created_at.isoformat(), "expires_at": i.expires_at.isoformat(),
+            "max_uses": i.max_uses, "uses": i.uses, "state": state,
+            "used_at": i.used_at.isoformat() if i.used_at else None,
+            "revoked_at": i.revoked_at.isoformat() if i.revoked_at else None}
+
+
+async def list_invites(session: AsyncSession, cursor: str | None, limit: int) -> dict[str, Any]:
+    """Every invite, newest first, a page at a time."""
+    after = None
+    if cursor:
+        at, iid = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(at), uuid.UUID(iid))
+        except ValueError:
+            raise BadRequest("cursor: not a cursor this server issued") from None
+    rows = await repository.invites_page(session, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [admin_invite_read(i) for i in rows],
+            "next_cursor": encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None}
+
+
+async def revoke_invite(session: AsyncSession, admin_id: uuid.UUID, invite_id: uuid.UUID) -> None:
+    actor = await require_admin(session, admin_id)
+    invite = await repository.invite_for_update(session, invite_id)
+    if invite is None:
+        raise NotFound("no such invite")
+    if invite.revoked_at is None:
+        invite.revoked_at = now()
+        await record(session, actor, "invite.revoke", "invite", str(invite.id),
+                     before={"uses": invite.uses, "max_uses": invite.max_uses}, after={"revoked": True})

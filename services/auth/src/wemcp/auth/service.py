@@ -15,6 +15,8 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wemcp.auth import repository
+from wemcp.auth.config import Settings
 from wemcp.auth.models import (
     ApiKey,
     Invite,
@@ -26,7 +28,7 @@ from wemcp.auth.models import (
     bus_tables,
 )
 from wemcp.auth.oauth import Profile
-from wemcp.auth.tokens import now, sha256
+from wemcp.auth.tokens import now, revoke_family, sha256
 from wemcp.common.errors import Conflict, Forbidden, NotFound
 from wemcp.common.events.admin import AdminActionRecorded
 from wemcp.common.events.users import ApiKeyRevoked, SecretChanged, UserRegistered, UserRoleChanged
@@ -556,3 +558,103 @@ def token_expiry(token: dict[str, Any]) -> datetime | None:
     if token.get("expires_in"):
         return now() + timedelta(seconds=float(token["expires_in"]))
     return None
+
+
+# -- what the HTTP handlers call (the SQL is the repository's) ------------------------------------
+
+
+async def logout_everywhere(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -> None:
+    """Revoke every open session of the user (each emits ``user.session_revoked``)."""
+    for family in await repository.open_session_families(session, user_id):
+        await revoke_family(session, settings, family, user_id, "logout")
+
+
+async def rename_me(session: AsyncSession, user_id: uuid.UUID, name: str | None) -> None:
+    user = await repository.user(session, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    if name is not None:
+        user.name = name
+
+
+def invite_read(i: Invite) -> dict[str, Any]:
+    return {
+        "id": str(i.id),
+        "role": i.role,
+        "email": i.email,
+        "expires_at": i.expires_at.isoformat(),
+        "used_at": i.used_at.isoformat() if i.used_at else None,
+        "max_uses": i.max_uses,
+        "uses": i.uses,
+        "revoked_at": i.revoked_at.isoformat() if i.revoked_at else None,
+    }
+
+
+async def my_invites(session: AsyncSession, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    return [invite_read(i) for i in await repository.invites_created_by(session, user_id, 200)]
+
+
+async def my_api_keys(session: AsyncSession, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    return [api_key_read(k) for k in await repository.api_keys_of(session, user_id)]
+
+
+async def create_app(session: AsyncSession, keyring: Keyring, admin_id: uuid.UUID, fields: dict[str, Any],
+                     client_secret: str) -> dict[str, Any]:
+    """Configure a third-party OAuth provider (the client secret sealed at rest); audited."""
+    actor = await require_admin(session, admin_id)  # the role as the database knows it now
+    if await repository.oauth_app_exists(session, fields["slug"]):
+        raise Conflict(f"an OAuth app {fields['slug']!r} exists")
+    app_id = uuid.uuid4()
+    app = OAuthApp(id=app_id, **fields, created_by=admin_id,
+                   client_secret_sealed=keyring.seal(client_secret.encode(), app_secret_context(app_id)))
+    await repository.add(session, app)
+    shown = app_read(app)
+    await record(session, actor, "oauth_app.create", "oauth_app", app.slug,
+                 after={k: v for k, v in shown.items() if k != "client_secret"})
+    return shown
+
+
+async def delete_app(session: AsyncSession, admin_id: uuid.UUID, slug: str) -> None:
+    actor = await require_admin(session, admin_id)
+    app = await app_by_slug(session, slug)
+    before = {k: v for k, v in app_read(app).items() if k != "client_secret"}
+    await repository.remove(session, app)  # its connections go with it (ON DELETE CASCADE)
+    await record(session, actor, "oauth_app.delete", "oauth_app", slug, before=before)
+
+
+async def list_apps(session: AsyncSession) -> list[dict[str, Any]]:
+    return [app_read(a) for a in await repository.oauth_apps(session)]
+
+
+def connection_read(app: OAuthApp, row: OAuthConnection) -> dict[str, Any]:
+    return {
+        "app": app.slug,
+        "name": app.name,
+        "servers": app.servers,
+        "scope": row.scope,
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        "connected_at": row.created_at.isoformat(),
+        "needs_reconnect": row.refresh_failed_at is not None,
+    }
+
+
+async def my_connections(session: AsyncSession, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    return [connection_read(app, conn) for conn, app in await repository.connections_of(session, user_id)]
+
+
+async def disconnect(session: AsyncSession, user_id: uuid.UUID, slug: str) -> None:
+    app = await app_by_slug(session, slug)
+    row = await repository.connection(session, user_id, app.id)
+    if row is None:
+        raise NotFound("not connected")
+    await repository.remove(session, row)
+
+
+async def identities(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]:
+    """The provider accounts linked to a user: never a token, never an e-mail address."""
+    user = await repository.user(session, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    rows = await repository.identities_of(session, user_id)
+    return {"user_id": str(user_id), "login": user.login, "disabled": user.disabled,
+            "identities": [{"provider": r.provider, "subject": r.subject, "login": r.login} for r in rows]}
