@@ -9,9 +9,13 @@ service whose route modules are clean fails too, so the list only shrinks."""
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
 
 import pytest
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ROOT / "services"
@@ -115,6 +119,26 @@ def test_every_service_is_known() -> None:
 @pytest.mark.parametrize("service", CONVERTED)
 def test_converted_service_has_the_skeleton(service: str) -> None:
     assert skeleton_problems(service) == [], "SQL or app.state above the repository, or a file missing"
+
+
+def untyped_routes(service: str) -> list[str]:
+    """The service's own routes that answer with data but declare no response model (a route that
+    returns a ``Response`` it builds has none, and needs none)."""
+    spec = importlib.import_module(f"wemcp.{service}.main").SPEC
+    found = []
+    for router in spec.routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute) or not route.endpoint.__module__.startswith(f"wemcp.{service}."):
+                continue
+            model = route.response_model
+            if model is not None and not (inspect.isclass(model) and issubclass(model, BaseModel)):
+                found.append(f"{sorted(route.methods)} {route.path} -> {model}")
+    return found
+
+
+@pytest.mark.parametrize("service", CONVERTED)
+def test_converted_service_routes_have_response_models(service: str) -> None:
+    assert untyped_routes(service) == []
 
 
 @pytest.mark.parametrize("service", sorted(NOT_CONVERTED))

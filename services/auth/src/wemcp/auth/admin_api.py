@@ -14,7 +14,18 @@ from fastapi.responses import JSONResponse
 from wemcp.auth import moderation, service
 from wemcp.auth.api import REFRESH_COOKIE
 from wemcp.auth.deps import Session, State
-from wemcp.auth.schemas import BanIn, ReasonIn, Role, RoleUpdate
+from wemcp.auth.schemas import (
+    AccountDeleted,
+    AdminInviteList,
+    AdminUserDetail,
+    AdminUserList,
+    AdminUserRead,
+    AuditList,
+    BanIn,
+    ReasonIn,
+    Role,
+    RoleUpdate,
+)
 from wemcp.common.identity import AdminUser, CurrentUser
 
 admin_router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -25,7 +36,7 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 
 # -- users ---------------------------------------------------------------------------------------
 
-@admin_router.get("/admin/users", summary="Search users (admins)")
+@admin_router.get("/admin/users", summary="Search users (admins)", response_model=AdminUserList)
 async def list_users(s: Session, who: AdminUser,
                      q: Annotated[str | None, Query(max_length=200)] = None, role: Role | None = None,
                      banned: bool | None = None, deleted: bool = False,
@@ -36,26 +47,29 @@ async def list_users(s: Session, who: AdminUser,
                                          limit=limit)
 
 
-@admin_router.get("/admin/users/{user_id}", summary="One user with their linked identities (admins)")
+@admin_router.get("/admin/users/{user_id}", summary="One user with their linked identities (admins)",
+                  response_model=AdminUserDetail)
 async def get_user(user_id: uuid.UUID, s: Session, who: AdminUser) -> dict[str, Any]:
     await service.require_admin(s, who.user_id)
     return await moderation.admin_user(s, user_id)
 
 
-@admin_router.put("/admin/users/{user_id}/role", summary="Change a user's role (admins; below their own)")
+@admin_router.put("/admin/users/{user_id}/role", summary="Change a user's role (admins; below their own)",
+                  response_model=AdminUserRead)
 async def put_role(user_id: uuid.UUID, body: RoleUpdate, s: Session, who: AdminUser) -> dict[str, Any]:
     async with s.begin():
         user = await service.set_role(s, who.user_id, user_id, body.role, body.reason)
         return moderation.admin_user_read(user)
 
 
-@admin_router.post("/admin/users/{user_id}/ban", summary="Ban a user: keys and sessions stop working (admins)")
+@admin_router.post("/admin/users/{user_id}/ban", summary="Ban a user: keys and sessions stop working (admins)",
+                   response_model=AdminUserRead)
 async def ban_user(user_id: uuid.UUID, body: BanIn, st: State, s: Session, who: AdminUser) -> dict[str, Any]:
     async with s.begin():
         return moderation.admin_user_read(await moderation.ban(s, st.settings, who.user_id, user_id, body.reason))
 
 
-@admin_router.post("/admin/users/{user_id}/unban", summary="Lift a ban (admins)")
+@admin_router.post("/admin/users/{user_id}/unban", summary="Lift a ban (admins)", response_model=AdminUserRead)
 async def unban_user(user_id: uuid.UUID, s: Session, who: AdminUser,
                      body: ReasonIn | None = None) -> dict[str, Any]:
     async with s.begin():
@@ -63,7 +77,8 @@ async def unban_user(user_id: uuid.UUID, s: Session, who: AdminUser,
         return moderation.admin_user_read(user)
 
 
-@admin_router.delete("/admin/users/{user_id}", summary="Delete a user's account (admins)")
+@admin_router.delete("/admin/users/{user_id}", summary="Delete a user's account (admins)",
+                     response_model=AccountDeleted)
 async def delete_user(user_id: uuid.UUID, st: State, s: Session, who: AdminUser,
                       reason: Annotated[str | None, Query(max_length=2000)] = None) -> dict[str, Any]:
     async with s.begin():
@@ -82,7 +97,8 @@ async def delete_me(st: State, s: Session, who: CurrentUser) -> JSONResponse:
 
 # -- the audit log -------------------------------------------------------------------------------
 
-@admin_router.get("/admin/audit", summary="The audit log of admin actions, newest first (admins; read-only)")
+@admin_router.get("/admin/audit", summary="The audit log of admin actions, newest first (admins; read-only)",
+                  response_model=AuditList)
 async def audit(s: Session, who: AdminUser,
                 service_name: Annotated[str | None, Query(alias="service", max_length=40)] = None,
                 action: Annotated[str | None, Query(max_length=80)] = None,
@@ -100,7 +116,7 @@ async def audit(s: Session, who: AdminUser,
 
 # -- invites -------------------------------------------------------------------------------------
 
-@admin_router.get("/admin/invites", summary="Every invite, newest first (admins)")
+@admin_router.get("/admin/invites", summary="Every invite, newest first (admins)", response_model=AdminInviteList)
 async def list_invites(s: Session, who: AdminUser, cursor: Cursor = None, limit: Limit = 50) -> dict[str, Any]:
     await service.require_admin(s, who.user_id)
     return await moderation.list_invites(s, cursor, limit)

@@ -18,15 +18,34 @@ from wemcp.auth.models import User
 from wemcp.auth.schemas import (
     SERVER_SLUG,
     ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    AuthorizationUrl,
+    ConnectionList,
+    ConnectionToken,
+    IdentitiesRead,
     InviteAccept,
     InviteCreate,
+    InviteCreated,
+    InviteList,
+    InvitePreview,
+    Jwks,
     LogoutIn,
+    MeRead,
     MeUpdate,
     OAuthAppCreate,
+    OAuthAppList,
+    OAuthAppRead,
+    ProvidersRead,
     RefreshIn,
+    ResolvedKey,
     ResolveIn,
     RoleUpdate,
+    SecretList,
     SecretPut,
+    SecretRead,
+    UserRead,
+    VaultValues,
 )
 from wemcp.auth.tokens import RefreshReused, family_of, revoke_family, rotate, start_session
 from wemcp.common.errors import (
@@ -100,7 +119,7 @@ async def jwks(st: State) -> JSONResponse:
     return JSONResponse(await st.keys.published(), headers={"Cache-Control": "public, max-age=300"})
 
 
-@router.get("/auth/providers", summary="Sign-in providers that are configured")
+@router.get("/auth/providers", summary="Sign-in providers that are configured", response_model=ProvidersRead)
 async def providers(st: State) -> dict[str, Any]:
     s = st.settings
     return {"providers": [p for p in PROVIDERS if s.provider(p).enabled]}
@@ -177,7 +196,8 @@ async def login(
     return resp
 
 
-@router.post("/auth/{provider}/link", summary="Link another provider account to the signed-in user")
+@router.post("/auth/{provider}/link", summary="Link another provider account to the signed-in user",
+             response_model=AuthorizationUrl)
 async def link(provider: str, st: State, response: Response, user: CurrentUser) -> dict[str, str]:
     """The authorization URL, for this browser only (the response sets the flow's cookie)."""
     cfg = _provider(st, provider)
@@ -296,24 +316,24 @@ async def logout(request: Request, st: State, s: Session, user: OptionalUser,
 # -- me, users, roles ----------------------------------------------------------------------------
 
 
-@router.get("/me", summary="The signed-in user")
+@router.get("/me", summary="The signed-in user", response_model=MeRead)
 async def get_me(s: Session, user: CurrentUser) -> dict[str, Any]:
     return await service.me(s, user.user_id)
 
 
-@router.patch("/me", summary="Change one's display name")
+@router.patch("/me", summary="Change one's display name", response_model=MeRead)
 async def patch_me(s: Session, user: CurrentUser, body: MeUpdate) -> dict[str, Any]:
     async with s.begin():
         await service.rename_me(s, user.user_id, body.name)
     return await service.me(s, user.user_id)
 
 
-@router.get("/users/{user_id}", summary="A user (admins)")
+@router.get("/users/{user_id}", summary="A user (admins)", response_model=MeRead)
 async def get_user(user_id: uuid.UUID, s: Session, admin: AdminUser) -> dict[str, Any]:
     return await service.me(s, user_id)
 
 
-@router.put("/users/{user_id}/role", summary="Set a user's role (admins; never one's own)")
+@router.put("/users/{user_id}/role", summary="Set a user's role (admins; never one's own)", response_model=UserRead)
 async def put_role(
     user_id: uuid.UUID, body: RoleUpdate, s: Session, actor: CurrentUser
 ) -> dict[str, Any]:
@@ -325,7 +345,8 @@ async def put_role(
 # -- invites -------------------------------------------------------------------------------------
 
 
-@router.post("/invites", status_code=201, summary="Invite someone with a role (merchants, admins)")
+@router.post("/invites", status_code=201, summary="Invite someone with a role (merchants, admins)",
+             response_model=InviteCreated)
 async def create_invite(body: InviteCreate, st: State, s: Session, actor: CurrentUser) -> dict[str, Any]:
     async with s.begin():
         invite, code = await service.create_invite(
@@ -349,13 +370,14 @@ async def create_invite(body: InviteCreate, st: State, s: Session, actor: Curren
     }
 
 
-@router.get("/invites", summary="Invites I created")
+@router.get("/invites", summary="Invites I created", response_model=InviteList)
 async def list_invites(s: Session, actor: CurrentUser) -> dict[str, Any]:
     items = await service.my_invites(s, actor.user_id)
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
 
-@router.post("/invites/lookup", summary="What an invite grants, before accepting it (uses nothing)")
+@router.post("/invites/lookup", summary="What an invite grants, before accepting it (uses nothing)",
+             response_model=InvitePreview)
 async def lookup_invite(body: InviteAccept, request: Request, st: State, s: Session,
                         user: CurrentUser) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
@@ -364,7 +386,7 @@ async def lookup_invite(body: InviteAccept, request: Request, st: State, s: Sess
     return await _guarded(request, run, st)
 
 
-@router.post("/invites/accept", summary="Accept an invite (grants its role)")
+@router.post("/invites/accept", summary="Accept an invite (grants its role)", response_model=UserRead)
 async def accept_invite(body: InviteAccept, request: Request, st: State, user: CurrentUser) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         async with st.sessions() as s, s.begin():
@@ -376,7 +398,8 @@ async def accept_invite(body: InviteAccept, request: Request, st: State, user: C
 # -- platform API keys ---------------------------------------------------------------------------
 
 
-@router.post("/api-keys", status_code=201, summary="Create a platform API key (shown once)")
+@router.post("/api-keys", status_code=201, summary="Create a platform API key (shown once)",
+             response_model=ApiKeyCreated)
 async def create_api_key(body: ApiKeyCreate, s: Session, user: CurrentUser) -> dict[str, Any]:
     servers = None if body.servers is None else sorted(set(body.servers))
     for slug in servers or ():
@@ -387,7 +410,7 @@ async def create_api_key(body: ApiKeyCreate, s: Session, user: CurrentUser) -> d
         return {**service.api_key_read(key), "key": raw}
 
 
-@router.get("/api-keys", summary="My platform API keys (never the keys themselves)")
+@router.get("/api-keys", summary="My platform API keys (never the keys themselves)", response_model=ApiKeyList)
 async def list_api_keys(s: Session, user: CurrentUser) -> dict[str, Any]:
     items = await service.my_api_keys(s, user.user_id)
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
@@ -429,7 +452,7 @@ def _caller(request: Request) -> uuid.UUID:
 
 
 def _vault_routes(path: str, owner_of: Any, whose: str) -> None:
-    @router.put(path, summary=f"Save {whose} upstream secret for a server (write-only)")
+    @router.put(path, summary=f"Save {whose} upstream secret for a server (write-only)", response_model=SecretRead)
     async def put_secret(body: SecretPut, request: Request, st: State, s: Session,
                          owner: uuid.UUID = Depends(owner_of)) -> dict[str, Any]:
         async with s.begin():
@@ -440,7 +463,7 @@ def _vault_routes(path: str, owner_of: Any, whose: str) -> None:
         log.info("vault_secret_saved", system=owner == service.SYSTEM_USER, server=body.server, name=body.name)
         return service.secret_read(row)
 
-    @router.get(path, summary=f"{whose.capitalize()} saved secrets, masked")
+    @router.get(path, summary=f"{whose.capitalize()} saved secrets, masked", response_model=SecretList)
     async def list_secrets(s: Session, owner: uuid.UUID = Depends(owner_of),
                            server: str | None = Query(default=None, pattern=SERVER_SLUG)) -> dict[str, Any]:
         items = await service.list_secrets(s, owner, server)
@@ -465,7 +488,8 @@ _vault_routes("/vault/system", _system_vault, "the system's (admins)")
 # -- third-party OAuth apps and connections ------------------------------------------------------
 
 
-@router.post("/oauth/apps", status_code=201, summary="Configure a third-party OAuth 2.0 provider (admins)")
+@router.post("/oauth/apps", status_code=201, summary="Configure a third-party OAuth 2.0 provider (admins)",
+             response_model=OAuthAppRead)
 async def create_app(body: OAuthAppCreate, st: State, s: Session, admin: AdminUser) -> dict[str, Any]:
     await _public_endpoint(st, "token_url", str(body.token_url))
     fields = {
@@ -491,7 +515,7 @@ async def delete_app(slug: str, s: Session, admin: AdminUser) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/oauth/apps", summary="Configured third-party OAuth providers")
+@router.get("/oauth/apps", summary="Configured third-party OAuth providers", response_model=OAuthAppList)
 async def list_apps(s: Session, user: CurrentUser) -> dict[str, Any]:
     items = await service.list_apps(s)
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
@@ -501,7 +525,8 @@ def _connect_callback(st: AuthState, slug: str) -> str:
     return f"{st.settings.public_url.rstrip('/')}/api/v1/connections/{slug}/callback"
 
 
-@router.post("/connections/{slug}/start", summary="Start connecting a third-party account")
+@router.post("/connections/{slug}/start", summary="Start connecting a third-party account",
+             response_model=AuthorizationUrl)
 async def connect_start(slug: str, st: State, response: Response, user: CurrentUser) -> dict[str, str]:
     """The authorization URL, for this browser only (the response sets the flow's cookie: a URL
     handed to someone else would put their third-party token into this user's account)."""
@@ -557,7 +582,8 @@ async def connect_callback(
     return resp
 
 
-@router.get("/connections", summary="My connected third-party accounts (never the tokens)")
+@router.get("/connections", summary="My connected third-party accounts (never the tokens)",
+            response_model=ConnectionList)
 async def list_connections(s: Session, user: CurrentUser) -> dict[str, Any]:
     items = await service.my_connections(s, user.user_id)
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
@@ -573,12 +599,12 @@ async def delete_connection(slug: str, s: Session, user: CurrentUser) -> Respons
 # -- internal API (gateway only) -----------------------------------------------------------------
 
 
-@internal.get("/jwks")
+@internal.get("/jwks", response_model=Jwks)
 async def internal_jwks(st: State) -> dict[str, Any]:
     return await st.keys.published()
 
 
-@internal.post("/api-keys/resolve")
+@internal.post("/api-keys/resolve", response_model=ResolvedKey)
 async def resolve(body: ResolveIn, s: Session) -> dict[str, Any]:
     found = await service.resolve_api_key(s, body.key_hash)
     if found is None:
@@ -586,7 +612,7 @@ async def resolve(body: ResolveIn, s: Session) -> dict[str, Any]:
     return found
 
 
-@internal.get("/vault/{user_id}")
+@internal.get("/vault/{user_id}", response_model=VaultValues)
 async def internal_vault(
     user_id: uuid.UUID, st: State, s: Session, server: str = Query(pattern=SERVER_SLUG)
 ) -> dict[str, Any]:
@@ -594,7 +620,7 @@ async def internal_vault(
     return {"user_id": str(user_id), "server": server, "values": values}
 
 
-@internal.get("/connections/{user_id}/{server}")
+@internal.get("/connections/{user_id}/{server}", response_model=ConnectionToken)
 async def internal_connection(user_id: uuid.UUID, server: str, st: State) -> dict[str, Any]:
     """The user's token for a call to ``server`` (a server slug, not an app's)."""
     from wemcp.auth.connections import current_token
@@ -607,7 +633,7 @@ async def internal_connection(user_id: uuid.UUID, server: str, st: State) -> dic
     }
 
 
-@internal.get("/users/{user_id}/identities")
+@internal.get("/users/{user_id}/identities", response_model=IdentitiesRead)
 async def internal_identities(user_id: uuid.UUID, s: Session) -> dict[str, Any]:
     """The provider accounts linked to a user (provider, the provider's stable id ``subject`` and
     its login as of the last sign-in): the catalog checks ``io.github.<login>/`` names against the
