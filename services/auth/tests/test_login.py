@@ -118,6 +118,12 @@ async def test_link_endpoint_returns_authorization_url(client, provider):
     assert anon.status_code == 401 and anon.headers["content-type"] == "application/problem+json"
 
 
+async def test_providers_lists_the_configured_ones(client):
+    r = await client.get("/api/v1/auth/providers")
+    assert r.status_code == 200
+    assert r.json() == {"providers": ["github", "gitee", "google"]}
+
+
 async def test_unknown_or_unconfigured_provider_is_404(client):
     r = await client.get("/api/v1/auth/facebook/login")
     assert r.status_code == 404 and r.json()["status"] == 404

@@ -25,10 +25,9 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wemcp.auth import service
+from wemcp.auth import repository, service
 from wemcp.auth.config import Settings, get_settings
 from wemcp.auth.models import OAuthApp, OAuthConnection, SigningKey, User, VaultSecret, bus_tables
 from wemcp.auth.tokens import create_signing_key
@@ -43,9 +42,7 @@ async def create_superadmin(
     sessions: async_sessionmaker[AsyncSession], login: str, email: str | None
 ) -> tuple[User, str, bool]:
     async with sessions() as s, s.begin():
-        user = (
-            await s.execute(select(User).where(User.login == login).with_for_update())
-        ).scalar_one_or_none()
+        user = await repository.user_by_login(s, login, for_update=True)
         created = user is None
         if user is None:
             user = await service.create_user(
@@ -71,7 +68,7 @@ async def rotate_kek(sessions: async_sessionmaker[AsyncSession], keyring: Keyrin
     )
     for model, column in columns:
         async with sessions() as s, s.begin():
-            for row in (await s.execute(select(model).with_for_update())).scalars():
+            for row in await repository.all_rows_for_update(s, model):
                 old = getattr(row, column)
                 new = keyring.rewrap(old)
                 if new != old:
@@ -110,7 +107,7 @@ async def _main(args: argparse.Namespace) -> int:
                 print("wemcp-auth-admin: sign-in links exist only on development stacks", file=sys.stderr)
                 return 2
             async with sessions() as s:
-                found = (await s.execute(select(User).where(User.login == args.login))).scalar_one_or_none()
+                found = await repository.user_by_login(s, args.login)
             if found is None:
                 print(f"wemcp-auth-admin: no user {args.login!r}", file=sys.stderr)
                 return 1

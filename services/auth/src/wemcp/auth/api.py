@@ -6,36 +6,50 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
-from redis.asyncio import Redis
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.auth import oauth, service
-from wemcp.auth.config import Settings
-from wemcp.auth.models import ApiKey, Invite, OAuthApp, OAuthConnection, User, UserIdentity
+from wemcp.auth.deps import AuthState, Session, State, state
+from wemcp.auth.models import User
 from wemcp.auth.schemas import (
     SERVER_SLUG,
     ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    AuthorizationUrl,
+    ConnectionList,
+    ConnectionToken,
+    IdentitiesRead,
     InviteAccept,
     InviteCreate,
+    InviteCreated,
+    InviteList,
+    InvitePreview,
+    Jwks,
     LogoutIn,
+    MeRead,
     MeUpdate,
     OAuthAppCreate,
+    OAuthAppList,
+    OAuthAppRead,
+    ProvidersRead,
     RefreshIn,
+    ResolvedKey,
     ResolveIn,
     RoleUpdate,
+    SecretList,
     SecretPut,
+    SecretRead,
+    UserRead,
+    VaultValues,
 )
-from wemcp.auth.tokens import RefreshReused, SigningKeys, family_of, revoke_family, rotate, start_session
+from wemcp.auth.tokens import RefreshReused, family_of, revoke_family, rotate, start_session
 from wemcp.common.errors import (
     BadRequest,
-    Conflict,
     Forbidden,
     NotFound,
     TooManyRequests,
@@ -45,7 +59,6 @@ from wemcp.common.errors import (
 from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
 from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressRefused
-from wemcp.common.sealing import Keyring
 
 log = get_logger("wemcp.auth.api")
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -55,17 +68,6 @@ REFRESH_COOKIE = "wemcp_refresh"
 _SERVER_RE = re.compile(SERVER_SLUG)
 
 
-@dataclass
-class AuthState:
-    settings: Settings
-    keyring: Keyring
-    keys: SigningKeys
-    sessions: async_sessionmaker[AsyncSession]
-    redis: Redis
-
-
-def _st(request: Request) -> AuthState:
-    return request.app.state.runtime.extras["auth"]
 
 
 # -- failed sign-in throttling -------------------------------------------------------------------
@@ -79,8 +81,7 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _throttle(request: Request) -> None:
-    st = _st(request)
+async def _throttle(st: AuthState, request: Request) -> None:
     key = f"auth:login_fail:{_client_ip(request)}"
     count = await st.redis.get(key)
     if count is not None and int(count) >= st.settings.login_failures_allowed:
@@ -91,21 +92,21 @@ async def _throttle(request: Request) -> None:
         )
 
 
-async def _failed(request: Request) -> None:
-    st = _st(request)
+async def _failed(st: AuthState, request: Request) -> None:
     key = f"auth:login_fail:{_client_ip(request)}"
     # (EXPIRE NX needs Redis 7; the embedded server is older) the first failure opens the window
     if await st.redis.incr(key) == 1:
         await st.redis.expire(key, st.settings.login_failure_window_seconds)
 
 
-async def _guarded(request: Request, step: Any) -> Any:
+async def _guarded(request: Request, step: Any, st: AuthState | None = None) -> Any:
     """Run a sign-in step; a client error counts as a failed attempt."""
-    await _throttle(request)
+    st = st or state(request)
+    await _throttle(st, request)
     try:
         return await step()
     except (BadRequest, Unauthorized, NotFound, Forbidden):
-        await _failed(request)
+        await _failed(st, request)
         raise
 
 
@@ -114,13 +115,13 @@ async def _guarded(request: Request, step: Any) -> Any:
 
 @router.get("/auth/jwks", summary="Public keys of access tokens (JWKS)")
 @router.get("/jwks", include_in_schema=False)
-async def jwks(request: Request) -> JSONResponse:
-    return JSONResponse(await _st(request).keys.published(), headers={"Cache-Control": "public, max-age=300"})
+async def jwks(st: State) -> JSONResponse:
+    return JSONResponse(await st.keys.published(), headers={"Cache-Control": "public, max-age=300"})
 
 
-@router.get("/auth/providers", summary="Sign-in providers that are configured")
-async def providers(request: Request) -> dict[str, Any]:
-    s = _st(request).settings
+@router.get("/auth/providers", summary="Sign-in providers that are configured", response_model=ProvidersRead)
+async def providers(st: State) -> dict[str, Any]:
+    s = st.settings
     return {"providers": [p for p in PROVIDERS if s.provider(p).enabled]}
 
 
@@ -172,13 +173,12 @@ def _unbind_browser(st: AuthState, resp: Response) -> None:
 @router.get("/auth/{provider}/login", summary="Start signing in (redirects to the provider)")
 async def login(
     provider: str,
-    request: Request,
+    st: State,
     invite: str | None = Query(default=None, max_length=100),
 ) -> RedirectResponse:
     """Always a sign-in, never a link: whoever is calling is not asked (a link someone else made,
     with their credential in it, must not attach the clicker's provider account to theirs).
     Linking is ``POST /auth/{provider}/link``, with the signed-in user's token."""
-    st = _st(request)
     cfg = _provider(st, provider)
     url, browser = await oauth.begin(
         st.redis,
@@ -196,10 +196,10 @@ async def login(
     return resp
 
 
-@router.post("/auth/{provider}/link", summary="Link another provider account to the signed-in user")
-async def link(provider: str, request: Request, response: Response, user: CurrentUser) -> dict[str, str]:
+@router.post("/auth/{provider}/link", summary="Link another provider account to the signed-in user",
+             response_model=AuthorizationUrl)
+async def link(provider: str, st: State, response: Response, user: CurrentUser) -> dict[str, str]:
     """The authorization URL, for this browser only (the response sets the flow's cookie)."""
-    st = _st(request)
     cfg = _provider(st, provider)
     url, browser = await oauth.begin(
         st.redis,
@@ -220,11 +220,11 @@ async def link(provider: str, request: Request, response: Response, user: Curren
 async def callback(
     provider: str,
     request: Request,
+    st: State,
     code: str | None = None,
     state: str | None = None,
     error: str | None = Query(default=None, max_length=200),
 ) -> Response:
-    st = _st(request)
     cfg = _provider(st, provider)
 
     async def run() -> tuple[User, bool, Any]:
@@ -245,7 +245,7 @@ async def callback(
             pair = await start_session(s, st.keys, user)
         return user, created, pair
 
-    user, created, pair = await _guarded(request, run)
+    user, created, pair = await _guarded(request, run, st)
     log.info("signed_in", provider=provider, user_id=str(user.id), created=created)
     if st.settings.post_login_redirect:
         resp: Response = RedirectResponse(st.settings.post_login_redirect, status_code=303)
@@ -269,8 +269,7 @@ def _http_only_cookie(st: AuthState, resp: Response, name: str, value: str, *, m
 
 
 @router.post("/auth/refresh", summary="Exchange a refresh token for a new token pair (rotates it)")
-async def refresh(request: Request, body: RefreshIn | None = None) -> JSONResponse:
-    st = _st(request)
+async def refresh(request: Request, st: State, body: RefreshIn | None = None) -> JSONResponse:
     raw = (body.refresh_token if body else None) or request.cookies.get(REFRESH_COOKIE)
 
     async def run() -> Any:
@@ -287,35 +286,21 @@ async def refresh(request: Request, body: RefreshIn | None = None) -> JSONRespon
                 "refresh token reuse detected; the session was revoked, sign in again"
             ) from None
 
-    pair = await _guarded(request, run)
+    pair = await _guarded(request, run, st)
     resp = JSONResponse(pair.body())
     _set_refresh_cookie(st, resp, pair.refresh_token)
     return resp
 
 
 @router.post("/auth/logout", status_code=204, summary="Revoke this session (or every session)")
-async def logout(request: Request, user: OptionalUser, body: LogoutIn | None = None) -> Response:
-    st = _st(request)
+async def logout(request: Request, st: State, s: Session, user: OptionalUser,
+                 body: LogoutIn | None = None) -> Response:
     raw = (body.refresh_token if body else None) or request.cookies.get(REFRESH_COOKIE)
-    async with st.sessions() as s, s.begin():
+    async with s.begin():
         if body is not None and body.all:
             if user is None:
                 raise Unauthorized("sign in first")
-            from wemcp.auth.models import RefreshToken
-
-            families = (
-                (
-                    await s.execute(
-                        select(RefreshToken.family_id)
-                        .where(RefreshToken.user_id == user.user_id, RefreshToken.revoked_at.is_(None))
-                        .distinct()
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            for fam in families:
-                await revoke_family(s, st.settings, fam, user.user_id, "logout")
+            await service.logout_everywhere(s, st.settings, user.user_id)
         elif raw:
             found = await family_of(s, raw)
             if found is None:
@@ -331,35 +316,28 @@ async def logout(request: Request, user: OptionalUser, body: LogoutIn | None = N
 # -- me, users, roles ----------------------------------------------------------------------------
 
 
-@router.get("/me", summary="The signed-in user")
-async def get_me(request: Request, user: CurrentUser) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
-        return await service.me(s, user.user_id)
+@router.get("/me", summary="The signed-in user", response_model=MeRead)
+async def get_me(s: Session, user: CurrentUser) -> dict[str, Any]:
+    return await service.me(s, user.user_id)
 
 
-@router.patch("/me", summary="Change one's display name")
-async def patch_me(request: Request, user: CurrentUser, body: MeUpdate) -> dict[str, Any]:
-    async with _st(request).sessions() as s, s.begin():
-        row = await s.get(User, user.user_id)
-        if row is None:
-            raise NotFound("no such user")
-        if body.name is not None:
-            row.name = body.name
-    async with _st(request).sessions() as s:
-        return await service.me(s, user.user_id)
+@router.patch("/me", summary="Change one's display name", response_model=MeRead)
+async def patch_me(s: Session, user: CurrentUser, body: MeUpdate) -> dict[str, Any]:
+    async with s.begin():
+        await service.rename_me(s, user.user_id, body.name)
+    return await service.me(s, user.user_id)
 
 
-@router.get("/users/{user_id}", summary="A user (admins)")
-async def get_user(user_id: uuid.UUID, request: Request, admin: AdminUser) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
-        return await service.me(s, user_id)
+@router.get("/users/{user_id}", summary="A user (admins)", response_model=MeRead)
+async def get_user(user_id: uuid.UUID, s: Session, admin: AdminUser) -> dict[str, Any]:
+    return await service.me(s, user_id)
 
 
-@router.put("/users/{user_id}/role", summary="Set a user's role (admins; never one's own)")
+@router.put("/users/{user_id}/role", summary="Set a user's role (admins; never one's own)", response_model=UserRead)
 async def put_role(
-    user_id: uuid.UUID, body: RoleUpdate, request: Request, actor: CurrentUser
+    user_id: uuid.UUID, body: RoleUpdate, s: Session, actor: CurrentUser
 ) -> dict[str, Any]:
-    async with _st(request).sessions() as s, s.begin():
+    async with s.begin():
         user = await service.set_role(s, actor.user_id, user_id, body.role, body.reason)
         return service.user_read(user)
 
@@ -367,10 +345,10 @@ async def put_role(
 # -- invites -------------------------------------------------------------------------------------
 
 
-@router.post("/invites", status_code=201, summary="Invite someone with a role (merchants, admins)")
-async def create_invite(body: InviteCreate, request: Request, actor: CurrentUser) -> dict[str, Any]:
-    st = _st(request)
-    async with st.sessions() as s, s.begin():
+@router.post("/invites", status_code=201, summary="Invite someone with a role (merchants, admins)",
+             response_model=InviteCreated)
+async def create_invite(body: InviteCreate, st: State, s: Session, actor: CurrentUser) -> dict[str, Any]:
+    async with s.begin():
         invite, code = await service.create_invite(
             s,
             actor.user_id,
@@ -392,88 +370,55 @@ async def create_invite(body: InviteCreate, request: Request, actor: CurrentUser
     }
 
 
-@router.get("/invites", summary="Invites I created")
-async def list_invites(request: Request, actor: CurrentUser) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
-        rows = (
-            (
-                await s.execute(
-                    select(Invite)
-                    .where(Invite.created_by == actor.user_id)
-                    .order_by(Invite.created_at.desc())
-                    .limit(200)
-                )
-            )
-            .scalars()
-            .all()
-        )
-    items = [
-        {
-            "id": str(i.id),
-            "role": i.role,
-            "email": i.email,
-            "expires_at": i.expires_at.isoformat(),
-            "used_at": i.used_at.isoformat() if i.used_at else None,
-            "max_uses": i.max_uses,
-            "uses": i.uses,
-            "revoked_at": i.revoked_at.isoformat() if i.revoked_at else None,
-        }
-        for i in rows
-    ]
+@router.get("/invites", summary="Invites I created", response_model=InviteList)
+async def list_invites(s: Session, actor: CurrentUser) -> dict[str, Any]:
+    items = await service.my_invites(s, actor.user_id)
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
 
-@router.post("/invites/lookup", summary="What an invite grants, before accepting it (uses nothing)")
-async def lookup_invite(body: InviteAccept, request: Request, user: CurrentUser) -> dict[str, Any]:
+@router.post("/invites/lookup", summary="What an invite grants, before accepting it (uses nothing)",
+             response_model=InvitePreview)
+async def lookup_invite(body: InviteAccept, request: Request, st: State, s: Session,
+                        user: CurrentUser) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
-        async with _st(request).sessions() as s:
-            return await service.invite_preview(s, body.code)
+        return await service.invite_preview(s, body.code)
 
-    return await _guarded(request, run)
+    return await _guarded(request, run, st)
 
 
-@router.post("/invites/accept", summary="Accept an invite (grants its role)")
-async def accept_invite(body: InviteAccept, request: Request, user: CurrentUser) -> dict[str, Any]:
+@router.post("/invites/accept", summary="Accept an invite (grants its role)", response_model=UserRead)
+async def accept_invite(body: InviteAccept, request: Request, st: State, user: CurrentUser) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
-        async with _st(request).sessions() as s, s.begin():
+        async with st.sessions() as s, s.begin():
             return service.user_read(await service.accept_invite(s, user.user_id, body.code))
 
-    return await _guarded(request, run)
+    return await _guarded(request, run, st)
 
 
 # -- platform API keys ---------------------------------------------------------------------------
 
 
-@router.post("/api-keys", status_code=201, summary="Create a platform API key (shown once)")
-async def create_api_key(body: ApiKeyCreate, request: Request, user: CurrentUser) -> dict[str, Any]:
+@router.post("/api-keys", status_code=201, summary="Create a platform API key (shown once)",
+             response_model=ApiKeyCreated)
+async def create_api_key(body: ApiKeyCreate, s: Session, user: CurrentUser) -> dict[str, Any]:
     servers = None if body.servers is None else sorted(set(body.servers))
     for slug in servers or ():
         if not _SERVER_RE.match(slug):
             raise BadRequest(f"not a server slug: {slug[:100]!r}")
-    async with _st(request).sessions() as s, s.begin():
+    async with s.begin():
         key, raw = await service.create_api_key(s, user.user_id, body.name, servers, body.expires_at)
         return {**service.api_key_read(key), "key": raw}
 
 
-@router.get("/api-keys", summary="My platform API keys (never the keys themselves)")
-async def list_api_keys(request: Request, user: CurrentUser) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
-        rows = (
-            (
-                await s.execute(
-                    select(ApiKey).where(ApiKey.user_id == user.user_id).order_by(ApiKey.created_at.desc())
-                )
-            )
-            .scalars()
-            .all()
-        )
-    items = [service.api_key_read(k) for k in rows]
+@router.get("/api-keys", summary="My platform API keys (never the keys themselves)", response_model=ApiKeyList)
+async def list_api_keys(s: Session, user: CurrentUser) -> dict[str, Any]:
+    items = await service.my_api_keys(s, user.user_id)
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, summary="Revoke a platform API key")
-async def revoke_api_key(key_id: uuid.UUID, request: Request, user: CurrentUser) -> Response:
-    async with _st(request).sessions() as s, s.begin():
+async def revoke_api_key(key_id: uuid.UUID, s: Session, user: CurrentUser) -> Response:
+    async with s.begin():
         await service.revoke_api_key(s, user.user_id, key_id)
     return Response(status_code=204)
 
@@ -491,8 +436,8 @@ async def _my_vault(user: CurrentUser) -> uuid.UUID:
     return user.user_id
 
 
-async def _system_vault(request: Request, admin: AdminUser) -> uuid.UUID:
-    async with _st(request).sessions() as s:
+async def _system_vault(st: State, admin: AdminUser) -> uuid.UUID:
+    async with st.sessions() as s:
         await service.require_admin(s, admin.user_id)  # the role as the database knows it now
     return service.SYSTEM_USER
 
@@ -507,10 +452,10 @@ def _caller(request: Request) -> uuid.UUID:
 
 
 def _vault_routes(path: str, owner_of: Any, whose: str) -> None:
-    @router.put(path, summary=f"Save {whose} upstream secret for a server (write-only)")
-    async def put_secret(body: SecretPut, request: Request, owner: uuid.UUID = Depends(owner_of)) -> dict[str, Any]:
-        st = _st(request)
-        async with st.sessions() as s, s.begin():
+    @router.put(path, summary=f"Save {whose} upstream secret for a server (write-only)", response_model=SecretRead)
+    async def put_secret(body: SecretPut, request: Request, st: State, s: Session,
+                         owner: uuid.UUID = Depends(owner_of)) -> dict[str, Any]:
+        async with s.begin():
             row = await service.put_secret(s, st.keyring, owner, body.server, body.name, body.value)
             if owner == service.SYSTEM_USER:  # an admin's act: audited (never the value, only its mask)
                 await service.record(s, await service.require_admin(s, _caller(request)), "system_key.put",
@@ -518,17 +463,16 @@ def _vault_routes(path: str, owner_of: Any, whose: str) -> None:
         log.info("vault_secret_saved", system=owner == service.SYSTEM_USER, server=body.server, name=body.name)
         return service.secret_read(row)
 
-    @router.get(path, summary=f"{whose.capitalize()} saved secrets, masked")
-    async def list_secrets(request: Request, owner: uuid.UUID = Depends(owner_of),
+    @router.get(path, summary=f"{whose.capitalize()} saved secrets, masked", response_model=SecretList)
+    async def list_secrets(s: Session, owner: uuid.UUID = Depends(owner_of),
                            server: str | None = Query(default=None, pattern=SERVER_SLUG)) -> dict[str, Any]:
-        async with _st(request).sessions() as s:
-            items = await service.list_secrets(s, owner, server)
+        items = await service.list_secrets(s, owner, server)
         return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
     @router.delete(path, status_code=204, summary=f"Delete {whose} secret")
-    async def delete_secret(request: Request, owner: uuid.UUID = Depends(owner_of),
+    async def delete_secret(request: Request, s: Session, owner: uuid.UUID = Depends(owner_of),
                             server: str = Query(pattern=SERVER_SLUG), name: str = Query(max_length=128)) -> Response:
-        async with _st(request).sessions() as s, s.begin():
+        async with s.begin():
             await service.delete_secret(s, owner, server, name)
             if owner == service.SYSTEM_USER:
                 await service.record(s, await service.require_admin(s, _caller(request)), "system_key.delete",
@@ -544,56 +488,36 @@ _vault_routes("/vault/system", _system_vault, "the system's (admins)")
 # -- third-party OAuth apps and connections ------------------------------------------------------
 
 
-@router.post("/oauth/apps", status_code=201, summary="Configure a third-party OAuth 2.0 provider (admins)")
-async def create_app(body: OAuthAppCreate, request: Request, admin: AdminUser) -> dict[str, Any]:
-    st = _st(request)
+@router.post("/oauth/apps", status_code=201, summary="Configure a third-party OAuth 2.0 provider (admins)",
+             response_model=OAuthAppRead)
+async def create_app(body: OAuthAppCreate, st: State, s: Session, admin: AdminUser) -> dict[str, Any]:
     await _public_endpoint(st, "token_url", str(body.token_url))
-    async with st.sessions() as s, s.begin():
-        actor = await service.require_admin(s, admin.user_id)  # the role as the database knows it now
-        if (await s.execute(select(OAuthApp.id).where(OAuthApp.slug == body.slug))).first():
-            raise Conflict(f"an OAuth app {body.slug!r} exists")
-        app_id = uuid.uuid4()
-        app = OAuthApp(
-            id=app_id,
-            slug=body.slug,
-            name=body.name,
-            authorize_url=str(body.authorize_url),
-            token_url=str(body.token_url),
-            client_id=body.client_id,
-            client_secret_sealed=st.keyring.seal(
-                body.client_secret.encode(), service.app_secret_context(app_id)
-            ),
-            scope=body.scope,
-            pkce=body.pkce,
-            token_endpoint_auth_method=body.token_endpoint_auth_method,
-            servers=body.servers,
-            created_by=admin.user_id,
-        )
-        s.add(app)
-        await s.flush()
-        shown = service.app_read(app)
-        await service.record(s, actor, "oauth_app.create", "oauth_app", app.slug,
-                             after={k: v for k, v in shown.items() if k != "client_secret"})
-        return shown
+    fields = {
+        "slug": body.slug,
+        "name": body.name,
+        "authorize_url": str(body.authorize_url),
+        "token_url": str(body.token_url),
+        "client_id": body.client_id,
+        "scope": body.scope,
+        "pkce": body.pkce,
+        "token_endpoint_auth_method": body.token_endpoint_auth_method,
+        "servers": body.servers,
+    }
+    async with s.begin():
+        return await service.create_app(s, st.keyring, admin.user_id, fields, body.client_secret)
 
 
 @router.delete("/oauth/apps/{slug}", status_code=204,
                summary="Remove a third-party OAuth provider and its users' connections (admins)")
-async def delete_app(slug: str, request: Request, admin: AdminUser) -> Response:
-    async with _st(request).sessions() as s, s.begin():
-        actor = await service.require_admin(s, admin.user_id)
-        app = await service.app_by_slug(s, slug)
-        before = {k: v for k, v in service.app_read(app).items() if k != "client_secret"}
-        await s.delete(app)  # its connections go with it (ON DELETE CASCADE)
-        await service.record(s, actor, "oauth_app.delete", "oauth_app", slug, before=before)
+async def delete_app(slug: str, s: Session, admin: AdminUser) -> Response:
+    async with s.begin():
+        await service.delete_app(s, admin.user_id, slug)
     return Response(status_code=204)
 
 
-@router.get("/oauth/apps", summary="Configured third-party OAuth providers")
-async def list_apps(request: Request, user: CurrentUser) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
-        rows = (await s.execute(select(OAuthApp).order_by(OAuthApp.slug))).scalars().all()
-    items = [service.app_read(a) for a in rows]
+@router.get("/oauth/apps", summary="Configured third-party OAuth providers", response_model=OAuthAppList)
+async def list_apps(s: Session, user: CurrentUser) -> dict[str, Any]:
+    items = await service.list_apps(s)
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
 
@@ -601,11 +525,11 @@ def _connect_callback(st: AuthState, slug: str) -> str:
     return f"{st.settings.public_url.rstrip('/')}/api/v1/connections/{slug}/callback"
 
 
-@router.post("/connections/{slug}/start", summary="Start connecting a third-party account")
-async def connect_start(slug: str, request: Request, response: Response, user: CurrentUser) -> dict[str, str]:
+@router.post("/connections/{slug}/start", summary="Start connecting a third-party account",
+             response_model=AuthorizationUrl)
+async def connect_start(slug: str, st: State, response: Response, user: CurrentUser) -> dict[str, str]:
     """The authorization URL, for this browser only (the response sets the flow's cookie: a URL
     handed to someone else would put their third-party token into this user's account)."""
-    st = _st(request)
     async with st.sessions() as s:
         app = await service.app_by_slug(s, slug)
     secret = st.keyring.open(app.client_secret_sealed, service.app_secret_context(app.id)).decode()
@@ -627,11 +551,11 @@ async def connect_start(slug: str, request: Request, response: Response, user: C
 async def connect_callback(
     slug: str,
     request: Request,
+    st: State,
     code: str | None = None,
     state: str | None = None,
     error: str | None = Query(default=None, max_length=200),
 ) -> Response:
-    st = _st(request)
 
     async def run() -> dict[str, Any]:
         flow = await oauth.take_state(st.redis, state, request.cookies.get(oauth.BROWSER_COOKIE))
@@ -646,9 +570,9 @@ async def connect_callback(
                                      egress=st.settings.egress)
         async with st.sessions() as s, s.begin():
             row = await service.save_connection(s, st.keyring, uuid.UUID(flow["user"]), app, token)
-            return _connection_read(app, row)
+            return service.connection_read(app, row)
 
-    body = await _guarded(request, run)
+    body = await _guarded(request, run, st)
     resp: Response
     if st.settings.post_login_redirect:
         resp = RedirectResponse(f"{st.settings.post_login_redirect}?{urlencode({'connected': slug})}", 303)
@@ -658,83 +582,50 @@ async def connect_callback(
     return resp
 
 
-def _connection_read(app: OAuthApp, row: OAuthConnection) -> dict[str, Any]:
-    return {
-        "app": app.slug,
-        "name": app.name,
-        "servers": app.servers,
-        "scope": row.scope,
-        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
-        "connected_at": row.created_at.isoformat(),
-        "needs_reconnect": row.refresh_failed_at is not None,
-    }
-
-
-@router.get("/connections", summary="My connected third-party accounts (never the tokens)")
-async def list_connections(request: Request, user: CurrentUser) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
-        rows = (
-            await s.execute(
-                select(OAuthConnection, OAuthApp)
-                .join(OAuthApp)
-                .where(OAuthConnection.user_id == user.user_id)
-                .order_by(OAuthApp.slug)
-            )
-        ).all()
-    items = [_connection_read(app, conn) for conn, app in rows]
+@router.get("/connections", summary="My connected third-party accounts (never the tokens)",
+            response_model=ConnectionList)
+async def list_connections(s: Session, user: CurrentUser) -> dict[str, Any]:
+    items = await service.my_connections(s, user.user_id)
     return {"items": items, "total": len(items), "page": 1, "page_size": len(items)}
 
 
 @router.delete("/connections/{slug}", status_code=204, summary="Disconnect a third-party account")
-async def delete_connection(slug: str, request: Request, user: CurrentUser) -> Response:
-    async with _st(request).sessions() as s, s.begin():
-        app = await service.app_by_slug(s, slug)
-        row = (
-            await s.execute(
-                select(OAuthConnection).where(
-                    OAuthConnection.user_id == user.user_id, OAuthConnection.app_id == app.id
-                )
-            )
-        ).scalar_one_or_none()
-        if row is None:
-            raise NotFound("not connected")
-        await s.delete(row)
+async def delete_connection(slug: str, s: Session, user: CurrentUser) -> Response:
+    async with s.begin():
+        await service.disconnect(s, user.user_id, slug)
     return Response(status_code=204)
 
 
 # -- internal API (gateway only) -----------------------------------------------------------------
 
 
-@internal.get("/jwks")
-async def internal_jwks(request: Request) -> dict[str, Any]:
-    return await _st(request).keys.published()
+@internal.get("/jwks", response_model=Jwks)
+async def internal_jwks(st: State) -> dict[str, Any]:
+    return await st.keys.published()
 
 
-@internal.post("/api-keys/resolve")
-async def resolve(body: ResolveIn, request: Request) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
-        found = await service.resolve_api_key(s, body.key_hash)
+@internal.post("/api-keys/resolve", response_model=ResolvedKey)
+async def resolve(body: ResolveIn, s: Session) -> dict[str, Any]:
+    found = await service.resolve_api_key(s, body.key_hash)
     if found is None:
         raise NotFound("no such key")
     return found
 
 
-@internal.get("/vault/{user_id}")
+@internal.get("/vault/{user_id}", response_model=VaultValues)
 async def internal_vault(
-    user_id: uuid.UUID, request: Request, server: str = Query(pattern=SERVER_SLUG)
+    user_id: uuid.UUID, st: State, s: Session, server: str = Query(pattern=SERVER_SLUG)
 ) -> dict[str, Any]:
-    st = _st(request)
-    async with st.sessions() as s:
-        values = await service.read_secrets(s, st.keyring, user_id, server)
+    values = await service.read_secrets(s, st.keyring, user_id, server)
     return {"user_id": str(user_id), "server": server, "values": values}
 
 
-@internal.get("/connections/{user_id}/{server}")
-async def internal_connection(user_id: uuid.UUID, server: str, request: Request) -> dict[str, Any]:
+@internal.get("/connections/{user_id}/{server}", response_model=ConnectionToken)
+async def internal_connection(user_id: uuid.UUID, server: str, st: State) -> dict[str, Any]:
     """The user's token for a call to ``server`` (a server slug, not an app's)."""
     from wemcp.auth.connections import current_token
 
-    token, row = await current_token(_st(request), user_id, server)
+    token, row = await current_token(st, user_id, server)
     return {
         "access_token": token["access_token"],
         "token_type": token.get("token_type", "Bearer"),
@@ -742,16 +633,9 @@ async def internal_connection(user_id: uuid.UUID, server: str, request: Request)
     }
 
 
-@internal.get("/users/{user_id}/identities")
-async def internal_identities(user_id: uuid.UUID, request: Request) -> dict[str, Any]:
+@internal.get("/users/{user_id}/identities", response_model=IdentitiesRead)
+async def internal_identities(user_id: uuid.UUID, s: Session) -> dict[str, Any]:
     """The provider accounts linked to a user (provider, the provider's stable id ``subject`` and
     its login as of the last sign-in): the catalog checks ``io.github.<login>/`` names against the
     GitHub ones. Never a token, never an e-mail address."""
-    async with _st(request).sessions() as s:
-        user = await s.get(User, user_id)
-        if user is None:
-            raise NotFound("no such user")
-        rows = (await s.execute(select(UserIdentity).where(UserIdentity.user_id == user_id)
-                                .order_by(UserIdentity.created_at))).scalars().all()
-    return {"user_id": str(user_id), "login": user.login, "disabled": user.disabled,
-            "identities": [{"provider": r.provider, "subject": r.subject, "login": r.login} for r in rows]}
+    return await service.identities(s, user_id)

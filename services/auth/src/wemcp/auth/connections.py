@@ -9,16 +9,14 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
-
-from wemcp.auth import oauth, service
+from wemcp.auth import oauth, repository, service
 from wemcp.auth.models import OAuthApp, OAuthConnection
 from wemcp.auth.tokens import now
 from wemcp.common.errors import Conflict, NotFound
 from wemcp.common.logging import get_logger
 
 if TYPE_CHECKING:
-    from wemcp.auth.api import AuthState
+    from wemcp.auth.deps import AuthState
 
 log = get_logger("wemcp.auth.connections")
 
@@ -53,16 +51,7 @@ async def current_token(
     """The user's token for calling ``server``: from a connection to an app that lists that server
     (never by slug alone: a server named like an app must not receive the app's tokens)."""
     async with st.sessions() as s, s.begin():
-        row = (
-            await s.execute(
-                select(OAuthConnection, OAuthApp)
-                .join(OAuthApp)
-                .where(OAuthConnection.user_id == user_id, OAuthApp.servers.contains([server]))
-                .order_by(OAuthApp.slug)
-                .limit(1)
-                .with_for_update(of=OAuthConnection)
-            )
-        ).first()
+        row = await repository.connection_for_server(s, user_id, server)
         if row is None:
             raise NotFound(f"the user has no connection for {server}")
         conn, app = row
@@ -77,34 +66,10 @@ async def refresh_due(st: AuthState) -> int:
     horizon = now() + timedelta(seconds=st.settings.connection_refresh_margin_seconds)
     retry_after = now() - timedelta(minutes=10)
     async with st.sessions() as s:
-        ids = (
-            (
-                await s.execute(
-                    select(OAuthConnection.id)
-                    .where(
-                        OAuthConnection.expires_at.is_not(None),
-                        OAuthConnection.expires_at <= horizon,
-                        or_(
-                            OAuthConnection.refresh_failed_at.is_(None),
-                            OAuthConnection.refresh_failed_at < retry_after,
-                        ),
-                    )
-                    .limit(500)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        ids = await repository.connections_expiring(s, horizon, retry_after, 500)
     for conn_id in ids:
         async with st.sessions() as s, s.begin():
-            row = (
-                await s.execute(
-                    select(OAuthConnection, OAuthApp)
-                    .join(OAuthApp)
-                    .where(OAuthConnection.id == conn_id)
-                    .with_for_update(of=OAuthConnection, skip_locked=True)
-                )
-            ).first()
+            row = await repository.connection_unless_locked(s, conn_id)
             if row is not None:
                 await _refresh_locked(st, row[0], row[1], force=False)
     return len(ids)

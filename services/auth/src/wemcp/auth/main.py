@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 
 from wemcp.auth.admin_api import admin_router
-from wemcp.auth.api import AuthState, internal, router
+from wemcp.auth.api import internal, router
 from wemcp.auth.config import Settings, get_settings
 from wemcp.auth.connections import refresher
+from wemcp.auth.deps import AuthState
 from wemcp.auth.models import bus_tables, probe_receipts
 from wemcp.auth.moderation import store_action
 from wemcp.auth.signin import router as signin_router

@@ -19,23 +19,17 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wemcp.auth import repository
 from wemcp.auth.config import Settings
 from wemcp.auth.models import (
-    ApiKey,
     AuditEntry,
     Invite,
-    OAuthConnection,
-    RefreshToken,
     User,
-    UserIdentity,
-    VaultSecret,
     bus_tables,
 )
-from wemcp.auth.service import SYSTEM_USER, _actor, fallback_avatar, record, user_read
+from wemcp.auth.service import SYSTEM_USER, _actor, fallback_avatar, me, record, require_admin, user_read
 from wemcp.auth.tokens import now, revoke_family
 from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound
 from wemcp.common.events.admin import AdminActionRecorded
@@ -56,7 +50,7 @@ async def _admin_over(session: AsyncSession, actor_id: uuid.UUID, target_id: uui
         raise Forbidden("this needs the admin role")
     if actor_id == target_id:
         raise Forbidden("an admin does not act on their own account here")
-    target = (await session.execute(select(User).where(User.id == target_id).with_for_update())).scalar_one_or_none()
+    target = await repository.user_for_update(session, target_id)
     if target is None or target.id == SYSTEM_USER or target.deleted_at is not None:
         raise NotFound("no such user")
     if actor.role != "superadmin" and ROLE_RANK[target.role] >= ROLE_RANK[actor.role]:
@@ -65,9 +59,7 @@ async def _admin_over(session: AsyncSession, actor_id: uuid.UUID, target_id: uui
 
 
 async def _revoke_sessions(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -> int:
-    families = (await session.execute(
-        select(RefreshToken.family_id).where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .distinct())).scalars().all()
+    families = await repository.open_session_families(session, user_id)
     for fam in families:
         await revoke_family(session, settings, fam, user_id, "admin")
     return len(families)
@@ -117,37 +109,31 @@ async def delete_account(session: AsyncSession, settings: Settings, target_id: u
     if actor_id is not None:
         actor, target = await _admin_over(session, actor_id, target_id)
     else:
-        target = (await session.execute(select(User).where(User.id == target_id).with_for_update())
-                  ).scalar_one_or_none()
+        target = await repository.user_for_update(session, target_id)
         if target is None or target.deleted_at is not None or target.id == SYSTEM_USER:
             raise NotFound("no such user")
     if target.role == "superadmin":
-        others = (await session.execute(select(func.count()).select_from(User).where(
-            User.role == "superadmin", User.id != target.id, User.deleted_at.is_(None),
-            User.disabled.is_(False)))).scalar_one()
+        others = await repository.other_active_superadmins(session, target.id)
         if not others:
             raise Conflict("the last superadmin cannot be deleted; make another superadmin first")
     removed: dict[str, int] = {}
-    secrets = (await session.execute(select(VaultSecret).where(VaultSecret.user_id == target.id))).scalars().all()
+    secrets = await repository.secrets_of(session, target.id, None, ordered=False)
     for row in secrets:
         await add_event(session, bus_tables, SecretChanged(user_id=target.id, server=row.server, name=row.name,
                                                            action="deleted"))
     removed["secrets"] = len(secrets)
-    await session.execute(delete(VaultSecret).where(VaultSecret.user_id == target.id))
-    removed["connections"] = int((await session.execute(
-        delete(OAuthConnection).where(OAuthConnection.user_id == target.id))).rowcount or 0)  # type: ignore[attr-defined]
-    keys = (await session.execute(select(ApiKey).where(ApiKey.user_id == target.id))).scalars().all()
+    await repository.delete_secrets_of(session, target.id)
+    removed["connections"] = await repository.delete_connections_of(session, target.id)
+    keys = await repository.api_keys_of(session, target.id, ordered=False)
     for key in keys:
         if key.revoked_at is None:
             await add_event(session, bus_tables, ApiKeyRevoked(key_id=key.id, user_id=target.id, prefix=key.prefix))
     removed["api_keys"] = len(keys)
-    await session.execute(delete(ApiKey).where(ApiKey.user_id == target.id))
+    await repository.delete_api_keys_of(session, target.id)
     removed["sessions"] = await _revoke_sessions(session, settings, target.id)
-    await session.execute(delete(RefreshToken).where(RefreshToken.user_id == target.id))
-    removed["identities"] = int((await session.execute(
-        delete(UserIdentity).where(UserIdentity.user_id == target.id))).rowcount or 0)  # type: ignore[attr-defined]
-    await session.execute(update(Invite).where(Invite.created_by == target.id, Invite.revoked_at.is_(None))
-                          .values(revoked_at=now()))
+    await repository.delete_refresh_tokens_of(session, target.id)
+    removed["identities"] = await repository.delete_identities_of(session, target.id)
+    await repository.revoke_invites_by(session, target.id, now())
     previous_role = target.role
     target.login = f"deleted-{target.id.hex[:12]}"
     target.name, target.email, target.avatar_url = None, None, fallback_avatar(target.id)
@@ -184,27 +170,15 @@ def decode_cursor(cursor: str, n: int) -> list[str]:
 
 async def search_users(session: AsyncSession, *, q: str | None, role: str | None, banned: bool | None,
                        deleted: bool, cursor: str | None, limit: int) -> dict[str, Any]:
-    conds: list[Any] = [User.id != SYSTEM_USER]
-    if q:
-        like = f"%{q.replace('%', '').replace('_', '')}%"
-        conds.append(or_(User.login.ilike(like), User.name.ilike(like), User.email.ilike(like),
-                         User.id.in_(select(UserIdentity.user_id).where(UserIdentity.login.ilike(like)))))
-    if role:
-        conds.append(User.role == role)
-    if banned is not None:
-        conds.append(User.banned_at.is_not(None) if banned else User.banned_at.is_(None))
-    if not deleted:
-        conds.append(User.deleted_at.is_(None))
-    total = (await session.execute(select(func.count()).select_from(User).where(*conds))).scalar_one()
-    query = select(User).where(*conds)
+    after = None
     if cursor:
         at, uid = decode_cursor(cursor, 2)
         try:
-            at_dt, uid_v = datetime.fromisoformat(at), uuid.UUID(uid)
+            after = (datetime.fromisoformat(at), uuid.UUID(uid))
         except ValueError:
             raise BadRequest("cursor: not a cursor this server issued") from None
-        query = query.where(or_(User.created_at < at_dt, (User.created_at == at_dt) & (User.id > uid_v)))
-    rows = (await session.execute(query.order_by(User.created_at.desc(), User.id).limit(limit + 1))).scalars().all()
+    total, rows = await repository.users_page(session, q=q, role=role, banned=banned, deleted=deleted,
+                                              hidden=SYSTEM_USER, after=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [admin_user_read(u) for u in rows], "total": total,
@@ -215,11 +189,11 @@ async def search_users(session: AsyncSession, *, q: str | None, role: str | None
 
 async def store_action(event: AdminActionRecorded, session: AsyncSession) -> None:
     """The consumer of ``admin.action_recorded``: stores each event once (a redelivery is a no-op)."""
-    await session.execute(pg_insert(AuditEntry).values(
-        event_id=event.event_id, service=event.service[:40], action=event.action[:80], actor_id=event.actor_id,
-        actor_role=event.actor_role, target_type=event.target_type[:40], target_id=event.target_id[:300],
-        before=event.before, after=event.after, reason=event.reason, occurred_at=event.occurred_at,
-    ).on_conflict_do_nothing(index_elements=[AuditEntry.event_id]))
+    await repository.store_audit_entry(
+        session, event_id=event.event_id, service=event.service[:40], action=event.action[:80],
+        actor_id=event.actor_id, actor_role=event.actor_role, target_type=event.target_type[:40],
+        target_id=event.target_id[:300], before=event.before, after=event.after, reason=event.reason,
+        occurred_at=event.occurred_at)
 
 
 def audit_read(e: AuditEntry) -> dict[str, Any]:
@@ -232,23 +206,62 @@ def audit_read(e: AuditEntry) -> dict[str, Any]:
 async def read_audit(session: AsyncSession, *, filters: dict[str, Any], since: datetime | None,
                      until: datetime | None, cursor: str | None, limit: int) -> dict[str, Any]:
     """Newest first; the cursor is the last ``seq`` seen (stable while rows are appended)."""
-    conds: list[Any] = []
-    for name in ("service", "action", "actor_id", "target_type", "target_id"):
-        if filters.get(name) is not None:
-            conds.append(getattr(AuditEntry, name) == filters[name])
-    if filters.get("action_prefix"):
-        conds.append(AuditEntry.action.startswith(filters["action_prefix"], autoescape=True))
-    if since is not None:
-        conds.append(AuditEntry.occurred_at >= since)
-    if until is not None:
-        conds.append(AuditEntry.occurred_at < until)
-    query = select(AuditEntry).where(*conds)
+    before_seq = None
     if cursor:
         [seq] = decode_cursor(cursor, 1)
         if not seq.isdigit():
             raise BadRequest("cursor: not a cursor this server issued")
-        query = query.where(AuditEntry.seq < int(seq))
-    rows = (await session.execute(query.order_by(AuditEntry.seq.desc()).limit(limit + 1))).scalars().all()
+        before_seq = int(seq)
+    rows = await repository.audit_page(session, filters=filters, since=since, until=until, before_seq=before_seq,
+                                       limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [audit_read(e) for e in rows], "next_cursor": encode_cursor(rows[-1].seq) if more else None}
+
+
+# -- what the admin handlers call (the SQL is the repository's) ----------------------------------
+
+
+async def admin_user(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]:
+    """One user with their linked identities; the system principal is no user."""
+    user = await repository.user(session, user_id)
+    if user is None or user.id == SYSTEM_USER:
+        raise NotFound("no such user")
+    return {**await me(session, user_id), **admin_user_read(user)}
+
+
+def admin_invite_read(i: Invite) -> dict[str, Any]:
+    state = "revoked" if i.revoked_at else "used_up" if i.uses >= i.max_uses else \
+        "expired" if i.expires_at <= now() else "open"
+    return {"id": str(i.id), "role": i.role, "email": i.email, "created_by": str(i.created_by),
+            "created_at": i.created_at.isoformat(), "expires_at": i.expires_at.isoformat(),
+            "max_uses": i.max_uses, "uses": i.uses, "state": state,
+            "used_at": i.used_at.isoformat() if i.used_at else None,
+            "revoked_at": i.revoked_at.isoformat() if i.revoked_at else None}
+
+
+async def list_invites(session: AsyncSession, cursor: str | None, limit: int) -> dict[str, Any]:
+    """Every invite, newest first, a page at a time."""
+    after = None
+    if cursor:
+        at, iid = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(at), uuid.UUID(iid))
+        except ValueError:
+            raise BadRequest("cursor: not a cursor this server issued") from None
+    rows = await repository.invites_page(session, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [admin_invite_read(i) for i in rows],
+            "next_cursor": encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None}
+
+
+async def revoke_invite(session: AsyncSession, admin_id: uuid.UUID, invite_id: uuid.UUID) -> None:
+    actor = await require_admin(session, admin_id)
+    invite = await repository.invite_for_update(session, invite_id)
+    if invite is None:
+        raise NotFound("no such invite")
+    if invite.revoked_at is None:
+        invite.revoked_at = now()
+        await record(session, actor, "invite.revoke", "invite", str(invite.id),
+                     before={"uses": invite.uses, "max_uses": invite.max_uses}, after={"revoked": True})

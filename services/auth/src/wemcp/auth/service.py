@@ -11,10 +11,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wemcp.auth import repository
+from wemcp.auth.config import Settings
 from wemcp.auth.models import (
     ApiKey,
     Invite,
@@ -26,7 +26,7 @@ from wemcp.auth.models import (
     bus_tables,
 )
 from wemcp.auth.oauth import Profile
-from wemcp.auth.tokens import now, sha256
+from wemcp.auth.tokens import now, revoke_family, sha256
 from wemcp.common.errors import Conflict, Forbidden, NotFound
 from wemcp.common.events.admin import AdminActionRecorded
 from wemcp.common.events.users import ApiKeyRevoked, SecretChanged, UserRegistered, UserRoleChanged
@@ -48,7 +48,7 @@ def fallback_avatar(user_id: uuid.UUID) -> str:
 async def _free_login(session: AsyncSession, wanted: str, provider: str) -> str:
     base = re.sub(r"[^A-Za-z0-9_.-]", "-", wanted).strip("-.")[:60] or "user"
     for candidate in (base, f"{base}-{provider}", *(f"{base}-{secrets.token_hex(3)}" for _ in range(5))):
-        if (await session.execute(select(User.id).where(User.login == candidate))).first() is None:
+        if not await repository.login_taken(session, candidate):
             return candidate
     raise Conflict("could not find a free login name")
 
@@ -72,8 +72,7 @@ async def create_user(
         avatar_url=avatar_url or fallback_avatar(user_id),
         role=role,
     )
-    session.add(user)
-    await session.flush()
+    await repository.add(session, user)
     await add_event(
         session,
         bus_tables,
@@ -92,17 +91,11 @@ async def sign_in(
 ) -> tuple[User, bool]:
     """The user behind a provider profile: found by the linked identity, linked to the signed-in
     user, or created. Returns (user, created)."""
-    ident = (
-        await session.execute(
-            select(UserIdentity).where(
-                UserIdentity.provider == profile.provider, UserIdentity.subject == profile.subject
-            )
-        )
-    ).scalar_one_or_none()
+    ident = await repository.identity(session, profile.provider, profile.subject)
     if ident is not None:
         if link_user_id is not None and ident.user_id != link_user_id:
             raise Conflict(f"this {profile.provider} account is already linked to another user")
-        user = await session.get(User, ident.user_id)
+        user = await repository.user(session, ident.user_id)
         assert user is not None
         ident.login, ident.email, ident.profile = profile.login, profile.email, _safe_profile(profile.raw)
         if user.disabled:
@@ -110,7 +103,7 @@ async def sign_in(
         return user, False
     created = False
     if link_user_id is not None:
-        user = await session.get(User, link_user_id)
+        user = await repository.user(session, link_user_id)
         if user is None:
             raise NotFound("the account to link to no longer exists")
     else:
@@ -123,7 +116,8 @@ async def sign_in(
             provider=profile.provider,
         )
         created = True
-    session.add(
+    repository.stage(
+        session,
         UserIdentity(
             user_id=user.id,
             provider=profile.provider,
@@ -143,18 +137,10 @@ def _safe_profile(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 async def me(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]:
-    user = await session.get(User, user_id)
+    user = await repository.user(session, user_id)
     if user is None:
         raise NotFound("no such user")
-    idents = (
-        (
-            await session.execute(
-                select(UserIdentity).where(UserIdentity.user_id == user_id).order_by(UserIdentity.created_at)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    idents = await repository.identities_of(session, user_id)
     return {
         **user_read(user),
         "identities": [
@@ -183,7 +169,7 @@ def user_read(user: User) -> dict[str, Any]:
 
 async def _actor(session: AsyncSession, user_id: uuid.UUID) -> User:
     """The actor as the database knows them now (a token's role claim may be minutes old)."""
-    user = await session.get(User, user_id)
+    user = await repository.user(session, user_id)
     if user is None or user.disabled:
         raise Forbidden("the account is disabled or gone")
     return user
@@ -225,9 +211,7 @@ async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.U
     actor = await _actor(session, actor_id)
     if ROLE_RANK[actor.role] < ROLE_RANK["admin"]:
         raise Forbidden("this needs the admin role")
-    target = (
-        await session.execute(select(User).where(User.id == target_id).with_for_update())
-    ).scalar_one_or_none()
+    target = await repository.user_for_update(session, target_id)
     if target is None:
         raise NotFound("no such user")
     if actor.role != "superadmin" and (
@@ -274,8 +258,7 @@ async def create_invite(
         max_uses=max_uses,
         uses=0,
     )
-    session.add(invite)
-    await session.flush()
+    await repository.add(session, invite)
     if ROLE_RANK[actor.role] >= ROLE_RANK["admin"]:
         await record(session, actor, "invite.create", "invite", str(invite.id),
                      after={"role": role, "max_uses": max_uses, "expires_at": invite.expires_at.isoformat(),
@@ -286,12 +269,7 @@ async def create_invite(
 async def invite_preview(session: AsyncSession, code: str) -> dict[str, Any]:
     """The role a valid invite grants and when it expires (never who made it or for whom); the
     same 404 as accepting for an unknown, used-up, revoked or expired code."""
-    invite = (
-        await session.execute(
-            select(Invite).where(Invite.code_hash == sha256(code), Invite.uses < Invite.max_uses,
-                                 Invite.expires_at > now(), Invite.revoked_at.is_(None))
-        )
-    ).scalar_one_or_none()
+    invite = await repository.open_invite(session, sha256(code), now())
     if invite is None:
         raise NotFound("the invite is unknown, used up, revoked or expired")
     return {"role": invite.role, "expires_at": invite.expires_at.isoformat()}
@@ -300,19 +278,12 @@ async def invite_preview(session: AsyncSession, code: str) -> dict[str, Any]:
 async def accept_invite(session: AsyncSession, user_id: uuid.UUID, code: str) -> User:
     """``max_uses`` accounts at most, atomically: accepts of one code race on one conditional UPDATE
     (``uses < max_uses``), so the last use is taken once. ``used_at``/``used_by`` name the last use."""
-    row = (
-        await session.execute(
-            update(Invite)
-            .where(Invite.code_hash == sha256(code), Invite.uses < Invite.max_uses, Invite.expires_at > now(),
-                   Invite.revoked_at.is_(None))
-            .values(used_at=now(), used_by=user_id, uses=Invite.uses + 1)
-            .returning(Invite.role, Invite.created_by)
-        )
-    ).first()
+    row = await repository.use_invite(session, sha256(code), user_id, now())
     if row is None:
         raise NotFound("the invite is unknown, used up, revoked or expired")
     role, inviter = row
-    user = (await session.execute(select(User).where(User.id == user_id).with_for_update())).scalar_one()
+    user = await repository.user_for_update(session, user_id)
+    assert user is not None  # the caller's own row
     if ROLE_RANK[role] > ROLE_RANK[user.role]:  # an invite never lowers a role
         previous, user.role, user.updated_at = user.role, role, now()
         await add_event(
@@ -348,17 +319,12 @@ async def create_api_key(
         servers=servers,
         expires_at=expires_at,
     )
-    session.add(key)
-    await session.flush()
+    await repository.add(session, key)
     return key, raw
 
 
 async def revoke_api_key(session: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUID) -> None:
-    key = (
-        await session.execute(
-            select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id).with_for_update()
-        )
-    ).scalar_one_or_none()
+    key = await repository.api_key_for_update(session, user_id, key_id)
     if key is None:
         raise NotFound("no such API key")
     if key.revoked_at is None:
@@ -379,13 +345,7 @@ def api_key_read(key: ApiKey) -> dict[str, Any]:
 
 
 async def resolve_api_key(session: AsyncSession, key_hash: str) -> dict[str, Any] | None:
-    row = (
-        await session.execute(
-            select(ApiKey, User)
-            .join(User, User.id == ApiKey.user_id)
-            .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
-        )
-    ).first()
+    row = await repository.live_api_key(session, key_hash)
     if row is None:
         return None
     key, user = row
@@ -413,22 +373,12 @@ SYSTEM_USER = uuid.UUID(int=0)  # the principal owning admins' system keys (the 
 
 async def _system_principal(session: AsyncSession) -> None:
     """The row that owns system keys: disabled, so it can never sign in, hold an API key or act."""
-    await session.execute(
-        pg_insert(User)
-        .values(id=SYSTEM_USER, login="wemcp-system", name="WeMcp system keys", avatar_url="", role="user",
-                disabled=True)
-        .on_conflict_do_nothing(index_elements=[User.id])
-    )
+    await repository.ensure_user(session, id=SYSTEM_USER, login="wemcp-system", name="WeMcp system keys",
+                                 avatar_url="", role="user", disabled=True)
 
 
 async def _secret_row(session: AsyncSession, user_id: uuid.UUID, server: str, name: str) -> VaultSecret | None:
-    return (
-        await session.execute(
-            select(VaultSecret)
-            .where(VaultSecret.user_id == user_id, VaultSecret.server == server, VaultSecret.name == name)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
+    return await repository.secret_for_update(session, user_id, server, name)
 
 
 async def put_secret(
@@ -444,7 +394,7 @@ async def put_secret(
     row = await _secret_row(session, user_id, server, name)
     if row is None:
         row = VaultSecret(user_id=user_id, server=server, name=name, sealed=sealed, masked=mask(value))
-        session.add(row)
+        repository.stage(session, row)
     else:
         row.sealed, row.masked, row.updated_at = sealed, mask(value), now()
     await session.flush()
@@ -456,16 +406,12 @@ async def delete_secret(session: AsyncSession, user_id: uuid.UUID, server: str, 
     row = await _secret_row(session, user_id, server, name)
     if row is None:
         raise NotFound("no such secret")
-    await session.delete(row)
+    await repository.remove(session, row)
     await add_event(session, bus_tables, SecretChanged(user_id=user_id, server=server, name=name, action="deleted"))
 
 
 async def list_secrets(session: AsyncSession, user_id: uuid.UUID, server: str | None) -> list[dict[str, Any]]:
-    q = select(VaultSecret).where(VaultSecret.user_id == user_id)
-    if server:
-        q = q.where(VaultSecret.server == server)
-    rows = (await session.execute(q.order_by(VaultSecret.server, VaultSecret.name))).scalars().all()
-    return [secret_read(r) for r in rows]
+    return [secret_read(r) for r in await repository.secrets_of(session, user_id, server or None)]
 
 
 def secret_read(row: VaultSecret) -> dict[str, Any]:
@@ -480,15 +426,7 @@ def secret_read(row: VaultSecret) -> dict[str, Any]:
 async def read_secrets(
     session: AsyncSession, keyring: Keyring, user_id: uuid.UUID, server: str
 ) -> dict[str, str]:
-    rows = (
-        (
-            await session.execute(
-                select(VaultSecret).where(VaultSecret.user_id == user_id, VaultSecret.server == server)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    rows = await repository.secrets_of(session, user_id, server, ordered=False)
     return {r.name: keyring.open(r.sealed, _vault_context(user_id, server, r.name)).decode() for r in rows}
 
 
@@ -520,7 +458,7 @@ def app_read(app: OAuthApp) -> dict[str, Any]:
 
 
 async def app_by_slug(session: AsyncSession, slug: str) -> OAuthApp:
-    app = (await session.execute(select(OAuthApp).where(OAuthApp.slug == slug))).scalar_one_or_none()
+    app = await repository.oauth_app(session, slug)
     if app is None:
         raise NotFound(f"no OAuth app {slug!r}")
     return app
@@ -531,18 +469,12 @@ async def save_connection(
 ) -> OAuthConnection:
     sealed = keyring.seal(json.dumps(token).encode(), connection_context(user_id, app.id))
     expires = token_expiry(token)
-    row = (
-        await session.execute(
-            select(OAuthConnection)
-            .where(OAuthConnection.user_id == user_id, OAuthConnection.app_id == app.id)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
+    row = await repository.connection(session, user_id, app.id, for_update=True)
     if row is None:
         row = OAuthConnection(
             user_id=user_id, app_id=app.id, token_sealed=sealed, scope=token.get("scope"), expires_at=expires
         )
-        session.add(row)
+        repository.stage(session, row)
     else:
         row.token_sealed, row.scope, row.expires_at = sealed, token.get("scope"), expires
         row.updated_at, row.refresh_failed_at = now(), None
@@ -556,3 +488,103 @@ def token_expiry(token: dict[str, Any]) -> datetime | None:
     if token.get("expires_in"):
         return now() + timedelta(seconds=float(token["expires_in"]))
     return None
+
+
+# -- what the HTTP handlers call (the SQL is the repository's) ------------------------------------
+
+
+async def logout_everywhere(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -> None:
+    """Revoke every open session of the user (each emits ``user.session_revoked``)."""
+    for family in await repository.open_session_families(session, user_id):
+        await revoke_family(session, settings, family, user_id, "logout")
+
+
+async def rename_me(session: AsyncSession, user_id: uuid.UUID, name: str | None) -> None:
+    user = await repository.user(session, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    if name is not None:
+        user.name = name
+
+
+def invite_read(i: Invite) -> dict[str, Any]:
+    return {
+        "id": str(i.id),
+        "role": i.role,
+        "email": i.email,
+        "expires_at": i.expires_at.isoformat(),
+        "used_at": i.used_at.isoformat() if i.used_at else None,
+        "max_uses": i.max_uses,
+        "uses": i.uses,
+        "revoked_at": i.revoked_at.isoformat() if i.revoked_at else None,
+    }
+
+
+async def my_invites(session: AsyncSession, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    return [invite_read(i) for i in await repository.invites_created_by(session, user_id, 200)]
+
+
+async def my_api_keys(session: AsyncSession, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    return [api_key_read(k) for k in await repository.api_keys_of(session, user_id)]
+
+
+async def create_app(session: AsyncSession, keyring: Keyring, admin_id: uuid.UUID, fields: dict[str, Any],
+                     client_secret: str) -> dict[str, Any]:
+    """Configure a third-party OAuth provider (the client secret sealed at rest); audited."""
+    actor = await require_admin(session, admin_id)  # the role as the database knows it now
+    if await repository.oauth_app_exists(session, fields["slug"]):
+        raise Conflict(f"an OAuth app {fields['slug']!r} exists")
+    app_id = uuid.uuid4()
+    app = OAuthApp(id=app_id, **fields, created_by=admin_id,
+                   client_secret_sealed=keyring.seal(client_secret.encode(), app_secret_context(app_id)))
+    await repository.add(session, app)
+    shown = app_read(app)
+    await record(session, actor, "oauth_app.create", "oauth_app", app.slug,
+                 after={k: v for k, v in shown.items() if k != "client_secret"})
+    return shown
+
+
+async def delete_app(session: AsyncSession, admin_id: uuid.UUID, slug: str) -> None:
+    actor = await require_admin(session, admin_id)
+    app = await app_by_slug(session, slug)
+    before = {k: v for k, v in app_read(app).items() if k != "client_secret"}
+    await repository.remove(session, app)  # its connections go with it (ON DELETE CASCADE)
+    await record(session, actor, "oauth_app.delete", "oauth_app", slug, before=before)
+
+
+async def list_apps(session: AsyncSession) -> list[dict[str, Any]]:
+    return [app_read(a) for a in await repository.oauth_apps(session)]
+
+
+def connection_read(app: OAuthApp, row: OAuthConnection) -> dict[str, Any]:
+    return {
+        "app": app.slug,
+        "name": app.name,
+        "servers": app.servers,
+        "scope": row.scope,
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        "connected_at": row.created_at.isoformat(),
+        "needs_reconnect": row.refresh_failed_at is not None,
+    }
+
+
+async def my_connections(session: AsyncSession, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    return [connection_read(app, conn) for conn, app in await repository.connections_of(session, user_id)]
+
+
+async def disconnect(session: AsyncSession, user_id: uuid.UUID, slug: str) -> None:
+    app = await app_by_slug(session, slug)
+    row = await repository.connection(session, user_id, app.id)
+    if row is None:
+        raise NotFound("not connected")
+    await repository.remove(session, row)
+
+
+async def identities(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]:
+    """The provider accounts linked to a user: never a token, never an e-mail address."""
+    user = await repository.user(session, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    rows = await repository.identities_of(session, user_id)
+    return {"user_id": str(user_id), "login": user.login, "disabled": user.disabled,
+            "identities": [{"provider": r.provider, "subject": r.subject, "login": r.login} for r in rows]}

@@ -17,13 +17,13 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, StringConstraints
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wemcp.auth import service
-from wemcp.auth.api import _guarded, _set_refresh_cookie, _st
+from wemcp.auth import repository, service
+from wemcp.auth.api import _guarded, _set_refresh_cookie
+from wemcp.auth.deps import State
 from wemcp.auth.models import SigninLink, User
-from wemcp.auth.tokens import TokenPair, start_session
+from wemcp.auth.tokens import SigningKeys, TokenPair, start_session
 from wemcp.common.errors import NotFound, Unauthorized
 
 MAX_LIFETIME = timedelta(minutes=10)
@@ -41,33 +41,34 @@ def _hash(raw: str) -> str:
 async def mint(session: AsyncSession, user: User, lifetime: timedelta = MAX_LIFETIME) -> str:
     """A new link token for ``user`` (the raw value; only its hash is kept)."""
     raw = secrets.token_urlsafe(32)
-    session.add(SigninLink(user_id=user.id, token_hash=_hash(raw),
-                           expires_at=datetime.now(UTC) + min(lifetime, MAX_LIFETIME)))
-    await session.flush()
+    await repository.add(session, SigninLink(user_id=user.id, token_hash=_hash(raw),
+                                             expires_at=datetime.now(UTC) + min(lifetime, MAX_LIFETIME)))
     return raw
 
 
+async def redeem(session: AsyncSession, keys: SigningKeys, raw: str) -> tuple[User, TokenPair]:
+    """Use a link once: its user and a new session's token pair."""
+    link = await repository.signin_link_for_update(session, _hash(raw))
+    now = datetime.now(UTC)
+    if link is None or link.used_at is not None or link.expires_at <= now:
+        raise Unauthorized("this sign-in link is unknown, used or expired: ask for a new one (make admin)")
+    link.used_at = now
+    user = await repository.user(session, link.user_id)
+    if user is None or user.disabled:
+        raise Unauthorized("this account cannot sign in")
+    return user, await start_session(session, keys, user)
+
+
 @router.post("/auth/signin-link", summary="Exchange a one-time development sign-in link (make admin)")
-async def exchange(body: LinkIn, request: Request) -> JSONResponse:
-    st = _st(request)
+async def exchange(body: LinkIn, request: Request, st: State) -> JSONResponse:
     if st.settings.environment == "production":
         raise NotFound("no such route")
 
     async def run() -> tuple[User, TokenPair]:
         async with st.sessions() as s, s.begin():
-            link = (await s.execute(select(SigninLink).where(SigninLink.token_hash == _hash(body.token))
-                                    .with_for_update())).scalar_one_or_none()
-            now = datetime.now(UTC)
-            if link is None or link.used_at is not None or link.expires_at <= now:
-                raise Unauthorized("this sign-in link is unknown, used or expired: ask for a new one (make admin)")
-            link.used_at = now
-            user = await s.get(User, link.user_id)
-            if user is None or user.disabled:
-                raise Unauthorized("this account cannot sign in")
-            pair = await start_session(s, st.keys, user)
-        return user, pair
+            return await redeem(s, st.keys, body.token)
 
-    user, pair = await _guarded(request, run)
+    user, pair = await _guarded(request, run, st)
     resp = JSONResponse({**pair.body(), "user": service.user_read(user)})
     _set_refresh_cookie(st, resp, pair.refresh_token)
     return resp

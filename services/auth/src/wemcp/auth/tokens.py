@@ -19,9 +19,9 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wemcp.auth import repository
 from wemcp.auth.config import Settings
 from wemcp.auth.models import RefreshToken, SigningKey, User, bus_tables
 from wemcp.common.errors import Unauthorized
@@ -72,18 +72,15 @@ class SigningKeys:
     async def ensure(self) -> None:
         """Create the first key if there is none (serialised across processes)."""
         async with self.sessions() as s, s.begin():
-            await s.execute(text("SELECT pg_advisory_xact_lock(hashtext('wemcp-auth-signing-keys'))"))
-            found = (await s.execute(select(SigningKey.kid).where(SigningKey.retired_at.is_(None)))).first()
-            if found is None:
+            await repository.lock_signing_keys(s)
+            if not await repository.active_signing_key_exists(s):
                 await create_signing_key(s, self.keyring)
         await self.load()
 
     async def load(self) -> None:
         grace = timedelta(seconds=self.settings.access_ttl_seconds + 120)
         async with self.sessions() as s:
-            rows = (
-                (await s.execute(select(SigningKey).order_by(SigningKey.created_at.desc()))).scalars().all()
-            )
+            rows = await repository.signing_keys(s)
         published, active = [], None
         for row in rows:
             if row.retired_at is None and active is None:
@@ -145,16 +142,16 @@ async def create_signing_key(session: AsyncSession, keyring: Keyring) -> str:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    await session.execute(update(SigningKey).where(SigningKey.retired_at.is_(None)).values(retired_at=now()))
-    session.add(
+    await repository.retire_signing_keys(session, now())
+    await repository.add(
+        session,
         SigningKey(
             kid=kid,
             alg=ALG,
             private_sealed=keyring.seal(pem, f"signing-key:{kid}"),
             public_jwk=_public_jwk(kid, key),
-        )
+        ),
     )
-    await session.flush()
     log.info("signing_key_created", kid=kid)
     return kid
 
@@ -180,7 +177,8 @@ class TokenPair:
 
 def _new_refresh(session: AsyncSession, user_id: uuid.UUID, family: uuid.UUID, ttl: int) -> str:
     raw = "wmr_" + secrets.token_urlsafe(32)
-    session.add(
+    repository.stage(
+        session,
         RefreshToken(
             token_hash=sha256(raw),
             family_id=family,
@@ -206,18 +204,14 @@ class RefreshReused(Exception):
 async def rotate(session: AsyncSession, keys: SigningKeys, raw: str) -> TokenPair:
     """Exchange a refresh token for a new pair. Raises :class:`RefreshReused` (the caller revokes
     the family in its own committed transaction) or Unauthorized."""
-    row = (
-        await session.execute(
-            select(RefreshToken).where(RefreshToken.token_hash == sha256(raw)).with_for_update()
-        )
-    ).scalar_one_or_none()
+    row = await repository.refresh_token_for_update(session, sha256(raw))
     if row is None:
         raise Unauthorized("unknown refresh token")
     if row.used_at is not None or row.revoked_at is not None:
         raise RefreshReused(row.family_id, row.user_id)
     if row.expires_at <= now():
         raise Unauthorized("the refresh token expired; sign in again")
-    user = await session.get(User, row.user_id)
+    user = await repository.user(session, row.user_id)
     if user is None or user.disabled:
         raise Unauthorized("the account is disabled")
     row.used_at = now()
@@ -229,11 +223,7 @@ async def rotate(session: AsyncSession, keys: SigningKeys, raw: str) -> TokenPai
 async def revoke_family(
     session: AsyncSession, settings: Settings, family: uuid.UUID, user_id: uuid.UUID, reason: str
 ) -> int:
-    result = await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now())
-    )
+    revoked = await repository.revoke_refresh_family(session, family, now())
     # Access tokens of this session stay valid until they expire; the gateway refuses them earlier.
     await add_event(
         session,
@@ -245,13 +235,8 @@ async def revoke_family(
             expires_at=now() + timedelta(seconds=settings.access_ttl_seconds),
         ),
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return revoked
 
 
 async def family_of(session: AsyncSession, raw: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    row = (
-        await session.execute(
-            select(RefreshToken.family_id, RefreshToken.user_id).where(RefreshToken.token_hash == sha256(raw))
-        )
-    ).first()
-    return (row[0], row[1]) if row else None
+    return await repository.refresh_family_of(session, sha256(raw))

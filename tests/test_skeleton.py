@@ -1,0 +1,173 @@
+"""The service skeleton holds (docs/architecture.md §5b): in a converted service no module above the
+repository builds or runs SQL (the statements live in ``repository.py``; ``models.py`` declares the
+tables and ``migrations/`` changes them), and the modules that declare routes (an ``APIRouter``) do
+not reach ``app.state`` by hand (process state comes through ``deps.py``).
+
+Services not converted yet are listed in ``NOT_CONVERTED``, so this file says what is left; a listed
+service whose route modules are clean fails too, so the list only shrinks."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ROOT / "services"
+
+# service -> what is still in the way
+NOT_CONVERTED = {
+    "agents": "SQL in api.py and the other modules; no repository.py, no deps.py",
+    "catalog": "SQL in api.py and the other modules; no repository.py, no deps.py",
+    "crawler": "SQL in api.py and the other modules; no repository.py, no deps.py",
+    "deployer": "SQL in api.py and the other modules; no repository.py, no deps.py",
+    "gateway": "route modules reach app.state (it owns no tables, so no repository.py); no deps.py",
+    "goods": "SQL in api.py and the other modules; no repository.py, no deps.py",
+    "ratelimit": "api.py reaches app.state and calls the repository, bypassing service.py; no deps.py",
+}
+
+# Statement constructors called bare or as ``sa.<name>``, and session calls with a statement. Not SQL:
+# a route decorator (``@router.delete(...)``), ``dict.update``, ``Path.exists``, ``pipeline.execute()``.
+_CONSTRUCTORS = {"select", "insert", "update", "delete", "text", "pg_insert", "union", "exists"}
+_SQLALCHEMY_NAMES = {"sa", "sqlalchemy", "postgresql"}
+_SESSION_CALLS = {"execute", "scalar", "scalars", "stream_scalars"}
+
+
+def sql_in(source: str) -> list[str]:
+    """Where ``source`` builds or runs SQL: ``line: what``."""
+    tree = ast.parse(source)
+    decorators = {
+        id(d) for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) for d in node.decorator_list
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+            names = [a.name for a in node.names if a.name in _CONSTRUCTORS | {"func"}]
+            if names:
+                found.append(f"{node.lineno}: imports {', '.join(names)} from {node.module}")
+        if not isinstance(node, ast.Call) or id(node) in decorators:
+            continue
+        fn = node.func
+        if isinstance(fn, ast.Name) and fn.id in _CONSTRUCTORS:
+            found.append(f"{node.lineno}: {fn.id}(...)")
+        elif isinstance(fn, ast.Attribute) and fn.attr in _SESSION_CALLS and node.args:
+            found.append(f"{node.lineno}: .{fn.attr}(...)")
+        elif (isinstance(fn, ast.Attribute) and fn.attr in _CONSTRUCTORS and isinstance(fn.value, ast.Name)
+              and fn.value.id in _SQLALCHEMY_NAMES):
+            found.append(f"{node.lineno}: {fn.value.id}.{fn.attr}(...)")
+        elif isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) and fn.value.id == "func":
+            found.append(f"{node.lineno}: func.{fn.attr}(...)")
+    return found
+
+
+def state_by_hand(source: str) -> list[str]:
+    """Where ``source`` reaches ``<something>.app.state`` instead of declaring a dependency."""
+    return [
+        f"{node.lineno}: .app.state" for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute) and node.attr == "state"
+        and isinstance(node.value, ast.Attribute) and node.value.attr == "app"
+    ]
+
+
+def _package(service: str) -> Path:
+    return SERVICES / service / "src" / "wemcp" / service
+
+
+def modules(service: str) -> list[Path]:
+    return sorted(p for p in _package(service).rglob("*.py") if "migrations" not in p.parts)
+
+
+def route_modules(service: str) -> list[Path]:
+    """The modules of a service that declare routes."""
+    return [p for p in modules(service) if "APIRouter(" in p.read_text()]
+
+
+BELOW_THE_SERVICE = {"repository.py", "models.py"}  # where SQL belongs
+
+
+def skeleton_problems(service: str) -> list[str]:
+    """What keeps ``service`` from the skeleton; empty when it has it."""
+    package = _package(service)
+    needed = ["deps.py", "repository.py"] if (package / "models.py").is_file() else ["deps.py"]  # tables → SQL
+    problems = [f"{service}: no {name}" for name in needed if not (package / name).is_file()]
+    routes = route_modules(service)
+    if not routes:
+        problems.append(f"{service}: no module declares routes")
+    for m in modules(service):
+        source = m.read_text()
+        found = [] if m.name in BELOW_THE_SERVICE else sql_in(source)
+        found += state_by_hand(source) if m in routes else []
+        problems += [f"{m.relative_to(ROOT)}:{where}" for where in found]
+    return problems
+
+
+ALL = sorted(p.name for p in SERVICES.iterdir() if _package(p.name).is_dir())
+CONVERTED = [s for s in ALL if s not in NOT_CONVERTED]
+
+
+def test_every_service_is_known() -> None:
+    assert set(NOT_CONVERTED) <= set(ALL), "NOT_CONVERTED names a service that does not exist"
+    assert "auth" in CONVERTED
+
+
+@pytest.mark.parametrize("service", CONVERTED)
+def test_converted_service_has_the_skeleton(service: str) -> None:
+    assert skeleton_problems(service) == [], "SQL or app.state above the repository, or a file missing"
+
+
+def untyped_routes(service: str) -> list[str]:
+    """The service's own routes that answer with data but declare no response model (a route that
+    returns a ``Response`` it builds has none, and needs none)."""
+    spec = importlib.import_module(f"wemcp.{service}.main").SPEC
+    found = []
+    for router in spec.routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute) or not route.endpoint.__module__.startswith(f"wemcp.{service}."):
+                continue
+            model = route.response_model
+            if model is not None and not (inspect.isclass(model) and issubclass(model, BaseModel)):
+                found.append(f"{sorted(route.methods)} {route.path} -> {model}")
+    return found
+
+
+@pytest.mark.parametrize("service", CONVERTED)
+def test_converted_service_routes_have_response_models(service: str) -> None:
+    assert untyped_routes(service) == []
+
+
+@pytest.mark.parametrize("service", sorted(NOT_CONVERTED))
+def test_not_converted_list_only_shrinks(service: str) -> None:
+    """A service listed as not converted that has the skeleton after all: take it off
+    ``NOT_CONVERTED`` so the check keeps it that way."""
+    assert skeleton_problems(service) != [], f"{service} has the skeleton: remove it from NOT_CONVERTED"
+
+
+def test_the_scanner_sees_sql_and_not_routes() -> None:
+    src = '''
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+@router.delete("/x")
+async def handler(s: AsyncSession) -> None:
+    await s.execute(select(User).where(User.id == 1))
+    await s.scalar(sa.update(User).values(name="n"))
+    n = func.count(User.id)
+    await redis.delete("k")
+    headers.update({"a": "b"})
+    await pipe.execute()
+'''
+    found = sql_in(src)
+    kinds = {f.split(": ", 1)[1] for f in found}
+    assert kinds == {
+        "imports select from sqlalchemy", "select(...)", ".execute(...)", ".scalar(...)", "sa.update(...)",
+        "func.count(...)",
+    }
+    assert sql_in('@router.delete("/x")\nasync def h() -> None:\n    return None\n') == []
+    assert state_by_hand("st = request.app.state.runtime") == ["1: .app.state"]
+    assert state_by_hand("st = state(request)") == []
