@@ -21,12 +21,21 @@ from wemcp.catalog.schemas import (
     ArchiveManifest,
     CategoryIn,
     DisableRequest,
+    FeedPage,
+    ImportRejected,
+    ImportResult,
+    MyServer,
+    MyServersPage,
     NewsIn,
+    NewsItem,
+    NewsPage,
+    NewsPosted,
     SearchRequest,
     ServerJson,
     ServerSubmit,
     ServerSummary,
     ServerUpdate,
+    StatusChange,
     SubmitAccepted,
 )
 from wemcp.common.db import transaction
@@ -109,25 +118,26 @@ async def submit_archive(who: CurrentUser, settings: CatalogSettings, sessions: 
     return _accepted(row, dup)
 
 
-@router.post("/servers/import", status_code=202)
-async def import_registry(who: AdminUser, sessions: Sessions, body: dict[str, Any]) -> dict[str, Any]:
+@router.post("/servers/import", status_code=202, response_model=ImportResult)
+async def import_registry(who: AdminUser, sessions: Sessions, body: dict[str, Any]) -> ImportResult:
     """Import a registry feed page (``{"servers": [{"server": {...}}, ...]}`` as served by
     ``/v0.1/servers``) as submissions. Bad entries are reported, good ones accepted."""
     entries = body.get("servers")
     if not isinstance(entries, list) or not entries or len(entries) > 500:
         raise Unprocessable("servers: give a list of 1 to 500 entries")
-    accepted, rejected = [], []
+    accepted: list[SubmitAccepted] = []
+    rejected: list[ImportRejected] = []
     async with transaction(sessions) as s:
         for i, entry in enumerate(entries):
             doc = entry.get("server", entry) if isinstance(entry, dict) else entry
             try:
                 n = normalize_server_json(ServerJson.model_validate(doc), kind="import")
             except (ValidationError, Unprocessable) as exc:
-                rejected.append({"index": i, "error": str(exc).splitlines()[0][:300]})
+                rejected.append(ImportRejected(index=i, error=str(exc).splitlines()[0][:300]))
                 continue
             row, dup = await service.submit(s, n, who, source_kind="import")
-            accepted.append(_accepted(row, dup).model_dump(mode="json"))
-    return {"accepted": accepted, "rejected": rejected}
+            accepted.append(_accepted(row, dup))
+    return ImportResult(accepted=accepted, rejected=rejected)
 
 
 # ---- search and detail ---------------------------------------------------------------------------
@@ -146,18 +156,19 @@ async def search_servers(body: SearchRequest, state: State, sessions: Sessions) 
     return Page[ServerSummary].of([ServerSummary.model_validate(i) for i in items], total, body)
 
 
-@router.get("/me/servers", summary="My servers, newest first, with their status (signed in)")
+@router.get("/me/servers", response_model=MyServersPage,
+            summary="My servers, newest first, with their status (signed in)")
 async def my_servers(who: CurrentUser, sessions: Sessions, page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-                     page_size: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+                     page_size: Annotated[int, Query(ge=1, le=100)] = 20) -> MyServersPage:
     """What the caller submitted: every status (waiting for review, rejected with the reason,
     deploying, published, failed with the reason, withdrawn), never another user's rows."""
     async with sessions() as s:
         rows, total = await repository.owned_servers(s, who.user_id, page, page_size)
-    items = [{"slug": r.slug, "name": r.name, "version": r.version, "title": r.title, "status": r.status,
-              "status_detail": r.status_detail, "review_reason": r.review_reason, "withdrawn": r.withdrawn,
-              "tools": len(r.tools or []), "updated_at": r.updated_at.isoformat() if r.updated_at else None}
+    items = [MyServer(slug=r.slug, name=r.name, version=r.version, title=r.title, status=r.status,
+                      status_detail=r.status_detail, review_reason=r.review_reason, withdrawn=r.withdrawn,
+                      tools=len(r.tools or []), updated_at=r.updated_at.isoformat() if r.updated_at else None)
              for r in rows]
-    return {"items": items, "total": total, "page": page, "page_size": page_size}
+    return MyServersPage(items=items, total=total, page=page, page_size=page_size)
 
 
 @router.get("/servers/{slug}")
@@ -180,26 +191,26 @@ async def update_server(slug: str, body: ServerUpdate, who: CurrentUser, setting
     return service.detail(row, settings, searchable)
 
 
-@router.post("/servers/{slug}/withdraw")
-async def withdraw_server(slug: str, who: CurrentUser, sessions: Sessions) -> dict[str, Any]:
+@router.post("/servers/{slug}/withdraw", response_model=StatusChange)
+async def withdraw_server(slug: str, who: CurrentUser, sessions: Sessions) -> StatusChange:
     async with transaction(sessions) as s:
         row, changed = await service.disable(s, slug, who, "withdrawn by its owner", withdraw=True)
-    return {"slug": row.slug, "status": row.status, "changed": changed}
+    return StatusChange(slug=row.slug, status=row.status, changed=changed)
 
 
-@router.post("/servers/{slug}/disable")
+@router.post("/servers/{slug}/disable", response_model=StatusChange)
 async def disable_server(slug: str, who: AdminUser, sessions: Sessions,
-                         body: DisableRequest | None = None) -> dict[str, Any]:
+                         body: DisableRequest | None = None) -> StatusChange:
     async with transaction(sessions) as s:
         row, changed = await service.disable(s, slug, who, body.reason if body else None)
-    return {"slug": row.slug, "status": row.status, "changed": changed}
+    return StatusChange(slug=row.slug, status=row.status, changed=changed)
 
 
-@router.post("/servers/{slug}/enable")
-async def enable_server(slug: str, who: AdminUser, sessions: Sessions) -> dict[str, Any]:
+@router.post("/servers/{slug}/enable", response_model=StatusChange)
+async def enable_server(slug: str, who: AdminUser, sessions: Sessions) -> StatusChange:
     async with transaction(sessions) as s:
         row, changed = await service.enable(s, slug, who)
-    return {"slug": row.slug, "status": row.status, "changed": changed}
+    return StatusChange(slug=row.slug, status=row.status, changed=changed)
 
 
 # ---- categories ----------------------------------------------------------------------------------
@@ -222,50 +233,48 @@ async def delete_category(slug: str, request: Request, who: AdminUser) -> Respon
 
 # ---- feed and news ------------------------------------------------------------------------------
 
-@router.get("/feed")
+@router.get("/feed", response_model=FeedPage)
 async def feed(settings: CatalogSettings, sessions: Sessions, page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-               page_size: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+               page_size: Annotated[int, Query(ge=1, le=100)] = 20) -> FeedPage:
     """Servers first published today (midnight to midnight in the configured zone)."""
     start, end, day = service.today_bounds(settings.feed_timezone)
     async with sessions() as s:
         rows, total = await repository.published_between(s, start, end, page, page_size)
-    items = [_summary(r) for r in rows]
-    return {"date": day, "timezone": settings.feed_timezone, "items": items, "total": total, "page": page,
-            "page_size": page_size}
+    return FeedPage(date=day, timezone=settings.feed_timezone, items=[_summary(r) for r in rows], total=total,
+                    page=page, page_size=page_size)
 
 
-def _summary(r: Server) -> dict[str, Any]:
+def _summary(r: Server) -> ServerSummary:
     return ServerSummary(id=r.id, slug=r.slug, name=r.name, title=r.title, description=r.description,
                          icon=r.icon, category=r.category, tags=r.tags, tools=[t.get("name", "") for t in r.tools],
-                         calls=r.calls, stars=r.stars, featured=r.featured,
-                         published_at=r.published_at).model_dump(mode="json")
+                         calls=r.calls, stars=r.stars, featured=r.featured, published_at=r.published_at)
 
 
-@router.get("/news")
+@router.get("/news", response_model=NewsPage, response_model_exclude_unset=True)
 async def news(sessions: Sessions, page: Annotated[int, Query(ge=1, le=10_000)] = 1,
                page_size: Annotated[int, Query(ge=1, le=100)] = 20,
                kind: Annotated[str | None, Query(pattern="^(announcement|server_published)$")] = None,
-               ) -> dict[str, Any]:
+               ) -> NewsPage:
     """Published announcements and notable catalog events (first publication of a server), pinned
     first, then newest first. Announcements come from goods (scheduled ones appear at their
     ``publish_at``, expired ones disappear); admin-posted items are kept as they were."""
     async with sessions() as s:
         rows, total = await repository.visible_news(s, kind, page, page_size)
-    items = [{"id": str(n.id), "kind": n.kind, "title": n.title, "body": n.body, "server_slug": n.server_slug,
-              "published_at": n.published_at.isoformat(), "pinned": n.pinned,
-              "expires_at": n.expires_at.isoformat() if n.expires_at else None,
-              **({"translations": n.translations} if n.translations else {})} for n in rows]
-    return {"items": items, "total": total, "page": page, "page_size": page_size}
+    items = [NewsItem(id=str(n.id), kind=n.kind, title=n.title, body=n.body, server_slug=n.server_slug,
+                      published_at=n.published_at.isoformat(), pinned=n.pinned,
+                      expires_at=n.expires_at.isoformat() if n.expires_at else None,
+                      **({"translations": n.translations} if n.translations else {})) for n in rows]
+    return NewsPage(items=items, total=total, page=page, page_size=page_size)
 
 
-@router.post("/news", status_code=201)
-async def post_news(body: NewsIn, who: AdminUser, sessions: Sessions) -> dict[str, Any]:
+@router.post("/news", status_code=201, response_model=NewsPosted)
+async def post_news(body: NewsIn, who: AdminUser, sessions: Sessions) -> NewsPosted:
     async with transaction(sessions) as s:
         n = await service.add_news(s, "announcement", body.title, body.body, published=body.published,
                                    author_id=who.user_id)
         await review.record(s, who, "news.post", "news", str(n.id),
                             after={"title": n.title, "published": n.published})
-    return {"id": str(n.id), "kind": n.kind, "title": n.title, "published": n.published}
+    return NewsPosted(id=str(n.id), kind=n.kind, title=n.title, published=n.published)
 
 
 # ---- registry-compatible feed --------------------------------------------------------------------
