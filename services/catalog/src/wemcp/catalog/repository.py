@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wemcp.catalog.models import Archive, News, SearchDoc, Server
+from wemcp.catalog.models import Archive, DomainClaim, News, SearchDoc, Server
 
 
 async def owned_servers(s: AsyncSession, owner_id: uuid.UUID, page: int, page_size: int,
@@ -90,3 +90,34 @@ async def keep_archive(s: AsyncSession, archive: Archive) -> None:
     """Store an archive under its content address unless it is stored already (same address, same bytes)."""
     if await s.get(Archive, archive.sha256) is None:
         s.add(archive)
+
+
+# ---- domain claims (names_api) --------------------------------------------------------------------
+
+async def claims_of(s: AsyncSession, owner_id: uuid.UUID) -> Sequence[DomainClaim]:
+    """A user's domain claims, in domain order."""
+    return (await s.execute(select(DomainClaim).where(DomainClaim.owner_id == owner_id)
+                            .order_by(DomainClaim.domain))).scalars().all()
+
+
+async def claim_of(s: AsyncSession, owner_id: uuid.UUID, domain: str, *, lock: bool = False) -> DomainClaim | None:
+    """A user's claim on ``domain`` (lower-cased), row-locked with ``lock``."""
+    q = select(DomainClaim).where(DomainClaim.owner_id == owner_id, DomainClaim.domain == domain.lower())
+    return (await s.execute(q.with_for_update() if lock else q)).scalar_one_or_none()
+
+
+async def count_claims(s: AsyncSession, owner_id: uuid.UUID) -> int:
+    return (await s.execute(select(func.count()).select_from(DomainClaim)
+                            .where(DomainClaim.owner_id == owner_id))).scalar_one()
+
+
+async def save_claim(s: AsyncSession, claim: DomainClaim) -> DomainClaim:
+    """Write a new or changed claim and read back what the database filled in (times)."""
+    s.add(claim)
+    await s.flush()
+    await s.refresh(claim)
+    return claim
+
+
+async def delete_claim(s: AsyncSession, claim: DomainClaim) -> None:
+    await s.delete(claim)
