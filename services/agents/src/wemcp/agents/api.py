@@ -27,6 +27,8 @@ from wemcp.agents.schemas import (
     AgentList,
     AgentRead,
     AgentUpdate,
+    ModelEntry,
+    ModelList,
     ProviderCreate,
     ProviderRead,
     ProviderUpdate,
@@ -107,8 +109,8 @@ async def delete_agent(agent_id: uuid.UUID, who: CurrentUser, st: State) -> Resp
 
 
 # -- OpenAI-compatible --------------------------------------------------------------------------
-@openai_router.get("/models", summary="Models served by the registered providers")
-async def models(who: OptionalUser, st: State) -> dict[str, Any]:
+@openai_router.get("/models", response_model=ModelList, summary="Models served by the registered providers")
+async def models(who: OptionalUser, st: State) -> ModelList:
     async with st.sessions() as s:
         pairs = await list_models(s)
     seen: set[str] = set()
@@ -116,8 +118,8 @@ async def models(who: OptionalUser, st: State) -> dict[str, Any]:
     for p, m in pairs:
         mid = m if m not in seen else f"{p.name}/{m}"
         seen.add(m)
-        data.append({"id": mid, "object": "model", "created": int(p.created_at.timestamp()), "owned_by": p.name})
-    return {"object": "list", "data": data}
+        data.append(ModelEntry(id=mid, created=int(p.created_at.timestamp()), owned_by=p.name))
+    return ModelList(data=data)
 
 
 async def _body(request: Request) -> Any:
