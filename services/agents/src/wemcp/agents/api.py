@@ -17,7 +17,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from wemcp.agents import service
-from wemcp.agents.errors import BadRequest, oai
+from wemcp.agents.deps import State
+from wemcp.agents.errors import BadRequest, NotFound, oai
 from wemcp.agents.loop import sse
 from wemcp.agents.models import Agent, ModelProvider
 from wemcp.agents.providers import list_models
@@ -26,21 +27,19 @@ from wemcp.agents.schemas import (
     AgentList,
     AgentRead,
     AgentUpdate,
+    ModelEntry,
+    ModelList,
     ProviderCreate,
     ProviderRead,
     ProviderUpdate,
 )
-from wemcp.common.errors import AppError, NotFound
+from wemcp.common.errors import AppError
 from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
 from wemcp.common.logging import get_logger
 
 log = get_logger("wemcp.agents.api")
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 openai_router = APIRouter(prefix="/v1", tags=["openai-compatible"])
-
-
-def _st(request: Request) -> service.AgentsState:
-    return request.app.state.runtime.extras["agents"]
 
 
 def _provider_read(p: ModelProvider) -> ProviderRead:
@@ -59,76 +58,68 @@ def _agent_read(a: Agent) -> AgentRead:
 # -- model providers (admins) -------------------------------------------------------------------
 @router.post("/model-providers", status_code=201, response_model=ProviderRead,
              summary="Register an OpenAI-compatible model provider (admin)")
-async def create_provider(body: ProviderCreate, who: AdminUser, request: Request) -> ProviderRead:
-    return _provider_read(await service.create_provider(_st(request), who, body))
+async def create_provider(body: ProviderCreate, who: AdminUser, st: State) -> ProviderRead:
+    return _provider_read(await service.create_provider(st, who, body))
 
 
 @router.get("/model-providers", response_model=list[ProviderRead], summary="Model providers (admin)")
-async def providers(who: AdminUser, request: Request) -> list[ProviderRead]:
-    from sqlalchemy import select
-
-    async with _st(request).sessions() as s:
-        rows = (await s.execute(select(ModelProvider).order_by(ModelProvider.created_at))).scalars().all()
-    return [_provider_read(p) for p in rows]
+async def providers(who: AdminUser, st: State) -> list[ProviderRead]:
+    return [_provider_read(p) for p in await service.list_providers(st)]
 
 
 @router.patch("/model-providers/{provider_id}", response_model=ProviderRead, summary="Change a provider (admin)")
 async def update_provider(provider_id: uuid.UUID, body: ProviderUpdate, who: AdminUser,
-                          request: Request) -> ProviderRead:
-    return _provider_read(await service.update_provider(_st(request), provider_id, body))
+                          st: State) -> ProviderRead:
+    return _provider_read(await service.update_provider(st, provider_id, body))
 
 
 @router.delete("/model-providers/{provider_id}", status_code=204, summary="Remove a provider (admin)")
-async def delete_provider(provider_id: uuid.UUID, who: AdminUser, request: Request) -> Response:
-    async with _st(request).sessions() as s, s.begin():
-        p = await s.get(ModelProvider, provider_id)
-        if p is None:
-            raise NotFound("no such model provider")
-        await s.delete(p)
+async def delete_provider(provider_id: uuid.UUID, who: AdminUser, st: State) -> Response:
+    await service.delete_provider(st, provider_id)
     return Response(status_code=204)
 
 
 # -- agents -------------------------------------------------------------------------------------
 @router.post("/agents", status_code=201, response_model=AgentRead, summary="Save an agent")
-async def create_agent(body: AgentCreate, who: CurrentUser, request: Request) -> AgentRead:
-    return _agent_read(await service.create_agent(_st(request), who, body))
+async def create_agent(body: AgentCreate, who: CurrentUser, st: State) -> AgentRead:
+    return _agent_read(await service.create_agent(st, who, body))
 
 
 @router.get("/agents", response_model=AgentList, summary="My agents (and public ones with include_public)")
-async def list_agents(who: CurrentUser, request: Request, page: int = Query(1, ge=1, le=10_000),
+async def list_agents(who: CurrentUser, st: State, page: int = Query(1, ge=1, le=10_000),
                       page_size: int = Query(20, ge=1, le=100), include_public: bool = False) -> AgentList:
-    rows, total = await service.list_agents(_st(request), who, page, page_size, include_public)
+    rows, total = await service.list_agents(st, who, page, page_size, include_public)
     return AgentList(items=[_agent_read(a) for a in rows], total=total, page=page, page_size=page_size)
 
 
 @router.get("/agents/{agent_id}", response_model=AgentRead, summary="One agent")
-async def get_agent(agent_id: uuid.UUID, who: CurrentUser, request: Request) -> AgentRead:
-    return _agent_read(await service.get_agent(_st(request), agent_id, who))
+async def get_agent(agent_id: uuid.UUID, who: CurrentUser, st: State) -> AgentRead:
+    return _agent_read(await service.get_agent(st, agent_id, who))
 
 
 @router.patch("/agents/{agent_id}", response_model=AgentRead, summary="Change an agent (owner)")
-async def update_agent(agent_id: uuid.UUID, body: AgentUpdate, who: CurrentUser, request: Request) -> AgentRead:
-    return _agent_read(await service.update_agent(_st(request), agent_id, who, body))
+async def update_agent(agent_id: uuid.UUID, body: AgentUpdate, who: CurrentUser, st: State) -> AgentRead:
+    return _agent_read(await service.update_agent(st, agent_id, who, body))
 
 
 @router.delete("/agents/{agent_id}", status_code=204, summary="Delete an agent (owner)")
-async def delete_agent(agent_id: uuid.UUID, who: CurrentUser, request: Request) -> Response:
-    await service.delete_agent(_st(request), agent_id, who)
+async def delete_agent(agent_id: uuid.UUID, who: CurrentUser, st: State) -> Response:
+    await service.delete_agent(st, agent_id, who)
     return Response(status_code=204)
 
 
 # -- OpenAI-compatible --------------------------------------------------------------------------
-@openai_router.get("/models", summary="Models served by the registered providers")
-async def models(who: OptionalUser, request: Request) -> dict[str, Any]:
-    async with _st(request).sessions() as s:
+@openai_router.get("/models", response_model=ModelList, summary="Models served by the registered providers")
+async def models(who: OptionalUser, st: State) -> ModelList:
+    async with st.sessions() as s:
         pairs = await list_models(s)
     seen: set[str] = set()
     data = []
     for p, m in pairs:
         mid = m if m not in seen else f"{p.name}/{m}"
         seen.add(m)
-        data.append({"id": mid, "object": "model", "created": int(p.created_at.timestamp()), "owned_by": p.name})
-    return {"object": "list", "data": data}
+        data.append(ModelEntry(id=mid, created=int(p.created_at.timestamp()), owned_by=p.name))
+    return ModelList(data=data)
 
 
 async def _body(request: Request) -> Any:
@@ -178,15 +169,13 @@ def _stream_error(exc: Exception) -> dict[str, Any]:
 
 
 @openai_router.post("/chat/completions", summary="Chat completions with MCP tools (OpenAI-compatible)")
-async def chat_completions(who: CurrentUser, request: Request) -> Response:
-    st = _st(request)
+async def chat_completions(who: CurrentUser, st: State, request: Request) -> Response:
     p = service.prepare_chat(st, await _body(request), who, request.headers.get("authorization"))
     return await _respond(st, p, {})
 
 
 @openai_router.post("/agents/{agent_id}/chat/completions", summary="Chat with a saved agent (100 calls/day)")
-async def agent_chat_completions(agent_id: str, who: CurrentUser, request: Request) -> Response:
-    st = _st(request)
+async def agent_chat_completions(agent_id: str, who: CurrentUser, st: State, request: Request) -> Response:
     try:
         aid = uuid.UUID(agent_id)
     except ValueError:

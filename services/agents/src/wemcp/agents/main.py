@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from wemcp.agents.api import openai_router, router
 from wemcp.agents.config import Settings, get_settings
+from wemcp.agents.deps import KEY
 from wemcp.agents.mcp_pool import McpPool
 from wemcp.agents.mcp_server import AgentMcpEndpoint
 from wemcp.agents.models import bus_tables, probe_receipts
@@ -35,7 +36,7 @@ async def _open(runtime: Runtime) -> None:
     quota = await open_agent_quota(runtime.redis, settings)
     pool = McpPool(settings)
     pool.start()
-    runtime.extras["agents"] = AgentsState(settings, runtime.sessions, provider, quota, pool)
+    runtime.extras[KEY] = AgentsState(settings, runtime.sessions, provider, quota, pool)
     endpoint = AgentMcpEndpoint()
     await endpoint.start()
     runtime.extras[MCP_ENDPOINT_KEY] = endpoint
@@ -45,7 +46,7 @@ async def _close(runtime: Runtime) -> None:
     endpoint = runtime.extras.get(MCP_ENDPOINT_KEY)
     if endpoint is not None:
         await endpoint.stop()
-    state = runtime.extras.get("agents")
+    state = runtime.extras.get(KEY)
     if state is not None:
         await state.pool.aclose()
         await state.quota.aclose()

@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2 as httpx
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wemcp.agents import repository
 from wemcp.agents.config import Settings
 from wemcp.agents.errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ServiceUnavailable, oai
 from wemcp.agents.models import ModelProvider, provider_key_context
@@ -43,8 +43,7 @@ class ResolvedModel:
 
 
 async def list_models(session: AsyncSession) -> list[tuple[ModelProvider, str]]:
-    rows = (await session.execute(select(ModelProvider).where(ModelProvider.enabled.is_(True))
-                                  .order_by(ModelProvider.created_at))).scalars().all()
+    rows = await repository.providers(session, enabled_only=True)
     return [(p, m) for p in rows for m in p.models]
 
 

@@ -116,3 +116,16 @@ class AgentList(BaseModel):
     total: int
     page: int
     page_size: int
+
+
+class ModelEntry(BaseModel):
+    """One model as OpenAI's ``/v1/models`` lists it (``<provider>/<model>`` when two providers serve it)."""
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelEntry]

@@ -8,9 +8,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wemcp.agents import repository
 from wemcp.agents.config import Settings
 from wemcp.agents.errors import NotFound, TooManyRequests, oai
 from wemcp.agents.loop import Caller, ChatRequest, Run, check_urls, parse_mcp_tool, parse_request
@@ -50,7 +51,7 @@ def _sealed(settings: Settings, pid: uuid.UUID, key: str) -> str:
 
 async def create_provider(st: AgentsState, who: Identity, body: ProviderCreate) -> ModelProvider:
     async with st.sessions() as s, s.begin():
-        if (await s.execute(select(ModelProvider.id).where(ModelProvider.name == body.name))).first():
+        if await repository.provider_named(s, body.name):
             raise Conflict(f"a model provider named {body.name!r} already exists")
         p = ModelProvider(id=uuid.uuid4(), name=body.name, base_url=body.base_url, models=body.models,
                           enabled=body.enabled, created_by=who.user_id)
@@ -59,6 +60,17 @@ async def create_provider(st: AgentsState, who: Identity, body: ProviderCreate) 
         s.add(p)
     log.info("model_provider_created", provider=p.name, has_key=p.api_key_sealed is not None)
     return p
+
+
+async def list_providers(st: AgentsState) -> list[ModelProvider]:
+    async with st.sessions() as s:
+        return list(await repository.providers(s))
+
+
+async def delete_provider(st: AgentsState, pid: uuid.UUID) -> None:
+    async with st.sessions() as s, s.begin():
+        if not await repository.delete_provider(s, pid):
+            raise NotFound("no such model provider")
 
 
 async def update_provider(st: AgentsState, pid: uuid.UUID, body: ProviderUpdate) -> ModelProvider:
@@ -152,14 +164,9 @@ async def delete_agent(st: AgentsState, agent_id: uuid.UUID, who: Identity) -> N
 
 async def list_agents(st: AgentsState, who: Identity, page: int, page_size: int,
                       include_public: bool) -> tuple[list[Agent], int]:
-    cond = Agent.owner_id == who.user_id
-    if include_public:
-        cond = cond | (Agent.visibility == "public")
     async with st.sessions() as s:
-        total = (await s.execute(select(func.count()).select_from(Agent).where(cond))).scalar_one()
-        rows = (await s.execute(select(Agent).where(cond).order_by(Agent.created_at.desc())
-                                .offset((page - 1) * page_size).limit(page_size))).scalars().all()
-    return list(rows), int(total)
+        rows, total = await repository.agents_page(s, who.user_id, include_public, page, page_size)
+    return list(rows), total
 
 
 # -- runs ---------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ import secrets
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, StringConstraints
-from sqlalchemy import func, select
+from sqlalchemy import func
 
-from wemcp.catalog import names
+from wemcp.catalog import names, repository
+from wemcp.catalog.config import Settings
+from wemcp.catalog.deps import Names, Sessions
 from wemcp.catalog.models import DomainClaim
 from wemcp.catalog.normalize import field_error
 from wemcp.catalog.schemas import NAME_RE
@@ -38,12 +40,7 @@ class TransferIn(BaseModel):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = Field(default=None)
 
 
-def _sessions(request: Request) -> Any:
-    return request.app.state.runtime.sessions
-
-
-def _claim_out(c: DomainClaim, request: Request) -> dict[str, Any]:
-    settings = names.context_of(request).settings
+def _claim_out(c: DomainClaim, settings: Settings) -> dict[str, Any]:
     record = names.PROOF_PREFIX + c.token
     return {
         "domain": c.domain, "namespace": names.domain_namespace(c.domain), "verified": c.verified_at is not None,
@@ -59,15 +56,13 @@ def _claim_out(c: DomainClaim, request: Request) -> dict[str, Any]:
 
 
 @router.get("/names/mine")
-async def my_namespaces(request: Request, who: CurrentUser) -> dict[str, Any]:
+async def my_namespaces(who: CurrentUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
     """The namespaces the caller may publish under: their own platform namespace, their linked
     GitHub login (``io.github.<login>``; organisations they belong to are checked per submission;
     ``null`` when auth cannot be asked right now) and their domain claims."""
-    ctx = names.context_of(request)
-    async with transaction(_sessions(request)) as s:
+    async with transaction(sessions) as s:
         handle = await names.handle_of(s, who)
-        claims = (await s.execute(select(DomainClaim).where(DomainClaim.owner_id == who.user_id)
-                                  .order_by(DomainClaim.domain))).scalars().all()
+        claims = await repository.claims_of(s, who.user_id)
     github: list[dict[str, str]] | None
     try:
         user = await names.linked_accounts(ctx, who.user_id)
@@ -76,88 +71,82 @@ async def my_namespaces(request: Request, who: CurrentUser) -> dict[str, Any]:
     except ServiceUnavailable:  # the rest of the answer does not need auth
         github = None
     return {"handle": handle, "platform_namespace": f"{ctx.settings.platform_namespace}.{handle}", "github": github,
-            "domains": [_claim_out(c, request) for c in claims]}
+            "domains": [_claim_out(c, ctx.settings) for c in claims]}
 
 
 @router.get("/names/domains")
-async def list_domains(request: Request, who: CurrentUser) -> dict[str, Any]:
-    async with _sessions(request)() as s:
-        claims = (await s.execute(select(DomainClaim).where(DomainClaim.owner_id == who.user_id)
-                                  .order_by(DomainClaim.domain))).scalars().all()
-    return {"items": [_claim_out(c, request) for c in claims]}
+async def list_domains(who: CurrentUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
+    async with sessions() as s:
+        claims = await repository.claims_of(s, who.user_id)
+    return {"items": [_claim_out(c, ctx.settings) for c in claims]}
 
 
 @router.post("/names/domains", status_code=201)
-async def add_domain(body: DomainIn, request: Request, who: CurrentUser) -> dict[str, Any]:
+async def add_domain(body: DomainIn, who: CurrentUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
     """Start proving a domain: answers the token to publish (DNS TXT or the well-known file). The
     same domain again answers the same claim."""
-    domain = names.check_domain(body.domain, names.context_of(request).settings)
-    async with transaction(_sessions(request)) as s:
-        claim = (await s.execute(select(DomainClaim).where(DomainClaim.owner_id == who.user_id,
-                                                           DomainClaim.domain == domain))).scalar_one_or_none()
+    domain = names.check_domain(body.domain, ctx.settings)
+    async with transaction(sessions) as s:
+        claim = await repository.claim_of(s, who.user_id, domain)
         if claim is None:
-            count = (await s.execute(select(func.count()).select_from(DomainClaim)
-                                     .where(DomainClaim.owner_id == who.user_id))).scalar_one()
+            count = await repository.count_claims(s, who.user_id)
             if count >= MAX_CLAIMS_PER_USER:
                 raise Conflict(f"you have {count} domain claims, the most allowed; delete one first")
-            claim = DomainClaim(owner_id=who.user_id, domain=domain, token=secrets.token_urlsafe(24))
-            s.add(claim)
-            await s.flush()
-            await s.refresh(claim)
-        return _claim_out(claim, request)
+            claim = await repository.save_claim(s, DomainClaim(owner_id=who.user_id, domain=domain,
+                                                               token=secrets.token_urlsafe(24)))
+        return _claim_out(claim, ctx.settings)
 
 
 async def _own_claim(s: Any, who: Any, domain: str, *, lock: bool = False) -> DomainClaim:
-    q = select(DomainClaim).where(DomainClaim.owner_id == who.user_id, DomainClaim.domain == domain.lower())
-    claim = (await s.execute(q.with_for_update() if lock else q)).scalar_one_or_none()
+    claim = await repository.claim_of(s, who.user_id, domain, lock=lock)
     if claim is None:  # another user's claim is not told apart from none
         raise NotFound(f"you have no claim on {domain!r}")
     return claim
 
 
 @router.post("/names/domains/{domain}/verify")
-async def verify_domain(domain: str, body: VerifyIn, request: Request, who: CurrentUser) -> dict[str, Any]:
+async def verify_domain(domain: str, body: VerifyIn, who: CurrentUser, ctx: Names,
+                        sessions: Sessions) -> dict[str, Any]:
     """Look for the claim's token now (DNS TXT record or the HTTP well-known file). 422
     ``proof_not_found`` saying what was looked at, when it is not there."""
-    settings = names.context_of(request).settings
-    async with _sessions(request)() as s:
+    settings = ctx.settings
+    async with sessions() as s:
         claim = await _own_claim(s, who, domain)
     found, looked = await names.verify_claim(settings, claim, body.method)  # no transaction held meanwhile
-    async with transaction(_sessions(request)) as s:
+    async with transaction(sessions) as s:
         claim = await _own_claim(s, who, domain, lock=True)
         claim.checked_at = func.now()
         if found:
             claim.method, claim.verified_at = body.method, func.now()
-        await s.flush()
-        await s.refresh(claim)
-        out = _claim_out(claim, request)
+        claim = await repository.save_claim(s, claim)
+        out = _claim_out(claim, settings)
     if not found:
         raise field_error("method", f"{names.PROOF_PREFIX}{claim.token} was not found ({looked})", "proof_not_found")
     return out
 
 
 @router.delete("/names/domains/{domain}", status_code=204)
-async def delete_domain(domain: str, request: Request, who: CurrentUser) -> Response:
+async def delete_domain(domain: str, who: CurrentUser, sessions: Sessions) -> Response:
     """Give up a domain claim: names already listed under it stay (as they are); new ones need the
     proof again."""
-    async with transaction(_sessions(request)) as s:
-        await s.delete(await _own_claim(s, who, domain, lock=True))
+    async with transaction(sessions) as s:
+        await repository.delete_claim(s, await _own_claim(s, who, domain, lock=True))
     return Response(status_code=204)
 
 
 @router.post("/servers/{slug}/claim")
-async def claim_server(slug: str, request: Request, who: CurrentUser) -> dict[str, Any]:
+async def claim_server(slug: str, who: CurrentUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
     """Take the listings under a name whose holder proved nothing (crawled, owner-less rows; rows
     listed before the naming rules), when the caller proves its namespace."""
-    async with transaction(_sessions(request)) as s:
-        rows, method = await names.claim(s, slug, who, names.context_of(request))
+    async with transaction(sessions) as s:
+        rows, method = await names.claim(s, slug, who, ctx)
     return {"name": rows[0].name if rows else None, "slugs": [r.slug for r in rows], "method": method,
             "verified": method in names.VERIFIED}
 
 
 @router.post("/names/transfer")
-async def transfer_name(body: TransferIn, request: Request, who: AdminUser) -> dict[str, Any]:
+async def transfer_name(body: TransferIn, who: AdminUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
     """An admin gives every listing under a name to another user (recorded as an admin action)."""
-    async with transaction(_sessions(request)) as s:
-        rows = await names.transfer(s, body.name, body.to_user_id, who, body.reason, names.context_of(request))
+    async with transaction(sessions) as s:
+        rows = await names.transfer(s, body.name, body.to_user_id, who, body.reason, ctx)
     return {"name": body.name, "owner_id": str(body.to_user_id), "slugs": [r.slug for r in rows]}

@@ -218,6 +218,16 @@ class SubmitAccepted(BaseModel):
     duplicate: bool = False
 
 
+class ImportRejected(BaseModel):
+    index: int  # the entry's position in ``servers``
+    error: str
+
+
+class ImportResult(BaseModel):
+    accepted: list[SubmitAccepted]
+    rejected: list[ImportRejected]
+
+
 class ServerUpdate(_Strict):
     """``PATCH /api/v1/servers/{slug}``: owners edit presentation; admins also category/featured."""
 
@@ -282,6 +292,69 @@ class NewsIn(_Strict):
     title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     body: Annotated[str, StringConstraints(max_length=20_000)] = ""
     published: bool = True
+
+
+class StatusChange(BaseModel):
+    """A server's status after withdraw, disable or enable; ``changed`` is false when it was already so."""
+    slug: str
+    status: str
+    changed: bool
+
+
+class MyServer(BaseModel):
+    slug: str
+    name: str
+    version: str
+    title: str
+    status: str
+    status_detail: str | None
+    review_reason: str | None
+    withdrawn: bool
+    tools: int  # how many
+    updated_at: str | None  # ISO 8601
+
+
+class MyServersPage(BaseModel):
+    items: list[MyServer]
+    total: int
+    page: int
+    page_size: int
+
+
+class FeedPage(BaseModel):
+    date: str  # the day shown, in ``timezone``
+    timezone: str
+    items: list[ServerSummary]
+    total: int
+    page: int
+    page_size: int
+
+
+class NewsItem(BaseModel):
+    """One news item; ``translations`` only when the item has them (left out otherwise)."""
+    id: str
+    kind: str
+    title: str
+    body: str
+    server_slug: str | None
+    published_at: str  # ISO 8601
+    pinned: bool
+    expires_at: str | None
+    translations: dict[str, Any] | None = None
+
+
+class NewsPage(BaseModel):
+    items: list[NewsItem]
+    total: int
+    page: int
+    page_size: int
+
+
+class NewsPosted(BaseModel):
+    id: str
+    kind: str
+    title: str
+    published: bool
 
 
 def slugify(text: str, max_len: int = 60) -> str:

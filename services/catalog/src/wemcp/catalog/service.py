@@ -13,7 +13,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -608,16 +608,6 @@ def as_server_json(row: Server, *, latest: bool = True) -> dict[str, Any]:
         "status": "active", "publishedAt": row.published_at, "updatedAt": row.updated_at, "isLatest": latest},
         "com.wemcp/catalog": {"slug": row.slug, "status": row.status, "tools": len(row.tools or []),
                               "nameVerified": row.name_verification in name_rules.VERIFIED}}}
-
-
-def registry_filter(search: str | None, updated_since: datetime | None) -> Any:
-    conds = [Server.status == "published"]
-    if search:
-        like = f"%{search.replace('%', '').replace('_', '')}%"
-        conds.append(or_(Server.name.ilike(like), Server.title.ilike(like), Server.description.ilike(like)))
-    if updated_since is not None:
-        conds.append(Server.updated_at >= updated_since)
-    return and_(*conds)
 
 
 async def touch_counters(session: AsyncSession, server_id: UUID, calls: int = 0, stars: int = 0) -> None:

@@ -14,16 +14,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
 from wemcp.common.errors import BadRequest, NotFound, ServiceUnavailable
 from wemcp.common.events.spec import ServerSpec
 from wemcp.common.identity import CurrentUser
+from wemcp.deployer import repository
 from wemcp.deployer.backends.base import Target
 from wemcp.deployer.child import redact
-from wemcp.deployer.models import Deployment, DeploymentLog
+from wemcp.deployer.deps import Sessions, Worker
+from wemcp.deployer.models import Deployment
 from wemcp.deployer.schemas import DeploymentRead, EgressHost, EgressRead, PlanRead, PlanRequest, StepRead
-from wemcp.deployer.service import current
+from wemcp.deployer.service import Orchestrator
 from wemcp.deployer.spec import SpecError, parse_spec
 
 router = APIRouter(prefix="/api/v1", tags=["deployer"])
@@ -31,23 +32,22 @@ Slug = Annotated[str, Path(min_length=1, max_length=200)]
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
-async def _readable(request: Request, slug: str, who: Any) -> Deployment:
+async def _readable(sessions: Sessions, slug: str, who: Any) -> Deployment:
     """The deployment of ``slug`` if ``who`` may read it: its server's owner, or an admin
     (owner-less servers — imported, crawled — are the admins' to look after). Anyone else gets the
     404 of a slug that does not exist."""
     if not _SLUG.match(slug):
         raise NotFound(f"no deployment {slug!r}")
-    async with request.app.state.runtime.sessions() as s:
-        d = (await s.execute(select(Deployment).where(Deployment.slug == slug))).scalar_one_or_none()
+    async with sessions() as s:
+        d = await repository.deployment_by_slug(s, slug)
     if d is None or not (who.at_least("admin") or (d.owner_id is not None and d.owner_id == who.user_id)):
         raise NotFound(f"no deployment {slug!r}")
     return d
 
 
 @router.get("/deployments/{slug}", response_model=DeploymentRead)
-async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> DeploymentRead:
-    d = await _readable(request, slug, who)
-    orch = current()
+async def get_deployment(slug: Slug, who: CurrentUser, sessions: Sessions, orch: Worker) -> DeploymentRead:
+    d = await _readable(sessions, slug, who)
     live: dict[str, object] = {"state": "unknown"}
     logs = d.log_tail
     if orch is not None and d.backend in orch.backends:
@@ -65,11 +65,10 @@ async def get_deployment(slug: Slug, request: Request, who: CurrentUser) -> Depl
 
 
 @router.get("/deployments/{slug}/egress", response_model=EgressRead)
-async def get_egress(slug: Slug, request: Request, who: CurrentUser) -> EgressRead:
+async def get_egress(slug: Slug, who: CurrentUser, sessions: Sessions, orch: Worker) -> EgressRead:
     """Where a hosted server with network connected through the egress proxy: host names and ports,
     counts and bytes (never paths, queries, headers or bodies), and its caps. Owner and admins."""
-    d = await _readable(request, slug, who)
-    orch = current()
+    d = await _readable(sessions, slug, who)
     proxy = orch.bridge.egress if orch is not None else None
     report: dict[str, Any] = proxy.report(slug) if proxy is not None else {
         "hosts": [], "open_connections": 0, "bytes": 0, "limits": {}}
@@ -79,9 +78,8 @@ async def get_egress(slug: Slug, request: Request, who: CurrentUser) -> EgressRe
 
 
 @router.post("/deployments/plan", response_model=PlanRead)
-async def plan_deployment(body: PlanRequest, _who: CurrentUser) -> PlanRead:
+async def plan_deployment(body: PlanRequest, _who: CurrentUser, orch: Worker) -> PlanRead:
     """What a deployment of ``spec`` would do on a backend; nothing is installed, started or sent."""
-    orch = current()
     if orch is None:
         raise ServiceUnavailable("the deployer worker is not running")
     try:
@@ -122,7 +120,7 @@ def _final(d: Deployment) -> dict[str, Any]:
 
 @router.get("/deployments/{slug}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-async def deployment_events(slug: Slug, request: Request, who: CurrentUser,
+async def deployment_events(slug: Slug, request: Request, who: CurrentUser, sessions: Sessions, orch: Worker,
                             last_event_id: Annotated[str | None, Header(max_length=64)] = None) -> StreamingResponse:
     """Server-sent events of the deployment's current attempt, for its owner and admins: ``state``
     (first: status and generation), ``step`` (each step as recorded), ``log`` (installer and
@@ -130,32 +128,29 @@ async def deployment_events(slug: Slug, request: Request, who: CurrentUser,
     ``disabled``, or ``superseded`` when a newer submission started another attempt) and the end of
     the stream. A finished deployment replays its attempt and ends at once; one in progress is
     followed live. Event ids are cursors: ``Last-Event-ID`` resumes after the last event seen."""
-    d = await _readable(request, slug, who)
+    d = await _readable(sessions, slug, who)
     steps_sent, log_id = 0, 0
     m = _CURSOR.match(last_event_id or "")
     if m and int(m.group(1)) == d.generation:
         steps_sent, log_id = int(m.group(2)), int(m.group(3))
-    return StreamingResponse(_follow(request, d.id, d.generation, steps_sent, log_id),
+    return StreamingResponse(_follow(request, sessions, orch, d.id, d.generation, steps_sent, log_id),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-async def _follow(request: Request, dep_id: uuid.UUID, generation: int, steps_sent: int,
-                  log_id: int) -> AsyncIterator[bytes]:
-    sessions = request.app.state.runtime.sessions
+async def _follow(request: Request, sessions: Sessions, orch: Orchestrator | None, dep_id: uuid.UUID,
+                  generation: int, steps_sent: int, log_id: int) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + MAX_STREAM_SECONDS
     quiet_since = loop.time()
     first = True
     while True:
         async with sessions() as s:
-            d = await s.get(Deployment, dep_id)
+            d = await repository.deployment(s, dep_id)
             if d is None:
                 return
-            logs = [] if d.generation != generation else list((await s.execute(
-                select(DeploymentLog).where(DeploymentLog.deployment_id == dep_id,
-                                            DeploymentLog.generation == generation, DeploymentLog.id > log_id)
-                .order_by(DeploymentLog.id).limit(LOG_BATCH))).scalars())
+            logs = [] if d.generation != generation else list(
+                await repository.log_lines_after(s, dep_id, generation, log_id, LOG_BATCH))
         if first:
             yield _sse("state", {"status": d.status, "generation": d.generation, "backend": d.backend})
             first = False
@@ -186,7 +181,6 @@ async def _follow(request: Request, dep_id: uuid.UUID, generation: int, steps_se
             quiet_since = loop.time()
             yield b": keep-alive\n\n"
         if len(logs) < LOG_BATCH:
-            orch = current()
             if orch is not None:
                 await orch.wait_change(POLL_SECONDS)
             else:

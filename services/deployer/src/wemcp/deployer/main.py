@@ -13,6 +13,7 @@ from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.common.service_info import service_info_router
 from wemcp.deployer.api import router
 from wemcp.deployer.config import Settings, get_settings
+from wemcp.deployer.deps import KEY
 from wemcp.deployer.handlers import on_server_disabled, on_server_enabled, on_server_submitted
 from wemcp.deployer.models import bus_tables, probe_receipts
 from wemcp.deployer.service import Orchestrator
@@ -31,11 +32,11 @@ async def start_worker(runtime: Runtime) -> None:
         **runtime.settings.model_dump())
     orch = Orchestrator(runtime.sessions, cast(Settings, settings))
     await orch.start()
-    runtime.extras["orchestrator"] = orch
+    runtime.extras[KEY] = orch
 
 
 async def stop_worker(runtime: Runtime) -> None:
-    orch = runtime.extras.pop("orchestrator", None)
+    orch = runtime.extras.pop(KEY, None)
     if orch is not None:
         await orch.stop()
 
