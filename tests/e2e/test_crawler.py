@@ -13,6 +13,7 @@ import json
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,11 @@ async def test_crawl_and_probe_through_the_platform(stack: Stack, gateway_url: s
     _, key = await user_key(stack, "e2e-crawl-user")
     user = {"Authorization": f"Bearer {key}"}
     async with stand_ins() as reg:
+        # updated now: a registry crawl another test of this stack ran already moved the crawler's
+        # updated_since past any fixed date
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         reg.registry = [registry_entry("io.github.e2e/tidewatch", "1.0.0", npm="@e2e/tidewatch-mcp",
-                                       description="Tidewatch: tide tables for harbours")]
+                                       description="Tidewatch: tide tables for harbours", updated=now)]
         crawler_env({"WEMCP_CRAWLER_REGISTRY_URL": reg.base, "WEMCP_CRAWLER_CRAWL_SOURCES": '["registry"]',
                      "WEMCP_EGRESS_ALLOW": "127.0.0.1", "WEMCP_CRAWLER_CRAWL_REQUEST_INTERVAL_SECONDS": "0",
                      "WEMCP_CRAWLER_PROBE_SCHEDULE": "true", "WEMCP_CRAWLER_GATEWAY_URL": gateway_url,
