@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -21,13 +19,9 @@ import nats
 import orjson
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
-sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "crawler" / "tests"))
-sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "gateway" / "tests"))
-from e2e_kit import published, submit_archive, superadmin_key, user_key
-from gateway_upstream import serve_upstream
-from standins import registry_entry, stand_ins
-
+from services.crawler.tests.standins import registry_entry, stand_ins
+from services.gateway.tests.gateway_upstream import serve_upstream
+from tests.e2e.e2e_kit import published, submit_archive, superadmin_key, user_key
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.stack import Stack

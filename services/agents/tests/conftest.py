@@ -4,7 +4,6 @@ a stand-in for the gateway's MCP router → ``mcp-server-time`` over stdio."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,8 +15,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-sys.path.insert(0, str(Path(__file__).parent))  # agents_testkit (pytest runs in importlib mode)
-from agents_testkit import (
+from services.agents.tests.agents_testkit import (
     EXTERNAL_KEY,
     RUN_SECRET,
     Jwks,
@@ -30,7 +28,6 @@ from agents_testkit import (
     router_app,
     tmpdir,
 )
-
 from wemcp.agents.config import Settings
 from wemcp.agents.main import SPEC
 from wemcp.common.service import running

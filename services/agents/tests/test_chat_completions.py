@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import openai
 import pytest
-from agents_testkit import EXTERNAL_KEY, ScriptedModel
 
+from services.agents.tests.agents_testkit import EXTERNAL_KEY, ScriptedModel
 from wemcp.devstack.infra import free_port
 
 TIME_Q = "TIME: what time is it in Tokyo, judging from New York?"

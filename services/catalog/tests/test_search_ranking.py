@@ -8,9 +8,9 @@ import uuid
 from typing import Any
 
 import numpy as np
-from quality import server_for
 from sqlalchemy import event
 
+from services.catalog.tests.quality import server_for
 from wemcp.catalog.embedding import LanguageCentered, chinese_share
 from wemcp.catalog.projection import project
 from wemcp.catalog.state import of

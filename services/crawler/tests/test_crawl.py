@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest_asyncio
-from standins import Registries, npm_package, pypi_info, registry_entry, stand_ins
 
+from services.crawler.tests.standins import Registries, npm_package, pypi_info, registry_entry, stand_ins
 from wemcp.catalog.config import Settings as CatalogSettings
 from wemcp.catalog.main import SPEC as CATALOG
 from wemcp.common.identity import Identity

@@ -6,11 +6,9 @@ gateway's MCP endpoint with the crawler's credential; results are ``server.healt
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -19,10 +17,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select, update
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "gateway" / "tests"))
-from gateway_testkit import Stack, both_upstream, stack  # noqa: F401  (fixtures)
-from gateway_upstream import serve_upstream
-
+from services.gateway.tests.gateway_testkit import Stack, both_upstream, stack  # noqa: F401  (fixtures)
+from services.gateway.tests.gateway_upstream import serve_upstream
 from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.events.servers import Endpoint, ServerDeployed
 from wemcp.common.service import Runtime

@@ -14,12 +14,12 @@ import httpx2 as httpx
 import mcp_types as types
 import nats
 import pytest
-from gateway_testkit import bearer, mcp_client, text_of
-from gateway_upstream import hosted_bridge, serve_upstream
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 
+from services.gateway.tests.gateway_testkit import bearer, mcp_client, text_of
+from services.gateway.tests.gateway_upstream import hosted_bridge, serve_upstream
 from wemcp.devstack.testing import wait_for
 
 pytestmark = pytest.mark.asyncio

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from balancer import RoundRobin
-from gateway_testkit import mcp_client, text_of
-from gateway_upstream import serve_upstream
 
+from services.gateway.tests.balancer import RoundRobin
+from services.gateway.tests.gateway_testkit import mcp_client, text_of
+from services.gateway.tests.gateway_upstream import serve_upstream
 from wemcp.common.bus import ensure_streams
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.devstack.infra import free_port, wait_port

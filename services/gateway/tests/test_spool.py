@@ -15,9 +15,9 @@ import nats
 import orjson
 import pytest
 import pytest_asyncio
-from gateway_upstream import serve_upstream
 from structlog.testing import capture_logs
 
+from services.gateway.tests.gateway_upstream import serve_upstream
 from wemcp.common.bus import ensure_streams
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis, free_port
