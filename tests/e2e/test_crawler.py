@@ -19,13 +19,13 @@ import nats
 import orjson
 import pytest
 
-from services.crawler.tests.standins import registry_entry, stand_ins
-from services.gateway.tests.gateway_upstream import serve_upstream
 from tests.e2e.e2e_kit import published, submit_archive, superadmin_key, user_key
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.registries import registry_entry, stand_ins
+from wemcp.testkit.upstream import serve_upstream
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 2.0

@@ -277,7 +277,7 @@ async def test_system_key_then_1001st_refused_own_keys_unmetered_and_never_cross
 @pytest_asyncio.fixture(scope="module")
 async def model(hosted: Hosted) -> AsyncIterator[Any]:
     """A scripted OpenAI-compatible model on loopback (the agents tests' own), registered by an admin."""
-    from services.agents.tests.agents_testkit import ScriptedModel
+    from wemcp.testkit.model import ScriptedModel
 
     scripted = ScriptedModel()
     async with serve_app(scripted.app()) as url, httpx.AsyncClient(base_url=hosted.url, timeout=30) as c:

@@ -23,10 +23,10 @@ import services.gateway.tests.gateway_testkit as kit
 from services.agents.tests import conftest as _agents_fixtures  # its platform fixtures
 from services.catalog.tests import catalog_helpers
 from services.gateway.tests.gateway_testkit import Stack, bearer, mcp_client, text_of
-from services.gateway.tests.gateway_upstream import build_server
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.common.service import running
 from wemcp.devstack.testing import serve_app
+from wemcp.testkit.upstream import build_server
 
 stack = kit.stack  # the gateway kit's fixture
 

@@ -20,7 +20,6 @@ from services.agents.tests.agents_testkit import (
     RUN_SECRET,
     Jwks,
     McpRouter,
-    ScriptedModel,
     StdioUpstream,
     TcpProxy,
     external_server,
@@ -36,6 +35,7 @@ from wemcp.gateway.config import Settings as GatewaySettings
 from wemcp.gateway.main import SPEC as GATEWAY
 from wemcp.quota.client import QuotaClient
 from wemcp.quota.policy import StaticPolicies
+from wemcp.testkit.model import ScriptedModel
 
 PROVIDER_SECRET = "provider-key-secret-for-tests-0123"
 

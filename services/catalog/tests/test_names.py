@@ -18,7 +18,6 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from services.catalog.tests.names_standins import GitHubStandIn, dns_stand_in, github_stand_in, well_known_stand_in
 from wemcp.auth.config import Settings as AuthSettings
 from wemcp.auth.main import SPEC as AUTH_SPEC
 from wemcp.auth.models import User, UserIdentity
@@ -33,6 +32,7 @@ from wemcp.common.service import running
 from wemcp.common.trust import platform_headers
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.testing import serve_app
+from wemcp.testkit.names import GitHubStandIn, dns_stand_in, github_stand_in, well_known_stand_in
 
 ALICE, BOB, CAROL, DAVE, MALLORY, ADMIN = (uuid.UUID(int=i) for i in (11, 12, 13, 14, 15, 99))
 LOGINS = {ALICE: "alice", BOB: "bob", CAROL: "carol", DAVE: "dave", MALLORY: "mallory", ADMIN: "root"}

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import event
 
-from services.catalog.tests.quality import server_for
 from wemcp.catalog.embedding import LanguageCentered, chinese_share
 from wemcp.catalog.projection import project
 from wemcp.catalog.state import of
 from wemcp.catalog.text import bigrams, query_terms
+from wemcp.testkit.catalog import server_for
 
 
 def test_bigrams_and_query_terms() -> None:

@@ -20,7 +20,6 @@ import pytest_asyncio
 from sqlalchemy import func, select, update
 
 from services.gateway.tests.gateway_testkit import Stack, both_upstream, stack  # noqa: F401  (fixtures)
-from services.gateway.tests.gateway_upstream import serve_upstream
 from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.events.servers import Endpoint, ServerDeployed
 from wemcp.common.service import Runtime
@@ -30,6 +29,7 @@ from wemcp.crawler.models import ProbeResult, ProbeTarget
 from wemcp.crawler.probes import _reply, probe_client, probe_due
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.testing import metric_points, metric_reader, wait_for
+from wemcp.testkit.upstream import serve_upstream
 
 OFF = [{"mcp_allow_anonymous": False}]
 

@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services.gateway.tests.gateway_upstream import serve_upstream
 from wemcp.common.errors import Unauthorized
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDisabled, ServerEnabled, ServerSubmitted
 from wemcp.common.identity import Identity
@@ -29,6 +28,7 @@ from wemcp.common.trust import HEADER_ASSERTION, InvalidAssertion, Verifier, env
 from wemcp.devstack.testing import serve_app
 from wemcp.gateway.config import Settings
 from wemcp.gateway.main import SPEC
+from wemcp.testkit.upstream import serve_upstream
 
 USERS = {"alice": uuid.UUID("00000000-0000-0000-0000-00000000a11c"),
          "bob": uuid.UUID("00000000-0000-0000-0000-000000000b0b")}

@@ -10,7 +10,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from services.gateway.tests.gateway_testkit import USERS, bearer, mcp_client, text_of
-from services.gateway.tests.gateway_upstream import serve_upstream
+from wemcp.testkit.upstream import serve_upstream
 
 pytestmark = pytest.mark.asyncio
 KEYED = {"packages": [{"registryType": "npm", "identifier": "keyed-test", "version": "1.0.0",

@@ -19,7 +19,7 @@ import httpx2 as httpx
 import orjson
 import pytest
 
-from services.gateway.tests.gateway_upstream import hosted_bridge, serve_upstream
+from wemcp.testkit.upstream import hosted_bridge, serve_upstream
 
 pytestmark = pytest.mark.asyncio
 MODERN = "2026-07-28"

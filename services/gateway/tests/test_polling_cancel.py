@@ -27,9 +27,9 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from services.gateway.tests.gateway_testkit import bearer, mcp_client, text_of
-from services.gateway.tests.gateway_upstream import hosted_bridge, serve_upstream
 from services.gateway.tests.test_resume import events, session
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.upstream import hosted_bridge, serve_upstream
 
 pytestmark = pytest.mark.asyncio
 

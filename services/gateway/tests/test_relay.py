@@ -19,8 +19,8 @@ from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 
 from services.gateway.tests.gateway_testkit import bearer, mcp_client, text_of
-from services.gateway.tests.gateway_upstream import hosted_bridge, serve_upstream
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.upstream import hosted_bridge, serve_upstream
 
 pytestmark = pytest.mark.asyncio
 MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}

@@ -24,7 +24,6 @@ import pytest
 import pytest_asyncio
 
 from services.gateway.tests.gateway_testkit import USERS, bearer, mcp_client, open_stack, set_quota, text_of
-from services.gateway.tests.gateway_upstream import build_server
 
 # the router's, SSE, relay, resumption and era tests, collected again here against two replicas
 from services.gateway.tests.test_eras import test_every_client_gets_its_own_revision  # noqa: F401
@@ -44,6 +43,7 @@ from services.gateway.tests.test_router import (  # noqa: F401
     test_unknown_server_is_404,
 )
 from wemcp.devstack.testing import serve_app
+from wemcp.testkit.upstream import build_server
 
 pytestmark = pytest.mark.asyncio
 MODERN = {"mcp-protocol-version": "2026-07-28"}

@@ -16,7 +16,7 @@ import httpx2 as httpx
 import pytest
 
 from services.gateway.tests.gateway_testkit import bearer
-from services.gateway.tests.gateway_upstream import hosted_bridge, serve_upstream
+from wemcp.testkit.upstream import hosted_bridge, serve_upstream
 
 pytestmark = pytest.mark.asyncio
 ACCEPT = {"accept": "application/json, text/event-stream"}

@@ -17,7 +17,6 @@ import pytest
 import pytest_asyncio
 from structlog.testing import capture_logs
 
-from services.gateway.tests.gateway_upstream import serve_upstream
 from wemcp.common.bus import ensure_streams
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis, free_port
@@ -25,6 +24,7 @@ from wemcp.devstack.stack import ServiceProcess
 from wemcp.devstack.testing import wait_for
 from wemcp.gateway.calls import CallRecord, CallRecorder
 from wemcp.gateway.spool import Spool, SpoolBusy, encode
+from wemcp.testkit.upstream import serve_upstream
 
 
 def rec(i: int) -> CallRecord:
