@@ -37,7 +37,6 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx2 as httpx
 from mcp import Client
@@ -45,17 +44,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "services" / "agents" / "tests"))
-from agents_testkit import ScriptedModel  # noqa: E402
-
-from wemcp.agents.config import Settings  # noqa: E402
-from wemcp.agents.loop import Caller, Run, parse_request  # noqa: E402
-from wemcp.agents.mcp_pool import McpPool  # noqa: E402
-from wemcp.agents.mcp_tools import McpHub  # noqa: E402
-from wemcp.agents.providers import ProviderClient, ResolvedModel  # noqa: E402
-from wemcp.devstack.testing import serve_app  # noqa: E402
-from wemcp.quota.runcontext import sign_run_context  # noqa: E402
+from wemcp.agents.config import Settings
+from wemcp.agents.loop import Caller, Run, parse_request
+from wemcp.agents.mcp_pool import McpPool
+from wemcp.agents.mcp_tools import McpHub
+from wemcp.agents.providers import ProviderClient, ResolvedModel
+from wemcp.devstack.testing import serve_app
+from wemcp.quota.runcontext import sign_run_context
+from wemcp.testkit.model import ScriptedModel
 
 SECRET = "bench-agent-run-secret-0123456789"
 AGENT = str(uuid.uuid4())

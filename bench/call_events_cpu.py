@@ -100,7 +100,6 @@ async def main() -> None:
     args = ap.parse_args()
     global LINGER
     LINGER = args.linger
-    sys.path.insert(0, str(REPO / "services/gateway/src"))
     import wemcp.gateway.calls as new
 
     old = load_old(args.baseline_commit)

@@ -35,16 +35,11 @@ import argparse
 import asyncio
 import os
 import platform
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 from benchkit import children, pct, with_catalog_infra
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "services/catalog/tests"))
 
 
 async def bulk_load(db_url: str, start: int, count: int, docs: list[dict], vecs: np.ndarray,
@@ -198,9 +193,9 @@ async def measure_search(client, labelled: list[dict], docs: list[dict], rounds:
 
 
 async def measure_deployed_to_searchable(client, nats_url: str, n: int) -> dict[str, float]:
-    from catalog_helpers import as_user, publish
 
     from wemcp.common.events.servers import ServerDeployed, ToolInfo
+    from wemcp.testkit.catalog import as_user, publish
 
     out = []
     for i in range(n):
@@ -237,7 +232,6 @@ def main() -> None:
 
 async def run_all(args, db_url: str, nats_url: str) -> list[str]:
     import httpx2 as httpx
-    from quality import server_for
     from search_quality import corpus, queries, vectors
 
     from wemcp.catalog.config import Settings
@@ -246,6 +240,7 @@ async def run_all(args, db_url: str, nats_url: str) -> list[str]:
     from wemcp.catalog.projection import embed_text
     from wemcp.catalog.state import of
     from wemcp.common.service import running
+    from wemcp.testkit.catalog import server_for
 
     docs = corpus()
     rows = [server_for(d, i) for i, d in enumerate(docs)]

@@ -3,7 +3,7 @@
 Method
 - Embedded Postgres 18 (fsync on) and embedded NATS JetStream in a temporary folder; the crawler
   runs in this process (its real runtime: outbox relay publishing to JetStream).
-- A loopback stand-in of the official MCP registry (services/crawler/tests/standins.py, the
+- A loopback stand-in of the official MCP registry (wemcp.testkit.registries, the
   documented ``GET /v0.1/servers`` shape) serves N entries (npm packages, one env var each).
 - Run 1: ``run_crawl("registry")`` from nothing, page size 100, no pacing
   (``CRAWL_REQUEST_INTERVAL_SECONDS=0``): wall time, entries/s, pages; every entry is new, so each
@@ -22,23 +22,20 @@ import argparse
 import asyncio
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services" / "crawler" / "tests"))
-
 
 async def body(db: str, nats_url: str, n: int) -> list[str]:
     from sqlalchemy import func, select, update
-    from standins import registry_entry, stand_ins
 
     from wemcp.common.service import Runtime
     from wemcp.crawler.config import Settings
     from wemcp.crawler.crawl import run_crawl
     from wemcp.crawler.main import SPEC
     from wemcp.crawler.models import CrawlRun, CrawlState, bus_tables
+    from wemcp.testkit.registries import registry_entry, stand_ins
 
     out: list[str] = []
     async with stand_ins() as reg:

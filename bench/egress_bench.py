@@ -29,12 +29,11 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "services" / "deployer" / "tests"))
+from wemcp.deployer import sandbox
+from wemcp.deployer.child import Command, EgressHook, StdioChild
+from wemcp.deployer.egress import EgressProxy, ProxyPolicy
 
-from wemcp.deployer import sandbox  # noqa: E402
-from wemcp.deployer.child import Command, EgressHook, StdioChild  # noqa: E402
-from wemcp.deployer.egress import EgressProxy, ProxyPolicy  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = REPO / ".data" / "bench-egress"
 LIMITS = sandbox.Limits(memory_mb=512, cpu_seconds=600, max_processes=32, max_open_files=256)

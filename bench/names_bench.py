@@ -9,7 +9,7 @@ Method
   - `platform`: a server.json named `io.wemcp.<handle>/...` (one handle lookup);
   - `domain`: a server.json under a DNS-proven domain (one claims query);
   - `github`: a server.json under `io.github.<login>/...`: auth's identities endpoint and GitHub's
-    `GET /users/<login>` answered by loopback stand-ins (services/catalog/tests/names_standins.py) —
+    `GET /users/<login>` answered by loopback stand-ins (wemcp.testkit.names) —
     real GitHub adds its own round trip per call (two here: the account, then nothing else for one's
     own login; an organisation adds one or two);
   - `admin`: an admin's server.json (the rules skip the network; the closest to "no rules").
@@ -24,21 +24,16 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from benchkit import pct, with_catalog_infra
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services" / "catalog" / "tests"))
-
 
 async def run(args: argparse.Namespace, db_url: str, nats_url: str) -> list[str]:
     import httpx2 as httpx
-    from names_standins import GitHubStandIn, dns_stand_in, github_stand_in
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -52,6 +47,7 @@ async def run(args: argparse.Namespace, db_url: str, nats_url: str) -> list[str]
     from wemcp.common.trust import PlatformHeaders
     from wemcp.devstack.infra import free_port
     from wemcp.devstack.testing import serve_app
+    from wemcp.testkit.names import GitHubStandIn, dns_stand_in, github_stand_in
 
     uid = uuid.uuid4()
     user = PlatformHeaders("catalog", Identity(uid, "user", "benchuser"), issuer="gateway")

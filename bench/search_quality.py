@@ -24,16 +24,13 @@ import hashlib
 import itertools
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from benchkit import with_catalog_infra
 
-ROOT = Path(__file__).resolve().parents[1]
 SET = Path(__file__).parent / "search_set"
-sys.path.insert(0, str(ROOT / "services/catalog/tests"))
 
 MODES = {"hybrid": "hybrid", "vector": "vector", "full text": "text"}
 # The fusion grid of --tune (second round, around the first round's best: translation_weight 1.0,
@@ -71,9 +68,9 @@ async def vectors(embedder: Any, texts: list[str]) -> list[list[float]]:
 
 
 async def load(sessions: Any, embedder: Any) -> dict[str, str]:
-    from quality import server_for
 
     from wemcp.catalog.projection import embed_text, project
+    from wemcp.testkit.catalog import server_for
 
     docs = corpus()
     rows = [server_for(d, i) for i, d in enumerate(docs)]

@@ -32,9 +32,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "services/gateway/tests"))
-
 MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream",
           "content-type": "application/json"}
 
@@ -44,7 +41,7 @@ def spool_bytes(d: Path) -> int:
 
 
 async def upstream(port: int) -> None:
-    from gateway_upstream import serve_upstream
+    from wemcp.testkit.upstream import serve_upstream
 
     async with serve_upstream("both", port=port) as url:
         print(url, flush=True)

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from e2e_kit import auth_env
-
+from tests.e2e.e2e_kit import auth_env
 from wemcp.devstack.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]

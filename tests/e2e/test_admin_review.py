@@ -6,17 +6,13 @@ user's next call — an API call and an MCP call — is refused within 1 s (meas
 from __future__ import annotations
 
 import asyncio
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
-from e2e_kit import published, submit_archive, superadmin_key, user_key
-
+from tests.e2e.e2e_kit import published, submit_archive, superadmin_key, user_key
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
 

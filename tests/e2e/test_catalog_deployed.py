@@ -9,17 +9,13 @@ through the gateway."""
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx2 as httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
-from e2e_kit import published, superadmin_key, user_key
-
+from tests.e2e.e2e_kit import published, superadmin_key, user_key
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
 

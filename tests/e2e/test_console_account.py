@@ -23,9 +23,9 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 import pytest_asyncio
-from console_kit import Page, open_page, signin_link
-from e2e_kit import published, submit_archive, superadmin_key, user_key
 
+from tests.e2e.console_kit import Page, open_page, signin_link
+from tests.e2e.e2e_kit import published, submit_archive, superadmin_key, user_key
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
 

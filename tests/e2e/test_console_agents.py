@@ -20,9 +20,9 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 import pytest_asyncio
-from console_kit import open_page, signin_link
-from e2e_kit import published, user_key
 
+from tests.e2e.console_kit import open_page, signin_link
+from tests.e2e.e2e_kit import published, user_key
 from wemcp.devstack import dev
 from wemcp.devstack.stack import Stack
 

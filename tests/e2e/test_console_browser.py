@@ -7,7 +7,6 @@ axe-core violations; a screenshot of each lands in $WEMCP_TEST_OUTPUT/console (d
 
 from __future__ import annotations
 
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,8 @@ import httpx2 as httpx
 import pytest
 import pytest_asyncio
 
-sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
-from console_kit import OUT, open_page, signin_link
-from e2e_kit import published, superadmin_key, user_key
-
+from tests.e2e.console_kit import OUT, open_page, signin_link
+from tests.e2e.e2e_kit import published, superadmin_key, user_key
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
 
@@ -224,7 +221,7 @@ async def test_publish_shows_inputs_then_an_archive_deploys_live(browser: Any, s
 @pytest.mark.asyncio(loop_scope="session")
 async def test_admin_approves_a_submission_and_the_superadmin_publishes_an_announcement(
         browser: Any, stack: Stack, gateway_url: str) -> None:
-    from e2e_kit import submit_archive
+    from tests.e2e.e2e_kit import submit_archive
 
     superadmin = superadmin_key(stack, "e2e-console-root")
     _, key = await user_key(stack, "e2e-newcomer", trusted=False)  # not a trusted publisher: reviewed

@@ -21,10 +21,10 @@ import httpx2 as httpx
 import nats
 import pytest
 import pytest_asyncio
-from console_kit import Page, open_page, signin_link
-from e2e_kit import submit_archive, user_key
 from playwright.async_api import expect
 
+from tests.e2e.console_kit import Page, open_page, signin_link
+from tests.e2e.e2e_kit import submit_archive, user_key
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -22,17 +20,13 @@ import nats
 import orjson
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
-sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "crawler" / "tests"))
-sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "gateway" / "tests"))
-from e2e_kit import published, submit_archive, superadmin_key, user_key
-from gateway_upstream import serve_upstream
-from standins import registry_entry, stand_ins
-
+from tests.e2e.e2e_kit import published, submit_archive, superadmin_key, user_key
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.registries import registry_entry, stand_ins
+from wemcp.testkit.upstream import serve_upstream
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 2.0

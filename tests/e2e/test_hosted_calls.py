@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -26,9 +25,7 @@ import httpx2 as httpx
 import pytest
 import pytest_asyncio
 
-sys.path.insert(0, str(Path(__file__).parent))  # e2e_kit (pytest runs in importlib mode)
-from e2e_kit import node_tool, published, submit_archive, superadmin_key, user_key
-
+from tests.e2e.e2e_kit import node_tool, published, submit_archive, superadmin_key, user_key
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import npm_install, serve_app, wait_for
 
@@ -280,8 +277,7 @@ async def test_system_key_then_1001st_refused_own_keys_unmetered_and_never_cross
 @pytest_asyncio.fixture(scope="module")
 async def model(hosted: Hosted) -> AsyncIterator[Any]:
     """A scripted OpenAI-compatible model on loopback (the agents tests' own), registered by an admin."""
-    sys.path.insert(0, str(ROOT / "services/agents/tests"))
-    from agents_testkit import ScriptedModel
+    from wemcp.testkit.model import ScriptedModel
 
     scripted = ScriptedModel()
     async with serve_app(scripted.app()) as url, httpx.AsyncClient(base_url=hosted.url, timeout=30) as c:
@@ -301,8 +297,8 @@ async def test_agents_through_the_real_router(hosted: Hosted, model: Any):
     import openai
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
-    from test_chat_completions import TIME_Q, check_time_answer
 
+    from services.agents.tests.test_chat_completions import TIME_Q, check_time_answer
     from wemcp.sdk import AsyncWeMcp, mcp, mcp_calls
 
     me = hosted.auth("agent-user")

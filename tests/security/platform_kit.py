@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +15,9 @@ from pathlib import Path
 import httptools
 import pytest
 
+from tests.e2e.e2e_kit import superadmin_key, user_key
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.stack import SERVICES, Stack
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # e2e_kit (pytest runs in importlib mode)
-from e2e_kit import superadmin_key, user_key
 
 _STACK = pytest.StashKey[Stack]()
 

@@ -31,6 +31,10 @@ import pytest_asyncio
 from sqlalchemy import update
 from starlette.requests import Request
 
+from services.deployer.tests.deployer_testkit import deployer_settings
+
+# the gateway test kit's fixtures (its stack with real NATS/Redis, an upstream MCP server)
+from services.gateway.tests.gateway_testkit import USERS, both_upstream, fake_verifier, stack  # noqa: F401
 from wemcp.auth import service as auth_service
 from wemcp.auth.config import Settings as AuthSettings
 from wemcp.auth.main import SPEC as AUTH
@@ -50,14 +54,6 @@ from wemcp.gateway.config import Settings as GatewaySettings
 from wemcp.gateway.identity import ApiKeyGrant
 from wemcp.gateway.main import SPEC as GATEWAY
 from wemcp.testkit.auth import CLIENT_ID, CLIENT_SECRET, LoopbackProvider, as_user, new_id
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "services" / "gateway" / "tests"))
-sys.path.insert(0, str(REPO / "services" / "deployer" / "tests"))
-from deployer_testkit import deployer_settings  # noqa: E402
-
-# the gateway test kit's fixtures (its stack with real NATS/Redis, an upstream MCP server)
-from gateway_testkit import USERS, both_upstream, fake_verifier, stack  # noqa: E402, F401
 
 pytestmark = pytest.mark.asyncio
 PLATFORM = PlatformHeaders("auth", issuer="gateway")  # the gateway's own credential on auth's internal routes

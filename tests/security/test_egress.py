@@ -11,33 +11,28 @@ and the loopback to the connect that follows — DNS rebinding, as an attacker's
 from __future__ import annotations
 
 import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
 
+import services.gateway.tests.gateway_testkit as kit
+from services.agents.tests import conftest as _agents_fixtures  # its platform fixtures
+from services.catalog.tests import catalog_helpers
+from services.gateway.tests.gateway_testkit import Stack, bearer, mcp_client, text_of
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.common.service import running
-from wemcp.devstack.testing import load_module, serve_app
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "services" / "gateway" / "tests"))
-import gateway_testkit as kit  # noqa: E402
-from gateway_testkit import Stack, bearer, mcp_client, text_of  # noqa: E402
-from gateway_upstream import build_server  # noqa: E402
+from wemcp.devstack.testing import serve_app
+from wemcp.testkit.upstream import build_server
 
 stack = kit.stack  # the gateway kit's fixture
 
 PUBLIC = "93.184.215.14"  # what the attacker's name answers first (any global address)
 
 
-catalog_helpers = load_module(REPO / "services/catalog/tests/catalog_helpers.py", "egress_catalog_helpers")
-_agents_fixtures = load_module(REPO / "services/agents/tests/conftest.py", "egress_agents_fixtures")
 platform, time_upstream, time_exe = (_agents_fixtures.platform, _agents_fixtures.time_upstream,
                                      _agents_fixtures.time_exe)
 

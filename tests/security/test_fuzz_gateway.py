@@ -14,8 +14,6 @@ A failure lists every distinct (operation, caller, status) with a curl command t
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +23,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-sys.path.insert(0, str(Path(__file__).parent))  # platform_kit (pytest runs in importlib mode)
-from platform_kit import platform, superadmin_key, user_key
+from tests.security.platform_kit import platform, superadmin_key, user_key
 
 # the platform's start is part of the first test here (a minute or more on a loaded 2-core machine):
 # a wider guard than the suite's default 300 s, not a timing assertion

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,12 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from services.deployer.tests.deployer_testkit import bridge_headers, running_deployer
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.testing import serve_app, tar_gz
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "services" / "deployer" / "tests"))
-from deployer_testkit import bridge_headers, running_deployer  # noqa: E402
 
 CLIENT = (REPO / "services" / "deployer" / "tests" / "egress" / "client_server.py").read_text()
 OWNER = {"id": str(uuid.uuid4()), "role": "user", "login": "net-owner"}

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import io
 import json
-import sys
 import tarfile
 import textwrap
 import uuid
@@ -31,15 +30,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "services" / "deployer" / "tests"))  # deployer_testkit
-sys.path.insert(0, str(ROOT / "services" / "catalog" / "tests"))  # catalog_helpers
-from catalog_helpers import as_user  # noqa: E402
-from deployer_testkit import running_deployer  # noqa: E402
-
-from wemcp.common.events.servers import ServerSubmitted  # noqa: E402
-from wemcp.common.service import running  # noqa: E402
-from wemcp.devstack.testing import serve_app  # noqa: E402
+from services.catalog.tests.catalog_helpers import as_user
+from services.deployer.tests.deployer_testkit import running_deployer
+from wemcp.common.events.servers import ServerSubmitted
+from wemcp.common.service import running
+from wemcp.devstack.testing import serve_app
 
 # ---------------------------------------------------------------------------------------- fixtures
 

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import uuid
-from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # platform_kit (pytest runs in importlib mode)
-from platform_kit import RawResponse, platform, raw_request, superadmin_key
+from tests.security.platform_kit import RawResponse, platform, raw_request, superadmin_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 

@@ -5,23 +5,17 @@ behind the real gateway (the agents test kit). Small daily limits make refusals 
 from __future__ import annotations
 
 import json
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from wemcp.devstack.testing import load_module
+import services.gateway.tests.gateway_testkit as gateway_testkit
+from services.agents.tests import conftest as _agents  # its platform fixtures
+from services.gateway.tests.gateway_testkit import USERS, Stack, bearer, mcp_client, set_quota, text_of
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "services" / "gateway" / "tests"))
-import gateway_testkit  # noqa: E402
-from gateway_testkit import USERS, Stack, bearer, mcp_client, set_quota, text_of  # noqa: E402
-
-_agents = load_module(REPO / "services" / "agents" / "tests" / "conftest.py", "wemcp_security_agents_fixtures")
 # the fixtures these tests use, from the two services' test kits
 stack, both_upstream = gateway_testkit.stack, gateway_testkit.both_upstream
 platform, time_exe, time_upstream = _agents.platform, _agents.time_exe, _agents.time_upstream

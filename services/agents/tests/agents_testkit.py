@@ -1,7 +1,7 @@
 """Test doubles for what the platform cannot reach, each a real protocol server on loopback:
 
-- :class:`ScriptedModel`: an OpenAI-compatible model server (``/v1/chat/completions``, streamed
-  and not) that makes real tool calls, decided deterministically from the conversation.
+- the model, an OpenAI-compatible server that makes real tool calls decided from the conversation,
+  is :class:`wemcp.testkit.model.ScriptedModel` (shared with the benchmarks).
 - :class:`StdioUpstream`: a real MCP server over stdio (``mcp-server-time`` from PyPI) held open by
   a task of its own.
 - :class:`McpRouter`: stands in for the gateway's ``/mcp/{slug}`` router (being built elsewhere):
@@ -19,14 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import shutil
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from wemcp.devstack.testing import wait_for as _wait_for
@@ -59,22 +57,6 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02
     return await _wait_for(predicate, timeout, interval)
 
 # -- the model ------------------------------------------------------------------------------------------
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def _tool(tools: list[dict[str, Any]], suffix: str) -> str | None:
-    for t in tools:
-        name = (t.get("function") or {}).get("name", "")
-        if name == suffix or name.endswith("__" + suffix):
-            return name
-    return None
-
-
 def replaying(body: bytes, receive: Any) -> Any:
     """An ASGI ``receive`` that hands over a body already read, then the real one."""
     sent = False
@@ -87,111 +69,6 @@ def replaying(body: bytes, receive: Any) -> Any:
         return await receive()
 
     return replay
-
-
-@dataclass
-class ScriptedModel:
-    """Decides from the last user message (keywords TIME, EACH, BADARGS, LOOP, SLOW, WEATHER, ADD) and the
-    tool results after it. Records every request."""
-
-    slow_seconds: float = 6.0
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    auth_headers: list[str | None] = field(default_factory=list)
-
-    def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
-
-    def decide(self, body: dict[str, Any]) -> dict[str, Any]:
-        """{"content": str} or {"tool_calls": [(name, raw_arguments)]}"""
-        msgs = body["messages"]
-        last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
-        question = _text(msgs[last_user]["content"])
-        results = [_text(m.get("content")) for m in msgs[last_user + 1:] if m["role"] == "tool"]
-        tools = body.get("tools") or []
-        system = " ".join(_text(m.get("content")) for m in msgs if m["role"] == "system")
-        get_time, convert = _tool(tools, "get_current_time"), _tool(tools, "convert_time")
-        if "LOOP" in question:
-            return {"tool_calls": [(get_time, '{"timezone": "UTC"}')]}
-        if "BADARGS" in question:
-            if not results:
-                return {"tool_calls": [(get_time, '{"timezone": "UTC"')]}  # cut short: not JSON
-            if len(results) == 1:
-                assert "not a valid JSON object" in results[0], results
-                return {"tool_calls": [(get_time, '{"timezone": "UTC"}')]}
-            return {"content": "UTC now: " + json.loads(results[-1])["datetime"]}
-        if "EACH" in question:  # the current time from every server that tells it, in one round
-            if not results:
-                clocks = [t["function"]["name"] for t in tools
-                          if t.get("function", {}).get("name", "").endswith("__get_current_time")]
-                return {"tool_calls": [(name, '{"timezone": "UTC"}') for name in clocks]}
-            return {"content": f"{len(results)} clocks read."}
-        if "WEATHER" in question:
-            return {"tool_calls": [("get_weather", '{"city": "Paris"}')]}
-        if "ADD" in question:
-            add = _tool(tools, "add")
-            if not results:
-                return {"tool_calls": [(add, '{"a": 2, "b": 40}')]}
-            return {"content": f"The sum is {results[-1]}."}
-        if "TIME" in question:
-            if get_time is None or convert is None:
-                return {"content": "I have no time tools."}
-            if not results:
-                return {"tool_calls": [(get_time, '{"timezone": "America/New_York"}')]}
-            if len(results) == 1:
-                hhmm = json.loads(results[0])["datetime"][11:16]
-                return {"tool_calls": [(convert, json.dumps({"source_timezone": "America/New_York", "time": hhmm,
-                                                             "target_timezone": "Asia/Tokyo"}))]}
-            r = json.loads(results[1])
-            return {"content": f"When it is {r['source']['datetime'][11:16]} in New York, "
-                               f"it is {r['target']['datetime'][11:16]} in Tokyo."}
-        prefix = f"[{system}] " if system else ""
-        return {"content": f"{prefix}You said: {question}"}
-
-    async def chat(self, request: Request) -> Response:
-        body = await request.json()
-        self.requests.append(body)
-        self.auth_headers.append(request.headers.get("authorization"))
-        question = _text([m for m in body["messages"] if m["role"] == "user"][-1]["content"])
-        if "SLOW" in question:
-            await asyncio.sleep(self.slow_seconds)
-        d = self.decide(body)
-        cid, model = "cmpl-" + uuid.uuid4().hex[:8], body["model"]
-        calls = [{"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function",
-                  "function": {"name": n, "arguments": a}} for n, a in d.get("tool_calls", [])]
-        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-        if not body.get("stream"):
-            msg: dict[str, Any] = {"role": "assistant", "content": d.get("content")}
-            if calls:
-                msg["tool_calls"] = calls
-            return JSONResponse({"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-                                 "choices": [{"index": 0, "message": msg,
-                                              "finish_reason": "tool_calls" if calls else "stop"}],
-                                 "usage": usage})
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return b"data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": 0,
-                                           "model": model, "choices": [{"index": 0, "delta": delta,
-                                                                         "finish_reason": finish}]}).encode() + b"\n\n"
-
-        async def events() -> AsyncIterator[bytes]:
-            yield chunk({"role": "assistant", "content": ""})
-            if d.get("content"):
-                for piece in re.findall(r"\S+\s*", d["content"]):
-                    yield chunk({"content": piece})
-                    await asyncio.sleep(0)
-            for i, c in enumerate(calls):
-                args = c["function"]["arguments"]
-                yield chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                             "function": {"name": c["function"]["name"], "arguments": ""}}]})
-                half = len(args) // 2
-                for part in (args[:half], args[half:]):
-                    yield chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
-            yield chunk({}, "tool_calls" if calls else "stop")
-            yield b"data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model,
-                                           "choices": [], "usage": usage}).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
 
 
 # -- a real MCP server over stdio ----------------------------------------------------------------------

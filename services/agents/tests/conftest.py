@@ -4,7 +4,6 @@ a stand-in for the gateway's MCP router → ``mcp-server-time`` over stdio."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,13 +15,11 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-sys.path.insert(0, str(Path(__file__).parent))  # agents_testkit (pytest runs in importlib mode)
-from agents_testkit import (
+from services.agents.tests.agents_testkit import (
     EXTERNAL_KEY,
     RUN_SECRET,
     Jwks,
     McpRouter,
-    ScriptedModel,
     StdioUpstream,
     TcpProxy,
     external_server,
@@ -30,7 +27,6 @@ from agents_testkit import (
     router_app,
     tmpdir,
 )
-
 from wemcp.agents.config import Settings
 from wemcp.agents.main import SPEC
 from wemcp.common.service import running
@@ -39,6 +35,7 @@ from wemcp.gateway.config import Settings as GatewaySettings
 from wemcp.gateway.main import SPEC as GATEWAY
 from wemcp.quota.client import QuotaClient
 from wemcp.quota.policy import StaticPolicies
+from wemcp.testkit.model import ScriptedModel
 
 PROVIDER_SECRET = "provider-key-secret-for-tests-0123"
 

@@ -14,8 +14,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from sqlalchemy import select
-from test_chat_completions import TIME_Q, check_time_answer
 
+from services.agents.tests.test_chat_completions import TIME_Q, check_time_answer
 from wemcp.agents.models import bus_tables
 from wemcp.common.identity import Identity
 from wemcp.common.trust import platform_headers

@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 
 import openai
 import pytest
-from agents_testkit import EXTERNAL_KEY, ScriptedModel
 
+from services.agents.tests.agents_testkit import EXTERNAL_KEY
 from wemcp.devstack.infra import free_port
+from wemcp.testkit.model import ScriptedModel
 
 TIME_Q = "TIME: what time is it in Tokyo, judging from New York?"
 TIME_TOOL = {"type": "mcp", "ref": "time"}

@@ -5,33 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import nats
-
-from wemcp.common.events.base import Event
-from wemcp.common.identity import Identity
-from wemcp.common.trust import platform_headers
 from wemcp.devstack.testing import wait_for as _wait_for
+from wemcp.testkit.catalog import ADMIN, LOGINS, OTHER, USER, as_admin, as_platform, as_user, publish
 
-USER = str(uuid.UUID(int=1))
-OTHER = str(uuid.UUID(int=2))
-ADMIN = str(uuid.UUID(int=99))
-# the logins the gateway states with each identity: USER's own namespace is ``io.wemcp.acme``
-LOGINS = {USER: "acme", OTHER: "other", ADMIN: "admin"}
-
-
-def as_user(uid: str = USER, role: str = "user") -> dict[str, str]:
-    """What the gateway sends the catalog for this caller: its signed service assertion."""
-    return platform_headers("catalog", Identity(uuid.UUID(uid), role, LOGINS.get(uid, "")),  # type: ignore[arg-type]
-                            issuer="gateway")
-
-
-def as_platform() -> dict[str, str]:
-    """The credential of another platform service (the deployer fetching an archive)."""
-    return platform_headers("catalog", issuer="deployer")
-
-
-def as_admin() -> dict[str, str]:
-    return as_user(ADMIN, "admin")
+# the callers and publish(), shared with the benchmarks, live in the test-support library (wemcp.testkit)
+__all__ = ["ADMIN", "LOGINS", "OTHER", "USER", "Registries", "as_admin", "as_platform", "as_user", "npm_submission",
+           "publish", "stand_in_registries", "trust", "wait_for"]
 
 
 async def trust(app: Any, *user_ids: str) -> None:
@@ -46,17 +25,6 @@ async def trust(app: Any, *user_ids: str) -> None:
         for uid in user_ids:
             await s.execute(insert(Publisher).values(user_id=uuid.UUID(uid), trusted=True, note="test fixture")
                             .on_conflict_do_nothing())
-
-
-async def publish(nats_url: str, event: Event) -> None:
-    """Publish a real event on JetStream, as the deployer would."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        await js.publish(event.subject, event.model_dump_json().encode(),
-                         headers={"Nats-Msg-Id": str(event.event_id)})
-    finally:
-        await nc.close()
 
 
 async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.02) -> Any:

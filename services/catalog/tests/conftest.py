@@ -1,20 +1,15 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest_asyncio
 
-from wemcp.common.service import running
-
-sys.path.insert(0, str(Path(__file__).parent))  # catalog_helpers (pytest runs in importlib mode)
-from catalog_helpers import OTHER, USER, stand_in_registries, trust
-
+from services.catalog.tests.catalog_helpers import OTHER, USER, stand_in_registries, trust
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
+from wemcp.common.service import running
 
 # what the stand-in registries know (unpinned submissions of the catalog tests resolve against them)
 KNOWN = {"npm:@acme/weather-mcp": "1.4.0", "npm:@baidumap/mcp-server-baidu-map": "1.0.5",

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func
 
 from wemcp.catalog.embedding import Embedder
-from wemcp.catalog.models import Server
 from wemcp.catalog.projection import embed_text, project
-from wemcp.catalog.schemas import slugify
+from wemcp.testkit.catalog import server_for
 
 DATA = Path(__file__).parent / "data"
 
@@ -26,18 +23,6 @@ def corpus() -> list[dict[str, Any]]:
 
 def queries() -> list[dict[str, Any]]:
     return json.loads((DATA / "queries.json").read_text(encoding="utf-8"))
-
-
-def server_for(doc: dict[str, Any], i: int) -> Server:
-    pkg = doc["package"]
-    slug = f"{slugify(pkg.lstrip('@').replace('/', '-'), 55)}-{i}"
-    registry = "com.npmjs" if doc["registry"] == "npm" else "org.pypi"
-    return Server(id=uuid.uuid4(), slug=slug, name=f"{registry}/{slugify(pkg.lstrip('@').replace('/', '-'), 90)}",
-                  version="1.0.0", package_key=f"{doc['registry']}:{pkg}", title=pkg, description=doc["description"],
-                  readme="", icon=f"https://api.dicebear.com/7.x/bottts/svg?seed={slug}", owner_id=None,
-                  source_kind="import", status="published", tags=[], tools=[], prompts=[], resources=[],
-                  endpoints=[], spec={"packages": [{"registryType": doc["registry"], "identifier": pkg}]},
-                  published_at=func.now(), deployed_at=func.now())
 
 
 async def corpus_vectors(embedder: Embedder, texts: list[str], batch: int = 32) -> list[list[float]]:

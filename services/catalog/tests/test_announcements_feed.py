@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest_asyncio
-from catalog_helpers import as_admin, publish, wait_for
 
+from services.catalog.tests.catalog_helpers import as_admin, publish, wait_for
 from wemcp.catalog.announcements import on_announcement_changed
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC

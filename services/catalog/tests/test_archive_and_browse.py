@@ -12,9 +12,9 @@ import uuid
 import zipfile
 
 import pytest
-from catalog_helpers import as_admin, as_platform, as_user, publish, wait_for
 from sqlalchemy import func, select
 
+from services.catalog.tests.catalog_helpers import as_admin, as_platform, as_user, publish, wait_for
 from wemcp.catalog.models import Archive, Server
 from wemcp.common.archive_client import ArchiveClient, ArchiveNotFound, ArchiveUnavailable
 from wemcp.common.events.servers import ServerDeployed

@@ -10,9 +10,9 @@ import uuid
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 
-from catalog_helpers import OTHER, as_admin, as_user, publish, wait_for
 from sqlalchemy import func, select
 
+from services.catalog.tests.catalog_helpers import OTHER, as_admin, as_user, publish, wait_for
 from wemcp.catalog.models import SearchDoc, Server, bus_tables
 from wemcp.catalog.projection import popularity_due
 from wemcp.catalog.state import of

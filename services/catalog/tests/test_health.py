@@ -8,8 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from catalog_helpers import as_user, publish, wait_for
-
+from services.catalog.tests.catalog_helpers import as_user, publish, wait_for
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerHealth, ToolInfo
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from catalog_helpers import as_admin, as_user, publish, wait_for
-
+from services.catalog.tests.catalog_helpers import as_admin, as_user, publish, wait_for
 from wemcp.common.events.servers import (
     Endpoint,
     ServerDeployed,

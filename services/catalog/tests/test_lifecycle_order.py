@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest_asyncio
-from catalog_helpers import USER, as_user, npm_submission, trust
 from sqlalchemy import select
 
+from services.catalog.tests.catalog_helpers import USER, as_user, npm_submission, trust
 from wemcp.catalog import handlers, service
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
@@ -236,7 +236,7 @@ async def test_resubmission_lets_the_next_unstamped_deployment_show(app: Any, ru
 async def test_a_late_step_on_the_real_bus_does_not_undo_the_failure(app: Any, runtime: Any, infra: Any) -> None:
     """The same race through JetStream and the catalog's own durable consumers: the failure is
     consumed first, the deployment's earlier step after it."""
-    from catalog_helpers import publish, wait_for
+    from services.catalog.tests.catalog_helpers import publish, wait_for
 
     async def processed(event_id: uuid.UUID) -> bool:
         async with runtime.sessions() as s:

@@ -11,9 +11,9 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 import pytest_asyncio
-from catalog_helpers import ADMIN, OTHER, USER, as_admin, as_user, npm_submission, trust
 from sqlalchemy import update
 
+from services.catalog.tests.catalog_helpers import ADMIN, OTHER, USER, as_admin, as_user, npm_submission, trust
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
 from wemcp.catalog.models import Server

@@ -7,7 +7,6 @@ proved nothing; an admin's transfer. The auth service runs in-process on a loopb
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,16 +18,6 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from wemcp.common import netpolicy
-from wemcp.common.identity import Identity
-from wemcp.common.service import running
-from wemcp.common.trust import platform_headers
-from wemcp.devstack.infra import free_port
-from wemcp.devstack.testing import serve_app
-
-sys.path.insert(0, str(Path(__file__).parent))
-from names_standins import GitHubStandIn, dns_stand_in, github_stand_in, well_known_stand_in
-
 from wemcp.auth.config import Settings as AuthSettings
 from wemcp.auth.main import SPEC as AUTH_SPEC
 from wemcp.auth.models import User, UserIdentity
@@ -36,7 +25,14 @@ from wemcp.catalog import names, service
 from wemcp.catalog.config import Settings
 from wemcp.catalog.main import SPEC
 from wemcp.catalog.models import Server, bus_tables
+from wemcp.common import netpolicy
+from wemcp.common.identity import Identity
 from wemcp.common.sealing import Keyring
+from wemcp.common.service import running
+from wemcp.common.trust import platform_headers
+from wemcp.devstack.infra import free_port
+from wemcp.devstack.testing import serve_app
+from wemcp.testkit.names import GitHubStandIn, dns_stand_in, github_stand_in, well_known_stand_in
 
 ALICE, BOB, CAROL, DAVE, MALLORY, ADMIN = (uuid.UUID(int=i) for i in (11, 12, 13, 14, 15, 99))
 LOGINS = {ALICE: "alice", BOB: "bob", CAROL: "carol", DAVE: "dave", MALLORY: "mallory", ADMIN: "root"}

@@ -8,9 +8,9 @@ import re
 import uuid
 
 import pytest
-from catalog_helpers import as_user, publish, stand_in_registries, wait_for
 from sqlalchemy import func, select
 
+from services.catalog.tests.catalog_helpers import as_user, publish, stand_in_registries, wait_for
 from wemcp.catalog.models import Server, bus_tables
 from wemcp.catalog.resolve import Resolver
 from wemcp.common.errors import ServiceUnavailable, Unprocessable

@@ -8,9 +8,9 @@ import json
 import uuid
 from typing import Any
 
-from catalog_helpers import ADMIN, OTHER, USER, as_admin, as_user, npm_submission
 from sqlalchemy import select
 
+from services.catalog.tests.catalog_helpers import ADMIN, OTHER, USER, as_admin, as_user, npm_submission
 from wemcp.catalog.models import bus_tables
 
 NEWBIE = str(uuid.UUID(int=7))

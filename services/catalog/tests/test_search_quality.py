@@ -3,8 +3,7 @@ queries in Chinese and English, with typos): hybrid must beat text-only and vect
 
 from __future__ import annotations
 
-from quality import load, recall_at_10
-
+from services.catalog.tests.quality import load, recall_at_10
 from wemcp.catalog.state import of
 
 

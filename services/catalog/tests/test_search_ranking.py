@@ -8,13 +8,13 @@ import uuid
 from typing import Any
 
 import numpy as np
-from quality import server_for
 from sqlalchemy import event
 
 from wemcp.catalog.embedding import LanguageCentered, chinese_share
 from wemcp.catalog.projection import project
 from wemcp.catalog.state import of
 from wemcp.catalog.text import bigrams, query_terms
+from wemcp.testkit.catalog import server_for
 
 
 def test_bigrams_and_query_terms() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from catalog_helpers import ADMIN, OTHER, as_admin, as_user, npm_submission
 from sqlalchemy import func, select
 
+from services.catalog.tests.catalog_helpers import ADMIN, OTHER, as_admin, as_user, npm_submission
 from wemcp.catalog.models import Server, bus_tables
 
 

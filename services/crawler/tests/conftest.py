@@ -1,6 +1,3 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))  # standins (pytest runs in importlib mode)

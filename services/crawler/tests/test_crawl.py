@@ -1,5 +1,5 @@
 """Discovery crawls against loopback stand-ins of the official MCP registry, npm's search API and
-PyPI's JSON API (standins.py), with the crawler and the catalog running in-process on the real
+PyPI's JSON API (wemcp.testkit.registries), with the crawler and the catalog running in-process on the real
 Postgres and JetStream: a crawled server becomes an owner-less, unhosted listing that search finds;
 runs are recorded, incremental, deduplicated and resumable; an owned listing is never overwritten."""
 
@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest_asyncio
-from standins import Registries, npm_package, pypi_info, registry_entry, stand_ins
 
 from wemcp.catalog.config import Settings as CatalogSettings
 from wemcp.catalog.main import SPEC as CATALOG
@@ -22,6 +21,7 @@ from wemcp.common.trust import platform_headers
 from wemcp.crawler.config import Settings
 from wemcp.crawler.main import SPEC
 from wemcp.devstack.testing import metric_points, metric_reader, wait_for
+from wemcp.testkit.registries import Registries, npm_package, pypi_info, registry_entry, stand_ins
 
 ADMIN = Identity(uuid.UUID(int=99), "admin")  # type: ignore[arg-type]
 USER = Identity(uuid.UUID(int=1), "user")  # type: ignore[arg-type]

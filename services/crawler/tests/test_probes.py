@@ -6,32 +6,30 @@ gateway's MCP endpoint with the crawler's credential; results are ``server.healt
 from __future__ import annotations
 
 import asyncio
-import sys
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import nats
 import orjson
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select, update
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "gateway" / "tests"))
-from gateway_testkit import Stack, both_upstream, stack  # noqa: F401  (fixtures)
-from gateway_upstream import serve_upstream
-
+from services.gateway.tests.gateway_testkit import Stack, both_upstream, stack  # noqa: F401  (fixtures)
 from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.events.servers import Endpoint, ServerDeployed
 from wemcp.common.service import Runtime
 from wemcp.crawler.config import Settings
 from wemcp.crawler.main import SPEC
 from wemcp.crawler.models import ProbeResult, ProbeTarget
-from wemcp.crawler.probes import probe_client, probe_due
+from wemcp.crawler.probes import _reply, probe_client, probe_due
 from wemcp.devstack.infra import free_port
 from wemcp.devstack.testing import metric_points, metric_reader, wait_for
+from wemcp.testkit.upstream import serve_upstream
 
 OFF = [{"mcp_allow_anonymous": False}]
 
@@ -182,3 +180,39 @@ async def test_disabled_and_stdio_local_servers_are_not_probed(stack: Stack, bot
     t = await wait_for(lambda: target(crawler, "after-it"), 10)
     assert t.kind == "remote"
     assert await target(crawler, "runs-locally") is None
+
+
+# ---- _reply: the JSON-RPC reply to a request id in a JSON or SSE answer (wemcp.common.sse underneath)
+
+REPLY = {"jsonrpc": "2.0", "id": 2, "result": {"tools": []}}
+
+
+def answer(body: bytes, ctype: str = "text/event-stream") -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": ctype}, content=body)
+
+
+def test_reply_from_a_json_body() -> None:
+    assert _reply(answer(json.dumps(REPLY).encode(), "application/json"), 2) == REPLY
+    with pytest.raises(ValueError, match="not a JSON-RPC object"):
+        _reply(answer(b"[1, 2]", "application/json"), 2)
+
+
+def test_reply_is_the_event_with_the_request_id() -> None:
+    note = {"jsonrpc": "2.0", "method": "notifications/message", "params": {}}
+    other = {"jsonrpc": "2.0", "id": 1, "result": {}}
+    body = (b": ping\r\n\r\ndata: " + json.dumps(note).encode() + b"\r\n\r\nid: 4\ndata:"
+            + json.dumps(other).encode() + b"\n\ndata: not json\n\ndata: " + json.dumps(REPLY).encode() + b"\n\n")
+    assert _reply(answer(body), 2) == REPLY
+    assert _reply(answer(body), 1) == other
+
+
+def test_reply_split_over_data_lines_and_without_the_last_blank_line() -> None:
+    assert _reply(answer(b'data: {"jsonrpc": "2.0", "id": 2,\ndata: "result": {"tools": []}}\n\n'), 2) == REPLY
+    assert _reply(answer(b"data: " + json.dumps(REPLY).encode()), 2) == REPLY
+
+
+def test_no_reply_in_the_stream_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no reply"):
+        _reply(answer(b"data: " + json.dumps({"jsonrpc": "2.0", "id": 9, "result": {}}).encode() + b"\n\n"), 2)
+    with pytest.raises(ValueError, match="no reply"):
+        _reply(answer(b""), 2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-sys.path.insert(0, str(Path(__file__).parent))  # deployer_testkit (pytest runs in importlib mode)
-from deployer_testkit import Harness, running_deployer
+from services.deployer.tests.deployer_testkit import Harness, running_deployer
 
 
 @pytest_asyncio.fixture

@@ -10,10 +10,10 @@ from typing import Any
 import httpx2 as httpx
 import psutil
 import pytest
-from deployer_testkit import bridge_client, bridge_headers
 from mcp import Client
-from test_e2e_archive_and_failures import make_archive
 
+from services.deployer.tests.deployer_testkit import bridge_client, bridge_headers
+from services.deployer.tests.test_e2e_archive_and_failures import make_archive
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.common.netpolicy import EgressPolicy
 from wemcp.deployer.backends.base import DeployError, Target
@@ -172,8 +172,7 @@ def _credentialed_front(endpoint: str) -> Any:
 async def test_remote_server_is_registered_after_check_and_introspected(settings_for, infra, tmp_path, clean_db,
                                                                          clean_bus):
     """A real Streamable HTTP server on loopback (allowed by the allow-list setting) is registered, not hosted."""
-    from deployer_testkit import Harness, deployer_settings
-
+    from services.deployer.tests.deployer_testkit import Harness, deployer_settings
     from wemcp.common.service import running
     from wemcp.deployer.main import SPEC
 

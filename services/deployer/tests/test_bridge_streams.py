@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from deployer_testkit import bridge_headers
 
+from services.deployer.tests.deployer_testkit import bridge_headers
 from wemcp.deployer import sandbox
 from wemcp.deployer.bridge import Bridge, Hosted
 from wemcp.deployer.child import Command

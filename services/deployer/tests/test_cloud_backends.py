@@ -30,12 +30,12 @@ from pathlib import Path
 import httpx2
 import pytest
 import uvicorn
-from deployer_testkit import CACHE_DIR, wait_for
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.deployer.tests.deployer_testkit import CACHE_DIR, wait_for
 from wemcp.common.trust import environment_ring, platform_bridge_headers
 from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import DeployError, Target

@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 
 import psutil
-from deployer_testkit import bridge_client, wait_for
 
+from services.deployer.tests.deployer_testkit import bridge_client, wait_for
 from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted
 
 EVERYTHING = {"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",

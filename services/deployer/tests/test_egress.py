@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
-from deployer_testkit import CACHE_DIR
 
+from services.deployer.tests.deployer_testkit import CACHE_DIR
 from wemcp.common import netpolicy
 from wemcp.deployer import sandbox
 from wemcp.deployer.child import ChildError, Command, EgressHook, StdioChild

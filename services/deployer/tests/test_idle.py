@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from deployer_testkit import bridge_client, bridge_headers, wait_for
 from mcp import Client
 from mcp.client.sse import sse_client
 
+from services.deployer.tests.deployer_testkit import bridge_client, bridge_headers, wait_for
 from wemcp.deployer import sandbox
 from wemcp.deployer.bridge import Bridge, Hosted
 from wemcp.deployer.child import Command

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from deployer_testkit import CACHE_DIR
 
+from services.deployer.tests.deployer_testkit import CACHE_DIR
 from wemcp.deployer import sandbox
 
 CAPS = sandbox.probe("bwrap")

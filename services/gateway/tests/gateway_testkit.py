@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -30,9 +28,7 @@ from wemcp.common.trust import HEADER_ASSERTION, InvalidAssertion, Verifier, env
 from wemcp.devstack.testing import serve_app
 from wemcp.gateway.config import Settings
 from wemcp.gateway.main import SPEC
-
-sys.path.insert(0, str(Path(__file__).parent))
-from gateway_upstream import serve_upstream
+from wemcp.testkit.upstream import serve_upstream
 
 USERS = {"alice": uuid.UUID("00000000-0000-0000-0000-00000000a11c"),
          "bob": uuid.UUID("00000000-0000-0000-0000-000000000b0b")}
@@ -181,7 +177,7 @@ async def open_stack(param: dict[str, Any], settings_for: Any, infra: Any) -> As
                     quota.timeout = 5.0
                 urls.append(await stack.enter_async_context(serve_app(build_app(SPEC, runtime), port=port)))
             if replicas > 1:
-                from balancer import RoundRobin
+                from services.gateway.tests.balancer import RoundRobin
 
                 balancer = RoundRobin(urls)
                 url = await stack.enter_async_context(serve_app(balancer))

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 import pytest
-from gateway_testkit import bearer, mcp_client, text_of
+
+from services.gateway.tests.gateway_testkit import bearer, mcp_client, text_of
 
 pytestmark = pytest.mark.asyncio
 MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream",

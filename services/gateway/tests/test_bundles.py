@@ -7,9 +7,10 @@ import json
 
 import httpx2 as httpx
 import pytest
-from gateway_testkit import USERS, bearer, mcp_client, text_of
-from gateway_upstream import serve_upstream
 from mcp.shared.exceptions import MCPError
+
+from services.gateway.tests.gateway_testkit import USERS, bearer, mcp_client, text_of
+from wemcp.testkit.upstream import serve_upstream
 
 pytestmark = pytest.mark.asyncio
 KEYED = {"packages": [{"registryType": "npm", "identifier": "keyed-test", "version": "1.0.0",

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 import pytest_asyncio
-from gateway_testkit import USERS, bearer, mcp_client, set_quota, text_of
 
+from services.gateway.tests.gateway_testkit import USERS, bearer, mcp_client, set_quota, text_of
 from wemcp.common.trust import environment_ring
 from wemcp.deployer.artifacts import RUNTIME_DIR
 from wemcp.deployer.backends.cloud import accepted_env, bridge_env

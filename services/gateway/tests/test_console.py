@@ -6,7 +6,8 @@ import re
 
 import httpx2 as httpx
 import pytest
-from gateway_testkit import stack  # noqa: F401  (fixture)
+
+from services.gateway.tests.gateway_testkit import stack  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.asyncio
 

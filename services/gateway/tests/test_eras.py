@@ -18,7 +18,8 @@ from typing import Any
 import httpx2 as httpx
 import orjson
 import pytest
-from gateway_upstream import hosted_bridge, serve_upstream
+
+from wemcp.testkit.upstream import hosted_bridge, serve_upstream
 
 pytestmark = pytest.mark.asyncio
 MODERN = "2026-07-28"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import httpx2 as httpx
 import pytest
-from gateway_testkit import bearer
+
+from services.gateway.tests.gateway_testkit import bearer
 
 pytestmark = pytest.mark.asyncio
 MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream",

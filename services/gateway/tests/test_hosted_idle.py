@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from gateway_testkit import bearer, mcp_client, text_of
 
+from services.gateway.tests.gateway_testkit import bearer, mcp_client, text_of
 from wemcp.deployer import sandbox
 from wemcp.deployer.bridge import Bridge, Hosted
 from wemcp.deployer.child import Command

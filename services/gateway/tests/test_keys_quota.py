@@ -9,9 +9,9 @@ import json
 import httpx2 as httpx
 import nats
 import pytest
-from gateway_testkit import USERS, bearer, mcp_client, set_quota, text_of
 from mcp.shared.exceptions import MCPError
 
+from services.gateway.tests.gateway_testkit import USERS, bearer, mcp_client, set_quota, text_of
 from wemcp.common.trust import BridgeGuard, environment_ring
 from wemcp.devstack.testing import wait_for
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from gateway_testkit import USERS, bearer, mcp_client, serve_app, text_of
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from services.gateway.tests.gateway_testkit import USERS, bearer, mcp_client, serve_app, text_of
 from wemcp.catalog.normalize import normalize
 from wemcp.catalog.schemas import ServerSubmit
 from wemcp.common.events.servers import ServerSubmitted

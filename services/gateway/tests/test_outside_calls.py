@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from gateway_testkit import bearer
-from gateway_upstream import hosted_bridge
+
+from services.gateway.tests.gateway_testkit import bearer
+from wemcp.testkit.upstream import hosted_bridge
 
 pytestmark = pytest.mark.asyncio
 WATCH = textwrap.dedent('''

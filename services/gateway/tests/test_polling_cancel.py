@@ -23,13 +23,13 @@ from typing import Any
 import anyio
 import httpx2 as httpx
 import pytest
-from gateway_testkit import bearer, mcp_client, text_of
-from gateway_upstream import hosted_bridge, serve_upstream
 from mcp import Client
 from mcp.client.sse import sse_client
-from test_resume import events, session
 
+from services.gateway.tests.gateway_testkit import bearer, mcp_client, text_of
+from services.gateway.tests.test_resume import events, session
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.upstream import hosted_bridge, serve_upstream
 
 pytestmark = pytest.mark.asyncio
 

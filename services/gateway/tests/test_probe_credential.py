@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from gateway_testkit import Stack
 
+from services.gateway.tests.gateway_testkit import Stack
 from wemcp.common.identity import Identity
 from wemcp.common.trust import KeyRing, PlatformHeaders, platform_headers
 

@@ -14,13 +14,13 @@ import httpx2 as httpx
 import mcp_types as types
 import nats
 import pytest
-from gateway_testkit import bearer, mcp_client, text_of
-from gateway_upstream import hosted_bridge, serve_upstream
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 
+from services.gateway.tests.gateway_testkit import bearer, mcp_client, text_of
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.upstream import hosted_bridge, serve_upstream
 
 pytestmark = pytest.mark.asyncio
 MODERN = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}

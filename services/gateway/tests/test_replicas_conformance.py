@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from gateway_testkit import open_stack
-from test_conformance import LOOPBACK_NAMES, OUT, direct_server, failed, run_suite
+
+from services.gateway.tests.gateway_testkit import open_stack
+from services.gateway.tests.test_conformance import LOOPBACK_NAMES, OUT, direct_server, failed, run_suite
 
 pytestmark = pytest.mark.asyncio
 

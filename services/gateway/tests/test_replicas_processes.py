@@ -17,14 +17,14 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from balancer import RoundRobin
-from gateway_testkit import mcp_client, text_of
-from gateway_upstream import serve_upstream
 
+from services.gateway.tests.balancer import RoundRobin
+from services.gateway.tests.gateway_testkit import mcp_client, text_of
 from wemcp.common.bus import ensure_streams
 from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.devstack.infra import free_port, wait_port
 from wemcp.devstack.testing import serve_app
+from wemcp.testkit.upstream import serve_upstream
 
 pytestmark = pytest.mark.asyncio
 MODERN = {"mcp-protocol-version": "2026-07-28"}

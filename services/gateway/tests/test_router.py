@@ -7,9 +7,10 @@ import time
 
 import httpx2 as httpx
 import pytest
-from gateway_testkit import text_of
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+
+from services.gateway.tests.gateway_testkit import text_of
 
 pytestmark = pytest.mark.asyncio
 

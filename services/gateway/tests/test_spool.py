@@ -15,7 +15,6 @@ import nats
 import orjson
 import pytest
 import pytest_asyncio
-from gateway_upstream import serve_upstream
 from structlog.testing import capture_logs
 
 from wemcp.common.bus import ensure_streams
@@ -25,6 +24,7 @@ from wemcp.devstack.stack import ServiceProcess
 from wemcp.devstack.testing import wait_for
 from wemcp.gateway.calls import CallRecord, CallRecorder
 from wemcp.gateway.spool import Spool, SpoolBusy, encode
+from wemcp.testkit.upstream import serve_upstream
 
 
 def rec(i: int) -> CallRecord:

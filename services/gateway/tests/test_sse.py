@@ -8,10 +8,10 @@ import json
 
 import httpx2 as httpx
 import pytest
-from gateway_testkit import USERS, bearer, text_of
 from mcp import Client
 from mcp.client.sse import sse_client
 
+from services.gateway.tests.gateway_testkit import USERS, bearer, text_of
 from wemcp.devstack.testing import wait_for
 
 pytestmark = pytest.mark.asyncio

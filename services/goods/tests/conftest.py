@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest_asyncio
-
-sys.path.insert(0, str(Path(__file__).parent))  # goods_helpers (pytest runs in importlib mode)
 
 from wemcp.common.service import running
 from wemcp.goods.config import Settings

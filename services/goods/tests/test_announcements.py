@@ -7,8 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from goods_helpers import as_user, outbox
-
+from services.goods.tests.goods_helpers import as_user, outbox
 from wemcp.common.identity import Identity
 from wemcp.common.trust import PlatformHeaders
 

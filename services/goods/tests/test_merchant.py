@@ -8,9 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from goods_helpers import apply, as_platform, as_user, outbox
-from test_products import server
-
+from services.goods.tests.goods_helpers import apply, as_platform, as_user, outbox
+from services.goods.tests.test_products import server
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.goods import handlers as h
 

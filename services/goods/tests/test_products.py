@@ -7,9 +7,9 @@ import itertools
 import uuid
 from typing import Any
 
-from goods_helpers import apply, as_platform, as_user, at, publish
 from sqlalchemy import select
 
+from services.goods.tests.goods_helpers import apply, as_platform, as_user, at, publish
 from wemcp.common.events.agents import AgentSaved
 from wemcp.common.events.servers import ServerDeployed, ServerDisabled, ServerEnabled, ServerSubmitted
 from wemcp.common.events.users import UserRegistered, UserRoleChanged

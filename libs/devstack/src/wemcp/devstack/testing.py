@@ -76,20 +76,6 @@ async def serve_app(app: Any, port: int | None = None, lifespan: str = "off") ->
             raise AssertionError(f"the server on port {port} did not shut down within 10 s") from None
 
 
-def load_module(path: Path, name: str) -> Any:
-    """A test kit module (another directory's ``conftest.py``, a helpers file) by its path, under a
-    name of its own: a bare ``conftest`` import would resolve to whichever conftest came first."""
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def tar_gz(files: dict[str, str]) -> bytes:
     """A .tar.gz of text files (name -> content): the source archives tests submit and deploy."""
     import io

@@ -5,4 +5,14 @@
 - :mod:`wemcp.testkit.auth`: a real OAuth 2.0 authorization server on loopback, sign-in helpers.
 - :mod:`wemcp.testkit.cloudsign`: the clouds' request signatures, to verify what the SDKs send.
 - :mod:`wemcp.testkit.quota_remote`: quota decisions over NATS request/reply (benchmark comparison).
+- :mod:`wemcp.testkit.upstream`: real MCP servers on loopback (both eras, interactive tools), and one
+  over stdio behind the deployer's bridge.
+- :mod:`wemcp.testkit.registries`: the official MCP registry, npm search and PyPI on loopback.
+- :mod:`wemcp.testkit.names`: GitHub's users/orgs API, a DNS server, ``/.well-known`` on loopback.
+- :mod:`wemcp.testkit.model`: a scripted OpenAI-compatible chat model on loopback.
+- :mod:`wemcp.testkit.catalog`: the catalog's callers (signed assertions), publishing an event, a
+  catalog row for a search corpus document.
+
+What lives here is shared by the tests and the benchmarks (``bench/`` imports nothing from a test
+folder); helpers only one service's tests use stay in its ``tests`` package.
 """

@@ -23,9 +23,11 @@ from wemcp.agents.models import ModelProvider, provider_key_context
 from wemcp.common.errors import TooManyRequests
 from wemcp.common.logging import get_logger
 from wemcp.common.sealing import SealError
+from wemcp.common.sse import SseParser, SseTooLarge, aiter_events
 
 log = get_logger("wemcp.agents.providers")
 
+MAX_STREAM_EVENT = 16 * 1024 * 1024  # one event of a provider's stream (wemcp.common.sse bounds it)
 HOW_TO_ADD = ('an admin adds one with POST /api/v1/model-providers {"name": "openai", '
               '"base_url": "https://api.openai.com/v1", "api_key": "sk-...", "models": ["gpt-4o-mini"]}')
 
@@ -154,11 +156,9 @@ class ProviderClient:
                                         headers={**self._headers(m), "accept": "text/event-stream"}) as r:
                 if r.status_code >= 400:
                     raise self._status_error(m, r.status_code, await r.aread())
-                async for line in r.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                async for event in aiter_events(r.aiter_bytes(), SseParser(MAX_STREAM_EVENT), dispatch_incomplete=True):
+                    data = event.data.strip()
+                    if data == b"[DONE]":
                         return
                     try:
                         chunk = json.loads(data)
@@ -172,5 +172,8 @@ class ProviderClient:
                                   "provider_error")
                     if isinstance(chunk, dict):
                         yield chunk
+        except SseTooLarge:
+            raise oai(BadGateway, f"model provider {m.provider!r} sent a stream event over 16 MiB",
+                      "provider_malformed") from None
         except httpx.TransportError as exc:
             raise self._transport_error(m, exc) from None

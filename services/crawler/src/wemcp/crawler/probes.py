@@ -41,6 +41,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wemcp.common import sse
 from wemcp.common.events.base import Event
 from wemcp.common.events.calls import completed_calls
 from wemcp.common.events.servers import ServerDeployed, ServerDisabled, ServerEnabled, ServerHealth, ToolInfo
@@ -128,13 +129,12 @@ class ProbeOutcome:
 def _reply(resp: httpx.Response, req_id: int) -> dict[str, Any]:
     """The JSON-RPC reply to ``req_id`` from a JSON or an SSE answer."""
     ctype = resp.headers.get("content-type", "")
-    if "text/event-stream" in ctype:
-        for line in resp.text.splitlines():
-            if line.startswith("data:"):
-                with contextlib.suppress(ValueError):
-                    msg = json.loads(line[5:].strip())
-                    if isinstance(msg, dict) and msg.get("id") == req_id:
-                        return msg
+    if "text/event-stream" in ctype:  # a body may end without the last blank line
+        for event in sse.parse(resp.content, dispatch_incomplete=True):
+            with contextlib.suppress(ValueError):
+                msg = json.loads(event.data)
+                if isinstance(msg, dict) and msg.get("id") == req_id:
+                    return msg
         raise ValueError("no reply in the event stream")
     msg = resp.json()
     if not isinstance(msg, dict):

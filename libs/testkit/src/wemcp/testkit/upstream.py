@@ -249,7 +249,7 @@ async def hosted_bridge(slug: str, *, interactive: bool = False, argv: list[str]
     here = root or Path(__file__).parent
     bridge = Bridge(caps=sandbox.Capabilities("restricted", own_uid=False, netns=False), limits=sandbox.Limits(),
                     run_dir=Path(tempfile.mkdtemp(prefix="gateway-test-bridge-")))
-    argv = argv or [sys.executable, str(here / "gateway_upstream.py"), "hosted",
+    argv = argv or [sys.executable, str(here / "upstream.py"), "hosted",
                     *(["--interactive"] if interactive else [])]
     bridge.register(Hosted(slug=slug, make_command=lambda env: Command(argv=argv, root=here, env={}),
                            allowed_env=set()))

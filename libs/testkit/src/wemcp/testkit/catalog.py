@@ -1,0 +1,61 @@
+"""The catalog's callers as the tests and the benchmarks play them: the signed assertion the gateway
+(or another platform service) sends the catalog for a user, an admin or itself; publishing a real
+event on JetStream as the deployer would; a catalog row for a search corpus document."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import nats
+from sqlalchemy import func
+
+from wemcp.catalog.models import Server
+from wemcp.catalog.schemas import slugify
+from wemcp.common.events.base import Event
+from wemcp.common.identity import Identity
+from wemcp.common.trust import platform_headers
+
+USER = str(uuid.UUID(int=1))
+OTHER = str(uuid.UUID(int=2))
+ADMIN = str(uuid.UUID(int=99))
+# the logins the gateway states with each identity: USER's own namespace is ``io.wemcp.acme``
+LOGINS = {USER: "acme", OTHER: "other", ADMIN: "admin"}
+
+
+def as_user(uid: str = USER, role: str = "user") -> dict[str, str]:
+    """What the gateway sends the catalog for this caller: its signed service assertion."""
+    return platform_headers("catalog", Identity(uuid.UUID(uid), role, LOGINS.get(uid, "")),
+                            issuer="gateway")
+
+
+def as_platform() -> dict[str, str]:
+    """The credential of another platform service (the deployer fetching an archive)."""
+    return platform_headers("catalog", issuer="deployer")
+
+
+def as_admin() -> dict[str, str]:
+    return as_user(ADMIN, "admin")
+
+
+async def publish(nats_url: str, event: Event) -> None:
+    """Publish a real event on JetStream, as the deployer would."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.publish(event.subject, event.model_dump_json().encode(),
+                         headers={"Nats-Msg-Id": str(event.event_id)})
+    finally:
+        await nc.close()
+
+
+def server_for(doc: dict[str, Any], i: int) -> Server:
+    pkg = doc["package"]
+    slug = f"{slugify(pkg.lstrip('@').replace('/', '-'), 55)}-{i}"
+    registry = "com.npmjs" if doc["registry"] == "npm" else "org.pypi"
+    return Server(id=uuid.uuid4(), slug=slug, name=f"{registry}/{slugify(pkg.lstrip('@').replace('/', '-'), 90)}",
+                  version="1.0.0", package_key=f"{doc['registry']}:{pkg}", title=pkg, description=doc["description"],
+                  readme="", icon=f"https://api.dicebear.com/7.x/bottts/svg?seed={slug}", owner_id=None,
+                  source_kind="import", status="published", tags=[], tools=[], prompts=[], resources=[],
+                  endpoints=[], spec={"packages": [{"registryType": doc["registry"], "identifier": pkg}]},
+                  published_at=func.now(), deployed_at=func.now())
