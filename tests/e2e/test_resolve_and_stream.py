@@ -152,6 +152,11 @@ async def test_stdio_local_is_listed_with_its_config_and_never_routed(stack: Sta
         entry = detail["connect"]["config"]["mcpServers"][slug]
         assert detail["connect"]["runs"] == "local" and detail["connect"]["url"] is None
         assert entry == {"command": "uvx", "args": [f"mcp-server-time=={version}", "--local-timezone", "UTC"]}
-        call = await c.post(f"/mcp/{slug}", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                            headers={**owner, "mcp-protocol-version": "2026-07-28"})
+
+        # the gateway learns the route from the stream on its own, a moment after the catalog
+        async def refused_as_local() -> httpx.Response | None:
+            call = await c.post(f"/mcp/{slug}", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                headers={**owner, "mcp-protocol-version": "2026-07-28"})
+            return call if "no server" not in call.text else None
+        call = await wait_for(refused_as_local, 15, interval=0.1)
         assert call.status_code == 404 and "users' machines" in call.text, call.text
