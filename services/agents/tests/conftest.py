@@ -97,12 +97,16 @@ class Platform:
 
 
 @pytest_asyncio.fixture
-async def platform(request, settings_for, infra, clean_db, clean_redis, time_upstream) -> AsyncIterator[Platform]:
+async def platform(request, settings_for, infra, clean_db, clean_redis, time_upstream,
+                   monkeypatch) -> AsyncIterator[Platform]:
     """The whole path; agents settings can be overridden per test with
     ``@pytest.mark.parametrize("platform", [{...}], indirect=True)``."""
     model, jwks = ScriptedModel(), Jwks()
     redis = Redis.from_url(infra.redis_url)
-    quota = QuotaClient(redis, StaticPolicies(), run_context_secret=RUN_SECRET)
+    # the quota's Redis bound (0.25 s in production, where a slow Redis should fail fast) is wider
+    # here: make test shares 2 cores between two workers, and these tests count calls, not time
+    monkeypatch.setenv("WEMCP_RATELIMIT_REDIS_TIMEOUT_SECONDS", "2")
+    quota = QuotaClient(redis, StaticPolicies(), run_context_secret=RUN_SECRET, timeout=2.0)
     router = McpRouter(time_upstream, quota)
     async with (
         serve_app(model.app()) as model_url,
