@@ -91,17 +91,25 @@ def route_modules(service: str) -> list[Path]:
 BELOW_THE_SERVICE = {"repository.py", "models.py"}  # where SQL belongs
 
 
+def below_the_service(package: Path, module: Path) -> bool:
+    """``repository.py`` and ``models.py``, or a module of a ``repository/`` package (a service with
+    many queries splits its repository by subject: ``repository/search.py``, ...)."""
+    return module.name in BELOW_THE_SERVICE or "repository" in module.relative_to(package).parts[:-1]
+
+
 def skeleton_problems(service: str) -> list[str]:
     """What keeps ``service`` from the skeleton; empty when it has it."""
     package = _package(service)
-    needed = ["deps.py", "repository.py"] if (package / "models.py").is_file() else ["deps.py"]  # tables → SQL
-    problems = [f"{service}: no {name}" for name in needed if not (package / name).is_file()]
+    problems = [] if (package / "deps.py").is_file() else [f"{service}: no deps.py"]
+    owns_tables = (package / "models.py").is_file()  # tables → SQL → a repository
+    if owns_tables and not ((package / "repository.py").is_file() or (package / "repository" / "__init__.py").is_file()):
+        problems.append(f"{service}: no repository.py")
     routes = route_modules(service)
     if not routes:
         problems.append(f"{service}: no module declares routes")
     for m in modules(service):
         source = m.read_text()
-        found = [] if m.name in BELOW_THE_SERVICE else sql_in(source)
+        found = [] if below_the_service(package, m) else sql_in(source)
         found += state_by_hand(source) if m in routes else []
         problems += [f"{m.relative_to(ROOT)}:{where}" for where in found]
     return problems
@@ -171,3 +179,52 @@ async def handler(s: AsyncSession) -> None:
     assert sql_in('@router.delete("/x")\nasync def h() -> None:\n    return None\n') == []
     assert state_by_hand("st = request.app.state.runtime") == ["1: .app.state"]
     assert state_by_hand("st = state(request)") == []
+
+
+# Tests mirror the modules they test: ``services/<s>/tests/test_<module>.py`` or
+# ``test_<module>_<topic>.py``, where ``<module>`` is a module or subpackage of ``wemcp.<s>``
+# (``test_search_planning.py`` tests ``search.py``; ``test_migrations_reseal.py`` a migration). A
+# reader looking for the tests of ``x.py`` finds them by name. The same holds for ``libs/``.
+LIBS = ROOT / "libs"
+
+
+def module_names(package: Path) -> set[str]:
+    names = {p.stem for p in package.rglob("*.py") if p.name != "__init__.py" and "versions" not in p.parts}
+    return names | {p.name for p in package.rglob("*") if p.is_dir() and (p / "__init__.py").is_file()}
+
+
+def misnamed_tests(tests: Path, package: Path) -> list[str]:
+    names = module_names(package)
+    return sorted(
+        str(t.relative_to(tests)) for t in tests.rglob("test_*.py")
+        if not any(t.stem == f"test_{n}" or t.stem.startswith(f"test_{n}_") for n in names)
+    )
+
+
+def _lib_packages() -> list[tuple[Path, Path]]:
+    return [(lib / "tests", pkg) for lib in sorted(LIBS.iterdir()) if (lib / "tests").is_dir()
+            for pkg in (lib / "src" / "wemcp").iterdir() if pkg.is_dir()]
+
+
+@pytest.mark.parametrize("service", CONVERTED)
+def test_converted_service_tests_mirror_its_modules(service: str) -> None:
+    assert misnamed_tests(SERVICES / service / "tests", _package(service)) == [], (
+        "name each test module test_<module>[_<topic>].py after the module it tests"
+    )
+
+
+@pytest.mark.parametrize(("tests", "package"), _lib_packages(), ids=lambda p: p.parent.name if p.name == "tests" else p.name)
+def test_library_tests_mirror_its_modules(tests: Path, package: Path) -> None:
+    assert misnamed_tests(tests, package) == []
+
+
+def test_the_naming_rule_sees_a_scenario_name(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "events").mkdir(parents=True)
+    for f in ("__init__.py", "search.py", "events/__init__.py"):
+        (pkg / f).write_text("")
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    for f in ("test_search.py", "test_search_planning.py", "test_events_spec.py", "test_searching.py", "test_flows.py"):
+        (tests / f).write_text("")
+    assert misnamed_tests(tests, pkg) == ["test_flows.py", "test_searching.py"]
