@@ -42,8 +42,10 @@ def sql_in(source: str) -> list[str]:
     """Where ``source`` builds or runs SQL: ``line: what``."""
     tree = ast.parse(source)
     decorators = {
-        id(d) for node in ast.walk(tree)
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) for d in node.decorator_list
+        id(d)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for d in node.decorator_list
     }
     found = []
     for node in ast.walk(tree):
@@ -58,8 +60,12 @@ def sql_in(source: str) -> list[str]:
             found.append(f"{node.lineno}: {fn.id}(...)")
         elif isinstance(fn, ast.Attribute) and fn.attr in _SESSION_CALLS and node.args:
             found.append(f"{node.lineno}: .{fn.attr}(...)")
-        elif (isinstance(fn, ast.Attribute) and fn.attr in _CONSTRUCTORS and isinstance(fn.value, ast.Name)
-              and fn.value.id in _SQLALCHEMY_NAMES):
+        elif (
+            isinstance(fn, ast.Attribute)
+            and fn.attr in _CONSTRUCTORS
+            and isinstance(fn.value, ast.Name)
+            and fn.value.id in _SQLALCHEMY_NAMES
+        ):
             found.append(f"{node.lineno}: {fn.value.id}.{fn.attr}(...)")
         elif isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) and fn.value.id == "func":
             found.append(f"{node.lineno}: func.{fn.attr}(...)")
@@ -69,9 +75,12 @@ def sql_in(source: str) -> list[str]:
 def state_by_hand(source: str) -> list[str]:
     """Where ``source`` reaches ``<something>.app.state`` instead of declaring a dependency."""
     return [
-        f"{node.lineno}: .app.state" for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.Attribute) and node.attr == "state"
-        and isinstance(node.value, ast.Attribute) and node.value.attr == "app"
+        f"{node.lineno}: .app.state"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "state"
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "app"
     ]
 
 
@@ -102,7 +111,8 @@ def skeleton_problems(service: str) -> list[str]:
     package = _package(service)
     problems = [] if (package / "deps.py").is_file() else [f"{service}: no deps.py"]
     owns_tables = (package / "models.py").is_file()  # tables → SQL → a repository
-    if owns_tables and not ((package / "repository.py").is_file() or (package / "repository" / "__init__.py").is_file()):
+    has_repository = (package / "repository.py").is_file() or (package / "repository" / "__init__.py").is_file()
+    if owns_tables and not has_repository:
         problems.append(f"{service}: no repository.py")
     routes = route_modules(service)
     if not routes:
@@ -157,7 +167,7 @@ def test_not_converted_list_only_shrinks(service: str) -> None:
 
 
 def test_the_scanner_sees_sql_and_not_routes() -> None:
-    src = '''
+    src = """
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -169,11 +179,15 @@ async def handler(s: AsyncSession) -> None:
     await redis.delete("k")
     headers.update({"a": "b"})
     await pipe.execute()
-'''
+"""
     found = sql_in(src)
     kinds = {f.split(": ", 1)[1] for f in found}
     assert kinds == {
-        "imports select from sqlalchemy", "select(...)", ".execute(...)", ".scalar(...)", "sa.update(...)",
+        "imports select from sqlalchemy",
+        "select(...)",
+        ".execute(...)",
+        ".scalar(...)",
+        "sa.update(...)",
         "func.count(...)",
     }
     assert sql_in('@router.delete("/x")\nasync def h() -> None:\n    return None\n') == []
@@ -196,14 +210,20 @@ def module_names(package: Path) -> set[str]:
 def misnamed_tests(tests: Path, package: Path) -> list[str]:
     names = module_names(package)
     return sorted(
-        str(t.relative_to(tests)) for t in tests.rglob("test_*.py")
+        str(t.relative_to(tests))
+        for t in tests.rglob("test_*.py")
         if not any(t.stem == f"test_{n}" or t.stem.startswith(f"test_{n}_") for n in names)
     )
 
 
 def _lib_packages() -> list[tuple[Path, Path]]:
-    return [(lib / "tests", pkg) for lib in sorted(LIBS.iterdir()) if (lib / "tests").is_dir()
-            for pkg in (lib / "src" / "wemcp").iterdir() if pkg.is_dir()]
+    return [
+        (lib / "tests", pkg)
+        for lib in sorted(LIBS.iterdir())
+        if (lib / "tests").is_dir()
+        for pkg in (lib / "src" / "wemcp").iterdir()
+        if pkg.is_dir()
+    ]
 
 
 @pytest.mark.parametrize("service", CONVERTED)
@@ -213,7 +233,7 @@ def test_converted_service_tests_mirror_its_modules(service: str) -> None:
     )
 
 
-@pytest.mark.parametrize(("tests", "package"), _lib_packages(), ids=lambda p: p.parent.name if p.name == "tests" else p.name)
+@pytest.mark.parametrize(("tests", "package"), _lib_packages(), ids=lambda p: p.name)
 def test_library_tests_mirror_its_modules(tests: Path, package: Path) -> None:
     assert misnamed_tests(tests, package) == []
 
