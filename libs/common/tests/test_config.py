@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from pydantic_settings import SettingsConfigDict
 
-from wemcp.common.config import ServiceSettings, load_settings
+from wemcp.common.config import ServiceSettings, TimeZoneName, load_settings
 from wemcp.common.errors import ConfigError
 from wemcp.devstack.infra import free_port
 
@@ -35,6 +36,23 @@ def test_production_requires_explicit_infrastructure(monkeypatch):
     with pytest.raises(ConfigError) as err:
         load_settings(ServiceSettings)
     assert "NATS_URL, REDIS_URL must be set when WEMCP_ENV=production" in str(err.value)
+
+
+class _ZonedSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="WEMCP_ZONED_", extra="ignore", populate_by_name=True)
+
+    day_zone: TimeZoneName = "Asia/Shanghai"
+
+
+def test_an_unknown_time_zone_names_the_setting(monkeypatch):
+    assert load_settings(_ZonedSettings).day_zone == "Asia/Shanghai"
+    monkeypatch.setenv("WEMCP_ZONED_DAY_ZONE", "UTC")
+    assert load_settings(_ZonedSettings).day_zone == "UTC"
+    for bad in ("Mars/Olympus", "", "../etc/passwd"):
+        monkeypatch.setenv("WEMCP_ZONED_DAY_ZONE", bad)
+        with pytest.raises(ConfigError) as err:
+            load_settings(_ZonedSettings)
+        assert str(err.value) == f"invalid configuration: WEMCP_ZONED_DAY_ZONE: unknown time zone {bad!r}"
 
 
 def test_async_and_plain_urls_are_derived():

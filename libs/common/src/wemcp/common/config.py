@@ -9,10 +9,11 @@ so one environment configures the whole platform.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wemcp.common.errors import ConfigError
@@ -147,6 +148,19 @@ def _check_url(value: str, schemes: set[str], name: str) -> str:
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError("URL has no host")
     return value
+
+
+def check_zone(value: str) -> str:
+    """An IANA time zone name (``Asia/Shanghai``, ``UTC``); anything else is a ValueError."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+# A setting naming a time zone (the quota day's ``day_zone``): refused at start when unknown.
+TimeZoneName = Annotated[str, AfterValidator(check_zone)]
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:

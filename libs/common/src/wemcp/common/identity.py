@@ -74,8 +74,17 @@ def require_role(role: Role) -> Callable[[Request], Identity]:
     return dep
 
 
+def platform_only(request: Request) -> None:
+    """``/internal`` routes answer the platform's services. The trust middleware already refused them
+    without a valid service assertion; a user's assertion (what the gateway would send, were a path to
+    reach a service through it) is not the platform calling: 403."""
+    if identity_of(request) is not None:
+        raise Forbidden("internal routes answer the platform's services, not users")
+
+
 OptionalUser = Annotated[Identity | None, Depends(_optional)]
 CurrentUser = Annotated[Identity, Depends(_required)]
 AdminUser = Annotated[Identity, Depends(require_role("admin"))]
 SuperAdminUser = Annotated[Identity, Depends(require_role("superadmin"))]
 MerchantUser = Annotated[Identity, Depends(require_role("merchant"))]
+PlatformCaller = Annotated[None, Depends(platform_only)]  # an /internal route: services only, no user

@@ -4,12 +4,10 @@ in-process :class:`~wemcp.quota.client.QuotaClient` (``open_quota_client``)."""
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from wemcp.common.config import ServiceSettings
+from wemcp.common.config import ServiceSettings, TimeZoneName
 from wemcp.quota.policy import Limits
 
 
@@ -18,7 +16,7 @@ class QuotaSettings(ServiceSettings):
 
     service_name: str = "ratelimit"
     # The quota day ends at midnight in this zone.
-    day_zone: str = "Asia/Shanghai"
+    day_zone: TimeZoneName = "Asia/Shanghai"
     # Used until an admin stores defaults of their own (PUT /api/v1/policies/defaults/...).
     server_daily_default: int = Field(default=1000, ge=0)
     agent_daily_default: int = Field(default=100, ge=0)
@@ -39,15 +37,6 @@ class QuotaSettings(ServiceSettings):
         """The defaults used until an admin stores their own."""
         return {"server": Limits(self.server_daily_default, self.server_global_cap_default),
                 "agent": Limits(self.agent_daily_default, None)}
-
-    @field_validator("day_zone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}") from None
-        return v
 
     @field_validator("agent_run_secret")
     @classmethod

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 
 from wemcp.catalog import repository, review, service
@@ -39,9 +39,9 @@ from wemcp.catalog.schemas import (
     SubmitAccepted,
 )
 from wemcp.common.db import transaction
-from wemcp.common.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from wemcp.common.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from wemcp.common.events.spec import SHA256
-from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser, identity_of
+from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser, PlatformCaller
 from wemcp.common.pagination import Page
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
@@ -337,18 +337,8 @@ async def registry_server_version(name: str, version: str, sessions: Sessions) -
 
 # ---- internal (deployer) -------------------------------------------------------------------------
 
-def _platform(request: Request) -> None:
-    """The trust middleware already refused /internal without a valid assertion; a user's assertion
-    (what the gateway would send, were a path to reach here through it) is not the platform calling."""
-    if identity_of(request) is not None:
-        raise Forbidden("internal routes answer the platform's services, not users")
-
-
-Platform = Annotated[None, Depends(_platform)]
-
-
 @internal_router.get("/archives/{sha256}")
-async def get_archive(sha256: str, _: Platform, sessions: Sessions) -> Response:
+async def get_archive(sha256: str, _: PlatformCaller, sessions: Sessions) -> Response:
     """An uploaded archive's bytes by content address, for the deployer (``wemcp.common.archive_client``,
     which checks them against the address)."""
     if not SHA256.match(sha256):

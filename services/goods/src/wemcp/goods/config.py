@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from wemcp.common.config import ServiceSettings, load_settings
+from wemcp.common.config import ServiceSettings, TimeZoneName, load_settings
 
 
 class Settings(ServiceSettings):
@@ -18,19 +17,10 @@ class Settings(ServiceSettings):
     free_server_calls_per_day: int = Field(default=1000, ge=0)
     free_agent_calls_per_day: int = Field(default=100, ge=0)
     # usage is counted per local day in the quota's zone
-    day_zone: str = "Asia/Shanghai"
+    day_zone: TimeZoneName = "Asia/Shanghai"
     # where server.updated refreshes a product's name, title and description from (the catalog's
     # public detail); unset: only refreshed_at moves
     catalog_url: str | None = "http://127.0.0.1:8002"
-
-    @field_validator("day_zone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}") from None
-        return v
 
 
 @lru_cache

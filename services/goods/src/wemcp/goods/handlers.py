@@ -14,13 +14,11 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.common.events.agents import AgentSaved
@@ -37,22 +35,9 @@ from wemcp.common.events.users import UserRegistered, UserRoleChanged
 from wemcp.common.logging import get_logger
 from wemcp.common.trust import KeyRing
 from wemcp.goods import service
-from wemcp.goods.models import Account, Product, UsageDaily, UsageUser
 
 log = get_logger("wemcp.goods.handlers")
 NIL_USER = uuid.UUID(int=0)
-
-
-async def _product(session: AsyncSession, kind: str, ref: uuid.UUID, settings: Any) -> Product:
-    """The product of a server or agent, created (pending, with its free plan) on first sight; locked
-    for this transaction so concurrent handlers of one subject apply one after the other."""
-    await session.execute(pg_insert(Product).values(id=uuid.uuid4(), kind=kind, subject_ref=ref,
-                                                    slug=str(ref) if kind == "agent" else "")
-                          .on_conflict_do_nothing(constraint="uq_products_subject"))
-    row = (await session.execute(select(Product).where(Product.kind == kind, Product.subject_ref == ref)
-                                 .with_for_update())).scalar_one()
-    await service.ensure_free_plan(session, row, settings)
-    return row
 
 
 def _settings(runtime: Any) -> Any:
@@ -60,7 +45,7 @@ def _settings(runtime: Any) -> Any:
 
 
 async def on_server_submitted(event: ServerSubmitted, session: AsyncSession, runtime: Any) -> None:
-    p = await _product(session, "server", event.server_id, _settings(runtime))
+    p = await service.product_of_subject(session, "server", event.server_id, _settings(runtime))
     if event.revision is not None and event.revision < p.revision:
         return  # an older submission: what a newer one said stands
     p.revision = event.revision or p.revision
@@ -74,7 +59,7 @@ async def on_server_submitted(event: ServerSubmitted, session: AsyncSession, run
 
 
 async def on_server_deployed(event: ServerDeployed, session: AsyncSession, runtime: Any) -> None:
-    p = await _product(session, "server", event.server_id, _settings(runtime))
+    p = await service.product_of_subject(session, "server", event.server_id, _settings(runtime))
     pos = event.position
     if pos is not None and p.deploy_position is not None and tuple(pos) <= tuple(p.deploy_position):
         return
@@ -86,9 +71,10 @@ async def on_server_deployed(event: ServerDeployed, session: AsyncSession, runti
     await service.settle(session, p)
 
 
-async def _decision(session: AsyncSession, event: ServerDisabled | ServerEnabled, disabled: bool,
-                    settings: Any) -> None:
-    p = await _product(session, "server", event.server_id, settings)
+async def _decision(
+    session: AsyncSession, event: ServerDisabled | ServerEnabled, disabled: bool, settings: Any
+) -> None:
+    p = await service.product_of_subject(session, "server", event.server_id, settings)
     seq = event.decision_seq
     if seq is not None:
         if seq <= p.decision_seq:
@@ -110,7 +96,7 @@ async def on_server_enabled(event: ServerEnabled, session: AsyncSession, runtime
 async def on_server_updated(event: ServerUpdated, session: AsyncSession, runtime: Any) -> None:
     """The event names the changed fields only: the copy is read again from the catalog's public
     detail (the current state, so the order of updates does not matter)."""
-    p = await _product(session, "server", event.server_id, _settings(runtime))
+    p = await service.product_of_subject(session, "server", event.server_id, _settings(runtime))
     p.slug = p.slug or event.slug
     p.refreshed_at = event.occurred_at
     detail = await _catalog_detail(runtime, event.slug)
@@ -127,8 +113,7 @@ async def _catalog_detail(runtime: Any, slug: str) -> dict[str, Any] | None:
     if not url:
         return None
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=5,
-                                     headers=runtime.issuer.headers("catalog")) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=5, headers=runtime.issuer.headers("catalog")) as c:
             r = await c.get(f"/api/v1/servers/{slug}")
         if r.status_code == 200:
             return dict(r.json())
@@ -139,7 +124,7 @@ async def _catalog_detail(runtime: Any, slug: str) -> dict[str, Any] | None:
 
 
 async def on_agent_saved(event: AgentSaved, session: AsyncSession, runtime: Any) -> None:
-    p = await _product(session, "agent", event.agent_id, _settings(runtime))
+    p = await service.product_of_subject(session, "agent", event.agent_id, _settings(runtime))
     if p.source_saved_at is not None and event.saved_at <= p.source_saved_at:
         return
     p.source_saved_at = event.saved_at
@@ -155,31 +140,20 @@ async def on_agent_saved(event: AgentSaved, session: AsyncSession, runtime: Any)
     await service.settle(session, p)
 
 
-async def _role(session: AsyncSession, user_id: uuid.UUID, role: str, at: datetime) -> None:
-    stmt = pg_insert(Account).values(user_id=user_id, role=role, role_at=at)
-    await session.execute(stmt.on_conflict_do_update(
-        index_elements=[Account.user_id], set_=dict(role=role, role_at=at),
-        where=Account.role_at < stmt.excluded.role_at))
-    # the owner's products follow the owner's role (unless an admin assigned a merchant)
-    rows = (await session.execute(select(Product).where(Product.owner_id == user_id,
-                                                        Product.merchant_assigned.is_(False))
-                                  .with_for_update())).scalars().all()
-    for p in rows:
-        await service.settle(session, p)
-
-
 async def on_user_registered(event: UserRegistered, session: AsyncSession) -> None:
-    await _role(session, event.user_id, event.role, event.occurred_at)
+    await service.apply_role(session, event.user_id, event.role, event.occurred_at)
 
 
 async def on_user_role_changed(event: UserRoleChanged, session: AsyncSession) -> None:
-    await _role(session, event.user_id, event.role, event.occurred_at)
+    await service.apply_role(session, event.user_id, event.role, event.occurred_at)
 
 
 # ---- calls per product and day ------------------------------------------------------------------
 
-def pseudonym(ring: KeyRing, kind: str, slug: str, user_id: uuid.UUID | None,
-              keys: dict[tuple[str, str], bytes] | None = None) -> str:
+
+def pseudonym(
+    ring: KeyRing, kind: str, slug: str, user_id: uuid.UUID | None, keys: dict[tuple[str, str], bytes] | None = None
+) -> str:
     """A caller as a merchant sees them: stable for one product, unlinkable across products and to
     the account (an HMAC under a key derived from the platform's key ring for that product).
     ``keys`` caches the derived keys (one derivation per product in a batch)."""
@@ -209,8 +183,12 @@ async def on_calls_completed(events: Sequence[Event], session: AsyncSession, run
         day = call.occurred_at.astimezone(zone).date()
         refused = int(call.status == "refused")
         errors = int(call.status in ("error", "timeout"))
-        metered = int(call.metered and call.key_source not in ("request", "vault", "oauth")
-                      and not call.in_agent_run and not refused)
+        metered = int(
+            call.metered
+            and call.key_source not in ("request", "vault", "oauth")
+            and not call.in_agent_run
+            and not refused
+        )
         d = daily.setdefault((day, kind, slug), [0, 0, 0, 0])
         d[0] += 1
         d[1] += refused
@@ -219,18 +197,4 @@ async def on_calls_completed(events: Sequence[Event], session: AsyncSession, run
         u = users.setdefault((day, kind, slug, pseudonym(ring, kind, slug, call.user_id, derived)), [0, 0])
         u[0] += 1
         u[1] += refused
-    for (day, kind, slug), (calls, refused, errors, metered) in sorted(daily.items()):
-        stmt = pg_insert(UsageDaily).values(day=day, kind=kind, slug=slug, calls=calls, refused=refused,
-                                            errors=errors, metered=metered)
-        await session.execute(stmt.on_conflict_do_update(
-            index_elements=["day", "kind", "slug"],
-            set_=dict(calls=UsageDaily.calls + stmt.excluded.calls, refused=UsageDaily.refused + stmt.excluded.refused,
-                      errors=UsageDaily.errors + stmt.excluded.errors,
-                      metered=UsageDaily.metered + stmt.excluded.metered)))
-    for (day, kind, slug, who), (calls, refused) in sorted(users.items()):
-        stmt = pg_insert(UsageUser).values(day=day, kind=kind, slug=slug, pseudonym=who, calls=calls,
-                                           refused=refused)
-        await session.execute(stmt.on_conflict_do_update(
-            index_elements=["day", "kind", "slug", "pseudonym"],
-            set_=dict(calls=UsageUser.calls + stmt.excluded.calls,
-                      refused=UsageUser.refused + stmt.excluded.refused)))
+    await service.add_usage(session, daily, users)

@@ -38,8 +38,13 @@ async def public_ids(http: Any) -> list[str]:
 async def test_the_public_sees_published_unexpired_pinned_first(goods):
     rt, http = goods
     old = await post(http, title={"en": "Old news"}, publish_at=iso(-120))
-    pinned = await post(http, title={"zh": "置顶公告", "en": "Pinned"}, body={"zh": "内容", "en": "text"},
-                        pinned=True, publish_at=iso(-240))
+    pinned = await post(
+        http,
+        title={"zh": "置顶公告", "en": "Pinned"},
+        body={"zh": "内容", "en": "text"},
+        pinned=True,
+        publish_at=iso(-240),
+    )
     new = await post(http, title={"zh": "新功能"})
     scheduled = await post(http, title={"en": "Next week"}, publish_at=iso(60 * 24 * 7))
     expired = await post(http, title={"en": "Gone"}, publish_at=iso(-60), expire_at=iso(-1))
@@ -54,21 +59,23 @@ async def test_the_public_sees_published_unexpired_pinned_first(goods):
     assert every["total"] == 5
 
     # reschedule: the scheduled one is published now; unpin; delete
-    r = await http.patch(f"/api/v1/admin/announcements/{scheduled['id']}", json={"publish_at": iso(-1)},
-                         headers=SUPER)
+    r = await http.patch(f"/api/v1/admin/announcements/{scheduled['id']}", json={"publish_at": iso(-1)}, headers=SUPER)
     assert r.status_code == 200 and r.json()["state"] == "published" and r.json()["version"] == 2
     await http.patch(f"/api/v1/admin/announcements/{pinned['id']}", json={"pinned": False}, headers=SUPER)
     assert (await http.delete(f"/api/v1/admin/announcements/{new['id']}", headers=SUPER)).status_code == 204
     assert problem(await http.delete(f"/api/v1/admin/announcements/{new['id']}", headers=SUPER), 404)
-    assert problem(await http.patch(f"/api/v1/admin/announcements/{new['id']}", json={"pinned": True},
-                                    headers=SUPER), 404)
+    assert problem(
+        await http.patch(f"/api/v1/admin/announcements/{new['id']}", json={"pinned": True}, headers=SUPER), 404
+    )
     assert await public_ids(http) == [scheduled["id"], old["id"], pinned["id"]]
 
     events = await outbox(rt, "goods.announcement_changed")
     mine = [(e["action"], e["version"]) for e in events if e["announcement_id"] == new["id"]]
     assert mine == [("created", 1), ("deleted", 2)]
     assert [(e["action"], e["version"]) for e in events if e["announcement_id"] == scheduled["id"]] == [
-        ("created", 1), ("updated", 2)]
+        ("created", 1),
+        ("updated", 2),
+    ]
     audit = [(e["action"], e["target_id"]) for e in await outbox(rt, "admin.action_recorded")]
     assert ("announcement.delete", new["id"]) in audit and len(audit) == 8  # 5 creates, 2 edits, 1 delete
 
@@ -91,10 +98,15 @@ async def test_only_the_superadmin_writes(goods):
 
 async def test_bad_announcements_are_refused_clearly(goods):
     _, http = goods
-    bad = [{"title": {}}, {"title": {"en": ""}}, {"title": {"en": "x" * 201}},
-           {"title": {"en": "x"}, "publish_at": iso(10), "expire_at": iso(5)},
-           {"title": {"en": "x"}, "publish_at": "2027-01-01T00:00:00"},  # no time zone
-           {"title": {"en": "x"}, "colour": "red"}, {"title": "plain"}]
+    bad = [
+        {"title": {}},
+        {"title": {"en": ""}},
+        {"title": {"en": "x" * 201}},
+        {"title": {"en": "x"}, "publish_at": iso(10), "expire_at": iso(5)},
+        {"title": {"en": "x"}, "publish_at": "2027-01-01T00:00:00"},  # no time zone
+        {"title": {"en": "x"}, "colour": "red"},
+        {"title": "plain"},
+    ]
     for body in bad:
         r = await http.post("/api/v1/admin/announcements", json=body, headers=SUPER)
         assert problem(r, 422), (body, r.status_code, r.text)
