@@ -185,26 +185,40 @@ async def registry_page(f: Fetcher, base: str, position: dict[str, Any] | None, 
     return Page(items, {"cursor": nxt} if nxt else None)
 
 
+# ---- npm and PyPI: one stdio package each --------------------------------------------------------
+
+def _stdio_package(registry: str, obj: Any, part: str, summary: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """An npm search hit's ``package`` or a PyPI answer's ``info`` (``obj[part]``) with a string name and
+    version, and the server.json it makes: one stdio package of ``registry``, described by its
+    ``summary`` field. None: ``obj`` holds no such part."""
+    meta = obj.get(part) if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("version"), str):
+        return None
+    name, version = meta["name"], meta["version"]
+    description = str(meta.get(summary) or "")[:2000]
+    doc: dict[str, Any] = {
+        "name": registry_name(registry, name), "title": name[:100], "description": description, "version": version,
+        "packages": [{"registryType": registry, "identifier": name, "version": version,
+                      "transport": {"type": "stdio"}}],
+    }
+    return meta, doc
+
+
 # ---- npm -----------------------------------------------------------------------------------------
 
 def npm_item(obj: Any) -> Found | None:
-    pkg = obj.get("package") if isinstance(obj, dict) else None
-    if not isinstance(pkg, dict) or not isinstance(pkg.get("name"), str) or not isinstance(pkg.get("version"), str):
+    got = _stdio_package("npm", obj, "package", "description")
+    if got is None:
         return None
-    name, version = pkg["name"], pkg["version"]
-    description = str(pkg.get("description") or "")[:2000]
-    doc: dict[str, Any] = {
-        "name": registry_name("npm", name), "title": name[:100], "description": description, "version": version,
-        "packages": [{"registryType": "npm", "identifier": name, "version": version, "transport": {"type": "stdio"}}],
-    }
+    pkg, doc = got
     links = pkg.get("links") or {}
     if isinstance(links.get("homepage"), str) and links["homepage"].startswith(("http://", "https://")):
         doc["websiteUrl"] = links["homepage"][:500]
     if isinstance(links.get("repository"), str) and links["repository"].startswith("https://"):
         doc["repository"] = {"url": links["repository"][:500], "source": "github" if "github.com" in
                              links["repository"] else "git"}
-    return Found(key=f"npm:{name}", name=doc["name"], version=version, description=description, server_json=doc,
-                 updated_at=_parse_time(pkg.get("date")))
+    return Found(key=f"npm:{pkg['name']}", name=doc["name"], version=doc["version"], description=doc["description"],
+                 server_json=doc, updated_at=_parse_time(pkg.get("date")))
 
 
 async def npm_page(f: Fetcher, base: str, queries: list[str], position: dict[str, Any] | None,
@@ -232,21 +246,16 @@ def canonical(name: str) -> str:
 
 
 def pypi_item(data: Any) -> Found | None:
-    info = data.get("info") if isinstance(data, dict) else None
-    if not isinstance(info, dict) or not isinstance(info.get("name"), str) or not isinstance(info.get("version"), str):
+    got = _stdio_package("pypi", data, "info", "summary")
+    if got is None:
         return None
-    name, version = info["name"], info["version"]
-    description = str(info.get("summary") or "")[:2000]
-    doc: dict[str, Any] = {
-        "name": registry_name("pypi", name), "title": name[:100], "description": description, "version": version,
-        "packages": [{"registryType": "pypi", "identifier": name, "version": version,
-                      "transport": {"type": "stdio"}}],
-    }
+    info, doc = got
     urls = info.get("project_urls") or {}
     home = urls.get("Homepage") or urls.get("homepage") or info.get("home_page")
     if isinstance(home, str) and home.startswith(("http://", "https://")):
         doc["websiteUrl"] = home[:500]
-    return Found(key=f"pypi:{name}", name=doc["name"], version=version, description=description, server_json=doc)
+    return Found(key=f"pypi:{info['name']}", name=doc["name"], version=doc["version"], description=doc["description"],
+                 server_json=doc)
 
 
 async def pypi_page(f: Fetcher, base: str, names: list[str], position: dict[str, Any] | None,
