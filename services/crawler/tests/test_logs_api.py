@@ -19,8 +19,9 @@ from wemcp.common.identity import Identity
 from wemcp.common.service import LagWatcher, running
 from wemcp.common.trust import PlatformHeaders
 from wemcp.crawler.config import Settings
-from wemcp.crawler.logs_store import Partitions, partition_name
+from wemcp.crawler.logs_store import Partitions
 from wemcp.crawler.main import SPEC
+from wemcp.crawler.repository.logs import partition_name
 from wemcp.devstack.testing import metric_points, metric_reader, wait_for
 
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_bus")

@@ -37,8 +37,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2 as httpx
-from sqlalchemy import and_, delete, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.common import sse
@@ -49,8 +47,10 @@ from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressPolicy
 from wemcp.common.outbox import add_event
 from wemcp.common.service import Runtime
+from wemcp.crawler import repository
 from wemcp.crawler.config import Settings
 from wemcp.crawler.models import ProbeResult, ProbeTarget, bus_tables
+from wemcp.crawler.repository import probes as probes_db
 from wemcp.crawler.telemetry import crawler_metrics
 
 log = get_logger("wemcp.crawler.probes")
@@ -73,28 +73,22 @@ def tools_hash(tools: Sequence[dict[str, Any]]) -> str:
 
 async def on_server_deployed(event: ServerDeployed, session: AsyncSession) -> None:
     if event.backend in NOT_PROBED:
-        await session.execute(delete(ProbeTarget).where(ProbeTarget.slug == event.slug))
+        await probes_db.forget_target(session, event.slug)
         return
     tools = [{"name": t.name, "description": t.description, "inputSchema": t.input_schema} for t in event.tools]
     values = {"slug": event.slug, "server_id": event.server_id, "backend": event.backend,
               "kind": "remote" if event.backend in REMOTE else "hosted", "deployed_at": event.occurred_at,
-              "tools_hash": tools_hash(tools), "next_probe_at": func.now(), "probed_status": None}
-    stmt = pg_insert(ProbeTarget).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[ProbeTarget.slug], set_={k: stmt.excluded[k] for k in values if k != "slug"},
-        # a redelivered older deployment does not replace a newer one
-        where=or_(ProbeTarget.deployed_at.is_(None), ProbeTarget.deployed_at < stmt.excluded.deployed_at))
-    await session.execute(stmt)
+              "tools_hash": tools_hash(tools), "next_probe_at": repository.now_sql(), "probed_status": None}
+    await probes_db.put_target(session, values)  # a redelivered older deployment does not replace a newer one
 
 
 async def _decide(session: AsyncSession, event: ServerDisabled | ServerEnabled, enabled: bool) -> None:
-    row = (await session.execute(select(ProbeTarget).where(ProbeTarget.slug == event.slug).with_for_update())
-           ).scalar_one_or_none()
+    row = await probes_db.lock_target(session, event.slug)
     if row is None or (row.decided_at is not None and event.occurred_at <= row.decided_at):
         return  # unknown (never deployed) or older than the decision applied
     row.enabled, row.decided_at = enabled, event.occurred_at
     if enabled:
-        row.next_probe_at = func.now()
+        row.next_probe_at = repository.now_sql()
 
 
 async def on_server_disabled(event: ServerDisabled, session: AsyncSession) -> None:
@@ -113,9 +107,7 @@ async def on_calls(events: Sequence[Event], session: AsyncSession) -> None:
         if c.server_slug not in last or at > last[c.server_slug]:
             last[c.server_slug] = at
     for slug, at in last.items():
-        await session.execute(ProbeTarget.__table__.update().where(
-            ProbeTarget.slug == slug, or_(ProbeTarget.last_call_at.is_(None), ProbeTarget.last_call_at < at))
-            .values(last_call_at=at))
+        await probes_db.called(session, slug, at)
 
 
 # ---- one probe --------------------------------------------------------------------------------------
@@ -194,17 +186,11 @@ async def probe_once(client: httpx.AsyncClient, url: str, headers: dict[str, str
 # ---- the schedule -----------------------------------------------------------------------------------
 
 async def _stats(session: AsyncSession, slug: str, now: datetime) -> dict[str, float | None]:
-    ok = ProbeResult.status.in_(("up", "degraded"))
     out: dict[str, float | None] = {}
     for label, days in (("uptime_24h", 1), ("uptime_7d", 7)):
-        total, good = (await session.execute(select(func.count(), func.count().filter(ok)).where(
-            ProbeResult.slug == slug, ProbeResult.at > now - timedelta(days=days)))).one()
+        total, good = await probes_db.uptime(session, slug, now - timedelta(days=days))
         out[label] = round(good / total, 4) if total else None
-    p50, p95 = (await session.execute(select(
-        func.percentile_cont(0.5).within_group(ProbeResult.latency_ms),
-        func.percentile_cont(0.95).within_group(ProbeResult.latency_ms)).where(
-        ProbeResult.slug == slug, ProbeResult.at > now - timedelta(days=1), ProbeResult.latency_ms.is_not(None))
-    )).one()
+    p50, p95 = await probes_db.latency(session, slug, now - timedelta(days=1))
     out["p50_ms"] = round(p50, 1) if p50 is not None else None
     out["p95_ms"] = round(p95, 1) if p95 is not None else None
     return out
@@ -242,16 +228,16 @@ async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -
     settings: Settings = runtime.settings
     assert runtime.sessions is not None
     async with runtime.sessions() as s:
-        t = await s.get(ProbeTarget, slug)
+        t = await probes_db.target(s, slug)
         if t is None or not t.enabled:
             return None
-        now = (await s.execute(select(func.now()))).scalar_one()
+        now = await repository.now(s)
         idle = idle_now(t, now, settings)
         rare_due = t.last_probe_at is None or \
             t.last_probe_at <= now - timedelta(seconds=settings.idle_probe_interval_seconds)
     if idle and not rare_due:  # scaled to zero: say so, do not wake it
         async with runtime.sessions() as s, s.begin():
-            t = await s.get(ProbeTarget, slug, with_for_update=True)
+            t = await probes_db.target(s, slug, for_update=True)
             if t is None:
                 return None
             await _report(s, t, "idle", now, settings, None, None)
@@ -261,11 +247,11 @@ async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -
     url = f"{settings.gateway_url.rstrip('/')}/mcp/{slug}"
     outcome = await probe_once(client, url, runtime.issuer.headers("gateway"), settings.probe_slow_ms)
     async with runtime.sessions() as s, s.begin():
-        t = await s.get(ProbeTarget, slug, with_for_update=True)
+        t = await probes_db.target(s, slug, for_update=True)
         if t is None:
             return None
-        now = (await s.execute(select(func.now()))).scalar_one()
-        s.add(ProbeResult(slug=slug, at=now, status=outcome.status, latency_ms=outcome.latency_ms,
+        now = await repository.now(s)
+        repository.add(s, ProbeResult(slug=slug, at=now, status=outcome.status, latency_ms=outcome.latency_ms,
                           error=outcome.error))
         await s.flush()
         changed = None
@@ -298,12 +284,7 @@ def probe_client(settings: Settings) -> httpx.AsyncClient:
 async def due_slugs(runtime: Runtime, limit: int = 200) -> list[str]:
     assert runtime.sessions is not None
     async with runtime.sessions() as s:
-        return list((await s.execute(select(ProbeTarget.slug).where(
-            ProbeTarget.enabled,
-            or_(ProbeTarget.next_probe_at <= func.now(), ProbeTarget.next_probe_at.is_(None),
-                # an idle server that was called since its last probe is awake again
-                and_(ProbeTarget.status == "idle", ProbeTarget.last_call_at > ProbeTarget.last_probe_at)))
-            .order_by(ProbeTarget.next_probe_at.nulls_first()).limit(limit))).scalars())
+        return await probes_db.due_slugs(s, limit)
 
 
 async def probe_due(runtime: Runtime, client: httpx.AsyncClient) -> dict[str, str | None]:
@@ -325,8 +306,7 @@ async def prune(runtime: Runtime) -> None:
     settings: Settings = runtime.settings
     assert runtime.sessions is not None
     async with runtime.sessions() as s, s.begin():
-        await s.execute(delete(ProbeResult).where(
-            ProbeResult.at < func.now() - timedelta(days=settings.probe_retention_days)))
+        await probes_db.prune_results(s, settings.probe_retention_days)
 
 
 async def probe_loop(runtime: Runtime) -> None:
