@@ -26,11 +26,14 @@ router = APIRouter(prefix="/api/v1", tags=["crawler"])
 
 
 @router.get("/admin/crawls", response_model=CrawlRunList)
-async def list_crawls(s: Session, who: AdminUser,
-                      source: Source | None = None,
-                      status: RunStatus | None = None,
-                      page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-                      page_size: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+async def list_crawls(
+    s: Session,
+    who: AdminUser,
+    source: Source | None = None,
+    status: RunStatus | None = None,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
     return await service.crawl_runs(s, source, status, page, page_size)
 
 

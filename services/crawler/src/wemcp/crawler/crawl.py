@@ -78,8 +78,18 @@ async def _apply(session: AsyncSession, run_id: uuid.UUID, source: str, page: so
         row = rows.get(f.key)
         fp = f.fingerprint
         if row is None:
-            repository.add(session, Discovered(package_key=f.key, source=source, name=f.name, version=f.version,
-                                               fingerprint=fp, pypi_name=f.pypi_name, emitted=1))
+            repository.add(
+                session,
+                Discovered(
+                    package_key=f.key,
+                    source=source,
+                    name=f.name,
+                    version=f.version,
+                    fingerprint=fp,
+                    pypi_name=f.pypi_name,
+                    emitted=1,
+                ),
+            )
             new += 1
         elif row.source != source and RANK[source] <= RANK.get(row.source, 0):
             row.last_seen = repository.now_sql()  # another source's description stands
@@ -92,8 +102,11 @@ async def _apply(session: AsyncSession, run_id: uuid.UUID, source: str, page: so
             row.pypi_name = f.pypi_name
             row.last_seen, row.emitted = repository.now_sql(), row.emitted + 1
             updated += 1
-        events.append(CrawlerDiscovered(source=source, name=f.name, version=f.version, description=f.description,
-                                        server_json=f.server_json))
+        events.append(
+            CrawlerDiscovered(
+                source=source, name=f.name, version=f.version, description=f.description, server_json=f.server_json
+            )
+        )
     if events:
         await crawls_db.add_events(session, events)
     await session.flush()
@@ -132,8 +145,12 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
     status, error = "finished", None
     meters, t0 = crawler_metrics(), time.monotonic()
     async with settings.egress.client(timeout=settings.crawl_timeout_seconds, follow_redirects=False) as client:
-        fetcher = sources.Fetcher(client, interval=settings.crawl_request_interval_seconds,
-                                  retries=settings.crawl_retries, max_bytes=settings.crawl_max_response_bytes)
+        fetcher = sources.Fetcher(
+            client,
+            interval=settings.crawl_request_interval_seconds,
+            retries=settings.crawl_retries,
+            max_bytes=settings.crawl_max_response_bytes,
+        )
         try:
             while True:
                 requests_before = fetcher.requests
@@ -185,8 +202,7 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
     return run_id
 
 
-async def _end(runtime: Runtime, run_id: uuid.UUID, source: str, status: str, error: str | None,
-               requests: int) -> None:
+async def _end(runtime: Runtime, run_id: uuid.UUID, source: str, status: str, error: str | None, requests: int) -> None:
     """A run that stops before its end: its position stays for the next run, the lease is freed."""
     assert runtime.sessions is not None
     async with runtime.sessions() as s, s.begin():
@@ -200,13 +216,20 @@ async def _end(runtime: Runtime, run_id: uuid.UUID, source: str, status: str, er
         await crawls_db.release_lease(s, source, run_id)
 
 
-async def _fetch(f: sources.Fetcher, settings: Settings, source: str, position: dict[str, Any] | None,
-                 since: datetime | None, names: list[str]) -> sources.Page:
+async def _fetch(
+    f: sources.Fetcher,
+    settings: Settings,
+    source: str,
+    position: dict[str, Any] | None,
+    since: datetime | None,
+    names: list[str],
+) -> sources.Page:
     if source == "registry":
         return await sources.registry_page(f, settings.registry_url, position, since, settings.crawl_page_size)
     if source == "npm":
-        return await sources.npm_page(f, settings.npm_search_url, settings.npm_queries, position,
-                                      settings.npm_max_results)
+        return await sources.npm_page(
+            f, settings.npm_search_url, settings.npm_queries, position, settings.npm_max_results
+        )
     return await sources.pypi_page(f, settings.pypi_url, names, position)
 
 
@@ -215,8 +238,9 @@ def configured_sources(settings: Settings) -> list[str]:
     return [s for s in SOURCES if s in settings.crawl_sources]
 
 
-async def crawl_all(runtime: Runtime, trigger: str = "schedule",
-                    chosen: Sequence[str] | None = None) -> list[uuid.UUID]:
+async def crawl_all(
+    runtime: Runtime, trigger: str = "schedule", chosen: Sequence[str] | None = None
+) -> list[uuid.UUID]:
     """Every configured source (or the ``chosen`` ones), one after the other."""
     settings: Settings = runtime.settings
     runs = []

@@ -36,8 +36,21 @@ from wemcp.crawler.schemas import CallLogItem, CallLogPage
 
 MAX_PAGE = 100
 EXPORT_PAGE = 2000
-CSV_COLUMNS = ("at", "id", "caller", "server", "method", "tool", "key_source", "metered", "status",
-               "error_code", "latency_ms", "request_bytes", "response_bytes")
+CSV_COLUMNS = (
+    "at",
+    "id",
+    "caller",
+    "server",
+    "method",
+    "tool",
+    "key_source",
+    "metered",
+    "status",
+    "error_code",
+    "latency_ms",
+    "request_bytes",
+    "response_bytes",
+)
 
 
 @dataclass(frozen=True)
@@ -95,8 +108,9 @@ async def _build_query(s: AsyncSession, settings: Settings, who: Identity, asked
     if since_ >= until_:
         raise BadRequest("since must be before until")
     after = decode_cursor(asked.cursor) if asked.cursor else None
-    q = CallQuery(since=since_, until=until_, limit=limit, server=asked.server, tool=asked.tool,
-                  status=asked.status, after=after)
+    q = CallQuery(
+        since=since_, until=until_, limit=limit, server=asked.server, tool=asked.tool, status=asked.status, after=after
+    )
     if asked.view == "own":
         return CallQuery(**{**q.__dict__, "user_id": who.user_id})
     if asked.view == "all":
@@ -116,15 +130,29 @@ def _items(rows: list[dict[str, Any]], view: str, key: bytes) -> list[CallLogIte
     for r in rows:
         uid = r["user_id"]
         caller = pseudonym(key, r["server_slug"], uid) if view == "servers" else (str(uid) if uid else None)
-        out.append(CallLogItem(
-            at=r["at"], id=r["event_id"], caller=caller, server=r["server_slug"], method=r["method"], tool=r["tool"],
-            key_source=r["key_source"], metered=r["metered"], status=r["status"], error_code=r["error_code"],
-            latency_ms=r["latency_ms"], request_bytes=r["request_bytes"], response_bytes=r["response_bytes"]))
+        out.append(
+            CallLogItem(
+                at=r["at"],
+                id=r["event_id"],
+                caller=caller,
+                server=r["server_slug"],
+                method=r["method"],
+                tool=r["tool"],
+                key_source=r["key_source"],
+                metered=r["metered"],
+                status=r["status"],
+                error_code=r["error_code"],
+                latency_ms=r["latency_ms"],
+                request_bytes=r["request_bytes"],
+                response_bytes=r["response_bytes"],
+            )
+        )
     return out
 
 
-async def calls_page(s: AsyncSession, settings: Settings, who: Identity, asked: Asked,
-                     limit: int | None) -> CallLogPage:
+async def calls_page(
+    s: AsyncSession, settings: Settings, who: Identity, asked: Asked, limit: int | None
+) -> CallLogPage:
     """A page of ``limit`` (at most 100, default 50) calls, newest first, and the cursor of the next."""
     key = pseudonym_key(settings)
     n = limit or 50
@@ -136,8 +164,9 @@ async def calls_page(s: AsyncSession, settings: Settings, who: Identity, asked: 
     return CallLogPage(items=_items(rows, asked.view, key), next_cursor=nxt)
 
 
-async def export(sessions: async_sessionmaker[AsyncSession], settings: Settings, who: Identity, asked: Asked,
-                 limit: int | None) -> AsyncIterator[str]:
+async def export(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, who: Identity, asked: Asked, limit: int | None
+) -> AsyncIterator[str]:
     """Every matching row from the cursor on, at most ``limit`` (default and most: the
     ``logs_export_max_rows`` setting), as CSV text. The query is checked now (bad input is refused
     before the answer starts); the rows are read a page at a time while the answer streams, each page
@@ -154,8 +183,9 @@ def _cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-async def _csv(sessions: async_sessionmaker[AsyncSession], q: CallQuery, cap: int, view: str,
-               key: bytes) -> AsyncIterator[str]:
+async def _csv(
+    sessions: async_sessionmaker[AsyncSession], q: CallQuery, cap: int, view: str, key: bytes
+) -> AsyncIterator[str]:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -165,10 +195,23 @@ async def _csv(sessions: async_sessionmaker[AsyncSession], q: CallQuery, cap: in
         async with sessions() as s:
             rows = await query_calls(s, page)
         for it in _items(rows, view, key):
-            w.writerow((it.at.isoformat(), it.id, it.caller or "", _cell(it.server), _cell(it.method),
-                        _cell(it.tool or ""), it.key_source, str(it.metered).lower(), it.status,
-                        "" if it.error_code is None else it.error_code, it.latency_ms, it.request_bytes,
-                        it.response_bytes))
+            w.writerow(
+                (
+                    it.at.isoformat(),
+                    it.id,
+                    it.caller or "",
+                    _cell(it.server),
+                    _cell(it.method),
+                    _cell(it.tool or ""),
+                    it.key_source,
+                    str(it.metered).lower(),
+                    it.status,
+                    "" if it.error_code is None else it.error_code,
+                    it.latency_ms,
+                    it.request_bytes,
+                    it.response_bytes,
+                )
+            )
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()

@@ -32,8 +32,9 @@ class Partitions:
             await logs_db.create_partition(conn, day)
             self.days.add(day)
 
-    async def maintain(self, conn: AsyncConnection, *, retention_days: int, ahead: int,
-                       now: datetime | None = None) -> tuple[list[date], list[date]]:
+    async def maintain(
+        self, conn: AsyncConnection, *, retention_days: int, ahead: int, now: datetime | None = None
+    ) -> tuple[list[date], list[date]]:
         """Create the partitions of today and the ``ahead - 1`` days after it; drop those whose whole
         day is older than the retention. Returns (created, dropped)."""
         today = (now or datetime.now(UTC)).astimezone(UTC).date()
@@ -58,12 +59,27 @@ def retention_cutoff(retention_days: int, now: datetime | None = None) -> dateti
 def _record(c: McpCallCompleted) -> tuple[Any, ...]:
     """A call as a ``call_logs`` row, in ``COPY_COLUMNS`` order."""
     at = c.occurred_at if c.occurred_at.tzinfo else c.occurred_at.replace(tzinfo=UTC)
-    return (at, c.event_id, c.user_id, c.server_slug, c.method, c.tool, c.key_source, c.metered, c.status,
-            c.error_code, float(c.latency_ms), int(c.request_bytes), int(c.response_bytes), c.in_agent_run)
+    return (
+        at,
+        c.event_id,
+        c.user_id,
+        c.server_slug,
+        c.method,
+        c.tool,
+        c.key_source,
+        c.metered,
+        c.status,
+        c.error_code,
+        float(c.latency_ms),
+        int(c.request_bytes),
+        int(c.response_bytes),
+        c.in_agent_run,
+    )
 
 
-async def insert_calls(session: AsyncSession, partitions: Partitions, calls: Sequence[McpCallCompleted],
-                       *, retention_days: int) -> int:
+async def insert_calls(
+    session: AsyncSession, partitions: Partitions, calls: Sequence[McpCallCompleted], *, retention_days: int
+) -> int:
     """Write ``calls`` with one ``COPY`` in the session's transaction; calls older than the retention
     are left out (their day is gone). Returns how many rows were written."""
     cutoff = retention_cutoff(retention_days)

@@ -43,8 +43,10 @@ probe_receipts = probe_table(Base.metadata)
 
 class CrawlRun(Base):
     __tablename__ = "crawl_runs"
-    __table_args__ = (Index("ix_crawl_runs_started", "started_at"),
-                      Index("ix_crawl_runs_source_started", "source", "started_at"))
+    __table_args__ = (
+        Index("ix_crawl_runs_started", "started_at"),
+        Index("ix_crawl_runs_source_started", "source", "started_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     source: Mapped[str] = mapped_column(String(20))  # registry | npm | pypi
@@ -133,7 +135,8 @@ class ProbeResult(Base):
 # -- the request log ------------------------------------------------------------------------------------
 
 call_logs = Table(
-    "call_logs", Base.metadata,
+    "call_logs",
+    Base.metadata,
     Column("at", DateTime(timezone=True), nullable=False),
     Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("user_id", UUID(as_uuid=True)),
@@ -152,7 +155,8 @@ call_logs = Table(
 )
 
 server_owners = Table(
-    "logs_server_owners", Base.metadata,
+    "logs_server_owners",
+    Base.metadata,
     Column("slug", Text, primary_key=True),
     Column("owner_id", UUID(as_uuid=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -160,5 +164,18 @@ server_owners = Table(
 
 # the columns COPY writes into call_logs, in order
 COPY_COLUMNS: tuple[str, ...] = (
-    "at", "event_id", "user_id", "server_slug", "method", "tool", "key_source", "metered", "status",
-    "error_code", "latency_ms", "request_bytes", "response_bytes", "in_agent_run")
+    "at",
+    "event_id",
+    "user_id",
+    "server_slug",
+    "method",
+    "tool",
+    "key_source",
+    "metered",
+    "status",
+    "error_code",
+    "latency_ms",
+    "request_bytes",
+    "response_bytes",
+    "in_agent_run",
+)

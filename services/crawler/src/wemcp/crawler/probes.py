@@ -63,22 +63,38 @@ MAX_TOOL_PAGES = 10
 def tools_hash(tools: Sequence[dict[str, Any]]) -> str:
     """Of what a client sees of the tools: name, description and input schema, in name order (the
     deployer's introspection and a probe's tools/list hash the same)."""
-    norm = sorted(({"name": t.get("name"), "description": t.get("description") or None,
-                    "inputSchema": t.get("inputSchema", t.get("input_schema")) or {}} for t in tools),
-                  key=lambda t: str(t["name"]))
+    norm = sorted(
+        (
+            {
+                "name": t.get("name"),
+                "description": t.get("description") or None,
+                "inputSchema": t.get("inputSchema", t.get("input_schema")) or {},
+            }
+            for t in tools
+        ),
+        key=lambda t: str(t["name"]),
+    )
     return hashlib.sha256(json.dumps(norm, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 # ---- targets, from the bus --------------------------------------------------------------------------
+
 
 async def on_server_deployed(event: ServerDeployed, session: AsyncSession) -> None:
     if event.backend in NOT_PROBED:
         await probes_db.forget_target(session, event.slug)
         return
     tools = [{"name": t.name, "description": t.description, "inputSchema": t.input_schema} for t in event.tools]
-    values = {"slug": event.slug, "server_id": event.server_id, "backend": event.backend,
-              "kind": "remote" if event.backend in REMOTE else "hosted", "deployed_at": event.occurred_at,
-              "tools_hash": tools_hash(tools), "next_probe_at": repository.now_sql(), "probed_status": None}
+    values = {
+        "slug": event.slug,
+        "server_id": event.server_id,
+        "backend": event.backend,
+        "kind": "remote" if event.backend in REMOTE else "hosted",
+        "deployed_at": event.occurred_at,
+        "tools_hash": tools_hash(tools),
+        "next_probe_at": repository.now_sql(),
+        "probed_status": None,
+    }
     await probes_db.put_target(session, values)  # a redelivered older deployment does not replace a newer one
 
 
@@ -112,9 +128,11 @@ async def on_calls(events: Sequence[Event], session: AsyncSession) -> None:
 
 # ---- one probe --------------------------------------------------------------------------------------
 
+
 class ProbeOutcome:
-    def __init__(self, status: str, latency_ms: float | None, error: str | None = None,
-                 tools: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, status: str, latency_ms: float | None, error: str | None = None, tools: list[dict[str, Any]] | None = None
+    ) -> None:
         self.status, self.latency_ms, self.error, self.tools = status, latency_ms, error, tools
 
 
@@ -139,18 +157,30 @@ async def probe_once(client: httpx.AsyncClient, url: str, headers: dict[str, str
     t0 = time.perf_counter()
     sid = None
     try:
-        r = await client.post(url, headers=base, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": PROBE_VERSION, "capabilities": {},
-                       "clientInfo": {"name": "wemcp-health-probe", "version": "1"}}})
+        r = await client.post(
+            url,
+            headers=base,
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": PROBE_VERSION,
+                    "capabilities": {},
+                    "clientInfo": {"name": "wemcp-health-probe", "version": "1"},
+                },
+            },
+        )
         if r.status_code != 200:
             return ProbeOutcome("down", None, f"initialize: HTTP {r.status_code}")
         init = _reply(r, 1)
         if "error" in init:
             return ProbeOutcome("down", None, f"initialize: {str(init['error'].get('message'))[:300]}")
         sid = r.headers.get("mcp-session-id")
-        session_headers = {**base, "MCP-Protocol-Version": str(init.get("result", {}).get(
-            "protocolVersion") or PROBE_VERSION)}
+        session_headers = {
+            **base,
+            "MCP-Protocol-Version": str(init.get("result", {}).get("protocolVersion") or PROBE_VERSION),
+        }
         if sid:
             session_headers["Mcp-Session-Id"] = sid
         await client.post(url, headers=session_headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
@@ -158,8 +188,11 @@ async def probe_once(client: httpx.AsyncClient, url: str, headers: dict[str, str
         cursor = None
         for page in range(MAX_TOOL_PAGES):
             params: dict[str, Any] = {"cursor": cursor} if cursor else {}
-            r = await client.post(url, headers=session_headers,
-                                  json={"jsonrpc": "2.0", "id": 2 + page, "method": "tools/list", "params": params})
+            r = await client.post(
+                url,
+                headers=session_headers,
+                json={"jsonrpc": "2.0", "id": 2 + page, "method": "tools/list", "params": params},
+            )
             latency = (time.perf_counter() - t0) * 1000
             if r.status_code != 200:
                 return ProbeOutcome("degraded", latency, f"tools/list: HTTP {r.status_code}")
@@ -185,6 +218,7 @@ async def probe_once(client: httpx.AsyncClient, url: str, headers: dict[str, str
 
 # ---- the schedule -----------------------------------------------------------------------------------
 
+
 async def _stats(session: AsyncSession, slug: str, now: datetime) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for label, days in (("uptime_24h", 1), ("uptime_7d", 7)):
@@ -199,27 +233,54 @@ async def _stats(session: AsyncSession, slug: str, now: datetime) -> dict[str, f
 def idle_now(t: ProbeTarget, now: datetime, settings: Settings) -> bool:
     """Scaled to zero for lack of calls, and healthy when last probed (a server that is down keeps
     being probed every interval)."""
-    return (t.kind == "hosted" and t.probed_status in ("up", "degraded")
-            and (t.last_call_at is None or t.last_call_at < now - timedelta(seconds=settings.idle_after_seconds))
-            and (t.last_probe_at is None or t.last_probe_at < now - timedelta(seconds=settings.idle_after_seconds)))
+    return (
+        t.kind == "hosted"
+        and t.probed_status in ("up", "degraded")
+        and (t.last_call_at is None or t.last_call_at < now - timedelta(seconds=settings.idle_after_seconds))
+        and (t.last_probe_at is None or t.last_probe_at < now - timedelta(seconds=settings.idle_after_seconds))
+    )
 
 
-async def _report(session: AsyncSession, t: ProbeTarget, status: str, now: datetime, settings: Settings,
-                  outcome: ProbeOutcome | None, tools_changed: list[dict[str, Any]] | None) -> None:
-    due = t.last_reported_at is None or \
-        t.last_reported_at <= now - timedelta(seconds=settings.health_report_seconds)
+async def _report(
+    session: AsyncSession,
+    t: ProbeTarget,
+    status: str,
+    now: datetime,
+    settings: Settings,
+    outcome: ProbeOutcome | None,
+    tools_changed: list[dict[str, Any]] | None,
+) -> None:
+    due = t.last_reported_at is None or t.last_reported_at <= now - timedelta(seconds=settings.health_report_seconds)
     if status == t.status and tools_changed is None and not due:
         return
     stats = await _stats(session, t.slug, now)
-    await add_event(session, bus_tables, ServerHealth(
-        server_id=t.server_id, slug=t.slug, status=status, checked_at=now,
-        latency_ms=round(outcome.latency_ms, 1) if outcome and outcome.latency_ms is not None else None,
-        error=outcome.error if outcome else None,
-        tool_count=len(outcome.tools) if outcome and outcome.tools is not None else None,
-        tools=[ToolInfo(name=str(x.get("name")), title=x.get("title"), description=x.get("description"),
-                        input_schema=x.get("inputSchema") or {}, output_schema=x.get("outputSchema"),
-                        annotations=x.get("annotations")) for x in tools_changed] if tools_changed is not None
-        else None, **stats))
+    await add_event(
+        session,
+        bus_tables,
+        ServerHealth(
+            server_id=t.server_id,
+            slug=t.slug,
+            status=status,
+            checked_at=now,
+            latency_ms=round(outcome.latency_ms, 1) if outcome and outcome.latency_ms is not None else None,
+            error=outcome.error if outcome else None,
+            tool_count=len(outcome.tools) if outcome and outcome.tools is not None else None,
+            tools=[
+                ToolInfo(
+                    name=str(x.get("name")),
+                    title=x.get("title"),
+                    description=x.get("description"),
+                    input_schema=x.get("inputSchema") or {},
+                    output_schema=x.get("outputSchema"),
+                    annotations=x.get("annotations"),
+                )
+                for x in tools_changed
+            ]
+            if tools_changed is not None
+            else None,
+            **stats,
+        ),
+    )
     t.status, t.last_reported_at = status, now
 
 
@@ -233,8 +294,9 @@ async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -
             return None
         now = await repository.now(s)
         idle = idle_now(t, now, settings)
-        rare_due = t.last_probe_at is None or \
-            t.last_probe_at <= now - timedelta(seconds=settings.idle_probe_interval_seconds)
+        rare_due = t.last_probe_at is None or t.last_probe_at <= now - timedelta(
+            seconds=settings.idle_probe_interval_seconds
+        )
     if idle and not rare_due:  # scaled to zero: say so, do not wake it
         async with runtime.sessions() as s, s.begin():
             t = await probes_db.target(s, slug, for_update=True)
@@ -251,8 +313,9 @@ async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -
         if t is None:
             return None
         now = await repository.now(s)
-        repository.add(s, ProbeResult(slug=slug, at=now, status=outcome.status, latency_ms=outcome.latency_ms,
-                          error=outcome.error))
+        repository.add(
+            s, ProbeResult(slug=slug, at=now, status=outcome.status, latency_ms=outcome.latency_ms, error=outcome.error)
+        )
         await s.flush()
         changed = None
         if outcome.tools is not None:
@@ -298,6 +361,7 @@ async def probe_due(runtime: Runtime, client: httpx.AsyncClient) -> dict[str, st
                 results[slug] = await probe_target(runtime, client, slug)
             except Exception as exc:  # one target's trouble must not stop the round
                 log.error("probe_crashed", slug=slug, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+
     await asyncio.gather(*(one(s) for s in await due_slugs(runtime)))
     return results
 

@@ -19,21 +19,35 @@ from wemcp.crawler.repository import crawls as crawls_db
 from wemcp.crawler.schemas import CrawlRunRead
 
 
-async def crawl_runs(s: AsyncSession, source: str | None, status: str | None, page: int,
-                     page_size: int) -> dict[str, Any]:
+async def crawl_runs(
+    s: AsyncSession, source: str | None, status: str | None, page: int, page_size: int
+) -> dict[str, Any]:
     """One page of the runs, newest first."""
     total, rows = await crawls_db.runs_page(s, source, status, page, page_size)
-    return {"items": [CrawlRunRead.model_validate(r).model_dump(mode="json") for r in rows], "total": total,
-            "page": page, "page_size": page_size}
+    return {
+        "items": [CrawlRunRead.model_validate(r).model_dump(mode="json") for r in rows],
+        "total": total,
+        "page": page,
+        "page_size": page_size,
+    }
 
 
 async def start_crawls(s: AsyncSession, settings: Settings, who: Identity, source: str | None) -> list[str]:
     """The sources an admin's start runs (``source``, or every configured one), recorded as the admin's
     action in the caller's transaction."""
     chosen = [source] if source else crawl.configured_sources(settings)
-    await add_event(s, bus_tables, AdminActionRecorded(
-        service="crawler", action="crawl.start", actor_id=who.user_id, actor_role=who.role,
-        target_type="crawl_source", target_id=",".join(chosen)))
+    await add_event(
+        s,
+        bus_tables,
+        AdminActionRecorded(
+            service="crawler",
+            action="crawl.start",
+            actor_id=who.user_id,
+            actor_role=who.role,
+            target_type="crawl_source",
+            target_id=",".join(chosen),
+        ),
+    )
     return chosen
 
 

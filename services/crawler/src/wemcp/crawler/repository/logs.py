@@ -24,22 +24,35 @@ Conn = AsyncConnection | AsyncSession
 
 # -- day partitions --------------------------------------------------------------------------------------
 
+
 def partition_name(day: date) -> str:
     return f"{PARENT}_p{day:%Y%m%d}"
 
 
 def _create_sql(day: date) -> str:
     nxt = day + timedelta(days=1)
-    return (f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{partition_name(day)} PARTITION OF {SCHEMA}.{PARENT} "
-            f"FOR VALUES FROM ('{day.isoformat()} 00:00+00') TO ('{nxt.isoformat()} 00:00+00')")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{partition_name(day)} PARTITION OF {SCHEMA}.{PARENT} "
+        f"FOR VALUES FROM ('{day.isoformat()} 00:00+00') TO ('{nxt.isoformat()} 00:00+00')"
+    )
 
 
 async def partition_days(conn: Conn) -> list[date]:
     """The days that have a partition, in order."""
-    rows = (await conn.execute(text(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
-        "WHERE n.nspname = :s AND p.relname = :p"), {"s": SCHEMA, "p": PARENT})).scalars().all()
+    rows = (
+        (
+            await conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
+                    "WHERE n.nspname = :s AND p.relname = :p"
+                ),
+                {"s": SCHEMA, "p": PARENT},
+            )
+        )
+        .scalars()
+        .all()
+    )
     return sorted(datetime.strptime(m.group(1), "%Y%m%d").date() for r in rows if (m := _PARTITION.match(r)))
 
 
@@ -53,16 +66,19 @@ async def drop_partition(conn: Conn, day: date) -> None:
 
 # -- the batch insert ------------------------------------------------------------------------------------
 
+
 async def copy_calls(session: AsyncSession, records: Sequence[tuple[Any, ...]]) -> None:
     """One ``COPY`` of ``records`` (tuples in ``COPY_COLUMNS`` order) in the session's transaction; their
     days' partitions must exist."""
     conn = await session.connection()
     raw = await conn.get_raw_connection()
     await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-        PARENT, schema_name=SCHEMA, columns=list(COPY_COLUMNS), records=records)
+        PARENT, schema_name=SCHEMA, columns=list(COPY_COLUMNS), records=records
+    )
 
 
 # -- the query -------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CallQuery:
@@ -79,8 +95,10 @@ class CallQuery:
     after: tuple[datetime, UUID] | None = None  # the cursor: rows strictly older than this
 
 
-_SELECT = ("SELECT at, event_id, user_id, server_slug, method, tool, key_source, metered, status, error_code, "
-           "latency_ms, request_bytes, response_bytes FROM crawler.call_logs")
+_SELECT = (
+    "SELECT at, event_id, user_id, server_slug, method, tool, key_source, metered, status, error_code, "
+    "latency_ms, request_bytes, response_bytes FROM crawler.call_logs"
+)
 
 
 async def query_calls(session: AsyncSession, q: CallQuery) -> list[dict[str, Any]]:
@@ -112,14 +130,19 @@ async def query_calls(session: AsyncSession, q: CallQuery) -> list[dict[str, Any
 
 # -- server owners ---------------------------------------------------------------------------------------
 
+
 async def owned_servers(session: AsyncSession, owner_id: UUID) -> list[str]:
-    rows = await session.execute(text(
-        "SELECT slug FROM crawler.logs_server_owners WHERE owner_id = :o ORDER BY slug"), {"o": owner_id})
+    rows = await session.execute(
+        text("SELECT slug FROM crawler.logs_server_owners WHERE owner_id = :o ORDER BY slug"), {"o": owner_id}
+    )
     return list(rows.scalars().all())
 
 
 async def record_owner(session: AsyncSession, slug: str, owner_id: UUID | None) -> None:
-    await session.execute(text(
-        "INSERT INTO crawler.logs_server_owners (slug, owner_id) VALUES (:s, :o) "
-        "ON CONFLICT (slug) DO UPDATE SET owner_id = EXCLUDED.owner_id, updated_at = now()"),
-        {"s": slug, "o": owner_id})
+    await session.execute(
+        text(
+            "INSERT INTO crawler.logs_server_owners (slug, owner_id) VALUES (:s, :o) "
+            "ON CONFLICT (slug) DO UPDATE SET owner_id = EXCLUDED.owner_id, updated_at = now()"
+        ),
+        {"s": slug, "o": owner_id},
+    )
