@@ -36,21 +36,12 @@ from wemcp.crawler.schemas import CallLogItem, CallLogPage
 
 MAX_PAGE = 100
 EXPORT_PAGE = 2000
+# fmt: off
 CSV_COLUMNS = (
-    "at",
-    "id",
-    "caller",
-    "server",
-    "method",
-    "tool",
-    "key_source",
-    "metered",
-    "status",
-    "error_code",
-    "latency_ms",
-    "request_bytes",
-    "response_bytes",
+    "at", "id", "caller", "server", "method", "tool", "key_source", "metered", "status", "error_code",
+    "latency_ms", "request_bytes", "response_bytes"
 )
+# fmt: on
 
 
 @dataclass(frozen=True)

@@ -163,19 +163,9 @@ server_owners = Table(
 )
 
 # the columns COPY writes into call_logs, in order
+# fmt: off
 COPY_COLUMNS: tuple[str, ...] = (
-    "at",
-    "event_id",
-    "user_id",
-    "server_slug",
-    "method",
-    "tool",
-    "key_source",
-    "metered",
-    "status",
-    "error_code",
-    "latency_ms",
-    "request_bytes",
-    "response_bytes",
-    "in_agent_run",
+    "at", "event_id", "user_id", "server_slug", "method", "tool", "key_source", "metered", "status",
+    "error_code", "latency_ms", "request_bytes", "response_bytes", "in_agent_run"
 )
+# fmt: on

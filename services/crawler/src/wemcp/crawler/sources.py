@@ -202,10 +202,10 @@ async def registry_page(
 # ---- npm and PyPI: one stdio package each --------------------------------------------------------
 
 
-def _stdio_package(registry: str, obj: Any, part: str, summary: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def _stdio_package(registry: str, obj: Any, part: str, summary: str) -> tuple[dict[str, Any], Found] | None:
     """An npm search hit's ``package`` or a PyPI answer's ``info`` (``obj[part]``) with a string name and
-    version, and the server.json it makes: one stdio package of ``registry``, described by its
-    ``summary`` field. None: ``obj`` holds no such part."""
+    version, and the package found: one stdio package of ``registry``, described by its ``summary``
+    field (the caller adds what else it knows to its ``server_json``). None: ``obj`` holds no such part."""
     meta = obj.get(part) if isinstance(obj, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("version"), str):
         return None
@@ -220,7 +220,9 @@ def _stdio_package(registry: str, obj: Any, part: str, summary: str) -> tuple[di
             {"registryType": registry, "identifier": name, "version": version, "transport": {"type": "stdio"}}
         ],
     }
-    return meta, doc
+    return meta, Found(
+        key=f"{registry}:{name}", name=doc["name"], version=version, description=description, server_json=doc
+    )
 
 
 # ---- npm -----------------------------------------------------------------------------------------
@@ -230,7 +232,8 @@ def npm_item(obj: Any) -> Found | None:
     got = _stdio_package("npm", obj, "package", "description")
     if got is None:
         return None
-    pkg, doc = got
+    pkg, found = got
+    doc = found.server_json
     links = pkg.get("links") or {}
     if isinstance(links.get("homepage"), str) and links["homepage"].startswith(("http://", "https://")):
         doc["websiteUrl"] = links["homepage"][:500]
@@ -239,14 +242,8 @@ def npm_item(obj: Any) -> Found | None:
             "url": links["repository"][:500],
             "source": "github" if "github.com" in links["repository"] else "git",
         }
-    return Found(
-        key=f"npm:{pkg['name']}",
-        name=doc["name"],
-        version=doc["version"],
-        description=doc["description"],
-        server_json=doc,
-        updated_at=_parse_time(pkg.get("date")),
-    )
+    found.updated_at = _parse_time(pkg.get("date"))
+    return found
 
 
 async def npm_page(
@@ -279,18 +276,12 @@ def pypi_item(data: Any) -> Found | None:
     got = _stdio_package("pypi", data, "info", "summary")
     if got is None:
         return None
-    info, doc = got
+    info, found = got
     urls = info.get("project_urls") or {}
     home = urls.get("Homepage") or urls.get("homepage") or info.get("home_page")
     if isinstance(home, str) and home.startswith(("http://", "https://")):
-        doc["websiteUrl"] = home[:500]
-    return Found(
-        key=f"pypi:{info['name']}",
-        name=doc["name"],
-        version=doc["version"],
-        description=doc["description"],
-        server_json=doc,
-    )
+        found.server_json["websiteUrl"] = home[:500]
+    return found
 
 
 async def pypi_page(f: Fetcher, base: str, names: list[str], position: dict[str, Any] | None, batch: int = 20) -> Page:
