@@ -3,7 +3,7 @@
 Embedded Postgres (durable) in a temporary folder, the crawler schema migrated, then ``--rows`` calls
 spread over ``--days`` days and ``--servers`` servers generated in the database (``INSERT ... SELECT``
 over ``generate_series``, indexes built after the load). Measured, through the service's own query
-(``wemcp.crawler.logs_store.query_calls``, SQLAlchemy + asyncpg, what ``GET /api/v1/logs/calls`` runs):
+(``wemcp.crawler.repository.logs.query_calls``, SQLAlchemy + asyncpg, what ``GET /api/v1/logs/calls`` runs):
 
 - a page of 50 for one caller over the last 24 h (callers drawn from the rows, so busy callers are
   drawn as often as they call);
@@ -36,7 +36,8 @@ from sqlalchemy import text
 from wemcp.common.db import make_engine, make_session_factory
 from wemcp.common.events.calls import McpCallCompleted
 from wemcp.common.migrations import upgrade
-from wemcp.crawler.logs_store import CallQuery, Partitions, insert_calls, query_calls
+from wemcp.crawler.logs_store import Partitions, insert_calls
+from wemcp.crawler.repository.logs import CallQuery, query_calls
 from wemcp.devstack.infra import EmbeddedPostgres
 
 GENERATE = """

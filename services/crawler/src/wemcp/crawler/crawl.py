@@ -19,20 +19,19 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.common.events.crawler import CrawlerDiscovered
 from wemcp.common.logging import get_logger
 from wemcp.common.service import Runtime
-from wemcp.common.telemetry import inject_headers
-from wemcp.crawler import sources
+from wemcp.crawler import repository, sources
 from wemcp.crawler.config import SOURCES, Settings
-from wemcp.crawler.models import CrawlRun, CrawlState, Discovered, bus_tables
+from wemcp.crawler.models import CrawlRun, Discovered
+from wemcp.crawler.repository import crawls as crawls_db
 from wemcp.crawler.telemetry import crawler_metrics
 
 log = get_logger("wemcp.crawler.crawl")
@@ -47,22 +46,20 @@ def _owner() -> str:
 async def _claim(session: AsyncSession, source: str, owner: str, lease: float, trigger: str) -> CrawlRun | None:
     """Take the source's lease and open a run (resuming the position of one that did not finish).
     None: another process holds the lease."""
-    await session.execute(pg_insert(CrawlState).values(source=source).on_conflict_do_nothing())
-    st = (await session.execute(select(CrawlState).where(CrawlState.source == source).with_for_update())).scalar_one()
-    now = (await session.execute(select(func.now()))).scalar_one()
+    st = await crawls_db.lock_state(session, source)
+    now = await repository.now(session)
     if st.lease_until is not None and st.lease_until > now and st.lease_owner != owner:
         return None
     run = CrawlRun(id=uuid.uuid4(), source=source, trigger=trigger, status="running")
     if st.run_id is not None and st.cursor is not None:  # the last run stopped half-way: go on from there
         run.resumed_from = st.run_id
         run.since = st.since
-        await session.execute(update(CrawlRun).where(CrawlRun.id == st.run_id, CrawlRun.status == "running")
-                              .values(status="interrupted", finished_at=now))
+        await crawls_db.interrupt(session, st.run_id, now)
     else:
         run.since = st.watermark if source == "registry" else None
         st.since = run.since
         st.cursor = {"pos": None, "started": now.isoformat()}
-    session.add(run)
+    repository.add(session, run)
     st.run_id = run.id
     st.lease_owner, st.lease_until = owner, now + timedelta(seconds=lease)
     await session.flush()
@@ -74,44 +71,50 @@ async def _apply(session: AsyncSession, run_id: uuid.UUID, source: str, page: so
     One locking read for the page's keys, one insert of the events (and one notify of the relay):
     a page costs a handful of statements, not a few per package."""
     items = list({f.key: f for f in page.items}.values())  # a key twice on one page: the last wins
-    rows = {r.package_key: r for r in (await session.execute(
-        select(Discovered).where(Discovered.package_key.in_([f.key for f in items])).with_for_update()
-    )).scalars()}
+    rows = await crawls_db.lock_discovered(session, [f.key for f in items])
     new = updated = 0
     events: list[CrawlerDiscovered] = []
     for f in items:
         row = rows.get(f.key)
         fp = f.fingerprint
         if row is None:
-            session.add(Discovered(package_key=f.key, source=source, name=f.name, version=f.version,
-                                   fingerprint=fp, pypi_name=f.pypi_name, emitted=1))
+            repository.add(
+                session,
+                Discovered(
+                    package_key=f.key,
+                    source=source,
+                    name=f.name,
+                    version=f.version,
+                    fingerprint=fp,
+                    pypi_name=f.pypi_name,
+                    emitted=1,
+                ),
+            )
             new += 1
         elif row.source != source and RANK[source] <= RANK.get(row.source, 0):
-            row.last_seen = func.now()  # another source's description stands
+            row.last_seen = repository.now_sql()  # another source's description stands
             continue
         elif row.fingerprint == fp:
-            row.last_seen = func.now()
+            row.last_seen = repository.now_sql()
             continue
         else:
             row.source, row.name, row.version, row.fingerprint = source, f.name, f.version, fp
             row.pypi_name = f.pypi_name
-            row.last_seen, row.emitted = func.now(), row.emitted + 1
+            row.last_seen, row.emitted = repository.now_sql(), row.emitted + 1
             updated += 1
-        events.append(CrawlerDiscovered(source=source, name=f.name, version=f.version, description=f.description,
-                                        server_json=f.server_json))
+        events.append(
+            CrawlerDiscovered(
+                source=source, name=f.name, version=f.version, description=f.description, server_json=f.server_json
+            )
+        )
     if events:
-        headers = inject_headers()
-        await session.execute(bus_tables.outbox.insert(), [
-            {"event_id": e.event_id, "subject": e.subject, "payload": e.model_dump_json(), "headers": headers}
-            for e in events])
-        await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": bus_tables.channel})
+        await crawls_db.add_events(session, events)
     await session.flush()
     return new, updated
 
 
 async def _pypi_names(session: AsyncSession, settings: Settings) -> list[str]:
-    named = (await session.execute(select(Discovered.pypi_name).where(Discovered.pypi_name.is_not(None))
-                                   .distinct())).scalars().all()
+    named = await crawls_db.pypi_names(session)
     seen: dict[str, str] = {}
     for n in [*settings.pypi_packages, *named]:
         if n:
@@ -133,7 +136,7 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
             log.info("crawl_busy", source=source)
             return None
         run_id, since = run.id, run.since
-        st = await s.get(CrawlState, source)
+        st = await crawls_db.state(s, source)
         assert st is not None
         position = (st.cursor or {}).get("pos")
         started = (st.cursor or {}).get("started")
@@ -142,8 +145,12 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
     status, error = "finished", None
     meters, t0 = crawler_metrics(), time.monotonic()
     async with settings.egress.client(timeout=settings.crawl_timeout_seconds, follow_redirects=False) as client:
-        fetcher = sources.Fetcher(client, interval=settings.crawl_request_interval_seconds,
-                                  retries=settings.crawl_retries, max_bytes=settings.crawl_max_response_bytes)
+        fetcher = sources.Fetcher(
+            client,
+            interval=settings.crawl_request_interval_seconds,
+            retries=settings.crawl_retries,
+            max_bytes=settings.crawl_max_response_bytes,
+        )
         try:
             while True:
                 requests_before = fetcher.requests
@@ -155,7 +162,7 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
                 done = page.next is None
                 async with runtime.sessions() as s, s.begin():
                     new, updated = await _apply(s, run_id, source, page)
-                    run_row = await s.get(CrawlRun, run_id, with_for_update=True)
+                    run_row = await crawls_db.run(s, run_id, for_update=True)
                     assert run_row is not None
                     run_row.found += len(page.items)
                     run_row.new += new
@@ -165,9 +172,9 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
                     if page.errors:
                         run_row.errors += len(page.errors)
                         run_row.error_detail = [*run_row.error_detail, *page.errors][:MAX_ERROR_LINES]
-                    st = await s.get(CrawlState, source, with_for_update=True)
+                    st = await crawls_db.state(s, source, for_update=True)
                     assert st is not None
-                    now = (await s.execute(select(func.now()))).scalar_one()
+                    now = await repository.now(s)
                     if done:
                         run_row.status, run_row.finished_at = "finished", now
                         if source == "registry" and started:
@@ -195,37 +202,49 @@ async def run_crawl(runtime: Runtime, source: str, trigger: str = "schedule") ->
     return run_id
 
 
-async def _end(runtime: Runtime, run_id: uuid.UUID, source: str, status: str, error: str | None,
-               requests: int) -> None:
+async def _end(runtime: Runtime, run_id: uuid.UUID, source: str, status: str, error: str | None, requests: int) -> None:
     """A run that stops before its end: its position stays for the next run, the lease is freed."""
     assert runtime.sessions is not None
     async with runtime.sessions() as s, s.begin():
-        run_row = await s.get(CrawlRun, run_id, with_for_update=True)
+        run_row = await crawls_db.run(s, run_id, for_update=True)
         if run_row is None:
             return
-        run_row.status, run_row.finished_at = status, func.now()
+        run_row.status, run_row.finished_at = status, repository.now_sql()
         if error:
             run_row.errors += 1
             run_row.error_detail = [*run_row.error_detail, error][:MAX_ERROR_LINES]
-        await s.execute(update(CrawlState).where(CrawlState.source == source, CrawlState.run_id == run_id)
-                        .values(lease_owner=None, lease_until=None))
+        await crawls_db.release_lease(s, source, run_id)
 
 
-async def _fetch(f: sources.Fetcher, settings: Settings, source: str, position: dict[str, Any] | None,
-                 since: datetime | None, names: list[str]) -> sources.Page:
+async def _fetch(
+    f: sources.Fetcher,
+    settings: Settings,
+    source: str,
+    position: dict[str, Any] | None,
+    since: datetime | None,
+    names: list[str],
+) -> sources.Page:
     if source == "registry":
         return await sources.registry_page(f, settings.registry_url, position, since, settings.crawl_page_size)
     if source == "npm":
-        return await sources.npm_page(f, settings.npm_search_url, settings.npm_queries, position,
-                                      settings.npm_max_results)
+        return await sources.npm_page(
+            f, settings.npm_search_url, settings.npm_queries, position, settings.npm_max_results
+        )
     return await sources.pypi_page(f, settings.pypi_url, names, position)
 
 
-async def crawl_all(runtime: Runtime, trigger: str = "schedule") -> list[uuid.UUID]:
-    """Every configured source, one after the other (the registry first: PyPI looks up what it names)."""
+def configured_sources(settings: Settings) -> list[str]:
+    """The sources a crawl of all walks, in their order (the registry first: PyPI looks up what it names)."""
+    return [s for s in SOURCES if s in settings.crawl_sources]
+
+
+async def crawl_all(
+    runtime: Runtime, trigger: str = "schedule", chosen: Sequence[str] | None = None
+) -> list[uuid.UUID]:
+    """Every configured source (or the ``chosen`` ones), one after the other."""
     settings: Settings = runtime.settings
     runs = []
-    for source in [s for s in SOURCES if s in settings.crawl_sources]:
+    for source in configured_sources(settings) if chosen is None else chosen:
         try:
             run_id = await run_crawl(runtime, source, trigger)
         except Exception as exc:  # one source's bug must not stop the others

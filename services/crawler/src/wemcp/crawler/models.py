@@ -7,6 +7,15 @@
   watermark of the last complete run (the next run asks only for what changed since).
 - ``discovered``: one row per package key ever found: which source claimed it and a fingerprint of
   what was emitted, so an unchanged package is never emitted twice.
+- ``probe_targets``, ``probe_results``: the health probes' targets and results.
+- ``call_logs``: the request log, one row per MCP call the gateway completed, never its arguments or
+  results. Partitioned by day on ``at`` (``call_logs_pYYYYMMDD``, created ahead and dropped past the
+  retention by :mod:`wemcp.crawler.logs_store`); no primary key (a partitioned table's key would have
+  to include ``at``, and every row is already written once: the batch consumer applies a batch of
+  calls once). Indexes (on every partition): ``(user_id, at)`` for a caller's own log,
+  ``(server_slug, at)`` and ``(server_slug, status, at)`` for an owner's, ``(at)`` for an admin's.
+- ``logs_server_owners``: who owns which server slug (from ``server.submitted``), for the request
+  log's owner view.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, func, text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Index, Integer, String, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -34,8 +43,10 @@ probe_receipts = probe_table(Base.metadata)
 
 class CrawlRun(Base):
     __tablename__ = "crawl_runs"
-    __table_args__ = (Index("ix_crawl_runs_started", "started_at"),
-                      Index("ix_crawl_runs_source_started", "source", "started_at"))
+    __table_args__ = (
+        Index("ix_crawl_runs_started", "started_at"),
+        Index("ix_crawl_runs_source_started", "source", "started_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     source: Mapped[str] = mapped_column(String(20))  # registry | npm | pypi
@@ -119,3 +130,42 @@ class ProbeResult(Base):
     status: Mapped[str] = mapped_column(String(20))  # up | degraded | down
     latency_ms: Mapped[float | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
+
+
+# -- the request log ------------------------------------------------------------------------------------
+
+call_logs = Table(
+    "call_logs",
+    Base.metadata,
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("user_id", UUID(as_uuid=True)),
+    Column("server_slug", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("tool", Text),
+    Column("key_source", Text, nullable=False),
+    Column("metered", Boolean, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("error_code", Integer),
+    Column("latency_ms", Float, nullable=False),
+    Column("request_bytes", Integer, nullable=False),
+    Column("response_bytes", Integer, nullable=False),
+    Column("in_agent_run", Boolean, nullable=False),
+    postgresql_partition_by="RANGE (at)",
+)
+
+server_owners = Table(
+    "logs_server_owners",
+    Base.metadata,
+    Column("slug", Text, primary_key=True),
+    Column("owner_id", UUID(as_uuid=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# the columns COPY writes into call_logs, in order
+# fmt: off
+COPY_COLUMNS: tuple[str, ...] = (
+    "at", "event_id", "user_id", "server_slug", "method", "tool", "key_source", "metered", "status",
+    "error_code", "latency_ms", "request_bytes", "response_bytes", "in_agent_run"
+)
+# fmt: on

@@ -37,8 +37,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2 as httpx
-from sqlalchemy import and_, delete, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.common import sse
@@ -49,8 +47,10 @@ from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressPolicy
 from wemcp.common.outbox import add_event
 from wemcp.common.service import Runtime
+from wemcp.crawler import repository
 from wemcp.crawler.config import Settings
 from wemcp.crawler.models import ProbeResult, ProbeTarget, bus_tables
+from wemcp.crawler.repository import probes as probes_db
 from wemcp.crawler.telemetry import crawler_metrics
 
 log = get_logger("wemcp.crawler.probes")
@@ -63,38 +63,48 @@ MAX_TOOL_PAGES = 10
 def tools_hash(tools: Sequence[dict[str, Any]]) -> str:
     """Of what a client sees of the tools: name, description and input schema, in name order (the
     deployer's introspection and a probe's tools/list hash the same)."""
-    norm = sorted(({"name": t.get("name"), "description": t.get("description") or None,
-                    "inputSchema": t.get("inputSchema", t.get("input_schema")) or {}} for t in tools),
-                  key=lambda t: str(t["name"]))
+    norm = sorted(
+        (
+            {
+                "name": t.get("name"),
+                "description": t.get("description") or None,
+                "inputSchema": t.get("inputSchema", t.get("input_schema")) or {},
+            }
+            for t in tools
+        ),
+        key=lambda t: str(t["name"]),
+    )
     return hashlib.sha256(json.dumps(norm, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 # ---- targets, from the bus --------------------------------------------------------------------------
 
+
 async def on_server_deployed(event: ServerDeployed, session: AsyncSession) -> None:
     if event.backend in NOT_PROBED:
-        await session.execute(delete(ProbeTarget).where(ProbeTarget.slug == event.slug))
+        await probes_db.forget_target(session, event.slug)
         return
     tools = [{"name": t.name, "description": t.description, "inputSchema": t.input_schema} for t in event.tools]
-    values = {"slug": event.slug, "server_id": event.server_id, "backend": event.backend,
-              "kind": "remote" if event.backend in REMOTE else "hosted", "deployed_at": event.occurred_at,
-              "tools_hash": tools_hash(tools), "next_probe_at": func.now(), "probed_status": None}
-    stmt = pg_insert(ProbeTarget).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[ProbeTarget.slug], set_={k: stmt.excluded[k] for k in values if k != "slug"},
-        # a redelivered older deployment does not replace a newer one
-        where=or_(ProbeTarget.deployed_at.is_(None), ProbeTarget.deployed_at < stmt.excluded.deployed_at))
-    await session.execute(stmt)
+    values = {
+        "slug": event.slug,
+        "server_id": event.server_id,
+        "backend": event.backend,
+        "kind": "remote" if event.backend in REMOTE else "hosted",
+        "deployed_at": event.occurred_at,
+        "tools_hash": tools_hash(tools),
+        "next_probe_at": repository.now_sql(),
+        "probed_status": None,
+    }
+    await probes_db.put_target(session, values)  # a redelivered older deployment does not replace a newer one
 
 
 async def _decide(session: AsyncSession, event: ServerDisabled | ServerEnabled, enabled: bool) -> None:
-    row = (await session.execute(select(ProbeTarget).where(ProbeTarget.slug == event.slug).with_for_update())
-           ).scalar_one_or_none()
+    row = await probes_db.lock_target(session, event.slug)
     if row is None or (row.decided_at is not None and event.occurred_at <= row.decided_at):
         return  # unknown (never deployed) or older than the decision applied
     row.enabled, row.decided_at = enabled, event.occurred_at
     if enabled:
-        row.next_probe_at = func.now()
+        row.next_probe_at = repository.now_sql()
 
 
 async def on_server_disabled(event: ServerDisabled, session: AsyncSession) -> None:
@@ -113,16 +123,16 @@ async def on_calls(events: Sequence[Event], session: AsyncSession) -> None:
         if c.server_slug not in last or at > last[c.server_slug]:
             last[c.server_slug] = at
     for slug, at in last.items():
-        await session.execute(ProbeTarget.__table__.update().where(
-            ProbeTarget.slug == slug, or_(ProbeTarget.last_call_at.is_(None), ProbeTarget.last_call_at < at))
-            .values(last_call_at=at))
+        await probes_db.called(session, slug, at)
 
 
 # ---- one probe --------------------------------------------------------------------------------------
 
+
 class ProbeOutcome:
-    def __init__(self, status: str, latency_ms: float | None, error: str | None = None,
-                 tools: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, status: str, latency_ms: float | None, error: str | None = None, tools: list[dict[str, Any]] | None = None
+    ) -> None:
         self.status, self.latency_ms, self.error, self.tools = status, latency_ms, error, tools
 
 
@@ -147,18 +157,30 @@ async def probe_once(client: httpx.AsyncClient, url: str, headers: dict[str, str
     t0 = time.perf_counter()
     sid = None
     try:
-        r = await client.post(url, headers=base, json={
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": PROBE_VERSION, "capabilities": {},
-                       "clientInfo": {"name": "wemcp-health-probe", "version": "1"}}})
+        r = await client.post(
+            url,
+            headers=base,
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": PROBE_VERSION,
+                    "capabilities": {},
+                    "clientInfo": {"name": "wemcp-health-probe", "version": "1"},
+                },
+            },
+        )
         if r.status_code != 200:
             return ProbeOutcome("down", None, f"initialize: HTTP {r.status_code}")
         init = _reply(r, 1)
         if "error" in init:
             return ProbeOutcome("down", None, f"initialize: {str(init['error'].get('message'))[:300]}")
         sid = r.headers.get("mcp-session-id")
-        session_headers = {**base, "MCP-Protocol-Version": str(init.get("result", {}).get(
-            "protocolVersion") or PROBE_VERSION)}
+        session_headers = {
+            **base,
+            "MCP-Protocol-Version": str(init.get("result", {}).get("protocolVersion") or PROBE_VERSION),
+        }
         if sid:
             session_headers["Mcp-Session-Id"] = sid
         await client.post(url, headers=session_headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
@@ -166,8 +188,11 @@ async def probe_once(client: httpx.AsyncClient, url: str, headers: dict[str, str
         cursor = None
         for page in range(MAX_TOOL_PAGES):
             params: dict[str, Any] = {"cursor": cursor} if cursor else {}
-            r = await client.post(url, headers=session_headers,
-                                  json={"jsonrpc": "2.0", "id": 2 + page, "method": "tools/list", "params": params})
+            r = await client.post(
+                url,
+                headers=session_headers,
+                json={"jsonrpc": "2.0", "id": 2 + page, "method": "tools/list", "params": params},
+            )
             latency = (time.perf_counter() - t0) * 1000
             if r.status_code != 200:
                 return ProbeOutcome("degraded", latency, f"tools/list: HTTP {r.status_code}")
@@ -193,18 +218,13 @@ async def probe_once(client: httpx.AsyncClient, url: str, headers: dict[str, str
 
 # ---- the schedule -----------------------------------------------------------------------------------
 
+
 async def _stats(session: AsyncSession, slug: str, now: datetime) -> dict[str, float | None]:
-    ok = ProbeResult.status.in_(("up", "degraded"))
     out: dict[str, float | None] = {}
     for label, days in (("uptime_24h", 1), ("uptime_7d", 7)):
-        total, good = (await session.execute(select(func.count(), func.count().filter(ok)).where(
-            ProbeResult.slug == slug, ProbeResult.at > now - timedelta(days=days)))).one()
+        total, good = await probes_db.uptime(session, slug, now - timedelta(days=days))
         out[label] = round(good / total, 4) if total else None
-    p50, p95 = (await session.execute(select(
-        func.percentile_cont(0.5).within_group(ProbeResult.latency_ms),
-        func.percentile_cont(0.95).within_group(ProbeResult.latency_ms)).where(
-        ProbeResult.slug == slug, ProbeResult.at > now - timedelta(days=1), ProbeResult.latency_ms.is_not(None))
-    )).one()
+    p50, p95 = await probes_db.latency(session, slug, now - timedelta(days=1))
     out["p50_ms"] = round(p50, 1) if p50 is not None else None
     out["p95_ms"] = round(p95, 1) if p95 is not None else None
     return out
@@ -213,27 +233,54 @@ async def _stats(session: AsyncSession, slug: str, now: datetime) -> dict[str, f
 def idle_now(t: ProbeTarget, now: datetime, settings: Settings) -> bool:
     """Scaled to zero for lack of calls, and healthy when last probed (a server that is down keeps
     being probed every interval)."""
-    return (t.kind == "hosted" and t.probed_status in ("up", "degraded")
-            and (t.last_call_at is None or t.last_call_at < now - timedelta(seconds=settings.idle_after_seconds))
-            and (t.last_probe_at is None or t.last_probe_at < now - timedelta(seconds=settings.idle_after_seconds)))
+    return (
+        t.kind == "hosted"
+        and t.probed_status in ("up", "degraded")
+        and (t.last_call_at is None or t.last_call_at < now - timedelta(seconds=settings.idle_after_seconds))
+        and (t.last_probe_at is None or t.last_probe_at < now - timedelta(seconds=settings.idle_after_seconds))
+    )
 
 
-async def _report(session: AsyncSession, t: ProbeTarget, status: str, now: datetime, settings: Settings,
-                  outcome: ProbeOutcome | None, tools_changed: list[dict[str, Any]] | None) -> None:
-    due = t.last_reported_at is None or \
-        t.last_reported_at <= now - timedelta(seconds=settings.health_report_seconds)
+async def _report(
+    session: AsyncSession,
+    t: ProbeTarget,
+    status: str,
+    now: datetime,
+    settings: Settings,
+    outcome: ProbeOutcome | None,
+    tools_changed: list[dict[str, Any]] | None,
+) -> None:
+    due = t.last_reported_at is None or t.last_reported_at <= now - timedelta(seconds=settings.health_report_seconds)
     if status == t.status and tools_changed is None and not due:
         return
     stats = await _stats(session, t.slug, now)
-    await add_event(session, bus_tables, ServerHealth(
-        server_id=t.server_id, slug=t.slug, status=status, checked_at=now,
-        latency_ms=round(outcome.latency_ms, 1) if outcome and outcome.latency_ms is not None else None,
-        error=outcome.error if outcome else None,
-        tool_count=len(outcome.tools) if outcome and outcome.tools is not None else None,
-        tools=[ToolInfo(name=str(x.get("name")), title=x.get("title"), description=x.get("description"),
-                        input_schema=x.get("inputSchema") or {}, output_schema=x.get("outputSchema"),
-                        annotations=x.get("annotations")) for x in tools_changed] if tools_changed is not None
-        else None, **stats))
+    await add_event(
+        session,
+        bus_tables,
+        ServerHealth(
+            server_id=t.server_id,
+            slug=t.slug,
+            status=status,
+            checked_at=now,
+            latency_ms=round(outcome.latency_ms, 1) if outcome and outcome.latency_ms is not None else None,
+            error=outcome.error if outcome else None,
+            tool_count=len(outcome.tools) if outcome and outcome.tools is not None else None,
+            tools=[
+                ToolInfo(
+                    name=str(x.get("name")),
+                    title=x.get("title"),
+                    description=x.get("description"),
+                    input_schema=x.get("inputSchema") or {},
+                    output_schema=x.get("outputSchema"),
+                    annotations=x.get("annotations"),
+                )
+                for x in tools_changed
+            ]
+            if tools_changed is not None
+            else None,
+            **stats,
+        ),
+    )
     t.status, t.last_reported_at = status, now
 
 
@@ -242,16 +289,17 @@ async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -
     settings: Settings = runtime.settings
     assert runtime.sessions is not None
     async with runtime.sessions() as s:
-        t = await s.get(ProbeTarget, slug)
+        t = await probes_db.target(s, slug)
         if t is None or not t.enabled:
             return None
-        now = (await s.execute(select(func.now()))).scalar_one()
+        now = await repository.now(s)
         idle = idle_now(t, now, settings)
-        rare_due = t.last_probe_at is None or \
-            t.last_probe_at <= now - timedelta(seconds=settings.idle_probe_interval_seconds)
+        rare_due = t.last_probe_at is None or t.last_probe_at <= now - timedelta(
+            seconds=settings.idle_probe_interval_seconds
+        )
     if idle and not rare_due:  # scaled to zero: say so, do not wake it
         async with runtime.sessions() as s, s.begin():
-            t = await s.get(ProbeTarget, slug, with_for_update=True)
+            t = await probes_db.target(s, slug, for_update=True)
             if t is None:
                 return None
             await _report(s, t, "idle", now, settings, None, None)
@@ -261,12 +309,13 @@ async def probe_target(runtime: Runtime, client: httpx.AsyncClient, slug: str) -
     url = f"{settings.gateway_url.rstrip('/')}/mcp/{slug}"
     outcome = await probe_once(client, url, runtime.issuer.headers("gateway"), settings.probe_slow_ms)
     async with runtime.sessions() as s, s.begin():
-        t = await s.get(ProbeTarget, slug, with_for_update=True)
+        t = await probes_db.target(s, slug, for_update=True)
         if t is None:
             return None
-        now = (await s.execute(select(func.now()))).scalar_one()
-        s.add(ProbeResult(slug=slug, at=now, status=outcome.status, latency_ms=outcome.latency_ms,
-                          error=outcome.error))
+        now = await repository.now(s)
+        repository.add(
+            s, ProbeResult(slug=slug, at=now, status=outcome.status, latency_ms=outcome.latency_ms, error=outcome.error)
+        )
         await s.flush()
         changed = None
         if outcome.tools is not None:
@@ -298,12 +347,7 @@ def probe_client(settings: Settings) -> httpx.AsyncClient:
 async def due_slugs(runtime: Runtime, limit: int = 200) -> list[str]:
     assert runtime.sessions is not None
     async with runtime.sessions() as s:
-        return list((await s.execute(select(ProbeTarget.slug).where(
-            ProbeTarget.enabled,
-            or_(ProbeTarget.next_probe_at <= func.now(), ProbeTarget.next_probe_at.is_(None),
-                # an idle server that was called since its last probe is awake again
-                and_(ProbeTarget.status == "idle", ProbeTarget.last_call_at > ProbeTarget.last_probe_at)))
-            .order_by(ProbeTarget.next_probe_at.nulls_first()).limit(limit))).scalars())
+        return await probes_db.due_slugs(s, limit)
 
 
 async def probe_due(runtime: Runtime, client: httpx.AsyncClient) -> dict[str, str | None]:
@@ -317,6 +361,7 @@ async def probe_due(runtime: Runtime, client: httpx.AsyncClient) -> dict[str, st
                 results[slug] = await probe_target(runtime, client, slug)
             except Exception as exc:  # one target's trouble must not stop the round
                 log.error("probe_crashed", slug=slug, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+
     await asyncio.gather(*(one(s) for s in await due_slugs(runtime)))
     return results
 
@@ -325,8 +370,7 @@ async def prune(runtime: Runtime) -> None:
     settings: Settings = runtime.settings
     assert runtime.sessions is not None
     async with runtime.sessions() as s, s.begin():
-        await s.execute(delete(ProbeResult).where(
-            ProbeResult.at < func.now() - timedelta(days=settings.probe_retention_days)))
+        await probes_db.prune_results(s, settings.probe_retention_days)
 
 
 async def probe_loop(runtime: Runtime) -> None:

@@ -106,8 +106,7 @@ class Fetcher:
             await self._pace()
             self.requests += 1
             try:
-                async with self.client.stream("GET", url, params=params,
-                                              headers={"Accept": "application/json"}) as r:
+                async with self.client.stream("GET", url, params=params, headers={"Accept": "application/json"}) as r:
                     if r.status_code == 404:
                         raise NotFound(url)
                     if r.status_code == 429 or r.status_code >= 500:
@@ -144,10 +143,11 @@ def _retry_after(header: str | None, attempt: int) -> float:
             return min(max(float(header), 0.0), 60.0)
         except ValueError:
             pass
-    return min(0.5 * 2 ** attempt, 30.0)
+    return min(0.5 * 2**attempt, 30.0)
 
 
 # ---- registry ------------------------------------------------------------------------------------
+
 
 def registry_item(entry: Any) -> Found | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("server"), dict):
@@ -162,15 +162,29 @@ def registry_item(entry: Any) -> Found | None:
     key = package_key(doc)
     if key is None or not isinstance(doc.get("name"), str):
         return None
-    pypi = next((p.get("identifier") for p in doc.get("packages") or []
-                 if isinstance(p, dict) and p.get("registryType") == "pypi"), None)
+    pypi = next(
+        (
+            p.get("identifier")
+            for p in doc.get("packages") or []
+            if isinstance(p, dict) and p.get("registryType") == "pypi"
+        ),
+        None,
+    )
     updated = meta.get("updatedAt") or meta.get("publishedAt")
-    return Found(key=key, name=doc["name"], version=doc.get("version"), description=doc.get("description") or "",
-                 server_json=doc, pypi_name=pypi, updated_at=_parse_time(updated))
+    return Found(
+        key=key,
+        name=doc["name"],
+        version=doc.get("version"),
+        description=doc.get("description") or "",
+        server_json=doc,
+        pypi_name=pypi,
+        updated_at=_parse_time(updated),
+    )
 
 
-async def registry_page(f: Fetcher, base: str, position: dict[str, Any] | None, since: datetime | None,
-                        page_size: int) -> Page:
+async def registry_page(
+    f: Fetcher, base: str, position: dict[str, Any] | None, since: datetime | None, page_size: int
+) -> Page:
     params: dict[str, Any] = {"limit": page_size}
     if position and position.get("cursor"):
         params["cursor"] = position["cursor"]
@@ -185,30 +199,56 @@ async def registry_page(f: Fetcher, base: str, position: dict[str, Any] | None, 
     return Page(items, {"cursor": nxt} if nxt else None)
 
 
+# ---- npm and PyPI: one stdio package each --------------------------------------------------------
+
+
+def _stdio_package(registry: str, obj: Any, part: str, summary: str) -> tuple[dict[str, Any], Found] | None:
+    """An npm search hit's ``package`` or a PyPI answer's ``info`` (``obj[part]``) with a string name and
+    version, and the package found: one stdio package of ``registry``, described by its ``summary``
+    field (the caller adds what else it knows to its ``server_json``). None: ``obj`` holds no such part."""
+    meta = obj.get(part) if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("version"), str):
+        return None
+    name, version = meta["name"], meta["version"]
+    description = str(meta.get(summary) or "")[:2000]
+    doc: dict[str, Any] = {
+        "name": registry_name(registry, name),
+        "title": name[:100],
+        "description": description,
+        "version": version,
+        "packages": [
+            {"registryType": registry, "identifier": name, "version": version, "transport": {"type": "stdio"}}
+        ],
+    }
+    return meta, Found(
+        key=f"{registry}:{name}", name=doc["name"], version=version, description=description, server_json=doc
+    )
+
+
 # ---- npm -----------------------------------------------------------------------------------------
 
+
 def npm_item(obj: Any) -> Found | None:
-    pkg = obj.get("package") if isinstance(obj, dict) else None
-    if not isinstance(pkg, dict) or not isinstance(pkg.get("name"), str) or not isinstance(pkg.get("version"), str):
+    got = _stdio_package("npm", obj, "package", "description")
+    if got is None:
         return None
-    name, version = pkg["name"], pkg["version"]
-    description = str(pkg.get("description") or "")[:2000]
-    doc: dict[str, Any] = {
-        "name": registry_name("npm", name), "title": name[:100], "description": description, "version": version,
-        "packages": [{"registryType": "npm", "identifier": name, "version": version, "transport": {"type": "stdio"}}],
-    }
+    pkg, found = got
+    doc = found.server_json
     links = pkg.get("links") or {}
     if isinstance(links.get("homepage"), str) and links["homepage"].startswith(("http://", "https://")):
         doc["websiteUrl"] = links["homepage"][:500]
     if isinstance(links.get("repository"), str) and links["repository"].startswith("https://"):
-        doc["repository"] = {"url": links["repository"][:500], "source": "github" if "github.com" in
-                             links["repository"] else "git"}
-    return Found(key=f"npm:{name}", name=doc["name"], version=version, description=description, server_json=doc,
-                 updated_at=_parse_time(pkg.get("date")))
+        doc["repository"] = {
+            "url": links["repository"][:500],
+            "source": "github" if "github.com" in links["repository"] else "git",
+        }
+    found.updated_at = _parse_time(pkg.get("date"))
+    return found
 
 
-async def npm_page(f: Fetcher, base: str, queries: list[str], position: dict[str, Any] | None,
-                   max_results: int) -> Page:
+async def npm_page(
+    f: Fetcher, base: str, queries: list[str], position: dict[str, Any] | None, max_results: int
+) -> Page:
     pos = position or {"q": 0, "from": 0}
     qi, offset = int(pos.get("q", 0)), int(pos.get("from", 0))
     if qi >= len(queries):
@@ -227,35 +267,29 @@ async def npm_page(f: Fetcher, base: str, queries: list[str], position: dict[str
 
 # ---- PyPI ----------------------------------------------------------------------------------------
 
+
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def pypi_item(data: Any) -> Found | None:
-    info = data.get("info") if isinstance(data, dict) else None
-    if not isinstance(info, dict) or not isinstance(info.get("name"), str) or not isinstance(info.get("version"), str):
+    got = _stdio_package("pypi", data, "info", "summary")
+    if got is None:
         return None
-    name, version = info["name"], info["version"]
-    description = str(info.get("summary") or "")[:2000]
-    doc: dict[str, Any] = {
-        "name": registry_name("pypi", name), "title": name[:100], "description": description, "version": version,
-        "packages": [{"registryType": "pypi", "identifier": name, "version": version,
-                      "transport": {"type": "stdio"}}],
-    }
+    info, found = got
     urls = info.get("project_urls") or {}
     home = urls.get("Homepage") or urls.get("homepage") or info.get("home_page")
     if isinstance(home, str) and home.startswith(("http://", "https://")):
-        doc["websiteUrl"] = home[:500]
-    return Found(key=f"pypi:{name}", name=doc["name"], version=version, description=description, server_json=doc)
+        found.server_json["websiteUrl"] = home[:500]
+    return found
 
 
-async def pypi_page(f: Fetcher, base: str, names: list[str], position: dict[str, Any] | None,
-                    batch: int = 20) -> Page:
+async def pypi_page(f: Fetcher, base: str, names: list[str], position: dict[str, Any] | None, batch: int = 20) -> Page:
     """``batch`` names per page (one request each); the position is an index into ``names``
     (sorted, so a resumed run continues where it stopped)."""
     start = int((position or {}).get("i", 0))
     items, errors = [], []
-    for name in names[start:start + batch]:
+    for name in names[start : start + batch]:
         try:
             data = await f.get_json(f"{base.rstrip('/')}/pypi/{quote(name, safe='')}/json")
         except NotFound:

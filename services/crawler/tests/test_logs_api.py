@@ -19,8 +19,9 @@ from wemcp.common.identity import Identity
 from wemcp.common.service import LagWatcher, running
 from wemcp.common.trust import PlatformHeaders
 from wemcp.crawler.config import Settings
-from wemcp.crawler.logs_store import Partitions, partition_name
+from wemcp.crawler.logs_store import Partitions
 from wemcp.crawler.main import SPEC
+from wemcp.crawler.repository.logs import partition_name
 from wemcp.devstack.testing import metric_points, metric_reader, wait_for
 
 pytestmark = pytest.mark.usefixtures("clean_db", "clean_bus")
@@ -37,11 +38,30 @@ def as_user(uid: uuid.UUID, role: str = "user") -> PlatformHeaders:
 ADMIN = as_user(uuid.uuid4(), "admin")
 
 
-def call(user: uuid.UUID | None, server: str = "maps", *, at: datetime | None = None, status: str = "ok",
-         tool: str | None = "route", method: str = "tools/call", code: int | None = None) -> McpCallCompleted:
-    return McpCallCompleted(user_id=user, server_slug=server, method=method, tool=tool, key_source="vault",
-                            metered=True, status=status, error_code=code, latency_ms=12.5, request_bytes=100,
-                            response_bytes=2048, occurred_at=at or datetime.now(UTC))  # type: ignore[arg-type]
+def call(
+    user: uuid.UUID | None,
+    server: str = "maps",
+    *,
+    at: datetime | None = None,
+    status: str = "ok",
+    tool: str | None = "route",
+    method: str = "tools/call",
+    code: int | None = None,
+) -> McpCallCompleted:
+    return McpCallCompleted(
+        user_id=user,
+        server_slug=server,
+        method=method,
+        tool=tool,
+        key_source="vault",
+        metered=True,
+        status=status,
+        error_code=code,
+        latency_ms=12.5,
+        request_bytes=100,
+        response_bytes=2048,
+        occurred_at=at or datetime.now(UTC),
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -72,12 +92,14 @@ async def count_rows(app) -> int:
     rt = app.state.runtime
     async with rt.engine.connect() as conn:
         from sqlalchemy import text
+
         return (await conn.execute(text("SELECT count(*) FROM crawler.call_logs"))).scalar_one()
 
 
 async def stored(app, n: int) -> None:
     async def enough() -> bool:
         return await count_rows(app) >= n
+
     await wait_for(enough, timeout=15)
 
 
@@ -104,8 +126,9 @@ async def test_a_user_reads_their_last_100_calls_and_no_one_elses(app, http, js)
     assert first["key_source"] == "vault" and first["metered"] is True and first["status"] == "ok"
     assert first["latency_ms"] == 12.5 and first["request_bytes"] == 100 and first["response_bytes"] == 2048
     assert "arguments" not in first and "result" not in first
-    r2 = await http.get("/api/v1/logs/calls", params={"limit": 100, "cursor": page["next_cursor"]},
-                        headers=as_user(ALICE))
+    r2 = await http.get(
+        "/api/v1/logs/calls", params={"limit": 100, "cursor": page["next_cursor"]}, headers=as_user(ALICE)
+    )
     rest = r2.json()
     assert [i["id"] for i in rest["items"]] == [str(c.event_id) for c in mine[100:]]
     assert rest["next_cursor"] is None
@@ -118,20 +141,28 @@ async def test_a_user_reads_their_last_100_calls_and_no_one_elses(app, http, js)
     assert {i["caller"] for i in r.json()["items"]} == {str(BOB)}
     # view=all is an admin's; the owner view of servers Bob does not own is refused without telling more
     assert is_problem(await http.get("/api/v1/logs/calls", params={"view": "all"}, headers=as_user(BOB)), 403)
-    assert is_problem(await http.get("/api/v1/logs/calls", params={"view": "servers", "server": "maps"},
-                                     headers=as_user(BOB)), 404)
+    assert is_problem(
+        await http.get("/api/v1/logs/calls", params={"view": "servers", "server": "maps"}, headers=as_user(BOB)), 404
+    )
     assert is_problem(await http.get("/api/v1/logs/calls"), 401)
     # a bare identity header is no identity
     assert is_problem(await http.get("/api/v1/logs/calls", headers={"x-wemcp-user-id": str(ALICE)}), 401)
 
 
 async def test_an_owner_sees_calls_to_their_server_with_callers_pseudonymised(app, http, js):
-    await publish(js, ServerSubmitted(server_id=uuid.uuid4(), slug="maps", name="acme/maps", owner_id=OWNER, spec={}),
-                  ServerSubmitted(server_id=uuid.uuid4(), slug="search", name="acme/search", owner_id=BOB, spec={}))
+    await publish(
+        js,
+        ServerSubmitted(server_id=uuid.uuid4(), slug="maps", name="acme/maps", owner_id=OWNER, spec={}),
+        ServerSubmitted(server_id=uuid.uuid4(), slug="search", name="acme/search", owner_id=BOB, spec={}),
+    )
     now = datetime.now(UTC)
-    calls = [call(ALICE, at=now - timedelta(seconds=1)), call(BOB, at=now - timedelta(seconds=2)),
-             call(ALICE, at=now - timedelta(seconds=3), status="error", code=-32603),
-             call(ALICE, server="search", at=now - timedelta(seconds=4)), call(None, at=now - timedelta(seconds=5))]
+    calls = [
+        call(ALICE, at=now - timedelta(seconds=1)),
+        call(BOB, at=now - timedelta(seconds=2)),
+        call(ALICE, at=now - timedelta(seconds=3), status="error", code=-32603),
+        call(ALICE, server="search", at=now - timedelta(seconds=4)),
+        call(None, at=now - timedelta(seconds=5)),
+    ]
     await publish(js, McpCallsCompleted(gateway="gw", calls=calls))
     await stored(app, 5)
 
@@ -139,6 +170,7 @@ async def test_an_owner_sees_calls_to_their_server_with_callers_pseudonymised(ap
         r = await http.get("/api/v1/logs/calls", params={"view": "servers"}, headers=as_user(OWNER))
         assert r.status_code == 200, r.text
         return r.json()["items"]
+
     items = await wait_for(owner_sees, timeout=10)
     assert [i["id"] for i in items] == [str(c.event_id) for c in calls if c.server_slug == "maps"]
     callers = [i["caller"] for i in items]
@@ -150,8 +182,9 @@ async def test_an_owner_sees_calls_to_their_server_with_callers_pseudonymised(ap
     (search,) = r.json()["items"]
     assert search["caller"] not in callers and search["caller"].startswith("caller-")
     # status filter on the owner's server
-    r = await http.get("/api/v1/logs/calls", params={"view": "servers", "server": "maps", "status": "error"},
-                       headers=as_user(OWNER))
+    r = await http.get(
+        "/api/v1/logs/calls", params={"view": "servers", "server": "maps", "status": "error"}, headers=as_user(OWNER)
+    )
     assert [i["error_code"] for i in r.json()["items"]] == [-32603]
     # the owner's own view has none of this (the owner made no calls)
     assert (await http.get("/api/v1/logs/calls", headers=as_user(OWNER))).json()["items"] == []
@@ -162,8 +195,10 @@ async def test_an_owner_sees_calls_to_their_server_with_callers_pseudonymised(ap
 
 async def test_filters_time_range_and_bad_input(app, http, js):
     now = datetime.now(UTC)
-    calls = [call(ALICE, at=now - timedelta(hours=h), tool=f"t{h % 2}", status="ok" if h % 3 else "timeout")
-             for h in range(30)]
+    calls = [
+        call(ALICE, at=now - timedelta(hours=h), tool=f"t{h % 2}", status="ok" if h % 3 else "timeout")
+        for h in range(30)
+    ]
     await publish(js, McpCallsCompleted(gateway="gw", calls=calls))
     await stored(app, 30)
     q = {"tool": "t1", "status": "timeout", "since": (now - timedelta(hours=24)).isoformat()}
@@ -178,18 +213,21 @@ async def test_filters_time_range_and_bad_input(app, http, js):
     bad = [{"cursor": "not-a-cursor"}, {"limit": 101}, {"since": now.isoformat(), "until": now.isoformat()}]
     for params in bad:
         assert is_problem(await http.get("/api/v1/logs/calls", params=params, headers=as_user(ALICE)), 400), params
-    for params in [{"status": "bogus"}, {"limit": 0}, {"since": "yesterday"}, {"view": "everyone"},
-                   {"format": "xml"}]:
+    for params in [{"status": "bogus"}, {"limit": 0}, {"since": "yesterday"}, {"view": "everyone"}, {"format": "xml"}]:
         assert is_problem(await http.get("/api/v1/logs/calls", params=params, headers=as_user(ALICE)), 422), params
 
 
 async def test_an_admin_exports_csv(app, http, js):
     now = datetime.now(UTC)
-    calls = [call(ALICE, at=now - timedelta(seconds=i), tool="=HYPERLINK(1)" if i == 0 else "route")
-             for i in range(2500)]
-    await publish(js, McpCallsCompleted(gateway="gw", calls=calls[:1000]),
-                  McpCallsCompleted(gateway="gw", calls=calls[1000:2000]),
-                  McpCallsCompleted(gateway="gw", calls=calls[2000:]))
+    calls = [
+        call(ALICE, at=now - timedelta(seconds=i), tool="=HYPERLINK(1)" if i == 0 else "route") for i in range(2500)
+    ]
+    await publish(
+        js,
+        McpCallsCompleted(gateway="gw", calls=calls[:1000]),
+        McpCallsCompleted(gateway="gw", calls=calls[1000:2000]),
+        McpCallsCompleted(gateway="gw", calls=calls[2000:]),
+    )
     await stored(app, 2500)
     r = await http.get("/api/v1/logs/calls", params={"view": "all", "format": "csv"}, headers=ADMIN)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
@@ -203,8 +241,9 @@ async def test_an_admin_exports_csv(app, http, js):
     # a user's export is their own log; view=all stays an admin's
     r = await http.get("/api/v1/logs/calls", params={"format": "csv"}, headers=as_user(BOB))
     assert r.status_code == 200 and list(csv.DictReader(io.StringIO(r.text))) == []
-    assert is_problem(await http.get("/api/v1/logs/calls", params={"view": "all", "format": "csv"},
-                                     headers=as_user(BOB)), 403)
+    assert is_problem(
+        await http.get("/api/v1/logs/calls", params={"view": "all", "format": "csv"}, headers=as_user(BOB)), 403
+    )
 
 
 async def test_partitions_are_kept_ahead_and_dropped_past_retention(app, http, js):
@@ -234,13 +273,20 @@ def now_minus(**kw) -> datetime:
 
 
 async def test_calls_become_metrics_by_server_method_and_outcome(app, js):
-    calls = [call(ALICE), call(ALICE, status="error", code=-32603), call(BOB, method="resources/read", tool=None),
-             call(BOB, status="refused", code=-32029), call(BOB, method="weird/$method", tool=None)]
+    calls = [
+        call(ALICE),
+        call(ALICE, status="error", code=-32603),
+        call(BOB, method="resources/read", tool=None),
+        call(BOB, status="refused", code=-32029),
+        call(BOB, method="weird/$method", tool=None),
+    ]
     await publish(js, McpCallsCompleted(gateway="gw", calls=calls))
     await stored(app, 5)
     points = metric_points(_READER)
-    calls_by = {(p.attributes["server"], p.attributes["method"], p.attributes["outcome"]): p.value
-                for p in points["wemcp.mcp.calls"]}
+    calls_by = {
+        (p.attributes["server"], p.attributes["method"], p.attributes["outcome"]): p.value
+        for p in points["wemcp.mcp.calls"]
+    }
     assert calls_by[("maps", "tools/call", "ok")] >= 1 and calls_by[("maps", "tools/call", "refused")] >= 1
     assert ("maps", "other", "ok") in calls_by and ("maps", "resources/read", "ok") in calls_by
     assert not any(m == "weird/$method" for _, m, _ in calls_by)
