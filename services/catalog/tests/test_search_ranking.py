@@ -77,7 +77,7 @@ async def test_idf_prefix_bigrams_and_one_statement(catalog: Any) -> None:
     elsewhere: list[str] = []
     search_engine = of(app.state.runtime).search_engine
     assert search_engine is not None
-    async with of(app.state.runtime).search_sessions() as s:  # type: ignore[misc]
+    async with of(app.state.runtime).search_sessions() as s:
         # autocommit: each statement is a transaction of its own, no BEGIN/COMMIT round trips around
         # search's one statement (inside one transaction now() would not move)
         first = (await s.execute(text("SELECT now()"))).scalar_one()
@@ -110,7 +110,7 @@ async def test_search_survives_its_connection_closed_by_the_database(catalog: An
     assert search_sessions is not None
     async with search_sessions() as s:  # the one connection search's pool holds (searches ran one at a time)
         pids = [(await s.execute(text("SELECT pg_backend_pid()"))).scalar_one()]
-    pool = of(app.state.runtime).search_engine.sync_engine.pool  # type: ignore[union-attr]
+    pool = of(app.state.runtime).search_engine.sync_engine.pool
     assert pool.checkedin() == 1
     async with app.state.runtime.sessions() as s:
         assert (await s.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pids[0]})).scalar_one() is True
