@@ -88,19 +88,36 @@ def test_plan_terms_and_unknown_words() -> None:
     plan = plan_terms("wether forcast", stats, Settings())
     assert plan is not None
     assert {"weather", "forecast"} <= set(plan.terms)
-    assert plan.rare == "(forcast | forecast) | (wether | weather)" and plan.common == ""  # rarest first
+    # rarest first; each corrected word also brings its glossary translations, as a correct one does
+    assert plan.rare == "(forcast | forecast | 天气 | 预报) | (wether | weather | 天气)" and plan.common == ""
     assert plan_terms("the and", stats, Settings()) is None  # stop words only
     unseen = plan_terms("qqqqzz", stats, Settings())
     assert unseen is not None and unseen.rare == "qqqqzz"
-    assert has_unknown_word("wether", stats) and not has_unknown_word("weather forecast", stats)
+    assert not has_unknown_word("weather forecast", stats)
+    # a misspelling the full text corrects, or a prefix it expands, needs no trigram look-up
+    assert not has_unknown_word("wether", stats) and not has_unknown_word("weath", stats)
+    assert has_unknown_word("qqqqzz", stats) and has_unknown_word("weather wthr", stats)  # nothing stands in
     assert has_unknown_word("", stats)
+
+
+def test_a_correction_brings_its_expansions_and_translations() -> None:
+    stats = _stats({"postgres": 3, "postgresql": 12, "xiaohongshu": 5, "小红书": 8}, 100)
+    groups = term_groups("postgress xiaohongsu", stats, prefix_weight=0.5, translation_weight=1.0,
+                         correction_weight=0.5)
+    postgres, xhs = groups
+    assert set(postgres) == {"postgress", "postgres", "postgresql"}
+    assert postgres["postgresql"] == 0.5 * 0.5 * stats.idf("postgresql")  # both discounts
+    assert set(xhs) >= {"xiaohongsu", "xiaohongshu", "小红书"}
+    assert xhs["小红书"] == 0.5 * stats.idf("小红书")
+    # without corrections, neither comes
+    assert set(term_groups("postgress", stats, 0.5, 1.0, correction_weight=0.0)[0]) == {"postgress"}
 
 
 def test_plans_are_cached_per_statistics_and_settings() -> None:
     stats = _stats({"weather": 40}, 100)
     settings = Settings()
     first = cached_plan("wether", stats, settings)
-    assert first[0] is not None and "weather" in first[0].terms and first[1]  # corrected, unknown word
+    assert first[0] is not None and "weather" in first[0].terms and not first[1]  # corrected: no trigram
     assert cached_plan("wether", stats, settings) is first
     uncorrected = cached_plan("wether", stats, settings.model_copy(update={"correction_weight": 0.0}))[0]
     assert uncorrected is not None and uncorrected.terms == ["wether"]

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import numpy as np
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from wemcp.catalog.embedding import LanguageCentered, chinese_share
 from wemcp.catalog.projection import project
@@ -74,16 +74,50 @@ async def test_idf_prefix_bigrams_and_one_statement(catalog: Any) -> None:
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    engine = app.state.runtime.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
+    elsewhere: list[str] = []
+    search_engine = of(app.state.runtime).search_engine
+    assert search_engine is not None
+    async with of(app.state.runtime).search_sessions() as s:
+        # autocommit: each statement is a transaction of its own, no BEGIN/COMMIT round trips around
+        # search's one statement (inside one transaction now() would not move)
+        first = (await s.execute(text("SELECT now()"))).scalar_one()
+        await s.execute(text("SELECT pg_sleep(0.01)"))
+        assert (await s.execute(text("SELECT now()"))).scalar_one() > first
+    assert search_engine.sync_engine.pool._pre_ping is False  # no ping either: search.run retries instead
+    engines = [(search_engine.sync_engine, count),
+               (app.state.runtime.engine.sync_engine, lambda conn, cursor, statement, *a: elsewhere.append(statement))]
+    for engine, listener in engines:
+        event.listen(engine, "before_cursor_execute", listener)
     try:
         await _search(c, slugs, "weather forecast")  # warm: the pool's connection, the query vector
         statements.clear()
         assert (await _search(c, slugs, "weather forecast"))[0] == "weather-now"
     finally:
-        event.remove(engine, "before_cursor_execute", count)
-    searches = [s for s in statements if "search_docs" in s]
-    assert len(searches) == 1, statements  # the three retrievers and the page: one statement
+        for engine, listener in engines:
+            event.remove(engine, "before_cursor_execute", listener)
+    assert len(statements) == 1 and "search_docs" in statements[0], statements  # retrievers and page: one
+    assert [s for s in elsewhere if "search_docs" in s] == []  # all on search's own pool
+
+
+async def test_search_survives_its_connection_closed_by_the_database(catalog: Any) -> None:
+    """A database restart closes every pooled connection; search's pool does not ping at checkout,
+    so the first search on a closed connection fails inside and is run once more, not answered
+    with a 500."""
+    app, c = catalog
+    slugs = await _add(app, [_doc("weather-now", "Weather forecasts for any city")])
+    assert await _search(c, slugs, "weather forecast") == ["weather-now"]
+    search_sessions = of(app.state.runtime).search_sessions
+    assert search_sessions is not None
+    async with search_sessions() as s:  # the one connection search's pool holds (searches ran one at a time)
+        pids = [(await s.execute(text("SELECT pg_backend_pid()"))).scalar_one()]
+    pool = of(app.state.runtime).search_engine.sync_engine.pool
+    assert pool.checkedin() == 1
+    async with app.state.runtime.sessions() as s:
+        assert (await s.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pids[0]})).scalar_one() is True
+    for _ in range(3):
+        assert await _search(c, slugs, "weather forecast") == ["weather-now"]
+    async with search_sessions() as s:
+        assert (await s.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pids[0]  # a fresh connection
 
 
 async def test_filters_with_iterative_scan_and_disabled(catalog: Any) -> None:
@@ -93,8 +127,6 @@ async def test_filters_with_iterative_scan_and_disabled(catalog: Any) -> None:
     slugs = await _add(app, docs)
     tagged = next(s for s, p in slugs.items() if p == "tagged-weather")
     async with app.state.runtime.sessions() as s, s.begin():
-        from sqlalchemy import text
-
         await s.execute(text("UPDATE catalog.search_docs SET tags = '{marine}' WHERE server_id = "
                              "(SELECT id FROM catalog.servers WHERE slug = :s)"), {"s": tagged})
         await s.execute(text("UPDATE catalog.search_docs SET enabled = false WHERE server_id IN "

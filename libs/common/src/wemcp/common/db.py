@@ -41,12 +41,15 @@ def to_async_url(url: str) -> str:
     return url if scheme == "postgresql+asyncpg" else f"postgresql+asyncpg://{rest}"
 
 
-def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True, **kwargs: Any) -> AsyncEngine:
+    """The service's pool. ``pre_ping`` (the default) tests each connection at checkout, one round
+    trip, so a request never meets a connection a database restart has closed; a caller that retries
+    a read on a closed connection itself (the catalog's search) may leave it off."""
     return create_async_engine(
         to_async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         **kwargs,
     )

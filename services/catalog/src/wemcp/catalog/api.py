@@ -148,11 +148,8 @@ async def search_servers(body: SearchRequest, state: State, sessions: Sessions) 
     qvec = await state.queries.query(body.query) if body.query.strip() and body.mode in {"hybrid", "vector"} \
         else None
     stats = await state.terms.ready(sessions) if body.query.strip() else None
-    async with sessions() as s, s.begin():
-        cats = None
-        if body.category:
-            cats = await service.category_and_descendants(s, body.category)
-        items, total = await search_mod.search(s, body, state.settings, qvec=qvec, categories=cats, stats=stats)
+    items, total = await search_mod.run(state.search_sessions or sessions, body, state.settings, qvec=qvec,
+                                        stats=stats, categories_of=service.category_and_descendants)
     return Page[ServerSummary].of([ServerSummary.model_validate(i) for i in items], total, body)
 
 

@@ -66,6 +66,8 @@ class Settings(ServiceSettings):
     # Search tuning: the fusion weights were fitted on the tuning half of bench/search_set with
     # `bench/search_quality.py --tune` (see docs/services/catalog.md and bench/README.md).
     search_candidates: int = Field(default=100, ge=10, le=1000)
+    # search's own connections (autocommit, no ping at checkout), and as many again in overflow
+    search_pool_size: int = Field(default=5, ge=1)
     rrf_k: int = 60
     vector_max_distance: float = Field(default=0.9, gt=0, le=2)  # cosine, of language-centred vectors
     trigram_threshold: float = Field(default=0.45, gt=0, le=1)

@@ -2,7 +2,9 @@
 retriever's query expansion: a Chinese query also looks for the English words (浏览器 → browser) and
 an English query for the Chinese ones, each at a discount of its idf. The embedding model bridges
 the languages too, but weakly for short queries; this lets BM25 find a server described only in
-the other language. General software and everyday-service vocabulary, not names of products."""
+the other language. General software and everyday-service vocabulary, and the Latin names of the big companies and
+Chinese platforms people look for servers of (小红书 is written xiaohongshu, rednote or xhs in English
+summaries), not names of individual products."""
 
 from __future__ import annotations
 
@@ -179,6 +181,29 @@ _PAIRS = """
 苹果 apple
 亚马逊 amazon|aws
 微软 microsoft
+腾讯 tencent
+阿里云 aliyun
+百度 baidu
+小红书 xiaohongshu|rednote|xhs
+抖音 douyin
+快手 kuaishou
+微信 wechat|weixin
+企业微信 wecom
+微博 weibo
+知乎 zhihu
+哔哩哔哩 bilibili
+头条 toutiao
+淘宝 taobao
+京东 jingdong
+拼多多 pinduoduo
+闲鱼 xianyu|goofish
+美团 meituan
+大众点评 dianping
+携程 ctrip
+雪球 xueqiu
+钉钉 dingtalk
+飞书 feishu|lark
+高德 amap|gaode
 """
 
 

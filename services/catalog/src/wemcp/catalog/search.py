@@ -41,10 +41,12 @@ import functools
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from wemcp.catalog.config import Settings
@@ -193,8 +195,15 @@ def term_groups(query: str, stats: TermStats, prefix_weight: float, translation_
             for w in stats.expansions(t):
                 add(w, prefix_weight * stats.idf(w))
         if correction_weight > 0:
+            # a corrected word stands in for the query word with what it would bring itself: its
+            # prefix expansions (``postgress`` → postgres → postgresql) and its translations
+            # (``xiaohongsu`` → xiaohongshu → 小红书), each at the product of the discounts
             for w in stats.corrections(t):
                 add(w, correction_weight * stats.idf(w))
+                for e in stats.expansions(w) if is_prefix_term(w) else ():
+                    add(e, correction_weight * prefix_weight * stats.idf(e))
+                for x in translations(w) if translation_weight > 0 else ():
+                    add(x, correction_weight * translation_weight * stats.idf(x))
         if translation_weight > 0:
             for w in translations(t):
                 add(w, translation_weight * stats.idf(w))
@@ -287,9 +296,14 @@ def vector_literal(vec: tuple[float, ...]) -> str:
 
 
 def has_unknown_word(query: str, stats: TermStats) -> bool:
-    """Whether a word of the query is in no document (a misspelling, a partial or unknown name)."""
+    """Whether a word of the query is in no document and the full text has nothing to stand in for
+    it: no correction one edit away, no prefix expansion (a name misspelled twice, a partial name
+    inside a word). Those are what the trigram retriever is for."""
     terms = query_terms(query)
-    return not terms or any(stats.df.get(t, 0) == 0 for t in terms)
+    return not terms or any(
+        stats.df.get(t, 0) == 0 and not stats.corrections(t) and not (is_prefix_term(t) and stats.expansions(t))
+        for t in terms
+    )
 
 
 HEALTHY = ("up", "idle")
@@ -424,6 +438,24 @@ async def search(session: AsyncSession, req: SearchRequest, settings: Settings, 
         total = (await session.execute(text(f"{_with(params, union)} SELECT count(DISTINCT server_id) FROM hits"),
                                        params)).scalar_one()
     return _items(rows, total)
+
+
+async def run(sessions: async_sessionmaker[AsyncSession], req: SearchRequest, settings: Settings, *,
+              qvec: list[float] | None, stats: TermStats | None,
+              categories_of: Callable[[AsyncSession, str], Awaitable[list[str]]]) -> tuple[list[dict[str, Any]], int]:
+    """:func:`search` on a session of ``sessions`` (the catalog's search pool: autocommit, no ping at
+    checkout). A connection the database closed since its last use (a restart) fails the first
+    statement; the pool then drops every connection older than that failure, and the search, a
+    read, runs once more on a fresh one. Any other error is the caller's."""
+    for attempt in (1, 2):
+        try:
+            async with sessions() as s:
+                cats = await categories_of(s, req.category) if req.category else None
+                return await search(s, req, settings, qvec=qvec, categories=cats, stats=stats)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def candidates(session: AsyncSession, query: str, mode: str, settings: Settings, stats: TermStats,
