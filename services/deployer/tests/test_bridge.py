@@ -13,7 +13,7 @@ import pytest
 from mcp import Client
 
 from services.deployer.tests.deployer_testkit import bridge_client, bridge_headers
-from services.deployer.tests.test_e2e_archive_and_failures import make_archive
+from services.deployer.tests.test_service_archive_and_failures import make_archive
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.common.netpolicy import EgressPolicy
 from wemcp.deployer.backends.base import DeployError, Target

@@ -13,8 +13,8 @@ from typing import Any
 import httpx2 as httpx
 
 from services.deployer.tests.deployer_testkit import wait_for
-from services.deployer.tests.test_e2e_archive_and_failures import make_archive
-from services.deployer.tests.test_e2e_packages import TIME
+from services.deployer.tests.test_service_archive_and_failures import make_archive
+from services.deployer.tests.test_service_packages import TIME
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.devstack.testing import serve_app
 from wemcp.testkit.auth import as_user

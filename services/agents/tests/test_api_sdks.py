@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from services.agents.tests.test_chat_completions import TIME_Q, check_time_answer
+from services.agents.tests.test_api_chat_completions import TIME_Q, check_time_answer
 
 SDK = Path(__file__).resolve().parents[3] / "sdk"
 
