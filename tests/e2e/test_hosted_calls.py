@@ -298,7 +298,7 @@ async def test_agents_through_the_real_router(hosted: Hosted, model: Any):
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
-    from services.agents.tests.test_chat_completions import TIME_Q, check_time_answer
+    from services.agents.tests.test_api_chat_completions import TIME_Q, check_time_answer
     from wemcp.sdk import AsyncWeMcp, mcp, mcp_calls
 
     me = hosted.auth("agent-user")

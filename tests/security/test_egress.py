@@ -1,7 +1,7 @@
 """One address policy (issue 13, item 5): one test per attack on what the platform fetches for a
 user, and on the headers it sends upstream. Each goes through the real call path: the catalog's
 submission endpoint, the gateway's MCP router (test kit: real NATS and Redis), the agents service
-behind the real gateway (agents test kit), the auth service's OAuth login.
+behind the real gateway (``wemcp.testkit.agents``, through conftest.py), the auth service's OAuth login.
 
 DNS without DNS: names under ``.test`` are answered by a stand-in for ``socket.getaddrinfo`` (what
 asyncio's resolver and every client here call), so a name can answer a public address to a check
@@ -20,7 +20,6 @@ import httpx2 as httpx
 import pytest
 
 import services.gateway.tests.gateway_testkit as kit
-from services.agents.tests import conftest as _agents_fixtures  # its platform fixtures
 from services.catalog.tests import catalog_helpers
 from services.gateway.tests.gateway_testkit import Stack, bearer, mcp_client, text_of
 from wemcp.common.events.servers import ServerSubmitted
@@ -31,10 +30,6 @@ from wemcp.testkit.upstream import build_server
 stack = kit.stack  # the gateway kit's fixture
 
 PUBLIC = "93.184.215.14"  # what the attacker's name answers first (any global address)
-
-
-platform, time_upstream, time_exe = (_agents_fixtures.platform, _agents_fixtures.time_upstream,
-                                     _agents_fixtures.time_exe)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Quota cannot be dodged (issue 13, item 7): one test per attack, each against the real gateway (the
 gateway test kit: real NATS and Redis, real SDK upstreams on loopback) or the real agents service
-behind the real gateway (the agents test kit). Small daily limits make refusals observable."""
+behind the real gateway (``wemcp.testkit.agents``, through conftest.py). Small daily limits make refusals observable."""
 
 from __future__ import annotations
 
@@ -13,12 +13,10 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 import services.gateway.tests.gateway_testkit as gateway_testkit
-from services.agents.tests import conftest as _agents  # its platform fixtures
 from services.gateway.tests.gateway_testkit import USERS, Stack, bearer, mcp_client, set_quota, text_of
 
-# the fixtures these tests use, from the two services' test kits
+# the gateway test kit's fixtures these tests use (the agents' platform comes from conftest.py)
 stack, both_upstream = gateway_testkit.stack, gateway_testkit.both_upstream
-platform, time_exe, time_upstream = _agents.platform, _agents.time_exe, _agents.time_upstream
 
 pytestmark = pytest.mark.asyncio
 NIL = "00000000-0000-0000-0000-000000000000"  # the vault principal holding the platform's system keys

@@ -1,4 +1,4 @@
-// Runs against a live WeMcp platform (the pytest test services/agents/tests/test_sdks.py starts one):
+// Runs against a live WeMcp platform (the pytest test services/agents/tests/test_api_sdks.py starts one):
 // WEMCP_BASE_URL, WEMCP_API_KEY, WEMCP_MODEL, and WEMCP_TIME_REF (the slug of a hosted mcp-server-time;
 // default "time").
 import assert from "node:assert/strict";

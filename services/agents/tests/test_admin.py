@@ -8,9 +8,9 @@ import sys
 import uuid
 from typing import Any
 
-import asyncpg
 import pytest
 
+from services.agents.tests.agents_testkit import scratch_database
 from wemcp.agents.admin import rotate_provider_keys
 from wemcp.agents.config import Settings
 from wemcp.agents.models import provider_key_context
@@ -23,19 +23,9 @@ OLD, NEW = "old-provider-secret-0123", "new-provider-secret-4567"
 
 @pytest.fixture
 async def db(infra: Any):
-    base = "postgresql://" + infra.database_url.split("://", 1)[1]
-    name = f"adm_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(base)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = base.rsplit("/", 1)[0] + f"/{name}"
-    await upgrade_async("agents", url)
-    conn = await asyncpg.connect(url)
-    try:
+    async with scratch_database(infra, "adm") as (url, conn):
+        await upgrade_async("agents", url)
         yield url, conn
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_rotate_key_rewraps_every_stored_key(db):

@@ -18,12 +18,13 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from services.agents.tests.agents_testkit import EXTERNAL_KEY, RUN_SECRET, legacy_server, wait_for
-from services.agents.tests.test_agents import make_agent
-from services.agents.tests.test_chat_completions import TIME_Q, TIME_TOOL, check_time_answer
+from services.agents.tests.agents_testkit import legacy_server, wait_for
+from services.agents.tests.test_api_agents import make_agent
+from services.agents.tests.test_api_chat_completions import TIME_Q, TIME_TOOL, check_time_answer
 from wemcp.agents.mcp_pool import McpPool
 from wemcp.devstack.testing import serve_app
 from wemcp.quota.runcontext import verify_run_context
+from wemcp.testkit.agents import EXTERNAL_KEY, RUN_SECRET
 
 
 def pool(p: Any) -> McpPool:

@@ -12,8 +12,7 @@ import psutil
 import pytest
 from mcp import Client
 
-from services.deployer.tests.deployer_testkit import bridge_client, bridge_headers
-from services.deployer.tests.test_e2e_archive_and_failures import make_archive
+from services.deployer.tests.deployer_testkit import bridge_client, bridge_headers, make_archive
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.common.netpolicy import EgressPolicy
 from wemcp.deployer.backends.base import DeployError, Target

@@ -15,7 +15,6 @@ import asyncio
 import base64
 import datetime as dt
 import io
-import ipaddress
 import json
 import os
 import socket
@@ -35,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.deployer.tests.deployer_testkit import CACHE_DIR, wait_for
+from services.deployer.tests.deployer_testkit import CACHE_DIR, self_signed, wait_for
 from wemcp.common.trust import environment_ring, platform_bridge_headers
 from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import DeployError, Target
@@ -150,21 +149,35 @@ def _extract(zip_path: Path, dest: Path) -> dict[str, int]:
     return modes
 
 
+async def _start_entry(entry: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """Run a function's entry as its runtime would (a process group of its own, with exactly ``env``)
+    until its bridge answers ``/healthz`` on ``port``; stopped again if it never does."""
+    proc = subprocess.Popen([str(entry)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    async def healthy() -> bool:
+        try:
+            async with httpx2.AsyncClient() as c:
+                return (await c.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+        except httpx2.HTTPError:
+            assert proc.poll() is None, "the function's entry exited"
+            return False
+
+    try:
+        await wait_for(healthy, timeout=30)
+    except BaseException:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+        raise
+    return proc
+
+
 async def _run_bootstrap(root: Path, entry: str, slug: str = "time") -> list[str]:
     port = free_port()
     # the function's environment as the backends set it: the keys derived for its slug
     env = {"PATH": os.environ["PATH"], "WEMCP_BRIDGE_PORT": str(port), **bridge_env(environment_ring(), slug)}
-    proc = subprocess.Popen([str(root / entry)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = await _start_entry(root / entry, env, port)
     try:
-        async def healthy() -> bool:
-            try:
-                async with httpx2.AsyncClient() as c:
-                    return (await c.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-            except httpx2.HTTPError:
-                assert proc.poll() is None, "the bootstrap exited"
-                return False
-        await wait_for(healthy, timeout=30)
         async with httpx2.AsyncClient() as c:  # the public trigger answers only the platform
             assert (await c.post(f"http://127.0.0.1:{port}/mcp", json={})).status_code == 401
         listing = await introspect(f"http://127.0.0.1:{port}/mcp", timeout=60, headers=platform_bridge_headers(slug))
@@ -198,29 +211,6 @@ async def test_code_zips_contain_the_server_and_run(builder: ArtifactBuilder, tm
 
 
 # ------------------------------------------------------------------ the SDKs against a loopback HTTPS cloud
-def _self_signed(tmp: Path) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_file), str(key_file)
-
-
 class FakeCloud:
     """Answers like FC 3.0 (ROA, JSON) and SCF (POST /, X-TC-Action) after checking the signature."""
 
@@ -311,7 +301,7 @@ class FakeCloud:
         return err("InvalidAction", action)
 
     async def __aenter__(self) -> tuple[str, str]:
-        cert, key = _self_signed(self.tmp)
+        cert, key = (str(p) for p in self_signed(self.tmp, "127.0.0.1", dns_names=["localhost"]))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, lifespan="off",
@@ -516,19 +506,7 @@ async def _run_function(b64_zip: str, configuration: dict[str, str], tmp: Path):
     _extract(zpath, root)
     port = free_port()
     env = {"PATH": os.environ["PATH"], **configuration, "WEMCP_BRIDGE_PORT": str(port)}
-    proc = subprocess.Popen([str(root / "bootstrap")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-
-    async def healthy() -> bool:
-        try:
-            async with httpx2.AsyncClient() as c:
-                return (await c.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-        except httpx2.HTTPError:
-            assert proc.poll() is None, "the function's entry exited"
-            return False
-
-    await wait_for(healthy, timeout=30)
-    return proc, port
+    return await _start_entry(root / "bootstrap", env, port), port
 
 
 async def _sessions(port: int) -> int:

@@ -7,8 +7,6 @@ plain sockets: the address policy at connect time, caps, what it records."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -25,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_asyncio
 
-from services.deployer.tests.deployer_testkit import CACHE_DIR
+from services.deployer.tests.deployer_testkit import CACHE_DIR, self_signed
 from wemcp.common import netpolicy
 from wemcp.deployer import sandbox
 from wemcp.deployer.child import ChildError, Command, EgressHook, StdioChild
@@ -66,30 +64,6 @@ class Api:
         return f"127.0.0.1:{self.http_port},127.0.0.1:{self.https_port}"
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "api-cert.pem", directory / "api-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    os.chmod(cert_path, 0o644)
-    return cert_path, key_path
-
-
 @pytest.fixture
 def root() -> Iterator[Path]:
     """The code root the sandbox sees (read-only there): the test servers, the CA, Node's preload."""
@@ -111,7 +85,7 @@ def api(root: Path) -> Iterator[Api]:
     handler = type("Handler", (_Api,), {"seen": seen})
     plain = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     secure = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    cert, key = _self_signed(root)
+    cert, key = self_signed(root, "api.test", prefix="api-")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     secure.socket = ctx.wrap_socket(secure.socket, server_side=True)

@@ -10,9 +10,12 @@
 - :mod:`wemcp.testkit.registries`: the official MCP registry, npm search and PyPI on loopback.
 - :mod:`wemcp.testkit.names`: GitHub's users/orgs API, a DNS server, ``/.well-known`` on loopback.
 - :mod:`wemcp.testkit.model`: a scripted OpenAI-compatible chat model on loopback.
+- :mod:`wemcp.testkit.agents`: the agents service behind the real gateway with its test doubles (the
+  ``platform`` fixture: the agents tests and the security tests import it into their conftest).
 - :mod:`wemcp.testkit.catalog`: the catalog's callers (signed assertions), publishing an event, a
   catalog row for a search corpus document.
 
 What lives here is shared by the tests and the benchmarks (``bench/`` imports nothing from a test
-folder); helpers only one service's tests use stay in its ``tests`` package.
+folder), and fixtures more than one test folder uses (a test never imports another folder's
+conftest); helpers only one service's tests use stay in its ``tests`` package.
 """

@@ -13,11 +13,10 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wemcp.agents import repository
 from wemcp.agents.config import get_settings
-from wemcp.agents.models import ModelProvider
 from wemcp.common.db import make_engine, make_session_factory
 from wemcp.common.sealing import Keyring
 
@@ -26,9 +25,7 @@ async def rotate_provider_keys(sessions: async_sessionmaker[AsyncSession], ring:
     """Re-wrap every sealed provider key under ``ring.active``; returns how many changed."""
     changed = 0
     async with sessions() as s, s.begin():
-        rows = (await s.execute(select(ModelProvider).where(ModelProvider.api_key_sealed.is_not(None))
-                                .with_for_update())).scalars()
-        for row in rows:
+        for row in await repository.sealed_providers_for_update(s):
             assert row.api_key_sealed is not None
             new = ring.rewrap(row.api_key_sealed)
             if new != row.api_key_sealed:
@@ -46,8 +43,10 @@ async def _main(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url, pool_size=2)
     try:
         if args.command == "rotate-key":
-            print(f"re-wrapped {await rotate_provider_keys(make_session_factory(engine), ring)} provider keys "
-                  f"under {ring.active}")
+            print(
+                f"re-wrapped {await rotate_provider_keys(make_session_factory(engine), ring)} provider keys "
+                f"under {ring.active}"
+            )
     finally:
         await engine.dispose()
     return 0

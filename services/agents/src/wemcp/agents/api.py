@@ -30,6 +30,7 @@ from wemcp.agents.schemas import (
     ModelEntry,
     ModelList,
     ProviderCreate,
+    ProviderList,
     ProviderRead,
     ProviderUpdate,
 )
@@ -62,9 +63,9 @@ async def create_provider(body: ProviderCreate, who: AdminUser, st: State) -> Pr
     return _provider_read(await service.create_provider(st, who, body))
 
 
-@router.get("/model-providers", response_model=list[ProviderRead], summary="Model providers (admin)")
-async def providers(who: AdminUser, st: State) -> list[ProviderRead]:
-    return [_provider_read(p) for p in await service.list_providers(st)]
+@router.get("/model-providers", response_model=ProviderList, summary="Model providers (admin)")
+async def providers(who: AdminUser, st: State) -> ProviderList:
+    return ProviderList([_provider_read(p) for p in await service.list_providers(st)])
 
 
 @router.patch("/model-providers/{provider_id}", response_model=ProviderRead, summary="Change a provider (admin)")

@@ -6,9 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, field_validator, model_validator
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class _Out(BaseModel):
+    """What a route answers: a key the use case adds but the model does not list fails the request
+    (the tests see it) instead of vanishing."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def _http_url(v: str) -> str:
@@ -45,7 +52,7 @@ class ProviderUpdate(BaseModel):
     _url = field_validator("base_url")(classmethod(lambda cls, v: v if v is None else _http_url(v)))
 
 
-class ProviderRead(BaseModel):
+class ProviderRead(_Out):
     id: uuid.UUID
     name: str
     base_url: str
@@ -53,6 +60,10 @@ class ProviderRead(BaseModel):
     models: list[str]
     enabled: bool
     created_at: datetime
+
+
+class ProviderList(RootModel[list[ProviderRead]]):
+    """``GET /api/v1/model-providers``: the providers as a bare JSON array, oldest first."""
 
 
 class AgentMcpServer(BaseModel):
@@ -94,7 +105,7 @@ class AgentUpdate(BaseModel):
     max_tool_rounds: int | None = Field(default=None, ge=1, le=64)
 
 
-class AgentRead(BaseModel):
+class AgentRead(_Out):
     id: uuid.UUID
     owner_id: uuid.UUID
     owner_kind: str
@@ -111,21 +122,22 @@ class AgentRead(BaseModel):
     mcp_url: str
 
 
-class AgentList(BaseModel):
+class AgentList(_Out):
     items: list[AgentRead]
     total: int
     page: int
     page_size: int
 
 
-class ModelEntry(BaseModel):
+class ModelEntry(_Out):
     """One model as OpenAI's ``/v1/models`` lists it (``<provider>/<model>`` when two providers serve it)."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
 
 
-class ModelList(BaseModel):
+class ModelList(_Out):
     object: Literal["list"] = "list"
     data: list[ModelEntry]

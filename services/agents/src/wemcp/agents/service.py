@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.agents import repository
@@ -145,7 +144,7 @@ async def update_agent(st: AgentsState, agent_id: uuid.UUID, who: Identity, body
             elif v is None and k != "max_tool_rounds":
                 continue
             setattr(agent, k, v)
-        agent.updated_at = func.now()
+        repository.touch(agent)
         await add_event(s, bus_tables, saved_event(agent))
     async with st.sessions() as s:
         fresh = await s.get(Agent, agent_id)

@@ -41,7 +41,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -714,15 +714,8 @@ class Bridge:
             # hold would keep its child up for good. A stopped child's sessions end their streams.
             try:
                 yield ": stream\n\n"
-                while True:
-                    try:
-                        msg = await asyncio.wait_for(queue.get(), 15)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    if not msg:
-                        return
-                    yield sse.encode(json.dumps(msg, separators=(",", ":")).encode())
+                async for frame in _frames(queue, end_on_empty=True):
+                    yield frame
             finally:
                 if session.stream is queue:
                     session.stream = None
@@ -761,13 +754,8 @@ class Bridge:
             try:
                 with self.idle.holding(slug, credential_key(env)):  # an open stream: its child is not idle
                     yield sse.encode(f"/s/{slug}/messages?session_id={sid}".encode(), event="endpoint")
-                    while True:
-                        try:
-                            msg = await asyncio.wait_for(queue.get(), 15)
-                        except TimeoutError:
-                            yield ": keep-alive\n\n"
-                            continue
-                        yield sse.encode(json.dumps(msg, separators=(",", ":")).encode())
+                    async for frame in _frames(queue):
+                        yield frame
             finally:
                 self.sessions.pop(sid, None)
 
@@ -815,6 +803,20 @@ STATE_PREFIX = "wemcp-br."  # the bridge's requestState tokens (2026-07-28 calls
 CAPS_META = "io.modelcontextprotocol/clientCapabilities"
 LOG_META = "io.modelcontextprotocol/logLevel"
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+async def _frames(queue: asyncio.Queue[dict[str, Any]], *, end_on_empty: bool = False) -> AsyncIterator[str | bytes]:
+    """A GET stream's SSE frames: each message put on ``queue``, and a keep-alive comment after 15 s
+    without one; with ``end_on_empty``, an empty message ends the stream (a newer stream replaced it)."""
+    while True:
+        try:
+            msg = await asyncio.wait_for(queue.get(), 15)
+        except TimeoutError:
+            yield ": keep-alive\n\n"
+            continue
+        if end_on_empty and not msg:
+            return
+        yield sse.encode(json.dumps(msg, separators=(",", ":")).encode())
 
 
 def _name(params: dict[str, Any]) -> Any:

@@ -39,12 +39,8 @@ HANDSHAKE_VERSION = "2025-11-25"
 MAX_LINE = 16 * 1024 * 1024
 
 
-class ChildError(Exception):
+class ChildError(sandbox.Failed):
     """The server process failed; ``str()`` is user-actionable, ``tail`` the redacted output."""
-
-    def __init__(self, message: str, tail: str = "") -> None:
-        super().__init__(message)
-        self.tail = tail
 
 
 @dataclass

@@ -31,7 +31,7 @@ from wemcp.common.archives import ArchiveLimits, ArchiveRefused, read_archive
 from wemcp.common.dependencies import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
 from wemcp.common.logging import get_logger
 from wemcp.common.trust import Issuer
-from wemcp.deployer.sandbox import kill_tree
+from wemcp.deployer.sandbox import Failed, kill_tree
 from wemcp.deployer.spec import Archive, Package
 
 log = get_logger("wemcp.deployer.install")
@@ -43,10 +43,9 @@ NO_BUILD = "WeMcp installs wheels only: packages are not built on the host"
 READER = "strict-1"  # wemcp.common.archives
 
 
-class InstallError(Exception):
-    def __init__(self, message: str, tail: str = "") -> None:
-        super().__init__(message)
-        self.tail = tail
+class InstallError(Failed):
+    """Installing a server's package or archive failed; ``str()`` is user-actionable, ``tail`` the
+    installer's redacted output."""
 
 
 @dataclass

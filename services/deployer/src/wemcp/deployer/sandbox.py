@@ -60,6 +60,15 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
 
 
+class Failed(Exception):
+    """A process run for a server (its installer, the server itself) failed: ``str()`` says why in
+    words a user can act on, ``tail`` is the end of its (redacted) output."""
+
+    def __init__(self, message: str, tail: str = "") -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
 class Unavailable(RuntimeError):
     """No sandbox works here: nothing may be started. ``str()`` is the one-line refusal."""
 

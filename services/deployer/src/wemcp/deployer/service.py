@@ -17,14 +17,22 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.common import metrics
-from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerDeployFailed, ServerDeploying
+from wemcp.common.events.servers import (
+    Endpoint,
+    ServerDeployed,
+    ServerDeployFailed,
+    ServerDeploying,
+    ServerDisabled,
+    ServerEnabled,
+    ServerSubmitted,
+)
 from wemcp.common.logging import get_logger
 from wemcp.common.outbox import add_event
 from wemcp.common.trust import HEADER_ASSERTION, Issuer
+from wemcp.deployer import repository
 from wemcp.deployer.artifacts import ArtifactBuilder
 from wemcp.deployer.backends.base import Deployer, DeployError, Outcome, Target
 from wemcp.deployer.backends.cloud import AliyunFcDeployer, TencentScfDeployer, credentials_from_env
@@ -36,7 +44,7 @@ from wemcp.deployer.child import redact
 from wemcp.deployer.config import Settings
 from wemcp.deployer.install import OUTPUT_SINK
 from wemcp.deployer.introspect import Listing, introspect
-from wemcp.deployer.models import Deployment, DeploymentLog, bus_tables
+from wemcp.deployer.models import Deployment, bus_tables
 from wemcp.deployer.spec import SpecError, introspection_env, parse_spec
 
 UNHOSTED = "unhosted"  # the backend of "hosting": "local" servers: listed here, run by users
@@ -94,6 +102,115 @@ def next_seq(d: Deployment) -> int:
     return d.seq
 
 
+# ------------------------------------------------------------------ intent (the event handlers')
+# ``server.submitted``, ``server.disabled`` and ``server.enabled`` come through three durable consumers
+# that run independently, so they may be handled in any order. A decision (disable/enable) applies
+# only when it is newer than the one the row holds (``decision_seq``), a submission only when its
+# ``revision`` is newer than the one recorded (unstamped: in arrival order); a submission of a server
+# whose last decision was to disable it is recorded (the next generation, the new spec) but not
+# deployed until it is enabled. Each records intent in the consumer's transaction and says whether the
+# worker has something to do after commit.
+async def record_submission(session: AsyncSession, event: ServerSubmitted) -> bool:
+    d = await repository.deployment_by_slug(session, event.slug, for_update=True)
+    if d is None:
+        d = Deployment(slug=event.slug, server_id=event.server_id, spec=event.spec.to_wire(), generation=0, steps=[],
+                       protocol_versions=[], introspection={}, log_tail="", name=event.name, backend="local")
+        session.add(d)
+    elif event.revision is not None and event.revision <= (d.revision or 0):
+        return False  # an older submission than the one deployed (published late, e.g. by another relay)
+    if event.revision is not None:
+        d.revision = event.revision
+    d.server_id, d.name, d.owner_id, d.spec = event.server_id, event.name, event.owner_id, event.spec.to_wire()
+    new_generation(d)
+    if d.desired == "stopped":  # disabled: the new spec waits for server.enabled (which deploys it)
+        d.steps = [*d.steps, step("submitted", "a new version, deployed when the server is enabled")]
+        return False
+    d.desired, d.reason, d.log_tail, d.lease_owner = "running", None, "", None
+    try:
+        spec = parse_spec(event.spec)
+    except SpecError as exc:
+        d.status = "failed"
+        d.reason = str(exc)
+        d.steps = [step("failed", str(exc))]
+        await session.flush()
+        await add_event(session, bus_tables, ServerDeployFailed(server_id=event.server_id, slug=event.slug,
+                                                                deployment_id=d.id, reason=str(exc),
+                                                                generation=d.generation, seq=next_seq(d)))
+        return False
+    d.backend = "remote" if spec.kind == "remote" else "local"
+    d.status = "queued"
+    d.steps = [step("queued", f"{spec.kind} server submitted")]
+    await session.flush()
+    await add_event(session, bus_tables, ServerDeploying(server_id=event.server_id, slug=event.slug,
+                                                         deployment_id=d.id, step="queued", backend=d.backend,
+                                                         generation=d.generation, seq=next_seq(d)))
+    return True
+
+
+def newer_decision(d: Deployment, event: ServerDisabled | ServerEnabled) -> bool:
+    """Whether ``event`` is newer than the decision the row holds (and if so, record it). Stamped
+    events compare ``decision_seq``; an event of an older catalog (no decision_seq) is older than any
+    stamped one, and otherwise compares ``occurred_at``."""
+    if event.decision_seq is not None:
+        if event.decision_seq <= (d.decision_seq or 0):
+            return False
+        d.decision_seq = event.decision_seq
+    elif d.decision_seq or (d.decision_at is not None and event.occurred_at <= d.decision_at):
+        return False
+    d.decision_at = event.occurred_at
+    return True
+
+
+async def _decided(session: AsyncSession, event: ServerDisabled | ServerEnabled, desired: str,
+                   first: dict[str, Any]) -> Deployment | None:
+    """The row of the event's server, locked; None when the decision reached us before the server's
+    first submission. Then the decision is kept in a row of its own (generation 0: no spec, nothing
+    to deploy; its one step ``first``), so a decision older than it that arrives later does not win;
+    a concurrent insert of the same slug makes the event retry."""
+    d = await repository.deployment_by_slug(session, event.slug, for_update=True)
+    if d is None:
+        new = Deployment(slug=event.slug, server_id=event.server_id, spec={}, generation=0, seq=0, steps=[],
+                         protocol_versions=[], introspection={}, log_tail="", name="", backend="local",
+                         status="disabled", desired=desired, decision_seq=0)
+        newer_decision(new, event)
+        session.add(new)
+        new.steps = [first]
+    return d
+
+
+async def record_disable(session: AsyncSession, event: ServerDisabled) -> bool:
+    # disabled before its submission reached us (another consumer, or a server the catalog still
+    # holds for review): the submission, when it comes, is recorded but not deployed
+    d = await _decided(session, event, "stopped", step("stopped", event.reason or "disabled before it was deployed"))
+    if d is None or not newer_decision(d, event):
+        return False
+    d.desired = "stopped"
+    if d.status != "disabled":
+        d.steps = [*d.steps, step("stopping", event.reason or "disabled")]
+    return True
+
+
+async def record_enable(session: AsyncSession, event: ServerEnabled) -> bool:
+    # enabled before any submission reached us: the submission, when it comes, deploys
+    d = await _decided(session, event, "running", step("enabled", "enabled before it was submitted"))
+    if d is None or not newer_decision(d, event) or d.desired == "running":
+        return False
+    d.desired = "running"
+    if d.generation == 0:
+        # no submission ever reached us (a server the catalog holds for review was disabled and
+        # enabled again): there is nothing to deploy until server.submitted comes
+        d.steps = [*d.steps, step("enabled", "enabled again; deployed when it is submitted")]
+        return False
+    new_generation(d)
+    d.status = "queued"
+    d.steps = [*d.steps, step("queued", "enabled again")]
+    await add_event(session, bus_tables, ServerDeploying(server_id=d.server_id, slug=d.slug, deployment_id=d.id,
+                                                         step="queued", backend=d.backend,
+                                                         generation=d.generation, seq=next_seq(d)))
+    return True
+
+
+# ------------------------------------------------------------------ the worker
 class Superseded(Exception):
     """A newer submission (or a disable) replaced the one being deployed."""
 
@@ -125,8 +242,7 @@ class AttemptLog:
     async def start(self) -> None:
         """Attempts older than the previous one are not kept."""
         async with self.orch.sessions() as s, s.begin():
-            await s.execute(delete(DeploymentLog).where(DeploymentLog.deployment_id == self.dep_id,
-                                                        DeploymentLog.generation < self.generation - 1))
+            await repository.drop_logs_before(s, self.dep_id, self.generation - 1)
 
     async def flush(self) -> None:
         rows, self.pending = self.pending, []
@@ -137,7 +253,7 @@ class AttemptLog:
         if not rows:
             return
         async with self.orch.sessions() as s, s.begin():
-            await s.execute(insert(DeploymentLog), rows)
+            await repository.add_log_lines(s, rows)
         self.orch.changed()
 
     async def pump(self) -> None:
@@ -228,8 +344,7 @@ class Orchestrator:
     async def _restore(self) -> None:
         """Deployed local servers come back after a restart (their children start on the next call)."""
         async with self.sessions() as s:
-            rows = (await s.execute(select(Deployment).where(Deployment.status == "deployed",
-                                                             Deployment.backend == "local"))).scalars().all()
+            rows = await repository.deployed_locally(s)
         for row in rows:
             with contextlib.suppress(Exception):
                 await self.local.restore(Target(row.slug, row.server_id, parse_spec(row.spec), row.generation))
@@ -252,13 +367,7 @@ class Orchestrator:
         if self._slots.locked():
             return False
         async with self.sessions() as s, s.begin():
-            row = (await s.execute(text(
-                "UPDATE deployer.deployments SET status = 'deploying', lease_owner = :o, "  # noqa: S608
-                f"lease_until = now() + interval '{LEASE_SECONDS} seconds', updated_at = now() "
-                "WHERE id = (SELECT id FROM deployer.deployments WHERE desired = 'running' AND "
-                "(status = 'queued' OR (status = 'deploying' AND lease_until < now())) "
-                "ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, slug, generation"),
-                {"o": self.owner})).first()
+            row = await repository.claim_deploy(s, self.owner, LEASE_SECONDS)
         if row is None:
             return False
         await self._slots.acquire()
@@ -275,14 +384,7 @@ class Orchestrator:
 
     async def _claim_stop(self) -> bool:
         async with self.sessions() as s, s.begin():
-            row = (await s.execute(text(
-                "UPDATE deployer.deployments SET status = 'stopping', lease_owner = :o, "  # noqa: S608
-                f"lease_until = now() + interval '{LEASE_SECONDS} seconds', updated_at = now() "
-                "WHERE id = (SELECT id FROM deployer.deployments WHERE desired = 'stopped' AND "
-                "(status IN ('queued', 'deployed', 'failed') OR (status IN ('deploying', 'stopping') "
-                "AND (lease_until < now() OR lease_owner = :o))) "
-                "ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, slug, backend"),
-                {"o": self.owner})).first()
+            row = await repository.claim_stop(s, self.owner, LEASE_SECONDS)
         if row is None:
             return False
         running = self._running.get(row.slug)

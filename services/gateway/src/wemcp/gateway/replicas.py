@@ -228,12 +228,12 @@ class ReplicaRouter:
             try:
                 body = await self._body(receive, replicas)
             except _TooMuch as exc:  # too large or too slow for us: the app answers it as usual
-                await self.inner(scope, _replay(exc.body, receive, more=True), send)
+                await self.inner(scope, replay(exc.body, receive, more=True), send)
                 return
             m = _STATE.search(body) if STATE_PREFIX in body else None
             rid = m.group(1).decode() if m else None
         if rid is None or rid == replicas.id:
-            await self.inner(scope, receive if body is None else _replay(body, receive), send)
+            await self.inner(scope, receive if body is None else replay(body, receive), send)
             return
         url = await replicas.peer(rid)
         if url is not None:
@@ -241,13 +241,13 @@ class ReplicaRouter:
                 try:
                     body = await self._body(receive, replicas)
                 except _TooMuch as exc:
-                    await self.inner(scope, _replay(exc.body, receive, more=True), send)
+                    await self.inner(scope, replay(exc.body, receive, more=True), send)
                     return
             if await replicas.forward(url, scope, body, receive, send):
                 return
             replicas.forget(rid)
         # the owner is gone: answered here, as any unknown session or requestState
-        await self.inner(scope, receive if body is None else _replay(body, receive), send)
+        await self.inner(scope, receive if body is None else replay(body, receive), send)
 
     @staticmethod
     async def _body(receive: Any, replicas: Replicas) -> bytes:
@@ -275,8 +275,9 @@ class _TooMuch(Exception):
         self.body = body
 
 
-def _replay(body: bytes, receive: Any, more: bool = False) -> Any:
-    """``receive`` that first hands back the body already read (then, with ``more``, the rest)."""
+def replay(body: bytes, receive: Any, more: bool = False) -> Any:
+    """``receive`` that first hands back the body already read (then, with ``more``, the rest); also the
+    test doubles' (``wemcp.testkit.agents``)."""
     sent = False
 
     async def again() -> dict[str, Any]:

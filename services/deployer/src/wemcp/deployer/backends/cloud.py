@@ -94,8 +94,22 @@ async def _build(builder: ArtifactBuilder | None, target: Target, cloud: str, pr
     return code
 
 
+class _FunctionBackend:
+    """What both clouds' function backends hold: the API endpoint and credentials, whether they call it
+    (``live``), the code zip's builder, a CA file for the API, the keys of the bridge's credential."""
+
+    def __init__(self, *, endpoint: str, credentials: CloudCredentials | None, live: bool,
+                 builder: ArtifactBuilder | None, ca_file: str | None, keys: KeyRing | None) -> None:
+        self.keys = keys if keys is not None else environment_ring()
+        self.credentials = credentials
+        self.endpoint = endpoint
+        self.live = live
+        self.builder = builder
+        self.ca_file = ca_file
+
+
 # --------------------------------------------------------------------------------------- Aliyun FC 3.0
-class AliyunFcDeployer:
+class AliyunFcDeployer(_FunctionBackend):
     name = "aliyun-fc"
     version = "2023-03-30"
 
@@ -104,12 +118,8 @@ class AliyunFcDeployer:
                  builder: ArtifactBuilder | None = None, ca_file: str | None = None,
                  keys: KeyRing | None = None) -> None:
         self.account_id, self.region = account_id, region
-        self.keys = keys if keys is not None else environment_ring()
-        self.credentials = credentials
-        self.endpoint = endpoint or f"https://{account_id}.{region}.fc.aliyuncs.com"
-        self.live = live
-        self.builder = builder
-        self.ca_file = ca_file
+        super().__init__(endpoint=endpoint or f"https://{account_id}.{region}.fc.aliyuncs.com",
+                         credentials=credentials, live=live, builder=builder, ca_file=ca_file, keys=keys)
 
     def function_name(self, slug: str) -> str:
         return f"wemcp-{slug}".replace(".", "-")[:64]
@@ -246,7 +256,7 @@ def _fc_get_request() -> Any:
 
 
 # --------------------------------------------------------------------------------------- Tencent SCF
-class TencentScfDeployer:
+class TencentScfDeployer(_FunctionBackend):
     name = "tencent-scf"
     version = "2018-04-16"
     host = "scf.tencentcloudapi.com"
@@ -256,12 +266,8 @@ class TencentScfDeployer:
                  ca_file: str | None = None, poll_interval: float = 2.0, poll_timeout: float = 300.0,
                  keys: KeyRing | None = None) -> None:
         self.region = region
-        self.keys = keys if keys is not None else environment_ring()
-        self.credentials = credentials
-        self.endpoint = endpoint or f"https://{self.host}"
-        self.live = live
-        self.builder = builder
-        self.ca_file = ca_file
+        super().__init__(endpoint=endpoint or f"https://{self.host}", credentials=credentials, live=live,
+                         builder=builder, ca_file=ca_file, keys=keys)
         self.poll_interval, self.poll_timeout = poll_interval, poll_timeout
 
     def function_name(self, slug: str) -> str:

@@ -15,7 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from sqlalchemy import select
 
-from services.agents.tests.test_chat_completions import TIME_Q, check_time_answer
+from services.agents.tests.test_api_chat_completions import TIME_Q, check_time_answer
 from wemcp.agents.models import bus_tables
 from wemcp.common.identity import Identity
 from wemcp.common.trust import platform_headers

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from services.agents.tests.test_chat_completions import TIME_Q, check_time_answer
+from services.agents.tests.test_api_chat_completions import TIME_Q, check_time_answer
 
 SDK = Path(__file__).resolve().parents[3] / "sdk"
 
@@ -26,7 +26,7 @@ async def test_python_sdk(platform):
     calls = mcp_calls(done)
     assert [(x.round, x.ref, x.tool, x.status) for x in calls] == [(1, "time", "get_current_time", "ok"),
                                                                    (2, "time", "convert_time", "ok")]
-    from services.agents.tests.agents_testkit import EXTERNAL_KEY
+    from wemcp.testkit.agents import EXTERNAL_KEY
     done = await c.chat.completions.create(
         model="scripted-1", messages=[{"role": "user", "content": "ADD"}],
         tools=[mcp_server(platform.external, server_label="calc", headers={"X-Api-Key": EXTERNAL_KEY})])

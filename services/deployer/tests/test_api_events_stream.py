@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx2 as httpx
 
-from services.deployer.tests.deployer_testkit import wait_for
-from services.deployer.tests.test_e2e_archive_and_failures import make_archive
-from services.deployer.tests.test_e2e_packages import TIME
+from services.deployer.tests.deployer_testkit import crashing_server, wait_for
+from services.deployer.tests.test_service_packages import TIME
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.devstack.testing import serve_app
 from wemcp.testkit.auth import as_user
@@ -109,14 +108,9 @@ async def test_a_deployment_is_followed_live_then_replayed_and_resumed(deployer)
 
 async def test_install_and_start_up_output_stream_redacted(deployer, tmp_path):
     h = deployer
-    crash = ('import sys\n'
-             'print("loading plugin tiny-weather", file=sys.stderr)\n'
-             'print("Authorization: Bearer sk-live-abcdef1234567890", file=sys.stderr)\n'
-             'raise SystemExit("config file /etc/tiny.conf missing")\n')
     # requirements make the installer print (uv's own lines), streamed as "install" output
-    digest = make_archive(tmp_path / "archives", {"crash.py": crash})
-    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["crash.py"],
-                                                       "requirements": ["idna==3.10"]}}}
+    spec = crashing_server(tmp_path / "archives", '"loading plugin tiny-weather"',
+                           '"Authorization: Bearer sk-live-abcdef1234567890"', requirements=["idna==3.10"])
     await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="crashy-stream", name="Crashy", spec=spec,
                                     owner_id=uuid.UUID(OWNER["id"])))
     await h.until_status("crashy-stream", "failed", "deployed")

@@ -16,6 +16,7 @@ import pytest
 from alembic import command
 
 import wemcp.agents
+from services.agents.tests.agents_testkit import scratch_database
 from wemcp.agents.config import Settings
 from wemcp.agents.models import provider_key_context
 from wemcp.common.migrations import alembic_config, upgrade_async
@@ -33,24 +34,10 @@ def _migration() -> ModuleType:
     return mod
 
 
-def _pg(url: str) -> str:
-    return "postgresql://" + url.split("://", 1)[1]
-
-
 @pytest.fixture
 async def db(infra: Any):
-    base = _pg(infra.database_url)
-    name = f"migr_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(base)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = base.rsplit("/", 1)[0] + f"/{name}"
-    conn = await asyncpg.connect(url)
-    try:
+    async with scratch_database(infra, "migr") as (url, conn):
         yield url, conn
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _insert(conn: asyncpg.Connection, name: str, sealed: bytes | None) -> uuid.UUID:

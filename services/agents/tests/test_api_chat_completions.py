@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import openai
 import pytest
 
-from services.agents.tests.agents_testkit import EXTERNAL_KEY
 from wemcp.devstack.infra import free_port
+from wemcp.testkit.agents import EXTERNAL_KEY
 from wemcp.testkit.model import ScriptedModel
 
 TIME_Q = "TIME: what time is it in Tokyo, judging from New York?"

@@ -3,15 +3,14 @@ a user can act on (and leave nothing running)."""
 
 from __future__ import annotations
 
-import hashlib
 import textwrap
 import uuid
-from pathlib import Path
 
 import pytest
 
+from services.deployer.tests.deployer_testkit import crashing_server, make_archive
 from wemcp.common.events.servers import ServerSubmitted
-from wemcp.devstack.testing import serve_app, tar_gz
+from wemcp.devstack.testing import serve_app
 
 TINY_SERVER = textwrap.dedent('''
     from mcp.server.mcpserver import MCPServer
@@ -31,12 +30,6 @@ TINY_SERVER = textwrap.dedent('''
         app.run()
 ''')
 
-
-def make_archive(directory: Path, files: dict[str, str]) -> str:
-    data = tar_gz(files)
-    digest = hashlib.sha256(data).hexdigest()
-    (directory / f"{digest}.tar.gz").write_bytes(data)
-    return digest
 
 
 async def test_source_archive_deploys_with_its_tools(deployer, tmp_path):
@@ -79,12 +72,8 @@ async def test_pypi_version_that_does_not_exist_fails_with_reason(deployer):
 
 async def test_server_that_crashes_at_start_fails_with_redacted_log_tail(deployer, tmp_path):
     h = deployer
-    crash = ('import os, sys\n'
-             'print("booting with key " + os.environ.get("DEMO_API_KEY", "none"), file=sys.stderr)\n'
-             'print("Authorization: Bearer sk-live-abcdef123456", file=sys.stderr)\n'
-             'raise SystemExit("config file /etc/tiny.conf missing")\n')
-    digest = make_archive(tmp_path / "archives", {"crash.py": crash})
-    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["crash.py"]}}}
+    spec = crashing_server(tmp_path / "archives", '"booting with key " + os.environ.get("DEMO_API_KEY", "none")',
+                           '"Authorization: Bearer sk-live-abcdef123456"')
     await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="crashy", name="Crashy", spec=spec))
     d = await h.until_status("crashy", "failed", "deployed")
     assert d["status"] == "failed"

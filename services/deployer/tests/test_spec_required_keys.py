@@ -11,8 +11,7 @@ import httpx2 as httpx
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from services.deployer.tests.deployer_testkit import bridge_headers
-from services.deployer.tests.test_e2e_archive_and_failures import make_archive
+from services.deployer.tests.deployer_testkit import bridge_headers, make_archive
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.deployer.spec import INTROSPECTION_PLACEHOLDER
 
