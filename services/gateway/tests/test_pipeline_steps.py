@@ -1,6 +1,6 @@
 """Unit tests of the call pipeline's decisions (pipeline.py) with fakes of its ports: the route
 table, key resolution, the quota client, the call recorder, the upstream. The same steps serve
-every transport; the end-to-end tests (test_router, test_sse, test_bundles, test_keys_quota ...)
+every transport; the end-to-end tests (test_mcp_router, test_legacy_sse, test_bundles, test_keys_quota ...)
 run them for real."""
 
 from __future__ import annotations
