@@ -43,6 +43,7 @@ from services.gateway.tests.test_resume import (  # noqa: F401
 )
 from services.gateway.tests.test_streamable_eras import test_every_client_gets_its_own_revision  # noqa: F401
 from wemcp.devstack.testing import serve_app
+from wemcp.gateway.replicas import replay
 from wemcp.testkit.upstream import build_server
 
 pytestmark = pytest.mark.asyncio
@@ -165,16 +166,7 @@ class Counting:
         body = b"".join(chunks)
         if b'"tools/call"' in body:
             self.calls += 1
-        sent = False
-
-        async def again() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, again, send)
+        await self.app(scope, replay(body, receive), send)
 
 
 @contextlib.asynccontextmanager

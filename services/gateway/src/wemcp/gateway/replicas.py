@@ -160,31 +160,9 @@ class Replicas:
             log.warning("gateway_replica_unreachable", url=url, error=str(exc)[:200])
             return False
         self.forwarded += 1
-        out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
-               if k.lower() not in _RESP_DROP]
-        gone = asyncio.Event()
-
-        async def watch() -> None:  # the client leaving ends the relayed stream (and so the owner's)
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.create_task(watch())
         try:
-            await send({"type": "http.response.start", "status": resp.status, "headers": out})
-            async for chunk in resp.content.iter_any():
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if not gone.is_set():
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (H1Error, TimeoutError, OSError):
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await relay_answer(resp, _RESP_DROP, receive, send, (H1Error, TimeoutError, OSError))
         finally:
-            watcher.cancel()
             resp.release()
         return True
 
@@ -228,12 +206,12 @@ class ReplicaRouter:
             try:
                 body = await self._body(receive, replicas)
             except _TooMuch as exc:  # too large or too slow for us: the app answers it as usual
-                await self.inner(scope, _replay(exc.body, receive, more=True), send)
+                await self.inner(scope, replay(exc.body, receive, more=True), send)
                 return
             m = _STATE.search(body) if STATE_PREFIX in body else None
             rid = m.group(1).decode() if m else None
         if rid is None or rid == replicas.id:
-            await self.inner(scope, receive if body is None else _replay(body, receive), send)
+            await self.inner(scope, receive if body is None else replay(body, receive), send)
             return
         url = await replicas.peer(rid)
         if url is not None:
@@ -241,13 +219,13 @@ class ReplicaRouter:
                 try:
                     body = await self._body(receive, replicas)
                 except _TooMuch as exc:
-                    await self.inner(scope, _replay(exc.body, receive, more=True), send)
+                    await self.inner(scope, replay(exc.body, receive, more=True), send)
                     return
             if await replicas.forward(url, scope, body, receive, send):
                 return
             replicas.forget(rid)
         # the owner is gone: answered here, as any unknown session or requestState
-        await self.inner(scope, receive if body is None else _replay(body, receive), send)
+        await self.inner(scope, receive if body is None else replay(body, receive), send)
 
     @staticmethod
     async def _body(receive: Any, replicas: Replicas) -> bytes:
@@ -270,12 +248,45 @@ class ReplicaRouter:
             raise _TooMuch(b"".join(chunks)) from None
 
 
+async def relay_answer(resp: Any, drop: frozenset[str], receive: Any, send: Any,
+                       broken: tuple[type[BaseException], ...]) -> None:
+    """Stream an HTTP answer (``resp``: ``status``, ``headers``, ``content.iter_any()``, as h1client's
+    and aiohttp's responses have them) to the ASGI ``send``, without the headers in ``drop``
+    (lowercase), each chunk as it comes. The client leaving (``http.disconnect``) ends the stream, and
+    so the upstream's; an upstream that breaks (``broken``) ends the answer where it is."""
+    out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+           if k.lower() not in drop]
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                gone.set()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await send({"type": "http.response.start", "status": resp.status, "headers": out})
+        async for chunk in resp.content.iter_any():
+            if gone.is_set():
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not gone.is_set():
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except broken:
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        watcher.cancel()
+
+
 class _TooMuch(Exception):
     def __init__(self, body: bytes) -> None:
         self.body = body
 
 
-def _replay(body: bytes, receive: Any, more: bool = False) -> Any:
+def replay(body: bytes, receive: Any, more: bool = False) -> Any:
     """``receive`` that first hands back the body already read (then, with ``more``, the rest)."""
     sent = False
 
