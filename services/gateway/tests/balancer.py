@@ -5,13 +5,13 @@ leaving closes the backend request. It keeps Host and adds X-Forwarded-For, like
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 from collections import Counter
 from typing import Any
 
 import aiohttp
+
+from wemcp.gateway.replicas import relay_answer
 
 # Host is passed on, as balancers do (the gateway checks it and Origin against it)
 _DROP_REQ = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te",
@@ -59,27 +59,7 @@ class RoundRobin:
             await send({"type": "http.response.start", "status": 502, "headers": []})
             await send({"type": "http.response.body", "body": b"backend unreachable"})
             return
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-
-        watcher = asyncio.create_task(watch())
-        try:
-            out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
-                   if k.lower() not in _DROP_RESP]
-            await send({"type": "http.response.start", "status": resp.status, "headers": out})
-            async for chunk in resp.content.iter_any():
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if not gone.is_set():
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientError, OSError):
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:  # streamed back as the gateway relays a replica's answer
+            await relay_answer(resp, _DROP_RESP, receive, send, (aiohttp.ClientError, OSError))
         finally:
-            watcher.cancel()
             resp.close()

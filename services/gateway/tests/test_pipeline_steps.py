@@ -1,6 +1,6 @@
 """Unit tests of the call pipeline's decisions (pipeline.py) with fakes of its ports: the route
 table, key resolution, the quota client, the call recorder, the upstream. The same steps serve
-every transport; the end-to-end tests (test_router, test_sse, test_bundles, test_keys_quota ...)
+every transport; the end-to-end tests (test_mcp_router, test_legacy_sse, test_bundles, test_keys_quota ...)
 run them for real."""
 
 from __future__ import annotations
@@ -123,6 +123,18 @@ def ctx_for(pipeline: Pipeline, msg: dict[str, Any] | None = None, ident: Identi
                                     "params": {"name": "now", "arguments": {}}}, raw)
 
 
+
+def admitted(p: Pipeline, ctx: CallContext, *, may_defer: bool) -> bytes | None:
+    """Resolve the keys, then admit (the quota), as the pipeline does before it forwards: the refusal's
+    body, or None when the call may go on."""
+
+    async def run() -> bytes | None:
+        await p.resolve(ctx)
+        return await p.admit(ctx, may_defer=may_defer)
+
+    return asyncio.run(run())
+
+
 # -- route ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("route,grant,status", [
     (None, None, 404),
@@ -194,11 +206,7 @@ def test_admit_refuses_missing_keys_without_asking_the_quota() -> None:
     quota = Quota()
     p = make(Resolved({}, "none", ("API_KEY",)), quota)
     ctx = ctx_for(p, raw=b"x" * 12)
-
-    async def run() -> bytes | None:
-        await p.resolve(ctx)
-        return await p.admit(ctx, may_defer=True)
-    body = asyncio.run(run())
+    body = admitted(p, ctx, may_defer=True)
     assert body is not None
     err = orjson.loads(body)["error"]
     assert err["code"] == -32602 and err["data"] == {"missing": ["API_KEY"]} and "API_KEY" in err["message"]
@@ -211,11 +219,7 @@ def test_admit_refused_by_the_quota_records_and_sets_the_headers() -> None:
     quota = Quota(Decision(allowed=False, reason="user_limit", counted=False))
     p = make(Resolved({"K": "v"}, "system"), quota)
     ctx = ctx_for(p)
-
-    async def run() -> bytes | None:
-        await p.resolve(ctx)
-        return await p.admit(ctx, may_defer=False)
-    body = asyncio.run(run())
+    body = admitted(p, ctx, may_defer=False)
     assert body is not None and orjson.loads(body)["error"]["code"] == -32029
     assert (b"retry-after", b"60") in ctx.extra and (b"x-ratelimit-limit", b"10") in ctx.extra
     assert [a[0] for a in quota.asked] == ["decide"]  # may_defer=False: never ahead
@@ -228,11 +232,7 @@ def test_admit_decides_ahead_when_it_may_and_the_quota_can() -> None:
     quota = Quota(ahead=True)
     p = make(Resolved({}, "none"), quota)
     ctx = ctx_for(p)
-
-    async def run() -> bytes | None:
-        await p.resolve(ctx)
-        return await p.admit(ctx, may_defer=True)
-    assert asyncio.run(run()) is None
+    assert admitted(p, ctx, may_defer=True) is None
     assert ctx.ahead is not None and ctx.decision is None and ctx.extra == []
     assert [a[0] for a in quota.asked] == ["ahead"]
     assert p.gw.recorder.records == []  # recorded when the call ends
@@ -242,11 +242,7 @@ def test_admit_awaits_the_decision_when_the_quota_cannot_decide_ahead() -> None:
     quota = Quota(ahead=False)
     p = make(Resolved({}, "none"), quota)
     ctx = ctx_for(p)
-
-    async def run() -> bytes | None:
-        await p.resolve(ctx)
-        return await p.admit(ctx, may_defer=True)
-    assert asyncio.run(run()) is None
+    assert admitted(p, ctx, may_defer=True) is None
     assert [a[0] for a in quota.asked] == ["ahead", "decide"]
     assert ctx.decision is quota.decision and (b"x-ratelimit-limit", b"10") in ctx.extra
 
@@ -254,11 +250,7 @@ def test_admit_awaits_the_decision_when_the_quota_cannot_decide_ahead() -> None:
 def test_admit_without_a_quota_client_lets_the_call_through_undecided() -> None:
     p = make(Resolved({}, "none"), None)
     ctx = ctx_for(p)
-
-    async def run() -> bytes | None:
-        await p.resolve(ctx)
-        return await p.admit(ctx, may_defer=True)
-    assert asyncio.run(run()) is None
+    assert admitted(p, ctx, may_defer=True) is None
     assert ctx.decision is None and ctx.ahead is None
 
 
@@ -267,11 +259,7 @@ def test_the_agent_run_header_reaches_the_quota() -> None:
     p = make(Resolved({}, "none"), quota)
     ctx = ctx_for(p)
     ctx.scope["headers"].append((b"x-wemcp-agent-run", b"tok"))
-
-    async def run() -> None:
-        await p.resolve(ctx)
-        await p.admit(ctx, may_defer=False)
-    asyncio.run(run())
+    admitted(p, ctx, may_defer=False)
     assert quota.asked[0][-1] == "tok"
 
 

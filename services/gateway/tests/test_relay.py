@@ -216,6 +216,21 @@ async def test_a_refusal_reaches_the_server_and_the_call_fails(stack, kind, mode
             assert text_of(await c.call_tool("echo", {"text": "still here"})) == "still here"
 
 
+async def asked_to_sample(h: httpx.AsyncClient, url: str, topic: str) -> tuple[dict[str, Any], str, str]:
+    """A 2026-07-28 call of ``summarise`` as alice, answered with an InputRequiredResult that carries
+    the server's sampling question: (the call, the question's key, the requestState)."""
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "summarise", "arguments": {"topic": topic}, "_meta": modern_meta()}}
+    r = await h.post(url, headers={**MODERN, **bearer("alice")}, json=call)
+    assert r.status_code == 200, r.text
+    first = r.json()["result"]
+    assert first["resultType"] == "input_required", first
+    (key, question), = first["inputRequests"].items()
+    assert question["method"] == "sampling/createMessage"
+    assert question["params"]["messages"][0]["content"]["text"] == f"summarise {topic}"
+    return call, key, first["requestState"]
+
+
 async def test_modern_client_of_a_2025_server_answers_by_retrying(stack, infra):
     """A 2026-07-28 client takes no standalone requests: the gateway answers the call with an
     InputRequiredResult carrying the 2025 server's question and a requestState bound to the caller,
@@ -231,16 +246,7 @@ async def test_modern_client_of_a_2025_server_answers_by_retrying(stack, infra):
     try:
         async with asking_server(stack, "legacy"), httpx.AsyncClient(timeout=30) as h:
             url = stack.url + "/mcp/ask"
-            call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-                "name": "summarise", "arguments": {"topic": "pears"}, "_meta": modern_meta()}}
-            r = await h.post(url, headers={**MODERN, **bearer("alice")}, json=call)
-            assert r.status_code == 200, r.text
-            first = r.json()["result"]
-            assert first["resultType"] == "input_required"
-            (key, question), = first["inputRequests"].items()
-            assert question["method"] == "sampling/createMessage"
-            assert question["params"]["messages"][0]["content"]["text"] == "summarise pears"
-            state = first["requestState"]
+            call, key, state = await asked_to_sample(h, url, "pears")
             assert list(relay.parked) == [state]
 
             answer = {"role": "assistant", "model": "m", "content": {"type": "text", "text": "juicy"}}
@@ -299,16 +305,7 @@ async def test_modern_client_of_a_hosted_server_answers_by_retrying(stack):
     the caller (the gateway says who), the tool, and works once."""
     async with asking_server(stack, "hosted"), httpx.AsyncClient(timeout=30) as h:
         url = stack.url + "/mcp/ask"
-        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "summarise", "arguments": {"topic": "plums"}, "_meta": modern_meta()}}
-        r = await h.post(url, headers={**MODERN, **bearer("alice")}, json=call)
-        assert r.status_code == 200, r.text
-        first = r.json()["result"]
-        assert first["resultType"] == "input_required", first
-        (key, question), = first["inputRequests"].items()
-        assert question["method"] == "sampling/createMessage"
-        assert question["params"]["messages"][0]["content"]["text"] == "summarise plums"
-        state = first["requestState"]
+        call, key, state = await asked_to_sample(h, url, "plums")
         assert state.startswith("wemcp-br.") and not stack.mcp.router.relay.parked  # the bridge's, not the gateway's
 
         answer = {"role": "assistant", "model": "m", "content": {"type": "text", "text": "sweet"}}

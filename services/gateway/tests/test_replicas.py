@@ -26,7 +26,13 @@ import pytest_asyncio
 from services.gateway.tests.gateway_testkit import USERS, bearer, mcp_client, open_stack, set_quota, text_of
 
 # the router's, SSE, relay, resumption and era tests, collected again here against two replicas
-from services.gateway.tests.test_eras import test_every_client_gets_its_own_revision  # noqa: F401
+from services.gateway.tests.test_mcp_router import (  # noqa: F401
+    test_a_stdio_local_server_is_listed_but_not_called,
+    test_both_client_eras_list_and_call,
+    test_disabled_server_refused_within_a_second,
+    test_no_redirect_on_trailing_slash,
+    test_unknown_server_is_404,
+)
 from services.gateway.tests.test_relay import (  # noqa: F401
     test_a_refusal_reaches_the_server_and_the_call_fails,
     test_modern_client_of_a_2025_server_answers_by_retrying,
@@ -35,14 +41,9 @@ from services.gateway.tests.test_resume import (  # noqa: F401
     test_the_official_client_resumes_a_broken_stream_through_the_gateway,
     test_unknown_or_foreign_event_ids_resume_nothing,
 )
-from services.gateway.tests.test_router import (  # noqa: F401
-    test_a_stdio_local_server_is_listed_but_not_called,
-    test_both_client_eras_list_and_call,
-    test_disabled_server_refused_within_a_second,
-    test_no_redirect_on_trailing_slash,
-    test_unknown_server_is_404,
-)
+from services.gateway.tests.test_streamable_eras import test_every_client_gets_its_own_revision  # noqa: F401
 from wemcp.devstack.testing import serve_app
+from wemcp.gateway.replicas import replay
 from wemcp.testkit.upstream import build_server
 
 pytestmark = pytest.mark.asyncio
@@ -165,16 +166,7 @@ class Counting:
         body = b"".join(chunks)
         if b'"tools/call"' in body:
             self.calls += 1
-        sent = False
-
-        async def again() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, again, send)
+        await self.app(scope, replay(body, receive), send)
 
 
 @contextlib.asynccontextmanager

@@ -1,4 +1,4 @@
-"""The conformance run of the MCP-fidelity issue (test_conformance.py: the official suite, ``--suite
+"""The conformance run of the MCP-fidelity issue (test_mcp_conformance.py: the official suite, ``--suite
 all``) through two gateways behind the loopback round-robin balancer (every request to the next
 gateway): it must fail no check the server passes directly. The 2026-07-28 era through two replicas
 is covered by test_replicas.py (the router's, era and relay tests, parked calls included)."""
@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from services.gateway.tests.gateway_testkit import open_stack
-from services.gateway.tests.test_conformance import LOOPBACK_NAMES, OUT, direct_server, failed, run_suite
+from services.gateway.tests.test_mcp_conformance import LOOPBACK_NAMES, OUT, direct_server, failed, run_suite
 
 pytestmark = pytest.mark.asyncio
 

@@ -328,3 +328,13 @@ async def test_my_usage_per_day_is_only_mine(app, http, infra):
     # no way to name another user
     r = await http.get(f"/api/v1/me/usage/days?user_id={other}", headers=USER)
     assert sum(d["calls"] for d in r.json()["days"]) == 7
+
+
+async def test_usage_of_an_agent_has_no_global_cap(http):
+    """A global daily cap is a server's: the usage report of an agent leaves its fields out (not null)."""
+    common = {"kind", "id", "since", "until", "zone", "per_user_daily", "days"}
+    agent = (await http.get(f"/api/v1/usage/agents/{uuid.uuid4()}", headers=ADMIN)).json()
+    assert set(agent) == common and agent["kind"] == "agent" and agent["days"] == []
+    server = (await http.get("/api/v1/usage/servers/maps", headers=ADMIN)).json()
+    assert set(server) == common | {"global_daily_cap", "global_used_today"}
+    assert server["global_daily_cap"] is None and server["global_used_today"] == 0

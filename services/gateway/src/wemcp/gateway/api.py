@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from wemcp.common.errors import NotFound
 from wemcp.common.identity import Identity
+from wemcp.gateway.deps import GatewayState, RuntimeOf, State
 from wemcp.gateway.proxy import forward
 from wemcp.gateway.routing import owner_of
 from wemcp.gateway.wiring import refuse_server_scoped
@@ -21,15 +22,9 @@ router = APIRouter()
 OPENAPI_TTL_SECONDS = 30.0
 
 
-def _state(request: Request) -> Any:
-    return request.app.state.runtime.extras["gateway"]
-
-
 @router.get("/healthz", include_in_schema=False)
-async def healthz(request: Request) -> JSONResponse:
+async def healthz(gw: State, runtime: RuntimeOf) -> JSONResponse:
     """Every service's health, fetched concurrently; 200 only when all are green."""
-    gw = _state(request)
-    runtime = request.app.state.runtime
 
     async def one(name: str, url: str) -> tuple[str, dict[str, Any]]:
         t0 = time.perf_counter()
@@ -51,8 +46,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 @router.get("/openapi.json", include_in_schema=False)
-async def openapi(request: Request) -> JSONResponse:
-    gw = _state(request)
+async def openapi(request: Request, gw: State) -> JSONResponse:
     now = time.monotonic()
     if gw.openapi_cache is None or now - gw.openapi_cache[0] > OPENAPI_TTL_SECONDS:
         gw.openapi_cache = (now, await _merged_openapi(request, gw))
@@ -68,7 +62,7 @@ async def docs() -> HTMLResponse:
                                swagger_favicon_url="/assets/swagger/favicon-32x32.png")
 
 
-async def _merged_openapi(request: Request, gw: Any) -> dict[str, Any]:
+async def _merged_openapi(request: Request, gw: GatewayState) -> dict[str, Any]:
     """One document for the public API: every service's ``/api/v1`` paths and their schemas, plus
     the gateway's own public paths."""
     doc: dict[str, Any] = {
@@ -108,10 +102,9 @@ def _merge(doc: dict[str, Any], part: dict[str, Any], service: str) -> None:
         doc["components"].setdefault("securitySchemes", {}).setdefault(scheme, spec)
 
 
-async def _identity(request: Request) -> Identity | None:
+async def _identity(request: Request, gw: GatewayState) -> Identity | None:
     """The verified caller, or None for anonymous calls. Verification (JWT, platform API keys) is
     plugged in by the auth integration as ``GatewayState.verifier``."""
-    gw = _state(request)
     if gw.verifier is None:
         return None
     ident = await gw.verifier(request)
@@ -121,28 +114,25 @@ async def _identity(request: Request) -> Identity | None:
 
 @router.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                   include_in_schema=False)
-async def route_api(path: str, request: Request) -> Response:
+async def route_api(path: str, request: Request, gw: State) -> Response:
     service = owner_of(path)
     if service is None:
         raise NotFound(f"no API at /api/v1/{path}")
-    gw = _state(request)
     return await forward(request, gw.client, service, gw.urls[service], gw.settings.max_body_bytes,
-                         await _identity(request))
+                         await _identity(request, gw))
 
 
 @router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                   include_in_schema=False)
-async def route_openai(path: str, request: Request) -> Response:
+async def route_openai(path: str, request: Request, gw: State) -> Response:
     """The OpenAI-compatible API (``/v1/chat/completions``, ``/v1/models``, ``/v1/agents/...``) is
     served by the agents service; streaming responses pass through unbuffered."""
-    gw = _state(request)
     return await forward(request, gw.client, "agents", gw.urls["agents"], gw.settings.max_body_bytes,
-                         await _identity(request))
+                         await _identity(request, gw))
 
 
 @router.api_route("/v0.1/{path:path}", methods=["GET", "POST"], include_in_schema=False)
-async def route_registry(path: str, request: Request) -> Response:
+async def route_registry(path: str, request: Request, gw: State) -> Response:
     """The official-registry-compatible API (``/v0.1/servers`` ...) is served by the catalog."""
-    gw = _state(request)
     return await forward(request, gw.client, "catalog", gw.urls["catalog"], gw.settings.max_body_bytes,
-                         await _identity(request))
+                         await _identity(request, gw))

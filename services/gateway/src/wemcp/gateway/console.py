@@ -14,6 +14,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from wemcp.common.errors import NotFound, ServiceUnavailable
+from wemcp.gateway.config import Settings
+from wemcp.gateway.deps import GatewaySettings
 
 router = APIRouter(include_in_schema=False)
 
@@ -32,15 +34,15 @@ HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
 mimetypes.add_type("text/markdown; charset=utf-8", ".md")
 
 
-def _root(request: Request) -> Path:
-    root: Path = request.app.state.runtime.settings.console_path
+def _root(settings: Settings) -> Path:
+    root = settings.console_path
     if not (root / "index.html").is_file():
         raise ServiceUnavailable(f"the console is not built ({root}): run `make install`")
     return root
 
 
-async def page(request: Request) -> Response:
-    return FileResponse(_root(request) / "index.html", media_type="text/html; charset=utf-8",
+async def page(settings: GatewaySettings) -> Response:
+    return FileResponse(_root(settings) / "index.html", media_type="text/html; charset=utf-8",
                         headers={**HEADERS, "Cache-Control": "no-cache"})
 
 
@@ -49,8 +51,8 @@ for _path in PAGES:
 
 
 @router.api_route("/assets/{path:path}", methods=["GET", "HEAD"])
-async def asset(path: str, request: Request) -> Response:
-    base = (_root(request) / "assets").resolve()
+async def asset(path: str, request: Request, settings: GatewaySettings) -> Response:
+    base = (_root(settings) / "assets").resolve()
     target = (base / path).resolve()
     if not target.is_relative_to(base) or not target.is_file():
         raise NotFound(f"no asset {path!r}")

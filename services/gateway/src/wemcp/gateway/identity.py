@@ -68,6 +68,18 @@ class _Lru(OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
+def _marked(marks: dict[str, float], key: str, now: float) -> bool:
+    """Whether ``key`` holds a mark (``marks``: key -> until, epoch seconds) at ``now``; a mark past its
+    time is dropped."""
+    until = marks.get(key)
+    if until is None:
+        return False
+    if until < now:
+        marks.pop(key, None)
+        return False
+    return True
+
+
 def _invalid(detail: str = "invalid credentials") -> Unauthorized:
     return Unauthorized(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
@@ -187,13 +199,7 @@ class Verifier:
     def _user_banned(self, user_id: str, now: float) -> bool:
         """A banned (or deleted) user's access tokens are refused until every token minted before the
         ban has expired (auth mints none while the ban holds)."""
-        until = self._banned_users.get(user_id)
-        if until is None:
-            return False
-        if until < now:
-            self._banned_users.pop(user_id, None)
-            return False
-        return True
+        return _marked(self._banned_users, user_id, now)
 
     def _role_stale(self, user_id: str, minted_ms: int, now: float) -> bool:
         """A token minted before the user's role last changed (auth's ``iat_ms`` against the event's
@@ -285,13 +291,7 @@ class Verifier:
     def _session_revoked(self, sid: str | None, now: float) -> bool:
         if sid is None or not self._revoked_sessions:
             return False
-        until = self._revoked_sessions.get(sid)
-        if until is None:
-            return False
-        if until < now:
-            self._revoked_sessions.pop(sid, None)
-            return False
-        return True
+        return _marked(self._revoked_sessions, sid, now)
 
     async def _key(self, kid: str) -> Any:
         key = self._keys.get(kid)

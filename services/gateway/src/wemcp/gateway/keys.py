@@ -150,6 +150,15 @@ class KeyResolver:
             fp = hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
         return Resolved(values, source, missing, fp)
 
+    async def _from_auth(self, path: str) -> Any:
+        """``GET /internal/auth/<path>`` on auth with the gateway's credential (counted in ``lookups``):
+        the JSON body of a 200, None for another status; raises when auth cannot be reached in time."""
+        assert self.http is not None
+        self.lookups += 1
+        async with asyncio.timeout(3), await self.http.request(
+                "GET", f"{self.auth_url}/internal/auth/{path}", headers=self.signer.headers("auth")) as r:
+            return orjson.loads(await r.read()) if r.status == 200 else None
+
     async def _vault_values(self, user_id: str, slug: str) -> dict[str, str]:
         key = (user_id, slug)
         hit = self._vault.get(key)
@@ -158,14 +167,10 @@ class KeyResolver:
             return hit[1]
         values: dict[str, str] = {}
         if self.http is not None:
-            self.lookups += 1
             try:
-                url = f"{self.auth_url}/internal/auth/vault/{quote(user_id)}?{urlencode({'server': slug})}"
-                async with asyncio.timeout(3), await self.http.request(
-                        "GET", url, headers=self.signer.headers("auth")) as r:
-                    if r.status == 200:
-                        body = orjson.loads(await r.read())
-                        values = {str(k): str(v) for k, v in (body.get("values") or {}).items()}
+                body = await self._from_auth(f"vault/{quote(user_id)}?{urlencode({'server': slug})}")
+                if body is not None:
+                    values = {str(k): str(v) for k, v in (body.get("values") or {}).items()}
             except Exception as exc:  # auth down: own keys unknown, fall back (logged, no values)
                 log.warning("vault_lookup_failed", server=slug, error=type(exc).__name__)
                 self._vault[key] = (now + 1.0, values)
@@ -182,14 +187,10 @@ class KeyResolver:
         token: str | None = None
         until = now + self.ttl
         if self.http is not None:
-            self.lookups += 1
             try:
-                url = f"{self.auth_url}/internal/auth/connections/{quote(user_id)}/{quote(slug, safe='')}"
-                async with asyncio.timeout(3), await self.http.request(
-                        "GET", url, headers=self.signer.headers("auth")) as r:
-                    if r.status == 200:
-                        body = orjson.loads(await r.read())
-                        token = body.get("access_token") or None
+                body = await self._from_auth(f"connections/{quote(user_id)}/{quote(slug, safe='')}")
+                if body is not None:
+                    token = body.get("access_token") or None
             except Exception as exc:
                 log.warning("connection_lookup_failed", server=slug, error=type(exc).__name__)
                 until = now + 1.0

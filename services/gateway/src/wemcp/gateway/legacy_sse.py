@@ -25,7 +25,7 @@ from wemcp.gateway.rpc import (
     respond_problem,
     rpc_error,
 )
-from wemcp.gateway.sessions import ClientSession
+from wemcp.gateway.sessions import ClientSession, Transport
 from wemcp.gateway.upstream import final_response, parse_messages
 
 if TYPE_CHECKING:
@@ -35,12 +35,9 @@ log = get_logger("wemcp.gateway.mcp")
 SSE_VERSION = "2024-11-05"
 
 
-class LegacySse:
+class LegacySse(Transport):
     def __init__(self, router: McpRouter) -> None:
-        self.router = router
-        self.pipeline = router.pipeline
-        self.hub = router.hub
-        self.settings = router.gw.settings
+        super().__init__(router)
         self._tasks: set[asyncio.Task[None]] = set()  # replies in progress
 
     async def stream(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-import httpx2 as httpx
-from starlette.requests import Request
-
-from wemcp.common.identity import Identity
 from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.gateway.api import router
 from wemcp.gateway.config import Settings, get_settings
 from wemcp.gateway.console import router as console_router
+from wemcp.gateway.deps import GatewayState
 from wemcp.gateway.identity import Verifier
 from wemcp.gateway.proxy import make_client
 from wemcp.gateway.replicas import close_replicas, open_replicas
 from wemcp.gateway.rest import router as mcp_rest_router
 from wemcp.gateway.wiring import close_mcp, install_mcp_routes, open_mcp
-
-
-@dataclass
-class GatewayState:
-    settings: Settings
-    client: httpx.AsyncClient
-    urls: dict[str, str]
-    openapi_cache: tuple[float, dict[str, Any]] | None = field(default=None)
-    # Set by the auth integration: verifies a request's JWT or API key; None = anonymous.
-    verifier: Callable[[Request], Awaitable[Identity | None]] | None = None
 
 
 async def _open(runtime: Runtime) -> None:

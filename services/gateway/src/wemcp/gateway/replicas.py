@@ -160,31 +160,9 @@ class Replicas:
             log.warning("gateway_replica_unreachable", url=url, error=str(exc)[:200])
             return False
         self.forwarded += 1
-        out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
-               if k.lower() not in _RESP_DROP]
-        gone = asyncio.Event()
-
-        async def watch() -> None:  # the client leaving ends the relayed stream (and so the owner's)
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.create_task(watch())
         try:
-            await send({"type": "http.response.start", "status": resp.status, "headers": out})
-            async for chunk in resp.content.iter_any():
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if not gone.is_set():
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (H1Error, TimeoutError, OSError):
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await relay_answer(resp, _RESP_DROP, receive, send, (H1Error, TimeoutError, OSError))
         finally:
-            watcher.cancel()
             resp.release()
         return True
 
@@ -268,6 +246,39 @@ class ReplicaRouter:
                         return b"".join(chunks)
         except TimeoutError:
             raise _TooMuch(b"".join(chunks)) from None
+
+
+async def relay_answer(resp: Any, drop: frozenset[str], receive: Any, send: Any,
+                       broken: tuple[type[BaseException], ...]) -> None:
+    """Stream an HTTP answer (``resp``: ``status``, ``headers``, ``content.iter_any()``, as h1client's
+    and aiohttp's responses have them) to the ASGI ``send``, without the headers in ``drop``
+    (lowercase), each chunk as it comes. The client leaving (``http.disconnect``) ends the stream, and
+    so the upstream's; an upstream that breaks (``broken``) ends the answer where it is."""
+    out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+           if k.lower() not in drop]
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                gone.set()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await send({"type": "http.response.start", "status": resp.status, "headers": out})
+        async for chunk in resp.content.iter_any():
+            if gone.is_set():
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not gone.is_set():
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except broken:
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        watcher.cancel()
 
 
 class _TooMuch(Exception):

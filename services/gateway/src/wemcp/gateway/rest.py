@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from wemcp.common.errors import AppError, BadGateway, NotFound, Unauthorized, Unprocessable
 from wemcp.common.http import problem
 from wemcp.common.identity import Identity
 from wemcp.gateway.context import CallContext
+from wemcp.gateway.deps import McpParts
 from wemcp.gateway.rpc import Refused
+from wemcp.gateway.schemas import BundleCreate, BundleRead, ToolCall, ToolList
 from wemcp.gateway.upstream import UpstreamError
 
 if TYPE_CHECKING:
@@ -28,22 +29,6 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/api/v1", tags=["mcp"])
 Slug = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Tool = Annotated[str, Path(min_length=1, max_length=200)]
-
-
-class ToolCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    arguments: dict[str, Any] = Field(default_factory=dict)
-
-
-class BundleCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    servers: list[str] = Field(min_length=1, max_length=50)
-    name: str = Field(default="", max_length=100)
-
-
-def _mcp(request: Request) -> Mcp:
-    mcp: Mcp = request.app.state.runtime.extras["mcp"]
-    return mcp
 
 
 async def _caller(request: Request, mcp: Mcp) -> tuple[Identity | None, Any]:
@@ -59,9 +44,8 @@ def _as_error(r: Refused) -> AppError:
     return err
 
 
-async def _routed(request: Request, slug: str, tool: str | None = None) -> tuple[Mcp, CallContext]:
+async def _routed(request: Request, mcp: Mcp, slug: str, tool: str | None = None) -> CallContext:
     """The caller's context for a server (identify, route; refusals as problems, as over MCP)."""
-    mcp = _mcp(request)
     pipeline = mcp.router.pipeline
     try:
         ctx = await pipeline.enter(request.scope, slug)
@@ -69,12 +53,12 @@ async def _routed(request: Request, slug: str, tool: str | None = None) -> tuple
     except Refused as r:
         raise _as_error(r) from None
     ctx.tool = tool
-    return mcp, ctx
+    return ctx
 
 
-@router.get("/servers/{slug}/tools")
-async def list_tools(slug: Slug, request: Request) -> dict[str, Any]:
-    mcp, ctx = await _routed(request, slug)
+@router.get("/servers/{slug}/tools", response_model=ToolList)
+async def list_tools(slug: Slug, request: Request, mcp: McpParts) -> dict[str, Any]:
+    ctx = await _routed(request, mcp, slug)
     route = ctx.route
     assert route is not None
     if route.kind == "mcp" and route.tools:
@@ -89,9 +73,9 @@ async def list_tools(slug: Slug, request: Request) -> dict[str, Any]:
 
 
 @router.post("/servers/{slug}/tools/{tool}/call")
-async def call_tool(slug: Slug, tool: Tool, body: ToolCall, request: Request) -> JSONResponse:
+async def call_tool(slug: Slug, tool: Tool, body: ToolCall, request: Request, mcp: McpParts) -> JSONResponse:
     """Try a tool out: the same pipeline as an MCP call (keys, quota, call event)."""
-    mcp, ctx = await _routed(request, slug, tool)
+    ctx = await _routed(request, mcp, slug, tool)
     reply = await mcp.router.pipeline.call_tool(ctx, body.arguments)
     decision = ctx.decision
     headers = decision.headers() if decision is not None else {}
@@ -111,9 +95,8 @@ async def call_tool(slug: Slug, tool: Tool, body: ToolCall, request: Request) ->
                         headers=headers)
 
 
-@router.post("/bundles", status_code=201)
-async def create_bundle(body: BundleCreate, request: Request) -> dict[str, Any]:
-    mcp = _mcp(request)
+@router.post("/bundles", status_code=201, response_model=BundleRead)
+async def create_bundle(body: BundleCreate, request: Request, mcp: McpParts) -> dict[str, Any]:
     ident, grant = await _caller(request, mcp)
     if ident is None:
         raise Unauthorized("sign in to create a bundle")
@@ -121,9 +104,8 @@ async def create_bundle(body: BundleCreate, request: Request) -> dict[str, Any]:
     return {**doc, "url": f"/mcp/bundles/{doc['id']}"}
 
 
-@router.get("/bundles/{bid}")
-async def get_bundle(bid: Annotated[str, Path(max_length=40)], request: Request) -> dict[str, Any]:
-    mcp = _mcp(request)
+@router.get("/bundles/{bid}", response_model=BundleRead)
+async def get_bundle(bid: Annotated[str, Path(max_length=40)], request: Request, mcp: McpParts) -> dict[str, Any]:
     ident, _ = await _caller(request, mcp)
     doc = await mcp.bundles.get(bid)
     if doc is None or ident is None or doc["owner"] != str(ident.user_id):

@@ -5,47 +5,27 @@ from __future__ import annotations
 
 from wemcp.gateway.config import SERVICES
 
-# first path segments after /api/v1 (or two segments, for nested ownership) -> service
+# service -> the paths after /api/v1 it owns: a first segment, or two ("me/usage") for nested ownership
+OWNED: dict[str, tuple[str, ...]] = {
+    "auth": ("auth", "me", "users", "invites", "api-keys", "vault", "oauth", "connections", "jwks"),
+    "catalog": ("servers", "categories", "feed", "news", "names", "me/servers"),
+    "goods": ("goods", "products", "merchant", "announcements"),
+    "deployer": ("deployments",),
+    "ratelimit": ("usage", "policies", "me/usage"),
+    "crawler": ("crawler", "request-logs", "logs"),
+    "agents": ("agents", "model-providers"),
+}
+# /api/v1/admin/<area>, the admin system (docs/admin.md): each area to the service that owns its data
+ADMIN: dict[str, tuple[str, ...]] = {
+    "auth": ("users", "audit", "invites"),
+    "catalog": ("review", "servers", "publishers", "categories"),
+    "goods": ("goods", "announcements"),
+    "crawler": ("crawls",),
+}
+# (first segment,) or (first, second) -> service
 ROUTES: dict[tuple[str, ...], str] = {
-    ("auth",): "auth",
-    ("me",): "auth",
-    ("users",): "auth",
-    ("invites",): "auth",
-    ("api-keys",): "auth",
-    ("vault",): "auth",
-    ("oauth",): "auth",
-    ("connections",): "auth",
-    ("jwks",): "auth",
-    ("servers",): "catalog",
-    ("categories",): "catalog",
-    ("feed",): "catalog",
-    ("news",): "catalog",
-    ("names",): "catalog",
-    ("goods",): "goods",
-    ("products",): "goods",
-    ("merchant",): "goods",
-    ("announcements",): "goods",
-    ("admin", "goods"): "goods",
-    ("admin", "announcements"): "goods",
-    ("deployments",): "deployer",
-    ("usage",): "ratelimit",
-    ("policies",): "ratelimit",
-    ("me", "usage"): "ratelimit",
-    ("me", "servers"): "catalog",
-    ("crawler",): "crawler",
-    ("request-logs",): "crawler",
-    ("admin", "crawls"): "crawler",
-    ("logs",): "crawler",
-    ("agents",): "agents",
-    ("model-providers",): "agents",
-    # the admin system (docs/admin.md): each area to the service that owns its data
-    ("admin", "users"): "auth",
-    ("admin", "audit"): "auth",
-    ("admin", "invites"): "auth",
-    ("admin", "review"): "catalog",
-    ("admin", "servers"): "catalog",
-    ("admin", "publishers"): "catalog",
-    ("admin", "categories"): "catalog",
+    **{tuple(path.split("/")): service for service, paths in OWNED.items() for path in paths},
+    **{("admin", area): service for service, areas in ADMIN.items() for area in areas},
     **{("services", name): name for name in SERVICES},
 }
 

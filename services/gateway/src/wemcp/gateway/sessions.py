@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from wemcp.gateway.rpc import HANDSHAKE_VERSIONS, header, params_of, respond, rp
 from wemcp.gateway.upstream import LEGACY_VERSION, UpstreamError
 
 if TYPE_CHECKING:
+    from wemcp.gateway.mcp import McpRouter
     from wemcp.gateway.pipeline import Pipeline
 
 log = get_logger("wemcp.gateway.mcp")
@@ -165,9 +166,8 @@ class SessionHub:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(b"")
 
-        watcher = await open_event_stream(send, receive, gone)
         every = self.gw.settings.mcp_keepalive_seconds
-        try:
+        async with event_stream(send, receive, gone):
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
             while True:
@@ -179,20 +179,13 @@ class SessionHub:
                     break
                 chunk = b": ping\n\n" if item is None else b"event: message\ndata: " + item + b"\n\n"
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except OSError:
-            pass
-        finally:
-            watcher.cancel()
-        with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": b""})
 
     async def resume_stream(self, send: Any, receive: Any, log: StreamLog, seen: int) -> None:
         """The events of ``log`` after event ``seen``, then the rest of the call as it comes (keep-alive
         comments meanwhile); ends after the call's reply, or when the client goes away."""
         gone = asyncio.Event()
-        watcher = await open_event_stream(send, receive, gone.set)
         every = self.gw.settings.mcp_keepalive_seconds
-        try:
+        async with event_stream(send, receive, gone.set):
             while not gone.is_set():
                 pending = log.after(seen)
                 if pending is None:  # the buffer moved past what this client saw: nothing more to say
@@ -209,12 +202,6 @@ class SessionHub:
                 stop.cancel()
                 if not done:
                     await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-        except OSError:
-            pass
-        finally:
-            watcher.cancel()
-        with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": b""})
 
     # -- messages outside any call: the upstream session's GET stream, to the client sessions' ----------
     async def listen_upstream(self, sess: ClientSession, ctx: CallContext) -> None:
@@ -285,9 +272,11 @@ class SessionHub:
                 sess.stream.put_nowait(orjson.dumps(msg))
 
 
-async def open_event_stream(send: Any, receive: Any, on_gone: Callable[[], None]) -> asyncio.Task[None]:
-    """Start a GET stream's SSE answer and watch for the client going away: ``on_gone`` runs once
-    it has (the caller cancels the returned watcher when its stream ends first)."""
+@contextlib.asynccontextmanager
+async def event_stream(send: Any, receive: Any, on_gone: Callable[[], None]) -> AsyncIterator[None]:
+    """A GET stream's SSE answer for the length of the block: started on entry, with a watch for the
+    client going away (``on_gone`` runs once it has); on exit the watch ends and the answer is closed.
+    A send that fails because the client went (``OSError``) ends the block quietly."""
 
     async def watch_disconnect() -> None:
         with contextlib.suppress(Exception):
@@ -299,4 +288,22 @@ async def open_event_stream(send: Any, receive: Any, on_gone: Callable[[], None]
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no")]})
-    return watcher
+    try:
+        yield
+    except OSError:
+        pass
+    finally:
+        watcher.cancel()
+    with contextlib.suppress(Exception):
+        await send({"type": "http.response.body", "body": b""})
+
+
+class Transport:
+    """What a transport adapter (streamable.py, legacy_sse.py) works with: the router, its pipeline and
+    session hub, the settings."""
+
+    def __init__(self, router: McpRouter) -> None:
+        self.router = router
+        self.pipeline = router.pipeline
+        self.hub = router.hub
+        self.settings = router.gw.settings

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -26,22 +26,13 @@ from wemcp.gateway.rpc import (
     respond_problem,
     rpc_error,
 )
-from wemcp.gateway.sessions import OUTSIDE_BACKLOG, ClientSession, end_session
-
-if TYPE_CHECKING:
-    from wemcp.gateway.mcp import McpRouter
+from wemcp.gateway.sessions import OUTSIDE_BACKLOG, ClientSession, Transport, end_session
 
 # a bundle answers its requests itself (bundles.py): (context of the request) -> the reply's body
 Dispatch = Callable[[CallContext], Awaitable[bytes]]
 
 
-class StreamableHttp:
-    def __init__(self, router: McpRouter) -> None:
-        self.router = router
-        self.pipeline = router.pipeline
-        self.hub = router.hub
-        self.settings = router.gw.settings
-
+class StreamableHttp(Transport):
     async def endpoint(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``/mcp/{slug}``: refusals as problem+json (413 and 408 close the connection)."""
         try:

@@ -460,14 +460,10 @@ class Upstream:
                 continue
             if "id" not in msg:
                 return resp
-            status, ctype = resp.status, resp.headers.get("content-type", "")
-            if stream and "text/event-stream" in ctype:
+            status = resp.status
+            if stream and "text/event-stream" in resp.headers.get("content-type", ""):
                 return Streaming(resp, sess, uid, req_id)
-            data = await self.read(resp)
-            try:
-                reply = final_response(parse_messages(data, ctype), uid)
-            except Exception:
-                reply = None
+            reply = await self.reply(resp, uid)
             if reply is None:
                 return Buffered(status if status >= 400 else 502, "application/json", orjson.dumps({
                     "jsonrpc": "2.0", "id": req_id, "error": {
@@ -485,12 +481,17 @@ class Upstream:
         if params is not None:
             msg["params"] = params
         resp = await self.send(route, resolved, user_key, msg, None, client_modern=False)
-        status, ctype = resp.status, resp.headers.get("content-type", "")
+        out = await self.reply(resp, req_id)
+        if out is None:
+            raise UpstreamError(f"the server answered HTTP {resp.status} without a JSON-RPC response", -32002)
+        return out
+
+    async def reply(self, resp: Any, req_id: Any) -> dict[str, Any] | None:
+        """The JSON-RPC response to ``req_id`` in a whole answer (JSON or SSE, read to the end); None
+        when it holds none."""
+        ctype = resp.headers.get("content-type", "")
         raw = await self.read(resp)
         try:
-            out = final_response(parse_messages(raw, ctype), req_id)
+            return final_response(parse_messages(raw, ctype), req_id)
         except Exception:
-            out = None
-        if out is None:
-            raise UpstreamError(f"the server answered HTTP {status} without a JSON-RPC response", -32002)
-        return out
+            return None

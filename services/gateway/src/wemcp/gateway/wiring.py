@@ -1,7 +1,7 @@
 """Wiring of the MCP router into the gateway's runtime: the parts, their start and stop, the raw ASGI
 routes (ahead of FastAPI's own), and the bundle store.
 
-``open_mcp`` runs after ``main._open`` (it reads ``GatewayState.verifier`` at call time, so a verifier
+``open_mcp`` runs after ``main._open`` (it reads ``deps.GatewayState.verifier`` at call time, so a verifier
 set or replaced later — the auth wiring, a test — is honoured).
 """
 
@@ -37,7 +37,7 @@ from wemcp.gateway.upstream import Upstream
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from wemcp.gateway.main import GatewayState
+    from wemcp.gateway.deps import GatewayState
 
 log = get_logger("wemcp.gateway.wiring")
 

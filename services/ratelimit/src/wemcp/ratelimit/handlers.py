@@ -16,8 +16,9 @@ from wemcp.common.events.base import Event
 from wemcp.common.events.calls import completed_calls
 from wemcp.common.events.goods import EntitlementChanged
 from wemcp.common.logging import get_logger
+from wemcp.ratelimit import service
 from wemcp.ratelimit.config import Settings
-from wemcp.ratelimit.repository import USAGE_COUNTERS, EntitlementRepository, UsageRepository
+from wemcp.ratelimit.repository import USAGE_COUNTERS
 from wemcp.ratelimit.service import NIL_USER, classify_call
 
 log = get_logger("wemcp.ratelimit.handlers")
@@ -52,7 +53,7 @@ async def on_calls_completed(events: Sequence[Event], session: AsyncSession) -> 
             row[name] += n
         row["latency_ms_sum"] += float(call.latency_ms)
     if rows:
-        await UsageRepository(session).add_many(rows)
+        await service.add_usage(session, rows)
 
 
 async def on_entitlement_changed(event: EntitlementChanged, session: AsyncSession, runtime: Any) -> None:
@@ -60,10 +61,7 @@ async def on_entitlement_changed(event: EntitlementChanged, session: AsyncSessio
     event id with the change) and order-safe (a state older than the stored one changes nothing).
     Once committed, the policy snapshot is published again, so every quota client (the gateway's,
     the agents service's) uses the new limit within a moment."""
-    applied = await EntitlementRepository(session).apply(
-        user_id=event.user_id, kind=event.subject_kind, subject_id=event.subject_id,
-        entitlement_id=event.entitlement_id, plan_code=event.plan_code, per_user_daily=event.per_user_daily,
-        expires_at=event.expires_at, active=event.active, version=event.version)
+    applied = await service.apply_entitlement(session, event)
     if not applied:
         log.info("entitlement_stale", user=str(event.user_id), subject=event.subject_id, version=event.version)
         return
@@ -82,9 +80,7 @@ _pending: set[asyncio.Task[None]] = set()
 
 
 async def _republish(runtime: Any) -> None:
-    from wemcp.ratelimit.service import publish_policies
-
     try:
-        await publish_policies(runtime.sessions, runtime.redis, runtime.settings)
+        await service.publish_policies(runtime.sessions, runtime.redis, runtime.settings)
     except Exception as exc:  # the snapshot keeper and the clients' max age catch up
         log.warning("policy_publish_failed", error=str(exc)[:200])

@@ -20,6 +20,7 @@ from wemcp.quota.policy import SNAPSHOT_KEY
 from wemcp.ratelimit import handlers
 from wemcp.ratelimit.api import router
 from wemcp.ratelimit.config import Settings, get_settings
+from wemcp.ratelimit.deps import KEY, RatelimitState
 from wemcp.ratelimit.models import bus_tables, probe_receipts
 from wemcp.ratelimit.service import publish_policies
 
@@ -41,6 +42,7 @@ async def _start(rt: Runtime) -> None:
     await publish_policies(rt.sessions, rt.redis, settings)
     quota = await open_quota_client(rt.redis, settings)
     rt.extras.update(policy_cache=quota.policies, quota=quota)
+    rt.extras[KEY] = RatelimitState(settings, rt.sessions, rt.redis)
     rt.extras["snapshot_keeper"] = asyncio.get_running_loop().create_task(_keep_snapshot(rt, settings))
 
 
@@ -63,6 +65,7 @@ async def _stop(rt: Runtime) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    rt.extras.pop(KEY, None)
     rt.extras.pop("policy_cache", None)
     quota = rt.extras.pop("quota", None)
     if quota is not None:

@@ -10,11 +10,12 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wemcp.common.errors import Unprocessable
+from wemcp.common.errors import NotFound, Unprocessable
+from wemcp.common.events.goods import EntitlementChanged
 from wemcp.quota.client import OWN_KEY_SOURCES, QuotaClient
 from wemcp.quota.policy import Limits, Override, PolicySet, publish_snapshot
 from wemcp.ratelimit.config import Settings
-from wemcp.ratelimit.models import DEFAULT_SUBJECT
+from wemcp.ratelimit.models import DEFAULT_SUBJECT, QuotaPolicy
 from wemcp.ratelimit.repository import EntitlementRepository, PolicyRepository, UsageRepository
 
 NIL_USER = uuid.UUID(int=0)  # anonymous calls are recorded under the nil UUID
@@ -44,6 +45,22 @@ async def publish_policies(sessions: async_sessionmaker[AsyncSession], redis: Re
     return policies
 
 
+async def policies(session: AsyncSession, settings: Settings) -> tuple[PolicySet, dict[tuple[str, str], QuotaPolicy]]:
+    """The policy set in force, and the stored rows by (kind, subject id) (their notes)."""
+    ps = await load_policy_set(session, settings)
+    rows = {(r.subject_kind, r.subject_id): r for r in await PolicyRepository(session).all_free_tier()}
+    return ps, rows
+
+
+async def subject_policy(session: AsyncSession, settings: Settings, kind: str,
+                         subject_id: str) -> tuple[Limits, QuotaPolicy | None]:
+    """One server's or agent's effective limits, and its override (None when it has none)."""
+    ps = await load_policy_set(session, settings)
+    row = await PolicyRepository(session).get(kind, subject_id)
+    override = row if row is not None and subject_id != DEFAULT_SUBJECT else None
+    return ps.limits(kind, subject_id), override
+
+
 async def set_default(session: AsyncSession, kind: str, per_user_daily: int | None,
                       global_daily_cap: int | None, note: str, by: uuid.UUID) -> None:
     if kind == "agent" and global_daily_cap is not None:
@@ -58,6 +75,25 @@ async def set_override(session: AsyncSession, kind: str, subject_id: str, per_us
         raise Unprocessable("a global daily cap applies to servers only")
     await PolicyRepository(session).upsert(kind, subject_id, per_user_daily=per_user_daily,
                                            global_daily_cap=global_daily_cap, note=note, updated_by=by)
+
+
+async def remove_override(session: AsyncSession, kind: str, subject_id: str) -> None:
+    if not await PolicyRepository(session).delete(kind, subject_id):
+        raise NotFound(f"no override for {kind} {subject_id!r}")
+
+
+async def apply_entitlement(session: AsyncSession, event: EntitlementChanged) -> bool:
+    """A user's plan for a server or agent, as goods decided it; False when the stored state is as new
+    or newer (the highest version wins whatever the arrival order)."""
+    return await EntitlementRepository(session).apply(
+        user_id=event.user_id, kind=event.subject_kind, subject_id=event.subject_id,
+        entitlement_id=event.entitlement_id, plan_code=event.plan_code, per_user_daily=event.per_user_daily,
+        expires_at=event.expires_at, active=event.active, version=event.version)
+
+
+async def add_usage(session: AsyncSession, rows: dict[tuple[date, str, str, uuid.UUID], dict[str, Any]]) -> None:
+    """Add summed counters to the daily usage rows, keyed (day, subject kind, subject id, user)."""
+    await UsageRepository(session).add_many(rows)
 
 
 def classify_call(event: Any) -> tuple[str, str, dict[str, int]]:
@@ -146,3 +182,10 @@ async def subject_usage(session: AsyncSession, quota: QuotaClient, kind: str, su
         except Exception:
             body["global_used_today"] = None
     return body
+
+
+async def subjects_on_day(session: AsyncSession, quota: QuotaClient, kind: str, day: date | None, offset: int,
+                          limit: int) -> tuple[list[dict[str, Any]], int]:
+    """One day's usage per server (or agent), busiest first, and how many there are; ``day`` defaults
+    to today (the quota's zone)."""
+    return await UsageRepository(session).per_subject(kind, day or quota.day().date, offset, limit)

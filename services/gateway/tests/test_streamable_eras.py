@@ -6,7 +6,7 @@ Every cell of client (Streamable HTTP with a 2025-06-18 or 2025-11-25 session, S
 raw HTTP client and reads every answer as bytes: no 2026-07-28 field (``resultType``, ``ttlMs``,
 ``cacheScope``, the ``serverInfo`` stamp in ``_meta``) in a 2025 answer, and every 2026-07-28 answer
 carries what that revision requires (``resultType``; the cache hints on lists and reads). The
-official SDKs' clients judge the rest (test_router.py, test_relay.py, the conformance suite).
+official SDKs' clients judge the rest (test_mcp_router.py, test_relay.py, the conformance suite).
 """
 
 from __future__ import annotations
