@@ -7,7 +7,17 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from fastapi.encoders import jsonable_encoder
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from wemcp.common.events.spec import INPUT_NAME, VERSION
 from wemcp.common.pagination import PageRequest
@@ -355,6 +365,244 @@ class NewsPosted(BaseModel):
     kind: str
     title: str
     published: bool
+
+
+# ---- answers built as dicts by the use cases ------------------------------------------------------
+# These describe the JSON the routes answered before they declared a model, key for key
+# (``extra="forbid"``: a key a use case adds but the model does not list fails the request). Times
+# that were datetimes stay as FastAPI's encoder wrote them (``isoformat()``, ``+00:00``; pydantic would
+# write ``Z``), and free-form JSON (a spec, tools, a config) is passed through that encoder.
+
+def _isoformat(v: datetime) -> str:
+    return v.isoformat()
+
+
+Time = Annotated[datetime, PlainSerializer(_isoformat, return_type=str, when_used="json")]
+Json = Annotated[Any, PlainSerializer(jsonable_encoder, when_used="json")]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NameBadge(_Out):
+    """The detail's ``name_verification``: ``verified`` is the badge (``names.badge``)."""
+    verified: bool
+    method: str | None
+    namespace: str
+    namespace_kind: str
+    verified_at: str | None
+
+
+class ServerDetail(_Out):
+    """``GET``/``PATCH /api/v1/servers/{slug}`` (``service.detail``)."""
+    id: str
+    slug: str
+    name: str
+    version: str
+    title: str
+    description: str
+    readme: str
+    icon: str
+    owner_id: UUID | None
+    status: str
+    status_detail: str | None
+    withdrawn: bool
+    review_reason: str | None
+    source_kind: str
+    category: str | None
+    tags: list[str]
+    featured: bool
+    tools: Json
+    prompts: Json
+    resources: Json
+    calls: int
+    stars: int
+    name_verification: NameBadge
+    created_at: Time
+    updated_at: Time
+    published_at: Time | None
+    deployed_at: Time | None
+    searchable: bool
+    inputs: Json
+    spec: Json
+    connect: Json
+    hosting: str
+    health: Json
+
+
+class CategoryNode(_Out):
+    slug: str
+    name: str
+    parent: str | None
+    position: int
+    count: int  # servers in it and its descendants
+    own_count: int
+    children: list[CategoryNode]
+
+
+class CategoryList(_Out):
+    items: list[CategoryNode]
+
+
+class AdminCategoryList(CategoryList):
+    servers_per_category: dict[str, int]  # every status, not only the searchable ones
+
+
+class CategoryOut(_Out):
+    slug: str
+    name: str
+    parent: str | None
+    position: int
+
+
+# ---- the registry-compatible feed (/v0.1/servers) --------------------------------------------------
+
+class RegistryOfficial(_Out):
+    status: str
+    publishedAt: Time | None
+    updatedAt: Time
+    isLatest: bool
+
+
+class RegistryCatalogMeta(_Out):
+    slug: str
+    status: str
+    tools: int
+    nameVerified: bool
+
+
+class RegistryMeta(_Out):
+    official: RegistryOfficial = Field(alias="io.modelcontextprotocol.registry/official")
+    catalog: RegistryCatalogMeta = Field(alias="com.wemcp/catalog")
+
+
+class RegistryServer(_Out):
+    """One server as the official registry serves it (``service.as_server_json``)."""
+    server: Json  # server.json
+    meta: RegistryMeta = Field(alias="_meta")
+
+
+class RegistryMetadata(_Out):
+    count: int
+    nextCursor: str | None = None  # left out on the last page (the route excludes unset fields)
+
+
+class RegistryList(_Out):
+    servers: list[RegistryServer]
+    metadata: RegistryMetadata
+
+
+# ---- names (names_api.py) ------------------------------------------------------------------------
+
+class DomainProof(_Out):
+    value: str
+    dns: str
+    http: str
+
+
+class DomainClaimRead(_Out):
+    domain: str
+    namespace: str
+    verified: bool
+    method: str | None
+    verified_at: str | None
+    created_at: str | None
+    covers: list[str]
+    proof: DomainProof
+
+
+class DomainClaimList(_Out):
+    items: list[DomainClaimRead]
+
+
+class GitHubNamespace(_Out):
+    login: str
+    namespace: str
+
+
+class MyNamespaces(_Out):
+    handle: str | None
+    platform_namespace: str
+    github: list[GitHubNamespace] | None  # None: auth could not be asked
+    domains: list[DomainClaimRead]
+
+
+class NameClaimed(_Out):
+    name: str | None
+    slugs: list[str]
+    method: str
+    verified: bool
+
+
+class NameTransferred(_Out):
+    name: str
+    owner_id: str
+    slugs: list[str]
+
+
+# ---- the review queue and the admin area (review.py) -------------------------------------------------
+
+class ReviewRow(_Out):
+    slug: str
+    name: str
+    version: str
+    title: str
+    status: str
+    status_detail: str | None
+    owner_id: str | None
+    source_kind: str
+    updated_at: str
+    requested_at: str | None
+
+
+class ReviewQueue(_Out):
+    items: list[ReviewRow]
+    total: int
+    next_cursor: str | None
+
+
+class AdminServerPage(_Out):
+    counts: dict[str, int]
+    total: int
+    items: list[ReviewRow]
+    next_cursor: str | None
+
+
+class ReviewDetail(_Out):
+    """What an admin decides on (``review.review_detail``)."""
+    slug: str
+    name: str
+    version: str
+    title: str
+    description: str
+    owner_id: str | None
+    source_kind: str
+    status: str
+    package_key: str
+    requested_at: str | None
+    reviewed_by: str | None
+    reviewed_at: str | None
+    review_reason: str | None
+    packages: Json
+    remotes: Json
+    archive: Json
+    network: bool
+    inputs: Json
+    spec: Json
+
+
+class PublisherRead(_Out):
+    user_id: str
+    trusted: bool
+    note: str | None
+    set_by: str | None
+    updated_at: str
+
+
+class PublisherList(_Out):
+    items: list[PublisherRead]
+    total: int
 
 
 def slugify(text: str, max_len: int = 60) -> str:
