@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 from fastapi.encoders import jsonable_encoder
@@ -33,6 +33,14 @@ Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_
                                        pattern=r"^https?://[^\s]+$")]
 EnvName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=INPUT_NAME.pattern)]
 Short = Annotated[str, StringConstraints(max_length=500)]
+M = TypeVar("M", bound=BaseModel)
+
+
+def _needs_one(model: M, fields: tuple[str, ...], message: str) -> M:
+    """``model`` when one of ``fields`` is given (not empty), else a validation error saying ``message``."""
+    if not any(getattr(model, f) for f in fields):
+        raise ValueError(message)
+    return model
 
 
 def _not_latest(v: str | None) -> str | None:
@@ -111,9 +119,8 @@ class ServerJson(_Strict):
 
     @model_validator(mode="after")
     def _something_to_run(self) -> ServerJson:
-        if not self.packages and not self.remotes:
-            raise ValueError("a server.json needs at least one entry in packages or remotes")
-        return self
+        return _needs_one(self, ("packages", "remotes"),
+                          "a server.json needs at least one entry in packages or remotes")
 
 
 # ---- Claude desktop ----------------------------------------------------------------------------
@@ -129,9 +136,7 @@ class McpServerEntry(_Strict):
 
     @model_validator(mode="after")
     def _command_or_url(self) -> McpServerEntry:
-        if not self.command and not self.url:
-            raise ValueError("give either a command (npx, uvx, docker) or a url")
-        return self
+        return _needs_one(self, ("command", "url"), "give either a command (npx, uvx, docker) or a url")
 
 
 # ---- the submission ----------------------------------------------------------------------------
@@ -311,13 +316,18 @@ class StatusChange(BaseModel):
     changed: bool
 
 
-class MyServer(BaseModel):
+class ServerStatusRow(BaseModel):
+    """A server in a list of servers by status (the owner's, the admins')."""
+    model_config = ConfigDict(extra="forbid")
     slug: str
     name: str
     version: str
     title: str
     status: str
     status_detail: str | None
+
+
+class MyServer(ServerStatusRow):
     review_reason: str | None
     withdrawn: bool
     tools: int  # how many
@@ -543,13 +553,7 @@ class NameTransferred(_Out):
 
 # ---- the review queue and the admin area (review.py) -------------------------------------------------
 
-class ReviewRow(_Out):
-    slug: str
-    name: str
-    version: str
-    title: str
-    status: str
-    status_detail: str | None
+class ReviewRow(ServerStatusRow):
     owner_id: str | None
     source_kind: str
     updated_at: str

@@ -56,13 +56,15 @@ async def servers_page(
     if after is not None:
         at, sid = after
         query = query.where((Server.updated_at < at) | ((Server.updated_at == at) & (cast(Server.id, String) > sid)))
-    counts = dict((await s.execute(select(Server.status, func.count()).group_by(Server.status))).all())
+    counts: dict[str, int] = dict(
+        (await s.execute(select(Server.status, func.count()).group_by(Server.status))).tuples().all()
+    )
     rows = (
         (await s.execute(query.order_by(Server.updated_at.desc(), cast(Server.id, String)).limit(limit)))
         .scalars()
         .all()
     )
-    return counts, rows  # type: ignore[return-value]
+    return counts, rows
 
 
 async def publishers(s: AsyncSession, trusted: bool | None, limit: int) -> Sequence[Publisher]:

@@ -196,13 +196,13 @@ async def categories(s: AsyncSession) -> Sequence[Category]:
 
 async def searchable_per_category(s: AsyncSession) -> dict[str | None, int]:
     """How many enabled servers of table B each category has."""
-    return dict((await s.execute(  # type: ignore[arg-type]
+    return dict((await s.execute(
         select(SearchDoc.category, func.count()).where(SearchDoc.enabled).group_by(SearchDoc.category))).all())
 
 
 async def servers_per_category(s: AsyncSession) -> dict[str | None, int]:
     """How many servers (any status) each category has."""
-    return dict((await s.execute(  # type: ignore[arg-type]
+    return dict((await s.execute(
         select(Server.category, func.count()).group_by(Server.category))).all())
 
 
