@@ -202,8 +202,11 @@ LIBS = ROOT / "libs"
 
 
 def module_names(package: Path) -> set[str]:
+    """What a test module may be named after: the modules and subpackages of ``package``, and its
+    ``migrations`` (a folder alembic reads, not a package: ``test_migrations_<topic>.py``)."""
     names = {p.stem for p in package.rglob("*.py") if p.name != "__init__.py" and "versions" not in p.parts}
-    return names | {p.name for p in package.rglob("*") if p.is_dir() and (p / "__init__.py").is_file()}
+    return names | {p.name for p in package.rglob("*")
+                    if p.is_dir() and ((p / "__init__.py").is_file() or p.name == "migrations")}
 
 
 def misnamed_tests(tests: Path, package: Path) -> list[str]:
@@ -247,3 +250,15 @@ def test_the_naming_rule_sees_a_scenario_name(tmp_path: Path) -> None:
     for f in ("test_search.py", "test_search_planning.py", "test_events_spec.py", "test_searching.py", "test_flows.py"):
         (tests / f).write_text("")
     assert misnamed_tests(tests, pkg) == ["test_flows.py", "test_searching.py"]
+
+
+def test_the_naming_rule_takes_migration_tests(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "migrations" / "versions").mkdir(parents=True)
+    for f in ("__init__.py", "migrations/env.py", "migrations/versions/0001_x.py"):
+        (pkg / f).write_text("")
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    for f in ("test_migrations_backfill.py", "test_0001_x.py", "test_versions_x.py"):
+        (tests / f).write_text("")
+    assert misnamed_tests(tests, pkg) == ["test_0001_x.py", "test_versions_x.py"]

@@ -56,9 +56,7 @@ async def servers_page(
     if after is not None:
         at, sid = after
         query = query.where((Server.updated_at < at) | ((Server.updated_at == at) & (cast(Server.id, String) > sid)))
-    counts: dict[str, int] = dict(
-        (await s.execute(select(Server.status, func.count()).group_by(Server.status))).tuples().all()
-    )
+    counts = {st: n for st, n in (await s.execute(select(Server.status, func.count()).group_by(Server.status))).all()}
     rows = (
         (await s.execute(query.order_by(Server.updated_at.desc(), cast(Server.id, String)).limit(limit)))
         .scalars()
