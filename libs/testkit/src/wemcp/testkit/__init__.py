@@ -11,7 +11,7 @@
 - :mod:`wemcp.testkit.names`: GitHub's users/orgs API, a DNS server, ``/.well-known`` on loopback.
 - :mod:`wemcp.testkit.model`: a scripted OpenAI-compatible chat model on loopback.
 - :mod:`wemcp.testkit.catalog`: the catalog's callers (signed assertions), publishing an event, a
-  catalog row for a search corpus document.
+  catalog row for a search corpus document, a corpus listed and projected with cached vectors.
 
 What lives here is shared by the tests and the benchmarks (``bench/`` imports nothing from a test
 folder); helpers only one service's tests use stay in its ``tests`` package.
