@@ -20,7 +20,6 @@ Method
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
@@ -54,34 +53,16 @@ def queries() -> list[dict[str, Any]]:
 
 
 async def vectors(embedder: Any, texts: list[str]) -> list[list[float]]:
-    key = hashlib.sha256(("\n".join(texts) + type(embedder).__name__).encode()).hexdigest()
-    cache = SET / "corpus_vectors.npz"
-    if cache.exists():
-        z = np.load(cache)
-        if str(z["key"]) == key:
-            return z["vectors"].astype(np.float32).tolist()
-    out: list[list[float]] = []
-    for start in range(0, len(texts), 32):
-        out += await embedder.passages(texts[start:start + 32])
-    np.savez_compressed(cache, key=np.array(key), vectors=np.asarray(out, dtype=np.float16))
-    return out
+    from wemcp.testkit.catalog import corpus_vectors
+
+    return await corpus_vectors(embedder, texts, SET / "corpus_vectors.npz")
 
 
 async def load(sessions: Any, embedder: Any) -> dict[str, str]:
-
-    from wemcp.catalog.projection import embed_text, project
-    from wemcp.testkit.catalog import server_for
+    from wemcp.testkit.catalog import add_corpus
 
     docs = corpus()
-    rows = [server_for(d, i) for i, d in enumerate(docs)]
-    vecs = await vectors(embedder, [embed_text(r) for r in rows])
-    async with sessions() as s, s.begin():
-        s.add_all(rows)
-        await s.flush()
-        for r in rows:
-            await s.refresh(r)
-        for r, v in zip(rows, vecs, strict=True):
-            await project(s, r, None, vector=v)
+    rows = await add_corpus(sessions, embedder, docs, SET / "corpus_vectors.npz")
     return {str(r.id): d["package"] for r, d in zip(rows, docs, strict=True)} | \
         {r.slug: d["package"] for r, d in zip(rows, docs, strict=True)}
 

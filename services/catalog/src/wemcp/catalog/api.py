@@ -20,6 +20,8 @@ from wemcp.catalog.resolve import resolve_unpinned
 from wemcp.catalog.schemas import (
     ArchiveManifest,
     CategoryIn,
+    CategoryList,
+    CategoryOut,
     DisableRequest,
     FeedPage,
     ImportRejected,
@@ -30,7 +32,10 @@ from wemcp.catalog.schemas import (
     NewsItem,
     NewsPage,
     NewsPosted,
+    RegistryList,
+    RegistryServer,
     SearchRequest,
+    ServerDetail,
     ServerJson,
     ServerSubmit,
     ServerSummary,
@@ -168,7 +173,7 @@ async def my_servers(who: CurrentUser, sessions: Sessions, page: Annotated[int, 
     return MyServersPage(items=items, total=total, page=page, page_size=page_size)
 
 
-@router.get("/servers/{slug}")
+@router.get("/servers/{slug}", response_model=ServerDetail)
 async def get_server(slug: str, who: OptionalUser, settings: CatalogSettings, sessions: Sessions,
                      ) -> dict[str, Any]:
     async with sessions() as s:
@@ -179,7 +184,7 @@ async def get_server(slug: str, who: OptionalUser, settings: CatalogSettings, se
     return service.detail(row, settings, searchable)
 
 
-@router.patch("/servers/{slug}")
+@router.patch("/servers/{slug}", response_model=ServerDetail)
 async def update_server(slug: str, body: ServerUpdate, who: CurrentUser, settings: CatalogSettings,
                         sessions: Sessions) -> dict[str, Any]:
     async with transaction(sessions) as s:
@@ -212,20 +217,20 @@ async def enable_server(slug: str, who: AdminUser, sessions: Sessions) -> Status
 
 # ---- categories ----------------------------------------------------------------------------------
 
-@router.get("/categories")
+@router.get("/categories", response_model=CategoryList)
 async def list_categories(sessions: Sessions) -> dict[str, Any]:
     async with sessions() as s:
         return {"items": await service.category_tree(s)}
 
 
-@router.put("/categories/{slug}")
-async def put_category(slug: str, body: CategoryIn, request: Request, who: AdminUser) -> dict[str, Any]:
-    return await review.put_category(slug, body, request, who)
+@router.put("/categories/{slug}", response_model=CategoryOut)
+async def put_category(slug: str, body: CategoryIn, sessions: Sessions, who: AdminUser) -> dict[str, Any]:
+    return await review.put_category(slug, body, sessions, who)
 
 
 @router.delete("/categories/{slug}", status_code=204)
-async def delete_category(slug: str, request: Request, who: AdminUser) -> Response:
-    return await review.delete_category(slug, request, who)
+async def delete_category(slug: str, sessions: Sessions, who: AdminUser) -> Response:
+    return await review.delete_category(slug, sessions, who)
 
 
 # ---- feed and news ------------------------------------------------------------------------------
@@ -290,7 +295,7 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
         raise BadRequest("cursor: not a cursor this server issued") from None
 
 
-@registry_router.get("/servers")
+@registry_router.get("/servers", response_model=RegistryList, response_model_exclude_unset=True)
 async def registry_servers(sessions: Sessions,
                            cursor: Annotated[str | None, Query(max_length=500)] = None,
                            limit: Annotated[int, Query(ge=1, le=100)] = 30,
@@ -309,7 +314,8 @@ async def registry_servers(sessions: Sessions,
     return {"servers": [service.as_server_json(r) for r in rows], "metadata": meta}
 
 
-@registry_router.get("/servers/{name:path}/versions")
+@registry_router.get("/servers/{name:path}/versions", response_model=RegistryList,
+                     response_model_exclude_unset=True)
 async def registry_server_versions(name: str, sessions: Sessions) -> dict[str, Any]:
     """Every published version of one server (``name`` URL-encoded, ``io.github.user%2Fweather``,
     as the official registry does; an unencoded slash works too), newest first."""
@@ -321,7 +327,7 @@ async def registry_server_versions(name: str, sessions: Sessions) -> dict[str, A
             "metadata": {"count": len(rows)}}
 
 
-@registry_router.get("/servers/{name:path}/versions/{version}")
+@registry_router.get("/servers/{name:path}/versions/{version}", response_model=RegistryServer)
 async def registry_server_version(name: str, version: str, sessions: Sessions) -> dict[str, Any]:
     """One version of a server as ``server.json``; ``latest`` names the newest."""
     async with sessions() as s:

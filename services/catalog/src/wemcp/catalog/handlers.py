@@ -7,13 +7,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.catalog import service
-from wemcp.catalog.models import SearchDoc, Server
+from wemcp.catalog.models import Server
 from wemcp.catalog.normalize import normalize_server_json
 from wemcp.catalog.projection import add_calls, project, set_enabled_from_a
+from wemcp.catalog.repository import db
+from wemcp.catalog.repository import projection as search_docs
+from wemcp.catalog.repository import servers as repository
 from wemcp.catalog.schemas import ServerJson
 from wemcp.catalog.state import of
 from wemcp.common.bus import BatchSubscription, Handler, Subscription
@@ -36,8 +38,7 @@ log = get_logger("wemcp.catalog.handlers")
 
 
 async def _row(session: AsyncSession, event: ServerDeploying | ServerDeployed | ServerDeployFailed) -> Server | None:
-    row = (await session.execute(select(Server).where(Server.id == event.server_id).with_for_update())
-           ).scalar_one_or_none()
+    row = await repository.server_by_id(session, event.server_id, lock=True)
     if row is None:
         log.warning("event_for_unknown_server", subject=event.subject, server_id=str(event.server_id))
     return row
@@ -76,7 +77,7 @@ def _set_status(row: Server, status: str, detail: str | None) -> None:
     else:
         row.status = status
     row.status_detail = detail
-    row.updated_at = func.now()
+    row.updated_at = db.now()
 
 
 async def on_server_deploying(event: ServerDeploying, session: AsyncSession) -> None:
@@ -105,7 +106,7 @@ async def on_server_deployed(event: ServerDeployed, session: AsyncSession, runti
     row.deploy_backend = event.backend
     row.deployed_at = event.occurred_at
     if row.published_at is None:
-        row.published_at = func.now()
+        row.published_at = db.now()
     _set_status(row, "published", None)
     await session.flush()
     await session.refresh(row)
@@ -120,7 +121,7 @@ async def on_server_disabled(event: ServerDisabled, session: AsyncSession) -> No
 
 
 async def on_server_enabled(event: ServerEnabled, session: AsyncSession, runtime: Runtime) -> None:
-    row = (await session.execute(select(Server).where(Server.id == event.server_id))).scalar_one_or_none()
+    row = await repository.server_by_id(session, event.server_id)
     if row is None:
         return
     if row.deployed_at is not None:
@@ -133,8 +134,7 @@ async def on_server_updated(event: ServerUpdated, session: AsyncSession, runtime
     """An owner/admin edit reaches B now, not on the next deployment. The row lock serialises this
     with the deployed handler (another consumer); whichever runs last projects what A says then.
     ``project`` re-embeds only when the embedded text (title, name, description, tools) changed."""
-    row = (await session.execute(select(Server).where(Server.id == event.server_id).with_for_update())
-           ).scalar_one_or_none()
+    row = await repository.server_by_id(session, event.server_id, lock=True)
     if row is None or row.deployed_at is None:  # no B row before the first deployment
         return
     await project(session, row, of(runtime).embedder)
@@ -177,8 +177,7 @@ async def on_server_health(event: ServerHealth, session: AsyncSession, runtime: 
     """The crawler's latest probe of a server: status, last check, uptime, latency (the detail) and
     B's ``health`` (the ``healthy`` search filter). Order-safe: an older check than the one applied is
     ignored. Tools that changed since the deployment's introspection replace A's and are re-projected."""
-    row = (await session.execute(select(Server).where(Server.id == event.server_id).with_for_update())
-           ).scalar_one_or_none()
+    row = await repository.server_by_id(session, event.server_id, lock=True)
     if row is None or (row.health_checked_at is not None and event.checked_at <= row.health_checked_at):
         return
     row.health_status, row.health_checked_at = event.status, event.checked_at
@@ -195,7 +194,7 @@ async def on_server_health(event: ServerHealth, session: AsyncSession, runtime: 
         await session.refresh(row)
         await project(session, row, of(runtime).embedder)
     else:
-        await session.execute(update(SearchDoc).where(SearchDoc.server_id == row.id).values(health=event.status))
+        await search_docs.set_health(session, row.id, event.status)
 
 
 SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription | BatchSubscription] = [

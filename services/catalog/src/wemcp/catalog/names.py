@@ -28,14 +28,14 @@ from typing import Any
 from uuid import UUID
 
 import httpx2 as httpx
-from sqlalchemy import func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.catalog.config import Settings
 from wemcp.catalog.domain_proof import PROOF_PREFIX, http_proof, verify_claim
-from wemcp.catalog.models import DomainClaim, Handle, Server, bus_tables
+from wemcp.catalog.models import DomainClaim, Server, bus_tables
 from wemcp.catalog.normalize import Normalized, field_error
+from wemcp.catalog.repository import db, servers
+from wemcp.catalog.repository import names as repository
 from wemcp.common.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 from wemcp.common.events.admin import AdminActionRecorded
 from wemcp.common.events.servers import ServerUpdated
@@ -216,17 +216,16 @@ def _handle_base(login: str) -> str:
 async def handle_of(session: AsyncSession, who: Identity, *, create: bool = True) -> str | None:
     """``who``'s handle: from their login the first time (``u-<id>`` when it has no usable letters
     or is taken, then ``-2``, ``-3`` ...), theirs for good."""
-    own = (await session.execute(select(Handle.handle).where(Handle.owner_id == who.user_id))).scalar_one_or_none()
+    own = await repository.handle_of(session, who.user_id)
     if own is not None or not create:
         return own
     base = _handle_base(who.login) or f"u-{who.user_id.hex[-12:]}"
     for n in range(1, 50):
         candidate = base if n == 1 else f"{base}-{n}"
-        got = (await session.execute(pg_insert(Handle).values(handle=candidate, owner_id=who.user_id)
-                                     .on_conflict_do_nothing().returning(Handle.handle))).scalar_one_or_none()
+        got = await repository.take_handle(session, candidate, who.user_id)
         if got is not None:
             return got
-        own = (await session.execute(select(Handle.handle).where(Handle.owner_id == who.user_id))).scalar_one_or_none()
+        own = await repository.handle_of(session, who.user_id)
         if own is not None:  # a concurrent submission of the same user gave them one
             return own
     raise Conflict("could not allocate a namespace; try again")
@@ -241,9 +240,7 @@ def _covers(claim: DomainClaim, domain: str) -> bool:
 async def domain_method(session: AsyncSession, who: Identity, domain: str) -> str | None:
     labels = domain.split(".")
     candidates = [".".join(labels[i:]) for i in range(len(labels) - 1)]
-    claims = (await session.execute(select(DomainClaim).where(
-        DomainClaim.owner_id == who.user_id, DomainClaim.domain.in_(candidates),
-        DomainClaim.verified_at.is_not(None)))).scalars().all()
+    claims = await repository.verified_claims(session, who.user_id, candidates)
     exact = [c for c in claims if c.domain == domain]
     for c in exact + [c for c in claims if c.domain != domain]:
         if _covers(c, domain):
@@ -320,12 +317,8 @@ async def settle(session: AsyncSession, n: Normalized, owner: Identity | None, e
         method = await authorize(session, n.name, owner, ctx)
     if not admin:
         # one name, one owner: two first submissions of a name by two users are serialised here
-        await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"catalog:name:{n.name}", 0))))
-        q = select(Server.slug, Server.name_verification).where(
-            Server.name == n.name, Server.owner_id.is_distinct_from(owner.user_id))
-        if existing is not None:
-            q = q.where(Server.id != existing.id)
-        held = (await session.execute(q.limit(1))).first()
+        await db.advisory_lock(session, f"catalog:name:{n.name}")
+        held = await repository.name_holder(session, n.name, owner.user_id, existing.id if existing else None)
         if held is not None:
             extra: dict[str, Any] = {"slug": held.slug, "name": n.name}
             hint = "; an admin can transfer it"
@@ -340,7 +333,7 @@ def stamp(row: Server, method: str | None) -> None:
     """Record how the row's name was proven (and when, if that changed)."""
     if method != row.name_verification or (method is not None and row.name_verified_at is None):
         row.name_verification = method
-        row.name_verified_at = func.now() if method is not None else None
+        row.name_verified_at = db.now() if method is not None else None
 
 
 # ---- claim and transfer ------------------------------------------------------------------------
@@ -348,7 +341,7 @@ def stamp(row: Server, method: str | None) -> None:
 async def claim(session: AsyncSession, slug: str, who: Identity, ctx: NameContext) -> tuple[list[Server], str]:
     """The prover of a name's namespace takes the listings under it whose holders proved nothing
     (owner-less crawled rows, rows listed before the rules). Emits ``server.updated`` per row."""
-    row = (await session.execute(select(Server).where(Server.slug == slug).with_for_update())).scalar_one_or_none()
+    row = await servers.server_by_slug(session, slug, lock=True)
     if row is None:
         raise NotFound(f"no server {slug!r}")
     if row.owner_id == who.user_id:
@@ -356,14 +349,11 @@ async def claim(session: AsyncSession, slug: str, who: Identity, ctx: NameContex
     if row.name_verification not in CLAIMABLE:
         raise Conflict(f"{row.name} was proven by its owner ({row.name_verification}); only an admin can transfer it")
     method = await authorize(session, row.name, who, ctx)
-    rows = list((await session.execute(select(Server).where(
-        Server.name == row.name, Server.owner_id.is_distinct_from(who.user_id),
-        or_(Server.name_verification.is_(None), Server.name_verification == "legacy"))
-        .order_by(Server.created_at).with_for_update())).scalars())
+    rows = await repository.claimable(session, row.name, who.user_id)
     for r in rows:
         r.owner_id = who.user_id
         stamp(r, method)
-        r.updated_at = func.now()
+        r.updated_at = db.now()
     await session.flush()
     for r in rows:
         await add_event(session, bus_tables, ServerUpdated(server_id=r.id, slug=r.slug, changed=["owner_id"],
@@ -377,8 +367,7 @@ async def transfer(session: AsyncSession, name: str, to_user: UUID, who: Identit
     """An admin gives every listing under ``name`` to ``to_user`` (``transferred``: no badge until the
     new owner proves the namespace with a new version). Emits ``server.updated`` per row and one
     ``admin.action_recorded`` with the owners before and after."""
-    rows = list((await session.execute(select(Server).where(Server.name == name).order_by(Server.created_at)
-                                       .with_for_update())).scalars())
+    rows = await repository.named(session, name)
     if not rows:
         raise NotFound(f"no server named {name!r}")
     if await linked_accounts(ctx, to_user) is None:
@@ -388,8 +377,8 @@ async def transfer(session: AsyncSession, name: str, to_user: UUID, who: Identit
     moved = [r for r in rows if r.owner_id != to_user or r.name_verification != "transferred"]
     for r in moved:
         r.owner_id = to_user
-        r.name_verification, r.name_verified_at = "transferred", func.now()
-        r.updated_at = func.now()
+        r.name_verification, r.name_verified_at = "transferred", db.now()
+        r.updated_at = db.now()
     await session.flush()
     for r in moved:
         await add_event(session, bus_tables, ServerUpdated(server_id=r.id, slug=r.slug, changed=["owner_id"],

@@ -10,14 +10,20 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, StringConstraints
-from sqlalchemy import func
 
 from wemcp.catalog import names, repository
 from wemcp.catalog.config import Settings
 from wemcp.catalog.deps import Names, Sessions
 from wemcp.catalog.models import DomainClaim
 from wemcp.catalog.normalize import field_error
-from wemcp.catalog.schemas import NAME_RE
+from wemcp.catalog.schemas import (
+    NAME_RE,
+    DomainClaimList,
+    DomainClaimRead,
+    MyNamespaces,
+    NameClaimed,
+    NameTransferred,
+)
 from wemcp.common.db import transaction
 from wemcp.common.errors import Conflict, NotFound, ServiceUnavailable
 from wemcp.common.identity import AdminUser, CurrentUser
@@ -55,7 +61,7 @@ def _claim_out(c: DomainClaim, settings: Settings) -> dict[str, Any]:
     }
 
 
-@router.get("/names/mine")
+@router.get("/names/mine", response_model=MyNamespaces)
 async def my_namespaces(who: CurrentUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
     """The namespaces the caller may publish under: their own platform namespace, their linked
     GitHub login (``io.github.<login>``; organisations they belong to are checked per submission;
@@ -74,14 +80,14 @@ async def my_namespaces(who: CurrentUser, ctx: Names, sessions: Sessions) -> dic
             "domains": [_claim_out(c, ctx.settings) for c in claims]}
 
 
-@router.get("/names/domains")
+@router.get("/names/domains", response_model=DomainClaimList)
 async def list_domains(who: CurrentUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
     async with sessions() as s:
         claims = await repository.claims_of(s, who.user_id)
     return {"items": [_claim_out(c, ctx.settings) for c in claims]}
 
 
-@router.post("/names/domains", status_code=201)
+@router.post("/names/domains", status_code=201, response_model=DomainClaimRead)
 async def add_domain(body: DomainIn, who: CurrentUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
     """Start proving a domain: answers the token to publish (DNS TXT or the well-known file). The
     same domain again answers the same claim."""
@@ -104,7 +110,7 @@ async def _own_claim(s: Any, who: Any, domain: str, *, lock: bool = False) -> Do
     return claim
 
 
-@router.post("/names/domains/{domain}/verify")
+@router.post("/names/domains/{domain}/verify", response_model=DomainClaimRead)
 async def verify_domain(domain: str, body: VerifyIn, who: CurrentUser, ctx: Names,
                         sessions: Sessions) -> dict[str, Any]:
     """Look for the claim's token now (DNS TXT record or the HTTP well-known file). 422
@@ -115,9 +121,9 @@ async def verify_domain(domain: str, body: VerifyIn, who: CurrentUser, ctx: Name
     found, looked = await names.verify_claim(settings, claim, body.method)  # no transaction held meanwhile
     async with transaction(sessions) as s:
         claim = await _own_claim(s, who, domain, lock=True)
-        claim.checked_at = func.now()
+        claim.checked_at = repository.now()
         if found:
-            claim.method, claim.verified_at = body.method, func.now()
+            claim.method, claim.verified_at = body.method, repository.now()
         claim = await repository.save_claim(s, claim)
         out = _claim_out(claim, settings)
     if not found:
@@ -134,7 +140,7 @@ async def delete_domain(domain: str, who: CurrentUser, sessions: Sessions) -> Re
     return Response(status_code=204)
 
 
-@router.post("/servers/{slug}/claim")
+@router.post("/servers/{slug}/claim", response_model=NameClaimed)
 async def claim_server(slug: str, who: CurrentUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
     """Take the listings under a name whose holder proved nothing (crawled, owner-less rows; rows
     listed before the naming rules), when the caller proves its namespace."""
@@ -144,7 +150,7 @@ async def claim_server(slug: str, who: CurrentUser, ctx: Names, sessions: Sessio
             "verified": method in names.VERIFIED}
 
 
-@router.post("/names/transfer")
+@router.post("/names/transfer", response_model=NameTransferred)
 async def transfer_name(body: TransferIn, who: AdminUser, ctx: Names, sessions: Sessions) -> dict[str, Any]:
     """An admin gives every listing under a name to another user (recorded as an admin action)."""
     async with transaction(sessions) as s:

@@ -5,18 +5,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import Text, cast, func, literal, literal_column, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.catalog.embedding import Embedder
-from wemcp.catalog.models import SearchDoc, Server
+from wemcp.catalog.models import Server
+from wemcp.catalog.repository import db
+from wemcp.catalog.repository import projection as repository
 from wemcp.catalog.text import index_text, trigram_text
-
-
-def _weighted(tokens: str, weight: str) -> Any:
-    return func.setweight(func.to_tsvector(literal_column("'simple'::regconfig"), cast(literal(tokens), Text)),
-                          literal_column(f"'{weight}'::\"char\""))
 
 
 def embed_text(server: Server) -> str:
@@ -36,14 +31,13 @@ async def project(session: AsyncSession, server: Server, embedder: Embedder | No
     version cost no model call)."""
     etext = embed_text(server)
     ehash = hashlib.sha256(etext.encode()).hexdigest()
-    current = (await session.execute(
-        select(SearchDoc.embedded_text_hash).where(SearchDoc.server_id == server.id))).scalar_one_or_none()
+    current = await repository.embedded_text_hash(session, server.id)
     values: dict[str, Any] = {
         "server_id": server.id,
         "enabled": server.status != "disabled",
-        "tsv": _weighted(index_text(server.title, server.slug, server.name), "A")
-        .op("||")(_weighted(index_text(_tools_text(server), " ".join(server.tags or [])), "B"))
-        .op("||")(_weighted(index_text(server.description), "C")),
+        "tsv": repository.weighted_tsv(index_text(server.title, server.slug, server.name),
+                                       index_text(_tools_text(server), " ".join(server.tags or [])),
+                                       index_text(server.description)),
         "name_trgm": trigram_text(server.slug, server.name, server.title),
         "category": server.category,
         "tags": list(server.tags or []),
@@ -51,29 +45,25 @@ async def project(session: AsyncSession, server: Server, embedder: Embedder | No
         "popularity": int(server.calls or 0) + 10 * int(server.stars or 0),
         "featured": bool(server.featured),
         "health": server.health_status,
-        "published_at": server.published_at or func.now(),
-        "updated_at": func.now(),
+        "published_at": server.published_at or db.now(),
+        "updated_at": db.now(),
     }
     if vector is not None:
         values["embedding"], values["embedded_text_hash"] = vector, ehash
     elif current != ehash and embedder is not None:
         values["embedding"] = (await embedder.passages([etext]))[0]
         values["embedded_text_hash"] = ehash
-    stmt = pg_insert(SearchDoc).values(**values)
-    stmt = stmt.on_conflict_do_update(index_elements=[SearchDoc.server_id],
-                                      set_={k: stmt.excluded[k] for k in values if k != "server_id"})
-    await session.execute(stmt)
+    await repository.put_search_doc(session, values)
 
 
 async def set_enabled_from_a(session: AsyncSession, server_id: Any) -> bool | None:
     """B.enabled follows A's status. Reading A (not the event) makes the disabled/enabled consumers
     order-independent: whichever runs last writes the current truth."""
-    status = (await session.execute(select(Server.status).where(Server.id == server_id))).scalar_one_or_none()
+    status = await repository.server_status(session, server_id)
     if status is None:
         return None
     enabled = status != "disabled"
-    await session.execute(SearchDoc.__table__.update().where(SearchDoc.server_id == server_id)
-                          .values(enabled=enabled, updated_at=func.now()))
+    await repository.set_enabled(session, server_id, enabled)
     return enabled
 
 
@@ -87,17 +77,6 @@ def popularity_due(total: int, added: int) -> bool:
     return total // step != (total - added) // step
 
 
-# table names are our own constants, values are bound parameters
-_LOCK_SERVERS = text(f"SELECT id FROM {Server.__table__.fullname} WHERE slug = ANY(CAST(:slugs AS text[])) "  # noqa: S608
-                     "ORDER BY slug FOR UPDATE")
-_ADD_CALLS = text(f"UPDATE {Server.__table__.fullname} AS s SET calls = s.calls + v.n "  # noqa: S608
-                  "FROM unnest(CAST(:slugs AS text[]), CAST(:ns AS bigint[])) AS v(slug, n) "
-                  "WHERE s.slug = v.slug RETURNING s.id, s.calls, s.stars, v.n")
-_SET_POPULARITY = text(f"UPDATE {SearchDoc.__table__.fullname} AS d SET popularity = v.p "  # noqa: S608
-                       "FROM unnest(CAST(:ids AS uuid[]), CAST(:ps AS bigint[])) AS v(id, p) "
-                       "WHERE d.server_id = v.id")
-
-
 async def add_calls(session: AsyncSession, counts: dict[str, int]) -> dict[str, int]:
     """Add ``counts[slug]`` calls to A's counters, and to B's popularity where due, in one statement
     each whatever the number of servers. The rows are locked in slug order first, so two
@@ -106,10 +85,9 @@ async def add_calls(session: AsyncSession, counts: dict[str, int]) -> dict[str, 
     if not counts:
         return {}
     slugs = sorted(counts)
-    await session.execute(_LOCK_SERVERS, {"slugs": slugs})
-    rows = (await session.execute(_ADD_CALLS, {"slugs": slugs, "ns": [counts[s] for s in slugs]})).all()
+    rows = await repository.add_calls(session, slugs, [counts[s] for s in slugs])
     due = [(server_id, int(total) + 10 * int(stars or 0)) for server_id, total, stars, n in rows
            if popularity_due(int(total), int(n))]
     if due:
-        await session.execute(_SET_POPULARITY, {"ids": [d[0] for d in due], "ps": [d[1] for d in due]})
+        await repository.set_popularity(session, [d[0] for d in due], [d[1] for d in due])
     return {str(server_id): int(total) for server_id, total, _, _ in rows}

@@ -16,15 +16,25 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
-from sqlalchemy import String, cast, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.catalog import service
+from wemcp.catalog.deps import Sessions
 from wemcp.catalog.models import STATUSES, Category, Publisher, Server, bus_tables
-from wemcp.catalog.schemas import CategoryIn
+from wemcp.catalog.repository import db, servers
+from wemcp.catalog.repository import review as repository
+from wemcp.catalog.schemas import (
+    AdminCategoryList,
+    AdminServerPage,
+    CategoryIn,
+    CategoryOut,
+    PublisherList,
+    PublisherRead,
+    ReviewDetail,
+    ReviewQueue,
+)
 from wemcp.common.db import transaction
 from wemcp.common.errors import BadRequest, Conflict, NotFound, Unprocessable
 from wemcp.common.events.admin import AdminActionRecorded
@@ -52,8 +62,7 @@ async def record(session: AsyncSession, who: Identity | None, action: str, targe
 async def is_trusted(session: AsyncSession, owner: Identity | None) -> bool:
     if owner is None or owner.at_least("admin"):
         return True
-    return bool((await session.execute(select(Publisher.trusted).where(Publisher.user_id == owner.user_id)))
-                .scalar_one_or_none())
+    return await repository.is_trusted(session, owner.user_id)
 
 
 def queue(row: Server) -> None:
@@ -62,7 +71,7 @@ def queue(row: Server) -> None:
         row.status_before_disable = "pending_review"
     else:
         row.status, row.status_detail = "pending_review", None
-    row.review_requested_at = func.now()
+    row.review_requested_at = db.now()
     row.review_reason = None
 
 
@@ -78,8 +87,8 @@ async def _pending(session: AsyncSession, slug: str) -> Server:
 async def approve(session: AsyncSession, slug: str, who: Identity, note: str | None) -> Server:
     row = await _pending(session, slug)
     row.status, row.status_detail = "submitted", None
-    row.review_cleared, row.reviewed_by, row.reviewed_at, row.review_reason = True, who.user_id, func.now(), note
-    row.updated_at = func.now()
+    row.review_cleared, row.reviewed_by, row.reviewed_at, row.review_reason = True, who.user_id, db.now(), note
+    row.updated_at = db.now()
     await session.flush()
     await session.refresh(row)  # the times the database set
     await service.emit_submitted(session, row, approved_by=who.user_id)
@@ -91,8 +100,8 @@ async def approve(session: AsyncSession, slug: str, who: Identity, note: str | N
 async def reject(session: AsyncSession, slug: str, who: Identity, reason: str) -> Server:
     row = await _pending(session, slug)
     row.status, row.status_detail = "rejected", reason
-    row.reviewed_by, row.reviewed_at, row.review_reason = who.user_id, func.now(), reason
-    row.updated_at = func.now()
+    row.reviewed_by, row.reviewed_at, row.review_reason = who.user_id, db.now(), reason
+    row.updated_at = db.now()
     await session.flush()
     await session.refresh(row)  # the times the database set
     await add_event(session, bus_tables, ServerRejected(
@@ -140,10 +149,6 @@ def _decode(cursor: str) -> tuple[datetime, str]:
         raise BadRequest("cursor: not a cursor this server issued") from None
 
 
-def _sessions(request: Request) -> Any:
-    return request.app.state.runtime.sessions
-
-
 def _row_summary(r: Server) -> dict[str, Any]:
     return {"slug": r.slug, "name": r.name, "version": r.version, "title": r.title, "status": r.status,
             "status_detail": r.status_detail, "owner_id": str(r.owner_id) if r.owner_id else None,
@@ -167,69 +172,57 @@ Cursor = Annotated[str | None, Query(max_length=500)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
-@admin_router.get("/review", summary="The review queue, oldest request first (admins)")
-async def review_queue(request: Request, who: AdminUser, cursor: Cursor = None, limit: Limit = 50) -> dict[str, Any]:
-    q = select(Server).where(Server.status == "pending_review")
-    if cursor:
-        at, sid = _decode(cursor)
-        q = q.where((Server.review_requested_at > at)
-                    | ((Server.review_requested_at == at) & (cast(Server.id, String) > sid)))
-    async with _sessions(request)() as s:
-        total = (await s.execute(select(func.count()).select_from(Server)
-                                 .where(Server.status == "pending_review"))).scalar_one()
-        rows = (await s.execute(q.order_by(Server.review_requested_at, cast(Server.id, String))
-                                .limit(limit + 1))).scalars().all()
+@admin_router.get("/review", response_model=ReviewQueue,
+                  summary="The review queue, oldest request first (admins)")
+async def review_queue(sessions: Sessions, who: AdminUser, cursor: Cursor = None,
+                       limit: Limit = 50) -> dict[str, Any]:
+    after = _decode(cursor) if cursor else None
+    async with sessions() as s:
+        total, rows = await repository.review_page(s, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [_row_summary(r) for r in rows], "total": total,
             "next_cursor": _encode(rows[-1].review_requested_at, rows[-1].id) if more else None}
 
 
-@admin_router.get("/review/{slug}", summary="A submission as the reviewer sees it (admins)")
-async def review_item(slug: str, request: Request, who: AdminUser) -> dict[str, Any]:
-    async with _sessions(request)() as s:
+@admin_router.get("/review/{slug}", response_model=ReviewDetail,
+                  summary="A submission as the reviewer sees it (admins)")
+async def review_item(slug: str, sessions: Sessions, who: AdminUser) -> dict[str, Any]:
+    async with sessions() as s:
         return review_detail(await service.get_server(s, slug))
 
 
-@admin_router.post("/review/{slug}/approve", summary="Approve a waiting submission: it deploys (admins)")
-async def review_approve(slug: str, request: Request, who: AdminUser,
+@admin_router.post("/review/{slug}/approve", response_model=ReviewDetail,
+                   summary="Approve a waiting submission: it deploys (admins)")
+async def review_approve(slug: str, sessions: Sessions, who: AdminUser,
                          body: ReviewDecision | None = None) -> dict[str, Any]:
-    async with transaction(_sessions(request)) as s:
+    async with transaction(sessions) as s:
         row = await approve(s, slug, who, body.reason if body else None)
         return review_detail(row) | {"status": "submitted"}
 
 
-@admin_router.post("/review/{slug}/reject", summary="Reject a waiting submission with a reason (admins)")
-async def review_reject(slug: str, body: RejectDecision, request: Request, who: AdminUser) -> dict[str, Any]:
-    async with transaction(_sessions(request)) as s:
+@admin_router.post("/review/{slug}/reject", response_model=ReviewDetail,
+                   summary="Reject a waiting submission with a reason (admins)")
+async def review_reject(slug: str, body: RejectDecision, sessions: Sessions, who: AdminUser) -> dict[str, Any]:
+    async with transaction(sessions) as s:
         row = await reject(s, slug, who, body.reason)
         return review_detail(row) | {"status": "rejected"}
 
 
 # ---- routes: servers by status -----------------------------------------------------------------
 
-@admin_router.get("/servers", summary="Servers by status, with the count of each status (admins)")
-async def admin_servers(request: Request, who: AdminUser,
+@admin_router.get("/servers", response_model=AdminServerPage,
+                  summary="Servers by status, with the count of each status (admins)")
+async def admin_servers(sessions: Sessions, who: AdminUser,
                         status: Annotated[str | None, Query(max_length=20)] = None,
                         q: Annotated[str | None, Query(max_length=200)] = None,
                         cursor: Cursor = None, limit: Limit = 50) -> dict[str, Any]:
     if status is not None and status not in STATUSES:
         raise Unprocessable(f"status: one of {', '.join(STATUSES)}", extra={"errors": [
             {"field": "status", "in": "query", "message": "unknown status", "type": "enum"}]})
-    conds = []
-    if status:
-        conds.append(Server.status == status)
-    if q:
-        like = f"%{q.replace('%', '').replace('_', '')}%"
-        conds.append(Server.name.ilike(like) | Server.title.ilike(like) | Server.slug.ilike(like))
-    query = select(Server).where(*conds)
-    if cursor:
-        at, sid = _decode(cursor)
-        query = query.where((Server.updated_at < at) | ((Server.updated_at == at) & (cast(Server.id, String) > sid)))
-    async with _sessions(request)() as s:
-        counts = dict((await s.execute(select(Server.status, func.count()).group_by(Server.status))).all())
-        rows = (await s.execute(query.order_by(Server.updated_at.desc(), cast(Server.id, String))
-                                .limit(limit + 1))).scalars().all()
+    after = _decode(cursor) if cursor else None
+    async with sessions() as s:
+        counts, rows = await repository.servers_page(s, status, q, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"counts": {st: int(counts.get(st, 0)) for st in STATUSES}, "total": int(sum(counts.values())),
@@ -250,59 +243,53 @@ def _publisher(p: Publisher) -> dict[str, Any]:
             "set_by": str(p.set_by) if p.set_by else None, "updated_at": p.updated_at.isoformat()}
 
 
-@admin_router.get("/publishers", summary="Users marked as trusted publishers (admins)")
-async def list_publishers(request: Request, who: AdminUser,
+@admin_router.get("/publishers", response_model=PublisherList, summary="Users marked as trusted publishers (admins)")
+async def list_publishers(sessions: Sessions, who: AdminUser,
                           trusted: bool | None = True, limit: Limit = 100) -> dict[str, Any]:
-    q = select(Publisher)
-    if trusted is not None:
-        q = q.where(Publisher.trusted == trusted)
-    async with _sessions(request)() as s:
-        rows = (await s.execute(q.order_by(Publisher.updated_at.desc()).limit(limit))).scalars().all()
+    async with sessions() as s:
+        rows = await repository.publishers(s, trusted, limit)
     return {"items": [_publisher(p) for p in rows], "total": len(rows)}
 
 
-@admin_router.put("/publishers/{user_id}", summary="Trust (or stop trusting) a publisher (admins)")
-async def put_publisher(user_id: UUID, body: PublisherIn, request: Request, who: AdminUser) -> dict[str, Any]:
-    async with transaction(_sessions(request)) as s:
-        before = await s.get(Publisher, user_id, with_for_update=True)
+@admin_router.put("/publishers/{user_id}", response_model=PublisherRead,
+                  summary="Trust (or stop trusting) a publisher (admins)")
+async def put_publisher(user_id: UUID, body: PublisherIn, sessions: Sessions, who: AdminUser) -> dict[str, Any]:
+    async with transaction(sessions) as s:
+        before = await repository.publisher_for_update(s, user_id)
         was = before.trusted if before else False
-        await s.execute(pg_insert(Publisher).values(user_id=user_id, trusted=body.trusted, note=body.note,
-                                                    set_by=who.user_id)
-                        .on_conflict_do_update(index_elements=[Publisher.user_id],
-                                               set_={"trusted": body.trusted, "note": body.note,
-                                                     "set_by": who.user_id, "updated_at": func.now()}))
+        await repository.put_publisher(s, user_id, body.trusted, body.note, who.user_id)
         await record(s, who, "publisher.trust" if body.trusted else "publisher.untrust", "user", str(user_id),
                      before={"trusted": was}, after={"trusted": body.trusted}, reason=body.note)
-        s.expire_all()
-        row = await s.get(Publisher, user_id)
+        row = await repository.stored_publisher(s, user_id)
         assert row is not None
         return _publisher(row)
 
 
 # ---- routes: categories (the same tree as /api/v1/categories, managed here) ---------------------
 
-@admin_router.get("/categories", summary="The category tree with counts (admins)")
-async def admin_categories(request: Request, who: AdminUser) -> dict[str, Any]:
-    async with _sessions(request)() as s:
-        used = dict((await s.execute(select(Server.category, func.count()).group_by(Server.category))).all())
+@admin_router.get("/categories", response_model=AdminCategoryList, summary="The category tree with counts (admins)")
+async def admin_categories(sessions: Sessions, who: AdminUser) -> dict[str, Any]:
+    async with sessions() as s:
+        used = await servers.servers_per_category(s)
         return {"items": await service.category_tree(s),
                 "servers_per_category": {k: int(v) for k, v in used.items() if k is not None}}
 
 
-@admin_router.put("/categories/{slug}", summary="Create or change a category (admins)")
-async def admin_put_category(slug: str, body: CategoryIn, request: Request, who: AdminUser) -> dict[str, Any]:
-    return await put_category(slug, body, request, who)
+@admin_router.put("/categories/{slug}", response_model=CategoryOut, summary="Create or change a category (admins)")
+async def admin_put_category(slug: str, body: CategoryIn, sessions: Sessions, who: AdminUser) -> dict[str, Any]:
+    return await put_category(slug, body, sessions, who)
 
 
 @admin_router.delete("/categories/{slug}", status_code=204, summary="Delete an unused category (admins)")
-async def admin_delete_category(slug: str, request: Request, who: AdminUser) -> Response:
-    return await delete_category(slug, request, who)
+async def admin_delete_category(slug: str, sessions: Sessions, who: AdminUser) -> Response:
+    return await delete_category(slug, sessions, who)
 
 
-async def put_category(slug: str, body: CategoryIn, request: Request, who: Identity) -> dict[str, Any]:
+async def put_category(slug: str, body: CategoryIn, sessions: async_sessionmaker[AsyncSession],
+                       who: Identity) -> dict[str, Any]:
     if body.slug != slug:
         raise Unprocessable("slug: the body's slug must match the path")
-    async with transaction(_sessions(request)) as s:
+    async with transaction(sessions) as s:
         old = await s.get(Category, slug)
         before = {"name": old.name, "parent": old.parent_slug, "position": old.position} if old else None
         cat = await service.put_category(s, slug, body.name, body.parent, body.position)
@@ -312,8 +299,8 @@ async def put_category(slug: str, body: CategoryIn, request: Request, who: Ident
     return {"slug": cat.slug, "name": cat.name, "parent": cat.parent_slug, "position": cat.position}
 
 
-async def delete_category(slug: str, request: Request, who: Identity) -> Response:
-    async with transaction(_sessions(request)) as s:
+async def delete_category(slug: str, sessions: async_sessionmaker[AsyncSession], who: Identity) -> Response:
+    async with transaction(sessions) as s:
         old = await s.get(Category, slug)
         if old is None:
             raise NotFound(f"no category {slug!r}")

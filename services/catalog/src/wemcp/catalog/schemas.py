@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from fastapi.encoders import jsonable_encoder
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from wemcp.common.events.spec import INPUT_NAME, VERSION
 from wemcp.common.pagination import PageRequest
@@ -23,6 +33,14 @@ Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_
                                        pattern=r"^https?://[^\s]+$")]
 EnvName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=INPUT_NAME.pattern)]
 Short = Annotated[str, StringConstraints(max_length=500)]
+M = TypeVar("M", bound=BaseModel)
+
+
+def _needs_one(model: M, fields: tuple[str, ...], message: str) -> M:
+    """``model`` when one of ``fields`` is given (not empty), else a validation error saying ``message``."""
+    if not any(getattr(model, f) for f in fields):
+        raise ValueError(message)
+    return model
 
 
 def _not_latest(v: str | None) -> str | None:
@@ -101,9 +119,8 @@ class ServerJson(_Strict):
 
     @model_validator(mode="after")
     def _something_to_run(self) -> ServerJson:
-        if not self.packages and not self.remotes:
-            raise ValueError("a server.json needs at least one entry in packages or remotes")
-        return self
+        return _needs_one(self, ("packages", "remotes"),
+                          "a server.json needs at least one entry in packages or remotes")
 
 
 # ---- Claude desktop ----------------------------------------------------------------------------
@@ -119,9 +136,7 @@ class McpServerEntry(_Strict):
 
     @model_validator(mode="after")
     def _command_or_url(self) -> McpServerEntry:
-        if not self.command and not self.url:
-            raise ValueError("give either a command (npx, uvx, docker) or a url")
-        return self
+        return _needs_one(self, ("command", "url"), "give either a command (npx, uvx, docker) or a url")
 
 
 # ---- the submission ----------------------------------------------------------------------------
@@ -301,13 +316,18 @@ class StatusChange(BaseModel):
     changed: bool
 
 
-class MyServer(BaseModel):
+class ServerStatusRow(BaseModel):
+    """A server in a list of servers by status (the owner's, the admins')."""
+    model_config = ConfigDict(extra="forbid")
     slug: str
     name: str
     version: str
     title: str
     status: str
     status_detail: str | None
+
+
+class MyServer(ServerStatusRow):
     review_reason: str | None
     withdrawn: bool
     tools: int  # how many
@@ -355,6 +375,238 @@ class NewsPosted(BaseModel):
     kind: str
     title: str
     published: bool
+
+
+# ---- answers built as dicts by the use cases ------------------------------------------------------
+# These describe the JSON the routes answered before they declared a model, key for key
+# (``extra="forbid"``: a key a use case adds but the model does not list fails the request). Times
+# that were datetimes stay as FastAPI's encoder wrote them (``isoformat()``, ``+00:00``; pydantic would
+# write ``Z``), and free-form JSON (a spec, tools, a config) is passed through that encoder.
+
+def _isoformat(v: datetime) -> str:
+    return v.isoformat()
+
+
+Time = Annotated[datetime, PlainSerializer(_isoformat, return_type=str, when_used="json")]
+Json = Annotated[Any, PlainSerializer(jsonable_encoder, when_used="json")]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NameBadge(_Out):
+    """The detail's ``name_verification``: ``verified`` is the badge (``names.badge``)."""
+    verified: bool
+    method: str | None
+    namespace: str
+    namespace_kind: str
+    verified_at: str | None
+
+
+class ServerDetail(_Out):
+    """``GET``/``PATCH /api/v1/servers/{slug}`` (``service.detail``)."""
+    id: str
+    slug: str
+    name: str
+    version: str
+    title: str
+    description: str
+    readme: str
+    icon: str
+    owner_id: UUID | None
+    status: str
+    status_detail: str | None
+    withdrawn: bool
+    review_reason: str | None
+    source_kind: str
+    category: str | None
+    tags: list[str]
+    featured: bool
+    tools: Json
+    prompts: Json
+    resources: Json
+    calls: int
+    stars: int
+    name_verification: NameBadge
+    created_at: Time
+    updated_at: Time
+    published_at: Time | None
+    deployed_at: Time | None
+    searchable: bool
+    inputs: Json
+    spec: Json
+    connect: Json
+    hosting: str
+    health: Json
+
+
+class CategoryNode(_Out):
+    slug: str
+    name: str
+    parent: str | None
+    position: int
+    count: int  # servers in it and its descendants
+    own_count: int
+    children: list[CategoryNode]
+
+
+class CategoryList(_Out):
+    items: list[CategoryNode]
+
+
+class AdminCategoryList(CategoryList):
+    servers_per_category: dict[str, int]  # every status, not only the searchable ones
+
+
+class CategoryOut(_Out):
+    slug: str
+    name: str
+    parent: str | None
+    position: int
+
+
+# ---- the registry-compatible feed (/v0.1/servers) --------------------------------------------------
+
+class RegistryOfficial(_Out):
+    status: str
+    publishedAt: Time | None
+    updatedAt: Time
+    isLatest: bool
+
+
+class RegistryCatalogMeta(_Out):
+    slug: str
+    status: str
+    tools: int
+    nameVerified: bool
+
+
+class RegistryMeta(_Out):
+    official: RegistryOfficial = Field(alias="io.modelcontextprotocol.registry/official")
+    catalog: RegistryCatalogMeta = Field(alias="com.wemcp/catalog")
+
+
+class RegistryServer(_Out):
+    """One server as the official registry serves it (``service.as_server_json``)."""
+    server: Json  # server.json
+    meta: RegistryMeta = Field(alias="_meta")
+
+
+class RegistryMetadata(_Out):
+    count: int
+    nextCursor: str | None = None  # left out on the last page (the route excludes unset fields)
+
+
+class RegistryList(_Out):
+    servers: list[RegistryServer]
+    metadata: RegistryMetadata
+
+
+# ---- names (names_api.py) ------------------------------------------------------------------------
+
+class DomainProof(_Out):
+    value: str
+    dns: str
+    http: str
+
+
+class DomainClaimRead(_Out):
+    domain: str
+    namespace: str
+    verified: bool
+    method: str | None
+    verified_at: str | None
+    created_at: str | None
+    covers: list[str]
+    proof: DomainProof
+
+
+class DomainClaimList(_Out):
+    items: list[DomainClaimRead]
+
+
+class GitHubNamespace(_Out):
+    login: str
+    namespace: str
+
+
+class MyNamespaces(_Out):
+    handle: str | None
+    platform_namespace: str
+    github: list[GitHubNamespace] | None  # None: auth could not be asked
+    domains: list[DomainClaimRead]
+
+
+class NameClaimed(_Out):
+    name: str | None
+    slugs: list[str]
+    method: str
+    verified: bool
+
+
+class NameTransferred(_Out):
+    name: str
+    owner_id: str
+    slugs: list[str]
+
+
+# ---- the review queue and the admin area (review.py) -------------------------------------------------
+
+class ReviewRow(ServerStatusRow):
+    owner_id: str | None
+    source_kind: str
+    updated_at: str
+    requested_at: str | None
+
+
+class ReviewQueue(_Out):
+    items: list[ReviewRow]
+    total: int
+    next_cursor: str | None
+
+
+class AdminServerPage(_Out):
+    counts: dict[str, int]
+    total: int
+    items: list[ReviewRow]
+    next_cursor: str | None
+
+
+class ReviewDetail(_Out):
+    """What an admin decides on (``review.review_detail``)."""
+    slug: str
+    name: str
+    version: str
+    title: str
+    description: str
+    owner_id: str | None
+    source_kind: str
+    status: str
+    package_key: str
+    requested_at: str | None
+    reviewed_by: str | None
+    reviewed_at: str | None
+    review_reason: str | None
+    packages: Json
+    remotes: Json
+    archive: Json
+    network: bool
+    inputs: Json
+    spec: Json
+
+
+class PublisherRead(_Out):
+    user_id: str
+    trusted: bool
+    note: str | None
+    set_by: str | None
+    updated_at: str
+
+
+class PublisherList(_Out):
+    items: list[PublisherRead]
+    total: int
 
 
 def slugify(text: str, max_len: int = 60) -> str:

@@ -27,14 +27,14 @@ where ``w_trigram`` is ``trigram_weight_no_words`` when the full-text retriever 
 misspelled name that no correction reaches: only the trigram and vector retrievers can find it).
 
 The connection-level settings the retrievers need (``hnsw.ef_search``, ``hnsw.iterative_scan``,
-``pg_trgm.word_similarity_threshold``) are set once per pooled connection (:func:`install_settings`),
+``pg_trgm.word_similarity_threshold``) are set once per pooled connection (``repository.search.install_settings``),
 so a search is one round trip; asyncpg prepares and caches each distinct statement per connection.
+This module plans a search (terms, weights, which retrievers run); ``repository/search.py`` builds and
+runs its statements.
 """
 
 from __future__ import annotations
 
-# ruff: noqa: S608  -- the f-strings splice fixed SQL fragments chosen from constants (sort
-# orders, filters, retriever lists); every value from a request is a bound parameter.
 import asyncio
 import bisect
 import functools
@@ -45,54 +45,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.catalog.config import Settings
 from wemcp.catalog.glossary import translations
+from wemcp.catalog.repository import search as repository
 from wemcp.catalog.schemas import SearchRequest
 from wemcp.catalog.text import correctable, edits1, is_prefix_term, query_terms
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
-SORTS = {
-    "relevance": "f.score DESC, d.popularity DESC, d.server_id",
-    "newest": "d.published_at DESC, d.server_id",
-    "popular": "d.popularity DESC, f.score DESC, d.server_id",
-    "name": "d.sort_name ASC, d.server_id",
-}
-BROWSE_SORTS = {
-    "relevance": "d.featured DESC, d.popularity DESC, d.published_at DESC, d.server_id",
-    "newest": "d.published_at DESC, d.server_id",
-    "popular": "d.popularity DESC, d.server_id",
-    "name": "d.sort_name ASC, d.server_id",
-}
-
-ITEM_COLUMNS = """s.id, s.slug, s.name, s.title, s.description, s.icon, s.category, s.tags,
-  COALESCE((SELECT array_agg(t->>'name') FROM jsonb_array_elements(s.tools) t), '{}') AS tools,
-  s.calls, s.stars, s.featured, s.published_at,
-  CASE WHEN s.spec->>'hosting' IN ('local', 'unhosted') THEN s.spec->>'hosting' ELSE 'hosted' END AS hosting,
-  s.health_status AS health"""
-
 MAX_EXPANSIONS = 6  # indexed words an ASCII prefix expands to (the most frequent first)
 MAX_CORRECTIONS = 2  # indexed words one edit away that an unknown query word is corrected to
-
-
-def install_settings(engine: AsyncEngine, settings: Settings) -> None:
-    """Set the retrievers' session settings once on every pooled connection (at its first checkout),
-    on the raw asyncpg connection outside any transaction, so they survive the pool's rollbacks."""
-    # random_page_cost 1.1 (SSD): at the default 4 the planner scans B sequentially for a full-text
-    # query matching ~10 % of it, testing every row's tsvector (EXPLAIN ANALYZE at 10k: 18 → 8 ms).
-    stmt = (f"SET hnsw.ef_search = {max(settings.search_candidates, 40):d}; "
-            f"SET hnsw.iterative_scan = relaxed_order; SET random_page_cost = 1.1; "
-            f"SET pg_trgm.word_similarity_threshold = {float(settings.trigram_threshold):.4f}")
-
-    @event.listens_for(engine.sync_engine, "checkout")
-    def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
-        if record.info.get("catalog_search") != stmt:
-            dbapi_conn.run_async(lambda conn: conn.execute(stmt))
-            record.info["catalog_search"] = stmt
 
 
 @dataclass
@@ -124,10 +89,7 @@ class TermStats:
             if time.monotonic() - self.loaded_at <= self.ttl:
                 return  # another caller refreshed while this one waited
             async with sessions() as s, s.begin():
-                n, avgdl = (await s.execute(text(
-                    "SELECT count(*), COALESCE(avg(length(tsv)), 1) FROM catalog.search_docs WHERE enabled"))).one()
-                rows = (await s.execute(text(
-                    "SELECT word, ndoc FROM ts_stat('SELECT tsv FROM catalog.search_docs WHERE enabled')"))).all()
+                n, avgdl, rows = await repository.term_stats(s)
             self.df = {w: int(c) for w, c in rows}
             self.vocab = sorted(w for w in self.df if not _CJK.search(w))
             self.n_docs, self.avgdl = int(n), max(float(avgdl), 1.0)
@@ -306,23 +268,6 @@ def has_unknown_word(query: str, stats: TermStats) -> bool:
     )
 
 
-HEALTHY = ("up", "idle")
-
-
-def _filters(categories: list[str] | None, tags: list[str], healthy: bool = False) -> tuple[str, dict[str, Any]]:
-    sql, params = "d.enabled", {}
-    if healthy:
-        sql += " AND d.health = ANY(:healthy)"
-        params["healthy"] = list(HEALTHY)
-    if categories is not None:
-        sql += " AND d.category = ANY(:cats)"
-        params["cats"] = categories
-    if tags:
-        sql += " AND d.tags @> CAST(:tags AS varchar[])"
-        params["tags"] = tags
-    return sql, params
-
-
 def _retrievers(query: str, mode: str, settings: Settings, stats: TermStats, qvec: list[float] | None,
                 where: str, params: dict[str, Any]) -> list[str]:
     """The candidate lists as SQL (columns: server_id, src, r, raw); fills ``params``."""
@@ -336,75 +281,28 @@ def _retrievers(query: str, mode: str, settings: Settings, stats: TermStats, qve
                           tsr=" | ".join(t for t in plan.terms if stats.df.get(t, 0) > 0) or plan.terms[0],
                           k1=settings.bm25_k1, b=settings.bm25_b, avgdl=stats.avgdl,
                           wa=settings.title_boost, wb=settings.tools_boost)
-            sources = []
-            if plan.rare:
-                params["rare"] = plan.rare
-                sources.append(f"""SELECT d.server_id, d.tsv FROM catalog.search_docs d
-                                   WHERE d.tsv @@ to_tsquery('simple', :rare) AND {where}""")
-            if plan.common:
-                params.update(common=plan.common, cap=settings.text_scan_cap)
-                not_rare = "AND NOT d.tsv @@ to_tsquery('simple', :rare)" if plan.rare else ""
-                sources.append(f"""(SELECT d.server_id, d.tsv FROM catalog.search_docs d
-                                    WHERE d.tsv @@ to_tsquery('simple', :common) {not_rare} AND {where}
-                                    LIMIT :cap)""")
-            parts.append(f"""(SELECT server_id, 't' AS src, row_number() OVER (ORDER BY raw DESC, server_id) AS r, raw
-              FROM (SELECT d.server_id, (SELECT sum(x.w * x.tf * (x.k1 + 1) / (x.tf + x.k1 * (1 - x.b + x.b * x.dl)))
-                                         FROM (SELECT qt.w, qt.k1, qt.b, length(d.tsv) / qt.avgdl AS dl,
-                                                      CASE WHEN d.tsv @@ qt.q THEN 1 + qt.wa * (d.tsv @@ qt.qa)::int
-                                                           + qt.wb * (d.tsv @@ qt.qb)::int ELSE 0 END AS tf
-                                               FROM qt) x) AS raw
-                    FROM (SELECT d.server_id, d.tsv FROM ({" UNION ALL ".join(sources)}) d
-                          ORDER BY ts_rank('{{0.1, 0.3, 0.6, 1.0}}', d.tsv, to_tsquery('simple', :tsr)) DESC
-                          LIMIT :pre) d
-                    ORDER BY raw DESC, d.server_id LIMIT :k) t)""")
+            parts.append(repository.text_retriever(where, params, plan.rare, plan.common, settings.text_scan_cap))
     # Trigrams catch misspelled *names*: short Latin-script queries with a word no document has
     # (a query whose words are all known is served by the full text). Chinese text has no useful
     # trigrams here and long queries are sentences (full-text and vector handle both), and the
     # trigram scan is the slowest retriever at 100k (measured), so it runs only where it can help.
     name_like = len(query) >= 3 and len(query.split()) <= 4 and not _CJK.search(query)
     if mode == "trigram" or (mode in {"hybrid", "text"} and name_like and unknown):
-        params["q"] = query.lower()
-        parts.append(f"""(SELECT server_id, 'g' AS src, row_number() OVER (ORDER BY raw DESC, server_id) AS r, raw
-            FROM (SELECT d.server_id, word_similarity(:q, d.name_trgm)::float8 AS raw
-                  FROM catalog.search_docs d WHERE :q <% d.name_trgm AND {where}
-                  ORDER BY raw DESC, d.server_id LIMIT :k) g)""")
+        parts.append(repository.trigram_retriever(where, params, query))
     if mode in {"hybrid", "vector"} and qvec is not None:
-        params.update(qv=vector_literal(tuple(qvec)), maxd=settings.vector_max_distance)
-        parts.append(f"""(SELECT server_id, 'v' AS src, row_number() OVER (ORDER BY raw, server_id) AS r, raw FROM (
-              SELECT d.server_id, (d.embedding <=> CAST(:qv AS vector))::float8 AS raw
-              FROM catalog.search_docs d WHERE d.embedding IS NOT NULL AND {where}
-              ORDER BY d.embedding <=> CAST(:qv AS vector) LIMIT :k) v
-            WHERE raw <= CAST(:maxd AS float8))""")
+        parts.append(repository.vector_retriever(where, params, vector_literal(tuple(qvec)),
+                                                 settings.vector_max_distance))
     return parts
-
-
-_TERMS_CTE = """qt AS MATERIALIZED (
-    SELECT to_tsquery('simple', t) AS q, to_tsquery('simple', t || '\\:A') AS qa,
-           to_tsquery('simple', t || '\\:B') AS qb, w, CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b,
-           CAST(:avgdl AS float8) AS avgdl, CAST(:wa AS float8) AS wa, CAST(:wb AS float8) AS wb
-    FROM unnest(CAST(:terms AS text[]), CAST(:tw AS float8[])) AS x(t, w))"""
-
-
-def _with(params: dict[str, Any], union: str) -> str:
-    return ("WITH " + (_TERMS_CTE + ", " if "terms" in params else "")) + f"hits AS ({union})"
 
 
 async def search(session: AsyncSession, req: SearchRequest, settings: Settings, *,
                  qvec: list[float] | None, categories: list[str] | None,
                  stats: TermStats | None = None) -> tuple[list[dict[str, Any]], int]:
-    where, params = _filters(categories, req.tags, req.healthy)
+    where, params = repository.filters(categories, req.tags, req.healthy)
     params.update(limit=req.limit, offset=req.offset)
     query = req.query.strip()
     if not query:
-        total = (await session.execute(text(f"SELECT count(*) FROM catalog.search_docs d WHERE {where}"),
-                                       params)).scalar_one()
-        rows = (await session.execute(text(f"""
-            WITH page AS (SELECT d.server_id, NULL::float AS score, d.featured, d.popularity, d.published_at,
-                                 d.sort_name, row_number() OVER (ORDER BY {BROWSE_SORTS[req.sort]}) AS pos
-                          FROM catalog.search_docs d WHERE {where}
-                          ORDER BY {BROWSE_SORTS[req.sort]} LIMIT :limit OFFSET :offset)
-            SELECT {ITEM_COLUMNS}, page.score FROM page JOIN catalog.servers s ON s.id = page.server_id
-            ORDER BY page.pos"""), params)).mappings().all()
+        rows, total = await repository.browse(session, where, req.sort, params)
         return _items(rows, total)
 
     parts = _retrievers(query, req.mode, settings, stats or TermStats(), qvec, where, params)
@@ -413,30 +311,10 @@ async def search(session: AsyncSession, req: SearchRequest, settings: Settings, 
     params.update(wt=settings.text_weight, wv=settings.vector_weight, wg=settings.trigram_weight,
                   wg2=settings.trigram_weight_no_words,
                   wr=settings.rank_weight, rrf=settings.rrf_k, vd=settings.vector_max_distance)
-    union = " UNION ALL ".join(parts)
-    rows = (await session.execute(text(f"""
-        {_with(params, union)},
-        w AS (SELECT CAST(:wt AS float8) AS wt, CAST(:wv AS float8) AS wv,
-                     CASE WHEN EXISTS (SELECT 1 FROM hits WHERE src = 't') THEN CAST(:wg AS float8)
-                          ELSE CAST(:wg2 AS float8) END AS wg,
-                     CAST(:wr AS float8) AS wr, CAST(:rrf AS float8) AS rrf, CAST(:vd AS float8) AS vd),
-        n AS (SELECT src, server_id, r, CASE src WHEN 't' THEN raw / NULLIF(max(raw) OVER (PARTITION BY src), 0)
-                                                 WHEN 'v' THEN greatest(0, 1 - raw / w.vd) ELSE raw END AS x
-              FROM hits, w),
-        f AS (SELECT server_id, sum(CASE src WHEN 't' THEN w.wt WHEN 'v' THEN w.wv ELSE w.wg END * COALESCE(x, 0)
-                                    + w.wr / (w.rrf + r)) AS score
-              FROM n, w GROUP BY server_id),
-        page AS (SELECT f.server_id, f.score, count(*) OVER () AS total,
-                        row_number() OVER (ORDER BY {SORTS[req.sort]}) AS pos
-                 FROM f JOIN catalog.search_docs d ON d.server_id = f.server_id
-                 ORDER BY {SORTS[req.sort]} LIMIT :limit OFFSET :offset)
-        SELECT {ITEM_COLUMNS}, page.score::float AS score, page.total
-        FROM page JOIN catalog.servers s ON s.id = page.server_id ORDER BY page.pos"""), params)).mappings().all()
+    rows = await repository.ranked(session, parts, req.sort, params)
     total = int(rows[0]["total"]) if rows else 0
     if not rows and req.offset:
-        union = " UNION ALL ".join(parts)
-        total = (await session.execute(text(f"{_with(params, union)} SELECT count(DISTINCT server_id) FROM hits"),
-                                       params)).scalar_one()
+        total = await repository.count_hits(session, parts, params)
     return _items(rows, total)
 
 
@@ -462,12 +340,11 @@ async def candidates(session: AsyncSession, query: str, mode: str, settings: Set
                      qvec: list[float] | None) -> list[tuple[str, str, int, float]]:
     """Each retriever's candidate list, unfused: (src, server_id, rank, raw score). For tuning the
     fusion offline (bench/search_quality.py --tune); the same SQL as :func:`search`."""
-    where, params = _filters(None, [])
+    where, params = repository.filters(None, [])
     parts = _retrievers(query.strip(), mode, settings, stats, qvec, where, params)
     if not parts:
         return []
-    rows = (await session.execute(text(f"{_with(params, ' UNION ALL '.join(parts))} "
-                                       "SELECT src, server_id::text, r, raw FROM hits"), params)).all()
+    rows = await repository.hits(session, parts, params)
     return [(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
 
 

@@ -13,16 +13,16 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
-from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wemcp.catalog import names as name_rules
 from wemcp.catalog.config import Settings
-from wemcp.catalog.models import Category, News, SearchDoc, Server, Submission, bus_tables
+from wemcp.catalog.models import Category, News, Server, Submission, bus_tables
 from wemcp.catalog.names import NameContext
 from wemcp.catalog.normalize import Normalized, field_error
+from wemcp.catalog.repository import db
+from wemcp.catalog.repository import servers as repository
 from wemcp.catalog.schemas import ServerUpdate, slugify
 from wemcp.common.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
 from wemcp.common.events.servers import ServerDisabled, ServerEnabled, ServerSubmitted, ServerUpdated
@@ -92,8 +92,7 @@ def parse_openapi_document(raw: bytes) -> Any:
 
 async def _free_slug(session: AsyncSession, base: str) -> str:
     base = slugify(base, 60)
-    taken = set((await session.execute(
-        select(Server.slug).where(or_(Server.slug == base, Server.slug.like(f"{base}-%"))))).scalars())
+    taken = await repository.taken_slugs(session, base)
     if base not in taken:
         return base
     n = 2
@@ -119,9 +118,7 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
     ``limits``, a plain user's submission is refused over the per-user limits (:func:`check_limits`)."""
     await check_category(session, n.category)
     owner_id = owner.user_id if owner else None
-    existing = (await session.execute(
-        select(Server).where(Server.package_key == n.package_key).order_by(Server.created_at).limit(1)
-        .with_for_update())).scalar_one_or_none()
+    existing = await repository.first_of_package(session, n.package_key)
     if owner is not None and not owner.at_least("admin"):  # the crawler (no owner) and admins may
         if existing is not None and existing.owner_id is None:
             # An owner-less (imported, crawled) server runs for every user of it: re-specifying it
@@ -143,7 +140,7 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
         existing.version, existing.spec, existing.name = n.version, n.spec, n.name
         existing.title, existing.description = n.title, n.description
         name_rules.stamp(existing, verification)
-        existing.updated_at = func.now()
+        existing.updated_at = db.now()
         if not existing.review_cleared and not trusted:
             # a pending or rejected package waits (again) for review: nothing deploys before approval
             review.queue(existing)
@@ -165,13 +162,12 @@ async def submit(session: AsyncSession, n: Normalized, owner: Identity | None, *
         description=n.description, readme=n.readme, icon=n.icon or ICON.format(slug=slug),
         owner_id=owner_id, source_kind=source_kind or n.source_kind, spec=n.spec,
         status="submitted" if trusted else "pending_review", review_cleared=trusted,
-        review_requested_at=None if trusted else func.now(), category=n.category, tags=n.tags,
-        name_verification=verification, name_verified_at=func.now() if verification else None))
+        review_requested_at=None if trusted else db.now(), category=n.category, tags=n.tags,
+        name_verification=verification, name_verified_at=db.now() if verification else None))
     if new_id is None:  # a concurrent identical submission won
-        row = (await session.execute(select(Server).where(
-            Server.package_key == n.package_key, Server.version == n.version))).scalar_one()
+        row = await repository.package_version(session, n.package_key, n.version)
         return row, True
-    row = (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
+    row = await repository.inserted_server(session, new_id)
     if trusted:
         await _emit_submitted(session, row)
     return row, False
@@ -184,11 +180,9 @@ async def _insert_under_free_slug(session: AsyncSession, base: str,
     version is already there (a concurrent identical insert won)."""
     for attempt in range(5):
         slug = await _free_slug(session, base)
-        stmt = pg_insert(Server).values(slug=slug, **values(slug)).on_conflict_do_nothing(
-            index_elements=[Server.package_key, Server.version]).returning(Server.id)
         try:
             async with session.begin_nested():
-                new_id: UUID | None = (await session.execute(stmt)).scalar_one_or_none()
+                new_id = await repository.insert_server(session, {"slug": slug, **values(slug)})
         except IntegrityError:  # the slug was taken between our look and our insert
             if attempt == 4:
                 raise
@@ -204,9 +198,7 @@ async def import_crawled(session: AsyncSession, n: Normalized, source: str) -> S
     left alone, whatever version the crawler saw; a crawled listing follows the newest description.
     Returns the row to project, or None when nothing changed."""
     spec = {**n.spec, "hosting": "unhosted", "crawled_from": source}
-    existing = (await session.execute(
-        select(Server).where(Server.package_key == n.package_key).order_by(Server.created_at).with_for_update()
-    )).scalars().all()
+    existing = await repository.rows_of_package(session, n.package_key)
     # the crawler's own listing only: an admin who resubmitted a crawled row to host it made it theirs
     if any(r.source_kind != "crawled" or as_spec(r.spec).hosting != "unhosted" for r in existing):
         log.info("crawled_server_already_listed", package_key=n.package_key)
@@ -216,17 +208,17 @@ async def import_crawled(session: AsyncSession, n: Normalized, source: str) -> S
         if row.version == n.version and row.spec == spec and row.description == n.description:
             return None
         row.version, row.spec, row.name, row.title, row.description = n.version, spec, n.name, n.title, n.description
-        row.updated_at = func.now()
+        row.updated_at = db.now()
         await session.flush()
         await session.refresh(row)
         return row
     new_id = await _insert_under_free_slug(session, n.name.split("/")[-1], lambda slug: dict(
         name=n.name, version=n.version, package_key=n.package_key, title=n.title,
         description=n.description, readme="", icon=ICON.format(slug=slug), owner_id=None,
-        source_kind="crawled", spec=spec, status="published", published_at=func.now()))
+        source_kind="crawled", spec=spec, status="published", published_at=db.now()))
     if new_id is None:
         return None
-    return (await session.execute(select(Server).where(Server.id == new_id))).scalar_one()
+    return await repository.inserted_server(session, new_id)
 
 
 def hosting_of(spec: ServerSpec | dict[str, Any]) -> str:
@@ -241,20 +233,15 @@ async def check_limits(session: AsyncSession, owner_id: UUID, limits: Settings, 
     ``max_deployments_in_flight`` of the user's servers being deployed (a new version of a server
     that is being deployed replaces that deployment: it adds none). 429 with Retry-After; the
     submission is logged once it passes."""
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"catalog:submit:{owner_id}", 0))))
-    await session.execute(delete(Submission).where(Submission.owner_id == owner_id,
-                                                   Submission.at < func.now() - timedelta(days=1)))
-    now, oldest, recent = (await session.execute(
-        select(func.now(), func.min(Submission.at), func.count()).where(
-            Submission.owner_id == owner_id, Submission.at > func.now() - timedelta(hours=1)))).one()
+    await db.advisory_lock(session, f"catalog:submit:{owner_id}")
+    await repository.forget_old_submissions(session, owner_id)
+    now, oldest, recent = await repository.recent_submissions(session, owner_id)
     if recent >= limits.max_submissions_per_hour:
         wait = max(1, math.ceil((oldest + timedelta(hours=1) - now).total_seconds()))
         raise TooManyRequests(f"you submitted {recent} servers or versions in the last hour, the most allowed; "
                               f"try again in {math.ceil(wait / 60)} min", headers={"Retry-After": str(wait)},
                               extra={"retry_after": wait, "limit": limits.max_submissions_per_hour})
-    in_flight = (await session.execute(select(func.count()).select_from(Server).where(
-        Server.owner_id == owner_id, Server.status.in_(("submitted", "deploying")),
-        Server.id != resubmitting if resubmitting is not None else Server.id.is_not(None)))).scalar_one()
+    in_flight = await repository.deployments_in_flight(session, owner_id, resubmitting)
     if in_flight >= limits.max_deployments_in_flight:
         raise TooManyRequests(f"{in_flight} of your servers are still being deployed, the most allowed at once; "
                               "submit again when one of them is done", headers={"Retry-After": "30"},
@@ -294,10 +281,7 @@ emit_submitted = _emit_submitted
 # ---- owner and admin actions ---------------------------------------------------------------------
 
 async def get_server(session: AsyncSession, slug: str, *, lock: bool = False) -> Server:
-    q = select(Server).where(Server.slug == slug)
-    if lock:
-        q = q.with_for_update()
-    row = (await session.execute(q)).scalar_one_or_none()
+    row = await repository.server_by_slug(session, slug, lock=lock)
     if row is None:
         raise NotFound(f"no server {slug!r}")
     return row
@@ -338,7 +322,7 @@ async def update_server(session: AsyncSession, slug: str, patch: ServerUpdate, w
                       {k: data[k] for k in changed}, None)
     for k in changed:
         setattr(row, k, data[k])
-    row.updated_at = func.now()
+    row.updated_at = db.now()
     await session.flush()
     await session.refresh(row)
     # The catalog's own worker re-projects B from A (same transaction: no edit is lost, none is
@@ -359,7 +343,7 @@ async def disable(session: AsyncSession, slug: str, who: Identity, reason: str |
     row.withdrawn = withdraw
     row.status_detail = reason
     row.decision_seq = (row.decision_seq or 0) + 1  # orders the decisions for their consumers (row lock held)
-    row.updated_at = func.now()
+    row.updated_at = db.now()
     await session.flush()
     await add_event(session, bus_tables, ServerDisabled(server_id=row.id, slug=row.slug, reason=reason,
                                                         actor_id=who.user_id, decision_seq=row.decision_seq))
@@ -376,7 +360,7 @@ async def enable(session: AsyncSession, slug: str, who: Identity) -> tuple[Serve
     row.status = row.status_before_disable or "submitted"
     row.status_before_disable, row.withdrawn, row.status_detail = None, False, None
     row.decision_seq = (row.decision_seq or 0) + 1
-    row.updated_at = func.now()
+    row.updated_at = db.now()
     await session.flush()
     await add_event(session, bus_tables, ServerEnabled(server_id=row.id, slug=row.slug, actor_id=who.user_id,
                                                        decision_seq=row.decision_seq))
@@ -495,16 +479,14 @@ def detail(row: Server, settings: Settings, searchable: bool | None) -> dict[str
 
 
 async def is_searchable(session: AsyncSession, server_id: UUID) -> bool:
-    return bool((await session.execute(select(SearchDoc.enabled).where(SearchDoc.server_id == server_id)))
-                .scalar_one_or_none())
+    return await repository.is_searchable(session, server_id)
 
 
 # ---- categories ----------------------------------------------------------------------------------
 
 async def category_tree(session: AsyncSession) -> list[dict[str, Any]]:
-    cats = (await session.execute(select(Category).order_by(Category.position, Category.slug))).scalars().all()
-    counts: dict[str | None, int] = dict((await session.execute(
-        select(SearchDoc.category, func.count()).where(SearchDoc.enabled).group_by(SearchDoc.category))).all())
+    cats = await repository.categories(session)
+    counts = await repository.searchable_per_category(session)
     nodes = {c.slug: {"slug": c.slug, "name": c.name, "parent": c.parent_slug, "position": c.position,
                       "count": 0, "own_count": int(counts.get(c.slug, 0)), "children": []} for c in cats}
     roots: list[dict[str, Any]] = []
@@ -523,7 +505,7 @@ async def category_tree(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def category_and_descendants(session: AsyncSession, slug: str) -> list[str]:
-    rows = (await session.execute(select(Category.slug, Category.parent_slug))).all()
+    rows = await repository.category_parents(session)
     children: dict[str | None, list[str]] = {}
     for s, p in rows:
         children.setdefault(p, []).append(s)
@@ -556,9 +538,9 @@ async def delete_category(session: AsyncSession, slug: str) -> None:
     cat = await session.get(Category, slug)
     if cat is None:
         raise NotFound(f"no category {slug!r}")
-    if (await session.execute(select(Category.slug).where(Category.parent_slug == slug).limit(1))).first():
+    if await repository.category_has_children(session, slug):
         raise Conflict("the category has children; move or delete them first")
-    if (await session.execute(select(Server.id).where(Server.category == slug).limit(1))).first():
+    if await repository.category_in_use(session, slug):
         raise Conflict("servers use this category; move them first")
     await session.delete(cat)
 
@@ -592,9 +574,7 @@ async def registry_versions(session: AsyncSession, name: str) -> list[Server]:
     """Published rows of one registry name, newest first. A package's new version replaces its row
     (table A keeps one row per package), so older versions of the same package are not kept; rows
     of other packages under the same name are other versions."""
-    return list((await session.execute(
-        select(Server).where(Server.name == name, Server.status == "published")
-        .order_by(Server.published_at.desc().nulls_last(), Server.updated_at.desc(), Server.id))).scalars())
+    return await repository.published_versions(session, name)
 
 
 def as_server_json(row: Server, *, latest: bool = True) -> dict[str, Any]:
@@ -611,8 +591,7 @@ def as_server_json(row: Server, *, latest: bool = True) -> dict[str, Any]:
 
 
 async def touch_counters(session: AsyncSession, server_id: UUID, calls: int = 0, stars: int = 0) -> None:
-    await session.execute(update(Server).where(Server.id == server_id)
-                          .values(calls=Server.calls + calls, stars=Server.stars + stars))
+    await repository.add_counters(session, server_id, calls, stars)
 
 
 __all__ = ["Unprocessable"]

@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from wemcp.catalog.config import Settings
 from wemcp.catalog.embedding import CachedQueries, Embedder, make_embedder
+from wemcp.catalog.repository.search import install_settings
 from wemcp.catalog.resolve import Resolver
-from wemcp.catalog.search import TermStats, install_settings
+from wemcp.catalog.search import TermStats
 from wemcp.common.db import make_engine
 from wemcp.common.service import Runtime
 
