@@ -103,7 +103,7 @@ async def test_search_survives_its_connection_closed_by_the_database(catalog: An
     so the first search on a closed connection fails inside and is run once more, not answered
     with a 500."""
     app, c = catalog
-    slugs = await _add(app, [_doc("weather-now", "Weather forecasts for any city")])
+    slugs = await _add(app, {"weather-now": "Weather forecasts for any city"})
     assert await _search(c, slugs, "weather forecast") == ["weather-now"]
     search_sessions = of(app.state.runtime).search_sessions
     assert search_sessions is not None
