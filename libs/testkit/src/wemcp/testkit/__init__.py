@@ -10,8 +10,12 @@
 - :mod:`wemcp.testkit.registries`: the official MCP registry, npm search and PyPI on loopback.
 - :mod:`wemcp.testkit.names`: GitHub's users/orgs API, a DNS server, ``/.well-known`` on loopback.
 - :mod:`wemcp.testkit.model`: a scripted OpenAI-compatible chat model on loopback.
-- :mod:`wemcp.testkit.catalog`: the catalog's callers (signed assertions), publishing an event, a
-  catalog row for a search corpus document.
+- :mod:`wemcp.testkit.catalog`: the catalog's callers (signed assertions), publishing an event (and
+  a server's route, as the catalog and the deployer announce it), a catalog row for a search corpus
+  document.
+- :mod:`wemcp.testkit.hosted`: the deployer's bridge in the restricted sandbox, a server hosted on it,
+  and the sources of small stdio servers the deployer's and the gateway's tests host.
+- :mod:`wemcp.testkit.sse`: a stream of JSON server-sent events as dicts (the platform's parser).
 
 What lives here is shared by the tests and the benchmarks (``bench/`` imports nothing from a test
 folder); helpers only one service's tests use stay in its ``tests`` package.

@@ -1,6 +1,7 @@
 """The catalog's callers as the tests and the benchmarks play them: the signed assertion the gateway
 (or another platform service) sends the catalog for a user, an admin or itself; publishing a real
-event on JetStream as the deployer would; a catalog row for a search corpus document."""
+event on JetStream as the deployer would (and a server's route, as the catalog and the deployer
+announce it); a catalog row for a search corpus document."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from sqlalchemy import func
 
 from wemcp.catalog.models import Server
 from wemcp.catalog.schemas import slugify
+from wemcp.common.bus import ensure_streams
 from wemcp.common.events.base import Event
+from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.common.identity import Identity
 from wemcp.common.trust import platform_headers
 
@@ -59,3 +62,21 @@ def server_for(doc: dict[str, Any], i: int) -> Server:
                   source_kind="import", status="published", tags=[], tools=[], prompts=[], resources=[],
                   endpoints=[], spec={"packages": [{"registryType": doc["registry"], "identifier": pkg}]},
                   published_at=func.now(), deployed_at=func.now())
+
+
+async def publish_route(nats_url: str, slug: str, url: str, *, name: str | None = None, **deployed: Any) -> None:
+    """A server as the catalog and the deployer announce it — ``server.submitted`` (hosted: no declared
+    inputs), then ``server.deployed`` with ``url`` as its endpoint (``deployed``: the event's other
+    fields) — on JetStream (its streams made first): the gateway routes ``/mcp/<slug>`` to ``url``."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        sid = uuid.uuid4()
+        for ev in (ServerSubmitted(server_id=sid, slug=slug, name=name or f"io.test/{slug}",
+                                   spec={"packages": [], "remotes": []}),
+                   ServerDeployed(server_id=sid, slug=slug, endpoints=[Endpoint(url=url)], **deployed)):
+            await js.publish(ev.subject, ev.model_dump_json().encode(), stream=ev.stream,
+                             headers={"Nats-Msg-Id": str(ev.event_id)})
+    finally:
+        await nc.close()
