@@ -32,7 +32,7 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml s
 # The web console (web/, README.md#the-web-console): esbuild bundles it into web/dist, which the
 # gateway serves at /. npm ci takes the exact versions in web/package-lock.json.
 WEB_STAMP := web/dist/.built
-$(WEB_STAMP): web/package.json web/package-lock.json web/build.mjs web/index.html $(wildcard web/src/*.js web/src/*/*.js web/src/*.css docs/guide/*)
+$(WEB_STAMP): web/package.json web/package-lock.json web/build.mjs web/index.html $(wildcard web/src/*.js web/src/*/*.js web/src/*/*/*.js web/src/locales/*.json web/src/*.css docs/guide/*)
 	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 	@touch $@
 

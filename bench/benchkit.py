@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 
 def pct(values: list[float], p: float) -> float:
     """The ``p``-th percentile (0 to 100), nearest rank: the sorted value at ``round(p/100 * (n-1))``."""
     values = sorted(values)
     return values[max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))]
+
+
+async def record(results: dict[tuple[str, int], list[dict[str, Any]]], rnd: int, row: str, c: int,
+                 res: dict[str, Any], *, width: int, extra: str = "") -> None:
+    """Keeps one cell's result (round ``rnd`` of ``row`` at ``c`` clients), says it on stderr (``row``
+    right-aligned in ``width`` characters, then ``extra``) and lets the machine settle half a second
+    before the next cell."""
+    results.setdefault((row, c), []).append(res)
+    print(f"  round {rnd + 1} {row:>{width}} c={c:<3} p50 {res['p50']:6.2f} ms  p99 {res['p99']:7.2f} ms  "
+          f"{res['rps']:6.0f} calls/s{extra}", file=sys.stderr)
+    await asyncio.sleep(0.5)
 
 
 def with_catalog_infra(prefix: str, body: Callable[[str, str], Awaitable[list[str]]]) -> list[str]:
@@ -33,6 +46,18 @@ def with_catalog_infra(prefix: str, body: Callable[[str, str], Awaitable[list[st
     finally:
         nats.stop()
         pg.stop()
+
+
+def run_catalog_bench(prefix: str, body: Callable[[str, str], Awaitable[list[str]]]) -> None:
+    """What a catalog bench's ``main`` does once its arguments are read: one OpenMP thread that does
+    not spin (set before the embedder loads), warnings-only console logs, ``body`` on the catalog's
+    infrastructure (``with_catalog_infra``); prints the lines it returns."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from wemcp.common.logging import configure_logging
+
+    configure_logging("bench", "warning", "console")
+    print("\n".join(with_catalog_infra(prefix, body)))
 
 
 async def _extensions(url: str) -> None:

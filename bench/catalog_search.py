@@ -39,7 +39,7 @@ import time
 import uuid
 
 import numpy as np
-from benchkit import children, pct, with_catalog_infra
+from benchkit import children, pct, run_catalog_bench
 
 
 async def bulk_load(db_url: str, start: int, count: int, docs: list[dict], vecs: np.ndarray,
@@ -221,13 +221,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--deploys", type=int, default=20)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from wemcp.common.logging import configure_logging
-
-    configure_logging("bench", "warning", "console")
-    lines = with_catalog_infra("wemcp-bench-catalog-", lambda db, nats: run_all(args, db, nats))
-    print("\n".join(lines))
+    run_catalog_bench("wemcp-bench-catalog-", lambda db, nats: run_all(args, db, nats))
 
 
 async def run_all(args, db_url: str, nats_url: str) -> list[str]:

@@ -26,7 +26,7 @@ import statistics
 import time
 import uuid
 
-from benchkit import pct, with_catalog_infra
+from benchkit import pct, run_catalog_bench
 
 
 async def _publish_all(nats_url: str, events: list) -> None:
@@ -141,13 +141,7 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=20)
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from wemcp.common.logging import configure_logging
-
-    configure_logging("bench", "warning", "console")
-    lines = with_catalog_infra("wemcp-bench-catalog-updates-", lambda db, nats: run(args, db, nats))
-    print("\n".join(lines))
+    run_catalog_bench("wemcp-bench-catalog-updates-", lambda db, nats: run(args, db, nats))
 
 
 if __name__ == "__main__":

@@ -70,11 +70,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from benchkit import pct
+from benchkit import pct, record
 
 from wemcp.common.trust import BridgeHeaders
 
@@ -183,29 +183,35 @@ def http_request(host: str, path: str, headers: dict[str, str], body: bytes) -> 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-async def run_client(url: str, mode: str, extra: dict[str, str], concurrency: int, seconds: float,
-                     warmup: float) -> dict[str, Any]:
+async def run_client(urls: list[str], mode: str, extra: dict[str, str], concurrency: int, seconds: float,
+                     warmup: float, between: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
+    """``concurrency`` workers, worker ``i`` with one keep-alive connection to ``urls[i % len(urls)]``
+    (what an L4 balancer does with connections), sending ``tools/call echo`` back to back, every reply
+    checked; on 2025 rows all share one session, initialized on ``urls[0]``. The warm-up, then
+    ``between()`` (scale.py's parent samples CPU there), then the measured ``seconds``."""
     from urllib.parse import urlsplit
 
-    u = urlsplit(url)
-    host, port, path = u.hostname or "127.0.0.1", u.port or 80, u.path
+    parts = [urlsplit(u) for u in urls]
     loop = asyncio.get_running_loop()
     base = {"content-type": "application/json", "accept": "application/json, text/event-stream", **extra}
 
-    async def connect() -> Conn:
-        _, proto = await loop.create_connection(Conn, host, port)
+    async def connect(i: int) -> Conn:
+        _, proto = await loop.create_connection(Conn, parts[i].hostname or "127.0.0.1", parts[i].port or 80)
         return proto
 
+    def req(i: int, headers: dict[str, str], body: bytes) -> bytes:
+        return http_request(f"{parts[i].hostname or '127.0.0.1'}:{parts[i].port or 80}", parts[i].path, headers, body)
+
     if mode == "2025":
-        c = await connect()
+        c = await connect(0)
         init = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}).encode()
-        status, headers, body = await c.request(http_request(f"{host}:{port}", path, base, init))
+        status, headers, body = await c.request(req(0, base, init))
         assert status == 200 and b"result" in body, (status, body[:300])
         sid = headers[b"mcp-session-id"].decode()
         base = {**base, "mcp-protocol-version": LEGACY, "mcp-session-id": sid}
         note = b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
-        status, _, body = await c.request(http_request(f"{host}:{port}", path, base, note))
+        status, _, body = await c.request(req(0, base, note))
         assert status in (200, 202), (status, body[:300])
         c.transport.close()
         meta: dict[str, Any] = {}
@@ -217,10 +223,10 @@ async def run_client(url: str, mode: str, extra: dict[str, str], concurrency: in
     lat: list[float] = []
     errors: list[str] = []
     state = {"measuring": False, "stop_at": 0.0, "calls": 0, "all": 0}
-    conns = [await connect() for _ in range(concurrency)]
+    conns = [await connect(i % len(urls)) for i in range(concurrency)]
 
     async def worker(i: int) -> None:
-        c = conns[i]
+        c, g = conns[i], i % len(urls)
         n = i * 1_000_000_000  # ids unique within the session: workers share one on 2025 rows
         while True:
             t = time.perf_counter()
@@ -229,7 +235,7 @@ async def run_client(url: str, mode: str, extra: dict[str, str], concurrency: in
             n += 1
             body = json.dumps({"jsonrpc": "2.0", "id": n, "method": "tools/call",
                                "params": {"name": "echo", "arguments": {"text": TEXT}, **meta}}).encode()
-            status, _, reply = await c.request(http_request(f"{host}:{port}", path, base, body))
+            status, _, reply = await c.request(req(g, base, body))
             dt = time.perf_counter() - t
             if status != 200 or TEXT.encode() not in reply or b'"error"' in reply:
                 if len(errors) < 5:
@@ -245,6 +251,8 @@ async def run_client(url: str, mode: str, extra: dict[str, str], concurrency: in
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     if errors:
         return {"errors": errors}
+    if between is not None:
+        await between()
     state["measuring"] = True
     t0 = time.perf_counter()
     state["stop_at"] = t0 + seconds
@@ -255,7 +263,7 @@ async def run_client(url: str, mode: str, extra: dict[str, str], concurrency: in
     if errors or not lat:
         return {"errors": errors or ["no call completed"], "n": 0}
     return {"p50": pct(lat, 50) * 1000, "p99": pct(lat, 99) * 1000, "rps": state["calls"] / wall, "n": state["calls"],
-            "all": state["all"], "client_cpu": time.process_time() - cpu0, "errors": errors}
+            "all": state["all"], "client_cpu": time.process_time() - cpu0, "wall": wall, "errors": errors}
 
 
 # -- orchestration --------------------------------------------------------------------------------------------
@@ -337,24 +345,10 @@ class Jwks:
 
 
 async def publish_route(nats_url: str, slug: str, endpoint: str) -> None:
-    import nats
+    """The route to a server behind the bridge (no declared inputs), both protocol eras."""
+    from wemcp.testkit.catalog import publish_route as publish
 
-    from wemcp.common.bus import ensure_streams
-    from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
-
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        sid = uuid.uuid4()
-        spec = {"packages": [], "remotes": []}  # hosted (behind the bridge), no declared inputs
-        for ev in (ServerSubmitted(server_id=sid, slug=slug, name=f"io.bench/{slug}", spec=spec),
-                   ServerDeployed(server_id=sid, slug=slug, endpoints=[Endpoint(url=endpoint)],
-                                  protocol_versions=[LEGACY, MODERN])):
-            await js.publish(ev.subject, ev.model_dump_json().encode(), stream=ev.stream,
-                             headers={"Nats-Msg-Id": str(ev.event_id)})
-    finally:
-        await nc.close()
+    await publish(nats_url, slug, endpoint, name=f"io.bench/{slug}", protocol_versions=[LEGACY, MODERN])
 
 
 def client_cmd(url: str, mode: str, headers: Mapping[str, str], c: int, seconds: float, warmup: float) -> list[str]:
@@ -556,10 +550,7 @@ async def main(a: argparse.Namespace) -> None:
                         cpu1 = cpu_groups(r, pids)
                         res["cpu"] = {"client": res["client_cpu"] * 1000 / res["all"],
                                       **{k: (cpu1[k] - cpu0[k]) * 1000 / res["all"] for k in cpu1}}
-                        results.setdefault((r, c), []).append(res)
-                        print(f"  round {rnd + 1} {r:>13} c={c:<3} p50 {res['p50']:6.2f} ms  p99 {res['p99']:7.2f} ms"
-                              f"  {res['rps']:6.0f} calls/s", file=sys.stderr)
-                        await asyncio.sleep(0.5)
+                        await record(results, rnd, r, c, res, width=13)
             after = uptime()
     finally:
         for p in reversed(procs):
@@ -643,7 +634,7 @@ if __name__ == "__main__":
     elif a.role == "client":
         import uvloop
 
-        r = uvloop.run(run_client(a.url, a.mode, json.loads(a.headers), int(a.concurrency), a.seconds, a.warmup))
+        r = uvloop.run(run_client([a.url], a.mode, json.loads(a.headers), int(a.concurrency), a.seconds, a.warmup))
         print(json.dumps(r))
     else:
         a.baseline_tree = Path(a.baseline_tree).resolve() if a.baseline_tree else None

@@ -47,25 +47,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchkit import cpu_ms
+from benchkit import cpu_ms, record
 from gateway_compare import ECHO_CMD, client_cmd, ensure_supergateway, wait_ready
 
+from wemcp.devstack.sources import stdio_server
+
 BENCH = Path(__file__).resolve().parent
-ECHO_SERVER = '''
-from mcp.server.mcpserver import MCPServer
-
-app = MCPServer("bench-echo")
-
-
-@app.tool()
-def echo(text: str) -> str:
-    """Echo the text back."""
-    return text
-
-
-if __name__ == "__main__":
-    app.run()
-'''
+ECHO_SERVER = stdio_server("bench-echo")
 MANIFEST = {"name": "io.github.bench/echo", "version": "1.0.0", "runtime": "python", "entrypoint": "server.py",
             "description": "Echoes the text back (platform CPU bench)."}
 PROCESSES = ("gateway", "auth", "catalog", "goods", "deployer", "ratelimit", "crawler", "agents")
@@ -236,10 +224,8 @@ async def main(a: argparse.Namespace) -> int:
                     else:
                         assert sg is not None
                         res["cpu"] = {"supergateway": (cpu_ms(sg.pid) - sg0) / res["all"]}
-                    results.setdefault((row, c), []).append(res)
-                    print(f"  round {rnd + 1} {row:>12} c={c:<3} p50 {res['p50']:6.2f} ms  p99 {res['p99']:7.2f} ms  "
-                          f"{res['rps']:6.0f} calls/s  CPU {sum(res['cpu'].values()):.3f} ms/call", file=sys.stderr)
-                    await asyncio.sleep(0.5)
+                    await record(results, rnd, row, c, res, width=12,
+                                 extra=f"  CPU {sum(res['cpu'].values()):.3f} ms/call")
         after = uptime()
     finally:
         if sg is not None:

@@ -37,12 +37,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import gateway_compare as gc
-from benchkit import pct
 
 SELF = str(Path(__file__).resolve())
 PY = sys.executable
@@ -50,78 +48,15 @@ PY = sys.executable
 
 # -- the client: workers spread over the gateways by connection ----------------------------------------------
 async def run_client(urls: list[str], mode: str, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
-    from urllib.parse import urlsplit
-
+    """gateway_compare.py's client over the gateways; between the warm-up and the measured seconds the
+    parent samples CPU (a stdin handshake)."""
     loop = asyncio.get_running_loop()
-    parts = [urlsplit(u) for u in urls]
-    base = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 
-    async def connect(i: int) -> Any:
-        _, proto = await loop.create_connection(gc.Conn, parts[i].hostname, parts[i].port)
-        return proto
+    async def handshake() -> None:
+        print("warm", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
 
-    def req(i: int, headers: dict[str, str], body: bytes) -> bytes:
-        return gc.http_request(f"{parts[i].hostname}:{parts[i].port}", parts[i].path, headers, body)
-
-    meta: dict[str, Any] = {}
-    if mode == "2025":
-        c = await connect(0)
-        init = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": gc.LEGACY, "capabilities": {},
-            "clientInfo": {"name": "bench", "version": "1"}}}).encode()
-        status, headers, body = await c.request(req(0, base, init))
-        assert status == 200 and b"result" in body, (status, body[:300])
-        base = {**base, "mcp-protocol-version": gc.LEGACY, "mcp-session-id": headers[b"mcp-session-id"].decode()}
-        status, _, body = await c.request(req(0, base, b'{"jsonrpc":"2.0","method":"notifications/initialized"}'))
-        assert status in (200, 202), (status, body[:300])
-        c.transport.close()
-    else:
-        base = {**base, "mcp-protocol-version": gc.MODERN, "mcp-method": "tools/call", "mcp-name": "echo"}
-        meta = {"_meta": {"io.modelcontextprotocol/protocolVersion": gc.MODERN,
-                          "io.modelcontextprotocol/clientCapabilities": {}}}
-    lat: list[float] = []
-    errors: list[str] = []
-    state = {"measuring": False, "stop_at": 0.0, "calls": 0}
-    conns = [await connect(i % len(urls)) for i in range(concurrency)]
-
-    async def worker(i: int) -> None:
-        c, g = conns[i], i % len(urls)
-        n = i * 1_000_000_000
-        while True:
-            t = time.perf_counter()
-            if t >= state["stop_at"]:
-                return
-            n += 1
-            body = json.dumps({"jsonrpc": "2.0", "id": n, "method": "tools/call",
-                               "params": {"name": "echo", "arguments": {"text": gc.TEXT}, **meta}}).encode()
-            status, _, reply = await c.request(req(g, base, body))
-            dt = time.perf_counter() - t
-            if status != 200 or gc.TEXT.encode() not in reply or b'"error"' in reply:
-                if len(errors) < 5:
-                    errors.append(f"{status} {reply[:300]!r}")
-                continue
-            if state["measuring"]:
-                lat.append(dt)
-                state["calls"] += 1
-
-    state["stop_at"] = time.perf_counter() + warmup
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    if errors:
-        return {"errors": errors}
-    # the parent samples CPU between these two lines (stdin handshake)
-    print("warm", flush=True)
-    await loop.run_in_executor(None, sys.stdin.readline)
-    state["measuring"] = True
-    t0 = time.perf_counter()
-    state["stop_at"] = t0 + seconds
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    wall = time.perf_counter() - t0
-    for c in conns:
-        c.transport.close()
-    if errors or not lat:
-        return {"errors": errors or ["no call completed"]}
-    return {"p50": pct(lat, 50) * 1000, "p99": pct(lat, 99) * 1000, "rps": state["calls"] / wall,
-            "n": state["calls"], "wall": wall}
+    return await gc.run_client(urls, mode, {}, concurrency, seconds, warmup, between=handshake)
 
 
 # -- orchestration --------------------------------------------------------------------------------------------

@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchkit import with_catalog_infra
+from benchkit import run_catalog_bench
 
 SET = Path(__file__).parent / "search_set"
 
@@ -153,13 +152,7 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--misses", action="store_true", help="list the weakest hybrid queries of each half")
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from wemcp.common.logging import configure_logging
-
-    configure_logging("bench", "warning", "console")
-    lines = with_catalog_infra("wemcp-bench-quality-", lambda db, nats: run(args, db, nats))
-    print("\n".join(lines))
+    run_catalog_bench("wemcp-bench-quality-", lambda db, nats: run(args, db, nats))
 
 
 async def run(args: argparse.Namespace, db_url: str, nats_url: str) -> list[str]:

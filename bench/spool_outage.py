@@ -28,7 +28,6 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -114,12 +113,9 @@ async def main() -> None:
         await upstream(args.port)
         return
 
-    import nats
-
-    from wemcp.common.bus import ensure_streams
-    from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
     from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis, free_port
     from wemcp.devstack.stack import ServiceProcess
+    from wemcp.testkit.catalog import publish_route
 
     work = Path(tempfile.mkdtemp(prefix="wemcp-spool-bench-"))
     server, redis = EmbeddedNats(work / "nats"), EmbeddedRedis(work / "redis", persistent=False)
@@ -132,16 +128,7 @@ async def main() -> None:
     try:
         assert up.stdout is not None
         up_url = (await up.stdout.readline()).decode().strip()
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        await ensure_streams(js)
-        sid = uuid.uuid4()
-        spec: dict[str, Any] = {"packages": [], "remotes": []}
-        for ev in (ServerSubmitted(server_id=sid, slug="echo", name="io.bench/echo", spec=spec),
-                   ServerDeployed(server_id=sid, slug="echo", endpoints=[Endpoint(url=up_url)])):
-            await js.publish(ev.subject, ev.model_dump_json().encode(), stream=ev.stream,
-                             headers={"Nats-Msg-Id": str(ev.event_id)})
-        await nc.close()
+        await publish_route(server.url, "echo", up_url, name="io.bench/echo")
         spool = work / "spool"
         env = {**os.environ, "NATS_URL": server.url, "REDIS_URL": redis.url,
                "DATABASE_URL": "postgresql://unused@127.0.0.1:1/unused",

@@ -3,7 +3,8 @@ suite (npm ``@modelcontextprotocol/conformance``, ``server`` mode) calls, writte
 ``mcp`` SDK (``MCPServer``).
 
     python tests/conformance/server.py              # stdio (how the platform hosts it)
-    python tests/conformance/server.py --port 8123  # Streamable HTTP at /mcp, on loopback
+    python tests/conformance/server.py --port 8123  # Streamable HTTP at /mcp, on loopback (the
+                                                    # repository's .venv: the event store is wemcp.testkit's)
 
 What each item returns is what the suite's scenario descriptions ask for (``conformance list
 --server``; their text is in the package).
@@ -23,7 +24,6 @@ from mcp import MCPDeprecationWarning
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 
 # a 1x1 red PNG and a 1-sample silent WAV, generated here rather than pasted
 PNG = base64.b64encode(bytes.fromhex(
@@ -244,31 +244,15 @@ with warnings.catch_warnings():
     low.add_request_handler("logging/setLevel", types.SetLevelRequestParams, on_set_level)
 
 
-class Events(EventStore):
-    """The events of every stream, in memory, for replay after Last-Event-ID (Streamable HTTP only)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[StreamId, types.JSONRPCMessage | None]] = []
-
-    async def store_event(self, stream_id: StreamId, message: types.JSONRPCMessage | None) -> EventId:
-        self.events.append((stream_id, message))
-        return str(len(self.events))
-
-    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
-        if not last_event_id.isdigit() or not 0 < int(last_event_id) <= len(self.events):
-            return None
-        stream = self.events[int(last_event_id) - 1][0]
-        for n, (sid, message) in enumerate(self.events[int(last_event_id):], int(last_event_id) + 1):
-            if sid == stream and message is not None:
-                await send_callback(EventMessage(message, str(n)))
-        return stream
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0, help="serve Streamable HTTP on 127.0.0.1:PORT (else stdio)")
     args = parser.parse_args()
     if args.port:
+        # the event store of the repository's test servers: this mode runs in its environment (hosted,
+        # over stdio, the server has only the mcp SDK)
+        from wemcp.testkit.upstream import Events
+
         app.run("streamable-http", host="127.0.0.1", port=args.port, json_response=False, event_store=Events(),
                 retry_interval=500)
     else:

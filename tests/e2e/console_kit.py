@@ -1,11 +1,13 @@
 """What the console's browser tests share (Playwright driving Debian's chromium, `make browser-tools`):
 the browser, a page that records console errors and failed requests, the per-page check (no errors,
 no serious or critical axe-core violations, no sideways scrolling, a screenshot under
-$WEMCP_TEST_OUTPUT/console, default .data/test-output/console) and the operator's one-time sign-in link.
+$WEMCP_TEST_OUTPUT/console, default .data/test-output/console), the operator's one-time sign-in link
+and a page signed in with it.
 The `browser` fixture is in tests/e2e/conftest.py."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -50,6 +52,14 @@ async def open_page(browser: Any, width: int, height: int = 900) -> Page:
     OUT.mkdir(parents=True, exist_ok=True)
     context = await browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
     return Page(await context.new_page())
+
+
+async def signed_in(browser: Any, stack: Stack, gateway_url: str, login: str, width: int = 1440) -> Page:
+    """A page signed in as ``login`` with the one-time link (on the account page it leads to)."""
+    p = await open_page(browser, width)
+    await p.page.goto(await asyncio.to_thread(signin_link, stack, gateway_url, login))
+    await p.page.wait_for_url("**/account")
+    return p
 
 
 def signin_link(stack: Stack, gateway_url: str, login: str) -> str:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,21 @@ def superadmin_key(stack: Stack, login: str) -> str:
     return key
 
 
-async def user_key(stack: Stack, login_prefix: str = "e2e-user", *, trusted: bool = True) -> tuple[str, str]:
-    """A plain user and a platform API key, created with auth's own use cases (as its tests do).
-    ``trusted``: the user is a trusted publisher in the catalog (as an admin's
-    ``PUT /api/v1/admin/publishers/{id}`` makes one), so their submissions deploy without review —
-    these tests are about deployment; the review queue has its own (test_admin_review.py)."""
+@dataclass(frozen=True)
+class Account:
+    id: str
+    login: str
+    key: str  # a platform API key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+async def new_account(stack: Stack, login_prefix: str, role: str = "user", *, trusted: bool = False) -> Account:
+    """An account with ``role`` and a platform API key, created with auth's own use cases (as its
+    tests do); its login is the prefix and six random hex digits. ``trusted``: the user is a trusted
+    publisher in the catalog (as an admin's ``PUT /api/v1/admin/publishers/{id}`` makes one)."""
     from sqlalchemy import text
 
     from wemcp.auth import service as auth
@@ -49,14 +60,21 @@ async def user_key(stack: Stack, login_prefix: str = "e2e-user", *, trusted: boo
     engine = make_engine(stack.database_url, pool_size=1)
     try:
         async with make_session_factory(engine)() as s, s.begin():
-            user = await auth.create_user(s, login=f"{login_prefix}-{uuid.uuid4().hex[:6]}", role="user")
+            user = await auth.create_user(s, login=f"{login_prefix}-{uuid.uuid4().hex[:6]}", role=role)
             _, raw = await auth.create_api_key(s, user.id, "e2e", None, None)
             if trusted:
                 await s.execute(text("INSERT INTO catalog.publishers (user_id, trusted, note) "
                                      "VALUES (:id, true, 'e2e fixture')"), {"id": user.id})
-        return str(user.id), raw
+        return Account(str(user.id), user.login, raw)
     finally:
         await engine.dispose()
+
+
+async def user_key(stack: Stack, login_prefix: str = "e2e-user", *, trusted: bool = True) -> tuple[str, str]:
+    """A plain user and a platform API key. ``trusted`` (by default): their submissions deploy without
+    review — these tests are about deployment; the review queue has its own (test_admin_review.py)."""
+    made = await new_account(stack, login_prefix, trusted=trusted)
+    return made.id, made.key
 
 
 async def published(c: httpx.AsyncClient, slug: str, headers: dict[str, str], timeout: float = 300) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import httpx2 as httpx
 import pytest
 import pytest_asyncio
 
-from tests.e2e.console_kit import Page, open_page, signin_link
+from tests.e2e.console_kit import Page, open_page, signed_in
 from tests.e2e.e2e_kit import published, submit_archive, superadmin_key, user_key
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
@@ -102,10 +102,8 @@ async def world(browser: Any, stack: Stack, gateway_url: str) -> AsyncIterator[W
         assert "#code=wmi_" in invite_url, invite_url
 
         # the one sign-in of the module while the server deploys
-        p = await open_page(browser, 1440)
+        p = await signed_in(browser, stack, gateway_url, login)
         w = World(gateway_url, user_id, login, key, sub["slug"], app_slug, app_name, invite_url, p)
-        await p.page.goto(await asyncio.to_thread(signin_link, stack, gateway_url, login))
-        await p.page.wait_for_url("**/account")
         await p.page.get_by_role("heading", name=login, level=1).wait_for()
         t0 = time.monotonic()
         await published(c, sub["slug"], me)

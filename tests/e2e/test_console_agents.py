@@ -21,7 +21,7 @@ import httpx2 as httpx
 import pytest
 import pytest_asyncio
 
-from tests.e2e.console_kit import open_page, signin_link
+from tests.e2e.console_kit import open_page, signed_in, signin_link
 from tests.e2e.e2e_kit import published, user_key
 from wemcp.devstack import dev
 from wemcp.devstack.stack import Stack
@@ -85,10 +85,8 @@ async def test_create_an_agent_chat_with_it_and_read_its_mcp_url(
     demo = standins["demo"]
     _, key = await user_key(stack, "e2e-agents")
     login = (await _me(gateway_url, key))["login"]
-    p = await open_page(browser, width)
+    p = await signed_in(browser, stack, gateway_url, login, width)
     page = p.page
-    await page.goto(signin_link(stack, gateway_url, login))
-    await page.wait_for_url("**/account")
     if width < 600:  # the nav wraps; the link is there all the same
         await page.goto(gateway_url + "/agents")
     else:

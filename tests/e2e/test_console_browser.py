@@ -15,8 +15,9 @@ import httpx2 as httpx
 import pytest
 import pytest_asyncio
 
-from tests.e2e.console_kit import OUT, open_page, signin_link
+from tests.e2e.console_kit import OUT, open_page, signed_in, signin_link
 from tests.e2e.e2e_kit import published, superadmin_key, user_key
+from wemcp.devstack.sources import stdio_server
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
 
@@ -151,21 +152,7 @@ async def test_sign_in_with_a_link_create_use_and_revoke_a_key(browser: Any, sta
     assert "used" in await page.get_by_role("alert").inner_text()
 
 
-ECHO_SERVER = '''
-from mcp.server.mcpserver import MCPServer
-
-app = MCPServer("console-echo")
-
-
-@app.tool()
-def echo(text: str) -> str:
-    """Says the text back."""
-    return text
-
-
-if __name__ == "__main__":
-    app.run()
-'''
+ECHO_SERVER = stdio_server("console-echo")
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -178,10 +165,8 @@ async def test_publish_shows_inputs_then_an_archive_deploys_live(browser: Any, s
         headers = {"Authorization": f"Bearer {key}"}
         login = (await c.get("/api/v1/me", headers=headers)).json()["login"]
         own = (await c.get("/api/v1/names/mine", headers=headers)).json()["platform_namespace"]
-    p = await open_page(browser, 1440)
+    p = await signed_in(browser, stack, gateway_url, login)
     page = p.page
-    await page.goto(signin_link(stack, gateway_url, login))
-    await page.wait_for_url("**/account")
     await page.get_by_role("link", name="发布").click()
     await page.get_by_role("heading", name="发布 MCP 服务器").wait_for()
     # a config as people paste it: what it needs is shown before anything is submitted
@@ -235,10 +220,8 @@ async def test_admin_approves_a_submission_and_the_superadmin_publishes_an_annou
         assert sub["status"] == "pending_review", sub
         root_login = (await c.get("/api/v1/me", headers={"Authorization": f"Bearer {superadmin}"})).json()["login"]
 
-        p = await open_page(browser, 1440)
+        p = await signed_in(browser, stack, gateway_url, root_login)
         page = p.page
-        await page.goto(signin_link(stack, gateway_url, root_login))
-        await page.wait_for_url("**/account")
         await page.get_by_role("link", name="管理").click()
         await page.get_by_role("heading", name="审核队列").wait_for()
         item = page.locator(f"li[data-slug='{sub['slug']}']")

@@ -18,16 +18,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx2 as httpx
-import nats
 import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
-from tests.e2e.console_kit import Page, open_page, signin_link
-from tests.e2e.e2e_kit import submit_archive, user_key
+from tests.e2e.console_kit import Page, signed_in
+from tests.e2e.e2e_kit import new_account, submit_archive, user_key
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.catalog import publish
 
 pytestmark = pytest.mark.e2e
 
@@ -36,19 +36,9 @@ SERVER_PY = 'from mcp.server.mcpserver import MCPServer\napp = MCPServer("x")\n'
 
 
 async def account(stack: Stack, role: str) -> dict[str, Any]:
-    """An account with ``role`` and a platform API key, made with auth's own use cases."""
-    from wemcp.auth import service as auth
-    from wemcp.common.db import make_engine, make_session_factory
-
-    assert stack.database_url
-    engine = make_engine(stack.database_url, pool_size=1)
-    try:
-        async with make_session_factory(engine)() as s, s.begin():
-            user = await auth.create_user(s, login=f"e2e-m-{role}-{uuid.uuid4().hex[:6]}", role=role)
-            _, raw = await auth.create_api_key(s, user.id, "e2e", None, None)
-        return {"id": str(user.id), "login": user.login, "headers": {"Authorization": f"Bearer {raw}"}}
-    finally:
-        await engine.dispose()
+    """An account with ``role``: its id, login and the headers with its platform API key."""
+    made = await new_account(stack, f"e2e-m-{role}", role)
+    return {"id": made.id, "login": made.login, "headers": made.headers}
 
 
 async def pending_server(c: httpx.AsyncClient, who: dict[str, Any], stem: str) -> str:
@@ -111,12 +101,7 @@ async def world(stack: Stack, gateway_url: str) -> AsyncIterator[dict[str, Any]]
                               latency_ms=5.0) for status in ("ok", "ok", "refused")]
     batch = McpCallsCompleted(gateway="e2e", calls=calls)
     assert stack.nats_url
-    nc = await nats.connect(stack.nats_url)
-    try:
-        await nc.jetstream().publish(batch.subject, batch.model_dump_json().encode(),
-                                     headers={"Nats-Msg-Id": str(batch.event_id)})
-    finally:
-        await nc.close()
+    await publish(stack.nats_url, batch)
     yield {**people, "product": prod, "agent": agent, "tag": tag}
 
 
@@ -151,13 +136,6 @@ def empty_registry(stack: Stack) -> Iterator[str]:
         server.shutdown()
         svc.env = saved
         stack.restart_service("crawler", wait=60)
-
-
-async def signed_in(browser: Any, stack: Stack, gateway_url: str, login: str) -> Page:
-    p = await open_page(browser, WIDTHS[0])
-    await p.page.goto(signin_link(stack, gateway_url, login))
-    await p.page.wait_for_url("**/account")
-    return p
 
 
 async def check_both(p: Page, name: str) -> None:

@@ -9,9 +9,10 @@ credential."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,15 +22,35 @@ import orjson
 import pytest
 
 from tests.e2e.e2e_kit import published, submit_archive, superadmin_key, user_key
-from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.devstack.infra import free_port
+from wemcp.devstack.sources import PING, stdio_server
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.catalog import publish_route
 from wemcp.testkit.registries import registry_entry, stand_ins
 from wemcp.testkit.upstream import serve_upstream
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 2.0
+
+
+@contextlib.asynccontextmanager
+async def health_reports(stack: Stack) -> AsyncIterator[Callable[[str, str], Callable[[], Any]]]:
+    """The crawler's ``server.health`` reports as they come; yields ``reported(slug, status)``, a
+    condition for ``wait_for``: the reports of that status for that server (None while there is none)."""
+    nc = await nats.connect(stack.infra_env()["NATS_URL"])
+    seen: list[dict[str, Any]] = []
+
+    async def on(msg: Any) -> None:
+        seen.append(orjson.loads(msg.data))
+    await nc.subscribe("server.health", cb=on)
+
+    def reported(slug: str, status: str) -> Callable[[], Any]:
+        return lambda: [e for e in seen if e["slug"] == slug and e["status"] == status] or None
+    try:
+        yield reported
+    finally:
+        await nc.close()
 
 
 @pytest.fixture
@@ -86,64 +107,34 @@ async def test_crawl_and_probe_through_the_platform(stack: Stack, gateway_url: s
             assert d["owner_id"] is None and d["connect"]["runs"] == "unhosted"
 
     # health probes: a hosted server whose endpoint does not answer (kept from starting), then fixed
-    nc = await nats.connect(stack.infra_env()["NATS_URL"])
-    seen: list[dict[str, Any]] = []
-
-    async def on(msg: Any) -> None:
-        seen.append(orjson.loads(msg.data))
-    await nc.subscribe("server.health", cb=on)
-    try:
+    async with health_reports(stack) as reported:
         port = free_port()
         slug = f"e2e-probed-{uuid.uuid4().hex[:6]}"
-        sid = uuid.uuid4()
         # as the catalog and the deployer would say it (the route needs both)
-        for event in (ServerSubmitted(server_id=sid, slug=slug, name=f"io.e2e/{slug}",
-                                      spec={"packages": [], "remotes": []}),
-                      ServerDeployed(server_id=sid, slug=slug, backend="local",
-                                     endpoints=[Endpoint(url=f"http://127.0.0.1:{port}/mcp")])):
-            await nc.jetstream().publish(event.subject, event.model_dump_json().encode(),
-                                         headers={"Nats-Msg-Id": str(event.event_id)})
+        await publish_route(stack.infra_env()["NATS_URL"], slug, f"http://127.0.0.1:{port}/mcp",
+                            name=f"io.e2e/{slug}", backend="local")
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-
-        def status(s: str) -> Any:
-            return lambda: [e for e in seen if e["slug"] == slug and e["status"] == s] or None
-        await wait_for(status("down"), 2 * INTERVAL + 10)
+        await wait_for(reported(slug, "down"), 2 * INTERVAL + 10)
         down_after = loop.time() - t0
         async with serve_upstream("both", port=port):
             t1 = loop.time()
-            await wait_for(status("up"), 2 * INTERVAL + 5)
+            await wait_for(reported(slug, "up"), 2 * INTERVAL + 5)
             up_after = loop.time() - t1
         # the deployment event reaches the crawler through its consumer first (bus latency): the
         # down must show within two intervals of that, the up within two intervals of the fix
         assert down_after <= 2 * INTERVAL + 10 and up_after <= 2 * INTERVAL + 5, (down_after, up_after)
         print(json.dumps({"down_after_s": round(down_after, 2), "up_after_s": round(up_after, 2)}))
-    finally:
-        await nc.close()
 
-
-KEYED = '''
-import os
-import sys
 
 # a server that cannot start without its upstream key (as most API-backed servers): it exits at once
+KEYED = stdio_server("keyed", PING, first='''import os
+import sys
+
 if not os.environ.get("PROBE_API_KEY"):
     sys.exit("PROBE_API_KEY is required")
 
-from mcp.server.mcpserver import MCPServer
-
-app = MCPServer("keyed")
-
-
-@app.tool()
-def ping() -> str:
-    """Answers pong."""
-    return "pong"
-
-
-if __name__ == "__main__":
-    app.run()
-'''
+''')
 
 
 async def test_a_real_hosted_server_kept_from_starting_shows_down_then_up(stack: Stack, gateway_url: str,
@@ -164,21 +155,13 @@ async def test_a_real_hosted_server_kept_from_starting_shows_down_then_up(stack:
         slug = sub["slug"]
         await published(c, slug, owner)  # deployed: introspected with a placeholder for the key
 
-        nc = await nats.connect(stack.infra_env()["NATS_URL"])
-        seen: list[dict[str, Any]] = []
-
-        async def on(msg: Any) -> None:
-            seen.append(orjson.loads(msg.data))
-        await nc.subscribe("server.health", cb=on)
-        try:
-            def status(s: str) -> Any:
-                return lambda: [e for e in seen if e["slug"] == slug and e["status"] == s] or None
+        async with health_reports(stack) as reported:
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             crawler_env({"WEMCP_CRAWLER_PROBE_SCHEDULE": "true", "WEMCP_CRAWLER_GATEWAY_URL": gateway_url,
                          "WEMCP_CRAWLER_PROBE_INTERVAL_SECONDS": str(INTERVAL),
                          "WEMCP_CRAWLER_PROBE_TICK_SECONDS": "0.2", "WEMCP_CRAWLER_HEALTH_REPORT_SECONDS": "0"})
-            down = await wait_for(status("down"), 2 * INTERVAL + 30)
+            down = await wait_for(reported(slug, "down"), 2 * INTERVAL + 30)
             down_after = loop.time() - t0
             assert down[0]["error"], down
             # fixed: the platform's key for it, as an admin sets it
@@ -186,7 +169,7 @@ async def test_a_real_hosted_server_kept_from_starting_shows_down_then_up(stack:
                             json={"server": slug, "name": "PROBE_API_KEY", "value": "pk-live-0001"})
             assert r.status_code == 200, r.text
             t1 = loop.time()
-            await wait_for(status("up"), 2 * INTERVAL + 15)
+            await wait_for(reported(slug, "up"), 2 * INTERVAL + 15)
             up_after = loop.time() - t1
             assert up_after <= 2 * INTERVAL + 15, up_after
             d = (await c.get(f"/api/v1/servers/{slug}")).json()
@@ -197,5 +180,3 @@ async def test_a_real_hosted_server_kept_from_starting_shows_down_then_up(stack:
             assert await wait_for(shown_up, 10), d
             print(json.dumps({"real_hosted_down_after_s": round(down_after, 2), "up_after_s": round(up_after, 2),
                               "down_error": down[0]["error"]}))
-        finally:
-            await nc.close()

@@ -11,30 +11,21 @@ import uuid
 from typing import Any
 
 import httpx2 as httpx
-import nats
 import pytest
 
+from tests.e2e.e2e_kit import new_account
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.catalog import publish
 
 pytestmark = pytest.mark.e2e
 
 
 async def account(stack: Stack, role: str) -> tuple[str, dict[str, str]]:
-    """An account with ``role`` and its platform API key, made with auth's own use cases."""
-    from wemcp.auth import service as auth
-    from wemcp.common.db import make_engine, make_session_factory
-
-    assert stack.database_url
-    engine = make_engine(stack.database_url, pool_size=1)
-    try:
-        async with make_session_factory(engine)() as s, s.begin():
-            user = await auth.create_user(s, login=f"e2e-{role}-{uuid.uuid4().hex[:6]}", role=role)
-            _, raw = await auth.create_api_key(s, user.id, "e2e", None, None)
-        return str(user.id), {"Authorization": f"Bearer {raw}"}
-    finally:
-        await engine.dispose()
+    """An account with ``role``: its id and the headers with its platform API key."""
+    made = await new_account(stack, f"e2e-{role}", role)
+    return made.id, made.headers
 
 
 async def public_agent(c: httpx.AsyncClient, who: dict[str, str], name: str) -> str:
@@ -85,12 +76,7 @@ async def test_merchants_plans_internal_routes_and_announcements_through_the_gat
                                   agent_id=uuid.UUID(agent_a), method="tools/call", status=status, latency_ms=5.0)
                  for status in ("ok", "ok", "refused")]
         batch = McpCallsCompleted(gateway="e2e", calls=calls)
-        nc = await nats.connect(stack.nats_url)
-        try:
-            await nc.jetstream().publish(batch.subject, batch.model_dump_json().encode(),
-                                         headers={"Nats-Msg-Id": str(batch.event_id)})
-        finally:
-            await nc.close()
+        await publish(stack.nats_url, batch)
 
         async def usage() -> dict[str, Any] | None:
             r = await c.get(f"/api/v1/merchant/products/{pa['id']}/usage", headers=a)

@@ -26,6 +26,7 @@ import pytest
 import pytest_asyncio
 
 from tests.e2e.e2e_kit import node_tool, published, submit_archive, superadmin_key, user_key
+from wemcp.devstack.sources import PING, stdio_server
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import npm_install, serve_app, wait_for
 
@@ -60,19 +61,7 @@ ECHO_MANIFEST = {"name": "io.github.e2e-calls/key-echo", "version": "1.0.0", "ru
                  "entrypoint": "server.py", "description": "Reports the upstream key it received.",
                  "environmentVariables": [{"name": "ECHO_API_KEY", "isSecret": True, "isRequired": True,
                                            "description": "the upstream API key"}]}
-PING = textwrap.dedent('''
-    from mcp.server.mcpserver import MCPServer
-
-    app = MCPServer("ping")
-
-    @app.tool()
-    def ping() -> str:
-        """Answers pong."""
-        return "pong"
-
-    if __name__ == "__main__":
-        app.run()
-''')
+PING_SERVER = stdio_server("ping", PING)
 SYSTEM_KEY = "sk-platform-system-key-0001"
 MODERN = "2026-07-28"
 
@@ -415,7 +404,7 @@ async def test_request_logs_own_calls_owner_view_without_caller_ids_and_admin_cs
         own = (await c.get("/api/v1/names/mine", headers=alice)).json()["platform_namespace"]
         sub = await submit_archive(c, alice, {"name": f"{own}/logged-{uuid.uuid4().hex[:6]}", "version": "1.0.0",
                                               "runtime": "python", "entrypoint": "server.py"},
-                                   {"server.py": PING, "requirements.txt": "mcp==2.3.0\n"})
+                                   {"server.py": PING_SERVER, "requirements.txt": "mcp==2.3.0\n"})
         await published(c, sub["slug"], alice)
     slug = sub["slug"]
     url = f"{hosted.url}/mcp/{slug}"

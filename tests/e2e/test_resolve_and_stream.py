@@ -12,9 +12,10 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.e2e.e2e_kit import published, superadmin_key, user_key
+from tests.e2e.e2e_kit import new_account, published, superadmin_key, user_key
 from wemcp.devstack.stack import Stack
 from wemcp.devstack.testing import wait_for
+from wemcp.testkit.sse import json_events
 
 pytestmark = pytest.mark.e2e
 
@@ -24,20 +25,6 @@ TIME = {"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time"]}}}
 EVERYTHING = {"mcpServers": {"everything": {"command": "npx",
                                             "args": ["-y", "@modelcontextprotocol/server-everything"]}}}
 EXACT = re.compile(r"^\d+\.\d+\.\d+$")
-
-
-def parse_sse(raw: str) -> list[dict[str, Any]]:
-    out = []
-    for block in raw.split("\n\n"):
-        ev: dict[str, Any] = {}
-        for line in block.splitlines():
-            if not line.startswith(":") and ":" in line:
-                k, _, v = line.partition(":")
-                ev[k] = v.removeprefix(" ")
-        if "event" in ev:
-            ev["data"] = json.loads(ev["data"])
-            out.append(ev)
-    return out
 
 
 async def follow(c: httpx.AsyncClient, slug: str, headers: dict[str, str]) -> list[dict[str, Any]]:
@@ -54,9 +41,16 @@ async def follow(c: httpx.AsyncClient, slug: str, headers: dict[str, str]) -> li
         assert r.headers["content-type"].startswith("text/event-stream")
         async for chunk in r.aiter_text():
             buf += chunk
-    events = parse_sse(buf)
+    events = json_events(buf)
     assert events and events[-1]["event"] == "done", buf[-2000:]
     return events
+
+
+async def submit(c: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str]) -> tuple[str, str]:
+    """A config submitted as pasted (202): the server's slug and the version it was resolved to."""
+    r = await c.post("/api/v1/servers", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    return r.json()["slug"], r.json()["version"]
 
 
 async def declared_tools(package: str, version: str) -> set[str]:
@@ -78,13 +72,10 @@ async def declared_tools(package: str, version: str) -> set[str]:
 
 
 async def test_the_seed_example_is_accepted_as_pasted_and_deploys(stack: Stack, gateway_url: str):
-    _, owner_key = await user_key(stack, "e2e-baidu")
-    owner = {"Authorization": f"Bearer {owner_key}"}
+    owner = (await new_account(stack, "e2e-baidu", trusted=True)).headers
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
-        r = await c.post("/api/v1/servers", json=BAIDU, headers=owner)
-        assert r.status_code == 202, r.text
-        slug, version = r.json()["slug"], r.json()["version"]
-        assert EXACT.match(version), r.json()
+        slug, version = await submit(c, BAIDU, owner)
+        assert EXACT.match(version), version
         d = (await c.get(f"/api/v1/servers/{slug}", headers=owner)).json()
         assert d["spec"]["packages"][0]["version"] == version
         assert d["spec"]["resolved"][0]["requested"] == "latest"
@@ -104,9 +95,7 @@ async def test_uvx_config_resolves_and_its_deployment_streams(stack: Stack, gate
     other = {"Authorization": f"Bearer {other_key}"}
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
         # uvx mcp-server-time: resolved, deployed at that version, followed live through the gateway
-        r = await c.post("/api/v1/servers", json=TIME, headers=owner)
-        assert r.status_code == 202, r.text
-        slug, version = r.json()["slug"], r.json()["version"]
+        slug, version = await submit(c, TIME, owner)
         assert EXACT.match(version)
         events = await follow(c, slug, owner)
         assert (await c.get(f"/api/v1/deployments/{slug}/events")).status_code == 401
@@ -123,13 +112,10 @@ async def test_uvx_config_resolves_and_its_deployment_streams(stack: Stack, gate
 
 
 async def test_server_everything_unpinned_deploys_with_every_tool_it_declares(stack: Stack, gateway_url: str):
-    _, owner_key = await user_key(stack, "e2e-everything")
-    owner = {"Authorization": f"Bearer {owner_key}"}
+    owner = (await new_account(stack, "e2e-everything", trusted=True)).headers
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
         # npx -y @modelcontextprotocol/server-everything: every tool its resolved version declares
-        r = await c.post("/api/v1/servers", json=EVERYTHING, headers=owner)
-        assert r.status_code == 202, r.text
-        slug, version = r.json()["slug"], r.json()["version"]
+        slug, version = await submit(c, EVERYTHING, owner)
         done = (await follow(c, slug, owner))[-1]["data"]
         assert done["status"] == "deployed" and done["package_version"] == version, done
         declared = await declared_tools("@modelcontextprotocol/server-everything", version)
@@ -137,14 +123,11 @@ async def test_server_everything_unpinned_deploys_with_every_tool_it_declares(st
 
 
 async def test_stdio_local_is_listed_with_its_config_and_never_routed(stack: Stack, gateway_url: str):
-    _, owner_key = await user_key(stack, "e2e-local")
-    owner = {"Authorization": f"Bearer {owner_key}"}
+    owner = (await new_account(stack, "e2e-local", trusted=True)).headers
     body = {"mcpServers": {"clock": {"command": "uvx", "args": ["mcp-server-time", "--local-timezone", "UTC"]}},
             "transport": "stdio-local"}
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as c:
-        r = await c.post("/api/v1/servers", json=body, headers=owner)
-        assert r.status_code == 202, r.text
-        slug, version = r.json()["slug"], r.json()["version"]
+        slug, version = await submit(c, body, owner)
         done = (await follow(c, slug, owner))[-1]["data"]
         assert done["status"] == "deployed" and done["backend"] == "unhosted" and done["endpoint"] is None, done
         detail = await published(c, slug, owner)

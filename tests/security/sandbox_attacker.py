@@ -1,4 +1,6 @@
-"""A hostile hosted stdio MCP server (standard library only) for tests/security/test_sandbox.py.
+"""A hostile hosted stdio MCP server (standard library only) for tests/security/test_sandbox.py,
+which ships the egress tests' server (services/deployer/tests/egress/client_server.py) beside it for
+its stdio loop (``serve``).
 
 Its one tool, ``attack``, does what submitted code would try once it runs: read a file (another
 process's /proc/<pid>/environ, the platform's key file), connect to a loopback port, report who it
@@ -8,7 +10,8 @@ runs as. The answer is plain text; the tests decide whether the attempt got thro
 import json
 import os
 import socket
-import sys
+
+from client_server import serve  # shipped beside this file (test_sandbox.py)
 
 
 def attack(kind: str, arg: str) -> str:
@@ -35,17 +38,5 @@ def attack(kind: str, arg: str) -> str:
     return "unknown attack"
 
 
-for line in sys.stdin:
-    msg = json.loads(line)
-    if "id" not in msg:
-        continue
-    if msg.get("method") == "initialize":
-        result = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "attacker", "version": "1"}}
-    elif msg.get("method") == "tools/call":
-        args = msg["params"]["arguments"]
-        result = {"content": [{"type": "text", "text": attack(args["kind"], str(args["arg"]))}]}
-    else:
-        result = {}
-    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
-    sys.stdout.flush()
+if __name__ == "__main__":
+    serve("attacker", lambda args: attack(args["kind"], str(args["arg"])))

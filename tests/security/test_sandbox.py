@@ -87,6 +87,10 @@ def project(request: pytest.FixtureRequest) -> Iterator[Project]:
         info = tarfile.TarInfo("server.py")
         info.size, info.mode = len(code), 0o755
         tf.addfile(info, io.BytesIO(code))
+        loop = (REPO / "services" / "deployer" / "tests" / "egress" / "client_server.py").read_bytes()
+        info = tarfile.TarInfo("client_server.py")  # its stdio loop
+        info.size, info.mode = len(loop), 0o644
+        tf.addfile(info, io.BytesIO(loop))
     (data / "archives" / "attacker.tar.gz").write_bytes(buf.getvalue())
     uid = getattr(request, "param", CONFIGS["root+bwrap"]).uid
     for path in [root, *root.rglob("*")]:  # the deployer's own files belong to the deployer's uid

@@ -17,26 +17,11 @@ from services.deployer.tests.test_service_packages import TIME
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.devstack.testing import serve_app
 from wemcp.testkit.auth import as_user
+from wemcp.testkit.sse import json_events as parse
 
 OWNER = {"id": str(uuid.uuid4()), "role": "user", "login": "stream-owner"}
 OTHER = {"id": str(uuid.uuid4()), "role": "user", "login": "stream-other"}
 ADMIN = {"id": str(uuid.uuid4()), "role": "admin", "login": "stream-admin"}
-
-
-def parse(raw: str) -> list[dict[str, Any]]:
-    """Server-sent events as the EventSource algorithm reads them (comments skipped)."""
-    out = []
-    for block in raw.split("\n\n"):
-        ev: dict[str, Any] = {}
-        for line in block.splitlines():
-            if line.startswith(":") or ":" not in line:
-                continue
-            field, _, value = line.partition(":")
-            ev[field] = value.removeprefix(" ")
-        if "event" in ev:
-            ev["data"] = json.loads(ev["data"])
-            out.append(ev)
-    return out
 
 
 async def read_stream(client: httpx.AsyncClient, slug: str, who: dict[str, str],

@@ -18,6 +18,7 @@ from wemcp.common.netpolicy import EgressPolicy
 from wemcp.deployer.backends.base import DeployError, Target
 from wemcp.deployer.backends.remote import RemoteDeployer
 from wemcp.deployer.spec import SpecError, parse_spec
+from wemcp.devstack.sources import stdio_server
 from wemcp.devstack.testing import serve_app
 
 WHO = textwrap.dedent('''
@@ -220,18 +221,7 @@ def test_sandbox_uids_are_leased_machine_wide(tmp_path):
     assert b.acquire() == min(held_a)
 
 
-ECHO = textwrap.dedent('''
-    from mcp.server.mcpserver import MCPServer
-
-    app = MCPServer("echo")
-
-    @app.tool()
-    def echo(text: str) -> str:
-        return text
-
-    if __name__ == "__main__":
-        app.run()
-''')
+ECHO = stdio_server("echo")
 
 
 async def test_modern_requests_reach_a_handshake_era_child_and_keepalive_calls_do_not_stall(tmp_path):

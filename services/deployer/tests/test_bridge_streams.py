@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,42 +20,9 @@ from services.deployer.tests.deployer_testkit import bridge_headers
 from wemcp.deployer import sandbox
 from wemcp.deployer.bridge import Bridge, Hosted
 from wemcp.deployer.child import Command
+from wemcp.testkit.hosted import WATCH
 
 pytestmark = pytest.mark.asyncio
-WATCH = textwrap.dedent('''
-    import mcp_types as types
-    from mcp.server.mcpserver import Context, MCPServer
-
-    app = MCPServer("watch")
-
-    @app.resource("watch://a")
-    def a() -> str:
-        return "a"
-
-    @app.resource("watch://b")
-    def b() -> str:
-        return "b"
-
-    @app.tool()
-    async def touch(uri: str, ctx: Context) -> str:
-        """Tells subscribers that ``uri`` changed."""
-        await ctx.session.send_resource_updated(uri)
-        return "touched"
-
-    @app.tool()
-    async def grow(ctx: Context) -> str:
-        await ctx.session.send_tool_list_changed()
-        return "grown"
-
-    async def on_subscribe(ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
-        return types.EmptyResult()
-
-    app._lowlevel_server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, on_subscribe)
-    app._lowlevel_server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, on_subscribe)
-
-    if __name__ == "__main__":
-        app.run()
-''')
 ACCEPT = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25"}
 
 

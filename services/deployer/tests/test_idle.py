@@ -5,7 +5,6 @@ initialises again; a deployment's own idle time, bounded."""
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,44 +14,16 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from services.deployer.tests.deployer_testkit import bridge_client, bridge_headers, wait_for
-from wemcp.deployer import sandbox
-from wemcp.deployer.bridge import Bridge, Hosted
-from wemcp.deployer.child import Command
+from wemcp.deployer.bridge import Bridge
 from wemcp.deployer.idle import IdlePolicy
 from wemcp.deployer.spec import SpecError, parse_spec
-
-SERVER = textwrap.dedent('''
-    import asyncio
-    import os
-    import sys
-    import uuid
-    from pathlib import Path
-
-    from mcp.server.mcpserver import MCPServer
-
-    BOOT = uuid.uuid4().hex  # one per process
-    app = MCPServer("idle")
-
-    @app.tool()
-    def boot() -> str:
-        return BOOT
-
-    @app.tool()
-    async def wait_for_file(path: str) -> str:
-        while not Path(path).exists():
-            await asyncio.sleep(0.02)
-        return BOOT
-
-    if __name__ == "__main__":
-        app.run()
-''')
+from wemcp.testkit.hosted import BOOT, host, local_bridge
 
 
 @pytest.fixture
 async def bridge(tmp_path: Path) -> Any:
-    (tmp_path / "server.py").write_text(SERVER)
-    b = Bridge(caps=sandbox.Capabilities("restricted", own_uid=False, netns=False), limits=sandbox.Limits(),
-               run_dir=tmp_path / "run", idle_seconds=60.0, reap_interval=3600)
+    (tmp_path / "server.py").write_text(BOOT)
+    b = local_bridge(tmp_path / "run", idle_seconds=60.0, reap_interval=3600)
     await b.start()
     try:
         yield b
@@ -61,10 +32,7 @@ async def bridge(tmp_path: Path) -> Any:
 
 
 def _host(b: Bridge, tmp_path: Path, slug: str = "idle", idle_seconds: float | None = None) -> str:
-    b.register(Hosted(slug=slug, make_command=lambda env: Command(
-        argv=[sys.executable, str(tmp_path / "server.py")], root=tmp_path, env={}),
-        allowed_env=set(), idle_seconds=idle_seconds))
-    return b.endpoint(slug)
+    return host(b, slug, [sys.executable, str(tmp_path / "server.py")], tmp_path, idle_seconds=idle_seconds)
 
 
 def _age(b: Bridge, slug: str, seconds: float) -> None:

@@ -9,45 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import textwrap
 from typing import Any
 
 import httpx2 as httpx
 import pytest
 
 from services.gateway.tests.gateway_testkit import bearer
+from wemcp.testkit.hosted import WATCH
 from wemcp.testkit.upstream import hosted_bridge
 
 pytestmark = pytest.mark.asyncio
-WATCH = textwrap.dedent('''
-    import mcp_types as types
-    from mcp.server.mcpserver import Context, MCPServer
-
-    app = MCPServer("watch")
-
-    @app.resource("watch://a")
-    def a() -> str:
-        return "a"
-
-    @app.tool()
-    async def touch(uri: str, ctx: Context) -> str:
-        await ctx.session.send_resource_updated(uri)
-        return "touched"
-
-    @app.tool()
-    async def grow(ctx: Context) -> str:
-        await ctx.session.send_tool_list_changed()
-        return "grown"
-
-    async def on_subscribe(ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
-        return types.EmptyResult()
-
-    app._lowlevel_server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, on_subscribe)
-    app._lowlevel_server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, on_subscribe)
-
-    if __name__ == "__main__":
-        app.run()
-''')
 ACCEPT = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25"}
 
 

@@ -18,12 +18,12 @@ import pytest_asyncio
 from structlog.testing import capture_logs
 
 from wemcp.common.bus import ensure_streams
-from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.devstack.infra import EmbeddedNats, EmbeddedRedis, free_port
 from wemcp.devstack.stack import ServiceProcess
 from wemcp.devstack.testing import wait_for
 from wemcp.gateway.calls import CallRecord, CallRecorder
 from wemcp.gateway.spool import Spool, SpoolBusy, encode
+from wemcp.testkit.catalog import publish_route
 from wemcp.testkit.upstream import serve_upstream
 
 
@@ -345,15 +345,7 @@ async def test_sigterm_of_a_gateway_loses_no_event(own_nats, tmp_path):
         assert gw.proc is not None and gw.proc.returncode == 0, gw.log_tail()
 
     async with serve_upstream("both") as upstream:
-        nc = await nats.connect(own_nats.url)
-        js = nc.jetstream()
-        sid = uuid.uuid4()
-        spec: dict[str, Any] = {"packages": [], "remotes": []}
-        for ev in (ServerSubmitted(server_id=sid, slug="echo", name="io.test/echo", spec=spec),
-                   ServerDeployed(server_id=sid, slug="echo", endpoints=[Endpoint(url=upstream)])):
-            await js.publish(ev.subject, ev.model_dump_json().encode(), stream=ev.stream,
-                             headers={"Nats-Msg-Id": str(ev.event_id)})
-        await nc.close()
+        await publish_route(own_nats.url, "echo", upstream)
         gw = await start_gateway()
         try:
             async with httpx.AsyncClient(timeout=10) as client:

@@ -5,30 +5,11 @@ session on the fresh child by itself, so the official client's session goes on."
 from __future__ import annotations
 
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from services.gateway.tests.gateway_testkit import bearer, mcp_client, text_of
-from wemcp.deployer import sandbox
-from wemcp.deployer.bridge import Bridge, Hosted
-from wemcp.deployer.child import Command
-
-BOOT = textwrap.dedent('''
-    import uuid
-    from mcp.server.mcpserver import MCPServer
-
-    BOOT = uuid.uuid4().hex  # one per process
-    app = MCPServer("boot")
-
-    @app.tool()
-    def boot() -> str:
-        return BOOT
-
-    if __name__ == "__main__":
-        app.run()
-''')
+from wemcp.testkit.hosted import BOOT, host, local_bridge
 
 
 @pytest.mark.parametrize("versions", [["2025-11-25"], None], ids=["2025-session", "probed"])
@@ -38,13 +19,11 @@ async def test_a_hosted_server_stopped_while_idle_starts_again_under_the_same_cl
     (404), and re-opens it; ``probed``: the gateway finds the bridge speaks 2026-07-28 and calls it
     statelessly, so a stop leaves nothing stale."""
     (tmp_path / "boot.py").write_text(BOOT)
-    bridge = Bridge(caps=sandbox.Capabilities("restricted", own_uid=False, netns=False), limits=sandbox.Limits(),
-                    run_dir=tmp_path / "run", idle_seconds=60.0, reap_interval=3600)
-    bridge.register(Hosted(slug="sleepy", make_command=lambda env: Command(
-        argv=[sys.executable, str(tmp_path / "boot.py")], root=Path(tmp_path), env={}), allowed_env=set()))
+    bridge = local_bridge(tmp_path / "run", idle_seconds=60.0, reap_interval=3600)
     await bridge.start()
     try:
-        await stack.deploy("sleepy", bridge.endpoint("sleepy"), versions=versions)
+        await stack.deploy("sleepy", host(bridge, "sleepy", [sys.executable, str(tmp_path / "boot.py")], tmp_path),
+                           versions=versions)
         async with mcp_client(stack.url + "/mcp/sleepy", bearer("alice"), mode="legacy") as c:
             first = text_of(await c.call_tool("boot", {}))
             stale = set(bridge.sessions)

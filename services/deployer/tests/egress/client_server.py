@@ -10,6 +10,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 
 def get(lib: str, url: str, ca: str) -> str:
@@ -58,18 +59,26 @@ def call(args: dict) -> str:
     return "unknown kind"
 
 
-for line in sys.stdin:
-    msg = json.loads(line)
-    if "id" not in msg:
-        continue
-    if msg.get("method") == "initialize":
-        result = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "egress-client", "version": "1"}}
-    elif msg.get("method") == "tools/list":
-        result = {"tools": [{"name": "net", "inputSchema": {"type": "object"}}]}
-    elif msg.get("method") == "tools/call":
-        result = {"content": [{"type": "text", "text": call(msg["params"]["arguments"])}]}
-    else:
-        result = {}
-    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
-    sys.stdout.flush()
+def serve(name: str, tool: Callable[[dict], str], tools: list[dict] | None = None) -> None:
+    """MCP over stdio, one JSON-RPC message a line: ``initialize``, ``tools/list`` (when ``tools`` are
+    given), ``tools/call`` (its arguments go to ``tool``, whose text is the answer), ``{}`` to anything
+    else. tests/security/sandbox_attacker.py serves its tool with it (this file shipped beside it)."""
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if "id" not in msg:
+            continue
+        if msg.get("method") == "initialize":
+            result = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                      "serverInfo": {"name": name, "version": "1"}}
+        elif msg.get("method") == "tools/list" and tools is not None:
+            result = {"tools": tools}
+        elif msg.get("method") == "tools/call":
+            result = {"content": [{"type": "text", "text": tool(msg["params"]["arguments"])}]}
+        else:
+            result = {}
+        sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    serve("egress-client", call, [{"name": "net", "inputSchema": {"type": "object"}}])

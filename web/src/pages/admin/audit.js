@@ -3,7 +3,7 @@
 import { api } from "../../api.js";
 import { h, mount } from "../../dom.js";
 import { t } from "../../i18n.js";
-import { field, say, when } from "./kit.js";
+import { field, filters, when } from "./kit.js";
 
 export async function auditTab(root) {
   const out = h("div", { "aria-live": "polite" });
@@ -35,9 +35,7 @@ export async function auditTab(root) {
     if (cursor) list.append(h("button", { type: "button", class: "secondary more", onclick: () => load(true) }, t("admin.more")));
   }
 
-  mount(root, h("p", { class: "muted" }, t("audit.about")), h("form", { class: "search filters", role: "search", onsubmit: (e) => {
-    e.preventDefault();
-    load().catch((err) => say(out, err.message, true));
-  } }, field("audit-action", t("audit.prefix"), prefix), h("button", { type: "submit" }, t("search.go"))), out, list);
+  mount(root, h("p", { class: "muted" }, t("audit.about")), filters(out, load, field("audit-action", t("audit.prefix"), prefix)),
+    out, list);
   await load();
 }

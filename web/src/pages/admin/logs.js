@@ -3,7 +3,7 @@
 import { api } from "../../api.js";
 import { h, mount } from "../../dom.js";
 import { t } from "../../i18n.js";
-import { field, say, when } from "./kit.js";
+import { field, filters, when } from "./kit.js";
 
 export async function logsTab(root) {
   const out = h("div", { "aria-live": "polite" });
@@ -36,10 +36,7 @@ export async function logsTab(root) {
     if (cursor) list.append(h("button", { type: "button", class: "secondary more", onclick: () => load(true) }, t("admin.more")));
   }
 
-  mount(root, h("form", { class: "search filters", role: "search", onsubmit: (e) => {
-    e.preventDefault();
-    load().catch((err) => say(out, err.message, true));
-  } }, field("log-server", t("logs.server"), server), field("log-status", t("server.status"), status),
-  h("button", { type: "submit" }, t("search.go"))), out, list);
+  mount(root, filters(out, load, field("log-server", t("logs.server"), server),
+    field("log-status", t("server.status"), status)), out, list);
   await load();
 }

@@ -3,7 +3,7 @@
 import { api } from "../../api.js";
 import { h, link, mount } from "../../dom.js";
 import { t } from "../../i18n.js";
-import { field, run, say, when } from "./kit.js";
+import { field, filters, run, when } from "./kit.js";
 
 const STATUSES = ["draft", "pending_review", "rejected", "submitted", "deploying", "published", "failed", "disabled"];
 // disabling is for what was let through to deployment; a submission waiting for review is rejected instead
@@ -58,10 +58,7 @@ export async function serversTab(root) {
   }
 
   status.addEventListener("change", () => load());
-  mount(root, h("form", { class: "search filters", role: "search", onsubmit: (e) => {
-    e.preventDefault();
-    load().catch((err) => say(out, err.message, true));
-  } }, field("s-status", t("server.status"), status), field("s-q", t("servers.search"), q),
-  h("button", { type: "submit" }, t("search.go"))), out, list);
+  mount(root, filters(out, load, field("s-status", t("server.status"), status), field("s-q", t("servers.search"), q)),
+    out, list);
   await load();
 }

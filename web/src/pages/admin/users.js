@@ -3,7 +3,7 @@
 import { api, session } from "../../api.js";
 import { h, mount } from "../../dom.js";
 import { t } from "../../i18n.js";
-import { field, run, say, when } from "./kit.js";
+import { field, filters, run, when } from "./kit.js";
 
 const ROLES = ["user", "merchant", "admin", "superadmin"];
 
@@ -71,10 +71,7 @@ export async function usersTab(root) {
       h("td", {}, controls));
   }
 
-  mount(root, h("form", { class: "search filters", role: "search", onsubmit: (e) => {
-    e.preventDefault();
-    load().catch((err) => say(out, err.message, true));
-  } }, field("u-q", t("users.search"), q), field("u-role", t("users.role"), role), field("u-banned", t("users.state"), banned),
-  h("button", { type: "submit" }, t("search.go"))), out, list);
+  mount(root, filters(out, load, field("u-q", t("users.search"), q), field("u-role", t("users.role"), role),
+    field("u-banned", t("users.state"), banned)), out, list);
   await load();
 }

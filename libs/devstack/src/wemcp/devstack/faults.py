@@ -60,6 +60,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from wemcp.devstack.infra import free_port
+from wemcp.devstack.sources import stdio_server
 from wemcp.devstack.stack import SERVICES, Stack
 from wemcp.devstack.testing import tar_gz
 
@@ -72,22 +73,7 @@ CONSUMERS: tuple[str, ...] = ("catalog", "ratelimit", "deployer", *[s for s in S
 ALL_FAULTS: tuple[str, ...] = (*(f"kill-{s}" for s in CONSUMERS), "restart-nats", "restart-postgres",
                                "restart-redis", "restart-gateway")
 
-ECHO_SERVER = '''\
-# fault suite echo server {tag}
-from mcp.server.mcpserver import MCPServer
-
-app = MCPServer("fault-echo")
-
-
-@app.tool()
-def echo(text: str) -> str:
-    """Returns the text it was given."""
-    return text
-
-
-if __name__ == "__main__":
-    app.run()
-'''
+ECHO_SERVER = stdio_server("fault-echo", first="# fault suite echo server {tag}\n")
 FAILING_SERVER = '''\
 # fault suite: a server that cannot start ({tag})
 import sys

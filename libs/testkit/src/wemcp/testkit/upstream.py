@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import sys
-import tempfile
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -242,20 +241,15 @@ async def hosted_bridge(slug: str, *, interactive: bool = False, argv: list[str]
     """This module's server (or ``argv``, run in ``root``) over stdio (its name: ``hosted``) behind the
     deployer's bridge, the way hosted servers run; yields the bridge's endpoint for ``slug`` (deploy
     it with protocol_versions ``["2025-11-25", "2026-07-28"]``, as the deployer reports them)."""
-    from wemcp.deployer import sandbox
-    from wemcp.deployer.bridge import Bridge, Hosted
-    from wemcp.deployer.child import Command
+    from wemcp.testkit.hosted import host, local_bridge
 
     here = root or Path(__file__).parent
-    bridge = Bridge(caps=sandbox.Capabilities("restricted", own_uid=False, netns=False), limits=sandbox.Limits(),
-                    run_dir=Path(tempfile.mkdtemp(prefix="gateway-test-bridge-")))
+    bridge = local_bridge()
     argv = argv or [sys.executable, str(here / "upstream.py"), "hosted",
                     *(["--interactive"] if interactive else [])]
-    bridge.register(Hosted(slug=slug, make_command=lambda env: Command(argv=argv, root=here, env={}),
-                           allowed_env=set()))
     await bridge.start()
     try:
-        yield bridge.endpoint(slug)
+        yield host(bridge, slug, argv, here)
     finally:
         await bridge.close()
 
