@@ -16,14 +16,10 @@ from wemcp.auth.moderation import store_action
 from wemcp.auth.signin import router as signin_router
 from wemcp.auth.tokens import SigningKeys
 from wemcp.common.events.admin import AdminActionRecorded
-from wemcp.common.events.base import ProbeRecorded
-from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.sealing import Keyring
 from wemcp.common.service import Runtime, ServiceSpec, run_service
-from wemcp.common.service_info import service_info_router
 
 SUBSCRIPTIONS = [
-    (ProbeRecorded, make_probe_handler(probe_receipts)),
     (AdminActionRecorded, store_action),  # the audit log: every service's admin actions
 ]
 
@@ -47,17 +43,9 @@ async def _close(runtime: Runtime) -> None:
             await task
 
 
-SPEC = ServiceSpec(
-    name="auth",
-    title="WeMcp auth",
-    routers=[router, signin_router, admin_router, internal, probe_router(bus_tables, probe_receipts)],
-    tables=bus_tables,
-    subscriptions=SUBSCRIPTIONS,
-    uses_redis=True,
-    on_start=[_open],
-    on_stop=[_close],
-)
-SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
+SPEC = ServiceSpec(name="auth", routers=[router, signin_router, admin_router, internal],
+                   tables=bus_tables, probe_receipts=probe_receipts, subscriptions=SUBSCRIPTIONS,
+                   uses_redis=True, on_start=[_open], on_stop=[_close])
 
 
 def run() -> int:

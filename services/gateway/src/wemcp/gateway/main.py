@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +59,6 @@ async def _close(runtime: Runtime) -> None:
 
 SPEC = ServiceSpec(
     name="gateway",
-    title="WeMcp gateway",
     routers=[mcp_rest_router, router, console_router],
     uses_database=False,
     uses_redis=True,
@@ -70,20 +68,14 @@ SPEC = ServiceSpec(
     default_health=False,
     openapi_url=None,
     edge=True,
+    service_info=False,
 )
 
 
 def run() -> int:
-    # uvloop (installed with uvicorn[standard]) where available: the gateway is the one process on
-    # every call's path, and the default loop's Python-level socket writes and scheduling were a
-    # large share of its per-call CPU (bench/gateway_compare.py).
-    try:
-        import uvloop
-    except ImportError:
-        pass
-    else:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return run_service(SPEC, get_settings)
+    # uvloop: the gateway is the one process on every call's path, and the default loop's Python-level
+    # socket writes and scheduling were a large share of its per-call CPU (bench/gateway_compare.py).
+    return run_service(SPEC, get_settings, uvloop=True)
 
 
 if __name__ == "__main__":
