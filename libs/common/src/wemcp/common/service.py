@@ -445,6 +445,16 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
     return 0
 
 
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Stops a background task a start hook began (``None``: nothing to stop): cancels it and waits for
+    it to end; how it ended (cancelled, or an error of its own) is not the stop's concern."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
 async def _stop_broker(broker: NatsBroker) -> None:
     """Stop the broker; while NATS is away its drain refuses (the connection is reconnecting), and
     a stop then closes the connection instead of failing the shutdown."""

@@ -4,7 +4,6 @@ internal under /internal/auth) and relays its outbox in one process."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from wemcp.auth.admin_api import admin_router
 from wemcp.auth.api import internal, router
@@ -17,7 +16,7 @@ from wemcp.auth.signin import router as signin_router
 from wemcp.auth.tokens import SigningKeys
 from wemcp.common.events.admin import AdminActionRecorded
 from wemcp.common.sealing import Keyring
-from wemcp.common.service import Runtime, ServiceSpec, run_service
+from wemcp.common.service import Runtime, ServiceSpec, cancel_task, run_service
 
 SUBSCRIPTIONS = [
     (AdminActionRecorded, store_action),  # the audit log: every service's admin actions
@@ -36,11 +35,7 @@ async def _open(runtime: Runtime) -> None:
 
 
 async def _close(runtime: Runtime) -> None:
-    task = runtime.extras.pop("auth_refresher", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await cancel_task(runtime.extras.pop("auth_refresher", None))
 
 
 SPEC = ServiceSpec(name="auth", routers=[router, signin_router, admin_router, internal],

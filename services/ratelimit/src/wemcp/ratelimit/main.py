@@ -5,13 +5,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from wemcp.common.bus import BatchSubscription
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.goods import EntitlementChanged
 from wemcp.common.logging import get_logger
-from wemcp.common.service import Runtime, ServiceSpec, run_service
+from wemcp.common.service import Runtime, ServiceSpec, cancel_task, run_service
 from wemcp.quota.client import open_quota_client
 from wemcp.quota.policy import SNAPSHOT_KEY
 from wemcp.ratelimit import handlers
@@ -54,11 +53,7 @@ async def _keep_snapshot(rt: Runtime, settings: Settings) -> None:
 
 
 async def _stop(rt: Runtime) -> None:
-    task = rt.extras.pop("snapshot_keeper", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await cancel_task(rt.extras.pop("snapshot_keeper", None))
     rt.extras.pop("policy_cache", None)
     quota = rt.extras.pop("quota", None)
     if quota is not None:
