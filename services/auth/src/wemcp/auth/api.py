@@ -53,12 +53,12 @@ from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
 from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressRefused
 
-router = APIRouter(prefix="/api/v1", tags=["auth"])
-internal = APIRouter(prefix="/internal/auth", tags=["internal"], include_in_schema=False)
-log = get_logger("wemcp.auth.api")
 PROVIDERS = ("github", "gitee", "google")
 REFRESH_COOKIE = "wemcp_refresh"
 _SERVER_RE = re.compile(SERVER_SLUG)
+log = get_logger("wemcp.auth.api")
+router = APIRouter(prefix="/api/v1", tags=["auth"])
+internal = APIRouter(prefix="/internal/auth", tags=["internal"], include_in_schema=False)
 
 
 
