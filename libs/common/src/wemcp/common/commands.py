@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wemcp.common.db import make_engine, make_session_factory
 
 
-def command_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser,
-                                                          argparse._SubParsersAction[argparse.ArgumentParser]]:
+def command_parser(
+    prog: str, description: str
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
     """The command's parser and its subcommands (one is required; its name lands in ``args.command``)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     return parser, parser.add_subparsers(dest="command", required=True)
