@@ -13,7 +13,16 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wemcp.common.errors import ConfigError
@@ -72,20 +81,10 @@ class ServiceSettings(BaseSettings):
     egress_allow: str = Field(default="", validation_alias=AliasChoices("WEMCP_EGRESS_ALLOW", "egress_allow"))
     db_pool_size: int = Field(default=10, ge=1)
 
-    @field_validator("database_url")
+    @field_validator("database_url", "nats_url", "redis_url")
     @classmethod
-    def _check_database_url(cls, v: str) -> str:
-        return _check_url(v, {"postgresql", "postgres", "postgresql+asyncpg"}, "DATABASE_URL")
-
-    @field_validator("nats_url")
-    @classmethod
-    def _check_nats_url(cls, v: str) -> str:
-        return _check_url(v, {"nats", "tls"}, "NATS_URL")
-
-    @field_validator("redis_url")
-    @classmethod
-    def _check_redis_url(cls, v: str) -> str:
-        return _check_url(v, {"redis", "rediss", "unix"}, "REDIS_URL")
+    def _check_infrastructure_url(cls, v: str, info: ValidationInfo) -> str:
+        return _check_url(v, _URL_SCHEMES[info.field_name or ""])
 
     @field_validator("egress_allow")
     @classmethod
@@ -137,7 +136,15 @@ class ServiceSettings(BaseSettings):
         return "postgresql://" + self.database_url.split("://", 1)[1]
 
 
-def _check_url(value: str, schemes: set[str], name: str) -> str:
+# the schemes each infrastructure URL may have
+_URL_SCHEMES = {
+    "database_url": {"postgresql", "postgres", "postgresql+asyncpg"},
+    "nats_url": {"nats", "tls"},
+    "redis_url": {"redis", "rediss", "unix"},
+}
+
+
+def _check_url(value: str, schemes: set[str]) -> str:
     try:
         parts = urlsplit(value)
         _ = parts.port  # raises ValueError on a non-numeric port

@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import DateTime, MetaData, Table, func, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Mapped, mapped_column
 
 from wemcp.common.errors import ConfigError
+from wemcp.common.outbox import OutboxTables, outbox_tables
+from wemcp.common.probes import probe_table
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -32,8 +36,24 @@ def service_metadata(schema: str) -> MetaData:
         class Base(DeclarativeBase):
             metadata = service_metadata("catalog")
 
-    (a class statement, which type checkers understand as a base class)."""
+    (a class statement, which type checkers understand as a base class), then its bus tables with
+    :func:`service_bus_tables`."""
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
+def service_bus_tables(metadata: MetaData) -> tuple[OutboxTables, Table]:
+    """The tables every service with events keeps in its schema, declared on its base's metadata::
+
+        bus_tables, probe_receipts = service_bus_tables(Base.metadata)
+
+    the outbox's (``outbox``, ``processed_events``, ``dead_letters``) and the bus canaries'
+    ``probe_receipts`` (``ServiceSpec(tables=bus_tables, probe_receipts=probe_receipts)``)."""
+    return outbox_tables(metadata), probe_table(metadata)
+
+
+def timestamp_now() -> Mapped[datetime]:
+    """A ``timestamptz NOT NULL DEFAULT now()`` column (``created_at``, ``updated_at`` kept by the code)."""
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
 def to_async_url(url: str) -> str:

@@ -26,7 +26,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
 from redis.asyncio import Redis
-from sqlalchemy import func, select, text
+from sqlalchemy import Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from wemcp.common.bus import (
@@ -41,10 +41,12 @@ from wemcp.common.bus import (
 from wemcp.common.config import ServiceSettings
 from wemcp.common.db import check_database, make_engine, make_session_factory
 from wemcp.common.errors import ConfigError
-from wemcp.common.events.base import Event
+from wemcp.common.events.base import Event, ProbeRecorded
 from wemcp.common.http import RequestContextMiddleware, http_protocol, install_error_handlers
 from wemcp.common.logging import configure_logging, get_logger
 from wemcp.common.outbox import OutboxRelay, OutboxTables
+from wemcp.common.probes import make_probe_handler, probe_router
+from wemcp.common.service_info import service_info_router
 from wemcp.common.telemetry import TracingMiddleware, setup_telemetry
 from wemcp.common.trust import Issuer, TrustMiddleware, Verifier
 
@@ -55,9 +57,13 @@ Hook = Callable[["Runtime"], Awaitable[None]]
 @dataclass
 class ServiceSpec:
     name: str
-    title: str
+    title: str = ""  # "WeMcp <name>" unless given
     routers: Sequence[APIRouter] = ()
     tables: OutboxTables | None = None
+    # The service's probe_receipts table (wemcp.common.db.service_bus_tables): the bus canaries'
+    # consumer (probe.recorded, first of the subscriptions) and routes (/internal/bus/..., after
+    # ``routers``) are added for it.
+    probe_receipts: Table | None = None
     # (EventClass, handler) pairs, Subscription(...) for more control (concurrency, durable name),
     # BatchSubscription(...) for high-volume streams applied a batch per transaction
     subscriptions: Sequence[tuple[type[Event], Handler] | Subscription | BatchSubscription] = ()
@@ -75,6 +81,21 @@ class ServiceSpec:
     # /internal/ paths (if any) need the service credential. Every other service trusts nothing but
     # a verified service assertion (wemcp.common.trust.TrustMiddleware).
     edge: bool = False
+    # GET /api/v1/services/<name> (wemcp.common.service_info), added after every other router; the
+    # gateway, which routes that prefix to the services, has none of its own.
+    service_info: bool = True
+
+    def __post_init__(self) -> None:
+        self.title = self.title or f"WeMcp {self.name}"
+        routers = list(self.routers)
+        if self.probe_receipts is not None:
+            if self.tables is None:
+                raise ValueError(f"{self.name}: probe_receipts needs the outbox tables")
+            self.subscriptions = [(ProbeRecorded, make_probe_handler(self.probe_receipts)), *self.subscriptions]
+            routers.append(probe_router(self.tables, self.probe_receipts))
+        if self.service_info:
+            routers.append(service_info_router(self))
+        self.routers = routers
 
 
 @dataclass
@@ -360,8 +381,13 @@ async def running(spec: ServiceSpec, settings: ServiceSettings) -> AsyncIterator
         await runtime.close()
 
 
-def run_service(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettings]) -> int:
-    """Console entry point: returns an exit code; a configuration problem is one line on stderr."""
+def run_service(spec: ServiceSpec, settings_factory: Callable[[], ServiceSettings], *, uvloop: bool = False) -> int:
+    """Console entry point: returns an exit code; a configuration problem is one line on stderr.
+    ``uvloop``: serve on uvloop where it is installed (uvicorn[standard] brings it), for the processes
+    on every call's path, whose socket writes and scheduling cost less CPU on it
+    (bench/gateway_compare.py)."""
+    if uvloop:
+        _use_uvloop()
     try:
         settings = settings_factory()
     except ConfigError as exc:
@@ -376,6 +402,14 @@ def run_service(spec: ServiceSpec, settings_factory: Callable[[], ServiceSetting
         return 2
     except KeyboardInterrupt:
         return 0
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
@@ -409,6 +443,16 @@ async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
                           f"(set WEMCP_{spec.name.upper()}_PORT)")
     log.info("service_stopped", pid=os.getpid())
     return 0
+
+
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Stops a background task a start hook began (``None``: nothing to stop): cancels it and waits for
+    it to end; how it ended (cancelled, or an error of its own) is not the stop's concern."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 async def _stop_broker(broker: NatsBroker) -> None:

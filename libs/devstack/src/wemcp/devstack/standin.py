@@ -25,7 +25,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -217,37 +217,50 @@ def create_app() -> FastAPI:
                                               "finish_reason": "tool_calls" if calls else "stop"}],
                                  "usage": usage, "system_fingerprint": "dev-stand-in"})
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return b"data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                           "model": model, "choices": [{"index": 0, "delta": delta,
-                                                                         "finish_reason": finish}]},
-                                          ensure_ascii=False).encode() + b"\n\n"
-
-        async def events() -> AsyncIterator[bytes]:
-            yield chunk({"role": "assistant", "content": ""})
-            for piece in re.findall(r"\S+\s*|\s+", d.get("content") or ""):
-                yield chunk({"content": piece})
-                await asyncio.sleep(0)
-            for i, c in enumerate(calls):
-                args = c["function"]["arguments"]
-                yield chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                             "function": {"name": c["function"]["name"], "arguments": ""}}]})
-                half = len(args) // 2
-                for part in (args[:half], args[half:]):
-                    yield chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
-            yield chunk({}, "tool_calls" if calls else "stop")
-            if (body.get("stream_options") or {}).get("include_usage"):
-                yield b"data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                               "model": model, "choices": [], "usage": usage}).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        pieces = re.findall(r"\S+\s*|\s+", d.get("content") or "")
+        include_usage = (body.get("stream_options") or {}).get("include_usage")
+        return StreamingResponse(chat_completion_chunks(cid, created, model, pieces, calls,
+                                                        usage if include_usage else None, ensure_ascii=False),
+                                 media_type="text/event-stream")
 
     return app
 
 
 REFUSAL = ("wemcp-standin: WEMCP_ENV=production: the development stand-in model is never run in production; "
            "register a real provider with POST /api/v1/model-providers")
+
+
+async def chat_completion_chunks(cid: str, created: int, model: str, pieces: Sequence[str],
+                                 calls: Sequence[dict[str, Any]], usage: dict[str, Any] | None, *,
+                                 ensure_ascii: bool = True) -> AsyncIterator[bytes]:
+    """A chat completion streamed as OpenAI's server-sent ``chat.completion.chunk`` events, as real
+    providers cut it: the role, the content a piece at a time, each tool call's name and then its
+    arguments in two halves, the finish reason, the usage (when given) and ``[DONE]``. Also the
+    testkit's scripted model (wemcp.testkit.model) streams with it."""
+
+    def event(data: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(data, ensure_ascii=ensure_ascii).encode() + b"\n\n"
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return event({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in pieces:
+        yield chunk({"content": piece})
+        await asyncio.sleep(0)
+    for i, c in enumerate(calls):
+        args = c["function"]["arguments"]
+        yield chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                                     "function": {"name": c["function"]["name"], "arguments": ""}}]})
+        half = len(args) // 2
+        for part in (args[:half], args[half:]):
+            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
+    yield chunk({}, "tool_calls" if calls else "stop")
+    if usage is not None:
+        yield event({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": [], "usage": usage})
+    yield b"data: [DONE]\n\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,9 +49,12 @@ def acs3_sign(*, method: str, path: str, query: dict[str, str], headers: dict[st
     return h
 
 
-def _auth_fields(value: str, algorithm: str) -> dict[str, str]:
+def _auth_fields(headers: dict[str, str], algorithm: str) -> dict[str, str] | str:
+    """The fields of the ``Authorization`` header (``headers`` by lower-case name) of ``algorithm``, or
+    why there are none."""
+    value = headers.get("authorization", "")
     if not value.startswith(algorithm + " "):
-        raise ValueError(f"not an {algorithm} authorization")
+        return f"not an {algorithm} authorization"
     fields = {}
     for part in value[len(algorithm) + 1:].split(","):
         k, _, v = part.strip().partition("=")
@@ -63,10 +66,9 @@ def acs3_verify(*, method: str, path: str, query: dict[str, str], headers: dict[
                 secrets: dict[str, str], max_skew: float = 900.0, now: float | None = None) -> str | None:
     """What Aliyun's gateway checks. Returns ``None`` when the request is authentic, else the reason."""
     h = {k.lower(): v for k, v in headers.items()}
-    try:
-        f = _auth_fields(h.get("authorization", ""), "ACS3-HMAC-SHA256")
-    except ValueError as exc:
-        return str(exc)
+    f = _auth_fields(h, "ACS3-HMAC-SHA256")
+    if isinstance(f, str):
+        return f
     secret = secrets.get(f.get("Credential", ""))
     if secret is None:
         return "InvalidAccessKeyId"
@@ -113,10 +115,9 @@ def tc3_verify(*, method: str, path: str, query: str, headers: dict[str, str], b
                secrets: dict[str, str], max_skew: float = 300.0, now: float | None = None) -> str | None:
     """What Tencent Cloud's gateway checks. Returns ``None`` when authentic, else the reason."""
     h = {k.lower(): v for k, v in headers.items()}
-    try:
-        f = _auth_fields(h.get("authorization", ""), "TC3-HMAC-SHA256")
-    except ValueError as exc:
-        return str(exc)
+    f = _auth_fields(h, "TC3-HMAC-SHA256")
+    if isinstance(f, str):
+        return f
     secret_id, _, scope = f.get("Credential", "").partition("/")
     secret = secrets.get(secret_id)
     if secret is None:

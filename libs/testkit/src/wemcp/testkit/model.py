@@ -9,7 +9,6 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from wemcp.devstack.standin import chat_completion_chunks
 
 
 def _text(content: Any) -> str:
@@ -115,27 +116,6 @@ class ScriptedModel:
                                               "finish_reason": "tool_calls" if calls else "stop"}],
                                  "usage": usage})
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return b"data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": 0,
-                                           "model": model, "choices": [{"index": 0, "delta": delta,
-                                                                         "finish_reason": finish}]}).encode() + b"\n\n"
-
-        async def events() -> AsyncIterator[bytes]:
-            yield chunk({"role": "assistant", "content": ""})
-            if d.get("content"):
-                for piece in re.findall(r"\S+\s*", d["content"]):
-                    yield chunk({"content": piece})
-                    await asyncio.sleep(0)
-            for i, c in enumerate(calls):
-                args = c["function"]["arguments"]
-                yield chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                             "function": {"name": c["function"]["name"], "arguments": ""}}]})
-                half = len(args) // 2
-                for part in (args[:half], args[half:]):
-                    yield chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
-            yield chunk({}, "tool_calls" if calls else "stop")
-            yield b"data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model,
-                                           "choices": [], "usage": usage}).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        pieces = re.findall(r"\S+\s*", d["content"]) if d.get("content") else []
+        return StreamingResponse(chat_completion_chunks(cid, 0, model, pieces, calls, usage),
+                                 media_type="text/event-stream")

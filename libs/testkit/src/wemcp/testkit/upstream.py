@@ -156,6 +156,13 @@ def build_server(name: str = "upstream", *, interactive: bool = False) -> MCPSer
     return mcp
 
 
+async def _bad_request(send: Any, message: str) -> None:
+    """HTTP 400 with a JSON-RPC error (-32600), as a server refuses a protocol revision it does not speak."""
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ModernOnly:
     """ASGI wrapper: refuses the 2025 revisions (``initialize`` and every request without the
     2026-07-28 header), like a server written for 2026-07-28 alone."""
@@ -167,11 +174,7 @@ class ModernOnly:
         if scope["type"] == "http" and scope["method"] == "POST":
             version = dict(scope.get("headers", [])).get(b"mcp-protocol-version", b"")
             if not version.startswith(b"2026"):
-                body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
-                    "code": -32600, "message": "Bad Request: this server speaks 2026-07-28 only"}}).encode()
-                await send({"type": "http.response.start", "status": 400,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": body})
+                await _bad_request(send, "Bad Request: this server speaks 2026-07-28 only")
                 return
         await self.app(scope, receive, send)
 
@@ -186,11 +189,7 @@ class LegacyOnly:
         if scope["type"] == "http":
             for k, v in scope.get("headers", []):
                 if k == b"mcp-protocol-version" and v.startswith(b"2026"):
-                    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
-                        "code": -32600, "message": "Bad Request: Unsupported protocol version"}}).encode()
-                    await send({"type": "http.response.start", "status": 400,
-                                "headers": [(b"content-type", b"application/json")]})
-                    await send({"type": "http.response.body", "body": body})
+                    await _bad_request(send, "Bad Request: Unsupported protocol version")
                     return
         await self.app(scope, receive, send)
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.agents import repository
 from wemcp.agents.config import get_settings
-from wemcp.common.db import make_engine, make_session_factory
+from wemcp.common.commands import command_parser, command_sessions
 from wemcp.common.sealing import Keyring
 
 
@@ -40,21 +40,14 @@ async def _main(args: argparse.Namespace) -> int:
     if ring is None:
         print("wemcp-agents-admin: WEMCP_AGENTS_PROVIDER_KEY_SECRET is not set", file=sys.stderr)
         return 2
-    engine = make_engine(settings.database_url, pool_size=2)
-    try:
+    async with command_sessions(settings.database_url) as sessions:
         if args.command == "rotate-key":
-            print(
-                f"re-wrapped {await rotate_provider_keys(make_session_factory(engine), ring)} provider keys "
-                f"under {ring.active}"
-            )
-    finally:
-        await engine.dispose()
+            print(f"re-wrapped {await rotate_provider_keys(sessions, ring)} provider keys under {ring.active}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="wemcp-agents-admin", description="WeMcp agents operator commands")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("wemcp-agents-admin", "WeMcp agents operator commands")
     sub.add_parser("rotate-key", help="re-wrap stored provider keys under the first provider-key secret")
     return asyncio.run(_main(parser.parse_args(argv)))
 

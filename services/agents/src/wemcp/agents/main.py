@@ -16,14 +16,7 @@ from wemcp.agents.models import bus_tables, probe_receipts
 from wemcp.agents.providers import ProviderClient
 from wemcp.agents.quota import open_agent_quota
 from wemcp.agents.service import AgentsState
-from wemcp.common.events.base import ProbeRecorded
-from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import Runtime, ServiceSpec, run_service
-from wemcp.common.service_info import service_info_router
-
-SUBSCRIPTIONS = [
-    (ProbeRecorded, make_probe_handler(probe_receipts)),
-]
 
 MCP_ENDPOINT_KEY = "agents_mcp"
 
@@ -67,18 +60,8 @@ def _configure(app: FastAPI) -> None:
                                    methods=["GET", "POST", "DELETE"], include_in_schema=False))
 
 
-SPEC = ServiceSpec(
-    name="agents",
-    title="WeMcp agents",
-    routers=[router, openai_router, probe_router(bus_tables, probe_receipts)],
-    tables=bus_tables,
-    subscriptions=SUBSCRIPTIONS,
-    uses_redis=True,
-    on_start=[_open],
-    on_stop=[_close],
-    configure_app=_configure,
-)
-SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
+SPEC = ServiceSpec(name="agents", routers=[router, openai_router], tables=bus_tables, probe_receipts=probe_receipts,
+                   uses_redis=True, on_start=[_open], on_stop=[_close], configure_app=_configure)
 
 
 def run() -> int:

@@ -10,16 +10,13 @@ from sqlalchemy import Boolean, DateTime, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import service_metadata
-from wemcp.common.outbox import outbox_tables
-from wemcp.common.probes import probe_table
+from wemcp.common.db import service_bus_tables, service_metadata
 
 
 class Base(DeclarativeBase):
     metadata = service_metadata("agents")
 
-bus_tables = outbox_tables(Base.metadata)
-probe_receipts = probe_table(Base.metadata)
+bus_tables, probe_receipts = service_bus_tables(Base.metadata)
 
 
 def provider_key_context(provider_id: uuid.UUID) -> str:

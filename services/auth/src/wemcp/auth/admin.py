@@ -31,7 +31,7 @@ from wemcp.auth import repository, service
 from wemcp.auth.config import Settings, get_settings
 from wemcp.auth.models import OAuthApp, OAuthConnection, SigningKey, User, VaultSecret, bus_tables
 from wemcp.auth.tokens import create_signing_key
-from wemcp.common.db import make_engine, make_session_factory
+from wemcp.common.commands import command_parser, command_sessions
 from wemcp.common.errors import ConfigError
 from wemcp.common.events.users import UserRoleChanged
 from wemcp.common.outbox import add_event
@@ -91,9 +91,7 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     settings = get_settings()
     keyring = Keyring.from_settings(settings.keks, settings.active_kek, settings.dev_kek_file)
-    engine = make_engine(settings.database_url, pool_size=2)
-    sessions = make_session_factory(engine)
-    try:
+    async with command_sessions(settings.database_url) as sessions:
         if args.command == "create-superadmin":
             user, raw, created = await create_superadmin(sessions, args.login, args.email)
             print(f"{'created' if created else 'found'} superadmin {user.login} ({user.id})", file=sys.stderr)
@@ -118,14 +116,11 @@ async def _main(args: argparse.Namespace) -> int:
             print(kid)
         elif args.command == "rotate-kek":
             print(f"re-wrapped {await rotate_kek(sessions, keyring)} values under {keyring.active}")
-    finally:
-        await engine.dispose()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="wemcp-auth-admin", description="WeMcp auth operator commands")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("wemcp-auth-admin", "WeMcp auth operator commands")
     p = sub.add_parser("create-superadmin")
     p.add_argument("--login", default="admin")
     p.add_argument("--email", default=None)

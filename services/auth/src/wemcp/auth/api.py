@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -48,24 +48,17 @@ from wemcp.auth.schemas import (
     VaultValues,
 )
 from wemcp.auth.tokens import RefreshReused, family_of, revoke_family, rotate, start_session
-from wemcp.common.errors import (
-    BadRequest,
-    Forbidden,
-    NotFound,
-    TooManyRequests,
-    Unauthorized,
-    Unprocessable,
-)
+from wemcp.common.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized, Unprocessable
 from wemcp.common.identity import AdminUser, CurrentUser, OptionalUser
 from wemcp.common.logging import get_logger
 from wemcp.common.netpolicy import EgressRefused
 
-log = get_logger("wemcp.auth.api")
-router = APIRouter(prefix="/api/v1", tags=["auth"])
-internal = APIRouter(prefix="/internal/auth", tags=["internal"], include_in_schema=False)
 PROVIDERS = ("github", "gitee", "google")
 REFRESH_COOKIE = "wemcp_refresh"
 _SERVER_RE = re.compile(SERVER_SLUG)
+log = get_logger("wemcp.auth.api")
+router = APIRouter(prefix="/api/v1", tags=["auth"])
+internal = APIRouter(prefix="/internal/auth", tags=["internal"], include_in_schema=False)
 
 
 
@@ -170,6 +163,35 @@ def _unbind_browser(st: AuthState, resp: Response) -> None:
     )
 
 
+async def _sign_in_flow(st: AuthState, provider: str, *, link_user: str | None, invite: str | None) -> tuple[str, str]:
+    """A sign-in (or link) with ``provider`` begun: its authorization URL and the browser binding."""
+    cfg = _provider(st, provider)
+    return await oauth.begin(st.redis, cfg, cfg.client_secret, _callback_url(st, provider),
+                             st.settings.oauth_state_ttl_seconds, kind="login", provider=provider,
+                             link_user=link_user, invite=invite)
+
+
+class ProviderReturn:
+    """The query a provider sends the browser back to a callback with: the code and the flow's state,
+    or the error."""
+
+    def __init__(self, code: str | None = None, state: str | None = None,
+                 error: str | None = Query(default=None, max_length=200)) -> None:
+        self.code, self.state, self.error = code, state, error
+
+
+async def _take_flow(st: AuthState, request: Request, back: ProviderReturn, other: str,
+                     **expected: str) -> dict[str, Any]:
+    """The flow this browser began, taken by its state (once); refused when it is not the one
+    ``expected`` (``other``: what to call the flow it is) or when the provider refused."""
+    flow = await oauth.take_state(st.redis, back.state, request.cookies.get(oauth.BROWSER_COOKIE))
+    if any(flow.get(k) != v for k, v in expected.items()):
+        raise BadRequest(f"the state belongs to another {other}")
+    if back.error:
+        raise BadRequest(f"the provider refused: {back.error}")
+    return flow
+
+
 @router.get("/auth/{provider}/login", summary="Start signing in (redirects to the provider)")
 async def login(
     provider: str,
@@ -179,18 +201,7 @@ async def login(
     """Always a sign-in, never a link: whoever is calling is not asked (a link someone else made,
     with their credential in it, must not attach the clicker's provider account to theirs).
     Linking is ``POST /auth/{provider}/link``, with the signed-in user's token."""
-    cfg = _provider(st, provider)
-    url, browser = await oauth.begin(
-        st.redis,
-        cfg,
-        cfg.client_secret,
-        _callback_url(st, provider),
-        st.settings.oauth_state_ttl_seconds,
-        kind="login",
-        provider=provider,
-        link_user=None,
-        invite=invite,
-    )
+    url, browser = await _sign_in_flow(st, provider, link_user=None, invite=invite)
     resp = RedirectResponse(url, status_code=302)
     _bind_browser(st, resp, browser)
     return resp
@@ -200,41 +211,21 @@ async def login(
              response_model=AuthorizationUrl)
 async def link(provider: str, st: State, response: Response, user: CurrentUser) -> dict[str, str]:
     """The authorization URL, for this browser only (the response sets the flow's cookie)."""
-    cfg = _provider(st, provider)
-    url, browser = await oauth.begin(
-        st.redis,
-        cfg,
-        cfg.client_secret,
-        _callback_url(st, provider),
-        st.settings.oauth_state_ttl_seconds,
-        kind="login",
-        provider=provider,
-        link_user=str(user.user_id),
-        invite=None,
-    )
+    url, browser = await _sign_in_flow(st, provider, link_user=str(user.user_id), invite=None)
     _bind_browser(st, response, browser)
     return {"authorization_url": url}
 
 
 @router.get("/auth/{provider}/callback", summary="The provider sends the browser back here")
-async def callback(
-    provider: str,
-    request: Request,
-    st: State,
-    code: str | None = None,
-    state: str | None = None,
-    error: str | None = Query(default=None, max_length=200),
-) -> Response:
+async def callback(provider: str, request: Request, st: State,
+                   back: Annotated[ProviderReturn, Depends()]) -> Response:
     cfg = _provider(st, provider)
 
     async def run() -> tuple[User, bool, Any]:
-        flow = await oauth.take_state(st.redis, state, request.cookies.get(oauth.BROWSER_COOKIE))
-        if flow.get("kind") != "login" or flow.get("provider") != provider:
-            raise BadRequest("the state belongs to another sign-in")
-        if error:
-            raise BadRequest(f"the provider refused: {error}")
+        flow = await _take_flow(st, request, back, "sign-in", kind="login", provider=provider)
         token = await oauth.exchange(
-            cfg, cfg.client_secret, _callback_url(st, provider), code, flow.get("verifier"), egress=st.settings.egress
+            cfg, cfg.client_secret, _callback_url(st, provider), back.code, flow.get("verifier"),
+            egress=st.settings.egress
         )
         profile = await oauth.fetch_profile(provider, cfg, token, egress=st.settings.egress)
         link_user = uuid.UUID(flow["link_user"]) if flow.get("link_user") else None
@@ -548,25 +539,15 @@ async def connect_start(slug: str, st: State, response: Response, user: CurrentU
 
 
 @router.get("/connections/{slug}/callback", summary="The third party sends the browser back here")
-async def connect_callback(
-    slug: str,
-    request: Request,
-    st: State,
-    code: str | None = None,
-    state: str | None = None,
-    error: str | None = Query(default=None, max_length=200),
-) -> Response:
+async def connect_callback(slug: str, request: Request, st: State,
+                           back: Annotated[ProviderReturn, Depends()]) -> Response:
 
     async def run() -> dict[str, Any]:
-        flow = await oauth.take_state(st.redis, state, request.cookies.get(oauth.BROWSER_COOKIE))
-        if flow.get("kind") != "connect" or flow.get("app") != slug:
-            raise BadRequest("the state belongs to another flow")
-        if error:
-            raise BadRequest(f"the provider refused: {error}")
+        flow = await _take_flow(st, request, back, "flow", kind="connect", app=slug)
         async with st.sessions() as s:
             app = await service.app_by_slug(s, slug)
         secret = st.keyring.open(app.client_secret_sealed, service.app_secret_context(app.id)).decode()
-        token = await oauth.exchange(app, secret, _connect_callback(st, slug), code, flow.get("verifier"),
+        token = await oauth.exchange(app, secret, _connect_callback(st, slug), back.code, flow.get("verifier"),
                                      egress=st.settings.egress)
         async with st.sessions() as s, s.begin():
             row = await service.save_connection(s, st.keyring, uuid.UUID(flow["user"]), app, token)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -31,39 +32,24 @@ class ProviderConfig(BaseModel):
         return bool(self.client_id and self.client_secret)
 
 
-def _github() -> ProviderConfig:
-    return ProviderConfig(
-        authorize_url="https://github.com/login/oauth/authorize",
-        token_url="https://github.com/login/oauth/access_token",  # noqa: S106
-        userinfo_url="https://api.github.com/user",
-        emails_url="https://api.github.com/user/emails",
-        scope="read:user user:email",
-        pkce=True,
-    )
+def _endpoints(authorize_url: str, token_url: str, userinfo_url: str, scope: str, *, pkce: bool,
+               emails_url: str | None = None) -> Callable[[], ProviderConfig]:
+    """A known provider's endpoints: the default its settings start from (the client id and secret
+    come from the environment)."""
+    return lambda: ProviderConfig(authorize_url=authorize_url, token_url=token_url, userinfo_url=userinfo_url,
+                                  emails_url=emails_url, scope=scope, pkce=pkce)
 
 
-def _gitee() -> ProviderConfig:
+_DEFAULTS = {
+    "github": _endpoints("https://github.com/login/oauth/authorize", "https://github.com/login/oauth/access_token",
+                         "https://api.github.com/user", "read:user user:email", pkce=True,
+                         emails_url="https://api.github.com/user/emails"),
     # Gitee documents no PKCE support: state only.
-    return ProviderConfig(
-        authorize_url="https://gitee.com/oauth/authorize",
-        token_url="https://gitee.com/oauth/token",  # noqa: S106
-        userinfo_url="https://gitee.com/api/v5/user",
-        scope="user_info emails",
-        pkce=False,
-    )
-
-
-def _google() -> ProviderConfig:
-    return ProviderConfig(
-        authorize_url="https://accounts.google.com/o/oauth2/v2/auth",
-        token_url="https://oauth2.googleapis.com/token",  # noqa: S106
-        userinfo_url="https://openidconnect.googleapis.com/v1/userinfo",
-        scope="openid email profile",
-        pkce=True,
-    )
-
-
-_DEFAULTS = {"github": _github, "gitee": _gitee, "google": _google}
+    "gitee": _endpoints("https://gitee.com/oauth/authorize", "https://gitee.com/oauth/token",
+                        "https://gitee.com/api/v5/user", "user_info emails", pkce=False),
+    "google": _endpoints("https://accounts.google.com/o/oauth2/v2/auth", "https://oauth2.googleapis.com/token",
+                         "https://openidconnect.googleapis.com/v1/userinfo", "openid email profile", pkce=True),
+}
 
 
 class Settings(ServiceSettings):
@@ -103,9 +89,9 @@ class Settings(ServiceSettings):
     login_failures_allowed: int = Field(default=10, ge=1)
     login_failure_window_seconds: int = Field(default=300, ge=1)
 
-    github: ProviderConfig = Field(default_factory=_github)
-    gitee: ProviderConfig = Field(default_factory=_gitee)
-    google: ProviderConfig = Field(default_factory=_google)
+    github: ProviderConfig = Field(default_factory=_DEFAULTS["github"])
+    gitee: ProviderConfig = Field(default_factory=_DEFAULTS["gitee"])
+    google: ProviderConfig = Field(default_factory=_DEFAULTS["google"])
 
     @field_validator("github", "gitee", "google", mode="before")
     @classmethod

@@ -4,7 +4,6 @@ internal under /internal/auth) and relays its outbox in one process."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from wemcp.auth.admin_api import admin_router
 from wemcp.auth.api import internal, router
@@ -16,14 +15,10 @@ from wemcp.auth.moderation import store_action
 from wemcp.auth.signin import router as signin_router
 from wemcp.auth.tokens import SigningKeys
 from wemcp.common.events.admin import AdminActionRecorded
-from wemcp.common.events.base import ProbeRecorded
-from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.sealing import Keyring
-from wemcp.common.service import Runtime, ServiceSpec, run_service
-from wemcp.common.service_info import service_info_router
+from wemcp.common.service import Runtime, ServiceSpec, cancel_task, run_service
 
 SUBSCRIPTIONS = [
-    (ProbeRecorded, make_probe_handler(probe_receipts)),
     (AdminActionRecorded, store_action),  # the audit log: every service's admin actions
 ]
 
@@ -40,24 +35,12 @@ async def _open(runtime: Runtime) -> None:
 
 
 async def _close(runtime: Runtime) -> None:
-    task = runtime.extras.pop("auth_refresher", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await cancel_task(runtime.extras.pop("auth_refresher", None))
 
 
-SPEC = ServiceSpec(
-    name="auth",
-    title="WeMcp auth",
-    routers=[router, signin_router, admin_router, internal, probe_router(bus_tables, probe_receipts)],
-    tables=bus_tables,
-    subscriptions=SUBSCRIPTIONS,
-    uses_redis=True,
-    on_start=[_open],
-    on_stop=[_close],
-)
-SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
+SPEC = ServiceSpec(name="auth", routers=[router, signin_router, admin_router, internal],
+                   tables=bus_tables, probe_receipts=probe_receipts, subscriptions=SUBSCRIPTIONS,
+                   uses_redis=True, on_start=[_open], on_stop=[_close])
 
 
 def run() -> int:

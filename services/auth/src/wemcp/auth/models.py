@@ -6,37 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    func,
-    text,
-)
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import service_metadata
-from wemcp.common.outbox import outbox_tables
-from wemcp.common.probes import probe_table
+from wemcp.common.db import service_bus_tables, service_metadata, timestamp_now
 
 
 class Base(DeclarativeBase):
     metadata = service_metadata("auth")
 
 
-bus_tables = outbox_tables(Base.metadata)
-probe_receipts = probe_table(Base.metadata)
-
-
-def _now() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+bus_tables, probe_receipts = service_bus_tables(Base.metadata)
 
 
 class User(Base):
@@ -49,8 +30,8 @@ class User(Base):
     avatar_url: Mapped[str] = mapped_column(Text, nullable=False)
     role: Mapped[str] = mapped_column(String(20), nullable=False, default="user")
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now()
     # a ban (``disabled`` is true while it holds) and an account deletion (profile blanked, for good)
     banned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     banned_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
@@ -73,7 +54,7 @@ class UserIdentity(Base):
     login: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     profile: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
 
 
 class RefreshToken(Base):
@@ -88,7 +69,7 @@ class RefreshToken(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -103,7 +84,7 @@ class SigningKey(Base):
     alg: Mapped[str] = mapped_column(String(20), nullable=False, default="EdDSA")
     private_sealed: Mapped[str] = mapped_column(Text, nullable=False)
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
     # NULL while active; set when a newer key takes over (published until old tokens expired).
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -120,7 +101,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     # NULL: every server; otherwise a list of server slugs.
     servers: Mapped[list[str] | None] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -135,7 +116,7 @@ class Invite(Base):
     created_by: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False
     )
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the last acceptance
     used_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))  # the last who accepted
@@ -161,8 +142,8 @@ class VaultSecret(Base):
     name: Mapped[str] = mapped_column(String(128), nullable=False)
     sealed: Mapped[str] = mapped_column(Text, nullable=False)
     masked: Mapped[str] = mapped_column(String(40), nullable=False)
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now()
 
 
 class OAuthApp(Base):
@@ -186,7 +167,7 @@ class OAuthApp(Base):
     )
     servers: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
 
 
 class OAuthConnection(Base):
@@ -206,8 +187,8 @@ class OAuthConnection(Base):
     scope: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     refresh_failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now()
 
 
 class SigninLink(Base):
@@ -222,7 +203,7 @@ class SigninLink(Base):
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = timestamp_now()
 
 
 class AuditEntry(Base):
@@ -250,4 +231,4 @@ class AuditEntry(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     reason: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    recorded_at: Mapped[datetime] = _now()
+    recorded_at: Mapped[datetime] = timestamp_now()

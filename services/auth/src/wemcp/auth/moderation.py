@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -168,21 +169,43 @@ def decode_cursor(cursor: str, n: int) -> list[str]:
         raise BadRequest("cursor: not a cursor this server issued") from None
 
 
+class _Listed(Protocol):
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+T = TypeVar("T", bound=_Listed)
+
+
+def _after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """Where a page of rows listed newest first ends (their ``created_at`` and ``id``), from the cursor
+    :func:`_newest_first` made; ``None``: the first page."""
+    if not cursor:
+        return None
+    at, row_id = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(at), uuid.UUID(row_id)
+    except ValueError:
+        raise BadRequest("cursor: not a cursor this server issued") from None
+
+
+def _newest_first(rows: Sequence[T], limit: int) -> tuple[Sequence[T], str | None]:
+    """A page of the ``limit + 1`` rows read (newest first) and the cursor of the next, if there is one."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+
+
 async def search_users(session: AsyncSession, *, q: str | None, role: str | None, banned: bool | None,
                        deleted: bool, cursor: str | None, limit: int) -> dict[str, Any]:
-    after = None
-    if cursor:
-        at, uid = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(at), uuid.UUID(uid))
-        except ValueError:
-            raise BadRequest("cursor: not a cursor this server issued") from None
     total, rows = await repository.users_page(session, q=q, role=role, banned=banned, deleted=deleted,
-                                              hidden=SYSTEM_USER, after=after, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [admin_user_read(u) for u in rows], "total": total,
-            "next_cursor": encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None}
+                                              hidden=SYSTEM_USER, after=_after(cursor), limit=limit + 1)
+    page, next_cursor = _newest_first(rows, limit)
+    return {"items": [admin_user_read(u) for u in page], "total": total, "next_cursor": next_cursor}
 
 
 # -- the audit log -------------------------------------------------------------------------------
@@ -242,18 +265,9 @@ def admin_invite_read(i: Invite) -> dict[str, Any]:
 
 async def list_invites(session: AsyncSession, cursor: str | None, limit: int) -> dict[str, Any]:
     """Every invite, newest first, a page at a time."""
-    after = None
-    if cursor:
-        at, iid = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(at), uuid.UUID(iid))
-        except ValueError:
-            raise BadRequest("cursor: not a cursor this server issued") from None
-    rows = await repository.invites_page(session, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [admin_invite_read(i) for i in rows],
-            "next_cursor": encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None}
+    rows = await repository.invites_page(session, _after(cursor), limit + 1)
+    page, next_cursor = _newest_first(rows, limit)
+    return {"items": [admin_invite_read(i) for i in page], "next_cursor": next_cursor}
 
 
 async def revoke_invite(session: AsyncSession, admin_id: uuid.UUID, invite_id: uuid.UUID) -> None:

@@ -14,14 +14,10 @@ from wemcp.catalog.names_api import router as names_router
 from wemcp.catalog.review import admin_router
 from wemcp.catalog.state import of, on_start, on_stop
 from wemcp.common.bodylimit import BodyLimitMiddleware
-from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.events.goods import AnnouncementChanged
-from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import ServiceSpec, run_service
-from wemcp.common.service_info import service_info_router
 
 SUBSCRIPTIONS = [
-    (ProbeRecorded, make_probe_handler(probe_receipts)),
     *SUBSCRIPTIONS_EVENTS,
     # goods' announcements, projected into the news feed
     (AnnouncementChanged, on_announcement_changed),
@@ -44,19 +40,9 @@ def _configure(app: FastAPI) -> None:
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
 
 
-SPEC = ServiceSpec(
-    name="catalog",
-    title="WeMcp catalog",
-    routers=[router, names_router, admin_router, registry_router, internal_router,
-             probe_router(bus_tables, probe_receipts)],
-    tables=bus_tables,
-    subscriptions=SUBSCRIPTIONS,
-    uses_redis=False,
-    on_start=[on_start],
-    on_stop=[on_stop],
-    configure_app=_configure,
-)
-SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
+SPEC = ServiceSpec(name="catalog", routers=[router, names_router, admin_router, registry_router, internal_router],
+                   tables=bus_tables, probe_receipts=probe_receipts, subscriptions=SUBSCRIPTIONS,
+                   on_start=[on_start], on_stop=[on_stop], configure_app=_configure)
 
 
 def run() -> int:

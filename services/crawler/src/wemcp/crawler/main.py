@@ -8,12 +8,9 @@ import contextlib
 from typing import Any
 
 from wemcp.common.bus import BatchSubscription
-from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.servers import ServerDeployed, ServerDisabled, ServerEnabled
-from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import Runtime, ServiceSpec, run_service
-from wemcp.common.service_info import service_info_router
 from wemcp.crawler import logs_handlers
 from wemcp.crawler.api import router
 from wemcp.crawler.config import Settings, get_settings
@@ -22,7 +19,6 @@ from wemcp.crawler.models import bus_tables, probe_receipts
 from wemcp.crawler.probes import on_calls, on_server_deployed, on_server_disabled, on_server_enabled
 
 SUBSCRIPTIONS: list[Any] = [
-    (ProbeRecorded, make_probe_handler(probe_receipts)),
     # health probe targets (probes.py)
     (ServerDeployed, on_server_deployed),
     (ServerDisabled, on_server_disabled),
@@ -54,17 +50,9 @@ async def stop_schedules(runtime: Runtime) -> None:
             await t
 
 
-SPEC = ServiceSpec(
-    name="crawler",
-    title="WeMcp crawler",
-    routers=[router, logs_router, probe_router(bus_tables, probe_receipts)],
-    tables=bus_tables,
-    subscriptions=SUBSCRIPTIONS,
-    uses_redis=False,
-    on_start=[start_schedules, logs_handlers.start],
-    on_stop=[logs_handlers.stop, stop_schedules],
-)
-SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
+SPEC = ServiceSpec(name="crawler", routers=[router, logs_router],
+                   tables=bus_tables, probe_receipts=probe_receipts, subscriptions=SUBSCRIPTIONS,
+                   on_start=[start_schedules, logs_handlers.start], on_stop=[logs_handlers.stop, stop_schedules])
 
 
 def run() -> int:

@@ -138,12 +138,10 @@ class DeploySpec(wire.ServerSpec):
 
     @property
     def kind(self) -> str:
-        """What will be deployed: the first package, else the archive, else the first remote."""
-        if self.packages:
-            return self.packages[0].registry_type
-        if self.archive is not None:
-            return "archive"
-        return "remote"
+        """What will be deployed: the first package, else the archive, else the first remote (the wire's
+        kind, where an OpenAPI source counts as a remote)."""
+        kind = super().kind
+        return "remote" if kind == "openapi" else kind
 
     @property
     def package(self) -> Package | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from wemcp.common.service import Runtime, ServiceSpec, run_service
 from wemcp.gateway.api import router
 from wemcp.gateway.config import Settings, get_settings
@@ -44,7 +42,6 @@ async def _close(runtime: Runtime) -> None:
 
 SPEC = ServiceSpec(
     name="gateway",
-    title="WeMcp gateway",
     routers=[mcp_rest_router, router, console_router],
     uses_database=False,
     uses_redis=True,
@@ -54,20 +51,14 @@ SPEC = ServiceSpec(
     default_health=False,
     openapi_url=None,
     edge=True,
+    service_info=False,
 )
 
 
 def run() -> int:
-    # uvloop (installed with uvicorn[standard]) where available: the gateway is the one process on
-    # every call's path, and the default loop's Python-level socket writes and scheduling were a
-    # large share of its per-call CPU (bench/gateway_compare.py).
-    try:
-        import uvloop
-    except ImportError:
-        pass
-    else:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return run_service(SPEC, get_settings)
+    # uvloop: the gateway is the one process on every call's path, and the default loop's Python-level
+    # socket writes and scheduling were a large share of its per-call CPU (bench/gateway_compare.py).
+    return run_service(SPEC, get_settings, uvloop=True)
 
 
 if __name__ == "__main__":

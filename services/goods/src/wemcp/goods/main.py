@@ -6,20 +6,16 @@ from __future__ import annotations
 
 from wemcp.common.bus import BatchSubscription
 from wemcp.common.events.agents import AgentSaved
-from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.servers import ServerDeployed, ServerDisabled, ServerEnabled, ServerSubmitted, ServerUpdated
 from wemcp.common.events.users import UserRegistered, UserRoleChanged
-from wemcp.common.probes import make_probe_handler, probe_router
 from wemcp.common.service import ServiceSpec, run_service
-from wemcp.common.service_info import service_info_router
 from wemcp.goods import handlers
 from wemcp.goods.api import internal_router, router
 from wemcp.goods.config import get_settings
 from wemcp.goods.models import bus_tables, probe_receipts
 
 SUBSCRIPTIONS = [
-    (ProbeRecorded, make_probe_handler(probe_receipts)),
     (ServerSubmitted, handlers.on_server_submitted),
     (ServerDeployed, handlers.on_server_deployed),
     (ServerDisabled, handlers.on_server_disabled),
@@ -31,15 +27,8 @@ SUBSCRIPTIONS = [
     BatchSubscription((McpCallCompleted, McpCallsCompleted), handlers.on_calls_completed),
 ]
 
-SPEC = ServiceSpec(
-    name="goods",
-    title="WeMcp goods",
-    routers=[router, internal_router, probe_router(bus_tables, probe_receipts)],
-    tables=bus_tables,
-    subscriptions=SUBSCRIPTIONS,
-    uses_redis=False,
-)
-SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
+SPEC = ServiceSpec(name="goods", routers=[router, internal_router],
+                   tables=bus_tables, probe_receipts=probe_receipts, subscriptions=SUBSCRIPTIONS)
 
 
 def run() -> int:

@@ -36,17 +36,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import service_metadata
-from wemcp.common.outbox import outbox_tables
-from wemcp.common.probes import probe_table
+from wemcp.common.db import service_bus_tables, service_metadata
 
 
 class Base(DeclarativeBase):
     metadata = service_metadata("goods")
 
 
-bus_tables = outbox_tables(Base.metadata)
-probe_receipts = probe_table(Base.metadata)
+bus_tables, probe_receipts = service_bus_tables(Base.metadata)
 
 
 

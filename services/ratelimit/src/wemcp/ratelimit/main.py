@@ -5,16 +5,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from wemcp.common.bus import BatchSubscription
-from wemcp.common.events.base import ProbeRecorded
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted
 from wemcp.common.events.goods import EntitlementChanged
 from wemcp.common.logging import get_logger
-from wemcp.common.probes import make_probe_handler, probe_router
-from wemcp.common.service import Runtime, ServiceSpec, run_service
-from wemcp.common.service_info import service_info_router
+from wemcp.common.service import Runtime, ServiceSpec, cancel_task, run_service
 from wemcp.quota.client import open_quota_client
 from wemcp.quota.policy import SNAPSHOT_KEY
 from wemcp.ratelimit import handlers
@@ -27,7 +23,6 @@ from wemcp.ratelimit.service import publish_policies
 log = get_logger("wemcp.ratelimit")
 
 SUBSCRIPTIONS = [
-    (ProbeRecorded, make_probe_handler(probe_receipts)),
     # durable "ratelimit-mcp-call-completed", as when it took single events (its processed_events rows hold)
     BatchSubscription((McpCallCompleted, McpCallsCompleted), handlers.on_calls_completed),
     # a user's plan granted through goods: their own daily limit (applied once, highest version wins)
@@ -60,11 +55,7 @@ async def _keep_snapshot(rt: Runtime, settings: Settings) -> None:
 
 
 async def _stop(rt: Runtime) -> None:
-    task = rt.extras.pop("snapshot_keeper", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await cancel_task(rt.extras.pop("snapshot_keeper", None))
     rt.extras.pop(KEY, None)
     rt.extras.pop("policy_cache", None)
     quota = rt.extras.pop("quota", None)
@@ -72,17 +63,8 @@ async def _stop(rt: Runtime) -> None:
         await quota.aclose()
 
 
-SPEC = ServiceSpec(
-    name="ratelimit",
-    title="WeMcp ratelimit",
-    routers=[router, probe_router(bus_tables, probe_receipts)],
-    tables=bus_tables,
-    subscriptions=SUBSCRIPTIONS,
-    uses_redis=True,
-    on_start=[_start],
-    on_stop=[_stop],
-)
-SPEC.routers = [*SPEC.routers, service_info_router(SPEC)]
+SPEC = ServiceSpec(name="ratelimit", routers=[router], tables=bus_tables, probe_receipts=probe_receipts,
+                   subscriptions=SUBSCRIPTIONS, uses_redis=True, on_start=[_start], on_stop=[_stop])
 
 
 def run() -> int:
