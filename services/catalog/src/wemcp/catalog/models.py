@@ -132,6 +132,12 @@ class SearchDoc(Base):
         Index("ix_search_docs_popularity", "popularity"),
         Index("ix_search_docs_sort_name", "sort_name"),
         Index("ix_search_docs_health", "health"),
+        # one per browse order (repository.search.BROWSE_SORTS), enabled rows only (catalog_0011)
+        Index("ix_search_docs_browse_relevance", text("featured DESC"), text("popularity DESC"),
+              text("published_at DESC"), "server_id", postgresql_where=text("enabled")),
+        Index("ix_search_docs_browse_newest", text("published_at DESC"), "server_id", postgresql_where=text("enabled")),
+        Index("ix_search_docs_browse_popular", text("popularity DESC"), "server_id", postgresql_where=text("enabled")),
+        Index("ix_search_docs_browse_name", "sort_name", "server_id", postgresql_where=text("enabled")),
     )
 
     server_id: Mapped[uuid.UUID] = mapped_column(
