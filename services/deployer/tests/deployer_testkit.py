@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx2 as httpx
 import nats
 
 from wemcp.common.events.base import Event
+from wemcp.common.events.servers import ServerSubmitted
 from wemcp.deployer.config import Settings
 from wemcp.devstack.testing import tar_gz
 from wemcp.devstack.testing import wait_for as _wait_for
@@ -68,6 +70,14 @@ class Harness:
             return d if d and d["status"] in statuses else None
 
         return await wait_for(check, timeout=timeout, interval=0.2)
+
+    async def deploy(self, slug: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit ``spec`` as server ``slug`` and wait until it is deployed (a failed deployment fails
+        the test with its reason and logs); the deployment as the API reads it."""
+        await self.publish(ServerSubmitted(server_id=uuid.uuid4(), slug=slug, name=name, spec=spec))
+        d = await self.until_status(slug, "deployed", "failed")
+        assert d["status"] == "deployed", (d["reason"], d["logs"])
+        return d
 
     async def outbox(self, subject: str | None = None) -> list[dict[str, Any]]:
         import json
@@ -173,6 +183,13 @@ def make_archive(directory: Path, files: dict[str, str]) -> str:
     digest = hashlib.sha256(data).hexdigest()
     (directory / f"{digest}.tar.gz").write_bytes(data)
     return digest
+
+
+def python_server(directory: Path, entry: str, source: str, **archive: Any) -> dict[str, Any]:
+    """The spec of an archived MCP server: ``source`` stored as ``entry`` (in ``directory``), run as
+    ``python <entry>`` with mcp==2.3.0; ``archive`` adds to the spec's archive (``environmentVariables``)."""
+    manifest = {"command": "python", "args": [entry], "requirements": ["mcp==2.3.0"]}
+    return {"archive": {"sha256": make_archive(directory, {entry: source}), "manifest": manifest, **archive}}
 
 
 def crashing_server(directory: Path, *stderr: str, requirements: list[str] | None = None) -> dict[str, Any]:

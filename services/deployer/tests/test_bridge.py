@@ -12,7 +12,7 @@ import psutil
 import pytest
 from mcp import Client
 
-from services.deployer.tests.deployer_testkit import bridge_client, bridge_headers, make_archive
+from services.deployer.tests.deployer_testkit import bridge_client, bridge_headers, python_server
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.common.netpolicy import EgressPolicy
 from wemcp.deployer.backends.base import DeployError, Target
@@ -57,13 +57,8 @@ async def _call(url: str, headers: dict[str, str]) -> str:
 @pytest.mark.parametrize("deployer", [{"idle_seconds": 600.0}], indirect=True)
 async def test_one_child_per_credential_set_and_scale_to_zero(deployer, tmp_path):
     h = deployer
-    digest = make_archive(tmp_path / "archives", {"who.py": WHO})
-    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["who.py"],
-                                                         "requirements": ["mcp==2.3.0"]},
-                        "environmentVariables": [{"name": "DEMO_TOKEN", "isSecret": True}]}}
-    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="who", name="Who", spec=spec))
-    d = await h.until_status("who", "deployed", "failed")
-    assert d["status"] == "deployed", d["reason"]
+    keys = [{"name": "DEMO_TOKEN", "isSecret": True}]
+    d = await h.deploy("who", "Who", python_server(tmp_path / "archives", "who.py", WHO, environmentVariables=keys))
     hosted = h.orch.bridge.hosted["who"]
 
     alice = await _call(d["endpoint"], {"x-wemcp-env-demo-token": "alice-secret-1"})
@@ -104,9 +99,7 @@ async def test_legacy_sse_transport_and_crash_restart(deployer):
     h = deployer
     spec = {"packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",
                           "version": "2026.8.31"}]}
-    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="ev-sse", name="Ev", spec=spec))
-    d = await h.until_status("ev-sse", "deployed", "failed")
-    assert d["status"] == "deployed", d["reason"]
+    d = await h.deploy("ev-sse", "Ev", spec)
     sse_url = d["endpoint"].removesuffix("/mcp") + "/sse"
     from mcp.client.sse import sse_client
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import io
 import json
@@ -24,6 +25,7 @@ import sys
 import time
 import uuid
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
@@ -509,6 +511,19 @@ async def _run_function(b64_zip: str, configuration: dict[str, str], tmp: Path):
     return await _start_entry(root / "bootstrap", env, port), port
 
 
+@contextlib.asynccontextmanager
+async def _function_behind_trigger(function: dict, tmp: Path) -> AsyncIterator[tuple[str, int]]:
+    """One function as the cloud received it, running behind a trigger: its MCP URL and the port of
+    its entry; stopped on the way out."""
+    proc, port = await _run_function(function["code"]["zipFile"], function["environmentVariables"], tmp)
+    try:
+        async with Trigger(port) as trigger:
+            yield f"{trigger}/mcp", port
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
 async def _sessions(port: int) -> int:
     async with httpx2.AsyncClient() as c:
         return (await c.get(f"http://127.0.0.1:{port}/healthz")).json()["sessions"]
@@ -557,66 +572,52 @@ async def test_functions_get_keys_per_call_and_answer_only_the_platform(builder:
 
     async with httpx2.AsyncClient(timeout=60) as http:
         # ---- the Python entry (FC, mcp-server-time): TZ arrives per call, shown in its tools' schema
-        function = fake.functions["wemcp-keyed-time"]
-        proc, port = await _run_function(function["code"]["zipFile"], function["environmentVariables"], tmp_path)
-        try:
-            async with Trigger(port) as trigger:
-                mcp = f"{trigger}/mcp"
-                env_kolkata = {"x-wemcp-env-tz": "Asia/Kolkata"}
-                signed = platform_bridge_headers("keyed-time")
-                refused = {
-                    "no credential": {},
-                    "another slug's credential": platform_bridge_headers("keyed-everything"),
-                    "the platform key itself, not the slug's": {
-                        "x-wemcp-assertion": ring.sign({"iss": "gateway", "aud": "bridge:keyed-time",
-                                                        "iat": int(time.time()), "exp": int(time.time()) + 60})},
-                }
-                for why, headers in refused.items():
-                    r = await McpCaller(http, mcp, {**headers, **env_kolkata}).initialize()
-                    assert r.status_code == 401, (why, r.text)
-                    for method in ("GET", "DELETE"):
-                        assert (await http.request(method, mcp, headers=headers)).status_code == 401, (why, method)
-                assert await _sessions(port) == 0  # nothing was started for them
-                # the platform, with a caller's key: the server runs with it
-                kolkata = McpCaller(http, mcp, {**signed, **env_kolkata})
-                assert (await kolkata.initialize()).status_code == 200
-                lima = McpCaller(http, mcp, {**signed, "X-WeMcp-Env-TZ": "America/Lima"})
-                assert (await lima.initialize()).status_code == 200
-                for caller, zone in ((kolkata, "Asia/Kolkata"), (lima, "America/Lima"), (kolkata, "Asia/Kolkata")):
-                    tools = (await caller.request("tools/list"))["result"]["tools"]
-                    described = json.dumps([t["inputSchema"] for t in tools])
-                    assert zone in described and "Never/Baked-0001" not in described, zone
-                assert await _sessions(port) == 2  # one server per caller
-                # a session keeps its caller's key; a name the server does not declare is refused
-                r = await kolkata.post({"jsonrpc": "2.0", "id": 50, "method": "tools/list"},
-                                       {"x-wemcp-env-tz": "America/Lima"})
-                assert r.status_code == 400 and "credentials differ" in r.text
-                r = await McpCaller(http, mcp, {**signed, "x-wemcp-env-aws_secret": "x"}).initialize()
-                assert r.status_code == 400 and "AWS_SECRET is not a variable this server declares" in r.text
-        finally:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        async with _function_behind_trigger(fake.functions["wemcp-keyed-time"], tmp_path) as (mcp, port):
+            env_kolkata = {"x-wemcp-env-tz": "Asia/Kolkata"}
+            signed = platform_bridge_headers("keyed-time")
+            refused = {
+                "no credential": {},
+                "another slug's credential": platform_bridge_headers("keyed-everything"),
+                "the platform key itself, not the slug's": {
+                    "x-wemcp-assertion": ring.sign({"iss": "gateway", "aud": "bridge:keyed-time",
+                                                    "iat": int(time.time()), "exp": int(time.time()) + 60})},
+            }
+            for why, headers in refused.items():
+                r = await McpCaller(http, mcp, {**headers, **env_kolkata}).initialize()
+                assert r.status_code == 401, (why, r.text)
+                for method in ("GET", "DELETE"):
+                    assert (await http.request(method, mcp, headers=headers)).status_code == 401, (why, method)
+            assert await _sessions(port) == 0  # nothing was started for them
+            # the platform, with a caller's key: the server runs with it
+            kolkata = McpCaller(http, mcp, {**signed, **env_kolkata})
+            assert (await kolkata.initialize()).status_code == 200
+            lima = McpCaller(http, mcp, {**signed, "X-WeMcp-Env-TZ": "America/Lima"})
+            assert (await lima.initialize()).status_code == 200
+            for caller, zone in ((kolkata, "Asia/Kolkata"), (lima, "America/Lima"), (kolkata, "Asia/Kolkata")):
+                tools = (await caller.request("tools/list"))["result"]["tools"]
+                described = json.dumps([t["inputSchema"] for t in tools])
+                assert zone in described and "Never/Baked-0001" not in described, zone
+            assert await _sessions(port) == 2  # one server per caller
+            # a session keeps its caller's key; a name the server does not declare is refused
+            r = await kolkata.post({"jsonrpc": "2.0", "id": 50, "method": "tools/list"},
+                                   {"x-wemcp-env-tz": "America/Lima"})
+            assert r.status_code == 400 and "credentials differ" in r.text
+            r = await McpCaller(http, mcp, {**signed, "x-wemcp-env-aws_secret": "x"}).initialize()
+            assert r.status_code == 400 and "AWS_SECRET is not a variable this server declares" in r.text
 
         # ---- the Node.js entry (FC, server-everything): the key in the server's environment, the
         # function's own key not
-        function = fake.functions["wemcp-keyed-everything"]
-        proc, port = await _run_function(function["code"]["zipFile"], function["environmentVariables"], tmp_path)
-        try:
-            async with Trigger(port) as trigger:
-                mcp = f"{trigger}/mcp"
-                key = {"X-WeMcp-Env-MAPS_API_KEY": "call-time-key-0001"}
-                for headers in ({}, platform_bridge_headers("keyed-time")):
-                    assert (await McpCaller(http, mcp, {**headers, **key}).initialize()).status_code == 401
-                caller = McpCaller(http, mcp, {**platform_bridge_headers("keyed-everything"), **key})
-                assert (await caller.initialize()).status_code == 200
-                res = await caller.request("tools/call", {"name": "get-env", "arguments": {}})
-                seen = json.loads(res["result"]["content"][0]["text"])
-                assert seen["MAPS_API_KEY"] == "call-time-key-0001"
-                assert not [k for k in seen if k.startswith("WEMCP_BRIDGE_")], "the server can read the function's key"
-                assert "baked-would-leak-0001" not in json.dumps(seen)
-                r = await caller.post({"jsonrpc": "2.0", "id": 51, "method": "tools/list"},
-                                      {"X-WeMcp-Env-MAPS_API_KEY": "someone-else"})
-                assert r.status_code == 400
-        finally:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        async with _function_behind_trigger(fake.functions["wemcp-keyed-everything"], tmp_path) as (mcp, _):
+            key = {"X-WeMcp-Env-MAPS_API_KEY": "call-time-key-0001"}
+            for headers in ({}, platform_bridge_headers("keyed-time")):
+                assert (await McpCaller(http, mcp, {**headers, **key}).initialize()).status_code == 401
+            caller = McpCaller(http, mcp, {**platform_bridge_headers("keyed-everything"), **key})
+            assert (await caller.initialize()).status_code == 200
+            res = await caller.request("tools/call", {"name": "get-env", "arguments": {}})
+            seen = json.loads(res["result"]["content"][0]["text"])
+            assert seen["MAPS_API_KEY"] == "call-time-key-0001"
+            assert not [k for k in seen if k.startswith("WEMCP_BRIDGE_")], "the server can read the function's key"
+            assert "baked-would-leak-0001" not in json.dumps(seen)
+            r = await caller.post({"jsonrpc": "2.0", "id": 51, "method": "tools/list"},
+                                  {"X-WeMcp-Env-MAPS_API_KEY": "someone-else"})
+            assert r.status_code == 400

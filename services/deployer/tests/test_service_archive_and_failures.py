@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from services.deployer.tests.deployer_testkit import crashing_server, make_archive
+from services.deployer.tests.deployer_testkit import crashing_server, make_archive, python_server
 from wemcp.common.events.servers import ServerSubmitted
 from wemcp.devstack.testing import serve_app
 
@@ -34,12 +34,9 @@ TINY_SERVER = textwrap.dedent('''
 
 async def test_source_archive_deploys_with_its_tools(deployer, tmp_path):
     h = deployer
-    digest = make_archive(tmp_path / "archives", {"server.py": TINY_SERVER})
-    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["server.py"],
-                                                         "requirements": ["mcp==2.3.0"]}}}
-    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="tiny", name="Tiny", spec=spec))
-    d = await h.until_status("tiny", "deployed", "failed")
-    assert d["status"] == "deployed", (d["reason"], d["logs"])
+    spec = python_server(tmp_path / "archives", "server.py", TINY_SERVER)
+    digest = spec["archive"]["sha256"]
+    d = await h.deploy("tiny", "Tiny", spec)
     assert [t["name"] for t in d["tools"]] == ["shout"]
     assert d["tools"][0]["input_schema"]["properties"]["text"]["type"] == "string"
     assert [p["name"] for p in d["prompts"]] == ["greet"]

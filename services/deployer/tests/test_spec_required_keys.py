@@ -5,14 +5,12 @@ child of its own."""
 from __future__ import annotations
 
 import textwrap
-import uuid
 
 import httpx2 as httpx
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from services.deployer.tests.deployer_testkit import bridge_headers, make_archive
-from wemcp.common.events.servers import ServerSubmitted
+from services.deployer.tests.deployer_testkit import bridge_headers, python_server
 from wemcp.deployer.spec import INTROSPECTION_PLACEHOLDER
 
 KEYED = textwrap.dedent('''
@@ -37,13 +35,9 @@ KEYED = textwrap.dedent('''
 
 async def test_a_server_that_needs_its_key_at_start_is_listed_with_a_placeholder(deployer, tmp_path):
     h = deployer
-    digest = make_archive(tmp_path / "archives", {"keyed.py": KEYED})
-    spec = {"archive": {"sha256": digest, "manifest": {"command": "python", "args": ["keyed.py"],
-                                                       "requirements": ["mcp==2.3.0"]},
-                        "environmentVariables": [{"name": "DEMO_API_KEY", "isSecret": True, "isRequired": True}]}}
-    await h.publish(ServerSubmitted(server_id=uuid.uuid4(), slug="keyed", name="Keyed", spec=spec))
-    d = await h.until_status("keyed", "deployed", "failed")
-    assert d["status"] == "deployed", (d["reason"], d["logs"])
+    keys = [{"name": "DEMO_API_KEY", "isSecret": True, "isRequired": True}]
+    spec = python_server(tmp_path / "archives", "keyed.py", KEYED, environmentVariables=keys)
+    d = await h.deploy("keyed", "Keyed", spec)
     assert [t["name"] for t in d["tools"]] == ["key_suffix"]
     # the listing child holds the placeholder; a caller's value starts a child of its own
     http = httpx.AsyncClient(headers={**bridge_headers(d["endpoint"]), "X-WeMcp-Env-DEMO-API-KEY": "real-key-7xQ9"},

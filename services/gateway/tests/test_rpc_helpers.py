@@ -10,26 +10,11 @@ import pytest
 
 from wemcp.common.bodylimit import BodyTooLarge as TooLarge
 from wemcp.common.bodylimit import read_body
+from wemcp.gateway import rpc
 from wemcp.gateway.bundles import split_tool
 from wemcp.gateway.context import CallContext
 from wemcp.gateway.forward import outcome_of, translated
 from wemcp.gateway.routes import Route
-from wemcp.gateway.rpc import (
-    HeadersView,
-    classify,
-    client_era,
-    discover_result,
-    empty_list,
-    error_fields,
-    hdrs,
-    header,
-    host_allowed,
-    params_of,
-    result_for,
-    rpc_error,
-    rpc_result,
-    tool_of,
-)
 from wemcp.gateway.upstream import SERVER_INFO_META
 
 
@@ -41,13 +26,13 @@ from wemcp.gateway.upstream import SERVER_INFO_META
     ({"params": "x"}, {}),
 ])
 def test_params_of(msg: dict, params: dict) -> None:
-    assert params_of(msg) == params
+    assert rpc.params_of(msg) == params
 
 
 def test_params_of_gives_the_object_itself_or_a_new_dict() -> None:
     p = {"name": "t"}
-    assert params_of({"params": p}) is p
-    a, b = params_of({}), params_of({})
+    assert rpc.params_of({"params": p}) is p
+    a, b = rpc.params_of({}), rpc.params_of({})
     a["x"] = 1
     assert b == {}  # never a shared default
 
@@ -70,7 +55,7 @@ def test_params_of_gives_the_object_itself_or_a_new_dict() -> None:
     (None, None),
 ])
 def test_classify(msg: object, kind: str | None) -> None:
-    assert classify(msg) == kind
+    assert rpc.classify(msg) == kind
 
 
 @pytest.mark.parametrize("method,params,tool", [
@@ -80,7 +65,7 @@ def test_classify(msg: object, kind: str | None) -> None:
     ("prompts/get", {"name": "p"}, None),  # only a tools/call names a tool
 ])
 def test_tool_of(method: str, params: dict, tool: str | None) -> None:
-    assert tool_of(method, params) == tool
+    assert rpc.tool_of(method, params) == tool
 
 
 @pytest.mark.parametrize("header_value,modern,supported", [
@@ -94,23 +79,23 @@ def test_tool_of(method: str, params: dict, tool: str | None) -> None:
     ("garbage", True, False),
 ])
 def test_client_era(header_value: str | None, modern: bool, supported: bool) -> None:
-    assert client_era(header_value) == (modern, supported)
+    assert rpc.client_era(header_value) == (modern, supported)
 
 
 def test_rpc_error_and_result() -> None:
-    assert orjson.loads(rpc_error(3, -32601, "nope")) == {"jsonrpc": "2.0", "id": 3,
+    assert orjson.loads(rpc.rpc_error(3, -32601, "nope")) == {"jsonrpc": "2.0", "id": 3,
                                                           "error": {"code": -32601, "message": "nope"}}
-    assert orjson.loads(rpc_error(None, -32602, "x", {"missing": ["K"]}))["error"]["data"] == {"missing": ["K"]}
-    assert "data" not in orjson.loads(rpc_error("a", 1, "m"))["error"]
-    assert orjson.loads(rpc_result("a", {"x": 1})) == {"jsonrpc": "2.0", "id": "a", "result": {"x": 1}}
-    assert error_fields({"code": 1, "message": "m", "other": 2}) == {"code": 1, "message": "m", "data": None}
-    assert error_fields({"code": 1, "message": "m", "data": {"k": 1}})["data"] == {"k": 1}
+    assert orjson.loads(rpc.rpc_error(None, -32602, "x", {"missing": ["K"]}))["error"]["data"] == {"missing": ["K"]}
+    assert "data" not in orjson.loads(rpc.rpc_error("a", 1, "m"))["error"]
+    assert orjson.loads(rpc.rpc_result("a", {"x": 1})) == {"jsonrpc": "2.0", "id": "a", "result": {"x": 1}}
+    assert rpc.error_fields({"code": 1, "message": "m", "other": 2}) == {"code": 1, "message": "m", "data": None}
+    assert rpc.error_fields({"code": 1, "message": "m", "data": {"k": 1}})["data"] == {"k": 1}
 
 
 def test_result_for_adds_what_a_2026_client_requires_only_to_it() -> None:
-    legacy = orjson.loads(result_for(1, "tools/list", {"tools": []}, False))
+    legacy = orjson.loads(rpc.result_for(1, "tools/list", {"tools": []}, False))
     assert legacy["result"] == {"tools": []}
-    modern = orjson.loads(result_for(1, "tools/list", {"tools": []}, True))["result"]
+    modern = orjson.loads(rpc.result_for(1, "tools/list", {"tools": []}, True))["result"]
     assert modern["tools"] == [] and modern["resultType"] == "complete"
     assert "ttlMs" in modern and "cacheScope" in modern
 
@@ -119,17 +104,17 @@ def test_result_for_adds_what_a_2026_client_requires_only_to_it() -> None:
     ("prompts/list", "prompts"), ("resources/list", "resources"), ("resources/templates/list", "resourceTemplates"),
 ])
 def test_empty_list(method: str, key: str) -> None:
-    body = empty_list(9, method, False)
+    body = rpc.empty_list(9, method, False)
     assert body is not None and orjson.loads(body) == {"jsonrpc": "2.0", "id": 9, "result": {key: []}}
-    assert empty_list(9, "tools/call", False) is None
+    assert rpc.empty_list(9, "tools/call", False) is None
 
 
 def test_discover_result() -> None:
     info = {"capabilities": {"tools": {}}, "serverInfo": {"name": "s", "version": "1"}, "instructions": "hi"}
-    r = orjson.loads(discover_result(1, info))["result"]
+    r = orjson.loads(rpc.discover_result(1, info))["result"]
     assert r["supportedVersions"] == ["2026-07-28"] and r["_meta"][SERVER_INFO_META] == info["serverInfo"]
     assert r["instructions"] == "hi" and r["resultType"] == "complete"
-    assert "instructions" not in orjson.loads(discover_result(1, {**info, "instructions": None}))["result"]
+    assert "instructions" not in orjson.loads(rpc.discover_result(1, {**info, "instructions": None}))["result"]
 
 
 @pytest.mark.parametrize("host,allowed,ok", [
@@ -143,17 +128,17 @@ def test_discover_result() -> None:
     ("evil.example", ["localhost"], False),
 ])
 def test_host_allowed(host: str, allowed: list[str], ok: bool) -> None:
-    assert host_allowed(host, allowed) is ok
+    assert rpc.host_allowed(host, allowed) is ok
 
 
 def test_headers() -> None:
     scope = {"headers": [(b"x-wemcp-env-key", b"v1"), (b"mcp-session-id", b"s")]}
-    assert header(scope, b"mcp-session-id") == "s"
-    assert header(scope, b"absent") is None
-    view = HeadersView(scope)
+    assert rpc.header(scope, b"mcp-session-id") == "s"
+    assert rpc.header(scope, b"absent") is None
+    view = rpc.HeadersView(scope)
     assert view.get("X-WeMcp-Env-KEY") == "v1" and view.get("nope", "d") == "d"
     assert list(view.items()) == [("x-wemcp-env-key", "v1"), ("mcp-session-id", "s")]
-    assert hdrs({"X-RateLimit-Limit": "5"}) == [(b"x-ratelimit-limit", b"5")]
+    assert rpc.hdrs({"X-RateLimit-Limit": "5"}) == [(b"x-ratelimit-limit", b"5")]
 
 
 def _receiver(*chunks: bytes, disconnect: bool = False):  # type: ignore[no-untyped-def]

@@ -83,30 +83,20 @@ async def test_an_older_submission_or_deployment_changes_nothing(goods):
     rt, _ = goods
     owner = uuid.uuid4()
     p = await server(rt, owner, "maps")
-    await apply(
-        rt,
-        h.on_server_submitted,
-        ServerSubmitted(
+
+    async def submitted(owner_id: uuid.UUID, revision: int) -> None:
+        event = ServerSubmitted(
             server_id=p.subject_ref,
             slug="maps",
             name="io.github.acme/maps",
-            owner_id=owner,
-            revision=3,
-            spec={"title": "Maps v3"},
-        ),
-    )
-    await apply(
-        rt,
-        h.on_server_submitted,
-        ServerSubmitted(
-            server_id=p.subject_ref,
-            slug="maps",
-            name="io.github.acme/maps",
-            owner_id=uuid.uuid4(),
-            revision=2,
-            spec={"title": "Maps v2"},
-        ),
-    )
+            owner_id=owner_id,
+            revision=revision,
+            spec={"title": f"Maps v{revision}"},
+        )
+        await apply(rt, h.on_server_submitted, event)
+
+    await submitted(owner, 3)
+    await submitted(uuid.uuid4(), 2)
     await apply(rt, h.on_server_deployed, ServerDeployed(server_id=p.subject_ref, slug="maps", generation=2, seq=5))
     await apply(rt, h.on_server_deployed, ServerDeployed(server_id=p.subject_ref, slug="maps-old", generation=1, seq=9))
     got = await product_of(rt, p.subject_ref)

@@ -7,6 +7,7 @@ that all its tables live in its own schema; no service reads another's tables.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import DateTime, MetaData, Table, func, text
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -51,9 +53,17 @@ def service_bus_tables(metadata: MetaData) -> tuple[OutboxTables, Table]:
     return outbox_tables(metadata), probe_table(metadata)
 
 
-def timestamp_now() -> Mapped[datetime]:
-    """A ``timestamptz NOT NULL DEFAULT now()`` column (``created_at``, ``updated_at`` kept by the code)."""
+def timestamp_now(*, onupdate: bool = False) -> Mapped[datetime]:
+    """A ``timestamptz NOT NULL DEFAULT now()`` column (``created_at``; ``updated_at`` kept by the code,
+    or with ``onupdate=True`` set to ``now()`` by every ORM update of the row)."""
+    if onupdate:
+        return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now())
     return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def uuid_pk() -> Mapped[uuid.UUID]:
+    """A ``uuid PRIMARY KEY`` column, a fresh ``uuid4`` when the code leaves it unset."""
+    return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
 
 
 def to_async_url(url: str) -> str:

@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, String, Text, func
+from sqlalchemy import Boolean, String, Text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import service_bus_tables, service_metadata
+from wemcp.common.db import service_bus_tables, service_metadata, timestamp_now, uuid_pk
 
 
 class Base(DeclarativeBase):
@@ -30,16 +30,15 @@ class ModelProvider(Base):
 
     __tablename__ = "model_providers"
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     name: Mapped[str] = mapped_column(String(64), unique=True)
     base_url: Mapped[str] = mapped_column(String(500))
     api_key_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)  # v1.<kek id>.<dek>.<ct>
     models: Mapped[list[str]] = mapped_column(JSONB, default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now(onupdate=True)
 
 
 class Agent(Base):
@@ -47,7 +46,7 @@ class Agent(Base):
 
     __tablename__ = "agents"
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
     owner_kind: Mapped[str] = mapped_column(String(16), default="user")  # user | merchant
     name: Mapped[str] = mapped_column(String(100))
@@ -58,6 +57,5 @@ class Agent(Base):
     mcp_servers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     visibility: Mapped[str] = mapped_column(String(16), default="private")  # private | public
     max_tool_rounds: Mapped[int | None] = mapped_column(nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now(onupdate=True)

@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import service_bus_tables, service_metadata, timestamp_now
+from wemcp.common.db import service_bus_tables, service_metadata, timestamp_now, uuid_pk
 
 
 class Base(DeclarativeBase):
@@ -23,7 +23,7 @@ bus_tables, probe_receipts = service_bus_tables(Base.metadata)
 class User(Base):
     __tablename__ = "users"
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     login: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
     name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
@@ -45,7 +45,7 @@ class UserIdentity(Base):
     __tablename__ = "identities"
     __table_args__ = (UniqueConstraint("provider", "subject", name="uq_identities_provider_subject"),)
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False, index=True
     )
@@ -63,7 +63,7 @@ class RefreshToken(Base):
 
     __tablename__ = "refresh_tokens"
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     family_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False, index=True)
     user_id: Mapped[uuid.UUID] = mapped_column(
@@ -92,7 +92,7 @@ class SigningKey(Base):
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False, index=True
     )
@@ -109,7 +109,7 @@ class ApiKey(Base):
 class Invite(Base):
     __tablename__ = "invites"
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     code_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     role: Mapped[str] = mapped_column(String(20), nullable=False)
     email: Mapped[str | None] = mapped_column(String(320))
@@ -134,7 +134,7 @@ class VaultSecret(Base):
         UniqueConstraint("user_id", "server", "name", name="uq_vault_secrets_user_server_name"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False
     )
@@ -153,7 +153,7 @@ class OAuthApp(Base):
     __tablename__ = "oauth_apps"
     __table_args__ = (Index("ix_oauth_apps_servers", "servers", postgresql_using="gin"),)
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     slug: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     authorize_url: Mapped[str] = mapped_column(Text, nullable=False)
@@ -176,7 +176,7 @@ class OAuthConnection(Base):
     __tablename__ = "oauth_connections"
     __table_args__ = (UniqueConstraint("user_id", "app_id", name="uq_oauth_connections_user_app"),)
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("auth.users.id", ondelete="CASCADE"), nullable=False
     )
@@ -197,7 +197,7 @@ class SigninLink(Base):
 
     __tablename__ = "signin_links"
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("auth.users.id", ondelete="CASCADE"),
                                                nullable=False)
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)

@@ -73,16 +73,8 @@ async def create_user(
         role=role,
     )
     await repository.add(session, user)
-    await add_event(
-        session,
-        bus_tables,
-        UserRegistered(
-            user_id=user.id,
-            login=user.login,
-            role=role,
-            provider=provider,
-        ),
-    )
+    registered = UserRegistered(user_id=user.id, login=user.login, role=role, provider=provider)
+    await add_event(session, bus_tables, registered)
     return user
 
 
@@ -97,7 +89,7 @@ async def sign_in(
             raise Conflict(f"this {profile.provider} account is already linked to another user")
         user = await repository.user(session, ident.user_id)
         assert user is not None
-        ident.login, ident.email, ident.profile = profile.login, profile.email, _safe_profile(profile.raw)
+        _profile_into(ident, profile)
         if user.disabled:
             raise Forbidden("the account is disabled")
         return user, False
@@ -116,19 +108,16 @@ async def sign_in(
             provider=profile.provider,
         )
         created = True
-    repository.stage(
-        session,
-        UserIdentity(
-            user_id=user.id,
-            provider=profile.provider,
-            subject=profile.subject,
-            login=profile.login,
-            email=profile.email,
-            profile=_safe_profile(profile.raw),
-        )
-    )
+    ident = UserIdentity(user_id=user.id, provider=profile.provider, subject=profile.subject)
+    repository.stage(session, _profile_into(ident, profile))
     await session.flush()
     return user, created
+
+
+def _profile_into(ident: UserIdentity, profile: Profile) -> UserIdentity:
+    """The identity with what the provider said of the account at this sign-in."""
+    ident.login, ident.email, ident.profile = profile.login, profile.email, _safe_profile(profile.raw)
+    return ident
 
 
 def _safe_profile(raw: dict[str, Any]) -> dict[str, Any]:
@@ -155,16 +144,22 @@ async def me(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+def _fields(row: Any, *names: str) -> dict[str, Any]:
+    """The named attributes of a row as the API answers them: ids as text, times in ISO 8601 (an
+    unset time stays None)."""
+    return {name: _json_value(getattr(row, name)) for name in names}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
 def user_read(user: User) -> dict[str, Any]:
-    return {
-        "id": str(user.id),
-        "login": user.login,
-        "name": user.name,
-        "email": user.email,
-        "avatar_url": user.avatar_url,
-        "role": user.role,
-        "created_at": user.created_at.isoformat(),
-    }
+    return _fields(user, "id", "login", "name", "email", "avatar_url", "role", "created_at")
 
 
 async def _actor(session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -221,20 +216,18 @@ async def set_role(session: AsyncSession, actor_id: uuid.UUID, target_id: uuid.U
     if target.deleted_at is not None:
         raise NotFound("no such user")
     if target.role != role:
-        previous, target.role, target.updated_at = target.role, role, now()
-        await add_event(
-            session,
-            bus_tables,
-            UserRoleChanged(
-                user_id=target.id,
-                role=role,
-                previous_role=previous,
-                actor_id=actor.id,
-            ),
-        )
+        previous = await _change_role(session, target, role, actor.id)
         await record(session, actor, "user.role_change", "user", str(target.id),
                      before={"role": previous}, after={"role": role}, reason=reason)
     return target
+
+
+async def _change_role(session: AsyncSession, user: User, role: str, actor_id: uuid.UUID) -> str:
+    """Give ``user`` ``role`` and tell the other services (``user.role_changed``); the previous role."""
+    previous, user.role, user.updated_at = user.role, role, now()
+    changed = UserRoleChanged(user_id=user.id, role=role, previous_role=previous, actor_id=actor_id)
+    await add_event(session, bus_tables, changed)
+    return previous
 
 
 async def create_invite(
@@ -285,17 +278,7 @@ async def accept_invite(session: AsyncSession, user_id: uuid.UUID, code: str) ->
     user = await repository.user_for_update(session, user_id)
     assert user is not None  # the caller's own row
     if ROLE_RANK[role] > ROLE_RANK[user.role]:  # an invite never lowers a role
-        previous, user.role, user.updated_at = user.role, role, now()
-        await add_event(
-            session,
-            bus_tables,
-            UserRoleChanged(
-                user_id=user.id,
-                role=role,
-                previous_role=previous,
-                actor_id=inviter,
-            ),
-        )
+        await _change_role(session, user, role, inviter)
     return user
 
 
@@ -333,15 +316,7 @@ async def revoke_api_key(session: AsyncSession, user_id: uuid.UUID, key_id: uuid
 
 
 def api_key_read(key: ApiKey) -> dict[str, Any]:
-    return {
-        "id": str(key.id),
-        "name": key.name,
-        "prefix": key.prefix,
-        "servers": key.servers,
-        "created_at": key.created_at.isoformat(),
-        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-    }
+    return _fields(key, "id", "name", "prefix", "servers", "created_at", "expires_at", "revoked_at")
 
 
 async def resolve_api_key(session: AsyncSession, key_hash: str) -> dict[str, Any] | None:
@@ -442,19 +417,9 @@ def connection_context(user_id: uuid.UUID, app_id: uuid.UUID) -> str:
 
 
 def app_read(app: OAuthApp) -> dict[str, Any]:
-    return {
-        "id": str(app.id),
-        "slug": app.slug,
-        "name": app.name,
-        "authorize_url": app.authorize_url,
-        "token_url": app.token_url,
-        "client_id": app.client_id,
-        "scope": app.scope,
-        "pkce": app.pkce,
-        "token_endpoint_auth_method": app.token_endpoint_auth_method,
-        "servers": app.servers,
-        "client_secret": "****",
-    }
+    fields = ("id", "slug", "name", "authorize_url", "token_url", "client_id", "scope", "pkce",
+              "token_endpoint_auth_method", "servers")
+    return {**_fields(app, *fields), "client_secret": "****"}
 
 
 async def app_by_slug(session: AsyncSession, slug: str) -> OAuthApp:
@@ -508,16 +473,7 @@ async def rename_me(session: AsyncSession, user_id: uuid.UUID, name: str | None)
 
 
 def invite_read(i: Invite) -> dict[str, Any]:
-    return {
-        "id": str(i.id),
-        "role": i.role,
-        "email": i.email,
-        "expires_at": i.expires_at.isoformat(),
-        "used_at": i.used_at.isoformat() if i.used_at else None,
-        "max_uses": i.max_uses,
-        "uses": i.uses,
-        "revoked_at": i.revoked_at.isoformat() if i.revoked_at else None,
-    }
+    return _fields(i, "id", "role", "email", "expires_at", "used_at", "max_uses", "uses", "revoked_at")
 
 
 async def my_invites(session: AsyncSession, user_id: uuid.UUID) -> list[dict[str, Any]]:

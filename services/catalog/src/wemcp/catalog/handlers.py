@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,32 +20,26 @@ from wemcp.catalog.repository import servers as repository
 from wemcp.catalog.schemas import ServerJson
 from wemcp.catalog.state import of
 from wemcp.common.bus import BatchSubscription, Handler, Subscription
+from wemcp.common.events import servers
 from wemcp.common.events.base import Event
 from wemcp.common.events.calls import McpCallCompleted, McpCallsCompleted, completed_calls
 from wemcp.common.events.crawler import CrawlerDiscovered
-from wemcp.common.events.servers import (
-    ServerDeployed,
-    ServerDeployFailed,
-    ServerDeploying,
-    ServerDisabled,
-    ServerEnabled,
-    ServerHealth,
-    ServerUpdated,
-)
 from wemcp.common.logging import get_logger
 from wemcp.common.service import Runtime
 
 log = get_logger("wemcp.catalog.handlers")
+# the deployer's three events about one deployment, ordered by its position
+DeployEvent: TypeAlias = servers.ServerDeploying | servers.ServerDeployed | servers.ServerDeployFailed
 
 
-async def _row(session: AsyncSession, event: ServerDeploying | ServerDeployed | ServerDeployFailed) -> Server | None:
+async def _row(session: AsyncSession, event: DeployEvent) -> Server | None:
     row = await repository.server_by_id(session, event.server_id, lock=True)
     if row is None:
         log.warning("event_for_unknown_server", subject=event.subject, server_id=str(event.server_id))
     return row
 
 
-def admit(row: Server, event: ServerDeploying | ServerDeployed | ServerDeployFailed) -> bool:
+def admit(row: Server, event: DeployEvent) -> bool:
     """The ordering rule (docs/events.md, "Server lifecycle"): whether ``event`` is newer than what the
     row holds; if so the row's position moves to it. The deploying, deployed and deploy_failed
     consumers run independently, so the events of a deployment arrive in any order.
@@ -80,21 +75,21 @@ def _set_status(row: Server, status: str, detail: str | None) -> None:
     row.updated_at = db.now()
 
 
-async def on_server_deploying(event: ServerDeploying, session: AsyncSession) -> None:
+async def on_server_deploying(event: servers.ServerDeploying, session: AsyncSession) -> None:
     row = await _row(session, event)
     if row is None or not admit(row, event):
         return
     _set_status(row, "deploying", f"{event.step}: {event.detail}" if event.detail else event.step)
 
 
-async def on_server_deploy_failed(event: ServerDeployFailed, session: AsyncSession) -> None:
+async def on_server_deploy_failed(event: servers.ServerDeployFailed, session: AsyncSession) -> None:
     row = await _row(session, event)
     if row is None or not admit(row, event):
         return
     _set_status(row, "failed", event.reason[:2000])
 
 
-async def on_server_deployed(event: ServerDeployed, session: AsyncSession, runtime: Runtime) -> None:
+async def on_server_deployed(event: servers.ServerDeployed, session: AsyncSession, runtime: Runtime) -> None:
     row = await _row(session, event)
     if row is None or not admit(row, event):
         return
@@ -116,11 +111,11 @@ async def on_server_deployed(event: ServerDeployed, session: AsyncSession, runti
                                row.description[:500], server_slug=row.slug)
 
 
-async def on_server_disabled(event: ServerDisabled, session: AsyncSession) -> None:
+async def on_server_disabled(event: servers.ServerDisabled, session: AsyncSession) -> None:
     await set_enabled_from_a(session, event.server_id)
 
 
-async def on_server_enabled(event: ServerEnabled, session: AsyncSession, runtime: Runtime) -> None:
+async def on_server_enabled(event: servers.ServerEnabled, session: AsyncSession, runtime: Runtime) -> None:
     row = await repository.server_by_id(session, event.server_id)
     if row is None:
         return
@@ -130,7 +125,7 @@ async def on_server_enabled(event: ServerEnabled, session: AsyncSession, runtime
     await set_enabled_from_a(session, event.server_id)
 
 
-async def on_server_updated(event: ServerUpdated, session: AsyncSession, runtime: Runtime) -> None:
+async def on_server_updated(event: servers.ServerUpdated, session: AsyncSession, runtime: Runtime) -> None:
     """An owner/admin edit reaches B now, not on the next deployment. The row lock serialises this
     with the deployed handler (another consumer); whichever runs last projects what A says then.
     ``project`` re-embeds only when the embedded text (title, name, description, tools) changed."""
@@ -173,7 +168,7 @@ async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession,
         await project(session, row, of(runtime).embedder)
 
 
-async def on_server_health(event: ServerHealth, session: AsyncSession, runtime: Runtime) -> None:
+async def on_server_health(event: servers.ServerHealth, session: AsyncSession, runtime: Runtime) -> None:
     """The crawler's latest probe of a server: status, last check, uptime, latency (the detail) and
     B's ``health`` (the ``healthy`` search filter). Order-safe: an older check than the one applied is
     ignored. Tools that changed since the deployment's introspection replace A's and are re-projected."""
@@ -198,14 +193,14 @@ async def on_server_health(event: ServerHealth, session: AsyncSession, runtime: 
 
 
 SUBSCRIPTIONS_EVENTS: list[tuple[type[Event], Handler] | Subscription | BatchSubscription] = [
-    (ServerDeploying, on_server_deploying),
-    (ServerDeployed, on_server_deployed),
-    (ServerDeployFailed, on_server_deploy_failed),
-    (ServerDisabled, on_server_disabled),
-    (ServerEnabled, on_server_enabled),
-    (ServerUpdated, on_server_updated),
+    (servers.ServerDeploying, on_server_deploying),
+    (servers.ServerDeployed, on_server_deployed),
+    (servers.ServerDeployFailed, on_server_deploy_failed),
+    (servers.ServerDisabled, on_server_disabled),
+    (servers.ServerEnabled, on_server_enabled),
+    (servers.ServerUpdated, on_server_updated),
     (CrawlerDiscovered, on_crawler_discovered),
-    (ServerHealth, on_server_health),
+    (servers.ServerHealth, on_server_health),
     # durable "catalog-mcp-call-completed", as when it took single events (its processed_events rows hold)
     BatchSubscription((McpCallCompleted, McpCallsCompleted), on_calls_completed),
 ]

@@ -24,13 +24,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import service_bus_tables, service_metadata
+from wemcp.common.db import service_bus_tables, service_metadata, timestamp_now, uuid_pk
 
 
 class Base(DeclarativeBase):
@@ -55,7 +54,7 @@ class Server(Base):
         Index("ix_servers_review_queue", "review_requested_at", postgresql_where=text("status = 'pending_review'")),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     slug: Mapped[str] = mapped_column(String(80), unique=True)
     name: Mapped[str] = mapped_column(String(200))  # registry style: io.github.user/weather
     version: Mapped[str] = mapped_column(String(64))
@@ -104,8 +103,8 @@ class Server(Base):
     calls: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     stars: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # timestamps
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now()
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deployed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # health, from the crawler's probes (server.health): the latest check applied
@@ -153,8 +152,8 @@ class SearchDoc(Base):
     popularity: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     health: Mapped[str | None] = mapped_column(String(20))  # A's health_status (the "healthy" filter)
     featured: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
-    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now()
 
 
 class Category(Base):
@@ -171,13 +170,13 @@ class News(Base):
     __tablename__ = "news"
     __table_args__ = (Index("ix_news_published", "published", "published_at"),)
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     kind: Mapped[str] = mapped_column(String(32))  # announcement | server_published
     title: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text, default="")
     server_slug: Mapped[str | None] = mapped_column(String(80))
     published: Mapped[bool] = mapped_column(Boolean, default=True)
-    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime] = timestamp_now()
     author_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     # announcements projected from goods (goods.announcement_changed); NULL for admin-posted news
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -199,7 +198,7 @@ class Archive(Base):
     manifest: Mapped[dict[str, Any]] = mapped_column(JSONB)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     owner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
 
 
 class Submission(Base):
@@ -211,7 +210,7 @@ class Submission(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    at: Mapped[datetime] = timestamp_now()
 
 
 class Handle(Base):
@@ -222,7 +221,7 @@ class Handle(Base):
 
     handle: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
 
 
 class DomainClaim(Base):
@@ -234,12 +233,12 @@ class DomainClaim(Base):
     __table_args__ = (UniqueConstraint("owner_id", "domain", name="uq_domain_claims_owner_domain"),
                       Index("ix_domain_claims_domain", "domain"))
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     domain: Mapped[str] = mapped_column(String(253))
     token: Mapped[str] = mapped_column(String(64))
     method: Mapped[str | None] = mapped_column(String(10))  # dns | http, once verified
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -254,4 +253,4 @@ class Publisher(Base):
     trusted: Mapped[bool] = mapped_column(Boolean, default=True)
     note: Mapped[str | None] = mapped_column(Text)
     set_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = timestamp_now()

@@ -78,18 +78,8 @@ async def _apply(session: AsyncSession, run_id: uuid.UUID, source: str, page: so
         row = rows.get(f.key)
         fp = f.fingerprint
         if row is None:
-            repository.add(
-                session,
-                Discovered(
-                    package_key=f.key,
-                    source=source,
-                    name=f.name,
-                    version=f.version,
-                    fingerprint=fp,
-                    pypi_name=f.pypi_name,
-                    emitted=1,
-                ),
-            )
+            row = Discovered(package_key=f.key, emitted=0)
+            repository.add(session, row)
             new += 1
         elif row.source != source and RANK[source] <= RANK.get(row.source, 0):
             row.last_seen = repository.now_sql()  # another source's description stands
@@ -98,10 +88,10 @@ async def _apply(session: AsyncSession, run_id: uuid.UUID, source: str, page: so
             row.last_seen = repository.now_sql()
             continue
         else:
-            row.source, row.name, row.version, row.fingerprint = source, f.name, f.version, fp
-            row.pypi_name = f.pypi_name
-            row.last_seen, row.emitted = repository.now_sql(), row.emitted + 1
+            row.last_seen = repository.now_sql()
             updated += 1
+        row.source, row.name, row.version, row.fingerprint = source, f.name, f.version, fp
+        row.pypi_name, row.emitted = f.pypi_name, row.emitted + 1
         events.append(
             CrawlerDiscovered(
                 source=source, name=f.name, version=f.version, description=f.description, server_json=f.server_json

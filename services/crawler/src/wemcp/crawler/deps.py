@@ -8,41 +8,20 @@ request log's CSV export opens a session per page from it while the response str
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from fastapi import Depends
 
-from wemcp.common.service import Runtime
+from wemcp.common.deps import RuntimeOf, Session, Sessions
 from wemcp.crawler.config import Settings
 
-
-def state(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
+__all__ = ["Config", "Session", "Sessions", "State"]
 
 
-def settings(rt: Annotated[Runtime, Depends(state)]) -> Settings:
+def settings(rt: RuntimeOf) -> Settings:
     assert isinstance(rt.settings, Settings)
     return rt.settings
 
 
-def sessions(rt: Annotated[Runtime, Depends(state)]) -> async_sessionmaker[AsyncSession]:
-    """Where a handler that needs more than the request's session (a streamed export) opens its own."""
-    assert rt.sessions is not None
-    return rt.sessions
-
-
-async def session(
-    factory: Annotated[async_sessionmaker[AsyncSession], Depends(sessions)],
-) -> AsyncIterator[AsyncSession]:
-    """One session per request; a handler that writes opens its transaction with ``s.begin()``."""
-    async with factory() as s:
-        yield s
-
-
-State = Annotated[Runtime, Depends(state)]
+State = RuntimeOf
 Config = Annotated[Settings, Depends(settings)]
-Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(sessions)]
-Session = Annotated[AsyncSession, Depends(session)]

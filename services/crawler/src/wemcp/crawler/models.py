@@ -28,7 +28,7 @@ from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Index, Inte
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import service_bus_tables, service_metadata
+from wemcp.common.db import service_bus_tables, service_metadata, timestamp_now, uuid_pk
 
 
 class Base(DeclarativeBase):
@@ -45,11 +45,11 @@ class CrawlRun(Base):
         Index("ix_crawl_runs_source_started", "source", "started_at"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     source: Mapped[str] = mapped_column(String(20))  # registry | npm | pypi
     trigger: Mapped[str] = mapped_column(String(20))  # schedule | admin
     status: Mapped[str] = mapped_column(String(20), default="running")  # running|finished|failed|interrupted
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime] = timestamp_now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     found: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     new: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
@@ -86,8 +86,8 @@ class Discovered(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     # PyPI packages a registry entry names (looked up by the pypi source)
     pypi_name: Mapped[str | None] = mapped_column(Text)
-    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    first_seen: Mapped[datetime] = timestamp_now()
+    last_seen: Mapped[datetime] = timestamp_now()
     emitted: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
 
@@ -123,7 +123,7 @@ class ProbeResult(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     slug: Mapped[str] = mapped_column(String(80))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    at: Mapped[datetime] = timestamp_now()
     status: Mapped[str] = mapped_column(String(20))  # up | degraded | down
     latency_ms: Mapped[float | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)

@@ -7,18 +7,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wemcp.common.deps import Sessions
 from wemcp.deployer.service import Orchestrator
 
+__all__ = ["KEY", "Sessions", "Worker"]
+
 KEY = "orchestrator"  # where main.start_worker keeps the worker in runtime.extras
-
-
-def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] | None = request.app.state.runtime.sessions
-    if sessions is None:
-        raise RuntimeError("the deployer runs with a database; its runtime has no session factory")
-    return sessions
 
 
 def _orchestrator(request: Request) -> Orchestrator | None:
@@ -26,5 +21,4 @@ def _orchestrator(request: Request) -> Orchestrator | None:
     return orch
 
 
-Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
 Worker = Annotated[Orchestrator | None, Depends(_orchestrator)]

@@ -16,10 +16,12 @@ from typing import Annotated, Any
 import httpx2 as httpx
 from fastapi import Depends, Request
 
+from wemcp.common.deps import RuntimeOf
 from wemcp.common.identity import Identity
-from wemcp.common.service import Runtime
 from wemcp.gateway.config import Settings
 from wemcp.gateway.wiring import Mcp
+
+__all__ = ["GatewaySettings", "GatewayState", "McpParts", "RuntimeOf", "State"]
 
 
 @dataclass
@@ -33,11 +35,6 @@ class GatewayState:
     openapi_cache: tuple[float, dict[str, Any]] | None = field(default=None)
     # Set by the auth integration: verifies a request's JWT or API key; None = anonymous.
     verifier: Callable[[Request], Awaitable[Identity | None]] | None = None
-
-
-async def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 async def _state(request: Request) -> GatewayState:
@@ -55,7 +52,6 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-RuntimeOf = Annotated[Runtime, Depends(_runtime)]
 State = Annotated[GatewayState, Depends(_state)]
 McpParts = Annotated[Mcp, Depends(_mcp)]
 GatewaySettings = Annotated[Settings, Depends(_settings)]

@@ -30,13 +30,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import service_bus_tables, service_metadata
+from wemcp.common.db import service_bus_tables, service_metadata, timestamp_now, uuid_pk
 
 
 class Base(DeclarativeBase):
@@ -58,7 +57,7 @@ class Product(Base):
         Index("ix_products_slug", "kind", "slug"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     kind: Mapped[str] = mapped_column(String(16))
     # the server's id or the agent's id (what lifecycle events name)
     subject_ref: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
@@ -83,9 +82,8 @@ class Product(Base):
     copy_edited: Mapped[bool] = mapped_column(Boolean, default=False)  # the merchant's copy wins
     listed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now(onupdate=True)
 
 
 class Plan(Base):
@@ -96,7 +94,7 @@ class Plan(Base):
         CheckConstraint("price_cents >= 0", name="price"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True),
                                                   ForeignKey("goods.products.id", ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(64))
@@ -108,9 +106,8 @@ class Plan(Base):
     is_free: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now(onupdate=True)
 
 
 class Entitlement(Base):
@@ -129,9 +126,8 @@ class Entitlement(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     granted_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     note: Mapped[str] = mapped_column(String(500), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now(onupdate=True)
 
 
 class Account(Base):
@@ -175,18 +171,17 @@ class Announcement(Base):
     __tablename__ = "announcements"
     __table_args__ = (Index("ix_announcements_visible", "deleted", "publish_at"),)
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = uuid_pk()
     title_zh: Mapped[str] = mapped_column(String(200), default="")
     title_en: Mapped[str] = mapped_column(String(200), default="")
     body_zh: Mapped[str] = mapped_column(Text, default="")
     body_en: Mapped[str] = mapped_column(Text, default="")
     pinned: Mapped[bool] = mapped_column(Boolean, default=False)
-    publish_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    publish_at: Mapped[datetime] = timestamp_now()
     expire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     updated_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    created_at: Mapped[datetime] = timestamp_now()
+    updated_at: Mapped[datetime] = timestamp_now(onupdate=True)

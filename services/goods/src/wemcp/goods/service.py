@@ -397,21 +397,14 @@ async def grant(
         ent.version += 1
     ent.plan_id, ent.active, ent.expires_at, ent.note, ent.granted_by = plan.id, True, expires_at, note, who.user_id
     await emit_entitlement(session, p, ent, plan, who)
-    await record(
-        session,
-        who,
-        "entitlement.grant",
-        "user",
-        user_id,
-        before,
-        {
-            "product_id": str(p.id),
-            "plan_id": str(plan.id),
-            "plan_code": plan.code,
-            "calls_per_day": plan.calls_per_day,
-            "expires_at": expires_at.isoformat() if expires_at else None,
-        },
-    )
+    after = {
+        "product_id": str(p.id),
+        "plan_id": str(plan.id),
+        "plan_code": plan.code,
+        "calls_per_day": plan.calls_per_day,
+        "expires_at": expires_at.isoformat() if expires_at else None,
+    }
+    await record(session, who, "entitlement.grant", "user", user_id, before, after)
     await session.flush()
     await session.refresh(ent)  # as stored: its updated_at
     return ent, plan
@@ -425,16 +418,8 @@ async def revoke(session: AsyncSession, p: Product, who: Identity, user_id: uuid
     ent.version += 1
     plan = await repository.plan(session, ent.plan_id) if ent.plan_id else None
     await emit_entitlement(session, p, ent, plan, who)
-    await record(
-        session,
-        who,
-        "entitlement.revoke",
-        "user",
-        user_id,
-        {"product_id": str(p.id), "plan_id": str(ent.plan_id) if ent.plan_id else None},
-        None,
-        reason,
-    )
+    before = {"product_id": str(p.id), "plan_id": str(ent.plan_id) if ent.plan_id else None}
+    await record(session, who, "entitlement.revoke", "user", user_id, before, None, reason)
 
 
 async def entitlement_for(

@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, Index, Integer, String, func
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, Index, Integer, String
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from wemcp.common.db import service_bus_tables, service_metadata
+from wemcp.common.db import service_bus_tables, service_metadata, timestamp_now
 
 
 class Base(DeclarativeBase):
@@ -46,8 +46,7 @@ class QuotaPolicy(Base):
     global_daily_cap: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(String(500), default="")
     updated_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    updated_at: Mapped[datetime] = timestamp_now(onupdate=True)
 
 
 class DailyUsage(Base):
@@ -70,8 +69,7 @@ class DailyUsage(Base):
     refused: Mapped[int] = mapped_column(BigInteger, default=0)
     errors: Mapped[int] = mapped_column(BigInteger, default=0)
     latency_ms_sum: Mapped[float] = mapped_column(default=0.0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    updated_at: Mapped[datetime] = timestamp_now(onupdate=True)
 
 
 class UserEntitlement(Base):
@@ -91,5 +89,4 @@ class UserEntitlement(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     active: Mapped[bool] = mapped_column()
     version: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    updated_at: Mapped[datetime] = timestamp_now(onupdate=True)
