@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -13,7 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.auth.config import Settings
 from wemcp.auth.tokens import SigningKeys
+from wemcp.common.deps import Session  # one session per request, re-exported for the handlers
 from wemcp.common.sealing import Keyring
+
+__all__ = ["AuthState", "Session", "State", "state"]
 
 
 @dataclass
@@ -32,11 +34,4 @@ def state(request: Request) -> AuthState:
     return st
 
 
-async def session(st: Annotated[AuthState, Depends(state)]) -> AsyncIterator[AsyncSession]:
-    """One session per request; a handler that writes opens its transaction with ``s.begin()``."""
-    async with st.sessions() as s:
-        yield s
-
-
 State = Annotated[AuthState, Depends(state)]
-Session = Annotated[AsyncSession, Depends(session)]

@@ -4,7 +4,6 @@ declare ``st: State``, ``s: Session`` or ``quota: Quota`` in their signature ins
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,8 +11,11 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wemcp.common.deps import Session  # one session per request, re-exported for the handlers
 from wemcp.quota.client import QuotaClient
 from wemcp.ratelimit.config import Settings
+
+__all__ = ["KEY", "Quota", "RatelimitState", "Session", "State"]
 
 KEY = "ratelimit"  # where main._start keeps the state in runtime.extras
 
@@ -33,12 +35,6 @@ async def _state(request: Request) -> RatelimitState:
     return st
 
 
-async def session(st: Annotated[RatelimitState, Depends(_state)]) -> AsyncIterator[AsyncSession]:
-    """One session per request; a handler that writes opens its transaction with ``s.begin()``."""
-    async with st.sessions() as s:
-        yield s
-
-
 async def _quota(request: Request) -> QuotaClient:
     # looked up per request, not kept in the state: a test swaps it for a client on an unreachable Redis
     quota: QuotaClient = request.app.state.runtime.extras["quota"]
@@ -46,5 +42,4 @@ async def _quota(request: Request) -> QuotaClient:
 
 
 State = Annotated[RatelimitState, Depends(_state)]
-Session = Annotated[AsyncSession, Depends(session)]
 Quota = Annotated[QuotaClient, Depends(_quota)]
