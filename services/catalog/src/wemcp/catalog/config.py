@@ -89,7 +89,8 @@ class Settings(ServiceSettings):
     text_candidate_budget: int = Field(default=500, ge=100)
     text_scan_cap: int = Field(default=500, ge=100)  # documents the common words select, at most
     text_prefilter: int = Field(default=400, ge=10, le=100_000)  # full-text candidates BM25 scores
-    term_stats_seconds: float = Field(default=600.0, gt=0)  # how often idf statistics are recounted
+    # idf statistics are recounted at least this often (for other replicas' changes; search.TermStats)
+    term_stats_seconds: float = Field(default=600.0, gt=0)
 
 
 @lru_cache

@@ -75,6 +75,13 @@ def _set_status(row: Server, status: str, detail: str | None) -> None:
     row.updated_at = db.now()
 
 
+async def _project(session: AsyncSession, runtime: Runtime, row: Server) -> None:
+    """B's row of ``row`` from A; search's idf statistics are stale once this commits."""
+    state = of(runtime)
+    await project(session, row, state.embedder)
+    state.terms.changed(session)
+
+
 async def on_server_deploying(event: servers.ServerDeploying, session: AsyncSession) -> None:
     row = await _row(session, event)
     if row is None or not admit(row, event):
@@ -105,14 +112,15 @@ async def on_server_deployed(event: servers.ServerDeployed, session: AsyncSessio
     _set_status(row, "published", None)
     await session.flush()
     await session.refresh(row)
-    await project(session, row, of(runtime).embedder)
+    await _project(session, runtime, row)
     if first_publish:
         await service.add_news(session, "server_published", f"New server: {row.title}",
                                row.description[:500], server_slug=row.slug)
 
 
-async def on_server_disabled(event: servers.ServerDisabled, session: AsyncSession) -> None:
+async def on_server_disabled(event: servers.ServerDisabled, session: AsyncSession, runtime: Runtime) -> None:
     await set_enabled_from_a(session, event.server_id)
+    of(runtime).terms.changed(session)
 
 
 async def on_server_enabled(event: servers.ServerEnabled, session: AsyncSession, runtime: Runtime) -> None:
@@ -121,8 +129,9 @@ async def on_server_enabled(event: servers.ServerEnabled, session: AsyncSession,
         return
     if row.deployed_at is not None:
         # Re-project fully (cheap when nothing embedded changed): B must match A, whatever happened.
-        await project(session, row, of(runtime).embedder)
+        await _project(session, runtime, row)
     await set_enabled_from_a(session, event.server_id)
+    of(runtime).terms.changed(session)
 
 
 async def on_server_updated(event: servers.ServerUpdated, session: AsyncSession, runtime: Runtime) -> None:
@@ -132,7 +141,7 @@ async def on_server_updated(event: servers.ServerUpdated, session: AsyncSession,
     row = await repository.server_by_id(session, event.server_id, lock=True)
     if row is None or row.deployed_at is None:  # no B row before the first deployment
         return
-    await project(session, row, of(runtime).embedder)
+    await _project(session, runtime, row)
 
 
 # Which MCP requests count as a use of the server (initialize, tools/list ... do not).
@@ -165,7 +174,7 @@ async def on_crawler_discovered(event: CrawlerDiscovered, session: AsyncSession,
         return
     row = await service.import_crawled(session, n, event.source)
     if row is not None:
-        await project(session, row, of(runtime).embedder)
+        await _project(session, runtime, row)
 
 
 async def on_server_health(event: servers.ServerHealth, session: AsyncSession, runtime: Runtime) -> None:
@@ -187,7 +196,7 @@ async def on_server_health(event: servers.ServerHealth, session: AsyncSession, r
         return  # no B row yet
     if event.tools is not None:
         await session.refresh(row)
-        await project(session, row, of(runtime).embedder)
+        await _project(session, runtime, row)
     else:
         await search_docs.set_health(session, row.id, event.status)
 

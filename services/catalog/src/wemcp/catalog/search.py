@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -53,8 +54,11 @@ from wemcp.catalog.glossary import translations
 from wemcp.catalog.repository import search as repository
 from wemcp.catalog.schemas import SearchRequest
 from wemcp.catalog.text import correctable, edits1, is_prefix_term, query_terms
+from wemcp.common.logging import get_logger
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
+
+log = get_logger("wemcp.catalog.search")
 
 MAX_EXPANSIONS = 6  # indexed words an ASCII prefix expands to (the most frequent first)
 MAX_CORRECTIONS = 2  # indexed words one edit away that an unknown query word is corrected to
@@ -62,39 +66,78 @@ MAX_CORRECTIONS = 2  # indexed words one edit away that an unknown query word is
 
 @dataclass
 class TermStats:
-    """Document frequencies of B's lexemes (enabled rows), for idf. Loaded at the first search and
-    refreshed in the background once older than ``ttl`` seconds: idf needs to be about right, not
-    exact, and counting 100k documents' lexemes takes seconds. A word unseen at the last refresh
-    counts as rare (document frequency 0)."""
+    """Document frequencies of B's lexemes (enabled rows), for idf. Counting them reads every
+    enabled document (1-2 s at 100k), so they are kept and recounted when stale: after a change this
+    process made to B (``changed``, marked at commit) or once older than ``ttl`` seconds (changes
+    other replicas made). A count that took less than ``sync_budget`` seconds (a small catalog) is
+    redone inside the search that finds the statistics stale; a costlier one runs in the background,
+    at most once per ``cost * backoff`` seconds, while searches use the previous statistics. A big
+    catalog is counted at start (``warm``), so the first search does not wait. A word unseen at the
+    last count counts as rare (document frequency 0)."""
 
     ttl: float = 600.0
+    sync_budget: float = 0.05
+    backoff: float = 20.0
     n_docs: int = 0
     avgdl: float = 1.0
     df: dict[str, int] = field(default_factory=dict)
     vocab: list[str] = field(default_factory=list)  # sorted ASCII words, for prefix expansion
     loaded_at: float = -math.inf
+    cost: float = 0.0  # seconds the last count took
+    dirty: bool = False  # this process changed B since the last count began
     plans: dict[tuple[Any, ...], tuple[TermPlan | None, bool]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _task: asyncio.Task[None] | None = None
 
+    async def warm(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Counted at start. Kept only when the count was costly: a small catalog's statistics are
+        counted again at its first search (cheaply), since the catalog at start may still be empty."""
+        await self.refresh(sessions)
+        if self.cost < self.sync_budget:
+            self.loaded_at = -math.inf
+
+    def changed(self, session: AsyncSession) -> None:
+        """``session`` wrote B: the statistics are stale once it commits."""
+        sa_event.listen(session.sync_session, "after_commit", self._mark, once=True)
+
+    def _mark(self, _session: object) -> None:
+        self.dirty = True
+
+    def stale(self) -> bool:
+        return self.dirty or time.monotonic() - self.loaded_at > self.ttl
+
     async def ready(self, sessions: async_sessionmaker[AsyncSession]) -> TermStats:
-        if self.loaded_at == -math.inf:
+        if self.loaded_at == -math.inf or (self.stale() and self.cost < self.sync_budget):
             await self.refresh(sessions)
-        elif time.monotonic() - self.loaded_at > self.ttl and (self._task is None or self._task.done()):
-            self._task = asyncio.create_task(self.refresh(sessions))
+        elif (self.stale() and (self._task is None or self._task.done())
+              and time.monotonic() - self.loaded_at > self.cost * self.backoff):
+            self._task = asyncio.create_task(self._background(sessions))
         return self
+
+    async def _background(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        try:
+            await self.refresh(sessions)
+        except Exception as exc:  # the searches go on with the previous statistics; the next one retries
+            log.warning("term_stats_refresh_failed", error=str(exc)[:300])
 
     async def refresh(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         async with self._lock:
-            if time.monotonic() - self.loaded_at <= self.ttl:
-                return  # another caller refreshed while this one waited
-            async with sessions() as s, s.begin():
-                n, avgdl, rows = await repository.term_stats(s)
+            if self.loaded_at != -math.inf and not self.stale():
+                return  # another caller counted while this one waited
+            self.dirty = False  # a change committed from here on marks the next count
+            started = time.monotonic()
+            try:
+                async with sessions() as s, s.begin():
+                    n, avgdl, rows = await repository.term_stats(s)
+            except BaseException:
+                self.dirty = True
+                raise
             self.df = {w: int(c) for w, c in rows}
             self.vocab = sorted(w for w in self.df if not _CJK.search(w))
             self.n_docs, self.avgdl = int(n), max(float(avgdl), 1.0)
             self.plans = {}
             self.loaded_at = time.monotonic()
+            self.cost = self.loaded_at - started
 
     def close(self) -> None:
         """Stop a background refresh still running (the service is stopping)."""

@@ -17,7 +17,10 @@ from wemcp.catalog.repository.search import install_settings
 from wemcp.catalog.resolve import Resolver
 from wemcp.catalog.search import TermStats
 from wemcp.common.db import make_engine
+from wemcp.common.logging import get_logger
 from wemcp.common.service import Runtime
+
+log = get_logger("wemcp.catalog.state")
 
 KEY = "catalog"
 
@@ -72,8 +75,14 @@ async def on_start(runtime: Runtime) -> None:
                                     isolation_level="AUTOCOMMIT")
         install_settings(search_engine, settings)
         search_sessions = async_sessionmaker(search_engine, expire_on_commit=False)
-    runtime.extras[KEY] = CatalogState(settings, embedder, CachedQueries(embedder), resolver,
-                                       TermStats(ttl=settings.term_stats_seconds), search_engine, search_sessions)
+    terms = TermStats(ttl=settings.term_stats_seconds)
+    runtime.extras[KEY] = CatalogState(settings, embedder, CachedQueries(embedder), resolver, terms, search_engine,
+                                       search_sessions)
+    if runtime.sessions is not None:
+        try:
+            await terms.warm(runtime.sessions)
+        except Exception as exc:  # e.g. not migrated yet: the first search counts them
+            log.warning("term_stats_warm_failed", error=str(exc)[:300])
 
 
 async def on_stop(runtime: Runtime) -> None:
