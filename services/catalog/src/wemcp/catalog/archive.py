@@ -4,7 +4,7 @@ The archive itself is read by the shared strict reader (``wemcp.common.archives`
 deployer extracts with: format from the bytes, no polyglots or hidden data, no absolute paths,
 ``..``, links or special files, bounded entries and measured expansion. Then the dependencies the
 deployer would install from it on the host (``requirements.txt`` of a Python archive,
-``package.json`` of a Node one) must all be plain registry packages (``wemcp.common.dependencies``).
+``package.json`` of a Node one) must all be plain registry packages (``wemcp.common.requirements``).
 Every refusal is a 422 on the ``archive`` field naming what is wrong."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from wemcp.catalog.normalize import field_error
 from wemcp.common.archives import ArchiveLimits, ArchiveRefused, read_archive
-from wemcp.common.dependencies import DependencyRefused, check_package_json, parse_requirements_txt
+from wemcp.common.requirements import DependencyRefused, check_package_json, parse_requirements_txt
 
 
 @dataclass

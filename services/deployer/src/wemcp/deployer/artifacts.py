@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-from wemcp.common.dependencies import DependencyRefused, check_requirement
+from wemcp.common.requirements import DependencyRefused, check_requirement
 from wemcp.deployer.install import Installer, InstallError, _pip_reason, _run, _tail
 from wemcp.deployer.spec import DeploySpec, base_env, package_argv
 

@@ -5,7 +5,7 @@ deploy of the same version costs nothing (idempotent).
 Installs run on the host, outside the sandbox, so they never run submitted code: Python packages
 and their dependencies install from wheels only (``--no-build``: no build backend runs), npm never
 runs lifecycle scripts (``--ignore-scripts``), and only plain registry requirements are installed
-(``wemcp.common.dependencies``: no options, paths, URLs or VCS references). Uploaded archives are
+(``wemcp.common.requirements``: no options, paths, URLs or VCS references). Uploaded archives are
 extracted with the same strict reader the catalog checked them with (``wemcp.common.archives``),
 from the very bytes whose sha256 was checked."""
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from wemcp.common.archive_client import ArchiveClient, ArchiveFetchError, stored_file
 from wemcp.common.archives import ArchiveLimits, ArchiveRefused, read_archive
-from wemcp.common.dependencies import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
+from wemcp.common.requirements import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
 from wemcp.common.logging import get_logger
 from wemcp.common.trust import Issuer
 from wemcp.deployer.sandbox import Failed, kill_tree

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from wemcp.common.dependencies import check_requirement
+from wemcp.common.requirements import check_requirement
 from wemcp.common.events import spec as wire
 from wemcp.common.events.spec import ENV_NAME, PLACEHOLDER, SHA256, VERSION, package_name_problem
 
@@ -86,7 +86,7 @@ class Manifest(wire.Manifest):
     @field_validator("requirements")
     @classmethod
     def _requirements(cls, v: list[str]) -> list[str]:
-        # registry packages only: no options, paths, URLs or VCS references (see wemcp.common.dependencies)
+        # registry packages only: no options, paths, URLs or VCS references (see wemcp.common.requirements)
         return [check_requirement(r) for r in v]
 
 
