@@ -15,6 +15,7 @@ Method
 
     .venv/bin/python bench/search_quality.py              # the table, both halves, every mode
     .venv/bin/python bench/search_quality.py --tune       # also fit the fusion weights on the tuning half
+    .venv/bin/python bench/search_quality.py --fresh      # also the fresh held-out set (search_set_fresh)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 from benchkit import run_catalog_bench
 
 SET = Path(__file__).parent / "search_set"
+FRESH = Path(__file__).parent / "search_set_fresh"
 
 MODES = {"hybrid": "hybrid", "vector": "vector", "full text": "text"}
 # The fusion grid of --tune (second round, around the first round's best: translation_weight 1.0,
@@ -41,6 +43,7 @@ CORRECTION_WEIGHTS = (0.3, 0.5, 0.7, 1.0)  # words one edit from a misspelled qu
 GRID = ([0.5, 1.0], [2.0, 3.0, 5.0], [0.25, 0.5], [0.25, 1.0, 2.0, 4.0], [10.0, 20.0, 40.0], [0.9, 1.0])
 COLUMNS = [("all", None), ("zh", "zh"), ("en", "en"), ("typo", "typo"), ("zh→en", "x_zh_en"),
            ("en→zh", "x_en_zh")]
+FRESH_COLUMNS = [("all", None), ("zh (→en)", "zh"), ("en", "en"), ("typo", "typo")]
 
 
 def corpus() -> list[dict[str, Any]]:
@@ -51,17 +54,35 @@ def queries() -> list[dict[str, Any]]:
     return json.loads((SET / "queries.json").read_text(encoding="utf-8"))
 
 
+def fresh_set() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The fresh held-out set (bench/search_set_fresh, README there): its documents, searched together
+    with the main corpus, and its queries (``relevant`` packages of either corpus, ``|``-separated)."""
+    docs = [json.loads(line) for line in (FRESH / "corpus.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    qs = []
+    for line in (FRESH / "queries.tsv").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            cat, q, rel = line.split("\t")
+            qs.append({"q": q, "cat": cat, "half": "fresh", "expected": rel.split("|")})
+    return docs, qs
+
+
 async def vectors(embedder: Any, texts: list[str]) -> list[list[float]]:
     from wemcp.testkit.catalog import corpus_vectors
 
     return await corpus_vectors(embedder, texts, SET / "corpus_vectors.npz")
 
 
-async def load(sessions: Any, embedder: Any) -> dict[str, str]:
+async def load(sessions: Any, embedder: Any, fresh: bool = False) -> dict[str, str]:
+    """The corpus listed and projected (and the fresh set's documents after it when ``fresh``): a map
+    of each server's id and slug to its package."""
     from wemcp.testkit.catalog import add_corpus
 
     docs = corpus()
     rows = await add_corpus(sessions, embedder, docs, SET / "corpus_vectors.npz")
+    if fresh:
+        more = fresh_set()[0]
+        rows += await add_corpus(sessions, embedder, more, FRESH / "corpus_vectors.npz", start=len(docs))
+        docs = docs + more
     return {str(r.id): d["package"] for r, d in zip(rows, docs, strict=True)} | \
         {r.slug: d["package"] for r, d in zip(rows, docs, strict=True)}
 
@@ -73,12 +94,13 @@ def metrics(ranked: list[str | None], expected: list[str]) -> tuple[float, float
     return recall, rr
 
 
-def table(results: dict[str, list[dict[str, Any]]], title: str) -> list[str]:
-    lines = [f"\n{title}", "| mode | " + " | ".join(f"recall@10 {c}" if c == "all" else c for c, _ in COLUMNS)
-             + " | MRR |", "|---|" + "---|" * (len(COLUMNS) + 1)]
+def table(results: dict[str, list[dict[str, Any]]], title: str,
+          columns: list[tuple[str, str | None]] = COLUMNS) -> list[str]:
+    lines = [f"\n{title}", "| mode | " + " | ".join(f"recall@10 {c}" if c == "all" else c for c, _ in columns)
+             + " | MRR |", "|---|" + "---|" * (len(columns) + 1)]
     for mode, per_query in results.items():
         cells = []
-        for _, cat in COLUMNS:
+        for _, cat in columns:
             sel = [p for p in per_query if cat is None or p["cat"] == cat]
             cells.append(f"{np.mean([p['recall'] for p in sel]):.3f} (n={len(sel)})" if cat is None
                          else f"{np.mean([p['recall'] for p in sel]):.3f}")
@@ -86,11 +108,12 @@ def table(results: dict[str, list[dict[str, Any]]], title: str) -> list[str]:
     return lines
 
 
-async def evaluate(client: Any, slug_to_pkg: dict[str, str], half: str) -> dict[str, list[dict[str, Any]]]:
+async def evaluate(client: Any, slug_to_pkg: dict[str, str],
+                   qs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for label, mode in MODES.items():
         per_query = []
-        for q in (q for q in queries() if q["half"] == half):
+        for q in qs:
             r = await client.post("/api/v1/servers/search", json={"query": q["q"], "page_size": 10, "mode": mode})
             assert r.status_code == 200, r.text
             got = [slug_to_pkg.get(i["slug"]) for i in r.json()["items"]]
@@ -151,6 +174,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--misses", action="store_true", help="list the weakest hybrid queries of each half")
+    parser.add_argument("--fresh", action="store_true",
+                        help="also load bench/search_set_fresh's documents and report its queries")
     args = parser.parse_args()
     run_catalog_bench("wemcp-bench-quality-", lambda db, nats: run(args, db, nats))
 
@@ -167,12 +192,18 @@ async def run(args: argparse.Namespace, db_url: str, nats_url: str) -> list[str]
     qs = queries()
     lines = [f"{len(corpus())} documents, {len(qs)} queries "
              f"({sum(q['half'] == 'tune' for q in qs)} tuning, {sum(q['half'] == 'test' for q in qs)} test)"]
+    halves = [("test half (never tuned on)", [q for q in qs if q["half"] == "test"], COLUMNS),
+              ("tuning half", [q for q in qs if q["half"] == "tune"], COLUMNS)]
+    if args.fresh:
+        docs, fresh_qs = fresh_set()
+        lines.append(f"fresh set: {len(docs)} more documents (searched with the corpus), {len(fresh_qs)} queries")
+        halves.insert(0, ("fresh set (bench/search_set_fresh)", fresh_qs, FRESH_COLUMNS))
     async with running(SPEC, settings) as app:
-        mapping = await load(app.state.runtime.sessions, of(app.state.runtime).embedder)
+        mapping = await load(app.state.runtime.sessions, of(app.state.runtime).embedder, fresh=args.fresh)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as client:
-            for half, title in (("test", "test half (never tuned on)"), ("tune", "tuning half")):
-                results = await evaluate(client, mapping, half)
-                lines += table(results, title)
+            for title, selected, columns in halves:
+                results = await evaluate(client, mapping, selected)
+                lines += table(results, title, columns)
                 if args.misses:
                     weak = sorted(results["hybrid"], key=lambda p: (p["recall"], p["rr"]))[:25]
                     lines += [f"  miss {p['cat']:8} r={p['recall']:.2f} rr={p['rr']:.2f} {p['q']!r} "

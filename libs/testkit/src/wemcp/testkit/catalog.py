@@ -107,10 +107,12 @@ async def corpus_vectors(embedder: Any, texts: list[str], cache: Path, batch: in
     return out
 
 
-async def add_corpus(sessions: Any, embedder: Any, docs: list[dict[str, Any]], cache: Path) -> list[Server]:
-    """List a corpus's documents as published servers (:func:`server_for`) and project them into B
-    with their passage vectors (:func:`corpus_vectors`). The rows, in the order of ``docs``."""
-    rows = [server_for(d, i) for i, d in enumerate(docs)]
+async def add_corpus(sessions: Any, embedder: Any, docs: list[dict[str, Any]], cache: Path,
+                     start: int = 0) -> list[Server]:
+    """List a corpus's documents as published servers (:func:`server_for`, numbered from ``start``)
+    and project them into B with their passage vectors (:func:`corpus_vectors`). The rows, in the
+    order of ``docs``."""
+    rows = [server_for(d, i) for i, d in enumerate(docs, start)]
     vectors = await corpus_vectors(embedder, [embed_text(r) for r in rows], cache)
     async with sessions() as s, s.begin():
         s.add_all(rows)
