@@ -42,7 +42,7 @@ def test_correctable_and_corrections() -> None:
 
 
 def test_term_groups_stand_ins_and_bigrams() -> None:
-    stats = _stats({"weather": 40, "weathers": 2, "天气": 10, "天气预报": 3, "预报": 5}, 100)
+    stats = _stats({"weather": 40, "weathers": 2, "forecast": 9, "天气": 10, "天气预报": 3, "预报": 5}, 100)
     groups = term_groups("weath 天气预报", stats, prefix_weight=0.5, translation_weight=1.0)
     # one group per word: the prefix with its expansions; the Chinese word with its bigrams
     # (jieba's sub-words and the bigrams inside it join it) and their translations
@@ -50,6 +50,9 @@ def test_term_groups_stand_ins_and_bigrams() -> None:
     assert set(groups[0]) == {"weath", "weather", "weathers"}
     assert groups[0]["weather"] == 0.5 * stats.idf("weather")
     assert {"天气预报", "天气", "预报", "weather", "forecast"} <= set(groups[1])
+    # a stand-in no document has is left out (it would only cost a term to score); the word itself stays
+    assert term_groups("天气预报", _stats({"天气预报": 3}, 100), 0.5, 1.0)[0].keys() >= {"天气预报", "天气", "预报"}
+    assert not {"weather", "forecast"} & term_groups("天气预报", _stats({"天气预报": 3}, 100), 0.5, 1.0)[0].keys()
     assert "weather" in term_groups("wether", stats, 0.5, 0.0, correction_weight=0.7)[0]
     assert "weather" not in term_groups("wether", stats, 0.5, 0.0, correction_weight=0.0)[0]
 
@@ -84,7 +87,7 @@ def test_candidate_tsqueries_bounds_common_words() -> None:
 
 
 def test_plan_terms_and_unknown_words() -> None:
-    stats = _stats({"weather": 40, "forecast": 9}, 100)
+    stats = _stats({"weather": 40, "forecast": 9, "天气": 10, "预报": 5}, 100)
     plan = plan_terms("wether forcast", stats, Settings())
     assert plan is not None
     assert {"weather", "forecast"} <= set(plan.terms)
@@ -124,3 +127,39 @@ def test_plans_are_cached_per_statistics_and_settings() -> None:
     stats.plans = {}  # what a refresh of the statistics does
     assert cached_plan("wether", stats, settings) is not first
     assert vector_literal((0.5, -1.0, 0.25)) == "[0.5,-1.0,0.25]"
+
+
+def test_a_need_word_brings_the_products_known_for_it(monkeypatch) -> None:
+    from wemcp.catalog import search
+
+    lexicon = {"accounting": ["xero", "quickbooks", "sage"], "记账": ["xero"], "bookkeeping": ["freshbooks"]}
+    monkeypatch.setattr(search, "products_for", lambda w: lexicon.get(w, []))
+    monkeypatch.setattr(search, "translations", lambda w: {"记账": ["bookkeeping"]}.get(w, []))
+    stats = _stats({"accounting": 5, "xero": 1, "quickbooks": 3, "freshbooks": 2, "invoices": 9}, 100)
+    group = term_groups("accounting", stats, 0.5, 1.0, product_weight=0.5)[0]
+    # the products some document mentions, the most mentioned first, at the discount times their idf;
+    # sage is in no document and brings nothing
+    assert list(group) == ["accounting", "quickbooks", "xero"]
+    assert group["xero"] == 0.5 * stats.idf("xero")
+    assert set(term_groups("accounting", stats, 0.5, 1.0, product_weight=0.0)[0]) == {"accounting"}
+    # a Chinese need word: its own products, and (at the translation's discount) its translation's
+    zh = term_groups("记账", stats, 0.5, 0.8, product_weight=0.5)[0]
+    assert zh["xero"] == 0.5 * stats.idf("xero") and zh["freshbooks"] == 0.5 * 0.8 * stats.idf("freshbooks")
+    assert set(zh) == {"记账", "xero", "freshbooks"}  # no document says bookkeeping: it is left out
+    # at most MAX_PRODUCTS, whatever the lexicon lists
+    many = {f"p{i}": 1 for i in range(20)}
+    monkeypatch.setattr(search, "products_for", lambda w: list(many) if w == "crm" else [])
+    assert len(term_groups("crm", _stats(many, 100), 0.5, 1.0, product_weight=0.5)[0]) == 1 + search.MAX_PRODUCTS
+
+
+def test_the_products_lexicon_is_plain_tokens() -> None:
+    import re
+
+    from wemcp.catalog.products import BY_NEED
+    from wemcp.catalog.text import STOPWORDS
+
+    assert len(BY_NEED) > 200
+    for need, products in BY_NEED.items():
+        assert need not in STOPWORDS, need
+        assert re.fullmatch(r"[a-z0-9]+|[\u3400-\u9fff]{2,4}", need), need
+        assert all(re.fullmatch(r"[a-z0-9]+", p) for p in products), (need, products)

@@ -83,6 +83,7 @@ class Settings(ServiceSettings):
     prefix_weight: float = Field(default=0.7, ge=0, le=1)  # an ASCII prefix's expansions, times idf
     translation_weight: float = Field(default=1.0, ge=0, le=1)  # glossary words of the other language
     correction_weight: float = Field(default=0.7, ge=0, le=1)  # words one edit from an unknown query word
+    product_weight: float = Field(default=0.5, ge=0, le=1)  # products known for a need word (products.py)
     # Full-text candidates (search.candidate_tsqueries): the rarest words select on their own while
     # their documents add up to at most text_candidate_budget; the common ones only together, and
     # then at most text_scan_cap documents. Every word still scores the candidates.

@@ -38,10 +38,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import functools
+import itertools
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wemcp.catalog.config import Settings
-from wemcp.catalog.glossary import translations
+from wemcp.catalog.glossary import ZH_EN, translations
+from wemcp.catalog.products import BY_NEED, products_for
 from wemcp.catalog.repository import search as repository
 from wemcp.catalog.schemas import SearchRequest
 from wemcp.catalog.text import correctable, edits1, is_prefix_term, query_terms
@@ -61,6 +63,10 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 log = get_logger("wemcp.catalog.search")
 
 MAX_EXPANSIONS = 6  # indexed words an ASCII prefix expands to (the most frequent first)
+# Chinese words of the glossary and of the products' needs that jieba does not keep whole (持续集成
+# comes out as 持续, 集成): a query containing one also looks it up as a word
+COMPOUNDS = tuple(sorted({w for w in (*ZH_EN, *BY_NEED) if len(w) >= 3 and _CJK.match(w)}, key=len, reverse=True))
+MAX_PRODUCTS = 3  # product names a need word brings (the most mentioned first)
 MAX_CORRECTIONS = 2  # indexed words one edit away that an unknown query word is corrected to
 
 
@@ -158,6 +164,18 @@ class TermStats:
         found.sort(key=lambda w: -self.df.get(w, 0))
         return found[:MAX_EXPANSIONS]
 
+    def products(self, term: str, translated: Iterable[str] = (),
+                 translation_weight: float = 1.0) -> list[tuple[str, float]]:
+        """The products known for the need ``term`` (or one of its glossary translations, at
+        ``translation_weight``) names that some document mentions, the most mentioned first, at most
+        ``MAX_PRODUCTS``: ``(name, discount)``."""
+        found: dict[str, float] = {}
+        for word, discount in itertools.chain([(term, 1.0)], ((x, translation_weight) for x in translated)):
+            for p in products_for(word):
+                if self.df.get(p, 0) > 0 and p != term:
+                    found[p] = max(found.get(p, 0.0), discount)
+        return sorted(found.items(), key=lambda kv: (-self.df[kv[0]], kv[0]))[:MAX_PRODUCTS]
+
     def corrections(self, term: str) -> list[str]:
         """A word no document has (a misspelling, e.g. ``wether``), corrected to the indexed words
         one edit away (``weather``), the most frequent first; none for a known word."""
@@ -181,12 +199,14 @@ class TermPlan:
 
 
 def term_groups(query: str, stats: TermStats, prefix_weight: float, translation_weight: float = 0.0,
-                correction_weight: float = 0.0) -> list[dict[str, float]]:
+                correction_weight: float = 0.0, product_weight: float = 0.0) -> list[dict[str, float]]:
     """One group per query word: the word and what stands in for it (its prefix expansions, its
     corrections when it is misspelled, the glossary's translations into the other language,
-    ``glossary.py``; a Chinese bigram inside a longer query word joins that word's group), each
-    term weighted by its idf, the stand-ins discounted."""
+    ``glossary.py``, the names of products known for the need it names, ``products.py``; a Chinese
+    bigram inside a longer query word joins that word's group), each term weighted by its idf, the
+    stand-ins discounted and only those some document had at the last count."""
     terms = query_terms(query)
+    terms += [k for k in COMPOUNDS if k in query and k not in terms]
     words = [w for w in terms if len(w) > 2 and _CJK.match(w)]
     groups: list[dict[str, float]] = []
     inside: list[tuple[str, dict[str, float]]] = []  # a bigram's group, the longer word it is part of
@@ -194,7 +214,9 @@ def term_groups(query: str, stats: TermStats, prefix_weight: float, translation_
         g = {t: stats.idf(t)}
 
         def add(term: str, weight: float, g: dict[str, float] = g) -> None:
-            g[term] = max(g.get(term, 0.0), weight)
+            # a stand-in no document had at the last count would only cost the query a term to score
+            if stats.df.get(term, 0) > 0:
+                g[term] = max(g.get(term, 0.0), weight)
 
         if is_prefix_term(t):
             for w in stats.expansions(t):
@@ -212,6 +234,10 @@ def term_groups(query: str, stats: TermStats, prefix_weight: float, translation_
         if translation_weight > 0:
             for w in translations(t):
                 add(w, translation_weight * stats.idf(w))
+        if product_weight > 0:
+            for w, discount in stats.products(t, translations(t) if translation_weight > 0 else (),
+                                              translation_weight):
+                add(w, product_weight * discount * stats.idf(w))
         home = next((w for w in words if len(t) == 2 and _CJK.match(t) and t in w), None)
         if home is None:
             groups.append(g)
@@ -267,7 +293,7 @@ def candidate_tsqueries(groups: list[dict[str, float]], stats: TermStats, budget
 
 def plan_terms(query: str, stats: TermStats, settings: Settings) -> TermPlan | None:
     groups = term_groups(query, stats, settings.prefix_weight, settings.translation_weight,
-                         settings.correction_weight)
+                         settings.correction_weight, settings.product_weight)
     weights: dict[str, float] = {}
     for g in groups:
         for t, w in g.items():
@@ -285,7 +311,7 @@ def cached_plan(query: str, stats: TermStats, settings: Settings) -> tuple[TermP
     """:func:`plan_terms` and :func:`has_unknown_word` of a query, cached with the statistics they
     were made from (a popular query costs jieba, prefix expansion and corrections once)."""
     key = (query, settings.prefix_weight, settings.translation_weight, settings.correction_weight,
-           settings.text_candidate_budget)
+           settings.product_weight, settings.text_candidate_budget)
     hit = stats.plans.get(key)
     if hit is None:
         if len(stats.plans) >= MAX_CACHED_PLANS:
