@@ -150,16 +150,3 @@ def test_a_need_word_brings_the_products_known_for_it(monkeypatch) -> None:
     many = {f"p{i}": 1 for i in range(20)}
     monkeypatch.setattr(search, "products_for", lambda w: list(many) if w == "crm" else [])
     assert len(term_groups("crm", _stats(many, 100), 0.5, 1.0, product_weight=0.5)[0]) == 1 + search.MAX_PRODUCTS
-
-
-def test_the_products_lexicon_is_plain_tokens() -> None:
-    import re
-
-    from wemcp.catalog.products import BY_NEED
-    from wemcp.catalog.text import STOPWORDS
-
-    assert len(BY_NEED) > 200
-    for need, products in BY_NEED.items():
-        assert need not in STOPWORDS, need
-        assert re.fullmatch(r"[a-z0-9]+|[\u3400-\u9fff]{2,4}", need), need
-        assert all(re.fullmatch(r"[a-z0-9]+", p) for p in products), (need, products)

@@ -128,7 +128,6 @@ _PAIRS = """
 编排 orchestration
 部署 deploy|deployment
 云 cloud
-服务器 server|servers
 无服务器 serverless|lambda
 函数 function|functions
 监控 monitoring|observability
@@ -152,11 +151,11 @@ _PAIRS = """
 桌面 desktop
 智能体 agent|agents
 代理 agent|proxy
-多智能体 agents|multi-agent
+多智能体 agents
 工作流 workflow|workflows
 插件 plugin|plugins
-模型 model|models
-大模型 llm|model
+模型 models
+大模型 llm
 本地 local
 实时 realtime|live
 旅行 travel|trip
