@@ -12,18 +12,33 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx2 as httpx
 import pytest
+import pytest_asyncio
 
+from wemcp.catalog.config import Settings
 from wemcp.catalog.handlers import _project
+from wemcp.catalog.main import SPEC
 from wemcp.catalog.projection import project
 from wemcp.catalog.search import TermStats
 from wemcp.catalog.state import of
+from wemcp.common.service import running
 from wemcp.testkit.catalog import server_for
 
 # the full-text retriever alone (rows projected here may have vectors) finds this description for
 # ``kubernetse`` only through the correction to ``kubernetes`` that the statistics give
 DOC = {"package": "@acme/cluster-helper", "registry": "npm",
        "description": "Inspect kubernetes deployments and pods from chat."}
+
+
+@pytest_asyncio.fixture
+async def catalog(settings_for: Any, clean_db: None, clean_bus: None) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """The catalog in-process, where a count of the statistics counts as cheap below 10 s (a loaded
+    machine can take more than the default 50 ms over an empty table; these tests are about what
+    happens on each side of the budget, not about the machine's speed)."""
+    async with running(SPEC, settings_for(Settings, term_stats_inline_seconds=10.0)) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://catalog") as client:
+            yield app, client
 
 
 class _Abort(Exception):

@@ -92,6 +92,9 @@ class Settings(ServiceSettings):
     text_prefilter: int = Field(default=400, ge=10, le=100_000)  # full-text candidates BM25 scores
     # idf statistics are recounted at least this often (for other replicas' changes; search.TermStats)
     term_stats_seconds: float = Field(default=600.0, gt=0)
+    # a count of the idf statistics that took less than this is redone inside a search that finds them
+    # stale; a costlier one runs in the background
+    term_stats_inline_seconds: float = Field(default=0.05, ge=0)
 
 
 @lru_cache

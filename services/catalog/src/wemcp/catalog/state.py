@@ -75,7 +75,7 @@ async def on_start(runtime: Runtime) -> None:
                                     isolation_level="AUTOCOMMIT")
         install_settings(search_engine, settings)
         search_sessions = async_sessionmaker(search_engine, expire_on_commit=False)
-    terms = TermStats(ttl=settings.term_stats_seconds)
+    terms = TermStats(ttl=settings.term_stats_seconds, sync_budget=settings.term_stats_inline_seconds)
     runtime.extras[KEY] = CatalogState(settings, embedder, CachedQueries(embedder), resolver, terms, search_engine,
                                        search_sessions)
     if runtime.sessions is not None:
