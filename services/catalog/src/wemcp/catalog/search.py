@@ -77,13 +77,14 @@ class TermStats:
     process made to B (``changed``, marked at commit) or once older than ``ttl`` seconds (changes
     other replicas made). A count that took less than ``sync_budget`` seconds (a small catalog) is
     redone inside the search that finds the statistics stale; a costlier one runs in the background,
-    at most once per ``cost * backoff`` seconds, while searches use the previous statistics. A big
-    catalog is counted at start (``warm``), so the first search does not wait. A word unseen at the
-    last count counts as rare (document frequency 0)."""
+    at most once per ``cost * backoff`` seconds, while searches use the previous statistics. A
+    catalog of ``warm_min_docs`` documents or more is counted at start (``warm``), so its first search
+    does not wait. A word unseen at the last count counts as rare (document frequency 0)."""
 
     ttl: float = 600.0
     sync_budget: float = 0.05
     backoff: float = 20.0
+    warm_min_docs: int = 1000
     n_docs: int = 0
     avgdl: float = 1.0
     df: dict[str, int] = field(default_factory=dict)
@@ -96,10 +97,11 @@ class TermStats:
     _task: asyncio.Task[None] | None = None
 
     async def warm(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        """Counted at start. Kept only when the count was costly: a small catalog's statistics are
-        counted again at its first search (cheaply), since the catalog at start may still be empty."""
+        """Counted at start. Kept only for a big catalog: a small one (an empty one, being filled) is
+        counted again at its first search, which is cheap for it. By the number of documents, not the
+        count's duration, which a loaded machine stretches."""
         await self.refresh(sessions)
-        if self.cost < self.sync_budget:
+        if self.n_docs < self.warm_min_docs:
             self.loaded_at = -math.inf
 
     def changed(self, session: AsyncSession) -> None:
