@@ -412,19 +412,33 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+# How long a service keeps an idle HTTP connection open: longer than any platform client keeps one
+# idle (the gateway's clients: 60 s), so the client always closes first. With uvicorn's default (5 s)
+# the server closed connections the gateway still pooled, and a request sent as the close arrived
+# failed: a 503 to the user.
+SERVER_KEEP_ALIVE_SECONDS = 75.0
+
+
+def server_config(app: Any, host: str, port: int) -> Any:
+    """The uvicorn configuration every service is served with."""
+    import uvicorn
+
+    # http_protocol(): a reply's headers and body leave in one write (one system call, not two).
+    # proxy_headers=False: uvicorn would take the client address from X-Forwarded-For of any loopback
+    # peer; the client address is read in one place, from configured proxies only (clientaddr.py).
+    return uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None,
+                          access_log=False, server_header=False, timeout_graceful_shutdown=5,
+                          timeout_keep_alive=int(SERVER_KEEP_ALIVE_SECONDS), http=http_protocol(),
+                          proxy_headers=False)
+
+
 async def _serve(spec: ServiceSpec, settings: ServiceSettings) -> int:
     import uvicorn
 
     runtime = Runtime(spec, settings)
     await runtime.open()
     app = build_app(spec, runtime)
-    # http_protocol(): a reply's headers and body leave in one write (one system call, not two).
-    # proxy_headers=False: uvicorn would take the client address from X-Forwarded-For of any loopback
-    # peer; the client address is read in one place, from configured proxies only (clientaddr.py).
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="off", log_config=None,
-                            access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                            http=http_protocol(), proxy_headers=False)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, settings.host, settings.port))
     freeze_startup_objects()
     # uvicorn re-raises the signal that stopped it once it has shut down (signal.raise_signal, with the
     # handler that was installed before it started). With the default handlers SIGTERM ended the

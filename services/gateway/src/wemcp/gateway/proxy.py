@@ -34,10 +34,14 @@ OWN_RESPONSE_HEADERS = frozenset({"date", "server", "x-request-id"})
 _NOT_PASSED_BACK = HOP_BY_HOP | OWN_RESPONSE_HEADERS
 
 
+# idle connections to the services are kept below their keep-alive (SERVER_KEEP_ALIVE_SECONDS)
+KEEP_ALIVE_SECONDS = 60.0
+
+
 def make_client(max_connections: int, timeout: float, connect_timeout: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                            keepalive_expiry=60),
+                            keepalive_expiry=KEEP_ALIVE_SECONDS),
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         follow_redirects=False,
     )
