@@ -28,8 +28,8 @@ from typing import Any
 
 from wemcp.common.archive_client import ArchiveClient, ArchiveFetchError, stored_file
 from wemcp.common.archives import ArchiveLimits, ArchiveRefused, read_archive
-from wemcp.common.requirements import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
 from wemcp.common.logging import get_logger
+from wemcp.common.requirements import DependencyRefused, check_package_json, check_requirement, parse_requirements_txt
 from wemcp.common.trust import Issuer
 from wemcp.deployer.sandbox import Failed, kill_tree
 from wemcp.deployer.spec import Archive, Package

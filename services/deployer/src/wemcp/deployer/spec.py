@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from wemcp.common.requirements import check_requirement
 from wemcp.common.events import spec as wire
 from wemcp.common.events.spec import ENV_NAME, PLACEHOLDER, SHA256, VERSION, package_name_problem
+from wemcp.common.requirements import check_requirement
 
 
 class SpecError(ValueError):
