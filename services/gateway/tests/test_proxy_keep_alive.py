@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from wemcp.common.service import SERVER_KEEP_ALIVE_SECONDS, server_config
+from wemcp.common.http import SERVER_KEEP_ALIVE_SECONDS
+from wemcp.common.service import server_config
 from wemcp.gateway.proxy import KEEP_ALIVE_SECONDS, make_client
 
 

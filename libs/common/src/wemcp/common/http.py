@@ -156,6 +156,13 @@ class _CoalescingTransport:
         return getattr(self._t, name)
 
 
+# How long a server of the platform (every service, the deployer's bridge) keeps an idle HTTP
+# connection open: longer than any platform client keeps one idle (the gateway's clients: 60 s), so
+# the client always closes first. With uvicorn's default (5 s) a server closed connections a client
+# still pooled, and a request sent as the close arrived failed (a 503 to the user).
+SERVER_KEEP_ALIVE_SECONDS = 75
+
+
 def http_protocol() -> Any:
     """uvicorn's httptools protocol with coalesced response writes (see :class:`_CoalescingTransport`),
     for ``uvicorn.Config(http=...)``; ``"auto"`` when httptools is not installed."""

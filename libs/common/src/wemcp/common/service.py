@@ -42,7 +42,7 @@ from wemcp.common.config import ServiceSettings
 from wemcp.common.db import check_database, make_engine, make_session_factory
 from wemcp.common.errors import ConfigError
 from wemcp.common.events.base import Event, ProbeRecorded
-from wemcp.common.http import RequestContextMiddleware, http_protocol, install_error_handlers
+from wemcp.common.http import SERVER_KEEP_ALIVE_SECONDS, RequestContextMiddleware, http_protocol, install_error_handlers
 from wemcp.common.logging import configure_logging, get_logger
 from wemcp.common.outbox import OutboxRelay, OutboxTables
 from wemcp.common.probes import make_probe_handler, probe_router
@@ -412,13 +412,6 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-# How long a service keeps an idle HTTP connection open: longer than any platform client keeps one
-# idle (the gateway's clients: 60 s), so the client always closes first. With uvicorn's default (5 s)
-# the server closed connections the gateway still pooled, and a request sent as the close arrived
-# failed: a 503 to the user.
-SERVER_KEEP_ALIVE_SECONDS = 75.0
-
-
 def server_config(app: Any, host: str, port: int) -> Any:
     """The uvicorn configuration every service is served with."""
     import uvicorn
@@ -428,7 +421,7 @@ def server_config(app: Any, host: str, port: int) -> Any:
     # peer; the client address is read in one place, from configured proxies only (clientaddr.py).
     return uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None,
                           access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                          timeout_keep_alive=int(SERVER_KEEP_ALIVE_SECONDS), http=http_protocol(),
+                          timeout_keep_alive=SERVER_KEEP_ALIVE_SECONDS, http=http_protocol(),
                           proxy_headers=False)
 
 

@@ -40,7 +40,8 @@ class Settings(ServiceSettings):
     mcp_pool_max_entries: int = Field(default=512, ge=1)
     mcp_pool_idle_seconds: float = Field(default=60.0, gt=0)  # an unused entry is closed after this
     mcp_pool_connections: int = Field(default=8, ge=1)  # HTTP connections per entry
-    # Idle keep-alive connections are dropped before the server drops them (uvicorn: 5 s).
+    # Idle keep-alive connections are dropped before the server drops them (uvicorn's default: 5 s; the
+    # platform's own services keep them 75 s, but an MCP server elsewhere may not).
     mcp_keepalive_seconds: float = Field(default=4.0, ge=0)
     # How long a tools/list result is reused; short, so a disabled or changed server shows at once.
     mcp_tools_ttl_seconds: float = Field(default=5.0, ge=0, le=60)

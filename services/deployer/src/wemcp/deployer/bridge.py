@@ -54,7 +54,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from wemcp.common import sse
-from wemcp.common.http import http_protocol
+from wemcp.common.http import SERVER_KEEP_ALIVE_SECONDS, http_protocol
 from wemcp.common.logging import get_logger
 from wemcp.common.trust import HEADER_ASSERTION_RAW, BridgeGuard, KeyRing, environment_ring
 from wemcp.deployer import sandbox
@@ -386,12 +386,11 @@ class Bridge:
         sock.listen(512)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        # keep-alive 75 s (nginx's default), longer than the gateway keeps an idle upstream connection
-        # (60 s): the gateway never writes a call on a connection the bridge is closing at that instant
-        # (uvicorn's default, 5 s, made that race likely for servers called every few seconds)
+        # the platform's server keep-alive, longer than the gateway keeps an idle upstream connection:
+        # the gateway never writes a call on a connection the bridge is closing at that instant
         config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_config=None, access_log=False,
                                 server_header=False, timeout_graceful_shutdown=2, http=http_protocol(),
-                                timeout_keep_alive=75)
+                                timeout_keep_alive=SERVER_KEEP_ALIVE_SECONDS)
         self._server = _EmbeddedServer(config)
         self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock])))
         self._tasks.append(asyncio.create_task(self._reaper()))

@@ -34,7 +34,7 @@ OWN_RESPONSE_HEADERS = frozenset({"date", "server", "x-request-id"})
 _NOT_PASSED_BACK = HOP_BY_HOP | OWN_RESPONSE_HEADERS
 
 
-# idle connections to the services are kept below their keep-alive (SERVER_KEEP_ALIVE_SECONDS)
+# idle connections to the services are kept below their keep-alive (wemcp.common.http.SERVER_KEEP_ALIVE_SECONDS)
 KEEP_ALIVE_SECONDS = 60.0
 
 
