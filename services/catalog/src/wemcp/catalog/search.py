@@ -115,9 +115,10 @@ class TermStats:
         return self.dirty or time.monotonic() - self.loaded_at > self.ttl
 
     async def ready(self, sessions: async_sessionmaker[AsyncSession]) -> TermStats:
-        if self.loaded_at == -math.inf or (self.stale() and self.cost < self.sync_budget):
+        stale = self.stale()
+        if self.loaded_at == -math.inf or (stale and self.cost < self.sync_budget):
             await self.refresh(sessions)
-        elif (self.stale() and (self._task is None or self._task.done())
+        elif (stale and (self._task is None or self._task.done())
               and time.monotonic() - self.loaded_at > self.cost * self.backoff):
             self._task = asyncio.create_task(self._background(sessions))
         return self
@@ -233,12 +234,11 @@ def term_groups(query: str, stats: TermStats, prefix_weight: float, translation_
                     add(e, correction_weight * prefix_weight * stats.idf(e))
                 for x in translations(w) if translation_weight > 0 else ():
                     add(x, correction_weight * translation_weight * stats.idf(x))
-        if translation_weight > 0:
-            for w in translations(t):
-                add(w, translation_weight * stats.idf(w))
+        translated = translations(t) if translation_weight > 0 else []
+        for w in translated:
+            add(w, translation_weight * stats.idf(w))
         if product_weight > 0:
-            for w, discount in stats.products(t, translations(t) if translation_weight > 0 else (),
-                                              translation_weight):
+            for w, discount in stats.products(t, translated, translation_weight):
                 add(w, product_weight * discount * stats.idf(w))
         home = next((w for w in words if len(t) == 2 and _CJK.match(t) and t in w), None)
         if home is None:
